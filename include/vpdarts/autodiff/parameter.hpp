@@ -1,0 +1,100 @@
+#pragma once
+/// @file parameter.hpp
+/// A named, owned tensor that the tape reads without copying and into whose
+/// gradient backward() accumulates.
+
+#include <string>
+#include <utility>
+
+#include "../error.hpp"
+#include "../fwd.hpp"
+#include "../detail/format.hpp"
+
+namespace vpdarts {
+
+/// A named parameter: a value matrix, a gradient matrix of the same shape and
+/// a `requires_grad` flag.
+///
+/// A frozen parameter (requires_grad false) holds no gradient storage and
+/// receives no gradient work: nodes of the tape that only frozen parameters
+/// and constants reach get no adjoint and no backward step. Gradients
+/// accumulate across backward() calls until zero_grad().
+template <Scalar S>
+class parameter {
+ public:
+  parameter() = default;
+
+  /// A zero-filled parameter of shape rows x cols. @throws shape_error for a negative size.
+  parameter(std::string name, index rows, index cols, bool requires_grad = true)
+      : name_(std::move(name)) {
+    if (rows < 0 || cols < 0)
+      throw shape_error(detail::cat("parameter: '", name_, "' cannot have shape ", detail::shape_str(rows, cols)));
+    value_ = matrix<S>::Zero(rows, cols);
+    set_requires_grad(requires_grad);
+  }
+
+  /// A parameter holding `value`.
+  parameter(std::string name, matrix<S> value, bool requires_grad = true)
+      : name_(std::move(name)), value_(std::move(value)) {
+    set_requires_grad(requires_grad);
+  }
+
+  /// The parameter's name (timm-style, e.g. `blocks.0.attn.qkv.weight`).
+  const std::string& name() const noexcept { return name_; }
+  /// The value. Resizing it is allowed only when no tape refers to it.
+  matrix<S>& value() noexcept { return value_; }
+  const matrix<S>& value() const noexcept { return value_; }
+
+  index rows() const noexcept { return value_.rows(); }
+  index cols() const noexcept { return value_.cols(); }
+  index size() const noexcept { return value_.size(); }
+
+  bool requires_grad() const noexcept { return requires_grad_; }
+
+  /// Makes the parameter trainable (allocating a zero gradient) or frozen (dropping it).
+  void set_requires_grad(bool on) {
+    requires_grad_ = on;
+    if (on) {
+      if (grad_.rows() != value_.rows() || grad_.cols() != value_.cols()) grad_ = matrix<S>::Zero(rows(), cols());
+    } else {
+      grad_ = matrix<S>();
+    }
+  }
+  /// Shorthand for set_requires_grad(false).
+  void freeze() { set_requires_grad(false); }
+  /// Shorthand for set_requires_grad(true).
+  void unfreeze() { set_requires_grad(true); }
+
+  /// The accumulated gradient. @throws state_error when the parameter is frozen.
+  matrix<S>& grad() {
+    check_trainable();
+    return grad_;
+  }
+  const matrix<S>& grad() const {
+    check_trainable();
+    return grad_;
+  }
+
+  /// Sets the gradient to zero (no-op for a frozen parameter).
+  void zero_grad() noexcept {
+    if (requires_grad_) grad_.setZero();
+  }
+
+ private:
+  void check_trainable() const {
+    if (!requires_grad_)
+      throw state_error(detail::cat("parameter::grad: '", name_, "' (", detail::shape_str(rows(), cols()),
+                                    ") is frozen and has no gradient"));
+    if (grad_.rows() != value_.rows() || grad_.cols() != value_.cols())
+      throw state_error(detail::cat("parameter::grad: '", name_, "' was resized to ",
+                                    detail::shape_str(rows(), cols()), " after its gradient was made; call "
+                                    "set_requires_grad(true) again"));
+  }
+
+  std::string name_;
+  matrix<S> value_;
+  matrix<S> grad_;
+  bool requires_grad_ = false;
+};
+
+}  // namespace vpdarts

@@ -1,0 +1,315 @@
+#pragma once
+/// @file tape.hpp
+/// The reverse-mode tape: nodes with a value, an adjoint and a backward step.
+///
+/// A node's value and adjoint live in the tape's arena (parameters are read in
+/// place and their gradient is accumulated in place). backward(loss) sweeps the
+/// nodes in reverse order; reset() forgets every node but keeps the memory, so
+/// a training loop that records the same graph each step allocates nothing
+/// once warm. Nodes that no trainable parameter reaches have
+/// `requires_grad() == false`: they get no adjoint and no backward step.
+///
+/// Writing an op (the pattern every vpdarts op follows): check the shapes and
+/// throw shape_error naming the function and both shapes; create the output
+/// with `tape::make(rows, cols, requires_grad)`; compute its value; if the
+/// output requires a gradient, register a backward step with
+/// `tape::on_backward(out, lambda)` whose lambda captures node ids (not
+/// matrices) and adds into the adjoints of the inputs that require one.
+
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "../detail/format.hpp"
+#include "../detail/inline_function.hpp"
+#include "../error.hpp"
+#include "../fwd.hpp"
+#include "arena.hpp"
+#include "parameter.hpp"
+
+namespace vpdarts {
+
+/// A handle on one node of a tape: cheap to copy, valid until the tape's next reset().
+template <Scalar S>
+class var {
+ public:
+  var() = default;
+
+  index rows() const { return node().rows; }
+  index cols() const { return node().cols; }
+  index size() const { return rows() * cols(); }
+  /// True when some trainable parameter reaches this node.
+  bool requires_grad() const { return node().requires_grad; }
+  /// The value (a view into the tape's memory).
+  matrix_map<S> value() const {
+    auto& n = node();
+    return matrix_map<S>(n.value, n.rows, n.cols);
+  }
+  /// The value of a 1x1 node. @throws shape_error otherwise.
+  S item() const;
+  /// The adjoint d loss / d this after backward(). @throws state_error before backward or when not required.
+  matrix_map<S> adjoint() const;
+  /// The tape this node belongs to.
+  tape<S>& owner() const {
+    if (tape_ == nullptr) throw state_error("var::owner: variable is empty (default-constructed)");
+    return *tape_;
+  }
+  /// The node's position on the tape.
+  std::uint32_t id() const noexcept { return id_; }
+  /// False for a default-constructed var.
+  bool valid() const noexcept { return tape_ != nullptr; }
+
+ private:
+  friend class tape<S>;
+  var(tape<S>* t, std::uint32_t id, std::uint32_t generation) : tape_(t), id_(id), generation_(generation) {}
+  void check_valid(const char* fn) const;
+  const auto& node() const;
+
+  tape<S>* tape_ = nullptr;
+  std::uint32_t id_ = 0;
+  std::uint32_t generation_ = 0;
+};
+
+/// The reverse-mode tape. One tape per thread; not copyable or movable
+/// (variables point at it).
+template <Scalar S>
+class tape {
+ public:
+  /// A backward step: captures node ids, reads the tape, adds into adjoints.
+  using backward_step = detail::inline_function<tape&, 96>;
+
+  /// One recorded operation.
+  struct node {
+    S* value = nullptr;
+    S* adjoint = nullptr;
+    index rows = 0;
+    index cols = 0;
+    bool requires_grad = false;
+    bool external_adjoint = false;  // a parameter's gradient, not arena memory
+    backward_step back;
+  };
+
+  /// @param first_chunk_bytes the arena's first chunk (it grows as needed and keeps its size).
+  explicit tape(std::size_t first_chunk_bytes = std::size_t{1} << 20) : arena_(first_chunk_bytes) {
+    nodes_.reserve(256);
+  }
+  tape(const tape&) = delete;
+  tape& operator=(const tape&) = delete;
+
+  /// A leaf that reads `p` in place. When p requires a gradient (and recording
+  /// is on), backward() accumulates d loss / d p into p.grad().
+  var<S> leaf(parameter<S>& p) {
+    const bool rg = grad_enabled_ && p.requires_grad();
+    node n;
+    n.value = p.value().data();
+    n.rows = p.rows();
+    n.cols = p.cols();
+    n.requires_grad = rg;
+    if (rg) {
+      n.adjoint = p.grad().data();
+      n.external_adjoint = true;
+    }
+    return push(n);
+  }
+
+  /// A constant copied onto the tape. @throws shape_error when m is empty.
+  var<S> constant(const Eigen::Ref<const matrix<S>>& m) {
+    if (m.size() == 0) throw shape_error(detail::cat("tape::constant: matrix is empty (", detail::shape_str(m.rows(), m.cols()), ")"));
+    var<S> v = make(m.rows(), m.cols(), false);
+    v.value() = m;
+    return v;
+  }
+  /// A constant filled with `fill`.
+  var<S> constant(index rows, index cols, S fill) {
+    var<S> v = make(rows, cols, false);
+    v.value().setConstant(fill);
+    return v;
+  }
+  /// An uninitialised constant for the caller to fill through value() (no copy of a source matrix).
+  var<S> input(index rows, index cols) { return make(rows, cols, false); }
+
+  /// Sweeps the tape backwards from a 1x1 loss, accumulating into the
+  /// gradients of the trainable parameters that were used.
+  /// @throws shape_error unless loss is 1x1; state_error for a variable of another
+  /// tape or from before reset(), for a loss that no trainable parameter
+  /// reaches, or for a second backward() without reset().
+  void backward(const var<S>& loss) {
+    check(loss, "tape::backward");
+    if (loss.rows() != 1 || loss.cols() != 1)
+      throw shape_error(detail::cat("tape::backward: loss is ", detail::shape_str(loss.rows(), loss.cols()),
+                                    ", expected a 1x1 scalar"));
+    if (!loss.requires_grad())
+      throw state_error("tape::backward: the loss does not depend on any parameter that requires a gradient "
+                        "(all frozen, or recorded under no_grad)");
+    if (backward_done_)
+      throw state_error("tape::backward: backward() was already called on this tape; call reset() and record again");
+    backward_done_ = true;
+    const std::uint32_t last = loss.id();
+    for (std::uint32_t i = 0; i <= last; ++i) {
+      node& n = nodes_[i];
+      if (n.requires_grad && !n.external_adjoint) {
+        n.adjoint = arena_.allocate<S>(static_cast<std::size_t>(n.rows * n.cols));
+        std::fill_n(n.adjoint, n.rows * n.cols, S(0));
+      }
+    }
+    nodes_[last].adjoint[0] += S(1);
+    for (std::uint32_t i = last + 1; i-- > 0;) {
+      const node& n = nodes_[i];
+      if (n.requires_grad && n.back) n.back(*this);
+    }
+  }
+
+  /// Forgets every node (their vars become invalid) and keeps the memory.
+  void reset() {
+    nodes_.clear();
+    arena_.reset();
+    ++generation_;
+    backward_done_ = false;
+  }
+
+  /// False inside a no_grad scope: nothing is recorded for backward.
+  bool grad_enabled() const noexcept { return grad_enabled_; }
+  /// Turns recording on or off (prefer the no_grad scope).
+  void set_grad_enabled(bool on) noexcept { grad_enabled_ = on; }
+
+  /// Number of nodes recorded since the last reset.
+  std::size_t size() const noexcept { return nodes_.size(); }
+  /// The arena (for memory statistics).
+  const arena& memory() const noexcept { return arena_; }
+  /// Bumped by every reset(); variables of an older generation are invalid.
+  std::uint32_t generation() const noexcept { return generation_; }
+
+  // ---- the op-author interface -------------------------------------------
+
+  /// A new node with uninitialised value storage. `requires_grad` is ignored (false) under no_grad.
+  /// @throws shape_error for an empty or negative shape.
+  var<S> make(index rows, index cols, bool requires_grad) {
+    if (rows <= 0 || cols <= 0)
+      throw shape_error(detail::cat("tape::make: cannot create a ", detail::shape_str(rows, cols), " node"));
+    node n;
+    n.value = arena_.allocate<S>(static_cast<std::size_t>(rows * cols));
+    n.rows = rows;
+    n.cols = cols;
+    n.requires_grad = requires_grad && grad_enabled_;
+    return push(n);
+  }
+
+  /// Registers the backward step of `out` (only when out requires a gradient).
+  template <class F>
+  void on_backward(const var<S>& out, F step) {
+    node& n = nodes_[out.id()];
+    if (n.requires_grad) n.back = backward_step(step);
+  }
+
+  /// The value of node `id`.
+  matrix_map<S> value(std::uint32_t id) {
+    node& n = nodes_[id];
+    return matrix_map<S>(n.value, n.rows, n.cols);
+  }
+  /// The adjoint of node `id` (only during backward, only for nodes that require a gradient).
+  matrix_map<S> adjoint(std::uint32_t id) {
+    node& n = nodes_[id];
+    return matrix_map<S>(n.adjoint, n.rows, n.cols);
+  }
+  bool requires_grad(std::uint32_t id) const { return nodes_[id].requires_grad; }
+  const node& at(std::uint32_t id) const { return nodes_[id]; }
+
+  /// Uninitialised arena storage for an op's saved intermediates (freed by reset()).
+  template <class T>
+  T* scratch(std::size_t count) {
+    return arena_.allocate<T>(count);
+  }
+
+  /// @throws state_error when v is invalid, of another tape or from before reset().
+  void check(const var<S>& v, const char* fn) const {
+    if (v.tape_ == nullptr) throw state_error(detail::cat(fn, ": variable is empty (default-constructed)"));
+    if (v.tape_ != this) throw state_error(detail::cat(fn, ": variable belongs to another tape"));
+    if (v.generation_ != generation_ || v.id_ >= nodes_.size())
+      throw state_error(detail::cat(fn, ": variable was recorded before the tape's last reset()"));
+  }
+
+ private:
+  friend class var<S>;
+
+  var<S> push(const node& n) {
+    if (nodes_.size() >= std::numeric_limits<std::uint32_t>::max())
+      throw state_error("tape: too many nodes; call reset() between steps");
+    nodes_.push_back(n);
+    return var<S>(this, static_cast<std::uint32_t>(nodes_.size() - 1), generation_);
+  }
+
+  arena arena_;
+  std::vector<node> nodes_;
+  std::uint32_t generation_ = 0;
+  bool grad_enabled_ = true;
+  bool backward_done_ = false;
+};
+
+/// Scope in which a tape records no backward steps (inference): nodes still
+/// hold values, but none requires a gradient.
+template <Scalar S>
+class no_grad {
+ public:
+  explicit no_grad(tape<S>& t) : tape_(t), previous_(t.grad_enabled()) { t.set_grad_enabled(false); }
+  ~no_grad() { tape_.set_grad_enabled(previous_); }
+  no_grad(const no_grad&) = delete;
+  no_grad& operator=(const no_grad&) = delete;
+
+ private:
+  tape<S>& tape_;
+  bool previous_;
+};
+
+// ---- var, out of line ------------------------------------------------------
+
+template <Scalar S>
+void var<S>::check_valid(const char* fn) const {
+  if (tape_ == nullptr) throw state_error(detail::cat(fn, ": variable is empty (default-constructed)"));
+  tape_->check(*this, fn);
+}
+
+template <Scalar S>
+const auto& var<S>::node() const {
+  check_valid("var");
+  return tape_->nodes_[id_];
+}
+
+template <Scalar S>
+S var<S>::item() const {
+  if (rows() != 1 || cols() != 1)
+    throw shape_error(detail::cat("var::item: variable is ", detail::shape_str(rows(), cols()), ", not 1x1"));
+  return node().value[0];
+}
+
+template <Scalar S>
+matrix_map<S> var<S>::adjoint() const {
+  auto& n = node();
+  if (!n.requires_grad || n.adjoint == nullptr || !tape_->backward_done_)
+    throw state_error(detail::cat("var::adjoint: node ", id_, " (", detail::shape_str(n.rows, n.cols),
+                                  ") has no adjoint: it requires no gradient or backward() has not run"));
+  return matrix_map<S>(n.adjoint, n.rows, n.cols);
+}
+
+namespace detail {
+
+/// The tape of an operand. @throws state_error when it is empty or stale. of two operands. @throws state_error when they differ or are stale.
+template <Scalar S>
+tape<S>& tape_of(const char* fn, const var<S>& a) {
+  if (!a.valid()) throw state_error(detail::cat(fn, ": variable is empty (default-constructed)"));
+  tape<S>& t = a.owner();
+  t.check(a, fn);
+  return t;
+}
+
+/// The common tape of two operands. @throws state_error when they differ or are stale.
+template <Scalar S>
+tape<S>& same_tape(const char* fn, const var<S>& a, const var<S>& b) {
+  tape<S>& t = tape_of(fn, a);
+  t.check(b, fn);
+  return t;
+}
+
+}  // namespace detail
+}  // namespace vpdarts

@@ -1,0 +1,50 @@
+#pragma once
+/// @file error.hpp
+/// The one exception family of vpdarts. Every message starts with a tag
+/// (`[vpdarts.shape_error]`) and names the function, the argument and the
+/// shapes involved, for example
+/// `[vpdarts.shape_error] matmul: a is 3x4 and b is 5x2: inner dimensions differ (4 vs 5)`.
+
+#include <stdexcept>
+#include <string>
+
+namespace vpdarts {
+
+/// Base of every exception vpdarts throws.
+class error : public std::runtime_error {
+ public:
+  /// @param tag short class tag, such as "shape_error"; @param what the message.
+  error(const std::string& tag, const std::string& what) : std::runtime_error("[vpdarts." + tag + "] " + what) {}
+};
+
+/// Operand shapes that do not fit an operation.
+class shape_error : public error {
+ public:
+  explicit shape_error(const std::string& what) : error("shape_error", what) {}
+};
+
+/// A value that is out of range or not finite (labels, NaN losses, bad scalars).
+class value_error : public error {
+ public:
+  explicit value_error(const std::string& what) : error("value_error", what) {}
+};
+
+/// Misuse of an object's state: a stale tape variable, backward twice, the gradient of a frozen parameter.
+class state_error : public error {
+ public:
+  explicit state_error(const std::string& what) : error("state_error", what) {}
+};
+
+/// A file that cannot be read or written, or whose content is malformed.
+class io_error : public error {
+ public:
+  explicit io_error(const std::string& what) : error("io_error", what) {}
+};
+
+/// An invalid model, search or tool configuration.
+class config_error : public error {
+ public:
+  explicit config_error(const std::string& what) : error("config_error", what) {}
+};
+
+}  // namespace vpdarts

@@ -1,0 +1,12 @@
+#pragma once
+/// @file version.hpp
+/// The version of vpdarts. These are the only macros vpdarts defines.
+
+#define VPDARTS_VERSION_MAJOR 0
+#define VPDARTS_VERSION_MINOR 1
+#define VPDARTS_VERSION_PATCH 0
+
+namespace vpdarts {
+/// The library version as "major.minor.patch".
+inline constexpr const char* version_string = "0.1.0";
+}  // namespace vpdarts

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs every Debian package that building and testing vpdarts needs,
+# only those that are missing. Usage: scripts/install-deps.sh [--bench] [--docs]
+set -euo pipefail
+
+packages=(g++ cmake make pkg-config ccache
+          libeigen3-dev libxtensor-dev libboost-dev catch2 libstb-dev
+          nlohmann-json3-dev zlib1g-dev libbenchmark-dev)
+for arg in "$@"; do
+  case "$arg" in
+    --bench) packages+=(python3 python3-torch libopenblas0-pthread) ;;
+    --docs) packages+=(doxygen) ;;
+    *) echo "install-deps.sh: unknown option '$arg' (expected --bench or --docs)" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps.sh: installing ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps.sh: need root (or sudo) to install ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+if ! $sudo apt-get install -y --no-install-recommends "${missing[@]}"; then
+  $sudo apt-get update
+  $sudo apt-get install -y --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,302 @@
+// Every op: forward value against a plain reference, a finite-difference
+// gradient check in double (relative error < 1e-6), and its shape errors.
+#include "pch.hpp"
+
+namespace vp = vpdarts;
+using vpdarts_test::random_matrix;
+using vpdarts_test::random_parameter;
+using P = vp::parameter<double>;
+using T = vp::tape<double>;
+using V = vp::var<double>;
+using M = vp::matrix<double>;
+
+namespace {
+
+void require_gradcheck(const vp::gradcheck_result& r) {
+  INFO("worst entry: " << r.worst << " (error " << r.max_error << ", " << r.checked << " entries)");
+  REQUIRE(r.checked > 0);
+  REQUIRE(r.passed);
+  REQUIRE(r.max_error < 1e-6);
+}
+
+// Plain attention for one sequence: qkv is T x 3D.
+M reference_attention(const M& qkv, vp::index heads) {
+  const vp::index d = qkv.cols() / 3, dh = d / heads;
+  M out(qkv.rows(), d);
+  for (vp::index h = 0; h < heads; ++h) {
+    M q = qkv.middleCols(h * dh, dh), k = qkv.middleCols(d + h * dh, dh), v = qkv.middleCols(2 * d + h * dh, dh);
+    M s = q * k.transpose() / std::sqrt(double(dh));
+    for (vp::index i = 0; i < s.rows(); ++i) {
+      s.row(i).array() = (s.row(i).array() - s.row(i).maxCoeff()).exp();
+      s.row(i) /= s.row(i).sum();
+    }
+    out.middleCols(h * dh, dh) = s * v;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("add, sub, mul: values, broadcasting and gradients", "[autodiff][ops][elementwise]") {
+  struct shape_case {
+    vp::index ra, ca, rb, cb;
+  };
+  // same shape, row vector, column vector, scalar, per-image tile (T x D over (B*T) x D), reversed
+  const shape_case cases[] = {{4, 3, 4, 3}, {4, 3, 1, 3}, {4, 3, 4, 1}, {4, 3, 1, 1}, {6, 3, 2, 3}, {1, 3, 4, 3}};
+  for (const auto& c : cases) {
+    auto a = random_parameter<double>("a", c.ra, c.ca, 11);
+    auto b = random_parameter<double>("b", c.rb, c.cb, 12, 1.0, 0.5);
+    const vp::index r = std::max(c.ra, c.rb), cc = std::max(c.ca, c.cb);
+    M ea(r, cc), eb(r, cc);
+    for (vp::index i = 0; i < r; ++i)
+      for (vp::index j = 0; j < cc; ++j) {
+        ea(i, j) = a.value()(i % c.ra, c.ca == 1 ? 0 : j);
+        eb(i, j) = b.value()(i % c.rb, c.cb == 1 ? 0 : j);
+      }
+    T t;
+    CHECK((vp::add(t.leaf(a), t.leaf(b)).value() - (ea + eb)).norm() < 1e-12);
+    CHECK((vp::sub(t.leaf(a), t.leaf(b)).value() - (ea - eb)).norm() < 1e-12);
+    CHECK((vp::mul(t.leaf(a), t.leaf(b)).value() - ea.cwiseProduct(eb)).norm() < 1e-12);
+    require_gradcheck(vp::gradcheck([&](T& t) { return vp::add(t.leaf(a), t.leaf(b)); }, {&a, &b}));
+    require_gradcheck(vp::gradcheck([&](T& t) { return vp::sub(t.leaf(a), t.leaf(b)); }, {&a, &b}));
+    require_gradcheck(vp::gradcheck([&](T& t) { return vp::mul(t.leaf(a), t.leaf(b)); }, {&a, &b}));
+  }
+  // the same variable on both sides
+  auto a = random_parameter<double>("a", 3, 3, 13);
+  require_gradcheck(vp::gradcheck([&](T& t) { auto x = t.leaf(a); return x * x - x; }, {&a}));
+  T t;
+  auto x = t.constant(M::Ones(4, 3));
+  CHECK_THROWS_WITH(vp::add(x, t.constant(M::Ones(3, 3))),
+                    Catch::Contains("add") && Catch::Contains("4x3") && Catch::Contains("3x3"));
+  CHECK_THROWS_AS(vp::mul(x, t.constant(M::Ones(4, 2))), vp::shape_error);
+  CHECK_THROWS_AS(vp::sub(x, t.constant(M::Ones(1, 2))), vp::shape_error);
+}
+
+TEST_CASE("unary ops: scale, exp, log, tanh, gelu", "[autodiff][ops][elementwise]") {
+  auto a = random_parameter<double>("a", 3, 4, 21);
+  auto pos = random_parameter<double>("pos", 3, 4, 22, 0.2, 1.0);
+  T t;
+  M v = a.value();
+  CHECK((vp::scale(t.leaf(a), 2.5).value() - 2.5 * v).norm() < 1e-12);
+  CHECK((vp::add_scalar(t.leaf(a), 2.5).value() - (v.array() + 2.5).matrix()).norm() < 1e-12);
+  CHECK((vp::exp(t.leaf(a)).value() - v.array().exp().matrix()).norm() < 1e-12);
+  CHECK((vp::log(t.leaf(pos)).value() - pos.value().array().log().matrix()).norm() < 1e-12);
+  CHECK((vp::tanh(t.leaf(a)).value() - v.array().tanh().matrix()).norm() < 1e-12);
+  // GELU(1) = 0.8413447460685429, GELU(-1) = -0.15865525393145707 (exact erf form)
+  auto g = vp::gelu(t.constant(M{{1.0, -1.0}}));
+  CHECK(g.value()(0, 0) == Approx(0.8413447460685429).epsilon(1e-14));
+  CHECK(g.value()(0, 1) == Approx(-0.15865525393145707).epsilon(1e-14));
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::scale(t.leaf(a), -1.5); }, {&a}));
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::add_scalar(t.leaf(a), 0.5); }, {&a}));
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::exp(t.leaf(a)); }, {&a}));
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::log(t.leaf(pos)); }, {&pos}));
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::tanh(t.leaf(a)); }, {&a}));
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::gelu(t.leaf(a)); }, {&a}));
+  CHECK_THROWS_WITH(vp::log(t.constant(M{{1.0, 0.0}})), Catch::Contains("log") && Catch::Contains("not positive"));
+}
+
+TEST_CASE("matmul with every transpose", "[autodiff][ops][linalg]") {
+  auto a = random_parameter<double>("a", 3, 4, 31);
+  auto b = random_parameter<double>("b", 4, 5, 32);
+  auto bt = random_parameter<double>("bt", 5, 4, 33);
+  auto at = random_parameter<double>("at", 4, 3, 34);
+  T t;
+  CHECK((vp::matmul(t.leaf(a), t.leaf(b)).value() - a.value() * b.value()).norm() < 1e-12);
+  CHECK((vp::matmul(t.leaf(at), t.leaf(b), vp::transpose::a).value() - at.value().transpose() * b.value()).norm() < 1e-12);
+  CHECK((vp::matmul(t.leaf(a), t.leaf(bt), vp::transpose::b).value() - a.value() * bt.value().transpose()).norm() < 1e-12);
+  CHECK((vp::matmul(t.leaf(at), t.leaf(bt), vp::transpose::both).value() -
+         at.value().transpose() * bt.value().transpose()).norm() < 1e-12);
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::matmul(t.leaf(a), t.leaf(b)); }, {&a, &b}));
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::matmul(t.leaf(at), t.leaf(b), vp::transpose::a); }, {&at, &b}));
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::matmul(t.leaf(a), t.leaf(bt), vp::transpose::b); }, {&a, &bt}));
+  require_gradcheck(
+      vp::gradcheck([&](T& t) { return vp::matmul(t.leaf(at), t.leaf(bt), vp::transpose::both); }, {&at, &bt}));
+  CHECK_THROWS_WITH(vp::matmul(t.leaf(a), t.leaf(bt)),
+                    Catch::Contains("matmul") && Catch::Contains("3x4") && Catch::Contains("5x4"));
+}
+
+TEST_CASE("linear layer, trainable and frozen weights", "[autodiff][ops][linalg]") {
+  auto x = random_parameter<double>("x", 6, 4, 41);
+  auto w = random_parameter<double>("w", 3, 4, 42);
+  auto b = random_parameter<double>("b", 1, 3, 43);
+  T t;
+  M expect = (x.value() * w.value().transpose()).rowwise() + b.value().row(0);
+  CHECK((vp::linear(t.leaf(x), t.leaf(w), t.leaf(b)).value() - expect).norm() < 1e-12);
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::linear(t.leaf(x), t.leaf(w), t.leaf(b)); }, {&x, &w, &b}));
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::linear(t.leaf(x), t.leaf(w)); }, {&x, &w}));
+  w.freeze();
+  b.freeze();
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::linear(t.leaf(x), t.leaf(w), t.leaf(b)); }, {&x}));
+  t.reset();
+  CHECK_THROWS_WITH(vp::linear(t.leaf(b), t.leaf(w)),
+                    Catch::Contains("linear") && Catch::Contains("1x3") && Catch::Contains("3x4"));
+  CHECK_THROWS_WITH(vp::linear(t.leaf(x), t.leaf(w), t.leaf(x)), Catch::Contains("bias is 6x4"));
+}
+
+TEST_CASE("sum, mean and the differentiable weighted sum", "[autodiff][ops][reduce]") {
+  auto a = random_parameter<double>("a", 3, 4, 51);
+  auto x0 = random_parameter<double>("x0", 3, 4, 52);
+  auto x1 = random_parameter<double>("x1", 3, 4, 53);
+  auto x2 = random_parameter<double>("x2", 3, 4, 54);
+  auto w = random_parameter<double>("w", 1, 3, 55);
+  T t;
+  CHECK(vp::sum(t.leaf(a)).item() == Approx(a.value().sum()));
+  CHECK(vp::mean(t.leaf(a)).item() == Approx(a.value().mean()));
+  auto ws = vp::weighted_sum(t.leaf(w), {t.leaf(x0), t.leaf(x1), t.leaf(x2)});
+  M expect = w.value()(0, 0) * x0.value() + w.value()(0, 1) * x1.value() + w.value()(0, 2) * x2.value();
+  CHECK((ws.value() - expect).norm() < 1e-12);
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::sum(t.leaf(a)); }, {&a}));
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::mean(t.leaf(a)); }, {&a}));
+  require_gradcheck(vp::gradcheck(
+      [&](T& t) { return vp::weighted_sum(t.leaf(w), {t.leaf(x0), t.leaf(x1), t.leaf(x2)}); }, {&w, &x0, &x1, &x2}));
+  // weights through a softmax, as in the MixedOp
+  require_gradcheck(vp::gradcheck(
+      [&](T& t) { return vp::weighted_sum(vp::softmax_rows(t.leaf(w)), {t.leaf(x0), t.leaf(x1), t.leaf(x2)}); },
+      {&w, &x0}));
+  CHECK_THROWS_WITH(vp::weighted_sum(t.leaf(w), {t.leaf(x0), t.leaf(x1)}),
+                    Catch::Contains("1x3") && Catch::Contains("2 operands"));
+  CHECK_THROWS_AS(vp::weighted_sum(t.leaf(w), {t.leaf(x0), t.leaf(x1), t.leaf(w)}), vp::shape_error);
+}
+
+TEST_CASE("row softmax and log-softmax", "[autodiff][ops][nn]") {
+  auto a = random_parameter<double>("a", 4, 5, 61, 2.0);
+  T t;
+  auto s = vp::softmax_rows(t.leaf(a));
+  auto ls = vp::log_softmax_rows(t.leaf(a));
+  for (vp::index i = 0; i < 4; ++i) {
+    CHECK(s.value().row(i).sum() == Approx(1.0));
+    M e = a.value().row(i).array().exp();
+    CHECK((s.value().row(i) - e / e.sum()).norm() < 1e-12);
+  }
+  CHECK((ls.value().array().exp().matrix() - s.value()).norm() < 1e-12);
+  // large logits stay finite
+  auto big = vp::log_softmax_rows(t.constant(M{{1000.0, 0.0}}));
+  CHECK(std::isfinite(big.value()(0, 1)));
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::softmax_rows(t.leaf(a)); }, {&a}));
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::log_softmax_rows(t.leaf(a)); }, {&a}));
+}
+
+TEST_CASE("fused layer norm with affine", "[autodiff][ops][nn]") {
+  auto x = random_parameter<double>("x", 5, 6, 71, 2.0, 0.3);
+  auto g = random_parameter<double>("g", 1, 6, 72, 0.2, 1.0);
+  auto b = random_parameter<double>("b", 1, 6, 73, 0.2);
+  T t;
+  auto y = vp::layer_norm(t.leaf(x), t.leaf(g), t.leaf(b));
+  for (vp::index i = 0; i < 5; ++i) {
+    Eigen::RowVectorXd r = x.value().row(i);
+    const double mu = r.mean(), var = (r.array() - mu).square().mean();
+    Eigen::RowVectorXd e = ((r.array() - mu) / std::sqrt(var + 1e-6)) * g.value().row(0).array() + b.value().row(0).array();
+    CHECK((y.value().row(i) - e).norm() < 1e-12);
+  }
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::layer_norm(t.leaf(x), t.leaf(g), t.leaf(b)); }, {&x, &g, &b}));
+  g.freeze();
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::layer_norm(t.leaf(x), t.leaf(g), t.leaf(b)); }, {&x, &b}));
+  t.reset();
+  CHECK_THROWS_WITH(vp::layer_norm(t.leaf(x), t.leaf(x), t.leaf(b)),
+                    Catch::Contains("gamma is 5x6") && Catch::Contains("1x6"));
+}
+
+TEST_CASE("cross-entropy with integer labels", "[autodiff][ops][nn]") {
+  auto z = random_parameter<double>("z", 4, 3, 81);
+  const std::vector<int> labels{2, 0, 1, 2};
+  T t;
+  auto loss = vp::cross_entropy(t.leaf(z), labels);
+  double expect = 0;
+  for (int i = 0; i < 4; ++i) {
+    Eigen::RowVectorXd r = z.value().row(i);
+    expect += std::log(r.array().exp().sum()) - r(labels[i]);
+  }
+  CHECK(loss.item() == Approx(expect / 4).epsilon(1e-12));
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::cross_entropy(t.leaf(z), labels); }, {&z}));
+  require_gradcheck(
+      vp::gradcheck([&](T& t) { return vp::cross_entropy(vp::scale(t.leaf(z), 3.0), labels); }, {&z}));
+  CHECK_THROWS_WITH(vp::cross_entropy(t.leaf(z), std::vector<int>{0, 1, 3, 0}),
+                    Catch::Contains("label 2 is 3") && Catch::Contains("3 classes"));
+  CHECK_THROWS_AS(vp::cross_entropy(t.leaf(z), std::vector<int>{0, -1, 0, 0}), vp::value_error);
+  CHECK_THROWS_WITH(vp::cross_entropy(t.leaf(z), std::vector<int>{0, 1}), Catch::Contains("4x3") && Catch::Contains("2 labels"));
+  M bad = z.value();
+  bad(1, 1) = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_WITH(vp::cross_entropy(t.constant(bad), labels), Catch::Contains("NaN"));
+}
+
+TEST_CASE("concat, slice and gather rows", "[autodiff][ops][shape]") {
+  auto a = random_parameter<double>("a", 2, 3, 91);
+  auto b = random_parameter<double>("b", 3, 3, 92);
+  T t;
+  auto c = vp::concat_rows({t.leaf(a), t.leaf(b)});
+  REQUIRE(c.rows() == 5);
+  CHECK((c.value().topRows(2) - a.value()).norm() == 0);
+  CHECK((c.value().bottomRows(3) - b.value()).norm() == 0);
+  auto s = vp::slice_rows(t.leaf(b), 1, 2);
+  CHECK((s.value() - b.value().bottomRows(2)).norm() == 0);
+  const std::vector<vp::index> idx{2, 0, 2};
+  auto g = vp::gather_rows(t.leaf(b), idx);
+  CHECK((g.value().row(0) - b.value().row(2)).norm() == 0);
+  CHECK((g.value().row(2) - b.value().row(2)).norm() == 0);
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::concat_rows({t.leaf(a), t.leaf(b), t.leaf(a)}); }, {&a, &b}));
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::slice_rows(t.leaf(b), 1, 2); }, {&b}));
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::gather_rows(t.leaf(b), idx); }, {&b}));
+  CHECK_THROWS_WITH(vp::concat_rows({t.leaf(a), t.constant(M::Ones(2, 2))}),
+                    Catch::Contains("2x2") && Catch::Contains("2x3"));
+  CHECK_THROWS_WITH(vp::slice_rows(t.leaf(b), 2, 2), Catch::Contains("[2, 4)") && Catch::Contains("3x3"));
+  CHECK_THROWS_WITH(vp::gather_rows(t.leaf(b), std::vector<vp::index>{0, 3}), Catch::Contains("index 1 is 3"));
+}
+
+TEST_CASE("fused multi-head attention core", "[autodiff][ops][attention]") {
+  const vp::index batch = 2, seq = 4, dim = 6, heads = 2;
+  auto qkv = random_parameter<double>("qkv", batch * seq, 3 * dim, 101);
+  T t;
+  auto o = vp::attention(t.leaf(qkv), batch, heads);
+  REQUIRE(o.rows() == batch * seq);
+  REQUIRE(o.cols() == dim);
+  for (vp::index b = 0; b < batch; ++b) {
+    M expect = reference_attention(qkv.value().middleRows(b * seq, seq), heads);
+    CHECK((o.value().middleRows(b * seq, seq) - expect).norm() < 1e-12);
+  }
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::attention(t.leaf(qkv), batch, heads); }, {&qkv}));
+  // a single head, a single image, and attention inside a small network
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::attention(t.leaf(qkv), 1, 1); }, {&qkv}));
+  auto x = random_parameter<double>("x", batch * seq, dim, 102);
+  auto w = random_parameter<double>("w", 3 * dim, dim, 103, 0.5);
+  w.freeze();
+  require_gradcheck(vp::gradcheck(
+      [&](T& t) { return vp::attention(vp::linear(t.leaf(x), t.leaf(w)), batch, heads); }, {&x}));
+  // the inference path (no saved probabilities) gives the same values
+  {
+    T u;
+    vp::no_grad<double> guard(u);
+    CHECK((vp::attention(u.leaf(qkv), batch, heads).value() - o.value()).norm() < 1e-12);
+  }
+  CHECK_THROWS_WITH(vp::attention(t.leaf(qkv), 3, heads), Catch::Contains("batch 3") && Catch::Contains("8x18"));
+  CHECK_THROWS_WITH(vp::attention(t.leaf(qkv), batch, 4), Catch::Contains("4 heads") && Catch::Contains("D = 6"));
+  CHECK_THROWS_WITH(vp::attention(t.constant(M::Ones(batch * seq, 7)), batch, 1), Catch::Contains("multiple of 3"));
+}
+
+TEST_CASE("float and double agree", "[autodiff][ops]") {
+  auto xd = random_parameter<double>("x", 6, 6, 111);
+  vp::parameter<float> xf("x", xd.value().cast<float>());
+  vp::tape<float> tf;
+  T td;
+  auto yf = vp::attention(vp::gelu(tf.leaf(xf)), 2, 2);
+  auto yd = vp::attention(vp::gelu(td.leaf(xd)), 2, 2);
+  CHECK((yf.value().cast<double>() - yd.value()).norm() / yd.value().norm() < 1e-5);
+}
+
+TEST_CASE("gradcheck catches a wrong gradient", "[autodiff][gradcheck]") {
+  // An op with a deliberately wrong backward must fail the check.
+  auto a = random_parameter<double>("a", 2, 2, 121);
+  auto wrong = [](const V& x) {
+    T& t = x.owner();
+    V out = t.make(x.rows(), x.cols(), x.requires_grad());
+    out.value() = x.value().array().square().matrix();
+    t.on_backward(out, [ix = x.id(), io = out.id()](T& t) {
+      t.adjoint(ix).array() += t.adjoint(io).array() * t.value(ix).array();  // should be 2x
+    });
+    return out;
+  };
+  auto r = vp::gradcheck([&](T& t) { return wrong(t.leaf(a)); }, {&a});
+  CHECK_FALSE(r.passed);
+  CHECK(r.max_error > 0.1);
+  a.freeze();
+  CHECK_THROWS_AS(vp::gradcheck([&](T& t) { return vp::exp(t.leaf(a)); }, {&a}), vp::state_error);
+}

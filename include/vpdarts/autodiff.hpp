@@ -9,6 +9,7 @@
 #include "autodiff/ops_linalg.hpp"
 #include "autodiff/ops_nn.hpp"
 #include "autodiff/ops_reduce.hpp"
+#include "autodiff/ops_sequence.hpp"
 #include "autodiff/ops_shape.hpp"
 #include "autodiff/parameter.hpp"
 #include "autodiff/tape.hpp"

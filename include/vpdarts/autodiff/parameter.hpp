@@ -5,6 +5,7 @@
 
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "../error.hpp"
 #include "../fwd.hpp"
@@ -44,6 +45,23 @@ class parameter {
   /// The value. Resizing it is allowed only when no tape refers to it.
   matrix<S>& value() noexcept { return value_; }
   const matrix<S>& value() const noexcept { return value_; }
+
+  /// The logical tensor shape used in checkpoints (timm's, e.g. {1, 1, D} for
+  /// `cls_token`); {rows, cols} unless set. Its product always equals size().
+  std::vector<index> shape() const {
+    if (!shape_.empty()) return shape_;
+    return {rows(), cols()};
+  }
+  /// Sets the logical shape. @throws shape_error when its product differs from size().
+  void set_shape(std::vector<index> shape) {
+    index n = 1;
+    for (index d : shape) n *= d;
+    if (n != size() || shape.empty())
+      throw shape_error(detail::cat("parameter::set_shape: '", name_, "' holds ", size(), " values (",
+                                    detail::shape_str(rows(), cols()), "), which a shape of ", shape.size(),
+                                    " dimensions with ", n, " values cannot describe"));
+    shape_ = std::move(shape);
+  }
 
   index rows() const noexcept { return value_.rows(); }
   index cols() const noexcept { return value_.cols(); }
@@ -92,6 +110,7 @@ class parameter {
   }
 
   std::string name_;
+  std::vector<index> shape_;
   matrix<S> value_;
   matrix<S> grad_;
   bool requires_grad_ = false;

@@ -1,0 +1,89 @@
+#pragma once
+/// @file layers.hpp
+/// The layers of a ViT, each a small contract: it owns named parameters
+/// (timm names and shapes), `forward` records its computation on a tape, and
+/// `collect` lists its parameters. Inputs are in the tape's batch layout,
+/// (B*T) x D.
+
+#include <string>
+#include <vector>
+
+#include "../autodiff.hpp"
+#include "init.hpp"
+
+namespace vpdarts::nn {
+
+/// y = x W^T + b, W is out x in (PyTorch's nn.Linear). Weights init trunc_normal(0.02), bias zeros.
+template <Scalar S>
+struct linear_layer {
+  parameter<S> weight, bias;
+
+  linear_layer() = default;
+  linear_layer(const std::string& name, index in, index out, init::engine& rng)
+      : weight(name + ".weight", out, in), bias(name + ".bias", 1, out) {
+    bias.set_shape({out});
+    init::trunc_normal(weight, 0.02, rng);
+  }
+  /// x is R x in; the result is R x out.
+  var<S> forward(tape<S>& t, const var<S>& x) { return linear(x, t.leaf(weight), t.leaf(bias)); }
+  void collect(std::vector<parameter<S>*>& out) {
+    out.push_back(&weight);
+    out.push_back(&bias);
+  }
+};
+
+/// LayerNorm over the last dimension, eps 1e-6, weight ones and bias zeros.
+template <Scalar S>
+struct layer_norm_layer {
+  static constexpr double eps = 1e-6;
+  parameter<S> weight, bias;
+
+  layer_norm_layer() = default;
+  layer_norm_layer(const std::string& name, index dim) : weight(name + ".weight", 1, dim), bias(name + ".bias", 1, dim) {
+    weight.set_shape({dim});
+    bias.set_shape({dim});
+    init::constant(weight, S(1));
+  }
+  var<S> forward(tape<S>& t, const var<S>& x) { return layer_norm(x, t.leaf(weight), t.leaf(bias), S(eps)); }
+  void collect(std::vector<parameter<S>*>& out) {
+    out.push_back(&weight);
+    out.push_back(&bias);
+  }
+};
+
+/// Multi-head self-attention: qkv linear with bias (rows [q; k; v]), the fused
+/// attention core with scale 1/sqrt(D/H), output projection.
+template <Scalar S>
+struct attention_layer {
+  linear_layer<S> qkv, proj;
+  index heads = 1;
+
+  attention_layer() = default;
+  attention_layer(const std::string& name, index dim, index heads_, init::engine& rng)
+      : qkv(name + ".qkv", dim, 3 * dim, rng), proj(name + ".proj", dim, dim, rng), heads(heads_) {}
+  /// x is (B*T) x D with `batch` sequences.
+  var<S> forward(tape<S>& t, const var<S>& x, index batch) {
+    return proj.forward(t, attention(qkv.forward(t, x), batch, heads));
+  }
+  void collect(std::vector<parameter<S>*>& out) {
+    qkv.collect(out);
+    proj.collect(out);
+  }
+};
+
+/// fc2(GELU(fc1(x))) with the exact erf GELU.
+template <Scalar S>
+struct mlp_layer {
+  linear_layer<S> fc1, fc2;
+
+  mlp_layer() = default;
+  mlp_layer(const std::string& name, index dim, index hidden, init::engine& rng)
+      : fc1(name + ".fc1", dim, hidden, rng), fc2(name + ".fc2", hidden, dim, rng) {}
+  var<S> forward(tape<S>& t, const var<S>& x) { return fc2.forward(t, gelu(fc1.forward(t, x))); }
+  void collect(std::vector<parameter<S>*>& out) {
+    fc1.collect(out);
+    fc2.collect(out);
+  }
+};
+
+}  // namespace vpdarts::nn

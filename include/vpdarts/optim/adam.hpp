@@ -1,0 +1,75 @@
+#pragma once
+/// @file adam.hpp
+/// Adam, as PyTorch defines it, with L2 weight decay added to the gradient
+/// (torch.optim.Adam, what DARTS uses for alpha) or decoupled (AdamW).
+
+#include <cmath>
+#include <vector>
+
+#include "../autodiff/parameter.hpp"
+
+namespace vpdarts::optim {
+
+/// Settings of adam.
+struct adam_options {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0;
+  /// false: L2 (wd * p added to the gradient, torch.optim.Adam); true: decoupled (torch.optim.AdamW).
+  bool decoupled = false;
+};
+
+/// Adam over a list of trainable parameters (they must outlive the optimiser).
+template <Scalar S>
+class adam {
+ public:
+  adam(std::vector<parameter<S>*> params, adam_options o) : params_(std::move(params)), o_(o) {
+    for (parameter<S>* p : params_) {
+      m_.push_back(matrix<S>::Zero(p->rows(), p->cols()));
+      v_.push_back(matrix<S>::Zero(p->rows(), p->cols()));
+    }
+  }
+
+  /// One update from the parameters' current gradients (frozen parameters are skipped).
+  void step() {
+    ++t_;
+    const double c1 = 1 - std::pow(o_.beta1, t_), c2 = 1 - std::pow(o_.beta2, t_);
+    const S lr = static_cast<S>(o_.lr), b1 = static_cast<S>(o_.beta1), b2 = static_cast<S>(o_.beta2);
+    const S wd = static_cast<S>(o_.weight_decay), eps = static_cast<S>(o_.eps);
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      parameter<S>& p = *params_[i];
+      if (!p.requires_grad()) continue;
+      auto w = p.value().array();
+      auto g = p.grad().array();
+      if (o_.decoupled && wd != 0) w *= S(1) - lr * wd;
+      auto m = m_[i].array();
+      auto v = v_[i].array();
+      if (!o_.decoupled && wd != 0) {
+        m = b1 * m + (S(1) - b1) * (g + wd * w);
+        v = b2 * v + (S(1) - b2) * (g + wd * w).square();
+      } else {
+        m = b1 * m + (S(1) - b1) * g;
+        v = b2 * v + (S(1) - b2) * g.square();
+      }
+      w -= lr * (m / static_cast<S>(c1)) / ((v / static_cast<S>(c2)).sqrt() + eps);
+    }
+  }
+  /// Zeroes every parameter's gradient.
+  void zero_grad() {
+    for (parameter<S>* p : params_) p->zero_grad();
+  }
+  void set_lr(double lr) noexcept { o_.lr = lr; }
+  double lr() const noexcept { return o_.lr; }
+  /// Number of steps taken.
+  long steps() const noexcept { return t_; }
+
+ private:
+  std::vector<parameter<S>*> params_;
+  adam_options o_;
+  std::vector<matrix<S>> m_, v_;
+  long t_ = 0;
+};
+
+}  // namespace vpdarts::optim

@@ -1,0 +1,190 @@
+#pragma once
+/// @file vit.hpp
+/// The pre-norm Vision Transformer with timm's conventions and names:
+///
+///     x_0    = [cls ; PatchEmbed(img)] + pos            ((B*T) x D)
+///     Block(x): x = x + Proj(MHSA(LN1(x)));  x = x + FC2(GELU(FC1(LN2(x))))
+///     logits = Head(LN(x_L)[cls])
+///
+/// Parameters carry timm's names and shapes (`patch_embed.proj.weight` is
+/// D x C x p x p, `cls_token` 1 x 1 x D, `pos_embed` 1 x T x D, ...), so a timm
+/// checkpoint exported to safetensors loads by name (see io/checkpoint.hpp).
+
+#include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../autodiff.hpp"
+#include "../data/image_batch.hpp"
+#include "../nn/layers.hpp"
+#include "config.hpp"
+
+namespace vpdarts {
+
+/// One pre-norm transformer block: `blocks.{i}.norm1`, `.attn.qkv`, `.attn.proj`, `.norm2`, `.mlp.fc1`, `.mlp.fc2`.
+template <Scalar S>
+struct vit_block {
+  nn::layer_norm_layer<S> norm1;
+  nn::attention_layer<S> attn;
+  nn::layer_norm_layer<S> norm2;
+  nn::mlp_layer<S> mlp;
+
+  vit_block() = default;
+  vit_block(const std::string& name, const vit_config& c, init::engine& rng)
+      : norm1(name + ".norm1", c.dim),
+        attn(name + ".attn", c.dim, c.heads, rng),
+        norm2(name + ".norm2", c.dim),
+        mlp(name + ".mlp", c.dim, c.mlp, rng) {}
+
+  /// x is (B*T') x D for `batch` sequences of any length T' (prompts may have been inserted).
+  var<S> forward(tape<S>& t, const var<S>& x, index batch) {
+    var<S> h = add(x, attn.forward(t, norm1.forward(t, x), batch));
+    return add(h, mlp.forward(t, norm2.forward(t, h)));
+  }
+  void collect(std::vector<parameter<S>*>& out) {
+    norm1.collect(out);
+    attn.collect(out);
+    norm2.collect(out);
+    mlp.collect(out);
+  }
+};
+
+/// The default hook of vit::features: runs the block as it is. A hook is any
+/// callable `(index layer, vit_block<S>& block, const var<S>& x, index batch) -> var<S>`;
+/// the fusion search uses one to run its MixedOp around each block.
+struct run_block {
+  template <Scalar S>
+  var<S> operator()(index, vit_block<S>& block, const var<S>& x, index batch) const {
+    return block.forward(x.owner(), x, batch);
+  }
+};
+
+/// The Vision Transformer (backbone and linear head).
+template <Scalar S>
+class vit {
+ public:
+  parameter<S> patch_weight;  ///< `patch_embed.proj.weight`, D x C x p x p (stored D x C*p*p)
+  parameter<S> patch_bias;    ///< `patch_embed.proj.bias`, D
+  parameter<S> cls_token;     ///< `cls_token`, 1 x 1 x D
+  parameter<S> pos_embed;     ///< `pos_embed`, 1 x T x D (stored T x D)
+  std::vector<vit_block<S>> blocks;
+  nn::layer_norm_layer<S> norm;  ///< `norm`
+  nn::linear_layer<S> head;      ///< `head`, classes x D, zero-initialised
+
+  /// A randomly initialised ViT (timm's init: trunc_normal(0.02) weights,
+  /// zero biases, unit norms, zero head), seeded. @throws config_error for an invalid config.
+  explicit vit(const vit_config& c, std::uint64_t seed = 0) : cfg_(validated(c)) {
+    init::engine rng(seed);
+    const index cpp = c.channels * c.patch * c.patch;
+    patch_weight = parameter<S>("patch_embed.proj.weight", c.dim, cpp);
+    patch_weight.set_shape({c.dim, c.channels, c.patch, c.patch});
+    init::trunc_normal(patch_weight, 0.02, rng);
+    patch_bias = parameter<S>("patch_embed.proj.bias", 1, c.dim);
+    patch_bias.set_shape({c.dim});
+    cls_token = parameter<S>("cls_token", 1, c.dim);
+    cls_token.set_shape({1, 1, c.dim});
+    init::trunc_normal(cls_token, 0.02, rng);
+    pos_embed = parameter<S>("pos_embed", c.tokens(), c.dim);
+    pos_embed.set_shape({1, c.tokens(), c.dim});
+    init::trunc_normal(pos_embed, 0.02, rng);
+    blocks.reserve(static_cast<std::size_t>(c.depth));
+    for (index i = 0; i < c.depth; ++i) blocks.emplace_back(detail::cat("blocks.", i), c, rng);
+    norm = nn::layer_norm_layer<S>("norm", c.dim);
+    head = nn::linear_layer<S>("head", c.dim, c.classes, rng);
+    head.weight.value().setZero();
+  }
+
+  const vit_config& config() const noexcept { return cfg_; }
+
+  /// Every parameter, backbone first, the head's two last. Pointers stay valid while the model lives
+  /// (do not move the model while a tape refers to them).
+  std::vector<parameter<S>*> parameters() {
+    std::vector<parameter<S>*> out = backbone_parameters();
+    head.collect(out);
+    return out;
+  }
+  /// Every parameter but the head.
+  std::vector<parameter<S>*> backbone_parameters() {
+    std::vector<parameter<S>*> out{&patch_weight, &patch_bias, &cls_token, &pos_embed};
+    for (auto& b : blocks) b.collect(out);
+    norm.collect(out);
+    return out;
+  }
+  /// The parameter of a timm name, or nullptr.
+  parameter<S>* find(const std::string& name) {
+    for (parameter<S>* p : parameters())
+      if (p->name() == name) return p;
+    return nullptr;
+  }
+  /// Number of values of the backbone (head excluded).
+  index backbone_size() {
+    index n = 0;
+    for (parameter<S>* p : backbone_parameters()) n += p->size();
+    return n;
+  }
+
+  /// Freezes the backbone (every parameter but the head); the head stays as it is.
+  void freeze_backbone() {
+    for (parameter<S>* p : backbone_parameters()) p->freeze();
+  }
+  /// Makes every parameter trainable (pretraining).
+  void unfreeze_all() {
+    for (parameter<S>* p : parameters()) p->unfreeze();
+  }
+
+  /// x_0 = [cls ; PatchEmbed(img)] + pos: the (B*T) x D input of block 0.
+  /// The patch convolution (kernel = stride = patch) is one GEMM over unfolded patches,
+  /// taken in row-major order.
+  /// @throws shape_error when the images are not C x image x image of the config.
+  var<S> embed(tape<S>& t, const image_batch<S>& images) {
+    const vit_config& c = cfg_;
+    if (images.channels != c.channels || images.height != c.image || images.width != c.image ||
+        images.pixels.cols() != c.pixels() || images.size() == 0)
+      throw shape_error(detail::cat("vit::embed: image batch is ", images.shape(), ", but the model expects Cx",
+                                    c.image, "x", c.image, " with C=", c.channels));
+    const index batch = images.size(), n = c.patches(), per_row = c.image / c.patch, p = c.patch;
+    const index cpp = c.channels * p * p;
+    var<S> patches = t.input(batch * n, cpp);
+    auto U = patches.value();
+    for (index b = 0; b < batch; ++b) {
+      const S* img = images.pixels.row(b).data();
+      for (index py = 0; py < per_row; ++py)
+        for (index px = 0; px < per_row; ++px) {
+          S* dst = U.row(b * n + py * per_row + px).data();
+          for (index ch = 0; ch < c.channels; ++ch)
+            for (index ky = 0; ky < p; ++ky) {
+              const S* src = img + (ch * c.image + py * p + ky) * c.image + px * p;
+              std::copy(src, src + p, dst + (ch * p + ky) * p);
+            }
+        }
+    }
+    var<S> x = linear(patches, t.leaf(patch_weight), t.leaf(patch_bias));
+    x = insert_rows(x, t.leaf(cls_token), batch, 0);
+    return add(x, t.leaf(pos_embed));
+  }
+
+  /// LN(x_L)[cls] for every image: B x D, running `hook(l, blocks[l], x, batch)` in place of block l.
+  template <class Hook = run_block>
+  var<S> features(tape<S>& t, const image_batch<S>& images, Hook&& hook = {}) {
+    const index batch = images.size();
+    var<S> x = embed(t, images);
+    for (index l = 0; l < cfg_.depth; ++l) x = hook(l, blocks[static_cast<std::size_t>(l)], x, batch);
+    return norm.forward(t, sequence_row(x, batch, 0));
+  }
+
+  /// Head(LN(x_L)[cls]): B x classes logits.
+  template <class Hook = run_block>
+  var<S> logits(tape<S>& t, const image_batch<S>& images, Hook&& hook = {}) {
+    return head.forward(t, features(t, images, std::forward<Hook>(hook)));
+  }
+
+ private:
+  static const vit_config& validated(const vit_config& c) {
+    c.validate();
+    return c;
+  }
+  vit_config cfg_;
+};
+
+}  // namespace vpdarts

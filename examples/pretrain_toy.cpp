@@ -3,6 +3,7 @@
 //
 //   pretrain_toy [--out backbone.safetensors] [--epochs 4] [--train 2000] [--test 500]
 //                [--image 32] [--patch 4] [--dim 192] [--depth 6] [--heads 3] [--mlp 768] [--seed 0]
+//                [--lr 1e-3] [--batch 64]
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -31,6 +32,8 @@ int main(int argc, char** argv) {
     else if (is("--depth")) cfg.depth = std::atol(argv[++i]);
     else if (is("--heads")) cfg.heads = std::atol(argv[++i]);
     else if (is("--mlp")) cfg.mlp = std::atol(argv[++i]);
+    else if (is("--lr")) opt.lr = std::atof(argv[++i]);
+    else if (is("--batch")) opt.batch = std::atol(argv[++i]);
     else if (is("--seed")) seed = std::strtoull(argv[++i], nullptr, 10);
     else {
       std::fprintf(stderr, "pretrain_toy: unknown argument '%s' (see the comment at the top of pretrain_toy.cpp)\n", argv[i]);

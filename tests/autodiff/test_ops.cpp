@@ -300,3 +300,33 @@ TEST_CASE("gradcheck catches a wrong gradient", "[autodiff][gradcheck]") {
   a.freeze();
   CHECK_THROWS_AS(vp::gradcheck([&](T& t) { return vp::exp(t.leaf(a)); }, {&a}), vp::state_error);
 }
+
+TEST_CASE("sequence ops: insert rows, remove rows, one row per sequence", "[autodiff][ops][sequence]") {
+  const vp::index batch = 2, seq = 3, dim = 4;
+  auto x = random_parameter<double>("x", batch * seq, dim, 131);
+  auto p = random_parameter<double>("p", 2, dim, 132);
+  T t;
+  auto y = vp::insert_rows(t.leaf(x), t.leaf(p), batch, 1);
+  REQUIRE(y.rows() == batch * (seq + 2));
+  for (vp::index b = 0; b < batch; ++b) {
+    CHECK((y.value().row(b * 5) - x.value().row(b * 3)).norm() == 0);
+    CHECK((y.value().middleRows(b * 5 + 1, 2) - p.value()).norm() == 0);
+    CHECK((y.value().middleRows(b * 5 + 3, 2) - x.value().middleRows(b * 3 + 1, 2)).norm() == 0);
+  }
+  auto back = vp::remove_rows(y, batch, 1, 2);
+  CHECK((back.value() - x.value()).norm() == 0);
+  auto cls = vp::sequence_row(t.leaf(x), batch, 0);
+  CHECK((cls.value().row(1) - x.value().row(3)).norm() == 0);
+  for (vp::index at : {vp::index(0), vp::index(1), seq}) {
+    require_gradcheck(vp::gradcheck([&](T& t) { return vp::insert_rows(t.leaf(x), t.leaf(p), batch, at); }, {&x, &p}));
+  }
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::remove_rows(t.leaf(x), batch, 1, 1); }, {&x}));
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::remove_rows(t.leaf(x), batch, 0, 2); }, {&x}));
+  require_gradcheck(vp::gradcheck([&](T& t) { return vp::sequence_row(t.leaf(x), batch, 2); }, {&x}));
+  CHECK_THROWS_WITH(vp::insert_rows(t.leaf(x), t.leaf(p), 4, 0), Catch::Contains("batch 4") && Catch::Contains("6x4"));
+  CHECK_THROWS_WITH(vp::insert_rows(t.leaf(x), t.leaf(p), batch, 4), Catch::Contains("position 4"));
+  CHECK_THROWS_AS(vp::insert_rows(t.leaf(x), t.constant(M::Ones(1, 3)), batch, 0), vp::shape_error);
+  CHECK_THROWS_WITH(vp::remove_rows(t.leaf(x), batch, 2, 2), Catch::Contains("[2, 4)"));
+  CHECK_THROWS_AS(vp::remove_rows(t.leaf(x), batch, 0, 3), vp::shape_error);
+  CHECK_THROWS_WITH(vp::sequence_row(t.leaf(x), batch, 3), Catch::Contains("row 3"));
+}

@@ -22,7 +22,7 @@ struct load_options {
   /// Accept tensors in the file that no parameter takes (for example a head of another size).
   bool allow_unexpected = false;
   /// Names that may be missing from the file (the parameter keeps its value).
-  std::set<std::string> optional;
+  std::set<std::string> optional = {};
 };
 
 /// Loads every parameter from the file by name. Missing names (not optional),

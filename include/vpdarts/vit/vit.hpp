@@ -124,6 +124,16 @@ class vit {
     return n;
   }
 
+  /// Replaces the head by a zero-initialised one of `classes` outputs.
+  /// @throws config_error when classes is not positive.
+  void reset_head(index classes) {
+    if (classes <= 0) throw config_error(detail::cat("vit::reset_head: classes is ", classes, ", must be positive"));
+    cfg_.classes = classes;
+    init::engine rng(0);
+    head = nn::linear_layer<S>("head", cfg_.dim, classes, rng);
+    head.weight.value().setZero();
+  }
+
   /// Freezes the backbone (every parameter but the head); the head stays as it is.
   void freeze_backbone() {
     for (parameter<S>* p : backbone_parameters()) p->freeze();

@@ -1,0 +1,173 @@
+#pragma once
+/// @file traits.hpp
+/// The fusion-operator trait and the FusionOp concept.
+///
+/// A fusion operator k at layer l maps the layer input x ((B*T) x D) to the
+/// block's input and the block's output back to (B*T) x D:
+///
+///     op(x) = post( Block( pre(x; theta), batch ), theta )
+///
+/// A type `Op` becomes a fusion operator by specialising
+/// `vpdarts::fusion_traits<Op>` (like nlohmann's adl_serializer):
+///
+/// ```cpp
+/// template <> struct vpdarts::fusion_traits<my_op> {
+///   static constexpr std::string_view name = "my_op";          // unique, used in genotypes and files
+///   static std::vector<vpdarts::param_spec> params(const vpdarts::fusion_context& c);  // shapes, inits
+///   template <vpdarts::Scalar S>
+///   static vpdarts::var<S> pre(const vpdarts::var<S>& x, const vpdarts::op_params<S>& p, vpdarts::index batch);
+///   template <vpdarts::Scalar S>
+///   static vpdarts::var<S> post(const vpdarts::var<S>& y, const vpdarts::op_params<S>& p, vpdarts::index batch);
+/// };
+/// ```
+///
+/// Laws: pre's result has `batch` sequences of D columns (any length); post
+/// returns exactly x's shape; both record on x's tape through vpdarts ops, so
+/// gradients flow to every parameter. An unspecialised trait is detectable
+/// (`is_fusion_op_v<Op>` is false) and using it fails with one static_assert.
+
+#include <array>
+#include <cmath>
+#include <initializer_list>
+#include <concepts>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "../autodiff.hpp"
+#include "../nn/init.hpp"
+#include "../vit/config.hpp"
+
+namespace vpdarts {
+
+/// The fusion-operator trait. Specialise it in namespace vpdarts for your type;
+/// the primary template marks "not a fusion operator".
+template <class Op>
+struct fusion_traits {
+  using not_specialised = void;
+};
+
+/// What an operator's parameters may depend on: the backbone's shape and the prompt count.
+struct fusion_context {
+  vit_config vit;   ///< the backbone
+  index prompts = 8;  ///< p, the number of prompt tokens
+
+  index dim() const { return vit.dim; }
+  index tokens() const { return vit.tokens(); }
+  /// VPT's uniform bound sqrt(6 / (C * patch^2 + D)).
+  double vpt_bound() const {
+    return std::sqrt(6.0 / static_cast<double>(vit.channels * vit.patch * vit.patch + vit.dim));
+  }
+};
+
+/// How a fusion parameter starts.
+struct param_init {
+  enum class kind { constant, uniform, normal } k = kind::constant;
+  double a = 0;  ///< the constant, the uniform bound, or the normal std
+
+  static param_init zeros() { return {kind::constant, 0}; }
+  static param_init constant(double v) { return {kind::constant, v}; }
+  static param_init uniform(double bound) { return {kind::uniform, bound}; }
+  static param_init normal(double std) { return {kind::normal, std}; }
+
+  template <Scalar S>
+  void apply(parameter<S>& p, init::engine& rng) const {
+    if (k == kind::constant) init::constant(p, static_cast<S>(a));
+    if (k == kind::uniform) init::uniform(p, a, rng);
+    if (k == kind::normal) init::normal(p, a, rng);
+  }
+};
+
+/// One parameter of a fusion operator: its symbol (the last part of its
+/// checkpoint name `fusion.{layer}.{op}.{symbol}`), shape and init.
+struct param_spec {
+  std::string symbol = {};
+  index rows = 0, cols = 0;
+  param_init init = param_init::zeros();
+};
+
+/// An operator's parameters on the current tape, looked up by symbol.
+/// Fixed capacity (max_params), so building one per step allocates nothing.
+template <Scalar S>
+class op_params {
+ public:
+  static constexpr std::size_t max_params = 8;
+  struct entry {
+    std::string_view symbol;
+    var<S> value;
+  };
+  op_params() = default;
+  op_params(std::initializer_list<entry> e) {
+    for (const auto& x : e) push(x.symbol, x.value);
+  }
+
+  /// Adds a parameter. @throws config_error past max_params.
+  void push(std::string_view symbol, const var<S>& value) {
+    if (n_ == max_params)
+      throw config_error(detail::cat("op_params: a fusion operator may have at most ", max_params, " parameters"));
+    entries_[n_++] = {symbol, value};
+  }
+
+  /// The parameter of that symbol. @throws config_error naming the known symbols when absent.
+  const var<S>& operator[](std::string_view symbol) const {
+    for (std::size_t i = 0; i < n_; ++i)
+      if (entries_[i].symbol == symbol) return entries_[i].value;
+    std::string known;
+    for (std::size_t i = 0; i < n_; ++i) known += (known.empty() ? "" : ", ") + std::string(entries_[i].symbol);
+    throw config_error(detail::cat("op_params: no parameter '", symbol, "' (this operator has: ",
+                                   known.empty() ? "none" : known, ")"));
+  }
+  std::size_t size() const noexcept { return n_; }
+
+ private:
+  std::array<entry, max_params> entries_{};
+  std::size_t n_ = 0;
+};
+
+/// True when fusion_traits<Op> has been specialised.
+template <class Op>
+inline constexpr bool is_fusion_op_v = !requires { typename fusion_traits<Op>::not_specialised; };
+
+/// A type whose fusion_traits specialisation has a name, params(context), and pre and post for float and double.
+template <class Op>
+concept FusionOp =
+    is_fusion_op_v<Op> && requires(const fusion_context& c, const var<float>& xf, const op_params<float>& pf,
+                                   const var<double>& xd, const op_params<double>& pd, index b) {
+      { std::string_view(fusion_traits<Op>::name) };
+      { fusion_traits<Op>::params(c) } -> std::convertible_to<std::vector<param_spec>>;
+      { fusion_traits<Op>::pre(xf, pf, b) } -> std::same_as<var<float>>;
+      { fusion_traits<Op>::post(xf, pf, b) } -> std::same_as<var<float>>;
+      { fusion_traits<Op>::pre(xd, pd, b) } -> std::same_as<var<double>>;
+      { fusion_traits<Op>::post(xd, pd, b) } -> std::same_as<var<double>>;
+    };
+
+namespace detail {
+
+/// The one readable error for a type that is not a fusion operator.
+template <class Op>
+constexpr bool check_fusion_op() {
+  static_assert(is_fusion_op_v<Op>,
+                "vpdarts: this type is not a fusion operator. Specialise vpdarts::fusion_traits<YourOp> with "
+                "`static constexpr std::string_view name`, `static std::vector<param_spec> params(const "
+                "fusion_context&)`, and `template <Scalar S> static var<S> pre(const var<S>&, const op_params<S>&, "
+                "index batch)` and `post(...)` of the same form (see vpdarts/fusion/traits.hpp).");
+  static_assert(!is_fusion_op_v<Op> || FusionOp<Op>,
+                "vpdarts: fusion_traits<YourOp> is specialised but incomplete: it needs `name`, `params(const "
+                "fusion_context&)` returning std::vector<param_spec>, and templated `pre` and `post` taking "
+                "(const var<S>&, const op_params<S>&, index batch) and returning var<S>.");
+  return true;
+}
+
+}  // namespace detail
+
+/// The trainable parameter count of one instance of Op in a given context.
+template <class Op>
+index fusion_param_count(const fusion_context& c) {
+  static_assert(detail::check_fusion_op<Op>());
+  index n = 0;
+  for (const auto& s : fusion_traits<Op>::params(c)) n += s.rows * s.cols;
+  return n;
+}
+
+}  // namespace vpdarts

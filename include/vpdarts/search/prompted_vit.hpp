@@ -1,0 +1,254 @@
+#pragma once
+/// @file prompted_vit.hpp
+/// The prompted search space of DESIGN.md section 4: a frozen ViT whose every
+/// layer is a MixedOp over a compile-time list of fusion operators,
+///
+///     x_{l+1} = sum_k softmax(alpha_l)_k * op_{l,k}(x_l),
+///
+/// or, built from a genotype, one fixed operator per layer (the derived model).
+/// Both run through the same code: a layer is a list of candidate operators,
+/// mixed by softmax(alpha_l) when it has several.
+///
+/// Parameter groups: the backbone (frozen), the weights w (every operator
+/// parameter `fusion.{l}.{op}.{symbol}` and the head) and the architecture
+/// alpha (L x K, search model only). State files hold w and alpha under those
+/// names (`head.weight`, `head.bias`, `alpha`), the naming of the PyTorch peer.
+
+#include <array>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "../fusion/op_list.hpp"
+#include "../io/checkpoint.hpp"
+#include "../vit/vit.hpp"
+#include "genotype.hpp"
+
+namespace vpdarts {
+
+/// How a prompted model is built.
+struct prompt_options {
+  index prompts = 8;        ///< p, prompt tokens of concat and cross_attention
+  index classes = 0;        ///< head outputs; 0 keeps the backbone's head size
+  std::uint64_t seed = 0;   ///< seeds alpha and the operator parameters
+};
+
+/// The prompted ViT over the operator list `Ops` (the search space, or a derived model).
+template <Scalar S, OpList Ops = default_ops>
+class prompted_vit {
+ public:
+  /// Number of candidate operators K.
+  static constexpr std::size_t op_count = Ops::size;
+  using op_list_type = Ops;
+
+  /// The search model: every layer mixes all K operators; alpha ~ 1e-3 N(0, 1), seeded.
+  /// The backbone is frozen; the head is replaced by a zero head when o.classes is set.
+  /// @throws config_error for prompts < 1.
+  prompted_vit(vit<S> backbone, const prompt_options& o) : backbone_(std::move(backbone)), opts_(o) {
+    std::vector<std::vector<std::size_t>> all(static_cast<std::size_t>(backbone_.config().depth));
+    for (auto& l : all)
+      for (std::size_t k = 0; k < op_count; ++k) l.push_back(k);
+    build(all, true);
+  }
+
+  /// A derived model: layer l runs only the operator `g.layers[l].op`, with fresh parameters.
+  /// @throws config_error for a genotype of another depth or an operator not in Ops (listing the known ones).
+  prompted_vit(vit<S> backbone, const genotype& g, const prompt_options& o) : backbone_(std::move(backbone)), opts_(o) {
+    const index depth = backbone_.config().depth;
+    if (static_cast<index>(g.layers.size()) != depth)
+      throw config_error(detail::cat("prompted_vit: the genotype has ", g.layers.size(), " layers but the backbone has ",
+                                     depth, " blocks"));
+    std::vector<std::vector<std::size_t>> chosen;
+    for (const auto& l : g.layers) chosen.push_back({Ops::index_of(l.op)});
+    build(chosen, false);
+  }
+
+  prompted_vit(const prompted_vit&) = delete;
+  prompted_vit& operator=(const prompted_vit&) = delete;
+  prompted_vit(prompted_vit&&) noexcept = default;
+
+  /// True for the search model (MixedOp layers and alpha).
+  bool is_search() const noexcept { return search_; }
+  const vit_config& config() const noexcept { return backbone_.config(); }
+  const prompt_options& options() const noexcept { return opts_; }
+  fusion_context context() const { return {backbone_.config(), opts_.prompts}; }
+  vit<S>& backbone() noexcept { return backbone_; }
+  /// The architecture parameters (L x K; zero-sized in a derived model).
+  parameter<S>& alpha() noexcept { return alpha_; }
+
+  /// The operator parameters of layer l, operator k (empty when that operator is not in the layer).
+  std::vector<parameter<S>>& op_parameters(index l, std::size_t k) {
+    return layers_[static_cast<std::size_t>(l)].params[k];
+  }
+
+  /// Logits (B x classes) for a batch of images.
+  /// @throws shape_error when the images do not fit the backbone.
+  var<S> logits(tape<S>& t, const image_batch<S>& images) {
+    alpha_var_ = search_ ? t.leaf(alpha_) : var<S>();
+    return backbone_.logits(t, images, [this, &t](index l, vit_block<S>& block, const var<S>& x, index batch) {
+      return layer_forward(t, l, block, x, batch);
+    });
+  }
+
+  /// The weights w: every operator parameter, then the head.
+  std::vector<parameter<S>*> weights() {
+    std::vector<parameter<S>*> out = fusion_parameters();
+    backbone_.head.collect(out);
+    return out;
+  }
+  /// Every operator parameter (layer by layer, operator by operator).
+  std::vector<parameter<S>*> fusion_parameters() {
+    std::vector<parameter<S>*> out;
+    for (auto& layer : layers_)
+      for (auto& ps : layer.params)
+        for (auto& p : ps) out.push_back(&p);
+    return out;
+  }
+  /// Everything a state file holds: w, then alpha (search model).
+  std::vector<parameter<S>*> state_parameters() {
+    std::vector<parameter<S>*> out = weights();
+    if (search_) out.push_back(&alpha_);
+    return out;
+  }
+
+  /// Trainable values of w (fusion parameters and head), plus alpha when asked.
+  index trainable_params(bool with_alpha = false) {
+    index n = 0;
+    for (parameter<S>* p : weights()) n += p->size();
+    if (with_alpha && search_) n += alpha_.size();
+    return n;
+  }
+  /// trainable_params() as a percentage of the backbone's size.
+  double trainable_percent(bool with_alpha = false) {
+    return 100.0 * static_cast<double>(trainable_params(with_alpha)) / static_cast<double>(backbone_.backbone_size());
+  }
+
+  /// softmax(alpha) row by row (L x K). @throws state_error for a derived model.
+  matrix<double> softmax_alpha() const {
+    if (!search_) throw state_error("prompted_vit::softmax_alpha: a derived model has no alpha");
+    matrix<double> w = alpha_.value().template cast<double>();
+    for (index l = 0; l < w.rows(); ++l) {
+      w.row(l) = (w.row(l).array() - w.row(l).maxCoeff()).exp();
+      w.row(l) /= w.row(l).sum();
+    }
+    return w;
+  }
+
+  /// The genotype: argmax_k softmax(alpha_l) per layer with the weights (search
+  /// model), or the layers' fixed operators (derived model).
+  genotype derive() const {
+    genotype g;
+    for (auto n : Ops::names) g.ops.emplace_back(n);
+    if (!search_) {
+      for (const auto& layer : layers_) g.layers.push_back({std::string(Ops::names[layer.ops[0]]), {}});
+      return g;
+    }
+    const matrix<double> w = softmax_alpha();
+    for (index l = 0; l < w.rows(); ++l) {
+      index k;
+      w.row(l).maxCoeff(&k);
+      genotype::layer out{std::string(Ops::names[static_cast<std::size_t>(k)]), {}};
+      for (index j = 0; j < w.cols(); ++j) out.weights.push_back(w(l, j));
+      g.layers.push_back(std::move(out));
+    }
+    return g;
+  }
+
+  /// Saves w and alpha (F32, atomic).
+  void save_state(const std::filesystem::path& path, std::map<std::string, std::string> metadata = {}) {
+    metadata["vpdarts.genotype"] = derive().str();
+    metadata["vpdarts.prompts"] = std::to_string(opts_.prompts);
+    auto ps = state_parameters();
+    io::save_parameters<S>(path, ps, metadata);
+  }
+  /// Loads w and alpha by name; every name must be present with its shape.
+  /// With allow_unexpected, extra tensors (other operators' parameters) are ignored.
+  /// @throws io_error listing every mismatch.
+  void load_state(const std::filesystem::path& path, bool allow_unexpected = false) {
+    io::load_options o;
+    o.allow_unexpected = allow_unexpected;
+    auto ps = state_parameters();
+    io::load_parameters<S>(path, ps, o);
+  }
+
+ private:
+  struct layer_state {
+    std::vector<std::size_t> ops;                                   // candidate operator indices
+    std::array<std::vector<parameter<S>>, op_count> params;         // per operator in Ops
+    std::array<std::vector<std::string>, op_count> symbols;         // their symbols
+  };
+
+  void build(const std::vector<std::vector<std::size_t>>& ops, bool search) {
+    search_ = search;
+    backbone_.freeze_backbone();
+    if (opts_.prompts < 1) throw config_error(detail::cat("prompted_vit: prompts is ", opts_.prompts, ", must be >= 1"));
+    if (opts_.classes > 0 && opts_.classes != backbone_.config().classes) backbone_.reset_head(opts_.classes);
+    backbone_.head.weight.unfreeze();
+    backbone_.head.bias.unfreeze();
+    const fusion_context ctx = context();
+    const index depth = backbone_.config().depth;
+    layers_.assign(static_cast<std::size_t>(depth), layer_state{});
+    for (index l = 0; l < depth; ++l) {
+      layer_state& layer = layers_[static_cast<std::size_t>(l)];
+      layer.ops = ops[static_cast<std::size_t>(l)];
+      Ops::for_each([&](auto type, auto i) {
+        using Op = typename decltype(type)::type;
+        constexpr std::size_t k = decltype(i)::value;
+        if (std::find(layer.ops.begin(), layer.ops.end(), k) == layer.ops.end()) return;
+        init::engine rng(opts_.seed * 1000003ull + static_cast<std::uint64_t>(l) * 1009ull + k * 17ull + 1);
+        for (const param_spec& s : fusion_traits<Op>::params(ctx)) {
+          parameter<S> p(detail::cat("fusion.", l, ".", fusion_traits<Op>::name, ".", s.symbol), s.rows, s.cols);
+          s.init.apply(p, rng);
+          layer.params[k].push_back(std::move(p));
+          layer.symbols[k].push_back(s.symbol);
+        }
+      });
+    }
+    if (search_) {
+      alpha_ = parameter<S>("alpha", depth, static_cast<index>(op_count));
+      init::engine rng(opts_.seed * 7919ull + 3);
+      init::normal(alpha_, 1e-3, rng);
+    } else {
+      alpha_ = parameter<S>("alpha", 0, 0, false);
+    }
+  }
+
+  template <class Op>
+  var<S> run_op(tape<S>& t, layer_state& layer, std::size_t k, vit_block<S>& block, const var<S>& x, index batch) {
+    op_params<S> p;
+    for (std::size_t j = 0; j < layer.params[k].size(); ++j) p.push(layer.symbols[k][j], t.leaf(layer.params[k][j]));
+    var<S> in = fusion_traits<Op>::pre(x, p, batch);
+    var<S> out = fusion_traits<Op>::post(block.forward(t, in, batch), p, batch);
+    if (out.rows() != x.rows() || out.cols() != x.cols())
+      throw shape_error(detail::cat("fusion operator '", fusion_traits<Op>::name, "': post returned ",
+                                    detail::shape_str(out.rows(), out.cols()), " for an input of ",
+                                    detail::shape_str(x.rows(), x.cols())));
+    return out;
+  }
+
+  var<S> layer_forward(tape<S>& t, index l, vit_block<S>& block, const var<S>& x, index batch) {
+    layer_state& layer = layers_[static_cast<std::size_t>(l)];
+    std::array<var<S>, op_count> outs{};
+    Ops::for_each([&](auto type, auto i) {
+      using Op = typename decltype(type)::type;
+      constexpr std::size_t k = decltype(i)::value;
+      for (std::size_t j = 0; j < layer.ops.size(); ++j)
+        if (layer.ops[j] == k) outs[j] = run_op<Op>(t, layer, k, block, x, batch);
+    });
+    if (layer.ops.size() == 1) return outs[0];
+    var<S> w = softmax_rows(slice_rows(alpha_var_, l, 1));
+    return weighted_sum(w, std::span<const var<S>>(outs.data(), layer.ops.size()));
+  }
+
+  vit<S> backbone_;
+  prompt_options opts_;
+  bool search_ = true;
+  std::vector<layer_state> layers_;
+  parameter<S> alpha_;
+  var<S> alpha_var_;
+};
+
+}  // namespace vpdarts

@@ -1,0 +1,143 @@
+// The ViT backbone: configuration checks, the patch embedding against a plain
+// convolution, gradients of every parameter, and timm-shaped configurations.
+#include "pch.hpp"
+
+namespace vp = vpdarts;
+
+namespace {
+vp::vit_config tiny() { return {8, 3, 4, 8, 2, 2, 16, 3}; }
+}  // namespace
+
+TEST_CASE("vit_config rejects invalid shapes", "[vit][config]") {
+  CHECK_NOTHROW(vp::vit_config::toy().validate());
+  CHECK_NOTHROW(vp::vit_config::tiny16().validate());
+  CHECK_NOTHROW(vp::vit_config::fashion().validate());
+  auto bad = [](auto edit) {
+    vp::vit_config c = vp::vit_config::toy();
+    edit(c);
+    return c;
+  };
+  CHECK_THROWS_WITH(bad([](auto& c) { c.patch = 5; }).validate(),
+                    Catch::Contains("patch 5 does not divide the image size 32"));
+  CHECK_THROWS_WITH(bad([](auto& c) { c.heads = 5; }).validate(), Catch::Contains("5 heads do not divide") &&
+                                                                         Catch::Contains("192"));
+  for (auto field : {&vp::vit_config::image, &vp::vit_config::channels, &vp::vit_config::patch, &vp::vit_config::dim,
+                     &vp::vit_config::depth, &vp::vit_config::heads, &vp::vit_config::mlp, &vp::vit_config::classes}) {
+    vp::vit_config c = vp::vit_config::toy();
+    c.*field = 0;
+    CHECK_THROWS_AS(c.validate(), vp::config_error);
+  }
+  CHECK_THROWS_AS(vp::vit<float>(bad([](auto& c) { c.depth = -1; })), vp::config_error);
+  CHECK(vp::vit_config::toy().tokens() == 65);
+  CHECK(vp::vit_config::tiny16().tokens() == 197);
+}
+
+TEST_CASE("parameters carry timm names and shapes", "[vit]") {
+  vp::vit<float> m(vp::vit_config::toy());
+  CHECK(m.find("patch_embed.proj.weight")->shape() == std::vector<vp::index>{192, 3, 4, 4});
+  CHECK(m.find("cls_token")->shape() == std::vector<vp::index>{1, 1, 192});
+  CHECK(m.find("pos_embed")->shape() == std::vector<vp::index>{1, 65, 192});
+  CHECK(m.find("blocks.5.attn.qkv.weight")->shape() == std::vector<vp::index>{576, 192});
+  CHECK(m.find("blocks.0.attn.proj.bias")->shape() == std::vector<vp::index>{192});
+  CHECK(m.find("blocks.3.mlp.fc1.weight")->shape() == std::vector<vp::index>{768, 192});
+  CHECK(m.find("norm.weight")->shape() == std::vector<vp::index>{192});
+  CHECK(m.find("head.weight")->shape() == std::vector<vp::index>{10, 192});
+  CHECK(m.find("blocks.6.norm1.weight") == nullptr);
+  CHECK(m.parameters().size() == 4 + 6 * 12 + 2 + 2);
+  m.freeze_backbone();
+  for (auto* p : m.backbone_parameters()) CHECK_FALSE(p->requires_grad());
+  CHECK(m.head.weight.requires_grad());
+}
+
+TEST_CASE("patch embedding equals a strided convolution", "[vit]") {
+  vp::vit_config c{8, 2, 4, 5, 1, 1, 8, 3};
+  vp::vit<double> m(c, 3);
+  vp::init::engine rng(4);
+  vp::init::normal(m.patch_bias, 0.5, rng);
+  vp::image_batch<double> img(2, 2, 8, 8);
+  img.pixels.setRandom();
+  vp::tape<double> t;
+  auto x = m.embed(t, img);  // [cls ; patches] + pos
+  REQUIRE(x.rows() == 2 * 5);
+  for (vp::index b = 0; b < 2; ++b)
+    for (vp::index py = 0; py < 2; ++py)
+      for (vp::index px = 0; px < 2; ++px)
+        for (vp::index d = 0; d < 5; ++d) {
+          double acc = m.patch_bias.value()(0, d);
+          for (vp::index ch = 0; ch < 2; ++ch)
+            for (vp::index ky = 0; ky < 4; ++ky)
+              for (vp::index kx = 0; kx < 4; ++kx)
+                acc += m.patch_weight.value()(d, (ch * 4 + ky) * 4 + kx) *
+                       img.pixels(b, (ch * 8 + py * 4 + ky) * 8 + px * 4 + kx);
+          const vp::index token = 1 + py * 2 + px;
+          CHECK(x.value()(b * 5 + token, d) == Approx(acc + m.pos_embed.value()(token, d)).epsilon(1e-12));
+        }
+  CHECK((x.value().row(5) - m.cls_token.value().row(0) - m.pos_embed.value().row(0)).norm() < 1e-12);
+  vp::image_batch<double> wrong(8, 3, 30, 32);
+  CHECK_THROWS_WITH(m.embed(t, wrong), Catch::Contains("vit::embed: image batch is 8x3x30x32") &&
+                                           Catch::Contains("expects Cx8x8 with C=2"));
+}
+
+TEST_CASE("every ViT parameter passes a gradient check", "[vit][gradcheck]") {
+  vp::vit<double> m(tiny(), 1);
+  vp::init::engine rng(5);
+  for (auto* p : m.parameters()) vp::init::normal(*p, 0.3, rng);
+  m.unfreeze_all();
+  vp::image_batch<double> img(2, 3, 8, 8);
+  img.pixels.setRandom();
+  const std::vector<int> labels{0, 2};
+  auto params = m.parameters();
+  auto r = vp::gradcheck<double>([&](vp::tape<double>& t) { return vp::cross_entropy(m.logits(t, img), labels); },
+                                 params, {.max_entries = 12});
+  INFO(r.worst);
+  CHECK(r.passed);
+  CHECK(r.max_error < 1e-6);
+}
+
+TEST_CASE("a frozen backbone gets no gradient work", "[vit]") {
+  vp::vit<float> m(tiny(), 2);
+  m.freeze_backbone();
+  vp::image_batch<float> img(2, 3, 8, 8);
+  img.pixels.setRandom();
+  vp::tape<float> t;
+  auto feats = m.features(t, img);
+  CHECK_FALSE(feats.requires_grad());  // nothing trainable before the head
+  auto loss = vp::cross_entropy(m.head.forward(t, feats), std::vector<int>{1, 2});
+  t.backward(loss);
+  CHECK(m.head.weight.grad().norm() > 0);
+  CHECK_THROWS_AS(m.patch_weight.grad(), vp::state_error);
+}
+
+TEST_CASE("the hook runs in place of each block", "[vit]") {
+  vp::vit<double> m(tiny(), 3);
+  vp::image_batch<double> img(1, 3, 8, 8);
+  img.pixels.setRandom();
+  vp::tape<double> t;
+  std::vector<vp::index> seen;
+  auto plain = m.logits(t, img);
+  auto hooked = m.logits(t, img, [&](vp::index l, vp::vit_block<double>& b, const vp::var<double>& x, vp::index batch) {
+    seen.push_back(l);
+    return b.forward(t, x, batch);
+  });
+  CHECK(seen == std::vector<vp::index>{0, 1});
+  CHECK((plain.value() - hooked.value()).norm() == 0);
+}
+
+TEST_CASE("timm's vit_tiny_patch16_224 shapes build, save, load and run", "[vit][io]") {
+  vp::vit<float> m(vp::vit_config::tiny16(), 7);
+  CHECK(m.backbone_size() == 5524416);  // timm's vit_tiny_patch16_224 without head
+  const auto path = std::filesystem::temp_directory_path() / "vpdarts_tiny16_test.safetensors";
+  vp::io::save_vit(path, m);
+  auto back = vp::io::load_vit<float>(path);
+  CHECK(back.config() == m.config());
+  vp::image_batch<float> img(1, 3, 224, 224);
+  img.pixels.setRandom();
+  vp::tape<float> t;
+  vp::no_grad<float> guard(t);
+  auto a = m.features(t, img).value();
+  auto b = back.features(t, img).value();
+  CHECK(a.rows() == 1);
+  CHECK(a.cols() == 192);
+  CHECK((a - b).norm() == 0);
+  std::filesystem::remove(path);
+}

@@ -1,9 +1,9 @@
 // Pretrains a small ViT from scratch on the built-in synthetic task (classes
 // 0-4: solid shapes) and saves it as a timm-named safetensors checkpoint.
 //
-//   pretrain_toy [--out backbone.safetensors] [--epochs 4] [--train 2000] [--test 500]
+//   pretrain_toy [--out backbone.safetensors] [--epochs 6] [--train 2000] [--test 500]
 //                [--image 32] [--patch 4] [--dim 192] [--depth 6] [--heads 3] [--mlp 768] [--seed 0]
-//                [--lr 1e-3] [--batch 64]
+//                [--lr 1e-3] [--batch 16]
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
   std::string out = "backbone.safetensors";
   vp::vit_config cfg = vp::vit_config::toy();
   cfg.classes = 5;
-  vp::pretrain_options opt{.epochs = 4};
+  vp::pretrain_options opt{.epochs = 6, .batch = 16};
   long n_train = 2000, n_test = 500;
   std::uint64_t seed = 0;
   for (int i = 1; i < argc; ++i) {

@@ -3,12 +3,14 @@
 /// The built-in synthetic image dataset: procedurally drawn shapes, so that a
 /// ViT can be pretrained and prompt-tuned on CPU with no download.
 ///
-/// Ten classes, each a shape (disc, square, triangle, ring, cross) drawn solid
-/// (classes 0-4) or striped (classes 5-9). Every image has a random position,
-/// size, rotation and colours, a textured background, a distractor blob and
-/// pixel noise, so accuracy is not trivially 100%. The two halves make a
-/// pretraining task (0-4) and a transfer task (5-9) that differs in its
-/// classes. Image i of a given seed is the same whatever else is drawn.
+/// Ten classes, each a texture (horizontal, vertical and the two diagonal
+/// stripes, checkerboard, dots, concentric rings, solid, grid, waves) filling
+/// a random shape (disc, square, triangle, ring or cross) at a random
+/// position, size and rotation, in random colours with a random frequency,
+/// over a textured background with a distractor blob and pixel noise, so
+/// accuracy is not trivially 100%. The two halves make a pretraining task
+/// (classes 0-4) and a transfer task (5-9) that differs in its classes.
+/// Image i of a given seed is the same whatever else is drawn.
 
 #include <array>
 #include <cmath>
@@ -49,14 +51,13 @@ struct synthetic_options {
   /// Which of the ten classes, in label order; empty means all ten.
   std::vector<int> classes;
   /// Pixel noise standard deviation (on a 0..1 scale).
-  double noise = 0.12;
+  double noise = 0.02;
 };
 
 /// The names of the ten synthetic classes.
 inline const std::array<const char*, 10>& synthetic_class_names() {
-  static const std::array<const char*, 10> names{"disc",         "square",         "triangle",       "ring",
-                                                 "cross",        "striped_disc",   "striped_square", "striped_triangle",
-                                                 "striped_ring", "striped_cross"};
+  static const std::array<const char*, 10> names{"horizontal", "vertical", "diagonal", "antidiagonal", "checker",
+                                                 "dots",       "rings",    "solid",    "grid",         "waves"};
   return names;
 }
 
@@ -70,6 +71,24 @@ inline bool inside_shape(int shape, double u, double v) {
     case 2: return v > -0.75 && v < 0.9 && std::abs(u) < (0.9 - v) * 0.62;
     case 3: return r2 < 1.0 && r2 > 0.36;
     default: return (std::abs(u) < 0.3 && std::abs(v) < 1.0) || (std::abs(v) < 0.3 && std::abs(u) < 1.0);
+  }
+}
+
+// Texture `cls` at shape-local coordinates (u, v) (shape radius 1) and image-global
+// coordinates (gx, gy) in cycles: true where the second colour shows.
+inline bool texture(int cls, double u, double v, double gx, double gy) {
+  constexpr double tau = 2 * std::numbers::pi;
+  switch (cls) {
+    case 0: return std::sin(tau * gy) > 0;
+    case 1: return std::sin(tau * gx) > 0;
+    case 2: return std::sin(tau * (gx + gy) * 0.7071) > 0;
+    case 3: return std::sin(tau * (gx - gy) * 0.7071) > 0;
+    case 4: return (std::sin(tau * gx) > 0) != (std::sin(tau * gy) > 0);
+    case 5: return std::cos(tau * gx) * std::cos(tau * gy) > 0.5;
+    case 6: return std::sin(tau * 1.6 * std::sqrt(u * u + v * v)) > 0;
+    case 7: return false;
+    case 8: return std::cos(tau * gx) > 0.6 || std::cos(tau * gy) > 0.6;
+    default: return std::sin(tau * (gy + 0.35 * std::sin(tau * gx))) > 0;
   }
 }
 
@@ -104,25 +123,27 @@ labelled_images<S> make_synthetic(const synthetic_options& o) {
     const int label = order[static_cast<std::size_t>(i)];
     out.labels[static_cast<std::size_t>(i)] = label;
     const int cls = classes[static_cast<std::size_t>(label)];
-    const int shape = cls % 5;
-    const bool striped = cls >= 5;
     std::mt19937_64 rng(o.seed * 1000003ull + static_cast<std::uint64_t>(i) * 7919ull + 17);
     std::uniform_real_distribution<double> u01(0.0, 1.0);
     std::normal_distribution<double> gauss(0.0, 1.0);
     // background: a base colour with a gradient and a low-frequency texture
-    std::array<double, 3> bg{}, fg{}, blob{};
+    std::array<double, 3> bg{}, fg{}, fg2{}, blob{};
     for (auto& x : bg) x = 0.15 + 0.7 * u01(rng);
     double lum_bg = (bg[0] + bg[1] + bg[2]) / 3;
     do {
       for (auto& x : fg) x = u01(rng);
     } while (std::abs((fg[0] + fg[1] + fg[2]) / 3 - lum_bg) < 0.2);
+    do {
+      for (auto& x : fg2) x = u01(rng);
+    } while (std::abs((fg2[0] + fg2[1] + fg2[2]) - (fg[0] + fg[1] + fg[2])) < 0.6);
     for (auto& x : blob) x = u01(rng);
+    const int shape = static_cast<int>(u01(rng) * 5) % 5;
     const double gx = 0.3 * (u01(rng) - 0.5), gy = 0.3 * (u01(rng) - 0.5);
     const double tf = 0.5 + 1.5 * u01(rng), tp = 6.3 * u01(rng);
     const double cx = s * (0.35 + 0.3 * u01(rng)), cy = s * (0.35 + 0.3 * u01(rng));
-    const double radius = s * (0.2 + 0.12 * u01(rng));
+    const double radius = s * (0.28 + 0.12 * u01(rng));
     const double angle = 2 * std::numbers::pi * u01(rng);
-    const double stripe_freq = 3.0 + 1.5 * u01(rng), stripe_phase = 6.3 * u01(rng);
+    const double period = 4.0 + 2.0 * u01(rng), phase_x = u01(rng), phase_y = u01(rng);
     const double bx = s * u01(rng), by = s * u01(rng), br = s * (0.05 + 0.06 * u01(rng));
     const double ca = std::cos(angle), sa = std::sin(angle);
     for (index y = 0; y < s; ++y)
@@ -134,8 +155,8 @@ labelled_images<S> make_synthetic(const synthetic_options& o) {
         if ((px - bx) * (px - bx) + (py - by) * (py - by) < br * br) col = blob;
         const double dx = (px - cx) / radius, dy = (py - cy) / radius;
         const double uu = ca * dx + sa * dy, vv = -sa * dx + ca * dy;
-        if (detail::inside_shape(shape, uu, vv) && (!striped || std::sin(stripe_freq * 3.1416 * uu + stripe_phase) > 0))
-          col = fg;
+        if (detail::inside_shape(shape, uu, vv))
+          col = detail::texture(cls, uu, vv, px / period + phase_x, py / period + phase_y) ? fg2 : fg;
         for (int ch = 0; ch < 3; ++ch)
           rgb[static_cast<std::size_t>((ch * s + y) * s + x)] = col[ch] + o.noise * gauss(rng);
       }

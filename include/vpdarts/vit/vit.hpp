@@ -72,16 +72,19 @@ class vit {
   nn::layer_norm_layer<S> norm;  ///< `norm`
   nn::linear_layer<S> head;      ///< `head`, classes x D, zero-initialised
 
-  /// A randomly initialised ViT (timm's init: trunc_normal(0.02) weights,
-  /// zero biases, unit norms, zero head), seeded. @throws config_error for an invalid config.
+  /// A randomly initialised ViT (timm's init: trunc_normal(0.02) linear weights,
+  /// zero biases, unit norms, PyTorch's default for the patch convolution, zero head), seeded. @throws config_error for an invalid config.
   explicit vit(const vit_config& c, std::uint64_t seed = 0) : cfg_(validated(c)) {
     init::engine rng(seed);
     const index cpp = c.channels * c.patch * c.patch;
     patch_weight = parameter<S>("patch_embed.proj.weight", c.dim, cpp);
     patch_weight.set_shape({c.dim, c.channels, c.patch, c.patch});
-    init::trunc_normal(patch_weight, 0.02, rng);
+    // timm leaves the patch convolution at PyTorch's default: uniform(+-1/sqrt(fan_in)) for weight and bias
+    const double bound = 1.0 / std::sqrt(static_cast<double>(cpp));
+    init::uniform(patch_weight, bound, rng);
     patch_bias = parameter<S>("patch_embed.proj.bias", 1, c.dim);
     patch_bias.set_shape({c.dim});
+    init::uniform(patch_bias, bound, rng);
     cls_token = parameter<S>("cls_token", 1, c.dim);
     cls_token.set_shape({1, 1, c.dim});
     init::trunc_normal(cls_token, 0.02, rng);

@@ -163,3 +163,45 @@ TEST_CASE("a user-defined operator is searched alongside the built-in four", "[s
   vp::prompted_vit<double, ops> d(vp::vit<double>(tiny()), g, {.prompts = 2});
   CHECK(d.trainable_params() == 2 * (5 * 6 + 1) + 3 * 6 + 3);
 }
+
+TEST_CASE("a pass records gradients for the requested group only", "[search]") {
+  auto m = random_search_model<float>(7);
+  vp::image_batch<float> img(2, 3, 8, 8);
+  img.pixels.setRandom();
+  const std::vector<int> labels{0, 1};
+  vp::tape<float> t;
+  t.backward(vp::cross_entropy(m.logits(t, img, vp::grad_target::alpha), labels));
+  CHECK(m.alpha().grad().norm() > 0);
+  for (auto* p : m.weights()) CHECK(p->grad().norm() == 0);
+  m.alpha().zero_grad();
+  t.reset();
+  t.backward(vp::cross_entropy(m.logits(t, img, vp::grad_target::weights), labels));
+  CHECK(m.alpha().grad().norm() == 0);
+  CHECK(m.backbone().head.weight.grad().norm() > 0);
+  CHECK(m.fusion_parameters()[0]->grad().norm() > 0);
+  t.reset();
+  CHECK_THROWS_AS(t.backward(vp::cross_entropy(m.logits(t, img, vp::grad_target::none), labels)), vp::state_error);
+}
+
+TEST_CASE("a warm first-order search step allocates nothing", "[search][alloc]") {
+  if (!vpdarts_test::counting_allocations()) {
+    WARN("allocation counting is off in sanitizer builds");
+    return;
+  }
+  auto m = random_search_model<float>(8);
+  vp::image_batch<float> img(4, 3, 8, 8);
+  img.pixels.setRandom();
+  const std::vector<int> labels{0, 1, 2, 1};
+  vp::tape<float> t;
+  auto step = [&] {
+    t.reset();
+    t.backward(vp::cross_entropy(m.logits(t, img, vp::grad_target::alpha), labels));
+    t.reset();
+    t.backward(vp::cross_entropy(m.logits(t, img, vp::grad_target::weights), labels));
+  };
+  step();
+  step();
+  const std::size_t before = vpdarts_test::allocations();
+  for (int i = 0; i < 3; ++i) step();
+  CHECK(vpdarts_test::allocations() - before == 0);
+}

@@ -98,10 +98,12 @@ class tape {
   tape(const tape&) = delete;
   tape& operator=(const tape&) = delete;
 
-  /// A leaf that reads `p` in place. When p requires a gradient (and recording
-  /// is on), backward() accumulates d loss / d p into p.grad().
-  var<S> leaf(parameter<S>& p) {
-    const bool rg = grad_enabled_ && p.requires_grad();
+  /// A leaf that reads `p` in place. When p requires a gradient, recording is
+  /// on and `track` is true, backward() accumulates d loss / d p into p.grad();
+  /// with `track` false the parameter is a constant for this tape (no gradient
+  /// work, its gradient memory untouched): how a bi-level step leaves one group alone.
+  var<S> leaf(parameter<S>& p, bool track = true) {
+    const bool rg = grad_enabled_ && track && p.requires_grad();
     node n;
     n.value = p.value().data();
     n.rows = p.rows();

@@ -29,6 +29,10 @@
 
 namespace vpdarts {
 
+/// Which parameter groups a forward pass records gradients for (a DARTS step
+/// needs only one group at a time; the other costs no gradient work).
+enum class grad_target : unsigned { none = 0, weights = 1, alpha = 2, all = 3 };
+
 /// How a prompted model is built.
 struct prompt_options {
   index prompts = 8;        ///< p, prompt tokens of concat and cross_attention
@@ -84,13 +88,17 @@ class prompted_vit {
     return layers_[static_cast<std::size_t>(l)].params[k];
   }
 
-  /// Logits (B x classes) for a batch of images.
+  /// Logits (B x classes) for a batch of images, recording gradients for the
+  /// groups in `target` only (w: operator parameters and head; alpha).
   /// @throws shape_error when the images do not fit the backbone.
-  var<S> logits(tape<S>& t, const image_batch<S>& images) {
-    alpha_var_ = search_ ? t.leaf(alpha_) : var<S>();
-    return backbone_.logits(t, images, [this, &t](index l, vit_block<S>& block, const var<S>& x, index batch) {
+  var<S> logits(tape<S>& t, const image_batch<S>& images, grad_target target = grad_target::all) {
+    track_w_ = (static_cast<unsigned>(target) & static_cast<unsigned>(grad_target::weights)) != 0;
+    const bool track_alpha = (static_cast<unsigned>(target) & static_cast<unsigned>(grad_target::alpha)) != 0;
+    alpha_var_ = search_ ? t.leaf(alpha_, track_alpha) : var<S>();
+    var<S> feats = backbone_.features(t, images, [this, &t](index l, vit_block<S>& block, const var<S>& x, index batch) {
       return layer_forward(t, l, block, x, batch);
     });
+    return linear(feats, t.leaf(backbone_.head.weight, track_w_), t.leaf(backbone_.head.bias, track_w_));
   }
 
   /// The weights w: every operator parameter, then the head.
@@ -219,7 +227,7 @@ class prompted_vit {
   template <class Op>
   var<S> run_op(tape<S>& t, layer_state& layer, std::size_t k, vit_block<S>& block, const var<S>& x, index batch) {
     op_params<S> p;
-    for (std::size_t j = 0; j < layer.params[k].size(); ++j) p.push(layer.symbols[k][j], t.leaf(layer.params[k][j]));
+    for (std::size_t j = 0; j < layer.params[k].size(); ++j) p.push(layer.symbols[k][j], t.leaf(layer.params[k][j], track_w_));
     var<S> in = fusion_traits<Op>::pre(x, p, batch);
     var<S> out = fusion_traits<Op>::post(block.forward(t, in, batch), p, batch);
     if (out.rows() != x.rows() || out.cols() != x.cols())
@@ -249,6 +257,7 @@ class prompted_vit {
   std::vector<layer_state> layers_;
   parameter<S> alpha_;
   var<S> alpha_var_;
+  bool track_w_ = true;
 };
 
 }  // namespace vpdarts

@@ -3,7 +3,7 @@
 //
 //   pretrain_toy [--out backbone.safetensors] [--epochs 6] [--train 2000] [--test 500]
 //                [--image 32] [--patch 4] [--dim 192] [--depth 6] [--heads 3] [--mlp 768] [--seed 0]
-//                [--lr 1e-3] [--batch 16]
+//                [--lr 1e-3] [--batch 16] [--init xavier|timm]
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   vp::pretrain_options opt{.epochs = 6, .batch = 16};
   long n_train = 2000, n_test = 500;
   std::uint64_t seed = 0;
+  vp::vit_init scheme = vp::vit_init::xavier;
   for (int i = 1; i < argc; ++i) {
     auto is = [&](const char* flag) { return std::strcmp(argv[i], flag) == 0 && i + 1 < argc; };
     if (is("--out")) out = argv[++i];
@@ -34,6 +35,7 @@ int main(int argc, char** argv) {
     else if (is("--mlp")) cfg.mlp = std::atol(argv[++i]);
     else if (is("--lr")) opt.lr = std::atof(argv[++i]);
     else if (is("--batch")) opt.batch = std::atol(argv[++i]);
+    else if (is("--init")) scheme = std::strcmp(argv[++i], "timm") == 0 ? vp::vit_init::timm : vp::vit_init::xavier;
     else if (is("--seed")) seed = std::strtoull(argv[++i], nullptr, 10);
     else {
       std::fprintf(stderr, "pretrain_toy: unknown argument '%s' (see the comment at the top of pretrain_toy.cpp)\n", argv[i]);
@@ -41,7 +43,7 @@ int main(int argc, char** argv) {
     }
   }
   try {
-    vp::vit<float> model(cfg, seed);
+    vp::vit<float> model(cfg, seed, scheme);
     std::printf("ViT: %s, %ld backbone parameters\n", cfg.describe().c_str(), static_cast<long>(model.backbone_size()));
     const std::vector<int> classes{0, 1, 2, 3, 4};
     auto train = vp::data::make_synthetic<float>({.image = cfg.image, .channels = cfg.channels, .count = n_train,

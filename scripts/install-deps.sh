@@ -5,10 +5,10 @@ set -euo pipefail
 
 packages=(g++ cmake make pkg-config ccache
           libeigen3-dev libxtensor-dev libboost-dev catch2 libstb-dev
-          nlohmann-json3-dev zlib1g-dev libbenchmark-dev)
+          nlohmann-json3-dev zlib1g-dev libbenchmark-dev python3)
 for arg in "$@"; do
   case "$arg" in
-    --bench) packages+=(python3 python3-torch libopenblas0-pthread) ;;
+    --bench) packages+=(python3-torch libopenblas0-pthread) ;;
     --docs) packages+=(doxygen) ;;
     *) echo "install-deps.sh: unknown option '$arg' (expected --bench or --docs)" >&2; exit 2 ;;
   esac

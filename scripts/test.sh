@@ -11,7 +11,7 @@ case "${1:-}" in
   "") ;;
   --sanitize)
     build=build-sanitize
-    flags=(-DCMAKE_BUILD_TYPE=None "-DCMAKE_CXX_FLAGS=-O1 -g1" -DVPDARTS_SANITIZE=ON)
+    flags=(-DCMAKE_BUILD_TYPE=None "-DCMAKE_CXX_FLAGS=-O1 -g1" -DVPDARTS_SANITIZE=ON -DVPDARTS_BUILD_EXAMPLES=OFF)
     export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ;;
   *) echo "test.sh: unknown option '$1' (expected --sanitize)" >&2; exit 2 ;;
 esac

@@ -51,7 +51,7 @@ struct synthetic_options {
   /// Which of the ten classes, in label order; empty means all ten.
   std::vector<int> classes;
   /// Pixel noise standard deviation (on a 0..1 scale).
-  double noise = 0.02;
+  double noise = 0.08;
 };
 
 /// The names of the ten synthetic classes.

@@ -60,6 +60,12 @@ struct run_block {
   }
 };
 
+/// How vit's constructor initialises the weights.
+enum class vit_init {
+  timm,    ///< timm's default: trunc_normal(0.02) linear weights (suits loading a checkpoint)
+  xavier,  ///< xavier-uniform linear weights (timm's "jax" scheme): trains faster from scratch
+};
+
 /// The Vision Transformer (backbone and linear head).
 template <Scalar S>
 class vit {
@@ -74,7 +80,7 @@ class vit {
 
   /// A randomly initialised ViT (timm's init: trunc_normal(0.02) linear weights,
   /// zero biases, unit norms, PyTorch's default for the patch convolution, zero head), seeded. @throws config_error for an invalid config.
-  explicit vit(const vit_config& c, std::uint64_t seed = 0) : cfg_(validated(c)) {
+  explicit vit(const vit_config& c, std::uint64_t seed = 0, vit_init scheme = vit_init::timm) : cfg_(validated(c)) {
     init::engine rng(seed);
     const index cpp = c.channels * c.patch * c.patch;
     patch_weight = parameter<S>("patch_embed.proj.weight", c.dim, cpp);
@@ -96,6 +102,10 @@ class vit {
     norm = nn::layer_norm_layer<S>("norm", c.dim);
     head = nn::linear_layer<S>("head", c.dim, c.classes, rng);
     head.weight.value().setZero();
+    if (scheme == vit_init::xavier)
+      for (auto& b : blocks)
+        for (nn::linear_layer<S>* l : {&b.attn.qkv, &b.attn.proj, &b.mlp.fc1, &b.mlp.fc2})
+          init::uniform(l->weight, std::sqrt(6.0 / static_cast<double>(l->weight.rows() + l->weight.cols())), rng);
   }
 
   const vit_config& config() const noexcept { return cfg_; }

@@ -19,6 +19,7 @@
 #include "fusion/builtin.hpp"
 #include "fusion/op_list.hpp"
 #include "search/genotype.hpp"
+#include "search/mixed_op.hpp"
 #include "search/prompted_vit.hpp"
 #include "optim/adam.hpp"
 #include "train/classifier.hpp"

@@ -3342,6 +3342,105 @@ struct genotype {
 }  // namespace vpdarts
 // ---- end vpdarts/search/genotype.hpp ----
 
+// ---- begin vpdarts/search/mixed_op.hpp ----
+/// @file mixed_op.hpp
+/// One layer of the search space: a MixedOp over candidate fusion operators
+/// chosen from a compile-time operator list,
+///
+///     MixedOp(x) = sum_k w_k * post_k( Block( pre_k(x; theta_k) ) ),
+///
+/// where w is softmax(alpha_l). A layer with a single candidate is a fixed
+/// operator (a derived model) and runs through the same code without mixing.
+/// The operator loop is unrolled at compile time (boost::hana); no virtual call.
+
+#include <algorithm>
+#include <array>
+#include <span>
+#include <string>
+#include <vector>
+
+
+namespace vpdarts {
+
+/// The MixedOp of one layer: each candidate operator owns its parameters
+/// (`fusion.{layer}.{op}.{symbol}`).
+template <Scalar S, OpList Ops>
+class mixed_op {
+ public:
+  static constexpr std::size_t op_count = Ops::size;
+
+  /// Candidates are positions in Ops, in the order their weights come. Parameters
+  /// are initialised as each operator's trait says, seeded by (seed, layer, operator).
+  /// @throws config_error for no candidates or a position outside Ops.
+  mixed_op(index layer, const fusion_context& ctx, std::vector<std::size_t> candidates, std::uint64_t seed)
+      : candidates_(std::move(candidates)) {
+    if (candidates_.empty()) throw config_error(detail::cat("mixed_op: layer ", layer, " has no candidate operator"));
+    for (std::size_t k : candidates_)
+      if (k >= op_count)
+        throw config_error(detail::cat("mixed_op: operator position ", k, " is outside a list of ", op_count));
+    Ops::for_each([&](auto type, auto i) {
+      using Op = typename decltype(type)::type;
+      constexpr std::size_t k = decltype(i)::value;
+      if (std::find(candidates_.begin(), candidates_.end(), k) == candidates_.end()) return;
+      init::engine rng(seed * 1000003ull + static_cast<std::uint64_t>(layer) * 1009ull + k * 17ull + 1);
+      for (const param_spec& s : fusion_traits<Op>::params(ctx)) {
+        parameter<S> p(detail::cat("fusion.", layer, ".", fusion_traits<Op>::name, ".", s.symbol), s.rows, s.cols);
+        s.init.apply(p, rng);
+        params_[k].push_back(std::move(p));
+        symbols_[k].push_back(s.symbol);
+      }
+    });
+  }
+
+  /// The candidate operators (positions in Ops).
+  const std::vector<std::size_t>& candidates() const noexcept { return candidates_; }
+  /// True when the layer mixes several operators.
+  bool is_mixed() const noexcept { return candidates_.size() > 1; }
+  /// The parameters of operator k (empty when k is not a candidate).
+  std::vector<parameter<S>>& parameters(std::size_t k) { return params_[k]; }
+  /// Appends every candidate's parameters.
+  void collect(std::vector<parameter<S>*>& out) {
+    for (auto& ps : params_)
+      for (auto& p : ps) out.push_back(&p);
+  }
+
+  /// sum_k weights_k * op_k(x) over the candidates; `weights` is 1 x (number of
+  /// candidates) and is not read for a single candidate. With `track` false the
+  /// operators' parameters get no gradient work on this tape.
+  /// @throws shape_error when an operator's post does not return x's shape.
+  var<S> forward(tape<S>& t, vit_block<S>& block, const var<S>& x, index batch, const var<S>& weights, bool track) {
+    std::array<var<S>, op_count> outs{};
+    Ops::for_each([&](auto type, auto i) {
+      using Op = typename decltype(type)::type;
+      constexpr std::size_t k = decltype(i)::value;
+      for (std::size_t j = 0; j < candidates_.size(); ++j)
+        if (candidates_[j] == k) outs[j] = run<Op>(t, k, block, x, batch, track);
+    });
+    if (!is_mixed()) return outs[0];
+    return weighted_sum(weights, std::span<const var<S>>(outs.data(), candidates_.size()));
+  }
+
+ private:
+  template <class Op>
+  var<S> run(tape<S>& t, std::size_t k, vit_block<S>& block, const var<S>& x, index batch, bool track) {
+    op_params<S> p;
+    for (std::size_t j = 0; j < params_[k].size(); ++j) p.push(symbols_[k][j], t.leaf(params_[k][j], track));
+    var<S> out = fusion_traits<Op>::post(block.forward(t, fusion_traits<Op>::pre(x, p, batch), batch), p, batch);
+    if (out.rows() != x.rows() || out.cols() != x.cols())
+      throw shape_error(detail::cat("fusion operator '", fusion_traits<Op>::name, "': post returned ",
+                                    detail::shape_str(out.rows(), out.cols()), " for an input of ",
+                                    detail::shape_str(x.rows(), x.cols())));
+    return out;
+  }
+
+  std::vector<std::size_t> candidates_;
+  std::array<std::vector<parameter<S>>, op_count> params_;
+  std::array<std::vector<std::string>, op_count> symbols_;
+};
+
+}  // namespace vpdarts
+// ---- end vpdarts/search/mixed_op.hpp ----
+
 // ---- begin vpdarts/search/prompted_vit.hpp ----
 /// @file prompted_vit.hpp
 /// The prompted search space of DESIGN.md section 4: a frozen ViT whose every
@@ -3423,10 +3522,10 @@ class prompted_vit {
   /// The architecture parameters (L x K; zero-sized in a derived model).
   parameter<S>& alpha() noexcept { return alpha_; }
 
+  /// The MixedOp of layer l.
+  mixed_op<S, Ops>& layer(index l) { return layers_.at(static_cast<std::size_t>(l)); }
   /// The operator parameters of layer l, operator k (empty when that operator is not in the layer).
-  std::vector<parameter<S>>& op_parameters(index l, std::size_t k) {
-    return layers_[static_cast<std::size_t>(l)].params[k];
-  }
+  std::vector<parameter<S>>& op_parameters(index l, std::size_t k) { return layer(l).parameters(k); }
 
   /// Logits (B x classes) for a batch of images, recording gradients for the
   /// groups in `target` only (w: operator parameters and head; alpha).
@@ -3450,9 +3549,7 @@ class prompted_vit {
   /// Every operator parameter (layer by layer, operator by operator).
   std::vector<parameter<S>*> fusion_parameters() {
     std::vector<parameter<S>*> out;
-    for (auto& layer : layers_)
-      for (auto& ps : layer.params)
-        for (auto& p : ps) out.push_back(&p);
+    for (auto& layer : layers_) layer.collect(out);
     return out;
   }
   /// Everything a state file holds: w, then alpha (search model).
@@ -3491,7 +3588,7 @@ class prompted_vit {
     genotype g;
     for (auto n : Ops::names) g.ops.emplace_back(n);
     if (!search_) {
-      for (const auto& layer : layers_) g.layers.push_back({std::string(Ops::names[layer.ops[0]]), {}});
+      for (const auto& layer : layers_) g.layers.push_back({std::string(Ops::names[layer.candidates()[0]]), {}});
       return g;
     }
     const matrix<double> w = softmax_alpha();
@@ -3523,12 +3620,6 @@ class prompted_vit {
   }
 
  private:
-  struct layer_state {
-    std::vector<std::size_t> ops;                                   // candidate operator indices
-    std::array<std::vector<parameter<S>>, op_count> params;         // per operator in Ops
-    std::array<std::vector<std::string>, op_count> symbols;         // their symbols
-  };
-
   void build(const std::vector<std::vector<std::size_t>>& ops, bool search) {
     search_ = search;
     backbone_.freeze_backbone();
@@ -3538,23 +3629,8 @@ class prompted_vit {
     backbone_.head.bias.unfreeze();
     const fusion_context ctx = context();
     const index depth = backbone_.config().depth;
-    layers_.assign(static_cast<std::size_t>(depth), layer_state{});
-    for (index l = 0; l < depth; ++l) {
-      layer_state& layer = layers_[static_cast<std::size_t>(l)];
-      layer.ops = ops[static_cast<std::size_t>(l)];
-      Ops::for_each([&](auto type, auto i) {
-        using Op = typename decltype(type)::type;
-        constexpr std::size_t k = decltype(i)::value;
-        if (std::find(layer.ops.begin(), layer.ops.end(), k) == layer.ops.end()) return;
-        init::engine rng(opts_.seed * 1000003ull + static_cast<std::uint64_t>(l) * 1009ull + k * 17ull + 1);
-        for (const param_spec& s : fusion_traits<Op>::params(ctx)) {
-          parameter<S> p(detail::cat("fusion.", l, ".", fusion_traits<Op>::name, ".", s.symbol), s.rows, s.cols);
-          s.init.apply(p, rng);
-          layer.params[k].push_back(std::move(p));
-          layer.symbols[k].push_back(s.symbol);
-        }
-      });
-    }
+    layers_.reserve(static_cast<std::size_t>(depth));
+    for (index l = 0; l < depth; ++l) layers_.emplace_back(l, ctx, ops[static_cast<std::size_t>(l)], opts_.seed);
     if (search_) {
       alpha_ = parameter<S>("alpha", depth, static_cast<index>(op_count));
       init::engine rng(opts_.seed * 7919ull + 3);
@@ -3564,37 +3640,16 @@ class prompted_vit {
     }
   }
 
-  template <class Op>
-  var<S> run_op(tape<S>& t, layer_state& layer, std::size_t k, vit_block<S>& block, const var<S>& x, index batch) {
-    op_params<S> p;
-    for (std::size_t j = 0; j < layer.params[k].size(); ++j) p.push(layer.symbols[k][j], t.leaf(layer.params[k][j], track_w_));
-    var<S> in = fusion_traits<Op>::pre(x, p, batch);
-    var<S> out = fusion_traits<Op>::post(block.forward(t, in, batch), p, batch);
-    if (out.rows() != x.rows() || out.cols() != x.cols())
-      throw shape_error(detail::cat("fusion operator '", fusion_traits<Op>::name, "': post returned ",
-                                    detail::shape_str(out.rows(), out.cols()), " for an input of ",
-                                    detail::shape_str(x.rows(), x.cols())));
-    return out;
-  }
-
   var<S> layer_forward(tape<S>& t, index l, vit_block<S>& block, const var<S>& x, index batch) {
-    layer_state& layer = layers_[static_cast<std::size_t>(l)];
-    std::array<var<S>, op_count> outs{};
-    Ops::for_each([&](auto type, auto i) {
-      using Op = typename decltype(type)::type;
-      constexpr std::size_t k = decltype(i)::value;
-      for (std::size_t j = 0; j < layer.ops.size(); ++j)
-        if (layer.ops[j] == k) outs[j] = run_op<Op>(t, layer, k, block, x, batch);
-    });
-    if (layer.ops.size() == 1) return outs[0];
-    var<S> w = softmax_rows(slice_rows(alpha_var_, l, 1));
-    return weighted_sum(w, std::span<const var<S>>(outs.data(), layer.ops.size()));
+    mixed_op<S, Ops>& m = layers_[static_cast<std::size_t>(l)];
+    const var<S> w = m.is_mixed() ? softmax_rows(slice_rows(alpha_var_, l, 1)) : var<S>();
+    return m.forward(t, block, x, batch, w, track_w_);
   }
 
   vit<S> backbone_;
   prompt_options opts_;
   bool search_ = true;
-  std::vector<layer_state> layers_;
+  std::vector<mixed_op<S, Ops>> layers_;
   parameter<S> alpha_;
   var<S> alpha_var_;
   bool track_w_ = true;

@@ -205,3 +205,17 @@ TEST_CASE("a warm first-order search step allocates nothing", "[search][alloc]")
   for (int i = 0; i < 3; ++i) step();
   CHECK(vpdarts_test::allocations() - before == 0);
 }
+
+TEST_CASE("mixed_op owns its candidates' parameters", "[search][mixed_op]") {
+  vp::fusion_context ctx{tiny(), 2};
+  vp::mixed_op<float, vp::default_ops> m(1, ctx, {0, 3}, 0);
+  CHECK(m.is_mixed());
+  CHECK(m.parameters(0).size() == 1);
+  CHECK(m.parameters(1).empty());
+  CHECK(m.parameters(3)[1].name() == "fusion.1.cross_attention.V");
+  std::vector<vp::parameter<float>*> all;
+  m.collect(all);
+  CHECK(all.size() == 3);
+  CHECK_THROWS_WITH((vp::mixed_op<float, vp::default_ops>(0, ctx, {}, 0)), Catch::Contains("no candidate"));
+  CHECK_THROWS_WITH((vp::mixed_op<float, vp::default_ops>(0, ctx, {4}, 0)), Catch::Contains("position 4"));
+}

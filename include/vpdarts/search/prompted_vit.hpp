@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "../fusion/op_list.hpp"
+#include "mixed_op.hpp"
 #include "../io/checkpoint.hpp"
 #include "../vit/vit.hpp"
 #include "genotype.hpp"
@@ -83,10 +84,10 @@ class prompted_vit {
   /// The architecture parameters (L x K; zero-sized in a derived model).
   parameter<S>& alpha() noexcept { return alpha_; }
 
+  /// The MixedOp of layer l.
+  mixed_op<S, Ops>& layer(index l) { return layers_.at(static_cast<std::size_t>(l)); }
   /// The operator parameters of layer l, operator k (empty when that operator is not in the layer).
-  std::vector<parameter<S>>& op_parameters(index l, std::size_t k) {
-    return layers_[static_cast<std::size_t>(l)].params[k];
-  }
+  std::vector<parameter<S>>& op_parameters(index l, std::size_t k) { return layer(l).parameters(k); }
 
   /// Logits (B x classes) for a batch of images, recording gradients for the
   /// groups in `target` only (w: operator parameters and head; alpha).
@@ -110,9 +111,7 @@ class prompted_vit {
   /// Every operator parameter (layer by layer, operator by operator).
   std::vector<parameter<S>*> fusion_parameters() {
     std::vector<parameter<S>*> out;
-    for (auto& layer : layers_)
-      for (auto& ps : layer.params)
-        for (auto& p : ps) out.push_back(&p);
+    for (auto& layer : layers_) layer.collect(out);
     return out;
   }
   /// Everything a state file holds: w, then alpha (search model).
@@ -151,7 +150,7 @@ class prompted_vit {
     genotype g;
     for (auto n : Ops::names) g.ops.emplace_back(n);
     if (!search_) {
-      for (const auto& layer : layers_) g.layers.push_back({std::string(Ops::names[layer.ops[0]]), {}});
+      for (const auto& layer : layers_) g.layers.push_back({std::string(Ops::names[layer.candidates()[0]]), {}});
       return g;
     }
     const matrix<double> w = softmax_alpha();
@@ -183,12 +182,6 @@ class prompted_vit {
   }
 
  private:
-  struct layer_state {
-    std::vector<std::size_t> ops;                                   // candidate operator indices
-    std::array<std::vector<parameter<S>>, op_count> params;         // per operator in Ops
-    std::array<std::vector<std::string>, op_count> symbols;         // their symbols
-  };
-
   void build(const std::vector<std::vector<std::size_t>>& ops, bool search) {
     search_ = search;
     backbone_.freeze_backbone();
@@ -198,23 +191,8 @@ class prompted_vit {
     backbone_.head.bias.unfreeze();
     const fusion_context ctx = context();
     const index depth = backbone_.config().depth;
-    layers_.assign(static_cast<std::size_t>(depth), layer_state{});
-    for (index l = 0; l < depth; ++l) {
-      layer_state& layer = layers_[static_cast<std::size_t>(l)];
-      layer.ops = ops[static_cast<std::size_t>(l)];
-      Ops::for_each([&](auto type, auto i) {
-        using Op = typename decltype(type)::type;
-        constexpr std::size_t k = decltype(i)::value;
-        if (std::find(layer.ops.begin(), layer.ops.end(), k) == layer.ops.end()) return;
-        init::engine rng(opts_.seed * 1000003ull + static_cast<std::uint64_t>(l) * 1009ull + k * 17ull + 1);
-        for (const param_spec& s : fusion_traits<Op>::params(ctx)) {
-          parameter<S> p(detail::cat("fusion.", l, ".", fusion_traits<Op>::name, ".", s.symbol), s.rows, s.cols);
-          s.init.apply(p, rng);
-          layer.params[k].push_back(std::move(p));
-          layer.symbols[k].push_back(s.symbol);
-        }
-      });
-    }
+    layers_.reserve(static_cast<std::size_t>(depth));
+    for (index l = 0; l < depth; ++l) layers_.emplace_back(l, ctx, ops[static_cast<std::size_t>(l)], opts_.seed);
     if (search_) {
       alpha_ = parameter<S>("alpha", depth, static_cast<index>(op_count));
       init::engine rng(opts_.seed * 7919ull + 3);
@@ -224,37 +202,16 @@ class prompted_vit {
     }
   }
 
-  template <class Op>
-  var<S> run_op(tape<S>& t, layer_state& layer, std::size_t k, vit_block<S>& block, const var<S>& x, index batch) {
-    op_params<S> p;
-    for (std::size_t j = 0; j < layer.params[k].size(); ++j) p.push(layer.symbols[k][j], t.leaf(layer.params[k][j], track_w_));
-    var<S> in = fusion_traits<Op>::pre(x, p, batch);
-    var<S> out = fusion_traits<Op>::post(block.forward(t, in, batch), p, batch);
-    if (out.rows() != x.rows() || out.cols() != x.cols())
-      throw shape_error(detail::cat("fusion operator '", fusion_traits<Op>::name, "': post returned ",
-                                    detail::shape_str(out.rows(), out.cols()), " for an input of ",
-                                    detail::shape_str(x.rows(), x.cols())));
-    return out;
-  }
-
   var<S> layer_forward(tape<S>& t, index l, vit_block<S>& block, const var<S>& x, index batch) {
-    layer_state& layer = layers_[static_cast<std::size_t>(l)];
-    std::array<var<S>, op_count> outs{};
-    Ops::for_each([&](auto type, auto i) {
-      using Op = typename decltype(type)::type;
-      constexpr std::size_t k = decltype(i)::value;
-      for (std::size_t j = 0; j < layer.ops.size(); ++j)
-        if (layer.ops[j] == k) outs[j] = run_op<Op>(t, layer, k, block, x, batch);
-    });
-    if (layer.ops.size() == 1) return outs[0];
-    var<S> w = softmax_rows(slice_rows(alpha_var_, l, 1));
-    return weighted_sum(w, std::span<const var<S>>(outs.data(), layer.ops.size()));
+    mixed_op<S, Ops>& m = layers_[static_cast<std::size_t>(l)];
+    const var<S> w = m.is_mixed() ? softmax_rows(slice_rows(alpha_var_, l, 1)) : var<S>();
+    return m.forward(t, block, x, batch, w, track_w_);
   }
 
   vit<S> backbone_;
   prompt_options opts_;
   bool search_ = true;
-  std::vector<layer_state> layers_;
+  std::vector<mixed_op<S, Ops>> layers_;
   parameter<S> alpha_;
   var<S> alpha_var_;
   bool track_w_ = true;

@@ -21,5 +21,8 @@
 #include "search/genotype.hpp"
 #include "search/mixed_op.hpp"
 #include "search/prompted_vit.hpp"
+#include "search/darts.hpp"
 #include "optim/adam.hpp"
+#include "optim/sgd.hpp"
+#include "optim/schedule.hpp"
 #include "train/classifier.hpp"

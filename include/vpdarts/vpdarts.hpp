@@ -22,6 +22,7 @@
 #include "search/mixed_op.hpp"
 #include "search/prompted_vit.hpp"
 #include "search/darts.hpp"
+#include "search/search.hpp"
 #include "optim/adam.hpp"
 #include "optim/sgd.hpp"
 #include "optim/schedule.hpp"

@@ -28,6 +28,23 @@ struct image_batch {
   /// "8x3x32x32".
   std::string shape() const { return detail::cat(size(), "x", channels, "x", height, "x", width); }
 
+  /// Copies the listed images into `out`, reusing its storage when the size fits
+  /// (no allocation in a training loop once warm).
+  /// @throws shape_error for an index outside the batch.
+  void gather(std::span<const index> rows, image_batch& out) const {
+    const index n = static_cast<index>(rows.size());
+    if (out.pixels.rows() != n || out.pixels.cols() != pixels.cols()) out.pixels.resize(n, pixels.cols());
+    out.channels = channels;
+    out.height = height;
+    out.width = width;
+    for (index i = 0; i < n; ++i) {
+      const index r = rows[static_cast<std::size_t>(i)];
+      if (r < 0 || r >= size())
+        throw shape_error(detail::cat("image_batch::gather: index ", r, " is outside a batch of ", size()));
+      out.pixels.row(i) = pixels.row(r);
+    }
+  }
+
   /// The images whose indices are listed, as a new batch.
   image_batch select(std::span<const index> rows) const {
     image_batch out(static_cast<index>(rows.size()), channels, height, width);

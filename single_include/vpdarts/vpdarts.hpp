@@ -264,7 +264,52 @@ class arena {
 
 #include <cmath>
 #include <numbers>
+#include <unsupported/Eigen/SpecialFunctions>
 
+
+// ---- begin vpdarts/detail/parallel.hpp ----
+// A parallel loop over [0, n) with OpenMP. A region is entered only when
+// there is more than one job and more than one thread: libgomp allocates a
+// new team for a one-thread region, which a warm training step must not do.
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+
+namespace vpdarts::detail {
+
+inline int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+inline int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+/// Calls f(i) for i in [0, n), split statically over the OpenMP threads.
+template <class F>
+void parallel_for(index n, F&& f) {
+#ifdef _OPENMP
+  if (n > 1 && omp_get_max_threads() > 1 && !omp_in_parallel()) {
+#pragma omp parallel for schedule(static)
+    for (index i = 0; i < n; ++i) f(i);
+    return;
+  }
+#endif
+  for (index i = 0; i < n; ++i) f(i);
+}
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/parallel.hpp ----
 
 // ---- begin vpdarts/autodiff/tape.hpp ----
 /// @file tape.hpp
@@ -902,14 +947,37 @@ var<S> tanh(const var<S>& a) {
   return detail::unary("tanh", a, [](S x) { return std::tanh(x); }, [](S, S y) { return S(1) - y * y; });
 }
 
-/// The exact (erf) GELU: 0.5 x (1 + erf(x / sqrt 2)), element-wise.
+/// The exact (erf) GELU: 0.5 x (1 + erf(x / sqrt 2)), element-wise. Vectorised
+/// through Eigen's erf (a rational approximation accurate to a few ulp in float)
+/// and split over OpenMP threads in blocks of rows.
 template <Scalar S>
 var<S> gelu(const var<S>& a) {
+  tape<S>& t = detail::tape_of("gelu", a);
+  var<S> out = t.make(a.rows(), a.cols(), a.requires_grad());
   constexpr S inv_sqrt2 = S(1) / std::numbers::sqrt2_v<S>;
-  constexpr S inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<S> * inv_sqrt2;
-  return detail::unary(
-      "gelu", a, [](S x) { return S(0.5) * x * (S(1) + std::erf(x * inv_sqrt2)); },
-      [](S x, S) { return S(0.5) * (S(1) + std::erf(x * inv_sqrt2)) + x * inv_sqrt_2pi * std::exp(S(-0.5) * x * x); });
+  const index n = a.size(), chunk = 1 << 14, blocks = (n + chunk - 1) / chunk;
+  const S* x0 = a.value().data();
+  S* y0 = out.value().data();
+  detail::parallel_for(blocks, [&](index b) {
+    const index m = std::min(chunk, n - b * chunk);
+    Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + b * chunk, m);
+    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0 + b * chunk, m) = S(0.5) * x * (S(1) + (x * inv_sqrt2).erf());
+  });
+  t.on_backward(out, [ia = a.id(), io = out.id()](tape<S>& tp) {
+    constexpr S r2 = S(1) / std::numbers::sqrt2_v<S>;
+    constexpr S inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<S> * r2;
+    const index n = tp.at(ia).rows * tp.at(ia).cols, chunk = 1 << 14, blocks = (n + chunk - 1) / chunk;
+    const S* x0 = tp.at(ia).value;
+    const S* g0 = tp.at(io).adjoint;
+    S* d0 = tp.at(ia).adjoint;
+    detail::parallel_for(blocks, [&](index b) {
+      const index m = std::min(chunk, n - b * chunk);
+      Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + b * chunk, m), g(g0 + b * chunk, m);
+      Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(d0 + b * chunk, m) +=
+          g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
+    });
+  });
+  return out;
 }
 
 template <Scalar S>
@@ -1132,28 +1200,9 @@ gradcheck_result gradcheck(F&& f, std::initializer_list<parameter<S>*> params, c
 
 #include <cmath>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 
 namespace vpdarts {
 namespace detail {
-
-inline int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-inline int thread_id() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
 
 template <Scalar S>
 using strided_map = Eigen::Map<matrix<S>, 0, Eigen::OuterStride<>>;
@@ -1195,8 +1244,7 @@ var<S> attention(const var<S>& qkv, index batch, index heads) {
   S* in = qkv.value().data();
   S* o = out.value().data();
   const index jobs = batch * heads;
-#pragma omp parallel for schedule(static) if (jobs > 1)
-  for (index job = 0; job < jobs; ++job) {
+  detail::parallel_for(jobs, [&](index job) {
     const index b = job / heads, h = job % heads;
     S* base = in + b * seq * c3;
     detail::strided_map<S> Q(base + h * dh, seq, dh, Eigen::OuterStride<>(c3));
@@ -1210,15 +1258,14 @@ var<S> attention(const var<S>& qkv, index batch, index heads) {
       A.row(i) /= A.row(i).sum();
     }
     O.noalias() = A * V;
-  }
+  });
   t.on_backward(out, [iq = qkv.id(), io = out.id(), probs, batch, heads, seq, d, dh, scale](tape<S>& x) {
     const index c3 = 3 * d, tt = seq * seq, jobs = batch * heads;
     S* in = x.value(iq).data();
     S* gin = x.adjoint(iq).data();
     S* gout = x.adjoint(io).data();
     S* work = x.template scratch<S>(static_cast<std::size_t>(detail::max_threads() * tt));
-#pragma omp parallel for schedule(static) if (jobs > 1)
-    for (index job = 0; job < jobs; ++job) {
+    detail::parallel_for(jobs, [&](index job) {
       const index b = job / heads, h = job % heads;
       const index off = b * seq * c3 + h * dh;
       detail::strided_map<S> Q(in + off, seq, dh, Eigen::OuterStride<>(c3));
@@ -1238,7 +1285,7 @@ var<S> attention(const var<S>& qkv, index batch, index heads) {
       }
       dQ.noalias() += dS * K;
       dK.noalias() += dS.transpose() * Q;
-    }
+    });
   });
   return out;
 }

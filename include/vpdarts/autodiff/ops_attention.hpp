@@ -5,29 +5,11 @@
 
 #include <cmath>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
+#include "../detail/parallel.hpp"
 #include "tape.hpp"
 
 namespace vpdarts {
 namespace detail {
-
-inline int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-inline int thread_id() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
 
 template <Scalar S>
 using strided_map = Eigen::Map<matrix<S>, 0, Eigen::OuterStride<>>;
@@ -69,8 +51,7 @@ var<S> attention(const var<S>& qkv, index batch, index heads) {
   S* in = qkv.value().data();
   S* o = out.value().data();
   const index jobs = batch * heads;
-#pragma omp parallel for schedule(static) if (jobs > 1)
-  for (index job = 0; job < jobs; ++job) {
+  detail::parallel_for(jobs, [&](index job) {
     const index b = job / heads, h = job % heads;
     S* base = in + b * seq * c3;
     detail::strided_map<S> Q(base + h * dh, seq, dh, Eigen::OuterStride<>(c3));
@@ -84,15 +65,14 @@ var<S> attention(const var<S>& qkv, index batch, index heads) {
       A.row(i) /= A.row(i).sum();
     }
     O.noalias() = A * V;
-  }
+  });
   t.on_backward(out, [iq = qkv.id(), io = out.id(), probs, batch, heads, seq, d, dh, scale](tape<S>& x) {
     const index c3 = 3 * d, tt = seq * seq, jobs = batch * heads;
     S* in = x.value(iq).data();
     S* gin = x.adjoint(iq).data();
     S* gout = x.adjoint(io).data();
     S* work = x.template scratch<S>(static_cast<std::size_t>(detail::max_threads() * tt));
-#pragma omp parallel for schedule(static) if (jobs > 1)
-    for (index job = 0; job < jobs; ++job) {
+    detail::parallel_for(jobs, [&](index job) {
       const index b = job / heads, h = job % heads;
       const index off = b * seq * c3 + h * dh;
       detail::strided_map<S> Q(in + off, seq, dh, Eigen::OuterStride<>(c3));
@@ -112,7 +92,7 @@ var<S> attention(const var<S>& qkv, index batch, index heads) {
       }
       dQ.noalias() += dS * K;
       dK.noalias() += dS.transpose() * Q;
-    }
+    });
   });
   return out;
 }

@@ -1,0 +1,43 @@
+#pragma once
+// A parallel loop over [0, n) with OpenMP. A region is entered only when
+// there is more than one job and more than one thread: libgomp allocates a
+// new team for a one-thread region, which a warm training step must not do.
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "../fwd.hpp"
+
+namespace vpdarts::detail {
+
+inline int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+inline int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+/// Calls f(i) for i in [0, n), split statically over the OpenMP threads.
+template <class F>
+void parallel_for(index n, F&& f) {
+#ifdef _OPENMP
+  if (n > 1 && omp_get_max_threads() > 1 && !omp_in_parallel()) {
+#pragma omp parallel for schedule(static)
+    for (index i = 0; i < n; ++i) f(i);
+    return;
+  }
+#endif
+  for (index i = 0; i < n; ++i) f(i);
+}
+
+}  // namespace vpdarts::detail

@@ -22,4 +22,16 @@ std::string cat(Args&&... args) {
   return s.str();
 }
 
+/// The items joined by ", ".
+template <class Range>
+std::string join(const Range& items) {
+  std::ostringstream s;
+  bool first = true;
+  for (const auto& x : items) {
+    s << (first ? "" : ", ") << x;
+    first = false;
+  }
+  return s.str();
+}
+
 }  // namespace vpdarts::detail

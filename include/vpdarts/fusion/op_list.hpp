@@ -29,9 +29,7 @@ struct op_list {
   static std::size_t index_of(std::string_view name) {
     for (std::size_t i = 0; i < size; ++i)
       if (names[i] == name) return i;
-    std::string known;
-    for (auto n : names) known += (known.empty() ? "" : ", ") + std::string(n);
-    throw config_error(detail::cat("unknown fusion operator '", name, "' (known: ", known, ")"));
+    throw config_error(detail::cat("unknown fusion operator '", name, "' (known: ", detail::join(names), ")"));
   }
 
   /// Calls f(hana::type_c<Op>, hana::size_c<i>) for every operator, unrolled at compile time.

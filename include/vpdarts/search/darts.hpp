@@ -50,6 +50,27 @@ struct darts_step_result {
   double train_loss = 0;  ///< L_train of the w update
 };
 
+/// The SGD groups of w: one per operator (its parameters at every layer, with
+/// its lr multiplier), the head's weight, and the head's bias (no weight decay).
+/// @throws config_error when op_lr_mult is neither empty nor one per operator.
+template <Scalar S, OpList Ops>
+std::vector<optim::param_group<S>> weight_groups(prompted_vit<S, Ops>& m, const std::vector<double>& op_lr_mult,
+                                                 double head_lr_mult) {
+  if (!op_lr_mult.empty() && op_lr_mult.size() != Ops::size)
+    throw config_error(detail::cat("weight_groups: ", op_lr_mult.size(), " operator lr multipliers for ", Ops::size,
+                                   " operators (", detail::join(Ops::names), ")"));
+  std::vector<optim::param_group<S>> out;
+  for (std::size_t k = 0; k < Ops::size; ++k) {
+    optim::param_group<S> g{{}, op_lr_mult.empty() ? 1.0 : op_lr_mult[k], true, std::string(Ops::names[k])};
+    for (index l = 0; l < m.config().depth; ++l)
+      for (auto& p : m.op_parameters(l, k)) g.params.push_back(&p);
+    out.push_back(std::move(g));
+  }
+  out.push_back({{&m.backbone().head.weight}, head_lr_mult, true, "head.weight"});
+  out.push_back({{&m.backbone().head.bias}, head_lr_mult, false, "head.bias"});
+  return out;
+}
+
 /// Runs DARTS steps on a search model. Holds the two optimisers and the buffers
 /// of the second-order step (allocated once).
 template <Scalar S, OpList Ops>
@@ -160,19 +181,7 @@ class darts {
 
  private:
   static std::vector<optim::param_group<S>> groups(prompted_vit<S, Ops>& m, const darts_options& o) {
-    if (!o.op_lr_mult.empty() && o.op_lr_mult.size() != Ops::size)
-      throw config_error(detail::cat("darts: ", o.op_lr_mult.size(), " operator lr multipliers for ", Ops::size,
-                                     " operators"));
-    std::vector<optim::param_group<S>> out;
-    for (std::size_t k = 0; k < Ops::size; ++k) {
-      optim::param_group<S> g{{}, o.op_lr_mult.empty() ? 1.0 : o.op_lr_mult[k], true, std::string(Ops::names[k])};
-      for (index l = 0; l < m.config().depth; ++l)
-        for (auto& p : m.op_parameters(l, k)) g.params.push_back(&p);
-      out.push_back(std::move(g));
-    }
-    out.push_back({{&m.backbone().head.weight}, o.head_lr_mult, true, "head.weight"});
-    out.push_back({{&m.backbone().head.bias}, o.head_lr_mult, false, "head.bias"});
-    return out;
+    return weight_groups(m, o.op_lr_mult, o.head_lr_mult);
   }
 
   double loss(const image_batch<S>& x, std::span<const int> y, grad_target target) {

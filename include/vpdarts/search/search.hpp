@@ -139,17 +139,7 @@ template <Scalar S, OpList Ops>
 double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const train_options& o) {
   if (o.batch <= 0 || o.batch > data.size())
     throw config_error(detail::cat("train: batch ", o.batch, " does not fit ", data.size(), " images"));
-  if (!o.op_lr_mult.empty() && o.op_lr_mult.size() != Ops::size)
-    throw config_error(detail::cat("train: ", o.op_lr_mult.size(), " operator lr multipliers for ", Ops::size, " operators"));
-  std::vector<optim::param_group<S>> groups;
-  for (std::size_t k = 0; k < Ops::size; ++k) {
-    optim::param_group<S> g{{}, o.op_lr_mult.empty() ? 1.0 : o.op_lr_mult[k], true, std::string(Ops::names[k])};
-    for (index l = 0; l < model.config().depth; ++l)
-      for (auto& p : model.op_parameters(l, k)) g.params.push_back(&p);
-    groups.push_back(std::move(g));
-  }
-  groups.push_back({{&model.backbone().head.weight}, o.head_lr_mult, true, "head.weight"});
-  groups.push_back({{&model.backbone().head.bias}, o.head_lr_mult, false, "head.bias"});
+  std::vector<optim::param_group<S>> groups = weight_groups(model, o.op_lr_mult, o.head_lr_mult);
   optim::sgd<S> opt(groups, {o.lr, o.momentum, o.weight_decay});
   std::vector<parameter<S>*> ws = model.weights();
   const long steps = static_cast<long>(data.size() / o.batch);

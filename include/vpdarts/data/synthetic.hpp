@@ -34,6 +34,14 @@ struct labelled_images {
 
   index size() const noexcept { return images.size(); }
   index classes() const noexcept { return static_cast<index>(class_names.size()); }
+  /// Copies the listed images and their labels into x and y, reusing their
+  /// storage (no allocation in a training loop once warm).
+  /// @throws shape_error for an index outside the set.
+  void gather(std::span<const index> rows, image_batch<S>& x, std::vector<int>& y) const {
+    images.gather(rows, x);
+    y.resize(rows.size());
+    for (std::size_t i = 0; i < rows.size(); ++i) y[i] = labels[static_cast<std::size_t>(rows[i])];
+  }
   /// The subset of the listed images, same classes.
   labelled_images select(std::span<const index> rows) const {
     labelled_images out{images.select(rows), {}, class_names};

@@ -15,6 +15,7 @@
 #include "../data/synthetic.hpp"
 #include "../detail/progress.hpp"
 #include "../optim/schedule.hpp"
+#include "../train/classifier.hpp"
 #include "darts.hpp"
 
 namespace vpdarts {
@@ -43,18 +44,6 @@ struct search_result {
   double alpha_lr = 0;
   double seconds = 0;
 };
-
-namespace detail {
-
-// Draws `batch` indices of `pool` (shuffled per epoch) into images and labels.
-template <Scalar S>
-void fill_batch(const data::labelled_images<S>& d, std::span<const index> rows, image_batch<S>& x, std::vector<int>& y) {
-  d.images.gather(rows, x);
-  y.resize(rows.size());
-  for (std::size_t i = 0; i < rows.size(); ++i) y[i] = d.labels[static_cast<std::size_t>(rows[i])];
-}
-
-}  // namespace detail
 
 /// Runs a DARTS search on `data` (split seeded into search-train and search-val).
 /// @throws config_error for a derived model, fewer than two classes, or a batch larger than a split;
@@ -92,8 +81,8 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
     double tl = 0, vl = 0;
     for (long s = 0; s < steps; ++s) {
       d.w_optimizer().set_lr(lr(e * steps + s));
-      detail::fill_batch(data, std::span<const index>(train_rows.data() + s * o.batch, static_cast<std::size_t>(o.batch)), tx, ty);
-      detail::fill_batch(data, std::span<const index>(val_rows.data() + s * o.batch, static_cast<std::size_t>(o.batch)), vx, vy);
+      data.gather(std::span<const index>(train_rows.data() + s * o.batch, static_cast<std::size_t>(o.batch)), tx, ty);
+      data.gather(std::span<const index>(val_rows.data() + s * o.batch, static_cast<std::size_t>(o.batch)), vx, vy);
       darts_step_result res;
       try {
         res = d.step(tx, ty, vx, vy, e >= o.warmup_epochs);
@@ -157,7 +146,7 @@ double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, 
     double sum = 0;
     for (long s = 0; s < steps; ++s) {
       opt.set_lr(lr(e * steps + s));
-      detail::fill_batch(data, std::span<const index>(rows.data() + s * o.batch, static_cast<std::size_t>(o.batch)), x, y);
+      data.gather(std::span<const index>(rows.data() + s * o.batch, static_cast<std::size_t>(o.batch)), x, y);
       t.reset();
       var<S> l;
       try {
@@ -180,25 +169,8 @@ double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, 
 /// Top-1 accuracy of a prompted model on `data`, in batches, no gradient recorded.
 template <Scalar S, OpList Ops>
 double evaluate(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, index batch = 64) {
-  tape<S> t;
-  no_grad<S> guard(t);
-  index correct = 0;
-  std::vector<index> rows;
-  image_batch<S> x;
-  for (index start = 0; start < data.size(); start += batch) {
-    const index n = std::min(batch, data.size() - start);
-    rows.resize(static_cast<std::size_t>(n));
-    std::iota(rows.begin(), rows.end(), start);
-    data.images.gather(rows, x);
-    t.reset();
-    auto logits = model.logits(t, x, grad_target::none).value();
-    for (index i = 0; i < n; ++i) {
-      index arg;
-      logits.row(i).maxCoeff(&arg);
-      correct += arg == data.labels[static_cast<std::size_t>(start + i)];
-    }
-  }
-  return static_cast<double>(correct) / static_cast<double>(data.size());
+  return detail::top1_accuracy(
+      data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x, grad_target::none); });
 }
 
 }  // namespace vpdarts

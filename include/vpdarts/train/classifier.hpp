@@ -13,6 +13,7 @@
 #include "../data/synthetic.hpp"
 #include "../detail/progress.hpp"
 #include "../optim/adam.hpp"
+#include "../optim/schedule.hpp"
 #include "../vit/vit.hpp"
 
 namespace vpdarts {
@@ -34,27 +35,46 @@ struct pretrain_result {
   double seconds = 0;
 };
 
-/// Top-1 accuracy of the model's logits on `data`, in batches, no gradient recorded.
-/// @throws shape_error when the images do not fit the model.
-template <Scalar S>
-double accuracy(vit<S>& model, const data::labelled_images<S>& data, index batch = 64) {
+namespace detail {
+
+/// Number of rows of `logits` whose argmax is the label.
+template <class Logits>
+index count_correct(const Logits& logits, std::span<const int> labels) {
+  index correct = 0;
+  for (index i = 0; i < logits.rows(); ++i) {
+    index arg;
+    logits.row(i).maxCoeff(&arg);
+    correct += arg == labels[static_cast<std::size_t>(i)];
+  }
+  return correct;
+}
+
+/// Top-1 accuracy of `forward(tape, images) -> logits` on `data`, in batches, no gradient recorded.
+template <Scalar S, class Forward>
+double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&& forward) {
   tape<S> t;
   no_grad<S> guard(t);
   index correct = 0;
   std::vector<index> rows;
+  image_batch<S> x;
+  std::vector<int> y;
   for (index start = 0; start < data.size(); start += batch) {
-    const index n = std::min(batch, data.size() - start);
-    rows.resize(static_cast<std::size_t>(n));
+    rows.resize(static_cast<std::size_t>(std::min(batch, data.size() - start)));
     std::iota(rows.begin(), rows.end(), start);
+    data.gather(rows, x, y);
     t.reset();
-    auto logits = model.logits(t, data.images.select(rows)).value();
-    for (index i = 0; i < n; ++i) {
-      index arg;
-      logits.row(i).maxCoeff(&arg);
-      correct += arg == data.labels[static_cast<std::size_t>(start + i)];
-    }
+    correct += count_correct(forward(t, x).value(), y);
   }
   return static_cast<double>(correct) / static_cast<double>(data.size());
+}
+
+}  // namespace detail
+
+/// Top-1 accuracy of the model's logits on `data`, in batches, no gradient recorded.
+/// @throws shape_error when the images do not fit the model.
+template <Scalar S>
+double accuracy(vit<S>& model, const data::labelled_images<S>& data, index batch = 64) {
+  return detail::top1_accuracy(data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x); });
 }
 
 /// Trains every parameter of `model` (backbone and head) on `train` with AdamW,
@@ -72,28 +92,25 @@ pretrain_result pretrain(vit<S>& model, const data::labelled_images<S>& train, c
   model.unfreeze_all();
   std::vector<parameter<S>*> params = model.parameters();
   optim::adam<S> opt(params, {.lr = o.lr, .weight_decay = o.weight_decay, .decoupled = true});
-  const long steps = train.size() / o.batch, total = steps * o.epochs;
+  const long steps = train.size() / o.batch;
+  const optim::warmup_cosine schedule{o.lr, steps, steps * o.epochs};  // one warm-up epoch
   std::vector<index> order(static_cast<std::size_t>(train.size()));
   std::iota(order.begin(), order.end(), 0);
   std::mt19937_64 rng(o.seed);
   tape<S> t;
   detail::progress bar("pretrain", o.epochs, steps);
   pretrain_result r;
-  std::vector<int> labels(static_cast<std::size_t>(o.batch));
+  image_batch<S> x;
+  std::vector<int> labels;
   for (long e = 1; e <= o.epochs; ++e) {
     std::shuffle(order.begin(), order.end(), rng);
     index correct = 0, seen = 0;
     double loss_sum = 0;
     for (long s = 0; s < steps; ++s) {
-      const long k = (e - 1) * steps + s;
-      const double lr = k < steps ? o.lr * static_cast<double>(k + 1) / static_cast<double>(steps)
-                                  : 0.5 * o.lr * (1 + std::cos(std::numbers::pi * static_cast<double>(k - steps) /
-                                                               static_cast<double>(std::max<long>(1, total - steps))));
-      opt.set_lr(lr);
-      std::span<const index> rows(order.data() + s * o.batch, static_cast<std::size_t>(o.batch));
-      for (index i = 0; i < o.batch; ++i) labels[static_cast<std::size_t>(i)] = train.labels[static_cast<std::size_t>(rows[static_cast<std::size_t>(i)])];
+      opt.set_lr(schedule((e - 1) * steps + s));
+      train.gather(std::span<const index>(order.data() + s * o.batch, static_cast<std::size_t>(o.batch)), x, labels);
       t.reset();
-      auto logits = model.logits(t, train.images.select(rows));
+      auto logits = model.logits(t, x);
       var<S> loss;
       try {
         loss = cross_entropy(logits, labels);
@@ -103,11 +120,7 @@ pretrain_result pretrain(vit<S>& model, const data::labelled_images<S>& train, c
       opt.zero_grad();
       t.backward(loss);
       opt.step();
-      for (index i = 0; i < o.batch; ++i) {
-        index arg;
-        logits.value().row(i).maxCoeff(&arg);
-        correct += arg == labels[static_cast<std::size_t>(i)];
-      }
+      correct += detail::count_correct(logits.value(), labels);
       seen += o.batch;
       loss_sum += static_cast<double>(loss.item());
       if (o.progress)

@@ -359,13 +359,13 @@ std::string cat(Args&&... args) {
   return s.str();
 }
 
-/// The items joined by ", ".
+/// The items joined by `separator` (", " by default).
 template <class Range>
-std::string join(const Range& items) {
+std::string join(const Range& items, const char* separator = ", ") {
   std::ostringstream s;
   bool first = true;
   for (const auto& x : items) {
-    s << (first ? "" : ", ") << x;
+    s << (first ? "" : separator) << x;
     first = false;
   }
   return s.str();
@@ -2488,6 +2488,7 @@ void atomic_write(const std::filesystem::path& path, Write&& write, std::ios::op
 #include <nlohmann/json.hpp>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 
@@ -2746,13 +2747,16 @@ struct tensor_view {
   std::span<const S> values;
 };
 
-/// Writes F32 tensors (sorted by name) and metadata atomically: a crash leaves
-/// either the old file or the new one, never half of one.
+/// Writes the tensors (sorted by name; F64 for double values, F32 otherwise) and
+/// metadata atomically: a crash leaves either the old file or the new one, never half of one.
 /// @throws io_error when the file cannot be written, a name repeats, or a shape disagrees with its values.
 template <Scalar S>
 void write_safetensors(const std::filesystem::path& path, std::vector<tensor_view<S>> tensors,
                        const std::map<std::string, std::string>& metadata = {}) {
   std::sort(tensors.begin(), tensors.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  using stored = std::conditional_t<std::is_same_v<S, double>, double, float>;
+  using bits_t = std::conditional_t<std::is_same_v<S, double>, std::uint64_t, std::uint32_t>;
+  constexpr std::size_t item = sizeof(stored);
   nlohmann::json header = nlohmann::json::object();
   std::size_t offset = 0;
   for (std::size_t i = 0; i < tensors.size(); ++i) {
@@ -2764,8 +2768,10 @@ void write_safetensors(const std::filesystem::path& path, std::vector<tensor_vie
     if (n != static_cast<std::int64_t>(t.values.size()))
       throw io_error(vpdarts::detail::cat("write_safetensors: '", path.string(), "': tensor '", t.name, "' has ",
                                           t.values.size(), " values for a shape of ", n));
-    header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + 4 * t.values.size()}}};
-    offset += 4 * t.values.size();
+    header[t.name] = {{"dtype", item == 8 ? "F64" : "F32"},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, offset + item * t.values.size()}}};
+    offset += item * t.values.size();
   }
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::string text = header.dump();
@@ -2778,10 +2784,10 @@ void write_safetensors(const std::filesystem::path& path, std::vector<tensor_vie
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
     std::vector<char> buf;
     for (const auto& t : tensors) {
-      buf.resize(4 * t.values.size());
+      buf.resize(item * t.values.size());
       for (std::size_t i = 0; i < t.values.size(); ++i) {
-        std::uint32_t bits = std::bit_cast<std::uint32_t>(static_cast<float>(t.values[i]));
-        for (int k = 0; k < 4; ++k) buf[4 * i + k] = static_cast<char>((bits >> (8 * k)) & 0xffu);
+        const bits_t bits = std::bit_cast<bits_t>(static_cast<stored>(t.values[i]));
+        for (std::size_t k = 0; k < item; ++k) buf[item * i + k] = static_cast<char>((bits >> (8 * k)) & 0xffu);
       }
       out.write(buf.data(), static_cast<std::streamsize>(buf.size()));
     }
@@ -2862,7 +2868,7 @@ void load_parameters(const std::filesystem::path& path, std::span<parameter<S>* 
   load_parameters(safetensors::read(path), params, opt);
 }
 
-/// Writes the parameters (F32, their logical shapes) atomically.
+/// Writes the parameters (F32, or F64 for double; their logical shapes) atomically.
 template <Scalar S>
 void save_parameters(const std::filesystem::path& path, std::span<parameter<S>* const> params,
                      const std::map<std::string, std::string>& metadata = {}) {
@@ -3828,6 +3834,11 @@ class adam {
   double lr() const noexcept { return o_.lr; }
   /// Number of steps taken.
   long steps() const noexcept { return t_; }
+  /// The first and second moment estimates, in parameter order, and the step
+  /// count: what a checkpoint must keep for a resumed run to continue exactly.
+  std::vector<matrix<S>>& first_moments() noexcept { return m_; }
+  std::vector<matrix<S>>& second_moments() noexcept { return v_; }
+  void set_steps(long t) noexcept { t_ = t; }
 
  private:
   std::vector<parameter<S>*> params_;
@@ -4128,10 +4139,16 @@ class darts {
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <functional>
+#include <limits>
 #include <numeric>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 
 // ---- begin vpdarts/detail/progress.hpp ----
@@ -4153,11 +4170,15 @@ class progress {
       : label_(std::move(label)), epochs_(epochs), steps_(steps_per_epoch), every_(every),
         tty_(isatty(fileno(stdout)) != 0), start_(clock::now()) {}
 
+  /// Marks the epochs before `epoch` (1-based) as done before this run started
+  /// (a resumed run), so that images/s and the ETA count this run's steps only.
+  void resume_at(long epoch) noexcept { skipped_ = (epoch - 1) * steps_; }
+
   /// Reports step `step` (1-based) of epoch `epoch` (1-based).
   void update(long epoch, long step, double loss, double accuracy, long images) {
     images_ += images;
     const double elapsed = std::chrono::duration<double>(clock::now() - start_).count();
-    const long done = (epoch - 1) * steps_ + step, total = epochs_ * steps_;
+    const long done = (epoch - 1) * steps_ + step - skipped_, total = epochs_ * steps_ - skipped_;
     const double eta = done > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(total - done) : 0;
     const bool end = step == steps_;
     if (!tty_ && !end && step % every_ != 0) return;
@@ -4184,6 +4205,7 @@ class progress {
   bool tty_;
   clock::time_point start_;
   long images_ = 0;
+  long skipped_ = 0;
 };
 
 }  // namespace vpdarts::detail
@@ -4367,6 +4389,16 @@ struct search_options {
   bool auto_alpha_lr = true;
   std::uint64_t seed = 0;       ///< the split and the shuffling
   bool progress = true;
+  /// When set, the whole search state (w, alpha, both optimisers, the data
+  /// order, the random generator and the history) is written here atomically
+  /// after every epoch, in the model's scalar type.
+  std::filesystem::path checkpoint = {};
+  /// Continue from `checkpoint` when it exists (a fresh start otherwise): the
+  /// result is the one an uninterrupted run gives. The settings must match.
+  bool resume = false;
+  /// Called after every epoch (after its checkpoint is written) with the epoch
+  /// (1-based), softmax(alpha) and the epoch's mean losses.
+  std::function<void(long epoch, const matrix<double>& alpha, double train_loss, double val_loss)> on_epoch = {};
 };
 
 /// What search() found.
@@ -4377,7 +4409,164 @@ struct search_result {
   std::vector<std::string> warnings;          ///< layers whose two strongest operators are within 0.02
   double alpha_lr = 0;
   double seconds = 0;
+  long resumed_from = 0;                      ///< epochs read from the checkpoint (0: a fresh start)
 };
+
+namespace detail {
+
+/// The settings a resumed search must share with the run that wrote the checkpoint.
+template <OpList Ops>
+nlohmann::json search_fingerprint(const search_options& o, const vit_config& c, index prompts, index images) {
+  return {{"epochs", o.epochs},
+          {"warmup_epochs", o.warmup_epochs},
+          {"batch", o.batch},
+          {"val_fraction", o.val_fraction},
+          {"lr_warmup_epochs", o.lr_warmup_epochs},
+          {"seed", o.seed},
+          {"order", o.darts.order == darts_order::first ? "first" : "second"},
+          {"w_lr", o.darts.w_lr},
+          {"w_momentum", o.darts.w_momentum},
+          {"w_weight_decay", o.darts.w_weight_decay},
+          {"grad_clip", o.darts.grad_clip},
+          {"op_lr_mult", o.darts.op_lr_mult},
+          {"head_lr_mult", o.darts.head_lr_mult},
+          {"alpha_lr", o.darts.alpha_lr},
+          {"alpha_weight_decay", o.darts.alpha_weight_decay},
+          {"ops", detail::join(Ops::names)},
+          {"model", c.describe()},
+          {"prompts", prompts},
+          {"images", images}};
+}
+
+inline nlohmann::json losses_to_json(const std::vector<double>& v) {
+  nlohmann::json out = nlohmann::json::array();
+  for (double x : v) out.push_back(std::isfinite(x) ? nlohmann::json(x) : nlohmann::json());
+  return out;
+}
+
+inline std::vector<double> losses_from_json(const nlohmann::json& j) {
+  std::vector<double> out;
+  for (const auto& x : j) out.push_back(x.is_null() ? std::numeric_limits<double>::quiet_NaN() : x.get<double>());
+  return out;
+}
+
+/// Writes the search state after `epoch` epochs (atomically).
+/// @throws value_error when a parameter holds NaN or Inf (nothing is written).
+template <Scalar S, OpList Ops>
+void save_search_checkpoint(const std::filesystem::path& path, prompted_vit<S, Ops>& model, darts<S, Ops>& d,
+                            const nlohmann::json& fingerprint, long epoch, const std::mt19937_64& rng,
+                            const std::vector<index>& train_rows, const std::vector<index>& val_rows,
+                            const search_result& r, double seconds) {
+  std::vector<parameter<S>*> state = model.state_parameters();
+  for (parameter<S>* p : state)
+    if (!p->value().allFinite())
+      throw value_error(cat("search: after epoch ", epoch, ", ", p->name(), " holds NaN or Inf; no checkpoint written"));
+  std::vector<io::tensor_view<S>> views;
+  auto add = [&](std::string name, const std::vector<index>& shape, const matrix<S>& m) {
+    std::vector<std::int64_t> sh(shape.begin(), shape.end());
+    views.push_back({std::move(name), sh, std::span<const S>(m.data(), static_cast<std::size_t>(m.size()))});
+  };
+  for (parameter<S>* p : state) add(p->name(), p->shape(), p->value());
+  std::size_t i = 0;
+  for (const auto& g : d.w_optimizer().groups())
+    for (parameter<S>* p : g.params) {
+      const matrix<S>& b = d.w_optimizer().momentum_buffers()[i++];
+      add("optim.w.momentum." + p->name(), {b.rows(), b.cols()}, b);
+    }
+  const matrix<S>& m = d.alpha_optimizer().first_moments()[0];
+  const matrix<S>& v = d.alpha_optimizer().second_moments()[0];
+  add("optim.alpha.m", {m.rows(), m.cols()}, m);
+  add("optim.alpha.v", {v.rows(), v.cols()}, v);
+  nlohmann::json history = nlohmann::json::array();
+  for (const auto& a : r.alpha_history) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (index l = 0; l < a.rows(); ++l) {
+      nlohmann::json row = nlohmann::json::array();
+      for (index k = 0; k < a.cols(); ++k) row.push_back(a(l, k));
+      rows.push_back(std::move(row));
+    }
+    history.push_back(std::move(rows));
+  }
+  std::ostringstream rng_text;
+  rng_text << rng;
+  const nlohmann::json meta_state = {{"epoch", epoch},
+                                     {"alpha_steps", d.alpha_optimizer().steps()},
+                                     {"rng", rng_text.str()},
+                                     {"train_rows", train_rows},
+                                     {"val_rows", val_rows},
+                                     {"alpha_history", history},
+                                     {"train_loss", losses_to_json(r.train_loss)},
+                                     {"val_loss", losses_to_json(r.val_loss)},
+                                     {"seconds", seconds}};
+  io::write_safetensors<S>(path, std::move(views),
+                           {{"vpdarts.search.settings", fingerprint.dump()},
+                            {"vpdarts.search.state", meta_state.dump()},
+                            {"vpdarts.genotype", model.derive().str()},
+                            {"vpdarts.prompts", std::to_string(model.options().prompts)}});
+}
+
+/// Restores what save_search_checkpoint wrote; returns the number of epochs done.
+/// @throws io_error for a file that is not a search checkpoint of this model;
+/// config_error when the settings differ from the checkpoint's (naming them).
+template <Scalar S, OpList Ops>
+long load_search_checkpoint(const std::filesystem::path& path, prompted_vit<S, Ops>& model, darts<S, Ops>& d,
+                            const nlohmann::json& fingerprint, std::mt19937_64& rng, std::vector<index>& train_rows,
+                            std::vector<index>& val_rows, search_result& r, double& seconds) {
+  const io::safetensors f = io::safetensors::read(path);
+  const auto& meta = f.metadata();
+  if (!meta.count("vpdarts.search.settings") || !meta.count("vpdarts.search.state"))
+    throw io_error(cat("search: '", path.string(), "' is not a search checkpoint (no vpdarts.search metadata)"));
+  nlohmann::json saved, st;
+  try {
+    saved = nlohmann::json::parse(meta.at("vpdarts.search.settings"));
+    st = nlohmann::json::parse(meta.at("vpdarts.search.state"));
+  } catch (const nlohmann::json::exception& e) {
+    throw io_error(cat("search: '", path.string(), "': unreadable search metadata: ", e.what()));
+  }
+  std::vector<std::string> differ;
+  for (auto it = fingerprint.begin(); it != fingerprint.end(); ++it)
+    if (!saved.contains(it.key()) || saved[it.key()] != it.value())
+      differ.push_back(cat(it.key(), " (checkpoint ", saved.contains(it.key()) ? saved[it.key()].dump() : "none",
+                           ", now ", it.value().dump(), ")"));
+  if (!differ.empty())
+    throw config_error(cat("search: cannot resume from '", path.string(), "': settings differ: ", join(differ, "; ")));
+  std::vector<parameter<S>*> state = model.state_parameters();
+  io::load_options lo;
+  lo.allow_unexpected = true;  // the optimiser tensors
+  io::load_parameters<S>(f, state, lo);
+  std::size_t i = 0;
+  auto read_into = [&](const std::string& name, matrix<S>& m) {
+    const io::tensor_entry* t = f.find(name);
+    if (!t || t->numel() != m.size())
+      throw io_error(cat("search: '", path.string(), "': missing or mis-shaped optimiser tensor '", name, "'"));
+    f.copy_to<S>(*t, std::span<S>(m.data(), static_cast<std::size_t>(m.size())));
+  };
+  for (const auto& g : d.w_optimizer().groups())
+    for (parameter<S>* p : g.params) read_into("optim.w.momentum." + p->name(), d.w_optimizer().momentum_buffers()[i++]);
+  read_into("optim.alpha.m", d.alpha_optimizer().first_moments()[0]);
+  read_into("optim.alpha.v", d.alpha_optimizer().second_moments()[0]);
+  try {
+    d.alpha_optimizer().set_steps(st.at("alpha_steps").get<long>());
+    std::istringstream(st.at("rng").get<std::string>()) >> rng;
+    train_rows = st.at("train_rows").get<std::vector<index>>();
+    val_rows = st.at("val_rows").get<std::vector<index>>();
+    r.train_loss = losses_from_json(st.at("train_loss"));
+    r.val_loss = losses_from_json(st.at("val_loss"));
+    r.alpha_history.clear();
+    for (const auto& a : st.at("alpha_history")) {
+      matrix<double> m(static_cast<index>(a.size()), static_cast<index>(a.at(0).size()));
+      for (index l = 0; l < m.rows(); ++l)
+        for (index k = 0; k < m.cols(); ++k) m(l, k) = a.at(static_cast<std::size_t>(l)).at(static_cast<std::size_t>(k)).get<double>();
+      r.alpha_history.push_back(std::move(m));
+    }
+    seconds = st.at("seconds").get<double>();
+    return st.at("epoch").get<long>();
+  } catch (const nlohmann::json::exception& e) {
+    throw io_error(cat("search: '", path.string(), "': unreadable search state: ", e.what()));
+  }
+}
+
+}  // namespace detail
 
 /// Runs a DARTS search on `data` (split seeded into search-train and search-val).
 /// @throws config_error for a derived model, fewer than two classes, or a batch larger than a split;
@@ -4406,10 +4595,20 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   r.alpha_lr = o.darts.alpha_lr;
   darts<S, Ops> d(model, o.darts);
   const optim::warmup_cosine lr{o.darts.w_lr, o.lr_warmup_epochs * steps, o.epochs * steps};
+  const nlohmann::json fingerprint = detail::search_fingerprint<Ops>(o, model.config(), model.options().prompts, n);
+  double seconds_before = 0;
+  long first = 0;
+  if (o.resume && o.checkpoint.empty()) throw config_error("search: resume needs a checkpoint path");
+  if (o.resume && std::filesystem::exists(o.checkpoint)) {
+    first = detail::load_search_checkpoint(o.checkpoint, model, d, fingerprint, rng, train_rows, val_rows, r,
+                                           seconds_before);
+    r.resumed_from = first;
+  }
   detail::progress bar("search", o.epochs, steps);
+  bar.resume_at(first + 1);
   image_batch<S> tx, vx;
   std::vector<int> ty, vy;
-  for (long e = 0; e < o.epochs; ++e) {
+  for (long e = first; e < o.epochs; ++e) {
     std::shuffle(train_rows.begin(), train_rows.end(), rng);
     std::shuffle(val_rows.begin(), val_rows.end(), rng);
     double tl = 0, vl = 0;
@@ -4430,13 +4629,17 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
     r.train_loss.push_back(tl / static_cast<double>(steps));
     r.val_loss.push_back(e >= o.warmup_epochs ? vl / static_cast<double>(steps) : std::nan(""));
     r.alpha_history.push_back(model.softmax_alpha());
+    if (!o.checkpoint.empty())
+      detail::save_search_checkpoint(o.checkpoint, model, d, fingerprint, e + 1, rng, train_rows, val_rows, r,
+                                     seconds_before + bar.seconds());
+    if (o.on_epoch) o.on_epoch(e + 1, r.alpha_history.back(), r.train_loss.back(), r.val_loss.back());
   }
   r.found = model.derive();
   for (std::size_t l = 0; l < r.found.layers.size(); ++l)
     if (r.found.layers[l].margin() < 0.02)
       r.warnings.push_back(detail::cat("layer ", l, ": the two strongest operators are within ",
                                        r.found.layers[l].margin(), " (< 0.02): the choice there is a coin toss"));
-  r.seconds = bar.seconds();
+  r.seconds = seconds_before + bar.seconds();
   return r;
 }
 

@@ -56,6 +56,56 @@ TEST_CASE("search is deterministic for a seed", "[search][loop]") {
   }
 }
 
+TEST_CASE("an interrupted search resumes from its checkpoint to the uninterrupted result", "[search][resume]") {
+  auto data = tiny_data(24);
+  const auto dir = std::filesystem::temp_directory_path() / "vpdarts_test_resume";
+  std::filesystem::create_directories(dir);
+  struct interrupted {};
+  for (auto order : {vp::darts_order::first, vp::darts_order::second}) {
+    auto o = quick();
+    o.epochs = 4;
+    o.darts.order = order;
+    vp::prompted_vit<float> straight(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 7});
+    const auto whole = vp::search(straight, data, o);
+
+    o.checkpoint = dir / "search.safetensors";
+    std::filesystem::remove(o.checkpoint);
+    o.resume = true;  // no checkpoint yet: a fresh start
+    o.on_epoch = [](long epoch, const vp::matrix<double>&, double, double) {
+      if (epoch == 2) throw interrupted{};
+    };
+    {
+      vp::prompted_vit<float> first(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 7});
+      CHECK_THROWS_AS(vp::search(first, data, o), interrupted);
+    }
+    o.on_epoch = {};
+    vp::prompted_vit<float> second(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 99});  // state comes from the file
+    const auto resumed = vp::search(second, data, o);
+    CHECK(resumed.resumed_from == 2);
+    REQUIRE(resumed.alpha_history.size() == 4);
+    CHECK(resumed.found.names() == whole.found.names());
+    for (std::size_t e = 0; e < 4; ++e) CHECK((resumed.alpha_history[e] - whole.alpha_history[e]).norm() == 0);
+    CHECK(resumed.train_loss == whole.train_loss);
+    CHECK((second.alpha().value() - straight.alpha().value()).norm() == 0);
+    auto ws = second.weights(), wt = straight.weights();
+    for (std::size_t i = 0; i < ws.size(); ++i) CHECK((ws[i]->value() - wt[i]->value()).norm() == 0);
+
+    // other settings are refused, naming what differs
+    auto changed = o;
+    changed.batch = 4;
+    vp::prompted_vit<float> third(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 7});
+    CHECK_THROWS_WITH(vp::search(third, data, changed), Catch::Contains("settings differ") && Catch::Contains("batch"));
+  }
+  // a file that is not a search checkpoint
+  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 7});
+  m.save_state(dir / "state.safetensors");
+  auto o = quick();
+  o.checkpoint = dir / "state.safetensors";
+  o.resume = true;
+  CHECK_THROWS_WITH(vp::search(m, data, o), Catch::Contains("not a search checkpoint"));
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("search rejects bad input clearly", "[search][loop][errors]") {
   vp::prompted_vit<float> m(vp::vit<float>(tiny(), 3), {.prompts = 2});
   auto o = quick();

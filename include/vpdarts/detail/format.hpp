@@ -22,13 +22,13 @@ std::string cat(Args&&... args) {
   return s.str();
 }
 
-/// The items joined by ", ".
+/// The items joined by `separator` (", " by default).
 template <class Range>
-std::string join(const Range& items) {
+std::string join(const Range& items, const char* separator = ", ") {
   std::ostringstream s;
   bool first = true;
   for (const auto& x : items) {
-    s << (first ? "" : ", ") << x;
+    s << (first ? "" : separator) << x;
     first = false;
   }
   return s.str();

@@ -17,11 +17,15 @@ class progress {
       : label_(std::move(label)), epochs_(epochs), steps_(steps_per_epoch), every_(every),
         tty_(isatty(fileno(stdout)) != 0), start_(clock::now()) {}
 
+  /// Marks the epochs before `epoch` (1-based) as done before this run started
+  /// (a resumed run), so that images/s and the ETA count this run's steps only.
+  void resume_at(long epoch) noexcept { skipped_ = (epoch - 1) * steps_; }
+
   /// Reports step `step` (1-based) of epoch `epoch` (1-based).
   void update(long epoch, long step, double loss, double accuracy, long images) {
     images_ += images;
     const double elapsed = std::chrono::duration<double>(clock::now() - start_).count();
-    const long done = (epoch - 1) * steps_ + step, total = epochs_ * steps_;
+    const long done = (epoch - 1) * steps_ + step - skipped_, total = epochs_ * steps_ - skipped_;
     const double eta = done > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(total - done) : 0;
     const bool end = step == steps_;
     if (!tty_ && !end && step % every_ != 0) return;
@@ -48,6 +52,7 @@ class progress {
   bool tty_;
   clock::time_point start_;
   long images_ = 0;
+  long skipped_ = 0;
 };
 
 }  // namespace vpdarts::detail

@@ -72,7 +72,7 @@ void load_parameters(const std::filesystem::path& path, std::span<parameter<S>* 
   load_parameters(safetensors::read(path), params, opt);
 }
 
-/// Writes the parameters (F32, their logical shapes) atomically.
+/// Writes the parameters (F32, or F64 for double; their logical shapes) atomically.
 template <Scalar S>
 void save_parameters(const std::filesystem::path& path, std::span<parameter<S>* const> params,
                      const std::map<std::string, std::string>& metadata = {}) {

@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../detail/format.hpp"
@@ -284,13 +285,16 @@ struct tensor_view {
   std::span<const S> values;
 };
 
-/// Writes F32 tensors (sorted by name) and metadata atomically: a crash leaves
-/// either the old file or the new one, never half of one.
+/// Writes the tensors (sorted by name; F64 for double values, F32 otherwise) and
+/// metadata atomically: a crash leaves either the old file or the new one, never half of one.
 /// @throws io_error when the file cannot be written, a name repeats, or a shape disagrees with its values.
 template <Scalar S>
 void write_safetensors(const std::filesystem::path& path, std::vector<tensor_view<S>> tensors,
                        const std::map<std::string, std::string>& metadata = {}) {
   std::sort(tensors.begin(), tensors.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  using stored = std::conditional_t<std::is_same_v<S, double>, double, float>;
+  using bits_t = std::conditional_t<std::is_same_v<S, double>, std::uint64_t, std::uint32_t>;
+  constexpr std::size_t item = sizeof(stored);
   nlohmann::json header = nlohmann::json::object();
   std::size_t offset = 0;
   for (std::size_t i = 0; i < tensors.size(); ++i) {
@@ -302,8 +306,10 @@ void write_safetensors(const std::filesystem::path& path, std::vector<tensor_vie
     if (n != static_cast<std::int64_t>(t.values.size()))
       throw io_error(vpdarts::detail::cat("write_safetensors: '", path.string(), "': tensor '", t.name, "' has ",
                                           t.values.size(), " values for a shape of ", n));
-    header[t.name] = {{"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + 4 * t.values.size()}}};
-    offset += 4 * t.values.size();
+    header[t.name] = {{"dtype", item == 8 ? "F64" : "F32"},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, offset + item * t.values.size()}}};
+    offset += item * t.values.size();
   }
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::string text = header.dump();
@@ -316,10 +322,10 @@ void write_safetensors(const std::filesystem::path& path, std::vector<tensor_vie
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
     std::vector<char> buf;
     for (const auto& t : tensors) {
-      buf.resize(4 * t.values.size());
+      buf.resize(item * t.values.size());
       for (std::size_t i = 0; i < t.values.size(); ++i) {
-        std::uint32_t bits = std::bit_cast<std::uint32_t>(static_cast<float>(t.values[i]));
-        for (int k = 0; k < 4; ++k) buf[4 * i + k] = static_cast<char>((bits >> (8 * k)) & 0xffu);
+        const bits_t bits = std::bit_cast<bits_t>(static_cast<stored>(t.values[i]));
+        for (std::size_t k = 0; k < item; ++k) buf[item * i + k] = static_cast<char>((bits >> (8 * k)) & 0xffu);
       }
       out.write(buf.data(), static_cast<std::streamsize>(buf.size()));
     }

@@ -64,6 +64,11 @@ class adam {
   double lr() const noexcept { return o_.lr; }
   /// Number of steps taken.
   long steps() const noexcept { return t_; }
+  /// The first and second moment estimates, in parameter order, and the step
+  /// count: what a checkpoint must keep for a resumed run to continue exactly.
+  std::vector<matrix<S>>& first_moments() noexcept { return m_; }
+  std::vector<matrix<S>>& second_moments() noexcept { return v_; }
+  void set_steps(long t) noexcept { t_ = t; }
 
  private:
   std::vector<parameter<S>*> params_;

@@ -2144,6 +2144,231 @@ labelled_images<S> make_synthetic(const synthetic_options& o) {
 }  // namespace vpdarts::data
 // ---- end vpdarts/data/synthetic.hpp ----
 
+// ---- begin vpdarts/data/transforms.hpp ----
+/// @file transforms.hpp
+/// Image transforms on xtensor arrays of shape (height, width, channels),
+/// float values on a 0..1 scale: resizing (bilinear, half-pixel centres as
+/// PyTorch's align_corners=False), channel conversion, and normalisation with
+/// a per-channel mean and standard deviation, then packing into a batch row
+/// (channels first, as the model reads it).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <xtensor/xtensor.hpp>
+
+
+namespace vpdarts::data {
+
+/// An image: height x width x channels, values on a 0..1 scale.
+using image = xt::xtensor<float, 3>;
+
+/// Per-channel normalisation, x' = (x - mean) / std, on a 0..1 pixel scale.
+/// One value applies to every channel.
+struct normalization {
+  std::vector<double> mean = {0.5};
+  std::vector<double> std = {0.25};
+
+  /// The built-in synthetic data's: (x - 0.5) / 0.25.
+  static normalization synthetic() { return {{0.5}, {0.25}}; }
+  /// ImageNet's RGB statistics (timm's default).
+  static normalization imagenet() { return {{0.485, 0.456, 0.406}, {0.229, 0.224, 0.225}}; }
+
+  /// "mean0,mean1,...;std0,std1,..." (what a model file's metadata stores).
+  std::string str() const {
+    std::ostringstream s;
+    s.precision(9);
+    for (std::size_t i = 0; i < mean.size(); ++i) s << (i ? "," : "") << mean[i];
+    s << ';';
+    for (std::size_t i = 0; i < std.size(); ++i) s << (i ? "," : "") << std[i];
+    return s.str();
+  }
+  /// Parses str()'s form. @throws value_error for anything else or a non-positive std.
+  static normalization parse(const std::string& text) {
+    const auto semi = text.find(';');
+    if (semi == std::string::npos) throw value_error(vpdarts::detail::cat("normalization: '", text, "' is not 'mean,...;std,...'"));
+    auto numbers = [&](const std::string& part) {
+      std::vector<double> out;
+      std::stringstream in(part);
+      std::string item;
+      while (std::getline(in, item, ',')) {
+        std::size_t used = 0;
+        double v = 0;
+        try {
+          v = std::stod(item, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used == 0 || used != item.size() || !std::isfinite(v))
+          throw value_error(vpdarts::detail::cat("normalization: '", item, "' in '", text, "' is not a number"));
+        out.push_back(v);
+      }
+      return out;
+    };
+    normalization n{numbers(text.substr(0, semi)), numbers(text.substr(semi + 1))};
+    n.check(0);
+    return n;
+  }
+  /// @throws value_error when the lists are empty, of other lengths than 1 or
+  /// `channels` (0: not checked), or a std is not positive.
+  void check(index channels) const {
+    auto fits = [&](std::size_t n) { return n == 1 || channels == 0 || static_cast<index>(n) == channels; };
+    if (mean.empty() || std.empty() || !fits(mean.size()) || !fits(std.size()))
+      throw value_error(vpdarts::detail::cat("normalization: ", mean.size(), " means and ", std.size(), " stds for ", channels,
+                                    " channels"));
+    for (double s : std)
+      if (!(s > 0)) throw value_error(vpdarts::detail::cat("normalization: a std of ", s, " (must be > 0)"));
+  }
+};
+
+/// 8-bit pixels (height x width x channels, row-major, as stb_image returns them) as an image on a 0..1 scale.
+inline image from_bytes(const std::uint8_t* pixels, index height, index width, index channels) {
+  image out = xt::xtensor<float, 3>::from_shape(
+      {static_cast<std::size_t>(height), static_cast<std::size_t>(width), static_cast<std::size_t>(channels)});
+  const std::size_t n = out.size();
+  for (std::size_t i = 0; i < n; ++i) out.data()[i] = static_cast<float>(pixels[i]) / 255.0f;
+  return out;
+}
+
+/// Bilinear resize to height x width (half-pixel centres, edges clamped; PyTorch's
+/// interpolate(mode="bilinear", align_corners=False) without antialiasing).
+/// @throws value_error for an empty image or target.
+inline image resize(const image& in, index height, index width) {
+  const index ih = static_cast<index>(in.shape(0)), iw = static_cast<index>(in.shape(1)),
+              c = static_cast<index>(in.shape(2));
+  if (ih < 1 || iw < 1 || c < 1 || height < 1 || width < 1)
+    throw value_error(vpdarts::detail::cat("resize: ", ih, "x", iw, "x", c, " to ", height, "x", width));
+  if (ih == height && iw == width) return in;
+  image out = xt::xtensor<float, 3>::from_shape(
+      {static_cast<std::size_t>(height), static_cast<std::size_t>(width), static_cast<std::size_t>(c)});
+  const double sy = static_cast<double>(ih) / static_cast<double>(height),
+               sx = static_cast<double>(iw) / static_cast<double>(width);
+  for (index y = 0; y < height; ++y) {
+    const double fy = std::max(0.0, (static_cast<double>(y) + 0.5) * sy - 0.5);
+    const index y0 = std::min(static_cast<index>(fy), ih - 1), y1 = std::min(y0 + 1, ih - 1);
+    const float wy = static_cast<float>(fy - static_cast<double>(y0));
+    for (index x = 0; x < width; ++x) {
+      const double fx = std::max(0.0, (static_cast<double>(x) + 0.5) * sx - 0.5);
+      const index x0 = std::min(static_cast<index>(fx), iw - 1), x1 = std::min(x0 + 1, iw - 1);
+      const float wx = static_cast<float>(fx - static_cast<double>(x0));
+      for (index ch = 0; ch < c; ++ch) {
+        auto at = [&](index yy, index xx) {
+          return in(static_cast<std::size_t>(yy), static_cast<std::size_t>(xx), static_cast<std::size_t>(ch));
+        };
+        const float top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx;
+        const float bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx;
+        out(static_cast<std::size_t>(y), static_cast<std::size_t>(x), static_cast<std::size_t>(ch)) =
+            top * (1 - wy) + bottom * wy;
+      }
+    }
+  }
+  return out;
+}
+
+/// The image with `channels` channels: grey to RGB repeats the channel; RGB to
+/// grey is ITU-R 601 luma; an alpha channel (2 or 4 channels) is dropped.
+/// @throws value_error for a target other than 1 or 3 channels.
+inline image to_channels(const image& in, index channels) {
+  if (channels != 1 && channels != 3)
+    throw value_error(vpdarts::detail::cat("to_channels: ", channels, " channels (1 or 3 are supported)"));
+  const std::size_t h = in.shape(0), w = in.shape(1), c = in.shape(2);
+  const std::size_t colour = c >= 3 ? 3 : 1;  // drop alpha
+  if (static_cast<index>(c) == channels) return in;
+  image out = xt::xtensor<float, 3>::from_shape({h, w, static_cast<std::size_t>(channels)});
+  for (std::size_t y = 0; y < h; ++y)
+    for (std::size_t x = 0; x < w; ++x) {
+      if (channels == 3) {
+        for (std::size_t ch = 0; ch < 3; ++ch) out(y, x, ch) = in(y, x, colour == 3 ? ch : 0);
+      } else {
+        out(y, x, 0) = colour == 3 ? 0.299f * in(y, x, 0) + 0.587f * in(y, x, 1) + 0.114f * in(y, x, 2) : in(y, x, 0);
+      }
+    }
+  return out;
+}
+
+/// Writes the normalised image into one batch row, channels first (C x H x W).
+/// @throws value_error when the row length is not H*W*C or the normalisation does not fit the channels.
+template <Scalar S>
+void to_row(const image& in, const normalization& norm, std::span<S> row) {
+  const std::size_t h = in.shape(0), w = in.shape(1), c = in.shape(2);
+  norm.check(static_cast<index>(c));
+  if (row.size() != h * w * c)
+    throw value_error(vpdarts::detail::cat("to_row: a ", h, "x", w, "x", c, " image into a row of ", row.size()));
+  for (std::size_t ch = 0; ch < c; ++ch) {
+    const double m = norm.mean[norm.mean.size() == 1 ? 0 : ch], s = norm.std[norm.std.size() == 1 ? 0 : ch];
+    for (std::size_t y = 0; y < h; ++y)
+      for (std::size_t x = 0; x < w; ++x)
+        row[ch * h * w + y * w + x] = static_cast<S>((static_cast<double>(in(y, x, ch)) - m) / s);
+  }
+}
+
+}  // namespace vpdarts::data
+// ---- end vpdarts/data/transforms.hpp ----
+
+// ---- begin vpdarts/data/image_file.hpp ----
+/// @file image_file.hpp
+/// Reading image files (PNG, JPEG, BMP, and whatever else stb_image decodes)
+/// into images and model-ready batches.
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <stb_image.h>
+
+
+namespace vpdarts::data {
+
+/// Decodes an image file as it is (its own size and channels, 0..1 scale).
+/// @throws io_error naming the file when it cannot be read or is not an image stb_image decodes.
+inline image load_image(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw io_error(vpdarts::detail::cat("load_image: cannot open '", path.string(), "'"));
+  const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (bytes.empty()) throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is empty"));
+  if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()))
+    throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is too large"));
+  int w = 0, h = 0, c = 0;
+  std::unique_ptr<stbi_uc, void (*)(void*)> px(
+      stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &c, 0), stbi_image_free);
+  if (!px) throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is not a readable image: ", stbi_failure_reason()));
+  return from_bytes(px.get(), h, w, c);
+}
+
+/// Decodes an image file and makes it what a model of `channels` x `size` x
+/// `size` inputs reads: channels converted, bilinear resize, normalised.
+/// @throws io_error naming the file; value_error for a bad normalisation.
+template <Scalar S>
+void load_image_into(const std::filesystem::path& path, index channels, index size, const normalization& norm,
+                     std::span<S> row) {
+  to_row<S>(resize(to_channels(load_image(path), channels), size, size), norm, row);
+}
+
+/// The files as one batch (channels x size x size each).
+/// @throws io_error naming the first file that cannot be read.
+template <Scalar S>
+image_batch<S> load_images(std::span<const std::filesystem::path> paths, index channels, index size,
+                           const normalization& norm) {
+  image_batch<S> out(static_cast<index>(paths.size()), channels, size, size);
+  for (std::size_t i = 0; i < paths.size(); ++i)
+    load_image_into<S>(paths[i], channels, size, norm,
+                       std::span<S>(out.pixels.row(static_cast<index>(i)).data(), static_cast<std::size_t>(out.pixels.cols())));
+  return out;
+}
+
+}  // namespace vpdarts::data
+// ---- end vpdarts/data/image_file.hpp ----
+
 // ---- begin vpdarts/vit/config.hpp ----
 /// @file config.hpp
 /// The shape of a Vision Transformer, with validation and DESIGN.md's workloads as presets.
@@ -4712,4 +4937,455 @@ double evaluate(prompted_vit<S, Ops>& model, const data::labelled_images<S>& dat
 
 }  // namespace vpdarts
 // ---- end vpdarts/search/search.hpp ----
+
+// ---- begin vpdarts/train/probe.hpp ----
+/// @file probe.hpp
+/// The linear probe, the baseline every prompt method must beat: the frozen
+/// backbone's features (LN(x_L)[cls]) are computed once, and only a fresh
+/// linear head is trained on them (SGD with momentum, warm-up then cosine).
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <vector>
+
+
+namespace vpdarts {
+
+/// Settings of linear_probe().
+struct probe_options {
+  long epochs = 50;
+  index batch = 32;
+  double lr = 0.05;
+  double momentum = 0.9;
+  double weight_decay = 1e-4;  ///< on the head's weight only
+  long warmup_epochs = 1;
+  std::uint64_t seed = 0;
+  bool progress = true;
+};
+
+/// What linear_probe() measured.
+struct probe_result {
+  double train_loss = 0;        ///< mean loss of the last epoch
+  double train_accuracy = 0;    ///< on the whole training set after training
+  double test_accuracy = 0;
+  index trainable_params = 0;   ///< the head's values
+  double seconds = 0;
+};
+
+/// The frozen features LN(x_L)[cls] of every image (N x D), in batches, no gradient recorded.
+template <Scalar S>
+matrix<S> extract_features(vit<S>& model, const data::labelled_images<S>& data, index batch = 64) {
+  matrix<S> out(data.size(), model.config().dim);
+  tape<S> t;
+  no_grad<S> guard(t);
+  std::vector<index> rows;
+  image_batch<S> x;
+  std::vector<int> y;
+  for (index start = 0; start < data.size(); start += batch) {
+    rows.resize(static_cast<std::size_t>(std::min(batch, data.size() - start)));
+    std::iota(rows.begin(), rows.end(), start);
+    data.gather(rows, x, y);
+    t.reset();
+    out.middleRows(start, static_cast<index>(rows.size())) = model.features(t, x).value();
+  }
+  return out;
+}
+
+/// Replaces the head of `backbone` by a fresh one for `train`'s classes, trains
+/// it alone on the frozen features, and reports accuracy on `test`. The
+/// backbone is left frozen with the trained head.
+/// @throws config_error for fewer than two classes, test classes that differ, or a batch larger than the data;
+/// value_error for a NaN or Inf loss.
+template <Scalar S>
+probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& train, const data::labelled_images<S>& test,
+                          const probe_options& o = {}) {
+  if (train.classes() < 2)
+    throw config_error(detail::cat("linear_probe: the training data has ", train.classes(), " class; at least two are needed"));
+  if (test.classes() != train.classes())
+    throw config_error(detail::cat("linear_probe: ", train.classes(), " training classes but ", test.classes(), " test classes"));
+  if (o.batch <= 0 || o.batch > train.size())
+    throw config_error(detail::cat("linear_probe: batch ", o.batch, " does not fit ", train.size(), " images"));
+  detail::progress bar("probe", o.epochs, train.size() / o.batch);
+  backbone.reset_head(train.classes());
+  backbone.freeze_backbone();
+  backbone.head.weight.unfreeze();
+  backbone.head.bias.unfreeze();
+  const matrix<S> feats = extract_features(backbone, train);
+  std::vector<optim::param_group<S>> groups{{{&backbone.head.weight}, 1.0, true, "head.weight"},
+                                            {{&backbone.head.bias}, 1.0, false, "head.bias"}};
+  optim::sgd<S> opt(groups, {o.lr, o.momentum, o.weight_decay});
+  const long steps = static_cast<long>(train.size() / o.batch);
+  const optim::warmup_cosine lr{o.lr, o.warmup_epochs * steps, o.epochs * steps};
+  std::vector<index> order(static_cast<std::size_t>(train.size()));
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(o.seed);
+  std::vector<int> y(static_cast<std::size_t>(o.batch));
+  tape<S> t;
+  probe_result r;
+  for (long e = 0; e < o.epochs; ++e) {
+    std::shuffle(order.begin(), order.end(), rng);
+    double sum = 0;
+    for (long s = 0; s < steps; ++s) {
+      opt.set_lr(lr(e * steps + s));
+      t.reset();
+      var<S> x = t.input(o.batch, feats.cols());
+      for (index i = 0; i < o.batch; ++i) {
+        const index row = order[static_cast<std::size_t>(s * o.batch + i)];
+        x.value().row(i) = feats.row(row);
+        y[static_cast<std::size_t>(i)] = train.labels[static_cast<std::size_t>(row)];
+      }
+      var<S> l;
+      try {
+        l = cross_entropy(linear(x, t.leaf(backbone.head.weight), t.leaf(backbone.head.bias)), y);
+      } catch (const value_error& err) {
+        throw value_error(detail::cat("linear_probe: epoch ", e + 1, " step ", s + 1, ": ", err.what()));
+      }
+      opt.zero_grad();
+      t.backward(l);
+      opt.step();
+      sum += static_cast<double>(l.item());
+      if (o.progress) bar.update(e + 1, s + 1, sum / static_cast<double>(s + 1), 0.0, o.batch);
+    }
+    r.train_loss = sum / static_cast<double>(steps);
+  }
+  {
+    matrix<S> logits = feats * backbone.head.weight.value().transpose();
+    logits.rowwise() += backbone.head.bias.value().row(0);
+    r.train_accuracy = static_cast<double>(detail::count_correct(logits, train.labels)) / static_cast<double>(train.size());
+  }
+  r.test_accuracy = accuracy(backbone, test);
+  r.trainable_params = backbone.head.weight.size() + backbone.head.bias.size();
+  r.seconds = bar.seconds();
+  return r;
+}
+
+}  // namespace vpdarts
+// ---- end vpdarts/train/probe.hpp ----
+
+// ---- begin vpdarts/report/png.hpp ----
+/// @file png.hpp
+/// A small RGB canvas with filled rectangles and text (stb_easy_font's
+/// segments, scaled), saved as PNG through stb_image_write, atomically.
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <stb_image_write.h>
+
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wold-style-cast"
+#pragma GCC diagnostic ignored "-Wsign-conversion"
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+#include <stb_easy_font.h>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
+
+namespace vpdarts::report {
+
+/// An 8-bit RGB colour.
+using rgb = std::array<std::uint8_t, 3>;
+
+/// An RGB image in memory (row-major, 3 bytes a pixel).
+class canvas {
+ public:
+  /// A width x height canvas filled with `background`. @throws value_error for a non-positive or huge size.
+  canvas(int width, int height, rgb background = {255, 255, 255}) : w_(width), h_(height) {
+    if (width <= 0 || height <= 0 || width > 16384 || height > 16384)
+      throw value_error(detail::cat("canvas: size ", width, "x", height, " is not in 1..16384"));
+    px_.resize(static_cast<std::size_t>(w_) * static_cast<std::size_t>(h_) * 3);
+    fill(0, 0, w_, h_, background);
+  }
+
+  int width() const noexcept { return w_; }
+  int height() const noexcept { return h_; }
+  /// The colour at (x, y). @throws value_error outside the canvas.
+  rgb at(int x, int y) const {
+    if (x < 0 || y < 0 || x >= w_ || y >= h_)
+      throw value_error(detail::cat("canvas::at: (", x, ", ", y, ") is outside ", w_, "x", h_));
+    const std::size_t i = 3 * (static_cast<std::size_t>(y) * static_cast<std::size_t>(w_) + static_cast<std::size_t>(x));
+    return {px_[i], px_[i + 1], px_[i + 2]};
+  }
+
+  /// Fills the rectangle [x, x+w) x [y, y+h), clipped to the canvas.
+  void fill(int x, int y, int w, int h, rgb c) {
+    const int x0 = std::max(x, 0), y0 = std::max(y, 0), x1 = std::min(x + w, w_), y1 = std::min(y + h, h_);
+    for (int yy = y0; yy < y1; ++yy)
+      for (int xx = x0; xx < x1; ++xx) {
+        const std::size_t i = 3 * (static_cast<std::size_t>(yy) * static_cast<std::size_t>(w_) + static_cast<std::size_t>(xx));
+        px_[i] = c[0];
+        px_[i + 1] = c[1];
+        px_[i + 2] = c[2];
+      }
+  }
+
+  /// Draws the outline of a rectangle, `thickness` pixels wide, inside it.
+  void frame(int x, int y, int w, int h, int thickness, rgb c) {
+    fill(x, y, w, thickness, c);
+    fill(x, y + h - thickness, w, thickness, c);
+    fill(x, y, thickness, h, c);
+    fill(x + w - thickness, y, thickness, h, c);
+  }
+
+  /// Width in pixels of `text` drawn at `scale`.
+  static int text_width(const std::string& text, int scale = 2) {
+    std::string copy = text;
+    return scale * stb_easy_font_width(copy.data());
+  }
+  /// Height in pixels of one line of text at `scale`.
+  static int text_height(int scale = 2) { return scale * 12; }
+
+  /// Draws `text` with its top-left corner at (x, y), each font unit `scale` pixels.
+  void text(int x, int y, const std::string& text, rgb c, int scale = 2) {
+    std::string copy = text;
+    std::vector<char> buf(copy.size() * 270 + 64);  // stb_easy_font: about 270 bytes a character
+    unsigned char colour[4] = {c[0], c[1], c[2], 255};
+    const int quads = stb_easy_font_print(0, 0, copy.data(), colour, buf.data(), static_cast<int>(buf.size()));
+    const float* v = reinterpret_cast<const float*>(buf.data());
+    for (int q = 0; q < quads; ++q) {
+      const float* quad = v + 16 * q;  // four vertices of x, y, z, colour
+      const float qx0 = std::min(quad[0], quad[8]), qx1 = std::max(quad[0], quad[8]);
+      const float qy0 = std::min(quad[1], quad[9]), qy1 = std::max(quad[1], quad[9]);
+      fill(x + static_cast<int>(qx0 * static_cast<float>(scale)), y + static_cast<int>(qy0 * static_cast<float>(scale)),
+           static_cast<int>((qx1 - qx0) * static_cast<float>(scale)),
+           static_cast<int>((qy1 - qy0) * static_cast<float>(scale)), c);
+    }
+  }
+
+  /// Writes the canvas as a PNG file, atomically. @throws io_error when it cannot be written.
+  void save_png(const std::filesystem::path& path) const {
+    std::string bytes;
+    auto sink = [](void* ctx, void* data, int size) {
+      static_cast<std::string*>(ctx)->append(static_cast<const char*>(data), static_cast<std::size_t>(size));
+    };
+    if (!stbi_write_png_to_func(sink, &bytes, w_, h_, 3, px_.data(), 3 * w_))
+      throw io_error(detail::cat("canvas::save_png: cannot encode '", path.string(), "'"));
+    io::atomic_write(path, [&](std::ostream& out) { out.write(bytes.data(), static_cast<std::streamsize>(bytes.size())); });
+  }
+
+ private:
+  int w_, h_;
+  std::vector<std::uint8_t> px_;
+};
+
+}  // namespace vpdarts::report
+// ---- end vpdarts/report/png.hpp ----
+
+// ---- begin vpdarts/report/alpha_report.hpp ----
+/// @file alpha_report.hpp
+/// What a search leaves for a reader: the alpha trajectory as CSV (epoch,
+/// layer, op, weight) and a labelled heatmap of softmax(alpha) (layers x
+/// operators, the strongest operator of each layer framed, the value in
+/// every cell).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+
+namespace vpdarts::report {
+
+/// Writes `alpha.csv`: a header `epoch,layer,op,weight`, then one row per
+/// epoch (1-based), layer (0-based) and operator of `history` (softmax(alpha) per epoch, L x K).
+/// @throws value_error when a matrix does not have one column per operator name; io_error when the file cannot be written.
+inline void write_alpha_csv(const std::filesystem::path& path, const std::vector<matrix<double>>& history,
+                            const std::vector<std::string>& ops) {
+  for (std::size_t e = 0; e < history.size(); ++e)
+    if (history[e].cols() != static_cast<index>(ops.size()))
+      throw value_error(detail::cat("write_alpha_csv: epoch ", e + 1, " has ", history[e].cols(), " columns for ",
+                                    ops.size(), " operators"));
+  io::atomic_write(
+      path,
+      [&](std::ostream& out) {
+        out << "epoch,layer,op,weight\n";
+        char buf[64];
+        for (std::size_t e = 0; e < history.size(); ++e)
+          for (index l = 0; l < history[e].rows(); ++l)
+            for (index k = 0; k < history[e].cols(); ++k) {
+              std::snprintf(buf, sizeof buf, "%.9g", history[e](l, k));
+              out << e + 1 << ',' << l << ',' << ops[static_cast<std::size_t>(k)] << ',' << buf << '\n';
+            }
+      },
+      std::ios::out);
+}
+
+namespace detail {
+
+/// A perceptual colour ramp (dark purple, blue, teal, green, yellow) at t in [0, 1].
+inline rgb ramp(double t) {
+  static constexpr double stops[5][3] = {
+      {68, 1, 84}, {59, 82, 139}, {33, 145, 140}, {94, 201, 98}, {253, 231, 37}};
+  t = std::clamp(t, 0.0, 1.0) * 4.0;
+  const int i = std::min(3, static_cast<int>(t));
+  const double f = t - i;
+  rgb c;
+  for (int ch = 0; ch < 3; ++ch)
+    c[static_cast<std::size_t>(ch)] =
+        static_cast<std::uint8_t>(std::lround(stops[i][ch] * (1 - f) + stops[i + 1][ch] * f));
+  return c;
+}
+
+}  // namespace detail
+
+/// Draws softmax(alpha) (L x K, rows summing to one) as a labelled heatmap:
+/// a row per layer, a column per operator, the value printed in each cell,
+/// the strongest operator of each layer framed, and the colour scale under it.
+/// @throws value_error when the matrix is empty, does not match the names, or holds NaN.
+inline canvas alpha_heatmap(const matrix<double>& weights, const std::vector<std::string>& ops,
+                            const std::string& title = "softmax(alpha): layers x operators") {
+  if (weights.size() == 0 || weights.cols() != static_cast<index>(ops.size()))
+    throw value_error(vpdarts::detail::cat("alpha_heatmap: a ", weights.rows(), "x", weights.cols(), " matrix for ",
+                                           ops.size(), " operator names"));
+  if (!weights.allFinite()) throw value_error("alpha_heatmap: the weights hold NaN or Inf");
+  const int s = 2, line = canvas::text_height(s), pad = 12;
+  int label_w = 0;
+  for (index l = 0; l < weights.rows(); ++l)
+    label_w = std::max(label_w, canvas::text_width(vpdarts::detail::cat("layer ", l), s));
+  int cell_w = canvas::text_width("0.000", s) + 2 * pad;
+  for (const auto& n : ops) cell_w = std::max(cell_w, canvas::text_width(n, s) + 2 * pad);
+  const int cell_h = line + 2 * pad;
+  const int left = pad + label_w + pad, top = pad + line + pad + line + pad;
+  const int grid_w = cell_w * static_cast<int>(ops.size()), grid_h = cell_h * static_cast<int>(weights.rows());
+  const int legend_h = line + pad + 16 + pad;
+  const int width = std::max(left + grid_w + pad, pad + canvas::text_width(title, s) + pad);
+  canvas img(width, top + grid_h + pad + legend_h + pad);
+  const rgb ink{20, 20, 20};
+  img.text(pad, pad, title, ink, s);
+  const double lo = weights.minCoeff(), hi = weights.maxCoeff();
+  const double span = hi - lo > 1e-12 ? hi - lo : 1.0;
+  for (std::size_t k = 0; k < ops.size(); ++k) {
+    const int x = left + cell_w * static_cast<int>(k);
+    img.text(x + (cell_w - canvas::text_width(ops[k], s)) / 2, pad + line + pad, ops[k], ink, s);
+  }
+  char buf[32];
+  for (index l = 0; l < weights.rows(); ++l) {
+    const int y = top + cell_h * static_cast<int>(l);
+    img.text(pad, y + pad, vpdarts::detail::cat("layer ", l), ink, s);
+    index best;
+    weights.row(l).maxCoeff(&best);
+    for (index k = 0; k < weights.cols(); ++k) {
+      const int x = left + cell_w * static_cast<int>(k);
+      const double t = hi - lo > 1e-12 ? (weights(l, k) - lo) / span : 0.5;
+      const rgb c = detail::ramp(t);
+      img.fill(x, y, cell_w, cell_h, c);
+      const bool light = 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] > 140;
+      std::snprintf(buf, sizeof buf, "%.3f", weights(l, k));
+      const rgb fg = light ? rgb{0, 0, 0} : rgb{255, 255, 255};
+      img.text(x + (cell_w - canvas::text_width(buf, s)) / 2, y + pad, buf, fg, s);
+      if (k == best) img.frame(x + 1, y + 1, cell_w - 2, cell_h - 2, 4, light ? rgb{0, 0, 0} : rgb{255, 255, 255});
+    }
+  }
+  // legend: the colour scale from the smallest to the largest weight
+  const int ly = top + grid_h + pad;
+  std::snprintf(buf, sizeof buf, "%.3f", lo);
+  const std::string lo_s = buf;
+  std::snprintf(buf, sizeof buf, "%.3f", hi);
+  const std::string hi_s = buf;
+  const int bar_x = pad + canvas::text_width(lo_s, s) + pad;
+  const int bar_w = std::max(60, std::min(grid_w, width - bar_x - canvas::text_width(hi_s, s) - 2 * pad));
+  img.text(pad, ly + 2, lo_s, ink, s);
+  for (int i = 0; i < bar_w; ++i) img.fill(bar_x + i, ly, 1, 16 + 4, detail::ramp(static_cast<double>(i) / (bar_w - 1)));
+  img.text(bar_x + bar_w + pad, ly + 2, hi_s, ink, s);
+  img.text(pad, ly + 16 + pad, "framed: the strongest operator of the layer", ink, s);
+  return img;
+}
+
+/// alpha_heatmap(...) saved as a PNG file (atomically).
+inline void write_alpha_heatmap(const std::filesystem::path& path, const matrix<double>& weights,
+                                const std::vector<std::string>& ops) {
+  alpha_heatmap(weights, ops).save_png(path);
+}
+
+}  // namespace vpdarts::report
+// ---- end vpdarts/report/alpha_report.hpp ----
+
+// ---- begin vpdarts/report/metrics.hpp ----
+/// @file metrics.hpp
+/// What a run reports besides accuracy (DESIGN.md section 6): inference
+/// latency at batch 1, throughput at batch 64, peak memory, and the
+/// metrics.json file that carries them.
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+
+namespace vpdarts::report {
+
+/// Peak resident memory of this process so far, in MiB (getrusage).
+inline double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+/// Inference timing of one model.
+struct inference_timing {
+  double latency_ms_batch1 = 0;    ///< median time of one forward pass of one image
+  double throughput_batch64 = 0;   ///< images per second in forward passes of 64 images
+};
+
+/// Median wall time in seconds of `forward(tape, images)` over `repeats` runs
+/// after one warm-up run, with no gradient recorded.
+template <Scalar S, class Forward>
+double median_forward_seconds(Forward&& forward, const image_batch<S>& images, int repeats) {
+  tape<S> t;
+  no_grad<S> guard(t);
+  std::vector<double> times;
+  for (int r = 0; r <= repeats; ++r) {
+    t.reset();
+    const auto start = std::chrono::steady_clock::now();
+    forward(t, images);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (r > 0) times.push_back(s);
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+/// Times `forward(tape, images) -> logits` on seeded random images of the given
+/// shape: latency at batch 1 (median of `repeats1` runs) and throughput at batch 64
+/// (median of `repeats64` runs).
+template <Scalar S, class Forward>
+inference_timing time_inference(Forward&& forward, index channels, index image, int repeats1 = 20, int repeats64 = 3) {
+  std::mt19937_64 rng(0);
+  std::normal_distribution<double> n01;
+  auto random_batch = [&](index b) {
+    image_batch<S> x(b, channels, image, image);
+    for (index i = 0; i < x.pixels.size(); ++i) x.pixels.data()[i] = static_cast<S>(n01(rng));
+    return x;
+  };
+  inference_timing r;
+  r.latency_ms_batch1 = 1e3 * median_forward_seconds<S>(forward, random_batch(1), std::max(1, repeats1));
+  r.throughput_batch64 = 64.0 / median_forward_seconds<S>(forward, random_batch(64), std::max(1, repeats64));
+  return r;
+}
+
+/// Writes `j` as indented JSON, atomically. @throws io_error when the file cannot be written.
+inline void write_json(const std::filesystem::path& path, const nlohmann::json& j) {
+  io::atomic_write(path, [&](std::ostream& out) { out << j.dump(2) << '\n'; }, std::ios::out);
+}
+
+}  // namespace vpdarts::report
+// ---- end vpdarts/report/metrics.hpp ----
 // ---- end vpdarts/vpdarts.hpp ----

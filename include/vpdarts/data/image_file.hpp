@@ -1,0 +1,61 @@
+#pragma once
+/// @file image_file.hpp
+/// Reading image files (PNG, JPEG, BMP, and whatever else stb_image decodes)
+/// into images and model-ready batches.
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <stb_image.h>
+
+#include "../detail/format.hpp"
+#include "../error.hpp"
+#include "image_batch.hpp"
+#include "transforms.hpp"
+
+namespace vpdarts::data {
+
+/// Decodes an image file as it is (its own size and channels, 0..1 scale).
+/// @throws io_error naming the file when it cannot be read or is not an image stb_image decodes.
+inline image load_image(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw io_error(vpdarts::detail::cat("load_image: cannot open '", path.string(), "'"));
+  const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (bytes.empty()) throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is empty"));
+  if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()))
+    throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is too large"));
+  int w = 0, h = 0, c = 0;
+  std::unique_ptr<stbi_uc, void (*)(void*)> px(
+      stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &c, 0), stbi_image_free);
+  if (!px) throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is not a readable image: ", stbi_failure_reason()));
+  return from_bytes(px.get(), h, w, c);
+}
+
+/// Decodes an image file and makes it what a model of `channels` x `size` x
+/// `size` inputs reads: channels converted, bilinear resize, normalised.
+/// @throws io_error naming the file; value_error for a bad normalisation.
+template <Scalar S>
+void load_image_into(const std::filesystem::path& path, index channels, index size, const normalization& norm,
+                     std::span<S> row) {
+  to_row<S>(resize(to_channels(load_image(path), channels), size, size), norm, row);
+}
+
+/// The files as one batch (channels x size x size each).
+/// @throws io_error naming the first file that cannot be read.
+template <Scalar S>
+image_batch<S> load_images(std::span<const std::filesystem::path> paths, index channels, index size,
+                           const normalization& norm) {
+  image_batch<S> out(static_cast<index>(paths.size()), channels, size, size);
+  for (std::size_t i = 0; i < paths.size(); ++i)
+    load_image_into<S>(paths[i], channels, size, norm,
+                       std::span<S>(out.pixels.row(static_cast<index>(i)).data(), static_cast<std::size_t>(out.pixels.cols())));
+  return out;
+}
+
+}  // namespace vpdarts::data

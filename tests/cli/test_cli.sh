@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The vpdarts tool end to end on a tiny backbone: usage errors (exit 2), a
+# pretrain -> search -> retrain -> eval -> predict chain, the files each step
+# leaves, resume after a kill, and clear failures (exit 1) for bad input.
+#   test_cli.sh PATH/TO/vpdarts WORK_DIR
+set -uo pipefail
+tool=$1
+work=$2
+rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# expect CODE PATTERN -- command...: exit code and a pattern in stdout+stderr
+expect() {
+  local code=$1 pattern=$2
+  shift 3
+  local out
+  out=$("$@" 2>&1)
+  local got=$?
+  [[ $got == "$code" ]] || fail "'$*' exited $got, expected $code; output: $(tail -n 3 <<<"$out")"
+  grep -q -- "$pattern" <<<"$out" || fail "'$*' output lacks '$pattern'; output: $(tail -n 3 <<<"$out")"
+}
+
+json() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))$2)" "$1"; }
+
+# ---- usage errors: exit 2 with a message that names the problem
+expect 2 "usage: vpdarts COMMAND" -- "$tool"
+expect 2 "unknown command 'serch'" -- "$tool" serch
+expect 2 "wants an integer, got 'ten'" -- "$tool" search --epochs ten
+expect 2 "did you mean --epochs" -- "$tool" search --epoch 3
+expect 2 "needs a value" -- "$tool" search --out
+expect 2 "'first' or 'second'" -- "$tool" search --order third
+expect 2 "is not a class number" -- "$tool" search --classes 5-x
+expect 2 "4 operators" -- "$tool" search --op-lr-mult 1,2
+expect 2 "unknown fusion operator 'bogus'" -- "$tool" search --op-lr-mult bogus=1
+expect 2 "--model FILE is required" -- "$tool" predict x.png
+echo '{"epochz": 3}' > bad.json
+expect 2 "unknown key 'epochz'" -- "$tool" search --config bad.json
+echo '{"epochs": ' > broken.json
+expect 2 "is not JSON" -- "$tool" search --config broken.json
+expect 0 "--alpha-lr" -- "$tool" search --help
+expect 0 "--linear-probe" -- "$tool" retrain --help
+
+# ---- a tiny backbone
+expect 0 "wrote bb.safetensors" -- "$tool" pretrain --out bb.safetensors --image 16 --patch 4 --dim 16 --depth 2 \
+  --heads 2 --mlp 32 --epochs 2 --train-images 100 --test-images 20 --batch 20
+common=(--backbone bb.safetensors --prompts 2 --batch 8 --train-images 80)
+
+# ---- search, flags from a config file (the command line wins)
+cat > search.json <<'JSON'
+{"epochs": 3, "warmup-epochs": 1, "w-lr": 0.05, "op_lr_mult": [1, 1, 0.5, 0.5], "order": "second"}
+JSON
+expect 0 "genotype (softmax weights" -- "$tool" search --config search.json --order first --out run "${common[@]}" --quiet
+for f in genotype.json alpha.csv alpha.png search.safetensors metrics.json; do
+  [[ -s run/$f ]] || fail "search left no run/$f"
+done
+[[ $(wc -l < run/alpha.csv) == $((1 + 3 * 2 * 4)) ]] || fail "alpha.csv has $(wc -l < run/alpha.csv) lines, expected 25"
+[[ $(head -c 8 run/alpha.png | od -An -c | tr -d ' ') == '211PNG\r\n032\n' ]] || fail "alpha.png is not a PNG"
+[[ $(json run/metrics.json '["genotype"].__len__()') == 2 ]] || fail "metrics.json genotype length"
+ls run | grep -q tmp && fail "a temporary file was left in run/"
+
+# ---- resume: kill a second run once it has a checkpoint, resume it, compare with the first
+mkdir -p again
+( "$tool" search --config search.json --order first --out again "${common[@]}" --quiet > again.log 2>&1 ) &
+pid=$!
+for _ in $(seq 1 600); do [[ -f again/search.safetensors ]] && break; sleep 0.05; done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+[[ -f again/search.safetensors ]] || fail "no checkpoint after the first epoch"
+expect 0 "genotype" -- "$tool" search --config search.json --order first --out again "${common[@]}" --quiet --resume
+cmp -s run/genotype.json again/genotype.json || fail "resumed genotype.json differs from the uninterrupted run"
+cmp -s run/alpha.csv again/alpha.csv || fail "resumed alpha.csv differs from the uninterrupted run"
+expect 1 "settings differ" -- "$tool" search --config search.json --order first --out again "${common[@]}" --quiet --resume --w-lr 0.07
+
+# ---- retrain the genotype, a single operator, a linear probe
+expect 0 "test accuracy" -- "$tool" retrain --run run "${common[@]}" --epochs 2 --test-images 40 --quiet
+for key in test_accuracy trainable_params trainable_percent latency_ms_batch1 throughput_batch64 peak_rss_mb seconds; do
+  json run/retrain/metrics.json "['$key']" > /dev/null 2>&1 || fail "retrain metrics.json lacks $key"
+done
+[[ $(json run/metrics.json '["command"]') == search ]] || fail "retrain overwrote the search's metrics.json"
+expect 0 "test accuracy" -- "$tool" retrain --run run --op concat "${common[@]}" --epochs 1 --test-images 40 --quiet
+expect 0 "test accuracy" -- "$tool" retrain --run run --linear-probe "${common[@]}" --epochs 3 --test-images 40 --quiet
+[[ $(json run/probe/metrics.json '["method"]') == linear_probe ]] || fail "no run/probe/metrics.json"
+
+# ---- eval gives the accuracy retrain measured on the same test images
+expect 0 "test accuracy" -- "$tool" eval --model run/op-concat/model.safetensors --test-images 40
+[[ $(json run/op-concat/eval/metrics.json '["test_accuracy"]') == $(json run/op-concat/metrics.json '["test_accuracy"]') ]] ||
+  fail "eval accuracy $(json run/op-concat/eval/metrics.json '["test_accuracy"]') differs from retrain's"
+
+# ---- predict prints file, label, probability
+out=$("$tool" predict --model run/retrain/model.safetensors --top 2 run/alpha.png 2>&1)
+grep -qE '^run/alpha.png	(dots|rings|solid|grid|waves)	[01]\.[0-9]{4}	' <<<"$out" || fail "predict printed '$out'"
+
+# ---- bad input: exit 1, a message that names it
+expect 1 "does not exist" -- "$tool" search --backbone missing.safetensors --out x
+echo "not a checkpoint" > junk.safetensors
+expect 1 "junk.safetensors" -- "$tool" search --backbone junk.safetensors --out x
+expect 1 "1 class" -- "$tool" search "${common[@]}" --classes 5 --out x --epochs 2 --warmup-epochs 1
+expect 1 "does not fit" -- "$tool" search "${common[@]}" --batch 50 --out x
+python3 -c "
+import json; g = json.load(open('run/genotype.json')); g['layers'] = g['layers'] * 3
+json.dump(g, open('deep.json', 'w'))"
+expect 1 "6 layers but the backbone has 2" -- "$tool" retrain "${common[@]}" --genotype deep.json --out x
+expect 1 "no genotype at 'nowhere/genotype.json'" -- "$tool" retrain "${common[@]}" --run nowhere
+expect 1 "NaN" -- "$tool" search "${common[@]}" --out nan --epochs 2 --warmup-epochs 1 --w-lr 1e30 --grad-clip 0
+[[ -f nan/search.safetensors ]] && fail "a NaN search wrote a checkpoint"
+expect 1 "not a readable image" -- "$tool" predict --model run/retrain/model.safetensors junk.safetensors
+expect 1 "not a vpdarts model file" -- "$tool" predict --model bb.safetensors run/alpha.png
+
+if ((failures)); then
+  echo "$failures check(s) failed"
+  exit 1
+fi
+echo "cli: all checks passed"

@@ -1,0 +1,244 @@
+// Image files and transforms, the alpha CSV and heatmap, metrics, and the linear probe.
+#include "pch.hpp"
+
+#include <fstream>
+
+namespace vp = vpdarts;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct temp_dir {
+  fs::path path;
+  explicit temp_dir(const std::string& name) : path(fs::temp_directory_path() / name) {
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  fs::path operator/(const std::string& f) const { return path / f; }
+};
+
+void write_bytes(const fs::path& p, const std::string& bytes) {
+  std::ofstream(p, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::string read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// A w x h RGB test pattern.
+std::vector<unsigned char> pattern(int w, int h) {
+  std::vector<unsigned char> px(static_cast<std::size_t>(w * h * 3));
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < 3; ++c) px[static_cast<std::size_t>((y * w + x) * 3 + c)] = static_cast<unsigned char>((x * 40 + y * 15 + c * 70) % 256);
+  return px;
+}
+
+}  // namespace
+
+TEST_CASE("bilinear resize follows PyTorch's align_corners=False", "[data][transforms]") {
+  vp::data::image in = xt::xtensor<float, 3>::from_shape({2, 2, 1});
+  in(0, 0, 0) = 0;
+  in(0, 1, 0) = 1;
+  in(1, 0, 0) = 2;
+  in(1, 1, 0) = 3;
+  const auto out = vp::data::resize(in, 4, 4);
+  // torch.nn.functional.interpolate(x, size=4, mode="bilinear", align_corners=False)
+  const float expect[4][4] = {{0, .25f, .75f, 1}, {.5f, .75f, 1.25f, 1.5f}, {1.5f, 1.75f, 2.25f, 2.5f}, {2, 2.25f, 2.75f, 3}};
+  for (std::size_t y = 0; y < 4; ++y)
+    for (std::size_t x = 0; x < 4; ++x) CHECK(out(y, x, 0) == Approx(expect[y][x]));
+  // down to 1x1 averages the centre
+  CHECK(vp::data::resize(in, 1, 1)(0, 0, 0) == Approx(1.5));
+  CHECK_THROWS_AS(vp::data::resize(in, 0, 4), vp::value_error);
+}
+
+TEST_CASE("channel conversion and normalisation", "[data][transforms]") {
+  vp::data::image grey = xt::xtensor<float, 3>::from_shape({1, 2, 1});
+  grey(0, 0, 0) = 0.25f;
+  grey(0, 1, 0) = 1.0f;
+  const auto rgb = vp::data::to_channels(grey, 3);
+  REQUIRE(rgb.shape(2) == 3);
+  CHECK(rgb(0, 0, 2) == 0.25f);
+  CHECK(vp::data::to_channels(rgb, 1)(0, 1, 0) == Approx(1.0));
+  CHECK_THROWS_WITH(vp::data::to_channels(grey, 2), Catch::Contains("2 channels"));
+
+  std::vector<float> row(6);
+  vp::data::to_row<float>(rgb, {{0.5, 0.25, 0.0}, {0.5, 0.25, 1.0}}, row);
+  CHECK(row[0] == Approx(-0.5));  // channel 0, pixel 0: (0.25 - 0.5) / 0.5
+  CHECK(row[3] == Approx(3.0));   // channel 1, pixel 1: (1 - 0.25) / 0.25
+  CHECK(row[5] == Approx(1.0));   // channel 2, pixel 1
+  CHECK_THROWS_WITH(vp::data::to_row<float>(rgb, {{0.5, 0.5}, {1.0}}, row), Catch::Contains("2 means"));
+  std::vector<float> short_row(5);
+  CHECK_THROWS_WITH(vp::data::to_row<float>(rgb, {}, short_row), Catch::Contains("row of 5"));
+
+  const auto n = vp::data::normalization::imagenet();
+  const auto back = vp::data::normalization::parse(n.str());
+  CHECK(back.mean == n.mean);
+  CHECK(back.std == n.std);
+  CHECK_THROWS_WITH(vp::data::normalization::parse("0.5;0"), Catch::Contains("std of 0"));
+  CHECK_THROWS_WITH(vp::data::normalization::parse("0.5;x"), Catch::Contains("'x'"));
+  CHECK_THROWS_AS(vp::data::normalization::parse("0.5"), vp::value_error);
+}
+
+TEST_CASE("image files decode through stb_image, bad files name themselves", "[data][files]") {
+  temp_dir dir("vpdarts_test_images");
+  const int w = 6, h = 4;
+  const auto px = pattern(w, h);
+  REQUIRE(stbi_write_png((dir / "a.png").string().c_str(), w, h, 3, px.data(), w * 3));
+  REQUIRE(stbi_write_bmp((dir / "a.bmp").string().c_str(), w, h, 3, px.data()));
+  REQUIRE(stbi_write_jpg((dir / "a.jpg").string().c_str(), w, h, 3, px.data(), 95));
+  for (const char* name : {"a.png", "a.bmp"}) {
+    const auto img = vp::data::load_image(dir / name);
+    REQUIRE(img.shape(0) == 4);
+    REQUIRE(img.shape(1) == 6);
+    REQUIRE(img.shape(2) == 3);
+    for (int y = 0; y < h; ++y)
+      for (int x = 0; x < w; ++x)
+        for (int c = 0; c < 3; ++c)
+          CHECK(img(static_cast<std::size_t>(y), static_cast<std::size_t>(x), static_cast<std::size_t>(c)) ==
+                Approx(px[static_cast<std::size_t>((y * w + x) * 3 + c)] / 255.0f));
+  }
+  const auto jpg = vp::data::load_image(dir / "a.jpg");
+  CHECK(jpg.shape(1) == 6);
+
+  // a model-ready batch: grey, resized to 8x8, normalised
+  const std::vector<fs::path> files{dir / "a.png", dir / "a.jpg"};
+  const auto batch = vp::data::load_images<float>(files, 1, 8, vp::data::normalization::synthetic());
+  CHECK(batch.shape() == "2x1x8x8");
+  CHECK(batch.pixels.allFinite());
+  CHECK(batch.pixels.maxCoeff() <= 2.0f + 1e-6f);  // (1 - 0.5) / 0.25
+  CHECK(batch.pixels.minCoeff() >= -2.0f - 1e-6f);
+
+  // missing, empty, not an image, truncated
+  CHECK_THROWS_WITH(vp::data::load_image(dir / "none.png"), Catch::Contains("cannot open") && Catch::Contains("none.png"));
+  write_bytes(dir / "empty.png", "");
+  CHECK_THROWS_WITH(vp::data::load_image(dir / "empty.png"), Catch::Contains("empty.png") && Catch::Contains("empty"));
+  write_bytes(dir / "notes.png", "this is not an image\n");
+  CHECK_THROWS_WITH(vp::data::load_image(dir / "notes.png"), Catch::Contains("notes.png") && Catch::Contains("not a readable image"));
+  const std::string png = read_bytes(dir / "a.png");
+  write_bytes(dir / "cut.png", png.substr(0, png.size() / 2));
+  CHECK_THROWS_WITH(vp::data::load_image(dir / "cut.png"), Catch::Contains("cut.png"));
+}
+
+TEST_CASE("the alpha heatmap is labelled, frames each layer's strongest operator, and saves as PNG", "[report]") {
+  const std::vector<std::string> ops{"concat", "add", "affine", "cross_attention"};
+  vp::matrix<double> w(3, 4);
+  w << 0.1, 0.2, 0.3, 0.4,  //
+      0.7, 0.1, 0.1, 0.1,   //
+      0.25, 0.25, 0.3, 0.2;
+  const auto img = vp::report::alpha_heatmap(w, ops);
+  // wide enough for the longest operator name in every column
+  CHECK(img.width() > 4 * vp::report::canvas::text_width("cross_attention"));
+  // the extreme cells take the ends of the colour ramp: (0, 3) is the largest, (1, 1) the smallest
+  // and every row has exactly one framed cell; find cells by scanning a row band for frame colour runs
+  temp_dir dir("vpdarts_test_heatmap");
+  vp::report::write_alpha_heatmap(dir / "alpha.png", w, ops);
+  int pw = 0, ph = 0, pc = 0;
+  std::unique_ptr<stbi_uc, void (*)(void*)> px(stbi_load((dir / "alpha.png").string().c_str(), &pw, &ph, &pc, 3),
+                                               stbi_image_free);
+  REQUIRE(px);
+  REQUIRE(pw == img.width());
+  REQUIRE(ph == img.height());
+  bool same = true;
+  for (int y = 0; y < ph; ++y)
+    for (int x = 0; x < pw; ++x) {
+      const auto c = img.at(x, y);
+      for (int k = 0; k < 3; ++k) same &= px.get()[(y * pw + x) * 3 + k] == c[static_cast<std::size_t>(k)];
+    }
+  CHECK(same);
+  // the ramp's two ends are both present (lowest and highest weight)
+  bool has_low = false, has_high = false;
+  const auto low = vp::report::detail::ramp(0), high = vp::report::detail::ramp(1);
+  for (int y = 0; y < ph; ++y)
+    for (int x = 0; x < pw; ++x) {
+      has_low |= img.at(x, y) == low;
+      has_high |= img.at(x, y) == high;
+    }
+  CHECK(has_low);
+  CHECK(has_high);
+
+  CHECK_THROWS_WITH(vp::report::alpha_heatmap(w, {"a", "b"}), Catch::Contains("3x4") && Catch::Contains("2 operator"));
+  w(0, 0) = std::numeric_limits<double>::quiet_NaN();
+  CHECK_THROWS_WITH(vp::report::alpha_heatmap(w, ops), Catch::Contains("NaN"));
+}
+
+TEST_CASE("the strongest operator's cell is framed", "[report]") {
+  vp::matrix<double> w(1, 2);
+  w << 0.2, 0.8;
+  const auto img = vp::report::alpha_heatmap(w, {"first", "second"});
+  // find the two cells' fill colours along the row through the middle of the grid
+  const auto low = vp::report::detail::ramp(0), high = vp::report::detail::ramp(1);
+  int y_mid = -1, x_low = -1, x_high = -1;
+  for (int y = 0; y < img.height() && y_mid < 0; ++y)
+    for (int x = 0; x < img.width(); ++x)
+      if (img.at(x, y) == high && x_high < 0 && y > 40) {
+        x_high = x;
+        y_mid = y;
+      }
+  REQUIRE(y_mid >= 0);
+  // the high cell's top-left pixel is fill; two rows down runs the black frame
+  CHECK(img.at(x_high + 10, y_mid + 2) == vp::report::rgb{0, 0, 0});
+  for (int x = 0; x < img.width(); ++x)
+    if (img.at(x, y_mid + 2) == low) {
+      x_low = x;
+      break;
+    }
+  REQUIRE(x_low >= 0);
+  CHECK(img.at(x_low + 10, y_mid + 2) == low);  // the weaker cell has no frame
+}
+
+TEST_CASE("the alpha CSV has one row per epoch, layer and operator", "[report]") {
+  temp_dir dir("vpdarts_test_csv");
+  std::vector<vp::matrix<double>> history(2, vp::matrix<double>::Constant(3, 2, 0.5));
+  history[1](2, 1) = 0.75;
+  vp::report::write_alpha_csv(dir / "alpha.csv", history, {"concat", "add"});
+  std::ifstream in(dir / "alpha.csv");
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  REQUIRE(lines.size() == 1 + 2 * 3 * 2);
+  CHECK(lines[0] == "epoch,layer,op,weight");
+  CHECK(lines[1] == "1,0,concat,0.5");
+  CHECK(lines.back() == "2,2,add,0.75");
+  CHECK_THROWS_WITH(vp::report::write_alpha_csv(dir / "bad.csv", history, {"concat"}), Catch::Contains("1 operators"));
+  CHECK_FALSE(fs::exists(dir / "bad.csv"));
+}
+
+TEST_CASE("inference timing, peak memory and metrics.json", "[report]") {
+  vp::vit<float> m(vp::vit_config{8, 3, 4, 8, 1, 2, 16, 3}, 1);
+  const auto t = vp::report::time_inference<float>([&](vp::tape<float>& tp, const vp::image_batch<float>& x) {
+    return m.logits(tp, x);
+  }, 3, 8, 3, 1);
+  CHECK(t.latency_ms_batch1 > 0);
+  CHECK(t.throughput_batch64 > 0);
+  CHECK(vp::report::peak_rss_mb() > 1);
+  temp_dir dir("vpdarts_test_metrics");
+  vp::report::write_json(dir / "metrics.json", {{"test_accuracy", 0.5}, {"trainable_params", 12}});
+  const auto j = nlohmann::json::parse(read_bytes(dir / "metrics.json"));
+  CHECK(j.at("trainable_params") == 12);
+}
+
+TEST_CASE("the linear probe trains the head alone on frozen features", "[report][probe]") {
+  vp::vit<float> m(vp::vit_config{8, 3, 4, 16, 1, 2, 32, 5}, 2, vp::vit_init::xavier);
+  auto train = vp::data::make_synthetic<float>({.image = 8, .count = 60, .seed = 1, .classes = {5, 6, 7}});
+  auto test = vp::data::make_synthetic<float>({.image = 8, .count = 30, .seed = 2, .classes = {5, 6, 7}});
+  const vp::matrix<float> before = m.blocks[0].attn.qkv.weight.value();
+  const auto r = vp::linear_probe(m, train, test, {.epochs = 20, .batch = 10, .progress = false});
+  CHECK(m.config().classes == 3);
+  CHECK(r.trainable_params == 3 * 16 + 3);
+  CHECK(r.train_loss < std::log(3.0) - 0.05);  // the zero head starts at ln 3
+  CHECK(r.train_accuracy > 0.4);
+  CHECK(r.test_accuracy >= 0);
+  CHECK((m.blocks[0].attn.qkv.weight.value() - before).norm() == 0);  // the backbone did not move
+  // the probe's head is the model's head: the model's accuracy is the probe's
+  CHECK(vp::accuracy(m, test) == Approx(r.test_accuracy));
+
+  CHECK_THROWS_WITH(vp::linear_probe(m, train.select(std::vector<vp::index>{0}), test, {.progress = false}),
+                    Catch::Contains("batch 32"));
+  auto one = vp::data::make_synthetic<float>({.image = 8, .count = 10, .seed = 1, .classes = {5}});
+  CHECK_THROWS_WITH(vp::linear_probe(m, one, one, {.progress = false}), Catch::Contains("1 class"));
+}

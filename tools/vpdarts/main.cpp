@@ -1,0 +1,709 @@
+// vpdarts: the command-line tool. Pretrain a backbone, search the fusion
+// operator of every layer, retrain the derived model (or a linear probe),
+// evaluate it and classify image files, with no C++ to write.
+//
+//   vpdarts pretrain | search | retrain | eval | predict  [flags]   (each has --help)
+//
+// Exit codes: 0 done, 1 the work failed (the message says why), 2 bad flags.
+#include <omp.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <vpdarts/vpdarts.hpp>
+
+#include "flags.hpp"
+
+namespace vp = vpdarts;
+namespace fs = std::filesystem;
+using vpdarts_cli::flags;
+using vpdarts_cli::usage_error;
+
+namespace {
+
+using model_t = vp::prompted_vit<float, vp::default_ops>;
+
+// ---------------------------------------------------------------- settings
+
+/// Flags every command shares.
+struct common_settings {
+  long threads = 0;
+  bool quiet = false;
+
+  void add_to(flags& f) {
+    f.add("threads", threads, "OpenMP threads (0: all cores)");
+    f.add_switch("quiet", quiet, "no progress bars");
+  }
+  void apply() const {
+    if (threads < 0) throw usage_error("--threads must be >= 0");
+    if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
+  }
+};
+
+/// Parses "5-9", "0,2,4" or "1-3,7" into class indices.
+std::vector<int> parse_classes(const std::string& text) {
+  std::vector<int> out;
+  std::stringstream in(text);
+  std::string part;
+  auto number = [&](const std::string& s) {
+    std::size_t used = 0;
+    int v = -1;
+    try {
+      v = std::stoi(s, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != s.size() || v < 0) throw usage_error("--classes: '" + s + "' in '" + text + "' is not a class number");
+    return v;
+  };
+  while (std::getline(in, part, ',')) {
+    if (auto dash = part.find('-'); dash != std::string::npos && dash > 0) {
+      const int a = number(part.substr(0, dash)), b = number(part.substr(dash + 1));
+      if (b < a) throw usage_error("--classes: the range '" + part + "' runs backwards");
+      for (int c = a; c <= b; ++c) out.push_back(c);
+    } else {
+      out.push_back(number(part));
+    }
+  }
+  if (out.empty()) throw usage_error("--classes: no class in '" + text + "'");
+  return out;
+}
+
+/// Where the data comes from.
+struct data_settings {
+  std::string data = "synthetic";
+  std::string classes;
+  long train_images = 1000;
+  long test_images = 1000;
+  std::uint64_t data_seed = 1;
+  double noise = 0.08;
+
+  data_settings(std::string default_classes, long train, long test)
+      : classes(std::move(default_classes)), train_images(train), test_images(test) {}
+
+  void add_to(flags& f, bool with_train = true, bool with_test = true) {
+    f.add("data", data, "the dataset: 'synthetic' (the built-in texture task)", "NAME");
+    f.add("classes", classes, "which classes, as '5-9' or '0,2,4'", "LIST");
+    if (with_train) f.add("train-images", train_images, "training images (search-train + search-val)");
+    if (with_test) f.add("test-images", test_images, "test images");
+    f.add("data-seed", data_seed, "seed of the synthetic images");
+    f.add("noise", noise, "pixel noise of the synthetic images (0..1 scale)");
+  }
+
+  vp::data::labelled_images<float> load(const vp::vit_config& c, bool test) const {
+    if (data != "synthetic")
+      throw usage_error("--data '" + data + "' is not supported (supported: synthetic)");
+    const long count = test ? test_images : train_images;
+    if (count < 1) throw usage_error(std::string(test ? "--test-images" : "--train-images") + " must be >= 1");
+    return vp::data::make_synthetic<float>({.image = c.image,
+                                            .channels = c.channels,
+                                            .count = count,
+                                            .seed = test ? data_seed + 1000003 : data_seed,
+                                            .classes = parse_classes(classes),
+                                            .noise = noise});
+  }
+};
+
+// ---------------------------------------------------------------- backbones
+
+/// The built-in backbone: a small ViT pretrained on synthetic classes 0-4 the
+/// first time it is needed, then cached.
+struct builtin_recipe {
+  vp::vit_config config{32, 3, 4, 64, 4, 2, 256, 5};
+  long images = 3000;
+  long epochs = 8;
+  vp::index batch = 32;
+  double lr = 1e-3;
+
+  std::string file_name() const {
+    return vp::detail::cat("builtin-v1-i", config.image, "p", config.patch, "d", config.dim, "l", config.depth, "h",
+                           config.heads, "m", config.mlp, ".safetensors");
+  }
+};
+
+fs::path cache_dir(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (const char* v = std::getenv("VPDARTS_CACHE"); v && *v) return v;
+  if (const char* v = std::getenv("XDG_CACHE_HOME"); v && *v) return fs::path(v) / "vpdarts";
+  if (const char* v = std::getenv("HOME"); v && *v) return fs::path(v) / ".cache" / "vpdarts";
+  return fs::temp_directory_path() / "vpdarts-cache";
+}
+
+/// The backbone file to use: the flag's, or the built-in one (pretrained now when not cached).
+fs::path backbone_path(const std::string& flag, const std::string& cache_flag, bool quiet) {
+  if (!flag.empty()) {
+    if (!fs::exists(flag)) throw vp::io_error("the backbone checkpoint '" + flag + "' does not exist");
+    return flag;
+  }
+  const builtin_recipe r;
+  const fs::path dir = cache_dir(cache_flag);
+  const fs::path file = dir / r.file_name();
+  if (fs::exists(file)) {
+    std::printf("backbone: built-in, cached at %s\n", file.string().c_str());
+    return file;
+  }
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw vp::io_error("cannot create the cache folder '" + dir.string() + "': " + ec.message());
+  std::printf("backbone: pretraining the built-in ViT (%s) on synthetic classes 0-4 (once; cached at %s)\n",
+              r.config.describe().c_str(), file.string().c_str());
+  vp::vit<float> m(r.config, 0, vp::vit_init::xavier);
+  const std::vector<int> classes{0, 1, 2, 3, 4};
+  auto train = vp::data::make_synthetic<float>({.image = 32, .count = r.images, .seed = 0, .classes = classes});
+  auto test = vp::data::make_synthetic<float>({.image = 32, .count = 500, .seed = 7, .classes = classes});
+  auto res = vp::pretrain(m, train, test, {.epochs = r.epochs, .batch = r.batch, .lr = r.lr, .progress = !quiet});
+  std::printf("backbone: pretraining test accuracy %.3f (%.0f s)\n", res.test_accuracy, res.seconds);
+  vp::io::save_vit(file, m, {{"vpdarts.recipe", r.file_name()}});
+  return file;
+}
+
+// ---------------------------------------------------------------- model files
+
+/// Writes a self-contained model file: backbone, fusion parameters and head,
+/// with the genotype, class names and input normalisation in its metadata.
+void save_model(const fs::path& path, vp::vit<float>& backbone, model_t* prompted, const std::vector<std::string>& class_names) {
+  std::vector<vp::parameter<float>*> ps = backbone.parameters();
+  std::map<std::string, std::string> meta{{"vpdarts.heads", std::to_string(backbone.config().heads)},
+                                          {"vpdarts.classes", std::to_string(backbone.config().classes)},
+                                          {"vpdarts.class_names", nlohmann::json(class_names).dump()},
+                                          {"vpdarts.normalize", vp::data::normalization::synthetic().str()}};
+  if (prompted) {
+    for (vp::parameter<float>* p : prompted->fusion_parameters()) ps.push_back(p);
+    meta["vpdarts.kind"] = "prompted";
+    meta["vpdarts.genotype_json"] = prompted->derive().to_json().dump();
+    meta["vpdarts.prompts"] = std::to_string(prompted->options().prompts);
+  } else {
+    meta["vpdarts.kind"] = "probe";
+  }
+  vp::io::save_parameters<float>(path, ps, meta);
+}
+
+/// A model read back from save_model's file.
+struct loaded_model {
+  std::optional<model_t> prompted;
+  std::optional<vp::vit<float>> probe;
+  std::vector<std::string> class_names;
+  vp::data::normalization norm;
+  std::string kind;
+
+  const vp::vit_config& config() const { return prompted ? prompted->config() : probe->config(); }
+  vp::var<float> logits(vp::tape<float>& t, const vp::image_batch<float>& x) {
+    return prompted ? prompted->logits(t, x, vp::grad_target::none) : probe->logits(t, x);
+  }
+  vp::index trainable_params() {
+    return prompted ? prompted->trainable_params() : probe->head.weight.size() + probe->head.bias.size();
+  }
+  double trainable_percent() {
+    vp::vit<float>& b = prompted ? prompted->backbone() : *probe;
+    return 100.0 * static_cast<double>(trainable_params()) / static_cast<double>(b.backbone_size());
+  }
+};
+
+loaded_model load_model(const fs::path& path) {
+  if (!fs::exists(path)) throw vp::io_error("the model file '" + path.string() + "' does not exist (write one with vpdarts retrain)");
+  const vp::io::safetensors f = vp::io::safetensors::read(path);
+  const auto& meta = f.metadata();
+  auto need = [&](const char* key) -> const std::string& {
+    auto it = meta.find(key);
+    if (it == meta.end())
+      throw vp::io_error(vp::detail::cat("'", path.string(), "' is not a vpdarts model file (no ", key,
+                                         " metadata; vpdarts retrain writes one)"));
+    return it->second;
+  };
+  loaded_model out;
+  out.kind = need("vpdarts.kind");
+  try {
+    out.class_names = nlohmann::json::parse(need("vpdarts.class_names")).get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw vp::io_error("'" + path.string() + "': bad vpdarts.class_names: " + e.what());
+  }
+  out.norm = vp::data::normalization::parse(need("vpdarts.normalize"));
+  vp::vit<float> backbone = vp::io::load_vit<float>(path, 0, 0, true);
+  if (out.kind == "probe") {
+    out.probe.emplace(std::move(backbone));
+  } else if (out.kind == "prompted") {
+    const vp::genotype g = vp::genotype::from_json(need("vpdarts.genotype_json"), path.string());
+    const long prompts = std::stol(need("vpdarts.prompts"));
+    out.prompted.emplace(std::move(backbone), g, vp::prompt_options{.prompts = prompts});
+    std::vector<vp::parameter<float>*> ps = out.prompted->fusion_parameters();
+    vp::io::load_parameters<float>(f, ps, {.allow_unexpected = true});
+  } else {
+    throw vp::io_error("'" + path.string() + "': unknown model kind '" + out.kind + "'");
+  }
+  if (static_cast<vp::index>(out.class_names.size()) != out.config().classes)
+    throw vp::io_error(vp::detail::cat("'", path.string(), "': ", out.class_names.size(), " class names for a head of ",
+                                       out.config().classes));
+  return out;
+}
+
+/// Latency, throughput and memory of a model, the part of metrics.json every command shares.
+nlohmann::json cost_metrics(vp::index trainable, double percent, const vp::vit_config& c,
+                            const std::function<vp::var<float>(vp::tape<float>&, const vp::image_batch<float>&)>& fwd) {
+  const auto timing = vp::report::time_inference<float>(fwd, c.channels, c.image);
+  return {{"trainable_params", trainable},
+          {"trainable_percent", percent},
+          {"latency_ms_batch1", timing.latency_ms_batch1},
+          {"throughput_batch64", timing.throughput_batch64},
+          {"threads", vp::detail::max_threads()}};
+}
+
+void ensure_dir(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw vp::io_error("cannot create the output folder '" + dir.string() + "': " + ec.message());
+}
+
+std::vector<double> parse_mults(const std::string& text) {
+  // "1,1,0.2,0.2" (op-list order) or "affine=0.2,cross_attention=0.2"
+  std::vector<double> out;
+  if (text.empty()) return out;
+  out.assign(vp::default_ops::size, 1.0);
+  std::stringstream in(text);
+  std::string part;
+  std::size_t k = 0;
+  bool named = false, positional = false;
+  while (std::getline(in, part, ',')) {
+    std::string value = part;
+    std::size_t slot = k++;
+    if (auto eq = part.find('='); eq != std::string::npos) {
+      named = true;
+      try {
+        slot = vp::default_ops::index_of(part.substr(0, eq));
+      } catch (const vp::config_error& e) {
+        throw usage_error(std::string("--op-lr-mult: ") + e.what());
+      }
+      value = part.substr(eq + 1);
+    } else {
+      positional = true;
+    }
+    if (slot >= out.size())
+      throw usage_error(vp::detail::cat("--op-lr-mult: more than ", out.size(), " values (operators: ",
+                                        vp::detail::join(vp::default_ops::names), ")"));
+    std::size_t used = 0;
+    double v = -1;
+    try {
+      v = std::stod(value, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != value.size() || !(v >= 0)) throw usage_error("--op-lr-mult: '" + part + "' is not a multiplier >= 0");
+    out[slot] = v;
+  }
+  if (named && positional) throw usage_error("--op-lr-mult: mix of named and positional values in '" + text + "'");
+  if (positional && k != out.size())
+    throw usage_error(vp::detail::cat("--op-lr-mult: ", k, " values for ", out.size(), " operators (",
+                                      vp::detail::join(vp::default_ops::names), "); or name them: affine=0.2"));
+  return out;
+}
+
+void print_genotype(const vp::genotype& g) {
+  std::printf("genotype (softmax weights, margin between the two strongest):\n");
+  for (std::size_t l = 0; l < g.layers.size(); ++l) {
+    std::printf("  layer %zu: %-16s", l, g.layers[l].op.c_str());
+    for (std::size_t k = 0; k < g.layers[l].weights.size(); ++k)
+      std::printf(" %s %.3f", g.ops[k].c_str(), g.layers[l].weights[k]);
+    if (!g.layers[l].weights.empty()) std::printf("  margin %.3f", g.layers[l].margin());
+    std::printf("\n");
+  }
+}
+
+// ---------------------------------------------------------------- commands
+
+int cmd_pretrain(int argc, char** argv) {
+  flags f("pretrain", "Pretrains a ViT from scratch on the synthetic task and saves it as a timm-named safetensors file.");
+  common_settings common;
+  data_settings data("0-4", 3000, 500);
+  std::string out = "backbone.safetensors", init = "xavier";
+  const builtin_recipe r;
+  vp::vit_config c = r.config;
+  long image = c.image, patch = c.patch, dim = c.dim, depth = c.depth, heads = c.heads, mlp = c.mlp, channels = c.channels;
+  long epochs = r.epochs, batch = r.batch;
+  double lr = r.lr, wd = 0.05;
+  std::uint64_t seed = 0;
+  f.add("out", out, "the checkpoint to write", "FILE");
+  f.add("image", image, "image side in pixels");
+  f.add("channels", channels, "input channels (1 or 3)");
+  f.add("patch", patch, "patch side");
+  f.add("dim", dim, "width D");
+  f.add("depth", depth, "blocks");
+  f.add("heads", heads, "attention heads");
+  f.add("mlp", mlp, "MLP hidden width");
+  f.add("init", init, "initialisation: xavier (trains from scratch) or timm (0.02 normal)", "NAME");
+  f.add("epochs", epochs, "epochs");
+  f.add("batch", batch, "batch size");
+  f.add("lr", lr, "AdamW peak learning rate (one warm-up epoch, then cosine)");
+  f.add("weight-decay", wd, "AdamW decoupled weight decay");
+  f.add("seed", seed, "initialisation and shuffling seed");
+  data.add_to(f);
+  common.add_to(f);
+  if (!f.parse(argc, argv, 2)) return 0;
+  common.apply();
+  if (init != "xavier" && init != "timm") throw usage_error("vpdarts pretrain: --init is 'xavier' or 'timm', got '" + init + "'");
+  const std::vector<int> cls = parse_classes(data.classes);
+  c = {image, channels, patch, dim, depth, heads, mlp, static_cast<vp::index>(cls.size())};
+  vp::vit<float> m(c, seed, init == "timm" ? vp::vit_init::timm : vp::vit_init::xavier);
+  std::printf("pretrain: %s, %ld backbone parameters\n", c.describe().c_str(), static_cast<long>(m.backbone_size()));
+  auto train = data.load(c, false), test = data.load(c, true);
+  auto res = vp::pretrain(m, train, test,
+                          {.epochs = epochs, .batch = batch, .lr = lr, .weight_decay = wd, .seed = seed, .progress = !common.quiet});
+  vp::io::save_vit(out, m);
+  std::printf("pretrain: train accuracy %.3f, test accuracy %.3f, %.1f s; wrote %s\n", res.train_accuracy,
+              res.test_accuracy, res.seconds, out.c_str());
+  return 0;
+}
+
+/// Flags of the w optimiser shared by search and retrain.
+struct w_settings {
+  double lr = 0.05, momentum = 0.9, weight_decay = 1e-4, grad_clip = 5, head_lr_mult = 1;
+  long lr_warmup_epochs = 1;
+  std::string op_lr_mult;
+
+  void add_to(flags& f, const char* lr_name) {
+    f.add(lr_name, lr, "SGD base learning rate of w (prompts, operator parameters, head)");
+    f.add("momentum", momentum, "SGD momentum");
+    f.add("weight-decay", weight_decay, "weight decay on w but the head's bias");
+    f.add("grad-clip", grad_clip, "gradient-norm clip of w (0: none)");
+    f.add("lr-warmup-epochs", lr_warmup_epochs, "epochs of linear lr warm-up before the cosine decay");
+    f.add("op-lr-mult", op_lr_mult, "lr multiplier per operator: '1,1,0.2,0.2' in operator order or 'affine=0.2'", "LIST");
+    f.add("head-lr-mult", head_lr_mult, "lr multiplier of the head");
+  }
+};
+
+int cmd_search(int argc, char** argv) {
+  flags f("search",
+          "Runs the DARTS search of one fusion operator per layer on a frozen backbone, then writes\n"
+          "genotype.json, alpha.csv, alpha.png, search.safetensors (the checkpoint) and metrics.json to --out.");
+  common_settings common;
+  data_settings data("5-9", 1000, 0);
+  std::string out = "vpdarts-run", backbone, cache, order = "first", alpha_lr = "auto";
+  long prompts = 8, epochs = 10, warmup = 2, batch = 32, heads = 0;
+  double val_fraction = 0.2, alpha_wd = 1e-3;
+  std::uint64_t seed = 0;
+  bool resume = false;
+  w_settings w;
+  f.add("out", out, "output folder", "DIR");
+  f.add("backbone", backbone, "backbone checkpoint (timm-named safetensors); empty: the built-in one", "FILE");
+  f.add("heads", heads, "attention heads of the backbone when its file does not say (0: from metadata or D/64)");
+  f.add("cache-dir", cache, "where the built-in backbone is cached (default $VPDARTS_CACHE, else ~/.cache/vpdarts)", "DIR");
+  f.add("prompts", prompts, "prompt tokens p (concat and cross_attention)");
+  f.add("epochs", epochs, "search epochs");
+  f.add("warmup-epochs", warmup, "epochs that train w only, before alpha moves");
+  f.add("batch", batch, "batch size of search-train and search-val");
+  f.add("val-fraction", val_fraction, "share of the training images held out as search-val");
+  f.add("order", order, "DARTS order: first or second", "ORDER");
+  w.add_to(f, "w-lr");
+  f.add("alpha-lr", alpha_lr, "Adam lr of alpha; auto: 6 / planned alpha steps (DESIGN.md section 5)", "X|auto");
+  f.add("alpha-weight-decay", alpha_wd, "L2 weight decay of alpha");
+  f.add("seed", seed, "seed of alpha, the operator parameters, the split and the shuffling");
+  f.add_switch("resume", resume, "continue from DIR/search.safetensors when it exists");
+  data.add_to(f, true, false);
+  common.add_to(f);
+  f.note("Example: vpdarts search --out run --epochs 10   (built-in backbone and data)");
+  if (!f.parse(argc, argv, 2)) return 0;
+  common.apply();
+  if (order != "first" && order != "second") throw usage_error("vpdarts search: --order is 'first' or 'second', got '" + order + "'");
+  vp::search_options o;
+  o.epochs = epochs;
+  o.warmup_epochs = warmup;
+  o.batch = batch;
+  o.val_fraction = val_fraction;
+  o.lr_warmup_epochs = w.lr_warmup_epochs;
+  o.seed = seed;
+  o.progress = !common.quiet;
+  o.darts.order = order == "first" ? vp::darts_order::first : vp::darts_order::second;
+  o.darts.w_lr = w.lr;
+  o.darts.w_momentum = w.momentum;
+  o.darts.w_weight_decay = w.weight_decay;
+  o.darts.grad_clip = w.grad_clip;
+  o.darts.op_lr_mult = parse_mults(w.op_lr_mult);
+  o.darts.head_lr_mult = w.head_lr_mult;
+  o.darts.alpha_weight_decay = alpha_wd;
+  if (alpha_lr != "auto") {
+    std::size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(alpha_lr, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != alpha_lr.size() || !(v > 0)) throw usage_error("vpdarts search: --alpha-lr wants a number > 0 or 'auto', got '" + alpha_lr + "'");
+    o.auto_alpha_lr = false;
+    o.darts.alpha_lr = v;
+  }
+  ensure_dir(out);
+  const fs::path dir = out;
+  o.checkpoint = dir / "search.safetensors";
+  o.resume = resume;
+  if (!resume && fs::exists(o.checkpoint)) fs::remove(o.checkpoint);
+
+  const fs::path bb = backbone_path(backbone, cache, common.quiet);
+  vp::vit<float> vit = vp::io::load_vit<float>(bb, heads, 0, true);
+  auto train = data.load(vit.config(), false);
+  model_t model(std::move(vit), {.prompts = prompts, .classes = train.classes(), .seed = seed});
+  std::printf("search: %s, %ld prompts, operators %s; %ld images of %ld classes (%s), %s order\n",
+              model.config().describe().c_str(), prompts, vp::detail::join(vp::default_ops::names).c_str(),
+              static_cast<long>(train.size()), static_cast<long>(train.classes()), data.classes.c_str(), order.c_str());
+  std::vector<std::string> ops(vp::default_ops::names.begin(), vp::default_ops::names.end());
+  o.on_epoch = [&](long e, const vp::matrix<double>& a, double, double) {
+    (void)e;
+    vp::report::write_alpha_heatmap(dir / "alpha.png", a, ops);  // the picture so far
+  };
+  const auto r = vp::search(model, train, o);
+  if (r.resumed_from > 0) std::printf("search: resumed after epoch %ld of %ld\n", r.resumed_from, epochs);
+  r.found.save(dir / "genotype.json");
+  vp::report::write_alpha_csv(dir / "alpha.csv", r.alpha_history, ops);
+  vp::report::write_alpha_heatmap(dir / "alpha.png", r.alpha_history.back(), ops);
+  print_genotype(r.found);
+  for (const auto& warning : r.warnings) std::printf("warning: %s\n", warning.c_str());
+  nlohmann::json margins = nlohmann::json::array();
+  for (const auto& l : r.found.layers) margins.push_back(l.margin());
+  nlohmann::json m = cost_metrics(model.trainable_params(true), model.trainable_percent(true), model.config(),
+                                  [&](vp::tape<float>& t, const vp::image_batch<float>& x) { return model.logits(t, x, vp::grad_target::none); });
+  m.update({{"command", "search"},
+            {"genotype", r.found.names()},
+            {"margins", margins},
+            {"warnings", r.warnings},
+            {"alpha_lr", r.alpha_lr},
+            {"train_loss", vp::detail::losses_to_json(r.train_loss)},
+            {"val_loss", vp::detail::losses_to_json(r.val_loss)},
+            {"search_seconds", r.seconds},
+            {"backbone", bb.string()},
+            {"peak_rss_mb", vp::report::peak_rss_mb()}});
+  m["seconds"] = r.seconds;
+  vp::report::write_json(dir / "metrics.json", m);
+  std::printf("search: %.1f s; wrote %s/{genotype.json, alpha.csv, alpha.png, search.safetensors, metrics.json}\n",
+              r.seconds, out.c_str());
+  return 0;
+}
+
+int cmd_retrain(int argc, char** argv) {
+  flags f("retrain",
+          "Builds the derived model of a genotype with fresh operator parameters (or a linear probe), trains it on\n"
+          "the training images, evaluates it on the test images, and writes model.safetensors and metrics.json to --out.");
+  common_settings common;
+  data_settings data("5-9", 1000, 1000);
+  std::string run = "vpdarts-run", out, backbone, cache, genotype_file, op;
+  long prompts = 8, epochs = 10, batch = 32, heads = 0;
+  std::uint64_t seed = 0;
+  bool probe = false;
+  w_settings w;
+  f.add("run", run, "the search's output folder (its genotype.json is the default genotype)", "DIR");
+  f.add("out", out, "output folder (default: RUN/retrain, RUN/probe or RUN/op-NAME)", "DIR");
+  f.add("genotype", genotype_file, "genotype file (default: RUN/genotype.json)", "FILE");
+  f.add("op", op, "instead of a genotype, this operator at every layer (concat is VPT-deep)", "NAME");
+  f.add_switch("linear-probe", probe, "instead of prompts, train only a linear head on the frozen backbone");
+  f.add("backbone", backbone, "backbone checkpoint; empty: the built-in one", "FILE");
+  f.add("heads", heads, "attention heads of the backbone when its file does not say");
+  f.add("cache-dir", cache, "where the built-in backbone is cached", "DIR");
+  f.add("prompts", prompts, "prompt tokens p");
+  f.add("epochs", epochs, "epochs");
+  f.add("batch", batch, "batch size");
+  w.add_to(f, "lr");
+  f.add("seed", seed, "seed of the fresh operator parameters and the shuffling");
+  data.add_to(f);
+  common.add_to(f);
+  if (!f.parse(argc, argv, 2)) return 0;
+  common.apply();
+  if (probe && !op.empty()) throw usage_error("vpdarts retrain: --linear-probe and --op exclude each other");
+  if (out.empty()) out = (fs::path(run) / (probe ? "probe" : op.empty() ? "retrain" : "op-" + op)).string();
+  const fs::path dir = out;
+  ensure_dir(dir);
+  const fs::path bb = backbone_path(backbone, cache, common.quiet);
+  vp::vit<float> vit = vp::io::load_vit<float>(bb, heads, 0, true);
+  auto train = data.load(vit.config(), false), test = data.load(vit.config(), true);
+  nlohmann::json m;
+  double accuracy = 0, seconds = 0;
+  const auto start = std::chrono::steady_clock::now();
+  if (probe) {
+    std::printf("retrain: linear probe on %s\n", vit.config().describe().c_str());
+    const auto r = vp::linear_probe(vit, train, test,
+                                    {.epochs = std::max(epochs, 1L), .batch = batch, .lr = w.lr, .momentum = w.momentum,
+                                     .weight_decay = w.weight_decay, .warmup_epochs = w.lr_warmup_epochs, .seed = seed,
+                                     .progress = !common.quiet});
+    accuracy = r.test_accuracy;
+    save_model(dir / "model.safetensors", vit, nullptr, train.class_names);
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    m = cost_metrics(r.trainable_params,
+                     100.0 * static_cast<double>(r.trainable_params) / static_cast<double>(vit.backbone_size()), vit.config(),
+                     [&](vp::tape<float>& t, const vp::image_batch<float>& x) { return vit.logits(t, x); });
+    m.update({{"method", "linear_probe"}, {"train_loss", r.train_loss}, {"train_accuracy", r.train_accuracy}});
+  } else {
+    vp::genotype g;
+    if (!op.empty()) {
+      g = vp::genotype::uniform(op, static_cast<std::size_t>(vit.config().depth));
+    } else {
+      const fs::path gf = genotype_file.empty() ? fs::path(run) / "genotype.json" : fs::path(genotype_file);
+      if (!fs::exists(gf))
+        throw vp::io_error("no genotype at '" + gf.string() + "' (run vpdarts search --out " + run +
+                           " first, or give --genotype FILE, --op NAME or --linear-probe)");
+      g = vp::genotype::load(gf);
+    }
+    model_t model(std::move(vit), g, {.prompts = prompts, .classes = train.classes(), .seed = seed});
+    std::printf("retrain: %s with %s\n", model.config().describe().c_str(), g.str().c_str());
+    vp::train_options o{.epochs = epochs,
+                        .batch = batch,
+                        .lr = w.lr,
+                        .momentum = w.momentum,
+                        .weight_decay = w.weight_decay,
+                        .warmup_epochs = w.lr_warmup_epochs,
+                        .grad_clip = w.grad_clip,
+                        .op_lr_mult = parse_mults(w.op_lr_mult),
+                        .head_lr_mult = w.head_lr_mult,
+                        .seed = seed,
+                        .progress = !common.quiet};
+    const double loss = vp::train(model, train, o);
+    for (vp::parameter<float>* p : model.weights())
+      if (!p->value().allFinite()) throw vp::value_error("retrain: " + p->name() + " holds NaN or Inf; no model written");
+    accuracy = vp::evaluate(model, test);
+    save_model(dir / "model.safetensors", model.backbone(), &model, train.class_names);
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    m = cost_metrics(model.trainable_params(), model.trainable_percent(), model.config(),
+                     [&](vp::tape<float>& t, const vp::image_batch<float>& x) { return model.logits(t, x, vp::grad_target::none); });
+    m.update({{"method", op.empty() ? "genotype" : op}, {"genotype", g.names()}, {"train_loss", loss}});
+  }
+  m.update({{"command", "retrain"},
+            {"test_accuracy", accuracy},
+            {"test_images", test.size()},
+            {"train_images", train.size()},
+            {"backbone", bb.string()},
+            {"peak_rss_mb", vp::report::peak_rss_mb()},
+            {"seconds", seconds}});
+  const std::string metrics_name = "metrics.json";
+  vp::report::write_json(dir / metrics_name, m);
+  std::printf("retrain: test accuracy %.4f, %ld trainable parameters (%.3f%% of the backbone), latency %.2f ms at batch 1, "
+              "%.1f images/s at batch 64, %.1f s; wrote %s/{model.safetensors, %s}\n",
+              accuracy, m["trainable_params"].get<long>(), m["trainable_percent"].get<double>(),
+              m["latency_ms_batch1"].get<double>(), m["throughput_batch64"].get<double>(), seconds, out.c_str(),
+              metrics_name.c_str());
+  return 0;
+}
+
+int cmd_eval(int argc, char** argv) {
+  flags f("eval", "Evaluates a model file from vpdarts retrain on the test images and writes metrics.json.");
+  common_settings common;
+  data_settings data("5-9", 0, 1000);
+  std::string model_file, out;
+  f.add("model", model_file, "model file written by vpdarts retrain", "FILE");
+  f.add("out", out, "where metrics.json goes (default: the model's folder/eval)", "DIR");
+  data.add_to(f, false, true);
+  common.add_to(f);
+  if (!f.parse(argc, argv, 2)) return 0;
+  common.apply();
+  if (model_file.empty()) throw usage_error("vpdarts eval: --model FILE is required (see vpdarts eval --help)");
+  const auto start = std::chrono::steady_clock::now();
+  loaded_model lm = load_model(model_file);
+  auto test = data.load(lm.config(), true);
+  if (test.classes() != lm.config().classes)
+    throw vp::config_error(vp::detail::cat("eval: the test data has ", test.classes(), " classes, the model ", lm.config().classes));
+  const double acc = vp::detail::top1_accuracy(test, 64, [&](vp::tape<float>& t, const vp::image_batch<float>& x) { return lm.logits(t, x); });
+  nlohmann::json m = cost_metrics(lm.trainable_params(), lm.trainable_percent(), lm.config(),
+                                  [&](vp::tape<float>& t, const vp::image_batch<float>& x) { return lm.logits(t, x); });
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  m.update({{"command", "eval"},
+            {"model", model_file},
+            {"test_accuracy", acc},
+            {"test_images", test.size()},
+            {"peak_rss_mb", vp::report::peak_rss_mb()},
+            {"seconds", seconds}});
+  const fs::path dir = out.empty() ? fs::path(model_file).parent_path() / "eval" : fs::path(out);
+  ensure_dir(dir);
+  const fs::path path = dir / "metrics.json";
+  vp::report::write_json(path, m);
+  std::printf("eval: test accuracy %.4f on %ld images, latency %.2f ms at batch 1, %.1f images/s at batch 64; wrote %s\n",
+              acc, static_cast<long>(test.size()), m["latency_ms_batch1"].get<double>(), m["throughput_batch64"].get<double>(),
+              path.string().c_str());
+  return 0;
+}
+
+int cmd_predict(int argc, char** argv) {
+  flags f("predict", "Classifies image files (PNG, JPEG, BMP, ...) with a model file from vpdarts retrain;\n"
+                     "prints one line per file: the file, the label and its probability.");
+  common_settings common;
+  std::string model_file;
+  long top = 1;
+  std::vector<std::string> files;
+  f.add("model", model_file, "model file written by vpdarts retrain", "FILE");
+  f.add("top", top, "labels to print per file");
+  f.positional(files, "IMAGE");
+  common.add_to(f);
+  if (!f.parse(argc, argv, 2)) return 0;
+  common.apply();
+  if (model_file.empty()) throw usage_error("vpdarts predict: --model FILE is required (see vpdarts predict --help)");
+  if (files.empty()) throw usage_error("vpdarts predict: no image files given (see vpdarts predict --help)");
+  if (top < 1) throw usage_error("vpdarts predict: --top must be >= 1");
+  loaded_model lm = load_model(model_file);
+  const auto& c = lm.config();
+  const std::vector<fs::path> paths(files.begin(), files.end());
+  const auto batch = vp::data::load_images<float>(paths, c.channels, c.image, lm.norm);
+  vp::tape<float> t;
+  vp::no_grad<float> guard(t);
+  const vp::matrix<float> probs = vp::softmax_rows(lm.logits(t, batch)).value();
+  for (std::size_t i = 0; i < files.size(); ++i) {
+    std::vector<std::pair<float, vp::index>> ranked;
+    for (vp::index k = 0; k < probs.cols(); ++k) ranked.emplace_back(probs(static_cast<vp::index>(i), k), k);
+    std::sort(ranked.begin(), ranked.end(), std::greater<>());
+    std::printf("%s", files[i].c_str());
+    for (long k = 0; k < std::min<long>(top, static_cast<long>(ranked.size())); ++k)
+      std::printf("\t%s\t%.4f", lm.class_names[static_cast<std::size_t>(ranked[static_cast<std::size_t>(k)].second)].c_str(),
+                  static_cast<double>(ranked[static_cast<std::size_t>(k)].first));
+    std::printf("\n");
+  }
+  return 0;
+}
+
+void print_usage() {
+  std::printf(
+      "vpdarts %s: visual prompt tuning with differentiable fusion search\n\n"
+      "usage: vpdarts COMMAND [flags]\n\n"
+      "commands:\n"
+      "  pretrain   pretrain a ViT backbone from scratch on the synthetic task\n"
+      "  search     DARTS search of the fusion operator of every layer (genotype, alpha trajectory, heatmap)\n"
+      "  retrain    train the derived model of a genotype (or one operator everywhere, or a linear probe); test it\n"
+      "  eval       evaluate a retrained model file\n"
+      "  predict    classify image files with a retrained model file\n\n"
+      "Each command takes --help. With no data flags, search and retrain use the built-in synthetic task and a\n"
+      "built-in backbone (pretrained on first use and cached).\n",
+      vp::version_string);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    print_usage();
+    return 2;
+  }
+  const std::string cmd = argv[1];
+  try {
+    if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+      print_usage();
+      return 0;
+    }
+    if (cmd == "--version") {
+      std::printf("vpdarts %s\n", vp::version_string);
+      return 0;
+    }
+    if (cmd == "pretrain") return cmd_pretrain(argc, argv);
+    if (cmd == "search") return cmd_search(argc, argv);
+    if (cmd == "retrain") return cmd_retrain(argc, argv);
+    if (cmd == "eval") return cmd_eval(argc, argv);
+    if (cmd == "predict") return cmd_predict(argc, argv);
+    std::fprintf(stderr, "vpdarts: unknown command '%s' (commands: pretrain, search, retrain, eval, predict; see vpdarts --help)\n",
+                 cmd.c_str());
+    return 2;
+  } catch (const usage_error& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 2;
+  } catch (const vp::error& e) {
+    std::fprintf(stderr, "vpdarts %s: %s\n", cmd.c_str(), e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vpdarts %s: %s\n", cmd.c_str(), e.what());
+    return 1;
+  }
+}

@@ -90,6 +90,12 @@ expect 0 "test accuracy" -- "$tool" eval --model run/op-concat/model.safetensors
 out=$("$tool" predict --model run/retrain/model.safetensors --top 2 run/alpha.png 2>&1)
 grep -qE '^run/alpha.png	(dots|rings|solid|grid|waves)	[01]\.[0-9]{4}	' <<<"$out" || fail "predict printed '$out'"
 
+# ---- sample writes an image folder; predict reads the files back
+expect 0 "samples/dots/" -- "$tool" sample --out samples --count 6 --image 16
+[[ $(find samples -name '*.png' | wc -l) == 6 ]] || fail "sample wrote $(find samples -name '*.png' | wc -l) files, expected 6"
+out=$("$tool" predict --model run/retrain/model.safetensors samples/*/*.png 2>&1)
+[[ $(grep -cE '	(dots|rings|solid|grid|waves)	[01]\.[0-9]{4}$' <<<"$out") == 6 ]] || fail "predict on samples printed '$out'"
+
 # ---- bad input: exit 1, a message that names it
 expect 1 "does not exist" -- "$tool" search --backbone missing.safetensors --out x
 echo "not a checkpoint" > junk.safetensors

@@ -656,6 +656,45 @@ int cmd_predict(int argc, char** argv) {
   return 0;
 }
 
+int cmd_sample(int argc, char** argv) {
+  flags f("sample", "Writes synthetic images as PNG files in an image-folder layout, OUT/<class>/<n>.png,\n"
+                    "to look at the built-in task or to try vpdarts predict on files.");
+  common_settings common;
+  data_settings data("5-9", 0, 0);
+  std::string out = "samples";
+  long count = 10, image = 32, channels = 3;
+  f.add("out", out, "output folder", "DIR");
+  f.add("count", count, "images in all (classes balanced)");
+  f.add("image", image, "image side in pixels");
+  f.add("channels", channels, "1 (grey) or 3 (RGB)");
+  data.add_to(f, false, false);
+  common.add_to(f);
+  if (!f.parse(argc, argv, 2)) return 0;
+  common.apply();
+  data.train_images = count;
+  vp::vit_config c;
+  c.image = image;
+  c.channels = channels;
+  const auto set = data.load(c, false);
+  const vp::data::normalization norm = vp::data::normalization::synthetic();
+  std::vector<unsigned char> px(static_cast<std::size_t>(image * image * channels));
+  for (vp::index i = 0; i < set.size(); ++i) {
+    const std::string& name = set.class_names[static_cast<std::size_t>(set.labels[static_cast<std::size_t>(i)])];
+    const fs::path dir = fs::path(out) / name;
+    ensure_dir(dir);
+    const float* row = set.images.pixels.row(i).data();
+    for (long ch = 0; ch < channels; ++ch)
+      for (long p = 0; p < image * image; ++p) {
+        const double v = static_cast<double>(row[ch * image * image + p]) * norm.std[0] + norm.mean[0];
+        px[static_cast<std::size_t>(p * channels + ch)] = static_cast<unsigned char>(std::lround(255.0 * std::clamp(v, 0.0, 1.0)));
+      }
+    const fs::path file = dir / vp::detail::cat(i, ".png");
+    vp::report::canvas::write_png_bytes(file, static_cast<int>(image), static_cast<int>(image), static_cast<int>(channels), px.data());
+    std::printf("%s\t%s\n", file.string().c_str(), name.c_str());
+  }
+  return 0;
+}
+
 void print_usage() {
   std::printf(
       "vpdarts %s: visual prompt tuning with differentiable fusion search\n\n"
@@ -665,7 +704,8 @@ void print_usage() {
       "  search     DARTS search of the fusion operator of every layer (genotype, alpha trajectory, heatmap)\n"
       "  retrain    train the derived model of a genotype (or one operator everywhere, or a linear probe); test it\n"
       "  eval       evaluate a retrained model file\n"
-      "  predict    classify image files with a retrained model file\n\n"
+      "  predict    classify image files with a retrained model file\n"
+      "  sample     write synthetic images as PNG files (OUT/<class>/<n>.png)\n\n"
       "Each command takes --help. With no data flags, search and retrain use the built-in synthetic task and a\n"
       "built-in backbone (pretrained on first use and cached).\n",
       vp::version_string);
@@ -693,7 +733,8 @@ int main(int argc, char** argv) {
     if (cmd == "retrain") return cmd_retrain(argc, argv);
     if (cmd == "eval") return cmd_eval(argc, argv);
     if (cmd == "predict") return cmd_predict(argc, argv);
-    std::fprintf(stderr, "vpdarts: unknown command '%s' (commands: pretrain, search, retrain, eval, predict; see vpdarts --help)\n",
+    if (cmd == "sample") return cmd_sample(argc, argv);
+    std::fprintf(stderr, "vpdarts: unknown command '%s' (commands: pretrain, search, retrain, eval, predict, sample; see vpdarts --help)\n",
                  cmd.c_str());
     return 2;
   } catch (const usage_error& e) {

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <cstdio>
 #include <string>
 
@@ -21,18 +23,24 @@ class progress {
   /// (a resumed run), so that images/s and the ETA count this run's steps only.
   void resume_at(long epoch) noexcept { skipped_ = (epoch - 1) * steps_; }
 
-  /// Reports step `step` (1-based) of epoch `epoch` (1-based).
-  void update(long epoch, long step, double loss, double accuracy, long images) {
+  /// Reports step `step` (1-based) of epoch `epoch` (1-based): the running mean
+  /// loss, the accuracy (not shown when negative), a validation loss (not shown
+  /// when NaN), and the images this step consumed.
+  void update(long epoch, long step, double loss, double accuracy, long images,
+              double val_loss = std::numeric_limits<double>::quiet_NaN()) {
     images_ += images;
     const double elapsed = std::chrono::duration<double>(clock::now() - start_).count();
     const long done = (epoch - 1) * steps_ + step - skipped_, total = epochs_ * steps_ - skipped_;
     const double eta = done > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(total - done) : 0;
     const bool end = step == steps_;
     if (!tty_ && !end && step % every_ != 0) return;
-    std::printf("%s%s epoch %ld/%ld step %ld/%ld  loss %.4f  acc %.3f  %.1f img/s  ETA %s%s", tty_ ? "\r" : "",
-                label_.c_str(), epoch, epochs_, step, steps_, loss, accuracy,
-                elapsed > 0 ? static_cast<double>(images_) / elapsed : 0.0, clock_str(eta).c_str(),
-                tty_ ? (end ? "\n" : "   ") : "\n");
+    char extra[64] = "";
+    int n = 0;
+    if (std::isfinite(val_loss)) n += std::snprintf(extra + n, sizeof extra - static_cast<std::size_t>(n), "  val %.4f", val_loss);
+    if (accuracy >= 0) std::snprintf(extra + n, sizeof extra - static_cast<std::size_t>(n), "  acc %.3f", accuracy);
+    std::printf("%s%s epoch %ld/%ld step %ld/%ld  loss %.4f%s  %.1f img/s  ETA %s%s", tty_ ? "\r" : "", label_.c_str(),
+                epoch, epochs_, step, steps_, loss, extra, elapsed > 0 ? static_cast<double>(images_) / elapsed : 0.0,
+                clock_str(eta).c_str(), tty_ ? (end ? "\n" : "   ") : "\n");
     std::fflush(stdout);
   }
 

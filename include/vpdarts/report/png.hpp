@@ -85,7 +85,7 @@ class canvas {
   /// Draws `text` with its top-left corner at (x, y), each font unit `scale` pixels.
   void text(int x, int y, const std::string& text, rgb c, int scale = 2) {
     std::string copy = text;
-    std::vector<char> buf(copy.size() * 270 + 64);  // stb_easy_font: about 270 bytes a character
+    std::vector<char> buf(copy.size() * 1024 + 1024);  // room for the segments of any character
     unsigned char colour[4] = {c[0], c[1], c[2], 255};
     const int quads = stb_easy_font_print(0, 0, copy.data(), colour, buf.data(), static_cast<int>(buf.size()));
     const float* v = reinterpret_cast<const float*>(buf.data());
@@ -100,13 +100,18 @@ class canvas {
   }
 
   /// Writes the canvas as a PNG file, atomically. @throws io_error when it cannot be written.
-  void save_png(const std::filesystem::path& path) const {
+  void save_png(const std::filesystem::path& path) const { write_png_bytes(path, w_, h_, 3, px_.data()); }
+
+  /// Writes 8-bit pixels (height x width x channels, channels 1 to 4) as a PNG file, atomically.
+  /// @throws io_error when the image cannot be encoded or written.
+  static void write_png_bytes(const std::filesystem::path& path, int width, int height, int channels,
+                              const std::uint8_t* pixels) {
     std::string bytes;
     auto sink = [](void* ctx, void* data, int size) {
       static_cast<std::string*>(ctx)->append(static_cast<const char*>(data), static_cast<std::size_t>(size));
     };
-    if (!stbi_write_png_to_func(sink, &bytes, w_, h_, 3, px_.data(), 3 * w_))
-      throw io_error(detail::cat("canvas::save_png: cannot encode '", path.string(), "'"));
+    if (channels < 1 || channels > 4 || !stbi_write_png_to_func(sink, &bytes, width, height, channels, pixels, channels * width))
+      throw io_error(detail::cat("write_png: cannot encode '", path.string(), "' (", width, "x", height, "x", channels, ")"));
     io::atomic_write(path, [&](std::ostream& out) { out.write(bytes.data(), static_cast<std::streamsize>(bytes.size())); });
   }
 

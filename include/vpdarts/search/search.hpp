@@ -107,7 +107,7 @@ template <Scalar S, OpList Ops>
 void save_search_checkpoint(const std::filesystem::path& path, prompted_vit<S, Ops>& model, darts<S, Ops>& d,
                             const nlohmann::json& fingerprint, long epoch, const std::mt19937_64& rng,
                             const std::vector<index>& train_rows, const std::vector<index>& val_rows,
-                            const search_result& r, double seconds) {
+                            index val_pos, const search_result& r, double seconds) {
   std::vector<parameter<S>*> state = model.state_parameters();
   for (parameter<S>* p : state)
     if (!p->value().allFinite())
@@ -145,6 +145,7 @@ void save_search_checkpoint(const std::filesystem::path& path, prompted_vit<S, O
                                      {"rng", rng_text.str()},
                                      {"train_rows", train_rows},
                                      {"val_rows", val_rows},
+                                     {"val_pos", val_pos},
                                      {"alpha_history", history},
                                      {"train_loss", losses_to_json(r.train_loss)},
                                      {"val_loss", losses_to_json(r.val_loss)},
@@ -162,7 +163,7 @@ void save_search_checkpoint(const std::filesystem::path& path, prompted_vit<S, O
 template <Scalar S, OpList Ops>
 long load_search_checkpoint(const std::filesystem::path& path, prompted_vit<S, Ops>& model, darts<S, Ops>& d,
                             const nlohmann::json& fingerprint, std::mt19937_64& rng, std::vector<index>& train_rows,
-                            std::vector<index>& val_rows, search_result& r, double& seconds) {
+                            std::vector<index>& val_rows, index& val_pos, search_result& r, double& seconds) {
   const io::safetensors f = io::safetensors::read(path);
   const auto& meta = f.metadata();
   if (!meta.count("vpdarts.search.settings") || !meta.count("vpdarts.search.state"))
@@ -201,6 +202,7 @@ long load_search_checkpoint(const std::filesystem::path& path, prompted_vit<S, O
     std::istringstream(st.at("rng").get<std::string>()) >> rng;
     train_rows = st.at("train_rows").get<std::vector<index>>();
     val_rows = st.at("val_rows").get<std::vector<index>>();
+    val_pos = st.at("val_pos").get<index>();
     r.train_loss = losses_from_json(st.at("train_loss"));
     r.val_loss = losses_from_json(st.at("val_loss"));
     r.alpha_history.clear();
@@ -240,7 +242,10 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   std::mt19937_64 rng(o.seed);
   std::shuffle(order.begin(), order.end(), rng);
   std::vector<index> train_rows(order.begin(), order.begin() + n_train), val_rows(order.begin() + n_train, order.end());
-  const long steps = static_cast<long>(std::min(n_train, n_val) / o.batch);
+  // Every search-train image once per epoch; search-val batches are drawn in
+  // turn from the shuffled search-val split, reshuffled whenever it runs out.
+  const long steps = static_cast<long>(n_train / o.batch);
+  index val_pos = n_val;
   search_result r;
   if (o.auto_alpha_lr) o.darts.alpha_lr = 6.0 / static_cast<double>(steps * (o.epochs - o.warmup_epochs));
   r.alpha_lr = o.darts.alpha_lr;
@@ -251,7 +256,7 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   long first = 0;
   if (o.resume && o.checkpoint.empty()) throw config_error("search: resume needs a checkpoint path");
   if (o.resume && std::filesystem::exists(o.checkpoint)) {
-    first = detail::load_search_checkpoint(o.checkpoint, model, d, fingerprint, rng, train_rows, val_rows, r,
+    first = detail::load_search_checkpoint(o.checkpoint, model, d, fingerprint, rng, train_rows, val_rows, val_pos, r,
                                            seconds_before);
     r.resumed_from = first;
   }
@@ -261,27 +266,36 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   std::vector<int> ty, vy;
   for (long e = first; e < o.epochs; ++e) {
     std::shuffle(train_rows.begin(), train_rows.end(), rng);
-    std::shuffle(val_rows.begin(), val_rows.end(), rng);
+    const bool update_alpha = e >= o.warmup_epochs;
     double tl = 0, vl = 0;
     for (long s = 0; s < steps; ++s) {
       d.w_optimizer().set_lr(lr(e * steps + s));
       data.gather(std::span<const index>(train_rows.data() + s * o.batch, static_cast<std::size_t>(o.batch)), tx, ty);
-      data.gather(std::span<const index>(val_rows.data() + s * o.batch, static_cast<std::size_t>(o.batch)), vx, vy);
+      if (update_alpha) {
+        if (val_pos + o.batch > n_val) {
+          std::shuffle(val_rows.begin(), val_rows.end(), rng);
+          val_pos = 0;
+        }
+        data.gather(std::span<const index>(val_rows.data() + val_pos, static_cast<std::size_t>(o.batch)), vx, vy);
+        val_pos += o.batch;
+      }
       darts_step_result res;
       try {
-        res = d.step(tx, ty, vx, vy, e >= o.warmup_epochs);
+        res = d.step(tx, ty, vx, vy, update_alpha);
       } catch (const value_error& err) {
         throw value_error(detail::cat("search: epoch ", e + 1, " step ", s + 1, ": ", err.what()));
       }
       tl += res.train_loss;
       vl += res.val_loss;
-      if (o.progress) bar.update(e + 1, s + 1, tl / static_cast<double>(s + 1), 0.0, 2 * o.batch);
+      if (o.progress)
+        bar.update(e + 1, s + 1, tl / static_cast<double>(s + 1), -1, update_alpha ? 2 * o.batch : o.batch,
+                   update_alpha ? vl / static_cast<double>(s + 1) : std::numeric_limits<double>::quiet_NaN());
     }
     r.train_loss.push_back(tl / static_cast<double>(steps));
     r.val_loss.push_back(e >= o.warmup_epochs ? vl / static_cast<double>(steps) : std::nan(""));
     r.alpha_history.push_back(model.softmax_alpha());
     if (!o.checkpoint.empty())
-      detail::save_search_checkpoint(o.checkpoint, model, d, fingerprint, e + 1, rng, train_rows, val_rows, r,
+      detail::save_search_checkpoint(o.checkpoint, model, d, fingerprint, e + 1, rng, train_rows, val_rows, val_pos, r,
                                      seconds_before + bar.seconds());
     if (o.on_epoch) o.on_epoch(e + 1, r.alpha_history.back(), r.train_loss.back(), r.val_loss.back());
   }
@@ -332,13 +346,15 @@ double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, 
   for (long e = 0; e < o.epochs; ++e) {
     std::shuffle(rows.begin(), rows.end(), rng);
     double sum = 0;
+    index correct = 0;
     for (long s = 0; s < steps; ++s) {
       opt.set_lr(lr(e * steps + s));
       data.gather(std::span<const index>(rows.data() + s * o.batch, static_cast<std::size_t>(o.batch)), x, y);
       t.reset();
-      var<S> l;
+      var<S> l, logits;
       try {
-        l = cross_entropy(model.logits(t, x, grad_target::weights), y);
+        logits = model.logits(t, x, grad_target::weights);
+        l = cross_entropy(logits, y);
       } catch (const value_error& err) {
         throw value_error(detail::cat("train: epoch ", e + 1, " step ", s + 1, ": ", err.what()));
       }
@@ -347,7 +363,10 @@ double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, 
       if (o.grad_clip > 0) optim::clip_grad_norm<S>(ws, o.grad_clip);
       opt.step();
       sum += static_cast<double>(l.item());
-      if (o.progress) bar.update(e + 1, s + 1, sum / static_cast<double>(s + 1), 0.0, o.batch);
+      correct += detail::count_correct(logits.value(), y);
+      if (o.progress)
+        bar.update(e + 1, s + 1, sum / static_cast<double>(s + 1),
+                   static_cast<double>(correct) / static_cast<double>((s + 1) * o.batch), o.batch);
     }
     last = sum / static_cast<double>(steps);
   }

@@ -111,7 +111,7 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
       t.backward(l);
       opt.step();
       sum += static_cast<double>(l.item());
-      if (o.progress) bar.update(e + 1, s + 1, sum / static_cast<double>(s + 1), 0.0, o.batch);
+      if (o.progress) bar.update(e + 1, s + 1, sum / static_cast<double>(s + 1), -1, o.batch);
     }
     r.train_loss = sum / static_cast<double>(steps);
   }

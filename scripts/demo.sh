@@ -2,8 +2,9 @@
 # The main job on a fresh machine: installs the Debian packages, builds the
 # vpdarts tool, then on the built-in synthetic transfer task (a small ViT
 # pretrained on classes 0-4, prompts tuned on classes 5-9):
-#   search -> retrain the genotype -> VPT-deep (concat everywhere) -> linear probe
-#   -> eval -> predict, and prints a summary table.
+#   search -> retrain the genotype -> linear probe -> eval -> predict,
+# and prints a summary table. (VPT-deep for comparison:
+#   build/bin/vpdarts retrain --run demo-run --op concat)
 #
 #   scripts/demo.sh [OUT_DIR] [extra flags for vpdarts search...]
 #
@@ -27,8 +28,6 @@ echo "== search (DARTS, first order) =="
 "$tool" search --out "$out" "$@"
 echo "== retrain the searched genotype =="
 "$tool" retrain --run "$out"
-echo "== VPT-deep: concat at every layer =="
-"$tool" retrain --run "$out" --op concat --quiet
 echo "== linear probe on the frozen backbone =="
 "$tool" retrain --run "$out" --linear-probe --epochs 50 --quiet
 echo "== eval of the retrained model file =="
@@ -42,7 +41,6 @@ import json, sys
 out, total, build = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 search = json.load(open(f"{out}/metrics.json"))
 rows = [("searched genotype", f"{out}/retrain/metrics.json"),
-        ("VPT-deep (concat)", f"{out}/op-concat/metrics.json"),
         ("linear probe", f"{out}/probe/metrics.json")]
 print()
 print("genotype:", ", ".join(search["genotype"]))
@@ -58,5 +56,5 @@ for name, path in rows:
           f"{m['latency_ms_batch1']:.2f} | {m['throughput_batch64']:.0f} | {m['seconds']:.1f} |")
 print()
 print(f"search {search['search_seconds']:.0f} s; demo {total} s in all (set-up and build {build} s); "
-      f"files in {out}/ (genotype.json, alpha.csv, alpha.png, metrics.json, retrain/, op-concat/, probe/)")
+      f"files in {out}/ (genotype.json, alpha.csv, alpha.png, metrics.json, retrain/, probe/)")
 PY

@@ -488,7 +488,7 @@ int cmd_retrain(int argc, char** argv) {
   common_settings common;
   data_settings data("5-9", 1000, 1000);
   std::string run = "vpdarts-run", out, backbone, cache, genotype_file, op;
-  long prompts = 8, epochs = 10, batch = 32, heads = 0;
+  long prompts = 8, epochs = 20, batch = 32, heads = 0;
   std::uint64_t seed = 0;
   bool probe = false;
   w_settings w;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs every Debian package that building and testing vpdarts needs,
-# only those that are missing. Usage: scripts/install-deps.sh [--bench] [--docs]
+# only those that are missing. Usage: scripts/install-deps.sh [--bench] [--docs] [--fashion]
 set -euo pipefail
 
 packages=(g++ cmake make pkg-config ccache
@@ -10,7 +10,8 @@ for arg in "$@"; do
   case "$arg" in
     --bench) packages+=(python3-torch libopenblas0-pthread) ;;
     --docs) packages+=(doxygen) ;;
-    *) echo "install-deps.sh: unknown option '$arg' (expected --bench or --docs)" >&2; exit 2 ;;
+    --fashion) packages+=(dataset-fashion-mnist) ;;
+    *) echo "install-deps.sh: unknown option '$arg' (expected --bench, --docs or --fashion)" >&2; exit 2 ;;
   esac
 done
 

@@ -14,7 +14,13 @@ namespace vpdarts {
 class error : public std::runtime_error {
  public:
   /// @param tag short class tag, such as "shape_error"; @param what the message.
-  error(const std::string& tag, const std::string& what) : std::runtime_error("[vpdarts." + tag + "] " + what) {}
+  error(const std::string& tag, const std::string& what)
+      : std::runtime_error("[vpdarts." + tag + "] " + what), message_(what) {}
+  /// The message without the tag (for wrapping it in another message).
+  const std::string& message() const noexcept { return message_; }
+
+ private:
+  std::string message_;
 };
 
 /// Operand shapes that do not fit an operation.

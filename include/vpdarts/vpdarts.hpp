@@ -12,6 +12,8 @@
 #include "data/synthetic.hpp"
 #include "data/transforms.hpp"
 #include "data/image_file.hpp"
+#include "data/image_folder.hpp"
+#include "data/idx.hpp"
 #include "vit/config.hpp"
 #include "vit/vit.hpp"
 #include "io/atomic_file.hpp"

@@ -38,7 +38,13 @@ namespace vpdarts {
 class error : public std::runtime_error {
  public:
   /// @param tag short class tag, such as "shape_error"; @param what the message.
-  error(const std::string& tag, const std::string& what) : std::runtime_error("[vpdarts." + tag + "] " + what) {}
+  error(const std::string& tag, const std::string& what)
+      : std::runtime_error("[vpdarts." + tag + "] " + what), message_(what) {}
+  /// The message without the tag (for wrapping it in another message).
+  const std::string& message() const noexcept { return message_; }
+
+ private:
+  std::string message_;
 };
 
 /// Operand shapes that do not fit an operation.
@@ -2153,14 +2159,18 @@ labelled_images<S> make_synthetic(const synthetic_options& o) {
 /// (channels first, as the model reads it).
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <random>
 #include <span>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include <xtensor/xadapt.hpp>
 #include <xtensor/xtensor.hpp>
+#include <xtensor/xview.hpp>
 
 
 namespace vpdarts::data {
@@ -2307,6 +2317,50 @@ void to_row(const image& in, const normalization& norm, std::span<S> row) {
   }
 }
 
+/// Training-time augmentation of a batch.
+struct augment_options {
+  index crop_padding = 0;  ///< pad every side by this many pixels (zeros, the normalised mean), then crop back at random
+  bool flip = false;       ///< mirror left-right with probability 1/2
+
+  bool active() const noexcept { return crop_padding > 0 || flip; }
+};
+
+/// Augments every image of a normalised batch in place (channels first), each
+/// with its own random crop offset and flip drawn from `rng`. `scratch` is
+/// reused between calls (no allocation once warm).
+/// @throws value_error for a negative padding.
+template <Scalar S>
+void augment_batch(image_batch<S>& x, const augment_options& o, std::mt19937_64& rng, std::vector<S>& scratch) {
+  if (o.crop_padding < 0) throw value_error(vpdarts::detail::cat("augment_batch: crop padding ", o.crop_padding, " < 0"));
+  if (!o.active()) return;
+  const std::size_t c = static_cast<std::size_t>(x.channels), h = static_cast<std::size_t>(x.height),
+                    w = static_cast<std::size_t>(x.width), n = c * h * w;
+  const std::array<std::size_t, 3> shape{c, h, w};
+  scratch.resize(n);
+  std::uniform_int_distribution<index> offset(0, 2 * o.crop_padding);
+  std::bernoulli_distribution coin(0.5);
+  for (index i = 0; i < x.size(); ++i) {
+    S* row = x.pixels.row(i).data();
+    std::copy(row, row + n, scratch.data());  // (copy-assigning one adaptor to another would rebind it, not copy)
+    auto img = xt::adapt(row, n, xt::no_ownership(), shape);
+    auto src = xt::adapt(static_cast<const S*>(scratch.data()), n, xt::no_ownership(), shape);
+    const index dy = o.crop_padding > 0 ? offset(rng) - o.crop_padding : 0;
+    const index dx = o.crop_padding > 0 ? offset(rng) - o.crop_padding : 0;
+    const bool mirror = o.flip && coin(rng);
+    for (std::size_t ch = 0; ch < c; ++ch)
+      for (std::size_t y = 0; y < h; ++y) {
+        const index sy = static_cast<index>(y) + dy;
+        for (std::size_t xx = 0; xx < w; ++xx) {
+          const index ox = mirror ? static_cast<index>(w - 1 - xx) : static_cast<index>(xx);
+          const index sx = ox + dx;
+          img(ch, y, xx) = sy >= 0 && sy < static_cast<index>(h) && sx >= 0 && sx < static_cast<index>(w)
+                               ? src(ch, static_cast<std::size_t>(sy), static_cast<std::size_t>(sx))
+                               : S(0);
+        }
+      }
+  }
+}
+
 }  // namespace vpdarts::data
 // ---- end vpdarts/data/transforms.hpp ----
 
@@ -2368,6 +2422,337 @@ image_batch<S> load_images(std::span<const std::filesystem::path> paths, index c
 
 }  // namespace vpdarts::data
 // ---- end vpdarts/data/image_file.hpp ----
+
+// ---- begin vpdarts/data/image_folder.hpp ----
+/// @file image_folder.hpp
+/// Image datasets on disk, decoded once into a labelled set:
+/// * a folder per class, `root/<class>/*.png|jpg|jpeg|bmp` (class names sorted,
+///   files sorted), as torchvision's ImageFolder;
+/// * a list file of `path label` lines (VPT's style), paths relative to the
+///   list file's folder, labels 0..K-1.
+/// Every image is converted to the model's channels, resized (bilinear) and
+/// normalised. A file that is not a readable image is an error naming it,
+/// unless `skip_bad` is set, in which case it is skipped and reported.
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+
+namespace vpdarts::data {
+
+/// How image_folder and image_list decode images.
+struct folder_options {
+  index image = 32;      ///< resized to image x image
+  index channels = 3;    ///< 1 or 3
+  normalization norm = normalization::imagenet();
+  bool skip_bad = false; ///< skip (and report) unreadable files instead of failing
+  /// Extensions of image files (lower case, with the dot); other files in a class folder are bad files.
+  std::vector<std::string> extensions = {".png", ".jpg", ".jpeg", ".bmp"};
+};
+
+/// A decoded dataset and the files that were skipped (with why).
+template <Scalar S>
+struct file_dataset {
+  labelled_images<S> data;
+  std::vector<std::string> skipped;
+};
+
+namespace detail {
+
+inline std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+/// Decodes the listed files into a labelled set (skipping bad ones when asked).
+template <Scalar S>
+file_dataset<S> decode_files(const std::vector<std::pair<std::filesystem::path, int>>& files,
+                             std::vector<std::string> class_names, const folder_options& o, const std::string& origin) {
+  o.norm.check(o.channels);
+  file_dataset<S> out;
+  out.data.class_names = std::move(class_names);
+  out.data.images = image_batch<S>(static_cast<index>(files.size()), o.channels, o.image, o.image);
+  index n = 0;
+  for (const auto& [path, label] : files) {
+    try {
+      const std::string ext = lower(path.extension().string());
+      if (std::find(o.extensions.begin(), o.extensions.end(), ext) == o.extensions.end())
+        throw io_error(vpdarts::detail::cat("'", path.string(), "' is not an image file (extensions: ",
+                                            vpdarts::detail::join(o.extensions), ")"));
+      load_image_into<S>(path, o.channels, o.image, o.norm,
+                         std::span<S>(out.data.images.pixels.row(n).data(), static_cast<std::size_t>(out.data.images.pixels.cols())));
+    } catch (const io_error& e) {
+      if (!o.skip_bad) throw io_error(vpdarts::detail::cat(origin, ": ", e.message()));
+      out.skipped.push_back(e.message());
+      continue;
+    }
+    out.data.labels.push_back(label);
+    ++n;
+  }
+  if (n == 0) throw io_error(vpdarts::detail::cat(origin, ": no readable image"));
+  out.data.images.pixels.conservativeResize(n, Eigen::NoChange);
+  for (std::size_t k = 0; k < out.data.class_names.size(); ++k)
+    if (std::find(out.data.labels.begin(), out.data.labels.end(), static_cast<int>(k)) == out.data.labels.end())
+      throw io_error(vpdarts::detail::cat(origin, ": class '", out.data.class_names[k], "' has no readable image"));
+  return out;
+}
+
+}  // namespace detail
+
+/// A folder per class: `root/<class>/<image>`; class names sorted, files sorted.
+/// Hidden files (starting with '.') are ignored.
+/// @throws io_error naming the folder or file: no such folder, no class folder, an
+/// empty class, a file that is not a readable image (unless skip_bad).
+template <Scalar S>
+file_dataset<S> image_folder(const std::filesystem::path& root, const folder_options& o = {}) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(root)) throw io_error(vpdarts::detail::cat("image_folder: '", root.string(), "' is not a folder"));
+  std::vector<fs::path> dirs;
+  for (const auto& e : fs::directory_iterator(root))
+    if (e.is_directory() && e.path().filename().string().front() != '.') dirs.push_back(e.path());
+  std::sort(dirs.begin(), dirs.end());
+  if (dirs.empty())
+    throw io_error(vpdarts::detail::cat("image_folder: '", root.string(), "' has no class folder (expected root/<class>/<image>)"));
+  std::vector<std::pair<fs::path, int>> files;
+  std::vector<std::string> names;
+  for (std::size_t k = 0; k < dirs.size(); ++k) {
+    names.push_back(dirs[k].filename().string());
+    std::vector<fs::path> in_class;
+    for (const auto& e : fs::directory_iterator(dirs[k]))
+      if (e.is_regular_file() && e.path().filename().string().front() != '.') in_class.push_back(e.path());
+    if (in_class.empty())
+      throw io_error(vpdarts::detail::cat("image_folder: the class folder '", dirs[k].string(), "' is empty"));
+    std::sort(in_class.begin(), in_class.end());
+    for (auto& p : in_class) files.emplace_back(std::move(p), static_cast<int>(k));
+  }
+  return detail::decode_files<S>(files, std::move(names), o, "image_folder '" + root.string() + "'");
+}
+
+/// A list file of `path label` lines (labels 0..K-1, paths relative to the list
+/// file's folder; blank lines and lines starting with '#' are skipped). Class
+/// names are the labels as text.
+/// @throws io_error naming the list file and line for a bad line, or the image file that is bad.
+template <Scalar S>
+file_dataset<S> image_list(const std::filesystem::path& list, const folder_options& o = {}) {
+  std::ifstream in(list);
+  if (!in) throw io_error(vpdarts::detail::cat("image_list: cannot open '", list.string(), "'"));
+  std::vector<std::pair<std::filesystem::path, int>> files;
+  int max_label = -1;
+  std::string line;
+  for (long no = 1; std::getline(in, line); ++no) {
+    if (line.empty() || line[0] == '#' || line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    std::istringstream ls(line);
+    std::string path, label, extra;
+    ls >> path >> label;
+    std::size_t used = 0;
+    int v = -1;
+    try {
+      v = std::stoi(label, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (path.empty() || used == 0 || used != label.size() || v < 0 || (ls >> extra))
+      throw io_error(vpdarts::detail::cat("image_list: '", list.string(), "' line ", no, ": expected 'path label' with a label >= 0, got '",
+                                          line, "'"));
+    files.emplace_back(list.parent_path() / path, v);
+    max_label = std::max(max_label, v);
+  }
+  if (files.empty()) throw io_error(vpdarts::detail::cat("image_list: '", list.string(), "' lists no image"));
+  std::vector<std::string> names;
+  for (int k = 0; k <= max_label; ++k) names.push_back(std::to_string(k));
+  return detail::decode_files<S>(files, std::move(names), o, "image_list '" + list.string() + "'");
+}
+
+}  // namespace vpdarts::data
+// ---- end vpdarts/data/image_folder.hpp ----
+
+// ---- begin vpdarts/data/idx.hpp ----
+/// @file idx.hpp
+/// IDX files (MNIST, Fashion-MNIST), plain or gzip-compressed (zlib): the
+/// raw arrays, and labelled image sets with class filtering and first-N or
+/// per-class sampling (VTAB-1k style).
+///
+/// An IDX file is: two zero bytes, a type byte (0x08: unsigned bytes), the
+/// number of dimensions, each dimension as a big-endian 32-bit integer, then
+/// the values. Every size is checked against the bytes actually present.
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+
+namespace vpdarts::data {
+
+/// An IDX array of unsigned bytes: its dimensions and values (row-major).
+struct idx_array {
+  std::vector<std::int64_t> dims;
+  std::vector<std::uint8_t> values;
+};
+
+/// The whole content of a file, decompressed when it is gzip (magic 1f 8b).
+/// @throws io_error naming the file when it cannot be read or the gzip stream is corrupt or ends early.
+inline std::vector<std::uint8_t> read_maybe_gzip(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw io_error(vpdarts::detail::cat("read: cannot open '", path.string(), "'"));
+  std::vector<std::uint8_t> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (raw.size() < 2 || raw[0] != 0x1f || raw[1] != 0x8b) return raw;
+  std::vector<std::uint8_t> out;
+  z_stream z{};
+  if (inflateInit2(&z, 15 + 16) != Z_OK) throw io_error(vpdarts::detail::cat("read: zlib cannot start on '", path.string(), "'"));
+  z.next_in = raw.data();
+  z.avail_in = static_cast<uInt>(raw.size());
+  std::array<std::uint8_t, 1 << 16> chunk;
+  int rc = Z_OK;
+  while (rc != Z_STREAM_END) {
+    z.next_out = chunk.data();
+    z.avail_out = static_cast<uInt>(chunk.size());
+    rc = inflate(&z, Z_NO_FLUSH);
+    if (rc != Z_OK && rc != Z_STREAM_END) {
+      const std::string why = rc == Z_BUF_ERROR ? "the gzip stream ends early (truncated file?)"
+                                                : vpdarts::detail::cat("corrupt gzip data (", z.msg ? z.msg : "zlib error", ")");
+      inflateEnd(&z);
+      throw io_error(vpdarts::detail::cat("read: '", path.string(), "': ", why));
+    }
+    out.insert(out.end(), chunk.data(), chunk.data() + (chunk.size() - z.avail_out));
+    if (rc != Z_STREAM_END && z.avail_in == 0 && z.avail_out != 0) {
+      inflateEnd(&z);
+      throw io_error(vpdarts::detail::cat("read: '", path.string(), "': the gzip stream ends early (truncated file?)"));
+    }
+  }
+  inflateEnd(&z);
+  return out;
+}
+
+/// Reads an IDX file of unsigned bytes (type 0x08), plain or gzip.
+/// @throws io_error naming the file for a bad magic number, another type, or sizes that disagree with the bytes.
+inline idx_array read_idx(const std::filesystem::path& path) {
+  const std::vector<std::uint8_t> b = read_maybe_gzip(path);
+  auto bad = [&](const std::string& why) { return io_error(vpdarts::detail::cat("read_idx: '", path.string(), "': ", why)); };
+  if (b.size() < 4) throw bad(vpdarts::detail::cat("only ", b.size(), " bytes, not an IDX file"));
+  if (b[0] != 0 || b[1] != 0)
+    throw bad(vpdarts::detail::cat("bad magic number (first bytes ", int(b[0]), " ", int(b[1]), ", expected 0 0)"));
+  if (b[2] != 0x08) throw bad(vpdarts::detail::cat("value type 0x", std::hex, int(b[2]), " is not supported (only 0x08, unsigned bytes)"));
+  const std::size_t nd = b[3];
+  if (nd < 1 || nd > 4) throw bad(vpdarts::detail::cat(nd, " dimensions (1 to 4 are supported)"));
+  if (b.size() < 4 + 4 * nd) throw bad("the header is cut short");
+  idx_array a;
+  std::uint64_t count = 1;
+  for (std::size_t d = 0; d < nd; ++d) {
+    const std::uint64_t v = (std::uint64_t{b[4 + 4 * d]} << 24) | (std::uint64_t{b[5 + 4 * d]} << 16) |
+                            (std::uint64_t{b[6 + 4 * d]} << 8) | std::uint64_t{b[7 + 4 * d]};
+    a.dims.push_back(static_cast<std::int64_t>(v));
+    count *= v;
+    if (count > (std::uint64_t{1} << 40)) throw bad("the dimensions are impossibly large");
+  }
+  const std::uint64_t have = b.size() - 4 - 4 * nd;
+  if (have != count)
+    throw bad(vpdarts::detail::cat("the header says ", vpdarts::detail::join(a.dims, "x"), " = ", count, " values but the file holds ",
+                                   have, have < count ? " (truncated)" : " (trailing bytes)"));
+  a.values.assign(b.begin() + static_cast<std::ptrdiff_t>(4 + 4 * nd), b.end());
+  return a;
+}
+
+/// How load_idx builds a labelled set.
+struct idx_options {
+  /// Keep only these labels, relabelled 0..k-1 in this order; empty keeps all.
+  std::vector<int> classes = {};
+  /// At most this many images per kept class (0: all), taken in file order, or at random with `sample_seed`.
+  index per_class = 0;
+  /// At most this many images in all (0: all), after the per-class limit.
+  index limit = 0;
+  /// Draw the per-class images at random (seeded) instead of the first ones.
+  bool random_sample = false;
+  std::uint64_t sample_seed = 0;
+  /// Resize to image x image (0: keep the file's size).
+  index image = 0;
+  /// 1 (grey, as stored) or 3 (grey repeated).
+  index channels = 1;
+  normalization norm = {{0.5}, {0.5}};
+  /// Names of the file's labels (0..9); empty: "0", "1", ...
+  std::vector<std::string> label_names = {};
+};
+
+/// Fashion-MNIST's ten class names, in label order.
+inline std::vector<std::string> fashion_mnist_class_names() {
+  return {"t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"};
+}
+
+/// Fashion-MNIST's pixel mean and standard deviation (training set, 0..1 scale).
+inline normalization fashion_mnist_normalization() { return {{0.2860}, {0.3530}}; }
+
+/// A labelled image set from an IDX image file (N x H x W) and label file (N).
+/// @throws io_error naming a file that is bad or when the two disagree in N;
+/// config_error for a class that does not occur or a set that ends up empty.
+template <Scalar S>
+labelled_images<S> load_idx(const std::filesystem::path& images, const std::filesystem::path& labels, const idx_options& o = {}) {
+  const idx_array im = read_idx(images), lb = read_idx(labels);
+  if (im.dims.size() != 3)
+    throw io_error(vpdarts::detail::cat("load_idx: '", images.string(), "' has ", im.dims.size(), " dimensions, expected 3 (N x H x W)"));
+  if (lb.dims.size() != 1)
+    throw io_error(vpdarts::detail::cat("load_idx: '", labels.string(), "' has ", lb.dims.size(), " dimensions, expected 1 (N)"));
+  if (im.dims[0] != lb.dims[0])
+    throw io_error(vpdarts::detail::cat("load_idx: '", images.string(), "' holds ", im.dims[0], " images but '", labels.string(),
+                                        "' ", lb.dims[0], " labels"));
+  const index n = im.dims[0], h = im.dims[1], w = im.dims[2];
+  int max_label = 0;
+  for (auto v : lb.values) max_label = std::max(max_label, int(v));
+  std::vector<int> keep = o.classes;
+  if (keep.empty())
+    for (int c = 0; c <= max_label; ++c) keep.push_back(c);
+  std::vector<int> slot(256, -1);
+  for (std::size_t k = 0; k < keep.size(); ++k) {
+    if (keep[k] < 0 || keep[k] > 255) throw config_error(vpdarts::detail::cat("load_idx: class ", keep[k], " is not a byte label"));
+    slot[static_cast<std::size_t>(keep[k])] = static_cast<int>(k);
+  }
+  std::vector<std::vector<index>> by_class(keep.size());
+  for (index i = 0; i < n; ++i)
+    if (int s = slot[lb.values[static_cast<std::size_t>(i)]]; s >= 0) by_class[static_cast<std::size_t>(s)].push_back(i);
+  std::mt19937_64 rng(o.sample_seed);
+  std::vector<index> rows;
+  for (std::size_t k = 0; k < keep.size(); ++k) {
+    auto& v = by_class[k];
+    if (v.empty())
+      throw config_error(vpdarts::detail::cat("load_idx: class ", keep[k], " has no image in '", labels.string(), "'"));
+    if (o.random_sample) std::shuffle(v.begin(), v.end(), rng);
+    if (o.per_class > 0 && static_cast<index>(v.size()) > o.per_class) v.resize(static_cast<std::size_t>(o.per_class));
+    rows.insert(rows.end(), v.begin(), v.end());
+  }
+  std::sort(rows.begin(), rows.end());  // file order: classes interleave as in the file
+  if (o.limit > 0 && static_cast<index>(rows.size()) > o.limit) rows.resize(static_cast<std::size_t>(o.limit));
+  const index side = o.image > 0 ? o.image : h;
+  if (o.image == 0 && h != w)
+    throw config_error(vpdarts::detail::cat("load_idx: images are ", h, "x", w, "; give a square size to resize to"));
+  labelled_images<S> out;
+  out.images = image_batch<S>(static_cast<index>(rows.size()), o.channels, side, side);
+  for (std::size_t k = 0; k < keep.size(); ++k)
+    out.class_names.push_back(static_cast<std::size_t>(keep[k]) < o.label_names.size()
+                                  ? o.label_names[static_cast<std::size_t>(keep[k])]
+                                  : std::to_string(keep[k]));
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    const std::uint8_t* px = im.values.data() + rows[r] * h * w;
+    image img = resize(to_channels(from_bytes(px, h, w, 1), o.channels), side, side);
+    to_row<S>(img, o.norm, std::span<S>(out.images.pixels.row(static_cast<index>(r)).data(),
+                                         static_cast<std::size_t>(out.images.pixels.cols())));
+    out.labels.push_back(slot[lb.values[static_cast<std::size_t>(rows[r])]]);
+  }
+  return out;
+}
+
+}  // namespace vpdarts::data
+// ---- end vpdarts/data/idx.hpp ----
 
 // ---- begin vpdarts/vit/config.hpp ----
 /// @file config.hpp
@@ -4384,6 +4769,8 @@ class darts {
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
+#include <limits>
 #include <cstdio>
 #include <string>
 
@@ -4399,18 +4786,24 @@ class progress {
   /// (a resumed run), so that images/s and the ETA count this run's steps only.
   void resume_at(long epoch) noexcept { skipped_ = (epoch - 1) * steps_; }
 
-  /// Reports step `step` (1-based) of epoch `epoch` (1-based).
-  void update(long epoch, long step, double loss, double accuracy, long images) {
+  /// Reports step `step` (1-based) of epoch `epoch` (1-based): the running mean
+  /// loss, the accuracy (not shown when negative), a validation loss (not shown
+  /// when NaN), and the images this step consumed.
+  void update(long epoch, long step, double loss, double accuracy, long images,
+              double val_loss = std::numeric_limits<double>::quiet_NaN()) {
     images_ += images;
     const double elapsed = std::chrono::duration<double>(clock::now() - start_).count();
     const long done = (epoch - 1) * steps_ + step - skipped_, total = epochs_ * steps_ - skipped_;
     const double eta = done > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(total - done) : 0;
     const bool end = step == steps_;
     if (!tty_ && !end && step % every_ != 0) return;
-    std::printf("%s%s epoch %ld/%ld step %ld/%ld  loss %.4f  acc %.3f  %.1f img/s  ETA %s%s", tty_ ? "\r" : "",
-                label_.c_str(), epoch, epochs_, step, steps_, loss, accuracy,
-                elapsed > 0 ? static_cast<double>(images_) / elapsed : 0.0, clock_str(eta).c_str(),
-                tty_ ? (end ? "\n" : "   ") : "\n");
+    char extra[64] = "";
+    int n = 0;
+    if (std::isfinite(val_loss)) n += std::snprintf(extra + n, sizeof extra - static_cast<std::size_t>(n), "  val %.4f", val_loss);
+    if (accuracy >= 0) std::snprintf(extra + n, sizeof extra - static_cast<std::size_t>(n), "  acc %.3f", accuracy);
+    std::printf("%s%s epoch %ld/%ld step %ld/%ld  loss %.4f%s  %.1f img/s  ETA %s%s", tty_ ? "\r" : "", label_.c_str(),
+                epoch, epochs_, step, steps_, loss, extra, elapsed > 0 ? static_cast<double>(images_) / elapsed : 0.0,
+                clock_str(eta).c_str(), tty_ ? (end ? "\n" : "   ") : "\n");
     std::fflush(stdout);
   }
 
@@ -4577,7 +4970,7 @@ pretrain_result pretrain(vit<S>& model, const data::labelled_images<S>& train, c
       try {
         loss = cross_entropy(logits, labels);
       } catch (const value_error& err) {
-        throw value_error(detail::cat("pretrain: epoch ", e, " step ", s + 1, ": ", err.what()));
+        throw value_error(detail::cat("pretrain: epoch ", e, " step ", s + 1, ": ", err.message()));
       }
       opt.zero_grad();
       t.backward(loss);
@@ -4681,7 +5074,7 @@ template <Scalar S, OpList Ops>
 void save_search_checkpoint(const std::filesystem::path& path, prompted_vit<S, Ops>& model, darts<S, Ops>& d,
                             const nlohmann::json& fingerprint, long epoch, const std::mt19937_64& rng,
                             const std::vector<index>& train_rows, const std::vector<index>& val_rows,
-                            const search_result& r, double seconds) {
+                            index val_pos, const search_result& r, double seconds) {
   std::vector<parameter<S>*> state = model.state_parameters();
   for (parameter<S>* p : state)
     if (!p->value().allFinite())
@@ -4719,6 +5112,7 @@ void save_search_checkpoint(const std::filesystem::path& path, prompted_vit<S, O
                                      {"rng", rng_text.str()},
                                      {"train_rows", train_rows},
                                      {"val_rows", val_rows},
+                                     {"val_pos", val_pos},
                                      {"alpha_history", history},
                                      {"train_loss", losses_to_json(r.train_loss)},
                                      {"val_loss", losses_to_json(r.val_loss)},
@@ -4736,7 +5130,7 @@ void save_search_checkpoint(const std::filesystem::path& path, prompted_vit<S, O
 template <Scalar S, OpList Ops>
 long load_search_checkpoint(const std::filesystem::path& path, prompted_vit<S, Ops>& model, darts<S, Ops>& d,
                             const nlohmann::json& fingerprint, std::mt19937_64& rng, std::vector<index>& train_rows,
-                            std::vector<index>& val_rows, search_result& r, double& seconds) {
+                            std::vector<index>& val_rows, index& val_pos, search_result& r, double& seconds) {
   const io::safetensors f = io::safetensors::read(path);
   const auto& meta = f.metadata();
   if (!meta.count("vpdarts.search.settings") || !meta.count("vpdarts.search.state"))
@@ -4775,6 +5169,7 @@ long load_search_checkpoint(const std::filesystem::path& path, prompted_vit<S, O
     std::istringstream(st.at("rng").get<std::string>()) >> rng;
     train_rows = st.at("train_rows").get<std::vector<index>>();
     val_rows = st.at("val_rows").get<std::vector<index>>();
+    val_pos = st.at("val_pos").get<index>();
     r.train_loss = losses_from_json(st.at("train_loss"));
     r.val_loss = losses_from_json(st.at("val_loss"));
     r.alpha_history.clear();
@@ -4814,7 +5209,10 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   std::mt19937_64 rng(o.seed);
   std::shuffle(order.begin(), order.end(), rng);
   std::vector<index> train_rows(order.begin(), order.begin() + n_train), val_rows(order.begin() + n_train, order.end());
-  const long steps = static_cast<long>(std::min(n_train, n_val) / o.batch);
+  // Every search-train image once per epoch; search-val batches are drawn in
+  // turn from the shuffled search-val split, reshuffled whenever it runs out.
+  const long steps = static_cast<long>(n_train / o.batch);
+  index val_pos = n_val;
   search_result r;
   if (o.auto_alpha_lr) o.darts.alpha_lr = 6.0 / static_cast<double>(steps * (o.epochs - o.warmup_epochs));
   r.alpha_lr = o.darts.alpha_lr;
@@ -4825,7 +5223,7 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   long first = 0;
   if (o.resume && o.checkpoint.empty()) throw config_error("search: resume needs a checkpoint path");
   if (o.resume && std::filesystem::exists(o.checkpoint)) {
-    first = detail::load_search_checkpoint(o.checkpoint, model, d, fingerprint, rng, train_rows, val_rows, r,
+    first = detail::load_search_checkpoint(o.checkpoint, model, d, fingerprint, rng, train_rows, val_rows, val_pos, r,
                                            seconds_before);
     r.resumed_from = first;
   }
@@ -4835,27 +5233,36 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   std::vector<int> ty, vy;
   for (long e = first; e < o.epochs; ++e) {
     std::shuffle(train_rows.begin(), train_rows.end(), rng);
-    std::shuffle(val_rows.begin(), val_rows.end(), rng);
+    const bool update_alpha = e >= o.warmup_epochs;
     double tl = 0, vl = 0;
     for (long s = 0; s < steps; ++s) {
       d.w_optimizer().set_lr(lr(e * steps + s));
       data.gather(std::span<const index>(train_rows.data() + s * o.batch, static_cast<std::size_t>(o.batch)), tx, ty);
-      data.gather(std::span<const index>(val_rows.data() + s * o.batch, static_cast<std::size_t>(o.batch)), vx, vy);
+      if (update_alpha) {
+        if (val_pos + o.batch > n_val) {
+          std::shuffle(val_rows.begin(), val_rows.end(), rng);
+          val_pos = 0;
+        }
+        data.gather(std::span<const index>(val_rows.data() + val_pos, static_cast<std::size_t>(o.batch)), vx, vy);
+        val_pos += o.batch;
+      }
       darts_step_result res;
       try {
-        res = d.step(tx, ty, vx, vy, e >= o.warmup_epochs);
+        res = d.step(tx, ty, vx, vy, update_alpha);
       } catch (const value_error& err) {
-        throw value_error(detail::cat("search: epoch ", e + 1, " step ", s + 1, ": ", err.what()));
+        throw value_error(detail::cat("search: epoch ", e + 1, " step ", s + 1, ": ", err.message()));
       }
       tl += res.train_loss;
       vl += res.val_loss;
-      if (o.progress) bar.update(e + 1, s + 1, tl / static_cast<double>(s + 1), 0.0, 2 * o.batch);
+      if (o.progress)
+        bar.update(e + 1, s + 1, tl / static_cast<double>(s + 1), -1, update_alpha ? 2 * o.batch : o.batch,
+                   update_alpha ? vl / static_cast<double>(s + 1) : std::numeric_limits<double>::quiet_NaN());
     }
     r.train_loss.push_back(tl / static_cast<double>(steps));
     r.val_loss.push_back(e >= o.warmup_epochs ? vl / static_cast<double>(steps) : std::nan(""));
     r.alpha_history.push_back(model.softmax_alpha());
     if (!o.checkpoint.empty())
-      detail::save_search_checkpoint(o.checkpoint, model, d, fingerprint, e + 1, rng, train_rows, val_rows, r,
+      detail::save_search_checkpoint(o.checkpoint, model, d, fingerprint, e + 1, rng, train_rows, val_rows, val_pos, r,
                                      seconds_before + bar.seconds());
     if (o.on_epoch) o.on_epoch(e + 1, r.alpha_history.back(), r.train_loss.back(), r.val_loss.back());
   }
@@ -4881,6 +5288,7 @@ struct train_options {
   double head_lr_mult = 1;
   std::uint64_t seed = 0;
   bool progress = true;
+  data::augment_options augment = {};  ///< random crop and flip of every training batch
 };
 
 /// Trains w (operator parameters and head; alpha is not touched) on `data` with
@@ -4901,27 +5309,34 @@ double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, 
   tape<S> t;
   image_batch<S> x;
   std::vector<int> y;
+  std::vector<S> scratch;
   detail::progress bar("train", o.epochs, steps);
   double last = 0;
   for (long e = 0; e < o.epochs; ++e) {
     std::shuffle(rows.begin(), rows.end(), rng);
     double sum = 0;
+    index correct = 0;
     for (long s = 0; s < steps; ++s) {
       opt.set_lr(lr(e * steps + s));
       data.gather(std::span<const index>(rows.data() + s * o.batch, static_cast<std::size_t>(o.batch)), x, y);
+      data::augment_batch(x, o.augment, rng, scratch);
       t.reset();
-      var<S> l;
+      var<S> l, logits;
       try {
-        l = cross_entropy(model.logits(t, x, grad_target::weights), y);
+        logits = model.logits(t, x, grad_target::weights);
+        l = cross_entropy(logits, y);
       } catch (const value_error& err) {
-        throw value_error(detail::cat("train: epoch ", e + 1, " step ", s + 1, ": ", err.what()));
+        throw value_error(detail::cat("train: epoch ", e + 1, " step ", s + 1, ": ", err.message()));
       }
       opt.zero_grad();
       t.backward(l);
       if (o.grad_clip > 0) optim::clip_grad_norm<S>(ws, o.grad_clip);
       opt.step();
       sum += static_cast<double>(l.item());
-      if (o.progress) bar.update(e + 1, s + 1, sum / static_cast<double>(s + 1), 0.0, o.batch);
+      correct += detail::count_correct(logits.value(), y);
+      if (o.progress)
+        bar.update(e + 1, s + 1, sum / static_cast<double>(s + 1),
+                   static_cast<double>(correct) / static_cast<double>((s + 1) * o.batch), o.batch);
     }
     last = sum / static_cast<double>(steps);
   }
@@ -5039,13 +5454,13 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
       try {
         l = cross_entropy(linear(x, t.leaf(backbone.head.weight), t.leaf(backbone.head.bias)), y);
       } catch (const value_error& err) {
-        throw value_error(detail::cat("linear_probe: epoch ", e + 1, " step ", s + 1, ": ", err.what()));
+        throw value_error(detail::cat("linear_probe: epoch ", e + 1, " step ", s + 1, ": ", err.message()));
       }
       opt.zero_grad();
       t.backward(l);
       opt.step();
       sum += static_cast<double>(l.item());
-      if (o.progress) bar.update(e + 1, s + 1, sum / static_cast<double>(s + 1), 0.0, o.batch);
+      if (o.progress) bar.update(e + 1, s + 1, sum / static_cast<double>(s + 1), -1, o.batch);
     }
     r.train_loss = sum / static_cast<double>(steps);
   }
@@ -5147,7 +5562,7 @@ class canvas {
   /// Draws `text` with its top-left corner at (x, y), each font unit `scale` pixels.
   void text(int x, int y, const std::string& text, rgb c, int scale = 2) {
     std::string copy = text;
-    std::vector<char> buf(copy.size() * 270 + 64);  // stb_easy_font: about 270 bytes a character
+    std::vector<char> buf(copy.size() * 1024 + 1024);  // room for the segments of any character
     unsigned char colour[4] = {c[0], c[1], c[2], 255};
     const int quads = stb_easy_font_print(0, 0, copy.data(), colour, buf.data(), static_cast<int>(buf.size()));
     const float* v = reinterpret_cast<const float*>(buf.data());
@@ -5162,13 +5577,18 @@ class canvas {
   }
 
   /// Writes the canvas as a PNG file, atomically. @throws io_error when it cannot be written.
-  void save_png(const std::filesystem::path& path) const {
+  void save_png(const std::filesystem::path& path) const { write_png_bytes(path, w_, h_, 3, px_.data()); }
+
+  /// Writes 8-bit pixels (height x width x channels, channels 1 to 4) as a PNG file, atomically.
+  /// @throws io_error when the image cannot be encoded or written.
+  static void write_png_bytes(const std::filesystem::path& path, int width, int height, int channels,
+                              const std::uint8_t* pixels) {
     std::string bytes;
     auto sink = [](void* ctx, void* data, int size) {
       static_cast<std::string*>(ctx)->append(static_cast<const char*>(data), static_cast<std::size_t>(size));
     };
-    if (!stbi_write_png_to_func(sink, &bytes, w_, h_, 3, px_.data(), 3 * w_))
-      throw io_error(detail::cat("canvas::save_png: cannot encode '", path.string(), "'"));
+    if (channels < 1 || channels > 4 || !stbi_write_png_to_func(sink, &bytes, width, height, channels, pixels, channels * width))
+      throw io_error(detail::cat("write_png: cannot encode '", path.string(), "' (", width, "x", height, "x", channels, ")"));
     io::atomic_write(path, [&](std::ostream& out) { out.write(bytes.data(), static_cast<std::streamsize>(bytes.size())); });
   }
 

@@ -96,6 +96,34 @@ expect 0 "samples/dots/" -- "$tool" sample --out samples --count 6 --image 16
 out=$("$tool" predict --model run/retrain/model.safetensors samples/*/*.png 2>&1)
 [[ $(grep -cE '	(dots|rings|solid|grid|waves)	[01]\.[0-9]{4}$' <<<"$out") == 6 ]] || fail "predict on samples printed '$out'"
 
+# ---- image folders (written by sample) and IDX files (plain and gzipped) as data
+"$tool" sample --out ftrain --count 40 --image 16 > /dev/null
+"$tool" sample --out ftest --count 20 --image 12 --data-seed 9 > /dev/null   # another size: resized on load
+folder=(--data folder --train ftrain --test ftest --backbone bb.safetensors --prompts 2 --batch 8 --epochs 1 --quiet)
+expect 0 "data: 40 images of 5 classes from ftrain" -- "$tool" retrain --run run --op add "${folder[@]}" --out folder-run --crop-padding 2 --flip
+[[ $(json folder-run/metrics.json '["test_images"]') == 20 ]] || fail "folder retrain did not test on 20 images"
+echo "not an image" > ftrain/dots/bad.png
+expect 1 "bad.png" -- "$tool" retrain --run run --op add "${folder[@]}" --out folder-run
+expect 0 "skipped 1 unreadable" -- "$tool" retrain --run run --op add "${folder[@]}" --out folder-run --skip-bad
+expect 2 "needs --test PATH" -- "$tool" retrain --run run --op add --data folder --train ftrain --backbone bb.safetensors
+python3 - <<'PY'
+import gzip, os, random, struct
+random.seed(0)
+os.makedirs("idx", exist_ok=True)
+def write(name, dims, values, gz):
+    data = bytes([0, 0, 8, len(dims)]) + b"".join(struct.pack(">I", d) for d in dims) + bytes(values)
+    (gzip.open if gz else open)(os.path.join("idx", name + (".gz" if gz else "")), "wb").write(data)
+for stem, n, gz in (("train", 60, True), ("t10k", 30, False)):
+    labels = [i % 3 for i in range(n)]
+    write(f"{stem}-images-idx3-ubyte", (n, 8, 8), [random.randrange(256) for _ in range(n * 64)], gz)
+    write(f"{stem}-labels-idx1-ubyte", (n,), labels, gz)
+PY
+expect 0 "data: 20 t10k images of 2 classes" -- "$tool" retrain --run run --op affine --data idx --train idx --test idx \
+  --classes 1,2 --train-images 20 --backbone bb.safetensors --prompts 2 --batch 8 --epochs 1 --quiet --out idx-run
+head -c 100 idx/t10k-images-idx3-ubyte > idx/t10k-images-idx3-ubyte.cut && mv idx/t10k-images-idx3-ubyte.cut idx/t10k-images-idx3-ubyte
+expect 1 "t10k-images-idx3-ubyte" -- "$tool" retrain --run run --op affine --data idx --train idx --test idx \
+  --classes 1,2 --backbone bb.safetensors --prompts 2 --batch 8 --epochs 1 --quiet --out idx-run
+
 # ---- bad input: exit 1, a message that names it
 expect 1 "does not exist" -- "$tool" search --backbone missing.safetensors --out x
 echo "not a checkpoint" > junk.safetensors

@@ -77,35 +77,112 @@ std::vector<int> parse_classes(const std::string& text) {
 /// Where the data comes from.
 struct data_settings {
   std::string data = "synthetic";
+  std::string train_path, test_path;
   std::string classes;
-  long train_images = 1000;
-  long test_images = 1000;
+  long default_train, default_test;
+  long train_images = -1;
+  long test_images = -1;
+  long per_class = 0;
+  bool skip_bad = false;
   std::uint64_t data_seed = 1;
   double noise = 0.08;
 
   data_settings(std::string default_classes, long train, long test)
-      : classes(std::move(default_classes)), train_images(train), test_images(test) {}
+      : classes(std::move(default_classes)), default_train(train), default_test(test) {}
 
   void add_to(flags& f, bool with_train = true, bool with_test = true) {
-    f.add("data", data, "the dataset: 'synthetic' (the built-in texture task)", "NAME");
-    f.add("classes", classes, "which classes, as '5-9' or '0,2,4'", "LIST");
-    if (with_train) f.add("train-images", train_images, "training images (search-train + search-val)");
-    if (with_test) f.add("test-images", test_images, "test images");
-    f.add("data-seed", data_seed, "seed of the synthetic images");
+    f.add("data", data,
+          "synthetic (built in), folder (PATH/<class>/<image>), list (a file of 'path label' lines),\n" + std::string(30, ' ') +
+              "idx (a folder of MNIST-style IDX files, plain or .gz), or fashion (Debian's Fashion-MNIST)",
+          "KIND");
+    if (with_train) f.add("train", train_path, "training data: the folder, list file or IDX folder", "PATH");
+    if (with_test) f.add("test", test_path, "test data: the folder, list file or IDX folder", "PATH");
+    f.add("classes", classes, "which classes of synthetic or IDX data, as '5-9' or '0,2,4'", "LIST");
+    if (with_train)
+      f.add("train-images", train_images,
+            vp::detail::cat("training images (synthetic: -1 means ", default_train, "; IDX: -1 means all, else balanced and seeded)"));
+    if (with_test)
+      f.add("test-images", test_images, vp::detail::cat("test images (synthetic: -1 means ", default_test, "; IDX: -1 means all)"));
+    f.add("per-class", per_class, "IDX data: at most this many training images per class (0: no limit)");
+    f.add_switch("skip-bad", skip_bad, "folder and list data: skip unreadable image files (and list them) instead of failing");
+    f.add("data-seed", data_seed, "seed of the synthetic images and of IDX sampling");
     f.add("noise", noise, "pixel noise of the synthetic images (0..1 scale)");
   }
 
+  /// Checks the paths the chosen kind needs, before anything is loaded.
+  void validate(bool need_train, bool need_test) const {
+    if (data != "synthetic" && data != "folder" && data != "list" && data != "idx" && data != "fashion")
+      throw usage_error("--data '" + data + "' is not a data kind (synthetic, folder, list, idx, fashion)");
+    const bool files = data == "folder" || data == "list" || data == "idx";
+    if (files && need_train && train_path.empty()) throw usage_error("--data " + data + " needs --train PATH");
+    if (files && need_test && test_path.empty()) throw usage_error("--data " + data + " needs --test PATH");
+  }
+
+  /// The input normalisation of this data for a model of `c`.
+  vp::data::normalization norm(const vp::vit_config& c) const {
+    if (data == "synthetic") return vp::data::normalization::synthetic();
+    if (data == "fashion") return vp::data::fashion_mnist_normalization();
+    if (data == "idx" || c.channels == 1) return {{0.5}, {0.5}};
+    return vp::data::normalization::imagenet();
+  }
+
   vp::data::labelled_images<float> load(const vp::vit_config& c, bool test) const {
-    if (data != "synthetic")
-      throw usage_error("--data '" + data + "' is not supported (supported: synthetic)");
-    const long count = test ? test_images : train_images;
-    if (count < 1) throw usage_error(std::string(test ? "--test-images" : "--train-images") + " must be >= 1");
-    return vp::data::make_synthetic<float>({.image = c.image,
-                                            .channels = c.channels,
-                                            .count = count,
-                                            .seed = test ? data_seed + 1000003 : data_seed,
-                                            .classes = parse_classes(classes),
-                                            .noise = noise});
+    const long requested = test ? test_images : train_images;
+    const char* count_flag = test ? "--test-images" : "--train-images";
+    if (requested == 0 || requested < -1) throw usage_error(std::string(count_flag) + " must be -1 or >= 1");
+    if (data == "synthetic") {
+      const long count = requested > 0 ? requested : (test ? default_test : default_train);
+      return vp::data::make_synthetic<float>({.image = c.image,
+                                              .channels = c.channels,
+                                              .count = count,
+                                              .seed = test ? data_seed + 1000003 : data_seed,
+                                              .classes = parse_classes(classes),
+                                              .noise = noise});
+    }
+    const std::string path = test ? test_path : train_path;
+    if (data == "folder" || data == "list") {
+      if (path.empty())
+        throw usage_error(vp::detail::cat("--data ", data, " needs ", test ? "--test" : "--train", " PATH"));
+      vp::data::folder_options fo{.image = c.image, .channels = c.channels, .norm = norm(c), .skip_bad = skip_bad};
+      auto set = data == "folder" ? vp::data::image_folder<float>(path, fo) : vp::data::image_list<float>(path, fo);
+      if (!set.skipped.empty()) {
+        std::fprintf(stderr, "data: skipped %zu unreadable file(s) in %s:\n", set.skipped.size(), path.c_str());
+        for (const auto& why : set.skipped) std::fprintf(stderr, "  %s\n", why.c_str());
+      }
+      std::printf("data: %ld images of %ld classes from %s\n", static_cast<long>(set.data.size()),
+                  static_cast<long>(set.data.classes()), path.c_str());
+      return std::move(set.data);
+    }
+    if (data == "idx" || data == "fashion") {
+      fs::path dir = path;
+      if (dir.empty()) {
+        if (data == "idx") throw usage_error(vp::detail::cat("--data idx needs ", test ? "--test" : "--train", " FOLDER"));
+        dir = "/usr/share/datasets/fashion-mnist";
+      }
+      const std::string stem = test ? "t10k" : "train";
+      auto file = [&](const std::string& what) {
+        const fs::path plain = dir / (stem + "-" + what), gz = dir / (stem + "-" + what + ".gz");
+        if (fs::exists(plain)) return plain;
+        if (fs::exists(gz)) return gz;
+        throw vp::io_error(vp::detail::cat("no ", plain.filename().string(), "[.gz] in '", dir.string(), "'",
+                                           data == "fashion" ? " (install Debian's dataset-fashion-mnist)" : ""));
+      };
+      vp::data::idx_options io{.classes = parse_classes(classes), .image = c.image, .channels = c.channels, .norm = norm(c)};
+      if (data == "fashion") io.label_names = vp::data::fashion_mnist_class_names();
+      const long n_classes = static_cast<long>(io.classes.size());
+      if (!test && per_class > 0) io.per_class = per_class;
+      if (requested > 0) {
+        if (requested < n_classes) throw usage_error(vp::detail::cat(count_flag, " ", requested, " is fewer than the ", n_classes, " classes"));
+        if (io.per_class == 0 || io.per_class > requested / n_classes) io.per_class = requested / n_classes;
+      }
+      io.random_sample = io.per_class > 0;
+      io.sample_seed = data_seed + (test ? 1000003 : 0);
+      auto set = vp::data::load_idx<float>(file("images-idx3-ubyte"), file("labels-idx1-ubyte"), io);
+      std::printf("data: %ld %s images of %ld classes from %s\n", static_cast<long>(set.size()), stem.c_str(),
+                  static_cast<long>(set.classes()), dir.string().c_str());
+      return set;
+    }
+    throw usage_error("--data '" + data + "' is not a data kind (synthetic, folder, list, idx, fashion)");
   }
 };
 
@@ -166,12 +243,13 @@ fs::path backbone_path(const std::string& flag, const std::string& cache_flag, b
 
 /// Writes a self-contained model file: backbone, fusion parameters and head,
 /// with the genotype, class names and input normalisation in its metadata.
-void save_model(const fs::path& path, vp::vit<float>& backbone, model_t* prompted, const std::vector<std::string>& class_names) {
+void save_model(const fs::path& path, vp::vit<float>& backbone, model_t* prompted, const std::vector<std::string>& class_names,
+                const vp::data::normalization& norm) {
   std::vector<vp::parameter<float>*> ps = backbone.parameters();
   std::map<std::string, std::string> meta{{"vpdarts.heads", std::to_string(backbone.config().heads)},
                                           {"vpdarts.classes", std::to_string(backbone.config().classes)},
                                           {"vpdarts.class_names", nlohmann::json(class_names).dump()},
-                                          {"vpdarts.normalize", vp::data::normalization::synthetic().str()}};
+                                          {"vpdarts.normalize", norm.str()}};
   if (prompted) {
     for (vp::parameter<float>* p : prompted->fusion_parameters()) ps.push_back(p);
     meta["vpdarts.kind"] = "prompted";
@@ -343,6 +421,7 @@ int cmd_pretrain(int argc, char** argv) {
   common.add_to(f);
   if (!f.parse(argc, argv, 2)) return 0;
   common.apply();
+  data.validate(true, true);
   if (init != "xavier" && init != "timm") throw usage_error("vpdarts pretrain: --init is 'xavier' or 'timm', got '" + init + "'");
   const std::vector<int> cls = parse_classes(data.classes);
   c = {image, channels, patch, dim, depth, heads, mlp, static_cast<vp::index>(cls.size())};
@@ -406,6 +485,7 @@ int cmd_search(int argc, char** argv) {
   f.note("Example: vpdarts search --out run --epochs 10   (built-in backbone and data)");
   if (!f.parse(argc, argv, 2)) return 0;
   common.apply();
+  data.validate(true, false);
   if (order != "first" && order != "second") throw usage_error("vpdarts search: --order is 'first' or 'second', got '" + order + "'");
   vp::search_options o;
   o.epochs = epochs;
@@ -505,10 +585,18 @@ int cmd_retrain(int argc, char** argv) {
   f.add("batch", batch, "batch size");
   w.add_to(f, "lr");
   f.add("seed", seed, "seed of the fresh operator parameters and the shuffling");
+  long crop_padding = 0;
+  bool flip = false;
+  f.add("crop-padding", crop_padding, "augmentation: pad by N pixels, then crop back at a random offset");
+  f.add_switch("flip", flip, "augmentation: random left-right flips");
   data.add_to(f);
   common.add_to(f);
   if (!f.parse(argc, argv, 2)) return 0;
   common.apply();
+  data.validate(true, true);
+  if (crop_padding < 0) throw usage_error("vpdarts retrain: --crop-padding must be >= 0");
+  if (probe && (crop_padding > 0 || flip))
+    throw usage_error("vpdarts retrain: the linear probe trains on fixed features; --crop-padding and --flip do not apply");
   if (probe && !op.empty()) throw usage_error("vpdarts retrain: --linear-probe and --op exclude each other");
   if (out.empty()) out = (fs::path(run) / (probe ? "probe" : op.empty() ? "retrain" : "op-" + op)).string();
   const fs::path dir = out;
@@ -526,7 +614,7 @@ int cmd_retrain(int argc, char** argv) {
                                      .weight_decay = w.weight_decay, .warmup_epochs = w.lr_warmup_epochs, .seed = seed,
                                      .progress = !common.quiet});
     accuracy = r.test_accuracy;
-    save_model(dir / "model.safetensors", vit, nullptr, train.class_names);
+    save_model(dir / "model.safetensors", vit, nullptr, train.class_names, data.norm(vit.config()));
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     m = cost_metrics(r.trainable_params,
                      100.0 * static_cast<double>(r.trainable_params) / static_cast<double>(vit.backbone_size()), vit.config(),
@@ -555,12 +643,13 @@ int cmd_retrain(int argc, char** argv) {
                         .op_lr_mult = parse_mults(w.op_lr_mult),
                         .head_lr_mult = w.head_lr_mult,
                         .seed = seed,
-                        .progress = !common.quiet};
+                        .progress = !common.quiet,
+                        .augment = {.crop_padding = crop_padding, .flip = flip}};
     const double loss = vp::train(model, train, o);
     for (vp::parameter<float>* p : model.weights())
       if (!p->value().allFinite()) throw vp::value_error("retrain: " + p->name() + " holds NaN or Inf; no model written");
     accuracy = vp::evaluate(model, test);
-    save_model(dir / "model.safetensors", model.backbone(), &model, train.class_names);
+    save_model(dir / "model.safetensors", model.backbone(), &model, train.class_names, data.norm(model.config()));
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     m = cost_metrics(model.trainable_params(), model.trainable_percent(), model.config(),
                      [&](vp::tape<float>& t, const vp::image_batch<float>& x) { return model.logits(t, x, vp::grad_target::none); });
@@ -594,6 +683,7 @@ int cmd_eval(int argc, char** argv) {
   common.add_to(f);
   if (!f.parse(argc, argv, 2)) return 0;
   common.apply();
+  data.validate(false, true);
   if (model_file.empty()) throw usage_error("vpdarts eval: --model FILE is required (see vpdarts eval --help)");
   const auto start = std::chrono::steady_clock::now();
   loaded_model lm = load_model(model_file);
@@ -671,6 +761,7 @@ int cmd_sample(int argc, char** argv) {
   common.add_to(f);
   if (!f.parse(argc, argv, 2)) return 0;
   common.apply();
+  if (data.data != "synthetic") throw usage_error("vpdarts sample: only --data synthetic can be sampled");
   data.train_images = count;
   vp::vit_config c;
   c.image = image;
@@ -738,7 +829,8 @@ int main(int argc, char** argv) {
                  cmd.c_str());
     return 2;
   } catch (const usage_error& e) {
-    std::fprintf(stderr, "%s\n", e.what());
+    const std::string what = e.what();
+    std::fprintf(stderr, "%s%s\n", what.rfind("vpdarts", 0) == 0 ? "" : ("vpdarts " + cmd + ": ").c_str(), what.c_str());
     return 2;
   } catch (const vp::error& e) {
     std::fprintf(stderr, "vpdarts %s: %s\n", cmd.c_str(), e.what());

@@ -7,18 +7,23 @@
 /// (channels first, as the model reads it).
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <random>
 #include <span>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include <xtensor/xadapt.hpp>
 #include <xtensor/xtensor.hpp>
+#include <xtensor/xview.hpp>
 
 #include "../detail/format.hpp"
 #include "../error.hpp"
 #include "../fwd.hpp"
+#include "image_batch.hpp"
 
 namespace vpdarts::data {
 
@@ -161,6 +166,50 @@ void to_row(const image& in, const normalization& norm, std::span<S> row) {
     for (std::size_t y = 0; y < h; ++y)
       for (std::size_t x = 0; x < w; ++x)
         row[ch * h * w + y * w + x] = static_cast<S>((static_cast<double>(in(y, x, ch)) - m) / s);
+  }
+}
+
+/// Training-time augmentation of a batch.
+struct augment_options {
+  index crop_padding = 0;  ///< pad every side by this many pixels (zeros, the normalised mean), then crop back at random
+  bool flip = false;       ///< mirror left-right with probability 1/2
+
+  bool active() const noexcept { return crop_padding > 0 || flip; }
+};
+
+/// Augments every image of a normalised batch in place (channels first), each
+/// with its own random crop offset and flip drawn from `rng`. `scratch` is
+/// reused between calls (no allocation once warm).
+/// @throws value_error for a negative padding.
+template <Scalar S>
+void augment_batch(image_batch<S>& x, const augment_options& o, std::mt19937_64& rng, std::vector<S>& scratch) {
+  if (o.crop_padding < 0) throw value_error(vpdarts::detail::cat("augment_batch: crop padding ", o.crop_padding, " < 0"));
+  if (!o.active()) return;
+  const std::size_t c = static_cast<std::size_t>(x.channels), h = static_cast<std::size_t>(x.height),
+                    w = static_cast<std::size_t>(x.width), n = c * h * w;
+  const std::array<std::size_t, 3> shape{c, h, w};
+  scratch.resize(n);
+  std::uniform_int_distribution<index> offset(0, 2 * o.crop_padding);
+  std::bernoulli_distribution coin(0.5);
+  for (index i = 0; i < x.size(); ++i) {
+    S* row = x.pixels.row(i).data();
+    std::copy(row, row + n, scratch.data());  // (copy-assigning one adaptor to another would rebind it, not copy)
+    auto img = xt::adapt(row, n, xt::no_ownership(), shape);
+    auto src = xt::adapt(static_cast<const S*>(scratch.data()), n, xt::no_ownership(), shape);
+    const index dy = o.crop_padding > 0 ? offset(rng) - o.crop_padding : 0;
+    const index dx = o.crop_padding > 0 ? offset(rng) - o.crop_padding : 0;
+    const bool mirror = o.flip && coin(rng);
+    for (std::size_t ch = 0; ch < c; ++ch)
+      for (std::size_t y = 0; y < h; ++y) {
+        const index sy = static_cast<index>(y) + dy;
+        for (std::size_t xx = 0; xx < w; ++xx) {
+          const index ox = mirror ? static_cast<index>(w - 1 - xx) : static_cast<index>(xx);
+          const index sx = ox + dx;
+          img(ch, y, xx) = sy >= 0 && sy < static_cast<index>(h) && sx >= 0 && sx < static_cast<index>(w)
+                               ? src(ch, static_cast<std::size_t>(sy), static_cast<std::size_t>(sx))
+                               : S(0);
+        }
+      }
   }
 }
 

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../data/synthetic.hpp"
+#include "../data/transforms.hpp"
 #include "../detail/progress.hpp"
 #include "../io/checkpoint.hpp"
 #include "../optim/schedule.hpp"
@@ -283,7 +284,7 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
       try {
         res = d.step(tx, ty, vx, vy, update_alpha);
       } catch (const value_error& err) {
-        throw value_error(detail::cat("search: epoch ", e + 1, " step ", s + 1, ": ", err.what()));
+        throw value_error(detail::cat("search: epoch ", e + 1, " step ", s + 1, ": ", err.message()));
       }
       tl += res.train_loss;
       vl += res.val_loss;
@@ -321,6 +322,7 @@ struct train_options {
   double head_lr_mult = 1;
   std::uint64_t seed = 0;
   bool progress = true;
+  data::augment_options augment = {};  ///< random crop and flip of every training batch
 };
 
 /// Trains w (operator parameters and head; alpha is not touched) on `data` with
@@ -341,6 +343,7 @@ double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, 
   tape<S> t;
   image_batch<S> x;
   std::vector<int> y;
+  std::vector<S> scratch;
   detail::progress bar("train", o.epochs, steps);
   double last = 0;
   for (long e = 0; e < o.epochs; ++e) {
@@ -350,13 +353,14 @@ double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, 
     for (long s = 0; s < steps; ++s) {
       opt.set_lr(lr(e * steps + s));
       data.gather(std::span<const index>(rows.data() + s * o.batch, static_cast<std::size_t>(o.batch)), x, y);
+      data::augment_batch(x, o.augment, rng, scratch);
       t.reset();
       var<S> l, logits;
       try {
         logits = model.logits(t, x, grad_target::weights);
         l = cross_entropy(logits, y);
       } catch (const value_error& err) {
-        throw value_error(detail::cat("train: epoch ", e + 1, " step ", s + 1, ": ", err.what()));
+        throw value_error(detail::cat("train: epoch ", e + 1, " step ", s + 1, ": ", err.message()));
       }
       opt.zero_grad();
       t.backward(l);

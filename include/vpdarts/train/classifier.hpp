@@ -115,7 +115,7 @@ pretrain_result pretrain(vit<S>& model, const data::labelled_images<S>& train, c
       try {
         loss = cross_entropy(logits, labels);
       } catch (const value_error& err) {
-        throw value_error(detail::cat("pretrain: epoch ", e, " step ", s + 1, ": ", err.what()));
+        throw value_error(detail::cat("pretrain: epoch ", e, " step ", s + 1, ": ", err.message()));
       }
       opt.zero_grad();
       t.backward(loss);

@@ -105,7 +105,7 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
       try {
         l = cross_entropy(linear(x, t.leaf(backbone.head.weight), t.leaf(backbone.head.bias)), y);
       } catch (const value_error& err) {
-        throw value_error(detail::cat("linear_probe: epoch ", e + 1, " step ", s + 1, ": ", err.what()));
+        throw value_error(detail::cat("linear_probe: epoch ", e + 1, " step ", s + 1, ": ", err.message()));
       }
       opt.zero_grad();
       t.backward(l);

@@ -4749,6 +4749,7 @@ class darts {
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <limits>
@@ -4756,6 +4757,7 @@ class darts {
 #include <random>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -5050,6 +5052,7 @@ nlohmann::json search_fingerprint(const search_options& o, const vit_config& c, 
           {"head_lr_mult", o.darts.head_lr_mult},
           {"alpha_lr", o.darts.alpha_lr},
           {"alpha_weight_decay", o.darts.alpha_weight_decay},
+          {"alpha_betas", {o.darts.alpha_beta1, o.darts.alpha_beta2}},
           {"ops", detail::join(Ops::names)},
           {"model", c.describe()},
           {"prompts", prompts},
@@ -5066,6 +5069,14 @@ inline std::vector<double> losses_from_json(const nlohmann::json& j) {
   std::vector<double> out;
   for (const auto& x : j) out.push_back(x.is_null() ? std::numeric_limits<double>::quiet_NaN() : x.get<double>());
   return out;
+}
+
+/// A seeded split of rows 0..n-1 into n - n_val search-train rows and n_val search-val rows.
+inline std::pair<std::vector<index>, std::vector<index>> split_rows(index n, index n_val, std::mt19937_64& rng) {
+  std::vector<index> order(static_cast<std::size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  return {std::vector<index>(order.begin(), order.end() - n_val), std::vector<index>(order.end() - n_val, order.end())};
 }
 
 /// Writes the search state after `epoch` epochs (atomically).
@@ -5204,11 +5215,8 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   if (o.epochs <= o.warmup_epochs)
     throw config_error(detail::cat("search: ", o.epochs, " epochs leave no alpha step after ", o.warmup_epochs,
                                    " warm-up epochs"));
-  std::vector<index> order(static_cast<std::size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
   std::mt19937_64 rng(o.seed);
-  std::shuffle(order.begin(), order.end(), rng);
-  std::vector<index> train_rows(order.begin(), order.begin() + n_train), val_rows(order.begin() + n_train, order.end());
+  auto [train_rows, val_rows] = detail::split_rows(n, n_val, rng);
   // Every search-train image once per epoch; search-val batches are drawn in
   // turn from the shuffled search-val split, reshuffled whenever it runs out.
   const long steps = static_cast<long>(n_train / o.batch);
@@ -5348,6 +5356,72 @@ template <Scalar S, OpList Ops>
 double evaluate(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, index batch = 64) {
   return detail::top1_accuracy(
       data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x, grad_target::none); });
+}
+
+/// What choose_w_lr measured.
+struct lr_grid_result {
+  std::vector<double> lrs;            ///< the grid, in the order tried
+  std::vector<double> val_accuracy;   ///< search-val top-1 accuracy after training w at each lr
+  std::vector<double> train_loss;     ///< last-epoch training loss at each lr (NaN when it diverged)
+  double best = 0;                    ///< the lr with the best accuracy (the smaller lr on a tie)
+};
+
+/// Chooses w's base learning rate on the search-val split (DESIGN.md section 5,
+/// VPT's protocol): for every lr of `grid`, trains w alone (alpha fixed) for
+/// `epochs` on search-train (the split search() makes with the same seed and
+/// val_fraction), measures search-val accuracy, and restores w. A diverging lr
+/// scores 0. Returns the grid's results and the best lr; the model is unchanged.
+/// @throws config_error for an empty grid, a non-positive lr, or a batch larger than a split.
+template <Scalar S, OpList Ops>
+lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const search_options& o,
+                           const std::vector<double>& grid, long epochs = 2) {
+  if (grid.empty()) throw config_error("choose_w_lr: the lr grid is empty");
+  for (double lr : grid)
+    if (!(lr > 0)) throw config_error(detail::cat("choose_w_lr: lr ", lr, " in the grid is not positive"));
+  const index n = data.size();
+  const index n_val = static_cast<index>(std::llround(static_cast<double>(n) * o.val_fraction));
+  if (o.batch <= 0 || o.batch > std::min(n - n_val, n_val))
+    throw config_error(detail::cat("choose_w_lr: batch ", o.batch, " does not fit the splits (", n - n_val,
+                                   " search-train, ", n_val, " search-val images)"));
+  std::mt19937_64 rng(o.seed);
+  const auto [train_rows, val_rows] = detail::split_rows(n, n_val, rng);
+  const auto train_set = data.select(train_rows), val_set = data.select(val_rows);
+  std::vector<parameter<S>*> ws = model.weights();
+  std::vector<matrix<S>> snapshot;
+  for (parameter<S>* p : ws) snapshot.push_back(p->value());
+  lr_grid_result r;
+  r.best = grid.front();
+  double best_acc = -1;
+  for (double lr : grid) {
+    train_options t{.epochs = epochs,
+                    .batch = o.batch,
+                    .lr = lr,
+                    .momentum = o.darts.w_momentum,
+                    .weight_decay = o.darts.w_weight_decay,
+                    .warmup_epochs = std::min(o.lr_warmup_epochs, epochs),
+                    .grad_clip = o.darts.grad_clip,
+                    .op_lr_mult = o.darts.op_lr_mult,
+                    .head_lr_mult = o.darts.head_lr_mult,
+                    .seed = o.seed,
+                    .progress = false};
+    double loss = std::numeric_limits<double>::quiet_NaN(), acc = 0;
+    try {
+      loss = train(model, train_set, t);
+      acc = evaluate(model, val_set);
+    } catch (const value_error&) {
+      // diverged: scores 0
+    }
+    r.lrs.push_back(lr);
+    r.val_accuracy.push_back(acc);
+    r.train_loss.push_back(loss);
+    if (acc > best_acc + 1e-12 || (std::abs(acc - best_acc) <= 1e-12 && lr < r.best)) {
+      best_acc = acc;
+      r.best = lr;
+    }
+    for (std::size_t i = 0; i < ws.size(); ++i) ws[i]->value() = snapshot[i];
+    if (o.progress) std::printf("lr grid: w lr %-8g search-val accuracy %.4f  train loss %.4f\n", lr, acc, loss);
+  }
+  return r;
 }
 
 }  // namespace vpdarts

@@ -59,6 +59,12 @@ done
 [[ $(json run/metrics.json '["genotype"].__len__()') == 2 ]] || fail "metrics.json genotype length"
 ls run | grep -q tmp && fail "a temporary file was left in run/"
 
+# ---- the w learning rate chosen from a grid on search-val
+expect 0 "search: w lr" -- "$tool" search "${common[@]}" --out grid --epochs 2 --warmup-epochs 1 --w-lr-grid 0.01,0.1 --grid-epochs 1 --quiet
+[[ $(json grid/metrics.json '["w_lr_grid"]["lrs"]') == "[0.01, 0.1]" ]] || fail "metrics.json lacks the lr grid"
+[[ $(json grid/metrics.json '["w_lr"] in (0.01, 0.1)') == True ]] || fail "the chosen w lr is not from the grid"
+expect 2 "is not a learning rate" -- "$tool" search --w-lr-grid 0.1,x
+
 # ---- resume: kill a second run once it has a checkpoint, resume it, compare with the first
 mkdir -p again
 ( "$tool" search --config search.json --order first --out again "${common[@]}" --quiet > again.log 2>&1 ) &

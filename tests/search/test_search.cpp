@@ -106,6 +106,27 @@ TEST_CASE("an interrupted search resumes from its checkpoint to the uninterrupte
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("the w learning rate is chosen on search-val and the model is left as it was", "[search][lr]") {
+  auto data = tiny_data(24);
+  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 8), {.prompts = 2, .seed = 8});
+  std::vector<vp::matrix<float>> before;
+  for (auto* p : m.weights()) before.push_back(p->value());
+  auto o = quick();
+  o.darts.grad_clip = 0;
+  const auto r = vp::choose_w_lr(m, data, o, {1e-4, 0.05, 1e30}, 2);
+  REQUIRE(r.lrs.size() == 3);
+  CHECK(r.val_accuracy[2] == 0);            // diverged
+  CHECK(std::isnan(r.train_loss[2]));
+  CHECK(std::isfinite(r.train_loss[0]));
+  CHECK(r.best != 1e30);
+  const auto w = m.weights();
+  for (std::size_t i = 0; i < w.size(); ++i) CHECK((w[i]->value() - before[i]).norm() == 0);
+  // deterministic
+  CHECK(vp::choose_w_lr(m, data, o, {1e-4, 0.05, 1e30}, 2).val_accuracy == r.val_accuracy);
+  CHECK_THROWS_WITH(vp::choose_w_lr(m, data, o, {}, 2), Catch::Contains("empty"));
+  CHECK_THROWS_WITH(vp::choose_w_lr(m, data, o, {0.1, -1}, 2), Catch::Contains("not positive"));
+}
+
 TEST_CASE("search rejects bad input clearly", "[search][loop][errors]") {
   vp::prompted_vit<float> m(vp::vit<float>(tiny(), 3), {.prompts = 2});
   auto o = quick();

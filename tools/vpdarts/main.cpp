@@ -478,6 +478,13 @@ int cmd_search(int argc, char** argv) {
   w.add_to(f, "w-lr");
   f.add("alpha-lr", alpha_lr, "Adam lr of alpha; auto: 6 / planned alpha steps (DESIGN.md section 5)", "X|auto");
   f.add("alpha-weight-decay", alpha_wd, "L2 weight decay of alpha");
+  double beta1 = 0.5, beta2 = 0.999;
+  f.add("alpha-beta1", beta1, "Adam beta1 of alpha");
+  f.add("alpha-beta2", beta2, "Adam beta2 of alpha");
+  std::string lr_grid;
+  long grid_epochs = 2;
+  f.add("w-lr-grid", lr_grid, "choose --w-lr on search-val from these values first, e.g. 0.005,0.01,0.05,0.1,0.25,0.5", "LIST");
+  f.add("grid-epochs", grid_epochs, "epochs of w-only training per grid value");
   f.add("seed", seed, "seed of alpha, the operator parameters, the split and the shuffling");
   f.add_switch("resume", resume, "continue from DIR/search.safetensors when it exists");
   data.add_to(f, true, false);
@@ -503,6 +510,27 @@ int cmd_search(int argc, char** argv) {
   o.darts.op_lr_mult = parse_mults(w.op_lr_mult);
   o.darts.head_lr_mult = w.head_lr_mult;
   o.darts.alpha_weight_decay = alpha_wd;
+  o.darts.alpha_beta1 = beta1;
+  o.darts.alpha_beta2 = beta2;
+  if (!(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1))
+    throw usage_error("vpdarts search: --alpha-beta1 and --alpha-beta2 must be in [0, 1)");
+  std::vector<double> grid;
+  {
+    std::stringstream in(lr_grid);
+    std::string item;
+    while (std::getline(in, item, ',')) {
+      std::size_t used = 0;
+      double v = 0;
+      try {
+        v = std::stod(item, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != item.size() || !(v > 0)) throw usage_error("vpdarts search: --w-lr-grid: '" + item + "' is not a learning rate > 0");
+      grid.push_back(v);
+    }
+  }
+  if (grid_epochs < 1) throw usage_error("vpdarts search: --grid-epochs must be >= 1");
   if (alpha_lr != "auto") {
     std::size_t used = 0;
     double v = 0;
@@ -528,6 +556,15 @@ int cmd_search(int argc, char** argv) {
   std::printf("search: %s, %ld prompts, operators %s; %ld images of %ld classes (%s), %s order\n",
               model.config().describe().c_str(), prompts, vp::detail::join(vp::default_ops::names).c_str(),
               static_cast<long>(train.size()), static_cast<long>(train.classes()), data.classes.c_str(), order.c_str());
+  nlohmann::json grid_json;
+  if (!grid.empty()) {
+    std::printf("search: choosing the w learning rate on search-val (%ld epochs per value)\n", grid_epochs);
+    const auto g = vp::choose_w_lr(model, train, o, grid, grid_epochs);
+    o.darts.w_lr = g.best;
+    std::printf("search: w lr %g\n", g.best);
+    grid_json = {{"lrs", g.lrs}, {"val_accuracy", g.val_accuracy}, {"train_loss", vp::detail::losses_to_json(g.train_loss)},
+                 {"best", g.best}, {"epochs", grid_epochs}};
+  }
   std::vector<std::string> ops(vp::default_ops::names.begin(), vp::default_ops::names.end());
   o.on_epoch = [&](long e, const vp::matrix<double>& a, double, double) {
     (void)e;
@@ -552,6 +589,8 @@ int cmd_search(int argc, char** argv) {
             {"train_loss", vp::detail::losses_to_json(r.train_loss)},
             {"val_loss", vp::detail::losses_to_json(r.val_loss)},
             {"search_seconds", r.seconds},
+            {"w_lr", o.darts.w_lr},
+            {"w_lr_grid", grid_json},
             {"backbone", bb.string()},
             {"peak_rss_mb", vp::report::peak_rss_mb()}});
   m["seconds"] = r.seconds;

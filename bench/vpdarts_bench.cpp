@@ -1,0 +1,183 @@
+// The same work as the PyTorch peer (../shared/peers/torch_search_bench.py),
+// timed the same way: DESIGN.md's workloads, a first- or second-order DARTS
+// step or a derived model's forward pass, 2 warm-up steps then --steps timed
+// ones, the median, and the peer's analytic FLOP count (matmuls only; frozen
+// weights get no gradient). One line per run:
+//
+//   RESULT workload=toy mode=first batch=32 sec_per_step=... images_per_s=... gflops=... gflops_per_s=... peak_rss_mb=...
+//
+//   vpdarts_bench [--workload toy|tiny16] [--mode first|second|infer] [--batch N] [--steps 5] [--threads 2] [--seed 0]
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <vpdarts/vpdarts.hpp>
+
+namespace vp = vpdarts;
+
+namespace {
+
+struct workload {
+  std::string name;
+  vp::vit_config config;
+  long prompts;
+  long batch;
+};
+
+workload find_workload(const std::string& name) {
+  if (name == "toy") return {"toy", vp::vit_config::toy(), 8, 32};
+  if (name == "tiny16") return {"tiny16", vp::vit_config::tiny16(10), 10, 8};
+  std::fprintf(stderr, "vpdarts_bench: unknown workload '%s' (toy or tiny16)\n", name.c_str());
+  std::exit(2);
+}
+
+// ---- the peer's FLOP count (torch_search_bench.py: block_flops ... step_flops)
+const std::vector<std::string> op_names{"concat", "add", "affine", "cross_attention"};
+
+double op_flops(const vp::vit_config& c, long p, const std::string& name, bool backward, bool param_grads) {
+  const double T = static_cast<double>(c.tokens()), D = static_cast<double>(c.dim), M = static_cast<double>(c.mlp);
+  const double t = name == "concat" ? T + static_cast<double>(p) : T;
+  const double linear = 2 * t * D * 3 * D + 2 * t * D * D + 2 * t * D * M + 2 * t * M * D;
+  const double attention = 2 * (2 * t * t * D);
+  const double cross = 2 * T * static_cast<double>(p) * D;
+  if (!backward) return linear + attention + (name == "cross_attention" ? 2 * cross : 0);
+  const double extra = name == "cross_attention" ? (2 + (param_grads ? 2 : 0)) * cross : 0;
+  return linear + 2 * attention + extra;
+}
+
+double pass_flops(const vp::vit_config& c, long p, const std::vector<std::vector<std::string>>& layers,
+                  const std::string& backward_to) {
+  const double D = static_cast<double>(c.dim), C = static_cast<double>(c.classes);
+  double total = 2 * static_cast<double>(c.patches()) * D * static_cast<double>(c.channels * c.patch * c.patch) + 2 * D * C;
+  for (const auto& ops : layers)
+    for (const auto& n : ops) total += op_flops(c, p, n, false, false);
+  if (backward_to.empty()) return total;
+  total += 2 * D * C * (backward_to == "w" ? 2 : 1);
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    if (backward_to == "alpha" && l == 0) continue;
+    for (const auto& n : layers[l]) total += op_flops(c, p, n, true, backward_to == "w");
+  }
+  return total;
+}
+
+double step_flops(const vp::vit_config& c, long p, const std::string& mode, long batch) {
+  const std::vector<std::vector<std::string>> search(static_cast<std::size_t>(c.depth), op_names);
+  double per_image = 0;
+  if (mode == "first") per_image = pass_flops(c, p, search, "alpha") + pass_flops(c, p, search, "w");
+  else if (mode == "second") per_image = 3 * pass_flops(c, p, search, "w") + 2 * pass_flops(c, p, search, "alpha");
+  else {
+    std::vector<std::vector<std::string>> derived;
+    for (long l = 0; l < c.depth; ++l) derived.push_back({op_names[static_cast<std::size_t>(l) % op_names.size()]});
+    per_image = pass_flops(c, p, derived, "");
+  }
+  return per_image * static_cast<double>(batch);
+}
+
+vp::image_batch<float> random_images(const vp::vit_config& c, long batch, std::mt19937_64& rng) {
+  std::normal_distribution<float> n01;
+  vp::image_batch<float> x(batch, c.channels, c.image, c.image);
+  for (vp::index i = 0; i < x.pixels.size(); ++i) x.pixels.data()[i] = n01(rng);
+  return x;
+}
+
+std::vector<int> random_labels(const vp::vit_config& c, long batch, std::mt19937_64& rng) {
+  std::uniform_int_distribution<int> u(0, static_cast<int>(c.classes) - 1);
+  std::vector<int> y(static_cast<std::size_t>(batch));
+  for (auto& v : y) v = u(rng);
+  return y;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string workload_name = "toy", mode = "first";
+  long batch = 0, steps = 5, threads = 2;
+  std::uint64_t seed = 0;
+  for (int i = 1; i < argc; ++i) {
+    auto is = [&](const char* flag) { return std::strcmp(argv[i], flag) == 0 && i + 1 < argc; };
+    if (is("--workload")) workload_name = argv[++i];
+    else if (is("--mode")) mode = argv[++i];
+    else if (is("--batch")) batch = std::atol(argv[++i]);
+    else if (is("--steps")) steps = std::atol(argv[++i]);
+    else if (is("--threads")) threads = std::atol(argv[++i]);
+    else if (is("--seed")) seed = std::strtoull(argv[++i], nullptr, 10);
+    else {
+      std::fprintf(stderr, "vpdarts_bench: unknown argument '%s' (see the comment at the top of vpdarts_bench.cpp)\n", argv[i]);
+      return 2;
+    }
+  }
+  if (mode != "first" && mode != "second" && mode != "infer") {
+    std::fprintf(stderr, "vpdarts_bench: --mode is first, second or infer, not '%s'\n", mode.c_str());
+    return 2;
+  }
+  if (steps < 1 || threads < 1 || batch < 0) {
+    std::fprintf(stderr, "vpdarts_bench: --steps and --threads must be >= 1, --batch >= 0\n");
+    return 2;
+  }
+  omp_set_num_threads(static_cast<int>(threads));
+  const workload w = find_workload(workload_name);
+  std::vector<long> batches = batch > 0 ? std::vector<long>{batch}
+                                        : (mode == "infer" ? std::vector<long>{1, 64} : std::vector<long>{w.batch});
+  try {
+    for (long b : batches) {
+      std::mt19937_64 rng(seed + 1);
+      vp::vit<float> backbone(w.config, seed);
+      std::vector<double> times;
+      const int warmup = 2;
+      if (mode == "infer") {
+        vp::genotype g;
+        for (long l = 0; l < w.config.depth; ++l) g.layers.push_back({op_names[static_cast<std::size_t>(l) % 4], {}});
+        vp::prompted_vit<float> model(std::move(backbone), g, {.prompts = w.prompts, .seed = seed});
+        const std::vector<vp::image_batch<float>> data{random_images(w.config, b, rng), random_images(w.config, b, rng)};
+        vp::tape<float> t;
+        vp::no_grad<float> guard(t);
+        for (long i = 0; i < warmup + steps; ++i) {
+          const auto start = std::chrono::steady_clock::now();
+          t.reset();
+          model.logits(t, data[static_cast<std::size_t>(i % 2)], vp::grad_target::none);
+          const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          if (i >= warmup) times.push_back(s);
+        }
+      } else {
+        vp::prompted_vit<float> model(std::move(backbone), {.prompts = w.prompts, .seed = seed});
+        vp::darts_options o;
+        o.order = mode == "first" ? vp::darts_order::first : vp::darts_order::second;
+        o.w_lr = 0.25 * static_cast<double>(b) / 256.0;  // the peer's BASE_LR, scaled by batch / 256
+        vp::darts<float, vp::default_ops> d(model, o);
+        std::vector<vp::image_batch<float>> x;
+        std::vector<std::vector<int>> y;
+        for (int k = 0; k < 4; ++k) {  // val, train, val, train
+          x.push_back(random_images(w.config, b, rng));
+          y.push_back(random_labels(w.config, b, rng));
+        }
+        for (long i = 0; i < warmup + steps; ++i) {
+          const std::size_t v = static_cast<std::size_t>((2 * i) % 4), tr = static_cast<std::size_t>((2 * i + 1) % 4);
+          const auto start = std::chrono::steady_clock::now();
+          d.step(x[tr], y[tr], x[v], y[v]);
+          const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          if (i >= warmup) times.push_back(s);
+        }
+      }
+      std::sort(times.begin(), times.end());
+      const double median = times.size() % 2 ? times[times.size() / 2]
+                                              : 0.5 * (times[times.size() / 2 - 1] + times[times.size() / 2]);
+      const double images = static_cast<double>(mode == "infer" ? b : 2 * b);
+      const double gflops = step_flops(w.config, w.prompts, mode, b) / 1e9;
+      std::printf("RESULT workload=%s mode=%s batch=%ld sec_per_step=%.4f images_per_s=%.1f gflops=%.2f gflops_per_s=%.1f "
+                  "peak_rss_mb=%.0f\n",
+                  w.name.c_str(), mode.c_str(), b, median, images / median, gflops, gflops / median,
+                  vp::report::peak_rss_mb());
+      std::fflush(stdout);
+    }
+  } catch (const vp::error& e) {
+    std::fprintf(stderr, "vpdarts_bench: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# vpdarts against the PyTorch peer on DESIGN.md's workloads, side by side in
+# one run: builds bench/vpdarts_bench in Release, installs the peer's Debian
+# packages (python3-torch, OpenBLAS), runs vpdarts and the peer in turn
+# (A B A B) for every workload and mode, measures the Eigen SGEMM roof, and
+# writes docs/results/performance.md.
+#
+#   scripts/bench.sh            (env: WORKLOADS="toy tiny16", MODES="first second infer",
+#                                STEPS=3, THREADS=2, PEER=../shared/peers/torch_search_bench.py)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+workloads=${WORKLOADS:-toy tiny16}
+modes=${MODES:-first second infer}
+steps=${STEPS:-3}
+threads=${THREADS:-2}
+peer=${PEER:-../shared/peers/torch_search_bench.py}
+[[ -f $peer ]] || { echo "bench.sh: the peer '$peer' is missing (set PEER=path/to/torch_search_bench.py)" >&2; exit 1; }
+
+scripts/install-deps.sh --bench
+flags=(-DCMAKE_BUILD_TYPE=Release -DVPDARTS_BUILD_BENCH=ON)
+command -v ccache >/dev/null && flags+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+cmake -S . -B build "${flags[@]}" > /dev/null
+cmake --build build -j "$(nproc)" --target vpdarts_bench vpdarts_ops_bench
+raw=build/bench-results.txt
+: > "$raw"
+export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
+for w in $workloads; do
+  for mode in $modes; do
+    for round in 1 2; do
+      echo "bench.sh: $w $mode, round $round: vpdarts"
+      build/bench/vpdarts_bench --workload "$w" --mode "$mode" --steps "$steps" --threads "$threads" | tee -a "$raw"
+      echo "bench.sh: $w $mode, round $round: peer"
+      /usr/bin/python3 "$peer" --workload "$w" --mode "$mode" --steps "$steps" --threads "$threads" --no-header |
+        sed 's/^/PEER /' | tee -a "$raw"
+    done
+  done
+done
+build/bench/vpdarts_ops_bench --benchmark_filter=bm_eigen_gemm 2>/dev/null | grep "Eigen SGEMM" | sed 's/^/ROOF /' | tee -a "$raw"
+
+mkdir -p docs/results
+python3 - "$raw" "$steps" "$threads" <<'PY'
+import platform, re, subprocess, sys
+raw, steps, threads = sys.argv[1], sys.argv[2], sys.argv[3]
+ours, peer, roof = {}, {}, None
+for line in open(raw):
+    if line.startswith("RESULT "):
+        f = dict(kv.split("=") for kv in line.split()[1:])
+        key = (f["workload"], f["mode"], int(f["batch"]))
+        ours.setdefault(key, []).append((float(f["sec_per_step"]), float(f["images_per_s"]), float(f["gflops_per_s"]),
+                                         float(f["peak_rss_mb"])))
+    elif line.startswith("PEER |"):
+        c = [x.strip() for x in line[5:].strip().strip("|").split("|")]
+        key = (c[0], c[1], int(c[2]))
+        peer.setdefault(key, []).append((float(c[4]), float(c[5]), float(c[7]), float(c[8])))
+    elif line.startswith("ROOF "):
+        roof = float(re.search(r"([0-9.]+) GFLOP/s", line).group(1))
+best = lambda runs: min(runs, key=lambda r: r[0])        # the faster round of each side
+cpu = "unknown"
+try:
+    cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+except (OSError, StopIteration):
+    pass
+targets = {("toy", "first"): 1.5, ("toy", "second"): 1.5, ("tiny16", "first"): 1.2}
+lines = ["# Performance: vpdarts against the PyTorch peer", "",
+         f"Measured side by side in one run of `scripts/bench.sh` (each side run twice, A B A B; the faster round of each "
+         f"is shown), {steps} timed steps after 2 warm-up steps, median, {threads} threads. "
+         f"Machine: {cpu}, {platform.machine()}. The peer is `torch_search_bench.py` (PyTorch from Debian, OpenBLAS). "
+         "FLOPs are the peer's analytic count (matmuls only; frozen weights get no gradient).", "",
+         f"Eigen SGEMM roof on this machine ({threads} threads, default x86-64 build): "
+         + (f"{roof:.1f} GFLOP/s." if roof else "not measured."), "",
+         "| workload | mode | batch | vpdarts s/step | peer s/step | vpdarts images/s | peer images/s | ratio | target | "
+         "vpdarts GFLOP/s | of roof | vpdarts peak RSS MiB | peer peak RSS MiB | RSS ratio |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+for key in sorted(ours, key=lambda k: (k[0], ["first", "second", "infer"].index(k[1]), k[2])):
+    if key not in peer:
+        continue
+    o, p = best(ours[key]), best(peer[key])
+    ratio = o[1] / p[1]
+    t = targets.get(key[:2]) or ((2.0 if key[2] == 1 else 1.5) if key[1] == "infer" and key[0] == "toy" else None)
+    mark = "-" if t is None else (f">= {t}x {'met' if ratio >= t else 'NOT met'}")
+    lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {o[0]:.4f} | {p[0]:.4f} | {o[1]:.1f} | {p[1]:.1f} | "
+                 f"{ratio:.2f}x | {mark} | {o[2]:.1f} | {o[2] / roof * 100:.0f}% | {o[3]:.0f} | {p[3]:.0f} | "
+                 f"{o[3] / p[3]:.2f} |" if roof else f"| {key[0]} | {key[1]} | {key[2]} | {o[0]:.4f} | {p[0]:.4f} | "
+                 f"{o[1]:.1f} | {p[1]:.1f} | {ratio:.2f}x | {mark} | {o[2]:.1f} | - | {o[3]:.0f} | {p[3]:.0f} | {o[3] / p[3]:.2f} |")
+lines += ["", "Reproduce: `scripts/bench.sh` (it installs `python3-torch` and `libopenblas0-pthread`, builds "
+          "`build/bench/vpdarts_bench` and runs both sides). One configuration by hand:", "",
+          "    build/bench/vpdarts_bench --workload toy --mode first --steps 3 --threads 2",
+          "    /usr/bin/python3 ../shared/peers/torch_search_bench.py --workload toy --mode first --steps 3 --threads 2", ""]
+open("docs/results/performance.md", "w").write("\n".join(lines))
+print("\n".join(lines))
+PY

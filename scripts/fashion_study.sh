@@ -10,7 +10,7 @@
 #   3. write docs/results/fashion.md (mean and spread per method) and copy the
 #      alpha heatmaps next to it.
 #
-#   scripts/fashion_study.sh [OUT_DIR]   (env: SEEDS="0 1 2", PRETRAIN_EPOCHS=5)
+#   scripts/fashion_study.sh [OUT_DIR]   (env: SEEDS="0 1 2", PRETRAIN_EPOCHS=5, PRETRAIN_IMAGES=10000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-fashion-study}
@@ -30,7 +30,7 @@ backbone=$out/fashion_backbone.safetensors
 if [[ ! -f $backbone ]]; then
   log "pretrain the fashion backbone on classes 0-4"
   "$tool" pretrain --data fashion --classes 0-4 --image 28 --channels 1 --patch 4 --dim 192 --depth 6 --heads 3 \
-    --mlp 768 --epochs "${PRETRAIN_EPOCHS:-5}" --batch 64 --out "$backbone" | tail -n 1 | tee -a "$out/study.log"
+    --mlp 768 --epochs "${PRETRAIN_EPOCHS:-5}" --train-images "${PRETRAIN_IMAGES:-10000}" --batch 64 --out "$backbone" | tail -n 1 | tee -a "$out/study.log"
 fi
 data=(--data fashion --classes 5-9 --train-images 1000 --backbone "$backbone" --prompts 8 --quiet)
 for seed in $seeds; do

@@ -345,12 +345,37 @@ void parallel_for(index n, F&& f) {
 // ---- begin vpdarts/detail/format.hpp ----
 // Private helpers that build error messages.
 
+#include <cmath>
+#include <limits>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 
 namespace vpdarts::detail {
+
+/// The whole of `text` as a number of type T (an integer type or a floating
+/// type), or nothing when it is not one: no leading or trailing junk, in
+/// range, finite.
+template <class T>
+std::optional<T> parse_number(const std::string& text) {
+  std::size_t used = 0;
+  try {
+    if constexpr (std::is_floating_point_v<T>) {
+      const double v = std::stod(text, &used);
+      if (used == text.size() && used > 0 && std::isfinite(v)) return static_cast<T>(v);
+    } else {
+      const long long v = std::stoll(text, &used);
+      if (used == text.size() && used > 0 && v >= static_cast<long long>(std::numeric_limits<T>::min()) &&
+          v <= static_cast<long long>(std::numeric_limits<T>::max()))
+        return static_cast<T>(v);
+    }
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
 
 /// "RxC" for a shape.
 inline std::string shape_str(index rows, index cols) {
@@ -2207,16 +2232,9 @@ struct normalization {
       std::stringstream in(part);
       std::string item;
       while (std::getline(in, item, ',')) {
-        std::size_t used = 0;
-        double v = 0;
-        try {
-          v = std::stod(item, &used);
-        } catch (const std::exception&) {
-          used = 0;
-        }
-        if (used == 0 || used != item.size() || !std::isfinite(v))
-          throw value_error(vpdarts::detail::cat("normalization: '", item, "' in '", text, "' is not a number"));
-        out.push_back(v);
+        const auto v = vpdarts::detail::parse_number<double>(item);
+        if (!v) throw value_error(vpdarts::detail::cat("normalization: '", item, "' in '", text, "' is not a number"));
+        out.push_back(*v);
       }
       return out;
     };
@@ -2549,14 +2567,8 @@ file_dataset<S> image_list(const std::filesystem::path& list, const folder_optio
     std::istringstream ls(line);
     std::string path, label, extra;
     ls >> path >> label;
-    std::size_t used = 0;
-    int v = -1;
-    try {
-      v = std::stoi(label, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (path.empty() || used == 0 || used != label.size() || v < 0 || (ls >> extra))
+    const int v = vpdarts::detail::parse_number<int>(label).value_or(-1);
+    if (path.empty() || v < 0 || (ls >> extra))
       throw io_error(vpdarts::detail::cat("image_list: '", list.string(), "' line ", no, ": expected 'path label' with a label >= 0, got '",
                                           line, "'"));
     files.emplace_back(list.parent_path() / path, v);
@@ -3520,16 +3532,21 @@ inline vit_config infer_vit_config(const safetensors& f, index heads = 0, index 
   if (!fc1 || fc1->shape.size() != 2) fail("no blocks.0.mlp.fc1.weight of shape (MLP, D)");
   c.mlp = fc1->shape[0];
   const auto& meta = f.metadata();
+  auto meta_index = [&](const auto& m, const std::string& key) -> index {
+    const auto v = vpdarts::detail::parse_number<index>(m.at(key));
+    if (!v || *v < 1) fail(vpdarts::detail::cat("metadata ", key, " = '", m.at(key), "' is not a positive integer"));
+    return *v;
+  };
   if (const tensor_entry* hw = f.find("head.weight"); hw && hw->shape.size() == 2) c.classes = hw->shape[0];
-  else if (meta.count("vpdarts.classes")) c.classes = std::stol(meta.at("vpdarts.classes"));
+  else if (meta.count("vpdarts.classes")) c.classes = meta_index(meta, "vpdarts.classes");
   else c.classes = classes;
   if (heads > 0) c.heads = heads;
-  else if (meta.count("vpdarts.heads")) c.heads = std::stol(meta.at("vpdarts.heads"));
+  else if (meta.count("vpdarts.heads")) c.heads = meta_index(meta, "vpdarts.heads");
   else c.heads = std::max<index>(1, c.dim / 64);
   try {
     c.validate();
   } catch (const config_error& e) {
-    fail(e.what());
+    fail(e.message());
   }
   return c;
 }
@@ -4906,12 +4923,10 @@ index count_correct(const Logits& logits, std::span<const int> labels) {
   return correct;
 }
 
-/// Top-1 accuracy of `forward(tape, images) -> logits` on `data`, in batches, no gradient recorded.
-template <Scalar S, class Forward>
-double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&& forward) {
-  tape<S> t;
-  no_grad<S> guard(t);
-  index correct = 0;
+/// Calls fn(start, x, y) for consecutive batches of `data` in order (the last
+/// one may be smaller), gathering into the same x and y each time.
+template <Scalar S, class Fn>
+void for_each_batch(const data::labelled_images<S>& data, index batch, Fn&& fn) {
   std::vector<index> rows;
   image_batch<S> x;
   std::vector<int> y;
@@ -4919,9 +4934,20 @@ double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&
     rows.resize(static_cast<std::size_t>(std::min(batch, data.size() - start)));
     std::iota(rows.begin(), rows.end(), start);
     data.gather(rows, x, y);
+    fn(start, x, y);
+  }
+}
+
+/// Top-1 accuracy of `forward(tape, images) -> logits` on `data`, in batches, no gradient recorded.
+template <Scalar S, class Forward>
+double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&& forward) {
+  tape<S> t;
+  no_grad<S> guard(t);
+  index correct = 0;
+  for_each_batch(data, batch, [&](index, const image_batch<S>& x, const std::vector<int>& y) {
     t.reset();
     correct += count_correct(forward(t, x).value(), y);
-  }
+  });
   return static_cast<double>(correct) / static_cast<double>(data.size());
 }
 
@@ -5468,16 +5494,10 @@ matrix<S> extract_features(vit<S>& model, const data::labelled_images<S>& data, 
   matrix<S> out(data.size(), model.config().dim);
   tape<S> t;
   no_grad<S> guard(t);
-  std::vector<index> rows;
-  image_batch<S> x;
-  std::vector<int> y;
-  for (index start = 0; start < data.size(); start += batch) {
-    rows.resize(static_cast<std::size_t>(std::min(batch, data.size() - start)));
-    std::iota(rows.begin(), rows.end(), start);
-    data.gather(rows, x, y);
+  detail::for_each_batch(data, batch, [&](index start, const image_batch<S>& x, const std::vector<int>&) {
     t.reset();
-    out.middleRows(start, static_cast<index>(rows.size())) = model.features(t, x).value();
-  }
+    out.middleRows(start, x.size()) = model.features(t, x).value();
+  });
   return out;
 }
 

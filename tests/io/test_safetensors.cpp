@@ -198,5 +198,10 @@ TEST_CASE("the ViT configuration is read from a checkpoint", "[io][checkpoint]")
   CHECK_THROWS_WITH(vp::io::infer_vit_config(f, 3), Catch::Contains("3 heads do not divide"));
   auto empty = vp::io::safetensors::parse(file_bytes("{}", {}), "empty");
   CHECK_THROWS_WITH(vp::io::infer_vit_config(empty), Catch::Contains("patch_embed.proj.weight"));
+  // metadata that is not a number is an io_error naming the key, not a std::invalid_argument
+  auto backbone = a.backbone_parameters();
+  vp::io::save_parameters<float>(path, backbone, {{"vpdarts.heads", "two"}});
+  CHECK_THROWS_WITH(vp::io::infer_vit_config(vp::io::safetensors::read(path)),
+                    Catch::Contains("vpdarts.heads = 'two' is not a positive integer"));
   fs::remove(path);
 }

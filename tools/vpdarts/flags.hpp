@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <vpdarts/detail/format.hpp>
 
 namespace vpdarts_cli {
 
@@ -214,26 +215,14 @@ class flags {
   }
 
   long parse_long(const std::string& name, const std::string& v) const {
-    std::size_t used = 0;
-    long x = 0;
-    try {
-      x = std::stol(v, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != v.size()) fail("--" + name + " wants an integer, got '" + v + "'");
-    return x;
+    const auto x = vpdarts::detail::parse_number<long>(v);
+    if (!x) fail("--" + name + " wants an integer, got '" + v + "'");
+    return *x;
   }
   double parse_double(const std::string& name, const std::string& v) const {
-    std::size_t used = 0;
-    double x = 0;
-    try {
-      x = std::stod(v, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != v.size() || !std::isfinite(x)) fail("--" + name + " wants a number, got '" + v + "'");
-    return x;
+    const auto x = vpdarts::detail::parse_number<double>(v);
+    if (!x) fail("--" + name + " wants a number, got '" + v + "'");
+    return *x;
   }
 
   std::string command_, summary_;

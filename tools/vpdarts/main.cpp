@@ -51,14 +51,8 @@ std::vector<int> parse_classes(const std::string& text) {
   std::stringstream in(text);
   std::string part;
   auto number = [&](const std::string& s) {
-    std::size_t used = 0;
-    int v = -1;
-    try {
-      v = std::stoi(s, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != s.size() || v < 0) throw usage_error("--classes: '" + s + "' in '" + text + "' is not a class number");
+    const int v = vp::detail::parse_number<int>(s).value_or(-1);
+    if (v < 0) throw usage_error("--classes: '" + s + "' in '" + text + "' is not a class number");
     return v;
   };
   while (std::getline(in, part, ',')) {
@@ -306,7 +300,8 @@ loaded_model load_model(const fs::path& path) {
     out.probe.emplace(std::move(backbone));
   } else if (out.kind == "prompted") {
     const vp::genotype g = vp::genotype::from_json(need("vpdarts.genotype_json"), path.string());
-    const long prompts = std::stol(need("vpdarts.prompts"));
+    const long prompts = vp::detail::parse_number<long>(need("vpdarts.prompts")).value_or(0);
+    if (prompts < 1) throw vp::io_error("'" + path.string() + "': bad vpdarts.prompts metadata '" + need("vpdarts.prompts") + "'");
     out.prompted.emplace(std::move(backbone), g, vp::prompt_options{.prompts = prompts});
     std::vector<vp::parameter<float>*> ps = out.prompted->fusion_parameters();
     vp::io::load_parameters<float>(f, ps, {.allow_unexpected = true});
@@ -362,14 +357,8 @@ std::vector<double> parse_mults(const std::string& text) {
     if (slot >= out.size())
       throw usage_error(vp::detail::cat("--op-lr-mult: more than ", out.size(), " values (operators: ",
                                         vp::detail::join(vp::default_ops::names), ")"));
-    std::size_t used = 0;
-    double v = -1;
-    try {
-      v = std::stod(value, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != value.size() || !(v >= 0)) throw usage_error("--op-lr-mult: '" + part + "' is not a multiplier >= 0");
+    const double v = vp::detail::parse_number<double>(value).value_or(-1);
+    if (!(v >= 0)) throw usage_error("--op-lr-mult: '" + part + "' is not a multiplier >= 0");
     out[slot] = v;
   }
   if (named && positional) throw usage_error("--op-lr-mult: mix of named and positional values in '" + text + "'");
@@ -519,27 +508,15 @@ int cmd_search(int argc, char** argv) {
     std::stringstream in(lr_grid);
     std::string item;
     while (std::getline(in, item, ',')) {
-      std::size_t used = 0;
-      double v = 0;
-      try {
-        v = std::stod(item, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (used == 0 || used != item.size() || !(v > 0)) throw usage_error("vpdarts search: --w-lr-grid: '" + item + "' is not a learning rate > 0");
+      const double v = vp::detail::parse_number<double>(item).value_or(0);
+      if (!(v > 0)) throw usage_error("vpdarts search: --w-lr-grid: '" + item + "' is not a learning rate > 0");
       grid.push_back(v);
     }
   }
   if (grid_epochs < 1) throw usage_error("vpdarts search: --grid-epochs must be >= 1");
   if (alpha_lr != "auto") {
-    std::size_t used = 0;
-    double v = 0;
-    try {
-      v = std::stod(alpha_lr, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != alpha_lr.size() || !(v > 0)) throw usage_error("vpdarts search: --alpha-lr wants a number > 0 or 'auto', got '" + alpha_lr + "'");
+    const double v = vp::detail::parse_number<double>(alpha_lr).value_or(0);
+    if (!(v > 0)) throw usage_error("vpdarts search: --alpha-lr wants a number > 0 or 'auto', got '" + alpha_lr + "'");
     o.auto_alpha_lr = false;
     o.darts.alpha_lr = v;
   }

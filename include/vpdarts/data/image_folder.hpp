@@ -128,14 +128,8 @@ file_dataset<S> image_list(const std::filesystem::path& list, const folder_optio
     std::istringstream ls(line);
     std::string path, label, extra;
     ls >> path >> label;
-    std::size_t used = 0;
-    int v = -1;
-    try {
-      v = std::stoi(label, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (path.empty() || used == 0 || used != label.size() || v < 0 || (ls >> extra))
+    const int v = vpdarts::detail::parse_number<int>(label).value_or(-1);
+    if (path.empty() || v < 0 || (ls >> extra))
       throw io_error(vpdarts::detail::cat("image_list: '", list.string(), "' line ", no, ": expected 'path label' with a label >= 0, got '",
                                           line, "'"));
     files.emplace_back(list.parent_path() / path, v);

@@ -59,16 +59,9 @@ struct normalization {
       std::stringstream in(part);
       std::string item;
       while (std::getline(in, item, ',')) {
-        std::size_t used = 0;
-        double v = 0;
-        try {
-          v = std::stod(item, &used);
-        } catch (const std::exception&) {
-          used = 0;
-        }
-        if (used == 0 || used != item.size() || !std::isfinite(v))
-          throw value_error(vpdarts::detail::cat("normalization: '", item, "' in '", text, "' is not a number"));
-        out.push_back(v);
+        const auto v = vpdarts::detail::parse_number<double>(item);
+        if (!v) throw value_error(vpdarts::detail::cat("normalization: '", item, "' in '", text, "' is not a number"));
+        out.push_back(*v);
       }
       return out;
     };

@@ -1,13 +1,38 @@
 #pragma once
 // Private helpers that build error messages.
 
+#include <cmath>
+#include <limits>
+#include <optional>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "../fwd.hpp"
 
 namespace vpdarts::detail {
+
+/// The whole of `text` as a number of type T (an integer type or a floating
+/// type), or nothing when it is not one: no leading or trailing junk, in
+/// range, finite.
+template <class T>
+std::optional<T> parse_number(const std::string& text) {
+  std::size_t used = 0;
+  try {
+    if constexpr (std::is_floating_point_v<T>) {
+      const double v = std::stod(text, &used);
+      if (used == text.size() && used > 0 && std::isfinite(v)) return static_cast<T>(v);
+    } else {
+      const long long v = std::stoll(text, &used);
+      if (used == text.size() && used > 0 && v >= static_cast<long long>(std::numeric_limits<T>::min()) &&
+          v <= static_cast<long long>(std::numeric_limits<T>::max()))
+        return static_cast<T>(v);
+    }
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
 
 /// "RxC" for a shape.
 inline std::string shape_str(index rows, index cols) {

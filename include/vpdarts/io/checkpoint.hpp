@@ -114,16 +114,21 @@ inline vit_config infer_vit_config(const safetensors& f, index heads = 0, index 
   if (!fc1 || fc1->shape.size() != 2) fail("no blocks.0.mlp.fc1.weight of shape (MLP, D)");
   c.mlp = fc1->shape[0];
   const auto& meta = f.metadata();
+  auto meta_index = [&](const auto& m, const std::string& key) -> index {
+    const auto v = vpdarts::detail::parse_number<index>(m.at(key));
+    if (!v || *v < 1) fail(vpdarts::detail::cat("metadata ", key, " = '", m.at(key), "' is not a positive integer"));
+    return *v;
+  };
   if (const tensor_entry* hw = f.find("head.weight"); hw && hw->shape.size() == 2) c.classes = hw->shape[0];
-  else if (meta.count("vpdarts.classes")) c.classes = std::stol(meta.at("vpdarts.classes"));
+  else if (meta.count("vpdarts.classes")) c.classes = meta_index(meta, "vpdarts.classes");
   else c.classes = classes;
   if (heads > 0) c.heads = heads;
-  else if (meta.count("vpdarts.heads")) c.heads = std::stol(meta.at("vpdarts.heads"));
+  else if (meta.count("vpdarts.heads")) c.heads = meta_index(meta, "vpdarts.heads");
   else c.heads = std::max<index>(1, c.dim / 64);
   try {
     c.validate();
   } catch (const config_error& e) {
-    fail(e.what());
+    fail(e.message());
   }
   return c;
 }

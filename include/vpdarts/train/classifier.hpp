@@ -49,12 +49,10 @@ index count_correct(const Logits& logits, std::span<const int> labels) {
   return correct;
 }
 
-/// Top-1 accuracy of `forward(tape, images) -> logits` on `data`, in batches, no gradient recorded.
-template <Scalar S, class Forward>
-double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&& forward) {
-  tape<S> t;
-  no_grad<S> guard(t);
-  index correct = 0;
+/// Calls fn(start, x, y) for consecutive batches of `data` in order (the last
+/// one may be smaller), gathering into the same x and y each time.
+template <Scalar S, class Fn>
+void for_each_batch(const data::labelled_images<S>& data, index batch, Fn&& fn) {
   std::vector<index> rows;
   image_batch<S> x;
   std::vector<int> y;
@@ -62,9 +60,20 @@ double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&
     rows.resize(static_cast<std::size_t>(std::min(batch, data.size() - start)));
     std::iota(rows.begin(), rows.end(), start);
     data.gather(rows, x, y);
+    fn(start, x, y);
+  }
+}
+
+/// Top-1 accuracy of `forward(tape, images) -> logits` on `data`, in batches, no gradient recorded.
+template <Scalar S, class Forward>
+double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&& forward) {
+  tape<S> t;
+  no_grad<S> guard(t);
+  index correct = 0;
+  for_each_batch(data, batch, [&](index, const image_batch<S>& x, const std::vector<int>& y) {
     t.reset();
     correct += count_correct(forward(t, x).value(), y);
-  }
+  });
   return static_cast<double>(correct) / static_cast<double>(data.size());
 }
 

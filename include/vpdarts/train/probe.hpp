@@ -45,16 +45,10 @@ matrix<S> extract_features(vit<S>& model, const data::labelled_images<S>& data, 
   matrix<S> out(data.size(), model.config().dim);
   tape<S> t;
   no_grad<S> guard(t);
-  std::vector<index> rows;
-  image_batch<S> x;
-  std::vector<int> y;
-  for (index start = 0; start < data.size(); start += batch) {
-    rows.resize(static_cast<std::size_t>(std::min(batch, data.size() - start)));
-    std::iota(rows.begin(), rows.end(), start);
-    data.gather(rows, x, y);
+  detail::for_each_batch(data, batch, [&](index start, const image_batch<S>& x, const std::vector<int>&) {
     t.reset();
-    out.middleRows(start, static_cast<index>(rows.size())) = model.features(t, x).value();
-  }
+    out.middleRows(start, x.size()) = model.features(t, x).value();
+  });
   return out;
 }
 

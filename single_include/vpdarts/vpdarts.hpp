@@ -3101,6 +3101,7 @@ void atomic_write(const std::filesystem::path& path, Write&& write, std::ios::op
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -3371,7 +3372,8 @@ struct tensor_view {
 
 /// Writes the tensors (sorted by name; F64 for double values, F32 otherwise) and
 /// metadata atomically: a crash leaves either the old file or the new one, never half of one.
-/// @throws io_error when the file cannot be written, a name repeats, or a shape disagrees with its values.
+/// @throws io_error when the file cannot be written, a name repeats, or a shape disagrees with its values;
+/// value_error when a tensor holds NaN or Inf (nothing is written: a checkpoint never carries them).
 template <Scalar S>
 void write_safetensors(const std::filesystem::path& path, std::vector<tensor_view<S>> tensors,
                        const std::map<std::string, std::string>& metadata = {}) {
@@ -3390,6 +3392,9 @@ void write_safetensors(const std::filesystem::path& path, std::vector<tensor_vie
     if (n != static_cast<std::int64_t>(t.values.size()))
       throw io_error(vpdarts::detail::cat("write_safetensors: '", path.string(), "': tensor '", t.name, "' has ",
                                           t.values.size(), " values for a shape of ", n));
+    if (!std::all_of(t.values.begin(), t.values.end(), [](S v) { return std::isfinite(v); }))
+      throw value_error(vpdarts::detail::cat("write_safetensors: '", path.string(), "': tensor '", t.name,
+                                             "' holds NaN or Inf; nothing written"));
     header[t.name] = {{"dtype", item == 8 ? "F64" : "F32"},
                       {"shape", t.shape},
                       {"data_offsets", {offset, offset + item * t.values.size()}}};
@@ -3568,8 +3573,7 @@ void save_vit(const std::filesystem::path& path, vit<S>& model, std::map<std::st
 /// (and any other tensor the model does not take).
 /// @throws io_error for a malformed file or any mismatch (all listed).
 template <Scalar S>
-vit<S> load_vit(const std::filesystem::path& path, index heads = 0, index classes = 0, bool allow_unexpected = false) {
-  const safetensors f = safetensors::read(path);
+vit<S> load_vit(const safetensors& f, index heads = 0, index classes = 0, bool allow_unexpected = false) {
   vit_config c = infer_vit_config(f, heads, classes > 0 ? classes : 10);
   if (classes > 0) c.classes = classes;
   vit<S> model(c);
@@ -3581,6 +3585,12 @@ vit<S> load_vit(const std::filesystem::path& path, index heads = 0, index classe
   auto params = skip_head ? model.backbone_parameters() : model.parameters();
   load_parameters<S>(f, params, opt);
   return model;
+}
+
+/// load_vit of the file at `path`.
+template <Scalar S>
+vit<S> load_vit(const std::filesystem::path& path, index heads = 0, index classes = 0, bool allow_unexpected = false) {
+  return load_vit<S>(safetensors::read(path), heads, classes, allow_unexpected);
 }
 
 }  // namespace vpdarts::io
@@ -5097,6 +5107,18 @@ inline std::vector<double> losses_from_json(const nlohmann::json& j) {
   return out;
 }
 
+/// The number of search-val images of `data` under `o.val_fraction`, after checking
+/// that a batch fits both splits. @throws config_error naming `who` otherwise.
+template <Scalar S>
+index checked_val_count(const data::labelled_images<S>& data, const search_options& o, const char* who) {
+  const index n = data.size();
+  const index n_val = static_cast<index>(std::llround(static_cast<double>(n) * o.val_fraction));
+  if (o.batch <= 0 || o.batch > std::min(n - n_val, n_val))
+    throw config_error(cat(who, ": batch ", o.batch, " does not fit the splits (", n - n_val, " search-train, ", n_val,
+                           " search-val images)"));
+  return n_val;
+}
+
 /// A seeded split of rows 0..n-1 into n - n_val search-train rows and n_val search-val rows.
 inline std::pair<std::vector<index>, std::vector<index>> split_rows(index n, index n_val, std::mt19937_64& rng) {
   std::vector<index> order(static_cast<std::size_t>(n));
@@ -5106,16 +5128,13 @@ inline std::pair<std::vector<index>, std::vector<index>> split_rows(index n, ind
 }
 
 /// Writes the search state after `epoch` epochs (atomically).
-/// @throws value_error when a parameter holds NaN or Inf (nothing is written).
+/// @throws value_error when a tensor holds NaN or Inf (write_safetensors writes nothing then).
 template <Scalar S, OpList Ops>
 void save_search_checkpoint(const std::filesystem::path& path, prompted_vit<S, Ops>& model, darts<S, Ops>& d,
                             const nlohmann::json& fingerprint, long epoch, const std::mt19937_64& rng,
                             const std::vector<index>& train_rows, const std::vector<index>& val_rows,
                             index val_pos, const search_result& r, double seconds) {
   std::vector<parameter<S>*> state = model.state_parameters();
-  for (parameter<S>* p : state)
-    if (!p->value().allFinite())
-      throw value_error(cat("search: after epoch ", epoch, ", ", p->name(), " holds NaN or Inf; no checkpoint written"));
   std::vector<io::tensor_view<S>> views;
   auto add = [&](std::string name, const std::vector<index>& shape, const matrix<S>& m) {
     std::vector<std::int64_t> sh(shape.begin(), shape.end());
@@ -5233,11 +5252,8 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   if (data.classes() < 2)
     throw config_error(detail::cat("search: the dataset has ", data.classes(), " class; at least two are needed"));
   const index n = data.size();
-  const index n_val = static_cast<index>(std::llround(static_cast<double>(n) * o.val_fraction));
+  const index n_val = detail::checked_val_count(data, o, "search");
   const index n_train = n - n_val;
-  if (o.batch <= 0 || o.batch > std::min(n_train, n_val))
-    throw config_error(detail::cat("search: batch ", o.batch, " does not fit the splits (", n_train,
-                                   " search-train, ", n_val, " search-val images)"));
   if (o.epochs <= o.warmup_epochs)
     throw config_error(detail::cat("search: ", o.epochs, " epochs leave no alpha step after ", o.warmup_epochs,
                                    " warm-up epochs"));
@@ -5293,7 +5309,7 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
                    update_alpha ? vl / static_cast<double>(s + 1) : std::numeric_limits<double>::quiet_NaN());
     }
     r.train_loss.push_back(tl / static_cast<double>(steps));
-    r.val_loss.push_back(e >= o.warmup_epochs ? vl / static_cast<double>(steps) : std::nan(""));
+    r.val_loss.push_back(update_alpha ? vl / static_cast<double>(steps) : std::nan(""));
     r.alpha_history.push_back(model.softmax_alpha());
     if (!o.checkpoint.empty())
       detail::save_search_checkpoint(o.checkpoint, model, d, fingerprint, e + 1, rng, train_rows, val_rows, val_pos, r,
@@ -5309,7 +5325,7 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   return r;
 }
 
-/// Settings of train() (retraining a derived model, or a linear probe).
+/// Settings of train() (retraining a derived model; linear_probe has its own).
 struct train_options {
   long epochs = 10;
   index batch = 32;
@@ -5404,13 +5420,8 @@ lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_ima
   if (grid.empty()) throw config_error("choose_w_lr: the lr grid is empty");
   for (double lr : grid)
     if (!(lr > 0)) throw config_error(detail::cat("choose_w_lr: lr ", lr, " in the grid is not positive"));
-  const index n = data.size();
-  const index n_val = static_cast<index>(std::llround(static_cast<double>(n) * o.val_fraction));
-  if (o.batch <= 0 || o.batch > std::min(n - n_val, n_val))
-    throw config_error(detail::cat("choose_w_lr: batch ", o.batch, " does not fit the splits (", n - n_val,
-                                   " search-train, ", n_val, " search-val images)"));
   std::mt19937_64 rng(o.seed);
-  const auto [train_rows, val_rows] = detail::split_rows(n, n_val, rng);
+  const auto [train_rows, val_rows] = detail::split_rows(data.size(), detail::checked_val_count(data, o, "choose_w_lr"), rng);
   const auto train_set = data.select(train_rows), val_set = data.select(val_rows);
   std::vector<parameter<S>*> ws = model.weights();
   std::vector<matrix<S>> snapshot;

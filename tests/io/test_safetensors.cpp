@@ -168,6 +168,19 @@ TEST_CASE("loading reports every missing, unexpected and mis-shaped name at once
   fs::remove(path);
 }
 
+TEST_CASE("NaN or Inf is never written", "[io][checkpoint][errors]") {
+  const auto path = temp("nan.safetensors");
+  fs::remove(path);
+  vp::parameter<float> p("w", 1, 3);
+  p.value() << 1.0f, std::numeric_limits<float>::infinity(), 2.0f;
+  std::vector<vp::parameter<float>*> ps{&p};
+  CHECK_THROWS_WITH(vp::io::save_parameters<float>(path, ps), Catch::Contains("'w' holds NaN or Inf") && Catch::Contains("nan.safetensors"));
+  CHECK_FALSE(fs::exists(path));
+  p.value()(0, 1) = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_AS(vp::io::save_parameters<float>(path, ps), vp::value_error);
+  CHECK_FALSE(fs::exists(path));
+}
+
 TEST_CASE("writes are atomic", "[io][checkpoint]") {
   const auto path = temp("atomic.txt");
   vp::io::atomic_write(path, [](std::ostream& o) { o << "old"; });

@@ -197,6 +197,12 @@ struct builtin_recipe {
   }
 };
 
+void ensure_dir(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw vp::io_error("cannot create the folder '" + dir.string() + "': " + ec.message());
+}
+
 fs::path cache_dir(const std::string& flag) {
   if (!flag.empty()) return flag;
   if (const char* v = std::getenv("VPDARTS_CACHE"); v && *v) return v;
@@ -218,15 +224,13 @@ fs::path backbone_path(const std::string& flag, const std::string& cache_flag, b
     std::printf("backbone: built-in, cached at %s\n", file.string().c_str());
     return file;
   }
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) throw vp::io_error("cannot create the cache folder '" + dir.string() + "': " + ec.message());
+  ensure_dir(dir);
   std::printf("backbone: pretraining the built-in ViT (%s) on synthetic classes 0-4 (once; cached at %s)\n",
               r.config.describe().c_str(), file.string().c_str());
   vp::vit<float> m(r.config, 0, vp::vit_init::xavier);
   const std::vector<int> classes{0, 1, 2, 3, 4};
-  auto train = vp::data::make_synthetic<float>({.image = 32, .count = r.images, .seed = 0, .classes = classes});
-  auto test = vp::data::make_synthetic<float>({.image = 32, .count = 500, .seed = 7, .classes = classes});
+  auto train = vp::data::make_synthetic<float>({.image = r.config.image, .count = r.images, .seed = 0, .classes = classes});
+  auto test = vp::data::make_synthetic<float>({.image = r.config.image, .count = 500, .seed = 7, .classes = classes});
   auto res = vp::pretrain(m, train, test, {.epochs = r.epochs, .batch = r.batch, .lr = r.lr, .progress = !quiet});
   std::printf("backbone: pretraining test accuracy %.3f (%.0f s)\n", res.test_accuracy, res.seconds);
   vp::io::save_vit(file, m, {{"vpdarts.recipe", r.file_name()}});
@@ -255,6 +259,11 @@ void save_model(const fs::path& path, vp::vit<float>& backbone, model_t* prompte
   vp::io::save_parameters<float>(path, ps, meta);
 }
 
+/// `n` trainable values as a percentage of the backbone's size.
+double backbone_percent(vp::index n, vp::vit<float>& backbone) {
+  return 100.0 * static_cast<double>(n) / static_cast<double>(backbone.backbone_size());
+}
+
 /// A model read back from save_model's file.
 struct loaded_model {
   std::optional<model_t> prompted;
@@ -270,10 +279,7 @@ struct loaded_model {
   vp::index trainable_params() {
     return prompted ? prompted->trainable_params() : probe->head.weight.size() + probe->head.bias.size();
   }
-  double trainable_percent() {
-    vp::vit<float>& b = prompted ? prompted->backbone() : *probe;
-    return 100.0 * static_cast<double>(trainable_params()) / static_cast<double>(b.backbone_size());
-  }
+  double trainable_percent() { return backbone_percent(trainable_params(), prompted ? prompted->backbone() : *probe); }
 };
 
 loaded_model load_model(const fs::path& path) {
@@ -295,7 +301,7 @@ loaded_model load_model(const fs::path& path) {
     throw vp::io_error("'" + path.string() + "': bad vpdarts.class_names: " + e.what());
   }
   out.norm = vp::data::normalization::parse(need("vpdarts.normalize"));
-  vp::vit<float> backbone = vp::io::load_vit<float>(path, 0, 0, true);
+  vp::vit<float> backbone = vp::io::load_vit<float>(f, 0, 0, true);  // the file is read once
   if (out.kind == "probe") {
     out.probe.emplace(std::move(backbone));
   } else if (out.kind == "prompted") {
@@ -323,12 +329,6 @@ nlohmann::json cost_metrics(vp::index trainable, double percent, const vp::vit_c
           {"latency_ms_batch1", timing.latency_ms_batch1},
           {"throughput_batch64", timing.throughput_batch64},
           {"threads", vp::detail::max_threads()}};
-}
-
-void ensure_dir(const fs::path& dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) throw vp::io_error("cannot create the output folder '" + dir.string() + "': " + ec.message());
 }
 
 std::vector<double> parse_mults(const std::string& text) {
@@ -632,8 +632,7 @@ int cmd_retrain(int argc, char** argv) {
     accuracy = r.test_accuracy;
     save_model(dir / "model.safetensors", vit, nullptr, train.class_names, data.norm(vit.config()));
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    m = cost_metrics(r.trainable_params,
-                     100.0 * static_cast<double>(r.trainable_params) / static_cast<double>(vit.backbone_size()), vit.config(),
+    m = cost_metrics(r.trainable_params, backbone_percent(r.trainable_params, vit), vit.config(),
                      [&](vp::tape<float>& t, const vp::image_batch<float>& x) { return vit.logits(t, x); });
     m.update({{"method", "linear_probe"}, {"train_loss", r.train_loss}, {"train_accuracy", r.train_accuracy}});
   } else {
@@ -662,8 +661,6 @@ int cmd_retrain(int argc, char** argv) {
                         .progress = !common.quiet,
                         .augment = {.crop_padding = crop_padding, .flip = flip}};
     const double loss = vp::train(model, train, o);
-    for (vp::parameter<float>* p : model.weights())
-      if (!p->value().allFinite()) throw vp::value_error("retrain: " + p->name() + " holds NaN or Inf; no model written");
     accuracy = vp::evaluate(model, test);
     save_model(dir / "model.safetensors", model.backbone(), &model, train.class_names, data.norm(model.config()));
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -678,13 +675,11 @@ int cmd_retrain(int argc, char** argv) {
             {"backbone", bb.string()},
             {"peak_rss_mb", vp::report::peak_rss_mb()},
             {"seconds", seconds}});
-  const std::string metrics_name = "metrics.json";
-  vp::report::write_json(dir / metrics_name, m);
+  vp::report::write_json(dir / "metrics.json", m);
   std::printf("retrain: test accuracy %.4f, %ld trainable parameters (%.3f%% of the backbone), latency %.2f ms at batch 1, "
-              "%.1f images/s at batch 64, %.1f s; wrote %s/{model.safetensors, %s}\n",
+              "%.1f images/s at batch 64, %.1f s; wrote %s/{model.safetensors, metrics.json}\n",
               accuracy, m["trainable_params"].get<long>(), m["trainable_percent"].get<double>(),
-              m["latency_ms_batch1"].get<double>(), m["throughput_batch64"].get<double>(), seconds, out.c_str(),
-              metrics_name.c_str());
+              m["latency_ms_batch1"].get<double>(), m["throughput_batch64"].get<double>(), seconds, out.c_str());
   return 0;
 }
 

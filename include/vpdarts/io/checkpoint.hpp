@@ -150,8 +150,7 @@ void save_vit(const std::filesystem::path& path, vit<S>& model, std::map<std::st
 /// (and any other tensor the model does not take).
 /// @throws io_error for a malformed file or any mismatch (all listed).
 template <Scalar S>
-vit<S> load_vit(const std::filesystem::path& path, index heads = 0, index classes = 0, bool allow_unexpected = false) {
-  const safetensors f = safetensors::read(path);
+vit<S> load_vit(const safetensors& f, index heads = 0, index classes = 0, bool allow_unexpected = false) {
   vit_config c = infer_vit_config(f, heads, classes > 0 ? classes : 10);
   if (classes > 0) c.classes = classes;
   vit<S> model(c);
@@ -163,6 +162,12 @@ vit<S> load_vit(const std::filesystem::path& path, index heads = 0, index classe
   auto params = skip_head ? model.backbone_parameters() : model.parameters();
   load_parameters<S>(f, params, opt);
   return model;
+}
+
+/// load_vit of the file at `path`.
+template <Scalar S>
+vit<S> load_vit(const std::filesystem::path& path, index heads = 0, index classes = 0, bool allow_unexpected = false) {
+  return load_vit<S>(safetensors::read(path), heads, classes, allow_unexpected);
 }
 
 }  // namespace vpdarts::io

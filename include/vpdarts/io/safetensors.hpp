@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -287,7 +288,8 @@ struct tensor_view {
 
 /// Writes the tensors (sorted by name; F64 for double values, F32 otherwise) and
 /// metadata atomically: a crash leaves either the old file or the new one, never half of one.
-/// @throws io_error when the file cannot be written, a name repeats, or a shape disagrees with its values.
+/// @throws io_error when the file cannot be written, a name repeats, or a shape disagrees with its values;
+/// value_error when a tensor holds NaN or Inf (nothing is written: a checkpoint never carries them).
 template <Scalar S>
 void write_safetensors(const std::filesystem::path& path, std::vector<tensor_view<S>> tensors,
                        const std::map<std::string, std::string>& metadata = {}) {
@@ -306,6 +308,9 @@ void write_safetensors(const std::filesystem::path& path, std::vector<tensor_vie
     if (n != static_cast<std::int64_t>(t.values.size()))
       throw io_error(vpdarts::detail::cat("write_safetensors: '", path.string(), "': tensor '", t.name, "' has ",
                                           t.values.size(), " values for a shape of ", n));
+    if (!std::all_of(t.values.begin(), t.values.end(), [](S v) { return std::isfinite(v); }))
+      throw value_error(vpdarts::detail::cat("write_safetensors: '", path.string(), "': tensor '", t.name,
+                                             "' holds NaN or Inf; nothing written"));
     header[t.name] = {{"dtype", item == 8 ? "F64" : "F32"},
                       {"shape", t.shape},
                       {"data_offsets", {offset, offset + item * t.values.size()}}};

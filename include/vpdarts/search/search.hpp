@@ -105,6 +105,18 @@ inline std::vector<double> losses_from_json(const nlohmann::json& j) {
   return out;
 }
 
+/// The number of search-val images of `data` under `o.val_fraction`, after checking
+/// that a batch fits both splits. @throws config_error naming `who` otherwise.
+template <Scalar S>
+index checked_val_count(const data::labelled_images<S>& data, const search_options& o, const char* who) {
+  const index n = data.size();
+  const index n_val = static_cast<index>(std::llround(static_cast<double>(n) * o.val_fraction));
+  if (o.batch <= 0 || o.batch > std::min(n - n_val, n_val))
+    throw config_error(cat(who, ": batch ", o.batch, " does not fit the splits (", n - n_val, " search-train, ", n_val,
+                           " search-val images)"));
+  return n_val;
+}
+
 /// A seeded split of rows 0..n-1 into n - n_val search-train rows and n_val search-val rows.
 inline std::pair<std::vector<index>, std::vector<index>> split_rows(index n, index n_val, std::mt19937_64& rng) {
   std::vector<index> order(static_cast<std::size_t>(n));
@@ -114,16 +126,13 @@ inline std::pair<std::vector<index>, std::vector<index>> split_rows(index n, ind
 }
 
 /// Writes the search state after `epoch` epochs (atomically).
-/// @throws value_error when a parameter holds NaN or Inf (nothing is written).
+/// @throws value_error when a tensor holds NaN or Inf (write_safetensors writes nothing then).
 template <Scalar S, OpList Ops>
 void save_search_checkpoint(const std::filesystem::path& path, prompted_vit<S, Ops>& model, darts<S, Ops>& d,
                             const nlohmann::json& fingerprint, long epoch, const std::mt19937_64& rng,
                             const std::vector<index>& train_rows, const std::vector<index>& val_rows,
                             index val_pos, const search_result& r, double seconds) {
   std::vector<parameter<S>*> state = model.state_parameters();
-  for (parameter<S>* p : state)
-    if (!p->value().allFinite())
-      throw value_error(cat("search: after epoch ", epoch, ", ", p->name(), " holds NaN or Inf; no checkpoint written"));
   std::vector<io::tensor_view<S>> views;
   auto add = [&](std::string name, const std::vector<index>& shape, const matrix<S>& m) {
     std::vector<std::int64_t> sh(shape.begin(), shape.end());
@@ -241,11 +250,8 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   if (data.classes() < 2)
     throw config_error(detail::cat("search: the dataset has ", data.classes(), " class; at least two are needed"));
   const index n = data.size();
-  const index n_val = static_cast<index>(std::llround(static_cast<double>(n) * o.val_fraction));
+  const index n_val = detail::checked_val_count(data, o, "search");
   const index n_train = n - n_val;
-  if (o.batch <= 0 || o.batch > std::min(n_train, n_val))
-    throw config_error(detail::cat("search: batch ", o.batch, " does not fit the splits (", n_train,
-                                   " search-train, ", n_val, " search-val images)"));
   if (o.epochs <= o.warmup_epochs)
     throw config_error(detail::cat("search: ", o.epochs, " epochs leave no alpha step after ", o.warmup_epochs,
                                    " warm-up epochs"));
@@ -301,7 +307,7 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
                    update_alpha ? vl / static_cast<double>(s + 1) : std::numeric_limits<double>::quiet_NaN());
     }
     r.train_loss.push_back(tl / static_cast<double>(steps));
-    r.val_loss.push_back(e >= o.warmup_epochs ? vl / static_cast<double>(steps) : std::nan(""));
+    r.val_loss.push_back(update_alpha ? vl / static_cast<double>(steps) : std::nan(""));
     r.alpha_history.push_back(model.softmax_alpha());
     if (!o.checkpoint.empty())
       detail::save_search_checkpoint(o.checkpoint, model, d, fingerprint, e + 1, rng, train_rows, val_rows, val_pos, r,
@@ -317,7 +323,7 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   return r;
 }
 
-/// Settings of train() (retraining a derived model, or a linear probe).
+/// Settings of train() (retraining a derived model; linear_probe has its own).
 struct train_options {
   long epochs = 10;
   index batch = 32;
@@ -412,13 +418,8 @@ lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_ima
   if (grid.empty()) throw config_error("choose_w_lr: the lr grid is empty");
   for (double lr : grid)
     if (!(lr > 0)) throw config_error(detail::cat("choose_w_lr: lr ", lr, " in the grid is not positive"));
-  const index n = data.size();
-  const index n_val = static_cast<index>(std::llround(static_cast<double>(n) * o.val_fraction));
-  if (o.batch <= 0 || o.batch > std::min(n - n_val, n_val))
-    throw config_error(detail::cat("choose_w_lr: batch ", o.batch, " does not fit the splits (", n - n_val,
-                                   " search-train, ", n_val, " search-val images)"));
   std::mt19937_64 rng(o.seed);
-  const auto [train_rows, val_rows] = detail::split_rows(n, n_val, rng);
+  const auto [train_rows, val_rows] = detail::split_rows(data.size(), detail::checked_val_count(data, o, "choose_w_lr"), rng);
   const auto train_set = data.select(train_rows), val_set = data.select(val_rows);
   std::vector<parameter<S>*> ws = model.weights();
   std::vector<matrix<S>> snapshot;

@@ -125,11 +125,12 @@ BENCHMARK(bm_layer_norm)->Unit(benchmark::kMillisecond);
 BENCHMARK(bm_gelu)->Unit(benchmark::kMillisecond);
 
 int main(int argc, char** argv) {
+  vpdarts::exec_best_variant(argv);
   setenv("OMP_NUM_THREADS", "2", 0);
   g_gemm_flops_per_s = measure_gemm();
-  std::printf("Eigen SGEMM %ldx%ldx%ld: %.1f GFLOP/s (threads: %d); of_gemm below is each op's rate over this one\n",
+  std::printf("Eigen SGEMM %ldx%ldx%ld: %.1f GFLOP/s (threads: %d, %s); of_gemm below is each op's rate over this one\n",
               static_cast<long>(rows), static_cast<long>(dim), static_cast<long>(3 * dim), g_gemm_flops_per_s / 1e9,
-              Eigen::nbThreads());
+              Eigen::nbThreads(), std::string(vpdarts::compiled_isa()).c_str());
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -97,6 +97,7 @@ std::vector<int> random_labels(const vp::vit_config& c, long batch, std::mt19937
 }  // namespace
 
 int main(int argc, char** argv) {
+  vp::exec_best_variant(argv);
   std::string workload_name = "toy", mode = "first";
   long batch = 0, steps = 5, threads = 2;
   std::uint64_t seed = 0;
@@ -122,6 +123,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   omp_set_num_threads(static_cast<int>(threads));
+  std::fprintf(stderr, "vpdarts_bench: compiled for %s\n", std::string(vp::compiled_isa()).c_str());
   const workload w = find_workload(workload_name);
   std::vector<long> batches = batch > 0 ? std::vector<long>{batch}
                                         : (mode == "infer" ? std::vector<long>{1, 64} : std::vector<long>{w.batch});

@@ -10,7 +10,8 @@
 #   3. write docs/results/fashion.md (mean and spread per method) and copy the
 #      alpha heatmaps next to it.
 #
-#   scripts/fashion_study.sh [OUT_DIR]   (env: SEEDS="0 1 2", PRETRAIN_EPOCHS=5, PRETRAIN_IMAGES=10000)
+#   scripts/fashion_study.sh [OUT_DIR]   (env: SEEDS="0 1 2", PRETRAIN_EPOCHS=5, PRETRAIN_IMAGES=10000,
+#                                          VPDARTS_TOOL=path to an already built vpdarts, else it is built)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-fashion-study}
@@ -18,11 +19,14 @@ seeds=${SEEDS:-0 1 2}
 start=$(date +%s)
 
 scripts/install-deps.sh --fashion
-flags=(-DCMAKE_BUILD_TYPE=Release -DVPDARTS_BUILD_BENCH=ON)
-command -v ccache >/dev/null && flags+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-cmake -S . -B build "${flags[@]}" > /dev/null
-cmake --build build -j "$(nproc)" --target vpdarts_cli
-tool=build/bin/vpdarts
+tool=${VPDARTS_TOOL:-}
+if [[ -z $tool ]]; then
+  flags=(-DCMAKE_BUILD_TYPE=Release)
+  command -v ccache >/dev/null && flags+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  cmake -S . -B build "${flags[@]}" > /dev/null
+  cmake --build build -j "$(nproc)" --target vpdarts_cli
+  tool=build/bin/vpdarts
+fi
 mkdir -p "$out"
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$out/study.log"; }
 

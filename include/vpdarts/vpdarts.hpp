@@ -35,3 +35,4 @@
 #include "report/png.hpp"
 #include "report/alpha_report.hpp"
 #include "report/metrics.hpp"
+#include "dispatch.hpp"

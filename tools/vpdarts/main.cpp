@@ -816,6 +816,7 @@ void print_usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  vp::exec_best_variant(argv);
   if (argc < 2) {
     print_usage();
     return 2;
@@ -827,7 +828,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (cmd == "--version") {
-      std::printf("vpdarts %s\n", vp::version_string);
+      std::printf("vpdarts %s (compiled for %s)\n", vp::version_string, std::string(vp::compiled_isa()).c_str());
       return 0;
     }
     if (cmd == "pretrain") return cmd_pretrain(argc, argv);

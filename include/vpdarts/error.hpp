@@ -26,30 +26,35 @@ class error : public std::runtime_error {
 /// Operand shapes that do not fit an operation.
 class shape_error : public error {
  public:
+  /// Message `what`; what() reads \"[vpdarts.shape_error] what\".
   explicit shape_error(const std::string& what) : error("shape_error", what) {}
 };
 
 /// A value that is out of range or not finite (labels, NaN losses, bad scalars).
 class value_error : public error {
  public:
+  /// Message `what`; what() reads \"[vpdarts.value_error] what\".
   explicit value_error(const std::string& what) : error("value_error", what) {}
 };
 
 /// Misuse of an object's state: a stale tape variable, backward twice, the gradient of a frozen parameter.
 class state_error : public error {
  public:
+  /// Message `what`; what() reads \"[vpdarts.state_error] what\".
   explicit state_error(const std::string& what) : error("state_error", what) {}
 };
 
 /// A file that cannot be read or written, or whose content is malformed.
 class io_error : public error {
  public:
+  /// Message `what`; what() reads \"[vpdarts.io_error] what\".
   explicit io_error(const std::string& what) : error("io_error", what) {}
 };
 
 /// An invalid model, search or tool configuration.
 class config_error : public error {
  public:
+  /// Message `what`; what() reads \"[vpdarts.config_error] what\".
   explicit config_error(const std::string& what) : error("config_error", what) {}
 };
 

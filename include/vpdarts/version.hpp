@@ -2,8 +2,11 @@
 /// @file version.hpp
 /// The version of vpdarts. These are the only macros vpdarts defines.
 
+/// Major version: changes break the API.
 #define VPDARTS_VERSION_MAJOR 0
+/// Minor version: new features.
 #define VPDARTS_VERSION_MINOR 1
+/// Patch version: fixes.
 #define VPDARTS_VERSION_PATCH 0
 
 namespace vpdarts {

@@ -12,8 +12,11 @@
 /// @file version.hpp
 /// The version of vpdarts. These are the only macros vpdarts defines.
 
+/// Major version: changes break the API.
 #define VPDARTS_VERSION_MAJOR 0
+/// Minor version: new features.
 #define VPDARTS_VERSION_MINOR 1
+/// Patch version: fixes.
 #define VPDARTS_VERSION_PATCH 0
 
 namespace vpdarts {
@@ -50,30 +53,35 @@ class error : public std::runtime_error {
 /// Operand shapes that do not fit an operation.
 class shape_error : public error {
  public:
+  /// Message `what`; what() reads \"[vpdarts.shape_error] what\".
   explicit shape_error(const std::string& what) : error("shape_error", what) {}
 };
 
 /// A value that is out of range or not finite (labels, NaN losses, bad scalars).
 class value_error : public error {
  public:
+  /// Message `what`; what() reads \"[vpdarts.value_error] what\".
   explicit value_error(const std::string& what) : error("value_error", what) {}
 };
 
 /// Misuse of an object's state: a stale tape variable, backward twice, the gradient of a frozen parameter.
 class state_error : public error {
  public:
+  /// Message `what`; what() reads \"[vpdarts.state_error] what\".
   explicit state_error(const std::string& what) : error("state_error", what) {}
 };
 
 /// A file that cannot be read or written, or whose content is malformed.
 class io_error : public error {
  public:
+  /// Message `what`; what() reads \"[vpdarts.io_error] what\".
   explicit io_error(const std::string& what) : error("io_error", what) {}
 };
 
 /// An invalid model, search or tool configuration.
 class config_error : public error {
  public:
+  /// Message `what`; what() reads \"[vpdarts.config_error] what\".
   explicit config_error(const std::string& what) : error("config_error", what) {}
 };
 
@@ -154,14 +162,16 @@ namespace vpdarts {
 /// the total size, so from the second identical step on nothing is allocated.
 class arena {
  public:
-  static constexpr std::size_t alignment = 64;
+  static constexpr std::size_t alignment = 64;  ///< Every block starts on a 64-byte boundary.
 
   /// @param first_chunk_bytes size of the first chunk, allocated on first use.
   explicit arena(std::size_t first_chunk_bytes = std::size_t{1} << 20) : next_chunk_(first_chunk_bytes) {}
 
   arena(const arena&) = delete;
   arena& operator=(const arena&) = delete;
+  /// Takes over the other arena's chunks.
   arena(arena&&) noexcept = default;
+  /// Takes over the other arena's chunks, freeing this one's.
   arena& operator=(arena&&) noexcept = default;
 
   /// Uninitialised storage for `count` objects of trivial type T, 64-byte aligned.
@@ -486,6 +496,7 @@ class parameter {
   const std::string& name() const noexcept { return name_; }
   /// The value. Resizing it is allowed only when no tape refers to it.
   matrix<S>& value() noexcept { return value_; }
+  /// The value, read-only.
   const matrix<S>& value() const noexcept { return value_; }
 
   /// The logical tensor shape used in checkpoints (timm's, e.g. {1, 1, D} for
@@ -505,10 +516,14 @@ class parameter {
     shape_ = std::move(shape);
   }
 
+  /// Rows of the value matrix.
   index rows() const noexcept { return value_.rows(); }
+  /// Columns of the value matrix.
   index cols() const noexcept { return value_.cols(); }
+  /// Number of values.
   index size() const noexcept { return value_.size(); }
 
+  /// True when the parameter is trainable (has a gradient).
   bool requires_grad() const noexcept { return requires_grad_; }
 
   /// Makes the parameter trainable (allocating a zero gradient) or frozen (dropping it).
@@ -530,6 +545,7 @@ class parameter {
     check_trainable();
     return grad_;
   }
+  /// The accumulated gradient, read-only. @throws state_error when the parameter is frozen.
   const matrix<S>& grad() const {
     check_trainable();
     return grad_;
@@ -567,10 +583,14 @@ namespace vpdarts {
 template <Scalar S>
 class var {
  public:
+  /// An empty handle; using it throws state_error.
   var() = default;
 
+  /// Rows of the value. @throws state_error for a stale or empty handle (as every accessor).
   index rows() const { return node().rows; }
+  /// Columns of the value.
   index cols() const { return node().cols; }
+  /// rows() * cols().
   index size() const { return rows() * cols(); }
   /// True when some trainable parameter reaches this node.
   bool requires_grad() const { return node().requires_grad; }
@@ -614,13 +634,13 @@ class tape {
 
   /// One recorded operation.
   struct node {
-    S* value = nullptr;
-    S* adjoint = nullptr;
-    index rows = 0;
-    index cols = 0;
-    bool requires_grad = false;
-    bool external_adjoint = false;  // a parameter's gradient, not arena memory
-    backward_step back;
+    S* value = nullptr;             ///< rows x cols, column-major, in the arena or a parameter.
+    S* adjoint = nullptr;           ///< Same shape; null when no gradient is needed.
+    index rows = 0;                 ///< Rows.
+    index cols = 0;                 ///< Columns.
+    bool requires_grad = false;     ///< Some trainable parameter reaches this node.
+    bool external_adjoint = false;  ///< The adjoint is a parameter's gradient, not arena memory.
+    backward_step back;             ///< Empty for leaves and constants.
   };
 
   /// @param first_chunk_bytes the arena's first chunk (it grows as needed and keeps its size).
@@ -747,7 +767,9 @@ class tape {
     node& n = nodes_[id];
     return matrix_map<S>(n.adjoint, n.rows, n.cols);
   }
+  /// Whether node `id` needs a gradient.
   bool requires_grad(std::uint32_t id) const { return nodes_[id].requires_grad; }
+  /// The record of node `id`.
   const node& at(std::uint32_t id) const { return nodes_[id]; }
 
   /// Uninitialised arena storage for an op's saved intermediates (freed by reset()).
@@ -786,6 +808,7 @@ class tape {
 template <Scalar S>
 class no_grad {
  public:
+  /// Turns recording of backward steps off on `t` until this guard is destroyed.
   explicit no_grad(tape<S>& t) : tape_(t), previous_(t.grad_enabled()) { t.set_grad_enabled(false); }
   ~no_grad() { tape_.set_grad_enabled(previous_); }
   no_grad(const no_grad&) = delete;
@@ -1023,26 +1046,32 @@ var<S> gelu(const var<S>& a) {
   return out;
 }
 
+/// add(a, b). Same shapes and errors as the named op.
 template <Scalar S>
 var<S> operator+(const var<S>& a, const var<S>& b) {
   return add(a, b);
 }
+/// sub(a, b). Same shapes and errors as the named op.
 template <Scalar S>
 var<S> operator-(const var<S>& a, const var<S>& b) {
   return sub(a, b);
 }
+/// mul(a, b), element-wise. Same shapes and errors as the named op.
 template <Scalar S>
 var<S> operator*(const var<S>& a, const var<S>& b) {
   return mul(a, b);
 }
+/// scale(a, s). Same shapes and errors as the named op.
 template <Scalar S>
 var<S> operator*(const var<S>& a, S s) {
   return scale(a, s);
 }
+/// scale(a, s). Same shapes and errors as the named op.
 template <Scalar S>
 var<S> operator*(S s, const var<S>& a) {
   return scale(a, s);
 }
+/// scale(a, -1). Same shapes and errors as the named op.
 template <Scalar S>
 var<S> operator-(const var<S>& a) {
   return scale(a, S(-1));
@@ -1162,6 +1191,7 @@ struct gradcheck_result {
   index checked = 0;
   /// The worst entry: "name[r,c]: analytic a, numeric n".
   std::string worst;
+  /// `passed`, so that `REQUIRE(gradcheck(...))` reads naturally.
   explicit operator bool() const noexcept { return passed; }
 };
 
@@ -1858,9 +1888,12 @@ namespace vpdarts::nn {
 /// y = x W^T + b, W is out x in (PyTorch's nn.Linear). Weights init trunc_normal(0.02), bias zeros.
 template <Scalar S>
 struct linear_layer {
-  parameter<S> weight, bias;
+  parameter<S> weight;  ///< out x in.
+  parameter<S> bias;    ///< 1 x out (saved with shape {out}).
 
+  /// An empty layer, to be assigned.
   linear_layer() = default;
+  /// Parameters named `name.weight` and `name.bias`; the weight drawn from `rng`.
   linear_layer(const std::string& name, index in, index out, init::engine& rng)
       : weight(name + ".weight", out, in), bias(name + ".bias", 1, out) {
     bias.set_shape({out});
@@ -1868,6 +1901,7 @@ struct linear_layer {
   }
   /// x is R x in; the result is R x out.
   var<S> forward(tape<S>& t, const var<S>& x) { return linear(x, t.leaf(weight), t.leaf(bias)); }
+  /// Appends pointers to the weight and the bias to `out`.
   void collect(std::vector<parameter<S>*>& out) {
     out.push_back(&weight);
     out.push_back(&bias);
@@ -1877,16 +1911,21 @@ struct linear_layer {
 /// LayerNorm over the last dimension, eps 1e-6, weight ones and bias zeros.
 template <Scalar S>
 struct layer_norm_layer {
-  static constexpr double eps = 1e-6;
-  parameter<S> weight, bias;
+  static constexpr double eps = 1e-6;  ///< Added to the variance.
+  parameter<S> weight;                 ///< 1 x dim scale, ones at start.
+  parameter<S> bias;                   ///< 1 x dim shift, zeros at start.
 
+  /// An empty layer, to be assigned.
   layer_norm_layer() = default;
+  /// Parameters named `name.weight` and `name.bias` over `dim` features.
   layer_norm_layer(const std::string& name, index dim) : weight(name + ".weight", 1, dim), bias(name + ".bias", 1, dim) {
     weight.set_shape({dim});
     bias.set_shape({dim});
     init::constant(weight, S(1));
   }
+  /// x is R x dim; each row is normalised. Throws shape_error when x's width is not dim.
   var<S> forward(tape<S>& t, const var<S>& x) { return layer_norm(x, t.leaf(weight), t.leaf(bias), S(eps)); }
+  /// Appends pointers to the weight and the bias to `out`.
   void collect(std::vector<parameter<S>*>& out) {
     out.push_back(&weight);
     out.push_back(&bias);
@@ -1897,16 +1936,20 @@ struct layer_norm_layer {
 /// attention core with scale 1/sqrt(D/H), output projection.
 template <Scalar S>
 struct attention_layer {
-  linear_layer<S> qkv, proj;
-  index heads = 1;
+  linear_layer<S> qkv;   ///< D -> 3D, output columns [q | k | v].
+  linear_layer<S> proj;  ///< D -> D output projection.
+  index heads = 1;       ///< Number of heads H; D must be a multiple of H.
 
+  /// An empty layer, to be assigned.
   attention_layer() = default;
+  /// Layers `name.qkv` and `name.proj` of width `dim` with `heads_` heads.
   attention_layer(const std::string& name, index dim, index heads_, init::engine& rng)
       : qkv(name + ".qkv", dim, 3 * dim, rng), proj(name + ".proj", dim, dim, rng), heads(heads_) {}
   /// x is (B*T) x D with `batch` sequences.
   var<S> forward(tape<S>& t, const var<S>& x, index batch) {
     return proj.forward(t, attention(qkv.forward(t, x), batch, heads));
   }
+  /// Appends pointers to the four parameters to `out`.
   void collect(std::vector<parameter<S>*>& out) {
     qkv.collect(out);
     proj.collect(out);
@@ -1916,12 +1959,17 @@ struct attention_layer {
 /// fc2(GELU(fc1(x))) with the exact erf GELU.
 template <Scalar S>
 struct mlp_layer {
-  linear_layer<S> fc1, fc2;
+  linear_layer<S> fc1;  ///< dim -> hidden.
+  linear_layer<S> fc2;  ///< hidden -> dim.
 
+  /// An empty layer, to be assigned.
   mlp_layer() = default;
+  /// Layers `name.fc1` and `name.fc2`.
   mlp_layer(const std::string& name, index dim, index hidden, init::engine& rng)
       : fc1(name + ".fc1", dim, hidden, rng), fc2(name + ".fc2", hidden, dim, rng) {}
+  /// x is R x dim; the result is R x dim.
   var<S> forward(tape<S>& t, const var<S>& x) { return fc2.forward(t, gelu(fc1.forward(t, x))); }
+  /// Appends pointers to the four parameters to `out`.
   void collect(std::vector<parameter<S>*>& out) {
     fc1.collect(out);
     fc2.collect(out);
@@ -1945,15 +1993,17 @@ namespace vpdarts {
 /// (channel planes, each row-major), so row b is PyTorch's images[b].flatten().
 template <Scalar S>
 struct image_batch {
-  matrix<S> pixels;
-  index channels = 0;
-  index height = 0;
-  index width = 0;
+  matrix<S> pixels;    ///< B x (C*H*W).
+  index channels = 0;  ///< C.
+  index height = 0;    ///< H.
+  index width = 0;     ///< W.
 
+  /// An empty batch.
   image_batch() = default;
   /// An uninitialised batch of `batch` images.
   image_batch(index batch, index c, index h, index w) : pixels(batch, c * h * w), channels(c), height(h), width(w) {}
 
+  /// Number of images B.
   index size() const noexcept { return pixels.rows(); }
   /// "8x3x32x32".
   std::string shape() const { return detail::cat(size(), "x", channels, "x", height, "x", width); }
@@ -2017,11 +2067,13 @@ namespace vpdarts::data {
 /// Labelled images: `labels[i]` in [0, class_names.size()) is the class of image i.
 template <Scalar S>
 struct labelled_images {
-  image_batch<S> images;
-  std::vector<int> labels;
-  std::vector<std::string> class_names;
+  image_batch<S> images;                 ///< one image per row
+  std::vector<int> labels;               ///< one label per image
+  std::vector<std::string> class_names;  ///< name of each label
 
+  /// Number of images.
   index size() const noexcept { return images.size(); }
+  /// Number of classes.
   index classes() const noexcept { return static_cast<index>(class_names.size()); }
   /// Copies the listed images and their labels into x and y, reusing their
   /// storage (no allocation in a training loop once warm).
@@ -2206,8 +2258,8 @@ using image = xt::xtensor<float, 3>;
 /// Per-channel normalisation, x' = (x - mean) / std, on a 0..1 pixel scale.
 /// One value applies to every channel.
 struct normalization {
-  std::vector<double> mean = {0.5};
-  std::vector<double> std = {0.25};
+  std::vector<double> mean = {0.5};  ///< per channel, or one value for all
+  std::vector<double> std = {0.25};  ///< per channel, or one value for all; each > 0
 
   /// The built-in synthetic data's: (x - 0.5) / 0.25.
   static normalization synthetic() { return {{0.5}, {0.25}}; }
@@ -2340,6 +2392,7 @@ struct augment_options {
   index crop_padding = 0;  ///< pad every side by this many pixels (zeros, the normalised mean), then crop back at random
   bool flip = false;       ///< mirror left-right with probability 1/2
 
+  /// True when some augmentation is switched on.
   bool active() const noexcept { return crop_padding > 0 || flip; }
 };
 
@@ -2467,7 +2520,7 @@ namespace vpdarts::data {
 struct folder_options {
   index image = 32;      ///< resized to image x image
   index channels = 3;    ///< 1 or 3
-  normalization norm = normalization::imagenet();
+  normalization norm = normalization::imagenet();  ///< applied after resizing
   bool skip_bad = false; ///< skip (and report) unreadable files instead of failing
   /// Extensions of image files (lower case, with the dot); other files in a class folder are bad files.
   std::vector<std::string> extensions = {".png", ".jpg", ".jpeg", ".bmp"};
@@ -2476,8 +2529,8 @@ struct folder_options {
 /// A decoded dataset and the files that were skipped (with why).
 template <Scalar S>
 struct file_dataset {
-  labelled_images<S> data;
-  std::vector<std::string> skipped;
+  labelled_images<S> data;           ///< the images that decoded, with labels and class names
+  std::vector<std::string> skipped;  ///< "path: reason" for each skipped file (skip_bad only)
 };
 
 namespace detail {
@@ -2610,8 +2663,8 @@ namespace vpdarts::data {
 
 /// An IDX array of unsigned bytes: its dimensions and values (row-major).
 struct idx_array {
-  std::vector<std::int64_t> dims;
-  std::vector<std::uint8_t> values;
+  std::vector<std::int64_t> dims;    ///< e.g. {60000, 28, 28} for images, {60000} for labels
+  std::vector<std::uint8_t> values;  ///< the product of dims values, row-major
 };
 
 /// The whole content of a file, decompressed when it is gzip (magic 1f 8b).
@@ -2687,12 +2740,12 @@ struct idx_options {
   index limit = 0;
   /// Draw the per-class images at random (seeded) instead of the first ones.
   bool random_sample = false;
-  std::uint64_t sample_seed = 0;
+  std::uint64_t sample_seed = 0;  ///< seed of the random per-class draw
   /// Resize to image x image (0: keep the file's size).
   index image = 0;
   /// 1 (grey, as stored) or 3 (grey repeated).
   index channels = 1;
-  normalization norm = {{0.5}, {0.5}};
+  normalization norm = {{0.5}, {0.5}};  ///< applied after resizing
   /// Names of the file's labels (0..9); empty: "0", "1", ...
   std::vector<std::string> label_names = {};
 };
@@ -2780,14 +2833,14 @@ namespace vpdarts {
 /// tokens with cls), width `dim`, `depth` blocks of `heads` heads, MLP hidden
 /// width `mlp`, and a head of `classes` outputs.
 struct vit_config {
-  index image = 32;
-  index channels = 3;
-  index patch = 4;
-  index dim = 192;
-  index depth = 6;
-  index heads = 3;
-  index mlp = 768;
-  index classes = 10;
+  index image = 32;     ///< Side of the square input image in pixels; a multiple of `patch`.
+  index channels = 3;   ///< Colour channels of the input (1 grey, 3 RGB).
+  index patch = 4;      ///< Side of a square patch in pixels.
+  index dim = 192;      ///< Token width D; a multiple of `heads`.
+  index depth = 6;      ///< Number of transformer blocks.
+  index heads = 3;      ///< Attention heads per block.
+  index mlp = 768;      ///< Hidden width of each block's MLP.
+  index classes = 10;   ///< Outputs of the classification head.
 
   /// Number of patches N.
   index patches() const { return (image / patch) * (image / patch); }
@@ -2827,6 +2880,7 @@ struct vit_config {
   /// DESIGN.md's `fashion` workload: 28x28x1, patch 4, D 192, depth 6, heads 3, MLP 768.
   static vit_config fashion(index classes = 5) { return {28, 1, 4, 192, 6, 3, 768, classes}; }
 
+  /// Field-by-field equality.
   friend bool operator==(const vit_config&, const vit_config&) = default;
 };
 
@@ -2856,12 +2910,14 @@ namespace vpdarts {
 /// One pre-norm transformer block: `blocks.{i}.norm1`, `.attn.qkv`, `.attn.proj`, `.norm2`, `.mlp.fc1`, `.mlp.fc2`.
 template <Scalar S>
 struct vit_block {
-  nn::layer_norm_layer<S> norm1;
-  nn::attention_layer<S> attn;
-  nn::layer_norm_layer<S> norm2;
-  nn::mlp_layer<S> mlp;
+  nn::layer_norm_layer<S> norm1;  ///< before attention
+  nn::attention_layer<S> attn;     ///< multi-head self-attention
+  nn::layer_norm_layer<S> norm2;  ///< before the MLP
+  nn::mlp_layer<S> mlp;            ///< D -> mlp -> D
 
+  /// An empty block, to be assigned.
   vit_block() = default;
+  /// Block `name` (e.g. "blocks.0") of shape `c`, weights drawn from `rng`.
   vit_block(const std::string& name, const vit_config& c, init::engine& rng)
       : norm1(name + ".norm1", c.dim),
         attn(name + ".attn", c.dim, c.heads, rng),
@@ -2873,6 +2929,7 @@ struct vit_block {
     var<S> h = add(x, attn.forward(t, norm1.forward(t, x), batch));
     return add(h, mlp.forward(t, norm2.forward(t, h)));
   }
+  /// Appends pointers to the block's twelve parameters to `out`, in checkpoint order.
   void collect(std::vector<parameter<S>*>& out) {
     norm1.collect(out);
     attn.collect(out);
@@ -2885,6 +2942,7 @@ struct vit_block {
 /// callable `(index layer, vit_block<S>& block, const var<S>& x, index batch) -> var<S>`;
 /// the fusion search uses one to run its MixedOp around each block.
 struct run_block {
+  /// `block.forward(x)`; the layer index is unused.
   template <Scalar S>
   var<S> operator()(index, vit_block<S>& block, const var<S>& x, index batch) const {
     return block.forward(x.owner(), x, batch);
@@ -2905,7 +2963,7 @@ class vit {
   parameter<S> patch_bias;    ///< `patch_embed.proj.bias`, D
   parameter<S> cls_token;     ///< `cls_token`, 1 x 1 x D
   parameter<S> pos_embed;     ///< `pos_embed`, 1 x T x D (stored T x D)
-  std::vector<vit_block<S>> blocks;
+  std::vector<vit_block<S>> blocks;  ///< `blocks.{i}`, config().depth of them
   nn::layer_norm_layer<S> norm;  ///< `norm`
   nn::linear_layer<S> head;      ///< `head`, classes x D, zero-initialised
 
@@ -2939,6 +2997,7 @@ class vit {
           init::uniform(l->weight, std::sqrt(6.0 / static_cast<double>(l->weight.rows() + l->weight.cols())), rng);
   }
 
+  /// The model's shape.
   const vit_config& config() const noexcept { return cfg_; }
 
   /// Every parameter, backbone first, the head's two last. Pointers stay valid while the model lives
@@ -3119,10 +3178,11 @@ namespace vpdarts::io {
 
 /// One tensor of a safetensors file.
 struct tensor_entry {
-  std::string name;
+  std::string name;                 ///< the key in the header
   std::string dtype;                ///< "F32", "F64", "F16", "BF16", "I64", "I32", "U8", ...
   std::vector<std::int64_t> shape;  ///< empty for a scalar
-  std::size_t begin = 0, end = 0;   ///< byte range in the data section
+  std::size_t begin = 0;            ///< first byte in the data section
+  std::size_t end = 0;              ///< one past the last byte in the data section
 
   /// Number of elements (1 for a scalar).
   std::int64_t numel() const {
@@ -3365,9 +3425,9 @@ class safetensors {
 /// A tensor to write: a name, a shape and row-major values.
 template <Scalar S>
 struct tensor_view {
-  std::string name;
-  std::vector<std::int64_t> shape;
-  std::span<const S> values;
+  std::string name;                 ///< the key to write
+  std::vector<std::int64_t> shape;  ///< its product must equal values.size()
+  std::span<const S> values;        ///< row-major; must stay valid until written
 };
 
 /// Writes the tensors (sorted by name; F64 for double values, F32 otherwise) and
@@ -3640,6 +3700,7 @@ namespace vpdarts {
 /// the primary template marks "not a fusion operator".
 template <class Op>
 struct fusion_traits {
+  /// Marks the primary template; a specialisation must not declare it.
   using not_specialised = void;
 };
 
@@ -3648,7 +3709,9 @@ struct fusion_context {
   vit_config vit;   ///< the backbone
   index prompts = 8;  ///< p, the number of prompt tokens
 
+  /// Token width D.
   index dim() const { return vit.dim; }
+  /// Tokens per image without prompts, T = N + 1.
   index tokens() const { return vit.tokens(); }
   /// VPT's uniform bound sqrt(6 / (C * patch^2 + D)).
   double vpt_bound() const {
@@ -3658,14 +3721,25 @@ struct fusion_context {
 
 /// How a fusion parameter starts.
 struct param_init {
-  enum class kind { constant, uniform, normal } k = kind::constant;
-  double a = 0;  ///< the constant, the uniform bound, or the normal std
+  /// The distribution.
+  enum class kind {
+    constant,  ///< every entry equals `a`
+    uniform,   ///< U(-a, a)
+    normal     ///< N(0, a^2)
+  };
+  kind k = kind::constant;  ///< Which distribution.
+  double a = 0;             ///< the constant, the uniform bound, or the normal std
 
+  /// All zeros.
   static param_init zeros() { return {kind::constant, 0}; }
+  /// Every entry `v`.
   static param_init constant(double v) { return {kind::constant, v}; }
+  /// U(-bound, bound).
   static param_init uniform(double bound) { return {kind::uniform, bound}; }
+  /// N(0, std^2).
   static param_init normal(double std) { return {kind::normal, std}; }
 
+  /// Fills `p` with values drawn from `rng`.
   template <Scalar S>
   void apply(parameter<S>& p, init::engine& rng) const {
     if (k == kind::constant) init::constant(p, static_cast<S>(a));
@@ -3677,9 +3751,10 @@ struct param_init {
 /// One parameter of a fusion operator: its symbol (the last part of its
 /// checkpoint name `fusion.{layer}.{op}.{symbol}`), shape and init.
 struct param_spec {
-  std::string symbol = {};
-  index rows = 0, cols = 0;
-  param_init init = param_init::zeros();
+  std::string symbol = {};                ///< Name within the operator, e.g. "prompts".
+  index rows = 0;                         ///< Rows of the parameter matrix.
+  index cols = 0;                         ///< Columns of the parameter matrix.
+  param_init init = param_init::zeros();  ///< How it starts.
 };
 
 /// An operator's parameters on the current tape, looked up by symbol.
@@ -3687,12 +3762,15 @@ struct param_spec {
 template <Scalar S>
 class op_params {
  public:
-  static constexpr std::size_t max_params = 8;
+  static constexpr std::size_t max_params = 8;  ///< Capacity.
+  /// One parameter: its symbol and its node on the tape.
   struct entry {
-    std::string_view symbol;
-    var<S> value;
+    std::string_view symbol;  ///< As in the operator's param_spec.
+    var<S> value;             ///< The parameter's leaf on the current tape.
   };
+  /// No parameters.
   op_params() = default;
+  /// The given parameters. @throws config_error past max_params.
   op_params(std::initializer_list<entry> e) {
     for (const auto& x : e) push(x.symbol, x.value);
   }
@@ -3713,6 +3791,7 @@ class op_params {
     throw config_error(detail::cat("op_params: no parameter '", symbol, "' (this operator has: ",
                                    known.empty() ? "none" : known, ")"));
   }
+  /// Number of parameters held.
   std::size_t size() const noexcept { return n_; }
 
  private:
@@ -3796,64 +3875,86 @@ struct affine {};
 /// Tokens attend to p learnable prompt keys and values (single head, no projections).
 struct cross_attention {};
 
+/// VPT-deep's trait: parameter P (p x D, VPT's uniform init); pre inserts P after each image's cls row
+/// ((B*T) x D -> (B*(T+p)) x D), post removes those rows again.
 template <>
 struct fusion_traits<concat> {
+  /// The operator's name in genotypes, checkpoints and reports.
   static constexpr std::string_view name = "concat";
+  /// The operator's parameters for backbone and prompt count `c`.
   static std::vector<param_spec> params(const fusion_context& c) {
     return {{"P", c.prompts, c.dim(), param_init::uniform(c.vpt_bound())}};
   }
+  /// Before the frozen block: x is (B*T) x D for `batch` images.
   template <Scalar S>
   static var<S> pre(const var<S>& x, const op_params<S>& p, index batch) {
     return insert_rows(x, p["P"], batch, 1);
   }
+  /// After the frozen block: back to (B*T) x D.
   template <Scalar S>
   static var<S> post(const var<S>& y, const op_params<S>& p, index batch) {
     return remove_rows(y, batch, 1, p["P"].rows());
   }
 };
 
+/// The add operator's trait: parameter A (T x D, zeros), added to every image's tokens; post is the identity.
 template <>
 struct fusion_traits<add_prompt> {
+  /// The operator's name in genotypes, checkpoints and reports.
   static constexpr std::string_view name = "add";
+  /// The operator's parameters for backbone and prompt count `c`.
   static std::vector<param_spec> params(const fusion_context& c) { return {{"A", c.tokens(), c.dim(), param_init::zeros()}}; }
+  /// Before the frozen block: x is (B*T) x D for `batch` images.
   template <Scalar S>
   static var<S> pre(const var<S>& x, const op_params<S>& p, index) {
     return add(x, p["A"]);
   }
+  /// After the frozen block: back to (B*T) x D.
   template <Scalar S>
   static var<S> post(const var<S>& y, const op_params<S>&, index) {
     return y;
   }
 };
 
+/// The affine operator's trait: parameter S (2 x D, zeros); pre computes x * (1 + S[0]) + S[1] row-wise; post is the identity.
 template <>
 struct fusion_traits<affine> {
+  /// The operator's name in genotypes, checkpoints and reports.
   static constexpr std::string_view name = "affine";
+  /// The operator's parameters for backbone and prompt count `c`.
   static std::vector<param_spec> params(const fusion_context& c) { return {{"S", 2, c.dim(), param_init::zeros()}}; }
+  /// Before the frozen block: x is (B*T) x D for `batch` images.
   template <Scalar S>
   static var<S> pre(const var<S>& x, const op_params<S>& p, index) {
     const var<S>& s = p["S"];
     return add(mul(x, add_scalar(slice_rows(s, 0, 1), S(1))), slice_rows(s, 1, 1));
   }
+  /// After the frozen block: back to (B*T) x D.
   template <Scalar S>
   static var<S> post(const var<S>& y, const op_params<S>&, index) {
     return y;
   }
 };
 
+/// The cross-attention operator's trait: parameters K (p x D, VPT's uniform init) and V (p x D, zeros);
+/// pre computes x + softmax(x K^T / sqrt(D)) V; post is the identity.
 template <>
 struct fusion_traits<cross_attention> {
+  /// The operator's name in genotypes, checkpoints and reports.
   static constexpr std::string_view name = "cross_attention";
+  /// The operator's parameters for backbone and prompt count `c`.
   static std::vector<param_spec> params(const fusion_context& c) {
     return {{"K", c.prompts, c.dim(), param_init::uniform(c.vpt_bound())},
             {"V", c.prompts, c.dim(), param_init::zeros()}};
   }
+  /// Before the frozen block: x is (B*T) x D for `batch` images.
   template <Scalar S>
   static var<S> pre(const var<S>& x, const op_params<S>& p, index) {
     const S scale_ = S(1) / std::sqrt(static_cast<S>(x.cols()));
     var<S> scores = softmax_rows(scale(matmul(x, p["K"], transpose::b), scale_));
     return add(x, matmul(scores, p["V"]));
   }
+  /// After the frozen block: back to (B*T) x D.
   template <Scalar S>
   static var<S> post(const var<S>& y, const op_params<S>&, index) {
     return y;
@@ -3952,7 +4053,7 @@ namespace vpdarts {
 struct genotype {
   /// One layer's choice.
   struct layer {
-    std::string op = {};
+    std::string op = {};  ///< The chosen operator's name.
     /// softmax(alpha_l), in the order of `ops` (empty for a hand-written genotype).
     std::vector<double> weights = {};
     /// Weight of the strongest operator minus the second (0 without weights).
@@ -3965,7 +4066,7 @@ struct genotype {
   };
   /// The candidate operator names (alpha's columns).
   std::vector<std::string> ops = {};
-  std::vector<layer> layers = {};
+  std::vector<layer> layers = {};  ///< One entry per transformer block, first block first.
 
   /// The same operator at every one of `depth` layers.
   static genotype uniform(const std::string& op, std::size_t depth, std::vector<std::string> ops = {}) {
@@ -3988,6 +4089,7 @@ struct genotype {
     return s;
   }
 
+  /// {"ops": [...], "layers": [{"op": name, "weights": {name: w, ...}}, ...]}, as genotype.json holds it.
   nlohmann::json to_json() const {
     nlohmann::json j;
     j["ops"] = ops;
@@ -4092,6 +4194,7 @@ namespace vpdarts {
 template <Scalar S, OpList Ops>
 class mixed_op {
  public:
+  /// Number of operators in the list (alpha's width before any are excluded).
   static constexpr std::size_t op_count = Ops::size;
 
   /// Candidates are positions in Ops, in the order their weights come. Parameters
@@ -4210,6 +4313,7 @@ class prompted_vit {
  public:
   /// Number of candidate operators K.
   static constexpr std::size_t op_count = Ops::size;
+  /// The operator list the model was built over.
   using op_list_type = Ops;
 
   /// The search model: every layer mixes all K operators; alpha ~ 1e-3 N(0, 1), seeded.
@@ -4236,13 +4340,18 @@ class prompted_vit {
 
   prompted_vit(const prompted_vit&) = delete;
   prompted_vit& operator=(const prompted_vit&) = delete;
+  /// Moves the model; the parameters keep their addresses' contents (optimisers must be rebuilt).
   prompted_vit(prompted_vit&&) noexcept = default;
 
   /// True for the search model (MixedOp layers and alpha).
   bool is_search() const noexcept { return search_; }
+  /// The backbone's shape (classes is the new head's).
   const vit_config& config() const noexcept { return backbone_.config(); }
+  /// The prompt settings.
   const prompt_options& options() const noexcept { return opts_; }
+  /// What the fusion operators' parameters were built for: backbone shape and prompt count.
   fusion_context context() const { return {backbone_.config(), opts_.prompts}; }
+  /// The frozen backbone (its head is the new, trainable one).
   vit<S>& backbone() noexcept { return backbone_; }
   /// The architecture parameters (L x K; zero-sized in a derived model).
   parameter<S>& alpha() noexcept { return alpha_; }
@@ -4419,11 +4528,11 @@ namespace vpdarts::optim {
 
 /// Settings of adam.
 struct adam_options {
-  double lr = 1e-3;
-  double beta1 = 0.9;
-  double beta2 = 0.999;
-  double eps = 1e-8;
-  double weight_decay = 0;
+  double lr = 1e-3;         ///< Learning rate.
+  double beta1 = 0.9;       ///< Decay of the first-moment estimate.
+  double beta2 = 0.999;     ///< Decay of the second-moment estimate.
+  double eps = 1e-8;        ///< Added to the denominator.
+  double weight_decay = 0;  ///< Weight decay (see `decoupled`).
   /// false: L2 (wd * p added to the gradient, torch.optim.Adam); true: decoupled (torch.optim.AdamW).
   bool decoupled = false;
 };
@@ -4432,6 +4541,7 @@ struct adam_options {
 template <Scalar S>
 class adam {
  public:
+  /// An optimiser over `params`, with zero moments and step count 0.
   adam(std::vector<parameter<S>*> params, adam_options o) : params_(std::move(params)), o_(o) {
     for (parameter<S>* p : params_) {
       m_.push_back(matrix<S>::Zero(p->rows(), p->cols()));
@@ -4467,14 +4577,18 @@ class adam {
   void zero_grad() {
     for (parameter<S>* p : params_) p->zero_grad();
   }
+  /// Sets the learning rate.
   void set_lr(double lr) noexcept { o_.lr = lr; }
+  /// The learning rate.
   double lr() const noexcept { return o_.lr; }
   /// Number of steps taken.
   long steps() const noexcept { return t_; }
-  /// The first and second moment estimates, in parameter order, and the step
-  /// count: what a checkpoint must keep for a resumed run to continue exactly.
+  /// The first moment estimates, in parameter order. With second_moments() and
+  /// steps() this is what a checkpoint must keep for a resumed run to continue exactly.
   std::vector<matrix<S>>& first_moments() noexcept { return m_; }
+  /// The second moment estimates, in parameter order.
   std::vector<matrix<S>>& second_moments() noexcept { return v_; }
+  /// Sets the step count (used by bias correction), as restored from a checkpoint.
   void set_steps(long t) noexcept { t_ = t; }
 
  private:
@@ -4505,23 +4619,24 @@ namespace vpdarts::optim {
 /// Parameters that share a learning-rate multiplier and a decay switch.
 template <Scalar S>
 struct param_group {
-  std::vector<parameter<S>*> params = {};
-  double lr_mult = 1;
-  bool decay = true;
-  std::string name = {};
+  std::vector<parameter<S>*> params = {};  ///< The group's parameters (not owned).
+  double lr_mult = 1;                      ///< The group's lr is the optimiser's lr times this.
+  bool decay = true;                       ///< Whether weight decay applies to the group.
+  std::string name = {};                   ///< A label for messages and checkpoints.
 };
 
 /// Settings of sgd.
 struct sgd_options {
-  double lr = 0.1;
-  double momentum = 0.9;
-  double weight_decay = 0;
+  double lr = 0.1;          ///< Base learning rate.
+  double momentum = 0.9;    ///< Momentum mu (0 for plain SGD).
+  double weight_decay = 0;  ///< L2 weight decay added to the gradient.
 };
 
 /// SGD with momentum over parameter groups (the parameters must outlive it).
 template <Scalar S>
 class sgd {
  public:
+  /// An optimiser over `groups`, with zero momentum buffers.
   sgd(std::vector<param_group<S>> groups, sgd_options o) : groups_(std::move(groups)), o_(o) {
     for (auto& g : groups_)
       for (parameter<S>* p : g.params) buffers_.push_back(matrix<S>::Zero(p->rows(), p->cols()));
@@ -4547,9 +4662,13 @@ class sgd {
     for (auto& g : groups_)
       for (parameter<S>* p : g.params) p->zero_grad();
   }
+  /// Sets the base learning rate (schedules call it every step).
   void set_lr(double lr) noexcept { o_.lr = lr; }
+  /// The base learning rate.
   double lr() const noexcept { return o_.lr; }
+  /// The settings.
   const sgd_options& options() const noexcept { return o_; }
+  /// The parameter groups, in the order given.
   const std::vector<param_group<S>>& groups() const noexcept { return groups_; }
   /// The momentum buffers, in group order (DARTS's virtual step reads them).
   std::vector<matrix<S>>& momentum_buffers() noexcept { return buffers_; }
@@ -4584,20 +4703,23 @@ double clip_grad_norm(std::span<parameter<S>* const> params, double max_norm) {
 namespace vpdarts {
 
 /// First- or second-order DARTS.
-enum class darts_order { first, second };
+enum class darts_order {
+  first,  ///< alpha's gradient at the current w (DARTS's first-order approximation)
+  second  ///< through a virtual w step, with the finite-difference Hessian-vector product
+};
 
 /// Settings of a DARTS step (DESIGN.md's defaults).
 struct darts_options {
-  darts_order order = darts_order::first;
+  darts_order order = darts_order::first;  ///< first or second order
   double w_lr = 0.05;             ///< base learning rate of w (the schedule sets it per step)
-  double w_momentum = 0.9;
+  double w_momentum = 0.9;        ///< SGD momentum of w
   double w_weight_decay = 1e-4;   ///< on every part of w but the head's bias
   double grad_clip = 5;           ///< w's gradient-norm clip (0: none)
   std::vector<double> op_lr_mult = {};  ///< per operator, in op-list order (empty: all 1)
-  double head_lr_mult = 1;
-  double alpha_lr = 3e-4;
-  double alpha_beta1 = 0.5;
-  double alpha_beta2 = 0.999;
+  double head_lr_mult = 1;        ///< lr multiplier of the classification head
+  double alpha_lr = 3e-4;         ///< Adam learning rate of alpha (search() picks one from the step count)
+  double alpha_beta1 = 0.5;       ///< Adam beta1 of alpha (DARTS's 0.5)
+  double alpha_beta2 = 0.999;     ///< Adam beta2 of alpha
   double alpha_weight_decay = 1e-3;  ///< L2, added to the gradient (PyTorch's Adam)
 };
 
@@ -4732,8 +4854,11 @@ class darts {
     return l;
   }
 
+  /// w's SGD (its lr is set per step by the schedule; checkpoints save its momentum buffers).
   optim::sgd<S>& w_optimizer() noexcept { return w_opt_; }
+  /// alpha's Adam (checkpoints save its moments).
   optim::adam<S>& alpha_optimizer() noexcept { return alpha_opt_; }
+  /// The settings.
   const darts_options& options() const noexcept { return opts_; }
 
  private:
@@ -4871,11 +4996,12 @@ namespace vpdarts::optim {
 /// Linear warm-up from base/warmup to base over `warmup` steps, then cosine
 /// decay to `min_lr` at step `total` (steps count from 0).
 struct warmup_cosine {
-  double base = 0.1;
-  long warmup = 0;
-  long total = 1;
-  double min_lr = 0;
+  double base = 0.1;   ///< Peak learning rate, reached at the end of the warm-up.
+  long warmup = 0;     ///< Warm-up steps (0: none).
+  long total = 1;      ///< Step at which the cosine reaches min_lr.
+  double min_lr = 0;   ///< Floor of the decay.
 
+  /// The learning rate at `step` (counting from 0); min_lr after `total`.
   double operator()(long step) const {
     if (step < warmup) return base * static_cast<double>(step + 1) / static_cast<double>(warmup);
     const long span = std::max<long>(1, total - warmup);
@@ -4904,8 +5030,8 @@ namespace vpdarts {
 
 /// Settings of pretrain().
 struct pretrain_options {
-  long epochs = 5;
-  index batch = 64;
+  long epochs = 5;              ///< passes over the training set
+  index batch = 64;             ///< images per step
   double lr = 1e-3;             ///< AdamW peak learning rate (cosine decay after one warm-up epoch)
   double weight_decay = 0.05;   ///< decoupled
   std::uint64_t seed = 0;       ///< shuffling
@@ -4915,8 +5041,8 @@ struct pretrain_options {
 /// What pretrain() measured.
 struct pretrain_result {
   double train_accuracy = 0;  ///< over the last epoch, as trained
-  double test_accuracy = 0;
-  double seconds = 0;
+  double test_accuracy = 0;   ///< top-1 on the test set after training
+  double seconds = 0;         ///< wall-clock time of the training
 };
 
 namespace detail {
@@ -5034,8 +5160,8 @@ namespace vpdarts {
 
 /// Settings of search().
 struct search_options {
-  darts_options darts = {};
-  long epochs = 10;
+  darts_options darts = {};     ///< the DARTS step's settings
+  long epochs = 10;             ///< epochs, each one pass over search-train
   long warmup_epochs = 2;       ///< epochs that train w only, before alpha moves
   index batch = 32;             ///< search-train and search-val batches have this size
   double val_fraction = 0.2;    ///< share of the training data held out as search-val (VTAB-1k: 200 of 1000)
@@ -5044,7 +5170,7 @@ struct search_options {
   /// (DESIGN.md section 5); false keeps darts.alpha_lr.
   bool auto_alpha_lr = true;
   std::uint64_t seed = 0;       ///< the split and the shuffling
-  bool progress = true;
+  bool progress = true;         ///< print a progress bar
   /// When set, the whole search state (w, alpha, both optimisers, the data
   /// order, the random generator and the history) is written here atomically
   /// after every epoch, in the model's scalar type.
@@ -5059,12 +5185,13 @@ struct search_options {
 
 /// What search() found.
 struct search_result {
-  genotype found;
+  genotype found;                             ///< argmax of alpha per layer, with the weights
   std::vector<matrix<double>> alpha_history;  ///< softmax(alpha) (L x K) after every epoch
-  std::vector<double> train_loss, val_loss;   ///< per-epoch means
+  std::vector<double> train_loss;             ///< per-epoch mean search-train loss
+  std::vector<double> val_loss;               ///< per-epoch mean search-val loss
   std::vector<std::string> warnings;          ///< layers whose two strongest operators are within 0.02
-  double alpha_lr = 0;
-  double seconds = 0;
+  double alpha_lr = 0;                        ///< alpha's learning rate as used
+  double seconds = 0;                         ///< wall-clock time (the resumed part included)
   long resumed_from = 0;                      ///< epochs read from the checkpoint (0: a fresh start)
 };
 
@@ -5327,17 +5454,17 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
 
 /// Settings of train() (retraining a derived model; linear_probe has its own).
 struct train_options {
-  long epochs = 10;
-  index batch = 32;
-  double lr = 0.05;
-  double momentum = 0.9;
+  long epochs = 10;             ///< passes over the data
+  index batch = 32;             ///< images per step
+  double lr = 0.05;             ///< SGD peak learning rate
+  double momentum = 0.9;        ///< SGD momentum
   double weight_decay = 1e-4;   ///< on every part of w but the head's bias
-  long warmup_epochs = 1;
-  double grad_clip = 5;
-  std::vector<double> op_lr_mult = {};
-  double head_lr_mult = 1;
-  std::uint64_t seed = 0;
-  bool progress = true;
+  long warmup_epochs = 1;       ///< epochs of linear lr warm-up before the cosine decay
+  double grad_clip = 5;         ///< gradient-norm clip (0: none)
+  std::vector<double> op_lr_mult = {};  ///< lr multiplier per operator, in op-list order (empty: all 1)
+  double head_lr_mult = 1;      ///< lr multiplier of the head
+  std::uint64_t seed = 0;       ///< shuffling and augmentation
+  bool progress = true;         ///< print a progress bar
   data::augment_options augment = {};  ///< random crop and flip of every training batch
 };
 
@@ -5480,23 +5607,23 @@ namespace vpdarts {
 
 /// Settings of linear_probe().
 struct probe_options {
-  long epochs = 50;
-  index batch = 32;
-  double lr = 0.05;
-  double momentum = 0.9;
+  long epochs = 50;            ///< passes over the training features
+  index batch = 32;            ///< images per step
+  double lr = 0.05;            ///< SGD peak learning rate (cosine decay after the warm-up)
+  double momentum = 0.9;       ///< SGD momentum
   double weight_decay = 1e-4;  ///< on the head's weight only
-  long warmup_epochs = 1;
-  std::uint64_t seed = 0;
-  bool progress = true;
+  long warmup_epochs = 1;      ///< epochs of linear lr warm-up
+  std::uint64_t seed = 0;      ///< shuffling and the head's init
+  bool progress = true;        ///< print a progress bar
 };
 
 /// What linear_probe() measured.
 struct probe_result {
   double train_loss = 0;        ///< mean loss of the last epoch
   double train_accuracy = 0;    ///< on the whole training set after training
-  double test_accuracy = 0;
+  double test_accuracy = 0;     ///< top-1 on the test set
   index trainable_params = 0;   ///< the head's values
-  double seconds = 0;
+  double seconds = 0;           ///< wall-clock time, features included
 };
 
 /// The frozen features LN(x_L)[cls] of every image (N x D), in batches, no gradient recorded.
@@ -5626,7 +5753,9 @@ class canvas {
     fill(0, 0, w_, h_, background);
   }
 
+  /// Width in pixels.
   int width() const noexcept { return w_; }
+  /// Height in pixels.
   int height() const noexcept { return h_; }
   /// The colour at (x, y). @throws value_error outside the canvas.
   rgb at(int x, int y) const {

@@ -17,14 +17,16 @@ namespace vpdarts {
 /// the total size, so from the second identical step on nothing is allocated.
 class arena {
  public:
-  static constexpr std::size_t alignment = 64;
+  static constexpr std::size_t alignment = 64;  ///< Every block starts on a 64-byte boundary.
 
   /// @param first_chunk_bytes size of the first chunk, allocated on first use.
   explicit arena(std::size_t first_chunk_bytes = std::size_t{1} << 20) : next_chunk_(first_chunk_bytes) {}
 
   arena(const arena&) = delete;
   arena& operator=(const arena&) = delete;
+  /// Takes over the other arena's chunks.
   arena(arena&&) noexcept = default;
+  /// Takes over the other arena's chunks, freeing this one's.
   arena& operator=(arena&&) noexcept = default;
 
   /// Uninitialised storage for `count` objects of trivial type T, 64-byte aligned.

@@ -44,6 +44,7 @@ struct gradcheck_result {
   index checked = 0;
   /// The worst entry: "name[r,c]: analytic a, numeric n".
   std::string worst;
+  /// `passed`, so that `REQUIRE(gradcheck(...))` reads naturally.
   explicit operator bool() const noexcept { return passed; }
 };
 

@@ -188,26 +188,32 @@ var<S> gelu(const var<S>& a) {
   return out;
 }
 
+/// add(a, b). Same shapes and errors as the named op.
 template <Scalar S>
 var<S> operator+(const var<S>& a, const var<S>& b) {
   return add(a, b);
 }
+/// sub(a, b). Same shapes and errors as the named op.
 template <Scalar S>
 var<S> operator-(const var<S>& a, const var<S>& b) {
   return sub(a, b);
 }
+/// mul(a, b), element-wise. Same shapes and errors as the named op.
 template <Scalar S>
 var<S> operator*(const var<S>& a, const var<S>& b) {
   return mul(a, b);
 }
+/// scale(a, s). Same shapes and errors as the named op.
 template <Scalar S>
 var<S> operator*(const var<S>& a, S s) {
   return scale(a, s);
 }
+/// scale(a, s). Same shapes and errors as the named op.
 template <Scalar S>
 var<S> operator*(S s, const var<S>& a) {
   return scale(a, s);
 }
+/// scale(a, -1). Same shapes and errors as the named op.
 template <Scalar S>
 var<S> operator-(const var<S>& a) {
   return scale(a, S(-1));

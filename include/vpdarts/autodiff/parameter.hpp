@@ -44,6 +44,7 @@ class parameter {
   const std::string& name() const noexcept { return name_; }
   /// The value. Resizing it is allowed only when no tape refers to it.
   matrix<S>& value() noexcept { return value_; }
+  /// The value, read-only.
   const matrix<S>& value() const noexcept { return value_; }
 
   /// The logical tensor shape used in checkpoints (timm's, e.g. {1, 1, D} for
@@ -63,10 +64,14 @@ class parameter {
     shape_ = std::move(shape);
   }
 
+  /// Rows of the value matrix.
   index rows() const noexcept { return value_.rows(); }
+  /// Columns of the value matrix.
   index cols() const noexcept { return value_.cols(); }
+  /// Number of values.
   index size() const noexcept { return value_.size(); }
 
+  /// True when the parameter is trainable (has a gradient).
   bool requires_grad() const noexcept { return requires_grad_; }
 
   /// Makes the parameter trainable (allocating a zero gradient) or frozen (dropping it).
@@ -88,6 +93,7 @@ class parameter {
     check_trainable();
     return grad_;
   }
+  /// The accumulated gradient, read-only. @throws state_error when the parameter is frozen.
   const matrix<S>& grad() const {
     check_trainable();
     return grad_;

@@ -35,10 +35,14 @@ namespace vpdarts {
 template <Scalar S>
 class var {
  public:
+  /// An empty handle; using it throws state_error.
   var() = default;
 
+  /// Rows of the value. @throws state_error for a stale or empty handle (as every accessor).
   index rows() const { return node().rows; }
+  /// Columns of the value.
   index cols() const { return node().cols; }
+  /// rows() * cols().
   index size() const { return rows() * cols(); }
   /// True when some trainable parameter reaches this node.
   bool requires_grad() const { return node().requires_grad; }
@@ -82,13 +86,13 @@ class tape {
 
   /// One recorded operation.
   struct node {
-    S* value = nullptr;
-    S* adjoint = nullptr;
-    index rows = 0;
-    index cols = 0;
-    bool requires_grad = false;
-    bool external_adjoint = false;  // a parameter's gradient, not arena memory
-    backward_step back;
+    S* value = nullptr;             ///< rows x cols, column-major, in the arena or a parameter.
+    S* adjoint = nullptr;           ///< Same shape; null when no gradient is needed.
+    index rows = 0;                 ///< Rows.
+    index cols = 0;                 ///< Columns.
+    bool requires_grad = false;     ///< Some trainable parameter reaches this node.
+    bool external_adjoint = false;  ///< The adjoint is a parameter's gradient, not arena memory.
+    backward_step back;             ///< Empty for leaves and constants.
   };
 
   /// @param first_chunk_bytes the arena's first chunk (it grows as needed and keeps its size).
@@ -215,7 +219,9 @@ class tape {
     node& n = nodes_[id];
     return matrix_map<S>(n.adjoint, n.rows, n.cols);
   }
+  /// Whether node `id` needs a gradient.
   bool requires_grad(std::uint32_t id) const { return nodes_[id].requires_grad; }
+  /// The record of node `id`.
   const node& at(std::uint32_t id) const { return nodes_[id]; }
 
   /// Uninitialised arena storage for an op's saved intermediates (freed by reset()).
@@ -254,6 +260,7 @@ class tape {
 template <Scalar S>
 class no_grad {
  public:
+  /// Turns recording of backward steps off on `t` until this guard is destroyed.
   explicit no_grad(tape<S>& t) : tape_(t), previous_(t.grad_enabled()) { t.set_grad_enabled(false); }
   ~no_grad() { tape_.set_grad_enabled(previous_); }
   no_grad(const no_grad&) = delete;

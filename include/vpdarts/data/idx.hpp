@@ -29,8 +29,8 @@ namespace vpdarts::data {
 
 /// An IDX array of unsigned bytes: its dimensions and values (row-major).
 struct idx_array {
-  std::vector<std::int64_t> dims;
-  std::vector<std::uint8_t> values;
+  std::vector<std::int64_t> dims;    ///< e.g. {60000, 28, 28} for images, {60000} for labels
+  std::vector<std::uint8_t> values;  ///< the product of dims values, row-major
 };
 
 /// The whole content of a file, decompressed when it is gzip (magic 1f 8b).
@@ -106,12 +106,12 @@ struct idx_options {
   index limit = 0;
   /// Draw the per-class images at random (seeded) instead of the first ones.
   bool random_sample = false;
-  std::uint64_t sample_seed = 0;
+  std::uint64_t sample_seed = 0;  ///< seed of the random per-class draw
   /// Resize to image x image (0: keep the file's size).
   index image = 0;
   /// 1 (grey, as stored) or 3 (grey repeated).
   index channels = 1;
-  normalization norm = {{0.5}, {0.5}};
+  normalization norm = {{0.5}, {0.5}};  ///< applied after resizing
   /// Names of the file's labels (0..9); empty: "0", "1", ...
   std::vector<std::string> label_names = {};
 };

@@ -15,15 +15,17 @@ namespace vpdarts {
 /// (channel planes, each row-major), so row b is PyTorch's images[b].flatten().
 template <Scalar S>
 struct image_batch {
-  matrix<S> pixels;
-  index channels = 0;
-  index height = 0;
-  index width = 0;
+  matrix<S> pixels;    ///< B x (C*H*W).
+  index channels = 0;  ///< C.
+  index height = 0;    ///< H.
+  index width = 0;     ///< W.
 
+  /// An empty batch.
   image_batch() = default;
   /// An uninitialised batch of `batch` images.
   image_batch(index batch, index c, index h, index w) : pixels(batch, c * h * w), channels(c), height(h), width(w) {}
 
+  /// Number of images B.
   index size() const noexcept { return pixels.rows(); }
   /// "8x3x32x32".
   std::string shape() const { return detail::cat(size(), "x", channels, "x", height, "x", width); }

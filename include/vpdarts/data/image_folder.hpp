@@ -28,7 +28,7 @@ namespace vpdarts::data {
 struct folder_options {
   index image = 32;      ///< resized to image x image
   index channels = 3;    ///< 1 or 3
-  normalization norm = normalization::imagenet();
+  normalization norm = normalization::imagenet();  ///< applied after resizing
   bool skip_bad = false; ///< skip (and report) unreadable files instead of failing
   /// Extensions of image files (lower case, with the dot); other files in a class folder are bad files.
   std::vector<std::string> extensions = {".png", ".jpg", ".jpeg", ".bmp"};
@@ -37,8 +37,8 @@ struct folder_options {
 /// A decoded dataset and the files that were skipped (with why).
 template <Scalar S>
 struct file_dataset {
-  labelled_images<S> data;
-  std::vector<std::string> skipped;
+  labelled_images<S> data;           ///< the images that decoded, with labels and class names
+  std::vector<std::string> skipped;  ///< "path: reason" for each skipped file (skip_bad only)
 };
 
 namespace detail {

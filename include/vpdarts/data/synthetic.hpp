@@ -28,11 +28,13 @@ namespace vpdarts::data {
 /// Labelled images: `labels[i]` in [0, class_names.size()) is the class of image i.
 template <Scalar S>
 struct labelled_images {
-  image_batch<S> images;
-  std::vector<int> labels;
-  std::vector<std::string> class_names;
+  image_batch<S> images;                 ///< one image per row
+  std::vector<int> labels;               ///< one label per image
+  std::vector<std::string> class_names;  ///< name of each label
 
+  /// Number of images.
   index size() const noexcept { return images.size(); }
+  /// Number of classes.
   index classes() const noexcept { return static_cast<index>(class_names.size()); }
   /// Copies the listed images and their labels into x and y, reusing their
   /// storage (no allocation in a training loop once warm).

@@ -33,8 +33,8 @@ using image = xt::xtensor<float, 3>;
 /// Per-channel normalisation, x' = (x - mean) / std, on a 0..1 pixel scale.
 /// One value applies to every channel.
 struct normalization {
-  std::vector<double> mean = {0.5};
-  std::vector<double> std = {0.25};
+  std::vector<double> mean = {0.5};  ///< per channel, or one value for all
+  std::vector<double> std = {0.25};  ///< per channel, or one value for all; each > 0
 
   /// The built-in synthetic data's: (x - 0.5) / 0.25.
   static normalization synthetic() { return {{0.5}, {0.25}}; }
@@ -167,6 +167,7 @@ struct augment_options {
   index crop_padding = 0;  ///< pad every side by this many pixels (zeros, the normalised mean), then crop back at random
   bool flip = false;       ///< mirror left-right with probability 1/2
 
+  /// True when some augmentation is switched on.
   bool active() const noexcept { return crop_padding > 0 || flip; }
 };
 

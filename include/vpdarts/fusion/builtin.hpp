@@ -27,64 +27,86 @@ struct affine {};
 /// Tokens attend to p learnable prompt keys and values (single head, no projections).
 struct cross_attention {};
 
+/// VPT-deep's trait: parameter P (p x D, VPT's uniform init); pre inserts P after each image's cls row
+/// ((B*T) x D -> (B*(T+p)) x D), post removes those rows again.
 template <>
 struct fusion_traits<concat> {
+  /// The operator's name in genotypes, checkpoints and reports.
   static constexpr std::string_view name = "concat";
+  /// The operator's parameters for backbone and prompt count `c`.
   static std::vector<param_spec> params(const fusion_context& c) {
     return {{"P", c.prompts, c.dim(), param_init::uniform(c.vpt_bound())}};
   }
+  /// Before the frozen block: x is (B*T) x D for `batch` images.
   template <Scalar S>
   static var<S> pre(const var<S>& x, const op_params<S>& p, index batch) {
     return insert_rows(x, p["P"], batch, 1);
   }
+  /// After the frozen block: back to (B*T) x D.
   template <Scalar S>
   static var<S> post(const var<S>& y, const op_params<S>& p, index batch) {
     return remove_rows(y, batch, 1, p["P"].rows());
   }
 };
 
+/// The add operator's trait: parameter A (T x D, zeros), added to every image's tokens; post is the identity.
 template <>
 struct fusion_traits<add_prompt> {
+  /// The operator's name in genotypes, checkpoints and reports.
   static constexpr std::string_view name = "add";
+  /// The operator's parameters for backbone and prompt count `c`.
   static std::vector<param_spec> params(const fusion_context& c) { return {{"A", c.tokens(), c.dim(), param_init::zeros()}}; }
+  /// Before the frozen block: x is (B*T) x D for `batch` images.
   template <Scalar S>
   static var<S> pre(const var<S>& x, const op_params<S>& p, index) {
     return add(x, p["A"]);
   }
+  /// After the frozen block: back to (B*T) x D.
   template <Scalar S>
   static var<S> post(const var<S>& y, const op_params<S>&, index) {
     return y;
   }
 };
 
+/// The affine operator's trait: parameter S (2 x D, zeros); pre computes x * (1 + S[0]) + S[1] row-wise; post is the identity.
 template <>
 struct fusion_traits<affine> {
+  /// The operator's name in genotypes, checkpoints and reports.
   static constexpr std::string_view name = "affine";
+  /// The operator's parameters for backbone and prompt count `c`.
   static std::vector<param_spec> params(const fusion_context& c) { return {{"S", 2, c.dim(), param_init::zeros()}}; }
+  /// Before the frozen block: x is (B*T) x D for `batch` images.
   template <Scalar S>
   static var<S> pre(const var<S>& x, const op_params<S>& p, index) {
     const var<S>& s = p["S"];
     return add(mul(x, add_scalar(slice_rows(s, 0, 1), S(1))), slice_rows(s, 1, 1));
   }
+  /// After the frozen block: back to (B*T) x D.
   template <Scalar S>
   static var<S> post(const var<S>& y, const op_params<S>&, index) {
     return y;
   }
 };
 
+/// The cross-attention operator's trait: parameters K (p x D, VPT's uniform init) and V (p x D, zeros);
+/// pre computes x + softmax(x K^T / sqrt(D)) V; post is the identity.
 template <>
 struct fusion_traits<cross_attention> {
+  /// The operator's name in genotypes, checkpoints and reports.
   static constexpr std::string_view name = "cross_attention";
+  /// The operator's parameters for backbone and prompt count `c`.
   static std::vector<param_spec> params(const fusion_context& c) {
     return {{"K", c.prompts, c.dim(), param_init::uniform(c.vpt_bound())},
             {"V", c.prompts, c.dim(), param_init::zeros()}};
   }
+  /// Before the frozen block: x is (B*T) x D for `batch` images.
   template <Scalar S>
   static var<S> pre(const var<S>& x, const op_params<S>& p, index) {
     const S scale_ = S(1) / std::sqrt(static_cast<S>(x.cols()));
     var<S> scores = softmax_rows(scale(matmul(x, p["K"], transpose::b), scale_));
     return add(x, matmul(scores, p["V"]));
   }
+  /// After the frozen block: back to (B*T) x D.
   template <Scalar S>
   static var<S> post(const var<S>& y, const op_params<S>&, index) {
     return y;

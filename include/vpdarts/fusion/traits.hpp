@@ -45,6 +45,7 @@ namespace vpdarts {
 /// the primary template marks "not a fusion operator".
 template <class Op>
 struct fusion_traits {
+  /// Marks the primary template; a specialisation must not declare it.
   using not_specialised = void;
 };
 
@@ -53,7 +54,9 @@ struct fusion_context {
   vit_config vit;   ///< the backbone
   index prompts = 8;  ///< p, the number of prompt tokens
 
+  /// Token width D.
   index dim() const { return vit.dim; }
+  /// Tokens per image without prompts, T = N + 1.
   index tokens() const { return vit.tokens(); }
   /// VPT's uniform bound sqrt(6 / (C * patch^2 + D)).
   double vpt_bound() const {
@@ -63,14 +66,25 @@ struct fusion_context {
 
 /// How a fusion parameter starts.
 struct param_init {
-  enum class kind { constant, uniform, normal } k = kind::constant;
-  double a = 0;  ///< the constant, the uniform bound, or the normal std
+  /// The distribution.
+  enum class kind {
+    constant,  ///< every entry equals `a`
+    uniform,   ///< U(-a, a)
+    normal     ///< N(0, a^2)
+  };
+  kind k = kind::constant;  ///< Which distribution.
+  double a = 0;             ///< the constant, the uniform bound, or the normal std
 
+  /// All zeros.
   static param_init zeros() { return {kind::constant, 0}; }
+  /// Every entry `v`.
   static param_init constant(double v) { return {kind::constant, v}; }
+  /// U(-bound, bound).
   static param_init uniform(double bound) { return {kind::uniform, bound}; }
+  /// N(0, std^2).
   static param_init normal(double std) { return {kind::normal, std}; }
 
+  /// Fills `p` with values drawn from `rng`.
   template <Scalar S>
   void apply(parameter<S>& p, init::engine& rng) const {
     if (k == kind::constant) init::constant(p, static_cast<S>(a));
@@ -82,9 +96,10 @@ struct param_init {
 /// One parameter of a fusion operator: its symbol (the last part of its
 /// checkpoint name `fusion.{layer}.{op}.{symbol}`), shape and init.
 struct param_spec {
-  std::string symbol = {};
-  index rows = 0, cols = 0;
-  param_init init = param_init::zeros();
+  std::string symbol = {};                ///< Name within the operator, e.g. "prompts".
+  index rows = 0;                         ///< Rows of the parameter matrix.
+  index cols = 0;                         ///< Columns of the parameter matrix.
+  param_init init = param_init::zeros();  ///< How it starts.
 };
 
 /// An operator's parameters on the current tape, looked up by symbol.
@@ -92,12 +107,15 @@ struct param_spec {
 template <Scalar S>
 class op_params {
  public:
-  static constexpr std::size_t max_params = 8;
+  static constexpr std::size_t max_params = 8;  ///< Capacity.
+  /// One parameter: its symbol and its node on the tape.
   struct entry {
-    std::string_view symbol;
-    var<S> value;
+    std::string_view symbol;  ///< As in the operator's param_spec.
+    var<S> value;             ///< The parameter's leaf on the current tape.
   };
+  /// No parameters.
   op_params() = default;
+  /// The given parameters. @throws config_error past max_params.
   op_params(std::initializer_list<entry> e) {
     for (const auto& x : e) push(x.symbol, x.value);
   }
@@ -118,6 +136,7 @@ class op_params {
     throw config_error(detail::cat("op_params: no parameter '", symbol, "' (this operator has: ",
                                    known.empty() ? "none" : known, ")"));
   }
+  /// Number of parameters held.
   std::size_t size() const noexcept { return n_; }
 
  private:

@@ -35,10 +35,11 @@ namespace vpdarts::io {
 
 /// One tensor of a safetensors file.
 struct tensor_entry {
-  std::string name;
+  std::string name;                 ///< the key in the header
   std::string dtype;                ///< "F32", "F64", "F16", "BF16", "I64", "I32", "U8", ...
   std::vector<std::int64_t> shape;  ///< empty for a scalar
-  std::size_t begin = 0, end = 0;   ///< byte range in the data section
+  std::size_t begin = 0;            ///< first byte in the data section
+  std::size_t end = 0;              ///< one past the last byte in the data section
 
   /// Number of elements (1 for a scalar).
   std::int64_t numel() const {
@@ -281,9 +282,9 @@ class safetensors {
 /// A tensor to write: a name, a shape and row-major values.
 template <Scalar S>
 struct tensor_view {
-  std::string name;
-  std::vector<std::int64_t> shape;
-  std::span<const S> values;
+  std::string name;                 ///< the key to write
+  std::vector<std::int64_t> shape;  ///< its product must equal values.size()
+  std::span<const S> values;        ///< row-major; must stay valid until written
 };
 
 /// Writes the tensors (sorted by name; F64 for double values, F32 otherwise) and

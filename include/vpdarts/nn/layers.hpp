@@ -16,9 +16,12 @@ namespace vpdarts::nn {
 /// y = x W^T + b, W is out x in (PyTorch's nn.Linear). Weights init trunc_normal(0.02), bias zeros.
 template <Scalar S>
 struct linear_layer {
-  parameter<S> weight, bias;
+  parameter<S> weight;  ///< out x in.
+  parameter<S> bias;    ///< 1 x out (saved with shape {out}).
 
+  /// An empty layer, to be assigned.
   linear_layer() = default;
+  /// Parameters named `name.weight` and `name.bias`; the weight drawn from `rng`.
   linear_layer(const std::string& name, index in, index out, init::engine& rng)
       : weight(name + ".weight", out, in), bias(name + ".bias", 1, out) {
     bias.set_shape({out});
@@ -26,6 +29,7 @@ struct linear_layer {
   }
   /// x is R x in; the result is R x out.
   var<S> forward(tape<S>& t, const var<S>& x) { return linear(x, t.leaf(weight), t.leaf(bias)); }
+  /// Appends pointers to the weight and the bias to `out`.
   void collect(std::vector<parameter<S>*>& out) {
     out.push_back(&weight);
     out.push_back(&bias);
@@ -35,16 +39,21 @@ struct linear_layer {
 /// LayerNorm over the last dimension, eps 1e-6, weight ones and bias zeros.
 template <Scalar S>
 struct layer_norm_layer {
-  static constexpr double eps = 1e-6;
-  parameter<S> weight, bias;
+  static constexpr double eps = 1e-6;  ///< Added to the variance.
+  parameter<S> weight;                 ///< 1 x dim scale, ones at start.
+  parameter<S> bias;                   ///< 1 x dim shift, zeros at start.
 
+  /// An empty layer, to be assigned.
   layer_norm_layer() = default;
+  /// Parameters named `name.weight` and `name.bias` over `dim` features.
   layer_norm_layer(const std::string& name, index dim) : weight(name + ".weight", 1, dim), bias(name + ".bias", 1, dim) {
     weight.set_shape({dim});
     bias.set_shape({dim});
     init::constant(weight, S(1));
   }
+  /// x is R x dim; each row is normalised. Throws shape_error when x's width is not dim.
   var<S> forward(tape<S>& t, const var<S>& x) { return layer_norm(x, t.leaf(weight), t.leaf(bias), S(eps)); }
+  /// Appends pointers to the weight and the bias to `out`.
   void collect(std::vector<parameter<S>*>& out) {
     out.push_back(&weight);
     out.push_back(&bias);
@@ -55,16 +64,20 @@ struct layer_norm_layer {
 /// attention core with scale 1/sqrt(D/H), output projection.
 template <Scalar S>
 struct attention_layer {
-  linear_layer<S> qkv, proj;
-  index heads = 1;
+  linear_layer<S> qkv;   ///< D -> 3D, output columns [q | k | v].
+  linear_layer<S> proj;  ///< D -> D output projection.
+  index heads = 1;       ///< Number of heads H; D must be a multiple of H.
 
+  /// An empty layer, to be assigned.
   attention_layer() = default;
+  /// Layers `name.qkv` and `name.proj` of width `dim` with `heads_` heads.
   attention_layer(const std::string& name, index dim, index heads_, init::engine& rng)
       : qkv(name + ".qkv", dim, 3 * dim, rng), proj(name + ".proj", dim, dim, rng), heads(heads_) {}
   /// x is (B*T) x D with `batch` sequences.
   var<S> forward(tape<S>& t, const var<S>& x, index batch) {
     return proj.forward(t, attention(qkv.forward(t, x), batch, heads));
   }
+  /// Appends pointers to the four parameters to `out`.
   void collect(std::vector<parameter<S>*>& out) {
     qkv.collect(out);
     proj.collect(out);
@@ -74,12 +87,17 @@ struct attention_layer {
 /// fc2(GELU(fc1(x))) with the exact erf GELU.
 template <Scalar S>
 struct mlp_layer {
-  linear_layer<S> fc1, fc2;
+  linear_layer<S> fc1;  ///< dim -> hidden.
+  linear_layer<S> fc2;  ///< hidden -> dim.
 
+  /// An empty layer, to be assigned.
   mlp_layer() = default;
+  /// Layers `name.fc1` and `name.fc2`.
   mlp_layer(const std::string& name, index dim, index hidden, init::engine& rng)
       : fc1(name + ".fc1", dim, hidden, rng), fc2(name + ".fc2", hidden, dim, rng) {}
+  /// x is R x dim; the result is R x dim.
   var<S> forward(tape<S>& t, const var<S>& x) { return fc2.forward(t, gelu(fc1.forward(t, x))); }
+  /// Appends pointers to the four parameters to `out`.
   void collect(std::vector<parameter<S>*>& out) {
     fc1.collect(out);
     fc2.collect(out);

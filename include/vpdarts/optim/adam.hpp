@@ -12,11 +12,11 @@ namespace vpdarts::optim {
 
 /// Settings of adam.
 struct adam_options {
-  double lr = 1e-3;
-  double beta1 = 0.9;
-  double beta2 = 0.999;
-  double eps = 1e-8;
-  double weight_decay = 0;
+  double lr = 1e-3;         ///< Learning rate.
+  double beta1 = 0.9;       ///< Decay of the first-moment estimate.
+  double beta2 = 0.999;     ///< Decay of the second-moment estimate.
+  double eps = 1e-8;        ///< Added to the denominator.
+  double weight_decay = 0;  ///< Weight decay (see `decoupled`).
   /// false: L2 (wd * p added to the gradient, torch.optim.Adam); true: decoupled (torch.optim.AdamW).
   bool decoupled = false;
 };
@@ -25,6 +25,7 @@ struct adam_options {
 template <Scalar S>
 class adam {
  public:
+  /// An optimiser over `params`, with zero moments and step count 0.
   adam(std::vector<parameter<S>*> params, adam_options o) : params_(std::move(params)), o_(o) {
     for (parameter<S>* p : params_) {
       m_.push_back(matrix<S>::Zero(p->rows(), p->cols()));
@@ -60,14 +61,18 @@ class adam {
   void zero_grad() {
     for (parameter<S>* p : params_) p->zero_grad();
   }
+  /// Sets the learning rate.
   void set_lr(double lr) noexcept { o_.lr = lr; }
+  /// The learning rate.
   double lr() const noexcept { return o_.lr; }
   /// Number of steps taken.
   long steps() const noexcept { return t_; }
-  /// The first and second moment estimates, in parameter order, and the step
-  /// count: what a checkpoint must keep for a resumed run to continue exactly.
+  /// The first moment estimates, in parameter order. With second_moments() and
+  /// steps() this is what a checkpoint must keep for a resumed run to continue exactly.
   std::vector<matrix<S>>& first_moments() noexcept { return m_; }
+  /// The second moment estimates, in parameter order.
   std::vector<matrix<S>>& second_moments() noexcept { return v_; }
+  /// Sets the step count (used by bias correction), as restored from a checkpoint.
   void set_steps(long t) noexcept { t_ = t; }
 
  private:

@@ -17,23 +17,24 @@ namespace vpdarts::optim {
 /// Parameters that share a learning-rate multiplier and a decay switch.
 template <Scalar S>
 struct param_group {
-  std::vector<parameter<S>*> params = {};
-  double lr_mult = 1;
-  bool decay = true;
-  std::string name = {};
+  std::vector<parameter<S>*> params = {};  ///< The group's parameters (not owned).
+  double lr_mult = 1;                      ///< The group's lr is the optimiser's lr times this.
+  bool decay = true;                       ///< Whether weight decay applies to the group.
+  std::string name = {};                   ///< A label for messages and checkpoints.
 };
 
 /// Settings of sgd.
 struct sgd_options {
-  double lr = 0.1;
-  double momentum = 0.9;
-  double weight_decay = 0;
+  double lr = 0.1;          ///< Base learning rate.
+  double momentum = 0.9;    ///< Momentum mu (0 for plain SGD).
+  double weight_decay = 0;  ///< L2 weight decay added to the gradient.
 };
 
 /// SGD with momentum over parameter groups (the parameters must outlive it).
 template <Scalar S>
 class sgd {
  public:
+  /// An optimiser over `groups`, with zero momentum buffers.
   sgd(std::vector<param_group<S>> groups, sgd_options o) : groups_(std::move(groups)), o_(o) {
     for (auto& g : groups_)
       for (parameter<S>* p : g.params) buffers_.push_back(matrix<S>::Zero(p->rows(), p->cols()));
@@ -59,9 +60,13 @@ class sgd {
     for (auto& g : groups_)
       for (parameter<S>* p : g.params) p->zero_grad();
   }
+  /// Sets the base learning rate (schedules call it every step).
   void set_lr(double lr) noexcept { o_.lr = lr; }
+  /// The base learning rate.
   double lr() const noexcept { return o_.lr; }
+  /// The settings.
   const sgd_options& options() const noexcept { return o_; }
+  /// The parameter groups, in the order given.
   const std::vector<param_group<S>>& groups() const noexcept { return groups_; }
   /// The momentum buffers, in group order (DARTS's virtual step reads them).
   std::vector<matrix<S>>& momentum_buffers() noexcept { return buffers_; }

@@ -44,7 +44,9 @@ class canvas {
     fill(0, 0, w_, h_, background);
   }
 
+  /// Width in pixels.
   int width() const noexcept { return w_; }
+  /// Height in pixels.
   int height() const noexcept { return h_; }
   /// The colour at (x, y). @throws value_error outside the canvas.
   rgb at(int x, int y) const {

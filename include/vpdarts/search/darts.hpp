@@ -27,20 +27,23 @@
 namespace vpdarts {
 
 /// First- or second-order DARTS.
-enum class darts_order { first, second };
+enum class darts_order {
+  first,  ///< alpha's gradient at the current w (DARTS's first-order approximation)
+  second  ///< through a virtual w step, with the finite-difference Hessian-vector product
+};
 
 /// Settings of a DARTS step (DESIGN.md's defaults).
 struct darts_options {
-  darts_order order = darts_order::first;
+  darts_order order = darts_order::first;  ///< first or second order
   double w_lr = 0.05;             ///< base learning rate of w (the schedule sets it per step)
-  double w_momentum = 0.9;
+  double w_momentum = 0.9;        ///< SGD momentum of w
   double w_weight_decay = 1e-4;   ///< on every part of w but the head's bias
   double grad_clip = 5;           ///< w's gradient-norm clip (0: none)
   std::vector<double> op_lr_mult = {};  ///< per operator, in op-list order (empty: all 1)
-  double head_lr_mult = 1;
-  double alpha_lr = 3e-4;
-  double alpha_beta1 = 0.5;
-  double alpha_beta2 = 0.999;
+  double head_lr_mult = 1;        ///< lr multiplier of the classification head
+  double alpha_lr = 3e-4;         ///< Adam learning rate of alpha (search() picks one from the step count)
+  double alpha_beta1 = 0.5;       ///< Adam beta1 of alpha (DARTS's 0.5)
+  double alpha_beta2 = 0.999;     ///< Adam beta2 of alpha
   double alpha_weight_decay = 1e-3;  ///< L2, added to the gradient (PyTorch's Adam)
 };
 
@@ -175,8 +178,11 @@ class darts {
     return l;
   }
 
+  /// w's SGD (its lr is set per step by the schedule; checkpoints save its momentum buffers).
   optim::sgd<S>& w_optimizer() noexcept { return w_opt_; }
+  /// alpha's Adam (checkpoints save its moments).
   optim::adam<S>& alpha_optimizer() noexcept { return alpha_opt_; }
+  /// The settings.
   const darts_options& options() const noexcept { return opts_; }
 
  private:

@@ -24,7 +24,7 @@ namespace vpdarts {
 struct genotype {
   /// One layer's choice.
   struct layer {
-    std::string op = {};
+    std::string op = {};  ///< The chosen operator's name.
     /// softmax(alpha_l), in the order of `ops` (empty for a hand-written genotype).
     std::vector<double> weights = {};
     /// Weight of the strongest operator minus the second (0 without weights).
@@ -37,7 +37,7 @@ struct genotype {
   };
   /// The candidate operator names (alpha's columns).
   std::vector<std::string> ops = {};
-  std::vector<layer> layers = {};
+  std::vector<layer> layers = {};  ///< One entry per transformer block, first block first.
 
   /// The same operator at every one of `depth` layers.
   static genotype uniform(const std::string& op, std::size_t depth, std::vector<std::string> ops = {}) {
@@ -60,6 +60,7 @@ struct genotype {
     return s;
   }
 
+  /// {"ops": [...], "layers": [{"op": name, "weights": {name: w, ...}}, ...]}, as genotype.json holds it.
   nlohmann::json to_json() const {
     nlohmann::json j;
     j["ops"] = ops;

@@ -25,6 +25,7 @@ namespace vpdarts {
 template <Scalar S, OpList Ops>
 class mixed_op {
  public:
+  /// Number of operators in the list (alpha's width before any are excluded).
   static constexpr std::size_t op_count = Ops::size;
 
   /// Candidates are positions in Ops, in the order their weights come. Parameters

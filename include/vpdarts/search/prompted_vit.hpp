@@ -47,6 +47,7 @@ class prompted_vit {
  public:
   /// Number of candidate operators K.
   static constexpr std::size_t op_count = Ops::size;
+  /// The operator list the model was built over.
   using op_list_type = Ops;
 
   /// The search model: every layer mixes all K operators; alpha ~ 1e-3 N(0, 1), seeded.
@@ -73,13 +74,18 @@ class prompted_vit {
 
   prompted_vit(const prompted_vit&) = delete;
   prompted_vit& operator=(const prompted_vit&) = delete;
+  /// Moves the model; the parameters keep their addresses' contents (optimisers must be rebuilt).
   prompted_vit(prompted_vit&&) noexcept = default;
 
   /// True for the search model (MixedOp layers and alpha).
   bool is_search() const noexcept { return search_; }
+  /// The backbone's shape (classes is the new head's).
   const vit_config& config() const noexcept { return backbone_.config(); }
+  /// The prompt settings.
   const prompt_options& options() const noexcept { return opts_; }
+  /// What the fusion operators' parameters were built for: backbone shape and prompt count.
   fusion_context context() const { return {backbone_.config(), opts_.prompts}; }
+  /// The frozen backbone (its head is the new, trainable one).
   vit<S>& backbone() noexcept { return backbone_; }
   /// The architecture parameters (L x K; zero-sized in a derived model).
   parameter<S>& alpha() noexcept { return alpha_; }

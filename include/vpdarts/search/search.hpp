@@ -32,8 +32,8 @@ namespace vpdarts {
 
 /// Settings of search().
 struct search_options {
-  darts_options darts = {};
-  long epochs = 10;
+  darts_options darts = {};     ///< the DARTS step's settings
+  long epochs = 10;             ///< epochs, each one pass over search-train
   long warmup_epochs = 2;       ///< epochs that train w only, before alpha moves
   index batch = 32;             ///< search-train and search-val batches have this size
   double val_fraction = 0.2;    ///< share of the training data held out as search-val (VTAB-1k: 200 of 1000)
@@ -42,7 +42,7 @@ struct search_options {
   /// (DESIGN.md section 5); false keeps darts.alpha_lr.
   bool auto_alpha_lr = true;
   std::uint64_t seed = 0;       ///< the split and the shuffling
-  bool progress = true;
+  bool progress = true;         ///< print a progress bar
   /// When set, the whole search state (w, alpha, both optimisers, the data
   /// order, the random generator and the history) is written here atomically
   /// after every epoch, in the model's scalar type.
@@ -57,12 +57,13 @@ struct search_options {
 
 /// What search() found.
 struct search_result {
-  genotype found;
+  genotype found;                             ///< argmax of alpha per layer, with the weights
   std::vector<matrix<double>> alpha_history;  ///< softmax(alpha) (L x K) after every epoch
-  std::vector<double> train_loss, val_loss;   ///< per-epoch means
+  std::vector<double> train_loss;             ///< per-epoch mean search-train loss
+  std::vector<double> val_loss;               ///< per-epoch mean search-val loss
   std::vector<std::string> warnings;          ///< layers whose two strongest operators are within 0.02
-  double alpha_lr = 0;
-  double seconds = 0;
+  double alpha_lr = 0;                        ///< alpha's learning rate as used
+  double seconds = 0;                         ///< wall-clock time (the resumed part included)
   long resumed_from = 0;                      ///< epochs read from the checkpoint (0: a fresh start)
 };
 
@@ -325,17 +326,17 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
 
 /// Settings of train() (retraining a derived model; linear_probe has its own).
 struct train_options {
-  long epochs = 10;
-  index batch = 32;
-  double lr = 0.05;
-  double momentum = 0.9;
+  long epochs = 10;             ///< passes over the data
+  index batch = 32;             ///< images per step
+  double lr = 0.05;             ///< SGD peak learning rate
+  double momentum = 0.9;        ///< SGD momentum
   double weight_decay = 1e-4;   ///< on every part of w but the head's bias
-  long warmup_epochs = 1;
-  double grad_clip = 5;
-  std::vector<double> op_lr_mult = {};
-  double head_lr_mult = 1;
-  std::uint64_t seed = 0;
-  bool progress = true;
+  long warmup_epochs = 1;       ///< epochs of linear lr warm-up before the cosine decay
+  double grad_clip = 5;         ///< gradient-norm clip (0: none)
+  std::vector<double> op_lr_mult = {};  ///< lr multiplier per operator, in op-list order (empty: all 1)
+  double head_lr_mult = 1;      ///< lr multiplier of the head
+  std::uint64_t seed = 0;       ///< shuffling and augmentation
+  bool progress = true;         ///< print a progress bar
   data::augment_options augment = {};  ///< random crop and flip of every training batch
 };
 

@@ -20,8 +20,8 @@ namespace vpdarts {
 
 /// Settings of pretrain().
 struct pretrain_options {
-  long epochs = 5;
-  index batch = 64;
+  long epochs = 5;              ///< passes over the training set
+  index batch = 64;             ///< images per step
   double lr = 1e-3;             ///< AdamW peak learning rate (cosine decay after one warm-up epoch)
   double weight_decay = 0.05;   ///< decoupled
   std::uint64_t seed = 0;       ///< shuffling
@@ -31,8 +31,8 @@ struct pretrain_options {
 /// What pretrain() measured.
 struct pretrain_result {
   double train_accuracy = 0;  ///< over the last epoch, as trained
-  double test_accuracy = 0;
-  double seconds = 0;
+  double test_accuracy = 0;   ///< top-1 on the test set after training
+  double seconds = 0;         ///< wall-clock time of the training
 };
 
 namespace detail {

@@ -20,23 +20,23 @@ namespace vpdarts {
 
 /// Settings of linear_probe().
 struct probe_options {
-  long epochs = 50;
-  index batch = 32;
-  double lr = 0.05;
-  double momentum = 0.9;
+  long epochs = 50;            ///< passes over the training features
+  index batch = 32;            ///< images per step
+  double lr = 0.05;            ///< SGD peak learning rate (cosine decay after the warm-up)
+  double momentum = 0.9;       ///< SGD momentum
   double weight_decay = 1e-4;  ///< on the head's weight only
-  long warmup_epochs = 1;
-  std::uint64_t seed = 0;
-  bool progress = true;
+  long warmup_epochs = 1;      ///< epochs of linear lr warm-up
+  std::uint64_t seed = 0;      ///< shuffling and the head's init
+  bool progress = true;        ///< print a progress bar
 };
 
 /// What linear_probe() measured.
 struct probe_result {
   double train_loss = 0;        ///< mean loss of the last epoch
   double train_accuracy = 0;    ///< on the whole training set after training
-  double test_accuracy = 0;
+  double test_accuracy = 0;     ///< top-1 on the test set
   index trainable_params = 0;   ///< the head's values
-  double seconds = 0;
+  double seconds = 0;           ///< wall-clock time, features included
 };
 
 /// The frozen features LN(x_L)[cls] of every image (N x D), in batches, no gradient recorded.

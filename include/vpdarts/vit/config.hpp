@@ -15,14 +15,14 @@ namespace vpdarts {
 /// tokens with cls), width `dim`, `depth` blocks of `heads` heads, MLP hidden
 /// width `mlp`, and a head of `classes` outputs.
 struct vit_config {
-  index image = 32;
-  index channels = 3;
-  index patch = 4;
-  index dim = 192;
-  index depth = 6;
-  index heads = 3;
-  index mlp = 768;
-  index classes = 10;
+  index image = 32;     ///< Side of the square input image in pixels; a multiple of `patch`.
+  index channels = 3;   ///< Colour channels of the input (1 grey, 3 RGB).
+  index patch = 4;      ///< Side of a square patch in pixels.
+  index dim = 192;      ///< Token width D; a multiple of `heads`.
+  index depth = 6;      ///< Number of transformer blocks.
+  index heads = 3;      ///< Attention heads per block.
+  index mlp = 768;      ///< Hidden width of each block's MLP.
+  index classes = 10;   ///< Outputs of the classification head.
 
   /// Number of patches N.
   index patches() const { return (image / patch) * (image / patch); }
@@ -62,6 +62,7 @@ struct vit_config {
   /// DESIGN.md's `fashion` workload: 28x28x1, patch 4, D 192, depth 6, heads 3, MLP 768.
   static vit_config fashion(index classes = 5) { return {28, 1, 4, 192, 6, 3, 768, classes}; }
 
+  /// Field-by-field equality.
   friend bool operator==(const vit_config&, const vit_config&) = default;
 };
 

@@ -25,12 +25,14 @@ namespace vpdarts {
 /// One pre-norm transformer block: `blocks.{i}.norm1`, `.attn.qkv`, `.attn.proj`, `.norm2`, `.mlp.fc1`, `.mlp.fc2`.
 template <Scalar S>
 struct vit_block {
-  nn::layer_norm_layer<S> norm1;
-  nn::attention_layer<S> attn;
-  nn::layer_norm_layer<S> norm2;
-  nn::mlp_layer<S> mlp;
+  nn::layer_norm_layer<S> norm1;  ///< before attention
+  nn::attention_layer<S> attn;     ///< multi-head self-attention
+  nn::layer_norm_layer<S> norm2;  ///< before the MLP
+  nn::mlp_layer<S> mlp;            ///< D -> mlp -> D
 
+  /// An empty block, to be assigned.
   vit_block() = default;
+  /// Block `name` (e.g. "blocks.0") of shape `c`, weights drawn from `rng`.
   vit_block(const std::string& name, const vit_config& c, init::engine& rng)
       : norm1(name + ".norm1", c.dim),
         attn(name + ".attn", c.dim, c.heads, rng),
@@ -42,6 +44,7 @@ struct vit_block {
     var<S> h = add(x, attn.forward(t, norm1.forward(t, x), batch));
     return add(h, mlp.forward(t, norm2.forward(t, h)));
   }
+  /// Appends pointers to the block's twelve parameters to `out`, in checkpoint order.
   void collect(std::vector<parameter<S>*>& out) {
     norm1.collect(out);
     attn.collect(out);
@@ -54,6 +57,7 @@ struct vit_block {
 /// callable `(index layer, vit_block<S>& block, const var<S>& x, index batch) -> var<S>`;
 /// the fusion search uses one to run its MixedOp around each block.
 struct run_block {
+  /// `block.forward(x)`; the layer index is unused.
   template <Scalar S>
   var<S> operator()(index, vit_block<S>& block, const var<S>& x, index batch) const {
     return block.forward(x.owner(), x, batch);
@@ -74,7 +78,7 @@ class vit {
   parameter<S> patch_bias;    ///< `patch_embed.proj.bias`, D
   parameter<S> cls_token;     ///< `cls_token`, 1 x 1 x D
   parameter<S> pos_embed;     ///< `pos_embed`, 1 x T x D (stored T x D)
-  std::vector<vit_block<S>> blocks;
+  std::vector<vit_block<S>> blocks;  ///< `blocks.{i}`, config().depth of them
   nn::layer_norm_layer<S> norm;  ///< `norm`
   nn::linear_layer<S> head;      ///< `head`, classes x D, zero-initialised
 
@@ -108,6 +112,7 @@ class vit {
           init::uniform(l->weight, std::sqrt(6.0 / static_cast<double>(l->weight.rows() + l->weight.cols())), rng);
   }
 
+  /// The model's shape.
   const vit_config& config() const noexcept { return cfg_; }
 
   /// Every parameter, backbone first, the head's two last. Pointers stay valid while the model lives

@@ -6,6 +6,7 @@
 #include "autodiff/gradcheck.hpp"
 #include "autodiff/ops_attention.hpp"
 #include "autodiff/ops_elementwise.hpp"
+#include "autodiff/ops_fused.hpp"
 #include "autodiff/ops_linalg.hpp"
 #include "autodiff/ops_nn.hpp"
 #include "autodiff/ops_reduce.hpp"

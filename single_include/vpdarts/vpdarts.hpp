@@ -145,14 +145,17 @@ enum class transpose : std::uint8_t { none, a, b, both };
 
 // ---- begin vpdarts/autodiff/arena.hpp ----
 /// @file arena.hpp
-/// The bump allocator behind the tape: values, adjoints and saved
-/// intermediates of one step live here and are released together by reset().
+/// The allocators behind the tape. Values and saved intermediates of one step
+/// live in a bump arena and are released together by reset(); adjoints come
+/// from a block pool, because backward() frees each one as soon as the sweep
+/// has passed its node.
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdlib>
 #include <memory>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 namespace vpdarts {
@@ -249,6 +252,83 @@ class arena {
   std::size_t next_chunk_;
 };
 
+/// Recycled 64-byte aligned blocks of T, reused only for requests of exactly
+/// the same size. A step that makes the same requests in the same order as the
+/// step before it therefore allocates nothing: at every point it holds no more
+/// blocks of a size than the earlier step did. Blocks are kept until the pool
+/// dies.
+template <class T>
+class block_pool {
+ public:
+  block_pool() = default;
+  block_pool(const block_pool&) = delete;
+  block_pool& operator=(const block_pool&) = delete;
+  /// Takes over the other pool's blocks.
+  block_pool(block_pool&&) noexcept = default;
+  /// Takes over the other pool's blocks, freeing this one's.
+  block_pool& operator=(block_pool&&) noexcept = default;
+
+  /// A block of `count` (>= 1) uninitialised values: a free one of that size, else a new one.
+  T* acquire(std::size_t count) {
+    for (std::size_t i = free_.size(); i-- > 0;)
+      if (free_[i].count == count) {
+        T* p = free_[i].data;
+        free_[i] = free_.back();
+        free_.pop_back();
+        in_use_ += count * sizeof(T);
+        peak_ = std::max(peak_, in_use_);
+        return p;
+      }
+    all_.push_back({std::unique_ptr<T[], deleter>(static_cast<T*>(
+                        ::operator new[](std::max<std::size_t>(count, 1) * sizeof(T), std::align_val_t{alignment}))),
+                    count});
+    free_.reserve(all_.size());
+    in_use_ += count * sizeof(T);
+    peak_ = std::max(peak_, in_use_);
+    return all_.back().data.get();
+  }
+  /// Returns a block from acquire(count).
+  void release(T* p, std::size_t count) noexcept {
+    free_.push_back({p, count});  // never reallocates: capacity >= number of blocks
+    in_use_ -= count * sizeof(T);
+  }
+  /// Marks every block free (after a step, whatever was not released).
+  void release_all() noexcept {
+    free_.clear();
+    for (auto& b : all_) free_.push_back({b.data.get(), b.count});
+    in_use_ = 0;
+  }
+
+  /// Bytes in blocks handed out and not yet released.
+  std::size_t bytes_in_use() const noexcept { return in_use_; }
+  /// The most bytes ever handed out at once.
+  std::size_t peak_bytes() const noexcept { return peak_; }
+  /// Bytes held from the system.
+  std::size_t capacity_bytes() const noexcept {
+    std::size_t total = 0;
+    for (auto& b : all_) total += b.count * sizeof(T);
+    return total;
+  }
+
+ private:
+  static constexpr std::size_t alignment = 64;
+  struct deleter {
+    void operator()(T* p) const noexcept { ::operator delete[](p, std::align_val_t{alignment}); }
+  };
+  struct owned {
+    std::unique_ptr<T[], deleter> data;
+    std::size_t count = 0;
+  };
+  struct block {
+    T* data = nullptr;
+    std::size_t count = 0;
+  };
+  std::vector<owned> all_;
+  std::vector<block> free_;
+  std::size_t in_use_ = 0;
+  std::size_t peak_ = 0;
+};
+
 }  // namespace vpdarts
 // ---- end vpdarts/autodiff/arena.hpp ----
 
@@ -278,6 +358,7 @@ class arena {
 /// so a T x D tensor adds to every image of a (B*T) x D batch and a 1 x D row
 /// to every row) and its cols must equal the output cols or be 1.
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 #include <unsupported/Eigen/SpecialFunctions>
@@ -331,9 +412,13 @@ void parallel_for(index n, F&& f) {
 /// @file tape.hpp
 /// The reverse-mode tape: nodes with a value, an adjoint and a backward step.
 ///
-/// A node's value and adjoint live in the tape's arena (parameters are read in
-/// place and their gradient is accumulated in place). backward(loss) sweeps the
-/// nodes in reverse order; reset() forgets every node but keeps the memory, so
+/// A node's value lives in the tape's arena (parameters are read in place and
+/// their gradient is accumulated in place). backward(loss) sweeps the nodes in
+/// reverse order. A node's adjoint is allocated from a block pool when the
+/// first gradient reaches it and goes back to the pool as soon as its backward
+/// step has run (unless retain_adjoints(true)), so at any moment only the
+/// adjoints between the sweep and their consumers exist; a node no gradient
+/// reaches costs nothing. reset() forgets every node but keeps the memory, so
 /// a training loop that records the same graph each step allocates nothing
 /// once warm. Nodes that no trainable parameter reaches have
 /// `requires_grad() == false`: they get no adjoint and no backward step.
@@ -601,7 +686,10 @@ class var {
   }
   /// The value of a 1x1 node. @throws shape_error otherwise.
   S item() const;
-  /// The adjoint d loss / d this after backward(). @throws state_error before backward or when not required.
+  /// The adjoint d loss / d this after backward(): always for a parameter's
+  /// leaf (its gradient), for other nodes only when the tape retained adjoints
+  /// (tape::retain_adjoints(true) before backward()).
+  /// @throws state_error before backward, when no gradient is required, or when the adjoint was released.
   matrix_map<S> adjoint() const;
   /// The tape this node belongs to.
   tape<S>& owner() const {
@@ -634,12 +722,13 @@ class tape {
 
   /// One recorded operation.
   struct node {
-    S* value = nullptr;             ///< rows x cols, column-major, in the arena or a parameter.
-    S* adjoint = nullptr;           ///< Same shape; null when no gradient is needed.
+    S* value = nullptr;             ///< rows x cols, row-major, in the arena or a parameter.
+    S* adjoint = nullptr;           ///< Same shape; null until a gradient reaches the node during backward.
     index rows = 0;                 ///< Rows.
     index cols = 0;                 ///< Columns.
     bool requires_grad = false;     ///< Some trainable parameter reaches this node.
-    bool external_adjoint = false;  ///< The adjoint is a parameter's gradient, not arena memory.
+    bool external_adjoint = false;  ///< The adjoint is a parameter's gradient, not pool memory.
+    bool released = false;          ///< backward() has run its step and released the adjoint.
     backward_step back;             ///< Empty for leaves and constants.
   };
 
@@ -701,24 +790,32 @@ class tape {
       throw state_error("tape::backward: backward() was already called on this tape; call reset() and record again");
     backward_done_ = true;
     const std::uint32_t last = loss.id();
-    for (std::uint32_t i = 0; i <= last; ++i) {
+    adjoint(last)(0, 0) += S(1);
+    for (std::uint32_t i = last + 1; i-- > 0;) {
       node& n = nodes_[i];
-      if (n.requires_grad && !n.external_adjoint) {
-        n.adjoint = arena_.allocate<S>(static_cast<std::size_t>(n.rows * n.cols));
-        std::fill_n(n.adjoint, n.rows * n.cols, S(0));
+      if (!n.requires_grad || n.adjoint == nullptr) continue;  // no gradient reached it: nothing to do
+      if (n.back) n.back(*this);
+      if (!n.external_adjoint && !retain_adjoints_) {
+        adjoints_.release(n.adjoint, static_cast<std::size_t>(n.rows * n.cols));
+        n.adjoint = nullptr;
+        n.released = true;
       }
     }
-    nodes_[last].adjoint[0] += S(1);
-    for (std::uint32_t i = last + 1; i-- > 0;) {
-      const node& n = nodes_[i];
-      if (n.requires_grad && n.back) n.back(*this);
-    }
   }
+
+  /// Keep every node's adjoint after backward() (for reading var::adjoint() of
+  /// intermediate nodes; costs the memory of all adjoints at once). Default off:
+  /// an adjoint is released as soon as its node's backward step has run.
+  void retain_adjoints(bool on) noexcept { retain_adjoints_ = on; }
+  /// Whether adjoints are retained.
+  bool retains_adjoints() const noexcept { return retain_adjoints_; }
 
   /// Forgets every node (their vars become invalid) and keeps the memory.
   void reset() {
     nodes_.clear();
     arena_.reset();
+    adjoints_.release_all();
+    temps_.release_all();
     ++generation_;
     backward_done_ = false;
   }
@@ -730,8 +827,10 @@ class tape {
 
   /// Number of nodes recorded since the last reset.
   std::size_t size() const noexcept { return nodes_.size(); }
-  /// The arena (for memory statistics).
+  /// The arena of values and saved intermediates (for memory statistics).
   const arena& memory() const noexcept { return arena_; }
+  /// The pool of adjoints (for memory statistics).
+  const block_pool<S>& adjoint_memory() const noexcept { return adjoints_; }
   /// Bumped by every reset(); variables of an older generation are invalid.
   std::uint32_t generation() const noexcept { return generation_; }
 
@@ -762,15 +861,51 @@ class tape {
     node& n = nodes_[id];
     return matrix_map<S>(n.value, n.rows, n.cols);
   }
-  /// The adjoint of node `id` (only during backward, only for nodes that require a gradient).
+  /// The adjoint of node `id`, for a backward step to read (its own output's)
+  /// or add into (its inputs'). Only during backward and only for nodes that
+  /// require a gradient; the first call allocates it, zeroed. Backward steps
+  /// must reach adjoints through this function, not through at(id).adjoint.
   matrix_map<S> adjoint(std::uint32_t id) {
     node& n = nodes_[id];
+    if (n.adjoint == nullptr && n.requires_grad) {
+      const auto count = static_cast<std::size_t>(n.rows * n.cols);
+      n.adjoint = adjoints_.acquire(count);
+      std::fill_n(n.adjoint, count, S(0));
+    }
     return matrix_map<S>(n.adjoint, n.rows, n.cols);
   }
   /// Whether node `id` needs a gradient.
   bool requires_grad(std::uint32_t id) const { return nodes_[id].requires_grad; }
   /// The record of node `id`.
   const node& at(std::uint32_t id) const { return nodes_[id]; }
+
+  /// Uninitialised working memory of `count` values that an op uses within one
+  /// forward or backward call and gives back (give_back) before returning:
+  /// unlike scratch() it does not stay allocated until reset(). From a block
+  /// pool, so a warm step allocates nothing. Prefer the RAII `borrowed`.
+  S* borrow(std::size_t count) { return temps_.acquire(count); }
+  /// Returns memory from borrow(count).
+  void give_back(S* p, std::size_t count) noexcept { temps_.release(p, count); }
+
+  /// A borrowed buffer of rows x cols values, given back when it goes out of scope.
+  class borrowed {
+   public:
+    /// Borrows rows * cols values from `t`.
+    borrowed(tape& t, index rows, index cols)
+        : t_(t), rows_(rows), cols_(cols), p_(t.borrow(static_cast<std::size_t>(rows * cols))) {}
+    borrowed(const borrowed&) = delete;
+    borrowed& operator=(const borrowed&) = delete;
+    ~borrowed() { t_.give_back(p_, static_cast<std::size_t>(rows_ * cols_)); }
+    /// The first value.
+    S* data() const noexcept { return p_; }
+    /// The buffer as a rows x cols row-major matrix.
+    matrix_map<S> map() const { return matrix_map<S>(p_, rows_, cols_); }
+
+   private:
+    tape& t_;
+    index rows_, cols_;
+    S* p_;
+  };
 
   /// Uninitialised arena storage for an op's saved intermediates (freed by reset()).
   template <class T>
@@ -797,6 +932,9 @@ class tape {
   }
 
   arena arena_;
+  block_pool<S> adjoints_;
+  block_pool<S> temps_;
+  bool retain_adjoints_ = false;
   std::vector<node> nodes_;
   std::uint32_t generation_ = 0;
   bool grad_enabled_ = true;
@@ -843,9 +981,14 @@ S var<S>::item() const {
 template <Scalar S>
 matrix_map<S> var<S>::adjoint() const {
   auto& n = node();
+  if (n.released)
+    throw state_error(detail::cat("var::adjoint: the adjoint of node ", id_, " (", detail::shape_str(n.rows, n.cols),
+                                  ") was released during backward(); call tape::retain_adjoints(true) before "
+                                  "backward() to keep it"));
   if (!n.requires_grad || n.adjoint == nullptr || !tape_->backward_done_)
     throw state_error(detail::cat("var::adjoint: node ", id_, " (", detail::shape_str(n.rows, n.cols),
-                                  ") has no adjoint: it requires no gradient or backward() has not run"));
+                                  ") has no adjoint: it requires no gradient, backward() has not run, "
+                                  "or no gradient reached it"));
   return matrix_map<S>(n.adjoint, n.rows, n.cols);
 }
 
@@ -928,14 +1071,16 @@ var<S> binary(const char* fn, const var<S>& a, const var<S>& b) {
     const auto& na = tp.at(ia);
     const auto& nb = tp.at(ib);
     const auto& no = tp.at(io);
-    const S* g = no.adjoint;
+    const S* g = tp.adjoint(io).data();
+    S* ga = na.requires_grad ? tp.adjoint(ia).data() : nullptr;
+    S* gb = nb.requires_grad ? tp.adjoint(ib).data() : nullptr;
     for_each_broadcast(no.rows, no.cols, na.rows, na.cols, nb.rows, nb.cols, [&](index o, index xa, index xb) {
       if constexpr (K == binary_kind::mul) {
-        if (na.requires_grad) na.adjoint[xa] += g[o] * nb.value[xb];
-        if (nb.requires_grad) nb.adjoint[xb] += g[o] * na.value[xa];
+        if (ga) ga[xa] += g[o] * nb.value[xb];
+        if (gb) gb[xb] += g[o] * na.value[xa];
       } else {
-        if (na.requires_grad) na.adjoint[xa] += g[o];
-        if (nb.requires_grad) nb.adjoint[xb] += (K == binary_kind::sub ? -g[o] : g[o]);
+        if (ga) ga[xa] += g[o];
+        if (gb) gb[xb] += (K == binary_kind::sub ? -g[o] : g[o]);
       }
     });
   });
@@ -953,7 +1098,9 @@ var<S> unary(const char* fn, const var<S>& a, F f, D dfdx) {
   t.on_backward(out, [ia = a.id(), io = out.id(), dfdx](tape<S>& tp) {
     const auto& na = tp.at(ia);
     const auto& no = tp.at(io);
-    for (index i = 0, n = no.rows * no.cols; i < n; ++i) na.adjoint[i] += no.adjoint[i] * dfdx(na.value[i], no.value[i]);
+    S* ga = tp.adjoint(ia).data();
+    const S* g = tp.adjoint(io).data();
+    for (index i = 0, n = no.rows * no.cols; i < n; ++i) ga[i] += g[i] * dfdx(na.value[i], no.value[i]);
   });
   return out;
 }
@@ -1013,6 +1160,39 @@ var<S> tanh(const var<S>& a) {
   return detail::unary("tanh", a, [](S x) { return std::tanh(x); }, [](S, S y) { return S(1) - y * y; });
 }
 
+namespace detail {
+
+/// Calls f(begin, count) over [0, n) in chunks of 16384 values, split over the OpenMP threads.
+template <class F>
+void parallel_chunks(index n, F&& f) {
+  constexpr index chunk = index{1} << 14;
+  parallel_for((n + chunk - 1) / chunk, [&](index b) { f(b * chunk, std::min(chunk, n - b * chunk)); });
+}
+
+/// y = GELU(x) for n values (exact erf form).
+template <Scalar S>
+void gelu_forward(const S* x0, S* y0, index n) {
+  constexpr S inv_sqrt2 = S(1) / std::numbers::sqrt2_v<S>;
+  parallel_chunks(n, [&](index at, index m) {
+    Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m);
+    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0 + at, m) = S(0.5) * x * (S(1) + (x * inv_sqrt2).erf());
+  });
+}
+
+/// dx += g * GELU'(x) for n values.
+template <Scalar S>
+void gelu_backward(const S* x0, const S* g0, S* d0, index n) {
+  constexpr S r2 = S(1) / std::numbers::sqrt2_v<S>;
+  constexpr S inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<S> * r2;
+  parallel_chunks(n, [&](index at, index m) {
+    Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m), g(g0 + at, m);
+    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(d0 + at, m) +=
+        g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
+  });
+}
+
+}  // namespace detail
+
 /// The exact (erf) GELU: 0.5 x (1 + erf(x / sqrt 2)), element-wise. Vectorised
 /// through Eigen's erf (a rational approximation accurate to a few ulp in float)
 /// and split over OpenMP threads in blocks of rows.
@@ -1020,28 +1200,9 @@ template <Scalar S>
 var<S> gelu(const var<S>& a) {
   tape<S>& t = detail::tape_of("gelu", a);
   var<S> out = t.make(a.rows(), a.cols(), a.requires_grad());
-  constexpr S inv_sqrt2 = S(1) / std::numbers::sqrt2_v<S>;
-  const index n = a.size(), chunk = 1 << 14, blocks = (n + chunk - 1) / chunk;
-  const S* x0 = a.value().data();
-  S* y0 = out.value().data();
-  detail::parallel_for(blocks, [&](index b) {
-    const index m = std::min(chunk, n - b * chunk);
-    Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + b * chunk, m);
-    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0 + b * chunk, m) = S(0.5) * x * (S(1) + (x * inv_sqrt2).erf());
-  });
+  detail::gelu_forward(a.value().data(), out.value().data(), a.size());
   t.on_backward(out, [ia = a.id(), io = out.id()](tape<S>& tp) {
-    constexpr S r2 = S(1) / std::numbers::sqrt2_v<S>;
-    constexpr S inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<S> * r2;
-    const index n = tp.at(ia).rows * tp.at(ia).cols, chunk = 1 << 14, blocks = (n + chunk - 1) / chunk;
-    const S* x0 = tp.at(ia).value;
-    const S* g0 = tp.at(io).adjoint;
-    S* d0 = tp.at(ia).adjoint;
-    detail::parallel_for(blocks, [&](index b) {
-      const index m = std::min(chunk, n - b * chunk);
-      Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + b * chunk, m), g(g0 + b * chunk, m);
-      Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(d0 + b * chunk, m) +=
-          g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
-    });
+    detail::gelu_backward(tp.value(ia).data(), tp.adjoint(io).data(), tp.adjoint(ia).data(), tp.value(ia).size());
   });
   return out;
 }
@@ -1280,6 +1441,74 @@ namespace detail {
 template <Scalar S>
 using strided_map = Eigen::Map<matrix<S>, 0, Eigen::OuterStride<>>;
 
+/// The forward kernel: `in` is (batch*seq) x 3d, `o` (batch*seq) x d. With
+/// `keep` the probabilities of job (image, head) go to probs + job*seq*seq;
+/// otherwise probs holds one seq x seq buffer per thread.
+template <Scalar S>
+void attention_forward(const S* in, S* o, S* probs, bool keep, index batch, index heads, index seq, index d) {
+  const index c3 = 3 * d, dh = d / heads, tt = seq * seq;
+  const S scale = S(1) / std::sqrt(static_cast<S>(dh));
+  parallel_for(batch * heads, [&](index job) {
+    const index b = job / heads, h = job % heads;
+    S* base = const_cast<S*>(in) + b * seq * c3;
+    strided_map<S> Q(base + h * dh, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> K(base + d + h * dh, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> V(base + 2 * d + h * dh, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> O(o + b * seq * d + h * dh, seq, dh, Eigen::OuterStride<>(d));
+    matrix_map<S> A(probs + (keep ? job : thread_id()) * tt, seq, seq);
+    A.noalias() = scale * (Q * K.transpose());
+    for (index i = 0; i < seq; ++i) {
+      A.row(i).array() = (A.row(i).array() - A.row(i).maxCoeff()).exp();
+      A.row(i) /= A.row(i).sum();
+    }
+    O.noalias() = A * V;
+  });
+}
+
+/// The backward kernel: adds into gin ((batch*seq) x 3d) the gradient for the
+/// output gradient gout ((batch*seq) x d), from the kept probabilities;
+/// `work` holds seq*seq values per thread.
+template <Scalar S>
+void attention_backward(const S* in, S* gin, const S* gout, const S* probs, S* work, index batch, index heads,
+                        index seq, index d) {
+  const index c3 = 3 * d, dh = d / heads, tt = seq * seq;
+  const S scale = S(1) / std::sqrt(static_cast<S>(dh));
+  parallel_for(batch * heads, [&](index job) {
+    const index b = job / heads, h = job % heads;
+    const index off = b * seq * c3 + h * dh;
+    S* base = const_cast<S*>(in) + off;
+    strided_map<S> Q(base, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> K(base + d, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> V(base + 2 * d, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> dQ(gin + off, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> dK(gin + off + d, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> dV(gin + off + 2 * d, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> dO(const_cast<S*>(gout) + b * seq * d + h * dh, seq, dh, Eigen::OuterStride<>(d));
+    matrix_map<S> A(const_cast<S*>(probs) + job * tt, seq, seq);
+    matrix_map<S> dS(work + thread_id() * tt, seq, seq);
+    dV.noalias() += A.transpose() * dO;
+    dS.noalias() = dO * V.transpose();  // dA
+    for (index i = 0; i < seq; ++i) {
+      const S dot = dS.row(i).dot(A.row(i));
+      dS.row(i).array() = A.row(i).array() * (dS.row(i).array() - dot) * scale;
+    }
+    dQ.noalias() += dS * K;
+    dK.noalias() += dS.transpose() * Q;
+  });
+}
+
+/// Checks attention's shapes. @throws shape_error naming `fn`.
+inline void check_attention(const char* fn, index rows, index c3, index batch, index heads) {
+  if (batch <= 0 || rows % batch != 0)
+    throw shape_error(cat(fn, ": qkv is ", shape_str(rows, c3), " but batch ", batch, " does not divide its ", rows,
+                          " rows"));
+  if (c3 % 3 != 0)
+    throw shape_error(cat(fn, ": qkv is ", shape_str(rows, c3), ", its columns are not [q | k | v] (not a multiple of 3)"));
+  const index d = c3 / 3;
+  if (heads <= 0 || d % heads != 0)
+    throw shape_error(cat(fn, ": qkv is ", shape_str(rows, c3), " (D = ", d, ") but ", heads, " heads do not divide D"));
+}
+
 }  // namespace detail
 
 /// Multi-head self-attention core over a batch of sequences.
@@ -1297,74 +1526,39 @@ template <Scalar S>
 var<S> attention(const var<S>& qkv, index batch, index heads) {
   tape<S>& t = detail::tape_of("attention", qkv);
   const index rows = qkv.rows(), c3 = qkv.cols();
-  if (batch <= 0 || rows % batch != 0)
-    throw shape_error(detail::cat("attention: qkv is ", detail::shape_str(rows, c3), " but batch ", batch,
-                                  " does not divide its ", rows, " rows"));
-  if (c3 % 3 != 0)
-    throw shape_error(detail::cat("attention: qkv is ", detail::shape_str(rows, c3),
-                                  ", its columns are not [q | k | v] (not a multiple of 3)"));
-  const index d = c3 / 3;
-  if (heads <= 0 || d % heads != 0)
-    throw shape_error(detail::cat("attention: qkv is ", detail::shape_str(rows, c3), " (D = ", d, ") but ", heads,
-                                  " heads do not divide D"));
-  const index seq = rows / batch, dh = d / heads;
-  const S scale = S(1) / std::sqrt(static_cast<S>(dh));
+  detail::check_attention("attention", rows, c3, batch, heads);
+  const index d = c3 / 3, seq = rows / batch, tt = seq * seq;
   const bool rg = qkv.requires_grad() && t.grad_enabled();
   var<S> out = t.make(rows, d, rg);
-  const index tt = seq * seq;
-  const int nthreads = detail::max_threads();
-  S* probs = t.template scratch<S>(static_cast<std::size_t>(rg ? batch * heads * tt : nthreads * tt));
-  S* in = qkv.value().data();
-  S* o = out.value().data();
-  const index jobs = batch * heads;
-  detail::parallel_for(jobs, [&](index job) {
-    const index b = job / heads, h = job % heads;
-    S* base = in + b * seq * c3;
-    detail::strided_map<S> Q(base + h * dh, seq, dh, Eigen::OuterStride<>(c3));
-    detail::strided_map<S> K(base + d + h * dh, seq, dh, Eigen::OuterStride<>(c3));
-    detail::strided_map<S> V(base + 2 * d + h * dh, seq, dh, Eigen::OuterStride<>(c3));
-    detail::strided_map<S> O(o + b * seq * d + h * dh, seq, dh, Eigen::OuterStride<>(d));
-    matrix_map<S> A(probs + (rg ? job : detail::thread_id()) * tt, seq, seq);
-    A.noalias() = scale * (Q * K.transpose());
-    for (index i = 0; i < seq; ++i) {
-      A.row(i).array() = (A.row(i).array() - A.row(i).maxCoeff()).exp();
-      A.row(i) /= A.row(i).sum();
-    }
-    O.noalias() = A * V;
-  });
-  t.on_backward(out, [iq = qkv.id(), io = out.id(), probs, batch, heads, seq, d, dh, scale](tape<S>& x) {
-    const index c3 = 3 * d, tt = seq * seq, jobs = batch * heads;
-    S* in = x.value(iq).data();
-    S* gin = x.adjoint(iq).data();
-    S* gout = x.adjoint(io).data();
-    S* work = x.template scratch<S>(static_cast<std::size_t>(detail::max_threads() * tt));
-    detail::parallel_for(jobs, [&](index job) {
-      const index b = job / heads, h = job % heads;
-      const index off = b * seq * c3 + h * dh;
-      detail::strided_map<S> Q(in + off, seq, dh, Eigen::OuterStride<>(c3));
-      detail::strided_map<S> K(in + off + d, seq, dh, Eigen::OuterStride<>(c3));
-      detail::strided_map<S> V(in + off + 2 * d, seq, dh, Eigen::OuterStride<>(c3));
-      detail::strided_map<S> dQ(gin + off, seq, dh, Eigen::OuterStride<>(c3));
-      detail::strided_map<S> dK(gin + off + d, seq, dh, Eigen::OuterStride<>(c3));
-      detail::strided_map<S> dV(gin + off + 2 * d, seq, dh, Eigen::OuterStride<>(c3));
-      detail::strided_map<S> dO(gout + b * seq * d + h * dh, seq, dh, Eigen::OuterStride<>(d));
-      matrix_map<S> A(probs + job * tt, seq, seq);
-      matrix_map<S> dS(work + detail::thread_id() * tt, seq, seq);
-      dV.noalias() += A.transpose() * dO;
-      dS.noalias() = dO * V.transpose();  // dA
-      for (index i = 0; i < seq; ++i) {
-        const S dot = dS.row(i).dot(A.row(i));
-        dS.row(i).array() = A.row(i).array() * (dS.row(i).array() - dot) * scale;
-      }
-      dQ.noalias() += dS * K;
-      dK.noalias() += dS.transpose() * Q;
+  if (rg) {
+    S* probs = t.template scratch<S>(static_cast<std::size_t>(batch * heads * tt));
+    detail::attention_forward(qkv.value().data(), out.value().data(), probs, true, batch, heads, seq, d);
+    t.on_backward(out, [iq = qkv.id(), io = out.id(), probs, batch, heads, seq, d, tt](tape<S>& x) {
+      typename tape<S>::borrowed work(x, detail::max_threads(), tt);
+      detail::attention_backward(x.value(iq).data(), x.adjoint(iq).data(), x.adjoint(io).data(), probs, work.data(),
+                                 batch, heads, seq, d);
     });
-  });
+  } else {
+    typename tape<S>::borrowed probs(t, detail::max_threads(), tt);
+    detail::attention_forward(qkv.value().data(), out.value().data(), probs.data(), false, batch, heads, seq, d);
+  }
   return out;
 }
 
 }  // namespace vpdarts
 // ---- end vpdarts/autodiff/ops_attention.hpp ----
+
+// ---- begin vpdarts/autodiff/ops_fused.hpp ----
+/// @file ops_fused.hpp
+/// Two ops as one node, for the frozen layers of a transformer block. When the
+/// layer's weights need no gradient (frozen, untracked, or under no_grad), the
+/// intermediate result (a LayerNorm output, a GELU output, an attention output)
+/// is only needed to compute this node's value, never by backward: it lives in
+/// memory borrowed for the call instead of the arena, and backward recomputes
+/// only the product with the weight. This keeps 7 of the 18 D-wide activations
+/// of a block out of memory during a search step. With a trainable weight each
+/// op is exactly the composition of the basic ops it names.
+
 
 // ---- begin vpdarts/autodiff/ops_linalg.hpp ----
 /// @file ops_linalg.hpp
@@ -1419,6 +1613,23 @@ var<S> matmul(const var<S>& a, const var<S>& b, transpose t = transpose::none) {
   return out;
 }
 
+namespace detail {
+
+/// Checks a linear layer's operands for an input of xr x xc (b may be empty).
+/// @throws shape_error naming `fn`; state_error when b is of another tape.
+template <Scalar S>
+void check_linear(const char* fn, index xr, index xc, const var<S>& w, const var<S>& b) {
+  if (b.valid()) w.owner().check(b, fn);
+  if (xc != w.cols())
+    throw shape_error(cat(fn, ": input is ", shape_str(xr, xc), " but weight is ", shape_str(w.rows(), w.cols()),
+                          " (out x in): in-features differ (", xc, " vs ", w.cols(), ")"));
+  if (b.valid() && (b.rows() != 1 || b.cols() != w.rows()))
+    throw shape_error(cat(fn, ": bias is ", shape_str(b.rows(), b.cols()), ", expected 1x", w.rows(),
+                          " for a weight of ", shape_str(w.rows(), w.cols())));
+}
+
+}  // namespace detail
+
 /// The linear layer y = x W^T + b (PyTorch's convention: W is out x in).
 /// x is R x in, W is out x in, b is 1 x out; the result is R x out.
 /// A frozen W (or b) gets no gradient product.
@@ -1427,14 +1638,7 @@ template <Scalar S>
 var<S> linear(const var<S>& x, const var<S>& w, const var<S>& b) {
   tape<S>& tp = detail::same_tape("linear", x, w);
   const bool has_bias = b.valid();
-  if (has_bias) tp.check(b, "linear");
-  if (x.cols() != w.cols())
-    throw shape_error(detail::cat("linear: input is ", detail::shape_str(x.rows(), x.cols()), " but weight is ",
-                                  detail::shape_str(w.rows(), w.cols()), " (out x in): in-features differ (",
-                                  x.cols(), " vs ", w.cols(), ")"));
-  if (has_bias && (b.rows() != 1 || b.cols() != w.rows()))
-    throw shape_error(detail::cat("linear: bias is ", detail::shape_str(b.rows(), b.cols()), ", expected 1x",
-                                  w.rows(), " for a weight of ", detail::shape_str(w.rows(), w.cols())));
+  detail::check_linear("linear", x.rows(), x.cols(), w, b);
   const bool rg = x.requires_grad() || w.requires_grad() || (has_bias && b.requires_grad());
   var<S> out = tp.make(x.rows(), w.rows(), rg);
   auto Y = out.value();
@@ -1464,6 +1668,7 @@ var<S> linear(const var<S>& x, const var<S>& w) {
 /// Neural-network kernels, each fused with its own backward: row softmax,
 /// row log-softmax, LayerNorm with affine, and cross-entropy with integer labels.
 
+#include <algorithm>
 #include <cmath>
 #include <span>
 
@@ -1514,54 +1719,88 @@ var<S> log_softmax_rows(const var<S>& a) {
   return out;
 }
 
+namespace detail {
+
+/// Rows per OpenMP job of the row-wise kernels.
+inline constexpr index rows_per_job = 32;
+
+/// y = (x - mean) / sqrt(var + eps) * g + b for each of the r rows of the
+/// row-major r x d matrix x (y may not alias x); the mean and 1/std of row i go
+/// to stats[2i] and stats[2i+1] unless stats is null. Parallel over rows.
+template <Scalar S>
+void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
+  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
+  const row gv(g, d), bv(b, d);
+  parallel_for((r + rows_per_job - 1) / rows_per_job, [&](index job) {
+    for (index i = job * rows_per_job, end = std::min(r, i + rows_per_job); i < end; ++i) {
+      const row xi(x + i * d, d);
+      const S mu = xi.mean();
+      const S rstd = S(1) / std::sqrt((xi - mu).square().mean() + eps);
+      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>>(y + i * d, d) = (xi - mu) * rstd * gv + bv;
+      if (stats) {
+        stats[2 * i] = mu;
+        stats[2 * i + 1] = rstd;
+      }
+    }
+  });
+}
+
+/// dx += d LN(x) / d x applied to dy, for gamma g and the stats layer_norm_rows saved.
+template <Scalar S>
+void layer_norm_backward_rows(const S* x, const S* g, const S* stats, const S* dy, S* dx, index r, index d) {
+  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
+  const row gv(g, d);
+  parallel_for((r + rows_per_job - 1) / rows_per_job, [&](index job) {
+    for (index i = job * rows_per_job, end = std::min(r, i + rows_per_job); i < end; ++i) {
+      const S mu = stats[2 * i], rstd = stats[2 * i + 1];
+      const auto xhat = (row(x + i * d, d) - mu) * rstd;
+      const auto dxhat = row(dy + i * d, d) * gv;
+      const S m1 = dxhat.sum() / S(d);
+      const S m2 = (dxhat * xhat).sum() / S(d);
+      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>>(dx + i * d, d) += rstd * (dxhat - m1 - xhat * m2);
+    }
+  });
+}
+
+/// Checks LayerNorm's operands. @throws shape_error naming `fn`; state_error for another tape.
+template <Scalar S>
+void check_layer_norm(const char* fn, const var<S>& x, const var<S>& gamma, const var<S>& beta) {
+  x.owner().check(beta, fn);
+  x.owner().check(gamma, fn);
+  const index r = x.rows(), d = x.cols();
+  for (const var<S>* p : {&gamma, &beta})
+    if (p->rows() != 1 || p->cols() != d)
+      throw shape_error(cat(fn, ": ", p == &gamma ? "gamma" : "beta", " is ", shape_str(p->rows(), p->cols()),
+                            ", expected 1x", d, " for an input of ", shape_str(r, d)));
+}
+
+}  // namespace detail
+
 /// LayerNorm over each row with affine: (x - mean) / sqrt(var + eps) * gamma + beta.
 /// x is R x D, gamma and beta are 1 x D. Mean and inverse deviation per row are saved for backward.
 /// @throws shape_error when gamma or beta is not 1 x D.
 template <Scalar S>
 var<S> layer_norm(const var<S>& x, const var<S>& gamma, const var<S>& beta, S eps = S(1e-6)) {
   tape<S>& t = detail::same_tape("layer_norm", x, gamma);
-  t.check(beta, "layer_norm");
+  detail::check_layer_norm("layer_norm", x, gamma, beta);
   const index r = x.rows(), d = x.cols();
-  for (const var<S>* p : {&gamma, &beta})
-    if (p->rows() != 1 || p->cols() != d)
-      throw shape_error(detail::cat("layer_norm: ", p == &gamma ? "gamma" : "beta", " is ",
-                                    detail::shape_str(p->rows(), p->cols()), ", expected 1x", d, " for an input of ",
-                                    detail::shape_str(r, d)));
   const bool rg = x.requires_grad() || gamma.requires_grad() || beta.requires_grad();
   var<S> out = t.make(r, d, rg);
   S* stats = rg ? t.template scratch<S>(static_cast<std::size_t>(2 * r)) : nullptr;  // mean, rstd
-  auto X = x.value();
-  auto Y = out.value();
-  auto g = gamma.value().row(0).array();
-  auto b = beta.value().row(0).array();
-  for (index i = 0; i < r; ++i) {
-    const S mu = X.row(i).mean();
-    const S var_ = (X.row(i).array() - mu).square().mean();
-    const S rstd = S(1) / std::sqrt(var_ + eps);
-    Y.row(i).array() = (X.row(i).array() - mu) * rstd * g + b;
-    if (stats) {
-      stats[2 * i] = mu;
-      stats[2 * i + 1] = rstd;
-    }
-  }
+  detail::layer_norm_rows(x.value().data(), out.value().data(), gamma.value().data(), beta.value().data(), r, d, eps,
+                          stats);
   t.on_backward(out, [ix = x.id(), ig = gamma.id(), ib = beta.id(), io = out.id(), stats](tape<S>& tp) {
     auto X = tp.value(ix);
     auto G = tp.adjoint(io);
-    auto g = tp.value(ig).row(0).array();
     const bool gx = tp.requires_grad(ix), gg = tp.requires_grad(ig), gb = tp.requires_grad(ib);
-    const index d = X.cols();
-    for (index i = 0; i < X.rows(); ++i) {
-      const S mu = stats[2 * i], rstd = stats[2 * i + 1];
-      const auto xhat = (X.row(i).array() - mu) * rstd;
-      if (gg) tp.adjoint(ig).row(0).array() += G.row(i).array() * xhat;
-      if (gb) tp.adjoint(ib).row(0) += G.row(i);
-      if (gx) {
-        const auto dxhat = G.row(i).array() * g;
-        const S m1 = dxhat.sum() / S(d);
-        const S m2 = (dxhat * xhat).sum() / S(d);
-        tp.adjoint(ix).row(i).array() += rstd * (dxhat - m1 - xhat * m2);
+    const index r = X.rows(), d = X.cols();
+    if (gg || gb)
+      for (index i = 0; i < r; ++i) {
+        const S mu = stats[2 * i], rstd = stats[2 * i + 1];
+        if (gg) tp.adjoint(ig).row(0).array() += G.row(i).array() * (X.row(i).array() - mu) * rstd;
+        if (gb) tp.adjoint(ib).row(0) += G.row(i);
       }
-    }
+    if (gx) detail::layer_norm_backward_rows(X.data(), tp.value(ig).data(), stats, G.data(), tp.adjoint(ix).data(), r, d);
   });
   return out;
 }
@@ -1615,6 +1854,111 @@ var<S> cross_entropy(const var<S>& logits, std::span<const int> labels) {
 
 }  // namespace vpdarts
 // ---- end vpdarts/autodiff/ops_nn.hpp ----
+
+namespace vpdarts {
+namespace detail {
+
+/// True when none of the operands needs a gradient (an empty var counts as none).
+template <Scalar S>
+bool all_constant(std::initializer_list<const var<S>*> vs) {
+  for (const var<S>* v : vs)
+    if (v->valid() && v->requires_grad()) return false;
+  return true;
+}
+
+/// out = h W^T + b, h borrowed memory of rows x W.cols().
+template <Scalar S>
+void affine_rows(matrix_map<S> out, const matrix_map<S>& h, const var<S>& w, const var<S>& b) {
+  out.noalias() = h * w.value().transpose();
+  if (b.valid()) out.rowwise() += b.value().row(0);
+}
+
+}  // namespace detail
+
+/// linear(layer_norm(x, gamma, beta, eps), w, b): x is R x D, gamma and beta
+/// 1 x D, w out x D, b 1 x out (or empty); the result is R x out. With gamma,
+/// beta, w and b constant the LayerNorm output is not kept (only each row's
+/// mean and 1/std). @throws shape_error as layer_norm and linear do.
+template <Scalar S>
+var<S> layer_norm_linear(const var<S>& x, const var<S>& gamma, const var<S>& beta, S eps, const var<S>& w,
+                         const var<S>& b) {
+  tape<S>& t = detail::same_tape("layer_norm_linear", x, w);
+  detail::check_layer_norm("layer_norm_linear", x, gamma, beta);
+  detail::check_linear("layer_norm_linear", x.rows(), x.cols(), w, b);
+  if (!detail::all_constant<S>({&gamma, &beta, &w, &b})) return linear(layer_norm(x, gamma, beta, eps), w, b);
+  const index r = x.rows(), d = x.cols();
+  var<S> out = t.make(r, w.rows(), x.requires_grad());
+  S* stats = out.requires_grad() ? t.template scratch<S>(static_cast<std::size_t>(2 * r)) : nullptr;
+  {
+    typename tape<S>::borrowed h(t, r, d);
+    detail::layer_norm_rows(x.value().data(), h.data(), gamma.value().data(), beta.value().data(), r, d, eps, stats);
+    detail::affine_rows(out.value(), h.map(), w, b);
+  }
+  t.on_backward(out, [ix = x.id(), ig = gamma.id(), iw = w.id(), io = out.id(), stats, r, d](tape<S>& tp) {
+    typename tape<S>::borrowed dh(tp, r, d);
+    dh.map().noalias() = tp.adjoint(io) * tp.value(iw);
+    detail::layer_norm_backward_rows(tp.value(ix).data(), tp.value(ig).data(), stats, dh.data(),
+                                     tp.adjoint(ix).data(), r, d);
+  });
+  return out;
+}
+
+/// linear(gelu(h), w, b): h is R x M, w out x M, b 1 x out (or empty). With w
+/// and b constant the GELU output is not kept. @throws shape_error as linear does.
+template <Scalar S>
+var<S> gelu_linear(const var<S>& h, const var<S>& w, const var<S>& b) {
+  tape<S>& t = detail::same_tape("gelu_linear", h, w);
+  detail::check_linear("gelu_linear", h.rows(), h.cols(), w, b);
+  if (!detail::all_constant<S>({&w, &b})) return linear(gelu(h), w, b);
+  const index r = h.rows(), m = h.cols();
+  var<S> out = t.make(r, w.rows(), h.requires_grad());
+  {
+    typename tape<S>::borrowed g(t, r, m);
+    detail::gelu_forward(h.value().data(), g.data(), r * m);
+    detail::affine_rows(out.value(), g.map(), w, b);
+  }
+  t.on_backward(out, [ih = h.id(), iw = w.id(), io = out.id(), r, m](tape<S>& tp) {
+    typename tape<S>::borrowed dg(tp, r, m);
+    dg.map().noalias() = tp.adjoint(io) * tp.value(iw);
+    detail::gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
+  });
+  return out;
+}
+
+/// linear(attention(qkv, batch, heads), w, b): qkv is (B*T) x 3D, w out x D,
+/// b 1 x out (or empty). With w and b constant the attention output is not
+/// kept (the probabilities are, when a gradient is needed).
+/// @throws shape_error as attention and linear do.
+template <Scalar S>
+var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S>& w, const var<S>& b) {
+  tape<S>& t = detail::same_tape("attention_linear", qkv, w);
+  const index rows = qkv.rows(), c3 = qkv.cols();
+  detail::check_attention("attention_linear", rows, c3, batch, heads);
+  const index d = c3 / 3, seq = rows / batch, tt = seq * seq;
+  detail::check_linear("attention_linear", rows, d, w, b);
+  if (!detail::all_constant<S>({&w, &b})) return linear(attention(qkv, batch, heads), w, b);
+  var<S> out = t.make(rows, w.rows(), qkv.requires_grad());
+  const bool keep = out.requires_grad();
+  S* probs = keep ? t.template scratch<S>(static_cast<std::size_t>(batch * heads * tt)) : nullptr;
+  {
+    typename tape<S>::borrowed o(t, rows, d);
+    typename tape<S>::borrowed per_thread(t, keep ? 1 : detail::max_threads(), keep ? 1 : tt);
+    detail::attention_forward(qkv.value().data(), o.data(), keep ? probs : per_thread.data(), keep, batch, heads,
+                              seq, d);
+    detail::affine_rows(out.value(), o.map(), w, b);
+  }
+  t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), probs, batch, heads, seq, d, tt](tape<S>& tp) {
+    typename tape<S>::borrowed d_o(tp, batch * seq, d);
+    d_o.map().noalias() = tp.adjoint(io) * tp.value(iw);
+    typename tape<S>::borrowed work(tp, detail::max_threads(), tt);
+    detail::attention_backward(tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), probs, work.data(), batch,
+                               heads, seq, d);
+  });
+  return out;
+}
+
+}  // namespace vpdarts
+// ---- end vpdarts/autodiff/ops_fused.hpp ----
 
 // ---- begin vpdarts/autodiff/ops_sequence.hpp ----
 /// @file ops_sequence.hpp
@@ -2925,9 +3269,15 @@ struct vit_block {
         mlp(name + ".mlp", c.dim, c.mlp, rng) {}
 
   /// x is (B*T') x D for `batch` sequences of any length T' (prompts may have been inserted).
+  /// Runs LayerNorm + qkv, attention + projection and LayerNorm + fc1, GELU +
+  /// fc2 as fused ops: a frozen block keeps only what backward needs.
   var<S> forward(tape<S>& t, const var<S>& x, index batch) {
-    var<S> h = add(x, attn.forward(t, norm1.forward(t, x), batch));
-    return add(h, mlp.forward(t, norm2.forward(t, h)));
+    const var<S> qkv = layer_norm_linear(x, t.leaf(norm1.weight), t.leaf(norm1.bias), S(norm1.eps),
+                                         t.leaf(attn.qkv.weight), t.leaf(attn.qkv.bias));
+    const var<S> h = add(x, attention_linear(qkv, batch, attn.heads, t.leaf(attn.proj.weight), t.leaf(attn.proj.bias)));
+    const var<S> f = layer_norm_linear(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps),
+                                       t.leaf(mlp.fc1.weight), t.leaf(mlp.fc1.bias));
+    return add(h, gelu_linear(f, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias)));
   }
   /// Appends pointers to the block's twelve parameters to `out`, in checkpoint order.
   void collect(std::vector<parameter<S>*>& out) {

@@ -272,6 +272,67 @@ TEST_CASE("fused multi-head attention core", "[autodiff][ops][attention]") {
   CHECK_THROWS_WITH(vp::attention(t.constant(M::Ones(batch * seq, 7)), batch, 1), Catch::Contains("multiple of 3"));
 }
 
+TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[autodiff][ops][fused]") {
+  const vp::index batch = 2, seq = 5, dim = 6, heads = 3, hidden = 8, out = 7;
+  const vp::index rows = batch * seq;
+  auto x = random_parameter<double>("x", rows, dim, 111);
+  auto h = random_parameter<double>("h", rows, hidden, 112);
+  auto qkv = random_parameter<double>("qkv", rows, 3 * dim, 113);
+  auto g = random_parameter<double>("g", 1, dim, 114, 0.2, 1.0);
+  auto be = random_parameter<double>("be", 1, dim, 115, 0.2);
+  auto w = random_parameter<double>("w", out, dim, 116, 0.5);
+  auto wh = random_parameter<double>("wh", out, hidden, 117, 0.5);
+  auto b = random_parameter<double>("b", 1, out, 118, 0.2);
+  const double eps = 1e-6;
+  auto ln_lin = [&](T& t) { return vp::layer_norm_linear(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(w), t.leaf(b)); };
+  auto ln_lin_ref = [&](T& t) { return vp::linear(vp::layer_norm(t.leaf(x), t.leaf(g), t.leaf(be), eps), t.leaf(w), t.leaf(b)); };
+  auto gelu_lin = [&](T& t) { return vp::gelu_linear(t.leaf(h), t.leaf(wh), t.leaf(b)); };
+  auto gelu_lin_ref = [&](T& t) { return vp::linear(vp::gelu(t.leaf(h)), t.leaf(wh), t.leaf(b)); };
+  auto att_lin = [&](T& t) { return vp::attention_linear(t.leaf(qkv), batch, heads, t.leaf(w), t.leaf(b)); };
+  auto att_lin_ref = [&](T& t) { return vp::linear(vp::attention(t.leaf(qkv), batch, heads), t.leaf(w), t.leaf(b)); };
+  struct fused_case {
+    std::function<V(T&)> fused, reference;
+    P* input;
+  };
+  std::vector<fused_case> cases{{ln_lin, ln_lin_ref, &x}, {gelu_lin, gelu_lin_ref, &h}, {att_lin, att_lin_ref, &qkv}};
+
+  // trainable weights: the composition itself, every gradient checked
+  for (auto& c : cases) {
+    require_gradcheck(vp::gradcheck(c.fused, {c.input, &g, &be, &w, &wh, &b}));
+  }
+  // frozen weights: the fused path, same values, same input gradient, and less kept in the arena
+  for (P* p : {&g, &be, &w, &wh, &b}) p->freeze();
+  for (auto& c : cases) {
+    c.input->zero_grad();
+    T t1, t2;
+    V y1 = c.fused(t1), y2 = c.reference(t2);
+    CHECK((y1.value() - y2.value()).norm() < 1e-12);
+    CHECK(t1.memory().bytes_in_use() < t2.memory().bytes_in_use());
+    t1.backward(vp::sum(vp::mul(y1, y1)));
+    const M fused_grad = c.input->grad();
+    c.input->zero_grad();
+    t2.backward(vp::sum(vp::mul(y2, y2)));
+    CHECK((fused_grad - c.input->grad()).norm() < 1e-10);
+    c.input->zero_grad();
+    require_gradcheck(vp::gradcheck(c.fused, {c.input}));
+    T u;  // and under no_grad
+    vp::no_grad<double> guard(u);
+    CHECK((c.fused(u).value() - y2.value()).norm() < 1e-12);
+  }
+  // shape errors name the fused op
+  T t;
+  CHECK_THROWS_WITH(vp::layer_norm_linear(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(wh), t.leaf(b)),
+                    Catch::Contains("layer_norm_linear") && Catch::Contains("in-features differ"));
+  CHECK_THROWS_WITH(vp::layer_norm_linear(t.leaf(h), t.leaf(g), t.leaf(be), eps, t.leaf(w), t.leaf(b)),
+                    Catch::Contains("layer_norm_linear: gamma is 1x6"));
+  CHECK_THROWS_WITH(vp::gelu_linear(t.leaf(x), t.leaf(wh), t.leaf(b)),
+                    Catch::Contains("gelu_linear") && Catch::Contains("10x6"));
+  CHECK_THROWS_WITH(vp::attention_linear(t.leaf(qkv), 3, heads, t.leaf(w), t.leaf(b)),
+                    Catch::Contains("attention_linear") && Catch::Contains("batch 3"));
+  CHECK_THROWS_WITH(vp::attention_linear(t.leaf(qkv), batch, heads, t.leaf(wh), t.leaf(b)),
+                    Catch::Contains("attention_linear") && Catch::Contains("in-features differ"));
+}
+
 TEST_CASE("float and double agree", "[autodiff][ops]") {
   auto xd = random_parameter<double>("x", 6, 6, 111);
   vp::parameter<float> xf("x", xd.value().cast<float>());

@@ -55,7 +55,22 @@ TEST_CASE("backward accumulates into trainable parameters only", "[autodiff][tap
   vp::matrix<double> expect = x.value().transpose() * vp::matrix<double>::Ones(4, 2);
   CHECK((w.grad() - expect).norm() < 1e-12);
   CHECK_THROWS_AS(frozen_only.adjoint(), vp::state_error);
-  CHECK(y.adjoint().isOnes());
+  CHECK(vw.adjoint().data() == w.grad().data());  // a parameter's adjoint is its gradient
+  // intermediate adjoints are released as the sweep passes them...
+  CHECK_THROWS_WITH(y.adjoint(), Catch::Contains("retain_adjoints"));
+  CHECK(t.adjoint_memory().bytes_in_use() == 0);
+  CHECK(t.adjoint_memory().peak_bytes() > 0);
+  // ...unless the tape retains them
+  t.reset();
+  t.retain_adjoints(true);
+  auto y2 = vp::matmul(t.leaf(x), t.leaf(w));
+  t.backward(vp::sum(y2));
+  CHECK(y2.adjoint().isOnes());
+  t.retain_adjoints(false);
+  w.zero_grad();
+  t.reset();
+  t.backward(vp::sum(vp::matmul(t.leaf(x), t.leaf(w))));
+  CHECK((w.grad() - expect).norm() < 1e-12);
   // gradients accumulate across steps until zero_grad
   t.reset();
   t.backward(vp::sum(vp::matmul(t.leaf(x), t.leaf(w))));

@@ -1,13 +1,16 @@
 #pragma once
 /// @file arena.hpp
-/// The bump allocator behind the tape: values, adjoints and saved
-/// intermediates of one step live here and are released together by reset().
+/// The allocators behind the tape. Values and saved intermediates of one step
+/// live in a bump arena and are released together by reset(); adjoints come
+/// from a block pool, because backward() frees each one as soon as the sweep
+/// has passed its node.
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdlib>
 #include <memory>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 namespace vpdarts {
@@ -102,6 +105,83 @@ class arena {
   std::size_t in_use_ = 0;
   std::size_t peak_ = 0;
   std::size_t next_chunk_;
+};
+
+/// Recycled 64-byte aligned blocks of T, reused only for requests of exactly
+/// the same size. A step that makes the same requests in the same order as the
+/// step before it therefore allocates nothing: at every point it holds no more
+/// blocks of a size than the earlier step did. Blocks are kept until the pool
+/// dies.
+template <class T>
+class block_pool {
+ public:
+  block_pool() = default;
+  block_pool(const block_pool&) = delete;
+  block_pool& operator=(const block_pool&) = delete;
+  /// Takes over the other pool's blocks.
+  block_pool(block_pool&&) noexcept = default;
+  /// Takes over the other pool's blocks, freeing this one's.
+  block_pool& operator=(block_pool&&) noexcept = default;
+
+  /// A block of `count` (>= 1) uninitialised values: a free one of that size, else a new one.
+  T* acquire(std::size_t count) {
+    for (std::size_t i = free_.size(); i-- > 0;)
+      if (free_[i].count == count) {
+        T* p = free_[i].data;
+        free_[i] = free_.back();
+        free_.pop_back();
+        in_use_ += count * sizeof(T);
+        peak_ = std::max(peak_, in_use_);
+        return p;
+      }
+    all_.push_back({std::unique_ptr<T[], deleter>(static_cast<T*>(
+                        ::operator new[](std::max<std::size_t>(count, 1) * sizeof(T), std::align_val_t{alignment}))),
+                    count});
+    free_.reserve(all_.size());
+    in_use_ += count * sizeof(T);
+    peak_ = std::max(peak_, in_use_);
+    return all_.back().data.get();
+  }
+  /// Returns a block from acquire(count).
+  void release(T* p, std::size_t count) noexcept {
+    free_.push_back({p, count});  // never reallocates: capacity >= number of blocks
+    in_use_ -= count * sizeof(T);
+  }
+  /// Marks every block free (after a step, whatever was not released).
+  void release_all() noexcept {
+    free_.clear();
+    for (auto& b : all_) free_.push_back({b.data.get(), b.count});
+    in_use_ = 0;
+  }
+
+  /// Bytes in blocks handed out and not yet released.
+  std::size_t bytes_in_use() const noexcept { return in_use_; }
+  /// The most bytes ever handed out at once.
+  std::size_t peak_bytes() const noexcept { return peak_; }
+  /// Bytes held from the system.
+  std::size_t capacity_bytes() const noexcept {
+    std::size_t total = 0;
+    for (auto& b : all_) total += b.count * sizeof(T);
+    return total;
+  }
+
+ private:
+  static constexpr std::size_t alignment = 64;
+  struct deleter {
+    void operator()(T* p) const noexcept { ::operator delete[](p, std::align_val_t{alignment}); }
+  };
+  struct owned {
+    std::unique_ptr<T[], deleter> data;
+    std::size_t count = 0;
+  };
+  struct block {
+    T* data = nullptr;
+    std::size_t count = 0;
+  };
+  std::vector<owned> all_;
+  std::vector<block> free_;
+  std::size_t in_use_ = 0;
+  std::size_t peak_ = 0;
 };
 
 }  // namespace vpdarts

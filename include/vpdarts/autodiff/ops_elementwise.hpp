@@ -7,6 +7,7 @@
 /// so a T x D tensor adds to every image of a (B*T) x D batch and a 1 x D row
 /// to every row) and its cols must equal the output cols or be 1.
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 #include <unsupported/Eigen/SpecialFunctions>
@@ -70,14 +71,16 @@ var<S> binary(const char* fn, const var<S>& a, const var<S>& b) {
     const auto& na = tp.at(ia);
     const auto& nb = tp.at(ib);
     const auto& no = tp.at(io);
-    const S* g = no.adjoint;
+    const S* g = tp.adjoint(io).data();
+    S* ga = na.requires_grad ? tp.adjoint(ia).data() : nullptr;
+    S* gb = nb.requires_grad ? tp.adjoint(ib).data() : nullptr;
     for_each_broadcast(no.rows, no.cols, na.rows, na.cols, nb.rows, nb.cols, [&](index o, index xa, index xb) {
       if constexpr (K == binary_kind::mul) {
-        if (na.requires_grad) na.adjoint[xa] += g[o] * nb.value[xb];
-        if (nb.requires_grad) nb.adjoint[xb] += g[o] * na.value[xa];
+        if (ga) ga[xa] += g[o] * nb.value[xb];
+        if (gb) gb[xb] += g[o] * na.value[xa];
       } else {
-        if (na.requires_grad) na.adjoint[xa] += g[o];
-        if (nb.requires_grad) nb.adjoint[xb] += (K == binary_kind::sub ? -g[o] : g[o]);
+        if (ga) ga[xa] += g[o];
+        if (gb) gb[xb] += (K == binary_kind::sub ? -g[o] : g[o]);
       }
     });
   });
@@ -95,7 +98,9 @@ var<S> unary(const char* fn, const var<S>& a, F f, D dfdx) {
   t.on_backward(out, [ia = a.id(), io = out.id(), dfdx](tape<S>& tp) {
     const auto& na = tp.at(ia);
     const auto& no = tp.at(io);
-    for (index i = 0, n = no.rows * no.cols; i < n; ++i) na.adjoint[i] += no.adjoint[i] * dfdx(na.value[i], no.value[i]);
+    S* ga = tp.adjoint(ia).data();
+    const S* g = tp.adjoint(io).data();
+    for (index i = 0, n = no.rows * no.cols; i < n; ++i) ga[i] += g[i] * dfdx(na.value[i], no.value[i]);
   });
   return out;
 }
@@ -155,6 +160,39 @@ var<S> tanh(const var<S>& a) {
   return detail::unary("tanh", a, [](S x) { return std::tanh(x); }, [](S, S y) { return S(1) - y * y; });
 }
 
+namespace detail {
+
+/// Calls f(begin, count) over [0, n) in chunks of 16384 values, split over the OpenMP threads.
+template <class F>
+void parallel_chunks(index n, F&& f) {
+  constexpr index chunk = index{1} << 14;
+  parallel_for((n + chunk - 1) / chunk, [&](index b) { f(b * chunk, std::min(chunk, n - b * chunk)); });
+}
+
+/// y = GELU(x) for n values (exact erf form).
+template <Scalar S>
+void gelu_forward(const S* x0, S* y0, index n) {
+  constexpr S inv_sqrt2 = S(1) / std::numbers::sqrt2_v<S>;
+  parallel_chunks(n, [&](index at, index m) {
+    Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m);
+    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0 + at, m) = S(0.5) * x * (S(1) + (x * inv_sqrt2).erf());
+  });
+}
+
+/// dx += g * GELU'(x) for n values.
+template <Scalar S>
+void gelu_backward(const S* x0, const S* g0, S* d0, index n) {
+  constexpr S r2 = S(1) / std::numbers::sqrt2_v<S>;
+  constexpr S inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<S> * r2;
+  parallel_chunks(n, [&](index at, index m) {
+    Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m), g(g0 + at, m);
+    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(d0 + at, m) +=
+        g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
+  });
+}
+
+}  // namespace detail
+
 /// The exact (erf) GELU: 0.5 x (1 + erf(x / sqrt 2)), element-wise. Vectorised
 /// through Eigen's erf (a rational approximation accurate to a few ulp in float)
 /// and split over OpenMP threads in blocks of rows.
@@ -162,28 +200,9 @@ template <Scalar S>
 var<S> gelu(const var<S>& a) {
   tape<S>& t = detail::tape_of("gelu", a);
   var<S> out = t.make(a.rows(), a.cols(), a.requires_grad());
-  constexpr S inv_sqrt2 = S(1) / std::numbers::sqrt2_v<S>;
-  const index n = a.size(), chunk = 1 << 14, blocks = (n + chunk - 1) / chunk;
-  const S* x0 = a.value().data();
-  S* y0 = out.value().data();
-  detail::parallel_for(blocks, [&](index b) {
-    const index m = std::min(chunk, n - b * chunk);
-    Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + b * chunk, m);
-    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0 + b * chunk, m) = S(0.5) * x * (S(1) + (x * inv_sqrt2).erf());
-  });
+  detail::gelu_forward(a.value().data(), out.value().data(), a.size());
   t.on_backward(out, [ia = a.id(), io = out.id()](tape<S>& tp) {
-    constexpr S r2 = S(1) / std::numbers::sqrt2_v<S>;
-    constexpr S inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<S> * r2;
-    const index n = tp.at(ia).rows * tp.at(ia).cols, chunk = 1 << 14, blocks = (n + chunk - 1) / chunk;
-    const S* x0 = tp.at(ia).value;
-    const S* g0 = tp.at(io).adjoint;
-    S* d0 = tp.at(ia).adjoint;
-    detail::parallel_for(blocks, [&](index b) {
-      const index m = std::min(chunk, n - b * chunk);
-      Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + b * chunk, m), g(g0 + b * chunk, m);
-      Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(d0 + b * chunk, m) +=
-          g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
-    });
+    detail::gelu_backward(tp.value(ia).data(), tp.adjoint(io).data(), tp.adjoint(ia).data(), tp.value(ia).size());
   });
   return out;
 }

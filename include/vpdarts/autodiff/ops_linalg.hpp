@@ -52,6 +52,23 @@ var<S> matmul(const var<S>& a, const var<S>& b, transpose t = transpose::none) {
   return out;
 }
 
+namespace detail {
+
+/// Checks a linear layer's operands for an input of xr x xc (b may be empty).
+/// @throws shape_error naming `fn`; state_error when b is of another tape.
+template <Scalar S>
+void check_linear(const char* fn, index xr, index xc, const var<S>& w, const var<S>& b) {
+  if (b.valid()) w.owner().check(b, fn);
+  if (xc != w.cols())
+    throw shape_error(cat(fn, ": input is ", shape_str(xr, xc), " but weight is ", shape_str(w.rows(), w.cols()),
+                          " (out x in): in-features differ (", xc, " vs ", w.cols(), ")"));
+  if (b.valid() && (b.rows() != 1 || b.cols() != w.rows()))
+    throw shape_error(cat(fn, ": bias is ", shape_str(b.rows(), b.cols()), ", expected 1x", w.rows(),
+                          " for a weight of ", shape_str(w.rows(), w.cols())));
+}
+
+}  // namespace detail
+
 /// The linear layer y = x W^T + b (PyTorch's convention: W is out x in).
 /// x is R x in, W is out x in, b is 1 x out; the result is R x out.
 /// A frozen W (or b) gets no gradient product.
@@ -60,14 +77,7 @@ template <Scalar S>
 var<S> linear(const var<S>& x, const var<S>& w, const var<S>& b) {
   tape<S>& tp = detail::same_tape("linear", x, w);
   const bool has_bias = b.valid();
-  if (has_bias) tp.check(b, "linear");
-  if (x.cols() != w.cols())
-    throw shape_error(detail::cat("linear: input is ", detail::shape_str(x.rows(), x.cols()), " but weight is ",
-                                  detail::shape_str(w.rows(), w.cols()), " (out x in): in-features differ (",
-                                  x.cols(), " vs ", w.cols(), ")"));
-  if (has_bias && (b.rows() != 1 || b.cols() != w.rows()))
-    throw shape_error(detail::cat("linear: bias is ", detail::shape_str(b.rows(), b.cols()), ", expected 1x",
-                                  w.rows(), " for a weight of ", detail::shape_str(w.rows(), w.cols())));
+  detail::check_linear("linear", x.rows(), x.cols(), w, b);
   const bool rg = x.requires_grad() || w.requires_grad() || (has_bias && b.requires_grad());
   var<S> out = tp.make(x.rows(), w.rows(), rg);
   auto Y = out.value();

@@ -3,9 +3,11 @@
 /// Neural-network kernels, each fused with its own backward: row softmax,
 /// row log-softmax, LayerNorm with affine, and cross-entropy with integer labels.
 
+#include <algorithm>
 #include <cmath>
 #include <span>
 
+#include "../detail/parallel.hpp"
 #include "tape.hpp"
 
 namespace vpdarts {
@@ -54,54 +56,88 @@ var<S> log_softmax_rows(const var<S>& a) {
   return out;
 }
 
+namespace detail {
+
+/// Rows per OpenMP job of the row-wise kernels.
+inline constexpr index rows_per_job = 32;
+
+/// y = (x - mean) / sqrt(var + eps) * g + b for each of the r rows of the
+/// row-major r x d matrix x (y may not alias x); the mean and 1/std of row i go
+/// to stats[2i] and stats[2i+1] unless stats is null. Parallel over rows.
+template <Scalar S>
+void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
+  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
+  const row gv(g, d), bv(b, d);
+  parallel_for((r + rows_per_job - 1) / rows_per_job, [&](index job) {
+    for (index i = job * rows_per_job, end = std::min(r, i + rows_per_job); i < end; ++i) {
+      const row xi(x + i * d, d);
+      const S mu = xi.mean();
+      const S rstd = S(1) / std::sqrt((xi - mu).square().mean() + eps);
+      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>>(y + i * d, d) = (xi - mu) * rstd * gv + bv;
+      if (stats) {
+        stats[2 * i] = mu;
+        stats[2 * i + 1] = rstd;
+      }
+    }
+  });
+}
+
+/// dx += d LN(x) / d x applied to dy, for gamma g and the stats layer_norm_rows saved.
+template <Scalar S>
+void layer_norm_backward_rows(const S* x, const S* g, const S* stats, const S* dy, S* dx, index r, index d) {
+  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
+  const row gv(g, d);
+  parallel_for((r + rows_per_job - 1) / rows_per_job, [&](index job) {
+    for (index i = job * rows_per_job, end = std::min(r, i + rows_per_job); i < end; ++i) {
+      const S mu = stats[2 * i], rstd = stats[2 * i + 1];
+      const auto xhat = (row(x + i * d, d) - mu) * rstd;
+      const auto dxhat = row(dy + i * d, d) * gv;
+      const S m1 = dxhat.sum() / S(d);
+      const S m2 = (dxhat * xhat).sum() / S(d);
+      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>>(dx + i * d, d) += rstd * (dxhat - m1 - xhat * m2);
+    }
+  });
+}
+
+/// Checks LayerNorm's operands. @throws shape_error naming `fn`; state_error for another tape.
+template <Scalar S>
+void check_layer_norm(const char* fn, const var<S>& x, const var<S>& gamma, const var<S>& beta) {
+  x.owner().check(beta, fn);
+  x.owner().check(gamma, fn);
+  const index r = x.rows(), d = x.cols();
+  for (const var<S>* p : {&gamma, &beta})
+    if (p->rows() != 1 || p->cols() != d)
+      throw shape_error(cat(fn, ": ", p == &gamma ? "gamma" : "beta", " is ", shape_str(p->rows(), p->cols()),
+                            ", expected 1x", d, " for an input of ", shape_str(r, d)));
+}
+
+}  // namespace detail
+
 /// LayerNorm over each row with affine: (x - mean) / sqrt(var + eps) * gamma + beta.
 /// x is R x D, gamma and beta are 1 x D. Mean and inverse deviation per row are saved for backward.
 /// @throws shape_error when gamma or beta is not 1 x D.
 template <Scalar S>
 var<S> layer_norm(const var<S>& x, const var<S>& gamma, const var<S>& beta, S eps = S(1e-6)) {
   tape<S>& t = detail::same_tape("layer_norm", x, gamma);
-  t.check(beta, "layer_norm");
+  detail::check_layer_norm("layer_norm", x, gamma, beta);
   const index r = x.rows(), d = x.cols();
-  for (const var<S>* p : {&gamma, &beta})
-    if (p->rows() != 1 || p->cols() != d)
-      throw shape_error(detail::cat("layer_norm: ", p == &gamma ? "gamma" : "beta", " is ",
-                                    detail::shape_str(p->rows(), p->cols()), ", expected 1x", d, " for an input of ",
-                                    detail::shape_str(r, d)));
   const bool rg = x.requires_grad() || gamma.requires_grad() || beta.requires_grad();
   var<S> out = t.make(r, d, rg);
   S* stats = rg ? t.template scratch<S>(static_cast<std::size_t>(2 * r)) : nullptr;  // mean, rstd
-  auto X = x.value();
-  auto Y = out.value();
-  auto g = gamma.value().row(0).array();
-  auto b = beta.value().row(0).array();
-  for (index i = 0; i < r; ++i) {
-    const S mu = X.row(i).mean();
-    const S var_ = (X.row(i).array() - mu).square().mean();
-    const S rstd = S(1) / std::sqrt(var_ + eps);
-    Y.row(i).array() = (X.row(i).array() - mu) * rstd * g + b;
-    if (stats) {
-      stats[2 * i] = mu;
-      stats[2 * i + 1] = rstd;
-    }
-  }
+  detail::layer_norm_rows(x.value().data(), out.value().data(), gamma.value().data(), beta.value().data(), r, d, eps,
+                          stats);
   t.on_backward(out, [ix = x.id(), ig = gamma.id(), ib = beta.id(), io = out.id(), stats](tape<S>& tp) {
     auto X = tp.value(ix);
     auto G = tp.adjoint(io);
-    auto g = tp.value(ig).row(0).array();
     const bool gx = tp.requires_grad(ix), gg = tp.requires_grad(ig), gb = tp.requires_grad(ib);
-    const index d = X.cols();
-    for (index i = 0; i < X.rows(); ++i) {
-      const S mu = stats[2 * i], rstd = stats[2 * i + 1];
-      const auto xhat = (X.row(i).array() - mu) * rstd;
-      if (gg) tp.adjoint(ig).row(0).array() += G.row(i).array() * xhat;
-      if (gb) tp.adjoint(ib).row(0) += G.row(i);
-      if (gx) {
-        const auto dxhat = G.row(i).array() * g;
-        const S m1 = dxhat.sum() / S(d);
-        const S m2 = (dxhat * xhat).sum() / S(d);
-        tp.adjoint(ix).row(i).array() += rstd * (dxhat - m1 - xhat * m2);
+    const index r = X.rows(), d = X.cols();
+    if (gg || gb)
+      for (index i = 0; i < r; ++i) {
+        const S mu = stats[2 * i], rstd = stats[2 * i + 1];
+        if (gg) tp.adjoint(ig).row(0).array() += G.row(i).array() * (X.row(i).array() - mu) * rstd;
+        if (gb) tp.adjoint(ib).row(0) += G.row(i);
       }
-    }
+    if (gx) detail::layer_norm_backward_rows(X.data(), tp.value(ig).data(), stats, G.data(), tp.adjoint(ix).data(), r, d);
   });
   return out;
 }

@@ -2,9 +2,13 @@
 /// @file tape.hpp
 /// The reverse-mode tape: nodes with a value, an adjoint and a backward step.
 ///
-/// A node's value and adjoint live in the tape's arena (parameters are read in
-/// place and their gradient is accumulated in place). backward(loss) sweeps the
-/// nodes in reverse order; reset() forgets every node but keeps the memory, so
+/// A node's value lives in the tape's arena (parameters are read in place and
+/// their gradient is accumulated in place). backward(loss) sweeps the nodes in
+/// reverse order. A node's adjoint is allocated from a block pool when the
+/// first gradient reaches it and goes back to the pool as soon as its backward
+/// step has run (unless retain_adjoints(true)), so at any moment only the
+/// adjoints between the sweep and their consumers exist; a node no gradient
+/// reaches costs nothing. reset() forgets every node but keeps the memory, so
 /// a training loop that records the same graph each step allocates nothing
 /// once warm. Nodes that no trainable parameter reaches have
 /// `requires_grad() == false`: they get no adjoint and no backward step.
@@ -53,7 +57,10 @@ class var {
   }
   /// The value of a 1x1 node. @throws shape_error otherwise.
   S item() const;
-  /// The adjoint d loss / d this after backward(). @throws state_error before backward or when not required.
+  /// The adjoint d loss / d this after backward(): always for a parameter's
+  /// leaf (its gradient), for other nodes only when the tape retained adjoints
+  /// (tape::retain_adjoints(true) before backward()).
+  /// @throws state_error before backward, when no gradient is required, or when the adjoint was released.
   matrix_map<S> adjoint() const;
   /// The tape this node belongs to.
   tape<S>& owner() const {
@@ -86,12 +93,13 @@ class tape {
 
   /// One recorded operation.
   struct node {
-    S* value = nullptr;             ///< rows x cols, column-major, in the arena or a parameter.
-    S* adjoint = nullptr;           ///< Same shape; null when no gradient is needed.
+    S* value = nullptr;             ///< rows x cols, row-major, in the arena or a parameter.
+    S* adjoint = nullptr;           ///< Same shape; null until a gradient reaches the node during backward.
     index rows = 0;                 ///< Rows.
     index cols = 0;                 ///< Columns.
     bool requires_grad = false;     ///< Some trainable parameter reaches this node.
-    bool external_adjoint = false;  ///< The adjoint is a parameter's gradient, not arena memory.
+    bool external_adjoint = false;  ///< The adjoint is a parameter's gradient, not pool memory.
+    bool released = false;          ///< backward() has run its step and released the adjoint.
     backward_step back;             ///< Empty for leaves and constants.
   };
 
@@ -153,24 +161,32 @@ class tape {
       throw state_error("tape::backward: backward() was already called on this tape; call reset() and record again");
     backward_done_ = true;
     const std::uint32_t last = loss.id();
-    for (std::uint32_t i = 0; i <= last; ++i) {
+    adjoint(last)(0, 0) += S(1);
+    for (std::uint32_t i = last + 1; i-- > 0;) {
       node& n = nodes_[i];
-      if (n.requires_grad && !n.external_adjoint) {
-        n.adjoint = arena_.allocate<S>(static_cast<std::size_t>(n.rows * n.cols));
-        std::fill_n(n.adjoint, n.rows * n.cols, S(0));
+      if (!n.requires_grad || n.adjoint == nullptr) continue;  // no gradient reached it: nothing to do
+      if (n.back) n.back(*this);
+      if (!n.external_adjoint && !retain_adjoints_) {
+        adjoints_.release(n.adjoint, static_cast<std::size_t>(n.rows * n.cols));
+        n.adjoint = nullptr;
+        n.released = true;
       }
     }
-    nodes_[last].adjoint[0] += S(1);
-    for (std::uint32_t i = last + 1; i-- > 0;) {
-      const node& n = nodes_[i];
-      if (n.requires_grad && n.back) n.back(*this);
-    }
   }
+
+  /// Keep every node's adjoint after backward() (for reading var::adjoint() of
+  /// intermediate nodes; costs the memory of all adjoints at once). Default off:
+  /// an adjoint is released as soon as its node's backward step has run.
+  void retain_adjoints(bool on) noexcept { retain_adjoints_ = on; }
+  /// Whether adjoints are retained.
+  bool retains_adjoints() const noexcept { return retain_adjoints_; }
 
   /// Forgets every node (their vars become invalid) and keeps the memory.
   void reset() {
     nodes_.clear();
     arena_.reset();
+    adjoints_.release_all();
+    temps_.release_all();
     ++generation_;
     backward_done_ = false;
   }
@@ -182,8 +198,10 @@ class tape {
 
   /// Number of nodes recorded since the last reset.
   std::size_t size() const noexcept { return nodes_.size(); }
-  /// The arena (for memory statistics).
+  /// The arena of values and saved intermediates (for memory statistics).
   const arena& memory() const noexcept { return arena_; }
+  /// The pool of adjoints (for memory statistics).
+  const block_pool<S>& adjoint_memory() const noexcept { return adjoints_; }
   /// Bumped by every reset(); variables of an older generation are invalid.
   std::uint32_t generation() const noexcept { return generation_; }
 
@@ -214,15 +232,51 @@ class tape {
     node& n = nodes_[id];
     return matrix_map<S>(n.value, n.rows, n.cols);
   }
-  /// The adjoint of node `id` (only during backward, only for nodes that require a gradient).
+  /// The adjoint of node `id`, for a backward step to read (its own output's)
+  /// or add into (its inputs'). Only during backward and only for nodes that
+  /// require a gradient; the first call allocates it, zeroed. Backward steps
+  /// must reach adjoints through this function, not through at(id).adjoint.
   matrix_map<S> adjoint(std::uint32_t id) {
     node& n = nodes_[id];
+    if (n.adjoint == nullptr && n.requires_grad) {
+      const auto count = static_cast<std::size_t>(n.rows * n.cols);
+      n.adjoint = adjoints_.acquire(count);
+      std::fill_n(n.adjoint, count, S(0));
+    }
     return matrix_map<S>(n.adjoint, n.rows, n.cols);
   }
   /// Whether node `id` needs a gradient.
   bool requires_grad(std::uint32_t id) const { return nodes_[id].requires_grad; }
   /// The record of node `id`.
   const node& at(std::uint32_t id) const { return nodes_[id]; }
+
+  /// Uninitialised working memory of `count` values that an op uses within one
+  /// forward or backward call and gives back (give_back) before returning:
+  /// unlike scratch() it does not stay allocated until reset(). From a block
+  /// pool, so a warm step allocates nothing. Prefer the RAII `borrowed`.
+  S* borrow(std::size_t count) { return temps_.acquire(count); }
+  /// Returns memory from borrow(count).
+  void give_back(S* p, std::size_t count) noexcept { temps_.release(p, count); }
+
+  /// A borrowed buffer of rows x cols values, given back when it goes out of scope.
+  class borrowed {
+   public:
+    /// Borrows rows * cols values from `t`.
+    borrowed(tape& t, index rows, index cols)
+        : t_(t), rows_(rows), cols_(cols), p_(t.borrow(static_cast<std::size_t>(rows * cols))) {}
+    borrowed(const borrowed&) = delete;
+    borrowed& operator=(const borrowed&) = delete;
+    ~borrowed() { t_.give_back(p_, static_cast<std::size_t>(rows_ * cols_)); }
+    /// The first value.
+    S* data() const noexcept { return p_; }
+    /// The buffer as a rows x cols row-major matrix.
+    matrix_map<S> map() const { return matrix_map<S>(p_, rows_, cols_); }
+
+   private:
+    tape& t_;
+    index rows_, cols_;
+    S* p_;
+  };
 
   /// Uninitialised arena storage for an op's saved intermediates (freed by reset()).
   template <class T>
@@ -249,6 +303,9 @@ class tape {
   }
 
   arena arena_;
+  block_pool<S> adjoints_;
+  block_pool<S> temps_;
+  bool retain_adjoints_ = false;
   std::vector<node> nodes_;
   std::uint32_t generation_ = 0;
   bool grad_enabled_ = true;
@@ -295,9 +352,14 @@ S var<S>::item() const {
 template <Scalar S>
 matrix_map<S> var<S>::adjoint() const {
   auto& n = node();
+  if (n.released)
+    throw state_error(detail::cat("var::adjoint: the adjoint of node ", id_, " (", detail::shape_str(n.rows, n.cols),
+                                  ") was released during backward(); call tape::retain_adjoints(true) before "
+                                  "backward() to keep it"));
   if (!n.requires_grad || n.adjoint == nullptr || !tape_->backward_done_)
     throw state_error(detail::cat("var::adjoint: node ", id_, " (", detail::shape_str(n.rows, n.cols),
-                                  ") has no adjoint: it requires no gradient or backward() has not run"));
+                                  ") has no adjoint: it requires no gradient, backward() has not run, "
+                                  "or no gradient reached it"));
   return matrix_map<S>(n.adjoint, n.rows, n.cols);
 }
 

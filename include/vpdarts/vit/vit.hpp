@@ -40,9 +40,15 @@ struct vit_block {
         mlp(name + ".mlp", c.dim, c.mlp, rng) {}
 
   /// x is (B*T') x D for `batch` sequences of any length T' (prompts may have been inserted).
+  /// Runs LayerNorm + qkv, attention + projection and LayerNorm + fc1, GELU +
+  /// fc2 as fused ops: a frozen block keeps only what backward needs.
   var<S> forward(tape<S>& t, const var<S>& x, index batch) {
-    var<S> h = add(x, attn.forward(t, norm1.forward(t, x), batch));
-    return add(h, mlp.forward(t, norm2.forward(t, h)));
+    const var<S> qkv = layer_norm_linear(x, t.leaf(norm1.weight), t.leaf(norm1.bias), S(norm1.eps),
+                                         t.leaf(attn.qkv.weight), t.leaf(attn.qkv.bias));
+    const var<S> h = add(x, attention_linear(qkv, batch, attn.heads, t.leaf(attn.proj.weight), t.leaf(attn.proj.bias)));
+    const var<S> f = layer_norm_linear(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps),
+                                       t.leaf(mlp.fc1.weight), t.leaf(mlp.fc1.bias));
+    return add(h, gelu_linear(f, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias)));
   }
   /// Appends pointers to the block's twelve parameters to `out`, in checkpoint order.
   void collect(std::vector<parameter<S>*>& out) {

@@ -35,13 +35,17 @@ for w in $workloads; do
     done
   done
 done
+# The roof of the build the benchmark ran (x86-64-v3 when the CPU has it) and of the portable build.
 build/bench/vpdarts_ops_bench --benchmark_filter=bm_eigen_gemm 2>/dev/null | grep "Eigen SGEMM" | sed 's/^/ROOF /' | tee -a "$raw"
+VPDARTS_DISPATCH=off build/bench/vpdarts_ops_bench --benchmark_filter=bm_eigen_gemm 2>/dev/null | grep "Eigen SGEMM" |
+  sed 's/^/ROOF_PORTABLE /' | tee -a "$raw"
+isa=$(build/bench/vpdarts_bench --workload toy --mode infer --batch 1 --steps 1 2>&1 >/dev/null | sed -n 's/.*compiled for //p')
 
 mkdir -p docs/results
-python3 - "$raw" "$steps" "$threads" <<'PY'
+python3 - "$raw" "$steps" "$threads" "$isa" <<'PY'
 import platform, re, subprocess, sys
-raw, steps, threads = sys.argv[1], sys.argv[2], sys.argv[3]
-ours, peer, roof = {}, {}, None
+raw, steps, threads, isa = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+ours, peer, roof, roof_portable = {}, {}, None, None
 for line in open(raw):
     if line.startswith("RESULT "):
         f = dict(kv.split("=") for kv in line.split()[1:])
@@ -54,6 +58,8 @@ for line in open(raw):
         peer.setdefault(key, []).append((float(c[4]), float(c[5]), float(c[7]), float(c[8])))
     elif line.startswith("ROOF "):
         roof = float(re.search(r"([0-9.]+) GFLOP/s", line).group(1))
+    elif line.startswith("ROOF_PORTABLE "):
+        roof_portable = float(re.search(r"([0-9.]+) GFLOP/s", line).group(1))
 best = lambda runs: min(runs, key=lambda r: r[0])        # the faster round of each side
 cpu = "unknown"
 try:
@@ -66,8 +72,14 @@ lines = ["# Performance: vpdarts against the PyTorch peer", "",
          f"is shown), {steps} timed steps after 2 warm-up steps, median, {threads} threads. "
          f"Machine: {cpu}, {platform.machine()}. The peer is `torch_search_bench.py` (PyTorch from Debian, OpenBLAS). "
          "FLOPs are the peer's analytic count (matmuls only; frozen weights get no gradient).", "",
-         f"Eigen SGEMM roof on this machine ({threads} threads, default x86-64 build): "
-         + (f"{roof:.1f} GFLOP/s." if roof else "not measured."), "",
+         f"vpdarts ran its {isa} build: the benchmark, like the `vpdarts` tool, is built twice (portable x86-64 "
+         "and x86-64-v3 with AVX2 + FMA) and re-executes the faster one when the CPU has it "
+         "(`VPDARTS_DISPATCH=off` keeps the portable one).", "",
+         f"Eigen SGEMM roof on this machine ({threads} threads): "
+         + (f"{roof:.1f} GFLOP/s in the {isa} build" if roof else "not measured")
+         + (f", {roof_portable:.1f} GFLOP/s in the portable x86-64 build." if roof_portable else "."),
+         "\"of roof\" is vpdarts's GFLOP/s over the roof of the build it ran. \"RSS ratio\" is vpdarts's peak RSS over "
+         "the peer's (target for a toy search step: <= 0.7).", "",
          "| workload | mode | batch | vpdarts s/step | peer s/step | vpdarts images/s | peer images/s | ratio | target | "
          "vpdarts GFLOP/s | of roof | vpdarts peak RSS MiB | peer peak RSS MiB | RSS ratio |",
          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -78,10 +90,12 @@ for key in sorted(ours, key=lambda k: (k[0], ["first", "second", "infer"].index(
     ratio = o[1] / p[1]
     t = targets.get(key[:2]) or ((2.0 if key[2] == 1 else 1.5) if key[1] == "infer" and key[0] == "toy" else None)
     mark = "-" if t is None else (f">= {t}x {'met' if ratio >= t else 'NOT met'}")
+    rss = o[3] / p[3]
+    rss_mark = f"{rss:.2f}" + ((" (<= 0.7 met)" if rss <= 0.7 else " (<= 0.7 NOT met)") if key[0] == "toy" and key[1] != "infer" else "")
     lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {o[0]:.4f} | {p[0]:.4f} | {o[1]:.1f} | {p[1]:.1f} | "
                  f"{ratio:.2f}x | {mark} | {o[2]:.1f} | {o[2] / roof * 100:.0f}% | {o[3]:.0f} | {p[3]:.0f} | "
-                 f"{o[3] / p[3]:.2f} |" if roof else f"| {key[0]} | {key[1]} | {key[2]} | {o[0]:.4f} | {p[0]:.4f} | "
-                 f"{o[1]:.1f} | {p[1]:.1f} | {ratio:.2f}x | {mark} | {o[2]:.1f} | - | {o[3]:.0f} | {p[3]:.0f} | {o[3] / p[3]:.2f} |")
+                 f"{rss_mark} |" if roof else f"| {key[0]} | {key[1]} | {key[2]} | {o[0]:.4f} | {p[0]:.4f} | "
+                 f"{o[1]:.1f} | {p[1]:.1f} | {ratio:.2f}x | {mark} | {o[2]:.1f} | - | {o[3]:.0f} | {p[3]:.0f} | {rss_mark} |")
 lines += ["", "Reproduce: `scripts/bench.sh` (it installs `python3-torch` and `libopenblas0-pthread`, builds "
           "`build/bench/vpdarts_bench` and runs both sides). One configuration by hand:", "",
           "    build/bench/vpdarts_bench --workload toy --mode first --steps 3 --threads 2",

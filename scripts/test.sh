@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=build
-flags=(-DCMAKE_BUILD_TYPE=Release -DVPDARTS_BUILD_BENCH=ON)
+flags=(-DCMAKE_BUILD_TYPE=Release)
 case "${1:-}" in
   "") ;;
   --sanitize)

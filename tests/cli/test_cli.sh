@@ -41,6 +41,14 @@ expect 2 "is not JSON" -- "$tool" search --config broken.json
 expect 0 "--alpha-lr" -- "$tool" search --help
 expect 0 "--linear-probe" -- "$tool" retrain --help
 
+# ---- run-time dispatch: the portable build re-executes its x86-64-v3 sibling when the CPU has AVX2 + FMA
+expect 0 "compiled for x86-64)" -- env VPDARTS_DISPATCH=off "$tool" --version
+if [[ -x $tool-x86-64-v3 ]] && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && grep -qw bmi2 /proc/cpuinfo; then
+  expect 0 "compiled for x86-64-v3" -- "$tool" --version
+else
+  expect 0 "compiled for x86-64)" -- "$tool" --version
+fi
+
 # ---- a tiny backbone
 expect 0 "wrote bb.safetensors" -- "$tool" pretrain --out bb.safetensors --image 16 --patch 4 --dim 16 --depth 2 \
   --heads 2 --mlp 32 --epochs 2 --train-images 100 --test-images 20 --batch 20

@@ -62,18 +62,31 @@ lines = ["# Fashion-MNIST transfer study", "",
          "pretrained on Fashion-MNIST classes 0-4, then adapted on 1000 training images of classes 5-9",
          "(800 search-train + 200 search-val for the search; all 1000 for retraining) and tested on all",
          f"test images of classes 5-9. Seeds: {', '.join(seeds)}; mean and standard deviation over seeds.", "",
-         "| method | test accuracy | trainable params | % of backbone | latency ms (batch 1) | images/s (batch 64) | train s | search s |",
-         "|---|---|---|---|---|---|---|---|"]
+         "| method | test accuracy (mean ± sd) | per seed | trainable params | % of backbone | latency ms (batch 1) | images/s (batch 64) | train s | search s |",
+         "|---|---|---|---|---|---|---|---|---|"]
+means = {}
+span = lambda xs, fmt: fmt(xs[0]) if len(xs) == 1 else f"{fmt(xs[0])}-{fmt(xs[-1])}"  # one value, or the range over seeds
 search_s = [json.load(open(f"{out}/seed{s}/metrics.json"))["search_seconds"] for s in seeds]
 for name, sub in methods:
     ms = [json.load(open(f"{out}/seed{s}/{sub}/metrics.json")) for s in seeds]
     acc = [m["test_accuracy"] for m in ms]
     sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
     extra = f"{statistics.mean(search_s):.0f}" if sub == "retrain" else "-"
-    lines.append(f"| {name} | {statistics.mean(acc):.4f} ± {sd:.4f} | {ms[0]['trainable_params']} | "
-                 f"{ms[0]['trainable_percent']:.3f} | {statistics.mean(m['latency_ms_batch1'] for m in ms):.2f} | "
+    means[name] = statistics.mean(acc)
+    params = sorted({m["trainable_params"] for m in ms})
+    pct = sorted({round(m["trainable_percent"], 3) for m in ms})
+    lines.append(f"| {name} | {statistics.mean(acc):.4f} ± {sd:.4f} | {' / '.join(f'{a:.4f}' for a in acc)} | "
+                 f"{span(params, str)} | {span(pct, lambda p: f'{p:.3f}')} | "
+                 f"{statistics.mean(m['latency_ms_batch1'] for m in ms):.2f} | "
                  f"{statistics.mean(m['throughput_batch64'] for m in ms):.0f} | "
                  f"{statistics.mean(m['seconds'] for m in ms):.0f} | {extra} |")
+singles = {k: v for k, v in means.items() if k not in ("linear probe", "searched genotype")}
+best = max(singles, key=singles.get)
+diff = means["searched genotype"] - singles[best]
+lines += ["", f"Searched genotype against the best single operator ({best}): {means['searched genotype']:.4f} vs "
+          f"{singles[best]:.4f}, {'+' if diff >= 0 else ''}{diff * 100:.2f} points "
+          f"({'the hybrid is ahead' if diff > 0 else 'the hybrid is not ahead'} on the mean over seeds); "
+          f"against the linear probe: {(means['searched genotype'] - means['linear probe']) * 100:+.2f} points."]
 lines += ["", "## Genotypes found", ""]
 for s in seeds:
     m = json.load(open(f"{out}/seed{s}/metrics.json"))

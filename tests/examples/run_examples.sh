@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs the example programs as docs/examples/*.md describe them (pretrain_toy
+# with a small model) and checks what they print.
+#   run_examples.sh BUILD_EXAMPLES_DIR WORK_DIR
+set -uo pipefail
+bin=$(realpath "$1")
+work=$2
+rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
+export OMP_NUM_THREADS=2
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+out=$("$bin/autodiff_basics" 2>&1) || fail "autodiff_basics exited $?: $out"
+first=$(sed -n 's/^step *0 *loss \([0-9.]*\)$/\1/p' <<< "$out")
+last=$(sed -n 's/^step *200 *loss \([0-9.]*\)$/\1/p' <<< "$out")
+python3 -c "import sys; sys.exit(not (float('$first') > 0.5 and float('$last') < 0.5 * float('$first')))" 2>/dev/null ||
+  fail "autodiff_basics: the loss did not fall (from '$first' to '$last')"
+
+out=$("$bin/custom_fusion_op" 2>&1) || fail "custom_fusion_op exited $?: $out"
+grep -q "search space: 5 operators per layer" <<< "$out" || fail "custom_fusion_op: no search-space line: $out"
+grep -q "^genotype: " <<< "$out" || fail "custom_fusion_op: no genotype: $out"
+[[ $(grep -c "train loss" <<< "$out") == 10 ]] || fail "custom_fusion_op: expected 10 steps: $out"
+
+out=$("$bin/pretrain_toy" --out bb.safetensors --dim 32 --depth 2 --heads 2 --mlp 64 --epochs 1 --train 64 --test 32 \
+  2>&1) || fail "pretrain_toy exited $?: $out"
+grep -q "saved bb.safetensors" <<< "$out" || fail "pretrain_toy: nothing saved: $(tail -n 2 <<< "$out")"
+[[ -s bb.safetensors ]] || fail "pretrain_toy: bb.safetensors is missing"
+out=$("$bin/pretrain_toy" --dim 64 --heads 5 --epochs 1 --train 8 --test 8 2>&1)
+code=$?
+[[ $code == 1 ]] && grep -q "config_error" <<< "$out" || fail "pretrain_toy --heads 5: exit $code, output: $out"
+
+echo "examples: $failures failures"
+(( failures == 0 ))

@@ -50,6 +50,14 @@ for seed in $seeds; do
   log "seed $seed: linear probe"
   "$tool" retrain "${data[@]}" --data-seed "$seed" --seed "$seed" --run "$run" --linear-probe --epochs 50 | tail -n 1 >> "$out/study.log"
 done
+# Latency and throughput once more, each model alone on the machine (the figures
+# retrain wrote may have shared it with other work): eval on 200 test images.
+for seed in $seeds; do
+  for sub in retrain probe op-concat op-add op-affine op-cross_attention; do
+    "$tool" eval --data fashion --classes 5-9 --test-images 200 --quiet --model "$out/seed$seed/$sub/model.safetensors" \
+      --out "$out/seed$seed/$sub/eval" | tail -n 1 >> "$out/study.log"
+  done
+done
 
 mkdir -p docs/results/fashion
 python3 - "$out" "$(( $(date +%s) - start ))" "$seeds" <<'PY'
@@ -69,6 +77,12 @@ span = lambda xs, fmt: fmt(xs[0]) if len(xs) == 1 else f"{fmt(xs[0])}-{fmt(xs[-1
 search_s = [json.load(open(f"{out}/seed{s}/metrics.json"))["search_seconds"] for s in seeds]
 for name, sub in methods:
     ms = [json.load(open(f"{out}/seed{s}/{sub}/metrics.json")) for s in seeds]
+    for s, m in zip(seeds, ms):  # latency and throughput from the quiet eval pass when it ran
+        try:
+            e = json.load(open(f"{out}/seed{s}/{sub}/eval/metrics.json"))
+            m["latency_ms_batch1"], m["throughput_batch64"] = e["latency_ms_batch1"], e["throughput_batch64"]
+        except OSError:
+            pass
     acc = [m["test_accuracy"] for m in ms]
     sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
     extra = f"{statistics.mean(search_s):.0f}" if sub == "retrain" else "-"

@@ -11,12 +11,14 @@
 #      alpha heatmaps next to it.
 #
 #   scripts/fashion_study.sh [OUT_DIR]   (env: SEEDS="0 1 2", PRETRAIN_EPOCHS=5, PRETRAIN_IMAGES=10000,
-#                                          VPDARTS_TOOL=path to an already built vpdarts, else it is built)
+#                                          VPDARTS_TOOL=path to an already built vpdarts, else it is built,
+#                                          STAGE=train to stop before the eval pass and the report)
+# A step whose metrics.json exists is skipped, so running it again continues an interrupted study.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-fashion-study}
 seeds=${SEEDS:-0 1 2}
-start=$(date +%s)
+start=${STUDY_START:-$(date +%s)}  # STUDY_START: epoch seconds of a first run that this one continues
 
 scripts/install-deps.sh --fashion
 tool=${VPDARTS_TOOL:-}
@@ -37,19 +39,26 @@ if [[ ! -f $backbone ]]; then
     --mlp 768 --epochs "${PRETRAIN_EPOCHS:-5}" --train-images "${PRETRAIN_IMAGES:-10000}" --batch 64 --out "$backbone" | tail -n 1 | tee -a "$out/study.log"
 fi
 data=(--data fashion --classes 5-9 --train-images 1000 --backbone "$backbone" --prompts 8 --quiet)
+# step NAME RESULT_FILE LINES -- command...: runs a step unless its result exists (a re-run continues)
+step() {
+  local name=$1 result=$2 lines=$3
+  shift 4
+  if [[ -f $result ]]; then log "$name: done before ($result)"; return; fi
+  log "$name"
+  "$@" | tail -n "$lines" >> "$out/study.log"
+}
 for seed in $seeds; do
   run=$out/seed$seed
-  log "seed $seed: search"
-  "$tool" search "${data[@]}" --data-seed "$seed" --seed "$seed" --out "$run" --resume | tail -n 8 >> "$out/study.log"
-  log "seed $seed: retrain the genotype"
-  "$tool" retrain "${data[@]}" --data-seed "$seed" --seed "$seed" --run "$run" | tail -n 1 >> "$out/study.log"
+  args=("${data[@]}" --data-seed "$seed" --seed "$seed")
+  step "seed $seed: search" "$run/metrics.json" 8 -- "$tool" search "${args[@]}" --out "$run" --resume
+  step "seed $seed: retrain the genotype" "$run/retrain/metrics.json" 1 -- "$tool" retrain "${args[@]}" --run "$run"
   for op in concat add affine cross_attention; do
-    log "seed $seed: $op at every layer"
-    "$tool" retrain "${data[@]}" --data-seed "$seed" --seed "$seed" --run "$run" --op "$op" | tail -n 1 >> "$out/study.log"
+    step "seed $seed: $op at every layer" "$run/op-$op/metrics.json" 1 -- "$tool" retrain "${args[@]}" --run "$run" --op "$op"
   done
-  log "seed $seed: linear probe"
-  "$tool" retrain "${data[@]}" --data-seed "$seed" --seed "$seed" --run "$run" --linear-probe --epochs 50 | tail -n 1 >> "$out/study.log"
+  step "seed $seed: linear probe" "$run/probe/metrics.json" 1 -- "$tool" retrain "${args[@]}" --run "$run" --linear-probe --epochs 50
 done
+# STAGE=train stops here (to run seeds side by side: STAGE=train SEEDS=1 & STAGE=train SEEDS=2, then SEEDS="0 1 2").
+[[ ${STAGE:-all} == train ]] && exit 0
 # Latency and throughput once more, each model alone on the machine (the figures
 # retrain wrote may have shared it with other work): eval on 200 test images.
 for seed in $seeds; do

@@ -6,12 +6,14 @@
 # writes docs/results/performance.md.
 #
 #   scripts/bench.sh            (env: WORKLOADS="toy tiny16", MODES="first second infer",
-#                                STEPS=3, THREADS=2, PEER=../shared/peers/torch_search_bench.py)
+#                                STEPS=3, INFER_STEPS=20, THREADS=2, PEER=../shared/peers/torch_search_bench.py,
+#                                MERGE=1 to re-run only the given workloads and modes and keep the other rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 workloads=${WORKLOADS:-toy tiny16}
 modes=${MODES:-first second infer}
 steps=${STEPS:-3}
+infer_steps=${INFER_STEPS:-20}  # an inference step is milliseconds: a median of 3 is noise
 threads=${THREADS:-2}
 peer=${PEER:-../shared/peers/torch_search_bench.py}
 [[ -f $peer ]] || { echo "bench.sh: the peer '$peer' is missing (set PEER=path/to/torch_search_bench.py)" >&2; exit 1; }
@@ -22,15 +24,28 @@ command -v ccache >/dev/null && flags+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 cmake -S . -B build "${flags[@]}" > /dev/null
 cmake --build build -j "$(nproc)" --target vpdarts_bench vpdarts_ops_bench
 raw=build/bench-results.txt
-: > "$raw"
+if [[ ${MERGE:-0} == 1 && -f $raw ]]; then  # drop the rows about to be re-measured, and the roofs
+  keep=$(mktemp)
+  grep -v '^ROOF' "$raw" | while IFS= read -r line; do
+    for w in $workloads; do for mode in $modes; do
+      [[ $line == *"workload=$w mode=$mode "* || $line == "PEER | $w | $mode |"* ]] && continue 3
+    done; done
+    echo "$line"
+  done > "$keep"
+  mv "$keep" "$raw"
+else
+  : > "$raw"
+fi
 export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
 for w in $workloads; do
   for mode in $modes; do
     for round in 1 2; do
       echo "bench.sh: $w $mode, round $round: vpdarts"
-      build/bench/vpdarts_bench --workload "$w" --mode "$mode" --steps "$steps" --threads "$threads" | tee -a "$raw"
+      n=$steps
+      [[ $mode == infer ]] && n=$infer_steps
+      build/bench/vpdarts_bench --workload "$w" --mode "$mode" --steps "$n" --threads "$threads" | tee -a "$raw"
       echo "bench.sh: $w $mode, round $round: peer"
-      /usr/bin/python3 "$peer" --workload "$w" --mode "$mode" --steps "$steps" --threads "$threads" --no-header |
+      /usr/bin/python3 "$peer" --workload "$w" --mode "$mode" --steps "$n" --threads "$threads" --no-header |
         sed 's/^/PEER /' | tee -a "$raw"
     done
   done
@@ -42,9 +57,9 @@ VPDARTS_DISPATCH=off build/bench/vpdarts_ops_bench --benchmark_filter=bm_eigen_g
 isa=$(build/bench/vpdarts_bench --workload toy --mode infer --batch 1 --steps 1 2>&1 >/dev/null | sed -n 's/.*compiled for //p')
 
 mkdir -p docs/results
-python3 - "$raw" "$steps" "$threads" "$isa" <<'PY'
+python3 - "$raw" "$steps" "$threads" "$isa" "$infer_steps" <<'PY'
 import platform, re, subprocess, sys
-raw, steps, threads, isa = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+raw, steps, threads, isa, infer_steps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 ours, peer, roof, roof_portable = {}, {}, None, None
 for line in open(raw):
     if line.startswith("RESULT "):
@@ -69,7 +84,7 @@ except (OSError, StopIteration):
 targets = {("toy", "first"): 1.5, ("toy", "second"): 1.5, ("tiny16", "first"): 1.2}
 lines = ["# Performance: vpdarts against the PyTorch peer", "",
          f"Measured side by side in one run of `scripts/bench.sh` (each side run twice, A B A B; the faster round of each "
-         f"is shown), {steps} timed steps after 2 warm-up steps, median, {threads} threads. "
+         f"is shown), {steps} timed steps ({infer_steps} for inference) after 2 warm-up steps, median, {threads} threads. "
          f"Machine: {cpu}, {platform.machine()}. The peer is `torch_search_bench.py` (PyTorch from Debian, OpenBLAS). "
          "FLOPs are the peer's analytic count (matmuls only; frozen weights get no gradient).", "",
          f"vpdarts ran its {isa} build: the benchmark, like the `vpdarts` tool, is built twice (portable x86-64 "

@@ -270,22 +270,17 @@ class block_pool {
 
   /// A block of `count` (>= 1) uninitialised values: a free one of that size, else a new one.
   T* acquire(std::size_t count) {
-    for (std::size_t i = free_.size(); i-- > 0;)
-      if (free_[i].count == count) {
-        T* p = free_[i].data;
-        free_[i] = free_.back();
-        free_.pop_back();
-        in_use_ += count * sizeof(T);
-        peak_ = std::max(peak_, in_use_);
-        return p;
-      }
-    all_.push_back({std::unique_ptr<T[], deleter>(static_cast<T*>(
-                        ::operator new[](std::max<std::size_t>(count, 1) * sizeof(T), std::align_val_t{alignment}))),
-                    count});
-    free_.reserve(all_.size());
+    T* p = take_free(count);
+    if (p == nullptr) {
+      all_.push_back({std::unique_ptr<T[], deleter>(static_cast<T*>(::operator new[](
+                          std::max<std::size_t>(count, 1) * sizeof(T), std::align_val_t{alignment}))),
+                      count});
+      free_.reserve(all_.size());
+      p = all_.back().data.get();
+    }
     in_use_ += count * sizeof(T);
     peak_ = std::max(peak_, in_use_);
-    return all_.back().data.get();
+    return p;
   }
   /// Returns a block from acquire(count).
   void release(T* p, std::size_t count) noexcept {
@@ -323,6 +318,18 @@ class block_pool {
     T* data = nullptr;
     std::size_t count = 0;
   };
+  /// A free block of exactly `count` values, taken off the free list; null when there is none.
+  T* take_free(std::size_t count) noexcept {
+    for (std::size_t i = free_.size(); i-- > 0;)
+      if (free_[i].count == count) {
+        T* p = free_[i].data;
+        free_[i] = free_.back();
+        free_.pop_back();
+        return p;
+      }
+    return nullptr;
+  }
+
   std::vector<owned> all_;
   std::vector<block> free_;
   std::size_t in_use_ = 0;
@@ -369,6 +376,8 @@ class block_pool {
 // there is more than one job and more than one thread: libgomp allocates a
 // new team for a one-thread region, which a warm training step must not do.
 
+#include <algorithm>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -403,6 +412,13 @@ void parallel_for(index n, F&& f) {
   }
 #endif
   for (index i = 0; i < n; ++i) f(i);
+}
+
+/// Calls f(begin, count) over [0, n) in pieces of `chunk` (the last may be
+/// shorter), the pieces split over the OpenMP threads.
+template <class F>
+void parallel_chunks(index n, index chunk, F&& f) {
+  parallel_for((n + chunk - 1) / chunk, [&](index b) { f(b * chunk, std::min(chunk, n - b * chunk)); });
 }
 
 }  // namespace vpdarts::detail
@@ -1162,18 +1178,14 @@ var<S> tanh(const var<S>& a) {
 
 namespace detail {
 
-/// Calls f(begin, count) over [0, n) in chunks of 16384 values, split over the OpenMP threads.
-template <class F>
-void parallel_chunks(index n, F&& f) {
-  constexpr index chunk = index{1} << 14;
-  parallel_for((n + chunk - 1) / chunk, [&](index b) { f(b * chunk, std::min(chunk, n - b * chunk)); });
-}
+/// Values per OpenMP job of the element-wise kernels.
+inline constexpr index values_per_job = index{1} << 14;
 
 /// y = GELU(x) for n values (exact erf form).
 template <Scalar S>
 void gelu_forward(const S* x0, S* y0, index n) {
   constexpr S inv_sqrt2 = S(1) / std::numbers::sqrt2_v<S>;
-  parallel_chunks(n, [&](index at, index m) {
+  parallel_chunks(n, values_per_job, [&](index at, index m) {
     Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m);
     Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0 + at, m) = S(0.5) * x * (S(1) + (x * inv_sqrt2).erf());
   });
@@ -1184,7 +1196,7 @@ template <Scalar S>
 void gelu_backward(const S* x0, const S* g0, S* d0, index n) {
   constexpr S r2 = S(1) / std::numbers::sqrt2_v<S>;
   constexpr S inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<S> * r2;
-  parallel_chunks(n, [&](index at, index m) {
+  parallel_chunks(n, values_per_job, [&](index at, index m) {
     Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m), g(g0 + at, m);
     Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(d0 + at, m) +=
         g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
@@ -1628,6 +1640,13 @@ void check_linear(const char* fn, index xr, index xc, const var<S>& w, const var
                           " for a weight of ", shape_str(w.rows(), w.cols())));
 }
 
+/// out = x W^T (+ b when b is not empty), for x any rows x W.cols() matrix.
+template <Scalar S, class X>
+void linear_rows(matrix_map<S> out, const X& x, const var<S>& w, const var<S>& b) {
+  out.noalias() = x * w.value().transpose();
+  if (b.valid()) out.rowwise() += b.value().row(0);
+}
+
 }  // namespace detail
 
 /// The linear layer y = x W^T + b (PyTorch's convention: W is out x in).
@@ -1641,9 +1660,7 @@ var<S> linear(const var<S>& x, const var<S>& w, const var<S>& b) {
   detail::check_linear("linear", x.rows(), x.cols(), w, b);
   const bool rg = x.requires_grad() || w.requires_grad() || (has_bias && b.requires_grad());
   var<S> out = tp.make(x.rows(), w.rows(), rg);
-  auto Y = out.value();
-  Y.noalias() = x.value() * w.value().transpose();
-  if (has_bias) Y.rowwise() += b.value().row(0);
+  detail::linear_rows(out.value(), x.value(), w, b);
   const std::uint32_t ib = has_bias ? b.id() : std::uint32_t(-1);
   tp.on_backward(out, [ix = x.id(), iw = w.id(), ib, io = out.id()](tape<S>& t) {
     auto G = t.adjoint(io);
@@ -1731,8 +1748,8 @@ template <Scalar S>
 void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
   using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
   const row gv(g, d), bv(b, d);
-  parallel_for((r + rows_per_job - 1) / rows_per_job, [&](index job) {
-    for (index i = job * rows_per_job, end = std::min(r, i + rows_per_job); i < end; ++i) {
+  parallel_chunks(r, rows_per_job, [&](index first, index count) {
+    for (index i = first; i < first + count; ++i) {
       const row xi(x + i * d, d);
       const S mu = xi.mean();
       const S rstd = S(1) / std::sqrt((xi - mu).square().mean() + eps);
@@ -1750,8 +1767,8 @@ template <Scalar S>
 void layer_norm_backward_rows(const S* x, const S* g, const S* stats, const S* dy, S* dx, index r, index d) {
   using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
   const row gv(g, d);
-  parallel_for((r + rows_per_job - 1) / rows_per_job, [&](index job) {
-    for (index i = job * rows_per_job, end = std::min(r, i + rows_per_job); i < end; ++i) {
+  parallel_chunks(r, rows_per_job, [&](index first, index count) {
+    for (index i = first; i < first + count; ++i) {
       const S mu = stats[2 * i], rstd = stats[2 * i + 1];
       const auto xhat = (row(x + i * d, d) - mu) * rstd;
       const auto dxhat = row(dy + i * d, d) * gv;
@@ -1866,13 +1883,6 @@ bool all_constant(std::initializer_list<const var<S>*> vs) {
   return true;
 }
 
-/// out = h W^T + b, h borrowed memory of rows x W.cols().
-template <Scalar S>
-void affine_rows(matrix_map<S> out, const matrix_map<S>& h, const var<S>& w, const var<S>& b) {
-  out.noalias() = h * w.value().transpose();
-  if (b.valid()) out.rowwise() += b.value().row(0);
-}
-
 }  // namespace detail
 
 /// linear(layer_norm(x, gamma, beta, eps), w, b): x is R x D, gamma and beta
@@ -1892,7 +1902,7 @@ var<S> layer_norm_linear(const var<S>& x, const var<S>& gamma, const var<S>& bet
   {
     typename tape<S>::borrowed h(t, r, d);
     detail::layer_norm_rows(x.value().data(), h.data(), gamma.value().data(), beta.value().data(), r, d, eps, stats);
-    detail::affine_rows(out.value(), h.map(), w, b);
+    detail::linear_rows(out.value(), h.map(), w, b);
   }
   t.on_backward(out, [ix = x.id(), ig = gamma.id(), iw = w.id(), io = out.id(), stats, r, d](tape<S>& tp) {
     typename tape<S>::borrowed dh(tp, r, d);
@@ -1915,7 +1925,7 @@ var<S> gelu_linear(const var<S>& h, const var<S>& w, const var<S>& b) {
   {
     typename tape<S>::borrowed g(t, r, m);
     detail::gelu_forward(h.value().data(), g.data(), r * m);
-    detail::affine_rows(out.value(), g.map(), w, b);
+    detail::linear_rows(out.value(), g.map(), w, b);
   }
   t.on_backward(out, [ih = h.id(), iw = w.id(), io = out.id(), r, m](tape<S>& tp) {
     typename tape<S>::borrowed dg(tp, r, m);
@@ -1945,7 +1955,7 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
     typename tape<S>::borrowed per_thread(t, keep ? 1 : detail::max_threads(), keep ? 1 : tt);
     detail::attention_forward(qkv.value().data(), o.data(), keep ? probs : per_thread.data(), keep, batch, heads,
                               seq, d);
-    detail::affine_rows(out.value(), o.map(), w, b);
+    detail::linear_rows(out.value(), o.map(), w, b);
   }
   t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), probs, batch, heads, seq, d, tt](tape<S>& tp) {
     typename tape<S>::borrowed d_o(tp, batch * seq, d);

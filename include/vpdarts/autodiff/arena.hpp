@@ -125,22 +125,17 @@ class block_pool {
 
   /// A block of `count` (>= 1) uninitialised values: a free one of that size, else a new one.
   T* acquire(std::size_t count) {
-    for (std::size_t i = free_.size(); i-- > 0;)
-      if (free_[i].count == count) {
-        T* p = free_[i].data;
-        free_[i] = free_.back();
-        free_.pop_back();
-        in_use_ += count * sizeof(T);
-        peak_ = std::max(peak_, in_use_);
-        return p;
-      }
-    all_.push_back({std::unique_ptr<T[], deleter>(static_cast<T*>(
-                        ::operator new[](std::max<std::size_t>(count, 1) * sizeof(T), std::align_val_t{alignment}))),
-                    count});
-    free_.reserve(all_.size());
+    T* p = take_free(count);
+    if (p == nullptr) {
+      all_.push_back({std::unique_ptr<T[], deleter>(static_cast<T*>(::operator new[](
+                          std::max<std::size_t>(count, 1) * sizeof(T), std::align_val_t{alignment}))),
+                      count});
+      free_.reserve(all_.size());
+      p = all_.back().data.get();
+    }
     in_use_ += count * sizeof(T);
     peak_ = std::max(peak_, in_use_);
-    return all_.back().data.get();
+    return p;
   }
   /// Returns a block from acquire(count).
   void release(T* p, std::size_t count) noexcept {
@@ -178,6 +173,18 @@ class block_pool {
     T* data = nullptr;
     std::size_t count = 0;
   };
+  /// A free block of exactly `count` values, taken off the free list; null when there is none.
+  T* take_free(std::size_t count) noexcept {
+    for (std::size_t i = free_.size(); i-- > 0;)
+      if (free_[i].count == count) {
+        T* p = free_[i].data;
+        free_[i] = free_.back();
+        free_.pop_back();
+        return p;
+      }
+    return nullptr;
+  }
+
   std::vector<owned> all_;
   std::vector<block> free_;
   std::size_t in_use_ = 0;

@@ -162,18 +162,14 @@ var<S> tanh(const var<S>& a) {
 
 namespace detail {
 
-/// Calls f(begin, count) over [0, n) in chunks of 16384 values, split over the OpenMP threads.
-template <class F>
-void parallel_chunks(index n, F&& f) {
-  constexpr index chunk = index{1} << 14;
-  parallel_for((n + chunk - 1) / chunk, [&](index b) { f(b * chunk, std::min(chunk, n - b * chunk)); });
-}
+/// Values per OpenMP job of the element-wise kernels.
+inline constexpr index values_per_job = index{1} << 14;
 
 /// y = GELU(x) for n values (exact erf form).
 template <Scalar S>
 void gelu_forward(const S* x0, S* y0, index n) {
   constexpr S inv_sqrt2 = S(1) / std::numbers::sqrt2_v<S>;
-  parallel_chunks(n, [&](index at, index m) {
+  parallel_chunks(n, values_per_job, [&](index at, index m) {
     Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m);
     Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0 + at, m) = S(0.5) * x * (S(1) + (x * inv_sqrt2).erf());
   });
@@ -184,7 +180,7 @@ template <Scalar S>
 void gelu_backward(const S* x0, const S* g0, S* d0, index n) {
   constexpr S r2 = S(1) / std::numbers::sqrt2_v<S>;
   constexpr S inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<S> * r2;
-  parallel_chunks(n, [&](index at, index m) {
+  parallel_chunks(n, values_per_job, [&](index at, index m) {
     Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m), g(g0 + at, m);
     Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(d0 + at, m) +=
         g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());

@@ -25,13 +25,6 @@ bool all_constant(std::initializer_list<const var<S>*> vs) {
   return true;
 }
 
-/// out = h W^T + b, h borrowed memory of rows x W.cols().
-template <Scalar S>
-void affine_rows(matrix_map<S> out, const matrix_map<S>& h, const var<S>& w, const var<S>& b) {
-  out.noalias() = h * w.value().transpose();
-  if (b.valid()) out.rowwise() += b.value().row(0);
-}
-
 }  // namespace detail
 
 /// linear(layer_norm(x, gamma, beta, eps), w, b): x is R x D, gamma and beta
@@ -51,7 +44,7 @@ var<S> layer_norm_linear(const var<S>& x, const var<S>& gamma, const var<S>& bet
   {
     typename tape<S>::borrowed h(t, r, d);
     detail::layer_norm_rows(x.value().data(), h.data(), gamma.value().data(), beta.value().data(), r, d, eps, stats);
-    detail::affine_rows(out.value(), h.map(), w, b);
+    detail::linear_rows(out.value(), h.map(), w, b);
   }
   t.on_backward(out, [ix = x.id(), ig = gamma.id(), iw = w.id(), io = out.id(), stats, r, d](tape<S>& tp) {
     typename tape<S>::borrowed dh(tp, r, d);
@@ -74,7 +67,7 @@ var<S> gelu_linear(const var<S>& h, const var<S>& w, const var<S>& b) {
   {
     typename tape<S>::borrowed g(t, r, m);
     detail::gelu_forward(h.value().data(), g.data(), r * m);
-    detail::affine_rows(out.value(), g.map(), w, b);
+    detail::linear_rows(out.value(), g.map(), w, b);
   }
   t.on_backward(out, [ih = h.id(), iw = w.id(), io = out.id(), r, m](tape<S>& tp) {
     typename tape<S>::borrowed dg(tp, r, m);
@@ -104,7 +97,7 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
     typename tape<S>::borrowed per_thread(t, keep ? 1 : detail::max_threads(), keep ? 1 : tt);
     detail::attention_forward(qkv.value().data(), o.data(), keep ? probs : per_thread.data(), keep, batch, heads,
                               seq, d);
-    detail::affine_rows(out.value(), o.map(), w, b);
+    detail::linear_rows(out.value(), o.map(), w, b);
   }
   t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), probs, batch, heads, seq, d, tt](tape<S>& tp) {
     typename tape<S>::borrowed d_o(tp, batch * seq, d);

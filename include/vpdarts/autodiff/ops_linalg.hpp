@@ -67,6 +67,13 @@ void check_linear(const char* fn, index xr, index xc, const var<S>& w, const var
                           " for a weight of ", shape_str(w.rows(), w.cols())));
 }
 
+/// out = x W^T (+ b when b is not empty), for x any rows x W.cols() matrix.
+template <Scalar S, class X>
+void linear_rows(matrix_map<S> out, const X& x, const var<S>& w, const var<S>& b) {
+  out.noalias() = x * w.value().transpose();
+  if (b.valid()) out.rowwise() += b.value().row(0);
+}
+
 }  // namespace detail
 
 /// The linear layer y = x W^T + b (PyTorch's convention: W is out x in).
@@ -80,9 +87,7 @@ var<S> linear(const var<S>& x, const var<S>& w, const var<S>& b) {
   detail::check_linear("linear", x.rows(), x.cols(), w, b);
   const bool rg = x.requires_grad() || w.requires_grad() || (has_bias && b.requires_grad());
   var<S> out = tp.make(x.rows(), w.rows(), rg);
-  auto Y = out.value();
-  Y.noalias() = x.value() * w.value().transpose();
-  if (has_bias) Y.rowwise() += b.value().row(0);
+  detail::linear_rows(out.value(), x.value(), w, b);
   const std::uint32_t ib = has_bias ? b.id() : std::uint32_t(-1);
   tp.on_backward(out, [ix = x.id(), iw = w.id(), ib, io = out.id()](tape<S>& t) {
     auto G = t.adjoint(io);

@@ -68,8 +68,8 @@ template <Scalar S>
 void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
   using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
   const row gv(g, d), bv(b, d);
-  parallel_for((r + rows_per_job - 1) / rows_per_job, [&](index job) {
-    for (index i = job * rows_per_job, end = std::min(r, i + rows_per_job); i < end; ++i) {
+  parallel_chunks(r, rows_per_job, [&](index first, index count) {
+    for (index i = first; i < first + count; ++i) {
       const row xi(x + i * d, d);
       const S mu = xi.mean();
       const S rstd = S(1) / std::sqrt((xi - mu).square().mean() + eps);
@@ -87,8 +87,8 @@ template <Scalar S>
 void layer_norm_backward_rows(const S* x, const S* g, const S* stats, const S* dy, S* dx, index r, index d) {
   using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
   const row gv(g, d);
-  parallel_for((r + rows_per_job - 1) / rows_per_job, [&](index job) {
-    for (index i = job * rows_per_job, end = std::min(r, i + rows_per_job); i < end; ++i) {
+  parallel_chunks(r, rows_per_job, [&](index first, index count) {
+    for (index i = first; i < first + count; ++i) {
       const S mu = stats[2 * i], rstd = stats[2 * i + 1];
       const auto xhat = (row(x + i * d, d) - mu) * rstd;
       const auto dxhat = row(dy + i * d, d) * gv;

@@ -3,6 +3,8 @@
 // there is more than one job and more than one thread: libgomp allocates a
 // new team for a one-thread region, which a warm training step must not do.
 
+#include <algorithm>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -38,6 +40,13 @@ void parallel_for(index n, F&& f) {
   }
 #endif
   for (index i = 0; i < n; ++i) f(i);
+}
+
+/// Calls f(begin, count) over [0, n) in pieces of `chunk` (the last may be
+/// shorter), the pieces split over the OpenMP threads.
+template <class F>
+void parallel_chunks(index n, index chunk, F&& f) {
+  parallel_for((n + chunk - 1) / chunk, [&](index b) { f(b * chunk, std::min(chunk, n - b * chunk)); });
 }
 
 }  // namespace vpdarts::detail

@@ -1,4 +1,4 @@
-// Forward + backward of the tape's heavy ops at the shapes of DESIGN.md's toy
+// Forward + backward of the tape's heavy ops at the shapes of the toy workload's (docs/method.md, section 7)
 // workload (batch 32, T = 73 tokens with 8 prompts, D = 192, 3 heads, MLP 768),
 // next to Eigen's plain SGEMM measured in the same run.
 //

@@ -1,5 +1,5 @@
 // The same work as the PyTorch peer (../shared/peers/torch_search_bench.py),
-// timed the same way: DESIGN.md's workloads, a first- or second-order DARTS
+// timed the same way: the reference workloads of docs/method.md (section 7), a first- or second-order DARTS
 // step or a derived model's forward pass, 2 warm-up steps then --steps timed
 // ones, the median, and the peer's analytic FLOP count (matmuls only; frozen
 // weights get no gradient). One line per run:
@@ -149,10 +149,10 @@ int main(int argc, char** argv) {
         }
       } else {
         vp::prompted_vit<float> model(std::move(backbone), {.prompts = w.prompts, .seed = seed});
-        vp::darts_options o;
+        vp::bilevel_options o;
         o.order = mode == "first" ? vp::darts_order::first : vp::darts_order::second;
-        o.w_lr = 0.25 * static_cast<double>(b) / 256.0;  // the peer's BASE_LR, scaled by batch / 256
-        vp::darts<float, vp::default_ops> d(model, o);
+        o.w.lr = 0.25 * static_cast<double>(b) / 256.0;  // the peer's BASE_LR, scaled by batch / 256
+        vp::bilevel_optimizer<float, vp::default_ops> d(model, o);
         std::vector<vp::image_batch<float>> x;
         std::vector<std::vector<int>> y;
         for (int k = 0; k < 4; ++k) {  // val, train, val, train

@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
     auto test = vp::data::make_synthetic<float>({.image = cfg.image, .channels = cfg.channels, .count = n_test,
                                                  .seed = seed + 1000, .classes = classes});
     auto r = vp::pretrain(model, train, test, opt);
-    vp::io::save_vit(out, model);
+    vp::save_vit(out, model);
     std::printf("train accuracy %.3f, test accuracy %.3f, %.1f s; saved %s\n", r.train_accuracy, r.test_accuracy,
                 r.seconds, out.c_str());
   } catch (const vp::error& e) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vpdarts against the PyTorch peer on DESIGN.md's workloads, side by side in
+# vpdarts against the PyTorch peer on the reference workloads (docs/method.md, section 7), side by side in
 # one run: builds bench/vpdarts_bench in Release, installs the peer's Debian
 # packages (python3-torch, OpenBLAS), runs vpdarts and the peer in turn
 # (A B A B) for every workload and mode, measures the Eigen SGEMM roof, and

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DESIGN.md's `fashion` workload end to end, with the vpdarts tool:
+# The `fashion` workload (docs/method.md, section 7) end to end, with the vpdarts tool:
 #   1. pretrain the fashion backbone (28x28x1, patch 4, D 192, depth 6, 3 heads,
 #      MLP 768) on Fashion-MNIST classes 0-4;
 #   2. for each seed: draw 1000 training images of classes 5-9 (800 search-train
@@ -75,7 +75,7 @@ out, seconds, seeds = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
 methods = [("linear probe", "probe"), ("concat (VPT-deep)", "op-concat"), ("add", "op-add"), ("affine", "op-affine"),
            ("cross_attention", "op-cross_attention"), ("searched genotype", "retrain")]
 lines = ["# Fashion-MNIST transfer study", "",
-         "DESIGN.md's `fashion` workload: a ViT (28x28x1, patch 4, D 192, depth 6, 3 heads, MLP 768, 8 prompts)",
+         "The `fashion` workload: a ViT (28x28x1, patch 4, D 192, depth 6, 3 heads, MLP 768, 8 prompts)",
          "pretrained on Fashion-MNIST classes 0-4, then adapted on 1000 training images of classes 5-9",
          "(800 search-train + 200 search-val for the search; all 1000 for retraining) and tested on all",
          f"test images of classes 5-9. Seeds: {', '.join(seeds)}; mean and standard deviation over seeds.", "",

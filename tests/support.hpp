@@ -1,7 +1,14 @@
 #pragma once
 // Helpers shared by the tests.
+#include <unistd.h>
+
+#include <atomic>
 #include <cstddef>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
+#include <string>
 
 #include <vpdarts/vpdarts.hpp>
 
@@ -27,6 +34,37 @@ vpdarts::parameter<S> random_parameter(std::string name, vpdarts::index rows, vp
 template <class S>
 vpdarts::matrix<S> random_matrix(vpdarts::index rows, vpdarts::index cols, unsigned seed, double scale = 1.0) {
   return random_parameter<S>("m", rows, cols, seed, scale).value();
+}
+
+/// A fresh folder under the temporary directory, unique to this process and
+/// object (ctest runs test processes side by side), removed at the end.
+struct temp_dir {
+  std::filesystem::path path;
+  explicit temp_dir(const std::string& name) {
+    static std::atomic<int> counter{0};
+    path = std::filesystem::temp_directory_path() /
+           (name + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  std::filesystem::path operator/(const std::string& f) const { return path / f; }
+};
+
+/// Writes `bytes` to `p` as they are.
+inline void write_bytes(const std::filesystem::path& p, const std::string& bytes) {
+  std::ofstream(p, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+/// The whole file.
+inline std::string read_bytes(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 }  // namespace vpdarts_test

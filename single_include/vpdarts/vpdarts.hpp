@@ -454,7 +454,7 @@ void parallel_chunks(index n, index chunk, F&& f) {
 
 
 // ---- begin vpdarts/detail/format.hpp ----
-// Private helpers that build error messages.
+// Private helpers that build error messages (the text helpers are public, in text.hpp).
 
 #include <cmath>
 #include <limits>
@@ -465,7 +465,21 @@ void parallel_chunks(index n, index chunk, F&& f) {
 #include <utility>
 
 
-namespace vpdarts::detail {
+// ---- begin vpdarts/text.hpp ----
+/// @file text.hpp
+/// Text helpers of the library that programs using it may share: strict
+/// number parsing (every number vpdarts reads from text goes through
+/// parse_number) and message building.
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+namespace vpdarts::text {
 
 /// The whole of `text` as a number of type T (an integer type or a floating
 /// type), or nothing when it is not one: no leading or trailing junk, in
@@ -488,11 +502,6 @@ std::optional<T> parse_number(const std::string& text) {
   return std::nullopt;
 }
 
-/// "RxC" for a shape.
-inline std::string shape_str(index rows, index cols) {
-  return std::to_string(rows) + "x" + std::to_string(cols);
-}
-
 /// Concatenates the arguments with operator<< into one string.
 template <class... Args>
 std::string cat(Args&&... args) {
@@ -511,6 +520,20 @@ std::string join(const Range& items, const char* separator = ", ") {
     first = false;
   }
   return s.str();
+}
+
+}  // namespace vpdarts::text
+// ---- end vpdarts/text.hpp ----
+
+namespace vpdarts::detail {
+
+using text::cat;
+using text::join;
+using text::parse_number;
+
+/// "RxC" for a shape.
+inline std::string shape_str(index rows, index cols) {
+  return std::to_string(rows) + "x" + std::to_string(cols);
 }
 
 }  // namespace vpdarts::detail
@@ -1010,7 +1033,7 @@ matrix_map<S> var<S>::adjoint() const {
 
 namespace detail {
 
-/// The tape of an operand. @throws state_error when it is empty or stale. of two operands. @throws state_error when they differ or are stale.
+/// The tape of an operand. @throws state_error when it is empty (default-constructed) or stale.
 template <Scalar S>
 tape<S>& tape_of(const char* fn, const var<S>& a) {
   if (!a.valid()) throw state_error(detail::cat(fn, ": variable is empty (default-constructed)"));
@@ -1207,7 +1230,7 @@ void gelu_backward(const S* x0, const S* g0, S* d0, index n) {
 
 /// The exact (erf) GELU: 0.5 x (1 + erf(x / sqrt 2)), element-wise. Vectorised
 /// through Eigen's erf (a rational approximation accurate to a few ulp in float)
-/// and split over OpenMP threads in blocks of rows.
+/// and split over OpenMP threads in fixed-size chunks of the flat values.
 template <Scalar S>
 var<S> gelu(const var<S>& a) {
   tape<S>& t = detail::tape_of("gelu", a);
@@ -2286,8 +2309,9 @@ struct layer_norm_layer {
   }
 };
 
-/// Multi-head self-attention: qkv linear with bias (rows [q; k; v]), the fused
-/// attention core with scale 1/sqrt(D/H), output projection.
+/// The parameters of multi-head self-attention: qkv linear with bias (rows
+/// [q; k; v]) and the output projection; attention scales by 1/sqrt(D/H).
+/// vit_block runs them through the fused ops (layer_norm_linear, attention_linear).
 template <Scalar S>
 struct attention_layer {
   linear_layer<S> qkv;   ///< D -> 3D, output columns [q | k | v].
@@ -2299,10 +2323,6 @@ struct attention_layer {
   /// Layers `name.qkv` and `name.proj` of width `dim` with `heads_` heads.
   attention_layer(const std::string& name, index dim, index heads_, init::engine& rng)
       : qkv(name + ".qkv", dim, 3 * dim, rng), proj(name + ".proj", dim, dim, rng), heads(heads_) {}
-  /// x is (B*T) x D with `batch` sequences.
-  var<S> forward(tape<S>& t, const var<S>& x, index batch) {
-    return proj.forward(t, attention(qkv.forward(t, x), batch, heads));
-  }
   /// Appends pointers to the four parameters to `out`.
   void collect(std::vector<parameter<S>*>& out) {
     qkv.collect(out);
@@ -2310,7 +2330,8 @@ struct attention_layer {
   }
 };
 
-/// fc2(GELU(fc1(x))) with the exact erf GELU.
+/// The parameters of the MLP fc2(GELU(fc1(x))) with the exact erf GELU.
+/// vit_block runs them through the fused ops (layer_norm_linear, gelu_linear).
 template <Scalar S>
 struct mlp_layer {
   linear_layer<S> fc1;  ///< dim -> hidden.
@@ -2321,8 +2342,6 @@ struct mlp_layer {
   /// Layers `name.fc1` and `name.fc2`.
   mlp_layer(const std::string& name, index dim, index hidden, init::engine& rng)
       : fc1(name + ".fc1", dim, hidden, rng), fc2(name + ".fc2", hidden, dim, rng) {}
-  /// x is R x dim; the result is R x dim.
-  var<S> forward(tape<S>& t, const var<S>& x) { return fc2.forward(t, gelu(fc1.forward(t, x))); }
   /// Appends pointers to the four parameters to `out`.
   void collect(std::vector<parameter<S>*>& out) {
     fc1.collect(out);
@@ -2394,24 +2413,12 @@ struct image_batch {
 }  // namespace vpdarts
 // ---- end vpdarts/data/image_batch.hpp ----
 
-// ---- begin vpdarts/data/synthetic.hpp ----
-/// @file synthetic.hpp
-/// The built-in synthetic image dataset: procedurally drawn shapes, so that a
-/// ViT can be pretrained and prompt-tuned on CPU with no download.
-///
-/// Ten classes, each a texture (horizontal, vertical and the two diagonal
-/// stripes, checkerboard, dots, concentric rings, solid, grid, waves) filling
-/// a random shape (disc, square, triangle, ring or cross) at a random
-/// position, size and rotation, in random colours with a random frequency,
-/// over a textured background with a distractor blob and pixel noise, so
-/// accuracy is not trivially 100%. The two halves make a pretraining task
-/// (classes 0-4) and a transfer task (5-9) that differs in its classes.
-/// Image i of a given seed is the same whatever else is drawn.
+// ---- begin vpdarts/data/labelled_images.hpp ----
+/// @file labelled_images.hpp
+/// The dataset type every loader returns (synthetic, image folders and lists,
+/// IDX files): images, one label per image, and the class names.
 
-#include <array>
-#include <cmath>
-#include <numbers>
-#include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -2444,6 +2451,78 @@ struct labelled_images {
     return out;
   }
 };
+
+}  // namespace vpdarts::data
+// ---- end vpdarts/data/labelled_images.hpp ----
+
+// ---- begin vpdarts/data/split.hpp ----
+/// @file split.hpp
+/// The seeded split of a training set into search-train and search-val
+/// (VTAB-1k: 800 and 200 of 1000 images), shared by the search, the lr grid
+/// and every method that is tuned on search-val.
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+
+namespace vpdarts::data {
+
+/// Rows of a training set split into search-train and search-val.
+struct row_split {
+  std::vector<index> train;  ///< search-train rows
+  std::vector<index> val;    ///< search-val rows
+};
+
+/// The number of search-val rows of `n` under `val_fraction`, after checking that
+/// a batch of `batch` fits both splits. @throws config_error naming `who` otherwise.
+inline index val_count(index n, double val_fraction, index batch, const char* who) {
+  if (!(val_fraction > 0 && val_fraction < 1))
+    throw config_error(detail::cat(who, ": val_fraction ", val_fraction, " is not in (0, 1)"));
+  const index n_val = static_cast<index>(std::llround(static_cast<double>(n) * val_fraction));
+  if (batch <= 0 || batch > std::min(n - n_val, n_val))
+    throw config_error(detail::cat(who, ": batch ", batch, " does not fit the splits (", n - n_val, " search-train, ",
+                                   n_val, " search-val images)"));
+  return n_val;
+}
+
+/// A seeded split of rows 0..n-1 into n - n_val search-train rows and n_val
+/// search-val rows (one shuffle of `rng`).
+inline row_split split_rows(index n, index n_val, std::mt19937_64& rng) {
+  std::vector<index> order(static_cast<std::size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  return {std::vector<index>(order.begin(), order.end() - n_val), std::vector<index>(order.end() - n_val, order.end())};
+}
+
+}  // namespace vpdarts::data
+// ---- end vpdarts/data/split.hpp ----
+
+// ---- begin vpdarts/data/synthetic.hpp ----
+/// @file synthetic.hpp
+/// The built-in synthetic image dataset: procedurally drawn shapes, so that a
+/// ViT can be pretrained and prompt-tuned on CPU with no download.
+///
+/// Ten classes, each a texture (horizontal, vertical and the two diagonal
+/// stripes, checkerboard, dots, concentric rings, solid, grid, waves) filling
+/// a random shape (disc, square, triangle, ring or cross) at a random
+/// position, size and rotation, in random colours with a random frequency,
+/// over a textured background with a distractor blob and pixel noise, so
+/// accuracy is not trivially 100%. The two halves make a pretraining task
+/// (classes 0-4) and a transfer task (5-9) that differs in its classes.
+/// Image i of a given seed is the same whatever else is drawn.
+
+#include <array>
+#include <cmath>
+#include <numbers>
+#include <random>
+#include <string>
+#include <vector>
+
+
+namespace vpdarts::data {
 
 /// What make_synthetic draws.
 struct synthetic_options {
@@ -3175,7 +3254,7 @@ labelled_images<S> load_idx(const std::filesystem::path& images, const std::file
 
 // ---- begin vpdarts/vit/config.hpp ----
 /// @file config.hpp
-/// The shape of a Vision Transformer, with validation and DESIGN.md's workloads as presets.
+/// The shape of a Vision Transformer, with validation and the reference workloads of docs/method.md (section 7) as presets.
 
 #include <string>
 
@@ -3227,11 +3306,11 @@ struct vit_config {
                        ", depth ", depth, ", heads ", heads, ", MLP ", mlp, ", ", classes, " classes");
   }
 
-  /// DESIGN.md's `toy` workload: 32x32x3, patch 4, D 192, depth 6, heads 3, MLP 768, 10 classes.
+  /// The `toy` workload: 32x32x3, patch 4, D 192, depth 6, heads 3, MLP 768, 10 classes.
   static vit_config toy() { return {}; }
   /// timm's vit_tiny_patch16_224: 224x224x3, patch 16, D 192, depth 12, heads 3, MLP 768.
   static vit_config tiny16(index classes = 10) { return {224, 3, 16, 192, 12, 3, 768, classes}; }
-  /// DESIGN.md's `fashion` workload: 28x28x1, patch 4, D 192, depth 6, heads 3, MLP 768.
+  /// The `fashion` workload: 28x28x1, patch 4, D 192, depth 6, heads 3, MLP 768.
   static vit_config fashion(index classes = 5) { return {28, 1, 4, 192, 6, 3, 768, classes}; }
 
   /// Field-by-field equality.
@@ -3463,6 +3542,60 @@ class vit {
 }  // namespace vpdarts
 // ---- end vpdarts/vit/vit.hpp ----
 
+// ---- begin vpdarts/vit/checkpoint.hpp ----
+/// @file checkpoint.hpp
+/// ViT checkpoints: timm's parameter names in a safetensors file; the
+/// configuration is read from the shapes and the metadata.
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <string>
+
+
+// ---- begin vpdarts/io/checkpoint.hpp ----
+/// @file checkpoint.hpp
+/// Named parameters to and from safetensors files: every name present with its
+/// shape, or one error listing every mismatch. (ViT checkpoints are read by
+/// vit/checkpoint.hpp on top of this.)
+
+#include <filesystem>
+#include <map>
+#include <set>
+#include <span>
+#include <string>
+#include <vector>
+
+
+// ---- begin vpdarts/io/safetensors.hpp ----
+/// @file safetensors.hpp
+/// The safetensors format: an 8-byte little-endian header length n, n bytes of
+/// JSON `{name: {"dtype", "shape", "data_offsets": [begin, end)}, "__metadata__": {...}}`,
+/// then the raw little-endian data (offsets relative to the byte after the header).
+///
+/// Reading validates everything before any value is touched: a truncated file,
+/// a header length past the end, non-JSON, an unknown dtype, offsets outside
+/// the data, a size that disagrees with the shape, overlapping tensors or holes
+/// each raise an io_error naming the file and the tensor. F32, F64, F16, BF16
+/// convert to the caller's scalar; I64/I32/U8 read as integers. Writing
+/// produces F32 (F64 for double values) and is atomic (a temporary file in the same folder, then rename).
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+
 // ---- begin vpdarts/io/atomic_file.hpp ----
 /// @file atomic_file.hpp
 /// Atomic file writing: write a temporary file beside the target, then rename
@@ -3504,35 +3637,6 @@ void atomic_write(const std::filesystem::path& path, Write&& write, std::ios::op
 
 }  // namespace vpdarts::io
 // ---- end vpdarts/io/atomic_file.hpp ----
-
-// ---- begin vpdarts/io/safetensors.hpp ----
-/// @file safetensors.hpp
-/// The safetensors format: an 8-byte little-endian header length n, n bytes of
-/// JSON `{name: {"dtype", "shape", "data_offsets": [begin, end)}, "__metadata__": {...}}`,
-/// then the raw little-endian data (offsets relative to the byte after the header).
-///
-/// Reading validates everything before any value is touched: a truncated file,
-/// a header length past the end, non-JSON, an unknown dtype, offsets outside
-/// the data, a size that disagrees with the shape, overlapping tensors or holes
-/// each raise an io_error naming the file and the tensor. F32, F64, F16, BF16
-/// convert to the caller's scalar; I64/I32/U8 read as integers. Writing
-/// produces F32 and is atomic (a temporary file in the same folder, then rename).
-
-#include <algorithm>
-#include <bit>
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <limits>
-#include <map>
-#include <nlohmann/json.hpp>
-#include <span>
-#include <string>
-#include <type_traits>
-#include <vector>
-
 
 namespace vpdarts::io {
 
@@ -3844,20 +3948,6 @@ void write_safetensors(const std::filesystem::path& path, std::vector<tensor_vie
 }  // namespace vpdarts::io
 // ---- end vpdarts/io/safetensors.hpp ----
 
-// ---- begin vpdarts/io/checkpoint.hpp ----
-/// @file checkpoint.hpp
-/// Named parameters to and from safetensors files, and ViT checkpoints
-/// (timm names; the configuration is read from the shapes and metadata).
-
-#include <cmath>
-#include <filesystem>
-#include <map>
-#include <set>
-#include <span>
-#include <string>
-#include <vector>
-
-
 namespace vpdarts::io {
 
 /// How strictly a checkpoint must match the parameters it is loaded into.
@@ -3928,17 +4018,55 @@ void save_parameters(const std::filesystem::path& path, std::span<parameter<S>* 
   write_safetensors<S>(path, std::move(views), metadata);
 }
 
+}  // namespace vpdarts::io
+// ---- end vpdarts/io/checkpoint.hpp ----
+
+// ---- begin vpdarts/io/metadata_keys.hpp ----
+/// @file metadata_keys.hpp
+/// Every metadata key vpdarts writes into (and reads from) a safetensors file,
+/// in one place. The values are text; see docs/checkpoints.md for each file kind.
+
+namespace vpdarts::io::keys {
+
+/// Attention heads of a ViT (its shapes cannot tell).
+inline constexpr const char* heads = "vpdarts.heads";
+/// Outputs of the ViT's head (used when the file holds no head).
+inline constexpr const char* classes = "vpdarts.classes";
+/// The recipe a built-in backbone was pretrained with.
+inline constexpr const char* recipe = "vpdarts.recipe";
+/// Prompt tokens p of a prompted model.
+inline constexpr const char* prompts = "vpdarts.prompts";
+/// The genotype, as the JSON object genotype::to_json() writes.
+inline constexpr const char* genotype = "vpdarts.genotype";
+/// Model files of version 0.1.0 held the genotype as JSON here (and a comma list under `genotype`).
+inline constexpr const char* legacy_genotype_json = "vpdarts.genotype_json";
+/// A model file's kind: "prompted" or "probe".
+inline constexpr const char* kind = "vpdarts.kind";
+/// A model file's class names, as a JSON array of strings.
+inline constexpr const char* class_names = "vpdarts.class_names";
+/// A model file's input normalisation, as data::normalization::str() writes it.
+inline constexpr const char* normalize = "vpdarts.normalize";
+/// A search checkpoint's settings (the resume fingerprint), as JSON.
+inline constexpr const char* search_settings = "vpdarts.search.settings";
+/// A search checkpoint's state (epoch, data order, generator, history), as JSON.
+inline constexpr const char* search_state = "vpdarts.search.state";
+
+}  // namespace vpdarts::io::keys
+// ---- end vpdarts/io/metadata_keys.hpp ----
+
+namespace vpdarts {
+
 /// The ViT configuration a checkpoint describes: D, C, patch and T from
 /// `patch_embed.proj.weight` and `pos_embed`, depth from the blocks, MLP from fc1,
 /// classes from the head (or `vpdarts.classes` metadata, else `classes`), heads
 /// from `heads` when positive, else `vpdarts.heads` metadata, else D/64 (timm's head width).
 /// @throws io_error when the shapes are missing or inconsistent.
-inline vit_config infer_vit_config(const safetensors& f, index heads = 0, index classes = 10) {
+inline vit_config infer_vit_config(const io::safetensors& f, index heads = 0, index classes = 10) {
   auto fail = [&](const std::string& why) -> void {
-    throw io_error(vpdarts::detail::cat("infer_vit_config: '", f.origin(), "': ", why));
+    throw io_error(detail::cat("infer_vit_config: '", f.origin(), "': ", why));
   };
-  const tensor_entry* pw = f.find("patch_embed.proj.weight");
-  const tensor_entry* pos = f.find("pos_embed");
+  const io::tensor_entry* pw = f.find("patch_embed.proj.weight");
+  const io::tensor_entry* pos = f.find("pos_embed");
   if (!pw || pw->shape.size() != 4 || pw->shape[2] != pw->shape[3])
     fail("no patch_embed.proj.weight of shape (D, C, p, p)");
   if (!pos || pos->shape.size() != 3 || pos->shape[2] != pw->shape[0]) fail("no pos_embed of shape (1, T, D)");
@@ -3948,25 +4076,25 @@ inline vit_config infer_vit_config(const safetensors& f, index heads = 0, index 
   c.patch = pw->shape[2];
   const index n = pos->shape[1] - 1;
   const auto side = static_cast<index>(std::llround(std::sqrt(static_cast<double>(n))));
-  if (n <= 0 || side * side != n) fail(vpdarts::detail::cat("pos_embed has ", n + 1, " tokens, not 1 + a square"));
+  if (n <= 0 || side * side != n) fail(detail::cat("pos_embed has ", n + 1, " tokens, not 1 + a square"));
   c.image = side * c.patch;
   c.depth = 0;
-  while (f.find(vpdarts::detail::cat("blocks.", c.depth, ".norm1.weight"))) ++c.depth;
+  while (f.find(detail::cat("blocks.", c.depth, ".norm1.weight"))) ++c.depth;
   if (c.depth == 0) fail("no blocks.0.norm1.weight");
-  const tensor_entry* fc1 = f.find("blocks.0.mlp.fc1.weight");
+  const io::tensor_entry* fc1 = f.find("blocks.0.mlp.fc1.weight");
   if (!fc1 || fc1->shape.size() != 2) fail("no blocks.0.mlp.fc1.weight of shape (MLP, D)");
   c.mlp = fc1->shape[0];
   const auto& meta = f.metadata();
   auto meta_index = [&](const auto& m, const std::string& key) -> index {
-    const auto v = vpdarts::detail::parse_number<index>(m.at(key));
-    if (!v || *v < 1) fail(vpdarts::detail::cat("metadata ", key, " = '", m.at(key), "' is not a positive integer"));
+    const auto v = detail::parse_number<index>(m.at(key));
+    if (!v || *v < 1) fail(detail::cat("metadata ", key, " = '", m.at(key), "' is not a positive integer"));
     return *v;
   };
-  if (const tensor_entry* hw = f.find("head.weight"); hw && hw->shape.size() == 2) c.classes = hw->shape[0];
-  else if (meta.count("vpdarts.classes")) c.classes = meta_index(meta, "vpdarts.classes");
+  if (const io::tensor_entry* hw = f.find("head.weight"); hw && hw->shape.size() == 2) c.classes = hw->shape[0];
+  else if (meta.count(io::keys::classes)) c.classes = meta_index(meta, io::keys::classes);
   else c.classes = classes;
   if (heads > 0) c.heads = heads;
-  else if (meta.count("vpdarts.heads")) c.heads = meta_index(meta, "vpdarts.heads");
+  else if (meta.count(io::keys::heads)) c.heads = meta_index(meta, io::keys::heads);
   else c.heads = std::max<index>(1, c.dim / 64);
   try {
     c.validate();
@@ -3979,11 +4107,11 @@ inline vit_config infer_vit_config(const safetensors& f, index heads = 0, index 
 /// Saves a ViT (every parameter, head included) with its config in the metadata.
 template <Scalar S>
 void save_vit(const std::filesystem::path& path, vit<S>& model, std::map<std::string, std::string> metadata = {}) {
-  metadata["vpdarts.heads"] = std::to_string(model.config().heads);
-  metadata["vpdarts.classes"] = std::to_string(model.config().classes);
+  metadata[io::keys::heads] = std::to_string(model.config().heads);
+  metadata[io::keys::classes] = std::to_string(model.config().classes);
   metadata["format"] = "pt";
   auto params = model.parameters();
-  save_parameters<S>(path, params, metadata);
+  io::save_parameters<S>(path, params, metadata);
 }
 
 /// Loads a ViT checkpoint (timm names). `heads` as infer_vit_config; `classes`
@@ -3993,28 +4121,65 @@ void save_vit(const std::filesystem::path& path, vit<S>& model, std::map<std::st
 /// (and any other tensor the model does not take).
 /// @throws io_error for a malformed file or any mismatch (all listed).
 template <Scalar S>
-vit<S> load_vit(const safetensors& f, index heads = 0, index classes = 0, bool allow_unexpected = false) {
+vit<S> load_vit(const io::safetensors& f, index heads = 0, index classes = 0, bool allow_unexpected = false) {
   vit_config c = infer_vit_config(f, heads, classes > 0 ? classes : 10);
   if (classes > 0) c.classes = classes;
   vit<S> model(c);
-  load_options opt;
+  io::load_options opt;
   opt.allow_unexpected = allow_unexpected;
   opt.optional = {"head.weight", "head.bias"};
-  const tensor_entry* hw = f.find("head.weight");
+  const io::tensor_entry* hw = f.find("head.weight");
   const bool skip_head = allow_unexpected && hw && (hw->shape.size() != 2 || hw->shape[0] != c.classes);
   auto params = skip_head ? model.backbone_parameters() : model.parameters();
-  load_parameters<S>(f, params, opt);
+  io::load_parameters<S>(f, params, opt);
   return model;
 }
 
 /// load_vit of the file at `path`.
 template <Scalar S>
 vit<S> load_vit(const std::filesystem::path& path, index heads = 0, index classes = 0, bool allow_unexpected = false) {
-  return load_vit<S>(safetensors::read(path), heads, classes, allow_unexpected);
+  return load_vit<S>(io::safetensors::read(path), heads, classes, allow_unexpected);
+}
+
+}  // namespace vpdarts
+// ---- end vpdarts/vit/checkpoint.hpp ----
+
+// ---- begin vpdarts/io/json.hpp ----
+/// @file json.hpp
+/// Lists of numbers in JSON, where NaN and Inf (a loss that was not measured,
+/// or diverged) are written as null and read back as NaN.
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+
+namespace vpdarts::io {
+
+/// The numbers as a JSON array; a NaN or Inf becomes null.
+inline nlohmann::json numbers_to_json(const std::vector<double>& v) {
+  nlohmann::json out = nlohmann::json::array();
+  for (double x : v) out.push_back(std::isfinite(x) ? nlohmann::json(x) : nlohmann::json());
+  return out;
+}
+
+/// A JSON array of numbers and nulls (as NaN). @throws io_error naming `origin` for anything else.
+inline std::vector<double> numbers_from_json(const nlohmann::json& j, const std::string& origin) {
+  if (!j.is_array()) throw io_error(vpdarts::detail::cat(origin, ": expected an array of numbers, got ", j.type_name()));
+  std::vector<double> out;
+  out.reserve(j.size());
+  for (const auto& x : j) {
+    if (x.is_null()) out.push_back(std::numeric_limits<double>::quiet_NaN());
+    else if (x.is_number()) out.push_back(x.get<double>());
+    else throw io_error(vpdarts::detail::cat(origin, ": expected a number or null, got ", x.type_name()));
+  }
+  return out;
 }
 
 }  // namespace vpdarts::io
-// ---- end vpdarts/io/checkpoint.hpp ----
+// ---- end vpdarts/io/json.hpp ----
 
 // ---- begin vpdarts/fusion/traits.hpp ----
 /// @file traits.hpp
@@ -4209,7 +4374,7 @@ index fusion_param_count(const fusion_context& c) {
 
 // ---- begin vpdarts/fusion/builtin.hpp ----
 /// @file builtin.hpp
-/// The four built-in fusion operators of DESIGN.md section 3.
+/// The four built-in fusion operators of docs/method.md, section 3.
 ///
 /// | name            | parameters       | pre(x)                                    | post(y)          |
 /// |-----------------|------------------|-------------------------------------------|------------------|
@@ -4373,7 +4538,7 @@ struct op_list {
   }
 };
 
-/// The four built-in operators in DESIGN.md's order.
+/// The four built-in operators in docs/method.md's order (alpha's columns).
 using default_ops = op_list<concat, add_prompt, affine, cross_attention>;
 
 namespace detail {
@@ -4389,6 +4554,707 @@ concept OpList = detail::is_op_list<L>::value;
 
 }  // namespace vpdarts
 // ---- end vpdarts/fusion/op_list.hpp ----
+
+// ---- begin vpdarts/optim/adam.hpp ----
+/// @file adam.hpp
+/// Adam, as PyTorch defines it, with L2 weight decay added to the gradient
+/// (torch.optim.Adam, what DARTS uses for alpha) or decoupled (AdamW).
+
+#include <cmath>
+#include <vector>
+
+
+namespace vpdarts::optim {
+
+/// Settings of adam.
+struct adam_options {
+  double lr = 1e-3;         ///< Learning rate.
+  double beta1 = 0.9;       ///< Decay of the first-moment estimate.
+  double beta2 = 0.999;     ///< Decay of the second-moment estimate.
+  double eps = 1e-8;        ///< Added to the denominator.
+  double weight_decay = 0;  ///< Weight decay (see `decoupled`).
+  /// false: L2 (wd * p added to the gradient, torch.optim.Adam); true: decoupled (torch.optim.AdamW).
+  bool decoupled = false;
+};
+
+/// Adam over a list of trainable parameters (they must outlive the optimiser).
+template <Scalar S>
+class adam {
+ public:
+  /// An optimiser over `params`, with zero moments and step count 0.
+  adam(std::vector<parameter<S>*> params, adam_options o) : params_(std::move(params)), o_(o) {
+    for (parameter<S>* p : params_) {
+      m_.push_back(matrix<S>::Zero(p->rows(), p->cols()));
+      v_.push_back(matrix<S>::Zero(p->rows(), p->cols()));
+    }
+  }
+
+  /// One update from the parameters' current gradients (frozen parameters are skipped).
+  void step() {
+    ++t_;
+    const double c1 = 1 - std::pow(o_.beta1, t_), c2 = 1 - std::pow(o_.beta2, t_);
+    const S lr = static_cast<S>(o_.lr), b1 = static_cast<S>(o_.beta1), b2 = static_cast<S>(o_.beta2);
+    const S wd = static_cast<S>(o_.weight_decay), eps = static_cast<S>(o_.eps);
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      parameter<S>& p = *params_[i];
+      if (!p.requires_grad()) continue;
+      auto w = p.value().array();
+      auto g = p.grad().array();
+      if (o_.decoupled && wd != 0) w *= S(1) - lr * wd;
+      auto m = m_[i].array();
+      auto v = v_[i].array();
+      if (!o_.decoupled && wd != 0) {
+        m = b1 * m + (S(1) - b1) * (g + wd * w);
+        v = b2 * v + (S(1) - b2) * (g + wd * w).square();
+      } else {
+        m = b1 * m + (S(1) - b1) * g;
+        v = b2 * v + (S(1) - b2) * g.square();
+      }
+      w -= lr * (m / static_cast<S>(c1)) / ((v / static_cast<S>(c2)).sqrt() + eps);
+    }
+  }
+  /// Zeroes every parameter's gradient.
+  void zero_grad() {
+    for (parameter<S>* p : params_) p->zero_grad();
+  }
+  /// Sets the learning rate.
+  void set_lr(double lr) noexcept { o_.lr = lr; }
+  /// The learning rate.
+  double lr() const noexcept { return o_.lr; }
+  /// Number of steps taken.
+  long steps() const noexcept { return t_; }
+  /// The first moment estimates, in parameter order. With second_moments() and
+  /// steps() this is what a checkpoint must keep for a resumed run to continue exactly.
+  std::vector<matrix<S>>& first_moments() noexcept { return m_; }
+  /// The second moment estimates, in parameter order.
+  std::vector<matrix<S>>& second_moments() noexcept { return v_; }
+  /// Sets the step count (used by bias correction), as restored from a checkpoint.
+  void set_steps(long t) noexcept { t_ = t; }
+
+ private:
+  std::vector<parameter<S>*> params_;
+  adam_options o_;
+  std::vector<matrix<S>> m_, v_;
+  long t_ = 0;
+};
+
+}  // namespace vpdarts::optim
+// ---- end vpdarts/optim/adam.hpp ----
+
+// ---- begin vpdarts/optim/sgd.hpp ----
+/// @file sgd.hpp
+/// SGD with momentum and weight decay, as torch.optim.SGD (no dampening, no
+/// Nesterov): g = grad + wd * p; buf = mu * buf + g; p -= lr * buf. Parameters
+/// come in groups, each with a learning-rate multiplier and a decay switch
+/// (DARTS decays every part of w but the head's bias), and gradient-norm clipping.
+
+#include <cmath>
+#include <span>
+#include <string>
+#include <vector>
+
+
+namespace vpdarts::optim {
+
+/// Parameters that share a learning-rate multiplier and a decay switch.
+template <Scalar S>
+struct param_group {
+  std::vector<parameter<S>*> params = {};  ///< The group's parameters (not owned).
+  double lr_mult = 1;                      ///< The group's lr is the optimiser's lr times this.
+  bool decay = true;                       ///< Whether weight decay applies to the group.
+  std::string name = {};                   ///< A label for messages and checkpoints.
+};
+
+/// Settings of sgd.
+struct sgd_options {
+  double lr = 0.1;          ///< Base learning rate.
+  double momentum = 0.9;    ///< Momentum mu (0 for plain SGD).
+  double weight_decay = 0;  ///< L2 weight decay added to the gradient.
+};
+
+/// SGD with momentum over parameter groups (the parameters must outlive it).
+template <Scalar S>
+class sgd {
+ public:
+  /// An optimiser over `groups`, with zero momentum buffers.
+  sgd(std::vector<param_group<S>> groups, sgd_options o) : groups_(std::move(groups)), o_(o) {
+    for (auto& g : groups_)
+      for (parameter<S>* p : g.params) buffers_.push_back(matrix<S>::Zero(p->rows(), p->cols()));
+  }
+
+  /// One update from the current gradients (frozen parameters are skipped).
+  void step() {
+    std::size_t i = 0;
+    for (auto& g : groups_) {
+      const S lr = static_cast<S>(o_.lr * g.lr_mult), mu = static_cast<S>(o_.momentum);
+      const S wd = g.decay ? static_cast<S>(o_.weight_decay) : S(0);
+      for (parameter<S>* p : g.params) {
+        matrix<S>& buf = buffers_[i++];
+        if (!p->requires_grad()) continue;
+        if (wd != 0) buf = mu * buf + p->grad() + wd * p->value();
+        else buf = mu * buf + p->grad();
+        p->value() -= lr * buf;
+      }
+    }
+  }
+  /// Zeroes every gradient.
+  void zero_grad() {
+    for (auto& g : groups_)
+      for (parameter<S>* p : g.params) p->zero_grad();
+  }
+  /// Sets the base learning rate (schedules call it every step).
+  void set_lr(double lr) noexcept { o_.lr = lr; }
+  /// The base learning rate.
+  double lr() const noexcept { return o_.lr; }
+  /// The settings.
+  const sgd_options& options() const noexcept { return o_; }
+  /// The parameter groups, in the order given.
+  const std::vector<param_group<S>>& groups() const noexcept { return groups_; }
+  /// The momentum buffers, in group order (DARTS's virtual step reads them).
+  std::vector<matrix<S>>& momentum_buffers() noexcept { return buffers_; }
+
+ private:
+  std::vector<param_group<S>> groups_;
+  sgd_options o_;
+  std::vector<matrix<S>> buffers_;
+};
+
+/// Scales the gradients so that their joint L2 norm is at most max_norm (as
+/// torch.nn.utils.clip_grad_norm_); returns the norm before clipping.
+/// @throws value_error when the norm is NaN or Inf.
+template <Scalar S>
+double clip_grad_norm(std::span<parameter<S>* const> params, double max_norm) {
+  double sq = 0;
+  for (parameter<S>* p : params)
+    if (p->requires_grad()) sq += static_cast<double>(p->grad().squaredNorm());
+  const double norm = std::sqrt(sq);
+  if (!std::isfinite(norm)) throw value_error(detail::cat("clip_grad_norm: the gradient norm is ", norm));
+  if (norm > max_norm) {
+    const S scale = static_cast<S>(max_norm / (norm + 1e-6));
+    for (parameter<S>* p : params)
+      if (p->requires_grad()) p->grad() *= scale;
+  }
+  return norm;
+}
+
+}  // namespace vpdarts::optim
+// ---- end vpdarts/optim/sgd.hpp ----
+
+// ---- begin vpdarts/optim/schedule.hpp ----
+/// @file schedule.hpp
+/// Learning-rate schedules.
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+
+namespace vpdarts::optim {
+
+/// Linear warm-up from base/warmup to base over `warmup` steps, then cosine
+/// decay to `min_lr` at step `total` (steps count from 0).
+struct warmup_cosine {
+  double base = 0.1;   ///< Peak learning rate, reached at the end of the warm-up.
+  long warmup = 0;     ///< Warm-up steps (0: none).
+  long total = 1;      ///< Step at which the cosine reaches min_lr.
+  double min_lr = 0;   ///< Floor of the decay.
+
+  /// The learning rate at `step` (counting from 0); min_lr after `total`.
+  double operator()(long step) const {
+    if (step < warmup) return base * static_cast<double>(step + 1) / static_cast<double>(warmup);
+    const long span = std::max<long>(1, total - warmup);
+    const double t = std::clamp(static_cast<double>(step - warmup) / static_cast<double>(span), 0.0, 1.0);
+    return min_lr + 0.5 * (base - min_lr) * (1 + std::cos(std::numbers::pi * t));
+  }
+};
+
+}  // namespace vpdarts::optim
+// ---- end vpdarts/optim/schedule.hpp ----
+
+// ---- begin vpdarts/train/loop.hpp ----
+/// @file loop.hpp
+/// The training loop every trainer of vpdarts runs (pretraining, retraining,
+/// the linear probe, the DARTS search): epochs of shuffled full batches, the
+/// learning rate of a warm-up-then-cosine schedule set before every step,
+/// a progress bar, and errors that name the epoch and step. What a step does
+/// is the caller's; how gradients reach the optimiser goes through one
+/// function, apply_gradients(), the place where data-parallel training sums
+/// them across processes (gradient_hook).
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+
+// ---- begin vpdarts/detail/progress.hpp ----
+// A progress bar for long loops: epoch, step, loss, accuracy, images/s, ETA.
+// On a terminal it redraws one line; otherwise it prints a plain line every
+// `every` steps and at the end of each epoch.
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <cstdio>
+#include <string>
+
+namespace vpdarts::detail {
+
+class progress {
+ public:
+  progress(std::string label, long epochs, long steps_per_epoch, long every = 10)
+      : label_(std::move(label)), epochs_(epochs), steps_(steps_per_epoch), every_(every),
+        tty_(isatty(fileno(stdout)) != 0), start_(clock::now()) {}
+
+  /// Marks the epochs before `epoch` (1-based) as done before this run started
+  /// (a resumed run), so that images/s and the ETA count this run's steps only.
+  void resume_at(long epoch) noexcept { skipped_ = (epoch - 1) * steps_; }
+
+  /// Reports step `step` (1-based) of epoch `epoch` (1-based): the running mean
+  /// loss, the accuracy (not shown when negative), a validation loss (not shown
+  /// when NaN), and the images this step consumed.
+  void update(long epoch, long step, double loss, double accuracy, long images,
+              double val_loss = std::numeric_limits<double>::quiet_NaN()) {
+    images_ += images;
+    const double elapsed = std::chrono::duration<double>(clock::now() - start_).count();
+    const long done = (epoch - 1) * steps_ + step - skipped_, total = epochs_ * steps_ - skipped_;
+    const double eta = done > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(total - done) : 0;
+    const bool end = step == steps_;
+    if (!tty_ && !end && step % every_ != 0) return;
+    char extra[64] = "";
+    int n = 0;
+    if (std::isfinite(val_loss)) n += std::snprintf(extra + n, sizeof extra - static_cast<std::size_t>(n), "  val %.4f", val_loss);
+    if (accuracy >= 0) std::snprintf(extra + n, sizeof extra - static_cast<std::size_t>(n), "  acc %.3f", accuracy);
+    std::printf("%s%s epoch %ld/%ld step %ld/%ld  loss %.4f%s  %.1f img/s  ETA %s%s", tty_ ? "\r" : "", label_.c_str(),
+                epoch, epochs_, step, steps_, loss, extra, elapsed > 0 ? static_cast<double>(images_) / elapsed : 0.0,
+                clock_str(eta).c_str(), tty_ ? (end ? "\n" : "   ") : "\n");
+    std::fflush(stdout);
+  }
+
+  double seconds() const { return std::chrono::duration<double>(clock::now() - start_).count(); }
+
+  static std::string clock_str(double s) {
+    const long t = static_cast<long>(s + 0.5);
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%ld:%02ld", t / 60, t % 60);
+    return buf;
+  }
+
+ private:
+  using clock = std::chrono::steady_clock;
+  std::string label_;
+  long epochs_, steps_, every_;
+  bool tty_;
+  clock::time_point start_;
+  long images_ = 0;
+  long skipped_ = 0;
+};
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/progress.hpp ----
+
+namespace vpdarts {
+
+/// The optimiser of the weights w (prompts, operator parameters, head; or the
+/// probe's head): SGD with momentum, linear warm-up then cosine decay,
+/// gradient-norm clipping and learning-rate multipliers (docs/method.md, section 5).
+/// The search, retraining, the lr grid and the linear probe all take it.
+struct w_optimizer_options {
+  double lr = 0.05;              ///< peak learning rate (reached at the end of the warm-up)
+  double momentum = 0.9;         ///< SGD momentum
+  double weight_decay = 1e-4;    ///< on every part of w but the head's bias
+  double grad_clip = 5;          ///< gradient-norm clip of w (0: none)
+  long warmup_epochs = 1;        ///< epochs of linear lr warm-up before the cosine decay
+  std::vector<double> op_lr_mult = {};  ///< lr multiplier per operator, in op-list order (empty: all 1)
+  double head_lr_mult = 1;       ///< lr multiplier of the head
+
+  /// The SGD settings (lr, momentum, weight decay).
+  optim::sgd_options sgd() const { return {lr, momentum, weight_decay}; }
+  /// @throws config_error naming `who` for a negative or non-finite setting.
+  void validate(const char* who) const {
+    auto bad = [&](const char* name, double v, bool ok) {
+      if (!ok || !std::isfinite(v)) throw config_error(detail::cat(who, ": w's ", name, " is ", v));
+    };
+    bad("lr", lr, lr > 0);
+    bad("momentum", momentum, momentum >= 0 && momentum < 1);
+    bad("weight_decay", weight_decay, weight_decay >= 0);
+    bad("grad_clip", grad_clip, grad_clip >= 0);
+    bad("head_lr_mult", head_lr_mult, head_lr_mult >= 0);
+    if (warmup_epochs < 0) throw config_error(detail::cat(who, ": w's warmup_epochs is ", warmup_epochs));
+    for (double m : op_lr_mult) bad("op_lr_mult", m, m >= 0);
+  }
+};
+
+/// Called once the gradients of `params` are computed (after a backward pass),
+/// before they are clipped and stepped; empty means nothing to do. A
+/// data-parallel run sums the gradients of every process here.
+template <Scalar S>
+using gradient_hook = std::function<void(std::span<parameter<S>* const> params)>;
+
+/// The one way gradients reach an optimiser: the hook, then gradient-norm
+/// clipping (when `clip` > 0), then the optimiser's step.
+template <Scalar S, class Optimizer>
+void apply_gradients(Optimizer& opt, std::span<parameter<S>* const> params, double clip, const gradient_hook<S>& hook) {
+  if (hook) hook(params);
+  if (clip > 0) optim::clip_grad_norm<S>(params, clip);
+  opt.step();
+}
+
+/// What one step of a training loop reports.
+struct step_report {
+  double loss = 0;        ///< the step's training loss
+  index images = 0;       ///< images the step processed (the progress bar's rate)
+  index correct = -1;     ///< correctly classified training images (negative: not measured)
+  double val_loss = std::numeric_limits<double>::quiet_NaN();  ///< a search's validation loss (NaN: none)
+};
+
+/// What one epoch of a training loop measured.
+struct epoch_report {
+  long epoch = 0;           ///< 1-based
+  double loss = 0;          ///< mean training loss of the epoch's steps
+  double accuracy = std::numeric_limits<double>::quiet_NaN();  ///< training accuracy as trained (NaN: not measured)
+  double val_loss = std::numeric_limits<double>::quiet_NaN();  ///< mean validation loss (NaN: none)
+  double seconds = 0;       ///< wall-clock time since the loop started
+};
+
+/// How run_epochs() runs.
+struct loop_plan {
+  std::string name;          ///< names the loop in the progress bar and in error messages
+  long epochs = 1;           ///< epochs in all
+  index batch = 32;          ///< rows per step (the last partial batch of an epoch is dropped)
+  double peak_lr = 0.05;     ///< the schedule's peak learning rate
+  long warmup_epochs = 1;    ///< epochs of linear warm-up before the cosine decay
+  long first_epoch = 0;      ///< epochs already done (a resumed run continues after them)
+  bool progress = true;      ///< print a progress bar
+};
+
+/// What run_epochs() did.
+struct loop_result {
+  epoch_report last;   ///< the last epoch (zero when no epoch ran)
+  double seconds = 0;  ///< wall-clock time of this run
+};
+
+/// Runs epochs plan.first_epoch+1 .. plan.epochs. Every epoch shuffles `rows`
+/// with `rng`, then, for each full batch of `plan.batch` rows, sets the
+/// optimiser's learning rate from the schedule and calls
+/// `step(epoch, rows_of_the_batch) -> step_report`; after the epoch,
+/// `end_epoch(epoch_report)`. A value_error from a step is re-thrown naming
+/// the loop, the epoch and the step.
+/// @throws config_error when a batch does not fit `rows` or there are no epochs.
+template <class Optimizer, class Step, class EndEpoch>
+loop_result run_epochs(const loop_plan& plan, std::vector<index>& rows, std::mt19937_64& rng, Optimizer& opt,
+                       Step&& step, EndEpoch&& end_epoch) {
+  const index n = static_cast<index>(rows.size());
+  if (plan.batch <= 0 || plan.batch > n)
+    throw config_error(detail::cat(plan.name, ": batch ", plan.batch, " does not fit ", n, " images"));
+  if (plan.epochs < 1) throw config_error(detail::cat(plan.name, ": ", plan.epochs, " epochs; at least one is needed"));
+  const long steps = static_cast<long>(n / plan.batch);
+  const optim::warmup_cosine lr{plan.peak_lr, plan.warmup_epochs * steps, plan.epochs * steps};
+  detail::progress bar(plan.name, plan.epochs, steps);
+  bar.resume_at(plan.first_epoch + 1);
+  loop_result out;
+  for (long e = plan.first_epoch; e < plan.epochs; ++e) {
+    std::shuffle(rows.begin(), rows.end(), rng);
+    double loss = 0, val = 0;
+    index correct = 0, seen = 0, val_steps = 0;
+    bool counted = false;
+    for (long s = 0; s < steps; ++s) {
+      opt.set_lr(lr(e * steps + s));
+      const std::span<const index> batch(rows.data() + s * plan.batch, static_cast<std::size_t>(plan.batch));
+      step_report r;
+      try {
+        r = step(e, batch);
+      } catch (const value_error& err) {
+        throw value_error(detail::cat(plan.name, ": epoch ", e + 1, " step ", s + 1, ": ", err.message()));
+      }
+      loss += r.loss;
+      seen += plan.batch;
+      if (r.correct >= 0) {
+        correct += r.correct;
+        counted = true;
+      }
+      if (!std::isnan(r.val_loss)) {
+        val += r.val_loss;
+        ++val_steps;
+      }
+      if (plan.progress)
+        bar.update(e + 1, s + 1, loss / static_cast<double>(s + 1),
+                   counted ? static_cast<double>(correct) / static_cast<double>(seen) : -1.0, r.images,
+                   val_steps > 0 ? val / static_cast<double>(val_steps) : std::numeric_limits<double>::quiet_NaN());
+    }
+    out.last = {e + 1, loss / static_cast<double>(steps),
+                counted ? static_cast<double>(correct) / static_cast<double>(seen) : std::numeric_limits<double>::quiet_NaN(),
+                val_steps > 0 ? val / static_cast<double>(steps) : std::numeric_limits<double>::quiet_NaN(),
+                bar.seconds()};
+    end_epoch(out.last);
+  }
+  out.seconds = bar.seconds();
+  return out;
+}
+
+/// run_epochs() with nothing to do after an epoch.
+template <class Optimizer, class Step>
+loop_result run_epochs(const loop_plan& plan, std::vector<index>& rows, std::mt19937_64& rng, Optimizer& opt,
+                       Step&& step) {
+  return run_epochs(plan, rows, rng, opt, std::forward<Step>(step), [](const epoch_report&) {});
+}
+
+/// Rows 0..n-1, the order a loop starts from before its first shuffle.
+inline std::vector<index> all_rows(index n) {
+  std::vector<index> rows(static_cast<std::size_t>(std::max<index>(n, 0)));
+  for (std::size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<index>(i);
+  return rows;
+}
+
+}  // namespace vpdarts
+// ---- end vpdarts/train/loop.hpp ----
+
+// ---- begin vpdarts/train/accuracy.hpp ----
+/// @file accuracy.hpp
+/// Top-1 accuracy of any model on a labelled set, in batches with no gradient
+/// recorded, and the helpers every trainer shares to count it.
+
+#include <algorithm>
+#include <numeric>
+#include <span>
+#include <vector>
+
+
+namespace vpdarts {
+
+/// Number of rows of `logits` (B x classes) whose argmax is the label.
+template <class Logits>
+index count_correct(const Logits& logits, std::span<const int> labels) {
+  index correct = 0;
+  for (index i = 0; i < logits.rows(); ++i) {
+    index arg;
+    logits.row(i).maxCoeff(&arg);
+    correct += arg == labels[static_cast<std::size_t>(i)];
+  }
+  return correct;
+}
+
+/// Calls fn(start, x, y) for consecutive batches of `data` in order (the last
+/// one may be smaller), gathering into the same x and y each time.
+template <Scalar S, class Fn>
+void for_each_batch(const data::labelled_images<S>& data, index batch, Fn&& fn) {
+  if (batch <= 0) throw config_error(detail::cat("for_each_batch: batch is ", batch, ", must be positive"));
+  std::vector<index> rows;
+  image_batch<S> x;
+  std::vector<int> y;
+  for (index start = 0; start < data.size(); start += batch) {
+    rows.resize(static_cast<std::size_t>(std::min(batch, data.size() - start)));
+    std::iota(rows.begin(), rows.end(), start);
+    data.gather(rows, x, y);
+    fn(start, x, y);
+  }
+}
+
+/// Top-1 accuracy of `forward(tape, images) -> logits` on `data`, in batches,
+/// no gradient recorded. @throws config_error for an empty set.
+template <Scalar S, class Forward>
+double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&& forward) {
+  if (data.size() == 0) throw config_error("top1_accuracy: the data set is empty");
+  tape<S> t;
+  no_grad<S> guard(t);
+  index correct = 0;
+  for_each_batch(data, batch, [&](index, const image_batch<S>& x, const std::vector<int>& y) {
+    t.reset();
+    correct += count_correct(forward(t, x).value(), y);
+  });
+  return static_cast<double>(correct) / static_cast<double>(data.size());
+}
+
+/// Top-1 accuracy of the ViT's logits on `data`, in batches, no gradient recorded.
+/// @throws shape_error when the images do not fit the model.
+template <Scalar S>
+double accuracy(vit<S>& model, const data::labelled_images<S>& data, index batch = 64) {
+  return top1_accuracy(data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x); });
+}
+
+}  // namespace vpdarts
+// ---- end vpdarts/train/accuracy.hpp ----
+
+// ---- begin vpdarts/train/pretrain.hpp ----
+/// @file pretrain.hpp
+/// Pretraining a ViT classifier from scratch (backbone and head), for users
+/// who have no backbone: AdamW, one warm-up epoch, then cosine decay.
+
+#include <random>
+#include <vector>
+
+
+namespace vpdarts {
+
+/// Settings of pretrain().
+struct pretrain_options {
+  long epochs = 5;              ///< passes over the training set
+  index batch = 64;             ///< images per step
+  double lr = 1e-3;             ///< AdamW peak learning rate (cosine decay after one warm-up epoch)
+  double weight_decay = 0.05;   ///< decoupled
+  std::uint64_t seed = 0;       ///< shuffling
+  bool progress = true;         ///< print a progress bar
+};
+
+/// What pretrain() measured.
+struct pretrain_result {
+  double train_accuracy = 0;  ///< over the last epoch, as trained
+  double test_accuracy = 0;   ///< top-1 on the test set after training
+  double seconds = 0;         ///< wall-clock time of the training
+};
+
+/// Trains every parameter of `model` (backbone and head) on `train` with AdamW,
+/// one warm-up epoch then cosine decay, and reports accuracy on `test`. Every
+/// gradient passes `hook` before the optimiser uses it.
+/// @throws config_error when the batch is not positive or larger than the training set,
+/// or the data has more classes than the head; value_error when the loss becomes NaN or Inf (naming the step).
+template <Scalar S>
+pretrain_result pretrain(vit<S>& model, const data::labelled_images<S>& train, const data::labelled_images<S>& test,
+                         const pretrain_options& o = {}, const gradient_hook<S>& hook = {}) {
+  if (train.classes() > model.config().classes)
+    throw config_error(detail::cat("pretrain: the data has ", train.classes(), " classes, the head ",
+                                   model.config().classes));
+  model.unfreeze_all();
+  std::vector<parameter<S>*> params = model.parameters();
+  optim::adam<S> opt(params, {.lr = o.lr, .weight_decay = o.weight_decay, .decoupled = true});
+  std::vector<index> rows = all_rows(train.size());
+  std::mt19937_64 rng(o.seed);
+  tape<S> t;
+  image_batch<S> x;
+  std::vector<int> labels;
+  const loop_plan plan{.name = "pretrain", .epochs = o.epochs, .batch = o.batch, .peak_lr = o.lr,
+                       .warmup_epochs = 1, .progress = o.progress};
+  const loop_result lr = run_epochs(plan, rows, rng, opt, [&](long, std::span<const index> batch) {
+    train.gather(batch, x, labels);
+    t.reset();
+    const var<S> logits = model.logits(t, x);
+    const var<S> loss = cross_entropy(logits, labels);
+    opt.zero_grad();
+    t.backward(loss);
+    apply_gradients<S>(opt, params, 0, hook);
+    return step_report{.loss = static_cast<double>(loss.item()), .images = o.batch,
+                       .correct = count_correct(logits.value(), labels)};
+  });
+  pretrain_result r;
+  r.train_accuracy = lr.last.accuracy;
+  r.test_accuracy = accuracy(model, test);
+  r.seconds = lr.seconds;
+  return r;
+}
+
+}  // namespace vpdarts
+// ---- end vpdarts/train/pretrain.hpp ----
+
+// ---- begin vpdarts/train/probe.hpp ----
+/// @file probe.hpp
+/// The linear probe, the baseline every prompt method must beat: the frozen
+/// backbone's features (LN(x_L)[cls]) are computed once, and only a fresh
+/// linear head is trained on them (SGD with momentum, warm-up then cosine).
+
+#include <random>
+#include <vector>
+
+
+namespace vpdarts {
+
+/// Settings of linear_probe().
+struct probe_options {
+  long epochs = 50;            ///< passes over the training features
+  index batch = 32;            ///< images per step
+  /// The head's optimiser (weight decay on the head's weight only; op_lr_mult
+  /// does not apply; no clipping by default).
+  w_optimizer_options w = {.grad_clip = 0};
+  std::uint64_t seed = 0;      ///< shuffling and the head's init
+  bool progress = true;        ///< print a progress bar
+};
+
+/// What linear_probe() measured.
+struct probe_result {
+  double train_loss = 0;        ///< mean loss of the last epoch
+  double train_accuracy = 0;    ///< on the whole training set after training
+  double test_accuracy = 0;     ///< top-1 on the test set
+  index trainable_params = 0;   ///< the head's values
+  double seconds = 0;           ///< wall-clock time, features included
+};
+
+/// The frozen features LN(x_L)[cls] of every image (N x D), in batches, no gradient recorded.
+template <Scalar S>
+matrix<S> extract_features(vit<S>& model, const data::labelled_images<S>& data, index batch = 64) {
+  matrix<S> out(data.size(), model.config().dim);
+  tape<S> t;
+  no_grad<S> guard(t);
+  for_each_batch(data, batch, [&](index start, const image_batch<S>& x, const std::vector<int>&) {
+    t.reset();
+    out.middleRows(start, x.size()) = model.features(t, x).value();
+  });
+  return out;
+}
+
+/// Replaces the head of `backbone` by a fresh one for `train`'s classes, trains
+/// it alone on the frozen features, and reports accuracy on `test`. The
+/// backbone is left frozen with the trained head. Every gradient passes
+/// `hook` before the optimiser uses it.
+/// @throws config_error for fewer than two classes, test classes that differ, no epoch, or a batch larger
+/// than the data; value_error for a NaN or Inf loss.
+template <Scalar S>
+probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& train, const data::labelled_images<S>& test,
+                          const probe_options& o = {}, const gradient_hook<S>& hook = {}) {
+  if (train.classes() < 2)
+    throw config_error(detail::cat("linear_probe: the training data has ", train.classes(), " class; at least two are needed"));
+  if (test.classes() != train.classes())
+    throw config_error(detail::cat("linear_probe: ", train.classes(), " training classes but ", test.classes(), " test classes"));
+  if (o.batch <= 0 || o.batch > train.size())
+    throw config_error(detail::cat("linear_probe: batch ", o.batch, " does not fit ", train.size(), " images"));
+  o.w.validate("linear_probe");
+  backbone.reset_head(train.classes());
+  backbone.freeze_backbone();
+  backbone.head.weight.unfreeze();
+  backbone.head.bias.unfreeze();
+  const matrix<S> feats = extract_features(backbone, train);
+  std::vector<optim::param_group<S>> groups{{{&backbone.head.weight}, o.w.head_lr_mult, true, "head.weight"},
+                                            {{&backbone.head.bias}, o.w.head_lr_mult, false, "head.bias"}};
+  optim::sgd<S> opt(groups, o.w.sgd());
+  std::vector<parameter<S>*> head{&backbone.head.weight, &backbone.head.bias};
+  std::vector<index> rows = all_rows(train.size());
+  std::mt19937_64 rng(o.seed);
+  std::vector<int> y(static_cast<std::size_t>(std::max<index>(o.batch, 0)));
+  tape<S> t;
+  const loop_plan plan{.name = "linear_probe", .epochs = o.epochs, .batch = o.batch, .peak_lr = o.w.lr,
+                       .warmup_epochs = o.w.warmup_epochs, .progress = o.progress};
+  const loop_result lr = run_epochs(plan, rows, rng, opt, [&](long, std::span<const index> batch) {
+    t.reset();
+    var<S> x = t.input(o.batch, feats.cols());
+    for (index i = 0; i < o.batch; ++i) {
+      const index row = batch[static_cast<std::size_t>(i)];
+      x.value().row(i) = feats.row(row);
+      y[static_cast<std::size_t>(i)] = train.labels[static_cast<std::size_t>(row)];
+    }
+    const var<S> l = cross_entropy(linear(x, t.leaf(backbone.head.weight), t.leaf(backbone.head.bias)), y);
+    opt.zero_grad();
+    t.backward(l);
+    apply_gradients<S>(opt, head, o.w.grad_clip, hook);
+    return step_report{.loss = static_cast<double>(l.item()), .images = o.batch};
+  });
+  probe_result r;
+  r.train_loss = lr.last.loss;
+  {
+    matrix<S> logits = feats * backbone.head.weight.value().transpose();
+    logits.rowwise() += backbone.head.bias.value().row(0);
+    r.train_accuracy = static_cast<double>(count_correct(logits, train.labels)) / static_cast<double>(train.size());
+  }
+  r.test_accuracy = accuracy(backbone, test);
+  r.trainable_params = backbone.head.weight.size() + backbone.head.bias.size();
+  r.seconds = lr.seconds;
+  return r;
+}
+
+}  // namespace vpdarts
+// ---- end vpdarts/train/probe.hpp ----
 
 // ---- begin vpdarts/search/genotype.hpp ----
 /// @file genotype.hpp
@@ -4631,7 +5497,7 @@ class mixed_op {
 
 // ---- begin vpdarts/search/prompted_vit.hpp ----
 /// @file prompted_vit.hpp
-/// The prompted search space of DESIGN.md section 4: a frozen ViT whose every
+/// The prompted search space (docs/method.md, section 4): a frozen ViT whose every
 /// layer is a MixedOp over a compile-time list of fusion operators,
 ///
 ///     x_{l+1} = sum_k softmax(alpha_l)_k * op_{l,k}(x_l),
@@ -4643,7 +5509,11 @@ class mixed_op {
 /// Parameter groups: the backbone (frozen), the weights w (every operator
 /// parameter `fusion.{l}.{op}.{symbol}` and the head) and the architecture
 /// alpha (L x K, search model only). State files hold w and alpha under those
-/// names (`head.weight`, `head.bias`, `alpha`), the naming of the PyTorch peer.
+/// names (`head.weight`, `head.bias`, `alpha`), the naming of the PyTorch peer,
+/// in the model's scalar type (F32 for float, F64 for double).
+///
+/// A forward pass keeps no state in the model: two tapes (threads, processes)
+/// may run it at once.
 
 #include <array>
 #include <filesystem>
@@ -4711,8 +5581,11 @@ class prompted_vit {
   const prompt_options& options() const noexcept { return opts_; }
   /// What the fusion operators' parameters were built for: backbone shape and prompt count.
   fusion_context context() const { return {backbone_.config(), opts_.prompts}; }
-  /// The frozen backbone (its head is the new, trainable one).
+  /// The frozen backbone. Its `head` member is the model's trainable head (see head()).
   vit<S>& backbone() noexcept { return backbone_; }
+  /// The trainable classification head (classes x D), part of w. It is stored
+  /// as the backbone's `head` so that the backbone's logits use it.
+  nn::linear_layer<S>& head() noexcept { return backbone_.head; }
   /// The architecture parameters (L x K; zero-sized in a derived model).
   parameter<S>& alpha() noexcept { return alpha_; }
 
@@ -4725,19 +5598,21 @@ class prompted_vit {
   /// groups in `target` only (w: operator parameters and head; alpha).
   /// @throws shape_error when the images do not fit the backbone.
   var<S> logits(tape<S>& t, const image_batch<S>& images, grad_target target = grad_target::all) {
-    track_w_ = (static_cast<unsigned>(target) & static_cast<unsigned>(grad_target::weights)) != 0;
+    const bool track_w = (static_cast<unsigned>(target) & static_cast<unsigned>(grad_target::weights)) != 0;
     const bool track_alpha = (static_cast<unsigned>(target) & static_cast<unsigned>(grad_target::alpha)) != 0;
-    alpha_var_ = search_ ? t.leaf(alpha_, track_alpha) : var<S>();
-    var<S> feats = backbone_.features(t, images, [this, &t](index l, vit_block<S>& block, const var<S>& x, index batch) {
-      return layer_forward(t, l, block, x, batch);
+    const var<S> alpha = search_ ? t.leaf(alpha_, track_alpha) : var<S>();
+    var<S> feats = backbone_.features(t, images, [&](index l, vit_block<S>& block, const var<S>& x, index batch) {
+      mixed_op<S, Ops>& m = layers_[static_cast<std::size_t>(l)];
+      const var<S> w = m.is_mixed() ? softmax_rows(slice_rows(alpha, l, 1)) : var<S>();
+      return m.forward(t, block, x, batch, w, track_w);
     });
-    return linear(feats, t.leaf(backbone_.head.weight, track_w_), t.leaf(backbone_.head.bias, track_w_));
+    return linear(feats, t.leaf(head().weight, track_w), t.leaf(head().bias, track_w));
   }
 
   /// The weights w: every operator parameter, then the head.
   std::vector<parameter<S>*> weights() {
     std::vector<parameter<S>*> out = fusion_parameters();
-    backbone_.head.collect(out);
+    head().collect(out);
     return out;
   }
   /// Every operator parameter (layer by layer, operator by operator).
@@ -4746,6 +5621,25 @@ class prompted_vit {
     for (auto& layer : layers_) layer.collect(out);
     return out;
   }
+  /// The SGD groups of w: one per operator (its parameters at every layer, with
+  /// its lr multiplier), the head's weight, and the head's bias (no weight decay).
+  /// @throws config_error when op_lr_mult is neither empty nor one per operator.
+  std::vector<optim::param_group<S>> weight_groups(const std::vector<double>& op_lr_mult, double head_lr_mult) {
+    if (!op_lr_mult.empty() && op_lr_mult.size() != Ops::size)
+      throw config_error(detail::cat("prompted_vit::weight_groups: ", op_lr_mult.size(), " operator lr multipliers for ",
+                                     Ops::size, " operators (", detail::join(Ops::names), ")"));
+    std::vector<optim::param_group<S>> out;
+    for (std::size_t k = 0; k < Ops::size; ++k) {
+      optim::param_group<S> g{{}, op_lr_mult.empty() ? 1.0 : op_lr_mult[k], true, std::string(Ops::names[k])};
+      for (index l = 0; l < config().depth; ++l)
+        for (auto& p : op_parameters(l, k)) g.params.push_back(&p);
+      out.push_back(std::move(g));
+    }
+    out.push_back({{&head().weight}, head_lr_mult, true, "head.weight"});
+    out.push_back({{&head().bias}, head_lr_mult, false, "head.bias"});
+    return out;
+  }
+
   /// Everything a state file holds: w, then alpha (search model).
   std::vector<parameter<S>*> state_parameters() {
     std::vector<parameter<S>*> out = weights();
@@ -4796,10 +5690,10 @@ class prompted_vit {
     return g;
   }
 
-  /// Saves w and alpha (F32, atomic).
+  /// Saves w and alpha (F32 for float, F64 for double; atomic), with the genotype and the prompt count.
   void save_state(const std::filesystem::path& path, std::map<std::string, std::string> metadata = {}) {
-    metadata["vpdarts.genotype"] = derive().str();
-    metadata["vpdarts.prompts"] = std::to_string(opts_.prompts);
+    metadata[io::keys::genotype] = derive().to_json().dump();
+    metadata[io::keys::prompts] = std::to_string(opts_.prompts);
     auto ps = state_parameters();
     io::save_parameters<S>(path, ps, metadata);
   }
@@ -4819,8 +5713,8 @@ class prompted_vit {
     backbone_.freeze_backbone();
     if (opts_.prompts < 1) throw config_error(detail::cat("prompted_vit: prompts is ", opts_.prompts, ", must be >= 1"));
     if (opts_.classes > 0 && opts_.classes != backbone_.config().classes) backbone_.reset_head(opts_.classes);
-    backbone_.head.weight.unfreeze();
-    backbone_.head.bias.unfreeze();
+    head().weight.unfreeze();
+    head().bias.unfreeze();
     const fusion_context ctx = context();
     const index depth = backbone_.config().depth;
     layers_.reserve(static_cast<std::size_t>(depth));
@@ -4834,27 +5728,19 @@ class prompted_vit {
     }
   }
 
-  var<S> layer_forward(tape<S>& t, index l, vit_block<S>& block, const var<S>& x, index batch) {
-    mixed_op<S, Ops>& m = layers_[static_cast<std::size_t>(l)];
-    const var<S> w = m.is_mixed() ? softmax_rows(slice_rows(alpha_var_, l, 1)) : var<S>();
-    return m.forward(t, block, x, batch, w, track_w_);
-  }
-
   vit<S> backbone_;
   prompt_options opts_;
   bool search_ = true;
   std::vector<mixed_op<S, Ops>> layers_;
   parameter<S> alpha_;
-  var<S> alpha_var_;
-  bool track_w_ = true;
 };
 
 }  // namespace vpdarts
 // ---- end vpdarts/search/prompted_vit.hpp ----
 
-// ---- begin vpdarts/search/darts.hpp ----
-/// @file darts.hpp
-/// One step of bi-level DARTS (DESIGN.md section 5): first the architecture
+// ---- begin vpdarts/search/bilevel.hpp ----
+/// @file bilevel.hpp
+/// One step of bi-level DARTS (docs/method.md, section 5): first the architecture
 /// alpha on a search-val batch, then the weights w on a search-train batch.
 ///
 /// * First order: grad_alpha = d L_val(w, alpha) / d alpha (no gradient work for w).
@@ -4875,191 +5761,6 @@ class prompted_vit {
 #include <vector>
 
 
-// ---- begin vpdarts/optim/adam.hpp ----
-/// @file adam.hpp
-/// Adam, as PyTorch defines it, with L2 weight decay added to the gradient
-/// (torch.optim.Adam, what DARTS uses for alpha) or decoupled (AdamW).
-
-#include <cmath>
-#include <vector>
-
-
-namespace vpdarts::optim {
-
-/// Settings of adam.
-struct adam_options {
-  double lr = 1e-3;         ///< Learning rate.
-  double beta1 = 0.9;       ///< Decay of the first-moment estimate.
-  double beta2 = 0.999;     ///< Decay of the second-moment estimate.
-  double eps = 1e-8;        ///< Added to the denominator.
-  double weight_decay = 0;  ///< Weight decay (see `decoupled`).
-  /// false: L2 (wd * p added to the gradient, torch.optim.Adam); true: decoupled (torch.optim.AdamW).
-  bool decoupled = false;
-};
-
-/// Adam over a list of trainable parameters (they must outlive the optimiser).
-template <Scalar S>
-class adam {
- public:
-  /// An optimiser over `params`, with zero moments and step count 0.
-  adam(std::vector<parameter<S>*> params, adam_options o) : params_(std::move(params)), o_(o) {
-    for (parameter<S>* p : params_) {
-      m_.push_back(matrix<S>::Zero(p->rows(), p->cols()));
-      v_.push_back(matrix<S>::Zero(p->rows(), p->cols()));
-    }
-  }
-
-  /// One update from the parameters' current gradients (frozen parameters are skipped).
-  void step() {
-    ++t_;
-    const double c1 = 1 - std::pow(o_.beta1, t_), c2 = 1 - std::pow(o_.beta2, t_);
-    const S lr = static_cast<S>(o_.lr), b1 = static_cast<S>(o_.beta1), b2 = static_cast<S>(o_.beta2);
-    const S wd = static_cast<S>(o_.weight_decay), eps = static_cast<S>(o_.eps);
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      parameter<S>& p = *params_[i];
-      if (!p.requires_grad()) continue;
-      auto w = p.value().array();
-      auto g = p.grad().array();
-      if (o_.decoupled && wd != 0) w *= S(1) - lr * wd;
-      auto m = m_[i].array();
-      auto v = v_[i].array();
-      if (!o_.decoupled && wd != 0) {
-        m = b1 * m + (S(1) - b1) * (g + wd * w);
-        v = b2 * v + (S(1) - b2) * (g + wd * w).square();
-      } else {
-        m = b1 * m + (S(1) - b1) * g;
-        v = b2 * v + (S(1) - b2) * g.square();
-      }
-      w -= lr * (m / static_cast<S>(c1)) / ((v / static_cast<S>(c2)).sqrt() + eps);
-    }
-  }
-  /// Zeroes every parameter's gradient.
-  void zero_grad() {
-    for (parameter<S>* p : params_) p->zero_grad();
-  }
-  /// Sets the learning rate.
-  void set_lr(double lr) noexcept { o_.lr = lr; }
-  /// The learning rate.
-  double lr() const noexcept { return o_.lr; }
-  /// Number of steps taken.
-  long steps() const noexcept { return t_; }
-  /// The first moment estimates, in parameter order. With second_moments() and
-  /// steps() this is what a checkpoint must keep for a resumed run to continue exactly.
-  std::vector<matrix<S>>& first_moments() noexcept { return m_; }
-  /// The second moment estimates, in parameter order.
-  std::vector<matrix<S>>& second_moments() noexcept { return v_; }
-  /// Sets the step count (used by bias correction), as restored from a checkpoint.
-  void set_steps(long t) noexcept { t_ = t; }
-
- private:
-  std::vector<parameter<S>*> params_;
-  adam_options o_;
-  std::vector<matrix<S>> m_, v_;
-  long t_ = 0;
-};
-
-}  // namespace vpdarts::optim
-// ---- end vpdarts/optim/adam.hpp ----
-
-// ---- begin vpdarts/optim/sgd.hpp ----
-/// @file sgd.hpp
-/// SGD with momentum and weight decay, as torch.optim.SGD (no dampening, no
-/// Nesterov): g = grad + wd * p; buf = mu * buf + g; p -= lr * buf. Parameters
-/// come in groups, each with a learning-rate multiplier and a decay switch
-/// (DARTS decays every part of w but the head's bias), and gradient-norm clipping.
-
-#include <cmath>
-#include <span>
-#include <string>
-#include <vector>
-
-
-namespace vpdarts::optim {
-
-/// Parameters that share a learning-rate multiplier and a decay switch.
-template <Scalar S>
-struct param_group {
-  std::vector<parameter<S>*> params = {};  ///< The group's parameters (not owned).
-  double lr_mult = 1;                      ///< The group's lr is the optimiser's lr times this.
-  bool decay = true;                       ///< Whether weight decay applies to the group.
-  std::string name = {};                   ///< A label for messages and checkpoints.
-};
-
-/// Settings of sgd.
-struct sgd_options {
-  double lr = 0.1;          ///< Base learning rate.
-  double momentum = 0.9;    ///< Momentum mu (0 for plain SGD).
-  double weight_decay = 0;  ///< L2 weight decay added to the gradient.
-};
-
-/// SGD with momentum over parameter groups (the parameters must outlive it).
-template <Scalar S>
-class sgd {
- public:
-  /// An optimiser over `groups`, with zero momentum buffers.
-  sgd(std::vector<param_group<S>> groups, sgd_options o) : groups_(std::move(groups)), o_(o) {
-    for (auto& g : groups_)
-      for (parameter<S>* p : g.params) buffers_.push_back(matrix<S>::Zero(p->rows(), p->cols()));
-  }
-
-  /// One update from the current gradients (frozen parameters are skipped).
-  void step() {
-    std::size_t i = 0;
-    for (auto& g : groups_) {
-      const S lr = static_cast<S>(o_.lr * g.lr_mult), mu = static_cast<S>(o_.momentum);
-      const S wd = g.decay ? static_cast<S>(o_.weight_decay) : S(0);
-      for (parameter<S>* p : g.params) {
-        matrix<S>& buf = buffers_[i++];
-        if (!p->requires_grad()) continue;
-        if (wd != 0) buf = mu * buf + p->grad() + wd * p->value();
-        else buf = mu * buf + p->grad();
-        p->value() -= lr * buf;
-      }
-    }
-  }
-  /// Zeroes every gradient.
-  void zero_grad() {
-    for (auto& g : groups_)
-      for (parameter<S>* p : g.params) p->zero_grad();
-  }
-  /// Sets the base learning rate (schedules call it every step).
-  void set_lr(double lr) noexcept { o_.lr = lr; }
-  /// The base learning rate.
-  double lr() const noexcept { return o_.lr; }
-  /// The settings.
-  const sgd_options& options() const noexcept { return o_; }
-  /// The parameter groups, in the order given.
-  const std::vector<param_group<S>>& groups() const noexcept { return groups_; }
-  /// The momentum buffers, in group order (DARTS's virtual step reads them).
-  std::vector<matrix<S>>& momentum_buffers() noexcept { return buffers_; }
-
- private:
-  std::vector<param_group<S>> groups_;
-  sgd_options o_;
-  std::vector<matrix<S>> buffers_;
-};
-
-/// Scales the gradients so that their joint L2 norm is at most max_norm (as
-/// torch.nn.utils.clip_grad_norm_); returns the norm before clipping.
-/// @throws value_error when the norm is NaN or Inf.
-template <Scalar S>
-double clip_grad_norm(std::span<parameter<S>* const> params, double max_norm) {
-  double sq = 0;
-  for (parameter<S>* p : params)
-    if (p->requires_grad()) sq += static_cast<double>(p->grad().squaredNorm());
-  const double norm = std::sqrt(sq);
-  if (!std::isfinite(norm)) throw value_error(detail::cat("clip_grad_norm: the gradient norm is ", norm));
-  if (norm > max_norm) {
-    const S scale = static_cast<S>(max_norm / (norm + 1e-6));
-    for (parameter<S>* p : params)
-      if (p->requires_grad()) p->grad() *= scale;
-  }
-  return norm;
-}
-
-}  // namespace vpdarts::optim
-// ---- end vpdarts/optim/sgd.hpp ----
-
 namespace vpdarts {
 
 /// First- or second-order DARTS.
@@ -5068,15 +5769,10 @@ enum class darts_order {
   second  ///< through a virtual w step, with the finite-difference Hessian-vector product
 };
 
-/// Settings of a DARTS step (DESIGN.md's defaults).
-struct darts_options {
+/// Settings of the bi-level optimiser: w's SGD and alpha's Adam (docs/method.md's defaults).
+struct bilevel_options {
   darts_order order = darts_order::first;  ///< first or second order
-  double w_lr = 0.05;             ///< base learning rate of w (the schedule sets it per step)
-  double w_momentum = 0.9;        ///< SGD momentum of w
-  double w_weight_decay = 1e-4;   ///< on every part of w but the head's bias
-  double grad_clip = 5;           ///< w's gradient-norm clip (0: none)
-  std::vector<double> op_lr_mult = {};  ///< per operator, in op-list order (empty: all 1)
-  double head_lr_mult = 1;        ///< lr multiplier of the classification head
+  w_optimizer_options w = {};     ///< w's optimiser (its lr is w's base learning rate; the schedule sets it per step)
   double alpha_lr = 3e-4;         ///< Adam learning rate of alpha (search() picks one from the step count)
   double alpha_beta1 = 0.5;       ///< Adam beta1 of alpha (DARTS's 0.5)
   double alpha_beta2 = 0.999;     ///< Adam beta2 of alpha
@@ -5084,43 +5780,24 @@ struct darts_options {
 };
 
 /// Losses of one step.
-struct darts_step_result {
+struct bilevel_step_result {
   double val_loss = 0;    ///< L_val at the start of the step (w' for second order)
   double train_loss = 0;  ///< L_train of the w update
 };
 
-/// The SGD groups of w: one per operator (its parameters at every layer, with
-/// its lr multiplier), the head's weight, and the head's bias (no weight decay).
-/// @throws config_error when op_lr_mult is neither empty nor one per operator.
+/// Runs DARTS steps on a search model: the bi-level optimiser of w (SGD) and
+/// alpha (Adam). Holds the two optimisers and the buffers of the second-order
+/// step (allocated once). Every gradient it uses passes the gradient hook
+/// first (see apply_gradients()).
 template <Scalar S, OpList Ops>
-std::vector<optim::param_group<S>> weight_groups(prompted_vit<S, Ops>& m, const std::vector<double>& op_lr_mult,
-                                                 double head_lr_mult) {
-  if (!op_lr_mult.empty() && op_lr_mult.size() != Ops::size)
-    throw config_error(detail::cat("weight_groups: ", op_lr_mult.size(), " operator lr multipliers for ", Ops::size,
-                                   " operators (", detail::join(Ops::names), ")"));
-  std::vector<optim::param_group<S>> out;
-  for (std::size_t k = 0; k < Ops::size; ++k) {
-    optim::param_group<S> g{{}, op_lr_mult.empty() ? 1.0 : op_lr_mult[k], true, std::string(Ops::names[k])};
-    for (index l = 0; l < m.config().depth; ++l)
-      for (auto& p : m.op_parameters(l, k)) g.params.push_back(&p);
-    out.push_back(std::move(g));
-  }
-  out.push_back({{&m.backbone().head.weight}, head_lr_mult, true, "head.weight"});
-  out.push_back({{&m.backbone().head.bias}, head_lr_mult, false, "head.bias"});
-  return out;
-}
-
-/// Runs DARTS steps on a search model. Holds the two optimisers and the buffers
-/// of the second-order step (allocated once).
-template <Scalar S, OpList Ops>
-class darts {
+class bilevel_optimizer {
  public:
   /// @throws config_error for a derived model or a multiplier list of the wrong length.
-  darts(prompted_vit<S, Ops>& model, const darts_options& o)
-      : model_(model), opts_(o), w_opt_(groups(model, o), {o.w_lr, o.w_momentum, o.w_weight_decay}),
+  bilevel_optimizer(prompted_vit<S, Ops>& model, const bilevel_options& o, gradient_hook<S> hook = {})
+      : model_(model), opts_(o), hook_(std::move(hook)), w_opt_(model.weight_groups(o.w.op_lr_mult, o.w.head_lr_mult), o.w.sgd()),
         alpha_opt_({&model.alpha()}, {.lr = o.alpha_lr, .beta1 = o.alpha_beta1, .beta2 = o.alpha_beta2,
                                       .weight_decay = o.alpha_weight_decay, .decoupled = false}) {
-    if (!model.is_search()) throw config_error("darts: the model is a derived model; search needs alpha");
+    if (!model.is_search()) throw config_error("bilevel_optimizer: the model is a derived model; search needs alpha");
     for (const auto& g : w_opt_.groups())
       for (parameter<S>* p : g.params) {
         flat_.push_back(p);
@@ -5134,13 +5811,17 @@ class darts {
 
   /// One step: alpha on (val_x, val_y) unless `update_alpha` is false (warm-up), then w on (train_x, train_y).
   /// @throws value_error when a loss or gradient is NaN or Inf.
-  darts_step_result step(const image_batch<S>& train_x, std::span<const int> train_y, const image_batch<S>& val_x,
+  bilevel_step_result step(const image_batch<S>& train_x, std::span<const int> train_y, const image_batch<S>& val_x,
                          std::span<const int> val_y, bool update_alpha = true) {
-    darts_step_result r;
+    bilevel_step_result r;
     if (update_alpha) {
-      r.val_loss = opts_.order == darts_order::first ? alpha_grad_first(val_x, val_y)
-                                                     : alpha_grad_second(train_x, train_y, val_x, val_y);
-      alpha_opt_.step();
+      if (opts_.order == darts_order::first) {
+        r.val_loss = alpha_grad_first(val_x, val_y);
+        apply_gradients<S>(alpha_opt_, alpha_params(), 0, hook_);
+      } else {
+        r.val_loss = alpha_grad_second(train_x, train_y, val_x, val_y);  // its parts passed the hook
+        alpha_opt_.step();
+      }
     }
     r.train_loss = w_step(train_x, train_y);
     return r;
@@ -5153,16 +5834,18 @@ class darts {
   }
 
   /// Leaves DARTS's second-order alpha gradient in alpha's gradient and w as it
-  /// was (bit-exact); returns L_val(w', alpha).
+  /// was (bit-exact); returns L_val(w', alpha). Each of its four gradients
+  /// passes the gradient hook as it is computed.
   double alpha_grad_second(const image_batch<S>& tx, std::span<const int> ty, const image_batch<S>& vx,
                            std::span<const int> vy) {
     const std::size_t n = flat_.size();
-    const S xi = static_cast<S>(w_opt_.lr()), mu = static_cast<S>(opts_.w_momentum);
-    const S wd = static_cast<S>(opts_.w_weight_decay);
+    const S xi = static_cast<S>(w_opt_.lr()), mu = static_cast<S>(opts_.w.momentum);
+    const S wd = static_cast<S>(opts_.w.weight_decay);
     auto& momentum = w_opt_.momentum_buffers();
     // grad_w L_train(w, alpha)
     w_opt_.zero_grad();
     loss(tx, ty, grad_target::weights);
+    if (hook_) hook_(flat_);
     // w' = w - c xi (mu m + g + wd w)
     for (std::size_t i = 0; i < n; ++i) {
       matrix<S>& w = flat_[i]->value();
@@ -5175,6 +5858,10 @@ class darts {
     w_opt_.zero_grad();
     model_.alpha().zero_grad();
     const double val = loss(vx, vy, grad_target::all);
+    if (hook_) {
+      hook_(flat_);
+      hook_(alpha_params());
+    }
     dalpha_ = model_.alpha().grad();
     double sq = 0;
     for (std::size_t i = 0; i < n; ++i) {
@@ -5182,7 +5869,7 @@ class darts {
       sq += static_cast<double>(dir_[i].squaredNorm());
     }
     const double norm = std::sqrt(sq);
-    if (!std::isfinite(norm)) throw value_error(detail::cat("darts: the norm of grad_w' L_val is ", norm));
+    if (!std::isfinite(norm)) throw value_error(detail::cat("bilevel_optimizer: the norm of grad_w' L_val is ", norm));
     if (norm == 0) {  // no implicit term
       restore();
       model_.alpha().grad() = dalpha_;
@@ -5193,11 +5880,13 @@ class darts {
     for (std::size_t i = 0; i < n; ++i) flat_[i]->value() = backup_[i] + eps * dir_[i];
     model_.alpha().zero_grad();
     loss(tx, ty, grad_target::alpha);
+    if (hook_) hook_(alpha_params());
     matrix<S>& g = model_.alpha().grad();
     dalpha_ -= (xi / (2 * eps)) * g;
     for (std::size_t i = 0; i < n; ++i) flat_[i]->value() = backup_[i] - eps * dir_[i];
     g.setZero();
     loss(tx, ty, grad_target::alpha);
+    if (hook_) hook_(alpha_params());
     dalpha_ += (xi / (2 * eps)) * g;
     restore();
     g = dalpha_;
@@ -5209,8 +5898,7 @@ class darts {
   double w_step(const image_batch<S>& x, std::span<const int> y) {
     w_opt_.zero_grad();
     const double l = loss(x, y, grad_target::weights);
-    if (opts_.grad_clip > 0) optim::clip_grad_norm<S>(flat_, opts_.grad_clip);
-    w_opt_.step();
+    apply_gradients<S>(w_opt_, flat_, opts_.w.grad_clip, hook_);
     return l;
   }
 
@@ -5219,12 +5907,10 @@ class darts {
   /// alpha's Adam (checkpoints save its moments).
   optim::adam<S>& alpha_optimizer() noexcept { return alpha_opt_; }
   /// The settings.
-  const darts_options& options() const noexcept { return opts_; }
+  const bilevel_options& options() const noexcept { return opts_; }
 
  private:
-  static std::vector<optim::param_group<S>> groups(prompted_vit<S, Ops>& m, const darts_options& o) {
-    return weight_groups(m, o.op_lr_mult, o.head_lr_mult);
-  }
+  std::span<parameter<S>* const> alpha_params() noexcept { return {&alpha_ptr_, 1}; }
 
   double loss(const image_batch<S>& x, std::span<const int> y, grad_target target) {
     tape_.reset();
@@ -5238,7 +5924,9 @@ class darts {
   }
 
   prompted_vit<S, Ops>& model_;
-  darts_options opts_;
+  bilevel_options opts_;
+  gradient_hook<S> hook_;
+  parameter<S>* alpha_ptr_ = &model_.alpha();
   optim::sgd<S> w_opt_;
   optim::adam<S> alpha_opt_;
   tape<S> tape_;
@@ -5250,284 +5938,226 @@ class darts {
 };
 
 }  // namespace vpdarts
-// ---- end vpdarts/search/darts.hpp ----
+// ---- end vpdarts/search/bilevel.hpp ----
 
-// ---- begin vpdarts/search/search.hpp ----
-/// @file search.hpp
-/// The whole job as a library: split the training data into search-train and
-/// search-val, run DARTS for some epochs (w-only warm-up first), record
-/// softmax(alpha) every epoch and derive the genotype; then train a model
-/// (the derived one, from fresh operator parameters) and evaluate it.
+// ---- begin vpdarts/search/checkpoint.hpp ----
+/// @file checkpoint.hpp
+/// The resumable state of a search: what search() writes after every epoch
+/// and reads back on resume, so that an interrupted search ends where an
+/// uninterrupted one does. One safetensors file holds the model's state (w
+/// and alpha), both optimisers' state, and, in its metadata, the settings
+/// fingerprint (which must match on resume) and the loop's state (epoch, data
+/// order, random generator, history).
 
-#include <algorithm>
-#include <cmath>
-#include <cstdio>
 #include <filesystem>
-#include <functional>
-#include <limits>
-#include <numeric>
 #include <random>
+#include <span>
 #include <sstream>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 
-// ---- begin vpdarts/detail/progress.hpp ----
-// A progress bar for long loops: epoch, step, loss, accuracy, images/s, ETA.
-// On a terminal it redraws one line; otherwise it prints a plain line every
-// `every` steps and at the end of each epoch.
+namespace vpdarts {
 
-#include <unistd.h>
+/// A search's loop state after some epochs. The model's parameters and the
+/// optimisers' state are saved and restored beside it (save(), load()).
+struct search_state {
+  long epoch = 0;                              ///< epochs done
+  std::mt19937_64 rng;                         ///< the generator of the split and the shuffles
+  data::row_split rows;                        ///< search-train and search-val rows, in their current order
+  index val_pos = 0;                           ///< next search-val row to draw
+  std::vector<matrix<double>> alpha_history;   ///< softmax(alpha) after every epoch
+  std::vector<double> train_loss;              ///< per-epoch mean search-train loss
+  std::vector<double> val_loss;                ///< per-epoch mean search-val loss (NaN in warm-up epochs)
+  double seconds = 0;                          ///< wall-clock time of the epochs done
 
-#include <chrono>
-#include <cmath>
-#include <limits>
-#include <cstdio>
-#include <string>
-
-namespace vpdarts::detail {
-
-class progress {
- public:
-  progress(std::string label, long epochs, long steps_per_epoch, long every = 10)
-      : label_(std::move(label)), epochs_(epochs), steps_(steps_per_epoch), every_(every),
-        tty_(isatty(fileno(stdout)) != 0), start_(clock::now()) {}
-
-  /// Marks the epochs before `epoch` (1-based) as done before this run started
-  /// (a resumed run), so that images/s and the ETA count this run's steps only.
-  void resume_at(long epoch) noexcept { skipped_ = (epoch - 1) * steps_; }
-
-  /// Reports step `step` (1-based) of epoch `epoch` (1-based): the running mean
-  /// loss, the accuracy (not shown when negative), a validation loss (not shown
-  /// when NaN), and the images this step consumed.
-  void update(long epoch, long step, double loss, double accuracy, long images,
-              double val_loss = std::numeric_limits<double>::quiet_NaN()) {
-    images_ += images;
-    const double elapsed = std::chrono::duration<double>(clock::now() - start_).count();
-    const long done = (epoch - 1) * steps_ + step - skipped_, total = epochs_ * steps_ - skipped_;
-    const double eta = done > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(total - done) : 0;
-    const bool end = step == steps_;
-    if (!tty_ && !end && step % every_ != 0) return;
-    char extra[64] = "";
-    int n = 0;
-    if (std::isfinite(val_loss)) n += std::snprintf(extra + n, sizeof extra - static_cast<std::size_t>(n), "  val %.4f", val_loss);
-    if (accuracy >= 0) std::snprintf(extra + n, sizeof extra - static_cast<std::size_t>(n), "  acc %.3f", accuracy);
-    std::printf("%s%s epoch %ld/%ld step %ld/%ld  loss %.4f%s  %.1f img/s  ETA %s%s", tty_ ? "\r" : "", label_.c_str(),
-                epoch, epochs_, step, steps_, loss, extra, elapsed > 0 ? static_cast<double>(images_) / elapsed : 0.0,
-                clock_str(eta).c_str(), tty_ ? (end ? "\n" : "   ") : "\n");
-    std::fflush(stdout);
+  /// Writes the state, the model's w and alpha, and both optimisers' state,
+  /// atomically, with `fingerprint` (the settings a resume must share).
+  /// @throws value_error when a tensor holds NaN or Inf (nothing is written then).
+  template <Scalar S, OpList Ops>
+  void save(const std::filesystem::path& path, prompted_vit<S, Ops>& model, bilevel_optimizer<S, Ops>& opt,
+            const nlohmann::json& fingerprint) const {
+    std::vector<io::tensor_view<S>> views;
+    auto add = [&](std::string name, const matrix<S>& m) {
+      views.push_back({std::move(name), {m.rows(), m.cols()},
+                       std::span<const S>(m.data(), static_cast<std::size_t>(m.size()))});
+    };
+    for (parameter<S>* p : model.state_parameters()) {
+      const std::vector<index> sh = p->shape();  // returned by value
+      const std::vector<std::int64_t> shape(sh.begin(), sh.end());
+      views.push_back({p->name(), shape, std::span<const S>(p->value().data(), static_cast<std::size_t>(p->size()))});
+    }
+    std::size_t i = 0;
+    for (const auto& g : opt.w_optimizer().groups())
+      for (parameter<S>* p : g.params) add("optim.w.momentum." + p->name(), opt.w_optimizer().momentum_buffers()[i++]);
+    add("optim.alpha.m", opt.alpha_optimizer().first_moments()[0]);
+    add("optim.alpha.v", opt.alpha_optimizer().second_moments()[0]);
+    nlohmann::json history = nlohmann::json::array();
+    for (const auto& a : alpha_history) {
+      nlohmann::json m = nlohmann::json::array();
+      for (index l = 0; l < a.rows(); ++l) {
+        nlohmann::json row = nlohmann::json::array();
+        for (index k = 0; k < a.cols(); ++k) row.push_back(a(l, k));
+        m.push_back(std::move(row));
+      }
+      history.push_back(std::move(m));
+    }
+    std::ostringstream rng_text;
+    rng_text << rng;
+    const nlohmann::json state = {{"epoch", epoch},
+                                  {"alpha_steps", opt.alpha_optimizer().steps()},
+                                  {"rng", rng_text.str()},
+                                  {"train_rows", rows.train},
+                                  {"val_rows", rows.val},
+                                  {"val_pos", val_pos},
+                                  {"alpha_history", history},
+                                  {"train_loss", io::numbers_to_json(train_loss)},
+                                  {"val_loss", io::numbers_to_json(val_loss)},
+                                  {"seconds", seconds}};
+    io::write_safetensors<S>(path, std::move(views),
+                             {{io::keys::search_settings, fingerprint.dump()},
+                              {io::keys::search_state, state.dump()},
+                              {io::keys::genotype, model.derive().to_json().dump()},
+                              {io::keys::prompts, std::to_string(model.options().prompts)}});
   }
 
-  double seconds() const { return std::chrono::duration<double>(clock::now() - start_).count(); }
-
-  static std::string clock_str(double s) {
-    const long t = static_cast<long>(s + 0.5);
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%ld:%02ld", t / 60, t % 60);
-    return buf;
+  /// Reads what save() wrote into the model, the optimiser and a new state.
+  /// The state must fit a search over `images` images split as `expected`
+  /// (sizes), with at most `epochs` epochs. Nothing is changed unless it all fits.
+  /// @throws io_error for a file that is not a search checkpoint of this model
+  /// or holds an inconsistent state; config_error naming the settings that
+  /// differ from `fingerprint`.
+  template <Scalar S, OpList Ops>
+  static search_state load(const std::filesystem::path& path, prompted_vit<S, Ops>& model,
+                           bilevel_optimizer<S, Ops>& opt, const nlohmann::json& fingerprint, index images,
+                           index n_val, long epochs) {
+    const std::string where = detail::cat("search: '", path.string(), "'");
+    const io::safetensors f = io::safetensors::read(path);
+    const auto& meta = f.metadata();
+    if (!meta.count(io::keys::search_settings) || !meta.count(io::keys::search_state))
+      throw io_error(detail::cat(where, " is not a search checkpoint (no vpdarts.search metadata)"));
+    nlohmann::json saved, st;
+    try {
+      saved = nlohmann::json::parse(meta.at(io::keys::search_settings));
+      st = nlohmann::json::parse(meta.at(io::keys::search_state));
+    } catch (const nlohmann::json::exception& e) {
+      throw io_error(detail::cat(where, ": unreadable search metadata: ", e.what()));
+    }
+    if (!saved.is_object() || !st.is_object()) throw io_error(detail::cat(where, ": the search metadata are not JSON objects"));
+    std::vector<std::string> differ;
+    for (auto it = fingerprint.begin(); it != fingerprint.end(); ++it)
+      if (!saved.contains(it.key()) || saved[it.key()] != it.value())
+        differ.push_back(detail::cat(it.key(), " (checkpoint ", saved.contains(it.key()) ? saved[it.key()].dump() : "none",
+                                     ", now ", it.value().dump(), ")"));
+    if (!differ.empty())
+      throw config_error(detail::cat("search: cannot resume from '", path.string(), "': settings differ: ", detail::join(differ, "; ")));
+    search_state s;
+    long alpha_steps = 0;
+    try {
+      s.epoch = st.at("epoch").get<long>();
+      alpha_steps = st.at("alpha_steps").get<long>();
+      std::istringstream rng_in(st.at("rng").get<std::string>());
+      rng_in >> s.rng;
+      if (!rng_in) throw io_error(detail::cat(where, ": unreadable random generator state"));
+      s.rows.train = st.at("train_rows").get<std::vector<index>>();
+      s.rows.val = st.at("val_rows").get<std::vector<index>>();
+      s.val_pos = st.at("val_pos").get<index>();
+      s.train_loss = io::numbers_from_json(st.at("train_loss"), where + " train_loss");
+      s.val_loss = io::numbers_from_json(st.at("val_loss"), where + " val_loss");
+      for (const auto& a : st.at("alpha_history")) {
+        matrix<double> m(model.config().depth, static_cast<index>(Ops::size));
+        if (a.size() != static_cast<std::size_t>(m.rows())) throw io_error(detail::cat(where, ": an alpha_history entry has ", a.size(), " rows, not ", m.rows()));
+        for (index l = 0; l < m.rows(); ++l) {
+          const auto& row = a.at(static_cast<std::size_t>(l));
+          if (row.size() != static_cast<std::size_t>(m.cols())) throw io_error(detail::cat(where, ": an alpha_history row has ", row.size(), " values, not ", m.cols()));
+          for (index k = 0; k < m.cols(); ++k) m(l, k) = row.at(static_cast<std::size_t>(k)).get<double>();
+        }
+        s.alpha_history.push_back(std::move(m));
+      }
+      s.seconds = st.at("seconds").get<double>();
+    } catch (const nlohmann::json::exception& e) {
+      throw io_error(detail::cat(where, ": unreadable search state: ", e.what()));
+    }
+    s.check(where, images, n_val, epochs);
+    // the tensors, all checked before any is copied
+    std::vector<parameter<S>*> state = model.state_parameters();
+    std::vector<std::pair<const io::tensor_entry*, matrix<S>*>> extra;
+    auto find = [&](const std::string& name, matrix<S>& m) {
+      const io::tensor_entry* t = f.find(name);
+      if (!t || t->numel() != m.size())
+        throw io_error(detail::cat(where, ": missing or mis-shaped optimiser tensor '", name, "'"));
+      extra.emplace_back(t, &m);
+    };
+    std::size_t i = 0;
+    for (const auto& g : opt.w_optimizer().groups())
+      for (parameter<S>* p : g.params) find("optim.w.momentum." + p->name(), opt.w_optimizer().momentum_buffers()[i++]);
+    find("optim.alpha.m", opt.alpha_optimizer().first_moments()[0]);
+    find("optim.alpha.v", opt.alpha_optimizer().second_moments()[0]);
+    io::load_options lo;
+    lo.allow_unexpected = true;  // the optimiser tensors
+    io::load_parameters<S>(f, state, lo);
+    for (auto& [t, m] : extra) f.copy_to<S>(*t, std::span<S>(m->data(), static_cast<std::size_t>(m->size())));
+    opt.alpha_optimizer().set_steps(alpha_steps);
+    return s;
   }
 
  private:
-  using clock = std::chrono::steady_clock;
-  std::string label_;
-  long epochs_, steps_, every_;
-  bool tty_;
-  clock::time_point start_;
-  long images_ = 0;
-  long skipped_ = 0;
-};
-
-}  // namespace vpdarts::detail
-// ---- end vpdarts/detail/progress.hpp ----
-
-// ---- begin vpdarts/optim/schedule.hpp ----
-/// @file schedule.hpp
-/// Learning-rate schedules.
-
-#include <algorithm>
-#include <cmath>
-#include <numbers>
-
-namespace vpdarts::optim {
-
-/// Linear warm-up from base/warmup to base over `warmup` steps, then cosine
-/// decay to `min_lr` at step `total` (steps count from 0).
-struct warmup_cosine {
-  double base = 0.1;   ///< Peak learning rate, reached at the end of the warm-up.
-  long warmup = 0;     ///< Warm-up steps (0: none).
-  long total = 1;      ///< Step at which the cosine reaches min_lr.
-  double min_lr = 0;   ///< Floor of the decay.
-
-  /// The learning rate at `step` (counting from 0); min_lr after `total`.
-  double operator()(long step) const {
-    if (step < warmup) return base * static_cast<double>(step + 1) / static_cast<double>(warmup);
-    const long span = std::max<long>(1, total - warmup);
-    const double t = std::clamp(static_cast<double>(step - warmup) / static_cast<double>(span), 0.0, 1.0);
-    return min_lr + 0.5 * (base - min_lr) * (1 + std::cos(std::numbers::pi * t));
-  }
-};
-
-}  // namespace vpdarts::optim
-// ---- end vpdarts/optim/schedule.hpp ----
-
-// ---- begin vpdarts/train/classifier.hpp ----
-/// @file classifier.hpp
-/// Training and evaluating a plain ViT classifier: pretraining a backbone from
-/// scratch (when a user has none), and accuracy on a labelled set.
-
-#include <algorithm>
-#include <cmath>
-#include <numbers>
-#include <numeric>
-#include <random>
-#include <vector>
-
-
-namespace vpdarts {
-
-/// Settings of pretrain().
-struct pretrain_options {
-  long epochs = 5;              ///< passes over the training set
-  index batch = 64;             ///< images per step
-  double lr = 1e-3;             ///< AdamW peak learning rate (cosine decay after one warm-up epoch)
-  double weight_decay = 0.05;   ///< decoupled
-  std::uint64_t seed = 0;       ///< shuffling
-  bool progress = true;         ///< print a progress bar
-};
-
-/// What pretrain() measured.
-struct pretrain_result {
-  double train_accuracy = 0;  ///< over the last epoch, as trained
-  double test_accuracy = 0;   ///< top-1 on the test set after training
-  double seconds = 0;         ///< wall-clock time of the training
-};
-
-namespace detail {
-
-/// Number of rows of `logits` whose argmax is the label.
-template <class Logits>
-index count_correct(const Logits& logits, std::span<const int> labels) {
-  index correct = 0;
-  for (index i = 0; i < logits.rows(); ++i) {
-    index arg;
-    logits.row(i).maxCoeff(&arg);
-    correct += arg == labels[static_cast<std::size_t>(i)];
-  }
-  return correct;
-}
-
-/// Calls fn(start, x, y) for consecutive batches of `data` in order (the last
-/// one may be smaller), gathering into the same x and y each time.
-template <Scalar S, class Fn>
-void for_each_batch(const data::labelled_images<S>& data, index batch, Fn&& fn) {
-  std::vector<index> rows;
-  image_batch<S> x;
-  std::vector<int> y;
-  for (index start = 0; start < data.size(); start += batch) {
-    rows.resize(static_cast<std::size_t>(std::min(batch, data.size() - start)));
-    std::iota(rows.begin(), rows.end(), start);
-    data.gather(rows, x, y);
-    fn(start, x, y);
-  }
-}
-
-/// Top-1 accuracy of `forward(tape, images) -> logits` on `data`, in batches, no gradient recorded.
-template <Scalar S, class Forward>
-double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&& forward) {
-  tape<S> t;
-  no_grad<S> guard(t);
-  index correct = 0;
-  for_each_batch(data, batch, [&](index, const image_batch<S>& x, const std::vector<int>& y) {
-    t.reset();
-    correct += count_correct(forward(t, x).value(), y);
-  });
-  return static_cast<double>(correct) / static_cast<double>(data.size());
-}
-
-}  // namespace detail
-
-/// Top-1 accuracy of the model's logits on `data`, in batches, no gradient recorded.
-/// @throws shape_error when the images do not fit the model.
-template <Scalar S>
-double accuracy(vit<S>& model, const data::labelled_images<S>& data, index batch = 64) {
-  return detail::top1_accuracy(data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x); });
-}
-
-/// Trains every parameter of `model` (backbone and head) on `train` with AdamW,
-/// one warm-up epoch then cosine decay, and reports accuracy on `test`.
-/// @throws config_error when the batch is not positive or larger than the training set;
-/// value_error when the loss becomes NaN or Inf (naming the step).
-template <Scalar S>
-pretrain_result pretrain(vit<S>& model, const data::labelled_images<S>& train, const data::labelled_images<S>& test,
-                         const pretrain_options& o = {}) {
-  if (o.batch <= 0 || o.batch > train.size())
-    throw config_error(detail::cat("pretrain: batch ", o.batch, " does not fit a training set of ", train.size()));
-  if (train.classes() > model.config().classes)
-    throw config_error(detail::cat("pretrain: the data has ", train.classes(), " classes, the head ",
-                                   model.config().classes));
-  model.unfreeze_all();
-  std::vector<parameter<S>*> params = model.parameters();
-  optim::adam<S> opt(params, {.lr = o.lr, .weight_decay = o.weight_decay, .decoupled = true});
-  const long steps = train.size() / o.batch;
-  const optim::warmup_cosine schedule{o.lr, steps, steps * o.epochs};  // one warm-up epoch
-  std::vector<index> order(static_cast<std::size_t>(train.size()));
-  std::iota(order.begin(), order.end(), 0);
-  std::mt19937_64 rng(o.seed);
-  tape<S> t;
-  detail::progress bar("pretrain", o.epochs, steps);
-  pretrain_result r;
-  image_batch<S> x;
-  std::vector<int> labels;
-  for (long e = 1; e <= o.epochs; ++e) {
-    std::shuffle(order.begin(), order.end(), rng);
-    index correct = 0, seen = 0;
-    double loss_sum = 0;
-    for (long s = 0; s < steps; ++s) {
-      opt.set_lr(schedule((e - 1) * steps + s));
-      train.gather(std::span<const index>(order.data() + s * o.batch, static_cast<std::size_t>(o.batch)), x, labels);
-      t.reset();
-      auto logits = model.logits(t, x);
-      var<S> loss;
-      try {
-        loss = cross_entropy(logits, labels);
-      } catch (const value_error& err) {
-        throw value_error(detail::cat("pretrain: epoch ", e, " step ", s + 1, ": ", err.message()));
+  /// @throws io_error when the state cannot be the state of a search over `images` rows.
+  void check(const std::string& where, index images, index n_val, long epochs) const {
+    auto fail = [&](const std::string& why) { throw io_error(detail::cat(where, ": inconsistent search state: ", why)); };
+    if (epoch < 1 || epoch > epochs) fail(detail::cat("epoch ", epoch, " is not in 1..", epochs));
+    if (static_cast<index>(rows.val.size()) != n_val || static_cast<index>(rows.train.size()) != images - n_val)
+      fail(detail::cat(rows.train.size(), " search-train and ", rows.val.size(), " search-val rows, not ", images - n_val,
+                       " and ", n_val));
+    std::vector<char> seen(static_cast<std::size_t>(images), 0);
+    for (const auto* part : {&rows.train, &rows.val})
+      for (index r : *part) {
+        if (r < 0 || r >= images || seen[static_cast<std::size_t>(r)]) fail(detail::cat("row ", r, " is out of range or repeated"));
+        seen[static_cast<std::size_t>(r)] = 1;
       }
-      opt.zero_grad();
-      t.backward(loss);
-      opt.step();
-      correct += detail::count_correct(logits.value(), labels);
-      seen += o.batch;
-      loss_sum += static_cast<double>(loss.item());
-      if (o.progress)
-        bar.update(e, s + 1, loss_sum / static_cast<double>(s + 1), static_cast<double>(correct) / static_cast<double>(seen),
-                   o.batch);
-    }
-    r.train_accuracy = static_cast<double>(correct) / static_cast<double>(std::max<index>(seen, 1));
+    if (val_pos < 0 || val_pos > n_val) fail(detail::cat("val_pos ", val_pos, " is not in 0..", n_val));
+    const auto e = static_cast<std::size_t>(epoch);
+    if (alpha_history.size() != e || train_loss.size() != e || val_loss.size() != e)
+      fail(detail::cat(alpha_history.size(), " alpha_history, ", train_loss.size(), " train_loss and ", val_loss.size(),
+                       " val_loss entries for ", epoch, " epochs"));
+    if (!(seconds >= 0)) fail(detail::cat("seconds is ", seconds));
   }
-  r.test_accuracy = accuracy(model, test);
-  r.seconds = bar.seconds();
-  return r;
-}
+};
 
 }  // namespace vpdarts
-// ---- end vpdarts/train/classifier.hpp ----
+// ---- end vpdarts/search/checkpoint.hpp ----
+
+// ---- begin vpdarts/search/search.hpp ----
+/// @file search.hpp
+/// The search as a library call: split the training data into search-train
+/// and search-val, run bi-level DARTS for some epochs (w-only warm-up first),
+/// record softmax(alpha) every epoch, checkpoint, and derive the genotype.
+/// Retraining the genotype is train/retrain.hpp's.
+
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
 
 namespace vpdarts {
 
 /// Settings of search().
 struct search_options {
-  darts_options darts = {};     ///< the DARTS step's settings
+  bilevel_options bilevel = {};  ///< the optimisers of w and alpha, and the DARTS order
   long epochs = 10;             ///< epochs, each one pass over search-train
   long warmup_epochs = 2;       ///< epochs that train w only, before alpha moves
   index batch = 32;             ///< search-train and search-val batches have this size
   double val_fraction = 0.2;    ///< share of the training data held out as search-val (VTAB-1k: 200 of 1000)
-  long lr_warmup_epochs = 1;    ///< linear warm-up of w's learning rate, then cosine
   /// When true, alpha's learning rate is 6 / (planned alpha steps), DARTS's lr x steps
-  /// (DESIGN.md section 5); false keeps darts.alpha_lr.
+  /// (docs/method.md, section 5); false keeps bilevel.alpha_lr.
   bool auto_alpha_lr = true;
   std::uint64_t seed = 0;       ///< the split and the shuffling
   bool progress = true;         ///< print a progress bar
@@ -5555,337 +6185,205 @@ struct search_result {
   long resumed_from = 0;                      ///< epochs read from the checkpoint (0: a fresh start)
 };
 
-namespace detail {
-
 /// The settings a resumed search must share with the run that wrote the checkpoint.
 template <OpList Ops>
 nlohmann::json search_fingerprint(const search_options& o, const vit_config& c, index prompts, index images) {
+  const bilevel_options& b = o.bilevel;
   return {{"epochs", o.epochs},
           {"warmup_epochs", o.warmup_epochs},
           {"batch", o.batch},
           {"val_fraction", o.val_fraction},
-          {"lr_warmup_epochs", o.lr_warmup_epochs},
+          {"lr_warmup_epochs", b.w.warmup_epochs},
           {"seed", o.seed},
-          {"order", o.darts.order == darts_order::first ? "first" : "second"},
-          {"w_lr", o.darts.w_lr},
-          {"w_momentum", o.darts.w_momentum},
-          {"w_weight_decay", o.darts.w_weight_decay},
-          {"grad_clip", o.darts.grad_clip},
-          {"op_lr_mult", o.darts.op_lr_mult},
-          {"head_lr_mult", o.darts.head_lr_mult},
-          {"alpha_lr", o.darts.alpha_lr},
-          {"alpha_weight_decay", o.darts.alpha_weight_decay},
-          {"alpha_betas", {o.darts.alpha_beta1, o.darts.alpha_beta2}},
+          {"order", b.order == darts_order::first ? "first" : "second"},
+          {"w_lr", b.w.lr},
+          {"w_momentum", b.w.momentum},
+          {"w_weight_decay", b.w.weight_decay},
+          {"grad_clip", b.w.grad_clip},
+          {"op_lr_mult", b.w.op_lr_mult},
+          {"head_lr_mult", b.w.head_lr_mult},
+          {"alpha_lr", b.alpha_lr},
+          {"alpha_weight_decay", b.alpha_weight_decay},
+          {"alpha_betas", {b.alpha_beta1, b.alpha_beta2}},
           {"ops", detail::join(Ops::names)},
           {"model", c.describe()},
           {"prompts", prompts},
           {"images", images}};
 }
 
-inline nlohmann::json losses_to_json(const std::vector<double>& v) {
-  nlohmann::json out = nlohmann::json::array();
-  for (double x : v) out.push_back(std::isfinite(x) ? nlohmann::json(x) : nlohmann::json());
-  return out;
-}
-
-inline std::vector<double> losses_from_json(const nlohmann::json& j) {
-  std::vector<double> out;
-  for (const auto& x : j) out.push_back(x.is_null() ? std::numeric_limits<double>::quiet_NaN() : x.get<double>());
-  return out;
-}
-
-/// The number of search-val images of `data` under `o.val_fraction`, after checking
-/// that a batch fits both splits. @throws config_error naming `who` otherwise.
-template <Scalar S>
-index checked_val_count(const data::labelled_images<S>& data, const search_options& o, const char* who) {
-  const index n = data.size();
-  const index n_val = static_cast<index>(std::llround(static_cast<double>(n) * o.val_fraction));
-  if (o.batch <= 0 || o.batch > std::min(n - n_val, n_val))
-    throw config_error(cat(who, ": batch ", o.batch, " does not fit the splits (", n - n_val, " search-train, ", n_val,
-                           " search-val images)"));
-  return n_val;
-}
-
-/// A seeded split of rows 0..n-1 into n - n_val search-train rows and n_val search-val rows.
-inline std::pair<std::vector<index>, std::vector<index>> split_rows(index n, index n_val, std::mt19937_64& rng) {
-  std::vector<index> order(static_cast<std::size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
-  std::shuffle(order.begin(), order.end(), rng);
-  return {std::vector<index>(order.begin(), order.end() - n_val), std::vector<index>(order.end() - n_val, order.end())};
-}
-
-/// Writes the search state after `epoch` epochs (atomically).
-/// @throws value_error when a tensor holds NaN or Inf (write_safetensors writes nothing then).
-template <Scalar S, OpList Ops>
-void save_search_checkpoint(const std::filesystem::path& path, prompted_vit<S, Ops>& model, darts<S, Ops>& d,
-                            const nlohmann::json& fingerprint, long epoch, const std::mt19937_64& rng,
-                            const std::vector<index>& train_rows, const std::vector<index>& val_rows,
-                            index val_pos, const search_result& r, double seconds) {
-  std::vector<parameter<S>*> state = model.state_parameters();
-  std::vector<io::tensor_view<S>> views;
-  auto add = [&](std::string name, const std::vector<index>& shape, const matrix<S>& m) {
-    std::vector<std::int64_t> sh(shape.begin(), shape.end());
-    views.push_back({std::move(name), sh, std::span<const S>(m.data(), static_cast<std::size_t>(m.size()))});
-  };
-  for (parameter<S>* p : state) add(p->name(), p->shape(), p->value());
-  std::size_t i = 0;
-  for (const auto& g : d.w_optimizer().groups())
-    for (parameter<S>* p : g.params) {
-      const matrix<S>& b = d.w_optimizer().momentum_buffers()[i++];
-      add("optim.w.momentum." + p->name(), {b.rows(), b.cols()}, b);
-    }
-  const matrix<S>& m = d.alpha_optimizer().first_moments()[0];
-  const matrix<S>& v = d.alpha_optimizer().second_moments()[0];
-  add("optim.alpha.m", {m.rows(), m.cols()}, m);
-  add("optim.alpha.v", {v.rows(), v.cols()}, v);
-  nlohmann::json history = nlohmann::json::array();
-  for (const auto& a : r.alpha_history) {
-    nlohmann::json rows = nlohmann::json::array();
-    for (index l = 0; l < a.rows(); ++l) {
-      nlohmann::json row = nlohmann::json::array();
-      for (index k = 0; k < a.cols(); ++k) row.push_back(a(l, k));
-      rows.push_back(std::move(row));
-    }
-    history.push_back(std::move(rows));
-  }
-  std::ostringstream rng_text;
-  rng_text << rng;
-  const nlohmann::json meta_state = {{"epoch", epoch},
-                                     {"alpha_steps", d.alpha_optimizer().steps()},
-                                     {"rng", rng_text.str()},
-                                     {"train_rows", train_rows},
-                                     {"val_rows", val_rows},
-                                     {"val_pos", val_pos},
-                                     {"alpha_history", history},
-                                     {"train_loss", losses_to_json(r.train_loss)},
-                                     {"val_loss", losses_to_json(r.val_loss)},
-                                     {"seconds", seconds}};
-  io::write_safetensors<S>(path, std::move(views),
-                           {{"vpdarts.search.settings", fingerprint.dump()},
-                            {"vpdarts.search.state", meta_state.dump()},
-                            {"vpdarts.genotype", model.derive().str()},
-                            {"vpdarts.prompts", std::to_string(model.options().prompts)}});
-}
-
-/// Restores what save_search_checkpoint wrote; returns the number of epochs done.
-/// @throws io_error for a file that is not a search checkpoint of this model;
-/// config_error when the settings differ from the checkpoint's (naming them).
-template <Scalar S, OpList Ops>
-long load_search_checkpoint(const std::filesystem::path& path, prompted_vit<S, Ops>& model, darts<S, Ops>& d,
-                            const nlohmann::json& fingerprint, std::mt19937_64& rng, std::vector<index>& train_rows,
-                            std::vector<index>& val_rows, index& val_pos, search_result& r, double& seconds) {
-  const io::safetensors f = io::safetensors::read(path);
-  const auto& meta = f.metadata();
-  if (!meta.count("vpdarts.search.settings") || !meta.count("vpdarts.search.state"))
-    throw io_error(cat("search: '", path.string(), "' is not a search checkpoint (no vpdarts.search metadata)"));
-  nlohmann::json saved, st;
-  try {
-    saved = nlohmann::json::parse(meta.at("vpdarts.search.settings"));
-    st = nlohmann::json::parse(meta.at("vpdarts.search.state"));
-  } catch (const nlohmann::json::exception& e) {
-    throw io_error(cat("search: '", path.string(), "': unreadable search metadata: ", e.what()));
-  }
-  std::vector<std::string> differ;
-  for (auto it = fingerprint.begin(); it != fingerprint.end(); ++it)
-    if (!saved.contains(it.key()) || saved[it.key()] != it.value())
-      differ.push_back(cat(it.key(), " (checkpoint ", saved.contains(it.key()) ? saved[it.key()].dump() : "none",
-                           ", now ", it.value().dump(), ")"));
-  if (!differ.empty())
-    throw config_error(cat("search: cannot resume from '", path.string(), "': settings differ: ", join(differ, "; ")));
-  std::vector<parameter<S>*> state = model.state_parameters();
-  io::load_options lo;
-  lo.allow_unexpected = true;  // the optimiser tensors
-  io::load_parameters<S>(f, state, lo);
-  std::size_t i = 0;
-  auto read_into = [&](const std::string& name, matrix<S>& m) {
-    const io::tensor_entry* t = f.find(name);
-    if (!t || t->numel() != m.size())
-      throw io_error(cat("search: '", path.string(), "': missing or mis-shaped optimiser tensor '", name, "'"));
-    f.copy_to<S>(*t, std::span<S>(m.data(), static_cast<std::size_t>(m.size())));
-  };
-  for (const auto& g : d.w_optimizer().groups())
-    for (parameter<S>* p : g.params) read_into("optim.w.momentum." + p->name(), d.w_optimizer().momentum_buffers()[i++]);
-  read_into("optim.alpha.m", d.alpha_optimizer().first_moments()[0]);
-  read_into("optim.alpha.v", d.alpha_optimizer().second_moments()[0]);
-  try {
-    d.alpha_optimizer().set_steps(st.at("alpha_steps").get<long>());
-    std::istringstream(st.at("rng").get<std::string>()) >> rng;
-    train_rows = st.at("train_rows").get<std::vector<index>>();
-    val_rows = st.at("val_rows").get<std::vector<index>>();
-    val_pos = st.at("val_pos").get<index>();
-    r.train_loss = losses_from_json(st.at("train_loss"));
-    r.val_loss = losses_from_json(st.at("val_loss"));
-    r.alpha_history.clear();
-    for (const auto& a : st.at("alpha_history")) {
-      matrix<double> m(static_cast<index>(a.size()), static_cast<index>(a.at(0).size()));
-      for (index l = 0; l < m.rows(); ++l)
-        for (index k = 0; k < m.cols(); ++k) m(l, k) = a.at(static_cast<std::size_t>(l)).at(static_cast<std::size_t>(k)).get<double>();
-      r.alpha_history.push_back(std::move(m));
-    }
-    seconds = st.at("seconds").get<double>();
-    return st.at("epoch").get<long>();
-  } catch (const nlohmann::json::exception& e) {
-    throw io_error(cat("search: '", path.string(), "': unreadable search state: ", e.what()));
-  }
-}
-
-}  // namespace detail
-
 /// Runs a DARTS search on `data` (split seeded into search-train and search-val).
+/// Every gradient passes `hook` before its optimiser uses it (see apply_gradients()).
 /// @throws config_error for a derived model, fewer than two classes, or a batch larger than a split;
 /// value_error when a loss becomes NaN or Inf (naming the epoch and step).
 template <Scalar S, OpList Ops>
-search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, search_options o) {
+search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, search_options o,
+                     const gradient_hook<S>& hook = {}) {
   if (data.classes() < 2)
     throw config_error(detail::cat("search: the dataset has ", data.classes(), " class; at least two are needed"));
   const index n = data.size();
-  const index n_val = detail::checked_val_count(data, o, "search");
-  const index n_train = n - n_val;
+  const index n_val = data::val_count(n, o.val_fraction, o.batch, "search");
   if (o.epochs <= o.warmup_epochs)
     throw config_error(detail::cat("search: ", o.epochs, " epochs leave no alpha step after ", o.warmup_epochs,
                                    " warm-up epochs"));
-  std::mt19937_64 rng(o.seed);
-  auto [train_rows, val_rows] = detail::split_rows(n, n_val, rng);
+  if (o.resume && o.checkpoint.empty()) throw config_error("search: resume needs a checkpoint path");
+  o.bilevel.w.validate("search");
+  const long steps = static_cast<long>((n - n_val) / o.batch);
+  if (o.auto_alpha_lr) o.bilevel.alpha_lr = 6.0 / static_cast<double>(steps * (o.epochs - o.warmup_epochs));
+  search_result r;
+  r.alpha_lr = o.bilevel.alpha_lr;
+  bilevel_optimizer<S, Ops> optimizer(model, o.bilevel, hook);
+  const nlohmann::json fingerprint = search_fingerprint<Ops>(o, model.config(), model.options().prompts, n);
+  search_state st;
+  if (o.resume && std::filesystem::exists(o.checkpoint)) {
+    st = search_state::load(o.checkpoint, model, optimizer, fingerprint, n, n_val, o.epochs);
+    r.resumed_from = st.epoch;
+  } else {
+    st.rng.seed(o.seed);
+    st.rows = data::split_rows(n, n_val, st.rng);
+    st.val_pos = n_val;
+  }
+  const double seconds_before = st.seconds;
   // Every search-train image once per epoch; search-val batches are drawn in
   // turn from the shuffled search-val split, reshuffled whenever it runs out.
-  const long steps = static_cast<long>(n_train / o.batch);
-  index val_pos = n_val;
-  search_result r;
-  if (o.auto_alpha_lr) o.darts.alpha_lr = 6.0 / static_cast<double>(steps * (o.epochs - o.warmup_epochs));
-  r.alpha_lr = o.darts.alpha_lr;
-  darts<S, Ops> d(model, o.darts);
-  const optim::warmup_cosine lr{o.darts.w_lr, o.lr_warmup_epochs * steps, o.epochs * steps};
-  const nlohmann::json fingerprint = detail::search_fingerprint<Ops>(o, model.config(), model.options().prompts, n);
-  double seconds_before = 0;
-  long first = 0;
-  if (o.resume && o.checkpoint.empty()) throw config_error("search: resume needs a checkpoint path");
-  if (o.resume && std::filesystem::exists(o.checkpoint)) {
-    first = detail::load_search_checkpoint(o.checkpoint, model, d, fingerprint, rng, train_rows, val_rows, val_pos, r,
-                                           seconds_before);
-    r.resumed_from = first;
-  }
-  detail::progress bar("search", o.epochs, steps);
-  bar.resume_at(first + 1);
   image_batch<S> tx, vx;
   std::vector<int> ty, vy;
-  for (long e = first; e < o.epochs; ++e) {
-    std::shuffle(train_rows.begin(), train_rows.end(), rng);
+  const loop_plan plan{.name = "search",
+                       .epochs = o.epochs,
+                       .batch = o.batch,
+                       .peak_lr = o.bilevel.w.lr,
+                       .warmup_epochs = o.bilevel.w.warmup_epochs,
+                       .first_epoch = st.epoch,
+                       .progress = o.progress};
+  auto step = [&](long e, std::span<const index> rows) {
     const bool update_alpha = e >= o.warmup_epochs;
-    double tl = 0, vl = 0;
-    for (long s = 0; s < steps; ++s) {
-      d.w_optimizer().set_lr(lr(e * steps + s));
-      data.gather(std::span<const index>(train_rows.data() + s * o.batch, static_cast<std::size_t>(o.batch)), tx, ty);
-      if (update_alpha) {
-        if (val_pos + o.batch > n_val) {
-          std::shuffle(val_rows.begin(), val_rows.end(), rng);
-          val_pos = 0;
-        }
-        data.gather(std::span<const index>(val_rows.data() + val_pos, static_cast<std::size_t>(o.batch)), vx, vy);
-        val_pos += o.batch;
+    data.gather(rows, tx, ty);
+    if (update_alpha) {
+      if (st.val_pos + o.batch > n_val) {
+        std::shuffle(st.rows.val.begin(), st.rows.val.end(), st.rng);
+        st.val_pos = 0;
       }
-      darts_step_result res;
-      try {
-        res = d.step(tx, ty, vx, vy, update_alpha);
-      } catch (const value_error& err) {
-        throw value_error(detail::cat("search: epoch ", e + 1, " step ", s + 1, ": ", err.message()));
-      }
-      tl += res.train_loss;
-      vl += res.val_loss;
-      if (o.progress)
-        bar.update(e + 1, s + 1, tl / static_cast<double>(s + 1), -1, update_alpha ? 2 * o.batch : o.batch,
-                   update_alpha ? vl / static_cast<double>(s + 1) : std::numeric_limits<double>::quiet_NaN());
+      data.gather(std::span<const index>(st.rows.val.data() + st.val_pos, static_cast<std::size_t>(o.batch)), vx, vy);
+      st.val_pos += o.batch;
     }
-    r.train_loss.push_back(tl / static_cast<double>(steps));
-    r.val_loss.push_back(update_alpha ? vl / static_cast<double>(steps) : std::nan(""));
-    r.alpha_history.push_back(model.softmax_alpha());
-    if (!o.checkpoint.empty())
-      detail::save_search_checkpoint(o.checkpoint, model, d, fingerprint, e + 1, rng, train_rows, val_rows, val_pos, r,
-                                     seconds_before + bar.seconds());
-    if (o.on_epoch) o.on_epoch(e + 1, r.alpha_history.back(), r.train_loss.back(), r.val_loss.back());
-  }
+    const bilevel_step_result res = optimizer.step(tx, ty, vx, vy, update_alpha);
+    return step_report{.loss = res.train_loss,
+                       .images = update_alpha ? 2 * o.batch : o.batch,
+                       .val_loss = update_alpha ? res.val_loss : std::numeric_limits<double>::quiet_NaN()};
+  };
+  const loop_result lr = run_epochs(plan, st.rows.train, st.rng, optimizer.w_optimizer(), step, [&](const epoch_report& e) {
+    st.epoch = e.epoch;
+    st.train_loss.push_back(e.loss);
+    st.val_loss.push_back(e.val_loss);
+    st.alpha_history.push_back(model.softmax_alpha());
+    st.seconds = seconds_before + e.seconds;
+    if (!o.checkpoint.empty()) st.save(o.checkpoint, model, optimizer, fingerprint);
+    if (o.on_epoch) o.on_epoch(e.epoch, st.alpha_history.back(), e.loss, e.val_loss);
+  });
   r.found = model.derive();
   for (std::size_t l = 0; l < r.found.layers.size(); ++l)
     if (r.found.layers[l].margin() < 0.02)
       r.warnings.push_back(detail::cat("layer ", l, ": the two strongest operators are within ",
                                        r.found.layers[l].margin(), " (< 0.02): the choice there is a coin toss"));
-  r.seconds = seconds_before + bar.seconds();
+  r.alpha_history = std::move(st.alpha_history);
+  r.train_loss = std::move(st.train_loss);
+  r.val_loss = std::move(st.val_loss);
+  r.seconds = seconds_before + lr.seconds;
   return r;
 }
 
-/// Settings of train() (retraining a derived model; linear_probe has its own).
+}  // namespace vpdarts
+// ---- end vpdarts/search/search.hpp ----
+
+// ---- begin vpdarts/train/retrain.hpp ----
+/// @file retrain.hpp
+/// Retraining a prompted model (the derived model of a genotype, from fresh
+/// operator parameters, or one operator at every layer) and evaluating it.
+
+#include <random>
+#include <vector>
+
+
+namespace vpdarts {
+
+/// Settings of train().
 struct train_options {
-  long epochs = 10;             ///< passes over the data
-  index batch = 32;             ///< images per step
-  double lr = 0.05;             ///< SGD peak learning rate
-  double momentum = 0.9;        ///< SGD momentum
-  double weight_decay = 1e-4;   ///< on every part of w but the head's bias
-  long warmup_epochs = 1;       ///< epochs of linear lr warm-up before the cosine decay
-  double grad_clip = 5;         ///< gradient-norm clip (0: none)
-  std::vector<double> op_lr_mult = {};  ///< lr multiplier per operator, in op-list order (empty: all 1)
-  double head_lr_mult = 1;      ///< lr multiplier of the head
-  std::uint64_t seed = 0;       ///< shuffling and augmentation
-  bool progress = true;         ///< print a progress bar
+  long epochs = 10;               ///< passes over the data
+  index batch = 32;               ///< images per step
+  w_optimizer_options w = {};     ///< the optimiser of w (operator parameters and head)
+  std::uint64_t seed = 0;         ///< shuffling and augmentation
+  bool progress = true;           ///< print a progress bar
   data::augment_options augment = {};  ///< random crop and flip of every training batch
 };
 
 /// Trains w (operator parameters and head; alpha is not touched) on `data` with
-/// SGD, warm-up then cosine; returns the mean loss of the last epoch.
-/// @throws config_error for a batch larger than the data; value_error for a NaN or Inf loss.
+/// SGD, warm-up then cosine; returns the mean loss of the last epoch. Every
+/// gradient passes `hook` before the optimiser uses it.
+/// @throws config_error for a batch larger than the data, no epoch, or a bad
+/// optimiser setting; value_error for a NaN or Inf loss (naming the epoch and step).
 template <Scalar S, OpList Ops>
-double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const train_options& o) {
-  if (o.batch <= 0 || o.batch > data.size())
-    throw config_error(detail::cat("train: batch ", o.batch, " does not fit ", data.size(), " images"));
-  std::vector<optim::param_group<S>> groups = weight_groups(model, o.op_lr_mult, o.head_lr_mult);
-  optim::sgd<S> opt(groups, {o.lr, o.momentum, o.weight_decay});
+double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const train_options& o,
+             const gradient_hook<S>& hook = {}) {
+  o.w.validate("train");
+  optim::sgd<S> opt(model.weight_groups(o.w.op_lr_mult, o.w.head_lr_mult), o.w.sgd());
   std::vector<parameter<S>*> ws = model.weights();
-  const long steps = static_cast<long>(data.size() / o.batch);
-  const optim::warmup_cosine lr{o.lr, o.warmup_epochs * steps, o.epochs * steps};
-  std::vector<index> rows(static_cast<std::size_t>(data.size()));
-  std::iota(rows.begin(), rows.end(), 0);
+  std::vector<index> rows = all_rows(data.size());
   std::mt19937_64 rng(o.seed);
   tape<S> t;
   image_batch<S> x;
   std::vector<int> y;
   std::vector<S> scratch;
-  detail::progress bar("train", o.epochs, steps);
-  double last = 0;
-  for (long e = 0; e < o.epochs; ++e) {
-    std::shuffle(rows.begin(), rows.end(), rng);
-    double sum = 0;
-    index correct = 0;
-    for (long s = 0; s < steps; ++s) {
-      opt.set_lr(lr(e * steps + s));
-      data.gather(std::span<const index>(rows.data() + s * o.batch, static_cast<std::size_t>(o.batch)), x, y);
-      data::augment_batch(x, o.augment, rng, scratch);
-      t.reset();
-      var<S> l, logits;
-      try {
-        logits = model.logits(t, x, grad_target::weights);
-        l = cross_entropy(logits, y);
-      } catch (const value_error& err) {
-        throw value_error(detail::cat("train: epoch ", e + 1, " step ", s + 1, ": ", err.message()));
-      }
-      opt.zero_grad();
-      t.backward(l);
-      if (o.grad_clip > 0) optim::clip_grad_norm<S>(ws, o.grad_clip);
-      opt.step();
-      sum += static_cast<double>(l.item());
-      correct += detail::count_correct(logits.value(), y);
-      if (o.progress)
-        bar.update(e + 1, s + 1, sum / static_cast<double>(s + 1),
-                   static_cast<double>(correct) / static_cast<double>((s + 1) * o.batch), o.batch);
-    }
-    last = sum / static_cast<double>(steps);
-  }
-  return last;
+  const loop_plan plan{.name = "train", .epochs = o.epochs, .batch = o.batch, .peak_lr = o.w.lr,
+                       .warmup_epochs = o.w.warmup_epochs, .progress = o.progress};
+  const loop_result r = run_epochs(plan, rows, rng, opt, [&](long, std::span<const index> batch) {
+    data.gather(batch, x, y);
+    data::augment_batch(x, o.augment, rng, scratch);
+    t.reset();
+    const var<S> logits = model.logits(t, x, grad_target::weights);
+    const var<S> l = cross_entropy(logits, y);
+    opt.zero_grad();
+    t.backward(l);
+    apply_gradients<S>(opt, ws, o.w.grad_clip, hook);
+    return step_report{.loss = static_cast<double>(l.item()), .images = o.batch,
+                       .correct = count_correct(logits.value(), y)};
+  });
+  return r.last.loss;
 }
 
 /// Top-1 accuracy of a prompted model on `data`, in batches, no gradient recorded.
 template <Scalar S, OpList Ops>
 double evaluate(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, index batch = 64) {
-  return detail::top1_accuracy(
-      data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x, grad_target::none); });
+  return top1_accuracy(data, batch,
+                       [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x, grad_target::none); });
 }
+
+}  // namespace vpdarts
+// ---- end vpdarts/train/retrain.hpp ----
+
+// ---- begin vpdarts/train/lr_grid.hpp ----
+/// @file lr_grid.hpp
+/// Choosing w's learning rate on search-val (docs/method.md, section 5; VPT's
+/// protocol): train on search-train at every lr of a grid, score on search-val.
+/// Test images are never read.
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <random>
+#include <vector>
+
+
+namespace vpdarts {
+
+/// How choose_w_lr() trains and splits.
+struct lr_grid_options {
+  std::vector<double> grid = {};  ///< the learning rates to try
+  long epochs = 2;                ///< epochs of training per lr
+  index batch = 32;               ///< batch size of training
+  double val_fraction = 0.2;      ///< share of the data held out as search-val (as search() splits it)
+  w_optimizer_options w = {};     ///< w's optimiser; its lr is replaced by each grid value
+  std::uint64_t seed = 0;         ///< the split, the shuffling (as search() with this seed)
+  bool progress = true;           ///< print one line per lr
+};
 
 /// What choose_w_lr measured.
 struct lr_grid_result {
@@ -5895,39 +6393,30 @@ struct lr_grid_result {
   double best = 0;                    ///< the lr with the best accuracy (the smaller lr on a tie)
 };
 
-/// Chooses w's base learning rate on the search-val split (DESIGN.md section 5,
-/// VPT's protocol): for every lr of `grid`, trains w alone (alpha fixed) for
-/// `epochs` on search-train (the split search() makes with the same seed and
-/// val_fraction), measures search-val accuracy, and restores w. A diverging lr
-/// scores 0. Returns the grid's results and the best lr; the model is unchanged.
+/// For every lr of the grid, trains w alone (alpha fixed) for `o.epochs` on
+/// search-train (the split search() makes with the same seed and
+/// val_fraction), measures search-val accuracy, and restores w. A diverging
+/// lr scores 0. Returns the grid's results and the best lr; the model is unchanged.
 /// @throws config_error for an empty grid, a non-positive lr, or a batch larger than a split.
 template <Scalar S, OpList Ops>
-lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const search_options& o,
-                           const std::vector<double>& grid, long epochs = 2) {
-  if (grid.empty()) throw config_error("choose_w_lr: the lr grid is empty");
-  for (double lr : grid)
-    if (!(lr > 0)) throw config_error(detail::cat("choose_w_lr: lr ", lr, " in the grid is not positive"));
+lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const lr_grid_options& o) {
+  if (o.grid.empty()) throw config_error("choose_w_lr: the lr grid is empty");
+  for (double lr : o.grid)
+    if (!(lr > 0) || !std::isfinite(lr)) throw config_error(detail::cat("choose_w_lr: lr ", lr, " in the grid is not positive"));
   std::mt19937_64 rng(o.seed);
-  const auto [train_rows, val_rows] = detail::split_rows(data.size(), detail::checked_val_count(data, o, "choose_w_lr"), rng);
-  const auto train_set = data.select(train_rows), val_set = data.select(val_rows);
+  const data::row_split split =
+      data::split_rows(data.size(), data::val_count(data.size(), o.val_fraction, o.batch, "choose_w_lr"), rng);
+  const auto train_set = data.select(split.train), val_set = data.select(split.val);
   std::vector<parameter<S>*> ws = model.weights();
   std::vector<matrix<S>> snapshot;
   for (parameter<S>* p : ws) snapshot.push_back(p->value());
   lr_grid_result r;
-  r.best = grid.front();
+  r.best = o.grid.front();
   double best_acc = -1;
-  for (double lr : grid) {
-    train_options t{.epochs = epochs,
-                    .batch = o.batch,
-                    .lr = lr,
-                    .momentum = o.darts.w_momentum,
-                    .weight_decay = o.darts.w_weight_decay,
-                    .warmup_epochs = std::min(o.lr_warmup_epochs, epochs),
-                    .grad_clip = o.darts.grad_clip,
-                    .op_lr_mult = o.darts.op_lr_mult,
-                    .head_lr_mult = o.darts.head_lr_mult,
-                    .seed = o.seed,
-                    .progress = false};
+  for (double lr : o.grid) {
+    train_options t{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false};
+    t.w.lr = lr;
+    t.w.warmup_epochs = std::min(o.w.warmup_epochs, o.epochs);
     double loss = std::numeric_limits<double>::quiet_NaN(), acc = 0;
     try {
       loss = train(model, train_set, t);
@@ -5949,126 +6438,153 @@ lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_ima
 }
 
 }  // namespace vpdarts
-// ---- end vpdarts/search/search.hpp ----
+// ---- end vpdarts/train/lr_grid.hpp ----
 
-// ---- begin vpdarts/train/probe.hpp ----
-/// @file probe.hpp
-/// The linear probe, the baseline every prompt method must beat: the frozen
-/// backbone's features (LN(x_L)[cls]) are computed once, and only a fresh
-/// linear head is trained on them (SGD with momentum, warm-up then cosine).
+// ---- begin vpdarts/model_file.hpp ----
+/// @file model_file.hpp
+/// The model file: a trained model in one self-contained safetensors file,
+/// as `vpdarts retrain` writes it and `vpdarts eval` / `predict` read it.
+/// It holds the backbone (timm names), the fusion operators' parameters and
+/// the head, and in its metadata (io/metadata_keys.hpp) everything needed to
+/// rebuild the model without flags: the kind ("prompted" or "probe"), the
+/// genotype (JSON), the prompt count, the heads, the class names and the
+/// input normalisation. See docs/checkpoints.md.
 
-#include <algorithm>
-#include <numeric>
-#include <random>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 
 namespace vpdarts {
 
-/// Settings of linear_probe().
-struct probe_options {
-  long epochs = 50;            ///< passes over the training features
-  index batch = 32;            ///< images per step
-  double lr = 0.05;            ///< SGD peak learning rate (cosine decay after the warm-up)
-  double momentum = 0.9;       ///< SGD momentum
-  double weight_decay = 1e-4;  ///< on the head's weight only
-  long warmup_epochs = 1;      ///< epochs of linear lr warm-up
-  std::uint64_t seed = 0;      ///< shuffling and the head's init
-  bool progress = true;        ///< print a progress bar
+/// A model read from a model file: a prompted model (the derived model of a
+/// genotype) or a linear probe (the backbone and its head), with its class
+/// names and the input normalisation its images need.
+template <Scalar S = float, OpList Ops = default_ops>
+struct trained_model {
+  std::optional<prompted_vit<S, Ops>> prompted;  ///< set for kind "prompted"
+  std::optional<vit<S>> probe;                   ///< set for kind "probe"
+  std::vector<std::string> class_names;          ///< one per head output
+  data::normalization norm;                      ///< what data::normalization images need before the model
+
+  /// True for a linear probe.
+  bool is_probe() const noexcept { return probe.has_value(); }
+  /// The backbone's shape (classes is the head's).
+  const vit_config& config() const { return prompted ? prompted->config() : probe->config(); }
+  /// Logits (B x classes), no gradient recorded for any parameter.
+  var<S> logits(tape<S>& t, const image_batch<S>& x) {
+    return prompted ? prompted->logits(t, x, grad_target::none) : probe->logits(t, x);
+  }
+  /// Trainable values: fusion parameters and head, or the probe's head.
+  index trainable_params() {
+    return prompted ? prompted->trainable_params() : probe->head.weight.size() + probe->head.bias.size();
+  }
+  /// trainable_params() as a percentage of the backbone's size.
+  double trainable_percent() {
+    vit<S>& b = prompted ? prompted->backbone() : *probe;
+    return 100.0 * static_cast<double>(trainable_params()) / static_cast<double>(b.backbone_size());
+  }
 };
 
-/// What linear_probe() measured.
-struct probe_result {
-  double train_loss = 0;        ///< mean loss of the last epoch
-  double train_accuracy = 0;    ///< on the whole training set after training
-  double test_accuracy = 0;     ///< top-1 on the test set
-  index trainable_params = 0;   ///< the head's values
-  double seconds = 0;           ///< wall-clock time, features included
-};
+namespace detail {
 
-/// The frozen features LN(x_L)[cls] of every image (N x D), in batches, no gradient recorded.
 template <Scalar S>
-matrix<S> extract_features(vit<S>& model, const data::labelled_images<S>& data, index batch = 64) {
-  matrix<S> out(data.size(), model.config().dim);
-  tape<S> t;
-  no_grad<S> guard(t);
-  detail::for_each_batch(data, batch, [&](index start, const image_batch<S>& x, const std::vector<int>&) {
-    t.reset();
-    out.middleRows(start, x.size()) = model.features(t, x).value();
-  });
+std::map<std::string, std::string> model_file_metadata(vit<S>& backbone, const std::vector<std::string>& class_names,
+                                                       const data::normalization& norm, const char* kind) {
+  if (static_cast<index>(class_names.size()) != backbone.config().classes)
+    throw config_error(cat("save_model: ", class_names.size(), " class names for a head of ", backbone.config().classes));
+  return {{io::keys::heads, std::to_string(backbone.config().heads)},
+          {io::keys::classes, std::to_string(backbone.config().classes)},
+          {io::keys::class_names, nlohmann::json(class_names).dump()},
+          {io::keys::normalize, norm.str()},
+          {io::keys::kind, kind}};
+}
+
+}  // namespace detail
+
+/// Writes a prompted model (backbone, fusion parameters, head) with its
+/// genotype, prompt count, class names and normalisation, atomically.
+/// @throws config_error when the class names do not fit the head; value_error
+/// for a NaN or Inf value (nothing is written then); io_error when the file cannot be written.
+template <Scalar S, OpList Ops>
+void save_model(const std::filesystem::path& path, prompted_vit<S, Ops>& model,
+                const std::vector<std::string>& class_names, const data::normalization& norm) {
+  auto meta = detail::model_file_metadata(model.backbone(), class_names, norm, "prompted");
+  meta[io::keys::genotype] = model.derive().to_json().dump();
+  meta[io::keys::prompts] = std::to_string(model.options().prompts);
+  std::vector<parameter<S>*> ps = model.backbone().parameters();
+  for (parameter<S>* p : model.fusion_parameters()) ps.push_back(p);
+  io::save_parameters<S>(path, ps, meta);
+}
+
+/// Writes a linear probe (the backbone and its head) with its class names and normalisation, atomically.
+/// @throws as the prompted overload.
+template <Scalar S>
+void save_model(const std::filesystem::path& path, vit<S>& probe, const std::vector<std::string>& class_names,
+                const data::normalization& norm) {
+  auto meta = detail::model_file_metadata(probe, class_names, norm, "probe");
+  std::vector<parameter<S>*> ps = probe.parameters();
+  io::save_parameters<S>(path, ps, meta);
+}
+
+/// Reads a model file written by save_model (or by vpdarts 0.1.0, whose
+/// genotype sat under another key). The model's operators must be in `Ops`.
+/// @throws io_error naming the file for a missing file, a file that is not a
+/// model file, bad metadata, or tensors that do not fit (all listed).
+template <Scalar S = float, OpList Ops = default_ops>
+trained_model<S, Ops> load_model(const std::filesystem::path& path) {
+  if (!std::filesystem::exists(path))
+    throw io_error(detail::cat("load_model: the model file '", path.string(), "' does not exist"));
+  if (std::filesystem::is_directory(path))
+    throw io_error(detail::cat("load_model: '", path.string(), "' is a folder, not a model file"));
+  const io::safetensors f = io::safetensors::read(path);
+  const auto& meta = f.metadata();
+  auto need = [&](const char* key) -> const std::string& {
+    auto it = meta.find(key);
+    if (it == meta.end())
+      throw io_error(detail::cat("load_model: '", path.string(), "' is not a vpdarts model file (no ", key, " metadata)"));
+    return it->second;
+  };
+  trained_model<S, Ops> out;
+  const std::string kind = need(io::keys::kind);
+  if (kind != "probe" && kind != "prompted")
+    throw io_error(detail::cat("load_model: '", path.string(), "': unknown model kind '", kind, "'"));
+  try {
+    out.class_names = nlohmann::json::parse(need(io::keys::class_names)).template get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw io_error(detail::cat("load_model: '", path.string(), "': bad ", io::keys::class_names, ": ", e.what()));
+  }
+  try {
+    out.norm = data::normalization::parse(need(io::keys::normalize));
+  } catch (const error& e) {
+    throw io_error(detail::cat("load_model: '", path.string(), "': bad ", io::keys::normalize, ": ", e.message()));
+  }
+  vit<S> backbone = load_vit<S>(f, 0, 0, true);  // the file is read once
+  if (kind == "probe") {
+    out.probe.emplace(std::move(backbone));
+  } else {
+    const char* gkey = meta.count(io::keys::legacy_genotype_json) ? io::keys::legacy_genotype_json : io::keys::genotype;
+    const genotype g = genotype::from_json(need(gkey), path.string());
+    const auto prompts = detail::parse_number<index>(need(io::keys::prompts));
+    if (!prompts || *prompts < 1)
+      throw io_error(detail::cat("load_model: '", path.string(), "': bad ", io::keys::prompts, " metadata '",
+                                 need(io::keys::prompts), "'"));
+    out.prompted.emplace(std::move(backbone), g, prompt_options{.prompts = *prompts});
+    std::vector<parameter<S>*> ps = out.prompted->fusion_parameters();
+    io::load_parameters<S>(f, ps, {.allow_unexpected = true});
+  }
+  if (static_cast<index>(out.class_names.size()) != out.config().classes)
+    throw io_error(detail::cat("load_model: '", path.string(), "': ", out.class_names.size(), " class names for a head of ",
+                               out.config().classes));
   return out;
 }
 
-/// Replaces the head of `backbone` by a fresh one for `train`'s classes, trains
-/// it alone on the frozen features, and reports accuracy on `test`. The
-/// backbone is left frozen with the trained head.
-/// @throws config_error for fewer than two classes, test classes that differ, or a batch larger than the data;
-/// value_error for a NaN or Inf loss.
-template <Scalar S>
-probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& train, const data::labelled_images<S>& test,
-                          const probe_options& o = {}) {
-  if (train.classes() < 2)
-    throw config_error(detail::cat("linear_probe: the training data has ", train.classes(), " class; at least two are needed"));
-  if (test.classes() != train.classes())
-    throw config_error(detail::cat("linear_probe: ", train.classes(), " training classes but ", test.classes(), " test classes"));
-  if (o.batch <= 0 || o.batch > train.size())
-    throw config_error(detail::cat("linear_probe: batch ", o.batch, " does not fit ", train.size(), " images"));
-  detail::progress bar("probe", o.epochs, train.size() / o.batch);
-  backbone.reset_head(train.classes());
-  backbone.freeze_backbone();
-  backbone.head.weight.unfreeze();
-  backbone.head.bias.unfreeze();
-  const matrix<S> feats = extract_features(backbone, train);
-  std::vector<optim::param_group<S>> groups{{{&backbone.head.weight}, 1.0, true, "head.weight"},
-                                            {{&backbone.head.bias}, 1.0, false, "head.bias"}};
-  optim::sgd<S> opt(groups, {o.lr, o.momentum, o.weight_decay});
-  const long steps = static_cast<long>(train.size() / o.batch);
-  const optim::warmup_cosine lr{o.lr, o.warmup_epochs * steps, o.epochs * steps};
-  std::vector<index> order(static_cast<std::size_t>(train.size()));
-  std::iota(order.begin(), order.end(), 0);
-  std::mt19937_64 rng(o.seed);
-  std::vector<int> y(static_cast<std::size_t>(o.batch));
-  tape<S> t;
-  probe_result r;
-  for (long e = 0; e < o.epochs; ++e) {
-    std::shuffle(order.begin(), order.end(), rng);
-    double sum = 0;
-    for (long s = 0; s < steps; ++s) {
-      opt.set_lr(lr(e * steps + s));
-      t.reset();
-      var<S> x = t.input(o.batch, feats.cols());
-      for (index i = 0; i < o.batch; ++i) {
-        const index row = order[static_cast<std::size_t>(s * o.batch + i)];
-        x.value().row(i) = feats.row(row);
-        y[static_cast<std::size_t>(i)] = train.labels[static_cast<std::size_t>(row)];
-      }
-      var<S> l;
-      try {
-        l = cross_entropy(linear(x, t.leaf(backbone.head.weight), t.leaf(backbone.head.bias)), y);
-      } catch (const value_error& err) {
-        throw value_error(detail::cat("linear_probe: epoch ", e + 1, " step ", s + 1, ": ", err.message()));
-      }
-      opt.zero_grad();
-      t.backward(l);
-      opt.step();
-      sum += static_cast<double>(l.item());
-      if (o.progress) bar.update(e + 1, s + 1, sum / static_cast<double>(s + 1), -1, o.batch);
-    }
-    r.train_loss = sum / static_cast<double>(steps);
-  }
-  {
-    matrix<S> logits = feats * backbone.head.weight.value().transpose();
-    logits.rowwise() += backbone.head.bias.value().row(0);
-    r.train_accuracy = static_cast<double>(detail::count_correct(logits, train.labels)) / static_cast<double>(train.size());
-  }
-  r.test_accuracy = accuracy(backbone, test);
-  r.trainable_params = backbone.head.weight.size() + backbone.head.bias.size();
-  r.seconds = bar.seconds();
-  return r;
-}
-
 }  // namespace vpdarts
-// ---- end vpdarts/train/probe.hpp ----
+// ---- end vpdarts/model_file.hpp ----
 
 // ---- begin vpdarts/report/png.hpp ----
 /// @file png.hpp
@@ -6328,7 +6844,7 @@ inline void write_alpha_heatmap(const std::filesystem::path& path, const matrix<
 
 // ---- begin vpdarts/report/metrics.hpp ----
 /// @file metrics.hpp
-/// What a run reports besides accuracy (DESIGN.md section 6): inference
+/// What a run reports besides accuracy (docs/method.md, section 6): inference
 /// latency at batch 1, throughput at batch 64, peak memory, and the
 /// metrics.json file that carries them.
 

@@ -6,7 +6,9 @@
 set -uo pipefail
 tool=$1
 work=$2
-rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
+rm -rf "$work" && mkdir -p "$work/home" "$work/cache" && cd "$work" || exit 1
+# Never the user's home or cache: an empty cache of our own, and HOME pointing at a fresh folder.
+export VPDARTS_CACHE=$work/cache HOME=$work/home XDG_CACHE_HOME=$work/home/.cache
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
@@ -34,6 +36,23 @@ expect 2 "is not a class number" -- "$tool" search --classes 5-x
 expect 2 "4 operators" -- "$tool" search --op-lr-mult 1,2
 expect 2 "unknown fusion operator 'bogus'" -- "$tool" search --op-lr-mult bogus=1
 expect 2 "--model FILE is required" -- "$tool" predict x.png
+# every flag is checked before any file is read or any model is built: the empty cache stays empty
+expect 2 "appears twice" -- "$tool" search --classes 5-9,7
+expect 2 "--prompts must be in" -- "$tool" search --prompts 0
+expect 2 "--epochs must be >= 1" -- "$tool" retrain --epochs 0
+expect 2 "--batch must be >= 1" -- "$tool" retrain --batch 0
+expect 2 "unknown fusion operator 'warp'" -- "$tool" retrain --op warp --out warp-run
+[[ -e warp-run ]] && fail "a refused --op left its output folder behind"
+expect 2 "--val-fraction must be in (0, 1)" -- "$tool" search --val-fraction 1.5
+expect 2 "--threads must be in" -- "$tool" search --threads 1000000000
+expect 2 "momentum" -- "$tool" search --momentum -1
+expect 2 "--count must be in" -- "$tool" sample --count 0
+[[ -z $(ls cache) ]] || fail "a refused command touched the backbone cache: $(ls cache)"
+[[ -z $(ls -A home) ]] || fail "a command wrote to HOME: $(ls -A home)"
+echo '{"epochs": "ten"}' > badvalue.json
+expect 2 "in the config file 'badvalue.json'" -- "$tool" search --config badvalue.json
+echo '{"batch": 18446744073709551608}' > huge.json
+expect 2 "wants an integer" -- "$tool" search --config huge.json
 echo '{"epochz": 3}' > bad.json
 expect 2 "unknown key 'epochz'" -- "$tool" search --config bad.json
 echo '{"epochs": ' > broken.json

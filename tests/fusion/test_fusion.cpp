@@ -49,7 +49,7 @@ TEST_CASE("the fusion trait is detectable and the concept checks it", "[fusion][
   CHECK(ctx.vpt_bound() == Approx(std::sqrt(6.0 / (3 * 16 + 192))));
 }
 
-TEST_CASE("operators compute DESIGN.md's definitions", "[fusion]") {
+TEST_CASE("operators compute the definitions of docs/method.md", "[fusion]") {
   const vp::index batch = 2, seq = 3, d = 4;
   vp::tape<double> t;
   vp::matrix<double> x = vpdarts_test::random_matrix<double>(batch * seq, d, 1);

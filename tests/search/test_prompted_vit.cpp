@@ -101,7 +101,8 @@ TEST_CASE("genotypes: derive, JSON round trip and errors", "[search][genotype]")
     CHECK(g.layers[l].weights[0] == Approx(w(static_cast<vp::index>(l), 0)));
     CHECK(g.layers[l].margin() >= 0);
   }
-  const auto path = fs::temp_directory_path() / "vpdarts_test_genotype.json";
+  const vpdarts_test::temp_dir dir("vpdarts-genotype-test");
+  const auto path = dir / "genotype.json";
   g.save(path);
   vp::genotype back = vp::genotype::load(path);
   CHECK(back.names() == g.names());
@@ -124,7 +125,8 @@ TEST_CASE("genotypes: derive, JSON round trip and errors", "[search][genotype]")
 
 TEST_CASE("state files round-trip w and alpha", "[search][io]") {
   auto a = random_search_model<float>(4);
-  const auto path = fs::temp_directory_path() / "vpdarts_test_state.safetensors";
+  const vpdarts_test::temp_dir dir("vpdarts-state-test");
+  const auto path = dir / "state.safetensors";
   a.save_state(path);
   auto b = random_search_model<float>(5);
   b.load_state(path);

@@ -1,5 +1,5 @@
 // The search loop: splits, warm-up, the alpha trajectory, the alpha lr rule,
-// determinism and bad input; retraining and evaluation of a derived model.
+// determinism, bad input, and the checkpoint (search_state) it resumes from.
 #include "pch.hpp"
 
 namespace vp = vpdarts;
@@ -45,7 +45,7 @@ TEST_CASE("search is deterministic for a seed", "[search][loop]") {
   auto run = [&](vp::darts_order order) {
     vp::prompted_vit<float> m(vp::vit<float>(tiny(), 2), {.prompts = 2, .seed = 2});
     auto o = quick();
-    o.darts.order = order;
+    o.bilevel.order = order;
     auto r = vp::search(m, data, o);
     return std::make_pair(r.found.names(), r.alpha_history.back());
   };
@@ -58,13 +58,12 @@ TEST_CASE("search is deterministic for a seed", "[search][loop]") {
 
 TEST_CASE("an interrupted search resumes from its checkpoint to the uninterrupted result", "[search][resume]") {
   auto data = tiny_data(24);
-  const auto dir = std::filesystem::temp_directory_path() / "vpdarts_test_resume";
-  std::filesystem::create_directories(dir);
+  const vpdarts_test::temp_dir dir("vpdarts-resume-test");
   struct interrupted {};
   for (auto order : {vp::darts_order::first, vp::darts_order::second}) {
     auto o = quick();
     o.epochs = 4;
-    o.darts.order = order;
+    o.bilevel.order = order;
     vp::prompted_vit<float> straight(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 7});
     const auto whole = vp::search(straight, data, o);
 
@@ -103,28 +102,6 @@ TEST_CASE("an interrupted search resumes from its checkpoint to the uninterrupte
   o.checkpoint = dir / "state.safetensors";
   o.resume = true;
   CHECK_THROWS_WITH(vp::search(m, data, o), Catch::Contains("not a search checkpoint"));
-  std::filesystem::remove_all(dir);
-}
-
-TEST_CASE("the w learning rate is chosen on search-val and the model is left as it was", "[search][lr]") {
-  auto data = tiny_data(24);
-  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 8), {.prompts = 2, .seed = 8});
-  std::vector<vp::matrix<float>> before;
-  for (auto* p : m.weights()) before.push_back(p->value());
-  auto o = quick();
-  o.darts.grad_clip = 0;
-  const auto r = vp::choose_w_lr(m, data, o, {1e-4, 0.05, 1e30}, 2);
-  REQUIRE(r.lrs.size() == 3);
-  CHECK(r.val_accuracy[2] == 0);            // diverged
-  CHECK(std::isnan(r.train_loss[2]));
-  CHECK(std::isfinite(r.train_loss[0]));
-  CHECK(r.best != 1e30);
-  const auto w = m.weights();
-  for (std::size_t i = 0; i < w.size(); ++i) CHECK((w[i]->value() - before[i]).norm() == 0);
-  // deterministic
-  CHECK(vp::choose_w_lr(m, data, o, {1e-4, 0.05, 1e30}, 2).val_accuracy == r.val_accuracy);
-  CHECK_THROWS_WITH(vp::choose_w_lr(m, data, o, {}, 2), Catch::Contains("empty"));
-  CHECK_THROWS_WITH(vp::choose_w_lr(m, data, o, {0.1, -1}, 2), Catch::Contains("not positive"));
 }
 
 TEST_CASE("search rejects bad input clearly", "[search][loop][errors]") {
@@ -142,30 +119,4 @@ TEST_CASE("search rejects bad input clearly", "[search][loop][errors]") {
   CHECK_THROWS_WITH(vp::search(m, bad, quick()), Catch::Contains("epoch 1 step 1") && Catch::Contains("NaN"));
   vp::prompted_vit<float> derived(vp::vit<float>(tiny(), 3), vp::genotype::uniform("add", 2), {.prompts = 2});
   CHECK_THROWS_WITH(vp::search(derived, tiny_data(24), quick()), Catch::Contains("derived model"));
-}
-
-TEST_CASE("a derived model retrains and evaluates", "[search][loop]") {
-  auto data = tiny_data(30);
-  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 5), vp::genotype::uniform("concat", 2), {.prompts = 2});
-  auto mean_loss = [&] {
-    vp::tape<float> t;
-    vp::no_grad<float> guard(t);
-    return static_cast<double>(vp::cross_entropy(m.logits(t, data.images), data.labels).item());
-  };
-  const double initial = mean_loss();
-  CHECK(initial == Approx(std::log(3.0)).epsilon(1e-6));  // zero head: uniform logits
-  const double last_epoch = vp::train(m, data, {.epochs = 15, .batch = 10, .lr = 0.1, .progress = false});
-  CHECK(std::isfinite(last_epoch));
-  CHECK(mean_loss() < initial);
-  // evaluate() counts argmax hits
-  vp::tape<float> t;
-  auto logits = m.logits(t, data.images).value();
-  int hits = 0;
-  for (vp::index i = 0; i < data.size(); ++i) {
-    vp::index k;
-    logits.row(i).maxCoeff(&k);
-    hits += k == data.labels[static_cast<std::size_t>(i)];
-  }
-  CHECK(vp::evaluate(m, data, 7) == Approx(hits / 30.0));
-  CHECK_THROWS_AS(vp::train(m, data, {.batch = 31}), vp::config_error);
 }

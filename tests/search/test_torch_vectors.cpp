@@ -1,9 +1,9 @@
 // Cross-check against the PyTorch peer: the files of ../shared/peers/torch_vectors.py
-// (config `small`, committed in tests/data/torch_small) load as they are, and
+// (config `small`, committed in tests/fixtures/torch_small) load as they are, and
 // the search model's logits, loss and gradients with respect to alpha, every
 // operator parameter and the head match PyTorch's float64 values. Set
-// VPDARTS_TORCH_VECTORS to another folder made by that script (e.g. `toy`) to
-// check it too.
+// VPDARTS_TORCH_VECTORS to another folder made by that script (e.g. `toy`) and
+// run the hidden case `vpdarts_tests "[torch_env]"` to check it too.
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -30,7 +30,7 @@ torch_case<S> load_case(const std::string& dir) {
   const auto& cfg = expected["config"];
   const vp::index heads = cfg["heads"], classes = cfg["classes"], dim = cfg["dim"], depth = cfg["depth"],
                   image = cfg["image"], prompts = cfg["prompts"];
-  auto backbone = vp::io::load_vit<S>(dir + "/backbone.safetensors", heads, classes);
+  auto backbone = vp::load_vit<S>(dir + "/backbone.safetensors", heads, classes);
   REQUIRE(backbone.config().dim == dim);
   REQUIRE(backbone.config().depth == depth);
   REQUIRE(backbone.config().image == image);
@@ -91,14 +91,15 @@ void check_case(const std::string& dir, double tol) {
 }  // namespace
 
 TEST_CASE("search model matches the PyTorch peer (small vectors)", "[search][torch]") {
-  const std::string dir = VPDARTS_TEST_DATA_DIR "/torch_small";
+  const std::string dir = VPDARTS_TEST_FIXTURES "/torch_small";
   SECTION("double") { check_case<double>(dir, 1e-10); }
   SECTION("float") { check_case<float>(dir, 1e-4); }
 }
 
-TEST_CASE("search model matches the PyTorch peer (vectors from VPDARTS_TORCH_VECTORS)", "[search][torch]") {
+// Hidden (run only when asked for by its tag): it needs vectors outside the repository.
+TEST_CASE("search model matches the PyTorch peer (vectors from VPDARTS_TORCH_VECTORS)", "[.torch_env]") {
   const char* dir = std::getenv("VPDARTS_TORCH_VECTORS");
-  if (!dir) return;
+  if (!dir) FAIL("set VPDARTS_TORCH_VECTORS to a folder made by torch_vectors.py");
   SECTION("double") { check_case<double>(dir, 1e-10); }
   SECTION("float") { check_case<float>(dir, 1e-4); }
 }

@@ -126,9 +126,10 @@ TEST_CASE("the hook runs in place of each block", "[vit]") {
 TEST_CASE("timm's vit_tiny_patch16_224 shapes build, save, load and run", "[vit][io]") {
   vp::vit<float> m(vp::vit_config::tiny16(), 7);
   CHECK(m.backbone_size() == 5524416);  // timm's vit_tiny_patch16_224 without head
-  const auto path = std::filesystem::temp_directory_path() / "vpdarts_tiny16_test.safetensors";
-  vp::io::save_vit(path, m);
-  auto back = vp::io::load_vit<float>(path);
+  const vpdarts_test::temp_dir dir("vpdarts-tiny16-test");
+  const auto path = dir / "tiny16.safetensors";
+  vp::save_vit(path, m);
+  auto back = vp::load_vit<float>(path);
   CHECK(back.config() == m.config());
   vp::image_batch<float> img(1, 3, 224, 224);
   img.pixels.setRandom();

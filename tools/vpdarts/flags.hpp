@@ -169,16 +169,18 @@ class flags {
     return best.empty() ? "" : "; did you mean --" + best + "?";
   }
 
-  void set(const spec& s, const std::string& value, const std::string& origin) {
+  /// Sets one flag; `config` names the config file the value came from (empty: the command line).
+  void set(const spec& s, const std::string& value, const std::string& config) {
     try {
       if (s.is_switch) {
-        if (value != "true" && value != "false") fail("--" + s.name + origin + " wants true or false, got '" + value + "'");
+        if (value != "true" && value != "false") fail("--" + s.name + " wants true or false, got '" + value + "'");
         *s.flag = value == "true";
       } else {
         s.set(value);
       }
-    } catch (const usage_error&) {
-      throw;
+    } catch (const usage_error& e) {
+      if (config.empty()) throw;
+      throw usage_error(std::string(e.what()) + " [key '" + s.name + "' in the config file '" + config + "']");
     }
   }
 
@@ -199,18 +201,13 @@ class flags {
       std::string text;
       if (v.is_string()) text = v.get<std::string>();
       else if (v.is_boolean()) text = v.get<bool>() ? "true" : "false";
-      else if (v.is_number_integer()) text = std::to_string(v.get<long>());
-      else if (v.is_number()) {
-        std::ostringstream o;
-        o.precision(17);
-        o << v.get<double>();
-        text = o.str();
-      } else if (v.is_array()) {
+      else if (v.is_number()) text = v.dump();  // exactly as written (a huge integer stays one, and is refused)
+      else if (v.is_array()) {
         for (std::size_t i = 0; i < v.size(); ++i) text += (i ? "," : "") + (v[i].is_string() ? v[i].get<std::string>() : v[i].dump());
       } else {
         fail("key '" + it.key() + "' in '" + path + "' has a value of the wrong kind");
       }
-      set(*s, text, " (in " + path + ")");
+      set(*s, text, path);
     }
   }
 

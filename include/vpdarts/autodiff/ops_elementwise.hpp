@@ -191,7 +191,7 @@ void gelu_backward(const S* x0, const S* g0, S* d0, index n) {
 
 /// The exact (erf) GELU: 0.5 x (1 + erf(x / sqrt 2)), element-wise. Vectorised
 /// through Eigen's erf (a rational approximation accurate to a few ulp in float)
-/// and split over OpenMP threads in blocks of rows.
+/// and split over OpenMP threads in fixed-size chunks of the flat values.
 template <Scalar S>
 var<S> gelu(const var<S>& a) {
   tape<S>& t = detail::tape_of("gelu", a);

@@ -365,7 +365,7 @@ matrix_map<S> var<S>::adjoint() const {
 
 namespace detail {
 
-/// The tape of an operand. @throws state_error when it is empty or stale. of two operands. @throws state_error when they differ or are stale.
+/// The tape of an operand. @throws state_error when it is empty (default-constructed) or stale.
 template <Scalar S>
 tape<S>& tape_of(const char* fn, const var<S>& a) {
   if (!a.valid()) throw state_error(detail::cat(fn, ": variable is empty (default-constructed)"));

@@ -22,7 +22,7 @@
 
 #include "../detail/format.hpp"
 #include "../error.hpp"
-#include "synthetic.hpp"
+#include "labelled_images.hpp"
 #include "transforms.hpp"
 
 namespace vpdarts::data {

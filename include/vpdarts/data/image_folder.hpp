@@ -20,7 +20,7 @@
 #include "../detail/format.hpp"
 #include "../error.hpp"
 #include "image_file.hpp"
-#include "synthetic.hpp"
+#include "labelled_images.hpp"
 
 namespace vpdarts::data {
 

@@ -1,6 +1,6 @@
 #pragma once
 /// @file builtin.hpp
-/// The four built-in fusion operators of DESIGN.md section 3.
+/// The four built-in fusion operators of docs/method.md, section 3.
 ///
 /// | name            | parameters       | pre(x)                                    | post(y)          |
 /// |-----------------|------------------|-------------------------------------------|------------------|

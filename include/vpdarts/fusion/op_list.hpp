@@ -49,7 +49,7 @@ struct op_list {
   }
 };
 
-/// The four built-in operators in DESIGN.md's order.
+/// The four built-in operators in docs/method.md's order (alpha's columns).
 using default_ops = op_list<concat, add_prompt, affine, cross_attention>;
 
 namespace detail {

@@ -9,7 +9,7 @@
 /// the data, a size that disagrees with the shape, overlapping tensors or holes
 /// each raise an io_error naming the file and the tensor. F32, F64, F16, BF16
 /// convert to the caller's scalar; I64/I32/U8 read as integers. Writing
-/// produces F32 and is atomic (a temporary file in the same folder, then rename).
+/// produces F32 (F64 for double values) and is atomic (a temporary file in the same folder, then rename).
 
 #include <algorithm>
 #include <bit>

@@ -60,8 +60,9 @@ struct layer_norm_layer {
   }
 };
 
-/// Multi-head self-attention: qkv linear with bias (rows [q; k; v]), the fused
-/// attention core with scale 1/sqrt(D/H), output projection.
+/// The parameters of multi-head self-attention: qkv linear with bias (rows
+/// [q; k; v]) and the output projection; attention scales by 1/sqrt(D/H).
+/// vit_block runs them through the fused ops (layer_norm_linear, attention_linear).
 template <Scalar S>
 struct attention_layer {
   linear_layer<S> qkv;   ///< D -> 3D, output columns [q | k | v].
@@ -73,10 +74,6 @@ struct attention_layer {
   /// Layers `name.qkv` and `name.proj` of width `dim` with `heads_` heads.
   attention_layer(const std::string& name, index dim, index heads_, init::engine& rng)
       : qkv(name + ".qkv", dim, 3 * dim, rng), proj(name + ".proj", dim, dim, rng), heads(heads_) {}
-  /// x is (B*T) x D with `batch` sequences.
-  var<S> forward(tape<S>& t, const var<S>& x, index batch) {
-    return proj.forward(t, attention(qkv.forward(t, x), batch, heads));
-  }
   /// Appends pointers to the four parameters to `out`.
   void collect(std::vector<parameter<S>*>& out) {
     qkv.collect(out);
@@ -84,7 +81,8 @@ struct attention_layer {
   }
 };
 
-/// fc2(GELU(fc1(x))) with the exact erf GELU.
+/// The parameters of the MLP fc2(GELU(fc1(x))) with the exact erf GELU.
+/// vit_block runs them through the fused ops (layer_norm_linear, gelu_linear).
 template <Scalar S>
 struct mlp_layer {
   linear_layer<S> fc1;  ///< dim -> hidden.
@@ -95,8 +93,6 @@ struct mlp_layer {
   /// Layers `name.fc1` and `name.fc2`.
   mlp_layer(const std::string& name, index dim, index hidden, init::engine& rng)
       : fc1(name + ".fc1", dim, hidden, rng), fc2(name + ".fc2", hidden, dim, rng) {}
-  /// x is R x dim; the result is R x dim.
-  var<S> forward(tape<S>& t, const var<S>& x) { return fc2.forward(t, gelu(fc1.forward(t, x))); }
   /// Appends pointers to the four parameters to `out`.
   void collect(std::vector<parameter<S>*>& out) {
     fc1.collect(out);

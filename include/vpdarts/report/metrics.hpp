@@ -1,6 +1,6 @@
 #pragma once
 /// @file metrics.hpp
-/// What a run reports besides accuracy (DESIGN.md section 6): inference
+/// What a run reports besides accuracy (docs/method.md, section 6): inference
 /// latency at batch 1, throughput at batch 64, peak memory, and the
 /// metrics.json file that carries them.
 

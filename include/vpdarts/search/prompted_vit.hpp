@@ -1,6 +1,6 @@
 #pragma once
 /// @file prompted_vit.hpp
-/// The prompted search space of DESIGN.md section 4: a frozen ViT whose every
+/// The prompted search space (docs/method.md, section 4): a frozen ViT whose every
 /// layer is a MixedOp over a compile-time list of fusion operators,
 ///
 ///     x_{l+1} = sum_k softmax(alpha_l)_k * op_{l,k}(x_l),
@@ -12,7 +12,11 @@
 /// Parameter groups: the backbone (frozen), the weights w (every operator
 /// parameter `fusion.{l}.{op}.{symbol}` and the head) and the architecture
 /// alpha (L x K, search model only). State files hold w and alpha under those
-/// names (`head.weight`, `head.bias`, `alpha`), the naming of the PyTorch peer.
+/// names (`head.weight`, `head.bias`, `alpha`), the naming of the PyTorch peer,
+/// in the model's scalar type (F32 for float, F64 for double).
+///
+/// A forward pass keeps no state in the model: two tapes (threads, processes)
+/// may run it at once.
 
 #include <array>
 #include <filesystem>
@@ -25,6 +29,8 @@
 #include "../fusion/op_list.hpp"
 #include "mixed_op.hpp"
 #include "../io/checkpoint.hpp"
+#include "../io/metadata_keys.hpp"
+#include "../optim/sgd.hpp"
 #include "../vit/vit.hpp"
 #include "genotype.hpp"
 
@@ -85,8 +91,11 @@ class prompted_vit {
   const prompt_options& options() const noexcept { return opts_; }
   /// What the fusion operators' parameters were built for: backbone shape and prompt count.
   fusion_context context() const { return {backbone_.config(), opts_.prompts}; }
-  /// The frozen backbone (its head is the new, trainable one).
+  /// The frozen backbone. Its `head` member is the model's trainable head (see head()).
   vit<S>& backbone() noexcept { return backbone_; }
+  /// The trainable classification head (classes x D), part of w. It is stored
+  /// as the backbone's `head` so that the backbone's logits use it.
+  nn::linear_layer<S>& head() noexcept { return backbone_.head; }
   /// The architecture parameters (L x K; zero-sized in a derived model).
   parameter<S>& alpha() noexcept { return alpha_; }
 
@@ -99,19 +108,21 @@ class prompted_vit {
   /// groups in `target` only (w: operator parameters and head; alpha).
   /// @throws shape_error when the images do not fit the backbone.
   var<S> logits(tape<S>& t, const image_batch<S>& images, grad_target target = grad_target::all) {
-    track_w_ = (static_cast<unsigned>(target) & static_cast<unsigned>(grad_target::weights)) != 0;
+    const bool track_w = (static_cast<unsigned>(target) & static_cast<unsigned>(grad_target::weights)) != 0;
     const bool track_alpha = (static_cast<unsigned>(target) & static_cast<unsigned>(grad_target::alpha)) != 0;
-    alpha_var_ = search_ ? t.leaf(alpha_, track_alpha) : var<S>();
-    var<S> feats = backbone_.features(t, images, [this, &t](index l, vit_block<S>& block, const var<S>& x, index batch) {
-      return layer_forward(t, l, block, x, batch);
+    const var<S> alpha = search_ ? t.leaf(alpha_, track_alpha) : var<S>();
+    var<S> feats = backbone_.features(t, images, [&](index l, vit_block<S>& block, const var<S>& x, index batch) {
+      mixed_op<S, Ops>& m = layers_[static_cast<std::size_t>(l)];
+      const var<S> w = m.is_mixed() ? softmax_rows(slice_rows(alpha, l, 1)) : var<S>();
+      return m.forward(t, block, x, batch, w, track_w);
     });
-    return linear(feats, t.leaf(backbone_.head.weight, track_w_), t.leaf(backbone_.head.bias, track_w_));
+    return linear(feats, t.leaf(head().weight, track_w), t.leaf(head().bias, track_w));
   }
 
   /// The weights w: every operator parameter, then the head.
   std::vector<parameter<S>*> weights() {
     std::vector<parameter<S>*> out = fusion_parameters();
-    backbone_.head.collect(out);
+    head().collect(out);
     return out;
   }
   /// Every operator parameter (layer by layer, operator by operator).
@@ -120,6 +131,25 @@ class prompted_vit {
     for (auto& layer : layers_) layer.collect(out);
     return out;
   }
+  /// The SGD groups of w: one per operator (its parameters at every layer, with
+  /// its lr multiplier), the head's weight, and the head's bias (no weight decay).
+  /// @throws config_error when op_lr_mult is neither empty nor one per operator.
+  std::vector<optim::param_group<S>> weight_groups(const std::vector<double>& op_lr_mult, double head_lr_mult) {
+    if (!op_lr_mult.empty() && op_lr_mult.size() != Ops::size)
+      throw config_error(detail::cat("prompted_vit::weight_groups: ", op_lr_mult.size(), " operator lr multipliers for ",
+                                     Ops::size, " operators (", detail::join(Ops::names), ")"));
+    std::vector<optim::param_group<S>> out;
+    for (std::size_t k = 0; k < Ops::size; ++k) {
+      optim::param_group<S> g{{}, op_lr_mult.empty() ? 1.0 : op_lr_mult[k], true, std::string(Ops::names[k])};
+      for (index l = 0; l < config().depth; ++l)
+        for (auto& p : op_parameters(l, k)) g.params.push_back(&p);
+      out.push_back(std::move(g));
+    }
+    out.push_back({{&head().weight}, head_lr_mult, true, "head.weight"});
+    out.push_back({{&head().bias}, head_lr_mult, false, "head.bias"});
+    return out;
+  }
+
   /// Everything a state file holds: w, then alpha (search model).
   std::vector<parameter<S>*> state_parameters() {
     std::vector<parameter<S>*> out = weights();
@@ -170,10 +200,10 @@ class prompted_vit {
     return g;
   }
 
-  /// Saves w and alpha (F32, atomic).
+  /// Saves w and alpha (F32 for float, F64 for double; atomic), with the genotype and the prompt count.
   void save_state(const std::filesystem::path& path, std::map<std::string, std::string> metadata = {}) {
-    metadata["vpdarts.genotype"] = derive().str();
-    metadata["vpdarts.prompts"] = std::to_string(opts_.prompts);
+    metadata[io::keys::genotype] = derive().to_json().dump();
+    metadata[io::keys::prompts] = std::to_string(opts_.prompts);
     auto ps = state_parameters();
     io::save_parameters<S>(path, ps, metadata);
   }
@@ -193,8 +223,8 @@ class prompted_vit {
     backbone_.freeze_backbone();
     if (opts_.prompts < 1) throw config_error(detail::cat("prompted_vit: prompts is ", opts_.prompts, ", must be >= 1"));
     if (opts_.classes > 0 && opts_.classes != backbone_.config().classes) backbone_.reset_head(opts_.classes);
-    backbone_.head.weight.unfreeze();
-    backbone_.head.bias.unfreeze();
+    head().weight.unfreeze();
+    head().bias.unfreeze();
     const fusion_context ctx = context();
     const index depth = backbone_.config().depth;
     layers_.reserve(static_cast<std::size_t>(depth));
@@ -208,19 +238,11 @@ class prompted_vit {
     }
   }
 
-  var<S> layer_forward(tape<S>& t, index l, vit_block<S>& block, const var<S>& x, index batch) {
-    mixed_op<S, Ops>& m = layers_[static_cast<std::size_t>(l)];
-    const var<S> w = m.is_mixed() ? softmax_rows(slice_rows(alpha_var_, l, 1)) : var<S>();
-    return m.forward(t, block, x, batch, w, track_w_);
-  }
-
   vit<S> backbone_;
   prompt_options opts_;
   bool search_ = true;
   std::vector<mixed_op<S, Ops>> layers_;
   parameter<S> alpha_;
-  var<S> alpha_var_;
-  bool track_w_ = true;
 };
 
 }  // namespace vpdarts

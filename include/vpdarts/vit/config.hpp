@@ -1,6 +1,6 @@
 #pragma once
 /// @file config.hpp
-/// The shape of a Vision Transformer, with validation and DESIGN.md's workloads as presets.
+/// The shape of a Vision Transformer, with validation and the reference workloads of docs/method.md (section 7) as presets.
 
 #include <string>
 
@@ -55,11 +55,11 @@ struct vit_config {
                        ", depth ", depth, ", heads ", heads, ", MLP ", mlp, ", ", classes, " classes");
   }
 
-  /// DESIGN.md's `toy` workload: 32x32x3, patch 4, D 192, depth 6, heads 3, MLP 768, 10 classes.
+  /// The `toy` workload: 32x32x3, patch 4, D 192, depth 6, heads 3, MLP 768, 10 classes.
   static vit_config toy() { return {}; }
   /// timm's vit_tiny_patch16_224: 224x224x3, patch 16, D 192, depth 12, heads 3, MLP 768.
   static vit_config tiny16(index classes = 10) { return {224, 3, 16, 192, 12, 3, 768, classes}; }
-  /// DESIGN.md's `fashion` workload: 28x28x1, patch 4, D 192, depth 6, heads 3, MLP 768.
+  /// The `fashion` workload: 28x28x1, patch 4, D 192, depth 6, heads 3, MLP 768.
   static vit_config fashion(index classes = 5) { return {28, 1, 4, 192, 6, 3, 768, classes}; }
 
   /// Field-by-field equality.

@@ -35,10 +35,10 @@ double loss_of(vp::prompted_vit<double>& m, const vp::image_batch<double>& x, co
 
 }  // namespace
 
-TEST_CASE("first-order alpha gradient is d L_val / d alpha at w", "[search][darts]") {
+TEST_CASE("first-order alpha gradient is d L_val / d alpha at w", "[search][bilevel]") {
   auto m = model(1);
   batches b;
-  vp::darts<double, vp::default_ops> d(m, {});
+  vp::bilevel_optimizer<double, vp::default_ops> d(m, {});
   d.alpha_grad_first(b.vx, b.vy);
   const vp::matrix<double> g = m.alpha().grad();
   for (vp::index i = 0; i < g.size(); i += 3) {
@@ -53,7 +53,7 @@ TEST_CASE("first-order alpha gradient is d L_val / d alpha at w", "[search][dart
   for (auto* p : m.weights()) CHECK(p->grad().norm() == 0);  // no gradient work for w
 }
 
-TEST_CASE("second-order hypergradient matches its definition and restores w exactly", "[search][darts]") {
+TEST_CASE("second-order hypergradient matches its definition and restores w exactly", "[search][bilevel]") {
   // F(alpha) = L_val(w - xi (mu m + grad_w L_train(w, alpha) + wd w), alpha). DARTS's
   // second-order gradient is dF/dalpha with the Hessian-vector product taken by a
   // central difference of step 0.01 in w-space: its error is O(0.01^2) relative to
@@ -61,11 +61,11 @@ TEST_CASE("second-order hypergradient matches its definition and restores w exac
   // so 1e-4 of the gradient's norm is ample while a first-order gradient misses by far more.
   auto m = model(2);
   batches b;
-  vp::darts_options o;
+  vp::bilevel_options o;
   o.order = vp::darts_order::second;
-  o.w_lr = 0.5;  // a large xi makes the implicit term visible
-  o.w_weight_decay = 0.01;
-  vp::darts<double, vp::default_ops> d(m, o);
+  o.w.lr = 0.5;  // a large xi makes the implicit term visible
+  o.w.weight_decay = 0.01;
+  vp::bilevel_optimizer<double, vp::default_ops> d(m, o);
   d.w_step(b.tx, b.ty);  // non-zero momentum buffers
   std::vector<vp::matrix<double>> before;
   for (auto* p : m.weights()) before.push_back(p->value());
@@ -93,8 +93,8 @@ TEST_CASE("second-order hypergradient matches its definition and restores w exac
     vp::tape<double> t;
     t.backward(vp::cross_entropy(m.logits(t, b.tx, vp::grad_target::weights), b.ty));
     for (std::size_t i = 0; i < ws.size(); ++i) {
-      const double wd = ws[i]->name() == "head.bias" ? 0.0 : o.w_weight_decay;
-      ws[i]->value() = before[i] - o.w_lr * (o.w_momentum * *mom[i] + ws[i]->grad() + wd * before[i]);
+      const double wd = ws[i]->name() == "head.bias" ? 0.0 : o.w.weight_decay;
+      ws[i]->value() = before[i] - o.w.lr * (o.w.momentum * *mom[i] + ws[i]->grad() + wd * before[i]);
     }
     const double v = loss_of(m, b.vx, b.vy);
     for (std::size_t i = 0; i < ws.size(); ++i) ws[i]->value() = before[i];
@@ -118,26 +118,26 @@ TEST_CASE("second-order hypergradient matches its definition and restores w exac
   CHECK((first - numeric).norm() > 100 * (second - numeric).norm());
 }
 
-TEST_CASE("a step updates alpha first, then w; warm-up leaves alpha alone", "[search][darts]") {
+TEST_CASE("a step updates alpha first, then w; warm-up leaves alpha alone", "[search][bilevel]") {
   auto m = model(3);
   batches b;
-  vp::darts_options o;
+  vp::bilevel_options o;
   o.alpha_lr = 0.01;
-  vp::darts<double, vp::default_ops> d(m, o);
+  vp::bilevel_optimizer<double, vp::default_ops> d(m, o);
   const vp::matrix<double> a0 = m.alpha().value();
-  const vp::matrix<double> h0 = m.backbone().head.weight.value();
+  const vp::matrix<double> h0 = m.head().weight.value();
   d.step(b.tx, b.ty, b.vx, b.vy, /*update_alpha=*/false);
   CHECK((m.alpha().value() - a0).norm() == 0);
-  CHECK((m.backbone().head.weight.value() - h0).norm() > 0);
+  CHECK((m.head().weight.value() - h0).norm() > 0);
   // alpha's update must use w before this step's w update: recompute it by hand
   auto ref = model(3);
   {
-    vp::darts<double, vp::default_ops> r(ref, o);
+    vp::bilevel_optimizer<double, vp::default_ops> r(ref, o);
     r.step(b.tx, b.ty, b.vx, b.vy, false);
     r.alpha_grad_first(b.vx, b.vy);
     r.alpha_optimizer().step();
   }
   d.step(b.tx, b.ty, b.vx, b.vy);
   CHECK((m.alpha().value() - ref.alpha().value()).norm() < 1e-15);
-  CHECK_THROWS_AS((vp::darts<double, vp::default_ops>(m, {.op_lr_mult = {1.0, 2.0}})), vp::config_error);
+  CHECK_THROWS_AS((vp::bilevel_optimizer<double, vp::default_ops>(m, {.w = {.op_lr_mult = {1.0, 2.0}}})), vp::config_error);
 }

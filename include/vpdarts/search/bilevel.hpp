@@ -1,6 +1,6 @@
 #pragma once
-/// @file darts.hpp
-/// One step of bi-level DARTS (DESIGN.md section 5): first the architecture
+/// @file bilevel.hpp
+/// One step of bi-level DARTS (docs/method.md, section 5): first the architecture
 /// alpha on a search-val batch, then the weights w on a search-train batch.
 ///
 /// * First order: grad_alpha = d L_val(w, alpha) / d alpha (no gradient work for w).
@@ -22,6 +22,7 @@
 
 #include "../optim/adam.hpp"
 #include "../optim/sgd.hpp"
+#include "../train/loop.hpp"
 #include "prompted_vit.hpp"
 
 namespace vpdarts {
@@ -32,15 +33,10 @@ enum class darts_order {
   second  ///< through a virtual w step, with the finite-difference Hessian-vector product
 };
 
-/// Settings of a DARTS step (DESIGN.md's defaults).
-struct darts_options {
+/// Settings of the bi-level optimiser: w's SGD and alpha's Adam (docs/method.md's defaults).
+struct bilevel_options {
   darts_order order = darts_order::first;  ///< first or second order
-  double w_lr = 0.05;             ///< base learning rate of w (the schedule sets it per step)
-  double w_momentum = 0.9;        ///< SGD momentum of w
-  double w_weight_decay = 1e-4;   ///< on every part of w but the head's bias
-  double grad_clip = 5;           ///< w's gradient-norm clip (0: none)
-  std::vector<double> op_lr_mult = {};  ///< per operator, in op-list order (empty: all 1)
-  double head_lr_mult = 1;        ///< lr multiplier of the classification head
+  w_optimizer_options w = {};     ///< w's optimiser (its lr is w's base learning rate; the schedule sets it per step)
   double alpha_lr = 3e-4;         ///< Adam learning rate of alpha (search() picks one from the step count)
   double alpha_beta1 = 0.5;       ///< Adam beta1 of alpha (DARTS's 0.5)
   double alpha_beta2 = 0.999;     ///< Adam beta2 of alpha
@@ -48,43 +44,24 @@ struct darts_options {
 };
 
 /// Losses of one step.
-struct darts_step_result {
+struct bilevel_step_result {
   double val_loss = 0;    ///< L_val at the start of the step (w' for second order)
   double train_loss = 0;  ///< L_train of the w update
 };
 
-/// The SGD groups of w: one per operator (its parameters at every layer, with
-/// its lr multiplier), the head's weight, and the head's bias (no weight decay).
-/// @throws config_error when op_lr_mult is neither empty nor one per operator.
+/// Runs DARTS steps on a search model: the bi-level optimiser of w (SGD) and
+/// alpha (Adam). Holds the two optimisers and the buffers of the second-order
+/// step (allocated once). Every gradient it uses passes the gradient hook
+/// first (see apply_gradients()).
 template <Scalar S, OpList Ops>
-std::vector<optim::param_group<S>> weight_groups(prompted_vit<S, Ops>& m, const std::vector<double>& op_lr_mult,
-                                                 double head_lr_mult) {
-  if (!op_lr_mult.empty() && op_lr_mult.size() != Ops::size)
-    throw config_error(detail::cat("weight_groups: ", op_lr_mult.size(), " operator lr multipliers for ", Ops::size,
-                                   " operators (", detail::join(Ops::names), ")"));
-  std::vector<optim::param_group<S>> out;
-  for (std::size_t k = 0; k < Ops::size; ++k) {
-    optim::param_group<S> g{{}, op_lr_mult.empty() ? 1.0 : op_lr_mult[k], true, std::string(Ops::names[k])};
-    for (index l = 0; l < m.config().depth; ++l)
-      for (auto& p : m.op_parameters(l, k)) g.params.push_back(&p);
-    out.push_back(std::move(g));
-  }
-  out.push_back({{&m.backbone().head.weight}, head_lr_mult, true, "head.weight"});
-  out.push_back({{&m.backbone().head.bias}, head_lr_mult, false, "head.bias"});
-  return out;
-}
-
-/// Runs DARTS steps on a search model. Holds the two optimisers and the buffers
-/// of the second-order step (allocated once).
-template <Scalar S, OpList Ops>
-class darts {
+class bilevel_optimizer {
  public:
   /// @throws config_error for a derived model or a multiplier list of the wrong length.
-  darts(prompted_vit<S, Ops>& model, const darts_options& o)
-      : model_(model), opts_(o), w_opt_(groups(model, o), {o.w_lr, o.w_momentum, o.w_weight_decay}),
+  bilevel_optimizer(prompted_vit<S, Ops>& model, const bilevel_options& o, gradient_hook<S> hook = {})
+      : model_(model), opts_(o), hook_(std::move(hook)), w_opt_(model.weight_groups(o.w.op_lr_mult, o.w.head_lr_mult), o.w.sgd()),
         alpha_opt_({&model.alpha()}, {.lr = o.alpha_lr, .beta1 = o.alpha_beta1, .beta2 = o.alpha_beta2,
                                       .weight_decay = o.alpha_weight_decay, .decoupled = false}) {
-    if (!model.is_search()) throw config_error("darts: the model is a derived model; search needs alpha");
+    if (!model.is_search()) throw config_error("bilevel_optimizer: the model is a derived model; search needs alpha");
     for (const auto& g : w_opt_.groups())
       for (parameter<S>* p : g.params) {
         flat_.push_back(p);
@@ -98,13 +75,17 @@ class darts {
 
   /// One step: alpha on (val_x, val_y) unless `update_alpha` is false (warm-up), then w on (train_x, train_y).
   /// @throws value_error when a loss or gradient is NaN or Inf.
-  darts_step_result step(const image_batch<S>& train_x, std::span<const int> train_y, const image_batch<S>& val_x,
+  bilevel_step_result step(const image_batch<S>& train_x, std::span<const int> train_y, const image_batch<S>& val_x,
                          std::span<const int> val_y, bool update_alpha = true) {
-    darts_step_result r;
+    bilevel_step_result r;
     if (update_alpha) {
-      r.val_loss = opts_.order == darts_order::first ? alpha_grad_first(val_x, val_y)
-                                                     : alpha_grad_second(train_x, train_y, val_x, val_y);
-      alpha_opt_.step();
+      if (opts_.order == darts_order::first) {
+        r.val_loss = alpha_grad_first(val_x, val_y);
+        apply_gradients<S>(alpha_opt_, alpha_params(), 0, hook_);
+      } else {
+        r.val_loss = alpha_grad_second(train_x, train_y, val_x, val_y);  // its parts passed the hook
+        alpha_opt_.step();
+      }
     }
     r.train_loss = w_step(train_x, train_y);
     return r;
@@ -117,16 +98,18 @@ class darts {
   }
 
   /// Leaves DARTS's second-order alpha gradient in alpha's gradient and w as it
-  /// was (bit-exact); returns L_val(w', alpha).
+  /// was (bit-exact); returns L_val(w', alpha). Each of its four gradients
+  /// passes the gradient hook as it is computed.
   double alpha_grad_second(const image_batch<S>& tx, std::span<const int> ty, const image_batch<S>& vx,
                            std::span<const int> vy) {
     const std::size_t n = flat_.size();
-    const S xi = static_cast<S>(w_opt_.lr()), mu = static_cast<S>(opts_.w_momentum);
-    const S wd = static_cast<S>(opts_.w_weight_decay);
+    const S xi = static_cast<S>(w_opt_.lr()), mu = static_cast<S>(opts_.w.momentum);
+    const S wd = static_cast<S>(opts_.w.weight_decay);
     auto& momentum = w_opt_.momentum_buffers();
     // grad_w L_train(w, alpha)
     w_opt_.zero_grad();
     loss(tx, ty, grad_target::weights);
+    if (hook_) hook_(flat_);
     // w' = w - c xi (mu m + g + wd w)
     for (std::size_t i = 0; i < n; ++i) {
       matrix<S>& w = flat_[i]->value();
@@ -139,6 +122,10 @@ class darts {
     w_opt_.zero_grad();
     model_.alpha().zero_grad();
     const double val = loss(vx, vy, grad_target::all);
+    if (hook_) {
+      hook_(flat_);
+      hook_(alpha_params());
+    }
     dalpha_ = model_.alpha().grad();
     double sq = 0;
     for (std::size_t i = 0; i < n; ++i) {
@@ -146,7 +133,7 @@ class darts {
       sq += static_cast<double>(dir_[i].squaredNorm());
     }
     const double norm = std::sqrt(sq);
-    if (!std::isfinite(norm)) throw value_error(detail::cat("darts: the norm of grad_w' L_val is ", norm));
+    if (!std::isfinite(norm)) throw value_error(detail::cat("bilevel_optimizer: the norm of grad_w' L_val is ", norm));
     if (norm == 0) {  // no implicit term
       restore();
       model_.alpha().grad() = dalpha_;
@@ -157,11 +144,13 @@ class darts {
     for (std::size_t i = 0; i < n; ++i) flat_[i]->value() = backup_[i] + eps * dir_[i];
     model_.alpha().zero_grad();
     loss(tx, ty, grad_target::alpha);
+    if (hook_) hook_(alpha_params());
     matrix<S>& g = model_.alpha().grad();
     dalpha_ -= (xi / (2 * eps)) * g;
     for (std::size_t i = 0; i < n; ++i) flat_[i]->value() = backup_[i] - eps * dir_[i];
     g.setZero();
     loss(tx, ty, grad_target::alpha);
+    if (hook_) hook_(alpha_params());
     dalpha_ += (xi / (2 * eps)) * g;
     restore();
     g = dalpha_;
@@ -173,8 +162,7 @@ class darts {
   double w_step(const image_batch<S>& x, std::span<const int> y) {
     w_opt_.zero_grad();
     const double l = loss(x, y, grad_target::weights);
-    if (opts_.grad_clip > 0) optim::clip_grad_norm<S>(flat_, opts_.grad_clip);
-    w_opt_.step();
+    apply_gradients<S>(w_opt_, flat_, opts_.w.grad_clip, hook_);
     return l;
   }
 
@@ -183,12 +171,10 @@ class darts {
   /// alpha's Adam (checkpoints save its moments).
   optim::adam<S>& alpha_optimizer() noexcept { return alpha_opt_; }
   /// The settings.
-  const darts_options& options() const noexcept { return opts_; }
+  const bilevel_options& options() const noexcept { return opts_; }
 
  private:
-  static std::vector<optim::param_group<S>> groups(prompted_vit<S, Ops>& m, const darts_options& o) {
-    return weight_groups(m, o.op_lr_mult, o.head_lr_mult);
-  }
+  std::span<parameter<S>* const> alpha_params() noexcept { return {&alpha_ptr_, 1}; }
 
   double loss(const image_batch<S>& x, std::span<const int> y, grad_target target) {
     tape_.reset();
@@ -202,7 +188,9 @@ class darts {
   }
 
   prompted_vit<S, Ops>& model_;
-  darts_options opts_;
+  bilevel_options opts_;
+  gradient_hook<S> hook_;
+  parameter<S>* alpha_ptr_ = &model_.alpha();
   optim::sgd<S> w_opt_;
   optim::adam<S> alpha_opt_;
   tape<S> tape_;

@@ -1,0 +1,193 @@
+#pragma once
+/// @file checkpoint.hpp
+/// The resumable state of a search: what search() writes after every epoch
+/// and reads back on resume, so that an interrupted search ends where an
+/// uninterrupted one does. One safetensors file holds the model's state (w
+/// and alpha), both optimisers' state, and, in its metadata, the settings
+/// fingerprint (which must match on resume) and the loop's state (epoch, data
+/// order, random generator, history).
+
+#include <filesystem>
+#include <random>
+#include <span>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "../data/split.hpp"
+#include "../io/json.hpp"
+#include "../io/metadata_keys.hpp"
+#include "../io/safetensors.hpp"
+#include "bilevel.hpp"
+#include "prompted_vit.hpp"
+
+namespace vpdarts {
+
+/// A search's loop state after some epochs. The model's parameters and the
+/// optimisers' state are saved and restored beside it (save(), load()).
+struct search_state {
+  long epoch = 0;                              ///< epochs done
+  std::mt19937_64 rng;                         ///< the generator of the split and the shuffles
+  data::row_split rows;                        ///< search-train and search-val rows, in their current order
+  index val_pos = 0;                           ///< next search-val row to draw
+  std::vector<matrix<double>> alpha_history;   ///< softmax(alpha) after every epoch
+  std::vector<double> train_loss;              ///< per-epoch mean search-train loss
+  std::vector<double> val_loss;                ///< per-epoch mean search-val loss (NaN in warm-up epochs)
+  double seconds = 0;                          ///< wall-clock time of the epochs done
+
+  /// Writes the state, the model's w and alpha, and both optimisers' state,
+  /// atomically, with `fingerprint` (the settings a resume must share).
+  /// @throws value_error when a tensor holds NaN or Inf (nothing is written then).
+  template <Scalar S, OpList Ops>
+  void save(const std::filesystem::path& path, prompted_vit<S, Ops>& model, bilevel_optimizer<S, Ops>& opt,
+            const nlohmann::json& fingerprint) const {
+    std::vector<io::tensor_view<S>> views;
+    auto add = [&](std::string name, const matrix<S>& m) {
+      views.push_back({std::move(name), {m.rows(), m.cols()},
+                       std::span<const S>(m.data(), static_cast<std::size_t>(m.size()))});
+    };
+    for (parameter<S>* p : model.state_parameters()) {
+      const std::vector<index> sh = p->shape();  // returned by value
+      const std::vector<std::int64_t> shape(sh.begin(), sh.end());
+      views.push_back({p->name(), shape, std::span<const S>(p->value().data(), static_cast<std::size_t>(p->size()))});
+    }
+    std::size_t i = 0;
+    for (const auto& g : opt.w_optimizer().groups())
+      for (parameter<S>* p : g.params) add("optim.w.momentum." + p->name(), opt.w_optimizer().momentum_buffers()[i++]);
+    add("optim.alpha.m", opt.alpha_optimizer().first_moments()[0]);
+    add("optim.alpha.v", opt.alpha_optimizer().second_moments()[0]);
+    nlohmann::json history = nlohmann::json::array();
+    for (const auto& a : alpha_history) {
+      nlohmann::json m = nlohmann::json::array();
+      for (index l = 0; l < a.rows(); ++l) {
+        nlohmann::json row = nlohmann::json::array();
+        for (index k = 0; k < a.cols(); ++k) row.push_back(a(l, k));
+        m.push_back(std::move(row));
+      }
+      history.push_back(std::move(m));
+    }
+    std::ostringstream rng_text;
+    rng_text << rng;
+    const nlohmann::json state = {{"epoch", epoch},
+                                  {"alpha_steps", opt.alpha_optimizer().steps()},
+                                  {"rng", rng_text.str()},
+                                  {"train_rows", rows.train},
+                                  {"val_rows", rows.val},
+                                  {"val_pos", val_pos},
+                                  {"alpha_history", history},
+                                  {"train_loss", io::numbers_to_json(train_loss)},
+                                  {"val_loss", io::numbers_to_json(val_loss)},
+                                  {"seconds", seconds}};
+    io::write_safetensors<S>(path, std::move(views),
+                             {{io::keys::search_settings, fingerprint.dump()},
+                              {io::keys::search_state, state.dump()},
+                              {io::keys::genotype, model.derive().to_json().dump()},
+                              {io::keys::prompts, std::to_string(model.options().prompts)}});
+  }
+
+  /// Reads what save() wrote into the model, the optimiser and a new state.
+  /// The state must fit a search over `images` images split as `expected`
+  /// (sizes), with at most `epochs` epochs. Nothing is changed unless it all fits.
+  /// @throws io_error for a file that is not a search checkpoint of this model
+  /// or holds an inconsistent state; config_error naming the settings that
+  /// differ from `fingerprint`.
+  template <Scalar S, OpList Ops>
+  static search_state load(const std::filesystem::path& path, prompted_vit<S, Ops>& model,
+                           bilevel_optimizer<S, Ops>& opt, const nlohmann::json& fingerprint, index images,
+                           index n_val, long epochs) {
+    const std::string where = detail::cat("search: '", path.string(), "'");
+    const io::safetensors f = io::safetensors::read(path);
+    const auto& meta = f.metadata();
+    if (!meta.count(io::keys::search_settings) || !meta.count(io::keys::search_state))
+      throw io_error(detail::cat(where, " is not a search checkpoint (no vpdarts.search metadata)"));
+    nlohmann::json saved, st;
+    try {
+      saved = nlohmann::json::parse(meta.at(io::keys::search_settings));
+      st = nlohmann::json::parse(meta.at(io::keys::search_state));
+    } catch (const nlohmann::json::exception& e) {
+      throw io_error(detail::cat(where, ": unreadable search metadata: ", e.what()));
+    }
+    if (!saved.is_object() || !st.is_object()) throw io_error(detail::cat(where, ": the search metadata are not JSON objects"));
+    std::vector<std::string> differ;
+    for (auto it = fingerprint.begin(); it != fingerprint.end(); ++it)
+      if (!saved.contains(it.key()) || saved[it.key()] != it.value())
+        differ.push_back(detail::cat(it.key(), " (checkpoint ", saved.contains(it.key()) ? saved[it.key()].dump() : "none",
+                                     ", now ", it.value().dump(), ")"));
+    if (!differ.empty())
+      throw config_error(detail::cat("search: cannot resume from '", path.string(), "': settings differ: ", detail::join(differ, "; ")));
+    search_state s;
+    long alpha_steps = 0;
+    try {
+      s.epoch = st.at("epoch").get<long>();
+      alpha_steps = st.at("alpha_steps").get<long>();
+      std::istringstream rng_in(st.at("rng").get<std::string>());
+      rng_in >> s.rng;
+      if (!rng_in) throw io_error(detail::cat(where, ": unreadable random generator state"));
+      s.rows.train = st.at("train_rows").get<std::vector<index>>();
+      s.rows.val = st.at("val_rows").get<std::vector<index>>();
+      s.val_pos = st.at("val_pos").get<index>();
+      s.train_loss = io::numbers_from_json(st.at("train_loss"), where + " train_loss");
+      s.val_loss = io::numbers_from_json(st.at("val_loss"), where + " val_loss");
+      for (const auto& a : st.at("alpha_history")) {
+        matrix<double> m(model.config().depth, static_cast<index>(Ops::size));
+        if (a.size() != static_cast<std::size_t>(m.rows())) throw io_error(detail::cat(where, ": an alpha_history entry has ", a.size(), " rows, not ", m.rows()));
+        for (index l = 0; l < m.rows(); ++l) {
+          const auto& row = a.at(static_cast<std::size_t>(l));
+          if (row.size() != static_cast<std::size_t>(m.cols())) throw io_error(detail::cat(where, ": an alpha_history row has ", row.size(), " values, not ", m.cols()));
+          for (index k = 0; k < m.cols(); ++k) m(l, k) = row.at(static_cast<std::size_t>(k)).get<double>();
+        }
+        s.alpha_history.push_back(std::move(m));
+      }
+      s.seconds = st.at("seconds").get<double>();
+    } catch (const nlohmann::json::exception& e) {
+      throw io_error(detail::cat(where, ": unreadable search state: ", e.what()));
+    }
+    s.check(where, images, n_val, epochs);
+    // the tensors, all checked before any is copied
+    std::vector<parameter<S>*> state = model.state_parameters();
+    std::vector<std::pair<const io::tensor_entry*, matrix<S>*>> extra;
+    auto find = [&](const std::string& name, matrix<S>& m) {
+      const io::tensor_entry* t = f.find(name);
+      if (!t || t->numel() != m.size())
+        throw io_error(detail::cat(where, ": missing or mis-shaped optimiser tensor '", name, "'"));
+      extra.emplace_back(t, &m);
+    };
+    std::size_t i = 0;
+    for (const auto& g : opt.w_optimizer().groups())
+      for (parameter<S>* p : g.params) find("optim.w.momentum." + p->name(), opt.w_optimizer().momentum_buffers()[i++]);
+    find("optim.alpha.m", opt.alpha_optimizer().first_moments()[0]);
+    find("optim.alpha.v", opt.alpha_optimizer().second_moments()[0]);
+    io::load_options lo;
+    lo.allow_unexpected = true;  // the optimiser tensors
+    io::load_parameters<S>(f, state, lo);
+    for (auto& [t, m] : extra) f.copy_to<S>(*t, std::span<S>(m->data(), static_cast<std::size_t>(m->size())));
+    opt.alpha_optimizer().set_steps(alpha_steps);
+    return s;
+  }
+
+ private:
+  /// @throws io_error when the state cannot be the state of a search over `images` rows.
+  void check(const std::string& where, index images, index n_val, long epochs) const {
+    auto fail = [&](const std::string& why) { throw io_error(detail::cat(where, ": inconsistent search state: ", why)); };
+    if (epoch < 1 || epoch > epochs) fail(detail::cat("epoch ", epoch, " is not in 1..", epochs));
+    if (static_cast<index>(rows.val.size()) != n_val || static_cast<index>(rows.train.size()) != images - n_val)
+      fail(detail::cat(rows.train.size(), " search-train and ", rows.val.size(), " search-val rows, not ", images - n_val,
+                       " and ", n_val));
+    std::vector<char> seen(static_cast<std::size_t>(images), 0);
+    for (const auto* part : {&rows.train, &rows.val})
+      for (index r : *part) {
+        if (r < 0 || r >= images || seen[static_cast<std::size_t>(r)]) fail(detail::cat("row ", r, " is out of range or repeated"));
+        seen[static_cast<std::size_t>(r)] = 1;
+      }
+    if (val_pos < 0 || val_pos > n_val) fail(detail::cat("val_pos ", val_pos, " is not in 0..", n_val));
+    const auto e = static_cast<std::size_t>(epoch);
+    if (alpha_history.size() != e || train_loss.size() != e || val_loss.size() != e)
+      fail(detail::cat(alpha_history.size(), " alpha_history, ", train_loss.size(), " train_loss and ", val_loss.size(),
+                       " val_loss entries for ", epoch, " epochs"));
+    if (!(seconds >= 0)) fail(detail::cat("seconds is ", seconds));
+  }
+};
+
+}  // namespace vpdarts

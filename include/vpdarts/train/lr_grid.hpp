@@ -1,0 +1,82 @@
+#pragma once
+/// @file lr_grid.hpp
+/// Choosing w's learning rate on search-val (docs/method.md, section 5; VPT's
+/// protocol): train on search-train at every lr of a grid, score on search-val.
+/// Test images are never read.
+
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "../data/labelled_images.hpp"
+#include "../data/split.hpp"
+#include "retrain.hpp"
+
+namespace vpdarts {
+
+/// How choose_w_lr() trains and splits.
+struct lr_grid_options {
+  std::vector<double> grid = {};  ///< the learning rates to try
+  long epochs = 2;                ///< epochs of training per lr
+  index batch = 32;               ///< batch size of training
+  double val_fraction = 0.2;      ///< share of the data held out as search-val (as search() splits it)
+  w_optimizer_options w = {};     ///< w's optimiser; its lr is replaced by each grid value
+  std::uint64_t seed = 0;         ///< the split, the shuffling (as search() with this seed)
+  bool progress = true;           ///< print one line per lr
+};
+
+/// What choose_w_lr measured.
+struct lr_grid_result {
+  std::vector<double> lrs;            ///< the grid, in the order tried
+  std::vector<double> val_accuracy;   ///< search-val top-1 accuracy after training w at each lr
+  std::vector<double> train_loss;     ///< last-epoch training loss at each lr (NaN when it diverged)
+  double best = 0;                    ///< the lr with the best accuracy (the smaller lr on a tie)
+};
+
+/// For every lr of the grid, trains w alone (alpha fixed) for `o.epochs` on
+/// search-train (the split search() makes with the same seed and
+/// val_fraction), measures search-val accuracy, and restores w. A diverging
+/// lr scores 0. Returns the grid's results and the best lr; the model is unchanged.
+/// @throws config_error for an empty grid, a non-positive lr, or a batch larger than a split.
+template <Scalar S, OpList Ops>
+lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const lr_grid_options& o) {
+  if (o.grid.empty()) throw config_error("choose_w_lr: the lr grid is empty");
+  for (double lr : o.grid)
+    if (!(lr > 0) || !std::isfinite(lr)) throw config_error(detail::cat("choose_w_lr: lr ", lr, " in the grid is not positive"));
+  std::mt19937_64 rng(o.seed);
+  const data::row_split split =
+      data::split_rows(data.size(), data::val_count(data.size(), o.val_fraction, o.batch, "choose_w_lr"), rng);
+  const auto train_set = data.select(split.train), val_set = data.select(split.val);
+  std::vector<parameter<S>*> ws = model.weights();
+  std::vector<matrix<S>> snapshot;
+  for (parameter<S>* p : ws) snapshot.push_back(p->value());
+  lr_grid_result r;
+  r.best = o.grid.front();
+  double best_acc = -1;
+  for (double lr : o.grid) {
+    train_options t{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false};
+    t.w.lr = lr;
+    t.w.warmup_epochs = std::min(o.w.warmup_epochs, o.epochs);
+    double loss = std::numeric_limits<double>::quiet_NaN(), acc = 0;
+    try {
+      loss = train(model, train_set, t);
+      acc = evaluate(model, val_set);
+    } catch (const value_error&) {
+      // diverged: scores 0
+    }
+    r.lrs.push_back(lr);
+    r.val_accuracy.push_back(acc);
+    r.train_loss.push_back(loss);
+    if (acc > best_acc + 1e-12 || (std::abs(acc - best_acc) <= 1e-12 && lr < r.best)) {
+      best_acc = acc;
+      r.best = lr;
+    }
+    for (std::size_t i = 0; i < ws.size(); ++i) ws[i]->value() = snapshot[i];
+    if (o.progress) std::printf("lr grid: w lr %-8g search-val accuracy %.4f  train loss %.4f\n", lr, acc, loss);
+  }
+  return r;
+}
+
+}  // namespace vpdarts

@@ -1,0 +1,68 @@
+#pragma once
+/// @file retrain.hpp
+/// Retraining a prompted model (the derived model of a genotype, from fresh
+/// operator parameters, or one operator at every layer) and evaluating it.
+
+#include <random>
+#include <vector>
+
+#include "../data/labelled_images.hpp"
+#include "../data/transforms.hpp"
+#include "../search/prompted_vit.hpp"
+#include "accuracy.hpp"
+#include "loop.hpp"
+
+namespace vpdarts {
+
+/// Settings of train().
+struct train_options {
+  long epochs = 10;               ///< passes over the data
+  index batch = 32;               ///< images per step
+  w_optimizer_options w = {};     ///< the optimiser of w (operator parameters and head)
+  std::uint64_t seed = 0;         ///< shuffling and augmentation
+  bool progress = true;           ///< print a progress bar
+  data::augment_options augment = {};  ///< random crop and flip of every training batch
+};
+
+/// Trains w (operator parameters and head; alpha is not touched) on `data` with
+/// SGD, warm-up then cosine; returns the mean loss of the last epoch. Every
+/// gradient passes `hook` before the optimiser uses it.
+/// @throws config_error for a batch larger than the data, no epoch, or a bad
+/// optimiser setting; value_error for a NaN or Inf loss (naming the epoch and step).
+template <Scalar S, OpList Ops>
+double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const train_options& o,
+             const gradient_hook<S>& hook = {}) {
+  o.w.validate("train");
+  optim::sgd<S> opt(model.weight_groups(o.w.op_lr_mult, o.w.head_lr_mult), o.w.sgd());
+  std::vector<parameter<S>*> ws = model.weights();
+  std::vector<index> rows = all_rows(data.size());
+  std::mt19937_64 rng(o.seed);
+  tape<S> t;
+  image_batch<S> x;
+  std::vector<int> y;
+  std::vector<S> scratch;
+  const loop_plan plan{.name = "train", .epochs = o.epochs, .batch = o.batch, .peak_lr = o.w.lr,
+                       .warmup_epochs = o.w.warmup_epochs, .progress = o.progress};
+  const loop_result r = run_epochs(plan, rows, rng, opt, [&](long, std::span<const index> batch) {
+    data.gather(batch, x, y);
+    data::augment_batch(x, o.augment, rng, scratch);
+    t.reset();
+    const var<S> logits = model.logits(t, x, grad_target::weights);
+    const var<S> l = cross_entropy(logits, y);
+    opt.zero_grad();
+    t.backward(l);
+    apply_gradients<S>(opt, ws, o.w.grad_clip, hook);
+    return step_report{.loss = static_cast<double>(l.item()), .images = o.batch,
+                       .correct = count_correct(logits.value(), y)};
+  });
+  return r.last.loss;
+}
+
+/// Top-1 accuracy of a prompted model on `data`, in batches, no gradient recorded.
+template <Scalar S, OpList Ops>
+double evaluate(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, index batch = 64) {
+  return top1_accuracy(data, batch,
+                       [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x, grad_target::none); });
+}
+
+}  // namespace vpdarts

@@ -1,0 +1,97 @@
+// The model file (model_file.hpp): a prompted model and a linear probe written
+// and read back with their genotype, prompts, class names and normalisation,
+// files of version 0.1.0 still load, and bad files are named.
+#include "pch.hpp"
+
+namespace vp = vpdarts;
+
+namespace {
+
+vp::vit_config tiny() { return {8, 3, 4, 8, 2, 2, 16, 3}; }
+
+vp::genotype mixed() {
+  vp::genotype g = vp::genotype::uniform("concat", 2);
+  g.layers[1].op = "cross_attention";
+  return g;
+}
+
+vp::matrix<float> logits_of(vp::trained_model<float>& m, const vp::image_batch<float>& x) {
+  vp::tape<float> t;
+  return m.logits(t, x).value();
+}
+
+}  // namespace
+
+TEST_CASE("a prompted model and a probe round-trip through the model file", "[model_file]") {
+  const vpdarts_test::temp_dir dir("vpdarts-model-file");
+  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 3), mixed(), {.prompts = 3, .classes = 2, .seed = 4});
+  vp::init::engine rng(9);
+  for (auto* p : m.weights()) vp::init::normal(*p, 0.5, rng);
+  const std::vector<std::string> names{"cats", "dogs"};
+  const vp::data::normalization norm{{0.4, 0.5, 0.6}, {0.2, 0.25, 0.3}};
+  vp::save_model(dir / "model.safetensors", m, names, norm);
+
+  vp::trained_model<float> back = vp::load_model<float>(dir / "model.safetensors");
+  REQUIRE(back.prompted);
+  CHECK_FALSE(back.is_probe());
+  CHECK(back.class_names == names);
+  CHECK(back.norm.str() == norm.str());
+  CHECK(back.prompted->options().prompts == 3);
+  CHECK(back.prompted->derive().names() == mixed().names());
+  CHECK(back.trainable_params() == m.trainable_params());
+  vp::image_batch<float> x(2, 3, 8, 8);
+  x.pixels.setRandom();
+  vp::tape<float> t;
+  const vp::matrix<float> want = m.logits(t, x, vp::grad_target::none).value();
+  CHECK((logits_of(back, x) - want).norm() == 0);
+  // the genotype is stored once, as JSON
+  const auto f = vp::io::safetensors::read(dir / "model.safetensors");
+  CHECK(vp::genotype::from_json(f.metadata().at(vp::io::keys::genotype)).names() == mixed().names());
+  CHECK_FALSE(f.metadata().count(vp::io::keys::legacy_genotype_json));
+
+  // a probe
+  vp::vit<float> probe(tiny(), 5);
+  probe.reset_head(2);
+  probe.head.weight.value().setRandom();
+  vp::save_model(dir / "probe.safetensors", probe, names, norm);
+  vp::trained_model<float> p = vp::load_model<float>(dir / "probe.safetensors");
+  REQUIRE(p.is_probe());
+  CHECK(p.trainable_params() == 2 * 8 + 2);
+  const vp::matrix<float> probe_logits = probe.logits(t, x).value();
+  CHECK((logits_of(p, x) - probe_logits).norm() == 0);
+
+  CHECK_THROWS_WITH(vp::save_model(dir / "x.safetensors", probe, {"one"}, norm), Catch::Contains("1 class names"));
+}
+
+TEST_CASE("a model file of version 0.1.0 (genotype under vpdarts.genotype_json) still loads", "[model_file]") {
+  const vpdarts_test::temp_dir dir("vpdarts-model-file-old");
+  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 3), mixed(), {.prompts = 2, .classes = 2});
+  std::vector<vp::parameter<float>*> ps = m.backbone().parameters();
+  for (auto* p : m.fusion_parameters()) ps.push_back(p);
+  // exactly what vpdarts 0.1.0's tool wrote
+  vp::io::save_parameters<float>(dir / "old.safetensors", ps,
+                                 {{"vpdarts.heads", "2"},
+                                  {"vpdarts.classes", "2"},
+                                  {"vpdarts.class_names", R"(["a","b"])"},
+                                  {"vpdarts.normalize", vp::data::normalization::synthetic().str()},
+                                  {"vpdarts.kind", "prompted"},
+                                  {"vpdarts.genotype_json", m.derive().to_json().dump()},
+                                  {"vpdarts.prompts", "2"}});
+  auto back = vp::load_model<float>(dir / "old.safetensors");
+  REQUIRE(back.prompted);
+  CHECK(back.prompted->derive().names() == mixed().names());
+}
+
+TEST_CASE("files that are not model files are named", "[model_file][errors]") {
+  const vpdarts_test::temp_dir dir("vpdarts-model-file-bad");
+  CHECK_THROWS_WITH(vp::load_model<float>(dir / "none.safetensors"), Catch::Contains("does not exist"));
+  CHECK_THROWS_WITH(vp::load_model<float>(dir.path), Catch::Contains("is a folder"));
+  vp::vit<float> bb(tiny(), 1);
+  vp::save_vit(dir / "bb.safetensors", bb);
+  CHECK_THROWS_WITH(vp::load_model<float>(dir / "bb.safetensors"),
+                    Catch::Contains("bb.safetensors") && Catch::Contains("not a vpdarts model file"));
+  auto ps = bb.parameters();
+  vp::io::save_parameters<float>(dir / "kind.safetensors", ps,
+                                 {{"vpdarts.kind", "mystery"}, {"vpdarts.class_names", "[]"}, {"vpdarts.normalize", "x"}});
+  CHECK_THROWS_WITH(vp::load_model<float>(dir / "kind.safetensors"), Catch::Contains("unknown model kind 'mystery'"));
+}

@@ -1,0 +1,135 @@
+#pragma once
+// The vpdarts tool's shared settings: the flags several commands take (threads,
+// data, w's optimiser, the backbone), each checked before any file is read or
+// any model is built, and the helpers the commands share.
+
+#include <omp.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <vpdarts/vpdarts.hpp>
+
+#include "flags.hpp"
+
+namespace vpdarts_cli {
+
+namespace vp = vpdarts;
+namespace fs = std::filesystem;
+using vp::text::cat;
+using vp::text::join;
+using model_t = vp::prompted_vit<float, vp::default_ops>;
+
+// The commands, one file each.
+int cmd_pretrain(int argc, char** argv);
+int cmd_search(int argc, char** argv);
+int cmd_retrain(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
+int cmd_predict(int argc, char** argv);
+int cmd_sample(int argc, char** argv);
+
+/// Throws usage_error("vpdarts CMD: --FLAG ...") unless `ok`.
+inline void require(bool ok, const std::string& command, const std::string& what) {
+  if (!ok) throw usage_error("vpdarts " + command + ": " + what);
+}
+
+/// Flags every command shares.
+struct common_settings {
+  long threads = 0;
+  bool quiet = false;
+
+  void add_to(flags& f) {
+    f.add("threads", threads, "OpenMP threads (0: all cores)");
+    f.add_switch("quiet", quiet, "no progress bars");
+  }
+  void validate(const std::string& command) const {
+    require(threads >= 0 && threads <= 4096, command, cat("--threads must be in 0..4096, got ", threads));
+  }
+  void apply() const {
+    if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
+  }
+};
+
+/// Parses "5-9", "0,2,4" or "1-3,7" into class indices (0..9999, no repeats).
+std::vector<int> parse_classes(const std::string& text);
+
+/// Where the data comes from.
+struct data_settings {
+  std::string data = "synthetic";
+  std::string train_path, test_path;
+  std::string classes;
+  long default_train, default_test;
+  long train_images = -1;
+  long test_images = -1;
+  long per_class = 0;
+  bool skip_bad = false;
+  std::uint64_t data_seed = 1;
+  double noise = 0.08;
+
+  data_settings(std::string default_classes, long train, long test)
+      : classes(std::move(default_classes)), default_train(train), default_test(test) {}
+
+  void add_to(flags& f, bool with_train = true, bool with_test = true);
+  /// Checks every data flag and the paths the chosen kind needs, before anything is loaded.
+  void validate(const std::string& command, bool need_train, bool need_test) const;
+  /// The input normalisation of this data for a model of `c`.
+  vp::data::normalization norm(const vp::vit_config& c) const;
+  /// The training or test set for a model of `c`.
+  vp::data::labelled_images<float> load(const vp::vit_config& c, bool test) const;
+};
+
+/// The flags of w's optimiser, shared by search and retrain.
+struct w_settings {
+  vp::w_optimizer_options w;
+  std::string op_lr_mult;
+
+  void add_to(flags& f, const char* lr_name);
+  /// The options, after checking every value. @throws usage_error.
+  vp::w_optimizer_options options(const std::string& command) const;
+};
+
+/// Where the backbone comes from: a file, or the built-in one (cached).
+struct backbone_settings {
+  std::string file, cache;
+  long heads = 0;
+
+  void add_to(flags& f);
+  void validate(const std::string& command) const;
+  /// The backbone file to use: the flag's, or the built-in one (pretrained now when not cached).
+  fs::path path(bool quiet) const;
+  /// The backbone, loaded.
+  vp::vit<float> load(bool quiet, fs::path* used = nullptr) const;
+};
+
+/// The built-in backbone: a small ViT pretrained on synthetic classes 0-4 the
+/// first time it is needed, then cached.
+struct builtin_recipe {
+  vp::vit_config config{32, 3, 4, 64, 4, 2, 256, 5};
+  long images = 3000;
+  long epochs = 8;
+  vp::index batch = 32;
+  double lr = 1e-3;
+
+  std::string file_name() const {
+    return cat("builtin-v1-i", config.image, "p", config.patch, "d", config.dim, "l", config.depth, "h", config.heads,
+               "m", config.mlp, ".safetensors");
+  }
+};
+
+/// Creates a folder and its parents. @throws vpdarts::io_error.
+void ensure_dir(const fs::path& dir);
+
+/// A comma list of numbers > 0 ("0.01,0.1"), naming `flag` when one is not.
+std::vector<double> parse_positive_list(const std::string& text, const std::string& command, const std::string& flag);
+
+/// Latency, throughput and memory of a model, the part of metrics.json every command shares.
+nlohmann::json cost_metrics(vp::index trainable, double percent, const vp::vit_config& c,
+                            const std::function<vp::var<float>(vp::tape<float>&, const vp::image_batch<float>&)>& fwd);
+
+/// Prints a genotype with its softmax weights and margins.
+void print_genotype(const vp::genotype& g);
+
+}  // namespace vpdarts_cli

@@ -1226,7 +1226,38 @@ void gelu_backward(const S* x0, const S* g0, S* d0, index n) {
   });
 }
 
+/// y = QuickGELU(x) = x sigmoid(1.702 x) for n values.
+template <Scalar S>
+void quick_gelu_forward(const S* x0, S* y0, index n) {
+  parallel_chunks(n, values_per_job, [&](index at, index m) {
+    Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m);
+    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0 + at, m) = x / (S(1) + (S(-1.702) * x).exp());
+  });
+}
+
+/// dx += g * QuickGELU'(x) for n values: s + 1.702 x s (1 - s), s = sigmoid(1.702 x).
+template <Scalar S>
+void quick_gelu_backward(const S* x0, const S* g0, S* d0, index n) {
+  parallel_chunks(n, values_per_job, [&](index at, index m) {
+    Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m), g(g0 + at, m);
+    const Eigen::Array<S, Eigen::Dynamic, 1> sg = S(1) / (S(1) + (S(-1.702) * x).exp());
+    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(d0 + at, m) += g * (sg + S(1.702) * x * sg * (S(1) - sg));
+  });
+}
+
 }  // namespace detail
+
+/// QuickGELU (OpenAI CLIP's activation): x sigmoid(1.702 x), element-wise, vectorised and threaded as gelu.
+template <Scalar S>
+var<S> quick_gelu(const var<S>& a) {
+  tape<S>& t = detail::tape_of("quick_gelu", a);
+  var<S> out = t.make(a.rows(), a.cols(), a.requires_grad());
+  detail::quick_gelu_forward(a.value().data(), out.value().data(), a.size());
+  t.on_backward(out, [ia = a.id(), io = out.id()](tape<S>& tp) {
+    detail::quick_gelu_backward(tp.value(ia).data(), tp.adjoint(io).data(), tp.adjoint(ia).data(), tp.value(ia).size());
+  });
+  return out;
+}
 
 /// The exact (erf) GELU: 0.5 x (1 + erf(x / sqrt 2)), element-wise. Vectorised
 /// through Eigen's erf (a rational approximation accurate to a few ulp in float)
@@ -1595,6 +1626,130 @@ var<S> attention(const var<S>& qkv, index batch, index heads) {
 /// op is exactly the composition of the basic ops it names.
 
 
+// ---- begin vpdarts/vit/config.hpp ----
+/// @file config.hpp
+/// The shape of a Vision Transformer, with validation and the reference workloads of docs/method.md (section 7) as presets.
+
+#include <string>
+
+
+namespace vpdarts {
+
+/// The MLP's activation.
+enum class activation {
+  gelu,        ///< exact (erf) GELU, timm's default
+  quick_gelu,  ///< x * sigmoid(1.702 x), OpenAI CLIP's
+};
+
+/// How the features are pooled from the last block's tokens.
+enum class pooling {
+  token,  ///< the class token (the first prefix token)
+  avg,    ///< the mean of the non-prefix (patch) tokens
+};
+
+/// The shape of a ViT: square images of `image` pixels with `channels`
+/// channels cut into patch x patch patches (N = (image/patch)^2, T = N + 1
+/// tokens with cls), width `dim`, `depth` blocks of `heads` heads, MLP hidden
+/// width `mlp`, and a head of `classes` outputs. The fields after `classes`
+/// describe the variants of timm's VisionTransformer that foundation models use
+/// (DINOv2, CLIP, DeiT-III, MAE-style pooling); their defaults are the classic ViT.
+/// Tokens are [cls ; registers ; patches]: `prefix_tokens()` of them come first.
+struct vit_config {
+  index image = 32;     ///< Side of the square input image in pixels; a multiple of `patch`.
+  index channels = 3;   ///< Colour channels of the input (1 grey, 3 RGB).
+  index patch = 4;      ///< Side of a square patch in pixels.
+  index dim = 192;      ///< Token width D; a multiple of `heads`.
+  index depth = 6;      ///< Number of transformer blocks.
+  index heads = 3;      ///< Attention heads per block.
+  index mlp = 768;      ///< Hidden width of each block's MLP.
+  index classes = 10;   ///< Outputs of the classification head.
+  bool class_token = true;      ///< A class token `cls_token` (1 x 1 x D) first in every sequence.
+  index reg_tokens = 0;         ///< Register tokens `reg_token` (1 x R x D) after the class token (DINOv2-reg).
+  bool no_embed_class = false;  ///< pos_embed covers the patches only, added before the prefix tokens are prepended.
+  bool pre_norm = false;        ///< A LayerNorm `norm_pre` on the embedded tokens before block 0 (CLIP).
+  bool patch_bias = true;       ///< The patch convolution has a bias (CLIP's has none).
+  bool qkv_bias = true;         ///< The qkv projection has a bias.
+  bool layer_scale = false;     ///< LayerScale `blocks.{i}.ls1.gamma`, `ls2.gamma` (D): x + g1 attn(LN(x)), x + g2 mlp(LN(x)).
+  bool final_norm = true;       ///< A LayerNorm `norm` on every token after the last block.
+  bool fc_norm = false;         ///< A LayerNorm `fc_norm` on the pooled features (timm: instead of `norm`).
+  double norm_eps = 1e-6;       ///< Epsilon of every LayerNorm (timm 1e-6, CLIP 1e-5).
+  activation act = activation::gelu;  ///< The MLP's activation.
+  pooling pool = pooling::token;      ///< How features are pooled (token needs a class token).
+
+  /// Number of patches N.
+  index patches() const { return (image / patch) * (image / patch); }
+  /// Number of prefix tokens: the class token and the registers.
+  index prefix_tokens() const { return (class_token ? 1 : 0) + reg_tokens; }
+  /// Number of tokens T = prefix + N.
+  index tokens() const { return patches() + prefix_tokens(); }
+  /// Rows of pos_embed: N with no_embed_class, else T.
+  index pos_tokens() const { return no_embed_class ? patches() : tokens(); }
+  /// Channels per head, D / H.
+  index head_dim() const { return dim / heads; }
+  /// Values per image, C * H * W.
+  index pixels() const { return channels * image * image; }
+  /// MLP ratio, mlp / dim.
+  double mlp_ratio() const { return static_cast<double>(mlp) / static_cast<double>(dim); }
+
+  /// @throws config_error for a zero or negative size, a patch that does not
+  /// divide the image, or heads that do not divide the width.
+  void validate() const {
+    const std::pair<const char*, index> sizes[] = {{"image", image}, {"channels", channels}, {"patch", patch},
+                                                   {"dim", dim},     {"depth", depth},       {"heads", heads},
+                                                   {"mlp", mlp},     {"classes", classes}};
+    for (const auto& [name, v] : sizes)
+      if (v <= 0) throw config_error(detail::cat("vit_config: ", name, " is ", v, ", must be positive"));
+    if (image % patch != 0)
+      throw config_error(detail::cat("vit_config: patch ", patch, " does not divide the image size ", image));
+    if (dim % heads != 0)
+      throw config_error(detail::cat("vit_config: ", heads, " heads do not divide the width dim = ", dim));
+    if (reg_tokens < 0) throw config_error(detail::cat("vit_config: reg_tokens is ", reg_tokens, ", must be >= 0"));
+    if (!(norm_eps > 0) || norm_eps > 1)
+      throw config_error(detail::cat("vit_config: norm_eps is ", norm_eps, ", must be in (0, 1]"));
+    if (pool == pooling::token && !class_token)
+      throw config_error("vit_config: token pooling needs a class token (use avg pooling)");
+    if (final_norm && fc_norm)
+      throw config_error("vit_config: a model has a final norm or an fc_norm, not both (timm's VisionTransformer)");
+  }
+
+  /// "image 32x32x3, patch 4 (T = 65), D 192, depth 6, heads 3, MLP 768, 10 classes", then the
+  /// variant settings that differ from the classic ViT ("; 4 registers, LayerScale, ...").
+  std::string describe() const {
+    std::string s = detail::cat("image ", image, "x", image, "x", channels, ", patch ", patch, " (T = ", tokens(), "), D ",
+                                dim, ", depth ", depth, ", heads ", heads, ", MLP ", mlp, ", ", classes, " classes");
+    std::string v;
+    auto note = [&](bool on, const std::string& what) {
+      if (on) v += (v.empty() ? "; " : ", ") + what;
+    };
+    note(!class_token, "no class token");
+    note(reg_tokens > 0, detail::cat(reg_tokens, " registers"));
+    note(no_embed_class, "pos_embed without prefix");
+    note(pre_norm, "norm_pre");
+    note(!patch_bias, "patch conv without bias");
+    note(!qkv_bias, "qkv without bias");
+    note(layer_scale, "LayerScale");
+    note(!final_norm && !fc_norm, "no final norm");
+    note(fc_norm, "fc_norm");
+    note(norm_eps != 1e-6, detail::cat("LN eps ", norm_eps));
+    note(act == activation::quick_gelu, "QuickGELU");
+    note(pool == pooling::avg, "avg pooling");
+    return s + v;
+  }
+
+  /// The `toy` workload: 32x32x3, patch 4, D 192, depth 6, heads 3, MLP 768, 10 classes.
+  static vit_config toy() { return {}; }
+  /// timm's vit_tiny_patch16_224: 224x224x3, patch 16, D 192, depth 12, heads 3, MLP 768.
+  static vit_config tiny16(index classes = 10) { return {224, 3, 16, 192, 12, 3, 768, classes}; }
+  /// The `fashion` workload: 28x28x1, patch 4, D 192, depth 6, heads 3, MLP 768.
+  static vit_config fashion(index classes = 5) { return {28, 1, 4, 192, 6, 3, 768, classes}; }
+
+  /// Field-by-field equality.
+  friend bool operator==(const vit_config&, const vit_config&) = default;
+};
+
+}  // namespace vpdarts
+// ---- end vpdarts/vit/config.hpp ----
+
 // ---- begin vpdarts/autodiff/ops_linalg.hpp ----
 /// @file ops_linalg.hpp
 /// Matrix products: matmul with optional transposes and the fused linear
@@ -1906,6 +2061,33 @@ bool all_constant(std::initializer_list<const var<S>*> vs) {
   return true;
 }
 
+/// out *= scale row-wise (LayerScale), when scale is set.
+template <Scalar S>
+void scale_columns(matrix_map<S> out, const var<S>& scale) {
+  if (scale.valid()) out.array().rowwise() *= scale.value().row(0).array();
+}
+
+/// The gradient reaching the product before a LayerScale: g * scale (into `buffer`), or g itself.
+template <Scalar S>
+matrix_map<S> unscaled_adjoint(tape<S>& tp, std::uint32_t io, std::uint32_t is, typename tape<S>::borrowed& buffer) {
+  if (is == std::uint32_t(-1)) return tp.adjoint(io);
+  buffer.map().array() = tp.adjoint(io).array().rowwise() * tp.value(is).row(0).array();
+  return buffer.map();
+}
+
+/// Checks a LayerScale vector against the width of a product's output.
+template <Scalar S>
+void check_scale(const char* fn, const var<S>& scale, index out) {
+  if (scale.valid() && (scale.rows() != 1 || scale.cols() != out))
+    throw shape_error(cat(fn, ": the LayerScale vector is ", shape_str(scale.rows(), scale.cols()), ", expected 1x", out));
+}
+
+/// mul(y, scale) when scale is set (the composed form of a LayerScale).
+template <Scalar S>
+var<S> maybe_scale(const var<S>& y, const var<S>& scale) {
+  return scale.valid() ? mul(y, scale) : y;
+}
+
 }  // namespace detail
 
 /// linear(layer_norm(x, gamma, beta, eps), w, b): x is R x D, gamma and beta
@@ -1936,40 +2118,59 @@ var<S> layer_norm_linear(const var<S>& x, const var<S>& gamma, const var<S>& bet
   return out;
 }
 
-/// linear(gelu(h), w, b): h is R x M, w out x M, b 1 x out (or empty). With w
-/// and b constant the GELU output is not kept. @throws shape_error as linear does.
+/// linear(act(h), w, b) * scale: h is R x M, w out x M, b 1 x out (or empty),
+/// act GELU or QuickGELU, scale a LayerScale vector 1 x out (or empty). With w,
+/// b and scale constant the activation's output is not kept.
+/// @throws shape_error as linear does, or for a scale of the wrong width.
 template <Scalar S>
-var<S> gelu_linear(const var<S>& h, const var<S>& w, const var<S>& b) {
-  tape<S>& t = detail::same_tape("gelu_linear", h, w);
-  detail::check_linear("gelu_linear", h.rows(), h.cols(), w, b);
-  if (!detail::all_constant<S>({&w, &b})) return linear(gelu(h), w, b);
+var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const var<S>& b, const var<S>& scale = {}) {
+  tape<S>& t = detail::same_tape("activation_linear", h, w);
+  detail::check_linear("activation_linear", h.rows(), h.cols(), w, b);
+  detail::check_scale("activation_linear", scale, w.rows());
+  if (!detail::all_constant<S>({&w, &b, &scale}))
+    return detail::maybe_scale(linear(act == activation::gelu ? gelu(h) : quick_gelu(h), w, b), scale);
   const index r = h.rows(), m = h.cols();
   var<S> out = t.make(r, w.rows(), h.requires_grad());
   {
     typename tape<S>::borrowed g(t, r, m);
-    detail::gelu_forward(h.value().data(), g.data(), r * m);
+    if (act == activation::gelu) detail::gelu_forward(h.value().data(), g.data(), r * m);
+    else detail::quick_gelu_forward(h.value().data(), g.data(), r * m);
     detail::linear_rows(out.value(), g.map(), w, b);
+    detail::scale_columns(out.value(), scale);
   }
-  t.on_backward(out, [ih = h.id(), iw = w.id(), io = out.id(), r, m](tape<S>& tp) {
-    typename tape<S>::borrowed dg(tp, r, m);
-    dg.map().noalias() = tp.adjoint(io) * tp.value(iw);
-    detail::gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
+  const std::uint32_t is = scale.valid() ? scale.id() : std::uint32_t(-1);
+  t.on_backward(out, [ih = h.id(), iw = w.id(), io = out.id(), is, act, r, m](tape<S>& tp) {
+    typename tape<S>::borrowed dg(tp, r, m), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
+    dg.map().noalias() = detail::unscaled_adjoint(tp, io, is, ds) * tp.value(iw);
+    if (act == activation::gelu) detail::gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
+    else detail::quick_gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
   });
   return out;
 }
 
-/// linear(attention(qkv, batch, heads), w, b): qkv is (B*T) x 3D, w out x D,
-/// b 1 x out (or empty). With w and b constant the attention output is not
-/// kept (the probabilities are, when a gradient is needed).
-/// @throws shape_error as attention and linear do.
+/// linear(gelu(h), w, b): activation_linear with the exact GELU and no LayerScale.
 template <Scalar S>
-var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S>& w, const var<S>& b) {
+var<S> gelu_linear(const var<S>& h, const var<S>& w, const var<S>& b) {
+  detail::same_tape("gelu_linear", h, w);
+  detail::check_linear("gelu_linear", h.rows(), h.cols(), w, b);
+  return activation_linear(h, activation::gelu, w, b);
+}
+
+/// linear(attention(qkv, batch, heads), w, b) * scale: qkv is (B*T) x 3D, w out x D,
+/// b 1 x out (or empty), scale a LayerScale vector 1 x out (or empty). With w,
+/// b and scale constant the attention output is not kept (the probabilities
+/// are, when a gradient is needed).
+/// @throws shape_error as attention and linear do, or for a scale of the wrong width.
+template <Scalar S>
+var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S>& w, const var<S>& b,
+                        const var<S>& scale = {}) {
   tape<S>& t = detail::same_tape("attention_linear", qkv, w);
   const index rows = qkv.rows(), c3 = qkv.cols();
   detail::check_attention("attention_linear", rows, c3, batch, heads);
   const index d = c3 / 3, seq = rows / batch, tt = seq * seq;
   detail::check_linear("attention_linear", rows, d, w, b);
-  if (!detail::all_constant<S>({&w, &b})) return linear(attention(qkv, batch, heads), w, b);
+  detail::check_scale("attention_linear", scale, w.rows());
+  if (!detail::all_constant<S>({&w, &b, &scale})) return detail::maybe_scale(linear(attention(qkv, batch, heads), w, b), scale);
   var<S> out = t.make(rows, w.rows(), qkv.requires_grad());
   const bool keep = out.requires_grad();
   S* probs = keep ? t.template scratch<S>(static_cast<std::size_t>(batch * heads * tt)) : nullptr;
@@ -1979,10 +2180,12 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
     detail::attention_forward(qkv.value().data(), o.data(), keep ? probs : per_thread.data(), keep, batch, heads,
                               seq, d);
     detail::linear_rows(out.value(), o.map(), w, b);
+    detail::scale_columns(out.value(), scale);
   }
-  t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), probs, batch, heads, seq, d, tt](tape<S>& tp) {
-    typename tape<S>::borrowed d_o(tp, batch * seq, d);
-    d_o.map().noalias() = tp.adjoint(io) * tp.value(iw);
+  const std::uint32_t is = scale.valid() ? scale.id() : std::uint32_t(-1);
+  t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, probs, batch, heads, seq, d, tt](tape<S>& tp) {
+    typename tape<S>::borrowed d_o(tp, batch * seq, d), ds(tp, is == std::uint32_t(-1) ? 1 : batch * seq, tp.at(io).cols);
+    d_o.map().noalias() = detail::unscaled_adjoint(tp, io, is, ds) * tp.value(iw);
     typename tape<S>::borrowed work(tp, detail::max_threads(), tt);
     detail::attention_backward(tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), probs, work.data(), batch,
                                heads, seq, d);
@@ -2099,6 +2302,27 @@ var<S> sequence_row(const var<S>& x, index batch, index r) {
     auto G = tp.adjoint(io);
     auto dX = tp.adjoint(ix);
     for (index b = 0; b < batch; ++b) dX.row(b * seq + r) += G.row(b);
+  });
+  return out;
+}
+
+/// The mean of rows [first, T) of each of the `batch` sequences of x ((B*T) x D):
+/// B x D (timm's average pooling of the non-prefix tokens).
+/// @throws shape_error when batch does not divide the rows or no row is left to average.
+template <Scalar S>
+var<S> sequence_mean(const var<S>& x, index batch, index first) {
+  tape<S>& t = detail::tape_of("sequence_mean", x);
+  const index seq = detail::sequence_length("sequence_mean", x.rows(), x.cols(), batch);
+  if (first < 0 || first >= seq)
+    throw shape_error(detail::cat("sequence_mean: rows from ", first, " leave nothing to average in sequences of ", seq, " rows"));
+  const index n = seq - first;
+  var<S> out = t.make(batch, x.cols(), x.requires_grad());
+  for (index b = 0; b < batch; ++b)
+    out.value().row(b) = x.value().middleRows(b * seq + first, n).colwise().sum() / static_cast<S>(n);
+  t.on_backward(out, [ix = x.id(), io = out.id(), batch, seq, first, n](tape<S>& tp) {
+    auto G = tp.adjoint(io);
+    auto dX = tp.adjoint(ix);
+    for (index b = 0; b < batch; ++b) dX.middleRows(b * seq + first, n).rowwise() += G.row(b) / static_cast<S>(n);
   });
   return out;
 }
@@ -2262,44 +2486,51 @@ void uniform(parameter<S>& p, double bound, engine& rng) {
 
 namespace vpdarts::nn {
 
-/// y = x W^T + b, W is out x in (PyTorch's nn.Linear). Weights init trunc_normal(0.02), bias zeros.
+/// y = x W^T + b, W is out x in (PyTorch's nn.Linear), b optional. Weights init trunc_normal(0.02), bias zeros.
 template <Scalar S>
 struct linear_layer {
   parameter<S> weight;  ///< out x in.
-  parameter<S> bias;    ///< 1 x out (saved with shape {out}).
+  parameter<S> bias;    ///< 1 x out (saved with shape {out}); empty (0 x 0) for a layer without bias.
 
   /// An empty layer, to be assigned.
   linear_layer() = default;
-  /// Parameters named `name.weight` and `name.bias`; the weight drawn from `rng`.
-  linear_layer(const std::string& name, index in, index out, init::engine& rng)
-      : weight(name + ".weight", out, in), bias(name + ".bias", 1, out) {
-    bias.set_shape({out});
+  /// Parameters named `name.weight` and (unless `with_bias` is false) `name.bias`; the weight drawn from `rng`.
+  linear_layer(const std::string& name, index in, index out, init::engine& rng, bool with_bias = true)
+      : weight(name + ".weight", out, in), bias(with_bias ? parameter<S>(name + ".bias", 1, out) : parameter<S>()) {
+    if (with_bias) bias.set_shape({out});
     init::trunc_normal(weight, 0.02, rng);
   }
+  /// True when the layer has a bias.
+  bool has_bias() const noexcept { return bias.size() > 0; }
+  /// The bias's leaf on `t`, or an empty var for a layer without bias.
+  var<S> bias_leaf(tape<S>& t) { return has_bias() ? t.leaf(bias) : var<S>(); }
   /// x is R x in; the result is R x out.
-  var<S> forward(tape<S>& t, const var<S>& x) { return linear(x, t.leaf(weight), t.leaf(bias)); }
-  /// Appends pointers to the weight and the bias to `out`.
+  var<S> forward(tape<S>& t, const var<S>& x) { return linear(x, t.leaf(weight), bias_leaf(t)); }
+  /// Appends pointers to the weight and the bias (when present) to `out`.
   void collect(std::vector<parameter<S>*>& out) {
     out.push_back(&weight);
-    out.push_back(&bias);
+    if (has_bias()) out.push_back(&bias);
   }
 };
 
-/// LayerNorm over the last dimension, eps 1e-6, weight ones and bias zeros.
+/// LayerNorm over the last dimension, eps 1e-6 unless told otherwise, weight ones and bias zeros.
 template <Scalar S>
 struct layer_norm_layer {
-  static constexpr double eps = 1e-6;  ///< Added to the variance.
-  parameter<S> weight;                 ///< 1 x dim scale, ones at start.
-  parameter<S> bias;                   ///< 1 x dim shift, zeros at start.
+  double eps = 1e-6;    ///< Added to the variance (timm 1e-6, CLIP 1e-5).
+  parameter<S> weight;  ///< 1 x dim scale, ones at start.
+  parameter<S> bias;    ///< 1 x dim shift, zeros at start.
 
-  /// An empty layer, to be assigned.
+  /// An empty layer (a model without this norm), to be assigned.
   layer_norm_layer() = default;
   /// Parameters named `name.weight` and `name.bias` over `dim` features.
-  layer_norm_layer(const std::string& name, index dim) : weight(name + ".weight", 1, dim), bias(name + ".bias", 1, dim) {
+  layer_norm_layer(const std::string& name, index dim, double eps_ = 1e-6)
+      : eps(eps_), weight(name + ".weight", 1, dim), bias(name + ".bias", 1, dim) {
     weight.set_shape({dim});
     bias.set_shape({dim});
     init::constant(weight, S(1));
   }
+  /// True unless the layer is empty (a model without this norm).
+  bool present() const noexcept { return weight.size() > 0; }
   /// x is R x dim; each row is normalised. Throws shape_error when x's width is not dim.
   var<S> forward(tape<S>& t, const var<S>& x) { return layer_norm(x, t.leaf(weight), t.leaf(bias), S(eps)); }
   /// Appends pointers to the weight and the bias to `out`.
@@ -2320,9 +2551,9 @@ struct attention_layer {
 
   /// An empty layer, to be assigned.
   attention_layer() = default;
-  /// Layers `name.qkv` and `name.proj` of width `dim` with `heads_` heads.
-  attention_layer(const std::string& name, index dim, index heads_, init::engine& rng)
-      : qkv(name + ".qkv", dim, 3 * dim, rng), proj(name + ".proj", dim, dim, rng), heads(heads_) {}
+  /// Layers `name.qkv` (with a bias unless `qkv_bias` is false) and `name.proj` of width `dim` with `heads_` heads.
+  attention_layer(const std::string& name, index dim, index heads_, init::engine& rng, bool qkv_bias = true)
+      : qkv(name + ".qkv", dim, 3 * dim, rng, qkv_bias), proj(name + ".proj", dim, dim, rng), heads(heads_) {}
   /// Appends pointers to the four parameters to `out`.
   void collect(std::vector<parameter<S>*>& out) {
     qkv.collect(out);
@@ -3252,85 +3483,21 @@ labelled_images<S> load_idx(const std::filesystem::path& images, const std::file
 }  // namespace vpdarts::data
 // ---- end vpdarts/data/idx.hpp ----
 
-// ---- begin vpdarts/vit/config.hpp ----
-/// @file config.hpp
-/// The shape of a Vision Transformer, with validation and the reference workloads of docs/method.md (section 7) as presets.
-
-#include <string>
-
-
-namespace vpdarts {
-
-/// The shape of a ViT: square images of `image` pixels with `channels`
-/// channels cut into patch x patch patches (N = (image/patch)^2, T = N + 1
-/// tokens with cls), width `dim`, `depth` blocks of `heads` heads, MLP hidden
-/// width `mlp`, and a head of `classes` outputs.
-struct vit_config {
-  index image = 32;     ///< Side of the square input image in pixels; a multiple of `patch`.
-  index channels = 3;   ///< Colour channels of the input (1 grey, 3 RGB).
-  index patch = 4;      ///< Side of a square patch in pixels.
-  index dim = 192;      ///< Token width D; a multiple of `heads`.
-  index depth = 6;      ///< Number of transformer blocks.
-  index heads = 3;      ///< Attention heads per block.
-  index mlp = 768;      ///< Hidden width of each block's MLP.
-  index classes = 10;   ///< Outputs of the classification head.
-
-  /// Number of patches N.
-  index patches() const { return (image / patch) * (image / patch); }
-  /// Number of tokens T = N + 1 (with cls).
-  index tokens() const { return patches() + 1; }
-  /// Channels per head, D / H.
-  index head_dim() const { return dim / heads; }
-  /// Values per image, C * H * W.
-  index pixels() const { return channels * image * image; }
-  /// MLP ratio, mlp / dim.
-  double mlp_ratio() const { return static_cast<double>(mlp) / static_cast<double>(dim); }
-
-  /// @throws config_error for a zero or negative size, a patch that does not
-  /// divide the image, or heads that do not divide the width.
-  void validate() const {
-    const std::pair<const char*, index> sizes[] = {{"image", image}, {"channels", channels}, {"patch", patch},
-                                                   {"dim", dim},     {"depth", depth},       {"heads", heads},
-                                                   {"mlp", mlp},     {"classes", classes}};
-    for (const auto& [name, v] : sizes)
-      if (v <= 0) throw config_error(detail::cat("vit_config: ", name, " is ", v, ", must be positive"));
-    if (image % patch != 0)
-      throw config_error(detail::cat("vit_config: patch ", patch, " does not divide the image size ", image));
-    if (dim % heads != 0)
-      throw config_error(detail::cat("vit_config: ", heads, " heads do not divide the width dim = ", dim));
-  }
-
-  /// "image 32x32x3, patch 4 (T = 65), D 192, depth 6, heads 3, MLP 768, 10 classes".
-  std::string describe() const {
-    return detail::cat("image ", image, "x", image, "x", channels, ", patch ", patch, " (T = ", tokens(), "), D ", dim,
-                       ", depth ", depth, ", heads ", heads, ", MLP ", mlp, ", ", classes, " classes");
-  }
-
-  /// The `toy` workload: 32x32x3, patch 4, D 192, depth 6, heads 3, MLP 768, 10 classes.
-  static vit_config toy() { return {}; }
-  /// timm's vit_tiny_patch16_224: 224x224x3, patch 16, D 192, depth 12, heads 3, MLP 768.
-  static vit_config tiny16(index classes = 10) { return {224, 3, 16, 192, 12, 3, 768, classes}; }
-  /// The `fashion` workload: 28x28x1, patch 4, D 192, depth 6, heads 3, MLP 768.
-  static vit_config fashion(index classes = 5) { return {28, 1, 4, 192, 6, 3, 768, classes}; }
-
-  /// Field-by-field equality.
-  friend bool operator==(const vit_config&, const vit_config&) = default;
-};
-
-}  // namespace vpdarts
-// ---- end vpdarts/vit/config.hpp ----
-
 // ---- begin vpdarts/vit/vit.hpp ----
 /// @file vit.hpp
 /// The pre-norm Vision Transformer with timm's conventions and names:
 ///
-///     x_0    = [cls ; PatchEmbed(img)] + pos            ((B*T) x D)
-///     Block(x): x = x + Proj(MHSA(LN1(x)));  x = x + FC2(GELU(FC1(LN2(x))))
-///     logits = Head(LN(x_L)[cls])
+///     x_0    = [cls ; reg ; PatchEmbed(img)] + pos      ((B*T) x D; pos before the prefix with no_embed_class)
+///     x_0    = LN_pre(x_0)                              (pre_norm, CLIP)
+///     Block(x): x = x + g1 Proj(MHSA(LN1(x)));  x = x + g2 FC2(act(FC1(LN2(x))))   (g: LayerScale, else 1)
+///     features = fc_norm(pool(LN(x_L)))                 (pool: the class token, or the mean of the patches)
+///     logits = Head(features)
 ///
 /// Parameters carry timm's names and shapes (`patch_embed.proj.weight` is
-/// D x C x p x p, `cls_token` 1 x 1 x D, `pos_embed` 1 x T x D, ...), so a timm
-/// checkpoint exported to safetensors loads by name (see io/checkpoint.hpp).
+/// D x C x p x p, `cls_token` 1 x 1 x D, `reg_token` 1 x R x D, `pos_embed`
+/// 1 x T x D, `blocks.{i}.ls1.gamma` D, ...), so a timm checkpoint exported to
+/// safetensors loads by name (see vit/checkpoint.hpp). The variants are the
+/// fields of vit_config; `vit_config{}` is the classic ViT.
 
 #include <cmath>
 #include <string>
@@ -3340,40 +3507,58 @@ struct vit_config {
 
 namespace vpdarts {
 
-/// One pre-norm transformer block: `blocks.{i}.norm1`, `.attn.qkv`, `.attn.proj`, `.norm2`, `.mlp.fc1`, `.mlp.fc2`.
+/// One pre-norm transformer block: `blocks.{i}.norm1`, `.attn.qkv`, `.attn.proj`, `.ls1.gamma` (LayerScale
+/// only), `.norm2`, `.mlp.fc1`, `.mlp.fc2`, `.ls2.gamma` (LayerScale only).
 template <Scalar S>
 struct vit_block {
   nn::layer_norm_layer<S> norm1;  ///< before attention
   nn::attention_layer<S> attn;     ///< multi-head self-attention
   nn::layer_norm_layer<S> norm2;  ///< before the MLP
   nn::mlp_layer<S> mlp;            ///< D -> mlp -> D
+  parameter<S> ls1;                ///< `ls1.gamma` (D): LayerScale of the attention branch; empty without LayerScale
+  parameter<S> ls2;                ///< `ls2.gamma` (D): LayerScale of the MLP branch; empty without LayerScale
+  activation act = activation::gelu;  ///< the MLP's activation
 
   /// An empty block, to be assigned.
   vit_block() = default;
-  /// Block `name` (e.g. "blocks.0") of shape `c`, weights drawn from `rng`.
+  /// Block `name` (e.g. "blocks.0") of shape `c`, weights drawn from `rng`; LayerScale starts at ones.
   vit_block(const std::string& name, const vit_config& c, init::engine& rng)
-      : norm1(name + ".norm1", c.dim),
-        attn(name + ".attn", c.dim, c.heads, rng),
-        norm2(name + ".norm2", c.dim),
-        mlp(name + ".mlp", c.dim, c.mlp, rng) {}
+      : norm1(name + ".norm1", c.dim, c.norm_eps),
+        attn(name + ".attn", c.dim, c.heads, rng, c.qkv_bias),
+        norm2(name + ".norm2", c.dim, c.norm_eps),
+        mlp(name + ".mlp", c.dim, c.mlp, rng),
+        act(c.act) {
+    if (c.layer_scale)
+      for (auto [p, n] : {std::pair{&ls1, ".ls1.gamma"}, std::pair{&ls2, ".ls2.gamma"}}) {
+        *p = parameter<S>(name + n, 1, c.dim);
+        p->set_shape({c.dim});
+        init::constant(*p, S(1));
+      }
+  }
+
+  /// True when the block has LayerScale.
+  bool has_layer_scale() const noexcept { return ls1.size() > 0; }
 
   /// x is (B*T') x D for `batch` sequences of any length T' (prompts may have been inserted).
-  /// Runs LayerNorm + qkv, attention + projection and LayerNorm + fc1, GELU +
-  /// fc2 as fused ops: a frozen block keeps only what backward needs.
+  /// Runs LayerNorm + qkv, attention + projection (+ LayerScale) and LayerNorm + fc1,
+  /// activation + fc2 (+ LayerScale) as fused ops: a frozen block keeps only what backward needs.
   var<S> forward(tape<S>& t, const var<S>& x, index batch) {
+    const var<S> g1 = has_layer_scale() ? t.leaf(ls1) : var<S>(), g2 = has_layer_scale() ? t.leaf(ls2) : var<S>();
     const var<S> qkv = layer_norm_linear(x, t.leaf(norm1.weight), t.leaf(norm1.bias), S(norm1.eps),
-                                         t.leaf(attn.qkv.weight), t.leaf(attn.qkv.bias));
-    const var<S> h = add(x, attention_linear(qkv, batch, attn.heads, t.leaf(attn.proj.weight), t.leaf(attn.proj.bias)));
+                                         t.leaf(attn.qkv.weight), attn.qkv.bias_leaf(t));
+    const var<S> h = add(x, attention_linear(qkv, batch, attn.heads, t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1));
     const var<S> f = layer_norm_linear(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps),
                                        t.leaf(mlp.fc1.weight), t.leaf(mlp.fc1.bias));
-    return add(h, gelu_linear(f, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias)));
+    return add(h, activation_linear(f, act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2));
   }
-  /// Appends pointers to the block's twelve parameters to `out`, in checkpoint order.
+  /// Appends pointers to the block's parameters to `out`, in checkpoint order.
   void collect(std::vector<parameter<S>*>& out) {
     norm1.collect(out);
     attn.collect(out);
+    if (has_layer_scale()) out.push_back(&ls1);
     norm2.collect(out);
     mlp.collect(out);
+    if (has_layer_scale()) out.push_back(&ls2);
   }
 };
 
@@ -3399,12 +3584,15 @@ template <Scalar S>
 class vit {
  public:
   parameter<S> patch_weight;  ///< `patch_embed.proj.weight`, D x C x p x p (stored D x C*p*p)
-  parameter<S> patch_bias;    ///< `patch_embed.proj.bias`, D
-  parameter<S> cls_token;     ///< `cls_token`, 1 x 1 x D
-  parameter<S> pos_embed;     ///< `pos_embed`, 1 x T x D (stored T x D)
+  parameter<S> patch_bias;    ///< `patch_embed.proj.bias`, D (empty when the config has no patch bias)
+  parameter<S> cls_token;     ///< `cls_token`, 1 x 1 x D (empty without a class token)
+  parameter<S> reg_token;     ///< `reg_token`, 1 x R x D (stored R x D; empty without registers)
+  parameter<S> pos_embed;     ///< `pos_embed`, 1 x T x D (stored T x D; N x D with no_embed_class)
+  nn::layer_norm_layer<S> norm_pre;  ///< `norm_pre` (empty unless pre_norm)
   std::vector<vit_block<S>> blocks;  ///< `blocks.{i}`, config().depth of them
-  nn::layer_norm_layer<S> norm;  ///< `norm`
-  nn::linear_layer<S> head;      ///< `head`, classes x D, zero-initialised
+  nn::layer_norm_layer<S> norm;      ///< `norm` on every token after the last block (empty unless final_norm)
+  nn::layer_norm_layer<S> fc_norm;   ///< `fc_norm` on the pooled features (empty unless fc_norm)
+  nn::linear_layer<S> head;          ///< `head`, classes x D, zero-initialised
 
   /// A randomly initialised ViT (timm's init: trunc_normal(0.02) linear weights,
   /// zero biases, unit norms, PyTorch's default for the patch convolution, zero head), seeded. @throws config_error for an invalid config.
@@ -3416,18 +3604,29 @@ class vit {
     // timm leaves the patch convolution at PyTorch's default: uniform(+-1/sqrt(fan_in)) for weight and bias
     const double bound = 1.0 / std::sqrt(static_cast<double>(cpp));
     init::uniform(patch_weight, bound, rng);
-    patch_bias = parameter<S>("patch_embed.proj.bias", 1, c.dim);
-    patch_bias.set_shape({c.dim});
-    init::uniform(patch_bias, bound, rng);
-    cls_token = parameter<S>("cls_token", 1, c.dim);
-    cls_token.set_shape({1, 1, c.dim});
-    init::trunc_normal(cls_token, 0.02, rng);
-    pos_embed = parameter<S>("pos_embed", c.tokens(), c.dim);
-    pos_embed.set_shape({1, c.tokens(), c.dim});
+    if (c.patch_bias) {
+      patch_bias = parameter<S>("patch_embed.proj.bias", 1, c.dim);
+      patch_bias.set_shape({c.dim});
+      init::uniform(patch_bias, bound, rng);
+    }
+    if (c.class_token) {
+      cls_token = parameter<S>("cls_token", 1, c.dim);
+      cls_token.set_shape({1, 1, c.dim});
+      init::trunc_normal(cls_token, 0.02, rng);
+    }
+    if (c.reg_tokens > 0) {
+      reg_token = parameter<S>("reg_token", c.reg_tokens, c.dim);
+      reg_token.set_shape({1, c.reg_tokens, c.dim});
+      init::trunc_normal(reg_token, 0.02, rng);
+    }
+    pos_embed = parameter<S>("pos_embed", c.pos_tokens(), c.dim);
+    pos_embed.set_shape({1, c.pos_tokens(), c.dim});
     init::trunc_normal(pos_embed, 0.02, rng);
+    if (c.pre_norm) norm_pre = nn::layer_norm_layer<S>("norm_pre", c.dim, c.norm_eps);
     blocks.reserve(static_cast<std::size_t>(c.depth));
     for (index i = 0; i < c.depth; ++i) blocks.emplace_back(detail::cat("blocks.", i), c, rng);
-    norm = nn::layer_norm_layer<S>("norm", c.dim);
+    if (c.final_norm) norm = nn::layer_norm_layer<S>("norm", c.dim, c.norm_eps);
+    if (c.fc_norm) fc_norm = nn::layer_norm_layer<S>("fc_norm", c.dim, c.norm_eps);
     head = nn::linear_layer<S>("head", c.dim, c.classes, rng);
     head.weight.value().setZero();
     if (scheme == vit_init::xavier)
@@ -3446,11 +3645,16 @@ class vit {
     head.collect(out);
     return out;
   }
-  /// Every parameter but the head.
+  /// Every parameter but the head (those the config has).
   std::vector<parameter<S>*> backbone_parameters() {
-    std::vector<parameter<S>*> out{&patch_weight, &patch_bias, &cls_token, &pos_embed};
+    std::vector<parameter<S>*> out{&patch_weight};
+    for (parameter<S>* p : {&patch_bias, &cls_token, &reg_token})
+      if (p->size() > 0) out.push_back(p);
+    out.push_back(&pos_embed);
+    if (norm_pre.present()) norm_pre.collect(out);
     for (auto& b : blocks) b.collect(out);
-    norm.collect(out);
+    if (norm.present()) norm.collect(out);
+    if (fc_norm.present()) fc_norm.collect(out);
     return out;
   }
   /// The parameter of a timm name, or nullptr.
@@ -3485,7 +3689,7 @@ class vit {
     for (parameter<S>* p : parameters()) p->unfreeze();
   }
 
-  /// x_0 = [cls ; PatchEmbed(img)] + pos: the (B*T) x D input of block 0.
+  /// x_0 = [cls ; reg ; PatchEmbed(img)] + pos (then norm_pre): the (B*T) x D input of block 0.
   /// The patch convolution (kernel = stride = patch) is one GEMM over unfolded patches,
   /// taken in row-major order.
   /// @throws shape_error when the images are not C x image x image of the config.
@@ -3511,21 +3715,35 @@ class vit {
             }
         }
     }
-    var<S> x = linear(patches, t.leaf(patch_weight), t.leaf(patch_bias));
-    x = insert_rows(x, t.leaf(cls_token), batch, 0);
-    return add(x, t.leaf(pos_embed));
+    var<S> x = linear(patches, t.leaf(patch_weight), c.patch_bias ? t.leaf(patch_bias) : var<S>());
+    if (c.no_embed_class) x = add(x, t.leaf(pos_embed));
+    if (c.reg_tokens > 0) x = insert_rows(x, t.leaf(reg_token), batch, 0);
+    if (c.class_token) x = insert_rows(x, t.leaf(cls_token), batch, 0);
+    if (!c.no_embed_class) x = add(x, t.leaf(pos_embed));
+    if (c.pre_norm) x = norm_pre.forward(t, x);
+    return x;
   }
 
-  /// LN(x_L)[cls] for every image: B x D, running `hook(l, blocks[l], x, batch)` in place of block l.
+  /// The features of every image, B x D, as timm's forward_head(forward_features(x), pre_logits=True):
+  /// the final norm, the pooling (class token or mean of the patch tokens), then fc_norm. Runs
+  /// `hook(l, blocks[l], x, batch)` in place of block l.
   template <class Hook = run_block>
   var<S> features(tape<S>& t, const image_batch<S>& images, Hook&& hook = {}) {
     const index batch = images.size();
     var<S> x = embed(t, images);
     for (index l = 0; l < cfg_.depth; ++l) x = hook(l, blocks[static_cast<std::size_t>(l)], x, batch);
-    return norm.forward(t, sequence_row(x, batch, 0));
+    var<S> f;
+    if (cfg_.pool == pooling::token) {
+      f = sequence_row(x, batch, 0);  // LayerNorm is per row: norm the class token alone
+      if (norm.present()) f = norm.forward(t, f);
+    } else {
+      if (norm.present()) x = norm.forward(t, x);
+      f = sequence_mean(x, batch, cfg_.prefix_tokens());
+    }
+    return fc_norm.present() ? fc_norm.forward(t, f) : f;
   }
 
-  /// Head(LN(x_L)[cls]): B x classes logits.
+  /// Head(features): B x classes logits.
   template <class Hook = run_block>
   var<S> logits(tape<S>& t, const image_batch<S>& images, Hook&& hook = {}) {
     return head.forward(t, features(t, images, std::forward<Hook>(hook)));
@@ -3544,13 +3762,26 @@ class vit {
 
 // ---- begin vpdarts/vit/checkpoint.hpp ----
 /// @file checkpoint.hpp
-/// ViT checkpoints: timm's parameter names in a safetensors file; the
-/// configuration is read from the shapes and the metadata.
+/// ViT checkpoints: timm's parameter names in a safetensors file, for the
+/// variants of timm's VisionTransformer that foundation models use (DINOv2,
+/// DINOv2 with registers, CLIP, MAE-style pooling, DeiT-III). What the weights
+/// show is inferred from the names and shapes (LayerScale, registers,
+/// norm_pre, fc_norm, biases, whether pos_embed covers the prefix tokens);
+/// what they cannot show (heads, LayerNorm eps, activation, pooling) comes
+/// from the options, else the file's metadata, else a timm model name
+/// (`arch`), else timm's defaults. A checkpoint is used at any image size its
+/// patch divides: pos_embed is resampled as timm does (vit/pos_embed.hpp).
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <optional>
+#include <set>
 #include <string>
+#include <string_view>
+#include <vector>
 
 
 // ---- begin vpdarts/io/checkpoint.hpp ----
@@ -4032,6 +4263,14 @@ namespace vpdarts::io::keys {
 inline constexpr const char* heads = "vpdarts.heads";
 /// Outputs of the ViT's head (used when the file holds no head).
 inline constexpr const char* classes = "vpdarts.classes";
+/// LayerNorm eps of a ViT (a number).
+inline constexpr const char* norm_eps = "vpdarts.norm_eps";
+/// The MLP activation of a ViT: "gelu" or "quick_gelu".
+inline constexpr const char* act = "vpdarts.act";
+/// The pooling of a ViT: "token" or "avg".
+inline constexpr const char* pool = "vpdarts.pool";
+/// "true" when a ViT's pos_embed covers the patches only (timm's no_embed_class).
+inline constexpr const char* no_embed_class = "vpdarts.no_embed_class";
 /// The recipe a built-in backbone was pretrained with.
 inline constexpr const char* recipe = "vpdarts.recipe";
 /// Prompt tokens p of a prompted model.
@@ -4054,91 +4293,442 @@ inline constexpr const char* search_state = "vpdarts.search.state";
 }  // namespace vpdarts::io::keys
 // ---- end vpdarts/io/metadata_keys.hpp ----
 
+// ---- begin vpdarts/vit/pos_embed.hpp ----
+/// @file pos_embed.hpp
+/// Resampling a position embedding to another patch grid, as timm's
+/// resample_abs_pos_embed does when a checkpoint is used at another image
+/// size: the prefix rows are kept, the grid rows are resampled by bicubic
+/// interpolation with antialiasing, exactly as
+/// torch.nn.functional.interpolate(mode="bicubic", antialias=True,
+/// align_corners=False) computes it (PIL's filter: cubic convolution with
+/// a = -0.5, its support widened by the scale when shrinking, weights
+/// normalised to sum 1).
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+
+namespace vpdarts {
+namespace detail {
+
+/// PIL's (and PyTorch's antialiased) bicubic filter, a = -0.5.
+inline double aa_bicubic(double x) {
+  constexpr double a = -0.5;
+  x = std::abs(x);
+  if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+  if (x < 2) return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
+  return 0;
+}
+
+/// The antialiased resampling weights from `in` samples to `out`: for output
+/// i, the first input index and the normalised weights.
+struct aa_weights {
+  std::vector<index> first;
+  std::vector<std::vector<double>> w;
+
+  aa_weights(index in, index out) : first(static_cast<std::size_t>(out)), w(static_cast<std::size_t>(out)) {
+    const double scale = static_cast<double>(in) / static_cast<double>(out);
+    const double support = scale >= 1 ? 2.0 * scale : 2.0;  // interp_size / 2, widened when shrinking
+    const double invscale = scale >= 1 ? 1.0 / scale : 1.0;
+    for (index i = 0; i < out; ++i) {
+      const double center = scale * (static_cast<double>(i) + 0.5);
+      const index lo = std::max<index>(static_cast<index>(center - support + 0.5), 0);
+      const index hi = std::min<index>(static_cast<index>(center + support + 0.5), in);
+      auto& wi = w[static_cast<std::size_t>(i)];
+      double total = 0;
+      for (index j = lo; j < hi; ++j) {
+        wi.push_back(aa_bicubic((static_cast<double>(j) - center + 0.5) * invscale));
+        total += wi.back();
+      }
+      if (total != 0)
+        for (double& v : wi) v /= total;
+      first[static_cast<std::size_t>(i)] = lo;
+    }
+  }
+};
+
+}  // namespace detail
+
+/// pos_embed (rows x D, the first `prefix` rows kept as they are, the rest an
+/// old_grid x old_grid grid in row-major order) resampled to a new_grid x new_grid
+/// grid: (prefix + new_grid^2) x D. Unchanged when the grids are equal.
+/// @throws shape_error when the rows are not prefix + old_grid^2, or a grid is not positive.
+template <Scalar S>
+matrix<S> resample_pos_embed(const matrix<S>& pos, index prefix, index old_grid, index new_grid) {
+  if (old_grid <= 0 || new_grid <= 0 || prefix < 0 || pos.rows() != prefix + old_grid * old_grid)
+    throw shape_error(detail::cat("resample_pos_embed: pos_embed has ", pos.rows(), " rows, not ", prefix, " prefix rows and a ",
+                                  old_grid, "x", old_grid, " grid (to resample to ", new_grid, "x", new_grid, ")"));
+  if (old_grid == new_grid) return pos;
+  const index d = pos.cols();
+  const detail::aa_weights wt(old_grid, new_grid);
+  // rows first (the y axis), in double, then columns
+  matrix<double> mid = matrix<double>::Zero(new_grid * old_grid, d);
+  for (index y = 0; y < new_grid; ++y) {
+    const auto& w = wt.w[static_cast<std::size_t>(y)];
+    for (std::size_t j = 0; j < w.size(); ++j) {
+      const index sy = wt.first[static_cast<std::size_t>(y)] + static_cast<index>(j);
+      for (index x = 0; x < old_grid; ++x)
+        mid.row(y * old_grid + x) += w[j] * pos.row(prefix + sy * old_grid + x).template cast<double>();
+    }
+  }
+  matrix<S> out(prefix + new_grid * new_grid, d);
+  out.topRows(prefix) = pos.topRows(prefix);
+  for (index y = 0; y < new_grid; ++y)
+    for (index x = 0; x < new_grid; ++x) {
+      const auto& w = wt.w[static_cast<std::size_t>(x)];
+      Eigen::RowVectorXd acc = Eigen::RowVectorXd::Zero(d);
+      for (std::size_t j = 0; j < w.size(); ++j)
+        acc += w[j] * mid.row(y * old_grid + wt.first[static_cast<std::size_t>(x)] + static_cast<index>(j));
+      out.row(prefix + y * new_grid + x) = acc.cast<S>();
+    }
+  return out;
+}
+
+}  // namespace vpdarts
+// ---- end vpdarts/vit/pos_embed.hpp ----
+
 namespace vpdarts {
 
-/// The ViT configuration a checkpoint describes: D, C, patch and T from
-/// `patch_embed.proj.weight` and `pos_embed`, depth from the blocks, MLP from fc1,
-/// classes from the head (or `vpdarts.classes` metadata, else `classes`), heads
-/// from `heads` when positive, else `vpdarts.heads` metadata, else D/64 (timm's head width).
-/// @throws io_error when the shapes are missing or inconsistent.
-inline vit_config infer_vit_config(const io::safetensors& f, index heads = 0, index classes = 10) {
-  auto fail = [&](const std::string& why) -> void {
-    throw io_error(detail::cat("infer_vit_config: '", f.origin(), "': ", why));
+/// What a timm model name says that the weights cannot: a preset of load_vit().
+struct vit_arch {
+  std::string_view name;           ///< timm's model name (with a pretrained tag where it matters)
+  index patch = 0;                 ///< the patch side the weights must have
+  index head_dim = 64;             ///< channels per head (heads = D / head_dim)
+  double norm_eps = 1e-6;          ///< LayerNorm eps
+  activation act = activation::gelu;  ///< the MLP's activation
+  pooling pool = pooling::token;   ///< the pooling
+  index reg_tokens = 0;            ///< the register tokens the weights must have
+  bool layer_scale = false;        ///< whether the weights must have LayerScale
+  bool pre_norm = false;           ///< whether the weights must have norm_pre
+};
+
+/// The timm model names load_vit() accepts as `arch`.
+inline const std::vector<vit_arch>& vit_archs() {
+  static const std::vector<vit_arch> all = [] {
+    std::vector<vit_arch> v;
+    for (std::string_view n : {"vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224",
+                               "vit_large_patch16_224", "vit_base_patch16_224.mae", "vit_large_patch16_224.mae",
+                               "vit_tiny_patch16_384", "vit_small_patch16_384", "vit_base_patch16_384",
+                               "deit3_small_patch16_224", "deit3_base_patch16_224"})
+      v.push_back({.name = n, .patch = 16, .layer_scale = n.starts_with("deit3")});
+    v.push_back({.name = "vit_base_patch32_224", .patch = 32});
+    for (std::string_view n : {"vit_small_patch14_dinov2", "vit_base_patch14_dinov2", "vit_large_patch14_dinov2"})
+      v.push_back({.name = n, .patch = 14, .layer_scale = true});
+    for (std::string_view n : {"vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2", "vit_large_patch14_reg4_dinov2"})
+      v.push_back({.name = n, .patch = 14, .reg_tokens = 4, .layer_scale = true});
+    v.push_back({.name = "vit_base_patch16_clip_224", .patch = 16, .norm_eps = 1e-5, .pre_norm = true});
+    v.push_back({.name = "vit_base_patch32_clip_224", .patch = 32, .norm_eps = 1e-5, .pre_norm = true});
+    v.push_back({.name = "vit_large_patch14_clip_224", .patch = 14, .norm_eps = 1e-5, .pre_norm = true});
+    for (std::string_view n : {"vit_base_patch16_clip_quickgelu_224", "vit_base_patch32_clip_quickgelu_224",
+                               "vit_large_patch14_clip_quickgelu_224"})
+      v.push_back({.name = n, .patch = n.find("patch32") != n.npos ? 32 : n.find("patch14") != n.npos ? 14 : 16,
+                   .norm_eps = 1e-5, .act = activation::quick_gelu, .pre_norm = true});
+    return v;
+  }();
+  return all;
+}
+
+namespace detail {
+
+inline std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+}  // namespace detail
+
+/// The preset of a timm model name. @throws config_error for an unknown name, suggesting the nearest ones.
+inline const vit_arch& find_vit_arch(std::string_view name) {
+  for (const auto& a : vit_archs())
+    if (a.name == name) return a;
+  std::vector<std::pair<std::size_t, std::string_view>> near;
+  for (const auto& a : vit_archs()) near.emplace_back(detail::edit_distance(name, a.name), a.name);
+  std::sort(near.begin(), near.end());
+  std::string list;
+  for (std::size_t i = 0; i < std::min<std::size_t>(3, near.size()); ++i) list += (i ? ", " : "") + std::string(near[i].second);
+  throw config_error(detail::cat("unknown arch '", name, "'; the nearest known: ", list));
+}
+
+/// Text forms of the settings the weights cannot show (metadata values and flags).
+inline std::string to_string(activation a) { return a == activation::gelu ? "gelu" : "quick_gelu"; }
+/// "token" or "avg".
+inline std::string to_string(pooling p) { return p == pooling::token ? "token" : "avg"; }
+/// Parses "gelu" or "quick_gelu". @throws config_error otherwise.
+inline activation parse_activation(const std::string& s) {
+  if (s == "gelu") return activation::gelu;
+  if (s == "quick_gelu" || s == "quickgelu") return activation::quick_gelu;
+  throw config_error(detail::cat("unknown activation '", s, "' (gelu or quick_gelu)"));
+}
+/// Parses "token" or "avg". @throws config_error otherwise.
+inline pooling parse_pooling(const std::string& s) {
+  if (s == "token") return pooling::token;
+  if (s == "avg") return pooling::avg;
+  throw config_error(detail::cat("unknown pooling '", s, "' (token or avg)"));
+}
+
+/// How load_vit() reads a checkpoint. Every field left at its default is
+/// inferred: from the weights, the file's metadata, `arch`, or timm's defaults.
+struct vit_load_options {
+  index image = 0;                      ///< image side to run at (0: the checkpoint's own); pos_embed is resampled
+  index heads = 0;                      ///< attention heads (0: metadata, else arch, else D/64)
+  index classes = 0;                    ///< head outputs (0: the file's head, else 10); a file head of another size is skipped
+  std::string arch = {};                ///< a timm model name (vit_archs()) for what the weights cannot show
+  std::optional<double> norm_eps = {};  ///< LayerNorm eps
+  std::optional<activation> act = {};   ///< the MLP's activation
+  std::optional<pooling> pool = {};     ///< the pooling
+  bool allow_unexpected = false;        ///< ignore tensors the loader does not understand (else they are an error)
+};
+
+/// What a checkpoint describes: the configuration at the requested image size,
+/// and the grid its pos_embed was made for.
+struct vit_checkpoint_info {
+  vit_config config;      ///< the model to build (at options.image when given)
+  index native_grid = 0;  ///< the side of pos_embed's patch grid in the file
+};
+
+/// Reads the configuration of a checkpoint (see the file comment for what comes from where).
+/// @throws io_error naming the file and tensor for missing, mis-shaped or non-contiguous tensors;
+/// config_error for an unknown arch, an image size the patch does not divide, or an option that
+/// contradicts the file's metadata or the arch.
+inline vit_checkpoint_info inspect_vit(const io::safetensors& f, const vit_load_options& o = {}) {
+  auto fail = [&](const std::string& why) -> void { throw io_error(detail::cat("load_vit: '", f.origin(), "': ", why)); };
+  auto contradict = [&](const std::string& why) -> void {
+    throw config_error(detail::cat("load_vit: '", f.origin(), "': ", why));
   };
+  const vit_arch* arch = o.arch.empty() ? nullptr : &find_vit_arch(o.arch);
   const io::tensor_entry* pw = f.find("patch_embed.proj.weight");
   const io::tensor_entry* pos = f.find("pos_embed");
-  if (!pw || pw->shape.size() != 4 || pw->shape[2] != pw->shape[3])
+  if (!pw || pw->shape.size() != 4 || pw->shape[2] != pw->shape[3] || pw->shape[0] <= 0 || pw->shape[1] <= 0 || pw->shape[2] <= 0)
     fail("no patch_embed.proj.weight of shape (D, C, p, p)");
-  if (!pos || pos->shape.size() != 3 || pos->shape[2] != pw->shape[0]) fail("no pos_embed of shape (1, T, D)");
   vit_config c;
   c.dim = pw->shape[0];
   c.channels = pw->shape[1];
   c.patch = pw->shape[2];
-  const index n = pos->shape[1] - 1;
-  const auto side = static_cast<index>(std::llround(std::sqrt(static_cast<double>(n))));
-  if (n <= 0 || side * side != n) fail(detail::cat("pos_embed has ", n + 1, " tokens, not 1 + a square"));
-  c.image = side * c.patch;
-  c.depth = 0;
-  while (f.find(detail::cat("blocks.", c.depth, ".norm1.weight"))) ++c.depth;
-  if (c.depth == 0) fail("no blocks.0.norm1.weight");
-  const io::tensor_entry* fc1 = f.find("blocks.0.mlp.fc1.weight");
-  if (!fc1 || fc1->shape.size() != 2) fail("no blocks.0.mlp.fc1.weight of shape (MLP, D)");
-  c.mlp = fc1->shape[0];
-  const auto& meta = f.metadata();
-  auto meta_index = [&](const auto& m, const std::string& key) -> index {
-    const auto v = detail::parse_number<index>(m.at(key));
-    if (!v || *v < 1) fail(detail::cat("metadata ", key, " = '", m.at(key), "' is not a positive integer"));
-    return *v;
+  auto vec = [&](const char* name, index n) {  // a (n) or (1, n) or (1, 1, n) tensor
+    const io::tensor_entry* t = f.find(name);
+    if (!t) return false;
+    if (t->numel() != n || t->shape.empty() || t->shape.back() != n)
+      fail(detail::cat(name, " is ", t->shape_str(), ", expected (", n, ") for width D = ", n));
+    return true;
   };
-  if (const io::tensor_entry* hw = f.find("head.weight"); hw && hw->shape.size() == 2) c.classes = hw->shape[0];
-  else if (meta.count(io::keys::classes)) c.classes = meta_index(meta, io::keys::classes);
-  else c.classes = classes;
-  if (heads > 0) c.heads = heads;
-  else if (meta.count(io::keys::heads)) c.heads = meta_index(meta, io::keys::heads);
-  else c.heads = std::max<index>(1, c.dim / 64);
+  c.patch_bias = vec("patch_embed.proj.bias", c.dim);
+  c.class_token = vec("cls_token", c.dim);
+  if (const io::tensor_entry* reg = f.find("reg_token")) {
+    if (reg->shape.size() != 3 || reg->shape[0] != 1 || reg->shape[2] != c.dim || reg->shape[1] < 1)
+      fail(detail::cat("reg_token is ", reg->shape_str(), ", expected (1, R, ", c.dim, ")"));
+    c.reg_tokens = reg->shape[1];
+  }
+  if (!pos || pos->shape.size() != 3 || pos->shape[0] != 1 || pos->shape[2] != c.dim)
+    fail(detail::cat("no pos_embed of shape (1, T, ", c.dim, ")", pos ? detail::cat(" (it is ", pos->shape_str(), ")") : ""));
+  const index rows = pos->shape[1], prefix = c.prefix_tokens();
+  auto square = [](index n) {
+    const auto s = static_cast<index>(std::llround(std::sqrt(static_cast<double>(std::max<index>(n, 0)))));
+    return n > 0 && s * s == n ? s : index{0};
+  };
+  const auto& meta = f.metadata();
+  index grid = 0;
+  if (meta.count(io::keys::no_embed_class)) {
+    c.no_embed_class = meta.at(io::keys::no_embed_class) == "true";
+    grid = square(c.no_embed_class ? rows : rows - prefix);
+  } else if (prefix > 0 && square(rows)) {
+    c.no_embed_class = true;  // pos_embed over the patches only (DINOv2-reg, DeiT-III)
+    grid = square(rows);
+  } else {
+    grid = square(rows - prefix);
+  }
+  if (grid == 0)
+    fail(detail::cat("pos_embed has ", rows, " rows: neither a square grid nor a square grid plus the ", prefix,
+                     " prefix token(s) (class token and registers)"));
+  const index native_image = grid * c.patch;
+  c.image = o.image > 0 ? o.image : native_image;
+  if (c.image % c.patch != 0)
+    contradict(detail::cat("the image size ", c.image, " is not a multiple of the patch ", c.patch));
+  // blocks: contiguous from 0, each complete
+  std::set<index> seen;
+  for (const auto& t : f.tensors())
+    if (t.name.rfind("blocks.", 0) == 0) {
+      const auto dot = t.name.find('.', 7);
+      const auto i = detail::parse_number<index>(t.name.substr(7, dot == std::string::npos ? std::string::npos : dot - 7));
+      if (!i || *i < 0) fail(detail::cat("tensor '", t.name, "' has no block number"));
+      seen.insert(*i);
+    }
+  c.depth = static_cast<index>(seen.size());
+  if (c.depth == 0) fail("no blocks.{i}.* tensors");
+  if (*seen.rbegin() != c.depth - 1) {
+    index missing = 0;
+    while (seen.count(missing)) ++missing;
+    fail(detail::cat("the blocks are not contiguous: block ", missing, " is missing but block ", *seen.rbegin(), " is there"));
+  }
+  const io::tensor_entry* fc1 = f.find("blocks.0.mlp.fc1.weight");
+  if (!fc1 || fc1->shape.size() != 2 || fc1->shape[1] != c.dim) fail("no blocks.0.mlp.fc1.weight of shape (MLP, D)");
+  c.mlp = fc1->shape[0];
+  c.qkv_bias = f.find("blocks.0.attn.qkv.bias") != nullptr;
+  c.layer_scale = f.find("blocks.0.ls1.gamma") != nullptr;
+  c.pre_norm = f.find("norm_pre.weight") != nullptr;
+  c.final_norm = f.find("norm.weight") != nullptr;
+  c.fc_norm = f.find("fc_norm.weight") != nullptr;
+  // what the weights cannot show: options, else metadata, else arch, else timm's defaults
+  auto meta_text = [&](const char* key) -> std::optional<std::string> {
+    if (auto it = meta.find(key); it != meta.end()) return it->second;
+    return std::nullopt;
+  };
+  auto meta_index = [&](const char* key) -> std::optional<index> {
+    const auto v = meta_text(key);
+    if (!v) return std::nullopt;
+    const auto n = detail::parse_number<index>(*v);
+    if (!n || *n < 1) fail(detail::cat("metadata ", key, " = '", *v, "' is not a positive integer"));
+    return n;
+  };
+  if (arch) {
+    if (arch->patch != c.patch) contradict(detail::cat("arch ", arch->name, " has patch ", arch->patch, ", the weights ", c.patch));
+    if (arch->reg_tokens != c.reg_tokens)
+      contradict(detail::cat("arch ", arch->name, " has ", arch->reg_tokens, " register tokens, the weights ", c.reg_tokens));
+    if (arch->layer_scale != c.layer_scale)
+      contradict(detail::cat("arch ", arch->name, (arch->layer_scale ? " has" : " has no"), " LayerScale, the weights",
+                             (c.layer_scale ? " have it" : " do not")));
+    if (arch->pre_norm != c.pre_norm)
+      contradict(detail::cat("arch ", arch->name, (arch->pre_norm ? " has" : " has no"), " norm_pre, the weights",
+                             (c.pre_norm ? " have it" : " do not")));
+  }
+  const std::optional<index> m_heads = meta_index(io::keys::heads);
+  if (o.heads > 0 && m_heads && *m_heads != o.heads)
+    contradict(detail::cat("heads ", o.heads, " contradicts the file's metadata (", io::keys::heads, " = ", *m_heads, ")"));
+  c.heads = o.heads > 0 ? o.heads : m_heads ? *m_heads : std::max<index>(1, c.dim / (arch ? arch->head_dim : 64));
+  std::optional<double> m_eps;
+  if (const auto v = meta_text(io::keys::norm_eps)) {
+    m_eps = detail::parse_number<double>(*v);
+    if (!m_eps || !(*m_eps > 0)) fail(detail::cat("metadata ", io::keys::norm_eps, " = '", *v, "' is not a positive number"));
+  }
+  if (o.norm_eps && m_eps && *o.norm_eps != *m_eps)
+    contradict(detail::cat("norm_eps ", *o.norm_eps, " contradicts the file's metadata (", *m_eps, ")"));
+  c.norm_eps = o.norm_eps ? *o.norm_eps : m_eps ? *m_eps : arch ? arch->norm_eps : 1e-6;
+  std::optional<activation> m_act;
+  std::optional<pooling> m_pool;
+  try {
+    if (const auto v = meta_text(io::keys::act)) m_act = parse_activation(*v);
+    if (const auto v = meta_text(io::keys::pool)) m_pool = parse_pooling(*v);
+  } catch (const config_error& e) {
+    fail(detail::cat("bad metadata: ", e.message()));
+  }
+  if (o.act && m_act && *o.act != *m_act)
+    contradict(detail::cat("activation ", to_string(*o.act), " contradicts the file's metadata (", to_string(*m_act), ")"));
+  if (o.pool && m_pool && *o.pool != *m_pool)
+    contradict(detail::cat("pooling ", to_string(*o.pool), " contradicts the file's metadata (", to_string(*m_pool), ")"));
+  c.act = o.act ? *o.act : m_act ? *m_act : arch ? arch->act : activation::gelu;
+  const pooling inferred = (c.fc_norm || !c.class_token) ? pooling::avg : arch ? arch->pool : pooling::token;
+  c.pool = o.pool ? *o.pool : m_pool ? *m_pool : inferred;
+  if (const io::tensor_entry* hw = f.find("head.weight"); hw && hw->shape.size() == 2 && o.classes <= 0) c.classes = hw->shape[0];
+  else if (o.classes > 0) c.classes = o.classes;
+  else if (const auto mc = meta_index(io::keys::classes)) c.classes = *mc;
+  else c.classes = 10;
   try {
     c.validate();
   } catch (const config_error& e) {
-    fail(e.message());
+    contradict(e.message());
   }
-  return c;
+  return {c, grid};
 }
 
-/// Saves a ViT (every parameter, head included) with its config in the metadata.
+/// Saves a ViT (every parameter, head included) with what its weights cannot show in the metadata
+/// (heads, classes, LayerNorm eps, activation, pooling, whether pos_embed covers the prefix tokens).
 template <Scalar S>
 void save_vit(const std::filesystem::path& path, vit<S>& model, std::map<std::string, std::string> metadata = {}) {
-  metadata[io::keys::heads] = std::to_string(model.config().heads);
-  metadata[io::keys::classes] = std::to_string(model.config().classes);
+  const vit_config& c = model.config();
+  metadata[io::keys::heads] = std::to_string(c.heads);
+  metadata[io::keys::classes] = std::to_string(c.classes);
+  metadata[io::keys::norm_eps] = detail::cat(c.norm_eps);
+  metadata[io::keys::act] = to_string(c.act);
+  metadata[io::keys::pool] = to_string(c.pool);
+  metadata[io::keys::no_embed_class] = c.no_embed_class ? "true" : "false";
   metadata["format"] = "pt";
   auto params = model.parameters();
   io::save_parameters<S>(path, params, metadata);
 }
 
-/// Loads a ViT checkpoint (timm names). `heads` as infer_vit_config; `classes`
-/// (when positive) sets the head size, else the file's head decides. The head
-/// is optional: a backbone-only file leaves a zero head. A head of another
-/// size than `classes` is a mismatch, unless `allow_unexpected`, which ignores it
-/// (and any other tensor the model does not take).
-/// @throws io_error for a malformed file or any mismatch (all listed).
+/// Loads a ViT checkpoint with timm's names (see the file comment and vit_load_options).
+/// Every tensor must be one the model takes, with its shape, unless
+/// allow_unexpected; a head of another size than options.classes is skipped
+/// (the model gets a zero head); a missing head leaves a zero head.
+/// @throws io_error listing every missing, unexpected or mis-shaped tensor
+/// (nothing is half-loaded), or for non-finite values; config_error as inspect_vit.
 template <Scalar S>
-vit<S> load_vit(const io::safetensors& f, index heads = 0, index classes = 0, bool allow_unexpected = false) {
-  vit_config c = infer_vit_config(f, heads, classes > 0 ? classes : 10);
-  if (classes > 0) c.classes = classes;
+vit<S> load_vit(const io::safetensors& f, const vit_load_options& o) {
+  const vit_checkpoint_info info = inspect_vit(f, o);
+  const vit_config& c = info.config;
   vit<S> model(c);
-  io::load_options opt;
-  opt.allow_unexpected = allow_unexpected;
-  opt.optional = {"head.weight", "head.bias"};
+  io::load_options lo;
+  lo.allow_unexpected = o.allow_unexpected;
+  lo.optional = {"head.weight", "head.bias"};
   const io::tensor_entry* hw = f.find("head.weight");
-  const bool skip_head = allow_unexpected && hw && (hw->shape.size() != 2 || hw->shape[0] != c.classes);
-  auto params = skip_head ? model.backbone_parameters() : model.parameters();
-  io::load_parameters<S>(f, params, opt);
+  const bool head_fits = hw && hw->shape == std::vector<std::int64_t>{c.classes, c.dim};
+  std::vector<parameter<S>*> params = model.backbone_parameters();
+  std::erase(params, &model.pos_embed);
+  std::set<std::string> skipped{"pos_embed"};
+  if (head_fits) model.head.collect(params);
+  else skipped.insert({"head.weight", "head.bias"});
+  if (!o.allow_unexpected) {  // names the loader does not understand
+    std::set<std::string> taken{"pos_embed", "head.weight", "head.bias"};
+    for (parameter<S>* p : model.parameters()) taken.insert(p->name());
+    std::vector<std::string> unknown;
+    for (const auto& t : f.tensors())
+      if (!taken.count(t.name)) unknown.push_back(t.name + " " + t.shape_str());
+    if (!unknown.empty())
+      throw io_error(detail::cat("load_vit: '", f.origin(), "' holds ", unknown.size(),
+                                 " tensor(s) that a timm VisionTransformer of this kind does not have (",
+                                 c.describe(), "): ", detail::join(unknown, ", "),
+                                 "; a model family vpdarts does not support? (allow_unexpected ignores them)"));
+    lo.allow_unexpected = true;  // checked above; pos_embed and a skipped head are read separately
+  }
+  // pos_embed: from the file's grid to the model's
+  const io::tensor_entry* pos = f.find("pos_embed");
+  const index prefix = c.no_embed_class ? 0 : c.prefix_tokens();
+  matrix<S> file_pos(pos->shape[1], c.dim);
+  f.copy_to<S>(*pos, std::span<S>(file_pos.data(), static_cast<std::size_t>(file_pos.size())));
+  io::load_parameters<S>(f, params, lo);
+  params.push_back(&model.pos_embed);
+  model.pos_embed.value() = file_pos;
+  for (parameter<S>* p : params)
+    if (!p->value().allFinite())
+      throw io_error(detail::cat("load_vit: '", f.origin(), "': tensor '", p->name(), "' holds NaN or Inf"));
+  model.pos_embed.value() = resample_pos_embed(file_pos, prefix, info.native_grid, c.image / c.patch);
   return model;
 }
 
 /// load_vit of the file at `path`.
 template <Scalar S>
+vit<S> load_vit(const std::filesystem::path& path, const vit_load_options& o) {
+  return load_vit<S>(io::safetensors::read(path), o);
+}
+
+/// load_vit with only the heads, the head size and allow_unexpected set (the 0.1 signature).
+template <Scalar S>
+vit<S> load_vit(const io::safetensors& f, index heads = 0, index classes = 0, bool allow_unexpected = false) {
+  return load_vit<S>(f, vit_load_options{.heads = heads, .classes = classes, .allow_unexpected = allow_unexpected});
+}
+
+/// load_vit of the file at `path` (the 0.1 signature).
+template <Scalar S>
 vit<S> load_vit(const std::filesystem::path& path, index heads = 0, index classes = 0, bool allow_unexpected = false) {
   return load_vit<S>(io::safetensors::read(path), heads, classes, allow_unexpected);
+}
+
+/// The configuration a checkpoint describes at its own image size (inspect_vit's, with `heads` and
+/// `classes` as options; classes is used only when the file has no head and no metadata).
+inline vit_config infer_vit_config(const io::safetensors& f, index heads = 0, index classes = 10) {
+  vit_config c = inspect_vit(f, {.heads = heads}).config;
+  if (!f.find("head.weight") && !f.metadata().count(io::keys::classes)) c.classes = classes;
+  return c;
 }
 
 }  // namespace vpdarts
@@ -4236,7 +4826,7 @@ struct fusion_context {
 
   /// Token width D.
   index dim() const { return vit.dim; }
-  /// Tokens per image without prompts, T = N + 1.
+  /// Tokens per image without prompts, T = prefix + N.
   index tokens() const { return vit.tokens(); }
   /// VPT's uniform bound sqrt(6 / (C * patch^2 + D)).
   double vpt_bound() const {
@@ -4318,10 +4908,16 @@ class op_params {
   }
   /// Number of parameters held.
   std::size_t size() const noexcept { return n_; }
+  /// Prefix tokens of every sequence (the class token and the registers):
+  /// they come first, the patch tokens after them. 1 unless set.
+  index prefix_tokens() const noexcept { return prefix_; }
+  /// Sets prefix_tokens() (the search space does, from the backbone's configuration).
+  void set_prefix_tokens(index n) noexcept { prefix_ = n; }
 
  private:
   std::array<entry, max_params> entries_{};
   std::size_t n_ = 0;
+  index prefix_ = 1;
 };
 
 /// True when fusion_traits<Op> has been specialised.
@@ -4400,8 +4996,8 @@ struct affine {};
 /// Tokens attend to p learnable prompt keys and values (single head, no projections).
 struct cross_attention {};
 
-/// VPT-deep's trait: parameter P (p x D, VPT's uniform init); pre inserts P after each image's cls row
-/// ((B*T) x D -> (B*(T+p)) x D), post removes those rows again.
+/// VPT-deep's trait: parameter P (p x D, VPT's uniform init); pre inserts P after each image's prefix
+/// tokens (the class token and any registers; (B*T) x D -> (B*(T+p)) x D), post removes those rows again.
 template <>
 struct fusion_traits<concat> {
   /// The operator's name in genotypes, checkpoints and reports.
@@ -4413,12 +5009,12 @@ struct fusion_traits<concat> {
   /// Before the frozen block: x is (B*T) x D for `batch` images.
   template <Scalar S>
   static var<S> pre(const var<S>& x, const op_params<S>& p, index batch) {
-    return insert_rows(x, p["P"], batch, 1);
+    return insert_rows(x, p["P"], batch, p.prefix_tokens());
   }
   /// After the frozen block: back to (B*T) x D.
   template <Scalar S>
   static var<S> post(const var<S>& y, const op_params<S>& p, index batch) {
-    return remove_rows(y, batch, 1, p["P"].rows());
+    return remove_rows(y, batch, p.prefix_tokens(), p["P"].rows());
   }
 };
 
@@ -5153,7 +5749,7 @@ pretrain_result pretrain(vit<S>& model, const data::labelled_images<S>& train, c
 // ---- begin vpdarts/train/probe.hpp ----
 /// @file probe.hpp
 /// The linear probe, the baseline every prompt method must beat: the frozen
-/// backbone's features (LN(x_L)[cls]) are computed once, and only a fresh
+/// backbone's features (vit::features: timm's pooled, normed features) are computed once, and only a fresh
 /// linear head is trained on them (SGD with momentum, warm-up then cosine).
 
 #include <random>
@@ -5182,7 +5778,7 @@ struct probe_result {
   double seconds = 0;           ///< wall-clock time, features included
 };
 
-/// The frozen features LN(x_L)[cls] of every image (N x D), in batches, no gradient recorded.
+/// The frozen features (vit::features) of every image (N x D), in batches, no gradient recorded.
 template <Scalar S>
 matrix<S> extract_features(vit<S>& model, const data::labelled_images<S>& data, index batch = 64) {
   matrix<S> out(data.size(), model.config().dim);
@@ -5427,7 +6023,7 @@ class mixed_op {
   /// are initialised as each operator's trait says, seeded by (seed, layer, operator).
   /// @throws config_error for no candidates or a position outside Ops.
   mixed_op(index layer, const fusion_context& ctx, std::vector<std::size_t> candidates, std::uint64_t seed)
-      : candidates_(std::move(candidates)) {
+      : candidates_(std::move(candidates)), prefix_tokens_(ctx.vit.prefix_tokens()) {
     if (candidates_.empty()) throw config_error(detail::cat("mixed_op: layer ", layer, " has no candidate operator"));
     for (std::size_t k : candidates_)
       if (k >= op_count)
@@ -5478,6 +6074,7 @@ class mixed_op {
   template <class Op>
   var<S> run(tape<S>& t, std::size_t k, vit_block<S>& block, const var<S>& x, index batch, bool track) {
     op_params<S> p;
+    p.set_prefix_tokens(prefix_tokens_);
     for (std::size_t j = 0; j < params_[k].size(); ++j) p.push(symbols_[k][j], t.leaf(params_[k][j], track));
     var<S> out = fusion_traits<Op>::post(block.forward(t, fusion_traits<Op>::pre(x, p, batch), batch), p, batch);
     if (out.rows() != x.rows() || out.cols() != x.cols())
@@ -5488,6 +6085,7 @@ class mixed_op {
   }
 
   std::vector<std::size_t> candidates_;
+  index prefix_tokens_ = 1;
   std::array<std::vector<parameter<S>>, op_count> params_;
   std::array<std::vector<std::string>, op_count> symbols_;
 };

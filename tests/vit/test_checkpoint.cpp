@@ -35,8 +35,14 @@ TEST_CASE("the ViT configuration is read from a checkpoint", "[vit][checkpoint]"
   vp::save_vit(path, a);
   auto f = vp::io::safetensors::read(path);
   CHECK(vp::infer_vit_config(f) == a.config());
-  CHECK(vp::infer_vit_config(f, 2).heads == 2);
-  CHECK_THROWS_WITH(vp::infer_vit_config(f, 3), Catch::Contains("3 heads do not divide"));
+  // heads the metadata states cannot be contradicted; without metadata they come from the caller, else D/64
+  CHECK_THROWS_WITH(vp::infer_vit_config(f, 2), Catch::Contains("heads 2 contradicts the file's metadata"));
+  auto all = a.parameters();
+  vp::io::save_parameters<float>(dir / "bare.safetensors", all);
+  const auto bare = vp::io::safetensors::read(dir / "bare.safetensors");
+  CHECK(vp::infer_vit_config(bare, 2).heads == 2);
+  CHECK(vp::infer_vit_config(bare).heads == 1);  // D 16 / 64, at least 1
+  CHECK_THROWS_WITH(vp::infer_vit_config(bare, 3), Catch::Contains("3 heads do not divide"));
   vpdarts_test::write_bytes(dir / "empty.safetensors", std::string("\x02\0\0\0\0\0\0\0{}", 10));
   const auto empty = vp::io::safetensors::read(dir / "empty.safetensors");
   CHECK_THROWS_WITH(vp::infer_vit_config(empty), Catch::Contains("patch_embed.proj.weight"));

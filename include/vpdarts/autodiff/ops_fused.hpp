@@ -9,6 +9,7 @@
 /// of a block out of memory during a search step. With a trainable weight each
 /// op is exactly the composition of the basic ops it names.
 
+#include "../vit/config.hpp"
 #include "ops_attention.hpp"
 #include "ops_elementwise.hpp"
 #include "ops_linalg.hpp"
@@ -23,6 +24,33 @@ bool all_constant(std::initializer_list<const var<S>*> vs) {
   for (const var<S>* v : vs)
     if (v->valid() && v->requires_grad()) return false;
   return true;
+}
+
+/// out *= scale row-wise (LayerScale), when scale is set.
+template <Scalar S>
+void scale_columns(matrix_map<S> out, const var<S>& scale) {
+  if (scale.valid()) out.array().rowwise() *= scale.value().row(0).array();
+}
+
+/// The gradient reaching the product before a LayerScale: g * scale (into `buffer`), or g itself.
+template <Scalar S>
+matrix_map<S> unscaled_adjoint(tape<S>& tp, std::uint32_t io, std::uint32_t is, typename tape<S>::borrowed& buffer) {
+  if (is == std::uint32_t(-1)) return tp.adjoint(io);
+  buffer.map().array() = tp.adjoint(io).array().rowwise() * tp.value(is).row(0).array();
+  return buffer.map();
+}
+
+/// Checks a LayerScale vector against the width of a product's output.
+template <Scalar S>
+void check_scale(const char* fn, const var<S>& scale, index out) {
+  if (scale.valid() && (scale.rows() != 1 || scale.cols() != out))
+    throw shape_error(cat(fn, ": the LayerScale vector is ", shape_str(scale.rows(), scale.cols()), ", expected 1x", out));
+}
+
+/// mul(y, scale) when scale is set (the composed form of a LayerScale).
+template <Scalar S>
+var<S> maybe_scale(const var<S>& y, const var<S>& scale) {
+  return scale.valid() ? mul(y, scale) : y;
 }
 
 }  // namespace detail
@@ -55,40 +83,59 @@ var<S> layer_norm_linear(const var<S>& x, const var<S>& gamma, const var<S>& bet
   return out;
 }
 
-/// linear(gelu(h), w, b): h is R x M, w out x M, b 1 x out (or empty). With w
-/// and b constant the GELU output is not kept. @throws shape_error as linear does.
+/// linear(act(h), w, b) * scale: h is R x M, w out x M, b 1 x out (or empty),
+/// act GELU or QuickGELU, scale a LayerScale vector 1 x out (or empty). With w,
+/// b and scale constant the activation's output is not kept.
+/// @throws shape_error as linear does, or for a scale of the wrong width.
 template <Scalar S>
-var<S> gelu_linear(const var<S>& h, const var<S>& w, const var<S>& b) {
-  tape<S>& t = detail::same_tape("gelu_linear", h, w);
-  detail::check_linear("gelu_linear", h.rows(), h.cols(), w, b);
-  if (!detail::all_constant<S>({&w, &b})) return linear(gelu(h), w, b);
+var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const var<S>& b, const var<S>& scale = {}) {
+  tape<S>& t = detail::same_tape("activation_linear", h, w);
+  detail::check_linear("activation_linear", h.rows(), h.cols(), w, b);
+  detail::check_scale("activation_linear", scale, w.rows());
+  if (!detail::all_constant<S>({&w, &b, &scale}))
+    return detail::maybe_scale(linear(act == activation::gelu ? gelu(h) : quick_gelu(h), w, b), scale);
   const index r = h.rows(), m = h.cols();
   var<S> out = t.make(r, w.rows(), h.requires_grad());
   {
     typename tape<S>::borrowed g(t, r, m);
-    detail::gelu_forward(h.value().data(), g.data(), r * m);
+    if (act == activation::gelu) detail::gelu_forward(h.value().data(), g.data(), r * m);
+    else detail::quick_gelu_forward(h.value().data(), g.data(), r * m);
     detail::linear_rows(out.value(), g.map(), w, b);
+    detail::scale_columns(out.value(), scale);
   }
-  t.on_backward(out, [ih = h.id(), iw = w.id(), io = out.id(), r, m](tape<S>& tp) {
-    typename tape<S>::borrowed dg(tp, r, m);
-    dg.map().noalias() = tp.adjoint(io) * tp.value(iw);
-    detail::gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
+  const std::uint32_t is = scale.valid() ? scale.id() : std::uint32_t(-1);
+  t.on_backward(out, [ih = h.id(), iw = w.id(), io = out.id(), is, act, r, m](tape<S>& tp) {
+    typename tape<S>::borrowed dg(tp, r, m), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
+    dg.map().noalias() = detail::unscaled_adjoint(tp, io, is, ds) * tp.value(iw);
+    if (act == activation::gelu) detail::gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
+    else detail::quick_gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
   });
   return out;
 }
 
-/// linear(attention(qkv, batch, heads), w, b): qkv is (B*T) x 3D, w out x D,
-/// b 1 x out (or empty). With w and b constant the attention output is not
-/// kept (the probabilities are, when a gradient is needed).
-/// @throws shape_error as attention and linear do.
+/// linear(gelu(h), w, b): activation_linear with the exact GELU and no LayerScale.
 template <Scalar S>
-var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S>& w, const var<S>& b) {
+var<S> gelu_linear(const var<S>& h, const var<S>& w, const var<S>& b) {
+  detail::same_tape("gelu_linear", h, w);
+  detail::check_linear("gelu_linear", h.rows(), h.cols(), w, b);
+  return activation_linear(h, activation::gelu, w, b);
+}
+
+/// linear(attention(qkv, batch, heads), w, b) * scale: qkv is (B*T) x 3D, w out x D,
+/// b 1 x out (or empty), scale a LayerScale vector 1 x out (or empty). With w,
+/// b and scale constant the attention output is not kept (the probabilities
+/// are, when a gradient is needed).
+/// @throws shape_error as attention and linear do, or for a scale of the wrong width.
+template <Scalar S>
+var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S>& w, const var<S>& b,
+                        const var<S>& scale = {}) {
   tape<S>& t = detail::same_tape("attention_linear", qkv, w);
   const index rows = qkv.rows(), c3 = qkv.cols();
   detail::check_attention("attention_linear", rows, c3, batch, heads);
   const index d = c3 / 3, seq = rows / batch, tt = seq * seq;
   detail::check_linear("attention_linear", rows, d, w, b);
-  if (!detail::all_constant<S>({&w, &b})) return linear(attention(qkv, batch, heads), w, b);
+  detail::check_scale("attention_linear", scale, w.rows());
+  if (!detail::all_constant<S>({&w, &b, &scale})) return detail::maybe_scale(linear(attention(qkv, batch, heads), w, b), scale);
   var<S> out = t.make(rows, w.rows(), qkv.requires_grad());
   const bool keep = out.requires_grad();
   S* probs = keep ? t.template scratch<S>(static_cast<std::size_t>(batch * heads * tt)) : nullptr;
@@ -98,10 +145,12 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
     detail::attention_forward(qkv.value().data(), o.data(), keep ? probs : per_thread.data(), keep, batch, heads,
                               seq, d);
     detail::linear_rows(out.value(), o.map(), w, b);
+    detail::scale_columns(out.value(), scale);
   }
-  t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), probs, batch, heads, seq, d, tt](tape<S>& tp) {
-    typename tape<S>::borrowed d_o(tp, batch * seq, d);
-    d_o.map().noalias() = tp.adjoint(io) * tp.value(iw);
+  const std::uint32_t is = scale.valid() ? scale.id() : std::uint32_t(-1);
+  t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, probs, batch, heads, seq, d, tt](tape<S>& tp) {
+    typename tape<S>::borrowed d_o(tp, batch * seq, d), ds(tp, is == std::uint32_t(-1) ? 1 : batch * seq, tp.at(io).cols);
+    d_o.map().noalias() = detail::unscaled_adjoint(tp, io, is, ds) * tp.value(iw);
     typename tape<S>::borrowed work(tp, detail::max_threads(), tt);
     detail::attention_backward(tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), probs, work.data(), batch,
                                heads, seq, d);

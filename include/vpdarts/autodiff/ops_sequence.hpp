@@ -109,4 +109,25 @@ var<S> sequence_row(const var<S>& x, index batch, index r) {
   return out;
 }
 
+/// The mean of rows [first, T) of each of the `batch` sequences of x ((B*T) x D):
+/// B x D (timm's average pooling of the non-prefix tokens).
+/// @throws shape_error when batch does not divide the rows or no row is left to average.
+template <Scalar S>
+var<S> sequence_mean(const var<S>& x, index batch, index first) {
+  tape<S>& t = detail::tape_of("sequence_mean", x);
+  const index seq = detail::sequence_length("sequence_mean", x.rows(), x.cols(), batch);
+  if (first < 0 || first >= seq)
+    throw shape_error(detail::cat("sequence_mean: rows from ", first, " leave nothing to average in sequences of ", seq, " rows"));
+  const index n = seq - first;
+  var<S> out = t.make(batch, x.cols(), x.requires_grad());
+  for (index b = 0; b < batch; ++b)
+    out.value().row(b) = x.value().middleRows(b * seq + first, n).colwise().sum() / static_cast<S>(n);
+  t.on_backward(out, [ix = x.id(), io = out.id(), batch, seq, first, n](tape<S>& tp) {
+    auto G = tp.adjoint(io);
+    auto dX = tp.adjoint(ix);
+    for (index b = 0; b < batch; ++b) dX.middleRows(b * seq + first, n).rowwise() += G.row(b) / static_cast<S>(n);
+  });
+  return out;
+}
+
 }  // namespace vpdarts

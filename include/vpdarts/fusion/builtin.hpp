@@ -27,8 +27,8 @@ struct affine {};
 /// Tokens attend to p learnable prompt keys and values (single head, no projections).
 struct cross_attention {};
 
-/// VPT-deep's trait: parameter P (p x D, VPT's uniform init); pre inserts P after each image's cls row
-/// ((B*T) x D -> (B*(T+p)) x D), post removes those rows again.
+/// VPT-deep's trait: parameter P (p x D, VPT's uniform init); pre inserts P after each image's prefix
+/// tokens (the class token and any registers; (B*T) x D -> (B*(T+p)) x D), post removes those rows again.
 template <>
 struct fusion_traits<concat> {
   /// The operator's name in genotypes, checkpoints and reports.
@@ -40,12 +40,12 @@ struct fusion_traits<concat> {
   /// Before the frozen block: x is (B*T) x D for `batch` images.
   template <Scalar S>
   static var<S> pre(const var<S>& x, const op_params<S>& p, index batch) {
-    return insert_rows(x, p["P"], batch, 1);
+    return insert_rows(x, p["P"], batch, p.prefix_tokens());
   }
   /// After the frozen block: back to (B*T) x D.
   template <Scalar S>
   static var<S> post(const var<S>& y, const op_params<S>& p, index batch) {
-    return remove_rows(y, batch, 1, p["P"].rows());
+    return remove_rows(y, batch, p.prefix_tokens(), p["P"].rows());
   }
 };
 

@@ -56,7 +56,7 @@ struct fusion_context {
 
   /// Token width D.
   index dim() const { return vit.dim; }
-  /// Tokens per image without prompts, T = N + 1.
+  /// Tokens per image without prompts, T = prefix + N.
   index tokens() const { return vit.tokens(); }
   /// VPT's uniform bound sqrt(6 / (C * patch^2 + D)).
   double vpt_bound() const {
@@ -138,10 +138,16 @@ class op_params {
   }
   /// Number of parameters held.
   std::size_t size() const noexcept { return n_; }
+  /// Prefix tokens of every sequence (the class token and the registers):
+  /// they come first, the patch tokens after them. 1 unless set.
+  index prefix_tokens() const noexcept { return prefix_; }
+  /// Sets prefix_tokens() (the search space does, from the backbone's configuration).
+  void set_prefix_tokens(index n) noexcept { prefix_ = n; }
 
  private:
   std::array<entry, max_params> entries_{};
   std::size_t n_ = 0;
+  index prefix_ = 1;
 };
 
 /// True when fusion_traits<Op> has been specialised.

@@ -9,6 +9,14 @@ namespace vpdarts::io::keys {
 inline constexpr const char* heads = "vpdarts.heads";
 /// Outputs of the ViT's head (used when the file holds no head).
 inline constexpr const char* classes = "vpdarts.classes";
+/// LayerNorm eps of a ViT (a number).
+inline constexpr const char* norm_eps = "vpdarts.norm_eps";
+/// The MLP activation of a ViT: "gelu" or "quick_gelu".
+inline constexpr const char* act = "vpdarts.act";
+/// The pooling of a ViT: "token" or "avg".
+inline constexpr const char* pool = "vpdarts.pool";
+/// "true" when a ViT's pos_embed covers the patches only (timm's no_embed_class).
+inline constexpr const char* no_embed_class = "vpdarts.no_embed_class";
 /// The recipe a built-in backbone was pretrained with.
 inline constexpr const char* recipe = "vpdarts.recipe";
 /// Prompt tokens p of a prompted model.

@@ -32,7 +32,7 @@ class mixed_op {
   /// are initialised as each operator's trait says, seeded by (seed, layer, operator).
   /// @throws config_error for no candidates or a position outside Ops.
   mixed_op(index layer, const fusion_context& ctx, std::vector<std::size_t> candidates, std::uint64_t seed)
-      : candidates_(std::move(candidates)) {
+      : candidates_(std::move(candidates)), prefix_tokens_(ctx.vit.prefix_tokens()) {
     if (candidates_.empty()) throw config_error(detail::cat("mixed_op: layer ", layer, " has no candidate operator"));
     for (std::size_t k : candidates_)
       if (k >= op_count)
@@ -83,6 +83,7 @@ class mixed_op {
   template <class Op>
   var<S> run(tape<S>& t, std::size_t k, vit_block<S>& block, const var<S>& x, index batch, bool track) {
     op_params<S> p;
+    p.set_prefix_tokens(prefix_tokens_);
     for (std::size_t j = 0; j < params_[k].size(); ++j) p.push(symbols_[k][j], t.leaf(params_[k][j], track));
     var<S> out = fusion_traits<Op>::post(block.forward(t, fusion_traits<Op>::pre(x, p, batch), batch), p, batch);
     if (out.rows() != x.rows() || out.cols() != x.cols())
@@ -93,6 +94,7 @@ class mixed_op {
   }
 
   std::vector<std::size_t> candidates_;
+  index prefix_tokens_ = 1;
   std::array<std::vector<parameter<S>>, op_count> params_;
   std::array<std::vector<std::string>, op_count> symbols_;
 };

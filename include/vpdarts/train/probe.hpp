@@ -1,7 +1,7 @@
 #pragma once
 /// @file probe.hpp
 /// The linear probe, the baseline every prompt method must beat: the frozen
-/// backbone's features (LN(x_L)[cls]) are computed once, and only a fresh
+/// backbone's features (vit::features: timm's pooled, normed features) are computed once, and only a fresh
 /// linear head is trained on them (SGD with momentum, warm-up then cosine).
 
 #include <random>
@@ -35,7 +35,7 @@ struct probe_result {
   double seconds = 0;           ///< wall-clock time, features included
 };
 
-/// The frozen features LN(x_L)[cls] of every image (N x D), in batches, no gradient recorded.
+/// The frozen features (vit::features) of every image (N x D), in batches, no gradient recorded.
 template <Scalar S>
 matrix<S> extract_features(vit<S>& model, const data::labelled_images<S>& data, index batch = 64) {
   matrix<S> out(data.size(), model.config().dim);

@@ -2,13 +2,17 @@
 /// @file vit.hpp
 /// The pre-norm Vision Transformer with timm's conventions and names:
 ///
-///     x_0    = [cls ; PatchEmbed(img)] + pos            ((B*T) x D)
-///     Block(x): x = x + Proj(MHSA(LN1(x)));  x = x + FC2(GELU(FC1(LN2(x))))
-///     logits = Head(LN(x_L)[cls])
+///     x_0    = [cls ; reg ; PatchEmbed(img)] + pos      ((B*T) x D; pos before the prefix with no_embed_class)
+///     x_0    = LN_pre(x_0)                              (pre_norm, CLIP)
+///     Block(x): x = x + g1 Proj(MHSA(LN1(x)));  x = x + g2 FC2(act(FC1(LN2(x))))   (g: LayerScale, else 1)
+///     features = fc_norm(pool(LN(x_L)))                 (pool: the class token, or the mean of the patches)
+///     logits = Head(features)
 ///
 /// Parameters carry timm's names and shapes (`patch_embed.proj.weight` is
-/// D x C x p x p, `cls_token` 1 x 1 x D, `pos_embed` 1 x T x D, ...), so a timm
-/// checkpoint exported to safetensors loads by name (see io/checkpoint.hpp).
+/// D x C x p x p, `cls_token` 1 x 1 x D, `reg_token` 1 x R x D, `pos_embed`
+/// 1 x T x D, `blocks.{i}.ls1.gamma` D, ...), so a timm checkpoint exported to
+/// safetensors loads by name (see vit/checkpoint.hpp). The variants are the
+/// fields of vit_config; `vit_config{}` is the classic ViT.
 
 #include <cmath>
 #include <string>
@@ -22,40 +26,58 @@
 
 namespace vpdarts {
 
-/// One pre-norm transformer block: `blocks.{i}.norm1`, `.attn.qkv`, `.attn.proj`, `.norm2`, `.mlp.fc1`, `.mlp.fc2`.
+/// One pre-norm transformer block: `blocks.{i}.norm1`, `.attn.qkv`, `.attn.proj`, `.ls1.gamma` (LayerScale
+/// only), `.norm2`, `.mlp.fc1`, `.mlp.fc2`, `.ls2.gamma` (LayerScale only).
 template <Scalar S>
 struct vit_block {
   nn::layer_norm_layer<S> norm1;  ///< before attention
   nn::attention_layer<S> attn;     ///< multi-head self-attention
   nn::layer_norm_layer<S> norm2;  ///< before the MLP
   nn::mlp_layer<S> mlp;            ///< D -> mlp -> D
+  parameter<S> ls1;                ///< `ls1.gamma` (D): LayerScale of the attention branch; empty without LayerScale
+  parameter<S> ls2;                ///< `ls2.gamma` (D): LayerScale of the MLP branch; empty without LayerScale
+  activation act = activation::gelu;  ///< the MLP's activation
 
   /// An empty block, to be assigned.
   vit_block() = default;
-  /// Block `name` (e.g. "blocks.0") of shape `c`, weights drawn from `rng`.
+  /// Block `name` (e.g. "blocks.0") of shape `c`, weights drawn from `rng`; LayerScale starts at ones.
   vit_block(const std::string& name, const vit_config& c, init::engine& rng)
-      : norm1(name + ".norm1", c.dim),
-        attn(name + ".attn", c.dim, c.heads, rng),
-        norm2(name + ".norm2", c.dim),
-        mlp(name + ".mlp", c.dim, c.mlp, rng) {}
+      : norm1(name + ".norm1", c.dim, c.norm_eps),
+        attn(name + ".attn", c.dim, c.heads, rng, c.qkv_bias),
+        norm2(name + ".norm2", c.dim, c.norm_eps),
+        mlp(name + ".mlp", c.dim, c.mlp, rng),
+        act(c.act) {
+    if (c.layer_scale)
+      for (auto [p, n] : {std::pair{&ls1, ".ls1.gamma"}, std::pair{&ls2, ".ls2.gamma"}}) {
+        *p = parameter<S>(name + n, 1, c.dim);
+        p->set_shape({c.dim});
+        init::constant(*p, S(1));
+      }
+  }
+
+  /// True when the block has LayerScale.
+  bool has_layer_scale() const noexcept { return ls1.size() > 0; }
 
   /// x is (B*T') x D for `batch` sequences of any length T' (prompts may have been inserted).
-  /// Runs LayerNorm + qkv, attention + projection and LayerNorm + fc1, GELU +
-  /// fc2 as fused ops: a frozen block keeps only what backward needs.
+  /// Runs LayerNorm + qkv, attention + projection (+ LayerScale) and LayerNorm + fc1,
+  /// activation + fc2 (+ LayerScale) as fused ops: a frozen block keeps only what backward needs.
   var<S> forward(tape<S>& t, const var<S>& x, index batch) {
+    const var<S> g1 = has_layer_scale() ? t.leaf(ls1) : var<S>(), g2 = has_layer_scale() ? t.leaf(ls2) : var<S>();
     const var<S> qkv = layer_norm_linear(x, t.leaf(norm1.weight), t.leaf(norm1.bias), S(norm1.eps),
-                                         t.leaf(attn.qkv.weight), t.leaf(attn.qkv.bias));
-    const var<S> h = add(x, attention_linear(qkv, batch, attn.heads, t.leaf(attn.proj.weight), t.leaf(attn.proj.bias)));
+                                         t.leaf(attn.qkv.weight), attn.qkv.bias_leaf(t));
+    const var<S> h = add(x, attention_linear(qkv, batch, attn.heads, t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1));
     const var<S> f = layer_norm_linear(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps),
                                        t.leaf(mlp.fc1.weight), t.leaf(mlp.fc1.bias));
-    return add(h, gelu_linear(f, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias)));
+    return add(h, activation_linear(f, act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2));
   }
-  /// Appends pointers to the block's twelve parameters to `out`, in checkpoint order.
+  /// Appends pointers to the block's parameters to `out`, in checkpoint order.
   void collect(std::vector<parameter<S>*>& out) {
     norm1.collect(out);
     attn.collect(out);
+    if (has_layer_scale()) out.push_back(&ls1);
     norm2.collect(out);
     mlp.collect(out);
+    if (has_layer_scale()) out.push_back(&ls2);
   }
 };
 
@@ -81,12 +103,15 @@ template <Scalar S>
 class vit {
  public:
   parameter<S> patch_weight;  ///< `patch_embed.proj.weight`, D x C x p x p (stored D x C*p*p)
-  parameter<S> patch_bias;    ///< `patch_embed.proj.bias`, D
-  parameter<S> cls_token;     ///< `cls_token`, 1 x 1 x D
-  parameter<S> pos_embed;     ///< `pos_embed`, 1 x T x D (stored T x D)
+  parameter<S> patch_bias;    ///< `patch_embed.proj.bias`, D (empty when the config has no patch bias)
+  parameter<S> cls_token;     ///< `cls_token`, 1 x 1 x D (empty without a class token)
+  parameter<S> reg_token;     ///< `reg_token`, 1 x R x D (stored R x D; empty without registers)
+  parameter<S> pos_embed;     ///< `pos_embed`, 1 x T x D (stored T x D; N x D with no_embed_class)
+  nn::layer_norm_layer<S> norm_pre;  ///< `norm_pre` (empty unless pre_norm)
   std::vector<vit_block<S>> blocks;  ///< `blocks.{i}`, config().depth of them
-  nn::layer_norm_layer<S> norm;  ///< `norm`
-  nn::linear_layer<S> head;      ///< `head`, classes x D, zero-initialised
+  nn::layer_norm_layer<S> norm;      ///< `norm` on every token after the last block (empty unless final_norm)
+  nn::layer_norm_layer<S> fc_norm;   ///< `fc_norm` on the pooled features (empty unless fc_norm)
+  nn::linear_layer<S> head;          ///< `head`, classes x D, zero-initialised
 
   /// A randomly initialised ViT (timm's init: trunc_normal(0.02) linear weights,
   /// zero biases, unit norms, PyTorch's default for the patch convolution, zero head), seeded. @throws config_error for an invalid config.
@@ -98,18 +123,29 @@ class vit {
     // timm leaves the patch convolution at PyTorch's default: uniform(+-1/sqrt(fan_in)) for weight and bias
     const double bound = 1.0 / std::sqrt(static_cast<double>(cpp));
     init::uniform(patch_weight, bound, rng);
-    patch_bias = parameter<S>("patch_embed.proj.bias", 1, c.dim);
-    patch_bias.set_shape({c.dim});
-    init::uniform(patch_bias, bound, rng);
-    cls_token = parameter<S>("cls_token", 1, c.dim);
-    cls_token.set_shape({1, 1, c.dim});
-    init::trunc_normal(cls_token, 0.02, rng);
-    pos_embed = parameter<S>("pos_embed", c.tokens(), c.dim);
-    pos_embed.set_shape({1, c.tokens(), c.dim});
+    if (c.patch_bias) {
+      patch_bias = parameter<S>("patch_embed.proj.bias", 1, c.dim);
+      patch_bias.set_shape({c.dim});
+      init::uniform(patch_bias, bound, rng);
+    }
+    if (c.class_token) {
+      cls_token = parameter<S>("cls_token", 1, c.dim);
+      cls_token.set_shape({1, 1, c.dim});
+      init::trunc_normal(cls_token, 0.02, rng);
+    }
+    if (c.reg_tokens > 0) {
+      reg_token = parameter<S>("reg_token", c.reg_tokens, c.dim);
+      reg_token.set_shape({1, c.reg_tokens, c.dim});
+      init::trunc_normal(reg_token, 0.02, rng);
+    }
+    pos_embed = parameter<S>("pos_embed", c.pos_tokens(), c.dim);
+    pos_embed.set_shape({1, c.pos_tokens(), c.dim});
     init::trunc_normal(pos_embed, 0.02, rng);
+    if (c.pre_norm) norm_pre = nn::layer_norm_layer<S>("norm_pre", c.dim, c.norm_eps);
     blocks.reserve(static_cast<std::size_t>(c.depth));
     for (index i = 0; i < c.depth; ++i) blocks.emplace_back(detail::cat("blocks.", i), c, rng);
-    norm = nn::layer_norm_layer<S>("norm", c.dim);
+    if (c.final_norm) norm = nn::layer_norm_layer<S>("norm", c.dim, c.norm_eps);
+    if (c.fc_norm) fc_norm = nn::layer_norm_layer<S>("fc_norm", c.dim, c.norm_eps);
     head = nn::linear_layer<S>("head", c.dim, c.classes, rng);
     head.weight.value().setZero();
     if (scheme == vit_init::xavier)
@@ -128,11 +164,16 @@ class vit {
     head.collect(out);
     return out;
   }
-  /// Every parameter but the head.
+  /// Every parameter but the head (those the config has).
   std::vector<parameter<S>*> backbone_parameters() {
-    std::vector<parameter<S>*> out{&patch_weight, &patch_bias, &cls_token, &pos_embed};
+    std::vector<parameter<S>*> out{&patch_weight};
+    for (parameter<S>* p : {&patch_bias, &cls_token, &reg_token})
+      if (p->size() > 0) out.push_back(p);
+    out.push_back(&pos_embed);
+    if (norm_pre.present()) norm_pre.collect(out);
     for (auto& b : blocks) b.collect(out);
-    norm.collect(out);
+    if (norm.present()) norm.collect(out);
+    if (fc_norm.present()) fc_norm.collect(out);
     return out;
   }
   /// The parameter of a timm name, or nullptr.
@@ -167,7 +208,7 @@ class vit {
     for (parameter<S>* p : parameters()) p->unfreeze();
   }
 
-  /// x_0 = [cls ; PatchEmbed(img)] + pos: the (B*T) x D input of block 0.
+  /// x_0 = [cls ; reg ; PatchEmbed(img)] + pos (then norm_pre): the (B*T) x D input of block 0.
   /// The patch convolution (kernel = stride = patch) is one GEMM over unfolded patches,
   /// taken in row-major order.
   /// @throws shape_error when the images are not C x image x image of the config.
@@ -193,21 +234,35 @@ class vit {
             }
         }
     }
-    var<S> x = linear(patches, t.leaf(patch_weight), t.leaf(patch_bias));
-    x = insert_rows(x, t.leaf(cls_token), batch, 0);
-    return add(x, t.leaf(pos_embed));
+    var<S> x = linear(patches, t.leaf(patch_weight), c.patch_bias ? t.leaf(patch_bias) : var<S>());
+    if (c.no_embed_class) x = add(x, t.leaf(pos_embed));
+    if (c.reg_tokens > 0) x = insert_rows(x, t.leaf(reg_token), batch, 0);
+    if (c.class_token) x = insert_rows(x, t.leaf(cls_token), batch, 0);
+    if (!c.no_embed_class) x = add(x, t.leaf(pos_embed));
+    if (c.pre_norm) x = norm_pre.forward(t, x);
+    return x;
   }
 
-  /// LN(x_L)[cls] for every image: B x D, running `hook(l, blocks[l], x, batch)` in place of block l.
+  /// The features of every image, B x D, as timm's forward_head(forward_features(x), pre_logits=True):
+  /// the final norm, the pooling (class token or mean of the patch tokens), then fc_norm. Runs
+  /// `hook(l, blocks[l], x, batch)` in place of block l.
   template <class Hook = run_block>
   var<S> features(tape<S>& t, const image_batch<S>& images, Hook&& hook = {}) {
     const index batch = images.size();
     var<S> x = embed(t, images);
     for (index l = 0; l < cfg_.depth; ++l) x = hook(l, blocks[static_cast<std::size_t>(l)], x, batch);
-    return norm.forward(t, sequence_row(x, batch, 0));
+    var<S> f;
+    if (cfg_.pool == pooling::token) {
+      f = sequence_row(x, batch, 0);  // LayerNorm is per row: norm the class token alone
+      if (norm.present()) f = norm.forward(t, f);
+    } else {
+      if (norm.present()) x = norm.forward(t, x);
+      f = sequence_mean(x, batch, cfg_.prefix_tokens());
+    }
+    return fc_norm.present() ? fc_norm.forward(t, f) : f;
   }
 
-  /// Head(LN(x_L)[cls]): B x classes logits.
+  /// Head(features): B x classes logits.
   template <class Hook = run_block>
   var<S> logits(tape<S>& t, const image_batch<S>& images, Hook&& hook = {}) {
     return head.forward(t, features(t, images, std::forward<Hook>(hook)));

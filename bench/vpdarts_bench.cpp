@@ -6,7 +6,7 @@
 //
 //   RESULT workload=toy mode=first batch=32 sec_per_step=... images_per_s=... gflops=... gflops_per_s=... peak_rss_mb=...
 //
-//   vpdarts_bench [--workload toy|tiny16] [--mode first|second|infer] [--batch N] [--steps 5] [--threads 2] [--seed 0]
+//   vpdarts_bench [--workload toy|tiny16|dinov2s14] [--mode first|second|infer] [--batch N] [--steps 5] [--threads 2] [--seed 0]
 #include <omp.h>
 
 #include <algorithm>
@@ -34,7 +34,12 @@ struct workload {
 workload find_workload(const std::string& name) {
   if (name == "toy") return {"toy", vp::vit_config::toy(), 8, 32};
   if (name == "tiny16") return {"tiny16", vp::vit_config::tiny16(10), 10, 8};
-  std::fprintf(stderr, "vpdarts_bench: unknown workload '%s' (toy or tiny16)\n", name.c_str());
+  if (name == "dinov2s14") {  // vit_small_patch14_dinov2 at 224 (16 x 16 patches): LayerScale, patch 14
+    vp::vit_config c{224, 3, 14, 384, 12, 6, 1536, 10};
+    c.layer_scale = true;
+    return {"dinov2s14", c, 10, 8};
+  }
+  std::fprintf(stderr, "vpdarts_bench: unknown workload '%s' (toy, tiny16 or dinov2s14)\n", name.c_str());
   std::exit(2);
 }
 

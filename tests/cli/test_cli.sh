@@ -6,6 +6,7 @@
 set -uo pipefail
 tool=$1
 work=$2
+fixtures=$(cd "$(dirname "$0")/../fixtures" && pwd)
 rm -rf "$work" && mkdir -p "$work/home" "$work/cache" && cd "$work" || exit 1
 # Never the user's home or cache: an empty cache of our own, and HOME pointing at a fresh folder.
 export VPDARTS_CACHE=$work/cache HOME=$work/home XDG_CACHE_HOME=$work/home/.cache
@@ -156,6 +157,16 @@ expect 0 "data: 20 t10k images of 2 classes" -- "$tool" retrain --run run --op a
 head -c 100 idx/t10k-images-idx3-ubyte > idx/t10k-images-idx3-ubyte.cut && mv idx/t10k-images-idx3-ubyte.cut idx/t10k-images-idx3-ubyte
 expect 1 "t10k-images-idx3-ubyte" -- "$tool" retrain --run run --op affine --data idx --train idx --test idx \
   --classes 1,2 --backbone bb.safetensors --prompts 2 --batch 8 --epochs 1 --quiet --out idx-run
+
+# ---- a foundation backbone as timm saves it (DINOv2 with 4 registers, 518 px), run at another size
+reg4=$fixtures/timm/dinov2_reg4/backbone.safetensors
+expect 2 "nearest known: vit_small_patch14_dinov2" -- "$tool" search --backbone "$reg4" --arch vit_small_patch14_dinov
+expect 2 "describe a --backbone FILE" -- "$tool" search --arch vit_small_patch14_dinov2
+expect 1 "not a multiple of the patch 14" -- "$tool" search --backbone "$reg4" --heads 2 --image 50 --out x
+foundation=(--backbone "$reg4" --arch vit_small_patch14_reg4_dinov2 --heads 2 --image 28 --prompts 2 --batch 8 --train-images 40 --quiet)
+expect 0 "4 registers, pos_embed without prefix, LayerScale" -- "$tool" search "${foundation[@]}" --out reg4 --epochs 2 --warmup-epochs 1
+expect 0 "test accuracy" -- "$tool" retrain --run reg4 "${foundation[@]}" --op concat --epochs 1 --test-images 20
+expect 0 "test accuracy" -- "$tool" eval --model reg4/op-concat/model.safetensors --test-images 20   # no backbone flags: the file says it all
 
 # ---- bad input: exit 1, a message that names it
 expect 1 "does not exist" -- "$tool" search --backbone missing.safetensors --out x

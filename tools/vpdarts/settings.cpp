@@ -186,12 +186,33 @@ vp::w_optimizer_options w_settings::options(const std::string& command) const {
 
 void backbone_settings::add_to(flags& f) {
   f.add("backbone", file, "backbone checkpoint (timm-named safetensors); empty: the built-in one", "FILE");
-  f.add("heads", heads, "attention heads of the backbone when its file does not say (0: from metadata or D/64)");
+  f.add("arch", arch, "timm model name of the backbone, for what its weights cannot show (e.g. vit_small_patch14_dinov2)", "NAME");
+  f.add("image", image, "image side to run the backbone at (0: its own; pos_embed is resampled as timm does)");
+  f.add("heads", heads, "attention heads of the backbone when its file does not say (0: metadata, --arch, else D/64)");
+  f.add("norm-eps", norm_eps, "LayerNorm eps when the file does not say (0: metadata, --arch, else 1e-6)");
+  f.add("act", act, "MLP activation when the file does not say: gelu or quick_gelu (default: metadata, --arch, gelu)", "NAME");
+  f.add("pool", pool, "feature pooling when the file does not say: token or avg (default: metadata, --arch, token)", "NAME");
+  f.add_switch("ignore-unknown-tensors", ignore_unknown, "load a backbone file that holds tensors a ViT does not have");
   f.add("cache-dir", cache, "where the built-in backbone is cached (default $VPDARTS_CACHE, else ~/.cache/vpdarts)", "DIR");
 }
 
-void backbone_settings::validate(const std::string& command) const {
-  require(heads >= 0, command, cat("--heads must be >= 0, got ", heads));
+void backbone_settings::validate(const std::string& command) {
+  require(heads >= 0 && heads <= 4096, command, cat("--heads must be in 0..4096, got ", heads));
+  require(image >= 0 && image <= 8192, command, cat("--image must be in 0..8192, got ", image));
+  require(norm_eps >= 0 && norm_eps < 1, command, cat("--norm-eps must be in [0, 1), got ", norm_eps));
+  options = {.image = image, .heads = heads, .arch = arch, .allow_unexpected = ignore_unknown};
+  try {
+    if (!arch.empty()) vp::find_vit_arch(arch);
+    if (!act.empty()) options.act = vp::parse_activation(act);
+    if (!pool.empty()) options.pool = vp::parse_pooling(pool);
+  } catch (const vp::config_error& e) {
+    throw usage_error("vpdarts " + command + ": " + e.message());
+  }
+  if (norm_eps > 0) options.norm_eps = norm_eps;
+  const bool variant_flags = !arch.empty() || image > 0 || norm_eps > 0 || !act.empty() || !pool.empty() || ignore_unknown;
+  require(!(file.empty() && variant_flags), command,
+          "--arch, --image, --norm-eps, --act, --pool and --ignore-unknown-tensors describe a --backbone FILE; "
+          "the built-in backbone needs none");
 }
 
 namespace {
@@ -234,7 +255,9 @@ fs::path backbone_settings::path(bool quiet) const {
 vp::vit<float> backbone_settings::load(bool quiet, fs::path* used) const {
   const fs::path p = path(quiet);
   if (used) *used = p;
-  return vp::load_vit<float>(p, heads, 0, true);
+  vp::vit<float> m = vp::load_vit<float>(p, options);
+  if (!file.empty()) std::printf("backbone: %s\n", m.config().describe().c_str());
+  return m;
 }
 
 // ---------------------------------------------------------------- helpers

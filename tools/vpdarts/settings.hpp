@@ -91,13 +91,18 @@ struct w_settings {
   vp::w_optimizer_options options(const std::string& command) const;
 };
 
-/// Where the backbone comes from: a file, or the built-in one (cached).
+/// Where the backbone comes from: a file (any timm VisionTransformer variant, at any image size), or the
+/// built-in one (cached).
 struct backbone_settings {
-  std::string file, cache;
-  long heads = 0;
+  std::string file, cache, arch, act, pool;
+  long heads = 0, image = 0;
+  double norm_eps = 0;
+  bool ignore_unknown = false;
+  vp::vit_load_options options;  // filled by validate()
 
   void add_to(flags& f);
-  void validate(const std::string& command) const;
+  /// Checks every backbone flag and fills `options`. @throws usage_error.
+  void validate(const std::string& command);
   /// The backbone file to use: the flag's, or the built-in one (pretrained now when not cached).
   fs::path path(bool quiet) const;
   /// The backbone, loaded.

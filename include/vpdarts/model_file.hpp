@@ -8,6 +8,7 @@
 /// genotype (JSON), the prompt count, the heads, the class names and the
 /// input normalisation. See docs/checkpoints.md.
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -18,6 +19,7 @@
 
 #include "data/transforms.hpp"
 #include "io/checkpoint.hpp"
+#include "io/json.hpp"
 #include "io/metadata_keys.hpp"
 #include "io/safetensors.hpp"
 #include "search/prompted_vit.hpp"
@@ -118,7 +120,8 @@ trained_model<S, Ops> load_model(const std::filesystem::path& path) {
   if (kind != "probe" && kind != "prompted")
     throw io_error(detail::cat("load_model: '", path.string(), "': unknown model kind '", kind, "'"));
   try {
-    out.class_names = nlohmann::json::parse(need(io::keys::class_names)).template get<std::vector<std::string>>();
+    out.class_names = io::parse_json(need(io::keys::class_names), detail::cat("load_model: '", path.string(), "' ", io::keys::class_names))
+                          .template get<std::vector<std::string>>();
   } catch (const nlohmann::json::exception& e) {
     throw io_error(detail::cat("load_model: '", path.string(), "': bad ", io::keys::class_names, ": ", e.what()));
   }
@@ -127,7 +130,14 @@ trained_model<S, Ops> load_model(const std::filesystem::path& path) {
   } catch (const error& e) {
     throw io_error(detail::cat("load_model: '", path.string(), "': bad ", io::keys::normalize, ": ", e.message()));
   }
-  vit<S> backbone = load_vit<S>(f, 0, 0, true);  // the file is read once
+  if (!f.find("head.weight") || !f.find("head.bias"))
+    throw io_error(detail::cat("load_model: '", path.string(), "' has no head (head.weight, head.bias): not a trained model"));
+  bool has_fusion = false;
+  for (const auto& t : f.tensors()) has_fusion = has_fusion || t.name.rfind("fusion.", 0) == 0;
+  if (kind == "probe" && has_fusion)
+    throw io_error(detail::cat("load_model: '", path.string(), "' is marked as a linear probe but holds fusion parameters"));
+  // the file is read once; a prompted model's fusion tensors are the only names the ViT does not take
+  vit<S> backbone = load_vit<S>(f, vit_load_options{.allow_unexpected = has_fusion});
   if (kind == "probe") {
     out.probe.emplace(std::move(backbone));
   } else {
@@ -140,6 +150,14 @@ trained_model<S, Ops> load_model(const std::filesystem::path& path) {
     out.prompted.emplace(std::move(backbone), g, prompt_options{.prompts = *prompts});
     std::vector<parameter<S>*> ps = out.prompted->fusion_parameters();
     io::load_parameters<S>(f, ps, {.allow_unexpected = true});
+    for (parameter<S>* p : ps)
+      if (!p->value().allFinite())
+        throw io_error(detail::cat("load_model: '", path.string(), "': tensor '", p->name(), "' holds NaN or Inf"));
+    for (const auto& t : f.tensors())
+      if (t.name.rfind("fusion.", 0) == 0 &&
+          std::none_of(ps.begin(), ps.end(), [&](parameter<S>* p) { return p->name() == t.name; }))
+        throw io_error(detail::cat("load_model: '", path.string(), "': tensor '", t.name, "' is not a parameter of the genotype ",
+                                   out.prompted->derive().str()));
   }
   if (static_cast<index>(out.class_names.size()) != out.config().classes)
     throw io_error(detail::cat("load_model: '", path.string(), "': ", out.class_names.size(), " class names for a head of ",

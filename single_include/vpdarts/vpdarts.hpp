@@ -2649,6 +2649,7 @@ struct image_batch {
 /// The dataset type every loader returns (synthetic, image folders and lists,
 /// IDX files): images, one label per image, and the class names.
 
+#include <algorithm>
 #include <span>
 #include <string>
 #include <vector>
@@ -2674,6 +2675,22 @@ struct labelled_images {
     images.gather(rows, x);
     y.resize(rows.size());
     for (std::size_t i = 0; i < rows.size(); ++i) y[i] = labels[static_cast<std::size_t>(rows[i])];
+  }
+  /// Re-numbers the labels so that class_names becomes `names`, matching classes
+  /// by name (a test set read from folders against the classes a model was
+  /// trained on). @throws config_error naming `who` and the class when one of
+  /// this set's classes is not in `names`.
+  void relabel_to(const std::vector<std::string>& names, const std::string& who) {
+    std::vector<int> to(class_names.size());
+    for (std::size_t k = 0; k < class_names.size(); ++k) {
+      const auto it = std::find(names.begin(), names.end(), class_names[k]);
+      if (it == names.end())
+        throw config_error(who + ": the data's class '" + class_names[k] + "' is not one of the " +
+                           std::to_string(names.size()) + " classes it is matched against");
+      to[k] = static_cast<int>(it - names.begin());
+    }
+    for (int& y : labels) y = to[static_cast<std::size_t>(y)];
+    class_names = names;
   }
   /// The subset of the listed images, same classes.
   labelled_images select(std::span<const index> rows) const {
@@ -2745,6 +2762,7 @@ inline row_split split_rows(index n, index n_val, std::mt19937_64& rng) {
 /// (classes 0-4) and a transfer task (5-9) that differs in its classes.
 /// Image i of a given seed is the same whatever else is drawn.
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <numbers>
@@ -2752,6 +2770,35 @@ inline row_split split_rows(index n, index n_val, std::mt19937_64& rng) {
 #include <string>
 #include <vector>
 
+
+// ---- begin vpdarts/detail/memory.hpp ----
+// Refusing allocations the machine cannot hold, before they are attempted:
+// a size that comes from a flag or a file is checked against the memory it
+// implies, so the error names the setting instead of ending in std::bad_alloc.
+
+#include <unistd.h>
+
+#include <string>
+
+
+namespace vpdarts::detail {
+
+/// The machine's physical memory in bytes (a large fallback when unknown).
+inline double physical_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && size > 0 ? static_cast<double>(pages) * static_cast<double>(size) : 1e15;
+}
+
+/// @throws config_error naming `what` when `bytes` exceed the machine's physical memory.
+inline void check_allocation(double bytes, const std::string& what) {
+  const double have = physical_memory_bytes();
+  if (!(bytes <= have))
+    throw config_error(cat(what, " needs ", bytes / (1u << 30), " GiB, more than this machine's ", have / (1u << 30),
+                           " GiB of memory"));
+}
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/memory.hpp ----
 
 namespace vpdarts::data {
 
@@ -2819,11 +2866,16 @@ labelled_images<S> make_synthetic(const synthetic_options& o) {
   if (classes.empty())
     for (int k = 0; k < 10; ++k) classes.push_back(k);
   labelled_images<S> out;
-  for (int k : classes) {
+  for (std::size_t i = 0; i < classes.size(); ++i) {
+    const int k = classes[i];
     if (k < 0 || k > 9) throw config_error(vpdarts::detail::cat("make_synthetic: class ", k, " is outside 0-9"));
+    if (std::find(classes.begin(), classes.begin() + static_cast<std::ptrdiff_t>(i), k) != classes.begin() + static_cast<std::ptrdiff_t>(i))
+      throw config_error(vpdarts::detail::cat("make_synthetic: class ", k, " is listed twice"));
     out.class_names.push_back(synthetic_class_names()[static_cast<std::size_t>(k)]);
   }
   const index n = o.count, s = o.image, c = o.channels;
+  vpdarts::detail::check_allocation(static_cast<double>(n) * static_cast<double>(c * s * s) * sizeof(S),
+                                    vpdarts::detail::cat("make_synthetic: ", n, " images of ", c, "x", s, "x", s));
   out.images = image_batch<S>(n, c, s, s);
   out.labels.resize(static_cast<std::size_t>(n));
   // balanced labels in a seeded random order
@@ -2966,7 +3018,10 @@ struct normalization {
       throw value_error(vpdarts::detail::cat("normalization: ", mean.size(), " means and ", std.size(), " stds for ", channels,
                                     " channels"));
     for (double s : std)
-      if (!(s > 0)) throw value_error(vpdarts::detail::cat("normalization: a std of ", s, " (must be > 0)"));
+      if (!(s >= 1e-6 && s <= 1e6))
+        throw value_error(vpdarts::detail::cat("normalization: a std of ", s, " (must be in [1e-6, 1e6]: pixels are on a 0..1 scale)"));
+    for (double m : mean)
+      if (!(std::abs(m) <= 1e6)) throw value_error(vpdarts::detail::cat("normalization: a mean of ", m, " (must be finite, |mean| <= 1e6)"));
   }
 };
 
@@ -3063,10 +3118,12 @@ struct augment_options {
 /// Augments every image of a normalised batch in place (channels first), each
 /// with its own random crop offset and flip drawn from `rng`. `scratch` is
 /// reused between calls (no allocation once warm).
-/// @throws value_error for a negative padding.
+/// @throws config_error for a negative padding, or one above half the image side (it could blank an image).
 template <Scalar S>
 void augment_batch(image_batch<S>& x, const augment_options& o, std::mt19937_64& rng, std::vector<S>& scratch) {
-  if (o.crop_padding < 0) throw value_error(vpdarts::detail::cat("augment_batch: crop padding ", o.crop_padding, " < 0"));
+  if (o.crop_padding < 0 || o.crop_padding > std::min(x.height, x.width) / 2)
+    throw config_error(vpdarts::detail::cat("augment_batch: crop padding ", o.crop_padding, " is not in 0..", std::min(x.height, x.width) / 2,
+                                            " (half the ", x.height, "x", x.width, " image)"));
   if (!o.active()) return;
   const std::size_t c = static_cast<std::size_t>(x.channels), h = static_cast<std::size_t>(x.height),
                     w = static_cast<std::size_t>(x.width), n = c * h * w;
@@ -3121,6 +3178,9 @@ namespace vpdarts::data {
 /// Decodes an image file as it is (its own size and channels, 0..1 scale).
 /// @throws io_error naming the file when it cannot be read or is not an image stb_image decodes.
 inline image load_image(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is a folder, not an image file"));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw io_error(vpdarts::detail::cat("load_image: cannot open '", path.string(), "'"));
   const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -3268,26 +3328,39 @@ file_dataset<S> image_folder(const std::filesystem::path& root, const folder_opt
   return detail::decode_files<S>(files, std::move(names), o, "image_folder '" + root.string() + "'");
 }
 
-/// A list file of `path label` lines (labels 0..K-1, paths relative to the list
-/// file's folder; blank lines and lines starting with '#' are skipped). Class
+/// The largest label a list file may use.
+inline constexpr int max_list_label = 99999;
+
+/// A list file of `path label` lines (labels 0..K-1, K <= 100000; paths relative to the
+/// list file's folder; blank lines and lines starting with '#' are skipped).
+/// The label is the last field; the path is everything before it, so it may
+/// hold spaces, and may be quoted ("my file.png" 3) or end at a tab. Class
 /// names are the labels as text.
 /// @throws io_error naming the list file and line for a bad line, or the image file that is bad.
 template <Scalar S>
 file_dataset<S> image_list(const std::filesystem::path& list, const folder_options& o = {}) {
+  if (std::filesystem::is_directory(list))
+    throw io_error(vpdarts::detail::cat("image_list: '", list.string(), "' is a folder, not a list file"));
   std::ifstream in(list);
   if (!in) throw io_error(vpdarts::detail::cat("image_list: cannot open '", list.string(), "'"));
   std::vector<std::pair<std::filesystem::path, int>> files;
   int max_label = -1;
   std::string line;
   for (long no = 1; std::getline(in, line); ++no) {
-    if (line.empty() || line[0] == '#' || line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    std::istringstream ls(line);
-    std::string path, label, extra;
-    ls >> path >> label;
-    const int v = vpdarts::detail::parse_number<int>(label).value_or(-1);
-    if (path.empty() || v < 0 || (ls >> extra))
-      throw io_error(vpdarts::detail::cat("image_list: '", list.string(), "' line ", no, ": expected 'path label' with a label >= 0, got '",
-                                          line, "'"));
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line[0] == '#' || line.find_first_not_of(" \t") == std::string::npos) continue;
+    auto bad = [&] {
+      throw io_error(vpdarts::detail::cat("image_list: '", list.string(), "' line ", no, ": expected 'path label' with a label in 0..",
+                                          max_list_label, ", got '", line, "'"));
+    };
+    const auto end = line.find_last_not_of(" \t");
+    const auto cut = line.find_last_of(" \t", end);
+    if (cut == std::string::npos) bad();
+    const int v = vpdarts::detail::parse_number<int>(line.substr(cut + 1, end - cut)).value_or(-1);
+    std::string path = line.substr(0, line.find_last_not_of(" \t", cut) + 1);
+    path.erase(0, path.find_first_not_of(" \t"));
+    if (path.size() >= 2 && path.front() == '"' && path.back() == '"') path = path.substr(1, path.size() - 2);
+    if (path.empty() || v < 0 || v > max_list_label) bad();
     files.emplace_back(list.parent_path() / path, v);
     max_label = std::max(max_label, v);
   }
@@ -3344,11 +3417,12 @@ inline std::vector<std::uint8_t> read_maybe_gzip(const std::filesystem::path& pa
   z.next_in = raw.data();
   z.avail_in = static_cast<uInt>(raw.size());
   std::array<std::uint8_t, 1 << 16> chunk;
-  int rc = Z_OK;
-  while (rc != Z_STREAM_END) {
+  // A gzip file may hold several members one after another (gzip -d reads them all): each
+  // Z_STREAM_END is followed by a reset while input remains.
+  for (;;) {
     z.next_out = chunk.data();
     z.avail_out = static_cast<uInt>(chunk.size());
-    rc = inflate(&z, Z_NO_FLUSH);
+    const int rc = inflate(&z, Z_NO_FLUSH);
     if (rc != Z_OK && rc != Z_STREAM_END) {
       const std::string why = rc == Z_BUF_ERROR ? "the gzip stream ends early (truncated file?)"
                                                 : vpdarts::detail::cat("corrupt gzip data (", z.msg ? z.msg : "zlib error", ")");
@@ -3356,7 +3430,15 @@ inline std::vector<std::uint8_t> read_maybe_gzip(const std::filesystem::path& pa
       throw io_error(vpdarts::detail::cat("read: '", path.string(), "': ", why));
     }
     out.insert(out.end(), chunk.data(), chunk.data() + (chunk.size() - z.avail_out));
-    if (rc != Z_STREAM_END && z.avail_in == 0 && z.avail_out != 0) {
+    if (rc == Z_STREAM_END) {
+      if (z.avail_in == 0) break;
+      if (inflateReset(&z) != Z_OK) {
+        inflateEnd(&z);
+        throw io_error(vpdarts::detail::cat("read: '", path.string(), "': corrupt gzip data after a member"));
+      }
+      continue;
+    }
+    if (z.avail_in == 0 && z.avail_out != 0) {
       inflateEnd(&z);
       throw io_error(vpdarts::detail::cat("read: '", path.string(), "': the gzip stream ends early (truncated file?)"));
     }
@@ -3436,6 +3518,9 @@ labelled_images<S> load_idx(const std::filesystem::path& images, const std::file
     throw io_error(vpdarts::detail::cat("load_idx: '", images.string(), "' holds ", im.dims[0], " images but '", labels.string(),
                                         "' ", lb.dims[0], " labels"));
   const index n = im.dims[0], h = im.dims[1], w = im.dims[2];
+  if (n < 1 || h < 1 || w < 1)
+    throw io_error(vpdarts::detail::cat("load_idx: '", images.string(), "' holds ", n, " images of ", h, "x", w,
+                                        ": nothing to load"));
   int max_label = 0;
   for (auto v : lb.values) max_label = std::max(max_label, int(v));
   std::vector<int> keep = o.classes;
@@ -3752,6 +3837,10 @@ class vit {
  private:
   static const vit_config& validated(const vit_config& c) {
     c.validate();
+    const double d = static_cast<double>(c.dim), m = static_cast<double>(c.mlp);
+    const double values = d * static_cast<double>(c.channels * c.patch * c.patch) + d * static_cast<double>(c.tokens()) +
+                          static_cast<double>(c.depth) * (4 * d * d + 2 * d * m + 10 * d) + d * static_cast<double>(c.classes);
+    detail::check_allocation(values * sizeof(S), detail::cat("a ViT of ", c.describe()));
     return c;
   }
   vit_config cfg_;
@@ -3827,11 +3916,89 @@ class vit {
 #include <vector>
 
 
+// ---- begin vpdarts/io/json.hpp ----
+/// @file json.hpp
+/// JSON from outside (files, metadata) parsed safely: nesting deeper than a
+/// limit is refused before the recursive parser sees it (100,000 levels would
+/// overflow the stack). Lists of numbers, where NaN and Inf (a loss that was
+/// not measured, or diverged) are written as null and read back as NaN.
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+
+namespace vpdarts::io {
+
+/// The deepest nesting parse_json() accepts by default: far more than any file vpdarts writes.
+inline constexpr std::size_t max_json_depth = 64;
+
+/// Parses JSON text from `origin` (a file, a metadata key). @throws io_error
+/// naming `origin` for nesting deeper than `max_depth` (checked first, without
+/// recursion) or text that is not JSON.
+inline nlohmann::json parse_json(std::string_view text, const std::string& origin, std::size_t max_depth = max_json_depth) {
+  std::size_t depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth)
+        throw io_error(vpdarts::detail::cat(origin, ": JSON nested deeper than ", max_depth, " levels"));
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  try {
+    return nlohmann::json::parse(text.begin(), text.end());
+  } catch (const nlohmann::json::exception& e) {
+    throw io_error(vpdarts::detail::cat(origin, ": not valid JSON: ", e.what()));
+  }
+}
+
+/// The numbers as a JSON array; a NaN or Inf becomes null.
+inline nlohmann::json numbers_to_json(const std::vector<double>& v) {
+  nlohmann::json out = nlohmann::json::array();
+  for (double x : v) out.push_back(std::isfinite(x) ? nlohmann::json(x) : nlohmann::json());
+  return out;
+}
+
+/// A JSON array of numbers and nulls (as NaN). @throws io_error naming `origin` for anything else.
+inline std::vector<double> numbers_from_json(const nlohmann::json& j, const std::string& origin) {
+  if (!j.is_array()) throw io_error(vpdarts::detail::cat(origin, ": expected an array of numbers, got ", j.type_name()));
+  std::vector<double> out;
+  out.reserve(j.size());
+  for (const auto& x : j) {
+    if (x.is_null()) out.push_back(std::numeric_limits<double>::quiet_NaN());
+    else if (x.is_number()) out.push_back(x.get<double>());
+    else throw io_error(vpdarts::detail::cat(origin, ": expected a number or null, got ", x.type_name()));
+  }
+  return out;
+}
+
+}  // namespace vpdarts::io
+// ---- end vpdarts/io/json.hpp ----
+
 // ---- begin vpdarts/io/atomic_file.hpp ----
 /// @file atomic_file.hpp
 /// Atomic file writing: write a temporary file beside the target, then rename
-/// it over the target, so a crash never leaves a half-written file.
+/// it over the target, so a crash never leaves a half-written file. The
+/// temporary's name holds the writer's process id (`NAME.tmp-PID-RANDOM`);
+/// temporaries of the same target left by a process that no longer runs (a
+/// kill -9 mid-write) are removed by the next write.
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -3840,25 +4007,47 @@ class vit {
 
 namespace vpdarts::io {
 
+namespace detail {
+
+/// Removes `path`'s temporaries whose writer process has ended.
+inline void remove_stale_temporaries(const std::filesystem::path& path) {
+  std::error_code ec;
+  const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+  const std::string prefix = path.filename().string() + ".tmp-";
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string rest = name.substr(prefix.size());
+    const auto pid = vpdarts::detail::parse_number<long>(rest.substr(0, rest.find('-')));
+    if (pid && *pid > 0 && *pid != static_cast<long>(::getpid()) && ::kill(static_cast<pid_t>(*pid), 0) == -1 && errno == ESRCH) {
+      std::error_code ignored;
+      std::filesystem::remove(it->path(), ignored);
+    }
+  }
+}
+
+}  // namespace detail
+
 /// Calls write(stream) on a temporary file in the target's folder, then renames it to `path`.
 /// On any failure the temporary is removed and the target is untouched.
 /// @throws io_error when the file cannot be created, written or renamed (and whatever `write` throws).
 template <class Write>
 void atomic_write(const std::filesystem::path& path, Write&& write, std::ios::openmode mode = std::ios::binary) {
+  detail::remove_stale_temporaries(path);
   std::random_device rd;
   std::filesystem::path tmp = path;
-  tmp += detail::cat(".tmp-", std::hex, rd());
+  tmp += vpdarts::detail::cat(".tmp-", ::getpid(), "-", std::hex, rd());
   try {
     {
       std::ofstream out(tmp, mode | std::ios::out | std::ios::trunc);
-      if (!out) throw io_error(detail::cat("atomic_write: cannot create '", tmp.string(), "' for '", path.string(), "'"));
+      if (!out) throw io_error(vpdarts::detail::cat("atomic_write: cannot create '", tmp.string(), "' for '", path.string(), "'"));
       write(out);
       out.flush();
-      if (!out) throw io_error(detail::cat("atomic_write: writing '", path.string(), "' failed (disk full?)"));
+      if (!out) throw io_error(vpdarts::detail::cat("atomic_write: writing '", path.string(), "' failed (disk full?)"));
     }
     std::error_code ec;
     std::filesystem::rename(tmp, path, ec);
-    if (ec) throw io_error(detail::cat("atomic_write: cannot rename '", tmp.string(), "' to '", path.string(), "': ", ec.message()));
+    if (ec) throw io_error(vpdarts::detail::cat("atomic_write: cannot rename '", tmp.string(), "' to '", path.string(), "': ", ec.message()));
   } catch (...) {
     std::error_code ignored;
     std::filesystem::remove(tmp, ignored);
@@ -4052,10 +4241,9 @@ class safetensors {
     const std::size_t body = bytes_.size() - 8 - header_len_;
     nlohmann::json header;
     try {
-      const char* begin = reinterpret_cast<const char*>(bytes_.data() + 8);
-      header = nlohmann::json::parse(begin, begin + header_len_);
-    } catch (const nlohmann::json::exception& e) {
-      fail(vpdarts::detail::cat("header is not valid JSON (", e.what(), ")"));
+      header = parse_json(std::string_view(reinterpret_cast<const char*>(bytes_.data() + 8), header_len_), "header");
+    } catch (const io_error& e) {
+      fail(e.message());
     }
     if (!header.is_object()) fail("header is not a JSON object");
     for (auto it = header.begin(); it != header.end(); ++it) {
@@ -4289,6 +4477,8 @@ inline constexpr const char* normalize = "vpdarts.normalize";
 inline constexpr const char* search_settings = "vpdarts.search.settings";
 /// A search checkpoint's state (epoch, data order, generator, history), as JSON.
 inline constexpr const char* search_state = "vpdarts.search.state";
+/// A search checkpoint's checksum over its state and tensors (16 hex digits).
+inline constexpr const char* search_checksum = "vpdarts.search.checksum";
 
 }  // namespace vpdarts::io::keys
 // ---- end vpdarts/io/metadata_keys.hpp ----
@@ -4733,43 +4923,6 @@ inline vit_config infer_vit_config(const io::safetensors& f, index heads = 0, in
 
 }  // namespace vpdarts
 // ---- end vpdarts/vit/checkpoint.hpp ----
-
-// ---- begin vpdarts/io/json.hpp ----
-/// @file json.hpp
-/// Lists of numbers in JSON, where NaN and Inf (a loss that was not measured,
-/// or diverged) are written as null and read back as NaN.
-
-#include <cmath>
-#include <limits>
-#include <vector>
-
-#include <nlohmann/json.hpp>
-
-
-namespace vpdarts::io {
-
-/// The numbers as a JSON array; a NaN or Inf becomes null.
-inline nlohmann::json numbers_to_json(const std::vector<double>& v) {
-  nlohmann::json out = nlohmann::json::array();
-  for (double x : v) out.push_back(std::isfinite(x) ? nlohmann::json(x) : nlohmann::json());
-  return out;
-}
-
-/// A JSON array of numbers and nulls (as NaN). @throws io_error naming `origin` for anything else.
-inline std::vector<double> numbers_from_json(const nlohmann::json& j, const std::string& origin) {
-  if (!j.is_array()) throw io_error(vpdarts::detail::cat(origin, ": expected an array of numbers, got ", j.type_name()));
-  std::vector<double> out;
-  out.reserve(j.size());
-  for (const auto& x : j) {
-    if (x.is_null()) out.push_back(std::numeric_limits<double>::quiet_NaN());
-    else if (x.is_number()) out.push_back(x.get<double>());
-    else throw io_error(vpdarts::detail::cat(origin, ": expected a number or null, got ", x.type_name()));
-  }
-  return out;
-}
-
-}  // namespace vpdarts::io
-// ---- end vpdarts/io/json.hpp ----
 
 // ---- begin vpdarts/fusion/traits.hpp ----
 /// @file traits.hpp
@@ -5933,12 +6086,7 @@ struct genotype {
     auto fail = [&](const std::string& why) -> void {
       throw io_error(detail::cat("genotype: '", origin, "': ", why));
     };
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::exception& e) {
-      fail(detail::cat("not valid JSON (", e.what(), ")"));
-    }
+    const nlohmann::json j = io::parse_json(text, detail::cat("genotype: '", origin, "'"));
     genotype g;
     if (!j.is_object() || !j.contains("layers") || !j["layers"].is_array())
       fail("expected an object with a \"layers\" array");
@@ -6310,6 +6458,16 @@ class prompted_vit {
     search_ = search;
     backbone_.freeze_backbone();
     if (opts_.prompts < 1) throw config_error(detail::cat("prompted_vit: prompts is ", opts_.prompts, ", must be >= 1"));
+    {
+      double values = 0;  // what the operators' parameters will take, checked before any is allocated
+      const fusion_context ctx = context();
+      Ops::for_each([&](auto type, auto) {
+        for (const param_spec& p : fusion_traits<typename decltype(type)::type>::params(ctx))
+          values += static_cast<double>(p.rows) * static_cast<double>(p.cols);
+      });
+      detail::check_allocation(values * static_cast<double>(backbone_.config().depth) * 2 * sizeof(S),
+                               detail::cat("prompted_vit: ", opts_.prompts, " prompts on ", backbone_.config().describe()));
+    }
     if (opts_.classes > 0 && opts_.classes != backbone_.config().classes) backbone_.reset_head(opts_.classes);
     head().weight.unfreeze();
     head().bias.unfreeze();
@@ -6547,6 +6705,7 @@ class bilevel_optimizer {
 /// fingerprint (which must match on resume) and the loop's state (epoch, data
 /// order, random generator, history).
 
+#include <algorithm>
 #include <filesystem>
 #include <random>
 #include <span>
@@ -6556,6 +6715,48 @@ class bilevel_optimizer {
 
 #include <nlohmann/json.hpp>
 
+
+// ---- begin vpdarts/detail/hash.hpp ----
+// A 64-bit FNV-1a hash of bytes, for fingerprints (the data and backbone a
+// search ran on) and checksums (a search checkpoint's state). Not
+// cryptographic: it catches a changed setting, a truncated edit or a flipped
+// value, not a forger.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <string_view>
+
+namespace vpdarts::detail {
+
+/// Incremental FNV-1a (64 bit).
+class fnv1a {
+ public:
+  /// Adds `n` bytes.
+  void add(const void* data, std::size_t n) noexcept {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (std::size_t i = 0; i < n; ++i) h_ = (h_ ^ p[i]) * 0x100000001b3ull;
+  }
+  /// Adds the characters of `s` and its length.
+  void add(std::string_view s) noexcept {
+    add(s.data(), s.size());
+    const std::uint64_t n = s.size();
+    add(&n, sizeof n);
+  }
+  /// The hash so far as 16 hex digits.
+  std::string hex() const {
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h_));
+    return buf;
+  }
+
+ private:
+  std::uint64_t h_ = 0xcbf29ce484222325ull;
+};
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/hash.hpp ----
 
 namespace vpdarts {
 
@@ -6614,9 +6815,11 @@ struct search_state {
                                   {"train_loss", io::numbers_to_json(train_loss)},
                                   {"val_loss", io::numbers_to_json(val_loss)},
                                   {"seconds", seconds}};
-    io::write_safetensors<S>(path, std::move(views),
-                             {{io::keys::search_settings, fingerprint.dump()},
-                              {io::keys::search_state, state.dump()},
+    const std::string state_text = state.dump(), settings_text = fingerprint.dump();
+    io::write_safetensors<S>(path, views,
+                             {{io::keys::search_settings, settings_text},
+                              {io::keys::search_state, state_text},
+                              {io::keys::search_checksum, checksum(settings_text + state_text, views)},
                               {io::keys::genotype, model.derive().to_json().dump()},
                               {io::keys::prompts, std::to_string(model.options().prompts)}});
   }
@@ -6636,14 +6839,8 @@ struct search_state {
     const auto& meta = f.metadata();
     if (!meta.count(io::keys::search_settings) || !meta.count(io::keys::search_state))
       throw io_error(detail::cat(where, " is not a search checkpoint (no vpdarts.search metadata)"));
-    nlohmann::json saved, st;
-    try {
-      saved = nlohmann::json::parse(meta.at(io::keys::search_settings));
-      st = nlohmann::json::parse(meta.at(io::keys::search_state));
-    } catch (const nlohmann::json::exception& e) {
-      throw io_error(detail::cat(where, ": unreadable search metadata: ", e.what()));
-    }
-    if (!saved.is_object() || !st.is_object()) throw io_error(detail::cat(where, ": the search metadata are not JSON objects"));
+    const nlohmann::json saved = io::parse_json(meta.at(io::keys::search_settings), where + " " + io::keys::search_settings);
+    if (!saved.is_object()) throw io_error(detail::cat(where, ": the search settings are not a JSON object"));
     std::vector<std::string> differ;
     for (auto it = fingerprint.begin(); it != fingerprint.end(); ++it)
       if (!saved.contains(it.key()) || saved[it.key()] != it.value())
@@ -6651,6 +6848,22 @@ struct search_state {
                                      ", now ", it.value().dump(), ")"));
     if (!differ.empty())
       throw config_error(detail::cat("search: cannot resume from '", path.string(), "': settings differ: ", detail::join(differ, "; ")));
+    {  // the state and every tensor as written: an edited or damaged checkpoint is refused
+      std::vector<io::tensor_view<S>> views;
+      std::vector<std::vector<S>> values;
+      values.reserve(f.tensors().size());
+      for (const auto& t : f.tensors()) {
+        values.emplace_back(static_cast<std::size_t>(t.numel()));
+        f.copy_to<S>(t, std::span<S>(values.back()));
+        views.push_back({t.name, t.shape, std::span<const S>(values.back())});
+      }
+      const auto it = meta.find(io::keys::search_checksum);
+      if (it == meta.end() || it->second != checksum(meta.at(io::keys::search_settings) + meta.at(io::keys::search_state), views))
+        throw io_error(detail::cat(where, ": the checkpoint's checksum does not match its contents (edited or damaged); "
+                                          "start afresh without --resume"));
+    }
+    const nlohmann::json st = io::parse_json(meta.at(io::keys::search_state), where + " " + io::keys::search_state);
+    if (!st.is_object()) throw io_error(detail::cat(where, ": the search state is not a JSON object"));
     search_state s;
     long alpha_steps = 0;
     try {
@@ -6675,6 +6888,7 @@ struct search_state {
         s.alpha_history.push_back(std::move(m));
       }
       s.seconds = st.at("seconds").get<double>();
+      if (alpha_steps < 0) throw io_error(detail::cat(where, ": alpha_steps is ", alpha_steps));
     } catch (const nlohmann::json::exception& e) {
       throw io_error(detail::cat(where, ": unreadable search state: ", e.what()));
     }
@@ -6702,6 +6916,20 @@ struct search_state {
   }
 
  private:
+  /// FNV-1a over the state text and every tensor (name, shape, values), in name order.
+  template <Scalar S>
+  static std::string checksum(const std::string& state_text, std::vector<io::tensor_view<S>> views) {
+    std::sort(views.begin(), views.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+    detail::fnv1a h;
+    h.add(state_text);
+    for (const auto& v : views) {
+      h.add(v.name);
+      h.add(v.shape.data(), v.shape.size() * sizeof(std::int64_t));
+      h.add(v.values.data(), v.values.size() * sizeof(S));
+    }
+    return h.hex();
+  }
+
   /// @throws io_error when the state cannot be the state of a search over `images` rows.
   void check(const std::string& where, index images, index n_val, long epochs) const {
     auto fail = [&](const std::string& why) { throw io_error(detail::cat(where, ": inconsistent search state: ", why)); };
@@ -6783,10 +7011,21 @@ struct search_result {
   long resumed_from = 0;                      ///< epochs read from the checkpoint (0: a fresh start)
 };
 
-/// The settings a resumed search must share with the run that wrote the checkpoint.
-template <OpList Ops>
-nlohmann::json search_fingerprint(const search_options& o, const vit_config& c, index prompts, index images) {
+/// The settings a resumed search must share with the run that wrote the
+/// checkpoint: every option the result depends on, the model's shape, and
+/// hashes of the training data (images and labels) and of the frozen backbone.
+template <Scalar S, OpList Ops>
+nlohmann::json search_fingerprint(const search_options& o, prompted_vit<S, Ops>& model, const data::labelled_images<S>& data) {
   const bilevel_options& b = o.bilevel;
+  const vit_config& c = model.config();
+  detail::fnv1a data_hash, backbone_hash;
+  data_hash.add(data.images.pixels.data(), static_cast<std::size_t>(data.images.pixels.size()) * sizeof(S));
+  data_hash.add(data.labels.data(), data.labels.size() * sizeof(int));
+  for (const auto& name : data.class_names) data_hash.add(name);
+  for (parameter<S>* p : model.backbone().backbone_parameters()) {
+    backbone_hash.add(p->name());
+    backbone_hash.add(p->value().data(), static_cast<std::size_t>(p->size()) * sizeof(S));
+  }
   return {{"epochs", o.epochs},
           {"warmup_epochs", o.warmup_epochs},
           {"batch", o.batch},
@@ -6805,8 +7044,11 @@ nlohmann::json search_fingerprint(const search_options& o, const vit_config& c, 
           {"alpha_betas", {b.alpha_beta1, b.alpha_beta2}},
           {"ops", detail::join(Ops::names)},
           {"model", c.describe()},
-          {"prompts", prompts},
-          {"images", images}};
+          {"prompts", model.options().prompts},
+          {"images", data.size()},
+          {"scalar", sizeof(S) == 8 ? "double" : "float"},
+          {"data", data_hash.hex()},
+          {"backbone", backbone_hash.hex()}};
 }
 
 /// Runs a DARTS search on `data` (split seeded into search-train and search-val).
@@ -6830,7 +7072,7 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   search_result r;
   r.alpha_lr = o.bilevel.alpha_lr;
   bilevel_optimizer<S, Ops> optimizer(model, o.bilevel, hook);
-  const nlohmann::json fingerprint = search_fingerprint<Ops>(o, model.config(), model.options().prompts, n);
+  const nlohmann::json fingerprint = search_fingerprint(o, model, data);
   search_state st;
   if (o.resume && std::filesystem::exists(o.checkpoint)) {
     st = search_state::load(o.checkpoint, model, optimizer, fingerprint, n, n_val, o.epochs);
@@ -6922,6 +7164,9 @@ template <Scalar S, OpList Ops>
 double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const train_options& o,
              const gradient_hook<S>& hook = {}) {
   o.w.validate("train");
+  if (o.augment.crop_padding < 0 || o.augment.crop_padding > std::min(data.images.height, data.images.width) / 2)
+    throw config_error(detail::cat("train: crop padding ", o.augment.crop_padding, " is not in 0..",
+                                   std::min(data.images.height, data.images.width) / 2, " (half the image side)"));
   optim::sgd<S> opt(model.weight_groups(o.w.op_lr_mult, o.w.head_lr_mult), o.w.sgd());
   std::vector<parameter<S>*> ws = model.weights();
   std::vector<index> rows = all_rows(data.size());
@@ -7048,6 +7293,7 @@ lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_ima
 /// genotype (JSON), the prompt count, the heads, the class names and the
 /// input normalisation. See docs/checkpoints.md.
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -7152,7 +7398,8 @@ trained_model<S, Ops> load_model(const std::filesystem::path& path) {
   if (kind != "probe" && kind != "prompted")
     throw io_error(detail::cat("load_model: '", path.string(), "': unknown model kind '", kind, "'"));
   try {
-    out.class_names = nlohmann::json::parse(need(io::keys::class_names)).template get<std::vector<std::string>>();
+    out.class_names = io::parse_json(need(io::keys::class_names), detail::cat("load_model: '", path.string(), "' ", io::keys::class_names))
+                          .template get<std::vector<std::string>>();
   } catch (const nlohmann::json::exception& e) {
     throw io_error(detail::cat("load_model: '", path.string(), "': bad ", io::keys::class_names, ": ", e.what()));
   }
@@ -7161,7 +7408,14 @@ trained_model<S, Ops> load_model(const std::filesystem::path& path) {
   } catch (const error& e) {
     throw io_error(detail::cat("load_model: '", path.string(), "': bad ", io::keys::normalize, ": ", e.message()));
   }
-  vit<S> backbone = load_vit<S>(f, 0, 0, true);  // the file is read once
+  if (!f.find("head.weight") || !f.find("head.bias"))
+    throw io_error(detail::cat("load_model: '", path.string(), "' has no head (head.weight, head.bias): not a trained model"));
+  bool has_fusion = false;
+  for (const auto& t : f.tensors()) has_fusion = has_fusion || t.name.rfind("fusion.", 0) == 0;
+  if (kind == "probe" && has_fusion)
+    throw io_error(detail::cat("load_model: '", path.string(), "' is marked as a linear probe but holds fusion parameters"));
+  // the file is read once; a prompted model's fusion tensors are the only names the ViT does not take
+  vit<S> backbone = load_vit<S>(f, vit_load_options{.allow_unexpected = has_fusion});
   if (kind == "probe") {
     out.probe.emplace(std::move(backbone));
   } else {
@@ -7174,6 +7428,14 @@ trained_model<S, Ops> load_model(const std::filesystem::path& path) {
     out.prompted.emplace(std::move(backbone), g, prompt_options{.prompts = *prompts});
     std::vector<parameter<S>*> ps = out.prompted->fusion_parameters();
     io::load_parameters<S>(f, ps, {.allow_unexpected = true});
+    for (parameter<S>* p : ps)
+      if (!p->value().allFinite())
+        throw io_error(detail::cat("load_model: '", path.string(), "': tensor '", p->name(), "' holds NaN or Inf"));
+    for (const auto& t : f.tensors())
+      if (t.name.rfind("fusion.", 0) == 0 &&
+          std::none_of(ps.begin(), ps.end(), [&](parameter<S>* p) { return p->name() == t.name; }))
+        throw io_error(detail::cat("load_model: '", path.string(), "': tensor '", t.name, "' is not a parameter of the genotype ",
+                                   out.prompted->derive().str()));
   }
   if (static_cast<index>(out.class_names.size()) != out.config().classes)
     throw io_error(detail::cat("load_model: '", path.string(), "': ", out.class_names.size(), " class names for a head of ",

@@ -283,5 +283,6 @@ TEST_CASE("random crop and flip move whole images, seeded", "[data][transforms]"
   std::mt19937_64 rng2(5);
   vp::data::augment_batch(again, {.crop_padding = 1, .flip = true}, rng2, scratch);
   CHECK((again.pixels - x.pixels).norm() == 0);
-  CHECK_THROWS_AS(vp::data::augment_batch(again, {.crop_padding = -1}, rng2, scratch), vp::value_error);
+  CHECK_THROWS_AS(vp::data::augment_batch(again, {.crop_padding = -1}, rng2, scratch), vp::config_error);
+  CHECK_THROWS_WITH(vp::data::augment_batch(again, {.crop_padding = 1000000}, rng2, scratch), Catch::Contains("half the"));
 }

@@ -94,7 +94,7 @@ TEST_CASE("prompts on registers: concat goes after every prefix token, pooling n
   // with zero prompts at every position but the one concat uses, the result equals inserting them by hand
   vp::tape<double> t;
   const vp::matrix<double> got = derived.logits(t, x).value();
-  auto manual = [&](vp::index at) {
+  auto manual = [&](vp::index at) -> vp::matrix<double> {  // a copy: the tape dies with the lambda
     vp::tape<double> u;
     auto feats = derived.backbone().features(u, x, [&](vp::index l, vp::vit_block<double>& b, const vp::var<double>& h,
                                                        vp::index batch) {

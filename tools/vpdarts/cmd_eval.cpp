@@ -21,9 +21,8 @@ int cmd_eval(int argc, char** argv) {
   common.apply();
   const auto start = std::chrono::steady_clock::now();
   vp::trained_model<float> lm = vp::load_model<float>(model_file);
-  auto test = data.load(lm.config(), true);
-  if (test.classes() != lm.config().classes)
-    throw vp::config_error(cat("eval: the test data has ", test.classes(), " classes, the model ", lm.config().classes));
+  auto test = data.load(lm.config(), true, &lm.norm);  // the normalisation the model was trained with
+  test.relabel_to(lm.class_names, "eval");                 // folders map to the model's classes by name
   auto forward = [&](vp::tape<float>& t, const vp::image_batch<float>& x) { return lm.logits(t, x); };
   const double acc = vp::top1_accuracy(test, 64, forward);
   nlohmann::json m = cost_metrics(lm.trainable_params(), lm.trainable_percent(), lm.config(), forward);

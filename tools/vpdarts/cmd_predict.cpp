@@ -5,9 +5,27 @@
 
 namespace vpdarts_cli {
 
+namespace {
+
+/// A field of the tab-separated output: backslash, tab, newline and carriage return escaped C-style.
+std::string field(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\\') out += "\\\\";
+    else if (c == '\t') out += "\\t";
+    else if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
 int cmd_predict(int argc, char** argv) {
   flags f("predict", "Classifies image files (PNG, JPEG, BMP, ...) with a model file from vpdarts retrain;\n"
-                     "prints one line per file: the file, the label and its probability.");
+                     "prints one line per file: the file, the label and its probability, tab-separated\n"
+                     "(a backslash, tab or newline inside a file or class name is written as \\\\, \\t, \\n).");
   common_settings common;
   std::string model_file;
   long top = 1;
@@ -33,9 +51,9 @@ int cmd_predict(int argc, char** argv) {
     std::vector<std::pair<float, vp::index>> ranked;
     for (vp::index k = 0; k < probs.cols(); ++k) ranked.emplace_back(probs(static_cast<vp::index>(i), k), k);
     std::sort(ranked.begin(), ranked.end(), std::greater<>());
-    std::printf("%s", files[i].c_str());
+    std::printf("%s", field(files[i]).c_str());
     for (long k = 0; k < std::min<long>(top, static_cast<long>(ranked.size())); ++k)
-      std::printf("\t%s\t%.4f", lm.class_names[static_cast<std::size_t>(ranked[static_cast<std::size_t>(k)].second)].c_str(),
+      std::printf("\t%s\t%.4f", field(lm.class_names[static_cast<std::size_t>(ranked[static_cast<std::size_t>(k)].second)]).c_str(),
                   static_cast<double>(ranked[static_cast<std::size_t>(k)].first));
     std::printf("\n");
   }

@@ -36,7 +36,7 @@ struct retrain_settings {
     require(prompts >= 1 && prompts <= 100000, cmd, cat("--prompts must be in 1..100000, got ", prompts));
     require(epochs >= 1, cmd, cat("--epochs must be >= 1, got ", epochs));
     require(batch >= 1, cmd, cat("--batch must be >= 1, got ", batch));
-    require(crop_padding >= 0 && crop_padding <= 64, cmd, cat("--crop-padding must be in 0..64, got ", crop_padding));
+    require(crop_padding >= 0 && crop_padding <= 4096, cmd, cat("--crop-padding must be in 0..4096 (and at most half the image side), got ", crop_padding));
     require(!(probe && (crop_padding > 0 || flip)), cmd,
             "the linear probe trains on fixed features; --crop-padding and --flip do not apply");
     require(!(probe && !op.empty()), cmd, "--linear-probe and --op exclude each other");
@@ -89,7 +89,13 @@ int cmd_retrain(int argc, char** argv) {
   vp::vit<float> vit = backbone.load(common.quiet, &bb);
   const vp::genotype g = s.probe ? vp::genotype{} : s.genotype(vit.config().depth);
   auto train = data.load(vit.config(), false), test = data.load(vit.config(), true);
+  test.relabel_to(train.class_names, "retrain (test data)");  // by class name, never by folder order
   ensure_dir(dir);
+  // model.safetensors and metrics.json are a pair: the old metrics go just before the new model is written
+  auto drop_old_metrics = [&] {
+    std::error_code gone;
+    fs::remove(dir / "metrics.json", gone);
+  };
   nlohmann::json m;
   double accuracy = 0, seconds = 0;
   const auto start = std::chrono::steady_clock::now();
@@ -99,6 +105,7 @@ int cmd_retrain(int argc, char** argv) {
     const auto r = vp::linear_probe(vit, train, test,
                                     {.epochs = s.epochs, .batch = s.batch, .w = w, .seed = s.seed, .progress = !common.quiet});
     accuracy = r.test_accuracy;
+    drop_old_metrics();
     vp::save_model(dir / "model.safetensors", vit, train.class_names, data.norm(vit.config()));
     seconds = elapsed();
     m = cost_metrics(r.trainable_params, 100.0 * static_cast<double>(r.trainable_params) / static_cast<double>(vit.backbone_size()),
@@ -111,6 +118,7 @@ int cmd_retrain(int argc, char** argv) {
                                   {.epochs = s.epochs, .batch = s.batch, .w = w, .seed = s.seed, .progress = !common.quiet,
                                    .augment = {.crop_padding = s.crop_padding, .flip = s.flip}});
     accuracy = vp::evaluate(model, test);
+    drop_old_metrics();
     vp::save_model(dir / "model.safetensors", model, train.class_names, data.norm(model.config()));
     seconds = elapsed();
     m = cost_metrics(model.trainable_params(), model.trainable_percent(), model.config(),

@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 #include <vpdarts/detail/format.hpp>
+#include <vpdarts/io/json.hpp>
 
 namespace vpdarts_cli {
 
@@ -189,9 +190,10 @@ class flags {
     if (!in) fail("cannot open the config file '" + path + "'");
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()));
-    } catch (const nlohmann::json::exception& e) {
-      fail("the config file '" + path + "' is not JSON: " + e.what());
+      j = vpdarts::io::parse_json(std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()),
+                                  "the config file '" + path + "'");
+    } catch (const vpdarts::io_error& e) {
+      fail(e.message() + " (the config file is not JSON)");
     }
     if (!j.is_object()) fail("the config file '" + path + "' must hold a JSON object of flag names to values");
     for (auto it = j.begin(); it != j.end(); ++it) {

@@ -1,6 +1,8 @@
 // The vpdarts tool's shared settings (see settings.hpp).
 #include "settings.hpp"
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <set>
 #include <sstream>
@@ -64,8 +66,11 @@ void data_settings::validate(const std::string& command, bool need_train, bool n
   require(!(files && need_train && train_path.empty()), command, "--data " + data + " needs --train PATH");
   require(!(files && need_test && test_path.empty()), command, "--data " + data + " needs --test PATH");
   if (data == "synthetic" || data == "idx" || data == "fashion") parse_classes(classes);
-  for (const auto& [n, flag] : {std::pair{train_images, "--train-images"}, std::pair{test_images, "--test-images"}})
+  for (const auto& [n, flag] : {std::pair{train_images, "--train-images"}, std::pair{test_images, "--test-images"}}) {
     require(n == -1 || (n >= 1 && n <= 10'000'000), command, cat(flag, " must be -1 or in 1..10000000, got ", n));
+    require(n == -1 || !(data == "folder" || data == "list"), command,
+            cat(flag, " does not apply to --data ", data, ": every image of the folder or list is used"));
+  }
   require(per_class >= 0, command, cat("--per-class must be >= 0, got ", per_class));
   require(noise >= 0 && noise <= 1, command, cat("--noise must be in [0, 1], got ", noise));
 }
@@ -77,7 +82,9 @@ vp::data::normalization data_settings::norm(const vp::vit_config& c) const {
   return vp::data::normalization::imagenet();
 }
 
-vp::data::labelled_images<float> data_settings::load(const vp::vit_config& c, bool test) const {
+vp::data::labelled_images<float> data_settings::load(const vp::vit_config& c, bool test,
+                                                     const vp::data::normalization* norm_override) const {
+  const vp::data::normalization nm = norm_override ? *norm_override : norm(c);
   const long requested = test ? test_images : train_images;
   const char* count_flag = test ? "--test-images" : "--train-images";
   if (data == "synthetic") {
@@ -91,7 +98,7 @@ vp::data::labelled_images<float> data_settings::load(const vp::vit_config& c, bo
   }
   const std::string path = test ? test_path : train_path;
   if (data == "folder" || data == "list") {
-    vp::data::folder_options fo{.image = c.image, .channels = c.channels, .norm = norm(c), .skip_bad = skip_bad};
+    vp::data::folder_options fo{.image = c.image, .channels = c.channels, .norm = nm, .skip_bad = skip_bad};
     auto set = data == "folder" ? vp::data::image_folder<float>(path, fo) : vp::data::image_list<float>(path, fo);
     if (!set.skipped.empty()) {
       std::fprintf(stderr, "data: skipped %zu unreadable file(s) in %s:\n", set.skipped.size(), path.c_str());
@@ -111,7 +118,7 @@ vp::data::labelled_images<float> data_settings::load(const vp::vit_config& c, bo
     throw vp::io_error(cat("no ", plain.filename().string(), "[.gz] in '", dir.string(), "'",
                            data == "fashion" ? " (install Debian's dataset-fashion-mnist)" : ""));
   };
-  vp::data::idx_options io{.classes = parse_classes(classes), .image = c.image, .channels = c.channels, .norm = norm(c)};
+  vp::data::idx_options io{.classes = parse_classes(classes), .image = c.image, .channels = c.channels, .norm = nm};
   if (data == "fashion") io.label_names = vp::data::fashion_mnist_class_names();
   const long n_classes = static_cast<long>(io.classes.size());
   if (!test && per_class > 0) io.per_class = per_class;
@@ -240,6 +247,8 @@ fs::path backbone_settings::path(bool quiet) const {
     return cached;
   }
   ensure_dir(dir);
+  if (::access(dir.c_str(), W_OK) != 0)  // before a minute of pretraining whose result could not be kept
+    throw vp::io_error("the backbone cache folder '" + dir.string() + "' is not writable (set --cache-dir or $VPDARTS_CACHE)");
   std::printf("backbone: pretraining the built-in ViT (%s) on synthetic classes 0-4 (once; cached at %s)\n",
               r.config.describe().c_str(), cached.string().c_str());
   vp::vit<float> m(r.config, 0, vp::vit_init::xavier);

@@ -77,8 +77,10 @@ struct data_settings {
   void validate(const std::string& command, bool need_train, bool need_test) const;
   /// The input normalisation of this data for a model of `c`.
   vp::data::normalization norm(const vp::vit_config& c) const;
-  /// The training or test set for a model of `c`.
-  vp::data::labelled_images<float> load(const vp::vit_config& c, bool test) const;
+  /// The training or test set for a model of `c`, normalised as `norm_override` says when given
+  /// (a model file's own), else as norm() says.
+  vp::data::labelled_images<float> load(const vp::vit_config& c, bool test,
+                                        const vp::data::normalization* norm_override = nullptr) const;
 };
 
 /// The flags of w's optimiser, shared by search and retrain.

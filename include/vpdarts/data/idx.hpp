@@ -46,11 +46,12 @@ inline std::vector<std::uint8_t> read_maybe_gzip(const std::filesystem::path& pa
   z.next_in = raw.data();
   z.avail_in = static_cast<uInt>(raw.size());
   std::array<std::uint8_t, 1 << 16> chunk;
-  int rc = Z_OK;
-  while (rc != Z_STREAM_END) {
+  // A gzip file may hold several members one after another (gzip -d reads them all): each
+  // Z_STREAM_END is followed by a reset while input remains.
+  for (;;) {
     z.next_out = chunk.data();
     z.avail_out = static_cast<uInt>(chunk.size());
-    rc = inflate(&z, Z_NO_FLUSH);
+    const int rc = inflate(&z, Z_NO_FLUSH);
     if (rc != Z_OK && rc != Z_STREAM_END) {
       const std::string why = rc == Z_BUF_ERROR ? "the gzip stream ends early (truncated file?)"
                                                 : vpdarts::detail::cat("corrupt gzip data (", z.msg ? z.msg : "zlib error", ")");
@@ -58,7 +59,15 @@ inline std::vector<std::uint8_t> read_maybe_gzip(const std::filesystem::path& pa
       throw io_error(vpdarts::detail::cat("read: '", path.string(), "': ", why));
     }
     out.insert(out.end(), chunk.data(), chunk.data() + (chunk.size() - z.avail_out));
-    if (rc != Z_STREAM_END && z.avail_in == 0 && z.avail_out != 0) {
+    if (rc == Z_STREAM_END) {
+      if (z.avail_in == 0) break;
+      if (inflateReset(&z) != Z_OK) {
+        inflateEnd(&z);
+        throw io_error(vpdarts::detail::cat("read: '", path.string(), "': corrupt gzip data after a member"));
+      }
+      continue;
+    }
+    if (z.avail_in == 0 && z.avail_out != 0) {
       inflateEnd(&z);
       throw io_error(vpdarts::detail::cat("read: '", path.string(), "': the gzip stream ends early (truncated file?)"));
     }
@@ -138,6 +147,9 @@ labelled_images<S> load_idx(const std::filesystem::path& images, const std::file
     throw io_error(vpdarts::detail::cat("load_idx: '", images.string(), "' holds ", im.dims[0], " images but '", labels.string(),
                                         "' ", lb.dims[0], " labels"));
   const index n = im.dims[0], h = im.dims[1], w = im.dims[2];
+  if (n < 1 || h < 1 || w < 1)
+    throw io_error(vpdarts::detail::cat("load_idx: '", images.string(), "' holds ", n, " images of ", h, "x", w,
+                                        ": nothing to load"));
   int max_label = 0;
   for (auto v : lb.values) max_label = std::max(max_label, int(v));
   std::vector<int> keep = o.classes;

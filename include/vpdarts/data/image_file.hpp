@@ -24,6 +24,9 @@ namespace vpdarts::data {
 /// Decodes an image file as it is (its own size and channels, 0..1 scale).
 /// @throws io_error naming the file when it cannot be read or is not an image stb_image decodes.
 inline image load_image(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is a folder, not an image file"));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw io_error(vpdarts::detail::cat("load_image: cannot open '", path.string(), "'"));
   const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -112,26 +112,39 @@ file_dataset<S> image_folder(const std::filesystem::path& root, const folder_opt
   return detail::decode_files<S>(files, std::move(names), o, "image_folder '" + root.string() + "'");
 }
 
-/// A list file of `path label` lines (labels 0..K-1, paths relative to the list
-/// file's folder; blank lines and lines starting with '#' are skipped). Class
+/// The largest label a list file may use.
+inline constexpr int max_list_label = 99999;
+
+/// A list file of `path label` lines (labels 0..K-1, K <= 100000; paths relative to the
+/// list file's folder; blank lines and lines starting with '#' are skipped).
+/// The label is the last field; the path is everything before it, so it may
+/// hold spaces, and may be quoted ("my file.png" 3) or end at a tab. Class
 /// names are the labels as text.
 /// @throws io_error naming the list file and line for a bad line, or the image file that is bad.
 template <Scalar S>
 file_dataset<S> image_list(const std::filesystem::path& list, const folder_options& o = {}) {
+  if (std::filesystem::is_directory(list))
+    throw io_error(vpdarts::detail::cat("image_list: '", list.string(), "' is a folder, not a list file"));
   std::ifstream in(list);
   if (!in) throw io_error(vpdarts::detail::cat("image_list: cannot open '", list.string(), "'"));
   std::vector<std::pair<std::filesystem::path, int>> files;
   int max_label = -1;
   std::string line;
   for (long no = 1; std::getline(in, line); ++no) {
-    if (line.empty() || line[0] == '#' || line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    std::istringstream ls(line);
-    std::string path, label, extra;
-    ls >> path >> label;
-    const int v = vpdarts::detail::parse_number<int>(label).value_or(-1);
-    if (path.empty() || v < 0 || (ls >> extra))
-      throw io_error(vpdarts::detail::cat("image_list: '", list.string(), "' line ", no, ": expected 'path label' with a label >= 0, got '",
-                                          line, "'"));
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || line[0] == '#' || line.find_first_not_of(" \t") == std::string::npos) continue;
+    auto bad = [&] {
+      throw io_error(vpdarts::detail::cat("image_list: '", list.string(), "' line ", no, ": expected 'path label' with a label in 0..",
+                                          max_list_label, ", got '", line, "'"));
+    };
+    const auto end = line.find_last_not_of(" \t");
+    const auto cut = line.find_last_of(" \t", end);
+    if (cut == std::string::npos) bad();
+    const int v = vpdarts::detail::parse_number<int>(line.substr(cut + 1, end - cut)).value_or(-1);
+    std::string path = line.substr(0, line.find_last_not_of(" \t", cut) + 1);
+    path.erase(0, path.find_first_not_of(" \t"));
+    if (path.size() >= 2 && path.front() == '"' && path.back() == '"') path = path.substr(1, path.size() - 2);
+    if (path.empty() || v < 0 || v > max_list_label) bad();
     files.emplace_back(list.parent_path() / path, v);
     max_label = std::max(max_label, v);
   }

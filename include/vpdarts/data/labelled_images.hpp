@@ -3,10 +3,12 @@
 /// The dataset type every loader returns (synthetic, image folders and lists,
 /// IDX files): images, one label per image, and the class names.
 
+#include <algorithm>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "../error.hpp"
 #include "../fwd.hpp"
 #include "image_batch.hpp"
 
@@ -30,6 +32,22 @@ struct labelled_images {
     images.gather(rows, x);
     y.resize(rows.size());
     for (std::size_t i = 0; i < rows.size(); ++i) y[i] = labels[static_cast<std::size_t>(rows[i])];
+  }
+  /// Re-numbers the labels so that class_names becomes `names`, matching classes
+  /// by name (a test set read from folders against the classes a model was
+  /// trained on). @throws config_error naming `who` and the class when one of
+  /// this set's classes is not in `names`.
+  void relabel_to(const std::vector<std::string>& names, const std::string& who) {
+    std::vector<int> to(class_names.size());
+    for (std::size_t k = 0; k < class_names.size(); ++k) {
+      const auto it = std::find(names.begin(), names.end(), class_names[k]);
+      if (it == names.end())
+        throw config_error(who + ": the data's class '" + class_names[k] + "' is not one of the " +
+                           std::to_string(names.size()) + " classes it is matched against");
+      to[k] = static_cast<int>(it - names.begin());
+    }
+    for (int& y : labels) y = to[static_cast<std::size_t>(y)];
+    class_names = names;
   }
   /// The subset of the listed images, same classes.
   labelled_images select(std::span<const index> rows) const {

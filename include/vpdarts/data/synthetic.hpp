@@ -12,6 +12,7 @@
 /// (classes 0-4) and a transfer task (5-9) that differs in its classes.
 /// Image i of a given seed is the same whatever else is drawn.
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <numbers>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "../detail/format.hpp"
+#include "../detail/memory.hpp"
 #include "../error.hpp"
 #include "image_batch.hpp"
 #include "labelled_images.hpp"
@@ -90,11 +92,16 @@ labelled_images<S> make_synthetic(const synthetic_options& o) {
   if (classes.empty())
     for (int k = 0; k < 10; ++k) classes.push_back(k);
   labelled_images<S> out;
-  for (int k : classes) {
+  for (std::size_t i = 0; i < classes.size(); ++i) {
+    const int k = classes[i];
     if (k < 0 || k > 9) throw config_error(vpdarts::detail::cat("make_synthetic: class ", k, " is outside 0-9"));
+    if (std::find(classes.begin(), classes.begin() + static_cast<std::ptrdiff_t>(i), k) != classes.begin() + static_cast<std::ptrdiff_t>(i))
+      throw config_error(vpdarts::detail::cat("make_synthetic: class ", k, " is listed twice"));
     out.class_names.push_back(synthetic_class_names()[static_cast<std::size_t>(k)]);
   }
   const index n = o.count, s = o.image, c = o.channels;
+  vpdarts::detail::check_allocation(static_cast<double>(n) * static_cast<double>(c * s * s) * sizeof(S),
+                                    vpdarts::detail::cat("make_synthetic: ", n, " images of ", c, "x", s, "x", s));
   out.images = image_batch<S>(n, c, s, s);
   out.labels.resize(static_cast<std::size_t>(n));
   // balanced labels in a seeded random order

@@ -77,7 +77,10 @@ struct normalization {
       throw value_error(vpdarts::detail::cat("normalization: ", mean.size(), " means and ", std.size(), " stds for ", channels,
                                     " channels"));
     for (double s : std)
-      if (!(s > 0)) throw value_error(vpdarts::detail::cat("normalization: a std of ", s, " (must be > 0)"));
+      if (!(s >= 1e-6 && s <= 1e6))
+        throw value_error(vpdarts::detail::cat("normalization: a std of ", s, " (must be in [1e-6, 1e6]: pixels are on a 0..1 scale)"));
+    for (double m : mean)
+      if (!(std::abs(m) <= 1e6)) throw value_error(vpdarts::detail::cat("normalization: a mean of ", m, " (must be finite, |mean| <= 1e6)"));
   }
 };
 
@@ -174,10 +177,12 @@ struct augment_options {
 /// Augments every image of a normalised batch in place (channels first), each
 /// with its own random crop offset and flip drawn from `rng`. `scratch` is
 /// reused between calls (no allocation once warm).
-/// @throws value_error for a negative padding.
+/// @throws config_error for a negative padding, or one above half the image side (it could blank an image).
 template <Scalar S>
 void augment_batch(image_batch<S>& x, const augment_options& o, std::mt19937_64& rng, std::vector<S>& scratch) {
-  if (o.crop_padding < 0) throw value_error(vpdarts::detail::cat("augment_batch: crop padding ", o.crop_padding, " < 0"));
+  if (o.crop_padding < 0 || o.crop_padding > std::min(x.height, x.width) / 2)
+    throw config_error(vpdarts::detail::cat("augment_batch: crop padding ", o.crop_padding, " is not in 0..", std::min(x.height, x.width) / 2,
+                                            " (half the ", x.height, "x", x.width, " image)"));
   if (!o.active()) return;
   const std::size_t c = static_cast<std::size_t>(x.channels), h = static_cast<std::size_t>(x.height),
                     w = static_cast<std::size_t>(x.width), n = c * h * w;

@@ -1,10 +1,14 @@
 #pragma once
 /// @file json.hpp
-/// Lists of numbers in JSON, where NaN and Inf (a loss that was not measured,
-/// or diverged) are written as null and read back as NaN.
+/// JSON from outside (files, metadata) parsed safely: nesting deeper than a
+/// limit is refused before the recursive parser sees it (100,000 levels would
+/// overflow the stack). Lists of numbers, where NaN and Inf (a loss that was
+/// not measured, or diverged) are written as null and read back as NaN.
 
 #include <cmath>
 #include <limits>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -13,6 +17,36 @@
 #include "../error.hpp"
 
 namespace vpdarts::io {
+
+/// The deepest nesting parse_json() accepts by default: far more than any file vpdarts writes.
+inline constexpr std::size_t max_json_depth = 64;
+
+/// Parses JSON text from `origin` (a file, a metadata key). @throws io_error
+/// naming `origin` for nesting deeper than `max_depth` (checked first, without
+/// recursion) or text that is not JSON.
+inline nlohmann::json parse_json(std::string_view text, const std::string& origin, std::size_t max_depth = max_json_depth) {
+  std::size_t depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth)
+        throw io_error(vpdarts::detail::cat(origin, ": JSON nested deeper than ", max_depth, " levels"));
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  try {
+    return nlohmann::json::parse(text.begin(), text.end());
+  } catch (const nlohmann::json::exception& e) {
+    throw io_error(vpdarts::detail::cat(origin, ": not valid JSON: ", e.what()));
+  }
+}
 
 /// The numbers as a JSON array; a NaN or Inf becomes null.
 inline nlohmann::json numbers_to_json(const std::vector<double>& v) {

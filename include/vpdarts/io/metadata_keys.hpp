@@ -35,5 +35,7 @@ inline constexpr const char* normalize = "vpdarts.normalize";
 inline constexpr const char* search_settings = "vpdarts.search.settings";
 /// A search checkpoint's state (epoch, data order, generator, history), as JSON.
 inline constexpr const char* search_state = "vpdarts.search.state";
+/// A search checkpoint's checksum over its state and tensors (16 hex digits).
+inline constexpr const char* search_checksum = "vpdarts.search.checksum";
 
 }  // namespace vpdarts::io::keys

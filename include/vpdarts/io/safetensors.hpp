@@ -28,6 +28,7 @@
 
 #include "../detail/format.hpp"
 #include "../error.hpp"
+#include "json.hpp"
 #include "../fwd.hpp"
 #include "atomic_file.hpp"
 
@@ -214,10 +215,9 @@ class safetensors {
     const std::size_t body = bytes_.size() - 8 - header_len_;
     nlohmann::json header;
     try {
-      const char* begin = reinterpret_cast<const char*>(bytes_.data() + 8);
-      header = nlohmann::json::parse(begin, begin + header_len_);
-    } catch (const nlohmann::json::exception& e) {
-      fail(vpdarts::detail::cat("header is not valid JSON (", e.what(), ")"));
+      header = parse_json(std::string_view(reinterpret_cast<const char*>(bytes_.data() + 8), header_len_), "header");
+    } catch (const io_error& e) {
+      fail(e.message());
     }
     if (!header.is_object()) fail("header is not a JSON object");
     for (auto it = header.begin(); it != header.end(); ++it) {

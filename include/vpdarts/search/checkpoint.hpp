@@ -7,6 +7,7 @@
 /// fingerprint (which must match on resume) and the loop's state (epoch, data
 /// order, random generator, history).
 
+#include <algorithm>
 #include <filesystem>
 #include <random>
 #include <span>
@@ -17,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../data/split.hpp"
+#include "../detail/hash.hpp"
 #include "../io/json.hpp"
 #include "../io/metadata_keys.hpp"
 #include "../io/safetensors.hpp"
@@ -80,9 +82,11 @@ struct search_state {
                                   {"train_loss", io::numbers_to_json(train_loss)},
                                   {"val_loss", io::numbers_to_json(val_loss)},
                                   {"seconds", seconds}};
-    io::write_safetensors<S>(path, std::move(views),
-                             {{io::keys::search_settings, fingerprint.dump()},
-                              {io::keys::search_state, state.dump()},
+    const std::string state_text = state.dump(), settings_text = fingerprint.dump();
+    io::write_safetensors<S>(path, views,
+                             {{io::keys::search_settings, settings_text},
+                              {io::keys::search_state, state_text},
+                              {io::keys::search_checksum, checksum(settings_text + state_text, views)},
                               {io::keys::genotype, model.derive().to_json().dump()},
                               {io::keys::prompts, std::to_string(model.options().prompts)}});
   }
@@ -102,14 +106,8 @@ struct search_state {
     const auto& meta = f.metadata();
     if (!meta.count(io::keys::search_settings) || !meta.count(io::keys::search_state))
       throw io_error(detail::cat(where, " is not a search checkpoint (no vpdarts.search metadata)"));
-    nlohmann::json saved, st;
-    try {
-      saved = nlohmann::json::parse(meta.at(io::keys::search_settings));
-      st = nlohmann::json::parse(meta.at(io::keys::search_state));
-    } catch (const nlohmann::json::exception& e) {
-      throw io_error(detail::cat(where, ": unreadable search metadata: ", e.what()));
-    }
-    if (!saved.is_object() || !st.is_object()) throw io_error(detail::cat(where, ": the search metadata are not JSON objects"));
+    const nlohmann::json saved = io::parse_json(meta.at(io::keys::search_settings), where + " " + io::keys::search_settings);
+    if (!saved.is_object()) throw io_error(detail::cat(where, ": the search settings are not a JSON object"));
     std::vector<std::string> differ;
     for (auto it = fingerprint.begin(); it != fingerprint.end(); ++it)
       if (!saved.contains(it.key()) || saved[it.key()] != it.value())
@@ -117,6 +115,22 @@ struct search_state {
                                      ", now ", it.value().dump(), ")"));
     if (!differ.empty())
       throw config_error(detail::cat("search: cannot resume from '", path.string(), "': settings differ: ", detail::join(differ, "; ")));
+    {  // the state and every tensor as written: an edited or damaged checkpoint is refused
+      std::vector<io::tensor_view<S>> views;
+      std::vector<std::vector<S>> values;
+      values.reserve(f.tensors().size());
+      for (const auto& t : f.tensors()) {
+        values.emplace_back(static_cast<std::size_t>(t.numel()));
+        f.copy_to<S>(t, std::span<S>(values.back()));
+        views.push_back({t.name, t.shape, std::span<const S>(values.back())});
+      }
+      const auto it = meta.find(io::keys::search_checksum);
+      if (it == meta.end() || it->second != checksum(meta.at(io::keys::search_settings) + meta.at(io::keys::search_state), views))
+        throw io_error(detail::cat(where, ": the checkpoint's checksum does not match its contents (edited or damaged); "
+                                          "start afresh without --resume"));
+    }
+    const nlohmann::json st = io::parse_json(meta.at(io::keys::search_state), where + " " + io::keys::search_state);
+    if (!st.is_object()) throw io_error(detail::cat(where, ": the search state is not a JSON object"));
     search_state s;
     long alpha_steps = 0;
     try {
@@ -141,6 +155,7 @@ struct search_state {
         s.alpha_history.push_back(std::move(m));
       }
       s.seconds = st.at("seconds").get<double>();
+      if (alpha_steps < 0) throw io_error(detail::cat(where, ": alpha_steps is ", alpha_steps));
     } catch (const nlohmann::json::exception& e) {
       throw io_error(detail::cat(where, ": unreadable search state: ", e.what()));
     }
@@ -168,6 +183,20 @@ struct search_state {
   }
 
  private:
+  /// FNV-1a over the state text and every tensor (name, shape, values), in name order.
+  template <Scalar S>
+  static std::string checksum(const std::string& state_text, std::vector<io::tensor_view<S>> views) {
+    std::sort(views.begin(), views.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+    detail::fnv1a h;
+    h.add(state_text);
+    for (const auto& v : views) {
+      h.add(v.name);
+      h.add(v.shape.data(), v.shape.size() * sizeof(std::int64_t));
+      h.add(v.values.data(), v.values.size() * sizeof(S));
+    }
+    return h.hex();
+  }
+
   /// @throws io_error when the state cannot be the state of a search over `images` rows.
   void check(const std::string& where, index images, index n_val, long epochs) const {
     auto fail = [&](const std::string& why) { throw io_error(detail::cat(where, ": inconsistent search state: ", why)); };

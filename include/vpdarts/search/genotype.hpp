@@ -17,6 +17,7 @@
 #include "../detail/format.hpp"
 #include "../error.hpp"
 #include "../io/atomic_file.hpp"
+#include "../io/json.hpp"
 
 namespace vpdarts {
 
@@ -82,12 +83,7 @@ struct genotype {
     auto fail = [&](const std::string& why) -> void {
       throw io_error(detail::cat("genotype: '", origin, "': ", why));
     };
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::exception& e) {
-      fail(detail::cat("not valid JSON (", e.what(), ")"));
-    }
+    const nlohmann::json j = io::parse_json(text, detail::cat("genotype: '", origin, "'"));
     genotype g;
     if (!j.is_object() || !j.contains("layers") || !j["layers"].is_array())
       fail("expected an object with a \"layers\" array");

@@ -222,6 +222,16 @@ class prompted_vit {
     search_ = search;
     backbone_.freeze_backbone();
     if (opts_.prompts < 1) throw config_error(detail::cat("prompted_vit: prompts is ", opts_.prompts, ", must be >= 1"));
+    {
+      double values = 0;  // what the operators' parameters will take, checked before any is allocated
+      const fusion_context ctx = context();
+      Ops::for_each([&](auto type, auto) {
+        for (const param_spec& p : fusion_traits<typename decltype(type)::type>::params(ctx))
+          values += static_cast<double>(p.rows) * static_cast<double>(p.cols);
+      });
+      detail::check_allocation(values * static_cast<double>(backbone_.config().depth) * 2 * sizeof(S),
+                               detail::cat("prompted_vit: ", opts_.prompts, " prompts on ", backbone_.config().describe()));
+    }
     if (opts_.classes > 0 && opts_.classes != backbone_.config().classes) backbone_.reset_head(opts_.classes);
     head().weight.unfreeze();
     head().bias.unfreeze();

@@ -17,6 +17,7 @@
 
 #include "../data/labelled_images.hpp"
 #include "../data/split.hpp"
+#include "../detail/hash.hpp"
 #include "../train/loop.hpp"
 #include "bilevel.hpp"
 #include "checkpoint.hpp"
@@ -59,10 +60,21 @@ struct search_result {
   long resumed_from = 0;                      ///< epochs read from the checkpoint (0: a fresh start)
 };
 
-/// The settings a resumed search must share with the run that wrote the checkpoint.
-template <OpList Ops>
-nlohmann::json search_fingerprint(const search_options& o, const vit_config& c, index prompts, index images) {
+/// The settings a resumed search must share with the run that wrote the
+/// checkpoint: every option the result depends on, the model's shape, and
+/// hashes of the training data (images and labels) and of the frozen backbone.
+template <Scalar S, OpList Ops>
+nlohmann::json search_fingerprint(const search_options& o, prompted_vit<S, Ops>& model, const data::labelled_images<S>& data) {
   const bilevel_options& b = o.bilevel;
+  const vit_config& c = model.config();
+  detail::fnv1a data_hash, backbone_hash;
+  data_hash.add(data.images.pixels.data(), static_cast<std::size_t>(data.images.pixels.size()) * sizeof(S));
+  data_hash.add(data.labels.data(), data.labels.size() * sizeof(int));
+  for (const auto& name : data.class_names) data_hash.add(name);
+  for (parameter<S>* p : model.backbone().backbone_parameters()) {
+    backbone_hash.add(p->name());
+    backbone_hash.add(p->value().data(), static_cast<std::size_t>(p->size()) * sizeof(S));
+  }
   return {{"epochs", o.epochs},
           {"warmup_epochs", o.warmup_epochs},
           {"batch", o.batch},
@@ -81,8 +93,11 @@ nlohmann::json search_fingerprint(const search_options& o, const vit_config& c, 
           {"alpha_betas", {b.alpha_beta1, b.alpha_beta2}},
           {"ops", detail::join(Ops::names)},
           {"model", c.describe()},
-          {"prompts", prompts},
-          {"images", images}};
+          {"prompts", model.options().prompts},
+          {"images", data.size()},
+          {"scalar", sizeof(S) == 8 ? "double" : "float"},
+          {"data", data_hash.hex()},
+          {"backbone", backbone_hash.hex()}};
 }
 
 /// Runs a DARTS search on `data` (split seeded into search-train and search-val).
@@ -106,7 +121,7 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   search_result r;
   r.alpha_lr = o.bilevel.alpha_lr;
   bilevel_optimizer<S, Ops> optimizer(model, o.bilevel, hook);
-  const nlohmann::json fingerprint = search_fingerprint<Ops>(o, model.config(), model.options().prompts, n);
+  const nlohmann::json fingerprint = search_fingerprint(o, model, data);
   search_state st;
   if (o.resume && std::filesystem::exists(o.checkpoint)) {
     st = search_state::load(o.checkpoint, model, optimizer, fingerprint, n, n_val, o.epochs);

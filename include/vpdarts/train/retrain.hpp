@@ -33,6 +33,9 @@ template <Scalar S, OpList Ops>
 double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const train_options& o,
              const gradient_hook<S>& hook = {}) {
   o.w.validate("train");
+  if (o.augment.crop_padding < 0 || o.augment.crop_padding > std::min(data.images.height, data.images.width) / 2)
+    throw config_error(detail::cat("train: crop padding ", o.augment.crop_padding, " is not in 0..",
+                                   std::min(data.images.height, data.images.width) / 2, " (half the image side)"));
   optim::sgd<S> opt(model.weight_groups(o.w.op_lr_mult, o.w.head_lr_mult), o.w.sgd());
   std::vector<parameter<S>*> ws = model.weights();
   std::vector<index> rows = all_rows(data.size());

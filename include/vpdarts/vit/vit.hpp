@@ -22,6 +22,7 @@
 #include "../autodiff.hpp"
 #include "../data/image_batch.hpp"
 #include "../nn/layers.hpp"
+#include "../detail/memory.hpp"
 #include "config.hpp"
 
 namespace vpdarts {
@@ -271,6 +272,10 @@ class vit {
  private:
   static const vit_config& validated(const vit_config& c) {
     c.validate();
+    const double d = static_cast<double>(c.dim), m = static_cast<double>(c.mlp);
+    const double values = d * static_cast<double>(c.channels * c.patch * c.patch) + d * static_cast<double>(c.tokens()) +
+                          static_cast<double>(c.depth) * (4 * d * d + 2 * d * m + 10 * d) + d * static_cast<double>(c.classes);
+    detail::check_allocation(values * sizeof(S), detail::cat("a ViT of ", c.describe()));
     return c;
   }
   vit_config cfg_;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs every Debian package that building and testing vpdarts needs,
-# only those that are missing. Usage: scripts/install-deps.sh [--bench] [--docs] [--fashion]
+# only those that are missing. Usage: scripts/install-deps.sh [--bench] [--docs] [--fashion] [--fuzz]
 set -euo pipefail
 
 packages=(g++ cmake make pkg-config ccache
@@ -11,7 +11,8 @@ for arg in "$@"; do
     --bench) packages+=(python3-torch libopenblas0-pthread) ;;
     --docs) packages+=(doxygen) ;;
     --fashion) packages+=(dataset-fashion-mnist) ;;
-    *) echo "install-deps.sh: unknown option '$arg' (expected --bench, --docs or --fashion)" >&2; exit 2 ;;
+    --fuzz) packages+=(clang libclang-rt-14-dev) ;;
+    *) echo "install-deps.sh: unknown option '$arg' (expected --bench, --docs, --fashion or --fuzz)" >&2; exit 2 ;;
   esac
 done
 

@@ -1,6 +1,8 @@
 // The model file (model_file.hpp): a prompted model and a linear probe written
 // and read back with their genotype, prompts, class names and normalisation,
 // files of version 0.1.0 still load, and bad files are named.
+#include <cstring>
+
 #include "pch.hpp"
 
 namespace vp = vpdarts;
@@ -94,4 +96,45 @@ TEST_CASE("files that are not model files are named", "[model_file][errors]") {
   vp::io::save_parameters<float>(dir / "kind.safetensors", ps,
                                  {{"vpdarts.kind", "mystery"}, {"vpdarts.class_names", "[]"}, {"vpdarts.normalize", "x"}});
   CHECK_THROWS_WITH(vp::load_model<float>(dir / "kind.safetensors"), Catch::Contains("unknown model kind 'mystery'"));
+}
+
+TEST_CASE("model files with no head, NaN, stray tensors or impossible sizes are refused", "[model_file][errors]") {
+  const vpdarts_test::temp_dir dir("vpdarts-model-file-hostile");
+  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 3), mixed(), {.prompts = 2, .classes = 2});
+  const std::map<std::string, std::string> meta{{"vpdarts.heads", "2"},
+                                                {"vpdarts.classes", "2"},
+                                                {"vpdarts.class_names", R"(["a","b"])"},
+                                                {"vpdarts.normalize", "0.5;0.25"},
+                                                {"vpdarts.kind", "prompted"},
+                                                {"vpdarts.genotype", m.derive().to_json().dump()},
+                                                {"vpdarts.prompts", "2"}};
+  auto write = [&](const std::string& name, std::vector<vp::parameter<float>*> ps, std::map<std::string, std::string> md) {
+    vp::io::save_parameters<float>(dir / name, ps, md);
+    return dir / name;
+  };
+  std::vector<vp::parameter<float>*> all = m.backbone().parameters();
+  for (auto* p : m.fusion_parameters()) all.push_back(p);
+  std::vector<vp::parameter<float>*> headless;
+  for (auto* p : all)
+    if (p->name().rfind("head.", 0) != 0) headless.push_back(p);
+  CHECK_THROWS_WITH(vp::load_model<float>(write("headless.safetensors", headless, meta)), Catch::Contains("has no head"));
+  auto probe_meta = meta;
+  probe_meta["vpdarts.kind"] = "probe";
+  CHECK_THROWS_WITH(vp::load_model<float>(write("probe.safetensors", all, probe_meta)),
+                    Catch::Contains("marked as a linear probe but holds fusion parameters"));
+  auto huge = meta;
+  huge["vpdarts.prompts"] = "1000000000";
+  CHECK_THROWS_WITH(vp::load_model<float>(write("huge.safetensors", all, huge)),
+                    Catch::Contains("1000000000 prompts") && Catch::Contains("GiB"));
+  // NaN cannot be written by vpdarts: forge a file with one in a fusion tensor
+  write("ok.safetensors", all, meta);
+  auto bytes = vpdarts_test::read_bytes(dir / "ok.safetensors");
+  const auto f = vp::io::safetensors::read(dir / "ok.safetensors");
+  const auto& t = f.at("fusion.0.concat.P");
+  std::uint64_t header = 0;
+  std::memcpy(&header, bytes.data(), 8);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::memcpy(bytes.data() + 8 + header + t.begin, &nan, sizeof nan);
+  vpdarts_test::write_bytes(dir / "nan.safetensors", bytes);
+  CHECK_THROWS_WITH(vp::load_model<float>(dir / "nan.safetensors"), Catch::Contains("fusion.0.concat.P") && Catch::Contains("NaN"));
 }

@@ -43,7 +43,12 @@ inline constexpr std::string_view compiled_isa() noexcept {
 /// True when the CPU this process runs on supports x86-64-v3 (AVX, AVX2, BMI1,
 /// BMI2, F16C, FMA, LZCNT, MOVBE). Always false off x86-64.
 inline bool cpu_supports_x86_64_v3() noexcept {
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__clang__)
+  // clang (14) knows no "x86-64-v3" level: ask for its features one by one
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") &&
+         __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("fma");  // F16C, MOVBE, LZCNT come with AVX2 on every such CPU
+#elif defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
   return __builtin_cpu_supports("x86-64-v3");
 #else

@@ -98,16 +98,13 @@ void save_model(const std::filesystem::path& path, vit<S>& probe, const std::vec
 }
 
 /// Reads a model file written by save_model (or by vpdarts 0.1.0, whose
-/// genotype sat under another key). The model's operators must be in `Ops`.
-/// @throws io_error naming the file for a missing file, a file that is not a
-/// model file, bad metadata, or tensors that do not fit (all listed).
+/// genotype sat under another key) from an already parsed file. The model's
+/// operators must be in `Ops`.
+/// @throws io_error naming the file for a file that is not a model file, bad
+/// metadata, non-finite values, or tensors that do not fit (all listed).
 template <Scalar S = float, OpList Ops = default_ops>
-trained_model<S, Ops> load_model(const std::filesystem::path& path) {
-  if (!std::filesystem::exists(path))
-    throw io_error(detail::cat("load_model: the model file '", path.string(), "' does not exist"));
-  if (std::filesystem::is_directory(path))
-    throw io_error(detail::cat("load_model: '", path.string(), "' is a folder, not a model file"));
-  const io::safetensors f = io::safetensors::read(path);
+trained_model<S, Ops> load_model(const io::safetensors& f) {
+  const std::filesystem::path path = f.origin();
   const auto& meta = f.metadata();
   auto need = [&](const char* key) -> const std::string& {
     auto it = meta.find(key);
@@ -163,6 +160,17 @@ trained_model<S, Ops> load_model(const std::filesystem::path& path) {
     throw io_error(detail::cat("load_model: '", path.string(), "': ", out.class_names.size(), " class names for a head of ",
                                out.config().classes));
   return out;
+}
+
+/// load_model of the file at `path`.
+/// @throws io_error as the overload, and for a missing file or a folder.
+template <Scalar S = float, OpList Ops = default_ops>
+trained_model<S, Ops> load_model(const std::filesystem::path& path) {
+  if (!std::filesystem::exists(path))
+    throw io_error(detail::cat("load_model: the model file '", path.string(), "' does not exist"));
+  if (std::filesystem::is_directory(path))
+    throw io_error(detail::cat("load_model: '", path.string(), "' is a folder, not a model file"));
+  return load_model<S, Ops>(io::safetensors::read(path));
 }
 
 }  // namespace vpdarts

@@ -6834,8 +6834,15 @@ struct search_state {
   static search_state load(const std::filesystem::path& path, prompted_vit<S, Ops>& model,
                            bilevel_optimizer<S, Ops>& opt, const nlohmann::json& fingerprint, index images,
                            index n_val, long epochs) {
+    return load(io::safetensors::read(path), model, opt, fingerprint, images, n_val, epochs);
+  }
+
+  /// load() of an already parsed file.
+  template <Scalar S, OpList Ops>
+  static search_state load(const io::safetensors& f, prompted_vit<S, Ops>& model, bilevel_optimizer<S, Ops>& opt,
+                           const nlohmann::json& fingerprint, index images, index n_val, long epochs) {
+    const std::filesystem::path path = f.origin();
     const std::string where = detail::cat("search: '", path.string(), "'");
-    const io::safetensors f = io::safetensors::read(path);
     const auto& meta = f.metadata();
     if (!meta.count(io::keys::search_settings) || !meta.count(io::keys::search_state))
       throw io_error(detail::cat(where, " is not a search checkpoint (no vpdarts.search metadata)"));
@@ -7376,16 +7383,13 @@ void save_model(const std::filesystem::path& path, vit<S>& probe, const std::vec
 }
 
 /// Reads a model file written by save_model (or by vpdarts 0.1.0, whose
-/// genotype sat under another key). The model's operators must be in `Ops`.
-/// @throws io_error naming the file for a missing file, a file that is not a
-/// model file, bad metadata, or tensors that do not fit (all listed).
+/// genotype sat under another key) from an already parsed file. The model's
+/// operators must be in `Ops`.
+/// @throws io_error naming the file for a file that is not a model file, bad
+/// metadata, non-finite values, or tensors that do not fit (all listed).
 template <Scalar S = float, OpList Ops = default_ops>
-trained_model<S, Ops> load_model(const std::filesystem::path& path) {
-  if (!std::filesystem::exists(path))
-    throw io_error(detail::cat("load_model: the model file '", path.string(), "' does not exist"));
-  if (std::filesystem::is_directory(path))
-    throw io_error(detail::cat("load_model: '", path.string(), "' is a folder, not a model file"));
-  const io::safetensors f = io::safetensors::read(path);
+trained_model<S, Ops> load_model(const io::safetensors& f) {
+  const std::filesystem::path path = f.origin();
   const auto& meta = f.metadata();
   auto need = [&](const char* key) -> const std::string& {
     auto it = meta.find(key);
@@ -7441,6 +7445,17 @@ trained_model<S, Ops> load_model(const std::filesystem::path& path) {
     throw io_error(detail::cat("load_model: '", path.string(), "': ", out.class_names.size(), " class names for a head of ",
                                out.config().classes));
   return out;
+}
+
+/// load_model of the file at `path`.
+/// @throws io_error as the overload, and for a missing file or a folder.
+template <Scalar S = float, OpList Ops = default_ops>
+trained_model<S, Ops> load_model(const std::filesystem::path& path) {
+  if (!std::filesystem::exists(path))
+    throw io_error(detail::cat("load_model: the model file '", path.string(), "' does not exist"));
+  if (std::filesystem::is_directory(path))
+    throw io_error(detail::cat("load_model: '", path.string(), "' is a folder, not a model file"));
+  return load_model<S, Ops>(io::safetensors::read(path));
 }
 
 }  // namespace vpdarts
@@ -7824,7 +7839,12 @@ inline constexpr std::string_view compiled_isa() noexcept {
 /// True when the CPU this process runs on supports x86-64-v3 (AVX, AVX2, BMI1,
 /// BMI2, F16C, FMA, LZCNT, MOVBE). Always false off x86-64.
 inline bool cpu_supports_x86_64_v3() noexcept {
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__clang__)
+  // clang (14) knows no "x86-64-v3" level: ask for its features one by one
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi") &&
+         __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("fma");  // F16C, MOVBE, LZCNT come with AVX2 on every such CPU
+#elif defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
   return __builtin_cpu_supports("x86-64-v3");
 #else

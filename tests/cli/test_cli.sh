@@ -54,6 +54,9 @@ echo '{"epochs": "ten"}' > badvalue.json
 expect 2 "in the config file 'badvalue.json'" -- "$tool" search --config badvalue.json
 echo '{"batch": 18446744073709551608}' > huge.json
 expect 2 "wants an integer" -- "$tool" search --config huge.json
+python3 -c "print('[' * 100000 + ']' * 100000)" > deep.json
+expect 2 "nested deeper" -- "$tool" search --config deep.json
+expect 2 "does not apply to --data folder" -- "$tool" retrain --data folder --train a --test b --train-images 10
 echo '{"epochz": 3}' > bad.json
 expect 2 "unknown key 'epochz'" -- "$tool" search --config bad.json
 echo '{"epochs": ' > broken.json
@@ -136,6 +139,11 @@ out=$("$tool" predict --model run/retrain/model.safetensors samples/*/*.png 2>&1
 folder=(--data folder --train ftrain --test ftest --backbone bb.safetensors --prompts 2 --batch 8 --epochs 1 --quiet)
 expect 0 "data: 40 images of 5 classes from ftrain" -- "$tool" retrain --run run --op add "${folder[@]}" --out folder-run --crop-padding 2 --flip
 [[ $(json folder-run/metrics.json '["test_images"]') == 20 ]] || fail "folder retrain did not test on 20 images"
+# eval maps test folders to the model's classes by name: a test folder of two classes scores as retrain did
+mkdir -p two && cp -r ftest/rings ftest/waves two/
+expect 0 "test accuracy" -- "$tool" eval --model folder-run/model.safetensors --data folder --test two
+mkdir -p alien/zebra && cp ftest/rings/* alien/zebra/
+expect 1 "class 'zebra' is not one of" -- "$tool" eval --model folder-run/model.safetensors --data folder --test alien
 echo "not an image" > ftrain/dots/bad.png
 expect 1 "bad.png" -- "$tool" retrain --run run --op add "${folder[@]}" --out folder-run
 expect 0 "skipped 1 unreadable" -- "$tool" retrain --run run --op add "${folder[@]}" --out folder-run --skip-bad

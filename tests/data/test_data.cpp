@@ -286,3 +286,40 @@ TEST_CASE("random crop and flip move whole images, seeded", "[data][transforms]"
   CHECK_THROWS_AS(vp::data::augment_batch(again, {.crop_padding = -1}, rng2, scratch), vp::config_error);
   CHECK_THROWS_WITH(vp::data::augment_batch(again, {.crop_padding = 1000000}, rng2, scratch), Catch::Contains("half the"));
 }
+
+TEST_CASE("hostile data input is refused clearly, and odd but valid input works", "[data][errors]") {
+  temp_dir dir("vpdarts_test_hostile_data");
+  // degenerate normalisations
+  CHECK_THROWS_WITH(vp::data::normalization::parse("0.5;1e-300"), Catch::Contains("std of 1e-300"));
+  CHECK_THROWS_WITH(vp::data::normalization::parse("1e308;0.5"), Catch::Contains("mean"));
+  // a multi-member gzip IDX file (valid: gzip -d reads both members) loads
+  const std::string img = idx_bytes({6, 4, 4}, six_images());
+  write_gzip(dir / "a.gz", img.substr(0, 20));
+  write_gzip(dir / "b.gz", img.substr(20));
+  write_bytes(dir / "img.gz", read_bytes(dir / "a.gz") + read_bytes(dir / "b.gz"));
+  CHECK(vp::data::read_idx(dir / "img.gz").values.size() == 96);
+  // an IDX file of 0x0 images names the file
+  write_bytes(dir / "empty", idx_bytes({6, 0, 0}, {}));
+  write_bytes(dir / "lab", idx_bytes({6}, {0, 1, 2, 0, 1, 2}));
+  CHECK_THROWS_WITH(vp::data::load_idx<float>(dir / "empty", dir / "lab", {}), Catch::Contains("empty") && Catch::Contains("0x0"));
+  // list files: paths with spaces, quoted or not, tabs; huge labels refused before anything is made
+  const auto px = pattern(4, 4);
+  REQUIRE(stbi_write_png((dir / "my image.png").string().c_str(), 4, 4, 3, px.data(), 12));
+  write_bytes(dir / "list.txt", "my image.png 0\n\"my image.png\" 1\nmy image.png\t1\r\n");
+  const auto set = vp::data::image_list<float>(dir / "list.txt", {.image = 4});
+  CHECK(set.data.labels == std::vector<int>{0, 1, 1});
+  write_bytes(dir / "huge.txt", "my image.png 2147483647\n");
+  CHECK_THROWS_WITH(vp::data::image_list<float>(dir / "huge.txt", {.image = 4}), Catch::Contains("line 1") && Catch::Contains("0..99999"));
+  CHECK_THROWS_WITH(vp::data::image_list<float>(dir.path, {.image = 4}), Catch::Contains("is a folder"));
+  CHECK_THROWS_WITH(vp::data::load_image(dir.path), Catch::Contains("is a folder"));
+  // duplicate synthetic classes; a count that cannot fit in memory names itself
+  CHECK_THROWS_WITH(vp::data::make_synthetic<float>({.count = 10, .classes = {5, 5}}), Catch::Contains("class 5 is listed twice"));
+  CHECK_THROWS_WITH(vp::data::make_synthetic<float>({.image = 4096, .count = 10'000'000, .classes = {}}),
+                    Catch::Contains("make_synthetic") && Catch::Contains("GiB"));
+  // test classes matched by name, not by folder order
+  auto test = vp::data::make_synthetic<float>({.image = 8, .count = 6, .classes = {7, 5}});
+  const std::vector<int> before = test.labels;
+  test.relabel_to({"dots", "rings", "solid"}, "test");  // 5 dots, 6 rings, 7 solid
+  for (std::size_t i = 0; i < before.size(); ++i) CHECK(test.labels[i] == (before[i] == 0 ? 2 : 0));
+  CHECK_THROWS_WITH(test.relabel_to({"dots"}, "eval"), Catch::Contains("eval") && Catch::Contains("'rings'"));
+}

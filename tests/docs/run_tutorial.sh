@@ -39,8 +39,12 @@ for line in "${commands[@]}"; do
   read -r -a words <<< "$line"
   sub=${words[0]}
   [[ -v quick[$sub] ]] || { fail "command $n: unknown subcommand '$sub' in '$line'"; continue; }
+  extra=${quick[$sub]}
+  # folder and list data use every image: the image counts apply to synthetic and IDX data only
+  [[ " ${words[*]} " == *" --data folder "* || " ${words[*]} " == *" --data list "* ]] &&
+    extra=$(sed -E 's/--(train|test)-images [0-9]+//g' <<<"$extra")
   # shellcheck disable=SC2086  # the quick flags are words; the tutorial's globs expand as in a shell
-  eval "set -- ${words[*]} ${quick[$sub]}"
+  eval "set -- ${words[*]} $extra"
   echo "+ vpdarts $* "
   [[ $sub == predict ]] && predict_log=step$n.log
   if ! "$tool" "$@" > "step$n.log" 2>&1; then

@@ -181,3 +181,24 @@ TEST_CASE("writes are atomic", "[io][checkpoint]") {
                     Catch::Contains("cannot create"));
   fs::remove(path);
 }
+
+TEST_CASE("JSON from outside is depth-limited before parsing", "[io][json][errors]") {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  CHECK_THROWS_WITH(vp::io::parse_json(deep, "deep.json"), Catch::Contains("deep.json") && Catch::Contains("nested deeper"));
+  CHECK(vp::io::parse_json(R"({"a": [1, {"b": "[[[["}]})", "ok.json")["a"][0] == 1);  // brackets inside strings do not count
+  CHECK_THROWS_WITH(vp::io::parse_json("{", "broken.json"), Catch::Contains("broken.json: not valid JSON"));
+  CHECK_THROWS_WITH(vp::genotype::from_json(deep, "g.json"), Catch::Contains("nested deeper"));
+}
+
+TEST_CASE("a write killed midway leaves a temporary that the next write removes", "[io][checkpoint]") {
+  const auto path = temp("stale.txt");
+  const fs::path dead = fs::path(path.string() + ".tmp-999999999-deadbeef");  // no such process
+  const fs::path live = fs::path(path.string() + ".tmp-1-beef");              // init: alive
+  vpdarts_test::write_bytes(dead, "half");
+  vpdarts_test::write_bytes(live, "busy");
+  vp::io::atomic_write(path, [](std::ostream& o) { o << "whole"; });
+  CHECK_FALSE(fs::exists(dead));
+  CHECK(fs::exists(live));
+  CHECK(vpdarts_test::read_bytes(path) == "whole");
+  fs::remove(live);
+}

@@ -120,3 +120,49 @@ TEST_CASE("search rejects bad input clearly", "[search][loop][errors]") {
   vp::prompted_vit<float> derived(vp::vit<float>(tiny(), 3), vp::genotype::uniform("add", 2), {.prompts = 2});
   CHECK_THROWS_WITH(vp::search(derived, tiny_data(24), quick()), Catch::Contains("derived model"));
 }
+
+TEST_CASE("a checkpoint that was edited, is inconsistent, or belongs to other data is refused", "[search][resume][errors]") {
+  auto data = tiny_data(24);
+  const vpdarts_test::temp_dir dir("vpdarts-resume-hostile");
+  auto o = quick();
+  o.checkpoint = dir / "search.safetensors";
+  o.resume = true;
+  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 7});
+  vp::search(m, data, o);
+  // other data (same size and classes, another draw), or another backbone of the same shape
+  auto other = vp::data::make_synthetic<float>({.image = 8, .count = 24, .seed = 5, .classes = {5, 6, 7}});
+  vp::prompted_vit<float> a(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 7});
+  CHECK_THROWS_WITH(vp::search(a, other, o), Catch::Contains("settings differ") && Catch::Contains("data ("));
+  vp::prompted_vit<float> b(vp::vit<float>(tiny(), 8), {.prompts = 2, .seed = 7});
+  CHECK_THROWS_WITH(vp::search(b, data, o), Catch::Contains("settings differ") && Catch::Contains("backbone ("));
+  // an edited state: the checksum no longer matches
+  std::string bytes = vpdarts_test::read_bytes(o.checkpoint);
+  const auto at = bytes.find("\\\"epoch\\\":3");  // inside the header, the metadata's quotes are escaped
+  REQUIRE(at != std::string::npos);
+  bytes[at + 10] = '2';  // as if only 2 of the 3 epochs were done
+  vpdarts_test::write_bytes(dir / "edited.safetensors", bytes);
+  auto edited = o;
+  edited.checkpoint = dir / "edited.safetensors";
+  vp::prompted_vit<float> c(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 7});
+  CHECK_THROWS_WITH(vp::search(c, data, edited), Catch::Contains("checksum does not match"));
+  // a state written with a valid checksum but impossible rows: refused, nothing loaded
+  vp::prompted_vit<float> d(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 7});
+  vp::bilevel_optimizer<float, vp::default_ops> opt(d, o.bilevel);
+  const auto fingerprint = vp::search_fingerprint(o, d, data);
+  for (int bad = 0; bad < 3; ++bad) {
+    vp::search_state s;
+    s.epoch = 1;
+    s.rows = vp::data::split_rows(24, 12, s.rng);
+    s.val_pos = 12;
+    s.alpha_history = {d.softmax_alpha()};
+    s.train_loss = s.val_loss = {1.0};
+    if (bad == 0) s.rows.val.clear();
+    if (bad == 1) s.rows.train.pop_back();
+    if (bad == 2) s.val_pos = -1;
+    s.save(dir / "bad.safetensors", d, opt, fingerprint);
+    const vp::matrix<float> alpha = d.alpha().value();
+    CHECK_THROWS_WITH(vp::search_state::load(dir / "bad.safetensors", d, opt, fingerprint, 24, 12, 2),
+                      Catch::Contains("inconsistent search state"));
+    CHECK((d.alpha().value() - alpha).norm() == 0);
+  }
+}

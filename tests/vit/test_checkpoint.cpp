@@ -52,3 +52,17 @@ TEST_CASE("the ViT configuration is read from a checkpoint", "[vit][checkpoint]"
   CHECK_THROWS_WITH(vp::infer_vit_config(vp::io::safetensors::read(path)),
                     Catch::Contains("vpdarts.heads = 'two' is not a positive integer"));
 }
+
+TEST_CASE("a backbone holding NaN or Inf is refused, naming the tensor", "[vit][checkpoint][errors]") {
+  const vpdarts_test::temp_dir dir("vpdarts-vit-nan");
+  vp::vit<float> a(vp::vit_config{8, 3, 4, 8, 1, 2, 16, 3}, 1);
+  vp::save_vit(dir / "ok.safetensors", a);
+  std::string bytes = vpdarts_test::read_bytes(dir / "ok.safetensors");
+  const auto f = vp::io::safetensors::read(dir / "ok.safetensors");
+  std::uint64_t header = 0;
+  std::memcpy(&header, bytes.data(), 8);
+  const float inf = std::numeric_limits<float>::infinity();
+  std::memcpy(bytes.data() + 8 + header + f.at("blocks.0.mlp.fc2.weight").begin, &inf, sizeof inf);
+  vpdarts_test::write_bytes(dir / "inf.safetensors", bytes);
+  CHECK_THROWS_WITH(vp::load_vit<float>(dir / "inf.safetensors"), Catch::Contains("blocks.0.mlp.fc2.weight") && Catch::Contains("NaN or Inf"));
+}

@@ -101,8 +101,15 @@ struct search_state {
   static search_state load(const std::filesystem::path& path, prompted_vit<S, Ops>& model,
                            bilevel_optimizer<S, Ops>& opt, const nlohmann::json& fingerprint, index images,
                            index n_val, long epochs) {
+    return load(io::safetensors::read(path), model, opt, fingerprint, images, n_val, epochs);
+  }
+
+  /// load() of an already parsed file.
+  template <Scalar S, OpList Ops>
+  static search_state load(const io::safetensors& f, prompted_vit<S, Ops>& model, bilevel_optimizer<S, Ops>& opt,
+                           const nlohmann::json& fingerprint, index images, index n_val, long epochs) {
+    const std::filesystem::path path = f.origin();
     const std::string where = detail::cat("search: '", path.string(), "'");
-    const io::safetensors f = io::safetensors::read(path);
     const auto& meta = f.metadata();
     if (!meta.count(io::keys::search_settings) || !meta.count(io::keys::search_state))
       throw io_error(detail::cat(where, " is not a search checkpoint (no vpdarts.search metadata)"));

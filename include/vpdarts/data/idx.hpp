@@ -158,6 +158,8 @@ labelled_images<S> load_idx(const std::filesystem::path& images, const std::file
   std::vector<int> slot(256, -1);
   for (std::size_t k = 0; k < keep.size(); ++k) {
     if (keep[k] < 0 || keep[k] > 255) throw config_error(vpdarts::detail::cat("load_idx: class ", keep[k], " is not a byte label"));
+    if (slot[static_cast<std::size_t>(keep[k])] >= 0)
+      throw config_error(vpdarts::detail::cat("load_idx: class ", keep[k], " is listed twice"));
     slot[static_cast<std::size_t>(keep[k])] = static_cast<int>(k);
   }
   std::vector<std::vector<index>> by_class(keep.size());

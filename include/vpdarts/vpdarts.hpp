@@ -18,6 +18,8 @@
 #include "data/idx.hpp"
 #include "vit/config.hpp"
 #include "vit/vit.hpp"
+#include "vit/arch.hpp"
+#include "vit/pos_embed.hpp"
 #include "vit/checkpoint.hpp"
 #include "io/atomic_file.hpp"
 #include "io/json.hpp"

@@ -3465,8 +3465,9 @@ inline idx_array read_idx(const std::filesystem::path& path) {
     const std::uint64_t v = (std::uint64_t{b[4 + 4 * d]} << 24) | (std::uint64_t{b[5 + 4 * d]} << 16) |
                             (std::uint64_t{b[6 + 4 * d]} << 8) | std::uint64_t{b[7 + 4 * d]};
     a.dims.push_back(static_cast<std::int64_t>(v));
+    // checked before multiplying: a product that wraps around 2^64 could pass for the file's size
+    if (v != 0 && count > (std::uint64_t{1} << 40) / v) throw bad("the dimensions are impossibly large");
     count *= v;
-    if (count > (std::uint64_t{1} << 40)) throw bad("the dimensions are impossibly large");
   }
   const std::uint64_t have = b.size() - 4 - 4 * nd;
   if (have != count)
@@ -3850,6 +3851,207 @@ class vit {
 
 }  // namespace vpdarts
 // ---- end vpdarts/vit/vit.hpp ----
+
+// ---- begin vpdarts/vit/arch.hpp ----
+/// @file arch.hpp
+/// timm model names as presets of what a checkpoint's weights cannot show
+/// (LayerNorm eps, activation, pooling, head width), and the text forms of
+/// those settings (metadata values and flags). load_vit() takes a name as
+/// `vit_load_options::arch`; docs/foundation_models.md lists them.
+
+#include <algorithm>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+
+namespace vpdarts {
+
+/// What a timm model name says that the weights cannot: a preset of load_vit().
+struct vit_arch {
+  std::string_view name;           ///< timm's model name (with a pretrained tag where it matters)
+  index patch = 0;                 ///< the patch side the weights must have
+  index head_dim = 64;             ///< channels per head (heads = D / head_dim)
+  double norm_eps = 1e-6;          ///< LayerNorm eps
+  activation act = activation::gelu;  ///< the MLP's activation
+  pooling pool = pooling::token;   ///< the pooling
+  index reg_tokens = 0;            ///< the register tokens the weights must have
+  bool layer_scale = false;        ///< whether the weights must have LayerScale
+  bool pre_norm = false;           ///< whether the weights must have norm_pre
+};
+
+/// The timm model names load_vit() accepts as `arch`.
+inline const std::vector<vit_arch>& vit_archs() {
+  static const std::vector<vit_arch> all = [] {
+    std::vector<vit_arch> v;
+    for (std::string_view n : {"vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224",
+                               "vit_large_patch16_224", "vit_base_patch16_224.mae", "vit_large_patch16_224.mae",
+                               "vit_tiny_patch16_384", "vit_small_patch16_384", "vit_base_patch16_384",
+                               "deit3_small_patch16_224", "deit3_base_patch16_224"})
+      v.push_back({.name = n, .patch = 16, .layer_scale = n.starts_with("deit3")});
+    v.push_back({.name = "vit_base_patch32_224", .patch = 32});
+    for (std::string_view n : {"vit_small_patch14_dinov2", "vit_base_patch14_dinov2", "vit_large_patch14_dinov2"})
+      v.push_back({.name = n, .patch = 14, .layer_scale = true});
+    for (std::string_view n : {"vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2", "vit_large_patch14_reg4_dinov2"})
+      v.push_back({.name = n, .patch = 14, .reg_tokens = 4, .layer_scale = true});
+    v.push_back({.name = "vit_base_patch16_clip_224", .patch = 16, .norm_eps = 1e-5, .pre_norm = true});
+    v.push_back({.name = "vit_base_patch32_clip_224", .patch = 32, .norm_eps = 1e-5, .pre_norm = true});
+    v.push_back({.name = "vit_large_patch14_clip_224", .patch = 14, .norm_eps = 1e-5, .pre_norm = true});
+    for (std::string_view n : {"vit_base_patch16_clip_quickgelu_224", "vit_base_patch32_clip_quickgelu_224",
+                               "vit_large_patch14_clip_quickgelu_224"})
+      v.push_back({.name = n, .patch = n.find("patch32") != n.npos ? 32 : n.find("patch14") != n.npos ? 14 : 16,
+                   .norm_eps = 1e-5, .act = activation::quick_gelu, .pre_norm = true});
+    return v;
+  }();
+  return all;
+}
+
+namespace detail {
+
+inline std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+}  // namespace detail
+
+/// The preset of a timm model name. @throws config_error for an unknown name, suggesting the nearest ones.
+inline const vit_arch& find_vit_arch(std::string_view name) {
+  for (const auto& a : vit_archs())
+    if (a.name == name) return a;
+  std::vector<std::pair<std::size_t, std::string_view>> near;
+  for (const auto& a : vit_archs()) near.emplace_back(detail::edit_distance(name, a.name), a.name);
+  std::sort(near.begin(), near.end());
+  std::string list;
+  for (std::size_t i = 0; i < std::min<std::size_t>(3, near.size()); ++i) list += (i ? ", " : "") + std::string(near[i].second);
+  throw config_error(detail::cat("unknown arch '", name, "'; the nearest known: ", list));
+}
+
+/// Text forms of the settings the weights cannot show (metadata values and flags).
+inline std::string to_string(activation a) { return a == activation::gelu ? "gelu" : "quick_gelu"; }
+/// "token" or "avg".
+inline std::string to_string(pooling p) { return p == pooling::token ? "token" : "avg"; }
+/// Parses "gelu" or "quick_gelu". @throws config_error otherwise.
+inline activation parse_activation(const std::string& s) {
+  if (s == "gelu") return activation::gelu;
+  if (s == "quick_gelu" || s == "quickgelu") return activation::quick_gelu;
+  throw config_error(detail::cat("unknown activation '", s, "' (gelu or quick_gelu)"));
+}
+/// Parses "token" or "avg". @throws config_error otherwise.
+inline pooling parse_pooling(const std::string& s) {
+  if (s == "token") return pooling::token;
+  if (s == "avg") return pooling::avg;
+  throw config_error(detail::cat("unknown pooling '", s, "' (token or avg)"));
+}
+
+}  // namespace vpdarts
+// ---- end vpdarts/vit/arch.hpp ----
+
+// ---- begin vpdarts/vit/pos_embed.hpp ----
+/// @file pos_embed.hpp
+/// Resampling a position embedding to another patch grid, as timm's
+/// resample_abs_pos_embed does when a checkpoint is used at another image
+/// size: the prefix rows are kept, the grid rows are resampled by bicubic
+/// interpolation with antialiasing, exactly as
+/// torch.nn.functional.interpolate(mode="bicubic", antialias=True,
+/// align_corners=False) computes it (PIL's filter: cubic convolution with
+/// a = -0.5, its support widened by the scale when shrinking, weights
+/// normalised to sum 1).
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+
+namespace vpdarts {
+namespace detail {
+
+/// PIL's (and PyTorch's antialiased) bicubic filter, a = -0.5.
+inline double aa_bicubic(double x) {
+  constexpr double a = -0.5;
+  x = std::abs(x);
+  if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+  if (x < 2) return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
+  return 0;
+}
+
+/// The antialiased resampling weights from `in` samples to `out`: for output
+/// i, the first input index and the normalised weights.
+struct aa_weights {
+  std::vector<index> first;
+  std::vector<std::vector<double>> w;
+
+  aa_weights(index in, index out) : first(static_cast<std::size_t>(out)), w(static_cast<std::size_t>(out)) {
+    const double scale = static_cast<double>(in) / static_cast<double>(out);
+    const double support = scale >= 1 ? 2.0 * scale : 2.0;  // interp_size / 2, widened when shrinking
+    const double invscale = scale >= 1 ? 1.0 / scale : 1.0;
+    for (index i = 0; i < out; ++i) {
+      const double center = scale * (static_cast<double>(i) + 0.5);
+      const index lo = std::max<index>(static_cast<index>(center - support + 0.5), 0);
+      const index hi = std::min<index>(static_cast<index>(center + support + 0.5), in);
+      auto& wi = w[static_cast<std::size_t>(i)];
+      double total = 0;
+      for (index j = lo; j < hi; ++j) {
+        wi.push_back(aa_bicubic((static_cast<double>(j) - center + 0.5) * invscale));
+        total += wi.back();
+      }
+      if (total != 0)
+        for (double& v : wi) v /= total;
+      first[static_cast<std::size_t>(i)] = lo;
+    }
+  }
+};
+
+}  // namespace detail
+
+/// pos_embed (rows x D, the first `prefix` rows kept as they are, the rest an
+/// old_grid x old_grid grid in row-major order) resampled to a new_grid x new_grid
+/// grid: (prefix + new_grid^2) x D. Unchanged when the grids are equal.
+/// @throws shape_error when the rows are not prefix + old_grid^2, or a grid is not positive.
+template <Scalar S>
+matrix<S> resample_pos_embed(const matrix<S>& pos, index prefix, index old_grid, index new_grid) {
+  if (old_grid <= 0 || new_grid <= 0 || prefix < 0 || pos.rows() != prefix + old_grid * old_grid)
+    throw shape_error(detail::cat("resample_pos_embed: pos_embed has ", pos.rows(), " rows, not ", prefix, " prefix rows and a ",
+                                  old_grid, "x", old_grid, " grid (to resample to ", new_grid, "x", new_grid, ")"));
+  if (old_grid == new_grid) return pos;
+  const index d = pos.cols();
+  const detail::aa_weights wt(old_grid, new_grid);
+  // rows first (the y axis), in double, then columns
+  matrix<double> mid = matrix<double>::Zero(new_grid * old_grid, d);
+  for (index y = 0; y < new_grid; ++y) {
+    const auto& w = wt.w[static_cast<std::size_t>(y)];
+    for (std::size_t j = 0; j < w.size(); ++j) {
+      const index sy = wt.first[static_cast<std::size_t>(y)] + static_cast<index>(j);
+      for (index x = 0; x < old_grid; ++x)
+        mid.row(y * old_grid + x) += w[j] * pos.row(prefix + sy * old_grid + x).template cast<double>();
+    }
+  }
+  matrix<S> out(prefix + new_grid * new_grid, d);
+  out.topRows(prefix) = pos.topRows(prefix);
+  for (index y = 0; y < new_grid; ++y)
+    for (index x = 0; x < new_grid; ++x) {
+      const auto& w = wt.w[static_cast<std::size_t>(x)];
+      Eigen::RowVectorXd acc = Eigen::RowVectorXd::Zero(d);
+      for (std::size_t j = 0; j < w.size(); ++j)
+        acc += w[j] * mid.row(y * old_grid + wt.first[static_cast<std::size_t>(x)] + static_cast<index>(j));
+      out.row(prefix + y * new_grid + x) = acc.cast<S>();
+    }
+  return out;
+}
+
+}  // namespace vpdarts
+// ---- end vpdarts/vit/pos_embed.hpp ----
 
 // ---- begin vpdarts/vit/checkpoint.hpp ----
 /// @file checkpoint.hpp
@@ -4485,189 +4687,7 @@ inline constexpr const char* search_checksum = "vpdarts.search.checksum";
 }  // namespace vpdarts::io::keys
 // ---- end vpdarts/io/metadata_keys.hpp ----
 
-// ---- begin vpdarts/vit/pos_embed.hpp ----
-/// @file pos_embed.hpp
-/// Resampling a position embedding to another patch grid, as timm's
-/// resample_abs_pos_embed does when a checkpoint is used at another image
-/// size: the prefix rows are kept, the grid rows are resampled by bicubic
-/// interpolation with antialiasing, exactly as
-/// torch.nn.functional.interpolate(mode="bicubic", antialias=True,
-/// align_corners=False) computes it (PIL's filter: cubic convolution with
-/// a = -0.5, its support widened by the scale when shrinking, weights
-/// normalised to sum 1).
-
-#include <algorithm>
-#include <cmath>
-#include <vector>
-
-
 namespace vpdarts {
-namespace detail {
-
-/// PIL's (and PyTorch's antialiased) bicubic filter, a = -0.5.
-inline double aa_bicubic(double x) {
-  constexpr double a = -0.5;
-  x = std::abs(x);
-  if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
-  if (x < 2) return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
-  return 0;
-}
-
-/// The antialiased resampling weights from `in` samples to `out`: for output
-/// i, the first input index and the normalised weights.
-struct aa_weights {
-  std::vector<index> first;
-  std::vector<std::vector<double>> w;
-
-  aa_weights(index in, index out) : first(static_cast<std::size_t>(out)), w(static_cast<std::size_t>(out)) {
-    const double scale = static_cast<double>(in) / static_cast<double>(out);
-    const double support = scale >= 1 ? 2.0 * scale : 2.0;  // interp_size / 2, widened when shrinking
-    const double invscale = scale >= 1 ? 1.0 / scale : 1.0;
-    for (index i = 0; i < out; ++i) {
-      const double center = scale * (static_cast<double>(i) + 0.5);
-      const index lo = std::max<index>(static_cast<index>(center - support + 0.5), 0);
-      const index hi = std::min<index>(static_cast<index>(center + support + 0.5), in);
-      auto& wi = w[static_cast<std::size_t>(i)];
-      double total = 0;
-      for (index j = lo; j < hi; ++j) {
-        wi.push_back(aa_bicubic((static_cast<double>(j) - center + 0.5) * invscale));
-        total += wi.back();
-      }
-      if (total != 0)
-        for (double& v : wi) v /= total;
-      first[static_cast<std::size_t>(i)] = lo;
-    }
-  }
-};
-
-}  // namespace detail
-
-/// pos_embed (rows x D, the first `prefix` rows kept as they are, the rest an
-/// old_grid x old_grid grid in row-major order) resampled to a new_grid x new_grid
-/// grid: (prefix + new_grid^2) x D. Unchanged when the grids are equal.
-/// @throws shape_error when the rows are not prefix + old_grid^2, or a grid is not positive.
-template <Scalar S>
-matrix<S> resample_pos_embed(const matrix<S>& pos, index prefix, index old_grid, index new_grid) {
-  if (old_grid <= 0 || new_grid <= 0 || prefix < 0 || pos.rows() != prefix + old_grid * old_grid)
-    throw shape_error(detail::cat("resample_pos_embed: pos_embed has ", pos.rows(), " rows, not ", prefix, " prefix rows and a ",
-                                  old_grid, "x", old_grid, " grid (to resample to ", new_grid, "x", new_grid, ")"));
-  if (old_grid == new_grid) return pos;
-  const index d = pos.cols();
-  const detail::aa_weights wt(old_grid, new_grid);
-  // rows first (the y axis), in double, then columns
-  matrix<double> mid = matrix<double>::Zero(new_grid * old_grid, d);
-  for (index y = 0; y < new_grid; ++y) {
-    const auto& w = wt.w[static_cast<std::size_t>(y)];
-    for (std::size_t j = 0; j < w.size(); ++j) {
-      const index sy = wt.first[static_cast<std::size_t>(y)] + static_cast<index>(j);
-      for (index x = 0; x < old_grid; ++x)
-        mid.row(y * old_grid + x) += w[j] * pos.row(prefix + sy * old_grid + x).template cast<double>();
-    }
-  }
-  matrix<S> out(prefix + new_grid * new_grid, d);
-  out.topRows(prefix) = pos.topRows(prefix);
-  for (index y = 0; y < new_grid; ++y)
-    for (index x = 0; x < new_grid; ++x) {
-      const auto& w = wt.w[static_cast<std::size_t>(x)];
-      Eigen::RowVectorXd acc = Eigen::RowVectorXd::Zero(d);
-      for (std::size_t j = 0; j < w.size(); ++j)
-        acc += w[j] * mid.row(y * old_grid + wt.first[static_cast<std::size_t>(x)] + static_cast<index>(j));
-      out.row(prefix + y * new_grid + x) = acc.cast<S>();
-    }
-  return out;
-}
-
-}  // namespace vpdarts
-// ---- end vpdarts/vit/pos_embed.hpp ----
-
-namespace vpdarts {
-
-/// What a timm model name says that the weights cannot: a preset of load_vit().
-struct vit_arch {
-  std::string_view name;           ///< timm's model name (with a pretrained tag where it matters)
-  index patch = 0;                 ///< the patch side the weights must have
-  index head_dim = 64;             ///< channels per head (heads = D / head_dim)
-  double norm_eps = 1e-6;          ///< LayerNorm eps
-  activation act = activation::gelu;  ///< the MLP's activation
-  pooling pool = pooling::token;   ///< the pooling
-  index reg_tokens = 0;            ///< the register tokens the weights must have
-  bool layer_scale = false;        ///< whether the weights must have LayerScale
-  bool pre_norm = false;           ///< whether the weights must have norm_pre
-};
-
-/// The timm model names load_vit() accepts as `arch`.
-inline const std::vector<vit_arch>& vit_archs() {
-  static const std::vector<vit_arch> all = [] {
-    std::vector<vit_arch> v;
-    for (std::string_view n : {"vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224",
-                               "vit_large_patch16_224", "vit_base_patch16_224.mae", "vit_large_patch16_224.mae",
-                               "vit_tiny_patch16_384", "vit_small_patch16_384", "vit_base_patch16_384",
-                               "deit3_small_patch16_224", "deit3_base_patch16_224"})
-      v.push_back({.name = n, .patch = 16, .layer_scale = n.starts_with("deit3")});
-    v.push_back({.name = "vit_base_patch32_224", .patch = 32});
-    for (std::string_view n : {"vit_small_patch14_dinov2", "vit_base_patch14_dinov2", "vit_large_patch14_dinov2"})
-      v.push_back({.name = n, .patch = 14, .layer_scale = true});
-    for (std::string_view n : {"vit_small_patch14_reg4_dinov2", "vit_base_patch14_reg4_dinov2", "vit_large_patch14_reg4_dinov2"})
-      v.push_back({.name = n, .patch = 14, .reg_tokens = 4, .layer_scale = true});
-    v.push_back({.name = "vit_base_patch16_clip_224", .patch = 16, .norm_eps = 1e-5, .pre_norm = true});
-    v.push_back({.name = "vit_base_patch32_clip_224", .patch = 32, .norm_eps = 1e-5, .pre_norm = true});
-    v.push_back({.name = "vit_large_patch14_clip_224", .patch = 14, .norm_eps = 1e-5, .pre_norm = true});
-    for (std::string_view n : {"vit_base_patch16_clip_quickgelu_224", "vit_base_patch32_clip_quickgelu_224",
-                               "vit_large_patch14_clip_quickgelu_224"})
-      v.push_back({.name = n, .patch = n.find("patch32") != n.npos ? 32 : n.find("patch14") != n.npos ? 14 : 16,
-                   .norm_eps = 1e-5, .act = activation::quick_gelu, .pre_norm = true});
-    return v;
-  }();
-  return all;
-}
-
-namespace detail {
-
-inline std::size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<std::size_t> row(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    std::size_t diag = row[0];
-    row[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      const std::size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
-}  // namespace detail
-
-/// The preset of a timm model name. @throws config_error for an unknown name, suggesting the nearest ones.
-inline const vit_arch& find_vit_arch(std::string_view name) {
-  for (const auto& a : vit_archs())
-    if (a.name == name) return a;
-  std::vector<std::pair<std::size_t, std::string_view>> near;
-  for (const auto& a : vit_archs()) near.emplace_back(detail::edit_distance(name, a.name), a.name);
-  std::sort(near.begin(), near.end());
-  std::string list;
-  for (std::size_t i = 0; i < std::min<std::size_t>(3, near.size()); ++i) list += (i ? ", " : "") + std::string(near[i].second);
-  throw config_error(detail::cat("unknown arch '", name, "'; the nearest known: ", list));
-}
-
-/// Text forms of the settings the weights cannot show (metadata values and flags).
-inline std::string to_string(activation a) { return a == activation::gelu ? "gelu" : "quick_gelu"; }
-/// "token" or "avg".
-inline std::string to_string(pooling p) { return p == pooling::token ? "token" : "avg"; }
-/// Parses "gelu" or "quick_gelu". @throws config_error otherwise.
-inline activation parse_activation(const std::string& s) {
-  if (s == "gelu") return activation::gelu;
-  if (s == "quick_gelu" || s == "quickgelu") return activation::quick_gelu;
-  throw config_error(detail::cat("unknown activation '", s, "' (gelu or quick_gelu)"));
-}
-/// Parses "token" or "avg". @throws config_error otherwise.
-inline pooling parse_pooling(const std::string& s) {
-  if (s == "token") return pooling::token;
-  if (s == "avg") return pooling::avg;
-  throw config_error(detail::cat("unknown pooling '", s, "' (token or avg)"));
-}
 
 /// How load_vit() reads a checkpoint. Every field left at its default is
 /// inferred: from the weights, the file's metadata, `arch`, or timm's defaults.

@@ -323,3 +323,10 @@ TEST_CASE("hostile data input is refused clearly, and odd but valid input works"
   for (std::size_t i = 0; i < before.size(); ++i) CHECK(test.labels[i] == (before[i] == 0 ? 2 : 0));
   CHECK_THROWS_WITH(test.relabel_to({"dots"}, "eval"), Catch::Contains("eval") && Catch::Contains("'rings'"));
 }
+
+TEST_CASE("IDX dimensions whose product wraps around 2^64 are refused (a fuzzer's find)", "[data][idx][errors]") {
+  temp_dir dir("vpdarts_test_idx_wrap");
+  // 65536 x 16777216 x 838860800 wraps to 0 values, which an empty body "matched"
+  write_bytes(dir / "wrap", std::string("\0\0\x08\x03\0\x01\0\0\x01\0\0\0\x32\0\0\0", 16));
+  CHECK_THROWS_WITH(vp::data::read_idx(dir / "wrap"), Catch::Contains("impossibly large"));
+}

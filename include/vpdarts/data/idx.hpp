@@ -94,8 +94,9 @@ inline idx_array read_idx(const std::filesystem::path& path) {
     const std::uint64_t v = (std::uint64_t{b[4 + 4 * d]} << 24) | (std::uint64_t{b[5 + 4 * d]} << 16) |
                             (std::uint64_t{b[6 + 4 * d]} << 8) | std::uint64_t{b[7 + 4 * d]};
     a.dims.push_back(static_cast<std::int64_t>(v));
+    // checked before multiplying: a product that wraps around 2^64 could pass for the file's size
+    if (v != 0 && count > (std::uint64_t{1} << 40) / v) throw bad("the dimensions are impossibly large");
     count *= v;
-    if (count > (std::uint64_t{1} << 40)) throw bad("the dimensions are impossibly large");
   }
   const std::uint64_t have = b.size() - 4 - 4 * nd;
   if (have != count)

@@ -35,7 +35,7 @@ export ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=pri
 "$out/fuzz_$what" "$out/corpus/$what" "$out/seeds/$what" "tests/fuzz/regressions/$what" -max_total_time="$seconds" \
   -rss_limit_mb=4096 -timeout=30 -artifact_prefix="$out/crashes/$what/" -print_final_stats=1 2>&1 |
   tee "$out/fuzz_$what.log" | grep -E "^(INFO: Seed|#[0-9]+ +DONE|Done|==|SUMMARY|stat::number_of_executed_units)" || true
-runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/fuzz_$what.log")
+runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out/fuzz_$what.log" | tail -n 1)
 if grep -qE "ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)|runtime error:" "$out/fuzz_$what.log"; then
   echo "fuzz.sh: $what FOUND A CRASH after ${runs:-?} inputs: see $out/fuzz_$what.log and $out/crashes/$what/" >&2
   exit 1

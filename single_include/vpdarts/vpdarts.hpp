@@ -4908,8 +4908,7 @@ vit<S> load_vit(const io::safetensors& f, const vit_load_options& o) {
   matrix<S> file_pos(pos->shape[1], c.dim);
   f.copy_to<S>(*pos, std::span<S>(file_pos.data(), static_cast<std::size_t>(file_pos.size())));
   io::load_parameters<S>(f, params, lo);
-  params.push_back(&model.pos_embed);
-  model.pos_embed.value() = file_pos;
+  if (!file_pos.allFinite()) throw io_error(detail::cat("load_vit: '", f.origin(), "': tensor 'pos_embed' holds NaN or Inf"));
   for (parameter<S>* p : params)
     if (!p->value().allFinite())
       throw io_error(detail::cat("load_vit: '", f.origin(), "': tensor '", p->name(), "' holds NaN or Inf"));
@@ -7101,7 +7100,8 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   search_result r;
   r.alpha_lr = o.bilevel.alpha_lr;
   bilevel_optimizer<S, Ops> optimizer(model, o.bilevel, hook);
-  const nlohmann::json fingerprint = search_fingerprint(o, model, data);
+  // hashing the data and the backbone costs a pass over both: only a checkpointed search needs it
+  const nlohmann::json fingerprint = o.checkpoint.empty() ? nlohmann::json() : search_fingerprint(o, model, data);
   search_state st;
   if (o.resume && std::filesystem::exists(o.checkpoint)) {
     st = search_state::load(o.checkpoint, model, optimizer, fingerprint, n, n_val, o.epochs);

@@ -121,7 +121,8 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   search_result r;
   r.alpha_lr = o.bilevel.alpha_lr;
   bilevel_optimizer<S, Ops> optimizer(model, o.bilevel, hook);
-  const nlohmann::json fingerprint = search_fingerprint(o, model, data);
+  // hashing the data and the backbone costs a pass over both: only a checkpointed search needs it
+  const nlohmann::json fingerprint = o.checkpoint.empty() ? nlohmann::json() : search_fingerprint(o, model, data);
   search_state st;
   if (o.resume && std::filesystem::exists(o.checkpoint)) {
     st = search_state::load(o.checkpoint, model, optimizer, fingerprint, n, n_val, o.epochs);

@@ -249,8 +249,7 @@ vit<S> load_vit(const io::safetensors& f, const vit_load_options& o) {
   matrix<S> file_pos(pos->shape[1], c.dim);
   f.copy_to<S>(*pos, std::span<S>(file_pos.data(), static_cast<std::size_t>(file_pos.size())));
   io::load_parameters<S>(f, params, lo);
-  params.push_back(&model.pos_embed);
-  model.pos_embed.value() = file_pos;
+  if (!file_pos.allFinite()) throw io_error(detail::cat("load_vit: '", f.origin(), "': tensor 'pos_embed' holds NaN or Inf"));
   for (parameter<S>* p : params)
     if (!p->value().allFinite())
       throw io_error(detail::cat("load_vit: '", f.origin(), "': tensor '", p->name(), "' holds NaN or Inf"));

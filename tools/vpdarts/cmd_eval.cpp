@@ -24,7 +24,7 @@ int cmd_eval(int argc, char** argv) {
   auto test = data.load(lm.config(), true, &lm.norm);  // the normalisation the model was trained with
   test.relabel_to(lm.class_names, "eval");                 // folders map to the model's classes by name
   auto forward = [&](vp::tape<float>& t, const vp::image_batch<float>& x) { return lm.logits(t, x); };
-  const double acc = vp::top1_accuracy(test, 64, forward);
+  const double acc = vp::top1_accuracy(test, 64, forward, parallel());
   nlohmann::json m = cost_metrics(lm.trainable_params(), lm.trainable_percent(), lm.config(), forward);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   m.update({{"command", "eval"},
@@ -34,10 +34,13 @@ int cmd_eval(int argc, char** argv) {
             {"peak_rss_mb", vp::report::peak_rss_mb()},
             {"seconds", seconds}});
   const fs::path dir = out.empty() ? fs::path(model_file).parent_path() / "eval" : fs::path(out);
-  ensure_dir(dir);
   const fs::path path = dir / "metrics.json";
-  vp::report::write_json(path, m);
-  std::printf("eval: test accuracy %.4f on %ld images, latency %.2f ms at batch 1, %.1f images/s at batch 64; wrote %s\n",
+  on_root([&] {
+    ensure_dir(dir);
+    vp::report::write_json(path, m);
+  });
+  if (parallel().root())
+    std::printf("eval: test accuracy %.4f on %ld images, latency %.2f ms at batch 1, %.1f images/s at batch 64; wrote %s\n",
               acc, static_cast<long>(test.size()), m["latency_ms_batch1"].get<double>(), m["throughput_batch64"].get<double>(),
               path.string().c_str());
   return 0;

@@ -36,6 +36,8 @@ int cmd_pretrain(int argc, char** argv) {
   require(init == "xavier" || init == "timm", cmd, "--init is 'xavier' or 'timm', got '" + init + "'");
   require(o.epochs >= 1, cmd, cat("--epochs must be >= 1, got ", o.epochs));
   require(o.batch >= 1, cmd, cat("--batch must be >= 1, got ", o.batch));
+  require(o.batch >= parallel().size(), cmd,
+          cat("--batch ", o.batch, " is smaller than the ", parallel().size(), " processes (each needs a row of every batch)"));
   require(o.lr > 0, cmd, cat("--lr must be > 0, got ", o.lr));
   require(o.weight_decay >= 0, cmd, cat("--weight-decay must be >= 0, got ", o.weight_decay));
   const vp::vit_config c{image, channels, patch, dim, depth, heads, mlp,
@@ -47,11 +49,12 @@ int cmd_pretrain(int argc, char** argv) {
   }
   common.apply();
   o.progress = !common.quiet;
+  o.parallel = parallel();
   vp::vit<float> m(c, o.seed, init == "timm" ? vp::vit_init::timm : vp::vit_init::xavier);
   std::printf("pretrain: %s, %ld backbone parameters\n", c.describe().c_str(), static_cast<long>(m.backbone_size()));
   auto train = data.load(c, false), test = data.load(c, true);
   auto res = vp::pretrain(m, train, test, o);
-  vp::save_vit(out, m);
+  on_root([&] { vp::save_vit(out, m); });
   std::printf("pretrain: train accuracy %.3f, test accuracy %.3f, %.1f s; wrote %s\n", res.train_accuracy,
               res.test_accuracy, res.seconds, out.c_str());
   return 0;

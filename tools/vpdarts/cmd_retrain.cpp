@@ -36,6 +36,8 @@ struct retrain_settings {
     require(prompts >= 1 && prompts <= 100000, cmd, cat("--prompts must be in 1..100000, got ", prompts));
     require(epochs >= 1, cmd, cat("--epochs must be >= 1, got ", epochs));
     require(batch >= 1, cmd, cat("--batch must be >= 1, got ", batch));
+    require(batch >= parallel().size(), cmd,
+            cat("--batch ", batch, " is smaller than the ", parallel().size(), " processes (each needs a row of every batch)"));
     require(crop_padding >= 0 && crop_padding <= 4096, cmd, cat("--crop-padding must be in 0..4096 (and at most half the image side), got ", crop_padding));
     require(!(probe && (crop_padding > 0 || flip)), cmd,
             "the linear probe trains on fixed features; --crop-padding and --flip do not apply");
@@ -90,7 +92,7 @@ int cmd_retrain(int argc, char** argv) {
   const vp::genotype g = s.probe ? vp::genotype{} : s.genotype(vit.config().depth);
   auto train = data.load(vit.config(), false), test = data.load(vit.config(), true);
   test.relabel_to(train.class_names, "retrain (test data)");  // by class name, never by folder order
-  ensure_dir(dir);
+  on_root([&] { ensure_dir(dir); });
   // model.safetensors and metrics.json are a pair: the old metrics go just before the new model is written
   auto drop_old_metrics = [&] {
     std::error_code gone;
@@ -103,10 +105,13 @@ int cmd_retrain(int argc, char** argv) {
   if (s.probe) {
     std::printf("retrain: linear probe on %s\n", vit.config().describe().c_str());
     const auto r = vp::linear_probe(vit, train, test,
-                                    {.epochs = s.epochs, .batch = s.batch, .w = w, .seed = s.seed, .progress = !common.quiet});
+                                    {.epochs = s.epochs, .batch = s.batch, .w = w, .seed = s.seed, .progress = !common.quiet,
+                                     .parallel = parallel()});
     accuracy = r.test_accuracy;
-    drop_old_metrics();
-    vp::save_model(dir / "model.safetensors", vit, train.class_names, data.norm(vit.config()));
+    on_root([&] {
+      drop_old_metrics();
+      vp::save_model(dir / "model.safetensors", vit, train.class_names, data.norm(vit.config()));
+    });
     seconds = elapsed();
     m = cost_metrics(r.trainable_params, 100.0 * static_cast<double>(r.trainable_params) / static_cast<double>(vit.backbone_size()),
                      vit.config(), [&](vp::tape<float>& t, const vp::image_batch<float>& x) { return vit.logits(t, x); });
@@ -116,10 +121,12 @@ int cmd_retrain(int argc, char** argv) {
     std::printf("retrain: %s with %s\n", model.config().describe().c_str(), g.str().c_str());
     const double loss = vp::train(model, train,
                                   {.epochs = s.epochs, .batch = s.batch, .w = w, .seed = s.seed, .progress = !common.quiet,
-                                   .augment = {.crop_padding = s.crop_padding, .flip = s.flip}});
-    accuracy = vp::evaluate(model, test);
-    drop_old_metrics();
-    vp::save_model(dir / "model.safetensors", model, train.class_names, data.norm(model.config()));
+                                   .augment = {.crop_padding = s.crop_padding, .flip = s.flip}, .parallel = parallel()});
+    accuracy = vp::evaluate(model, test, 64, parallel());
+    on_root([&] {
+      drop_old_metrics();
+      vp::save_model(dir / "model.safetensors", model, train.class_names, data.norm(model.config()));
+    });
     seconds = elapsed();
     m = cost_metrics(model.trainable_params(), model.trainable_percent(), model.config(),
                      [&](vp::tape<float>& t, const vp::image_batch<float>& x) {
@@ -134,8 +141,9 @@ int cmd_retrain(int argc, char** argv) {
             {"backbone", bb.string()},
             {"peak_rss_mb", vp::report::peak_rss_mb()},
             {"seconds", seconds}});
-  vp::report::write_json(dir / "metrics.json", m);
-  std::printf("retrain: test accuracy %.4f, %ld trainable parameters (%.3f%% of the backbone), latency %.2f ms at batch 1, "
+  on_root([&] { vp::report::write_json(dir / "metrics.json", m); });
+  if (parallel().root())
+    std::printf("retrain: test accuracy %.4f, %ld trainable parameters (%.3f%% of the backbone), latency %.2f ms at batch 1, "
               "%.1f images/s at batch 64, %.1f s; wrote %s/{model.safetensors, metrics.json}\n",
               accuracy, m["trainable_params"].get<long>(), m["trainable_percent"].get<double>(),
               m["latency_ms_batch1"].get<double>(), m["throughput_batch64"].get<double>(), seconds, s.out.c_str());

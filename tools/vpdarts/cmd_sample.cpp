@@ -34,6 +34,7 @@ int cmd_sample(int argc, char** argv) {
   const auto set = data.load(c, false);
   const vp::data::normalization norm = vp::data::normalization::synthetic();
   std::vector<unsigned char> px(static_cast<std::size_t>(image * image * channels));
+  if (!parallel().root()) return 0;  // process 0 writes the files (nothing collective follows)
   for (vp::index i = 0; i < set.size(); ++i) {
     const std::string& name = set.class_names[static_cast<std::size_t>(set.labels[static_cast<std::size_t>(i)])];
     const fs::path dir = fs::path(out) / name;

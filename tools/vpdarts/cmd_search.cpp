@@ -43,6 +43,8 @@ struct search_settings {
     require(o.epochs > o.warmup_epochs, cmd,
             cat(o.epochs, " --epochs leave no alpha step after ", o.warmup_epochs, " --warmup-epochs"));
     require(o.batch >= 1, cmd, cat("--batch must be >= 1, got ", o.batch));
+    require(o.batch >= parallel().size(), cmd,
+            cat("--batch ", o.batch, " is smaller than the ", parallel().size(), " processes (each needs a row of every batch)"));
     require(o.val_fraction > 0 && o.val_fraction < 1, cmd, cat("--val-fraction must be in (0, 1), got ", o.val_fraction));
     require(order == "first" || order == "second", cmd, "--order is 'first' or 'second', got '" + order + "'");
     o.bilevel.order = order == "first" ? vp::darts_order::first : vp::darts_order::second;
@@ -87,8 +89,9 @@ int cmd_search(int argc, char** argv) {
   common.apply();
   s.o.progress = !common.quiet;
 
+  s.o.parallel = parallel();
   const fs::path dir = s.out;
-  ensure_dir(dir);
+  on_root([&] { ensure_dir(dir); });
   s.o.checkpoint = dir / "search.safetensors";  // a fresh run replaces it after its first epoch
   fs::path bb;
   vp::vit<float> vit = backbone.load(common.quiet, &bb);
@@ -102,7 +105,8 @@ int cmd_search(int argc, char** argv) {
     std::printf("search: choosing the w learning rate on search-val (%ld epochs per value)\n", s.grid_epochs);
     const auto g = vp::choose_w_lr(model, train,
                                    {.grid = grid, .epochs = s.grid_epochs, .batch = s.o.batch, .val_fraction = s.o.val_fraction,
-                                    .w = s.o.bilevel.w, .seed = s.seed, .progress = s.o.progress});
+                                    .w = s.o.bilevel.w, .seed = s.seed, .progress = s.o.progress,
+                                    .parallel = s.o.parallel});
     s.o.bilevel.w.lr = g.best;
     std::printf("search: w lr %g\n", g.best);
     grid_json = {{"lrs", g.lrs}, {"val_accuracy", g.val_accuracy}, {"train_loss", vp::io::numbers_to_json(g.train_loss)},
@@ -110,13 +114,17 @@ int cmd_search(int argc, char** argv) {
   }
   const std::vector<std::string> ops(vp::default_ops::names.begin(), vp::default_ops::names.end());
   s.o.on_epoch = [&](long, const vp::matrix<double>& a, double, double) {
-    vp::report::write_alpha_heatmap(dir / "alpha.png", a, ops);  // the picture so far
+    on_root([&] { vp::report::write_alpha_heatmap(dir / "alpha.png", a, ops); });  // the picture so far
   };
+  if (s.o.parallel.active())
+    std::printf("search: every batch shared over %d processes (MPI)\n", s.o.parallel.size());
   const auto r = vp::search(model, train, s.o);
   if (r.resumed_from > 0) std::printf("search: resumed after epoch %ld of %ld\n", r.resumed_from, s.o.epochs);
-  r.found.save(dir / "genotype.json");
-  vp::report::write_alpha_csv(dir / "alpha.csv", r.alpha_history, ops);
-  vp::report::write_alpha_heatmap(dir / "alpha.png", r.alpha_history.back(), ops);
+  on_root([&] {
+    r.found.save(dir / "genotype.json");
+    vp::report::write_alpha_csv(dir / "alpha.csv", r.alpha_history, ops);
+    vp::report::write_alpha_heatmap(dir / "alpha.png", r.alpha_history.back(), ops);
+  });
   print_genotype(r.found);
   for (const auto& warning : r.warnings) std::printf("warning: %s\n", warning.c_str());
   nlohmann::json margins = nlohmann::json::array();
@@ -138,7 +146,7 @@ int cmd_search(int argc, char** argv) {
             {"backbone", bb.string()},
             {"peak_rss_mb", vp::report::peak_rss_mb()},
             {"seconds", r.seconds}});
-  vp::report::write_json(dir / "metrics.json", m);
+  on_root([&] { vp::report::write_json(dir / "metrics.json", m); });
   std::printf("search: %.1f s; wrote %s/{genotype.json, alpha.csv, alpha.png, search.safetensors, metrics.json}\n",
               r.seconds, s.out.c_str());
   return 0;

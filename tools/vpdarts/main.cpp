@@ -3,20 +3,28 @@
 // evaluate it, classify image files, and write sample images, with no C++ to write.
 //
 //   vpdarts pretrain | search | retrain | eval | predict | sample  [flags]   (each has --help)
+//   mpirun -np N vpdarts search ...   (a build with VPDARTS_MPI: every batch shared over N processes)
 //
 // Exit codes: 0 done, 1 the work failed (the message says why), 2 bad flags.
 // Each command lives in cmd_<name>.cpp; the flags they share in settings.hpp.
 #include <cstdio>
+#include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "settings.hpp"
+
+#ifdef VPDARTS_WITH_MPI
+#include <vpdarts/distributed.hpp>
+#endif
 
 namespace {
 
 void print_usage() {
   std::printf(
       "vpdarts %s: visual prompt tuning with differentiable fusion search\n\n"
-      "usage: vpdarts COMMAND [flags]\n\n"
+      "usage: vpdarts COMMAND [flags]\n"
+      "       mpirun -np N vpdarts COMMAND [flags]   (data-parallel; %s)\n\n"
       "commands:\n"
       "  pretrain   pretrain a ViT backbone from scratch on the synthetic task\n"
       "  search     DARTS search of the fusion operator of every layer (genotype, alpha trajectory, heatmap)\n"
@@ -26,7 +34,20 @@ void print_usage() {
       "  sample     write synthetic images as PNG files (OUT/<class>/<n>.png)\n\n"
       "Each command takes --help. With no data flags, search and retrain use the built-in synthetic task and a\n"
       "built-in backbone (pretrained on first use and cached).\n",
-      vpdarts::version_string);
+      vpdarts::version_string,
+#ifdef VPDARTS_WITH_MPI
+      "this build has MPI"
+#else
+      "needs a build with -DVPDARTS_MPI=ON"
+#endif
+  );
+}
+
+/// The number of processes an MPI launcher says this job has (1 when started by hand).
+int launcher_size() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
+    if (const char* v = std::getenv(name)) return std::max(1, std::atoi(v));
+  return 1;
 }
 
 }  // namespace
@@ -34,6 +55,23 @@ void print_usage() {
 int main(int argc, char** argv) {
   using namespace vpdarts_cli;
   vpdarts::exec_best_variant(argv);
+#ifdef VPDARTS_WITH_MPI
+  std::optional<vpdarts::mpi::environment> mpi;
+  if (vpdarts::mpi::launched()) {
+    mpi.emplace(argc, argv);
+    set_parallel(vpdarts::mpi::world(), vpdarts::mpi::local_size());
+    if (!parallel().root() && !std::freopen("/dev/null", "w", stdout)) return 1;  // process 0 prints
+  }
+#else
+  if (const int n = launcher_size(); n > 1) {
+    std::fprintf(stderr,
+                 "vpdarts: started by an MPI launcher as one of %d processes, but this vpdarts was built without MPI:\n"
+                 "each process would run the whole job alone and write the same files. Build it with\n"
+                 "cmake -DVPDARTS_MPI=ON (needs libopenmpi-dev), or run it without mpirun.\n",
+                 n);
+    return 2;
+  }
+#endif
   if (argc < 2) {
     print_usage();
     return 2;
@@ -53,15 +91,27 @@ int main(int argc, char** argv) {
     }
     for (const auto& [name, run] : commands)
       if (cmd == name) return run(argc, argv);
-    std::fprintf(stderr, "vpdarts: unknown command '%s' (commands: pretrain, search, retrain, eval, predict, sample; see vpdarts --help)\n",
-                 cmd.c_str());
+    if (parallel().root())
+      std::fprintf(stderr, "vpdarts: unknown command '%s' (commands: pretrain, search, retrain, eval, predict, sample; see vpdarts --help)\n",
+                   cmd.c_str());
     return 2;
   } catch (const usage_error& e) {
+    // flags are checked before any collective, alike on every process: process 0 says it, all exit 2
     const std::string what = e.what();
-    std::fprintf(stderr, "%s%s\n", what.rfind("vpdarts", 0) == 0 ? "" : ("vpdarts " + cmd + ": ").c_str(), what.c_str());
+    if (parallel().root())
+      std::fprintf(stderr, "%s%s\n", what.rfind("vpdarts", 0) == 0 ? "" : ("vpdarts " + cmd + ": ").c_str(), what.c_str());
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "vpdarts %s: %s\n", cmd.c_str(), e.what());
+    if (!parallel().active()) {
+      std::fprintf(stderr, "vpdarts %s: %s\n", cmd.c_str(), e.what());
+      return 1;
+    }
+#ifdef VPDARTS_WITH_MPI
+    // a failure on one process must stop them all, not leave the others waiting in a collective
+    std::fprintf(stderr, "vpdarts %s (process %d of %d): %s\n", cmd.c_str(), parallel().rank(), parallel().size(), e.what());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+#endif
     return 1;
   }
 }

@@ -234,6 +234,24 @@ fs::path cache_dir(const std::string& flag) {
 
 }  // namespace
 
+namespace {
+vp::data_parallel& parallel_slot() {
+  static vp::data_parallel p;
+  return p;
+}
+int& processes_here_slot() {
+  static int n = 1;
+  return n;
+}
+}  // namespace
+
+const vp::data_parallel& parallel() { return parallel_slot(); }
+void set_parallel(vp::data_parallel p, int here) {
+  parallel_slot() = std::move(p);
+  processes_here_slot() = std::max(1, here);
+}
+int processes_here() { return processes_here_slot(); }
+
 fs::path backbone_settings::path(bool quiet) const {
   if (!file.empty()) {
     if (!fs::exists(file)) throw vp::io_error("the backbone checkpoint '" + file + "' does not exist");
@@ -246,18 +264,21 @@ fs::path backbone_settings::path(bool quiet) const {
     std::printf("backbone: built-in, cached at %s\n", cached.string().c_str());
     return cached;
   }
-  ensure_dir(dir);
-  if (::access(dir.c_str(), W_OK) != 0)  // before a minute of pretraining whose result could not be kept
-    throw vp::io_error("the backbone cache folder '" + dir.string() + "' is not writable (set --cache-dir or $VPDARTS_CACHE)");
+  on_root([&] {
+    ensure_dir(dir);
+    if (::access(dir.c_str(), W_OK) != 0)  // before a minute of pretraining whose result could not be kept
+      throw vp::io_error("the backbone cache folder '" + dir.string() + "' is not writable (set --cache-dir or $VPDARTS_CACHE)");
+  });
   std::printf("backbone: pretraining the built-in ViT (%s) on synthetic classes 0-4 (once; cached at %s)\n",
               r.config.describe().c_str(), cached.string().c_str());
   vp::vit<float> m(r.config, 0, vp::vit_init::xavier);
   const std::vector<int> classes{0, 1, 2, 3, 4};
   auto train = vp::data::make_synthetic<float>({.image = r.config.image, .count = r.images, .seed = 0, .classes = classes});
   auto test = vp::data::make_synthetic<float>({.image = r.config.image, .count = 500, .seed = 7, .classes = classes});
-  auto res = vp::pretrain(m, train, test, {.epochs = r.epochs, .batch = r.batch, .lr = r.lr, .progress = !quiet});
+  auto res = vp::pretrain(m, train, test,
+                          {.epochs = r.epochs, .batch = r.batch, .lr = r.lr, .progress = !quiet, .parallel = parallel()});
   std::printf("backbone: pretraining test accuracy %.3f (%.0f s)\n", res.test_accuracy, res.seconds);
-  vp::save_vit(cached, m, {{vp::io::keys::recipe, r.file_name()}});
+  on_root([&] { vp::save_vit(cached, m, {{vp::io::keys::recipe, r.file_name()}}); });
   return cached;
 }
 
@@ -291,12 +312,17 @@ std::vector<double> parse_positive_list(const std::string& text, const std::stri
 
 nlohmann::json cost_metrics(vp::index trainable, double percent, const vp::vit_config& c,
                             const std::function<vp::var<float>(vp::tape<float>&, const vp::image_batch<float>&)>& fwd) {
-  const auto timing = vp::report::time_inference<float>(fwd, c.channels, c.image);
-  return {{"trainable_params", trainable},
-          {"trainable_percent", percent},
-          {"latency_ms_batch1", timing.latency_ms_batch1},
-          {"throughput_batch64", timing.throughput_batch64},
-          {"threads", omp_get_max_threads()}};
+  nlohmann::json out = {{"trainable_params", trainable}, {"trainable_percent", percent}, {"processes", parallel().size()}};
+  on_root([&] {
+    const int threads = omp_get_max_threads();
+    if (processes_here() > 1) omp_set_num_threads(omp_get_num_procs());  // the others wait without spinning
+    const auto timing = vp::report::time_inference<float>(fwd, c.channels, c.image);
+    out.update({{"latency_ms_batch1", timing.latency_ms_batch1},
+                {"throughput_batch64", timing.throughput_batch64},
+                {"threads", omp_get_max_threads()}});
+    omp_set_num_threads(threads);
+  });
+  return out;
 }
 
 void print_genotype(const vp::genotype& g) {

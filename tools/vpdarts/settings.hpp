@@ -36,13 +36,28 @@ inline void require(bool ok, const std::string& command, const std::string& what
   if (!ok) throw usage_error("vpdarts " + command + ": " + what);
 }
 
+/// The processes this run is shared over: one, unless an MPI build of the
+/// tool was started by mpirun (main.cpp sets it before any command runs).
+const vp::data_parallel& parallel();
+/// Sets parallel() and the number of its processes on this machine (they share its cores).
+void set_parallel(vp::data_parallel p, int processes_here);
+/// Processes of parallel() on this machine.
+int processes_here();
+
+/// Runs `work` on process 0 only (the one that writes files); every process
+/// learns whether it failed. With one process, just runs it.
+template <class Work>
+void on_root(Work&& work) {
+  parallel().on_root(std::forward<Work>(work));
+}
+
 /// Flags every command shares.
 struct common_settings {
   long threads = 0;
   bool quiet = false;
 
   void add_to(flags& f) {
-    f.add("threads", threads, "OpenMP threads (0: all cores)");
+    f.add("threads", threads, "OpenMP threads (0: all cores; under mpirun, the cores shared among a machine's processes)");
     f.add_switch("quiet", quiet, "no progress bars");
   }
   void validate(const std::string& command) const {
@@ -50,6 +65,7 @@ struct common_settings {
   }
   void apply() const {
     if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
+    else if (processes_here() > 1) omp_set_num_threads(std::max(1, omp_get_num_procs() / processes_here()));
   }
 };
 
@@ -133,6 +149,7 @@ void ensure_dir(const fs::path& dir);
 std::vector<double> parse_positive_list(const std::string& text, const std::string& command, const std::string& flag);
 
 /// Latency, throughput and memory of a model, the part of metrics.json every command shares.
+/// Under mpirun, process 0 measures with all of the machine's cores while the others wait (they get null).
 nlohmann::json cost_metrics(vp::index trainable, double percent, const vp::vit_config& c,
                             const std::function<vp::var<float>(vp::tape<float>&, const vp::image_batch<float>&)>& fwd);
 

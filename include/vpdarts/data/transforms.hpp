@@ -176,10 +176,15 @@ struct augment_options {
 
 /// Augments every image of a normalised batch in place (channels first), each
 /// with its own random crop offset and flip drawn from `rng`. `scratch` is
-/// reused between calls (no allocation once warm).
+/// reused between calls (no allocation once warm). When `x` holds rows
+/// `first` .. `first + x.size()` of a batch of `total` rows (one process's
+/// share in data-parallel training), the draws of all `total` images are
+/// made in order and those of x's rows applied, so every process augments
+/// its rows as one process would (total < 0: x is the whole batch).
 /// @throws config_error for a negative padding, or one above half the image side (it could blank an image).
 template <Scalar S>
-void augment_batch(image_batch<S>& x, const augment_options& o, std::mt19937_64& rng, std::vector<S>& scratch) {
+void augment_batch(image_batch<S>& x, const augment_options& o, std::mt19937_64& rng, std::vector<S>& scratch,
+                   index first = 0, index total = -1) {
   if (o.crop_padding < 0 || o.crop_padding > std::min(x.height, x.width) / 2)
     throw config_error(vpdarts::detail::cat("augment_batch: crop padding ", o.crop_padding, " is not in 0..", std::min(x.height, x.width) / 2,
                                             " (half the ", x.height, "x", x.width, " image)"));
@@ -190,14 +195,19 @@ void augment_batch(image_batch<S>& x, const augment_options& o, std::mt19937_64&
   scratch.resize(n);
   std::uniform_int_distribution<index> offset(0, 2 * o.crop_padding);
   std::bernoulli_distribution coin(0.5);
-  for (index i = 0; i < x.size(); ++i) {
+  if (total < 0) total = x.size();
+  if (first < 0 || first + x.size() > total)
+    throw config_error(vpdarts::detail::cat("augment_batch: rows ", first, "..", first + x.size(), " of a batch of ", total));
+  for (index j = 0; j < total; ++j) {
+    const index dy = o.crop_padding > 0 ? offset(rng) - o.crop_padding : 0;
+    const index dx = o.crop_padding > 0 ? offset(rng) - o.crop_padding : 0;
+    const bool mirror = o.flip && coin(rng);
+    const index i = j - first;
+    if (i < 0 || i >= x.size()) continue;
     S* row = x.pixels.row(i).data();
     std::copy(row, row + n, scratch.data());  // (copy-assigning one adaptor to another would rebind it, not copy)
     auto img = xt::adapt(row, n, xt::no_ownership(), shape);
     auto src = xt::adapt(static_cast<const S*>(scratch.data()), n, xt::no_ownership(), shape);
-    const index dy = o.crop_padding > 0 ? offset(rng) - o.crop_padding : 0;
-    const index dx = o.crop_padding > 0 ? offset(rng) - o.crop_padding : 0;
-    const bool mirror = o.flip && coin(rng);
     for (std::size_t ch = 0; ch < c; ++ch)
       for (std::size_t y = 0; y < h; ++y) {
         const index sy = static_cast<index>(y) + dy;

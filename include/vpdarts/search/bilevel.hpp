@@ -52,13 +52,19 @@ struct bilevel_step_result {
 /// Runs DARTS steps on a search model: the bi-level optimiser of w (SGD) and
 /// alpha (Adam). Holds the two optimisers and the buffers of the second-order
 /// step (allocated once). Every gradient it uses passes the gradient hook
-/// first (see apply_gradients()).
+/// first (see apply_gradients()). With `parallel` over several processes,
+/// every step's batches are the global ones and each process computes its
+/// share of them (the caller gathers the share): each of the step's
+/// gradients (both of a first-order step, all four of a second-order step)
+/// is summed over the processes as it is computed, so every process takes
+/// the single-process step.
 template <Scalar S, OpList Ops>
 class bilevel_optimizer {
  public:
   /// @throws config_error for a derived model or a multiplier list of the wrong length.
-  bilevel_optimizer(prompted_vit<S, Ops>& model, const bilevel_options& o, gradient_hook<S> hook = {})
-      : model_(model), opts_(o), hook_(std::move(hook)), w_opt_(model.weight_groups(o.w.op_lr_mult, o.w.head_lr_mult), o.w.sgd()),
+  bilevel_optimizer(prompted_vit<S, Ops>& model, const bilevel_options& o, gradient_hook<S> hook = {},
+                    data_parallel parallel = {})
+      : model_(model), opts_(o), hook_(std::move(hook)), parallel_(std::move(parallel)), w_opt_(model.weight_groups(o.w.op_lr_mult, o.w.head_lr_mult), o.w.sgd()),
         alpha_opt_({&model.alpha()}, {.lr = o.alpha_lr, .beta1 = o.alpha_beta1, .beta2 = o.alpha_beta2,
                                       .weight_decay = o.alpha_weight_decay, .decoupled = false}) {
     if (!model.is_search()) throw config_error("bilevel_optimizer: the model is a derived model; search needs alpha");
@@ -71,6 +77,8 @@ class bilevel_optimizer {
         dir_.push_back(matrix<S>::Zero(p->rows(), p->cols()));
       }
     dalpha_ = matrix<S>::Zero(model.alpha().rows(), model.alpha().cols());
+    all_ = flat_;
+    all_.push_back(&model.alpha());
   }
 
   /// One step: alpha on (val_x, val_y) unless `update_alpha` is false (warm-up), then w on (train_x, train_y).
@@ -172,15 +180,26 @@ class bilevel_optimizer {
   optim::adam<S>& alpha_optimizer() noexcept { return alpha_opt_; }
   /// The settings.
   const bilevel_options& options() const noexcept { return opts_; }
+  /// The processes the steps are shared over.
+  const data_parallel& parallel() const noexcept { return parallel_; }
+  /// Everything it trains: w (prompts, operator parameters and head, in the optimiser's order), then alpha.
+  std::span<parameter<S>* const> parameters() const noexcept { return all_; }
 
  private:
   std::span<parameter<S>* const> alpha_params() noexcept { return {&alpha_ptr_, 1}; }
 
+  // The loss of this process's share x, y and the gradient of `target`,
+  // both summed over the processes: the global batch's mean loss and gradient.
   double loss(const image_batch<S>& x, std::span<const int> y, grad_target target) {
-    tape_.reset();
-    var<S> l = cross_entropy(model_.logits(tape_, x, target), y);
-    tape_.backward(l);
-    return static_cast<double>(l.item());
+    std::span<parameter<S>* const> params = target == grad_target::alpha     ? alpha_params()
+                                            : target == grad_target::weights ? std::span<parameter<S>* const>(flat_)
+                                                                             : std::span<parameter<S>* const>(all_);
+    return parallel_.gradient_step<S>(params, x.size(), [&] {
+      tape_.reset();
+      var<S> l = cross_entropy(model_.logits(tape_, x, target), y);
+      tape_.backward(l);
+      return local_step{static_cast<double>(l.item())};
+    }).loss;
   }
 
   void restore() {
@@ -190,11 +209,12 @@ class bilevel_optimizer {
   prompted_vit<S, Ops>& model_;
   bilevel_options opts_;
   gradient_hook<S> hook_;
+  data_parallel parallel_;
   parameter<S>* alpha_ptr_ = &model_.alpha();
   optim::sgd<S> w_opt_;
   optim::adam<S> alpha_opt_;
   tape<S> tape_;
-  std::vector<parameter<S>*> flat_;
+  std::vector<parameter<S>*> flat_, all_;
   std::vector<double> mult_;
   std::vector<bool> decay_;
   std::vector<matrix<S>> backup_, dir_;

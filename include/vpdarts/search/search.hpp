@@ -44,8 +44,14 @@ struct search_options {
   /// result is the one an uninterrupted run gives. The settings must match.
   bool resume = false;
   /// Called after every epoch (after its checkpoint is written) with the epoch
-  /// (1-based), softmax(alpha) and the epoch's mean losses.
+  /// (1-based), softmax(alpha) and the epoch's mean losses; on every process
+  /// of a data-parallel search (write files where parallel.root() only).
   std::function<void(long epoch, const matrix<double>& alpha, double train_loss, double val_loss)> on_epoch = {};
+  /// The processes every batch is shared over (train/data_parallel.hpp); one by
+  /// default. The result is the single-process one; process 0 alone writes the
+  /// checkpoint, and every process reads it on resume (any number of processes
+  /// may continue a checkpoint).
+  data_parallel parallel = {};
 };
 
 /// What search() found.
@@ -102,7 +108,8 @@ nlohmann::json search_fingerprint(const search_options& o, prompted_vit<S, Ops>&
 
 /// Runs a DARTS search on `data` (split seeded into search-train and search-val).
 /// Every gradient passes `hook` before its optimiser uses it (see apply_gradients()).
-/// @throws config_error for a derived model, fewer than two classes, or a batch larger than a split;
+/// @throws config_error for a derived model, fewer than two classes, a batch larger than a split
+/// or smaller than the processes of o.parallel;
 /// value_error when a loss becomes NaN or Inf (naming the epoch and step).
 template <Scalar S, OpList Ops>
 search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, search_options o,
@@ -116,11 +123,13 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
                                    " warm-up epochs"));
   if (o.resume && o.checkpoint.empty()) throw config_error("search: resume needs a checkpoint path");
   o.bilevel.w.validate("search");
+  const data_parallel& dp = o.parallel;
+  dp.require_batch(o.batch, "search");
   const long steps = static_cast<long>((n - n_val) / o.batch);
   if (o.auto_alpha_lr) o.bilevel.alpha_lr = 6.0 / static_cast<double>(steps * (o.epochs - o.warmup_epochs));
   search_result r;
   r.alpha_lr = o.bilevel.alpha_lr;
-  bilevel_optimizer<S, Ops> optimizer(model, o.bilevel, hook);
+  bilevel_optimizer<S, Ops> optimizer(model, o.bilevel, hook, dp);
   // hashing the data and the backbone costs a pass over both: only a checkpointed search needs it
   const nlohmann::json fingerprint = o.checkpoint.empty() ? nlohmann::json() : search_fingerprint(o, model, data);
   search_state st;
@@ -143,16 +152,17 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
                        .peak_lr = o.bilevel.w.lr,
                        .warmup_epochs = o.bilevel.w.warmup_epochs,
                        .first_epoch = st.epoch,
-                       .progress = o.progress};
+                       .progress = o.progress && dp.root()};
   auto step = [&](long e, std::span<const index> rows) {
     const bool update_alpha = e >= o.warmup_epochs;
-    data.gather(rows, tx, ty);
+    data.gather(dp.share_of(rows), tx, ty);
     if (update_alpha) {
       if (st.val_pos + o.batch > n_val) {
         std::shuffle(st.rows.val.begin(), st.rows.val.end(), st.rng);
         st.val_pos = 0;
       }
-      data.gather(std::span<const index>(st.rows.val.data() + st.val_pos, static_cast<std::size_t>(o.batch)), vx, vy);
+      data.gather(dp.share_of(std::span<const index>(st.rows.val.data() + st.val_pos, static_cast<std::size_t>(o.batch))),
+                  vx, vy);
       st.val_pos += o.batch;
     }
     const bilevel_step_result res = optimizer.step(tx, ty, vx, vy, update_alpha);
@@ -166,7 +176,8 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
     st.val_loss.push_back(e.val_loss);
     st.alpha_history.push_back(model.softmax_alpha());
     st.seconds = seconds_before + e.seconds;
-    if (!o.checkpoint.empty()) st.save(o.checkpoint, model, optimizer, fingerprint);
+    dp.check_identical<S>(optimizer.parameters(), "search");
+    if (!o.checkpoint.empty()) dp.on_root([&] { st.save(o.checkpoint, model, optimizer, fingerprint); });
     if (o.on_epoch) o.on_epoch(e.epoch, st.alpha_history.back(), e.loss, e.val_loss);
   });
   r.found = model.derive();

@@ -11,6 +11,7 @@
 #include "../autodiff/tape.hpp"
 #include "../data/labelled_images.hpp"
 #include "../vit/vit.hpp"
+#include "data_parallel.hpp"
 
 namespace vpdarts {
 
@@ -27,15 +28,19 @@ index count_correct(const Logits& logits, std::span<const int> labels) {
 }
 
 /// Calls fn(start, x, y) for consecutive batches of `data` in order (the last
-/// one may be smaller), gathering into the same x and y each time.
+/// one may be smaller), gathering into the same x and y each time; only rows
+/// `first` .. `first + count` when given (count < 0: to the end).
 template <Scalar S, class Fn>
-void for_each_batch(const data::labelled_images<S>& data, index batch, Fn&& fn) {
+void for_each_batch(const data::labelled_images<S>& data, index batch, Fn&& fn, index first = 0, index count = -1) {
   if (batch <= 0) throw config_error(detail::cat("for_each_batch: batch is ", batch, ", must be positive"));
+  const index end = count < 0 ? data.size() : first + count;
+  if (first < 0 || end > data.size())
+    throw config_error(detail::cat("for_each_batch: rows ", first, "..", end, " of ", data.size()));
   std::vector<index> rows;
   image_batch<S> x;
   std::vector<int> y;
-  for (index start = 0; start < data.size(); start += batch) {
-    rows.resize(static_cast<std::size_t>(std::min(batch, data.size() - start)));
+  for (index start = first; start < end; start += batch) {
+    rows.resize(static_cast<std::size_t>(std::min(batch, end - start)));
     std::iota(rows.begin(), rows.end(), start);
     data.gather(rows, x, y);
     fn(start, x, y);
@@ -43,25 +48,35 @@ void for_each_batch(const data::labelled_images<S>& data, index batch, Fn&& fn) 
 }
 
 /// Top-1 accuracy of `forward(tape, images) -> logits` on `data`, in batches,
-/// no gradient recorded. @throws config_error for an empty set.
+/// no gradient recorded; with `parallel` over several processes each
+/// evaluates its share of the images and the counts are summed.
+/// @throws config_error for an empty set.
 template <Scalar S, class Forward>
-double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&& forward) {
+double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&& forward,
+                     const data_parallel& parallel = {}) {
   if (data.size() == 0) throw config_error("top1_accuracy: the data set is empty");
-  tape<S> t;
-  no_grad<S> guard(t);
   index correct = 0;
-  for_each_batch(data, batch, [&](index, const image_batch<S>& x, const std::vector<int>& y) {
-    t.reset();
-    correct += count_correct(forward(t, x).value(), y);
-  });
-  return static_cast<double>(correct) / static_cast<double>(data.size());
+  {
+    tape<S> t;
+    no_grad<S> guard(t);
+    const auto share = parallel.share_of(data.size());
+    for_each_batch(
+        data, batch,
+        [&](index, const image_batch<S>& x, const std::vector<int>& y) {
+          t.reset();
+          correct += count_correct(forward(t, x).value(), y);
+        },
+        share.first, share.count);
+  }
+  return static_cast<double>(parallel.sum(correct)) / static_cast<double>(data.size());
 }
 
-/// Top-1 accuracy of the ViT's logits on `data`, in batches, no gradient recorded.
+/// Top-1 accuracy of the ViT's logits on `data`, in batches, no gradient recorded
+/// (shared over the processes of `parallel`, as top1_accuracy()).
 /// @throws shape_error when the images do not fit the model.
 template <Scalar S>
-double accuracy(vit<S>& model, const data::labelled_images<S>& data, index batch = 64) {
-  return top1_accuracy(data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x); });
+double accuracy(vit<S>& model, const data::labelled_images<S>& data, index batch = 64, const data_parallel& parallel = {}) {
+  return top1_accuracy(data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x); }, parallel);
 }
 
 }  // namespace vpdarts

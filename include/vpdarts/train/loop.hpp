@@ -23,6 +23,7 @@
 #include "../error.hpp"
 #include "../optim/schedule.hpp"
 #include "../optim/sgd.hpp"
+#include "data_parallel.hpp"
 
 namespace vpdarts {
 

@@ -25,6 +25,8 @@ struct lr_grid_options {
   w_optimizer_options w = {};     ///< w's optimiser; its lr is replaced by each grid value
   std::uint64_t seed = 0;         ///< the split, the shuffling (as search() with this seed)
   bool progress = true;           ///< print one line per lr
+  /// The processes every batch and the scoring are shared over (train/data_parallel.hpp); one by default.
+  data_parallel parallel = {};
 };
 
 /// What choose_w_lr measured.
@@ -56,13 +58,14 @@ lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_ima
   r.best = o.grid.front();
   double best_acc = -1;
   for (double lr : o.grid) {
-    train_options t{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false};
+    train_options t{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false,
+                    .parallel = o.parallel};
     t.w.lr = lr;
     t.w.warmup_epochs = std::min(o.w.warmup_epochs, o.epochs);
     double loss = std::numeric_limits<double>::quiet_NaN(), acc = 0;
     try {
       loss = train(model, train_set, t);
-      acc = evaluate(model, val_set);
+      acc = evaluate(model, val_set, 64, o.parallel);
     } catch (const value_error&) {
       // diverged: scores 0
     }
@@ -74,7 +77,7 @@ lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_ima
       r.best = lr;
     }
     for (std::size_t i = 0; i < ws.size(); ++i) ws[i]->value() = snapshot[i];
-    if (o.progress) std::printf("lr grid: w lr %-8g search-val accuracy %.4f  train loss %.4f\n", lr, acc, loss);
+    if (o.progress && o.parallel.root()) std::printf("lr grid: w lr %-8g search-val accuracy %.4f  train loss %.4f\n", lr, acc, loss);
   }
   return r;
 }

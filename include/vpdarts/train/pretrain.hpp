@@ -22,6 +22,8 @@ struct pretrain_options {
   double weight_decay = 0.05;   ///< decoupled
   std::uint64_t seed = 0;       ///< shuffling
   bool progress = true;         ///< print a progress bar
+  /// The processes every batch is shared over (train/data_parallel.hpp); one by default.
+  data_parallel parallel = {};
 };
 
 /// What pretrain() measured.
@@ -33,8 +35,10 @@ struct pretrain_result {
 
 /// Trains every parameter of `model` (backbone and head) on `train` with AdamW,
 /// one warm-up epoch then cosine decay, and reports accuracy on `test`. Every
-/// gradient passes `hook` before the optimiser uses it.
-/// @throws config_error when the batch is not positive or larger than the training set,
+/// gradient passes `hook` before the optimiser uses it. With o.parallel over
+/// several processes, each trains on its share of every batch (the
+/// single-process result).
+/// @throws config_error when the batch is not positive, larger than the training set or smaller than the processes,
 /// or the data has more classes than the head; value_error when the loss becomes NaN or Inf (naming the step).
 template <Scalar S>
 pretrain_result pretrain(vit<S>& model, const data::labelled_images<S>& train, const data::labelled_images<S>& test,
@@ -42,6 +46,7 @@ pretrain_result pretrain(vit<S>& model, const data::labelled_images<S>& train, c
   if (train.classes() > model.config().classes)
     throw config_error(detail::cat("pretrain: the data has ", train.classes(), " classes, the head ",
                                    model.config().classes));
+  o.parallel.require_batch(o.batch, "pretrain");
   model.unfreeze_all();
   std::vector<parameter<S>*> params = model.parameters();
   optim::adam<S> opt(params, {.lr = o.lr, .weight_decay = o.weight_decay, .decoupled = true});
@@ -50,22 +55,27 @@ pretrain_result pretrain(vit<S>& model, const data::labelled_images<S>& train, c
   tape<S> t;
   image_batch<S> x;
   std::vector<int> labels;
+  const data_parallel& dp = o.parallel;
   const loop_plan plan{.name = "pretrain", .epochs = o.epochs, .batch = o.batch, .peak_lr = o.lr,
-                       .warmup_epochs = 1, .progress = o.progress};
-  const loop_result lr = run_epochs(plan, rows, rng, opt, [&](long, std::span<const index> batch) {
-    train.gather(batch, x, labels);
-    t.reset();
-    const var<S> logits = model.logits(t, x);
-    const var<S> loss = cross_entropy(logits, labels);
-    opt.zero_grad();
-    t.backward(loss);
+                       .warmup_epochs = 1, .progress = o.progress && dp.root()};
+  auto step = [&](long, std::span<const index> batch) {
+    train.gather(dp.share_of(batch), x, labels);
+    const reduced_step s = dp.gradient_step<S>(params, x.size(), [&] {
+      t.reset();
+      const var<S> logits = model.logits(t, x);
+      const var<S> loss = cross_entropy(logits, labels);
+      opt.zero_grad();
+      t.backward(loss);
+      return local_step{static_cast<double>(loss.item()), count_correct(logits.value(), labels)};
+    });
     apply_gradients<S>(opt, params, 0, hook);
-    return step_report{.loss = static_cast<double>(loss.item()), .images = o.batch,
-                       .correct = count_correct(logits.value(), labels)};
-  });
+    return step_report{.loss = s.loss, .images = o.batch, .correct = s.correct};
+  };
+  const loop_result lr =
+      run_epochs(plan, rows, rng, opt, step, [&](const epoch_report&) { dp.check_identical<S>(params, "pretrain"); });
   pretrain_result r;
   r.train_accuracy = lr.last.accuracy;
-  r.test_accuracy = accuracy(model, test);
+  r.test_accuracy = accuracy(model, test, 64, dp);
   r.seconds = lr.seconds;
   return r;
 }

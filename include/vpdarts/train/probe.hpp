@@ -24,6 +24,8 @@ struct probe_options {
   w_optimizer_options w = {.grad_clip = 0};
   std::uint64_t seed = 0;      ///< shuffling and the head's init
   bool progress = true;        ///< print a progress bar
+  /// The processes the features and every batch are shared over (train/data_parallel.hpp); one by default.
+  data_parallel parallel = {};
 };
 
 /// What linear_probe() measured.
@@ -35,23 +37,35 @@ struct probe_result {
   double seconds = 0;           ///< wall-clock time, features included
 };
 
-/// The frozen features (vit::features) of every image (N x D), in batches, no gradient recorded.
+/// The frozen features (vit::features) of every image (N x D), in batches, no
+/// gradient recorded; with `parallel` over several processes each computes
+/// its share of the rows and every process gets them all.
 template <Scalar S>
-matrix<S> extract_features(vit<S>& model, const data::labelled_images<S>& data, index batch = 64) {
-  matrix<S> out(data.size(), model.config().dim);
-  tape<S> t;
-  no_grad<S> guard(t);
-  for_each_batch(data, batch, [&](index start, const image_batch<S>& x, const std::vector<int>&) {
-    t.reset();
-    out.middleRows(start, x.size()) = model.features(t, x).value();
-  });
+matrix<S> extract_features(vit<S>& model, const data::labelled_images<S>& data, index batch = 64,
+                           const data_parallel& parallel = {}) {
+  matrix<S> out = matrix<S>::Zero(data.size(), model.config().dim);
+  {
+    tape<S> t;
+    no_grad<S> guard(t);
+    const auto share = parallel.share_of(data.size());
+    for_each_batch(
+        data, batch,
+        [&](index start, const image_batch<S>& x, const std::vector<int>&) {
+          t.reset();
+          out.middleRows(start, x.size()) = model.features(t, x).value();
+        },
+        share.first, share.count);
+  }
+  parallel.sum(out);  // every row is non-zero on one process only: the sum is exact
   return out;
 }
 
 /// Replaces the head of `backbone` by a fresh one for `train`'s classes, trains
 /// it alone on the frozen features, and reports accuracy on `test`. The
 /// backbone is left frozen with the trained head. Every gradient passes
-/// `hook` before the optimiser uses it.
+/// `hook` before the optimiser uses it. With o.parallel over several
+/// processes, each computes its share of the features and trains on its
+/// share of every batch (the single-process result).
 /// @throws config_error for fewer than two classes, test classes that differ, no epoch, or a batch larger
 /// than the data; value_error for a NaN or Inf loss.
 template <Scalar S>
@@ -64,11 +78,13 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
   if (o.batch <= 0 || o.batch > train.size())
     throw config_error(detail::cat("linear_probe: batch ", o.batch, " does not fit ", train.size(), " images"));
   o.w.validate("linear_probe");
+  const data_parallel& dp = o.parallel;
+  dp.require_batch(o.batch, "linear_probe");
   backbone.reset_head(train.classes());
   backbone.freeze_backbone();
   backbone.head.weight.unfreeze();
   backbone.head.bias.unfreeze();
-  const matrix<S> feats = extract_features(backbone, train);
+  const matrix<S> feats = extract_features(backbone, train, 64, dp);
   std::vector<optim::param_group<S>> groups{{{&backbone.head.weight}, o.w.head_lr_mult, true, "head.weight"},
                                             {{&backbone.head.bias}, o.w.head_lr_mult, false, "head.bias"}};
   optim::sgd<S> opt(groups, o.w.sgd());
@@ -78,21 +94,29 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
   std::vector<int> y(static_cast<std::size_t>(std::max<index>(o.batch, 0)));
   tape<S> t;
   const loop_plan plan{.name = "linear_probe", .epochs = o.epochs, .batch = o.batch, .peak_lr = o.w.lr,
-                       .warmup_epochs = o.w.warmup_epochs, .progress = o.progress};
-  const loop_result lr = run_epochs(plan, rows, rng, opt, [&](long, std::span<const index> batch) {
-    t.reset();
-    var<S> x = t.input(o.batch, feats.cols());
-    for (index i = 0; i < o.batch; ++i) {
-      const index row = batch[static_cast<std::size_t>(i)];
-      x.value().row(i) = feats.row(row);
-      y[static_cast<std::size_t>(i)] = train.labels[static_cast<std::size_t>(row)];
-    }
-    const var<S> l = cross_entropy(linear(x, t.leaf(backbone.head.weight), t.leaf(backbone.head.bias)), y);
-    opt.zero_grad();
-    t.backward(l);
+                       .warmup_epochs = o.w.warmup_epochs, .progress = o.progress && dp.root()};
+  auto step = [&](long, std::span<const index> batch) {
+    const std::span<const index> mine = dp.share_of(batch);
+    const index rows_here = static_cast<index>(mine.size());
+    const reduced_step s = dp.gradient_step<S>(head, rows_here, [&] {
+      t.reset();
+      var<S> x = t.input(rows_here, feats.cols());
+      y.resize(mine.size());
+      for (index i = 0; i < rows_here; ++i) {
+        const index row = mine[static_cast<std::size_t>(i)];
+        x.value().row(i) = feats.row(row);
+        y[static_cast<std::size_t>(i)] = train.labels[static_cast<std::size_t>(row)];
+      }
+      const var<S> l = cross_entropy(linear(x, t.leaf(backbone.head.weight), t.leaf(backbone.head.bias)), y);
+      opt.zero_grad();
+      t.backward(l);
+      return local_step{static_cast<double>(l.item())};
+    });
     apply_gradients<S>(opt, head, o.w.grad_clip, hook);
-    return step_report{.loss = static_cast<double>(l.item()), .images = o.batch};
-  });
+    return step_report{.loss = s.loss, .images = o.batch};
+  };
+  const loop_result lr =
+      run_epochs(plan, rows, rng, opt, step, [&](const epoch_report&) { dp.check_identical<S>(head, "linear_probe"); });
   probe_result r;
   r.train_loss = lr.last.loss;
   {
@@ -100,7 +124,7 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
     logits.rowwise() += backbone.head.bias.value().row(0);
     r.train_accuracy = static_cast<double>(count_correct(logits, train.labels)) / static_cast<double>(train.size());
   }
-  r.test_accuracy = accuracy(backbone, test);
+  r.test_accuracy = accuracy(backbone, test, 64, dp);
   r.trainable_params = backbone.head.weight.size() + backbone.head.bias.size();
   r.seconds = lr.seconds;
   return r;

@@ -6,7 +6,10 @@
 //
 //   RESULT workload=toy mode=first batch=32 sec_per_step=... images_per_s=... gflops=... gflops_per_s=... peak_rss_mb=...
 //
-//   vpdarts_bench [--workload toy|tiny16|dinov2s14] [--mode first|second|infer] [--batch N] [--steps 5] [--threads 2] [--seed 0]
+//   vpdarts_bench [--workload toy|tiny16|base16|dinov2s14] [--mode first|second|infer] [--batch N] [--steps 5] [--threads 2] [--seed 0]
+//   mpirun -np N vpdarts_bench ...   (a build with MPI: every step's batch shared over N processes, as
+//                                     vpdarts search does; RESULT adds processes=N)
+//   vpdarts_bench --scaling          the data-parallel scaling model of docs/distributed.md
 #include <omp.h>
 
 #include <algorithm>
@@ -14,11 +17,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <vpdarts/vpdarts.hpp>
+#ifdef VPDARTS_WITH_MPI
+#include <vpdarts/distributed.hpp>
+#endif
 
 namespace vp = vpdarts;
 
@@ -34,12 +41,13 @@ struct workload {
 workload find_workload(const std::string& name) {
   if (name == "toy") return {"toy", vp::vit_config::toy(), 8, 32};
   if (name == "tiny16") return {"tiny16", vp::vit_config::tiny16(10), 10, 8};
+  if (name == "base16") return {"base16", {224, 3, 16, 768, 12, 12, 3072, 10}, 10, 8};  // vit_base_patch16_224
   if (name == "dinov2s14") {  // vit_small_patch14_dinov2 at 224 (16 x 16 patches): LayerScale, patch 14
     vp::vit_config c{224, 3, 14, 384, 12, 6, 1536, 10};
     c.layer_scale = true;
     return {"dinov2s14", c, 10, 8};
   }
-  std::fprintf(stderr, "vpdarts_bench: unknown workload '%s' (toy, tiny16 or dinov2s14)\n", name.c_str());
+  std::fprintf(stderr, "vpdarts_bench: unknown workload '%s' (toy, tiny16, base16 or dinov2s14)\n", name.c_str());
   std::exit(2);
 }
 
@@ -85,6 +93,47 @@ double step_flops(const vp::vit_config& c, long p, const std::string& mode, long
   return per_image * static_cast<double>(batch);
 }
 
+// ---- the data-parallel scaling model (docs/distributed.md)
+// Per first-order step on N nodes with global batch B: compute F(B) / (N R), R one node's rate; two
+// all-reduces (alpha's gradient, then w's) of 8-byte values (the reduction is in double), each a ring:
+// 2 (N-1)/N bytes / bandwidth + 2 (N-1) latencies. Efficiency = time on one node / (N x time on N).
+void print_scaling(double rate_gflops) {
+  std::printf("scaling model: one node's rate R = %.0f GFLOP/s (first-order step), ring all-reduce in double,
+"
+              "latency 20 us at 10 Gb/s and 5 us at 100 Gb/s; efficiency for N nodes (global batch B, B/N rows each)
+
+",
+              rate_gflops);
+  std::printf("| workload | B | trainable values (w + alpha) | MB all-reduced per step | GFLOP per step | N | B/N | 10 Gb/s | 100 Gb/s |
+");
+  std::printf("|---|---|---|---|---|---|---|---|---|
+");
+  for (const char* name : {"toy", "tiny16", "base16"}) {
+    const workload w = find_workload(name);
+    vp::prompted_vit<float> model(vp::vit<float>(w.config, 0), {.prompts = w.prompts});
+    double values = 0;
+    for (auto* p : model.weights()) values += static_cast<double>(p->size());
+    const double alpha = static_cast<double>(model.alpha().size());
+    for (long B : {w.batch, 64L}) {
+      const double flops = step_flops(w.config, w.prompts, "first", B);
+      for (long n : {1L, 2L, 4L, 8L, 16L, 32L, 64L}) {
+        if (n > B) break;
+        std::printf("| %s | %ld | %.0f | %.2f | %.1f | %ld | %.1f |", name, B, values + alpha, 8 * (values + alpha) / 1e6,
+                    flops / 1e9, n, static_cast<double>(B) / static_cast<double>(n));
+        for (double gbit : {10.0, 100.0}) {
+          const double latency = gbit < 50 ? 20e-6 : 5e-6, bw = gbit * 1e9 / 8;
+          const double ring = [&](double bytes) {
+            return n == 1 ? 0.0 : 2.0 * static_cast<double>(n - 1) / static_cast<double>(n) * bytes / bw + 2.0 * static_cast<double>(n - 1) * latency;
+          }(8 * values) + (n == 1 ? 0.0 : 2.0 * static_cast<double>(n - 1) / static_cast<double>(n) * 8 * alpha / bw + 2.0 * static_cast<double>(n - 1) * latency);
+          const double one = flops / (rate_gflops * 1e9), many = flops / (static_cast<double>(n) * rate_gflops * 1e9) + ring;
+          std::printf(" %.0f %% |", 100 * one / (static_cast<double>(n) * many));
+        }
+        std::printf("\n");
+      }
+    }
+  }
+}
+
 vp::image_batch<float> random_images(const vp::vit_config& c, long batch, std::mt19937_64& rng) {
   std::normal_distribution<float> n01;
   vp::image_batch<float> x(batch, c.channels, c.image, c.image);
@@ -106,7 +155,20 @@ int main(int argc, char** argv) {
   std::string workload_name = "toy", mode = "first";
   long batch = 0, steps = 5, threads = 2;
   std::uint64_t seed = 0;
+  double scaling_rate = 0;
+  vp::data_parallel dp;
+#ifdef VPDARTS_WITH_MPI
+  std::optional<vp::mpi::environment> mpi;
+  if (vp::mpi::launched()) {
+    mpi.emplace(argc, argv);
+    dp = vp::mpi::world();
+  }
+#endif
   for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--scaling") == 0) {
+      scaling_rate = i + 1 < argc ? std::atof(argv[++i]) : 100.0;
+      continue;
+    }
     auto is = [&](const char* flag) { return std::strcmp(argv[i], flag) == 0 && i + 1 < argc; };
     if (is("--workload")) workload_name = argv[++i];
     else if (is("--mode")) mode = argv[++i];
@@ -126,6 +188,10 @@ int main(int argc, char** argv) {
   if (steps < 1 || threads < 1 || batch < 0) {
     std::fprintf(stderr, "vpdarts_bench: --steps and --threads must be >= 1, --batch >= 0\n");
     return 2;
+  }
+  if (scaling_rate > 0) {
+    print_scaling(scaling_rate);
+    return 0;
   }
   omp_set_num_threads(static_cast<int>(threads));
   std::fprintf(stderr, "vpdarts_bench: compiled for %s\n", std::string(vp::compiled_isa()).c_str());
@@ -157,15 +223,21 @@ int main(int argc, char** argv) {
         vp::bilevel_options o;
         o.order = mode == "first" ? vp::darts_order::first : vp::darts_order::second;
         o.w.lr = 0.25 * static_cast<double>(b) / 256.0;  // the peer's BASE_LR, scaled by batch / 256
-        vp::bilevel_optimizer<float, vp::default_ops> d(model, o);
+        vp::bilevel_optimizer<float, vp::default_ops> d(model, o, {}, dp);
         std::vector<vp::image_batch<float>> x;
         std::vector<std::vector<int>> y;
+        const auto share = dp.share_of(b);  // this process's rows of every global batch
+        std::vector<vp::index> rows(static_cast<std::size_t>(share.count));
+        for (std::size_t r = 0; r < rows.size(); ++r) rows[r] = share.first + static_cast<vp::index>(r);
         for (int k = 0; k < 4; ++k) {  // val, train, val, train
-          x.push_back(random_images(w.config, b, rng));
-          y.push_back(random_labels(w.config, b, rng));
+          const auto all = random_images(w.config, b, rng);
+          const auto labels = random_labels(w.config, b, rng);
+          x.push_back(all.select(rows));
+          y.emplace_back(labels.begin() + share.first, labels.begin() + share.first + share.count);
         }
         for (long i = 0; i < warmup + steps; ++i) {
           const std::size_t v = static_cast<std::size_t>((2 * i) % 4), tr = static_cast<std::size_t>((2 * i + 1) % 4);
+          if (dp.active()) dp.comm()->barrier();
           const auto start = std::chrono::steady_clock::now();
           d.step(x[tr], y[tr], x[v], y[v]);
           const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -177,10 +249,11 @@ int main(int argc, char** argv) {
                                               : 0.5 * (times[times.size() / 2 - 1] + times[times.size() / 2]);
       const double images = static_cast<double>(mode == "infer" ? b : 2 * b);
       const double gflops = step_flops(w.config, w.prompts, mode, b) / 1e9;
-      std::printf("RESULT workload=%s mode=%s batch=%ld sec_per_step=%.4f images_per_s=%.1f gflops=%.2f gflops_per_s=%.1f "
-                  "peak_rss_mb=%.0f\n",
-                  w.name.c_str(), mode.c_str(), b, median, images / median, gflops, gflops / median,
-                  vp::report::peak_rss_mb());
+      if (dp.root())
+        std::printf("RESULT workload=%s mode=%s batch=%ld sec_per_step=%.4f images_per_s=%.1f gflops=%.2f gflops_per_s=%.1f "
+                    "peak_rss_mb=%.0f%s\n",
+                    w.name.c_str(), mode.c_str(), b, median, images / median, gflops, gflops / median,
+                    vp::report::peak_rss_mb(), dp.active() ? vp::text::cat(" processes=", dp.size(), " threads=", threads).c_str() : "");
       std::fflush(stdout);
     }
   } catch (const vp::error& e) {

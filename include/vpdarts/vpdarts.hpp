@@ -32,6 +32,7 @@
 #include "optim/adam.hpp"
 #include "optim/sgd.hpp"
 #include "optim/schedule.hpp"
+#include "train/data_parallel.hpp"
 #include "train/loop.hpp"
 #include "train/accuracy.hpp"
 #include "train/pretrain.hpp"

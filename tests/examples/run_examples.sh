@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs the example programs as docs/examples/*.md describe them (pretrain_toy
 # with a small model) and checks what they print.
-#   run_examples.sh BUILD_EXAMPLES_DIR WORK_DIR
+#   run_examples.sh BUILD_EXAMPLES_DIR WORK_DIR [MPIEXEC]   (MPIEXEC: distributed_search was built)
 set -uo pipefail
 bin=$(realpath "$1")
 work=$2
+mpiexec=${3:-}
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
 export OMP_NUM_THREADS=2
 failures=0
@@ -28,6 +29,22 @@ grep -q "saved bb.safetensors" <<< "$out" || fail "pretrain_toy: nothing saved: 
 out=$("$bin/pretrain_toy" --dim 64 --heads 5 --epochs 1 --train 8 --test 8 2>&1)
 code=$?
 [[ $code == 1 ]] && grep -q "config_error" <<< "$out" || fail "pretrain_toy --heads 5: exit $code, output: $out"
+
+if [[ -n $mpiexec ]]; then
+  # one process, then two: the same genotype, and the same losses within 1e-4
+  one=$(OMP_NUM_THREADS=1 "$bin/distributed_search" --epochs 3 --out one.json 2>&1) || fail "distributed_search exited $?: $one"
+  two=$("$mpiexec" --oversubscribe --allow-run-as-root --bind-to none -np 2 "$bin/distributed_search" --epochs 3 --out two.json 2>&1) ||
+    fail "mpirun -np 2 distributed_search exited $?: $two"
+  grep -q "^processes: 2," <<< "$two" || fail "distributed_search under mpirun: not 2 processes: $two"
+  [[ $(grep -c "^epoch" <<< "$two") == 3 ]] || fail "distributed_search: expected 3 epoch lines from process 0 only: $two"
+  [[ "$(grep '^genotype' <<< "$one")" == "$(grep '^genotype' <<< "$two")" ]] || fail "distributed_search: genotypes differ: $one // $two"
+  python3 - "$(grep '^epoch 3' <<< "$one")" "$(grep '^epoch 3' <<< "$two")" <<'PY' || fail "distributed_search: losses differ: $one // $two"
+import re, sys
+a, b = ([float(v) for v in re.findall(r"loss ([0-9.eE+-]+)", line)] for line in sys.argv[1:3])
+sys.exit(not (len(a) == 2 and len(b) == 2 and all(abs(x - y) <= 1e-4 * abs(y) for x, y in zip(a, b))))
+PY
+  [[ -s two.json ]] || fail "distributed_search: two.json is missing"
+fi
 
 echo "examples: $failures failures"
 (( failures == 0 ))

@@ -43,12 +43,14 @@ void print_usage() {
   );
 }
 
+#ifndef VPDARTS_WITH_MPI
 /// The number of processes an MPI launcher says this job has (1 when started by hand).
 int launcher_size() {
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"})
     if (const char* v = std::getenv(name)) return std::max(1, std::atoi(v));
   return 1;
 }
+#endif
 
 }  // namespace
 

@@ -6,7 +6,7 @@
 # than the processes is a usage error; a bad file stops the whole job.
 #   test_mpi_cli.sh PATH/TO/vpdarts MPIEXEC WORK_DIR
 set -uo pipefail
-tool=$1 mpiexec=$2 work=$3
+tool=$(realpath "$1") mpiexec=$2 work=$3
 rm -rf "$work" && mkdir -p "$work/home" "$work/cache" && cd "$work" || exit 1
 export VPDARTS_CACHE=$work/cache HOME=$work/home XDG_CACHE_HOME=$work/home/.cache OMP_NUM_THREADS=1
 failures=0

@@ -221,3 +221,21 @@ TEST_CASE("mixed_op owns its candidates' parameters", "[search][mixed_op]") {
   CHECK_THROWS_WITH((vp::mixed_op<float, vp::default_ops>(0, ctx, {}, 0)), Catch::Contains("no candidate"));
   CHECK_THROWS_WITH((vp::mixed_op<float, vp::default_ops>(0, ctx, {4}, 0)), Catch::Contains("position 4"));
 }
+
+TEST_CASE("a search model and a derived model give the same logits with and without gradients", "[search]") {
+  // under no_grad every block runs on the tape's block tape (alpha and the operators' leaves included)
+  auto m = random_search_model<double>(4);
+  vp::genotype g = vp::genotype::uniform("concat", 3);
+  g.layers[1].op = "cross_attention";
+  g.layers[2].op = "affine";
+  vp::prompted_vit<double> d(vp::vit<double>(m.backbone()), g, {.prompts = 2, .seed = 4});
+  vp::image_batch<double> img(3, 3, 8, 8);
+  img.pixels.setRandom();
+  for (auto* model : {&m, &d}) {
+    vp::tape<double> recorded, quiet;
+    const vp::matrix<double> a = model->logits(recorded, img, vp::grad_target::all).value();
+    vp::no_grad<double> guard(quiet);
+    const vp::matrix<double> b = model->logits(quiet, img, vp::grad_target::none).value();
+    CHECK((a - b).norm() == 0);
+  }
+}

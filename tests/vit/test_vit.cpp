@@ -142,3 +142,24 @@ TEST_CASE("timm's vit_tiny_patch16_224 shapes build, save, load and run", "[vit]
   CHECK((a - b).norm() == 0);
   std::filesystem::remove(path);
 }
+
+TEST_CASE("a forward pass with no gradient holds one block's values at a time, with the same result", "[vit]") {
+  const vp::vit_config c{16, 3, 4, 16, 6, 2, 32, 3};
+  vp::vit<float> m(c, 11);
+  vp::image_batch<float> img(4, 3, 16, 16);
+  img.pixels.setRandom();
+  vp::tape<float> recorded;  // gradients on: every block's values stay on the tape
+  m.unfreeze_all();
+  const vp::matrix<float> a = m.logits(recorded, img).value();
+  vp::tape<float> t;
+  vp::no_grad<float> guard(t);
+  const vp::matrix<float> b = m.logits(t, img).value();
+  CHECK((a - b).norm() == 0);
+  const std::size_t kept = t.memory().peak_bytes() + t.block_tape().memory().peak_bytes();
+  INFO("with gradients " << recorded.memory().peak_bytes() << " bytes, without " << kept);
+  CHECK(kept * 3 < recorded.memory().peak_bytes());  // 6 blocks: about one block's values plus the embedding
+  // the next forward on the same tape reuses the memory
+  t.reset();
+  const vp::matrix<float> again = m.logits(t, img).value();
+  CHECK((again - b).norm() == 0);
+}

@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -186,7 +187,7 @@ class tape {
     nodes_.clear();
     arena_.reset();
     adjoints_.release_all();
-    temps_.release_all();
+    if (temps_ == &own_temps_) own_temps_.release_all();  // a block tape's borrowed memory is its parent's
     ++generation_;
     backward_done_ = false;
   }
@@ -204,6 +205,20 @@ class tape {
   const block_pool<S>& adjoint_memory() const noexcept { return adjoints_; }
   /// Bumped by every reset(); variables of an older generation are invalid.
   std::uint32_t generation() const noexcept { return generation_; }
+
+  /// A second tape owned by this one, recording off, for a forward pass with
+  /// no gradient that drops each transformer block's values once the next
+  /// block has its input (vit::features under no_grad): run block l on it
+  /// after reset(), copy the output out, and only one block's values are ever
+  /// held. It borrows working memory from this tape's pool. Created on first use.
+  tape& block_tape() {
+    if (!block_tape_) {
+      block_tape_ = std::make_unique<tape>();
+      block_tape_->temps_ = temps_;
+    }
+    block_tape_->set_grad_enabled(false);
+    return *block_tape_;
+  }
 
   // ---- the op-author interface -------------------------------------------
 
@@ -254,9 +269,9 @@ class tape {
   /// forward or backward call and gives back (give_back) before returning:
   /// unlike scratch() it does not stay allocated until reset(). From a block
   /// pool, so a warm step allocates nothing. Prefer the RAII `borrowed`.
-  S* borrow(std::size_t count) { return temps_.acquire(count); }
+  S* borrow(std::size_t count) { return temps_->acquire(count); }
   /// Returns memory from borrow(count).
-  void give_back(S* p, std::size_t count) noexcept { temps_.release(p, count); }
+  void give_back(S* p, std::size_t count) noexcept { temps_->release(p, count); }
 
   /// A borrowed buffer of rows x cols values, given back when it goes out of scope.
   class borrowed {
@@ -304,7 +319,9 @@ class tape {
 
   arena arena_;
   block_pool<S> adjoints_;
-  block_pool<S> temps_;
+  block_pool<S> own_temps_;
+  block_pool<S>* temps_ = &own_temps_;  // a block tape's points to its parent's
+  std::unique_ptr<tape> block_tape_;
   bool retain_adjoints_ = false;
   std::vector<node> nodes_;
   std::uint32_t generation_ = 0;

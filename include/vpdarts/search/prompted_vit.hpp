@@ -113,8 +113,10 @@ class prompted_vit {
     const var<S> alpha = search_ ? t.leaf(alpha_, track_alpha) : var<S>();
     var<S> feats = backbone_.features(t, images, [&](index l, vit_block<S>& block, const var<S>& x, index batch) {
       mixed_op<S, Ops>& m = layers_[static_cast<std::size_t>(l)];
-      const var<S> w = m.is_mixed() ? softmax_rows(slice_rows(alpha, l, 1)) : var<S>();
-      return m.forward(t, block, x, batch, w, track_w);
+      tape<S>& bt = x.owner();  // t, or its block tape under no_grad
+      const var<S> a = &bt == &t ? alpha : (search_ ? bt.leaf(alpha_, false) : var<S>());
+      const var<S> w = m.is_mixed() ? softmax_rows(slice_rows(a, l, 1)) : var<S>();
+      return m.forward(bt, block, x, batch, w, track_w);
     });
     return linear(feats, t.leaf(head().weight, track_w), t.leaf(head().bias, track_w));
   }

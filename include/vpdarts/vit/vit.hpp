@@ -246,12 +246,28 @@ class vit {
 
   /// The features of every image, B x D, as timm's forward_head(forward_features(x), pre_logits=True):
   /// the final norm, the pooling (class token or mean of the patch tokens), then fc_norm. Runs
-  /// `hook(l, blocks[l], x, batch)` in place of block l.
+  /// `hook(l, blocks[l], x, batch)` in place of block l; the hook records on `x.owner()`.
+  /// With no gradient recorded (no_grad), each block runs on t.block_tape() and only its output is
+  /// kept: the memory of one block's values instead of all of them.
   template <class Hook = run_block>
   var<S> features(tape<S>& t, const image_batch<S>& images, Hook&& hook = {}) {
     const index batch = images.size();
     var<S> x = embed(t, images);
-    for (index l = 0; l < cfg_.depth; ++l) x = hook(l, blocks[static_cast<std::size_t>(l)], x, batch);
+    if (t.grad_enabled() || cfg_.depth == 0) {
+      for (index l = 0; l < cfg_.depth; ++l) x = hook(l, blocks[static_cast<std::size_t>(l)], x, batch);
+    } else {
+      tape<S>& bt = t.block_tape();
+      var<S> carry = x;  // on t: the input of the next block
+      for (index l = 0; l < cfg_.depth; ++l) {
+        bt.reset();
+        const var<S> in = bt.constant(carry.value());
+        const var<S> out = hook(l, blocks[static_cast<std::size_t>(l)], in, batch);
+        if (out.rows() != carry.rows() || out.cols() != carry.cols()) carry = t.input(out.rows(), out.cols());
+        carry.value() = out.value();
+      }
+      bt.reset();
+      x = carry;
+    }
     var<S> f;
     if (cfg_.pool == pooling::token) {
       f = sequence_row(x, batch, 0);  // LayerNorm is per row: norm the class token alone

@@ -448,6 +448,7 @@ void parallel_chunks(index n, index chunk, F&& f) {
 
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -854,7 +855,7 @@ class tape {
     nodes_.clear();
     arena_.reset();
     adjoints_.release_all();
-    temps_.release_all();
+    if (temps_ == &own_temps_) own_temps_.release_all();  // a block tape's borrowed memory is its parent's
     ++generation_;
     backward_done_ = false;
   }
@@ -872,6 +873,20 @@ class tape {
   const block_pool<S>& adjoint_memory() const noexcept { return adjoints_; }
   /// Bumped by every reset(); variables of an older generation are invalid.
   std::uint32_t generation() const noexcept { return generation_; }
+
+  /// A second tape owned by this one, recording off, for a forward pass with
+  /// no gradient that drops each transformer block's values once the next
+  /// block has its input (vit::features under no_grad): run block l on it
+  /// after reset(), copy the output out, and only one block's values are ever
+  /// held. It borrows working memory from this tape's pool. Created on first use.
+  tape& block_tape() {
+    if (!block_tape_) {
+      block_tape_ = std::make_unique<tape>();
+      block_tape_->temps_ = temps_;
+    }
+    block_tape_->set_grad_enabled(false);
+    return *block_tape_;
+  }
 
   // ---- the op-author interface -------------------------------------------
 
@@ -922,9 +937,9 @@ class tape {
   /// forward or backward call and gives back (give_back) before returning:
   /// unlike scratch() it does not stay allocated until reset(). From a block
   /// pool, so a warm step allocates nothing. Prefer the RAII `borrowed`.
-  S* borrow(std::size_t count) { return temps_.acquire(count); }
+  S* borrow(std::size_t count) { return temps_->acquire(count); }
   /// Returns memory from borrow(count).
-  void give_back(S* p, std::size_t count) noexcept { temps_.release(p, count); }
+  void give_back(S* p, std::size_t count) noexcept { temps_->release(p, count); }
 
   /// A borrowed buffer of rows x cols values, given back when it goes out of scope.
   class borrowed {
@@ -972,7 +987,9 @@ class tape {
 
   arena arena_;
   block_pool<S> adjoints_;
-  block_pool<S> temps_;
+  block_pool<S> own_temps_;
+  block_pool<S>* temps_ = &own_temps_;  // a block tape's points to its parent's
+  std::unique_ptr<tape> block_tape_;
   bool retain_adjoints_ = false;
   std::vector<node> nodes_;
   std::uint32_t generation_ = 0;
@@ -3117,10 +3134,15 @@ struct augment_options {
 
 /// Augments every image of a normalised batch in place (channels first), each
 /// with its own random crop offset and flip drawn from `rng`. `scratch` is
-/// reused between calls (no allocation once warm).
+/// reused between calls (no allocation once warm). When `x` holds rows
+/// `first` .. `first + x.size()` of a batch of `total` rows (one process's
+/// share in data-parallel training), the draws of all `total` images are
+/// made in order and those of x's rows applied, so every process augments
+/// its rows as one process would (total < 0: x is the whole batch).
 /// @throws config_error for a negative padding, or one above half the image side (it could blank an image).
 template <Scalar S>
-void augment_batch(image_batch<S>& x, const augment_options& o, std::mt19937_64& rng, std::vector<S>& scratch) {
+void augment_batch(image_batch<S>& x, const augment_options& o, std::mt19937_64& rng, std::vector<S>& scratch,
+                   index first = 0, index total = -1) {
   if (o.crop_padding < 0 || o.crop_padding > std::min(x.height, x.width) / 2)
     throw config_error(vpdarts::detail::cat("augment_batch: crop padding ", o.crop_padding, " is not in 0..", std::min(x.height, x.width) / 2,
                                             " (half the ", x.height, "x", x.width, " image)"));
@@ -3131,14 +3153,19 @@ void augment_batch(image_batch<S>& x, const augment_options& o, std::mt19937_64&
   scratch.resize(n);
   std::uniform_int_distribution<index> offset(0, 2 * o.crop_padding);
   std::bernoulli_distribution coin(0.5);
-  for (index i = 0; i < x.size(); ++i) {
+  if (total < 0) total = x.size();
+  if (first < 0 || first + x.size() > total)
+    throw config_error(vpdarts::detail::cat("augment_batch: rows ", first, "..", first + x.size(), " of a batch of ", total));
+  for (index j = 0; j < total; ++j) {
+    const index dy = o.crop_padding > 0 ? offset(rng) - o.crop_padding : 0;
+    const index dx = o.crop_padding > 0 ? offset(rng) - o.crop_padding : 0;
+    const bool mirror = o.flip && coin(rng);
+    const index i = j - first;
+    if (i < 0 || i >= x.size()) continue;
     S* row = x.pixels.row(i).data();
     std::copy(row, row + n, scratch.data());  // (copy-assigning one adaptor to another would rebind it, not copy)
     auto img = xt::adapt(row, n, xt::no_ownership(), shape);
     auto src = xt::adapt(static_cast<const S*>(scratch.data()), n, xt::no_ownership(), shape);
-    const index dy = o.crop_padding > 0 ? offset(rng) - o.crop_padding : 0;
-    const index dx = o.crop_padding > 0 ? offset(rng) - o.crop_padding : 0;
-    const bool mirror = o.flip && coin(rng);
     for (std::size_t ch = 0; ch < c; ++ch)
       for (std::size_t y = 0; y < h; ++y) {
         const index sy = static_cast<index>(y) + dy;
@@ -3814,12 +3841,28 @@ class vit {
 
   /// The features of every image, B x D, as timm's forward_head(forward_features(x), pre_logits=True):
   /// the final norm, the pooling (class token or mean of the patch tokens), then fc_norm. Runs
-  /// `hook(l, blocks[l], x, batch)` in place of block l.
+  /// `hook(l, blocks[l], x, batch)` in place of block l; the hook records on `x.owner()`.
+  /// With no gradient recorded (no_grad), each block runs on t.block_tape() and only its output is
+  /// kept: the memory of one block's values instead of all of them.
   template <class Hook = run_block>
   var<S> features(tape<S>& t, const image_batch<S>& images, Hook&& hook = {}) {
     const index batch = images.size();
     var<S> x = embed(t, images);
-    for (index l = 0; l < cfg_.depth; ++l) x = hook(l, blocks[static_cast<std::size_t>(l)], x, batch);
+    if (t.grad_enabled() || cfg_.depth == 0) {
+      for (index l = 0; l < cfg_.depth; ++l) x = hook(l, blocks[static_cast<std::size_t>(l)], x, batch);
+    } else {
+      tape<S>& bt = t.block_tape();
+      var<S> carry = x;  // on t: the input of the next block
+      for (index l = 0; l < cfg_.depth; ++l) {
+        bt.reset();
+        const var<S> in = bt.constant(carry.value());
+        const var<S> out = hook(l, blocks[static_cast<std::size_t>(l)], in, batch);
+        if (out.rows() != carry.rows() || out.cols() != carry.cols()) carry = t.input(out.rows(), out.cols());
+        carry.value() = out.value();
+      }
+      bt.reset();
+      x = carry;
+    }
     var<S> f;
     if (cfg_.pool == pooling::token) {
       f = sequence_row(x, batch, 0);  // LayerNorm is per row: norm the class token alone
@@ -5540,6 +5583,291 @@ struct warmup_cosine {
 }  // namespace vpdarts::optim
 // ---- end vpdarts/optim/schedule.hpp ----
 
+// ---- begin vpdarts/train/data_parallel.hpp ----
+/// @file data_parallel.hpp
+/// Data parallelism as every trainer sees it, with no MPI in sight: the
+/// processes of a run (a communicator), each process's share of a global
+/// batch, and the one reduction of a training step. A program that wants
+/// several processes passes a data_parallel made by <vpdarts/distributed.hpp>
+/// (MPI) in the trainers' options; the default is one process, at no cost.
+///
+/// The semantics are those of one process with the same global batch: every
+/// process computes the mean loss of its share of b_r rows and its gradient
+/// g_r; the step sums b_r g_r and b_r loss_r over the processes and divides
+/// by the global batch B = sum b_r, which is exactly the single-process mean.
+/// Every process then steps identical optimisers on identical gradients, so
+/// the parameters stay identical without being broadcast (check_identical()
+/// verifies it once per epoch).
+
+#include <algorithm>
+#include <exception>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+
+// ---- begin vpdarts/detail/hash.hpp ----
+// A 64-bit FNV-1a hash of bytes, for fingerprints (the data and backbone a
+// search ran on) and checksums (a search checkpoint's state). Not
+// cryptographic: it catches a changed setting, a truncated edit or a flipped
+// value, not a forger.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <string_view>
+
+namespace vpdarts::detail {
+
+/// Incremental FNV-1a (64 bit).
+class fnv1a {
+ public:
+  /// Adds `n` bytes.
+  void add(const void* data, std::size_t n) noexcept {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (std::size_t i = 0; i < n; ++i) h_ = (h_ ^ p[i]) * 0x100000001b3ull;
+  }
+  /// Adds the characters of `s` and its length.
+  void add(std::string_view s) noexcept {
+    add(s.data(), s.size());
+    const std::uint64_t n = s.size();
+    add(&n, sizeof n);
+  }
+  /// The hash so far as 16 hex digits.
+  std::string hex() const {
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h_));
+    return buf;
+  }
+
+ private:
+  std::uint64_t h_ = 0xcbf29ce484222325ull;
+};
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/hash.hpp ----
+
+namespace vpdarts {
+
+/// The processes of a data-parallel run, as the trainers use them. An
+/// implementation (vpdarts::mpi::communicator) must make every collective
+/// give the same bits on every process.
+class communicator {
+ public:
+  virtual ~communicator() = default;
+  /// This process, 0 .. size()-1.
+  virtual int rank() const noexcept = 0;
+  /// The number of processes.
+  virtual int size() const noexcept = 0;
+  /// Sums `values` element-wise over all processes, in place (a collective:
+  /// every process calls it with the same length). Every process ends with the same bits.
+  virtual void sum(std::span<double> values) = 0;
+  /// Replaces `text` on every process by the one of process `root` (a collective).
+  virtual void broadcast(std::string& text, int root) = 0;
+  /// Returns once every process has called it (a collective). Processes that
+  /// wait here for a slow one (process 0 writing a file) should not keep a core busy.
+  virtual void barrier() = 0;
+};
+
+/// What one process measured on its share of a step's batch.
+struct local_step {
+  double loss = 0;     ///< mean loss over the share's rows
+  index correct = -1;  ///< correctly classified rows of the share (negative: not counted)
+};
+
+/// What a step measured over the whole global batch.
+struct reduced_step {
+  double loss = 0;     ///< mean loss over the global batch
+  index correct = -1;  ///< correctly classified rows of the global batch (negative: not counted)
+  index rows = 0;      ///< rows of the global batch
+};
+
+/// How a trainer shares its batches with other processes (see the file's
+/// comment). Copies share the communicator; each copy keeps its own
+/// reduction buffer, reused from step to step (a warm step allocates nothing).
+/// Not for use by several threads at once.
+class data_parallel {
+ public:
+  /// One process: every method below does the single-process thing at no cost.
+  data_parallel() = default;
+  /// Over the processes of `comm`. @throws config_error for a null communicator.
+  explicit data_parallel(std::shared_ptr<communicator> comm) : comm_(std::move(comm)) {
+    if (!comm_) throw config_error("data_parallel: the communicator is null");
+  }
+
+  /// This process, 0 .. size()-1.
+  int rank() const noexcept { return comm_ ? comm_->rank() : 0; }
+  /// The number of processes.
+  int size() const noexcept { return comm_ ? comm_->size() : 1; }
+  /// True with more than one process.
+  bool active() const noexcept { return size() > 1; }
+  /// True on process 0, the one that prints and writes files.
+  bool root() const noexcept { return rank() == 0; }
+  /// The communicator (null for one process).
+  const std::shared_ptr<communicator>& comm() const noexcept { return comm_; }
+
+  /// A contiguous range of rows.
+  struct range {
+    index first = 0;  ///< the first row
+    index count = 0;  ///< rows in the range
+  };
+  /// This process's share of `n` rows: contiguous, in rank order, as even as
+  /// possible (the first n % size() processes take one row more).
+  range share_of(index n) const noexcept {
+    const index p = size(), r = rank(), q = n / p, extra = n % p;
+    return {r * q + std::min(r, extra), q + (r < extra ? 1 : 0)};
+  }
+  /// This process's share of a batch of rows (see share_of(index)).
+  std::span<const index> share_of(std::span<const index> rows) const noexcept {
+    const range s = share_of(static_cast<index>(rows.size()));
+    return rows.subspan(static_cast<std::size_t>(s.first), static_cast<std::size_t>(s.count));
+  }
+  /// @throws config_error naming `who` when a batch of `batch` rows would leave a process without a row.
+  void require_batch(index batch, std::string_view who) const {
+    if (batch < size())
+      throw config_error(detail::cat(who, ": batch ", batch, " is smaller than the ", size(),
+                                     " processes (each needs at least one row of every batch)"));
+  }
+
+  /// One training step's forward and backward on this process's share of
+  /// `rows` rows (`compute() -> local_step`, leaving the share's mean gradient
+  /// in `params`), then the reduction: afterwards every process holds the
+  /// global batch's mean gradient in `params` and gets the global loss and
+  /// count. When compute() throws on some process, every process throws: the
+  /// failing one its own exception, the others a value_error (for a
+  /// value_error) or a state_error naming the process and its message.
+  template <Scalar S, class Compute>
+  reduced_step gradient_step(std::span<parameter<S>* const> params, index rows, Compute&& compute) const {
+    if (!active()) {
+      const local_step s = compute();
+      return {s.loss, s.correct, rows};
+    }
+    double local_loss = 0;  // (a local_step here draws a false maybe-uninitialized from GCC 12)
+    index local_correct = -1;
+    std::exception_ptr failure;
+    std::string message;
+    bool value_failure = false;
+    try {
+      const local_step s = compute();
+      local_loss = s.loss;
+      local_correct = s.correct;
+    } catch (const value_error& e) {
+      failure = std::current_exception();
+      message = e.message();
+      value_failure = true;
+    } catch (const std::exception& e) {
+      failure = std::current_exception();
+      message = e.what();
+    }
+    const std::size_t p = static_cast<std::size_t>(size()), head = 2 * p + 3;
+    std::size_t n = head;
+    for (parameter<S>* q : params) n += static_cast<std::size_t>(q->size());
+    buffer_.assign(n, 0.0);
+    buffer_[static_cast<std::size_t>(rank())] = failure ? 1 : 0;
+    buffer_[p + static_cast<std::size_t>(rank())] = value_failure ? 1 : 0;
+    const double w = static_cast<double>(rows);
+    if (!failure) {
+      buffer_[2 * p] = w;
+      buffer_[2 * p + 1] = w * local_loss;
+      buffer_[2 * p + 2] = static_cast<double>(std::max<index>(local_correct, 0));
+      std::size_t at = head;
+      for (parameter<S>* q : params) {
+        const S* g = q->grad().data();
+        for (index i = 0; i < q->size(); ++i) buffer_[at++] = w * static_cast<double>(g[i]);
+      }
+    }
+    comm_->sum(buffer_);
+    for (std::size_t r = 0; r < p; ++r)
+      if (buffer_[r] != 0) {
+        comm_->broadcast(message, static_cast<int>(r));
+        if (failure) std::rethrow_exception(failure);
+        const std::string what = detail::cat("process ", r, " of ", p, ": ", message);
+        if (buffer_[p + r] != 0) throw value_error(what);
+        throw state_error(what);
+      }
+    const double total = buffer_[2 * p];
+    std::size_t at = head;
+    for (parameter<S>* q : params) {
+      S* g = q->grad().data();
+      for (index i = 0; i < q->size(); ++i) g[i] = static_cast<S>(buffer_[at++] / total);
+    }
+    return {buffer_[2 * p + 1] / total, local_correct < 0 ? -1 : static_cast<index>(buffer_[2 * p + 2]),
+            static_cast<index>(total)};
+  }
+
+  /// The sum of `v` over all processes (a collective).
+  double sum(double v) const {
+    if (!active()) return v;
+    comm_->sum(std::span<double>(&v, 1));
+    return v;
+  }
+  /// The sum of a count over all processes (a collective; exact below 2^53).
+  index sum(index v) const { return static_cast<index>(sum(static_cast<double>(v))); }
+  /// Sums a matrix element-wise over all processes, in place (a collective).
+  template <Scalar S>
+  void sum(matrix<S>& m) const {
+    if (!active()) return;
+    buffer_.assign(m.data(), m.data() + m.size());
+    comm_->sum(buffer_);
+    std::copy(buffer_.begin(), buffer_.end(), m.data());
+  }
+
+  /// Runs `work` on process 0 only (writing a file, say) and tells every
+  /// process how it went: when it throws, process 0 rethrows it and every
+  /// other process throws a state_error with its message (a collective).
+  template <class Work>
+  void on_root(Work&& work) const {
+    if (!active()) {
+      work();
+      return;
+    }
+    std::exception_ptr failure;
+    std::string message;
+    if (root()) try {
+        work();
+      } catch (const std::exception& e) {
+        failure = std::current_exception();
+        message = e.what();
+      }
+    comm_->barrier();  // the others wait here without spinning
+    double failed = failure ? 1 : 0;
+    comm_->sum(std::span<double>(&failed, 1));
+    if (failed == 0) return;
+    comm_->broadcast(message, 0);
+    if (failure) std::rethrow_exception(failure);
+    throw state_error(detail::cat("process 0 of ", size(), ": ", message));
+  }
+
+  /// Checks that `params` hold the same values on every process (a
+  /// collective; once per epoch is cheap). @throws state_error naming `who`
+  /// on every process when they differ: the communicator's sums were not
+  /// identical everywhere, or a process trained on other data.
+  template <Scalar S>
+  void check_identical(std::span<parameter<S>* const> params, std::string_view who) const {
+    if (!active()) return;
+    detail::fnv1a h;
+    for (parameter<S>* q : params) h.add(q->value().data(), static_cast<std::size_t>(q->size()) * sizeof(S));
+    std::string reference = h.hex();
+    const std::string mine = reference;
+    comm_->broadcast(reference, 0);
+    double differ = mine == reference ? 0 : 1;
+    comm_->sum(std::span<double>(&differ, 1));
+    if (differ != 0)
+      throw state_error(detail::cat(who, ": the parameters of ", differ, " of the ", size(),
+                                    " processes differ from process 0's (were they given the same data and settings?)"));
+  }
+
+ private:
+  std::shared_ptr<communicator> comm_;
+  mutable std::vector<double> buffer_;
+};
+
+}  // namespace vpdarts
+// ---- end vpdarts/train/data_parallel.hpp ----
+
 // ---- begin vpdarts/train/loop.hpp ----
 /// @file loop.hpp
 /// The training loop every trainer of vpdarts runs (pretraining, retraining,
@@ -5810,15 +6138,19 @@ index count_correct(const Logits& logits, std::span<const int> labels) {
 }
 
 /// Calls fn(start, x, y) for consecutive batches of `data` in order (the last
-/// one may be smaller), gathering into the same x and y each time.
+/// one may be smaller), gathering into the same x and y each time; only rows
+/// `first` .. `first + count` when given (count < 0: to the end).
 template <Scalar S, class Fn>
-void for_each_batch(const data::labelled_images<S>& data, index batch, Fn&& fn) {
+void for_each_batch(const data::labelled_images<S>& data, index batch, Fn&& fn, index first = 0, index count = -1) {
   if (batch <= 0) throw config_error(detail::cat("for_each_batch: batch is ", batch, ", must be positive"));
+  const index end = count < 0 ? data.size() : first + count;
+  if (first < 0 || end > data.size())
+    throw config_error(detail::cat("for_each_batch: rows ", first, "..", end, " of ", data.size()));
   std::vector<index> rows;
   image_batch<S> x;
   std::vector<int> y;
-  for (index start = 0; start < data.size(); start += batch) {
-    rows.resize(static_cast<std::size_t>(std::min(batch, data.size() - start)));
+  for (index start = first; start < end; start += batch) {
+    rows.resize(static_cast<std::size_t>(std::min(batch, end - start)));
     std::iota(rows.begin(), rows.end(), start);
     data.gather(rows, x, y);
     fn(start, x, y);
@@ -5826,25 +6158,35 @@ void for_each_batch(const data::labelled_images<S>& data, index batch, Fn&& fn) 
 }
 
 /// Top-1 accuracy of `forward(tape, images) -> logits` on `data`, in batches,
-/// no gradient recorded. @throws config_error for an empty set.
+/// no gradient recorded; with `parallel` over several processes each
+/// evaluates its share of the images and the counts are summed.
+/// @throws config_error for an empty set.
 template <Scalar S, class Forward>
-double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&& forward) {
+double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&& forward,
+                     const data_parallel& parallel = {}) {
   if (data.size() == 0) throw config_error("top1_accuracy: the data set is empty");
-  tape<S> t;
-  no_grad<S> guard(t);
   index correct = 0;
-  for_each_batch(data, batch, [&](index, const image_batch<S>& x, const std::vector<int>& y) {
-    t.reset();
-    correct += count_correct(forward(t, x).value(), y);
-  });
-  return static_cast<double>(correct) / static_cast<double>(data.size());
+  {
+    tape<S> t;
+    no_grad<S> guard(t);
+    const auto share = parallel.share_of(data.size());
+    for_each_batch(
+        data, batch,
+        [&](index, const image_batch<S>& x, const std::vector<int>& y) {
+          t.reset();
+          correct += count_correct(forward(t, x).value(), y);
+        },
+        share.first, share.count);
+  }
+  return static_cast<double>(parallel.sum(correct)) / static_cast<double>(data.size());
 }
 
-/// Top-1 accuracy of the ViT's logits on `data`, in batches, no gradient recorded.
+/// Top-1 accuracy of the ViT's logits on `data`, in batches, no gradient recorded
+/// (shared over the processes of `parallel`, as top1_accuracy()).
 /// @throws shape_error when the images do not fit the model.
 template <Scalar S>
-double accuracy(vit<S>& model, const data::labelled_images<S>& data, index batch = 64) {
-  return top1_accuracy(data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x); });
+double accuracy(vit<S>& model, const data::labelled_images<S>& data, index batch = 64, const data_parallel& parallel = {}) {
+  return top1_accuracy(data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x); }, parallel);
 }
 
 }  // namespace vpdarts
@@ -5869,6 +6211,8 @@ struct pretrain_options {
   double weight_decay = 0.05;   ///< decoupled
   std::uint64_t seed = 0;       ///< shuffling
   bool progress = true;         ///< print a progress bar
+  /// The processes every batch is shared over (train/data_parallel.hpp); one by default.
+  data_parallel parallel = {};
 };
 
 /// What pretrain() measured.
@@ -5880,8 +6224,10 @@ struct pretrain_result {
 
 /// Trains every parameter of `model` (backbone and head) on `train` with AdamW,
 /// one warm-up epoch then cosine decay, and reports accuracy on `test`. Every
-/// gradient passes `hook` before the optimiser uses it.
-/// @throws config_error when the batch is not positive or larger than the training set,
+/// gradient passes `hook` before the optimiser uses it. With o.parallel over
+/// several processes, each trains on its share of every batch (the
+/// single-process result).
+/// @throws config_error when the batch is not positive, larger than the training set or smaller than the processes,
 /// or the data has more classes than the head; value_error when the loss becomes NaN or Inf (naming the step).
 template <Scalar S>
 pretrain_result pretrain(vit<S>& model, const data::labelled_images<S>& train, const data::labelled_images<S>& test,
@@ -5889,6 +6235,7 @@ pretrain_result pretrain(vit<S>& model, const data::labelled_images<S>& train, c
   if (train.classes() > model.config().classes)
     throw config_error(detail::cat("pretrain: the data has ", train.classes(), " classes, the head ",
                                    model.config().classes));
+  o.parallel.require_batch(o.batch, "pretrain");
   model.unfreeze_all();
   std::vector<parameter<S>*> params = model.parameters();
   optim::adam<S> opt(params, {.lr = o.lr, .weight_decay = o.weight_decay, .decoupled = true});
@@ -5897,22 +6244,27 @@ pretrain_result pretrain(vit<S>& model, const data::labelled_images<S>& train, c
   tape<S> t;
   image_batch<S> x;
   std::vector<int> labels;
+  const data_parallel& dp = o.parallel;
   const loop_plan plan{.name = "pretrain", .epochs = o.epochs, .batch = o.batch, .peak_lr = o.lr,
-                       .warmup_epochs = 1, .progress = o.progress};
-  const loop_result lr = run_epochs(plan, rows, rng, opt, [&](long, std::span<const index> batch) {
-    train.gather(batch, x, labels);
-    t.reset();
-    const var<S> logits = model.logits(t, x);
-    const var<S> loss = cross_entropy(logits, labels);
-    opt.zero_grad();
-    t.backward(loss);
+                       .warmup_epochs = 1, .progress = o.progress && dp.root()};
+  auto step = [&](long, std::span<const index> batch) {
+    train.gather(dp.share_of(batch), x, labels);
+    const reduced_step s = dp.gradient_step<S>(params, x.size(), [&] {
+      t.reset();
+      const var<S> logits = model.logits(t, x);
+      const var<S> loss = cross_entropy(logits, labels);
+      opt.zero_grad();
+      t.backward(loss);
+      return local_step{static_cast<double>(loss.item()), count_correct(logits.value(), labels)};
+    });
     apply_gradients<S>(opt, params, 0, hook);
-    return step_report{.loss = static_cast<double>(loss.item()), .images = o.batch,
-                       .correct = count_correct(logits.value(), labels)};
-  });
+    return step_report{.loss = s.loss, .images = o.batch, .correct = s.correct};
+  };
+  const loop_result lr =
+      run_epochs(plan, rows, rng, opt, step, [&](const epoch_report&) { dp.check_identical<S>(params, "pretrain"); });
   pretrain_result r;
   r.train_accuracy = lr.last.accuracy;
-  r.test_accuracy = accuracy(model, test);
+  r.test_accuracy = accuracy(model, test, 64, dp);
   r.seconds = lr.seconds;
   return r;
 }
@@ -5941,6 +6293,8 @@ struct probe_options {
   w_optimizer_options w = {.grad_clip = 0};
   std::uint64_t seed = 0;      ///< shuffling and the head's init
   bool progress = true;        ///< print a progress bar
+  /// The processes the features and every batch are shared over (train/data_parallel.hpp); one by default.
+  data_parallel parallel = {};
 };
 
 /// What linear_probe() measured.
@@ -5952,23 +6306,35 @@ struct probe_result {
   double seconds = 0;           ///< wall-clock time, features included
 };
 
-/// The frozen features (vit::features) of every image (N x D), in batches, no gradient recorded.
+/// The frozen features (vit::features) of every image (N x D), in batches, no
+/// gradient recorded; with `parallel` over several processes each computes
+/// its share of the rows and every process gets them all.
 template <Scalar S>
-matrix<S> extract_features(vit<S>& model, const data::labelled_images<S>& data, index batch = 64) {
-  matrix<S> out(data.size(), model.config().dim);
-  tape<S> t;
-  no_grad<S> guard(t);
-  for_each_batch(data, batch, [&](index start, const image_batch<S>& x, const std::vector<int>&) {
-    t.reset();
-    out.middleRows(start, x.size()) = model.features(t, x).value();
-  });
+matrix<S> extract_features(vit<S>& model, const data::labelled_images<S>& data, index batch = 64,
+                           const data_parallel& parallel = {}) {
+  matrix<S> out = matrix<S>::Zero(data.size(), model.config().dim);
+  {
+    tape<S> t;
+    no_grad<S> guard(t);
+    const auto share = parallel.share_of(data.size());
+    for_each_batch(
+        data, batch,
+        [&](index start, const image_batch<S>& x, const std::vector<int>&) {
+          t.reset();
+          out.middleRows(start, x.size()) = model.features(t, x).value();
+        },
+        share.first, share.count);
+  }
+  parallel.sum(out);  // every row is non-zero on one process only: the sum is exact
   return out;
 }
 
 /// Replaces the head of `backbone` by a fresh one for `train`'s classes, trains
 /// it alone on the frozen features, and reports accuracy on `test`. The
 /// backbone is left frozen with the trained head. Every gradient passes
-/// `hook` before the optimiser uses it.
+/// `hook` before the optimiser uses it. With o.parallel over several
+/// processes, each computes its share of the features and trains on its
+/// share of every batch (the single-process result).
 /// @throws config_error for fewer than two classes, test classes that differ, no epoch, or a batch larger
 /// than the data; value_error for a NaN or Inf loss.
 template <Scalar S>
@@ -5981,11 +6347,13 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
   if (o.batch <= 0 || o.batch > train.size())
     throw config_error(detail::cat("linear_probe: batch ", o.batch, " does not fit ", train.size(), " images"));
   o.w.validate("linear_probe");
+  const data_parallel& dp = o.parallel;
+  dp.require_batch(o.batch, "linear_probe");
   backbone.reset_head(train.classes());
   backbone.freeze_backbone();
   backbone.head.weight.unfreeze();
   backbone.head.bias.unfreeze();
-  const matrix<S> feats = extract_features(backbone, train);
+  const matrix<S> feats = extract_features(backbone, train, 64, dp);
   std::vector<optim::param_group<S>> groups{{{&backbone.head.weight}, o.w.head_lr_mult, true, "head.weight"},
                                             {{&backbone.head.bias}, o.w.head_lr_mult, false, "head.bias"}};
   optim::sgd<S> opt(groups, o.w.sgd());
@@ -5995,21 +6363,29 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
   std::vector<int> y(static_cast<std::size_t>(std::max<index>(o.batch, 0)));
   tape<S> t;
   const loop_plan plan{.name = "linear_probe", .epochs = o.epochs, .batch = o.batch, .peak_lr = o.w.lr,
-                       .warmup_epochs = o.w.warmup_epochs, .progress = o.progress};
-  const loop_result lr = run_epochs(plan, rows, rng, opt, [&](long, std::span<const index> batch) {
-    t.reset();
-    var<S> x = t.input(o.batch, feats.cols());
-    for (index i = 0; i < o.batch; ++i) {
-      const index row = batch[static_cast<std::size_t>(i)];
-      x.value().row(i) = feats.row(row);
-      y[static_cast<std::size_t>(i)] = train.labels[static_cast<std::size_t>(row)];
-    }
-    const var<S> l = cross_entropy(linear(x, t.leaf(backbone.head.weight), t.leaf(backbone.head.bias)), y);
-    opt.zero_grad();
-    t.backward(l);
+                       .warmup_epochs = o.w.warmup_epochs, .progress = o.progress && dp.root()};
+  auto step = [&](long, std::span<const index> batch) {
+    const std::span<const index> mine = dp.share_of(batch);
+    const index rows_here = static_cast<index>(mine.size());
+    const reduced_step s = dp.gradient_step<S>(head, rows_here, [&] {
+      t.reset();
+      var<S> x = t.input(rows_here, feats.cols());
+      y.resize(mine.size());
+      for (index i = 0; i < rows_here; ++i) {
+        const index row = mine[static_cast<std::size_t>(i)];
+        x.value().row(i) = feats.row(row);
+        y[static_cast<std::size_t>(i)] = train.labels[static_cast<std::size_t>(row)];
+      }
+      const var<S> l = cross_entropy(linear(x, t.leaf(backbone.head.weight), t.leaf(backbone.head.bias)), y);
+      opt.zero_grad();
+      t.backward(l);
+      return local_step{static_cast<double>(l.item())};
+    });
     apply_gradients<S>(opt, head, o.w.grad_clip, hook);
-    return step_report{.loss = static_cast<double>(l.item()), .images = o.batch};
-  });
+    return step_report{.loss = s.loss, .images = o.batch};
+  };
+  const loop_result lr =
+      run_epochs(plan, rows, rng, opt, step, [&](const epoch_report&) { dp.check_identical<S>(head, "linear_probe"); });
   probe_result r;
   r.train_loss = lr.last.loss;
   {
@@ -6017,7 +6393,7 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
     logits.rowwise() += backbone.head.bias.value().row(0);
     r.train_accuracy = static_cast<double>(count_correct(logits, train.labels)) / static_cast<double>(train.size());
   }
-  r.test_accuracy = accuracy(backbone, test);
+  r.test_accuracy = accuracy(backbone, test, 64, dp);
   r.trainable_params = backbone.head.weight.size() + backbone.head.bias.size();
   r.seconds = lr.seconds;
   return r;
@@ -6370,8 +6746,10 @@ class prompted_vit {
     const var<S> alpha = search_ ? t.leaf(alpha_, track_alpha) : var<S>();
     var<S> feats = backbone_.features(t, images, [&](index l, vit_block<S>& block, const var<S>& x, index batch) {
       mixed_op<S, Ops>& m = layers_[static_cast<std::size_t>(l)];
-      const var<S> w = m.is_mixed() ? softmax_rows(slice_rows(alpha, l, 1)) : var<S>();
-      return m.forward(t, block, x, batch, w, track_w);
+      tape<S>& bt = x.owner();  // t, or its block tape under no_grad
+      const var<S> a = &bt == &t ? alpha : (search_ ? bt.leaf(alpha_, false) : var<S>());
+      const var<S> w = m.is_mixed() ? softmax_rows(slice_rows(a, l, 1)) : var<S>();
+      return m.forward(bt, block, x, batch, w, track_w);
     });
     return linear(feats, t.leaf(head().weight, track_w), t.leaf(head().bias, track_w));
   }
@@ -6565,13 +6943,19 @@ struct bilevel_step_result {
 /// Runs DARTS steps on a search model: the bi-level optimiser of w (SGD) and
 /// alpha (Adam). Holds the two optimisers and the buffers of the second-order
 /// step (allocated once). Every gradient it uses passes the gradient hook
-/// first (see apply_gradients()).
+/// first (see apply_gradients()). With `parallel` over several processes,
+/// every step's batches are the global ones and each process computes its
+/// share of them (the caller gathers the share): each of the step's
+/// gradients (both of a first-order step, all four of a second-order step)
+/// is summed over the processes as it is computed, so every process takes
+/// the single-process step.
 template <Scalar S, OpList Ops>
 class bilevel_optimizer {
  public:
   /// @throws config_error for a derived model or a multiplier list of the wrong length.
-  bilevel_optimizer(prompted_vit<S, Ops>& model, const bilevel_options& o, gradient_hook<S> hook = {})
-      : model_(model), opts_(o), hook_(std::move(hook)), w_opt_(model.weight_groups(o.w.op_lr_mult, o.w.head_lr_mult), o.w.sgd()),
+  bilevel_optimizer(prompted_vit<S, Ops>& model, const bilevel_options& o, gradient_hook<S> hook = {},
+                    data_parallel parallel = {})
+      : model_(model), opts_(o), hook_(std::move(hook)), parallel_(std::move(parallel)), w_opt_(model.weight_groups(o.w.op_lr_mult, o.w.head_lr_mult), o.w.sgd()),
         alpha_opt_({&model.alpha()}, {.lr = o.alpha_lr, .beta1 = o.alpha_beta1, .beta2 = o.alpha_beta2,
                                       .weight_decay = o.alpha_weight_decay, .decoupled = false}) {
     if (!model.is_search()) throw config_error("bilevel_optimizer: the model is a derived model; search needs alpha");
@@ -6584,6 +6968,8 @@ class bilevel_optimizer {
         dir_.push_back(matrix<S>::Zero(p->rows(), p->cols()));
       }
     dalpha_ = matrix<S>::Zero(model.alpha().rows(), model.alpha().cols());
+    all_ = flat_;
+    all_.push_back(&model.alpha());
   }
 
   /// One step: alpha on (val_x, val_y) unless `update_alpha` is false (warm-up), then w on (train_x, train_y).
@@ -6685,15 +7071,26 @@ class bilevel_optimizer {
   optim::adam<S>& alpha_optimizer() noexcept { return alpha_opt_; }
   /// The settings.
   const bilevel_options& options() const noexcept { return opts_; }
+  /// The processes the steps are shared over.
+  const data_parallel& parallel() const noexcept { return parallel_; }
+  /// Everything it trains: w (prompts, operator parameters and head, in the optimiser's order), then alpha.
+  std::span<parameter<S>* const> parameters() const noexcept { return all_; }
 
  private:
   std::span<parameter<S>* const> alpha_params() noexcept { return {&alpha_ptr_, 1}; }
 
+  // The loss of this process's share x, y and the gradient of `target`,
+  // both summed over the processes: the global batch's mean loss and gradient.
   double loss(const image_batch<S>& x, std::span<const int> y, grad_target target) {
-    tape_.reset();
-    var<S> l = cross_entropy(model_.logits(tape_, x, target), y);
-    tape_.backward(l);
-    return static_cast<double>(l.item());
+    std::span<parameter<S>* const> params = target == grad_target::alpha     ? alpha_params()
+                                            : target == grad_target::weights ? std::span<parameter<S>* const>(flat_)
+                                                                             : std::span<parameter<S>* const>(all_);
+    return parallel_.gradient_step<S>(params, x.size(), [&] {
+      tape_.reset();
+      var<S> l = cross_entropy(model_.logits(tape_, x, target), y);
+      tape_.backward(l);
+      return local_step{static_cast<double>(l.item())};
+    }).loss;
   }
 
   void restore() {
@@ -6703,11 +7100,12 @@ class bilevel_optimizer {
   prompted_vit<S, Ops>& model_;
   bilevel_options opts_;
   gradient_hook<S> hook_;
+  data_parallel parallel_;
   parameter<S>* alpha_ptr_ = &model_.alpha();
   optim::sgd<S> w_opt_;
   optim::adam<S> alpha_opt_;
   tape<S> tape_;
-  std::vector<parameter<S>*> flat_;
+  std::vector<parameter<S>*> flat_, all_;
   std::vector<double> mult_;
   std::vector<bool> decay_;
   std::vector<matrix<S>> backup_, dir_;
@@ -6736,48 +7134,6 @@ class bilevel_optimizer {
 
 #include <nlohmann/json.hpp>
 
-
-// ---- begin vpdarts/detail/hash.hpp ----
-// A 64-bit FNV-1a hash of bytes, for fingerprints (the data and backbone a
-// search ran on) and checksums (a search checkpoint's state). Not
-// cryptographic: it catches a changed setting, a truncated edit or a flipped
-// value, not a forger.
-
-#include <cstddef>
-#include <cstdint>
-#include <cstdio>
-#include <string>
-#include <string_view>
-
-namespace vpdarts::detail {
-
-/// Incremental FNV-1a (64 bit).
-class fnv1a {
- public:
-  /// Adds `n` bytes.
-  void add(const void* data, std::size_t n) noexcept {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (std::size_t i = 0; i < n; ++i) h_ = (h_ ^ p[i]) * 0x100000001b3ull;
-  }
-  /// Adds the characters of `s` and its length.
-  void add(std::string_view s) noexcept {
-    add(s.data(), s.size());
-    const std::uint64_t n = s.size();
-    add(&n, sizeof n);
-  }
-  /// The hash so far as 16 hex digits.
-  std::string hex() const {
-    char buf[17];
-    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h_));
-    return buf;
-  }
-
- private:
-  std::uint64_t h_ = 0xcbf29ce484222325ull;
-};
-
-}  // namespace vpdarts::detail
-// ---- end vpdarts/detail/hash.hpp ----
 
 namespace vpdarts {
 
@@ -7023,8 +7379,14 @@ struct search_options {
   /// result is the one an uninterrupted run gives. The settings must match.
   bool resume = false;
   /// Called after every epoch (after its checkpoint is written) with the epoch
-  /// (1-based), softmax(alpha) and the epoch's mean losses.
+  /// (1-based), softmax(alpha) and the epoch's mean losses; on every process
+  /// of a data-parallel search (write files where parallel.root() only).
   std::function<void(long epoch, const matrix<double>& alpha, double train_loss, double val_loss)> on_epoch = {};
+  /// The processes every batch is shared over (train/data_parallel.hpp); one by
+  /// default. The result is the single-process one; process 0 alone writes the
+  /// checkpoint, and every process reads it on resume (any number of processes
+  /// may continue a checkpoint).
+  data_parallel parallel = {};
 };
 
 /// What search() found.
@@ -7081,7 +7443,8 @@ nlohmann::json search_fingerprint(const search_options& o, prompted_vit<S, Ops>&
 
 /// Runs a DARTS search on `data` (split seeded into search-train and search-val).
 /// Every gradient passes `hook` before its optimiser uses it (see apply_gradients()).
-/// @throws config_error for a derived model, fewer than two classes, or a batch larger than a split;
+/// @throws config_error for a derived model, fewer than two classes, a batch larger than a split
+/// or smaller than the processes of o.parallel;
 /// value_error when a loss becomes NaN or Inf (naming the epoch and step).
 template <Scalar S, OpList Ops>
 search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, search_options o,
@@ -7095,11 +7458,13 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
                                    " warm-up epochs"));
   if (o.resume && o.checkpoint.empty()) throw config_error("search: resume needs a checkpoint path");
   o.bilevel.w.validate("search");
+  const data_parallel& dp = o.parallel;
+  dp.require_batch(o.batch, "search");
   const long steps = static_cast<long>((n - n_val) / o.batch);
   if (o.auto_alpha_lr) o.bilevel.alpha_lr = 6.0 / static_cast<double>(steps * (o.epochs - o.warmup_epochs));
   search_result r;
   r.alpha_lr = o.bilevel.alpha_lr;
-  bilevel_optimizer<S, Ops> optimizer(model, o.bilevel, hook);
+  bilevel_optimizer<S, Ops> optimizer(model, o.bilevel, hook, dp);
   // hashing the data and the backbone costs a pass over both: only a checkpointed search needs it
   const nlohmann::json fingerprint = o.checkpoint.empty() ? nlohmann::json() : search_fingerprint(o, model, data);
   search_state st;
@@ -7122,16 +7487,17 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
                        .peak_lr = o.bilevel.w.lr,
                        .warmup_epochs = o.bilevel.w.warmup_epochs,
                        .first_epoch = st.epoch,
-                       .progress = o.progress};
+                       .progress = o.progress && dp.root()};
   auto step = [&](long e, std::span<const index> rows) {
     const bool update_alpha = e >= o.warmup_epochs;
-    data.gather(rows, tx, ty);
+    data.gather(dp.share_of(rows), tx, ty);
     if (update_alpha) {
       if (st.val_pos + o.batch > n_val) {
         std::shuffle(st.rows.val.begin(), st.rows.val.end(), st.rng);
         st.val_pos = 0;
       }
-      data.gather(std::span<const index>(st.rows.val.data() + st.val_pos, static_cast<std::size_t>(o.batch)), vx, vy);
+      data.gather(dp.share_of(std::span<const index>(st.rows.val.data() + st.val_pos, static_cast<std::size_t>(o.batch))),
+                  vx, vy);
       st.val_pos += o.batch;
     }
     const bilevel_step_result res = optimizer.step(tx, ty, vx, vy, update_alpha);
@@ -7145,7 +7511,8 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
     st.val_loss.push_back(e.val_loss);
     st.alpha_history.push_back(model.softmax_alpha());
     st.seconds = seconds_before + e.seconds;
-    if (!o.checkpoint.empty()) st.save(o.checkpoint, model, optimizer, fingerprint);
+    dp.check_identical<S>(optimizer.parameters(), "search");
+    if (!o.checkpoint.empty()) dp.on_root([&] { st.save(o.checkpoint, model, optimizer, fingerprint); });
     if (o.on_epoch) o.on_epoch(e.epoch, st.alpha_history.back(), e.loss, e.val_loss);
   });
   r.found = model.derive();
@@ -7182,17 +7549,22 @@ struct train_options {
   std::uint64_t seed = 0;         ///< shuffling and augmentation
   bool progress = true;           ///< print a progress bar
   data::augment_options augment = {};  ///< random crop and flip of every training batch
+  /// The processes every batch is shared over (train/data_parallel.hpp); one by default.
+  data_parallel parallel = {};
 };
 
 /// Trains w (operator parameters and head; alpha is not touched) on `data` with
 /// SGD, warm-up then cosine; returns the mean loss of the last epoch. Every
-/// gradient passes `hook` before the optimiser uses it.
-/// @throws config_error for a batch larger than the data, no epoch, or a bad
+/// gradient passes `hook` before the optimiser uses it. With o.parallel over
+/// several processes, each trains on its share of every batch and the result
+/// is the single-process one (the same global batch).
+/// @throws config_error for a batch larger than the data or smaller than the processes, no epoch, or a bad
 /// optimiser setting; value_error for a NaN or Inf loss (naming the epoch and step).
 template <Scalar S, OpList Ops>
 double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const train_options& o,
              const gradient_hook<S>& hook = {}) {
   o.w.validate("train");
+  o.parallel.require_batch(o.batch, "train");
   if (o.augment.crop_padding < 0 || o.augment.crop_padding > std::min(data.images.height, data.images.width) / 2)
     throw config_error(detail::cat("train: crop padding ", o.augment.crop_padding, " is not in 0..",
                                    std::min(data.images.height, data.images.width) / 2, " (half the image side)"));
@@ -7204,28 +7576,36 @@ double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, 
   image_batch<S> x;
   std::vector<int> y;
   std::vector<S> scratch;
+  const data_parallel& dp = o.parallel;
   const loop_plan plan{.name = "train", .epochs = o.epochs, .batch = o.batch, .peak_lr = o.w.lr,
-                       .warmup_epochs = o.w.warmup_epochs, .progress = o.progress};
-  const loop_result r = run_epochs(plan, rows, rng, opt, [&](long, std::span<const index> batch) {
-    data.gather(batch, x, y);
-    data::augment_batch(x, o.augment, rng, scratch);
-    t.reset();
-    const var<S> logits = model.logits(t, x, grad_target::weights);
-    const var<S> l = cross_entropy(logits, y);
-    opt.zero_grad();
-    t.backward(l);
+                       .warmup_epochs = o.w.warmup_epochs, .progress = o.progress && dp.root()};
+  auto step = [&](long, std::span<const index> batch) {
+    const auto share = dp.share_of(static_cast<index>(batch.size()));
+    data.gather(dp.share_of(batch), x, y);
+    data::augment_batch(x, o.augment, rng, scratch, share.first, static_cast<index>(batch.size()));
+    const reduced_step s = dp.gradient_step<S>(ws, x.size(), [&] {
+      t.reset();
+      const var<S> logits = model.logits(t, x, grad_target::weights);
+      const var<S> l = cross_entropy(logits, y);
+      opt.zero_grad();
+      t.backward(l);
+      return local_step{static_cast<double>(l.item()), count_correct(logits.value(), y)};
+    });
     apply_gradients<S>(opt, ws, o.w.grad_clip, hook);
-    return step_report{.loss = static_cast<double>(l.item()), .images = o.batch,
-                       .correct = count_correct(logits.value(), y)};
-  });
+    return step_report{.loss = s.loss, .images = o.batch, .correct = s.correct};
+  };
+  const loop_result r = run_epochs(plan, rows, rng, opt, step, [&](const epoch_report&) { dp.check_identical<S>(ws, "train"); });
   return r.last.loss;
 }
 
-/// Top-1 accuracy of a prompted model on `data`, in batches, no gradient recorded.
+/// Top-1 accuracy of a prompted model on `data`, in batches, no gradient
+/// recorded; with `parallel` over several processes each evaluates its share
+/// of the images and the counts are summed.
 template <Scalar S, OpList Ops>
-double evaluate(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, index batch = 64) {
-  return top1_accuracy(data, batch,
-                       [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x, grad_target::none); });
+double evaluate(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, index batch = 64,
+                const data_parallel& parallel = {}) {
+  return top1_accuracy(
+      data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x, grad_target::none); }, parallel);
 }
 
 }  // namespace vpdarts
@@ -7255,6 +7635,8 @@ struct lr_grid_options {
   w_optimizer_options w = {};     ///< w's optimiser; its lr is replaced by each grid value
   std::uint64_t seed = 0;         ///< the split, the shuffling (as search() with this seed)
   bool progress = true;           ///< print one line per lr
+  /// The processes every batch and the scoring are shared over (train/data_parallel.hpp); one by default.
+  data_parallel parallel = {};
 };
 
 /// What choose_w_lr measured.
@@ -7286,13 +7668,14 @@ lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_ima
   r.best = o.grid.front();
   double best_acc = -1;
   for (double lr : o.grid) {
-    train_options t{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false};
+    train_options t{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false,
+                    .parallel = o.parallel};
     t.w.lr = lr;
     t.w.warmup_epochs = std::min(o.w.warmup_epochs, o.epochs);
     double loss = std::numeric_limits<double>::quiet_NaN(), acc = 0;
     try {
       loss = train(model, train_set, t);
-      acc = evaluate(model, val_set);
+      acc = evaluate(model, val_set, 64, o.parallel);
     } catch (const value_error&) {
       // diverged: scores 0
     }
@@ -7304,7 +7687,7 @@ lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_ima
       r.best = lr;
     }
     for (std::size_t i = 0; i < ws.size(); ++i) ws[i]->value() = snapshot[i];
-    if (o.progress) std::printf("lr grid: w lr %-8g search-val accuracy %.4f  train loss %.4f\n", lr, acc, loss);
+    if (o.progress && o.parallel.root()) std::printf("lr grid: w lr %-8g search-val accuracy %.4f  train loss %.4f\n", lr, acc, loss);
   }
   return r;
 }

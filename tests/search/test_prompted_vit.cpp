@@ -236,6 +236,6 @@ TEST_CASE("a search model and a derived model give the same logits with and with
     const vp::matrix<double> a = model->logits(recorded, img, vp::grad_target::all).value();
     vp::no_grad<double> guard(quiet);
     const vp::matrix<double> b = model->logits(quiet, img, vp::grad_target::none).value();
-    CHECK((a - b).norm() == 0);
+    CHECK((a - b).norm() <= 1e-13 * a.norm());  // the recorded mixture may sum in another order
   }
 }

@@ -98,16 +98,11 @@ double step_flops(const vp::vit_config& c, long p, const std::string& mode, long
 // all-reduces (alpha's gradient, then w's) of 8-byte values (the reduction is in double), each a ring:
 // 2 (N-1)/N bytes / bandwidth + 2 (N-1) latencies. Efficiency = time on one node / (N x time on N).
 void print_scaling(double rate_gflops) {
-  std::printf("scaling model: one node's rate R = %.0f GFLOP/s (first-order step), ring all-reduce in double,
-"
-              "latency 20 us at 10 Gb/s and 5 us at 100 Gb/s; efficiency for N nodes (global batch B, B/N rows each)
-
-",
+  std::printf("scaling model: one node's rate R = %.0f GFLOP/s (first-order step), ring all-reduce in double,\n"
+              "latency 20 us at 10 Gb/s and 5 us at 100 Gb/s; efficiency for N nodes (global batch B, B/N rows each)\n\n",
               rate_gflops);
-  std::printf("| workload | B | trainable values (w + alpha) | MB all-reduced per step | GFLOP per step | N | B/N | 10 Gb/s | 100 Gb/s |
-");
-  std::printf("|---|---|---|---|---|---|---|---|---|
-");
+  std::printf("| workload | B | trainable values (w + alpha) | MB all-reduced per step | GFLOP per step | N | B/N | 10 Gb/s | 100 Gb/s |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (const char* name : {"toy", "tiny16", "base16"}) {
     const workload w = find_workload(name);
     vp::prompted_vit<float> model(vp::vit<float>(w.config, 0), {.prompts = w.prompts});
@@ -121,12 +116,10 @@ void print_scaling(double rate_gflops) {
         std::printf("| %s | %ld | %.0f | %.2f | %.1f | %ld | %.1f |", name, B, values + alpha, 8 * (values + alpha) / 1e6,
                     flops / 1e9, n, static_cast<double>(B) / static_cast<double>(n));
         for (double gbit : {10.0, 100.0}) {
-          const double latency = gbit < 50 ? 20e-6 : 5e-6, bw = gbit * 1e9 / 8;
-          const double ring = [&](double bytes) {
-            return n == 1 ? 0.0 : 2.0 * static_cast<double>(n - 1) / static_cast<double>(n) * bytes / bw + 2.0 * static_cast<double>(n - 1) * latency;
-          }(8 * values) + (n == 1 ? 0.0 : 2.0 * static_cast<double>(n - 1) / static_cast<double>(n) * 8 * alpha / bw + 2.0 * static_cast<double>(n - 1) * latency);
-          const double one = flops / (rate_gflops * 1e9), many = flops / (static_cast<double>(n) * rate_gflops * 1e9) + ring;
-          std::printf(" %.0f %% |", 100 * one / (static_cast<double>(n) * many));
+          const double latency = gbit < 50 ? 20e-6 : 5e-6, bandwidth = gbit * 1e9 / 8, k = static_cast<double>(n);
+          auto ring = [&](double bytes) { return n == 1 ? 0.0 : 2 * (k - 1) / k * bytes / bandwidth + 2 * (k - 1) * latency; };
+          const double one = flops / (rate_gflops * 1e9), many = flops / (k * rate_gflops * 1e9) + ring(8 * values) + ring(8 * alpha);
+          std::printf(" %.0f %% |", 100 * one / (k * many));
         }
         std::printf("\n");
       }

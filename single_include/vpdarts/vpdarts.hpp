@@ -3202,7 +3202,16 @@ void augment_batch(image_batch<S>& x, const augment_options& o, std::mt19937_64&
 
 namespace vpdarts::data {
 
+/// The most decoded bytes per file byte an image format can reach: deflate's
+/// limit (1032:1) times the 8x of a 1-bit PNG decoded to bytes, rounded up.
+/// RLE (TGA, BMP, PSD, HDR, PIC) and LZW (GIF) stay below it.
+inline constexpr double max_image_expansion = 10000;
+
 /// Decodes an image file as it is (its own size and channels, 0..1 scale).
+/// The header's size is checked before decoding: against what the file's
+/// bytes could hold (max_image_expansion; 21 bytes cannot hold an
+/// 8448x10052 image, and decoding one spins for seconds on nothing) and
+/// against the machine's memory.
 /// @throws io_error naming the file when it cannot be read or is not an image stb_image decodes.
 inline image load_image(const std::filesystem::path& path) {
   std::error_code ec;
@@ -3215,6 +3224,16 @@ inline image load_image(const std::filesystem::path& path) {
   if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()))
     throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is too large"));
   int w = 0, h = 0, c = 0;
+  if (stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &c) && w > 0 && h > 0 && c > 0) {
+    const double decoded = static_cast<double>(w) * static_cast<double>(h) * static_cast<double>(c);
+    if (decoded > max_image_expansion * static_cast<double>(bytes.size()) + (1 << 20))
+      throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' says it is a ", w, "x", h, "x", c,
+                                          " image, but its ", bytes.size(), " bytes cannot hold that much (no format "
+                                          "compresses more than ", max_image_expansion, ":1): a corrupt or hostile header"));
+    if (decoded * (1 + sizeof(float)) > vpdarts::detail::physical_memory_bytes())
+      throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is a ", w, "x", h, "x", c,
+                                          " image, more than this machine's memory holds decoded"));
+  }
   std::unique_ptr<stbi_uc, void (*)(void*)> px(
       stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &c, 0), stbi_image_free);
   if (!px) throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is not a readable image: ", stbi_failure_reason()));
@@ -3806,20 +3825,23 @@ class vit {
 
   /// x_0 = [cls ; reg ; PatchEmbed(img)] + pos (then norm_pre): the (B*T) x D input of block 0.
   /// The patch convolution (kernel = stride = patch) is one GEMM over unfolded patches,
-  /// taken in row-major order.
+  /// taken in row-major order. Only images `first` .. `first + count` when count >= 0.
   /// @throws shape_error when the images are not C x image x image of the config.
-  var<S> embed(tape<S>& t, const image_batch<S>& images) {
+  var<S> embed(tape<S>& t, const image_batch<S>& images, index first = 0, index count = -1) {
     const vit_config& c = cfg_;
     if (images.channels != c.channels || images.height != c.image || images.width != c.image ||
         images.pixels.cols() != c.pixels() || images.size() == 0)
       throw shape_error(detail::cat("vit::embed: image batch is ", images.shape(), ", but the model expects Cx",
                                     c.image, "x", c.image, " with C=", c.channels));
-    const index batch = images.size(), n = c.patches(), per_row = c.image / c.patch, p = c.patch;
+    if (count < 0) count = images.size() - first;
+    if (first < 0 || count <= 0 || first + count > images.size())
+      throw shape_error(detail::cat("vit::embed: images ", first, "..", first + count, " of a batch of ", images.size()));
+    const index batch = count, n = c.patches(), per_row = c.image / c.patch, p = c.patch;
     const index cpp = c.channels * p * p;
     var<S> patches = t.input(batch * n, cpp);
     auto U = patches.value();
     for (index b = 0; b < batch; ++b) {
-      const S* img = images.pixels.row(b).data();
+      const S* img = images.pixels.row(first + b).data();
       for (index py = 0; py < per_row; ++py)
         for (index px = 0; px < per_row; ++px) {
           S* dst = U.row(b * n + py * per_row + px).data();
@@ -3842,27 +3864,55 @@ class vit {
   /// The features of every image, B x D, as timm's forward_head(forward_features(x), pre_logits=True):
   /// the final norm, the pooling (class token or mean of the patch tokens), then fc_norm. Runs
   /// `hook(l, blocks[l], x, batch)` in place of block l; the hook records on `x.owner()`.
-  /// With no gradient recorded (no_grad), each block runs on t.block_tape() and only its output is
-  /// kept: the memory of one block's values instead of all of them.
+  ///
+  /// With no gradient recorded (no_grad), the images go through in chunks of about
+  /// inference_chunk_rows token rows, everything of a chunk on t.block_tape(), block after block,
+  /// keeping only the current block's values: t itself holds just the features and one block's
+  /// input. Images are independent, so the result is the whole batch's (to float rounding, since
+  /// products of another size may sum in another order).
   template <class Hook = run_block>
   var<S> features(tape<S>& t, const image_batch<S>& images, Hook&& hook = {}) {
     const index batch = images.size();
-    var<S> x = embed(t, images);
-    if (t.grad_enabled() || cfg_.depth == 0) {
+    if (t.grad_enabled() || batch == 0) {
+      var<S> x = embed(t, images);
       for (index l = 0; l < cfg_.depth; ++l) x = hook(l, blocks[static_cast<std::size_t>(l)], x, batch);
-    } else {
-      tape<S>& bt = t.block_tape();
-      var<S> carry = x;  // on t: the input of the next block
-      for (index l = 0; l < cfg_.depth; ++l) {
-        bt.reset();
-        const var<S> in = bt.constant(carry.value());
-        const var<S> out = hook(l, blocks[static_cast<std::size_t>(l)], in, batch);
-        if (out.rows() != carry.rows() || out.cols() != carry.cols()) carry = t.input(out.rows(), out.cols());
-        carry.value() = out.value();
-      }
-      bt.reset();
-      x = carry;
+      return pool(t, x, batch);
     }
+    const index chunks = std::max<index>(1, (batch * cfg_.tokens() + inference_chunk_rows - 1) / inference_chunk_rows);
+    const index per = (batch + chunks - 1) / chunks;
+    tape<S>& bt = t.block_tape();
+    var<S> out, carry;  // on t: the features, and the input of the next block
+    for (index first = 0; first < batch; first += per) {
+      const index n = std::min(per, batch - first);
+      bt.reset();
+      var<S> x = embed(bt, images, first, n);
+      for (index l = 0; l < cfg_.depth; ++l) {
+        const var<S> y = hook(l, blocks[static_cast<std::size_t>(l)], x, n);
+        if (!carry.valid() || carry.rows() != y.rows() || carry.cols() != y.cols()) carry = t.input(y.rows(), y.cols());
+        carry.value() = y.value();
+        bt.reset();
+        x = bt.constant(carry.value());
+      }
+      const var<S> f = pool(bt, x, n);
+      if (!out.valid()) out = t.input(batch, f.cols());
+      out.value().middleRows(first, n) = f.value();
+    }
+    bt.reset();
+    return out;
+  }
+
+  /// Token rows per chunk of a forward pass with no gradient (see features()).
+  static constexpr index inference_chunk_rows = 4096;
+
+  /// Head(features): B x classes logits.
+  template <class Hook = run_block>
+  var<S> logits(tape<S>& t, const image_batch<S>& images, Hook&& hook = {}) {
+    return head.forward(t, features(t, images, std::forward<Hook>(hook)));
+  }
+
+ private:
+  // The final norm, the pooling and fc_norm of the last block's output x ((B*T) x D): B x D.
+  var<S> pool(tape<S>& t, var<S> x, index batch) {
     var<S> f;
     if (cfg_.pool == pooling::token) {
       f = sequence_row(x, batch, 0);  // LayerNorm is per row: norm the class token alone
@@ -3874,13 +3924,6 @@ class vit {
     return fc_norm.present() ? fc_norm.forward(t, f) : f;
   }
 
-  /// Head(features): B x classes logits.
-  template <class Hook = run_block>
-  var<S> logits(tape<S>& t, const image_batch<S>& images, Hook&& hook = {}) {
-    return head.forward(t, features(t, images, std::forward<Hook>(hook)));
-  }
-
- private:
   static const vit_config& validated(const vit_config& c) {
     c.validate();
     const double d = static_cast<double>(c.dim), m = static_cast<double>(c.mlp);

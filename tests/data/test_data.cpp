@@ -104,6 +104,17 @@ TEST_CASE("image files decode through stb_image, bad files name themselves", "[d
   const std::string png = read_bytes(dir / "a.png");
   write_bytes(dir / "cut.png", png.substr(0, png.size() / 2));
   CHECK_THROWS_WITH(vp::data::load_image(dir / "cut.png"), Catch::Contains("cut.png"));
+  // a fuzzer's find: a 21-byte RLE TGA whose header says 8448x10052 (grey) decoded for over 30 s under ASan;
+  // refused from its header now (tests/fuzz/regressions/image_folder keeps the file)
+  const std::string tga("\x0d\x00\x0a\x9f\x00\x1a\x00\x0d\x49\x48\x2f\x02\x00\x21\x44\x27\x08\x0d\x0a\x02\x00", 21);
+  write_bytes(dir / "tiny.tga", tga);
+  CHECK_THROWS_WITH(vp::data::load_image(dir / "tiny.tga"),
+                    Catch::Contains("tiny.tga") && Catch::Contains("8448x10052x1") && Catch::Contains("cannot hold"));
+  // a large but highly compressible image is not refused: a 1200x1000 PNG of one colour (tens of KB)
+  std::vector<unsigned char> flat(1200 * 1000 * 3, 200);
+  vp::report::canvas::write_png_bytes(dir / "flat.png", 1200, 1000, 3, flat.data());
+  CHECK(std::filesystem::file_size(dir / "flat.png") < 100000);  // 3.6 MB of pixels
+  CHECK(vp::data::load_image(dir / "flat.png").shape()[1] == 1200);
 }
 
 // ---------------------------------------------------------------- datasets on disk

@@ -162,4 +162,16 @@ TEST_CASE("a forward pass with no gradient holds one block's values at a time, w
   t.reset();
   const vp::matrix<float> again = m.logits(t, img).value();
   CHECK((again - b).norm() == 0);
+  // a batch of more than inference_chunk_rows token rows goes through in chunks, with the whole batch's result
+  vp::vit<double> md(c, 12);
+  vp::image_batch<double> many(300, 3, 16, 16);  // 300 x 17 tokens: two chunks of 150 images
+  many.pixels.setRandom();
+  vp::tape<double> whole, chunked;
+  md.unfreeze_all();
+  const vp::matrix<double> full = md.logits(whole, many).value();
+  vp::no_grad<double> quiet(chunked);
+  const vp::matrix<double> parts = md.logits(chunked, many).value();
+  REQUIRE(parts.rows() == 300);
+  CHECK((full - parts).norm() <= 1e-12 * full.norm());
+  CHECK(chunked.block_tape().memory().peak_bytes() * 1.5 < whole.memory().peak_bytes() / 6);
 }

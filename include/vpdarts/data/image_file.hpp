@@ -15,13 +15,23 @@
 #include <stb_image.h>
 
 #include "../detail/format.hpp"
+#include "../detail/memory.hpp"
 #include "../error.hpp"
 #include "image_batch.hpp"
 #include "transforms.hpp"
 
 namespace vpdarts::data {
 
+/// The most decoded bytes per file byte an image format can reach: deflate's
+/// limit (1032:1) times the 8x of a 1-bit PNG decoded to bytes, rounded up.
+/// RLE (TGA, BMP, PSD, HDR, PIC) and LZW (GIF) stay below it.
+inline constexpr double max_image_expansion = 10000;
+
 /// Decodes an image file as it is (its own size and channels, 0..1 scale).
+/// The header's size is checked before decoding: against what the file's
+/// bytes could hold (max_image_expansion; 21 bytes cannot hold an
+/// 8448x10052 image, and decoding one spins for seconds on nothing) and
+/// against the machine's memory.
 /// @throws io_error naming the file when it cannot be read or is not an image stb_image decodes.
 inline image load_image(const std::filesystem::path& path) {
   std::error_code ec;
@@ -34,6 +44,16 @@ inline image load_image(const std::filesystem::path& path) {
   if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()))
     throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is too large"));
   int w = 0, h = 0, c = 0;
+  if (stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &c) && w > 0 && h > 0 && c > 0) {
+    const double decoded = static_cast<double>(w) * static_cast<double>(h) * static_cast<double>(c);
+    if (decoded > max_image_expansion * static_cast<double>(bytes.size()) + (1 << 20))
+      throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' says it is a ", w, "x", h, "x", c,
+                                          " image, but its ", bytes.size(), " bytes cannot hold that much (no format "
+                                          "compresses more than ", max_image_expansion, ":1): a corrupt or hostile header"));
+    if (decoded * (1 + sizeof(float)) > vpdarts::detail::physical_memory_bytes())
+      throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is a ", w, "x", h, "x", c,
+                                          " image, more than this machine's memory holds decoded"));
+  }
   std::unique_ptr<stbi_uc, void (*)(void*)> px(
       stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &c, 0), stbi_image_free);
   if (!px) throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is not a readable image: ", stbi_failure_reason()));

@@ -28,10 +28,13 @@ flags=(-std=c++20 -O1 -g -Iinclude -I/usr/include/eigen3 $(pkg-config --cflags s
 libs=($(pkg-config --libs stb) -lz)
 cxx=clang++
 command -v ccache >/dev/null && cxx="ccache clang++"
-if [[ ! -x $out/replay || tests/fuzz/replay.cpp -nt $out/replay ]]; then
+stale() {  # the program is missing, or a source it includes changed since it was built
+  [[ ! -x $1 ]] || [[ -n $(find include tests/fuzz -newer "$1" -name '*.[ch]pp' -print -quit) ]]
+}
+if stale "$out/replay"; then
   $cxx "${flags[@]}" -fsanitize=address,undefined tests/fuzz/replay.cpp -o "$out/replay" "${libs[@]}"
 fi
-if [[ ! -x $out/fuzz_$what || tests/fuzz/fuzz_$what.cpp -nt $out/fuzz_$what ]]; then
+if stale "$out/fuzz_$what"; then
   $cxx "${flags[@]}" -DVPDARTS_LIBFUZZER -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     "tests/fuzz/fuzz_$what.cpp" -o "$out/fuzz_$what" "${libs[@]}"
 fi

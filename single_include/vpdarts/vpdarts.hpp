@@ -7114,8 +7114,6 @@ class bilevel_optimizer {
   optim::adam<S>& alpha_optimizer() noexcept { return alpha_opt_; }
   /// The settings.
   const bilevel_options& options() const noexcept { return opts_; }
-  /// The processes the steps are shared over.
-  const data_parallel& parallel() const noexcept { return parallel_; }
   /// Everything it trains: w (prompts, operator parameters and head, in the optimiser's order), then alpha.
   std::span<parameter<S>* const> parameters() const noexcept { return all_; }
 
@@ -7624,7 +7622,7 @@ double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, 
                        .warmup_epochs = o.w.warmup_epochs, .progress = o.progress && dp.root()};
   auto step = [&](long, std::span<const index> batch) {
     const auto share = dp.share_of(static_cast<index>(batch.size()));
-    data.gather(dp.share_of(batch), x, y);
+    data.gather(batch.subspan(static_cast<std::size_t>(share.first), static_cast<std::size_t>(share.count)), x, y);
     data::augment_batch(x, o.augment, rng, scratch, share.first, static_cast<index>(batch.size()));
     const reduced_step s = dp.gradient_step<S>(ws, x.size(), [&] {
       t.reset();

@@ -180,8 +180,6 @@ class bilevel_optimizer {
   optim::adam<S>& alpha_optimizer() noexcept { return alpha_opt_; }
   /// The settings.
   const bilevel_options& options() const noexcept { return opts_; }
-  /// The processes the steps are shared over.
-  const data_parallel& parallel() const noexcept { return parallel_; }
   /// Everything it trains: w (prompts, operator parameters and head, in the optimiser's order), then alpha.
   std::span<parameter<S>* const> parameters() const noexcept { return all_; }
 

@@ -54,7 +54,7 @@ double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, 
                        .warmup_epochs = o.w.warmup_epochs, .progress = o.progress && dp.root()};
   auto step = [&](long, std::span<const index> batch) {
     const auto share = dp.share_of(static_cast<index>(batch.size()));
-    data.gather(dp.share_of(batch), x, y);
+    data.gather(batch.subspan(static_cast<std::size_t>(share.first), static_cast<std::size_t>(share.count)), x, y);
     data::augment_batch(x, o.augment, rng, scratch, share.first, static_cast<index>(batch.size()));
     const reduced_step s = dp.gradient_step<S>(ws, x.size(), [&] {
       t.reset();

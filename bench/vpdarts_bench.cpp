@@ -7,6 +7,8 @@
 //   RESULT workload=toy mode=first batch=32 sec_per_step=... images_per_s=... gflops=... gflops_per_s=... peak_rss_mb=...
 //
 //   vpdarts_bench [--workload toy|tiny16|base16|dinov2s14] [--mode first|second|infer] [--batch N] [--steps 5] [--threads 2] [--seed 0]
+//                 [--precision fp32|bf16]   (bf16: the frozen products on oneDNN; exit 2 where unavailable)
+//   vpdarts_bench --roof [fp32|bf16]   the matmul roof: Eigen's float32 GEMM / oneDNN's bf16 matmul on a 2048 cube
 //   mpirun -np N vpdarts_bench ...   (a build with MPI: every step's batch shared over N processes, as
 //                                     vpdarts search does; RESULT adds processes=N)
 //   vpdarts_bench --scaling          the data-parallel scaling model of docs/distributed.md
@@ -127,6 +129,30 @@ void print_scaling(double rate_gflops) {
   }
 }
 
+// The matmul roof: the best rate of a 2048 x 2048 x 2048 product, Eigen in float32 or oneDNN in bf16.
+int print_roof(const std::string& precision) {
+  const vp::index n = 2048;
+  vp::matrix<float> a = vp::matrix<float>::Random(n, n), b = vp::matrix<float>::Random(n, n), c(n, n);
+  std::vector<std::uint16_t> a16(static_cast<std::size_t>(n * n)), b16(a16.size());
+  vp::detail::to_bf16(a.data(), a16.data(), a16.size());
+  vp::detail::to_bf16(b.data(), b16.data(), b16.size());
+  double best = 1e30;
+  for (int i = 0; i < 6; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    if (precision == "fp32") {
+      c.noalias() = a * b.transpose();
+    } else {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+      vp::detail::bf16_matmuls::here().run(n, n, n, a16.data(), b16.data(), true, c.data(), false);
+#endif
+    }
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::printf("ROOF precision=%s n=%ld gflops_per_s=%.1f\n", precision.c_str(), static_cast<long>(n),
+              2.0 * static_cast<double>(n * n * n) / best / 1e9);
+  return 0;
+}
+
 vp::image_batch<float> random_images(const vp::vit_config& c, long batch, std::mt19937_64& rng) {
   std::normal_distribution<float> n01;
   vp::image_batch<float> x(batch, c.channels, c.image, c.image);
@@ -145,7 +171,7 @@ std::vector<int> random_labels(const vp::vit_config& c, long batch, std::mt19937
 
 int main(int argc, char** argv) {
   vp::exec_best_variant(argv);
-  std::string workload_name = "toy", mode = "first";
+  std::string workload_name = "toy", mode = "first", precision = "fp32", roof;
   long batch = 0, steps = 5, threads = 2;
   std::uint64_t seed = 0;
   double scaling_rate = 0;
@@ -169,6 +195,8 @@ int main(int argc, char** argv) {
     else if (is("--steps")) steps = std::atol(argv[++i]);
     else if (is("--threads")) threads = std::atol(argv[++i]);
     else if (is("--seed")) seed = std::strtoull(argv[++i], nullptr, 10);
+    else if (is("--precision")) precision = argv[++i];
+    else if (is("--roof")) roof = argv[++i];
     else {
       std::fprintf(stderr, "vpdarts_bench: unknown argument '%s' (see the comment at the top of vpdarts_bench.cpp)\n", argv[i]);
       return 2;
@@ -186,7 +214,21 @@ int main(int argc, char** argv) {
     print_scaling(scaling_rate);
     return 0;
   }
+  if ((precision != "fp32" && precision != "bf16") || (!roof.empty() && roof != "fp32" && roof != "bf16")) {
+    std::fprintf(stderr, "vpdarts_bench: --precision and --roof are fp32 or bf16\n");
+    return 2;
+  }
   omp_set_num_threads(static_cast<int>(threads));
+  if (precision == "bf16" || roof == "bf16") {
+    const vp::bf16_support s = vp::bf16_supported();
+    if (!s.available) {
+      std::fprintf(stderr, "vpdarts_bench: bf16 is not available: %s\n", s.reason.c_str());
+      return 2;
+    }
+    std::fprintf(stderr, "vpdarts_bench: bf16 on oneDNN's %s kernels\n", s.kernel.c_str());
+    vp::set_matmul_precision(vp::precision::bf16);
+  }
+  if (!roof.empty()) return print_roof(roof);
   std::fprintf(stderr, "vpdarts_bench: compiled for %s\n", std::string(vp::compiled_isa()).c_str());
   const workload w = find_workload(workload_name);
   std::vector<long> batches = batch > 0 ? std::vector<long>{batch}
@@ -244,9 +286,9 @@ int main(int argc, char** argv) {
       const double gflops = step_flops(w.config, w.prompts, mode, b) / 1e9;
       if (dp.root())
         std::printf("RESULT workload=%s mode=%s batch=%ld sec_per_step=%.4f images_per_s=%.1f gflops=%.2f gflops_per_s=%.1f "
-                    "peak_rss_mb=%.0f%s\n",
+                    "peak_rss_mb=%.0f precision=%s%s\n",
                     w.name.c_str(), mode.c_str(), b, median, images / median, gflops, gflops / median,
-                    vp::report::peak_rss_mb(), dp.active() ? vp::text::cat(" processes=", dp.size(), " threads=", threads).c_str() : "");
+                    vp::report::peak_rss_mb(), precision.c_str(), dp.active() ? vp::text::cat(" processes=", dp.size(), " threads=", threads).c_str() : "");
       std::fflush(stdout);
     }
   } catch (const vp::error& e) {

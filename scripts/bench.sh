@@ -2,12 +2,16 @@
 # vpdarts against the PyTorch peer on the reference workloads (docs/method.md, section 7), side by side in
 # one run: builds bench/vpdarts_bench in Release, installs the peer's Debian
 # packages (python3-torch, OpenBLAS), runs vpdarts and the peer in turn
-# (A B A B) for every workload and mode, measures the Eigen SGEMM roof, and
-# writes docs/results/performance.md.
+# (A B A B) for every workload, mode and precision, measures the matmul roofs
+# (Eigen's float32 SGEMM; oneDNN's bf16 matmul where the CPU has bf16), and
+# writes docs/results/performance.md (keeping what follows its
+# "<!-- hand-written below -->" line).
 #
 #   scripts/bench.sh            (env: WORKLOADS="toy tiny16", MODES="first second infer",
+#                                PRECISIONS="fp32 bf16" (bf16 only where available; vpdarts --precision p
+#                                against the peer's --dtype p),
 #                                STEPS=3, INFER_STEPS=20, THREADS=2, PEER=../shared/peers/torch_search_bench.py,
-#                                MERGE=1 to re-run only the given workloads and modes and keep the other rows)
+#                                MERGE=1 to re-run only the given workloads, modes and precisions and keep the other rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 workloads=${WORKLOADS:-toy tiny16}
@@ -23,13 +27,21 @@ flags=(-DCMAKE_BUILD_TYPE=Release -DVPDARTS_BUILD_BENCH=ON)
 command -v ccache >/dev/null && flags+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 cmake -S . -B build "${flags[@]}" > /dev/null
 cmake --build build -j "$(nproc)" --target vpdarts_bench vpdarts_ops_bench
+precisions=${PRECISIONS:-fp32 bf16}
+if [[ $precisions == *bf16* ]] && ! build/bench/vpdarts_bench --roof bf16 --threads 1 > /dev/null 2> build/bf16-why.txt; then
+  echo "bench.sh: bf16 is not available here, fp32 only: $(cat build/bf16-why.txt)"
+  precisions=${precisions//bf16/}
+fi
 raw=build/bench-results.txt
 if [[ ${MERGE:-0} == 1 && -f $raw ]]; then  # drop the rows about to be re-measured, and the roofs
   keep=$(mktemp)
   grep -v '^ROOF' "$raw" | while IFS= read -r line; do
-    for w in $workloads; do for mode in $modes; do
-      [[ $line == *"workload=$w mode=$mode "* || $line == "PEER | $w | $mode |"* ]] && continue 3
-    done; done
+    for w in $workloads; do for mode in $modes; do for p in $precisions; do
+      label=$w
+      [[ $p == bf16 ]] && label=$w-bf16
+      [[ ( $line == *"workload=$w mode=$mode "* && $line == *"precision=$p"* ) || $line == "PEER | $label | $mode |"* ]] &&
+        continue 4
+    done; done; done
     echo "$line"
   done > "$keep"
   mv "$keep" "$raw"
@@ -39,14 +51,17 @@ fi
 export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
 for w in $workloads; do
   for mode in $modes; do
-    for round in 1 2; do
-      echo "bench.sh: $w $mode, round $round: vpdarts"
-      n=$steps
-      [[ $mode == infer ]] && n=$infer_steps
-      build/bench/vpdarts_bench --workload "$w" --mode "$mode" --steps "$n" --threads "$threads" | tee -a "$raw"
-      echo "bench.sh: $w $mode, round $round: peer"
-      /usr/bin/python3 "$peer" --workload "$w" --mode "$mode" --steps "$n" --threads "$threads" --no-header |
-        sed 's/^/PEER /' | tee -a "$raw"
+    for p in $precisions; do
+      for round in 1 2; do
+        echo "bench.sh: $w $mode $p, round $round: vpdarts"
+        n=$steps
+        [[ $mode == infer ]] && n=$infer_steps
+        build/bench/vpdarts_bench --workload "$w" --mode "$mode" --steps "$n" --threads "$threads" --precision "$p" |
+          tee -a "$raw"
+        echo "bench.sh: $w $mode $p, round $round: peer"
+        /usr/bin/python3 "$peer" --workload "$w" --mode "$mode" --steps "$n" --threads "$threads" --dtype "$p" --no-header |
+          sed 's/^/PEER /' | tee -a "$raw"
+      done
     done
   done
 done
@@ -54,34 +69,39 @@ done
 build/bench/vpdarts_ops_bench --benchmark_filter=bm_eigen_gemm 2>/dev/null | grep "Eigen SGEMM" | sed 's/^/ROOF /' | tee -a "$raw"
 VPDARTS_DISPATCH=off build/bench/vpdarts_ops_bench --benchmark_filter=bm_eigen_gemm 2>/dev/null | grep "Eigen SGEMM" |
   sed 's/^/ROOF_PORTABLE /' | tee -a "$raw"
+[[ $precisions == *bf16* ]] && build/bench/vpdarts_bench --roof bf16 --threads "$threads" | tee -a "$raw"
 isa=$(build/bench/vpdarts_bench --workload toy --mode infer --batch 1 --steps 1 2>&1 >/dev/null | sed -n 's/.*compiled for //p')
 
 mkdir -p docs/results
 python3 - "$raw" "$steps" "$threads" "$isa" "$infer_steps" <<'PY'
 import platform, re, subprocess, sys
 raw, steps, threads, isa, infer_steps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-ours, peer, roof, roof_portable = {}, {}, None, None
+ours, peer, roof, roof_portable, roof_bf16 = {}, {}, None, None, None
 for line in open(raw):
     if line.startswith("RESULT "):
         f = dict(kv.split("=") for kv in line.split()[1:])
-        key = (f["workload"], f["mode"], int(f["batch"]))
+        key = (f["workload"], f["mode"], int(f["batch"]), f.get("precision", "fp32"))
         ours.setdefault(key, []).append((float(f["sec_per_step"]), float(f["images_per_s"]), float(f["gflops_per_s"]),
                                          float(f["peak_rss_mb"])))
     elif line.startswith("PEER |"):
         c = [x.strip() for x in line[5:].strip().strip("|").split("|")]
-        key = (c[0], c[1], int(c[2]))
+        name, prec = (c[0][:-5], "bf16") if c[0].endswith("-bf16") else (c[0], "fp32")
+        key = (name, c[1], int(c[2]), prec)
         peer.setdefault(key, []).append((float(c[4]), float(c[5]), float(c[7]), float(c[8])))
     elif line.startswith("ROOF "):
         roof = float(re.search(r"([0-9.]+) GFLOP/s", line).group(1))
     elif line.startswith("ROOF_PORTABLE "):
         roof_portable = float(re.search(r"([0-9.]+) GFLOP/s", line).group(1))
+    elif line.startswith("ROOF precision=bf16"):
+        roof_bf16 = float(re.search(r"gflops_per_s=([0-9.]+)", line).group(1))
 best = lambda runs: min(runs, key=lambda r: r[0])        # the faster round of each side
 cpu = "unknown"
 try:
     cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
 except (OSError, StopIteration):
     pass
-targets = {("toy", "first"): 1.5, ("toy", "second"): 1.5, ("tiny16", "first"): 1.2}
+targets = {("toy", "first", "fp32"): 1.5, ("toy", "second", "fp32"): 1.5, ("tiny16", "first", "fp32"): 1.2,
+           ("base16", "first", "fp32"): 3.0, ("toy", "first", "bf16"): 1.5, ("base16", "first", "bf16"): 1.5}
 lines = ["# Performance: vpdarts against the PyTorch peer", "",
          f"Measured side by side in one run of `scripts/bench.sh` (each side run twice, A B A B; the faster round of each "
          f"is shown), {steps} timed steps ({infer_steps} for inference) after 2 warm-up steps, median, {threads} threads. "
@@ -92,29 +112,47 @@ lines = ["# Performance: vpdarts against the PyTorch peer", "",
          "(`VPDARTS_DISPATCH=off` keeps the portable one).", "",
          f"Eigen SGEMM roof on this machine ({threads} threads): "
          + (f"{roof:.1f} GFLOP/s in the {isa} build" if roof else "not measured")
-         + (f", {roof_portable:.1f} GFLOP/s in the portable x86-64 build." if roof_portable else "."),
-         "\"of roof\" is vpdarts's GFLOP/s over the roof of the build it ran. \"RSS ratio\" is vpdarts's peak RSS over "
-         "the peer's (target for a toy search step: <= 0.7).", "",
-         "| workload | mode | batch | vpdarts s/step | peer s/step | vpdarts images/s | peer images/s | ratio | target | "
-         "vpdarts GFLOP/s | of roof | vpdarts peak RSS MiB | peer peak RSS MiB | RSS ratio |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-for key in sorted(ours, key=lambda k: (k[0], ["first", "second", "infer"].index(k[1]), k[2])):
+         + (f", {roof_portable:.1f} GFLOP/s in the portable x86-64 build." if roof_portable else ".")
+         + (f" oneDNN's bf16 matmul roof (2048 cube): {roof_bf16:.1f} GFLOP/s." if roof_bf16 else
+            " bf16: not available on this CPU (no AVX512-BF16 or AMX), not measured."),
+         "", "Precision fp32 is float32 on both sides; bf16 is vpdarts `--precision bf16` (the frozen products in bf16 "
+         "through oneDNN, docs/precision.md) against the peer's `--dtype bf16` (`torch.autocast(\"cpu\", torch.bfloat16)`). "
+         "\"of roof\" is vpdarts's GFLOP/s over the roof of its precision (the build it ran for fp32). \"RSS ratio\" "
+         "is vpdarts's peak RSS over the peer's of the same precision.", "",
+         "| workload | mode | batch | precision | vpdarts s/step | peer s/step | vpdarts images/s | peer images/s | ratio | "
+         "target | vpdarts GFLOP/s | of roof | vpdarts peak RSS MiB | peer peak RSS MiB | RSS ratio |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+for key in sorted(ours, key=lambda k: (k[0], ["first", "second", "infer"].index(k[1]), k[2], k[3])):
     if key not in peer:
         continue
     o, p = best(ours[key]), best(peer[key])
     ratio = o[1] / p[1]
-    t = targets.get(key[:2]) or ((2.0 if key[2] == 1 else 1.5) if key[1] == "infer" and key[0] == "toy" else None)
+    t = targets.get((key[0], key[1], key[3]))
+    if key[1] == "infer" and key[3] == "fp32" and key[0] == "toy":
+        t = 3.0 if key[2] == 1 else 1.5
+    if key[1] == "infer" and key[3] == "bf16" and key[2] == 64 and key[0] in ("toy", "base16"):
+        t = 1.5
+    r = roof_bf16 if key[3] == "bf16" else roof
     mark = "-" if t is None else (f">= {t}x {'met' if ratio >= t else 'NOT met'}")
     rss = o[3] / p[3]
-    rss_mark = f"{rss:.2f}" + ((" (<= 0.7 met)" if rss <= 0.7 else " (<= 0.7 NOT met)") if key[0] == "toy" and key[1] != "infer" else "")
-    lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {o[0]:.4f} | {p[0]:.4f} | {o[1]:.1f} | {p[1]:.1f} | "
-                 f"{ratio:.2f}x | {mark} | {o[2]:.1f} | {o[2] / roof * 100:.0f}% | {o[3]:.0f} | {p[3]:.0f} | "
-                 f"{rss_mark} |" if roof else f"| {key[0]} | {key[1]} | {key[2]} | {o[0]:.4f} | {p[0]:.4f} | "
-                 f"{o[1]:.1f} | {p[1]:.1f} | {ratio:.2f}x | {mark} | {o[2]:.1f} | - | {o[3]:.0f} | {p[3]:.0f} | {rss_mark} |")
+    rss_mark = f"{rss:.2f}" + (" (<= 0.5 met)" if rss <= 0.5 else " (<= 0.5 NOT met)")
+    lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {o[0]:.4f} | {p[0]:.4f} | {o[1]:.1f} | {p[1]:.1f} | "
+                 f"{ratio:.2f}x | {mark} | {o[2]:.1f} | " + (f"{o[2] / r * 100:.0f}%" if r else "-") +
+                 f" | {o[3]:.0f} | {p[3]:.0f} | {rss_mark} |")
 lines += ["", "Reproduce: `scripts/bench.sh` (it installs `python3-torch` and `libopenblas0-pthread`, builds "
           "`build/bench/vpdarts_bench` and runs both sides). One configuration by hand:", "",
           "    build/bench/vpdarts_bench --workload toy --mode first --steps 3 --threads 2",
-          "    /usr/bin/python3 ../shared/peers/torch_search_bench.py --workload toy --mode first --steps 3 --threads 2", ""]
+          "    /usr/bin/python3 ../shared/peers/torch_search_bench.py --workload toy --mode first --steps 3 --threads 2",
+          "    build/bench/vpdarts_bench --workload toy --mode first --steps 3 --threads 2 --precision bf16",
+          "    /usr/bin/python3 ../shared/peers/torch_search_bench.py --workload toy --mode first --steps 3 --threads 2 --dtype bf16",
+          ""]
+marker = "<!-- hand-written below -->"
+try:
+    old = open("docs/results/performance.md").read()
+    if marker in old:
+        lines += [marker + old.split(marker, 1)[1].rstrip("\n"), ""]
+except OSError:
+    pass
 open("docs/results/performance.md", "w").write("\n".join(lines))
 print("\n".join(lines))
 PY

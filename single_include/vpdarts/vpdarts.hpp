@@ -138,6 +138,114 @@ enum class transpose : std::uint8_t { none, a, b, both };
 }  // namespace vpdarts
 // ---- end vpdarts/fwd.hpp ----
 
+// ---- begin vpdarts/precision.hpp ----
+/// @file precision.hpp
+/// The precision of the frozen backbone's matrix products: float32 (the
+/// default) or bf16 mixed precision on the CPU's matrix units.
+///
+/// In bf16 mode a product whose weight needs no gradient (the frozen
+/// backbone's patch embedding, qkv, proj, fc1 and fc2, forward and the
+/// input-gradient product of backward) rounds both operands to bf16 and
+/// accumulates in float32 through oneDNN (AMX where the CPU has it, else
+/// AVX512-BF16). The bf16 copy of a frozen weight is made once and kept until
+/// the parameter changes. Everything else stays float32: LayerNorm, softmax,
+/// GELU, attention, the fusion operators, alpha, the head, the loss, every
+/// trainable product, the gradients and the optimisers' state. Models in
+/// double are never rounded. This is what PyTorch's bf16 autocast does on a
+/// CPU, restricted to the products of weights that do not train.
+///
+/// The bf16 path needs the library built with oneDNN (the CMake target
+/// `vpdarts::bf16`, which defines VPDARTS_WITH_DNNL for the whole program)
+/// and a CPU with AVX512-BF16 or AMX. Asking for bf16 where either is missing
+/// throws config_error saying which; nothing falls back silently.
+///
+///     vpdarts::set_matmul_precision(vpdarts::precision::bf16);   // or a scope:
+///     { vpdarts::precision_scope bf16(vpdarts::precision::bf16); search(...); }
+
+#include <atomic>
+#include <string>
+
+
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#endif
+
+namespace vpdarts {
+
+/// The precision of the frozen products (see the file's comment).
+enum class precision {
+  fp32,  ///< float32 Eigen GEMM everywhere (the default)
+  bf16,  ///< frozen products in bf16 with float32 accumulation (oneDNN)
+};
+
+/// "fp32" or "bf16".
+inline const char* to_string(precision p) noexcept { return p == precision::bf16 ? "bf16" : "fp32"; }
+
+/// What this build and this CPU offer for bf16.
+struct bf16_support {
+  bool available = false;  ///< bf16 products can run here
+  std::string kernel;      ///< the instructions oneDNN uses: "AMX", "AVX512-BF16" (empty when unavailable)
+  std::string reason;      ///< why not, when unavailable
+};
+
+/// Whether bf16 products can run in this program on this CPU, and which
+/// instructions they use. oneDNN's own view of the CPU decides (it honours
+/// ONEDNN_MAX_CPU_ISA, so `ONEDNN_MAX_CPU_ISA=AVX2` shows the refusal on any machine).
+inline bf16_support bf16_supported() {
+  bf16_support s;
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+  const unsigned isa = static_cast<unsigned>(dnnl_get_effective_cpu_isa());
+  // oneDNN's ISA values are bit masks, each one containing the ones it extends
+  const auto has = [isa](dnnl_cpu_isa_t want) { return (isa & static_cast<unsigned>(want)) == static_cast<unsigned>(want); };
+  if (has(dnnl_cpu_isa_avx512_core_amx)) s.kernel = "AMX";
+  else if (has(dnnl_cpu_isa_avx512_core_bf16)) s.kernel = "AVX512-BF16";
+  s.available = !s.kernel.empty();
+  if (!s.available)
+    s.reason = "this CPU (as oneDNN sees it) has neither AVX512-BF16 nor AMX, so bf16 products would be emulated "
+               "and slower than float32";
+#else
+  s.reason = "vpdarts was built without oneDNN (link the CMake target vpdarts::bf16, which needs Debian's "
+             "libdnnl-dev, or define VPDARTS_WITH_DNNL and link -ldnnl)";
+#endif
+  return s;
+}
+
+namespace detail {
+inline std::atomic<precision>& matmul_precision_state() {
+  static std::atomic<precision> p{precision::fp32};
+  return p;
+}
+}  // namespace detail
+
+/// The precision of the frozen products, process-wide.
+inline precision matmul_precision() noexcept { return detail::matmul_precision_state().load(std::memory_order_relaxed); }
+
+/// Sets the precision of the frozen products for the whole process (every tape, every thread).
+/// @throws config_error for bf16 where bf16_supported() says it is unavailable, with its reason.
+inline void set_matmul_precision(precision p) {
+  if (p == precision::bf16) {
+    const bf16_support s = bf16_supported();
+    if (!s.available) throw config_error("set_matmul_precision: bf16 is not available: " + s.reason);
+  }
+  detail::matmul_precision_state().store(p, std::memory_order_relaxed);
+}
+
+/// Sets the precision for the scope's lifetime and restores the previous one.
+class precision_scope {
+ public:
+  /// @throws config_error as set_matmul_precision does.
+  explicit precision_scope(precision p) : previous_(matmul_precision()) { set_matmul_precision(p); }
+  precision_scope(const precision_scope&) = delete;
+  precision_scope& operator=(const precision_scope&) = delete;
+  ~precision_scope() { detail::matmul_precision_state().store(previous_, std::memory_order_relaxed); }
+
+ private:
+  precision previous_;
+};
+
+}  // namespace vpdarts
+// ---- end vpdarts/precision.hpp ----
+
 // ---- begin vpdarts/autodiff.hpp ----
 /// @file autodiff.hpp
 /// The reverse-mode tape and all its ops.
@@ -451,6 +559,7 @@ void parallel_chunks(index n, index chunk, F&& f) {
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 
@@ -583,10 +692,87 @@ class inline_function {
 /// A named, owned tensor that the tape reads without copying and into whose
 /// gradient backward() accumulates.
 
+#include <concepts>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
+
+// ---- begin vpdarts/detail/bf16.hpp ----
+// bf16 values: float32 -> bf16 rounding (to nearest, ties to even; NaN stays
+// NaN), and the cached bf16 copy a frozen parameter keeps of its value. No
+// oneDNN here: the products are in bf16_gemm.hpp.
+
+#include <atomic>
+#include <bit>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+
+namespace vpdarts::detail {
+
+/// f rounded to the nearest bf16 (ties to even); a NaN stays a (quiet) NaN, infinities stay.
+inline std::uint16_t to_bf16(float f) noexcept {
+  std::uint32_t u = std::bit_cast<std::uint32_t>(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<std::uint16_t>(u >> 16);
+}
+
+/// The float a bf16 value stands for (exact).
+inline float from_bf16(std::uint16_t h) noexcept { return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16); }
+
+/// out[i] = to_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
+inline void to_bf16(const float* in, std::uint16_t* out, std::size_t n) {
+  constexpr index chunk = index{1} << 16;
+  parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
+    for (index i = first; i < first + count; ++i) out[i] = to_bf16(in[i]);
+  });
+}
+
+/// How many times a weight was converted to bf16 in this process (tests check
+/// that a warm step converts nothing).
+inline std::atomic<std::uint64_t>& bf16_weight_conversions() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+
+/// The bf16 copy of a parameter's value, rebuilt when the parameter's version
+/// moved. Copying a parameter gives the copy an empty cache.
+struct bf16_cache {
+  bf16_cache() = default;
+  bf16_cache(const bf16_cache&) : bf16_cache() {}
+  bf16_cache& operator=(const bf16_cache&) {
+    std::lock_guard<std::mutex> hold(*lock);
+    values.clear();
+    version = ~std::uint64_t{0};
+    return *this;
+  }
+
+  /// The bf16 copy of `n` values at `src` of version `v`, converting when stale.
+  const std::uint16_t* get(const float* src, std::size_t n, std::uint64_t v) {
+    std::lock_guard<std::mutex> hold(*lock);
+    if (version != v || values.size() != n || source != src) {
+      values.resize(n);
+      to_bf16(src, values.data(), n);
+      version = v;
+      source = src;
+      ++bf16_weight_conversions();
+    }
+    return values.data();
+  }
+
+  std::vector<std::uint16_t> values;                              ///< the rounded value, row-major
+  std::uint64_t version = ~std::uint64_t{0};                      ///< the parameter version it was made of
+  const float* source = nullptr;                                  ///< the value it was made of
+  std::unique_ptr<std::mutex> lock = std::make_unique<std::mutex>();  ///< one converter at a time
+};
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/bf16.hpp ----
 
 namespace vpdarts {
 
@@ -619,10 +805,27 @@ class parameter {
 
   /// The parameter's name (timm-style, e.g. `blocks.0.attn.qkv.weight`).
   const std::string& name() const noexcept { return name_; }
-  /// The value. Resizing it is allowed only when no tape refers to it.
-  matrix<S>& value() noexcept { return value_; }
+  /// The value, for writing. Resizing it is allowed only when no tape refers to it.
+  /// Taking it marks the parameter changed (version() moves), so copies derived
+  /// from the value (the bf16 copy of a frozen weight) are rebuilt at their next
+  /// use; read through the const overload to leave them be. A change made later
+  /// through a reference kept from before is not seen: take value() again.
+  matrix<S>& value() noexcept {
+    ++version_;
+    return value_;
+  }
   /// The value, read-only.
   const matrix<S>& value() const noexcept { return value_; }
+  /// A counter that moves each time value() is taken for writing.
+  std::uint64_t version() const noexcept { return version_; }
+
+  /// The value rounded to bf16 (row-major, rows() x cols()), made at the first
+  /// call and again only after value() was taken for writing. float only.
+  const std::uint16_t* bf16_value() const
+    requires std::same_as<S, float>
+  {
+    return bf16_.get(value_.data(), static_cast<std::size_t>(value_.size()), version_);
+  }
 
   /// The logical tensor shape used in checkpoints (timm's, e.g. {1, 1, D} for
   /// `cls_token`); {rows, cols} unless set. Its product always equals size().
@@ -697,6 +900,8 @@ class parameter {
   matrix<S> value_;
   matrix<S> grad_;
   bool requires_grad_ = false;
+  std::uint64_t version_ = 0;
+  mutable detail::bf16_cache bf16_;
 };
 
 }  // namespace vpdarts
@@ -769,6 +974,7 @@ class tape {
     bool requires_grad = false;     ///< Some trainable parameter reaches this node.
     bool external_adjoint = false;  ///< The adjoint is a parameter's gradient, not pool memory.
     bool released = false;          ///< backward() has run its step and released the adjoint.
+    const parameter<S>* source = nullptr;  ///< The parameter a leaf reads, else null.
     backward_step back;             ///< Empty for leaves and constants.
   };
 
@@ -786,7 +992,8 @@ class tape {
   var<S> leaf(parameter<S>& p, bool track = true) {
     const bool rg = grad_enabled_ && track && p.requires_grad();
     node n;
-    n.value = p.value().data();
+    n.value = const_cast<S*>(std::as_const(p).value().data());  // reading does not change the parameter's version
+    n.source = &p;
     n.rows = p.rows();
     n.cols = p.cols();
     n.requires_grad = rg;
@@ -1771,8 +1978,127 @@ struct vit_config {
 /// @file ops_linalg.hpp
 /// Matrix products: matmul with optional transposes and the fused linear
 /// layer y = x W^T + b. Every product is a single Eigen GEMM (`noalias()`);
-/// an operand that requires no gradient costs no backward product.
+/// an operand that requires no gradient costs no backward product. Under
+/// precision::bf16 the products of a frozen parameter's weight go through
+/// oneDNN in bf16 instead (precision.hpp).
 
+#include <type_traits>
+
+
+// ---- begin vpdarts/detail/bf16_gemm.hpp ----
+// bf16 x bf16 -> float32 matrix products through oneDNN's matmul (AMX or
+// AVX512-BF16 kernels, chosen by oneDNN), for the frozen products of
+// precision::bf16. Compiled only with VPDARTS_WITH_DNNL.
+//
+// A primitive is made once per shape and kept (per thread, with its memory
+// objects), the scratchpad is ours and grows only, and execution goes through
+// oneDNN's C call with the arguments on the stack: a warm step makes no
+// primitive and no memory object.
+
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+
+namespace vpdarts::detail {
+
+/// How many bf16 products ran in this process (tests relate a step's allocations to it).
+inline std::atomic<std::uint64_t>& bf16_products() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+
+/// The products of one thread: c (m x n, float32, row-major) = a (m x k, bf16,
+/// row-major) * op(w), where w is bf16 and either n x k row-major (`w_nk`:
+/// the product is a * w^T, a linear layer's forward) or k x n row-major (a * w,
+/// its input gradient); with `accumulate` c += instead of c =.
+class bf16_matmuls {
+ public:
+  /// The calling thread's instance.
+  static bf16_matmuls& here() {
+    thread_local bf16_matmuls m;
+    return m;
+  }
+
+  /// Runs the product (see the class). @throws state_error when oneDNN refuses it.
+  void run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
+           bool accumulate) {
+    entry& e = find(m, n, k, w_nk, accumulate);
+    ++bf16_products();
+    e.src.set_data_handle(const_cast<std::uint16_t*>(a));
+    e.wei.set_data_handle(const_cast<std::uint16_t*>(w));
+    e.dst.set_data_handle(c);
+    e.pad.set_data_handle(scratch_.data());
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e.src.get()},
+                               {DNNL_ARG_WEIGHTS, e.wei.get()},
+                               {DNNL_ARG_DST, e.dst.get()},
+                               {DNNL_ARG_SCRATCHPAD, e.pad.get()}};
+    dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), stream_.get(), 4, args);
+    if (st == dnnl_success) st = dnnl_stream_wait(stream_.get());
+    if (st != dnnl_success)
+      throw state_error(cat("bf16 matmul: oneDNN failed (status ", static_cast<int>(st), ") on ",
+                            shape_str(m, k), " x ", shape_str(k, n)));
+  }
+
+  /// The oneDNN implementation chosen for a shape (e.g. "brg:avx512_core_amx_bf16"), for reports.
+  std::string implementation(index m, index n, index k) { return find(m, n, k, true, false).impl; }
+
+ private:
+  struct entry {
+    index m, n, k;
+    bool w_nk, accumulate;
+    dnnl::matmul prim;
+    dnnl::memory src, wei, dst, pad;
+    std::string impl;
+  };
+
+  entry& find(index m, index n, index k, bool w_nk, bool accumulate) {
+    for (entry& e : cache_)
+      if (e.m == m && e.n == n && e.k == k && e.w_nk == w_nk && e.accumulate == accumulate) return e;
+    // Shapes repeat from step to step; a run of new ones (inference at many batch sizes) starts afresh.
+    if (cache_.size() >= 256) cache_.clear();
+    using tag = dnnl::memory::format_tag;
+    using dt = dnnl::memory::data_type;
+    try {
+      const dnnl::memory::desc a_md({m, k}, dt::bf16, tag::ab), c_md({m, n}, dt::f32, tag::ab);
+      const dnnl::memory::desc w_md({k, n}, dt::bf16, w_nk ? tag::ba : tag::ab);
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      if (accumulate) {
+        dnnl::post_ops ops;
+        ops.append_sum(1.0f);
+        attr.set_post_ops(ops);
+      }
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, w_md, c_md), attr, engine_);
+      const std::size_t pad = pd.scratchpad_desc().get_size();
+      if (pad > scratch_.size()) scratch_.resize(pad);
+      entry e{m, n, k, w_nk, accumulate, dnnl::matmul(pd),
+              dnnl::memory(a_md, engine_, DNNL_MEMORY_NONE), dnnl::memory(w_md, engine_, DNNL_MEMORY_NONE),
+              dnnl::memory(c_md, engine_, DNNL_MEMORY_NONE),
+              dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.impl_info_str()};
+      cache_.push_back(std::move(e));
+    } catch (const dnnl::error& err) {
+      throw state_error(cat("bf16 matmul: oneDNN cannot make the product ", shape_str(m, k), " x ", shape_str(k, n),
+                            ": ", err.what()));
+    }
+    return cache_.back();
+  }
+
+  dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream_{engine_};
+  std::vector<entry> cache_;
+  std::vector<std::byte> scratch_ = std::vector<std::byte>(64);
+};
+
+}  // namespace vpdarts::detail
+
+#endif
+// ---- end vpdarts/detail/bf16_gemm.hpp ----
 
 namespace vpdarts {
 
@@ -1835,11 +2161,65 @@ void check_linear(const char* fn, index xr, index xc, const var<S>& w, const var
                           " for a weight of ", shape_str(w.rows(), w.cols())));
 }
 
-/// out = x W^T (+ b when b is not empty), for x any rows x W.cols() matrix.
-template <Scalar S, class X>
-void linear_rows(matrix_map<S> out, const X& x, const var<S>& w, const var<S>& b) {
-  out.noalias() = x * w.value().transpose();
+/// True when the products with weight node `iw` run in bf16: a float model,
+/// precision::bf16, and the weight a frozen parameter's leaf.
+template <Scalar S>
+bool bf16_weight(const tape<S>& t, std::uint32_t iw) {
+  if constexpr (std::is_same_v<S, float>) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+    const parameter<S>* p = t.at(iw).source;
+    return p != nullptr && !p->requires_grad() && matmul_precision() == precision::bf16;
+#else
+    (void)t, (void)iw;
+#endif
+  } else {
+    (void)t, (void)iw;
+  }
+  return false;
+}
+
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+/// c (rows x n) (+)= a (rows x k, float) * op(W) in bf16, W the frozen weight of node iw (out x in):
+/// op(W) = W^T (n = out, k = in) when `transposed`, else W (n = in, k = out).
+inline void bf16_weight_product(tape<float>& t, std::uint32_t iw, const float* a, index rows, float* c,
+                                bool transposed, bool accumulate) {
+  const parameter<float>& p = *t.at(iw).source;
+  const index n = transposed ? p.rows() : p.cols(), k = transposed ? p.cols() : p.rows();
+  typename tape<float>::borrowed ab(t, 1, (rows * k + 1) / 2);  // bf16 pairs in float storage
+  auto* a16 = reinterpret_cast<std::uint16_t*>(ab.data());
+  to_bf16(a, a16, static_cast<std::size_t>(rows * k));
+  bf16_matmuls::here().run(rows, n, k, a16, p.bf16_value(), transposed, c, accumulate);
+}
+#endif
+
+/// out = x W^T (+ b when b is not empty), for x a rows x W.cols() row-major map.
+template <Scalar S>
+void linear_rows(matrix_map<S> out, const matrix_map<S>& x, const var<S>& w, const var<S>& b) {
+  tape<S>& t = w.owner();
+  if (bf16_weight(t, w.id())) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+    if constexpr (std::is_same_v<S, float>)
+      bf16_weight_product(t, w.id(), x.data(), x.rows(), out.data(), true, false);
+#endif
+  } else {
+    out.noalias() = x * w.value().transpose();
+  }
   if (b.valid()) out.rowwise() += b.value().row(0);
+}
+
+/// out = g W (or out += g W with `accumulate`): the input gradient of a linear
+/// layer whose weight is node iw, g rows x out; bf16 as linear_rows.
+template <Scalar S>
+void times_weight(tape<S>& t, std::uint32_t iw, const matrix_map<S>& g, matrix_map<S> out, bool accumulate) {
+  if (bf16_weight(t, iw)) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+    if constexpr (std::is_same_v<S, float>) bf16_weight_product(t, iw, g.data(), g.rows(), out.data(), false, accumulate);
+#endif
+  } else if (accumulate) {
+    out.noalias() += g * t.value(iw);
+  } else {
+    out.noalias() = g * t.value(iw);
+  }
 }
 
 }  // namespace detail
@@ -1859,7 +2239,7 @@ var<S> linear(const var<S>& x, const var<S>& w, const var<S>& b) {
   const std::uint32_t ib = has_bias ? b.id() : std::uint32_t(-1);
   tp.on_backward(out, [ix = x.id(), iw = w.id(), ib, io = out.id()](tape<S>& t) {
     auto G = t.adjoint(io);
-    if (t.requires_grad(ix)) t.adjoint(ix).noalias() += G * t.value(iw);
+    if (t.requires_grad(ix)) detail::times_weight(t, iw, G, t.adjoint(ix), true);
     if (t.requires_grad(iw)) t.adjoint(iw).noalias() += G.transpose() * t.value(ix);
     if (ib != std::uint32_t(-1) && t.requires_grad(ib)) t.adjoint(ib).row(0) += G.colwise().sum();
   });
@@ -2128,7 +2508,7 @@ var<S> layer_norm_linear(const var<S>& x, const var<S>& gamma, const var<S>& bet
   }
   t.on_backward(out, [ix = x.id(), ig = gamma.id(), iw = w.id(), io = out.id(), stats, r, d](tape<S>& tp) {
     typename tape<S>::borrowed dh(tp, r, d);
-    dh.map().noalias() = tp.adjoint(io) * tp.value(iw);
+    detail::times_weight(tp, iw, tp.adjoint(io), dh.map(), false);
     detail::layer_norm_backward_rows(tp.value(ix).data(), tp.value(ig).data(), stats, dh.data(),
                                      tp.adjoint(ix).data(), r, d);
   });
@@ -2158,7 +2538,7 @@ var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const
   const std::uint32_t is = scale.valid() ? scale.id() : std::uint32_t(-1);
   t.on_backward(out, [ih = h.id(), iw = w.id(), io = out.id(), is, act, r, m](tape<S>& tp) {
     typename tape<S>::borrowed dg(tp, r, m), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
-    dg.map().noalias() = detail::unscaled_adjoint(tp, io, is, ds) * tp.value(iw);
+    detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), dg.map(), false);
     if (act == activation::gelu) detail::gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
     else detail::quick_gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
   });
@@ -2202,7 +2582,7 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
   const std::uint32_t is = scale.valid() ? scale.id() : std::uint32_t(-1);
   t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, probs, batch, heads, seq, d, tt](tape<S>& tp) {
     typename tape<S>::borrowed d_o(tp, batch * seq, d), ds(tp, is == std::uint32_t(-1) ? 1 : batch * seq, tp.at(io).cols);
-    d_o.map().noalias() = detail::unscaled_adjoint(tp, io, is, ds) * tp.value(iw);
+    detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), d_o.map(), false);
     typename tape<S>::borrowed work(tp, detail::max_threads(), tt);
     detail::attention_backward(tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), probs, work.data(), batch,
                                heads, seq, d);

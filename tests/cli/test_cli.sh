@@ -108,6 +108,23 @@ cmp -s run/genotype.json again/genotype.json || fail "resumed genotype.json diff
 cmp -s run/alpha.csv again/alpha.csv || fail "resumed alpha.csv differs from the uninterrupted run"
 expect 1 "settings differ" -- "$tool" search --config search.json --order first --out again "${common[@]}" --quiet --resume --w-lr 0.07
 
+# ---- precision: bf16 where this build and CPU have it, a clear refusal (exit 2) where not
+expect 2 "--precision must be fp32, bf16 or auto, got 'fp16'" -- "$tool" search --precision fp16
+expect 2 "--precision bf16 is not available here: " -- env ONEDNN_MAX_CPU_ISA=AVX2 "$tool" search --precision bf16
+expect 0 "precision: fp32 (auto: " -- env ONEDNN_MAX_CPU_ISA=AVX2 "$tool" search "${common[@]}" --out auto32 --epochs 2 \
+  --warmup-epochs 1 --precision auto --quiet
+[[ $(json auto32/metrics.json '["precision"]') == fp32 ]] || fail "auto without bf16: metrics.json does not say fp32"
+out=$("$tool" search "${common[@]}" --out auto --epochs 2 --warmup-epochs 1 --precision auto --quiet 2>&1) ||
+  fail "search --precision auto exited $?: $out"
+if grep -q "^precision: bf16 (frozen products on oneDNN's" <<< "$out"; then
+  [[ $(json auto/metrics.json '["precision"]') == bf16 ]] || fail "a bf16 search: metrics.json does not say bf16"
+  expect 0 "test accuracy" -- "$tool" retrain --run auto "${common[@]}" --epochs 1 --test-images 40 --quiet --precision bf16
+  [[ $(json auto/retrain/metrics.json '["precision"]') == bf16 ]] || fail "a bf16 retrain: metrics.json does not say bf16"
+else
+  grep -q "^precision: fp32 (auto: " <<< "$out" || fail "--precision auto did not say which precision ran: $out"
+  expect 2 "--precision bf16 is not available here: " -- "$tool" search --precision bf16
+fi
+
 # ---- retrain the genotype, a single operator, a linear probe
 expect 0 "test accuracy" -- "$tool" retrain --run run "${common[@]}" --epochs 2 --test-images 40 --quiet
 for key in test_accuracy trainable_params trainable_percent latency_ms_batch1 throughput_batch64 peak_rss_mb seconds; do

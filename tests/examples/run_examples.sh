@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs the example programs as docs/examples/*.md describe them (pretrain_toy
 # with a small model) and checks what they print.
-#   run_examples.sh BUILD_EXAMPLES_DIR WORK_DIR [MPIEXEC]   (MPIEXEC: distributed_search was built)
+#   run_examples.sh BUILD_EXAMPLES_DIR WORK_DIR [MPIEXEC] [bf16]
+#   (MPIEXEC: distributed_search was built; bf16: bf16_search was built)
 set -uo pipefail
 bin=$(realpath "$1")
 work=$2
 mpiexec=${3:-}
+bf16=${4:-}
 rm -rf "$work" && mkdir -p "$work" && cd "$work" || exit 1
 export OMP_NUM_THREADS=2
 failures=0
@@ -44,6 +46,26 @@ a, b = ([float(v) for v in re.findall(r"loss ([0-9.eE+-]+)", line)] for line in 
 sys.exit(not (len(a) == 2 and len(b) == 2 and all(abs(x - y) <= 1e-4 * abs(y) for x, y in zip(a, b))))
 PY
   [[ -s two.json ]] || fail "distributed_search: two.json is missing"
+fi
+
+if [[ -n $bf16 ]]; then
+  # where the CPU has bf16: both searches and a small logits difference; elsewhere exit 2 with the reason
+  out=$("$bin/bf16_search" --epochs 2 2>&1)
+  code=$?
+  if grep -q "^bf16 kernels: " <<< "$out"; then
+    [[ $code == 0 ]] || fail "bf16_search exited $code: $out"
+    grep -q "^fp32: .* genotype " <<< "$out" && grep -q "^bf16: .* genotype " <<< "$out" ||
+      fail "bf16_search: expected an fp32 and a bf16 search: $out"
+    diff=$(sed -n 's/.*relative difference \([0-9.eE+-]*\)$/\1/p' <<< "$out")
+    python3 -c "import sys; sys.exit(not float('$diff') < 0.05)" 2>/dev/null ||
+      fail "bf16_search: bf16 logits too far from fp32 ('$diff'): $out"
+  else
+    [[ $code == 2 ]] && grep -q "bf16 is not available" <<< "$out" || fail "bf16_search without bf16: exit $code: $out"
+  fi
+  out=$(ONEDNN_MAX_CPU_ISA=AVX2 "$bin/bf16_search" 2>&1)
+  code=$?
+  [[ $code == 2 ]] && grep -q "neither AVX512-BF16 nor AMX" <<< "$out" ||
+    fail "bf16_search under ONEDNN_MAX_CPU_ISA=AVX2: expected exit 2 and the reason, got $code: $out"
 fi
 
 echo "examples: $failures failures"

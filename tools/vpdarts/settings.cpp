@@ -319,7 +319,8 @@ nlohmann::json cost_metrics(vp::index trainable, double percent, const vp::vit_c
     const auto timing = vp::report::time_inference<float>(fwd, c.channels, c.image);
     out.update({{"latency_ms_batch1", timing.latency_ms_batch1},
                 {"throughput_batch64", timing.throughput_batch64},
-                {"threads", omp_get_max_threads()}});
+                {"threads", omp_get_max_threads()},
+                {"precision", vp::to_string(vp::matmul_precision())}});
     omp_set_num_threads(threads);
   });
   return out;

@@ -55,17 +55,35 @@ void on_root(Work&& work) {
 struct common_settings {
   long threads = 0;
   bool quiet = false;
+  std::string precision = "fp32";
 
   void add_to(flags& f) {
     f.add("threads", threads, "OpenMP threads (0: all cores; under mpirun, the cores shared among a machine's processes)");
     f.add_switch("quiet", quiet, "no progress bars");
+    f.add("precision", precision,
+          "the frozen backbone's products: fp32, bf16 (oneDNN on AVX512-BF16 or AMX; exit 2 where missing) or auto "
+          "(bf16 where available)");
   }
   void validate(const std::string& command) const {
     require(threads >= 0 && threads <= 4096, command, cat("--threads must be in 0..4096, got ", threads));
+    require(precision == "fp32" || precision == "bf16" || precision == "auto", command,
+            cat("--precision must be fp32, bf16 or auto, got '", precision, "'"));
+    if (precision == "bf16") {
+      const vp::bf16_support b = vp::bf16_supported();
+      require(b.available, command, "--precision bf16 is not available here: " + b.reason);
+    }
   }
+  /// Sets the threads and the precision; prints which precision runs unless it is plain fp32.
   void apply() const {
     if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
     else if (processes_here() > 1) omp_set_num_threads(std::max(1, omp_get_num_procs() / processes_here()));
+    const vp::bf16_support b = vp::bf16_supported();
+    const bool bf16 = precision == "bf16" || (precision == "auto" && b.available);
+    vp::set_matmul_precision(bf16 ? vp::precision::bf16 : vp::precision::fp32);
+    if (precision != "fp32") {
+      if (bf16) std::printf("precision: bf16 (frozen products on oneDNN's %s kernels, the rest float32)\n", b.kernel.c_str());
+      else std::printf("precision: fp32 (auto: %s)\n", b.reason.c_str());
+    }
   }
 };
 

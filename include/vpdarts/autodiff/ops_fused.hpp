@@ -76,7 +76,7 @@ var<S> layer_norm_linear(const var<S>& x, const var<S>& gamma, const var<S>& bet
   }
   t.on_backward(out, [ix = x.id(), ig = gamma.id(), iw = w.id(), io = out.id(), stats, r, d](tape<S>& tp) {
     typename tape<S>::borrowed dh(tp, r, d);
-    dh.map().noalias() = tp.adjoint(io) * tp.value(iw);
+    detail::times_weight(tp, iw, tp.adjoint(io), dh.map(), false);
     detail::layer_norm_backward_rows(tp.value(ix).data(), tp.value(ig).data(), stats, dh.data(),
                                      tp.adjoint(ix).data(), r, d);
   });
@@ -106,7 +106,7 @@ var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const
   const std::uint32_t is = scale.valid() ? scale.id() : std::uint32_t(-1);
   t.on_backward(out, [ih = h.id(), iw = w.id(), io = out.id(), is, act, r, m](tape<S>& tp) {
     typename tape<S>::borrowed dg(tp, r, m), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
-    dg.map().noalias() = detail::unscaled_adjoint(tp, io, is, ds) * tp.value(iw);
+    detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), dg.map(), false);
     if (act == activation::gelu) detail::gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
     else detail::quick_gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
   });
@@ -150,7 +150,7 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
   const std::uint32_t is = scale.valid() ? scale.id() : std::uint32_t(-1);
   t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, probs, batch, heads, seq, d, tt](tape<S>& tp) {
     typename tape<S>::borrowed d_o(tp, batch * seq, d), ds(tp, is == std::uint32_t(-1) ? 1 : batch * seq, tp.at(io).cols);
-    d_o.map().noalias() = detail::unscaled_adjoint(tp, io, is, ds) * tp.value(iw);
+    detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), d_o.map(), false);
     typename tape<S>::borrowed work(tp, detail::max_threads(), tt);
     detail::attention_backward(tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), probs, work.data(), batch,
                                heads, seq, d);

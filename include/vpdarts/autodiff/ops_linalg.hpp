@@ -2,8 +2,14 @@
 /// @file ops_linalg.hpp
 /// Matrix products: matmul with optional transposes and the fused linear
 /// layer y = x W^T + b. Every product is a single Eigen GEMM (`noalias()`);
-/// an operand that requires no gradient costs no backward product.
+/// an operand that requires no gradient costs no backward product. Under
+/// precision::bf16 the products of a frozen parameter's weight go through
+/// oneDNN in bf16 instead (precision.hpp).
 
+#include <type_traits>
+
+#include "../detail/bf16_gemm.hpp"
+#include "../precision.hpp"
 #include "tape.hpp"
 
 namespace vpdarts {
@@ -67,11 +73,65 @@ void check_linear(const char* fn, index xr, index xc, const var<S>& w, const var
                           " for a weight of ", shape_str(w.rows(), w.cols())));
 }
 
-/// out = x W^T (+ b when b is not empty), for x any rows x W.cols() matrix.
-template <Scalar S, class X>
-void linear_rows(matrix_map<S> out, const X& x, const var<S>& w, const var<S>& b) {
-  out.noalias() = x * w.value().transpose();
+/// True when the products with weight node `iw` run in bf16: a float model,
+/// precision::bf16, and the weight a frozen parameter's leaf.
+template <Scalar S>
+bool bf16_weight(const tape<S>& t, std::uint32_t iw) {
+  if constexpr (std::is_same_v<S, float>) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+    const parameter<S>* p = t.at(iw).source;
+    return p != nullptr && !p->requires_grad() && matmul_precision() == precision::bf16;
+#else
+    (void)t, (void)iw;
+#endif
+  } else {
+    (void)t, (void)iw;
+  }
+  return false;
+}
+
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+/// c (rows x n) (+)= a (rows x k, float) * op(W) in bf16, W the frozen weight of node iw (out x in):
+/// op(W) = W^T (n = out, k = in) when `transposed`, else W (n = in, k = out).
+inline void bf16_weight_product(tape<float>& t, std::uint32_t iw, const float* a, index rows, float* c,
+                                bool transposed, bool accumulate) {
+  const parameter<float>& p = *t.at(iw).source;
+  const index n = transposed ? p.rows() : p.cols(), k = transposed ? p.cols() : p.rows();
+  typename tape<float>::borrowed ab(t, 1, (rows * k + 1) / 2);  // bf16 pairs in float storage
+  auto* a16 = reinterpret_cast<std::uint16_t*>(ab.data());
+  to_bf16(a, a16, static_cast<std::size_t>(rows * k));
+  bf16_matmuls::here().run(rows, n, k, a16, p.bf16_value(), transposed, c, accumulate);
+}
+#endif
+
+/// out = x W^T (+ b when b is not empty), for x a rows x W.cols() row-major map.
+template <Scalar S>
+void linear_rows(matrix_map<S> out, const matrix_map<S>& x, const var<S>& w, const var<S>& b) {
+  tape<S>& t = w.owner();
+  if (bf16_weight(t, w.id())) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+    if constexpr (std::is_same_v<S, float>)
+      bf16_weight_product(t, w.id(), x.data(), x.rows(), out.data(), true, false);
+#endif
+  } else {
+    out.noalias() = x * w.value().transpose();
+  }
   if (b.valid()) out.rowwise() += b.value().row(0);
+}
+
+/// out = g W (or out += g W with `accumulate`): the input gradient of a linear
+/// layer whose weight is node iw, g rows x out; bf16 as linear_rows.
+template <Scalar S>
+void times_weight(tape<S>& t, std::uint32_t iw, const matrix_map<S>& g, matrix_map<S> out, bool accumulate) {
+  if (bf16_weight(t, iw)) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+    if constexpr (std::is_same_v<S, float>) bf16_weight_product(t, iw, g.data(), g.rows(), out.data(), false, accumulate);
+#endif
+  } else if (accumulate) {
+    out.noalias() += g * t.value(iw);
+  } else {
+    out.noalias() = g * t.value(iw);
+  }
 }
 
 }  // namespace detail
@@ -91,7 +151,7 @@ var<S> linear(const var<S>& x, const var<S>& w, const var<S>& b) {
   const std::uint32_t ib = has_bias ? b.id() : std::uint32_t(-1);
   tp.on_backward(out, [ix = x.id(), iw = w.id(), ib, io = out.id()](tape<S>& t) {
     auto G = t.adjoint(io);
-    if (t.requires_grad(ix)) t.adjoint(ix).noalias() += G * t.value(iw);
+    if (t.requires_grad(ix)) detail::times_weight(t, iw, G, t.adjoint(ix), true);
     if (t.requires_grad(iw)) t.adjoint(iw).noalias() += G.transpose() * t.value(ix);
     if (ib != std::uint32_t(-1) && t.requires_grad(ib)) t.adjoint(ib).row(0) += G.colwise().sum();
   });

@@ -3,12 +3,15 @@
 /// A named, owned tensor that the tape reads without copying and into whose
 /// gradient backward() accumulates.
 
+#include <concepts>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "../error.hpp"
 #include "../fwd.hpp"
+#include "../detail/bf16.hpp"
 #include "../detail/format.hpp"
 
 namespace vpdarts {
@@ -42,10 +45,27 @@ class parameter {
 
   /// The parameter's name (timm-style, e.g. `blocks.0.attn.qkv.weight`).
   const std::string& name() const noexcept { return name_; }
-  /// The value. Resizing it is allowed only when no tape refers to it.
-  matrix<S>& value() noexcept { return value_; }
+  /// The value, for writing. Resizing it is allowed only when no tape refers to it.
+  /// Taking it marks the parameter changed (version() moves), so copies derived
+  /// from the value (the bf16 copy of a frozen weight) are rebuilt at their next
+  /// use; read through the const overload to leave them be. A change made later
+  /// through a reference kept from before is not seen: take value() again.
+  matrix<S>& value() noexcept {
+    ++version_;
+    return value_;
+  }
   /// The value, read-only.
   const matrix<S>& value() const noexcept { return value_; }
+  /// A counter that moves each time value() is taken for writing.
+  std::uint64_t version() const noexcept { return version_; }
+
+  /// The value rounded to bf16 (row-major, rows() x cols()), made at the first
+  /// call and again only after value() was taken for writing. float only.
+  const std::uint16_t* bf16_value() const
+    requires std::same_as<S, float>
+  {
+    return bf16_.get(value_.data(), static_cast<std::size_t>(value_.size()), version_);
+  }
 
   /// The logical tensor shape used in checkpoints (timm's, e.g. {1, 1, D} for
   /// `cls_token`); {rows, cols} unless set. Its product always equals size().
@@ -120,6 +140,8 @@ class parameter {
   matrix<S> value_;
   matrix<S> grad_;
   bool requires_grad_ = false;
+  std::uint64_t version_ = 0;
+  mutable detail::bf16_cache bf16_;
 };
 
 }  // namespace vpdarts

@@ -25,6 +25,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../detail/format.hpp"
@@ -101,6 +102,7 @@ class tape {
     bool requires_grad = false;     ///< Some trainable parameter reaches this node.
     bool external_adjoint = false;  ///< The adjoint is a parameter's gradient, not pool memory.
     bool released = false;          ///< backward() has run its step and released the adjoint.
+    const parameter<S>* source = nullptr;  ///< The parameter a leaf reads, else null.
     backward_step back;             ///< Empty for leaves and constants.
   };
 
@@ -118,7 +120,8 @@ class tape {
   var<S> leaf(parameter<S>& p, bool track = true) {
     const bool rg = grad_enabled_ && track && p.requires_grad();
     node n;
-    n.value = p.value().data();
+    n.value = const_cast<S*>(std::as_const(p).value().data());  // reading does not change the parameter's version
+    n.source = &p;
     n.rows = p.rows();
     n.cols = p.cols();
     n.requires_grad = rg;

@@ -1,0 +1,75 @@
+#pragma once
+// bf16 values: float32 -> bf16 rounding (to nearest, ties to even; NaN stays
+// NaN), and the cached bf16 copy a frozen parameter keeps of its value. No
+// oneDNN here: the products are in bf16_gemm.hpp.
+
+#include <atomic>
+#include <bit>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "../fwd.hpp"
+#include "parallel.hpp"
+
+namespace vpdarts::detail {
+
+/// f rounded to the nearest bf16 (ties to even); a NaN stays a (quiet) NaN, infinities stay.
+inline std::uint16_t to_bf16(float f) noexcept {
+  std::uint32_t u = std::bit_cast<std::uint32_t>(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<std::uint16_t>(u >> 16);
+}
+
+/// The float a bf16 value stands for (exact).
+inline float from_bf16(std::uint16_t h) noexcept { return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16); }
+
+/// out[i] = to_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
+inline void to_bf16(const float* in, std::uint16_t* out, std::size_t n) {
+  constexpr index chunk = index{1} << 16;
+  parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
+    for (index i = first; i < first + count; ++i) out[i] = to_bf16(in[i]);
+  });
+}
+
+/// How many times a weight was converted to bf16 in this process (tests check
+/// that a warm step converts nothing).
+inline std::atomic<std::uint64_t>& bf16_weight_conversions() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+
+/// The bf16 copy of a parameter's value, rebuilt when the parameter's version
+/// moved. Copying a parameter gives the copy an empty cache.
+struct bf16_cache {
+  bf16_cache() = default;
+  bf16_cache(const bf16_cache&) : bf16_cache() {}
+  bf16_cache& operator=(const bf16_cache&) {
+    std::lock_guard<std::mutex> hold(*lock);
+    values.clear();
+    version = ~std::uint64_t{0};
+    return *this;
+  }
+
+  /// The bf16 copy of `n` values at `src` of version `v`, converting when stale.
+  const std::uint16_t* get(const float* src, std::size_t n, std::uint64_t v) {
+    std::lock_guard<std::mutex> hold(*lock);
+    if (version != v || values.size() != n || source != src) {
+      values.resize(n);
+      to_bf16(src, values.data(), n);
+      version = v;
+      source = src;
+      ++bf16_weight_conversions();
+    }
+    return values.data();
+  }
+
+  std::vector<std::uint16_t> values;                              ///< the rounded value, row-major
+  std::uint64_t version = ~std::uint64_t{0};                      ///< the parameter version it was made of
+  const float* source = nullptr;                                  ///< the value it was made of
+  std::unique_ptr<std::mutex> lock = std::make_unique<std::mutex>();  ///< one converter at a time
+};
+
+}  // namespace vpdarts::detail

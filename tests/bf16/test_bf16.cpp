@@ -1,0 +1,267 @@
+// precision::bf16 (oneDNN): built with vpdarts::bf16. Where the CPU has
+// AVX512-BF16 or AMX, the frozen products are checked against products of the
+// bf16-rounded operands in double (to float32 accumulation), against float32
+// (to bf16's scale), through every fused op, forward and backward, on the
+// PyTorch cross-check vectors, for a single weight conversion and for an
+// allocation-free warm step. Where it has neither (or ONEDNN_MAX_CPU_ISA caps
+// it, as the ctest bf16_refused does), the refusal is checked instead.
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "pch.hpp"
+
+namespace vp = vpdarts;
+using vpdarts_test::random_parameter;
+
+namespace {
+
+bool bf16_here() {
+  const vp::bf16_support s = vp::bf16_supported();
+  if (!s.available) WARN("bf16 is not available here, only the refusal is checked: " << s.reason);
+  return s.available;
+}
+
+/// x rounded to bf16 and back, in double.
+vp::matrix<double> rounded(const vp::matrix<float>& x) {
+  vp::matrix<double> out(x.rows(), x.cols());
+  for (vp::index i = 0; i < x.size(); ++i) out.data()[i] = vp::detail::from_bf16(vp::detail::to_bf16(x.data()[i]));
+  return out;
+}
+
+double rel(const vp::matrix<double>& a, const vp::matrix<double>& b) { return (a - b).norm() / std::max(b.norm(), 1e-30); }
+template <class A, class B>
+double relf(const A& a, const B& b) {
+  return rel(a.template cast<double>(), b.template cast<double>());
+}
+
+}  // namespace
+
+TEST_CASE("bf16 rounding: nearest, ties to even, NaN and infinities kept", "[bf16]") {
+  using vp::detail::from_bf16;
+  using vp::detail::to_bf16;
+  CHECK(from_bf16(to_bf16(1.0f)) == 1.0f);
+  CHECK(from_bf16(to_bf16(-2.5f)) == -2.5f);
+  // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even one (1)
+  CHECK(from_bf16(to_bf16(1.0f + std::ldexp(1.0f, -8))) == 1.0f);
+  // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: even is 1 + 2^-6
+  CHECK(from_bf16(to_bf16(1.0f + 3 * std::ldexp(1.0f, -8))) == 1.0f + std::ldexp(1.0f, -6));
+  CHECK(from_bf16(to_bf16(1.0f + std::ldexp(1.0f, -8) + std::ldexp(1.0f, -12))) == 1.0f + std::ldexp(1.0f, -7));
+  CHECK(std::isnan(from_bf16(to_bf16(std::nanf("")))));
+  CHECK(std::isnan(from_bf16(to_bf16(std::bit_cast<float>(0x7f800001u)))));  // a NaN whose payload would round to inf
+  CHECK(from_bf16(to_bf16(INFINITY)) == INFINITY);
+  CHECK(from_bf16(to_bf16(-INFINITY)) == -INFINITY);
+  CHECK(std::isfinite(from_bf16(to_bf16(3.0e38f))));
+  CHECK(std::isinf(from_bf16(to_bf16(std::numeric_limits<float>::max()))));  // rounds up past the largest bf16
+}
+
+TEST_CASE("bf16 is refused clearly where it is not available, and the precision stays fp32", "[bf16]") {
+  const vp::bf16_support s = vp::bf16_supported();
+  CHECK(vp::matmul_precision() == vp::precision::fp32);
+  if (s.available) {
+    CHECK((s.kernel == "AMX" || s.kernel == "AVX512-BF16"));
+    vp::precision_scope scope(vp::precision::bf16);
+    CHECK(vp::matmul_precision() == vp::precision::bf16);
+  } else {
+    CHECK(s.kernel.empty());
+    CHECK_FALSE(s.reason.empty());
+    CHECK_THROWS_WITH(vp::set_matmul_precision(vp::precision::bf16),
+                      Catch::Contains("bf16 is not available") && Catch::Contains(s.reason));
+    CHECK_THROWS_AS(vp::precision_scope(vp::precision::bf16), vp::config_error);
+  }
+  CHECK(vp::matmul_precision() == vp::precision::fp32);
+}
+
+TEST_CASE("bf16 linear: the product of the rounded operands, forward and input gradient", "[bf16]") {
+  if (!bf16_here()) return;
+  // odd sizes: no kernel's block size divides them
+  const vp::index rows = 37, in = 53, out = 29;
+  auto w = random_parameter<float>("w", out, in, 1, 0.2);
+  auto b = random_parameter<float>("b", 1, out, 2, 0.1);
+  auto xp = random_parameter<float>("x", rows, in, 3);
+  w.freeze();
+  b.freeze();
+  const vp::matrix<float> g = vpdarts_test::random_matrix<float>(rows, out, 4);
+  auto run = [&](vp::precision p, vp::matrix<float>& dx) {
+    vp::precision_scope scope(p);
+    vp::tape<float> t;
+    xp.zero_grad();
+    auto y = vp::linear(t.leaf(xp), t.leaf(w), t.leaf(b));
+    vp::matrix<float> value = y.value();
+    t.backward(vp::sum(vp::mul(y, t.constant(g))));
+    dx = xp.grad();
+    return value;
+  };
+  vp::matrix<float> dx16, dx32;
+  const vp::matrix<float> y16 = run(vp::precision::bf16, dx16), y32 = run(vp::precision::fp32, dx32);
+  // forward: round(x) round(W)^T + b, accumulated in float32
+  const vp::matrix<double> want = rounded(xp.value()) * rounded(w.value()).transpose() +
+                                  b.value().cast<double>().replicate(rows, 1);
+  CHECK(relf(y16, want) < 1e-6);
+  CHECK(relf(y32, want) > 1e-4);  // float32 is not that: the test tells the two apart
+  CHECK(relf(y16, y32) < 1e-2);
+  // backward: round(g) round(W)
+  const vp::matrix<double> want_dx = rounded(g) * rounded(w.value());
+  CHECK(relf(dx16, want_dx) < 1e-6);
+  CHECK(relf(dx16, dx32) < 1e-2);
+}
+
+TEST_CASE("bf16 leaves trainable weights, double models and fp32 mode exact", "[bf16]") {
+  if (!bf16_here()) return;
+  const vp::index rows = 9, in = 17, out = 5;
+  SECTION("a trainable weight stays float32") {
+    auto w = random_parameter<float>("w", out, in, 1);
+    auto x = random_parameter<float>("x", rows, in, 2);
+    vp::tape<float> t;
+    vp::matrix<float> y32 = vp::linear(t.constant(x.value()), t.leaf(w)).value();
+    vp::precision_scope scope(vp::precision::bf16);
+    t.reset();
+    vp::matrix<float> y16 = vp::linear(t.constant(x.value()), t.leaf(w)).value();
+    CHECK((y16 - y32).norm() == 0);
+  }
+  SECTION("a double model is never rounded") {
+    auto w = random_parameter<double>("w", out, in, 1);
+    w.freeze();
+    auto x = random_parameter<double>("x", rows, in, 2);
+    vp::tape<double> t;
+    vp::matrix<double> y64 = vp::linear(t.constant(x.value()), t.leaf(w)).value();
+    vp::precision_scope scope(vp::precision::bf16);
+    t.reset();
+    CHECK((vp::linear(t.constant(x.value()), t.leaf(w)).value() - y64).norm() == 0);
+  }
+}
+
+TEST_CASE("bf16 through the fused block ops: values and input gradients near float32", "[bf16]") {
+  if (!bf16_here()) return;
+  const vp::index batch = 3, seq = 11, dim = 24, heads = 4, hidden = 40;
+  auto x = random_parameter<float>("x", batch * seq, dim, 1);
+  auto gamma = random_parameter<float>("g", 1, dim, 2, 0.1, 1.0), beta = random_parameter<float>("b", 1, dim, 3, 0.1);
+  auto wqkv = random_parameter<float>("qkv", 3 * dim, dim, 4, 0.2), bqkv = random_parameter<float>("bq", 1, 3 * dim, 5, 0.1);
+  auto wp = random_parameter<float>("proj", dim, dim, 6, 0.2), bp = random_parameter<float>("bp", 1, dim, 7, 0.1);
+  auto w1 = random_parameter<float>("fc1", hidden, dim, 8, 0.2), b1 = random_parameter<float>("b1", 1, hidden, 9, 0.1);
+  auto w2 = random_parameter<float>("fc2", dim, hidden, 10, 0.2), b2 = random_parameter<float>("b2", 1, dim, 11, 0.1);
+  auto ls = random_parameter<float>("ls", 1, dim, 12, 0.1, 1.0);
+  for (auto* p : {&gamma, &beta, &wqkv, &bqkv, &wp, &bp, &w1, &b1, &w2, &b2, &ls}) p->freeze();
+  auto block = [&](vp::precision p, vp::matrix<float>& dx) {
+    vp::precision_scope scope(p);
+    vp::tape<float> t;
+    x.zero_grad();
+    auto in = t.leaf(x);
+    auto qkv = vp::layer_norm_linear(in, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(wqkv), t.leaf(bqkv));
+    auto h = vp::add(in, vp::attention_linear(qkv, batch, heads, t.leaf(wp), t.leaf(bp), t.leaf(ls)));
+    auto f = vp::layer_norm_linear(h, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(w1), t.leaf(b1));
+    auto y = vp::add(h, vp::activation_linear(f, vp::activation::gelu, t.leaf(w2), t.leaf(b2), t.leaf(ls)));
+    vp::matrix<float> value = y.value();
+    t.backward(vp::sum(vp::mul(y, y)));
+    dx = x.grad();
+    return value;
+  };
+  vp::matrix<float> dx16, dx32;
+  const auto before = vp::detail::bf16_weight_conversions().load();
+  const vp::matrix<float> y16 = block(vp::precision::bf16, dx16);
+  CHECK(vp::detail::bf16_weight_conversions().load() - before == 4);  // qkv, proj, fc1, fc2: each once
+  const vp::matrix<float> y32 = block(vp::precision::fp32, dx32);
+  CHECK(relf(y16, y32) < 1e-2);
+  CHECK(relf(y16, y32) > 1e-6);  // the bf16 path did run
+  CHECK(relf(dx16, dx32) < 2e-2);
+  CHECK(dx16.allFinite());
+}
+
+namespace {
+
+struct torch_small {
+  vp::prompted_vit<float> model;
+  vp::image_batch<float> images;
+  std::vector<int> labels;
+};
+
+torch_small load_torch_small() {
+  const std::string dir = VPDARTS_TEST_FIXTURES "/torch_small";
+  std::ifstream in(dir + "/expected.json");
+  REQUIRE(in);
+  const nlohmann::json cfg = nlohmann::json::parse(in)["config"];
+  auto backbone = vp::load_vit<float>(dir + "/backbone.safetensors", cfg["heads"], cfg["classes"]);
+  vp::prompted_vit<float> model(std::move(backbone), {.prompts = cfg["prompts"]});
+  model.load_state(dir + "/fusion.safetensors");
+  auto input = vp::io::safetensors::read(dir + "/input.safetensors");
+  const auto& img = input.at("images");
+  vp::image_batch<float> images(img.shape[0], img.shape[1], img.shape[2], img.shape[3]);
+  input.copy_to<float>(img, std::span<float>(images.pixels.data(), static_cast<std::size_t>(images.pixels.size())));
+  std::vector<int> labels;
+  for (auto v : input.integers("labels")) labels.push_back(static_cast<int>(v));
+  return {std::move(model), std::move(images), std::move(labels)};
+}
+
+}  // namespace
+
+TEST_CASE("bf16 search model on the PyTorch cross-check vectors: logits and every gradient near float32",
+          "[bf16]") {
+  if (!bf16_here()) return;
+  torch_small c = load_torch_small();
+  auto pass = [&](vp::precision p, std::vector<vp::matrix<float>>& grads) {
+    vp::precision_scope scope(p);
+    for (auto* q : c.model.weights()) q->zero_grad();
+    c.model.alpha().zero_grad();
+    vp::tape<float> t;
+    auto logits = c.model.logits(t, c.images);
+    t.backward(vp::cross_entropy(logits, c.labels));
+    grads.clear();
+    grads.push_back(c.model.alpha().grad());
+    for (auto* q : c.model.weights()) grads.push_back(q->grad());
+    return vp::matrix<float>(logits.value());
+  };
+  std::vector<vp::matrix<float>> g16, g32;
+  const vp::matrix<float> l16 = pass(vp::precision::bf16, g16), l32 = pass(vp::precision::fp32, g32);
+  // bf16 keeps 8 significant bits (relative rounding 2^-9 per operand): a product of
+  // unit-scale values errs by ~2^-9 / sqrt(k) relative per term, and a depth of blocks
+  // adds a few such errors; 1e-2 of the logits' scale leaves room for that and no more.
+  INFO("logits bf16 vs fp32: " << relf(l16, l32));
+  CHECK(relf(l16, l32) < 1e-2);
+  CHECK(relf(l16, l32) > 0);
+  REQUIRE(g16.size() == g32.size());
+  const auto w = c.model.weights();
+  for (std::size_t i = 0; i < g16.size(); ++i) {
+    INFO("gradient of " << (i == 0 ? std::string("alpha") : w[i - 1]->name()));
+    CHECK(g16[i].norm() > 0);  // the gradient reaches it
+    CHECK(relf(g16[i], g32[i]) < 5e-2);
+  }
+}
+
+TEST_CASE("bf16 search step: weights converted once, warm steps allocate nothing, a changed weight is seen",
+          "[bf16]") {
+  if (!bf16_here()) return;
+  torch_small c = load_torch_small();
+  vp::precision_scope scope(vp::precision::bf16);
+  vp::bilevel_options o;
+  o.w.lr = 0.01;
+  vp::bilevel_optimizer<float, vp::default_ops> d(c.model, o);
+  d.step(c.images, c.labels, c.images, c.labels);
+  d.step(c.images, c.labels, c.images, c.labels);
+  const auto conversions = vp::detail::bf16_weight_conversions().load();
+  const auto products_before = vp::detail::bf16_products().load();
+  const std::size_t before = vpdarts_test::allocations();
+  for (int i = 0; i < 3; ++i) d.step(c.images, c.labels, c.images, c.labels);
+  const std::size_t allocs = vpdarts_test::allocations() - before;
+  const auto products = vp::detail::bf16_products().load() - products_before;
+  // one product alone, warm: what oneDNN's execute allocates on its own
+  std::vector<std::uint16_t> a16(64 * 64), w16(64 * 64);
+  std::vector<float> out(64 * 64);
+  vp::detail::bf16_matmuls::here().run(64, 64, 64, a16.data(), w16.data(), true, out.data(), false);
+  const std::size_t one_before = vpdarts_test::allocations();
+  vp::detail::bf16_matmuls::here().run(64, 64, 64, a16.data(), w16.data(), true, out.data(), false);
+  const std::size_t per_product = vpdarts_test::allocations() - one_before;
+  INFO(allocs << " allocations in 3 warm steps of " << products << " bf16 products; oneDNN's execute makes "
+              << per_product << " per product");
+  CHECK(products > 0);
+  if (vpdarts_test::counting_allocations()) CHECK(allocs == products * per_product);
+  CHECK(vp::detail::bf16_weight_conversions().load() == conversions);
+  // a frozen weight written through value() is converted again at its next use
+  vp::tape<float> t;
+  vp::no_grad<float> guard(t);
+  const vp::matrix<float> a = c.model.logits(t, c.images).value();
+  c.model.backbone().blocks[0].mlp.fc1.weight.value() *= 2.0f;
+  t.reset();
+  const vp::matrix<float> b = c.model.logits(t, c.images).value();
+  CHECK(vp::detail::bf16_weight_conversions().load() == conversions + 1);
+  CHECK((a - b).norm() > 0);
+}

@@ -10,7 +10,7 @@
 #   scripts/bench.sh            (env: WORKLOADS="toy tiny16", MODES="first second infer",
 #                                PRECISIONS="fp32 bf16" (bf16 only where available; vpdarts --precision p
 #                                against the peer's --dtype p),
-#                                STEPS=3, INFER_STEPS=20, THREADS=2, PEER=../shared/peers/torch_search_bench.py,
+#                                STEPS=3, INFER_STEPS=20, THREADS=2, ROUNDS=2, PEER=../shared/peers/torch_search_bench.py,
 #                                MERGE=1 to re-run only the given workloads, modes and precisions and keep the other rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,7 @@ modes=${MODES:-first second infer}
 steps=${STEPS:-3}
 infer_steps=${INFER_STEPS:-20}  # an inference step is milliseconds: a median of 3 is noise
 threads=${THREADS:-2}
+rounds=${ROUNDS:-2}  # each side's runs per row, alternating (base16's fp32 peer step takes minutes: ROUNDS=1)
 peer=${PEER:-../shared/peers/torch_search_bench.py}
 [[ -f $peer ]] || { echo "bench.sh: the peer '$peer' is missing (set PEER=path/to/torch_search_bench.py)" >&2; exit 1; }
 
@@ -52,7 +53,7 @@ export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
 for w in $workloads; do
   for mode in $modes; do
     for p in $precisions; do
-      for round in 1 2; do
+      for round in $(seq 1 "$rounds"); do
         echo "bench.sh: $w $mode $p, round $round: vpdarts"
         n=$steps
         [[ $mode == infer ]] && n=$infer_steps
@@ -88,12 +89,12 @@ for line in open(raw):
         name, prec = (c[0][:-5], "bf16") if c[0].endswith("-bf16") else (c[0], "fp32")
         key = (name, c[1], int(c[2]), prec)
         peer.setdefault(key, []).append((float(c[4]), float(c[5]), float(c[7]), float(c[8])))
+    elif line.startswith("ROOF precision=bf16"):
+        roof_bf16 = float(re.search(r"gflops_per_s=([0-9.]+)", line).group(1))
     elif line.startswith("ROOF "):
         roof = float(re.search(r"([0-9.]+) GFLOP/s", line).group(1))
     elif line.startswith("ROOF_PORTABLE "):
         roof_portable = float(re.search(r"([0-9.]+) GFLOP/s", line).group(1))
-    elif line.startswith("ROOF precision=bf16"):
-        roof_bf16 = float(re.search(r"gflops_per_s=([0-9.]+)", line).group(1))
 best = lambda runs: min(runs, key=lambda r: r[0])        # the faster round of each side
 cpu = "unknown"
 try:
@@ -103,7 +104,7 @@ except (OSError, StopIteration):
 targets = {("toy", "first", "fp32"): 1.5, ("toy", "second", "fp32"): 1.5, ("tiny16", "first", "fp32"): 1.2,
            ("base16", "first", "fp32"): 3.0, ("toy", "first", "bf16"): 1.5, ("base16", "first", "bf16"): 1.5}
 lines = ["# Performance: vpdarts against the PyTorch peer", "",
-         f"Measured side by side in one run of `scripts/bench.sh` (each side run twice, A B A B; the faster round of each "
+         f"Measured side by side by `scripts/bench.sh` (each side run in turn, A B A B; the faster round of each "
          f"is shown), {steps} timed steps ({infer_steps} for inference) after 2 warm-up steps, median, {threads} threads. "
          f"Machine: {cpu}, {platform.machine()}. The peer is `torch_search_bench.py` (PyTorch from Debian, OpenBLAS). "
          "FLOPs are the peer's analytic count (matmuls only; frozen weights get no gradient).", "",

@@ -6,7 +6,8 @@ set -euo pipefail
 packages=(g++ cmake make pkg-config ccache
           libeigen3-dev libxtensor-dev libboost-dev catch2 libstb-dev
           nlohmann-json3-dev zlib1g-dev libbenchmark-dev python3
-          libopenmpi-dev openmpi-bin)  # MPI: the data-parallel tool and its tests (cmake -DVPDARTS_MPI=OFF goes without)
+          libopenmpi-dev openmpi-bin  # MPI: the data-parallel tool and its tests (cmake -DVPDARTS_MPI=OFF goes without)
+          libdnnl-dev)  # oneDNN: --precision bf16 on AVX512-BF16 / AMX CPUs (cmake -DVPDARTS_BF16=OFF goes without)
 for arg in "$@"; do
   case "$arg" in
     --bench) packages+=(python3-torch libopenblas0-pthread) ;;

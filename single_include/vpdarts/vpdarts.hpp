@@ -1722,8 +1722,174 @@ gradcheck_result gradcheck(F&& f, std::initializer_list<parameter<S>*> params, c
 /// The multi-head self-attention core, fused: softmax(Q K^T / sqrt(d_h)) V per
 /// image and head, forward and backward, parallel over (image, head) with OpenMP.
 
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
 
+
+// ---- begin vpdarts/detail/bf16_gemm.hpp ----
+// bf16 x bf16 -> float32 matrix products through oneDNN's matmul (AMX or
+// AVX512-BF16 kernels, chosen by oneDNN), for the frozen products of
+// precision::bf16. Compiled only with VPDARTS_WITH_DNNL.
+//
+// A primitive is made once per shape and kept (per thread, with its memory
+// objects), the scratchpad is ours and grows only, and execution goes through
+// oneDNN's C call with the arguments on the stack: a warm step makes no
+// primitive and no memory object.
+
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+namespace vpdarts::detail {
+
+/// How many bf16 products ran in this process (tests relate a step's allocations to it).
+inline std::atomic<std::uint64_t>& bf16_products() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+/// How many of them were batched (4-d) products.
+inline std::atomic<std::uint64_t>& bf16_batched_products() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+
+/// The products of one thread: c (m x n, float32, row-major) = a (m x k, bf16,
+/// row-major) * op(w), where w is bf16 and either n x k row-major (`w_nk`:
+/// the product is a * w^T, a linear layer's forward) or k x n row-major (a * w,
+/// its input gradient); with `accumulate` c += instead of c =.
+class bf16_matmuls {
+ public:
+  /// The calling thread's instance.
+  static bf16_matmuls& here() {
+    thread_local bf16_matmuls m;
+    return m;
+  }
+
+  /// Runs the product (see the class). @throws state_error when oneDNN refuses it.
+  void run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
+           bool accumulate) {
+    shape s;
+    s.rank = 2;
+    s.a = {m, k, 0, 0};
+    s.as = {k, 1, 0, 0};
+    s.w = {k, n, 0, 0};
+    s.ws = w_nk ? dims4{1, k, 0, 0} : dims4{n, 1, 0, 0};
+    s.c = {m, n, 0, 0};
+    s.cs = {n, 1, 0, 0};
+    s.accumulate = accumulate;
+    execute(find(s), a, w, c);
+  }
+
+  /// Dimensions or strides of a 4-d operand (the first `rank` used).
+  using dims4 = std::array<dnnl::memory::dim, 4>;
+
+  /// A batched product over two leading dimensions: c[i, j] (+)= a[i, j] * w[i, j] for the
+  /// (i, j) of a's first two dimensions, each operand given by its dims and strides (in
+  /// elements), so strided views (the heads of a qkv matrix, a transposed probability
+  /// matrix) are read in place. a and w are bf16, c float32.
+  void run_batched(const dims4& a_dims, const dims4& a_strides, const dims4& w_dims, const dims4& w_strides,
+                   const dims4& c_dims, const dims4& c_strides, const std::uint16_t* a, const std::uint16_t* w,
+                   float* c, bool accumulate) {
+    shape s{4, a_dims, a_strides, w_dims, w_strides, c_dims, c_strides, accumulate};
+    ++bf16_batched_products();
+    execute(find(s), a, w, c);
+  }
+
+  /// The oneDNN implementation chosen for a 2-d shape (e.g. "brg:avx512_core_amx_bf16"), for reports.
+  std::string implementation(index m, index n, index k) {
+    shape s{2, {m, k, 0, 0}, {k, 1, 0, 0}, {k, n, 0, 0}, {1, k, 0, 0}, {m, n, 0, 0}, {n, 1, 0, 0}, false};
+    return find(s).impl;
+  }
+
+ private:
+  struct shape {
+    int rank = 2;
+    dims4 a{}, as{}, w{}, ws{}, c{}, cs{};
+    bool accumulate = false;
+    bool operator==(const shape&) const = default;
+  };
+  struct entry {
+    shape key;
+    dnnl::matmul prim;
+    dnnl::memory src, wei, dst, pad;
+    std::string impl;
+  };
+
+  void execute(entry& e, const std::uint16_t* a, const std::uint16_t* w, float* c) {
+    ++bf16_products();
+    e.src.set_data_handle(const_cast<std::uint16_t*>(a));
+    e.wei.set_data_handle(const_cast<std::uint16_t*>(w));
+    e.dst.set_data_handle(c);
+    e.pad.set_data_handle(scratch_.data());
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e.src.get()},
+                               {DNNL_ARG_WEIGHTS, e.wei.get()},
+                               {DNNL_ARG_DST, e.dst.get()},
+                               {DNNL_ARG_SCRATCHPAD, e.pad.get()}};
+    dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), stream_.get(), 4, args);
+    if (st == dnnl_success) st = dnnl_stream_wait(stream_.get());
+    if (st != dnnl_success)
+      throw state_error(cat("bf16 matmul: oneDNN failed (status ", static_cast<int>(st), ") on ", describe(e.key)));
+  }
+
+  static std::string describe(const shape& s) {
+    std::string out;
+    for (int i = 0; i < s.rank; ++i) out += cat(i ? "x" : "", s.a[static_cast<std::size_t>(i)]);
+    out += " by ";
+    for (int i = 0; i < s.rank; ++i) out += cat(i ? "x" : "", s.w[static_cast<std::size_t>(i)]);
+    return out;
+  }
+
+  entry& find(const shape& s) {
+    for (entry& e : cache_)
+      if (e.key == s) return e;
+    // Shapes repeat from step to step; a run of new ones (inference at many batch sizes) starts afresh.
+    if (cache_.size() >= 256) cache_.clear();
+    using dt = dnnl::memory::data_type;
+    const auto desc = [&](const dims4& d, const dims4& st, dt type) {
+      return dnnl::memory::desc(dnnl::memory::dims(d.begin(), d.begin() + s.rank),
+                                type, dnnl::memory::dims(st.begin(), st.begin() + s.rank));
+    };
+    try {
+      const dnnl::memory::desc a_md = desc(s.a, s.as, dt::bf16), w_md = desc(s.w, s.ws, dt::bf16),
+                               c_md = desc(s.c, s.cs, dt::f32);
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      if (s.accumulate) {
+        dnnl::post_ops ops;
+        ops.append_sum(1.0f);
+        attr.set_post_ops(ops);
+      }
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, w_md, c_md), attr, engine_);
+      const std::size_t pad = pd.scratchpad_desc().get_size();
+      if (pad > scratch_.size()) scratch_.resize(pad);
+      cache_.push_back(entry{s, dnnl::matmul(pd), dnnl::memory(a_md, engine_, DNNL_MEMORY_NONE),
+                             dnnl::memory(w_md, engine_, DNNL_MEMORY_NONE), dnnl::memory(c_md, engine_, DNNL_MEMORY_NONE),
+                             dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.impl_info_str()});
+    } catch (const dnnl::error& err) {
+      throw state_error(cat("bf16 matmul: oneDNN cannot make the product ", describe(s), ": ", err.what()));
+    }
+    return cache_.back();
+  }
+
+  dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream_{engine_};
+  std::vector<entry> cache_;
+  std::vector<std::byte> scratch_ = std::vector<std::byte>(64);
+};
+
+}  // namespace vpdarts::detail
+
+#endif
+// ---- end vpdarts/detail/bf16_gemm.hpp ----
 
 namespace vpdarts {
 namespace detail {
@@ -1786,6 +1952,121 @@ void attention_backward(const S* in, S* gin, const S* gout, const S* probs, S* w
     dK.noalias() += dS.transpose() * Q;
   });
 }
+
+/// Softmax of every row of `p` (`rows` rows of `seq` scores), the scores scaled by `scale` first.
+template <Scalar S>
+void softmax_rows(S* p, index rows, index seq, S scale) {
+  parallel_chunks(rows, 64, [&](index first, index count) {
+    for (index r = first; r < first + count; ++r) {
+      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>> a(p + r * seq, seq);
+      a = (scale * (a - a.maxCoeff())).exp();
+      a /= a.sum();
+    }
+  });
+}
+
+/// True when attention's products run in bf16 (a float model under precision::bf16, with oneDNN).
+template <Scalar S>
+bool bf16_attention() {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+  if constexpr (std::is_same_v<S, float>) return matmul_precision() == precision::bf16;
+#endif
+  return false;
+}
+
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+/// Rounds `parts` blocks of `heads` x dh columns of every row of `in` ((batch*seq) rows of `stride`
+/// values) into bf16, head-major: out[part][b][h][t][c]. oneDNN's fast (brgemm) kernels want
+/// each (image, head) matrix dense; a strided view of qkv would get a slower one that allocates per matrix.
+inline void to_bf16_heads(const float* in, std::uint16_t* out, index batch, index seq, index parts, index heads,
+                          index dh, index stride) {
+  const index part = batch * heads * seq * dh;
+  parallel_for(batch * seq, [&](index r) {
+    const index b = r / seq, t = r % seq;
+    for (index p = 0; p < parts; ++p)
+      for (index h = 0; h < heads; ++h) {
+        const float* src = in + r * stride + (p * heads + h) * dh;
+        std::uint16_t* dst = out + p * part + ((b * heads + h) * seq + t) * dh;
+        for (index c = 0; c < dh; ++c) dst[c] = to_bf16(src[c]);
+      }
+  });
+}
+
+/// The bf16 forward: attention_forward with Q K^T and P V as batched oneDNN products over
+/// (image, head). With `keep` the probabilities of every (image, head) go to probs; otherwise
+/// the images go in groups of about 4M scores through borrowed memory.
+inline void attention_forward_bf16(tape<float>& t, const float* in, float* o, float* probs, bool keep, index batch,
+                                   index heads, index seq, index d) {
+  using dims4 = bf16_matmuls::dims4;
+  const index dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
+  typename tape<float>::borrowed heads16(t, 1, (3 * part + 1) / 2);
+  auto* q16 = reinterpret_cast<std::uint16_t*>(heads16.data());
+  to_bf16_heads(in, q16, batch, seq, 3, heads, dh, 3 * d);
+  const index group = keep ? batch : std::clamp<index>((index{1} << 22) / (heads * tt), 1, batch);
+  typename tape<float>::borrowed scores(t, 1, keep ? 1 : group * heads * tt), p16(t, 1, (group * heads * tt + 1) / 2);
+  auto* pb = reinterpret_cast<std::uint16_t*>(p16.data());
+  auto& mm = bf16_matmuls::here();
+  const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
+      ps{heads * tt, tt, seq, 1}, os{seq * d, dh, d, 1};
+  for (index b0 = 0; b0 < batch; b0 += group) {
+    const index g = std::min(group, batch - b0), off = b0 * heads * seq * dh;
+    float* p = keep ? probs + b0 * heads * tt : scores.data();
+    mm.run_batched({g, heads, seq, dh}, dense, {g, heads, dh, seq}, dense_t, {g, heads, seq, seq}, ps, q16 + off,
+                   q16 + part + off, p, false);                                                     // S = Q K^T
+    softmax_rows(p, g * heads * seq, seq, scale);
+    to_bf16(p, pb, static_cast<std::size_t>(g * heads * tt));
+    mm.run_batched({g, heads, seq, seq}, ps, {g, heads, seq, dh}, dense, {g, heads, seq, dh}, os, pb,
+                   q16 + 2 * part + off, o + b0 * seq * d, false);                                  // O = P V
+  }
+}
+
+/// The bf16 backward of attention_forward_bf16 (probabilities kept): adds into gin.
+inline void attention_backward_bf16(tape<float>& t, const float* in, float* gin, const float* gout, const float* probs,
+                                    index batch, index heads, index seq, index d) {
+  using dims4 = bf16_matmuls::dims4;
+  const index c3 = 3 * d, dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d, n = batch * heads * tt;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
+  typename tape<float>::borrowed heads16(t, 1, (3 * part + 1) / 2), go16(t, 1, (part + 1) / 2), a16(t, 1, (n + 1) / 2),
+      ds(t, 1, n), dqkv(t, 1, 3 * part);
+  auto* q = reinterpret_cast<std::uint16_t*>(heads16.data());
+  auto* dout = reinterpret_cast<std::uint16_t*>(go16.data());
+  auto* a = reinterpret_cast<std::uint16_t*>(a16.data());
+  to_bf16_heads(in, q, batch, seq, 3, heads, dh, c3);
+  to_bf16_heads(gout, dout, batch, seq, 1, heads, dh, d);
+  to_bf16(probs, a, static_cast<std::size_t>(n));
+  const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
+      ps{heads * tt, tt, seq, 1}, pts{heads * tt, tt, 1, seq};
+  const dims4 bhtd{batch, heads, seq, dh}, bhtt{batch, heads, seq, seq};
+  auto& mm = bf16_matmuls::here();
+  // dV, dQ, dK go to a head-major buffer, then are added into gin (a strided destination with
+  // accumulation would get oneDNN's slow kernel)
+  float* dh3 = dqkv.data();
+  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, dout, dh3 + 2 * part, false);                   // dV = A^T dO
+  mm.run_batched(bhtd, dense, {batch, heads, dh, seq}, dense_t, bhtt, ps, dout, q + 2 * part, ds.data(),
+                 false);                                                                                 // dA = dO V^T
+  float* g = ds.data();
+  parallel_chunks(batch * heads * seq, 64, [&](index first, index count) {
+    for (index r = first; r < first + count; ++r) {
+      Eigen::Map<Eigen::Array<float, 1, Eigen::Dynamic>> dr(g + r * seq, seq);
+      Eigen::Map<const Eigen::Array<float, 1, Eigen::Dynamic>> ar(probs + r * seq, seq);
+      dr = ar * (dr - (dr * ar).sum()) * scale;
+    }
+  });
+  to_bf16(g, a, static_cast<std::size_t>(n));                                                           // dS in bf16
+  mm.run_batched(bhtt, ps, bhtd, dense, bhtd, dense, a, q + part, dh3, false);                          // dQ = dS K
+  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, q, dh3 + part, false);                         // dK = dS^T Q
+  parallel_for(rows, [&](index r) {
+    const index b = r / seq, tk = r % seq;
+    for (index p = 0; p < 3; ++p)
+      for (index h = 0; h < heads; ++h) {
+        float* dst = gin + r * c3 + (p * heads + h) * dh;
+        const float* src = dh3 + p * part + ((b * heads + h) * seq + tk) * dh;
+        for (index c = 0; c < dh; ++c) dst[c] += src[c];
+      }
+  });
+}
+#endif
 
 /// Checks attention's shapes. @throws shape_error naming `fn`.
 inline void check_attention(const char* fn, index rows, index c3, index batch, index heads) {
@@ -1984,121 +2265,6 @@ struct vit_config {
 
 #include <type_traits>
 
-
-// ---- begin vpdarts/detail/bf16_gemm.hpp ----
-// bf16 x bf16 -> float32 matrix products through oneDNN's matmul (AMX or
-// AVX512-BF16 kernels, chosen by oneDNN), for the frozen products of
-// precision::bf16. Compiled only with VPDARTS_WITH_DNNL.
-//
-// A primitive is made once per shape and kept (per thread, with its memory
-// objects), the scratchpad is ours and grows only, and execution goes through
-// oneDNN's C call with the arguments on the stack: a warm step makes no
-// primitive and no memory object.
-
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-
-#include <oneapi/dnnl/dnnl.hpp>
-
-#include <atomic>
-#include <cstddef>
-#include <cstdint>
-#include <vector>
-
-
-namespace vpdarts::detail {
-
-/// How many bf16 products ran in this process (tests relate a step's allocations to it).
-inline std::atomic<std::uint64_t>& bf16_products() {
-  static std::atomic<std::uint64_t> n{0};
-  return n;
-}
-
-/// The products of one thread: c (m x n, float32, row-major) = a (m x k, bf16,
-/// row-major) * op(w), where w is bf16 and either n x k row-major (`w_nk`:
-/// the product is a * w^T, a linear layer's forward) or k x n row-major (a * w,
-/// its input gradient); with `accumulate` c += instead of c =.
-class bf16_matmuls {
- public:
-  /// The calling thread's instance.
-  static bf16_matmuls& here() {
-    thread_local bf16_matmuls m;
-    return m;
-  }
-
-  /// Runs the product (see the class). @throws state_error when oneDNN refuses it.
-  void run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
-           bool accumulate) {
-    entry& e = find(m, n, k, w_nk, accumulate);
-    ++bf16_products();
-    e.src.set_data_handle(const_cast<std::uint16_t*>(a));
-    e.wei.set_data_handle(const_cast<std::uint16_t*>(w));
-    e.dst.set_data_handle(c);
-    e.pad.set_data_handle(scratch_.data());
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e.src.get()},
-                               {DNNL_ARG_WEIGHTS, e.wei.get()},
-                               {DNNL_ARG_DST, e.dst.get()},
-                               {DNNL_ARG_SCRATCHPAD, e.pad.get()}};
-    dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), stream_.get(), 4, args);
-    if (st == dnnl_success) st = dnnl_stream_wait(stream_.get());
-    if (st != dnnl_success)
-      throw state_error(cat("bf16 matmul: oneDNN failed (status ", static_cast<int>(st), ") on ",
-                            shape_str(m, k), " x ", shape_str(k, n)));
-  }
-
-  /// The oneDNN implementation chosen for a shape (e.g. "brg:avx512_core_amx_bf16"), for reports.
-  std::string implementation(index m, index n, index k) { return find(m, n, k, true, false).impl; }
-
- private:
-  struct entry {
-    index m, n, k;
-    bool w_nk, accumulate;
-    dnnl::matmul prim;
-    dnnl::memory src, wei, dst, pad;
-    std::string impl;
-  };
-
-  entry& find(index m, index n, index k, bool w_nk, bool accumulate) {
-    for (entry& e : cache_)
-      if (e.m == m && e.n == n && e.k == k && e.w_nk == w_nk && e.accumulate == accumulate) return e;
-    // Shapes repeat from step to step; a run of new ones (inference at many batch sizes) starts afresh.
-    if (cache_.size() >= 256) cache_.clear();
-    using tag = dnnl::memory::format_tag;
-    using dt = dnnl::memory::data_type;
-    try {
-      const dnnl::memory::desc a_md({m, k}, dt::bf16, tag::ab), c_md({m, n}, dt::f32, tag::ab);
-      const dnnl::memory::desc w_md({k, n}, dt::bf16, w_nk ? tag::ba : tag::ab);
-      dnnl::primitive_attr attr;
-      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      if (accumulate) {
-        dnnl::post_ops ops;
-        ops.append_sum(1.0f);
-        attr.set_post_ops(ops);
-      }
-      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, w_md, c_md), attr, engine_);
-      const std::size_t pad = pd.scratchpad_desc().get_size();
-      if (pad > scratch_.size()) scratch_.resize(pad);
-      entry e{m, n, k, w_nk, accumulate, dnnl::matmul(pd),
-              dnnl::memory(a_md, engine_, DNNL_MEMORY_NONE), dnnl::memory(w_md, engine_, DNNL_MEMORY_NONE),
-              dnnl::memory(c_md, engine_, DNNL_MEMORY_NONE),
-              dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.impl_info_str()};
-      cache_.push_back(std::move(e));
-    } catch (const dnnl::error& err) {
-      throw state_error(cat("bf16 matmul: oneDNN cannot make the product ", shape_str(m, k), " x ", shape_str(k, n),
-                            ": ", err.what()));
-    }
-    return cache_.back();
-  }
-
-  dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
-  dnnl::stream stream_{engine_};
-  std::vector<entry> cache_;
-  std::vector<std::byte> scratch_ = std::vector<std::byte>(64);
-};
-
-}  // namespace vpdarts::detail
-
-#endif
-// ---- end vpdarts/detail/bf16_gemm.hpp ----
 
 namespace vpdarts {
 
@@ -2571,18 +2737,35 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
   var<S> out = t.make(rows, w.rows(), qkv.requires_grad());
   const bool keep = out.requires_grad();
   S* probs = keep ? t.template scratch<S>(static_cast<std::size_t>(batch * heads * tt)) : nullptr;
+  // In bf16 mode the attention products of a frozen block run in bf16 too (as they were when recorded).
+  const bool bf16 = detail::bf16_attention<S>();
   {
     typename tape<S>::borrowed o(t, rows, d);
-    typename tape<S>::borrowed per_thread(t, keep ? 1 : detail::max_threads(), keep ? 1 : tt);
-    detail::attention_forward(qkv.value().data(), o.data(), keep ? probs : per_thread.data(), keep, batch, heads,
-                              seq, d);
+    if (bf16) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+      if constexpr (std::is_same_v<S, float>)
+        detail::attention_forward_bf16(t, qkv.value().data(), o.data(), probs, keep, batch, heads, seq, d);
+#endif
+    } else {
+      typename tape<S>::borrowed per_thread(t, keep ? 1 : detail::max_threads(), keep ? 1 : tt);
+      detail::attention_forward(qkv.value().data(), o.data(), keep ? probs : per_thread.data(), keep, batch, heads,
+                                seq, d);
+    }
     detail::linear_rows(out.value(), o.map(), w, b);
     detail::scale_columns(out.value(), scale);
   }
   const std::uint32_t is = scale.valid() ? scale.id() : std::uint32_t(-1);
-  t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, probs, batch, heads, seq, d, tt](tape<S>& tp) {
+  t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, probs, batch, heads, seq, d, tt, bf16](tape<S>& tp) {
     typename tape<S>::borrowed d_o(tp, batch * seq, d), ds(tp, is == std::uint32_t(-1) ? 1 : batch * seq, tp.at(io).cols);
     detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), d_o.map(), false);
+    if (bf16) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+      if constexpr (std::is_same_v<S, float>)
+        detail::attention_backward_bf16(tp, tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), probs, batch,
+                                        heads, seq, d);
+#endif
+      return;
+    }
     typename tape<S>::borrowed work(tp, detail::max_threads(), tt);
     detail::attention_backward(tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), probs, work.data(), batch,
                                heads, seq, d);

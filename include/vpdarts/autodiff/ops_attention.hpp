@@ -3,9 +3,14 @@
 /// The multi-head self-attention core, fused: softmax(Q K^T / sqrt(d_h)) V per
 /// image and head, forward and backward, parallel over (image, head) with OpenMP.
 
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
 
+#include "../detail/bf16.hpp"
+#include "../detail/bf16_gemm.hpp"
 #include "../detail/parallel.hpp"
+#include "../precision.hpp"
 #include "tape.hpp"
 
 namespace vpdarts {
@@ -69,6 +74,121 @@ void attention_backward(const S* in, S* gin, const S* gout, const S* probs, S* w
     dK.noalias() += dS.transpose() * Q;
   });
 }
+
+/// Softmax of every row of `p` (`rows` rows of `seq` scores), the scores scaled by `scale` first.
+template <Scalar S>
+void softmax_rows(S* p, index rows, index seq, S scale) {
+  parallel_chunks(rows, 64, [&](index first, index count) {
+    for (index r = first; r < first + count; ++r) {
+      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>> a(p + r * seq, seq);
+      a = (scale * (a - a.maxCoeff())).exp();
+      a /= a.sum();
+    }
+  });
+}
+
+/// True when attention's products run in bf16 (a float model under precision::bf16, with oneDNN).
+template <Scalar S>
+bool bf16_attention() {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+  if constexpr (std::is_same_v<S, float>) return matmul_precision() == precision::bf16;
+#endif
+  return false;
+}
+
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+/// Rounds `parts` blocks of `heads` x dh columns of every row of `in` ((batch*seq) rows of `stride`
+/// values) into bf16, head-major: out[part][b][h][t][c]. oneDNN's fast (brgemm) kernels want
+/// each (image, head) matrix dense; a strided view of qkv would get a slower one that allocates per matrix.
+inline void to_bf16_heads(const float* in, std::uint16_t* out, index batch, index seq, index parts, index heads,
+                          index dh, index stride) {
+  const index part = batch * heads * seq * dh;
+  parallel_for(batch * seq, [&](index r) {
+    const index b = r / seq, t = r % seq;
+    for (index p = 0; p < parts; ++p)
+      for (index h = 0; h < heads; ++h) {
+        const float* src = in + r * stride + (p * heads + h) * dh;
+        std::uint16_t* dst = out + p * part + ((b * heads + h) * seq + t) * dh;
+        for (index c = 0; c < dh; ++c) dst[c] = to_bf16(src[c]);
+      }
+  });
+}
+
+/// The bf16 forward: attention_forward with Q K^T and P V as batched oneDNN products over
+/// (image, head). With `keep` the probabilities of every (image, head) go to probs; otherwise
+/// the images go in groups of about 4M scores through borrowed memory.
+inline void attention_forward_bf16(tape<float>& t, const float* in, float* o, float* probs, bool keep, index batch,
+                                   index heads, index seq, index d) {
+  using dims4 = bf16_matmuls::dims4;
+  const index dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
+  typename tape<float>::borrowed heads16(t, 1, (3 * part + 1) / 2);
+  auto* q16 = reinterpret_cast<std::uint16_t*>(heads16.data());
+  to_bf16_heads(in, q16, batch, seq, 3, heads, dh, 3 * d);
+  const index group = keep ? batch : std::clamp<index>((index{1} << 22) / (heads * tt), 1, batch);
+  typename tape<float>::borrowed scores(t, 1, keep ? 1 : group * heads * tt), p16(t, 1, (group * heads * tt + 1) / 2);
+  auto* pb = reinterpret_cast<std::uint16_t*>(p16.data());
+  auto& mm = bf16_matmuls::here();
+  const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
+      ps{heads * tt, tt, seq, 1}, os{seq * d, dh, d, 1};
+  for (index b0 = 0; b0 < batch; b0 += group) {
+    const index g = std::min(group, batch - b0), off = b0 * heads * seq * dh;
+    float* p = keep ? probs + b0 * heads * tt : scores.data();
+    mm.run_batched({g, heads, seq, dh}, dense, {g, heads, dh, seq}, dense_t, {g, heads, seq, seq}, ps, q16 + off,
+                   q16 + part + off, p, false);                                                     // S = Q K^T
+    softmax_rows(p, g * heads * seq, seq, scale);
+    to_bf16(p, pb, static_cast<std::size_t>(g * heads * tt));
+    mm.run_batched({g, heads, seq, seq}, ps, {g, heads, seq, dh}, dense, {g, heads, seq, dh}, os, pb,
+                   q16 + 2 * part + off, o + b0 * seq * d, false);                                  // O = P V
+  }
+}
+
+/// The bf16 backward of attention_forward_bf16 (probabilities kept): adds into gin.
+inline void attention_backward_bf16(tape<float>& t, const float* in, float* gin, const float* gout, const float* probs,
+                                    index batch, index heads, index seq, index d) {
+  using dims4 = bf16_matmuls::dims4;
+  const index c3 = 3 * d, dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d, n = batch * heads * tt;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
+  typename tape<float>::borrowed heads16(t, 1, (3 * part + 1) / 2), go16(t, 1, (part + 1) / 2), a16(t, 1, (n + 1) / 2),
+      ds(t, 1, n), dqkv(t, 1, 3 * part);
+  auto* q = reinterpret_cast<std::uint16_t*>(heads16.data());
+  auto* dout = reinterpret_cast<std::uint16_t*>(go16.data());
+  auto* a = reinterpret_cast<std::uint16_t*>(a16.data());
+  to_bf16_heads(in, q, batch, seq, 3, heads, dh, c3);
+  to_bf16_heads(gout, dout, batch, seq, 1, heads, dh, d);
+  to_bf16(probs, a, static_cast<std::size_t>(n));
+  const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
+      ps{heads * tt, tt, seq, 1}, pts{heads * tt, tt, 1, seq};
+  const dims4 bhtd{batch, heads, seq, dh}, bhtt{batch, heads, seq, seq};
+  auto& mm = bf16_matmuls::here();
+  // dV, dQ, dK go to a head-major buffer, then are added into gin (a strided destination with
+  // accumulation would get oneDNN's slow kernel)
+  float* dh3 = dqkv.data();
+  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, dout, dh3 + 2 * part, false);                   // dV = A^T dO
+  mm.run_batched(bhtd, dense, {batch, heads, dh, seq}, dense_t, bhtt, ps, dout, q + 2 * part, ds.data(),
+                 false);                                                                                 // dA = dO V^T
+  float* g = ds.data();
+  parallel_chunks(batch * heads * seq, 64, [&](index first, index count) {
+    for (index r = first; r < first + count; ++r) {
+      Eigen::Map<Eigen::Array<float, 1, Eigen::Dynamic>> dr(g + r * seq, seq);
+      Eigen::Map<const Eigen::Array<float, 1, Eigen::Dynamic>> ar(probs + r * seq, seq);
+      dr = ar * (dr - (dr * ar).sum()) * scale;
+    }
+  });
+  to_bf16(g, a, static_cast<std::size_t>(n));                                                           // dS in bf16
+  mm.run_batched(bhtt, ps, bhtd, dense, bhtd, dense, a, q + part, dh3, false);                          // dQ = dS K
+  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, q, dh3 + part, false);                         // dK = dS^T Q
+  parallel_for(rows, [&](index r) {
+    const index b = r / seq, tk = r % seq;
+    for (index p = 0; p < 3; ++p)
+      for (index h = 0; h < heads; ++h) {
+        float* dst = gin + r * c3 + (p * heads + h) * dh;
+        const float* src = dh3 + p * part + ((b * heads + h) * seq + tk) * dh;
+        for (index c = 0; c < dh; ++c) dst[c] += src[c];
+      }
+  });
+}
+#endif
 
 /// Checks attention's shapes. @throws shape_error naming `fn`.
 inline void check_attention(const char* fn, index rows, index c3, index batch, index heads) {

@@ -139,18 +139,35 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
   var<S> out = t.make(rows, w.rows(), qkv.requires_grad());
   const bool keep = out.requires_grad();
   S* probs = keep ? t.template scratch<S>(static_cast<std::size_t>(batch * heads * tt)) : nullptr;
+  // In bf16 mode the attention products of a frozen block run in bf16 too (as they were when recorded).
+  const bool bf16 = detail::bf16_attention<S>();
   {
     typename tape<S>::borrowed o(t, rows, d);
-    typename tape<S>::borrowed per_thread(t, keep ? 1 : detail::max_threads(), keep ? 1 : tt);
-    detail::attention_forward(qkv.value().data(), o.data(), keep ? probs : per_thread.data(), keep, batch, heads,
-                              seq, d);
+    if (bf16) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+      if constexpr (std::is_same_v<S, float>)
+        detail::attention_forward_bf16(t, qkv.value().data(), o.data(), probs, keep, batch, heads, seq, d);
+#endif
+    } else {
+      typename tape<S>::borrowed per_thread(t, keep ? 1 : detail::max_threads(), keep ? 1 : tt);
+      detail::attention_forward(qkv.value().data(), o.data(), keep ? probs : per_thread.data(), keep, batch, heads,
+                                seq, d);
+    }
     detail::linear_rows(out.value(), o.map(), w, b);
     detail::scale_columns(out.value(), scale);
   }
   const std::uint32_t is = scale.valid() ? scale.id() : std::uint32_t(-1);
-  t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, probs, batch, heads, seq, d, tt](tape<S>& tp) {
+  t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, probs, batch, heads, seq, d, tt, bf16](tape<S>& tp) {
     typename tape<S>::borrowed d_o(tp, batch * seq, d), ds(tp, is == std::uint32_t(-1) ? 1 : batch * seq, tp.at(io).cols);
     detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), d_o.map(), false);
+    if (bf16) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+      if constexpr (std::is_same_v<S, float>)
+        detail::attention_backward_bf16(tp, tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), probs, batch,
+                                        heads, seq, d);
+#endif
+      return;
+    }
     typename tape<S>::borrowed work(tp, detail::max_threads(), tt);
     detail::attention_backward(tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), probs, work.data(), batch,
                                heads, seq, d);

@@ -12,9 +12,11 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "../error.hpp"
@@ -25,6 +27,11 @@ namespace vpdarts::detail {
 
 /// How many bf16 products ran in this process (tests relate a step's allocations to it).
 inline std::atomic<std::uint64_t>& bf16_products() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+/// How many of them were batched (4-d) products.
+inline std::atomic<std::uint64_t>& bf16_batched_products() {
   static std::atomic<std::uint64_t> n{0};
   return n;
 }
@@ -44,7 +51,54 @@ class bf16_matmuls {
   /// Runs the product (see the class). @throws state_error when oneDNN refuses it.
   void run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
            bool accumulate) {
-    entry& e = find(m, n, k, w_nk, accumulate);
+    shape s;
+    s.rank = 2;
+    s.a = {m, k, 0, 0};
+    s.as = {k, 1, 0, 0};
+    s.w = {k, n, 0, 0};
+    s.ws = w_nk ? dims4{1, k, 0, 0} : dims4{n, 1, 0, 0};
+    s.c = {m, n, 0, 0};
+    s.cs = {n, 1, 0, 0};
+    s.accumulate = accumulate;
+    execute(find(s), a, w, c);
+  }
+
+  /// Dimensions or strides of a 4-d operand (the first `rank` used).
+  using dims4 = std::array<dnnl::memory::dim, 4>;
+
+  /// A batched product over two leading dimensions: c[i, j] (+)= a[i, j] * w[i, j] for the
+  /// (i, j) of a's first two dimensions, each operand given by its dims and strides (in
+  /// elements), so strided views (the heads of a qkv matrix, a transposed probability
+  /// matrix) are read in place. a and w are bf16, c float32.
+  void run_batched(const dims4& a_dims, const dims4& a_strides, const dims4& w_dims, const dims4& w_strides,
+                   const dims4& c_dims, const dims4& c_strides, const std::uint16_t* a, const std::uint16_t* w,
+                   float* c, bool accumulate) {
+    shape s{4, a_dims, a_strides, w_dims, w_strides, c_dims, c_strides, accumulate};
+    ++bf16_batched_products();
+    execute(find(s), a, w, c);
+  }
+
+  /// The oneDNN implementation chosen for a 2-d shape (e.g. "brg:avx512_core_amx_bf16"), for reports.
+  std::string implementation(index m, index n, index k) {
+    shape s{2, {m, k, 0, 0}, {k, 1, 0, 0}, {k, n, 0, 0}, {1, k, 0, 0}, {m, n, 0, 0}, {n, 1, 0, 0}, false};
+    return find(s).impl;
+  }
+
+ private:
+  struct shape {
+    int rank = 2;
+    dims4 a{}, as{}, w{}, ws{}, c{}, cs{};
+    bool accumulate = false;
+    bool operator==(const shape&) const = default;
+  };
+  struct entry {
+    shape key;
+    dnnl::matmul prim;
+    dnnl::memory src, wei, dst, pad;
+    std::string impl;
+  };
+
+  void execute(entry& e, const std::uint16_t* a, const std::uint16_t* w, float* c) {
     ++bf16_products();
     e.src.set_data_handle(const_cast<std::uint16_t*>(a));
     e.wei.set_data_handle(const_cast<std::uint16_t*>(w));
@@ -57,35 +111,33 @@ class bf16_matmuls {
     dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), stream_.get(), 4, args);
     if (st == dnnl_success) st = dnnl_stream_wait(stream_.get());
     if (st != dnnl_success)
-      throw state_error(cat("bf16 matmul: oneDNN failed (status ", static_cast<int>(st), ") on ",
-                            shape_str(m, k), " x ", shape_str(k, n)));
+      throw state_error(cat("bf16 matmul: oneDNN failed (status ", static_cast<int>(st), ") on ", describe(e.key)));
   }
 
-  /// The oneDNN implementation chosen for a shape (e.g. "brg:avx512_core_amx_bf16"), for reports.
-  std::string implementation(index m, index n, index k) { return find(m, n, k, true, false).impl; }
+  static std::string describe(const shape& s) {
+    std::string out;
+    for (int i = 0; i < s.rank; ++i) out += cat(i ? "x" : "", s.a[static_cast<std::size_t>(i)]);
+    out += " by ";
+    for (int i = 0; i < s.rank; ++i) out += cat(i ? "x" : "", s.w[static_cast<std::size_t>(i)]);
+    return out;
+  }
 
- private:
-  struct entry {
-    index m, n, k;
-    bool w_nk, accumulate;
-    dnnl::matmul prim;
-    dnnl::memory src, wei, dst, pad;
-    std::string impl;
-  };
-
-  entry& find(index m, index n, index k, bool w_nk, bool accumulate) {
+  entry& find(const shape& s) {
     for (entry& e : cache_)
-      if (e.m == m && e.n == n && e.k == k && e.w_nk == w_nk && e.accumulate == accumulate) return e;
+      if (e.key == s) return e;
     // Shapes repeat from step to step; a run of new ones (inference at many batch sizes) starts afresh.
     if (cache_.size() >= 256) cache_.clear();
-    using tag = dnnl::memory::format_tag;
     using dt = dnnl::memory::data_type;
+    const auto desc = [&](const dims4& d, const dims4& st, dt type) {
+      return dnnl::memory::desc(dnnl::memory::dims(d.begin(), d.begin() + s.rank),
+                                type, dnnl::memory::dims(st.begin(), st.begin() + s.rank));
+    };
     try {
-      const dnnl::memory::desc a_md({m, k}, dt::bf16, tag::ab), c_md({m, n}, dt::f32, tag::ab);
-      const dnnl::memory::desc w_md({k, n}, dt::bf16, w_nk ? tag::ba : tag::ab);
+      const dnnl::memory::desc a_md = desc(s.a, s.as, dt::bf16), w_md = desc(s.w, s.ws, dt::bf16),
+                               c_md = desc(s.c, s.cs, dt::f32);
       dnnl::primitive_attr attr;
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      if (accumulate) {
+      if (s.accumulate) {
         dnnl::post_ops ops;
         ops.append_sum(1.0f);
         attr.set_post_ops(ops);
@@ -93,14 +145,11 @@ class bf16_matmuls {
       const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, w_md, c_md), attr, engine_);
       const std::size_t pad = pd.scratchpad_desc().get_size();
       if (pad > scratch_.size()) scratch_.resize(pad);
-      entry e{m, n, k, w_nk, accumulate, dnnl::matmul(pd),
-              dnnl::memory(a_md, engine_, DNNL_MEMORY_NONE), dnnl::memory(w_md, engine_, DNNL_MEMORY_NONE),
-              dnnl::memory(c_md, engine_, DNNL_MEMORY_NONE),
-              dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.impl_info_str()};
-      cache_.push_back(std::move(e));
+      cache_.push_back(entry{s, dnnl::matmul(pd), dnnl::memory(a_md, engine_, DNNL_MEMORY_NONE),
+                             dnnl::memory(w_md, engine_, DNNL_MEMORY_NONE), dnnl::memory(c_md, engine_, DNNL_MEMORY_NONE),
+                             dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.impl_info_str()});
     } catch (const dnnl::error& err) {
-      throw state_error(cat("bf16 matmul: oneDNN cannot make the product ", shape_str(m, k), " x ", shape_str(k, n),
-                            ": ", err.what()));
+      throw state_error(cat("bf16 matmul: oneDNN cannot make the product ", describe(s), ": ", err.what()));
     }
     return cache_.back();
   }

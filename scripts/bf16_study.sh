@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# bf16 against float32 on the fashion study's first task (Fashion-MNIST, pretrained on classes 0-4,
+# prompts fitted on 1000 images of classes 5-9), seed 0: the search in each precision, and each
+# genotype retrained in each precision, tested on every test image of classes 5-9. Needs a CPU
+# with AVX512-BF16 or AMX (it stops with the tool's reason elsewhere). Writes docs/results/bf16.md.
+# A step whose metrics.json exists is skipped, so running it again continues.
+#
+#   scripts/bf16_study.sh [OUT_DIR]   (env: SEED=0, BACKBONE=an existing fashion backbone, else pretrained as
+#                                       fashion_study.sh does; VPDARTS_TOOL=an already built vpdarts)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-bf16-study}
+seed=${SEED:-0}
+scripts/install-deps.sh --fashion
+tool=${VPDARTS_TOOL:-}
+if [[ -z $tool ]]; then
+  flags=(-DCMAKE_BUILD_TYPE=Release)
+  command -v ccache >/dev/null && flags+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  cmake -S . -B build "${flags[@]}" > /dev/null
+  cmake --build build -j "$(nproc)" --target vpdarts_cli
+  tool=build/bin/vpdarts
+fi
+mkdir -p "$out"
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$out/study.log"; }
+
+backbone=${BACKBONE:-$out/fashion_backbone.safetensors}
+if [[ ! -f $backbone ]]; then
+  log "pretrain the fashion backbone on classes 0-4 (float32: every weight trains)"
+  "$tool" pretrain --data fashion --classes 0-4 --image 28 --channels 1 --patch 4 --dim 192 --depth 6 --heads 3 \
+    --mlp 768 --epochs "${PRETRAIN_EPOCHS:-5}" --train-images "${PRETRAIN_IMAGES:-10000}" --batch 64 --out "$backbone" |
+    tail -n 1 | tee -a "$out/study.log"
+fi
+args=(--data fashion --classes 5-9 --train-images 1000 --backbone "$backbone" --prompts 8 --quiet --data-seed "$seed" --seed "$seed")
+for search in fp32 bf16; do
+  run=$out/search-$search
+  if [[ ! -f $run/metrics.json ]]; then
+    log "search in $search"
+    "$tool" search "${args[@]}" --out "$run" --precision "$search" | tail -n 8 >> "$out/study.log"
+  fi
+  for retrain in fp32 bf16; do
+    if [[ ! -f $run/retrain-$retrain/metrics.json ]]; then
+      log "retrain the $search genotype in $retrain"
+      "$tool" retrain "${args[@]}" --run "$run" --precision "$retrain" | tail -n 1 >> "$out/study.log"
+      mv "$run/retrain" "$run/retrain-$retrain"
+    fi
+  done
+done
+
+python3 - "$out" "$seed" <<'PY'
+import json, sys
+out, seed = sys.argv[1], sys.argv[2]
+m = lambda p: json.load(open(p))
+rows = ["# bf16 against float32: the fashion task, seed " + seed, "",
+        "Written by `scripts/bf16_study.sh`: the search of the fashion study's first task (Fashion-MNIST, backbone "
+        "pretrained on classes 0-4, prompts on 1000 images of classes 5-9, default search settings) run in each "
+        "precision, and each genotype retrained in each precision, tested on every test image of classes 5-9. "
+        "bf16 is `--precision bf16` (docs/precision.md).", "",
+        "| search | genotype (margins) | search s | retrain | test accuracy | retrain s | latency ms (batch 1) |",
+        "|---|---|---|---|---|---|---|"]
+for s in ("fp32", "bf16"):
+    sm = m(f"{out}/search-{s}/metrics.json")
+    ops = sm["genotype"]
+    margins = sm.get("margins", [])
+    geno = ", ".join(ops) + (" (" + ", ".join(f"{x:.2f}" for x in margins) + ")" if margins else "")
+    for r in ("fp32", "bf16"):
+        rm = m(f"{out}/search-{s}/retrain-{r}/metrics.json")
+        rows.append(f"| {s} | {geno} | {sm.get('seconds', 0):.0f} | {r} | {rm['test_accuracy']:.4f} | "
+                    f"{rm.get('seconds', 0):.0f} | {rm.get('latency_ms_batch1', 0):.2f} |")
+open("docs/results/bf16.md", "w").write("\n".join(rows) + "\n")
+print("\n".join(rows))
+PY

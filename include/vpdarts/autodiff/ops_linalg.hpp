@@ -100,7 +100,16 @@ inline void bf16_weight_product(tape<float>& t, std::uint32_t iw, const float* a
   typename tape<float>::borrowed ab(t, 1, (rows * k + 1) / 2);  // bf16 pairs in float storage
   auto* a16 = reinterpret_cast<std::uint16_t*>(ab.data());
   to_bf16(a, a16, static_cast<std::size_t>(rows * k));
-  bf16_matmuls::here().run(rows, n, k, a16, p.bf16_value(), transposed, c, accumulate);
+  bf16_matmuls& mm = bf16_matmuls::here();
+  if (transposed && !accumulate) {
+    // the forward product reads the weight in oneDNN's own layout, packed once per parameter version
+    mm.run_laid_out(rows, n, k, a16, [&](const dnnl::memory::desc& d) {
+      return p.bf16_laid_out(reinterpret_cast<const std::byte*>(&d.data), sizeof(d.data), d.get_size(),
+                             [&](std::byte* dst) { mm.pack(p.value().data(), n, k, d, dst); });
+    }, c);
+    return;
+  }
+  mm.run(rows, n, k, a16, p.bf16_value(), transposed, c, accumulate);
 }
 #endif
 

@@ -66,6 +66,16 @@ class parameter {
   {
     return bf16_.get(value_.data(), static_cast<std::size_t>(value_.size()), version_);
   }
+  /// The value in a layout of `bytes` bytes known by `key` (for a matrix unit's blocked weight
+  /// layout), made by `make(dst)` at the first call and again only after value() was taken for
+  /// writing. float only.
+  template <class Make>
+  const std::byte* bf16_laid_out(const std::byte* key, std::size_t key_size, std::size_t bytes, Make&& make) const
+    requires std::same_as<S, float>
+  {
+    return bf16_.laid_out(value_.data(), static_cast<std::size_t>(value_.size()), version_, key, key_size, bytes,
+                          std::forward<Make>(make));
+  }
 
   /// The logical tensor shape used in checkpoints (timm's, e.g. {1, 1, D} for
   /// `cls_token`); {rows, cols} unless set. Its product always equals size().

@@ -3,7 +3,9 @@
 // NaN), and the cached bf16 copy a frozen parameter keeps of its value. No
 // oneDNN here: the products are in bf16_gemm.hpp.
 
+#include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <bit>
 #include <cstdint>
 #include <memory>
@@ -41,35 +43,74 @@ inline std::atomic<std::uint64_t>& bf16_weight_conversions() {
   return n;
 }
 
-/// The bf16 copy of a parameter's value, rebuilt when the parameter's version
-/// moved. Copying a parameter gives the copy an empty cache.
+/// The bf16 copies of a parameter's value, rebuilt when the parameter's version
+/// moved: the plain row-major one, and copies laid out for a matrix unit
+/// (oneDNN's blocked weight layouts, made by the caller and told apart by an
+/// opaque key). Copying a parameter gives the copy an empty cache.
 struct bf16_cache {
   bf16_cache() = default;
   bf16_cache(const bf16_cache&) : bf16_cache() {}
   bf16_cache& operator=(const bf16_cache&) {
     std::lock_guard<std::mutex> hold(*lock);
-    values.clear();
-    version = ~std::uint64_t{0};
+    forget();
     return *this;
   }
 
-  /// The bf16 copy of `n` values at `src` of version `v`, converting when stale.
+  /// The plain bf16 copy of `n` values at `src` of version `v`, converting when stale.
   const std::uint16_t* get(const float* src, std::size_t n, std::uint64_t v) {
     std::lock_guard<std::mutex> hold(*lock);
-    if (version != v || values.size() != n || source != src) {
+    refresh(src, n, v);
+    if (values.size() != n) {
       values.resize(n);
       to_bf16(src, values.data(), n);
-      version = v;
-      source = src;
       ++bf16_weight_conversions();
     }
     return values.data();
   }
 
-  std::vector<std::uint16_t> values;                              ///< the rounded value, row-major
-  std::uint64_t version = ~std::uint64_t{0};                      ///< the parameter version it was made of
-  const float* source = nullptr;                                  ///< the value it was made of
+  /// The copy of `bytes` bytes known by `key` (a layout's description), made by `make(dst)`
+  /// the first time it is asked for at this version. At most four layouts are kept.
+  template <class Make>
+  const std::byte* laid_out(const float* src, std::size_t n, std::uint64_t v, const std::byte* key,
+                            std::size_t key_size, std::size_t bytes, Make&& make) {
+    std::lock_guard<std::mutex> hold(*lock);
+    refresh(src, n, v);
+    for (const layout& l : layouts)
+      if (l.key.size() == key_size && std::equal(l.key.begin(), l.key.end(), key)) return l.data.data();
+    if (layouts.size() >= 4) layouts.erase(layouts.begin());
+    layouts.push_back({std::vector<std::byte>(key, key + key_size), std::vector<std::byte>(bytes)});
+    make(layouts.back().data.data());
+    ++bf16_weight_conversions();
+    return layouts.back().data.data();
+  }
+
+  /// A copy in some layout.
+  struct layout {
+    std::vector<std::byte> key;   ///< the layout's description
+    std::vector<std::byte> data;  ///< the values in it
+  };
+  std::vector<std::uint16_t> values;                              ///< the plain copy, row-major (empty until asked for)
+  std::vector<layout> layouts;                                    ///< the laid-out copies
+  std::uint64_t version = ~std::uint64_t{0};                      ///< the parameter version they were made of
+  const float* source = nullptr;                                  ///< the value they were made of
+  std::size_t size = 0;                                           ///< its number of values
   std::unique_ptr<std::mutex> lock = std::make_unique<std::mutex>();  ///< one converter at a time
+
+ private:
+  void refresh(const float* src, std::size_t n, std::uint64_t v) {
+    if (version == v && source == src && size == n) return;
+    forget();
+    version = v;
+    source = src;
+    size = n;
+  }
+  void forget() {
+    values.clear();
+    layouts.clear();
+    version = ~std::uint64_t{0};
+    source = nullptr;
+    size = 0;
+  }
 };
 
 }  // namespace vpdarts::detail

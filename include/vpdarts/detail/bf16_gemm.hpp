@@ -63,6 +63,36 @@ class bf16_matmuls {
     execute(find(s), a, w, c);
   }
 
+  /// c (m x n) = a (m x k, bf16) * W^T for a weight W (n x k) that oneDNN reads in the layout
+  /// it prefers for its matrix unit (packed for the kernel, so that no call repacks it):
+  /// `weights(desc)` returns W laid out as `desc`, made once by the caller with pack().
+  template <class Weights>
+  void run_laid_out(index m, index n, index k, const std::uint16_t* a, Weights&& weights, float* c) {
+    shape s;
+    s.rank = 2;
+    s.a = {m, k, 0, 0};
+    s.as = {k, 1, 0, 0};
+    s.w = {k, n, 0, 0};
+    s.ws = {-1, -1, 0, 0};  // any: oneDNN's choice
+    s.c = {m, n, 0, 0};
+    s.cs = {n, 1, 0, 0};
+    entry& e = find(s);
+    const std::byte* w = weights(e.weights);
+    execute(e, a, reinterpret_cast<const std::uint16_t*>(w), c);
+  }
+
+  /// Writes the float32 weight w (n x k, row-major) into dst, laid out as `target` in bf16.
+  void pack(const float* w, index n, index k, const dnnl::memory::desc& target, std::byte* dst) {
+    try {
+      const dnnl::memory::desc plain({k, n}, dnnl::memory::data_type::f32, dnnl::memory::dims{1, k});
+      dnnl::memory from(plain, engine_, const_cast<float*>(w)), to(target, engine_, dst);
+      dnnl::reorder(from, to).execute(stream_, from, to);
+      stream_.wait();
+    } catch (const dnnl::error& err) {
+      throw state_error(cat("bf16 matmul: oneDNN cannot lay out a weight of ", shape_str(n, k), ": ", err.what()));
+    }
+  }
+
   /// Dimensions or strides of a 4-d operand (the first `rank` used).
   using dims4 = std::array<dnnl::memory::dim, 4>;
 
@@ -96,6 +126,7 @@ class bf16_matmuls {
     dnnl::matmul prim;
     dnnl::memory src, wei, dst, pad;
     std::string impl;
+    dnnl::memory::desc weights;  ///< the weights' layout (oneDNN's choice for an `any` shape)
   };
 
   void execute(entry& e, const std::uint16_t* a, const std::uint16_t* w, float* c) {
@@ -133,8 +164,10 @@ class bf16_matmuls {
                                 type, dnnl::memory::dims(st.begin(), st.begin() + s.rank));
     };
     try {
-      const dnnl::memory::desc a_md = desc(s.a, s.as, dt::bf16), w_md = desc(s.w, s.ws, dt::bf16),
-                               c_md = desc(s.c, s.cs, dt::f32);
+      const bool any = s.ws[0] < 0;
+      const dnnl::memory::desc a_md = desc(s.a, s.as, dt::bf16), c_md = desc(s.c, s.cs, dt::f32),
+                               w_md = any ? dnnl::memory::desc({s.w[0], s.w[1]}, dt::bf16, dnnl::memory::format_tag::any)
+                                          : desc(s.w, s.ws, dt::bf16);
       dnnl::primitive_attr attr;
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
       if (s.accumulate) {
@@ -146,8 +179,10 @@ class bf16_matmuls {
       const std::size_t pad = pd.scratchpad_desc().get_size();
       if (pad > scratch_.size()) scratch_.resize(pad);
       cache_.push_back(entry{s, dnnl::matmul(pd), dnnl::memory(a_md, engine_, DNNL_MEMORY_NONE),
-                             dnnl::memory(w_md, engine_, DNNL_MEMORY_NONE), dnnl::memory(c_md, engine_, DNNL_MEMORY_NONE),
-                             dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.impl_info_str()});
+                             dnnl::memory(pd.weights_desc(), engine_, DNNL_MEMORY_NONE),
+                             dnnl::memory(c_md, engine_, DNNL_MEMORY_NONE),
+                             dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.impl_info_str(),
+                             pd.weights_desc()});
     } catch (const dnnl::error& err) {
       throw state_error(cat("bf16 matmul: oneDNN cannot make the product ", describe(s), ": ", err.what()));
     }

@@ -704,7 +704,9 @@ class inline_function {
 // NaN), and the cached bf16 copy a frozen parameter keeps of its value. No
 // oneDNN here: the products are in bf16_gemm.hpp.
 
+#include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <bit>
 #include <cstdint>
 #include <memory>
@@ -740,35 +742,74 @@ inline std::atomic<std::uint64_t>& bf16_weight_conversions() {
   return n;
 }
 
-/// The bf16 copy of a parameter's value, rebuilt when the parameter's version
-/// moved. Copying a parameter gives the copy an empty cache.
+/// The bf16 copies of a parameter's value, rebuilt when the parameter's version
+/// moved: the plain row-major one, and copies laid out for a matrix unit
+/// (oneDNN's blocked weight layouts, made by the caller and told apart by an
+/// opaque key). Copying a parameter gives the copy an empty cache.
 struct bf16_cache {
   bf16_cache() = default;
   bf16_cache(const bf16_cache&) : bf16_cache() {}
   bf16_cache& operator=(const bf16_cache&) {
     std::lock_guard<std::mutex> hold(*lock);
-    values.clear();
-    version = ~std::uint64_t{0};
+    forget();
     return *this;
   }
 
-  /// The bf16 copy of `n` values at `src` of version `v`, converting when stale.
+  /// The plain bf16 copy of `n` values at `src` of version `v`, converting when stale.
   const std::uint16_t* get(const float* src, std::size_t n, std::uint64_t v) {
     std::lock_guard<std::mutex> hold(*lock);
-    if (version != v || values.size() != n || source != src) {
+    refresh(src, n, v);
+    if (values.size() != n) {
       values.resize(n);
       to_bf16(src, values.data(), n);
-      version = v;
-      source = src;
       ++bf16_weight_conversions();
     }
     return values.data();
   }
 
-  std::vector<std::uint16_t> values;                              ///< the rounded value, row-major
-  std::uint64_t version = ~std::uint64_t{0};                      ///< the parameter version it was made of
-  const float* source = nullptr;                                  ///< the value it was made of
+  /// The copy of `bytes` bytes known by `key` (a layout's description), made by `make(dst)`
+  /// the first time it is asked for at this version. At most four layouts are kept.
+  template <class Make>
+  const std::byte* laid_out(const float* src, std::size_t n, std::uint64_t v, const std::byte* key,
+                            std::size_t key_size, std::size_t bytes, Make&& make) {
+    std::lock_guard<std::mutex> hold(*lock);
+    refresh(src, n, v);
+    for (const layout& l : layouts)
+      if (l.key.size() == key_size && std::equal(l.key.begin(), l.key.end(), key)) return l.data.data();
+    if (layouts.size() >= 4) layouts.erase(layouts.begin());
+    layouts.push_back({std::vector<std::byte>(key, key + key_size), std::vector<std::byte>(bytes)});
+    make(layouts.back().data.data());
+    ++bf16_weight_conversions();
+    return layouts.back().data.data();
+  }
+
+  /// A copy in some layout.
+  struct layout {
+    std::vector<std::byte> key;   ///< the layout's description
+    std::vector<std::byte> data;  ///< the values in it
+  };
+  std::vector<std::uint16_t> values;                              ///< the plain copy, row-major (empty until asked for)
+  std::vector<layout> layouts;                                    ///< the laid-out copies
+  std::uint64_t version = ~std::uint64_t{0};                      ///< the parameter version they were made of
+  const float* source = nullptr;                                  ///< the value they were made of
+  std::size_t size = 0;                                           ///< its number of values
   std::unique_ptr<std::mutex> lock = std::make_unique<std::mutex>();  ///< one converter at a time
+
+ private:
+  void refresh(const float* src, std::size_t n, std::uint64_t v) {
+    if (version == v && source == src && size == n) return;
+    forget();
+    version = v;
+    source = src;
+    size = n;
+  }
+  void forget() {
+    values.clear();
+    layouts.clear();
+    version = ~std::uint64_t{0};
+    source = nullptr;
+    size = 0;
+  }
 };
 
 }  // namespace vpdarts::detail
@@ -825,6 +866,16 @@ class parameter {
     requires std::same_as<S, float>
   {
     return bf16_.get(value_.data(), static_cast<std::size_t>(value_.size()), version_);
+  }
+  /// The value in a layout of `bytes` bytes known by `key` (for a matrix unit's blocked weight
+  /// layout), made by `make(dst)` at the first call and again only after value() was taken for
+  /// writing. float only.
+  template <class Make>
+  const std::byte* bf16_laid_out(const std::byte* key, std::size_t key_size, std::size_t bytes, Make&& make) const
+    requires std::same_as<S, float>
+  {
+    return bf16_.laid_out(value_.data(), static_cast<std::size_t>(value_.size()), version_, key, key_size, bytes,
+                          std::forward<Make>(make));
   }
 
   /// The logical tensor shape used in checkpoints (timm's, e.g. {1, 1, D} for
@@ -1789,6 +1840,36 @@ class bf16_matmuls {
     execute(find(s), a, w, c);
   }
 
+  /// c (m x n) = a (m x k, bf16) * W^T for a weight W (n x k) that oneDNN reads in the layout
+  /// it prefers for its matrix unit (packed for the kernel, so that no call repacks it):
+  /// `weights(desc)` returns W laid out as `desc`, made once by the caller with pack().
+  template <class Weights>
+  void run_laid_out(index m, index n, index k, const std::uint16_t* a, Weights&& weights, float* c) {
+    shape s;
+    s.rank = 2;
+    s.a = {m, k, 0, 0};
+    s.as = {k, 1, 0, 0};
+    s.w = {k, n, 0, 0};
+    s.ws = {-1, -1, 0, 0};  // any: oneDNN's choice
+    s.c = {m, n, 0, 0};
+    s.cs = {n, 1, 0, 0};
+    entry& e = find(s);
+    const std::byte* w = weights(e.weights);
+    execute(e, a, reinterpret_cast<const std::uint16_t*>(w), c);
+  }
+
+  /// Writes the float32 weight w (n x k, row-major) into dst, laid out as `target` in bf16.
+  void pack(const float* w, index n, index k, const dnnl::memory::desc& target, std::byte* dst) {
+    try {
+      const dnnl::memory::desc plain({k, n}, dnnl::memory::data_type::f32, dnnl::memory::dims{1, k});
+      dnnl::memory from(plain, engine_, const_cast<float*>(w)), to(target, engine_, dst);
+      dnnl::reorder(from, to).execute(stream_, from, to);
+      stream_.wait();
+    } catch (const dnnl::error& err) {
+      throw state_error(cat("bf16 matmul: oneDNN cannot lay out a weight of ", shape_str(n, k), ": ", err.what()));
+    }
+  }
+
   /// Dimensions or strides of a 4-d operand (the first `rank` used).
   using dims4 = std::array<dnnl::memory::dim, 4>;
 
@@ -1822,6 +1903,7 @@ class bf16_matmuls {
     dnnl::matmul prim;
     dnnl::memory src, wei, dst, pad;
     std::string impl;
+    dnnl::memory::desc weights;  ///< the weights' layout (oneDNN's choice for an `any` shape)
   };
 
   void execute(entry& e, const std::uint16_t* a, const std::uint16_t* w, float* c) {
@@ -1859,8 +1941,10 @@ class bf16_matmuls {
                                 type, dnnl::memory::dims(st.begin(), st.begin() + s.rank));
     };
     try {
-      const dnnl::memory::desc a_md = desc(s.a, s.as, dt::bf16), w_md = desc(s.w, s.ws, dt::bf16),
-                               c_md = desc(s.c, s.cs, dt::f32);
+      const bool any = s.ws[0] < 0;
+      const dnnl::memory::desc a_md = desc(s.a, s.as, dt::bf16), c_md = desc(s.c, s.cs, dt::f32),
+                               w_md = any ? dnnl::memory::desc({s.w[0], s.w[1]}, dt::bf16, dnnl::memory::format_tag::any)
+                                          : desc(s.w, s.ws, dt::bf16);
       dnnl::primitive_attr attr;
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
       if (s.accumulate) {
@@ -1872,8 +1956,10 @@ class bf16_matmuls {
       const std::size_t pad = pd.scratchpad_desc().get_size();
       if (pad > scratch_.size()) scratch_.resize(pad);
       cache_.push_back(entry{s, dnnl::matmul(pd), dnnl::memory(a_md, engine_, DNNL_MEMORY_NONE),
-                             dnnl::memory(w_md, engine_, DNNL_MEMORY_NONE), dnnl::memory(c_md, engine_, DNNL_MEMORY_NONE),
-                             dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.impl_info_str()});
+                             dnnl::memory(pd.weights_desc(), engine_, DNNL_MEMORY_NONE),
+                             dnnl::memory(c_md, engine_, DNNL_MEMORY_NONE),
+                             dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.impl_info_str(),
+                             pd.weights_desc()});
     } catch (const dnnl::error& err) {
       throw state_error(cat("bf16 matmul: oneDNN cannot make the product ", describe(s), ": ", err.what()));
     }
@@ -2354,7 +2440,16 @@ inline void bf16_weight_product(tape<float>& t, std::uint32_t iw, const float* a
   typename tape<float>::borrowed ab(t, 1, (rows * k + 1) / 2);  // bf16 pairs in float storage
   auto* a16 = reinterpret_cast<std::uint16_t*>(ab.data());
   to_bf16(a, a16, static_cast<std::size_t>(rows * k));
-  bf16_matmuls::here().run(rows, n, k, a16, p.bf16_value(), transposed, c, accumulate);
+  bf16_matmuls& mm = bf16_matmuls::here();
+  if (transposed && !accumulate) {
+    // the forward product reads the weight in oneDNN's own layout, packed once per parameter version
+    mm.run_laid_out(rows, n, k, a16, [&](const dnnl::memory::desc& d) {
+      return p.bf16_laid_out(reinterpret_cast<const std::byte*>(&d.data), sizeof(d.data), d.get_size(),
+                             [&](std::byte* dst) { mm.pack(p.value().data(), n, k, d, dst); });
+    }, c);
+    return;
+  }
+  mm.run(rows, n, k, a16, p.bf16_value(), transposed, c, accumulate);
 }
 #endif
 

@@ -11,25 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-bf16-study}
 seed=${SEED:-0}
-scripts/install-deps.sh --fashion
-tool=${VPDARTS_TOOL:-}
-if [[ -z $tool ]]; then
-  flags=(-DCMAKE_BUILD_TYPE=Release)
-  command -v ccache >/dev/null && flags+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-  cmake -S . -B build "${flags[@]}" > /dev/null
-  cmake --build build -j "$(nproc)" --target vpdarts_cli
-  tool=build/bin/vpdarts
-fi
-mkdir -p "$out"
-log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$out/study.log"; }
-
+source scripts/fashion_common.sh
 backbone=${BACKBONE:-$out/fashion_backbone.safetensors}
-if [[ ! -f $backbone ]]; then
-  log "pretrain the fashion backbone on classes 0-4 (float32: every weight trains)"
-  "$tool" pretrain --data fashion --classes 0-4 --image 28 --channels 1 --patch 4 --dim 192 --depth 6 --heads 3 \
-    --mlp 768 --epochs "${PRETRAIN_EPOCHS:-5}" --train-images "${PRETRAIN_IMAGES:-10000}" --batch 64 --out "$backbone" |
-    tail -n 1 | tee -a "$out/study.log"
-fi
+pretrain_backbone "$backbone"
 args=(--data fashion --classes 5-9 --train-images 1000 --backbone "$backbone" --prompts 8 --quiet --data-seed "$seed" --seed "$seed")
 for search in fp32 bf16; do
   run=$out/search-$search

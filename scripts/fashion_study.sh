@@ -20,24 +20,9 @@ out=${1:-fashion-study}
 seeds=${SEEDS:-0 1 2}
 start=${STUDY_START:-$(date +%s)}  # STUDY_START: epoch seconds of a first run that this one continues
 
-scripts/install-deps.sh --fashion
-tool=${VPDARTS_TOOL:-}
-if [[ -z $tool ]]; then
-  flags=(-DCMAKE_BUILD_TYPE=Release)
-  command -v ccache >/dev/null && flags+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-  cmake -S . -B build "${flags[@]}" > /dev/null
-  cmake --build build -j "$(nproc)" --target vpdarts_cli
-  tool=build/bin/vpdarts
-fi
-mkdir -p "$out"
-log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$out/study.log"; }
-
+source scripts/fashion_common.sh
 backbone=$out/fashion_backbone.safetensors
-if [[ ! -f $backbone ]]; then
-  log "pretrain the fashion backbone on classes 0-4"
-  "$tool" pretrain --data fashion --classes 0-4 --image 28 --channels 1 --patch 4 --dim 192 --depth 6 --heads 3 \
-    --mlp 768 --epochs "${PRETRAIN_EPOCHS:-5}" --train-images "${PRETRAIN_IMAGES:-10000}" --batch 64 --out "$backbone" | tail -n 1 | tee -a "$out/study.log"
-fi
+pretrain_backbone "$backbone"
 data=(--data fashion --classes 5-9 --train-images 1000 --backbone "$backbone" --prompts 8 --quiet)
 # step NAME RESULT_FILE LINES -- command...: runs a step unless its result exists (a re-run continues)
 step() {

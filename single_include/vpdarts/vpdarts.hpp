@@ -1885,12 +1885,6 @@ class bf16_matmuls {
     execute(find(s), a, w, c);
   }
 
-  /// The oneDNN implementation chosen for a 2-d shape (e.g. "brg:avx512_core_amx_bf16"), for reports.
-  std::string implementation(index m, index n, index k) {
-    shape s{2, {m, k, 0, 0}, {k, 1, 0, 0}, {k, n, 0, 0}, {1, k, 0, 0}, {m, n, 0, 0}, {n, 1, 0, 0}, false};
-    return find(s).impl;
-  }
-
  private:
   struct shape {
     int rank = 2;
@@ -1902,7 +1896,6 @@ class bf16_matmuls {
     shape key;
     dnnl::matmul prim;
     dnnl::memory src, wei, dst, pad;
-    std::string impl;
     dnnl::memory::desc weights;  ///< the weights' layout (oneDNN's choice for an `any` shape)
   };
 
@@ -1958,8 +1951,7 @@ class bf16_matmuls {
       cache_.push_back(entry{s, dnnl::matmul(pd), dnnl::memory(a_md, engine_, DNNL_MEMORY_NONE),
                              dnnl::memory(pd.weights_desc(), engine_, DNNL_MEMORY_NONE),
                              dnnl::memory(c_md, engine_, DNNL_MEMORY_NONE),
-                             dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.impl_info_str(),
-                             pd.weights_desc()});
+                             dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.weights_desc()});
     } catch (const dnnl::error& err) {
       throw state_error(cat("bf16 matmul: oneDNN cannot make the product ", describe(s), ": ", err.what()));
     }
@@ -1983,6 +1975,32 @@ namespace detail {
 template <Scalar S>
 using strided_map = Eigen::Map<matrix<S>, 0, Eigen::OuterStride<>>;
 
+/// Softmax of every row of `p` (`rows` rows of `seq` scores), the scores scaled by `scale` first.
+template <Scalar S>
+void softmax_rows(S* p, index rows, index seq, S scale) {
+  parallel_chunks(rows, 64, [&](index first, index count) {
+    for (index r = first; r < first + count; ++r) {
+      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>> a(p + r * seq, seq);
+      a = (scale * (a - a.maxCoeff())).exp();
+      a /= a.sum();
+    }
+  });
+}
+
+/// The gradient through softmax rows of probabilities `probs`: g = p * (g - <g, p>) * scale, row by row
+/// (g holds the gradient of the probabilities on entry, of the scaled scores on exit).
+template <Scalar S>
+void softmax_backward_rows(S* g, const S* probs, index rows, index seq, S scale) {
+  parallel_chunks(rows, 64, [&](index first, index count) {
+    for (index r = first; r < first + count; ++r) {
+      Eigen::Map<Eigen::Matrix<S, 1, Eigen::Dynamic>> dr(g + r * seq, seq);
+      Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>> pr(probs + r * seq, seq);
+      const S dot = dr.dot(pr);
+      dr.array() = pr.array() * (dr.array() - dot) * scale;
+    }
+  });
+}
+
 /// The forward kernel: `in` is (batch*seq) x 3d, `o` (batch*seq) x d. With
 /// `keep` the probabilities of job (image, head) go to probs + job*seq*seq;
 /// otherwise probs holds one seq x seq buffer per thread.
@@ -1999,10 +2017,7 @@ void attention_forward(const S* in, S* o, S* probs, bool keep, index batch, inde
     strided_map<S> O(o + b * seq * d + h * dh, seq, dh, Eigen::OuterStride<>(d));
     matrix_map<S> A(probs + (keep ? job : thread_id()) * tt, seq, seq);
     A.noalias() = scale * (Q * K.transpose());
-    for (index i = 0; i < seq; ++i) {
-      A.row(i).array() = (A.row(i).array() - A.row(i).maxCoeff()).exp();
-      A.row(i) /= A.row(i).sum();
-    }
+    softmax_rows(A.data(), seq, seq, S(1));  // already scaled
     O.noalias() = A * V;
   });
 }
@@ -2030,24 +2045,9 @@ void attention_backward(const S* in, S* gin, const S* gout, const S* probs, S* w
     matrix_map<S> dS(work + thread_id() * tt, seq, seq);
     dV.noalias() += A.transpose() * dO;
     dS.noalias() = dO * V.transpose();  // dA
-    for (index i = 0; i < seq; ++i) {
-      const S dot = dS.row(i).dot(A.row(i));
-      dS.row(i).array() = A.row(i).array() * (dS.row(i).array() - dot) * scale;
-    }
+    softmax_backward_rows(dS.data(), A.data(), seq, seq, scale);
     dQ.noalias() += dS * K;
     dK.noalias() += dS.transpose() * Q;
-  });
-}
-
-/// Softmax of every row of `p` (`rows` rows of `seq` scores), the scores scaled by `scale` first.
-template <Scalar S>
-void softmax_rows(S* p, index rows, index seq, S scale) {
-  parallel_chunks(rows, 64, [&](index first, index count) {
-    for (index r = first; r < first + count; ++r) {
-      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>> a(p + r * seq, seq);
-      a = (scale * (a - a.maxCoeff())).exp();
-      a /= a.sum();
-    }
   });
 }
 
@@ -2132,13 +2132,7 @@ inline void attention_backward_bf16(tape<float>& t, const float* in, float* gin,
   mm.run_batched(bhtd, dense, {batch, heads, dh, seq}, dense_t, bhtt, ps, dout, q + 2 * part, ds.data(),
                  false);                                                                                 // dA = dO V^T
   float* g = ds.data();
-  parallel_chunks(batch * heads * seq, 64, [&](index first, index count) {
-    for (index r = first; r < first + count; ++r) {
-      Eigen::Map<Eigen::Array<float, 1, Eigen::Dynamic>> dr(g + r * seq, seq);
-      Eigen::Map<const Eigen::Array<float, 1, Eigen::Dynamic>> ar(probs + r * seq, seq);
-      dr = ar * (dr - (dr * ar).sum()) * scale;
-    }
-  });
+  softmax_backward_rows(g, probs, batch * heads * seq, seq, scale);
   to_bf16(g, a, static_cast<std::size_t>(n));                                                           // dS in bf16
   mm.run_batched(bhtt, ps, bhtd, dense, bhtd, dense, a, q + part, dh3, false);                          // dQ = dS K
   mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, q, dh3 + part, false);                         // dK = dS^T Q
@@ -2417,16 +2411,13 @@ void check_linear(const char* fn, index xr, index xc, const var<S>& w, const var
 /// precision::bf16, and the weight a frozen parameter's leaf.
 template <Scalar S>
 bool bf16_weight(const tape<S>& t, std::uint32_t iw) {
-  if constexpr (std::is_same_v<S, float>) {
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+  if constexpr (std::is_same_v<S, float>) {
     const parameter<S>* p = t.at(iw).source;
     return p != nullptr && !p->requires_grad() && matmul_precision() == precision::bf16;
-#else
-    (void)t, (void)iw;
-#endif
-  } else {
-    (void)t, (void)iw;
   }
+#endif
+  (void)t, (void)iw;
   return false;
 }
 
@@ -5079,7 +5070,6 @@ inline float half_to_float(std::uint16_t h) {
   return std::bit_cast<float>(bits);
 }
 
-inline float bf16_to_float(std::uint16_t h) { return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16); }
 
 }  // namespace detail
 
@@ -5142,7 +5132,7 @@ class safetensors {
     } else if (t.dtype == "F16") {
       for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<S>(detail::half_to_float(detail::read_le<std::uint16_t>(p + 2 * i)));
     } else if (t.dtype == "BF16") {
-      for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<S>(detail::bf16_to_float(detail::read_le<std::uint16_t>(p + 2 * i)));
+      for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<S>(vpdarts::detail::from_bf16(detail::read_le<std::uint16_t>(p + 2 * i)));
     } else {
       throw io_error(vpdarts::detail::cat("safetensors: '", origin_, "': tensor '", t.name, "' is ", t.dtype,
                                           ", not a floating-point tensor (F32, F64, F16, BF16)"));

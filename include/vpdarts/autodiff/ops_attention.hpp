@@ -19,6 +19,32 @@ namespace detail {
 template <Scalar S>
 using strided_map = Eigen::Map<matrix<S>, 0, Eigen::OuterStride<>>;
 
+/// Softmax of every row of `p` (`rows` rows of `seq` scores), the scores scaled by `scale` first.
+template <Scalar S>
+void softmax_rows(S* p, index rows, index seq, S scale) {
+  parallel_chunks(rows, 64, [&](index first, index count) {
+    for (index r = first; r < first + count; ++r) {
+      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>> a(p + r * seq, seq);
+      a = (scale * (a - a.maxCoeff())).exp();
+      a /= a.sum();
+    }
+  });
+}
+
+/// The gradient through softmax rows of probabilities `probs`: g = p * (g - <g, p>) * scale, row by row
+/// (g holds the gradient of the probabilities on entry, of the scaled scores on exit).
+template <Scalar S>
+void softmax_backward_rows(S* g, const S* probs, index rows, index seq, S scale) {
+  parallel_chunks(rows, 64, [&](index first, index count) {
+    for (index r = first; r < first + count; ++r) {
+      Eigen::Map<Eigen::Matrix<S, 1, Eigen::Dynamic>> dr(g + r * seq, seq);
+      Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>> pr(probs + r * seq, seq);
+      const S dot = dr.dot(pr);
+      dr.array() = pr.array() * (dr.array() - dot) * scale;
+    }
+  });
+}
+
 /// The forward kernel: `in` is (batch*seq) x 3d, `o` (batch*seq) x d. With
 /// `keep` the probabilities of job (image, head) go to probs + job*seq*seq;
 /// otherwise probs holds one seq x seq buffer per thread.
@@ -35,10 +61,7 @@ void attention_forward(const S* in, S* o, S* probs, bool keep, index batch, inde
     strided_map<S> O(o + b * seq * d + h * dh, seq, dh, Eigen::OuterStride<>(d));
     matrix_map<S> A(probs + (keep ? job : thread_id()) * tt, seq, seq);
     A.noalias() = scale * (Q * K.transpose());
-    for (index i = 0; i < seq; ++i) {
-      A.row(i).array() = (A.row(i).array() - A.row(i).maxCoeff()).exp();
-      A.row(i) /= A.row(i).sum();
-    }
+    softmax_rows(A.data(), seq, seq, S(1));  // already scaled
     O.noalias() = A * V;
   });
 }
@@ -66,24 +89,9 @@ void attention_backward(const S* in, S* gin, const S* gout, const S* probs, S* w
     matrix_map<S> dS(work + thread_id() * tt, seq, seq);
     dV.noalias() += A.transpose() * dO;
     dS.noalias() = dO * V.transpose();  // dA
-    for (index i = 0; i < seq; ++i) {
-      const S dot = dS.row(i).dot(A.row(i));
-      dS.row(i).array() = A.row(i).array() * (dS.row(i).array() - dot) * scale;
-    }
+    softmax_backward_rows(dS.data(), A.data(), seq, seq, scale);
     dQ.noalias() += dS * K;
     dK.noalias() += dS.transpose() * Q;
-  });
-}
-
-/// Softmax of every row of `p` (`rows` rows of `seq` scores), the scores scaled by `scale` first.
-template <Scalar S>
-void softmax_rows(S* p, index rows, index seq, S scale) {
-  parallel_chunks(rows, 64, [&](index first, index count) {
-    for (index r = first; r < first + count; ++r) {
-      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>> a(p + r * seq, seq);
-      a = (scale * (a - a.maxCoeff())).exp();
-      a /= a.sum();
-    }
   });
 }
 
@@ -168,13 +176,7 @@ inline void attention_backward_bf16(tape<float>& t, const float* in, float* gin,
   mm.run_batched(bhtd, dense, {batch, heads, dh, seq}, dense_t, bhtt, ps, dout, q + 2 * part, ds.data(),
                  false);                                                                                 // dA = dO V^T
   float* g = ds.data();
-  parallel_chunks(batch * heads * seq, 64, [&](index first, index count) {
-    for (index r = first; r < first + count; ++r) {
-      Eigen::Map<Eigen::Array<float, 1, Eigen::Dynamic>> dr(g + r * seq, seq);
-      Eigen::Map<const Eigen::Array<float, 1, Eigen::Dynamic>> ar(probs + r * seq, seq);
-      dr = ar * (dr - (dr * ar).sum()) * scale;
-    }
-  });
+  softmax_backward_rows(g, probs, batch * heads * seq, seq, scale);
   to_bf16(g, a, static_cast<std::size_t>(n));                                                           // dS in bf16
   mm.run_batched(bhtt, ps, bhtd, dense, bhtd, dense, a, q + part, dh3, false);                          // dQ = dS K
   mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, q, dh3 + part, false);                         // dK = dS^T Q

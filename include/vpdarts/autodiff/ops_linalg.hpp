@@ -77,16 +77,13 @@ void check_linear(const char* fn, index xr, index xc, const var<S>& w, const var
 /// precision::bf16, and the weight a frozen parameter's leaf.
 template <Scalar S>
 bool bf16_weight(const tape<S>& t, std::uint32_t iw) {
-  if constexpr (std::is_same_v<S, float>) {
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+  if constexpr (std::is_same_v<S, float>) {
     const parameter<S>* p = t.at(iw).source;
     return p != nullptr && !p->requires_grad() && matmul_precision() == precision::bf16;
-#else
-    (void)t, (void)iw;
-#endif
-  } else {
-    (void)t, (void)iw;
   }
+#endif
+  (void)t, (void)iw;
   return false;
 }
 

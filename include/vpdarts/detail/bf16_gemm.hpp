@@ -108,12 +108,6 @@ class bf16_matmuls {
     execute(find(s), a, w, c);
   }
 
-  /// The oneDNN implementation chosen for a 2-d shape (e.g. "brg:avx512_core_amx_bf16"), for reports.
-  std::string implementation(index m, index n, index k) {
-    shape s{2, {m, k, 0, 0}, {k, 1, 0, 0}, {k, n, 0, 0}, {1, k, 0, 0}, {m, n, 0, 0}, {n, 1, 0, 0}, false};
-    return find(s).impl;
-  }
-
  private:
   struct shape {
     int rank = 2;
@@ -125,7 +119,6 @@ class bf16_matmuls {
     shape key;
     dnnl::matmul prim;
     dnnl::memory src, wei, dst, pad;
-    std::string impl;
     dnnl::memory::desc weights;  ///< the weights' layout (oneDNN's choice for an `any` shape)
   };
 
@@ -181,8 +174,7 @@ class bf16_matmuls {
       cache_.push_back(entry{s, dnnl::matmul(pd), dnnl::memory(a_md, engine_, DNNL_MEMORY_NONE),
                              dnnl::memory(pd.weights_desc(), engine_, DNNL_MEMORY_NONE),
                              dnnl::memory(c_md, engine_, DNNL_MEMORY_NONE),
-                             dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.impl_info_str(),
-                             pd.weights_desc()});
+                             dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.weights_desc()});
     } catch (const dnnl::error& err) {
       throw state_error(cat("bf16 matmul: oneDNN cannot make the product ", describe(s), ": ", err.what()));
     }

@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../detail/bf16.hpp"
 #include "../detail/format.hpp"
 #include "../error.hpp"
 #include "json.hpp"
@@ -105,7 +106,6 @@ inline float half_to_float(std::uint16_t h) {
   return std::bit_cast<float>(bits);
 }
 
-inline float bf16_to_float(std::uint16_t h) { return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16); }
 
 }  // namespace detail
 
@@ -168,7 +168,7 @@ class safetensors {
     } else if (t.dtype == "F16") {
       for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<S>(detail::half_to_float(detail::read_le<std::uint16_t>(p + 2 * i)));
     } else if (t.dtype == "BF16") {
-      for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<S>(detail::bf16_to_float(detail::read_le<std::uint16_t>(p + 2 * i)));
+      for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<S>(vpdarts::detail::from_bf16(detail::read_le<std::uint16_t>(p + 2 * i)));
     } else {
       throw io_error(vpdarts::detail::cat("safetensors: '", origin_, "': tensor '", t.name, "' is ", t.dtype,
                                           ", not a floating-point tensor (F32, F64, F16, BF16)"));

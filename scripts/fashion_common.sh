@@ -1,0 +1,24 @@
+# Shared by fashion_study.sh and bf16_study.sh (sourced, after `cd` to the repository and with $out set):
+# installs the Fashion-MNIST package, finds or builds the tool ($tool), defines log(), and
+# pretrain_backbone PATH, which pretrains the fashion backbone (28x28x1, patch 4, D 192, depth 6,
+# 3 heads, MLP 768) on classes 0-4 unless PATH exists (env PRETRAIN_EPOCHS=5, PRETRAIN_IMAGES=10000).
+scripts/install-deps.sh --fashion
+tool=${VPDARTS_TOOL:-}
+if [[ -z $tool ]]; then
+  flags=(-DCMAKE_BUILD_TYPE=Release)
+  command -v ccache >/dev/null && flags+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  cmake -S . -B build "${flags[@]}" > /dev/null
+  cmake --build build -j "$(nproc)" --target vpdarts_cli
+  tool=build/bin/vpdarts
+fi
+mkdir -p "$out"
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$out/study.log"; }
+
+pretrain_backbone() {
+  local backbone=$1
+  [[ -f $backbone ]] && return
+  log "pretrain the fashion backbone on classes 0-4"
+  "$tool" pretrain --data fashion --classes 0-4 --image 28 --channels 1 --patch 4 --dim 192 --depth 6 --heads 3 \
+    --mlp 768 --epochs "${PRETRAIN_EPOCHS:-5}" --train-images "${PRETRAIN_IMAGES:-10000}" --batch 64 --out "$backbone" |
+    tail -n 1 | tee -a "$out/study.log"
+}

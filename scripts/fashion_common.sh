@@ -1,7 +1,8 @@
 # Shared by fashion_study.sh and bf16_study.sh (sourced, after `cd` to the repository and with $out set):
 # installs the Fashion-MNIST package, finds or builds the tool ($tool), defines log(), and
-# pretrain_backbone PATH, which pretrains the fashion backbone (28x28x1, patch 4, D 192, depth 6,
-# 3 heads, MLP 768) on classes 0-4 unless PATH exists (env PRETRAIN_EPOCHS=5, PRETRAIN_IMAGES=10000).
+# pretrain_backbone PATH [CLASSES], which pretrains the fashion backbone (28x28x1, patch 4, D 192, depth 6,
+# 3 heads, MLP 768) on CLASSES (default 0-4) unless PATH exists (env PRETRAIN_EPOCHS=5,
+# PRETRAIN_IMAGES=10000 (-1: all), PRETRAIN_BATCH=64, PRETRAIN_CROP=0: random-crop padding).
 scripts/install-deps.sh --fashion
 tool=${VPDARTS_TOOL:-}
 if [[ -z $tool ]]; then
@@ -15,10 +16,10 @@ mkdir -p "$out"
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$out/study.log"; }
 
 pretrain_backbone() {
-  local backbone=$1
+  local backbone=$1 classes=${2:-0-4}
   [[ -f $backbone ]] && return
-  log "pretrain the fashion backbone on classes 0-4"
-  "$tool" pretrain --data fashion --classes 0-4 --image 28 --channels 1 --patch 4 --dim 192 --depth 6 --heads 3 \
-    --mlp 768 --epochs "${PRETRAIN_EPOCHS:-5}" --train-images "${PRETRAIN_IMAGES:-10000}" --batch 64 --out "$backbone" |
-    tail -n 1 | tee -a "$out/study.log"
+  log "pretrain the fashion backbone on classes $classes"
+  "$tool" pretrain --data fashion --classes "$classes" --image 28 --channels 1 --patch 4 --dim 192 --depth 6 --heads 3 \
+    --mlp 768 --epochs "${PRETRAIN_EPOCHS:-5}" --train-images "${PRETRAIN_IMAGES:-10000}" --batch "${PRETRAIN_BATCH:-64}" \
+    --crop-padding "${PRETRAIN_CROP:-0}" --out "$backbone" | tail -n 1 | tee -a "$out/study.log"
 }

@@ -1,109 +1,140 @@
 #!/usr/bin/env bash
-# The `fashion` workload (docs/method.md, section 7) end to end, with the vpdarts tool:
-#   1. pretrain the fashion backbone (28x28x1, patch 4, D 192, depth 6, 3 heads,
-#      MLP 768) on Fashion-MNIST classes 0-4;
-#   2. for each seed: draw 1000 training images of classes 5-9 (800 search-train
-#      + 200 search-val), then run the linear probe, every single operator at
-#      every layer (concat = VPT-deep, add, affine, cross_attention), and the
-#      DARTS search followed by retraining of its genotype; test on every test
-#      image of classes 5-9;
-#   3. write docs/results/fashion.md (mean and spread per method) and copy the
-#      alpha heatmaps next to it.
+# The Fashion-MNIST transfer study (docs/results/fashion.md), on two tasks:
+#   a: pretrain on classes 0-4, transfer to 5-9;   b: pretrain on 5-9, transfer to 0-4.
+# On each task and seed (the seed draws the 1000 training images, initialises and shuffles):
+#   - the linear probe, and concat (VPT-deep), add, affine, cross_attention at every layer;
+#   - the DARTS search, its genotype by argmax of alpha and by perturbation-based selection;
+#   - the best of the task's searches (DARTS's protocol: `vpdarts select` over every seed's
+#     argmax genotype, scored on seed 0's search-val), retrained under every seed.
+# Every method gets its lr the same way (retrain --lr-grid): trained on the 800 search-train
+# images at each lr of GRID, scored on the 200 search-val images, then trained on all 1000 at
+# the best lr and tested once on every test image of the target classes.
 #
-#   scripts/fashion_study.sh [OUT_DIR]   (env: SEEDS="0 1 2", PRETRAIN_EPOCHS=5, PRETRAIN_IMAGES=10000,
-#                                          VPDARTS_TOOL=path to an already built vpdarts, else it is built,
-#                                          STAGE=train to stop before the eval pass and the report)
-# A step whose metrics.json exists is skipped, so running it again continues an interrupted study.
+#   scripts/fashion_study.sh [OUT_DIR]
+# env: TASKS="a b", SEEDS="0 1 2", JOBS=2 (pieces side by side, one thread each), EPOCHS=10,
+#      GRID=0.05,0.25,1.0, GRID_EPOCHS=5, PROBE_EPOCHS=50, SEARCH_EPOCHS=10, SEARCH_WARMUP=3,
+#      SEARCH_LR=0.05, SELECT_EPOCHS=5, PRECISION=auto, PRETRAIN_EPOCHS=3, PRETRAIN_IMAGES=-1 (all),
+#      PRETRAIN_BATCH=128, PRETRAIN_CROP=2, REPORT_ONLY=1 (re-make the report from the kept results),
+#      VPDARTS_TOOL=an already built vpdarts.
+# The small result files of every finished piece (metrics.json, genotype.json, alpha.csv) are kept
+# under docs/results/fashion/TASK/seedS/METHOD/; a piece whose metrics.json is there is skipped, so
+# running the script again continues an interrupted study. Models and checkpoints stay in OUT_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-fashion-study}
+tasks=${TASKS:-a b}
 seeds=${SEEDS:-0 1 2}
-start=${STUDY_START:-$(date +%s)}  # STUDY_START: epoch seconds of a first run that this one continues
+jobs=${JOBS:-2}
+res=docs/results/fashion
+export PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-3} PRETRAIN_IMAGES=${PRETRAIN_IMAGES:--1} PRETRAIN_BATCH=${PRETRAIN_BATCH:-128}
+export PRETRAIN_CROP=${PRETRAIN_CROP:-2}
+epochs=${EPOCHS:-10} grid=${GRID:-0.05,0.25,1.0} grid_epochs=${GRID_EPOCHS:-5} probe_epochs=${PROBE_EPOCHS:-50}
+search_flags=(--epochs "${SEARCH_EPOCHS:-10}" --warmup-epochs "${SEARCH_WARMUP:-3}" --w-lr "${SEARCH_LR:-0.05}")
+py=python3
+[[ -x /usr/bin/python3 ]] && py=/usr/bin/python3  # Debian's, with python3-matplotlib
+
+report() { "$py" scripts/fashion_report.py "$res" "$tasks" "$seeds"; }
+if [[ ${REPORT_ONLY:-0} == 1 ]]; then report; exit 0; fi
 
 source scripts/fashion_common.sh
-backbone=$out/fashion_backbone.safetensors
-pretrain_backbone "$backbone"
-data=(--data fashion --classes 5-9 --train-images 1000 --backbone "$backbone" --prompts 8 --quiet)
-# step NAME RESULT_FILE LINES -- command...: runs a step unless its result exists (a re-run continues)
-step() {
-  local name=$1 result=$2 lines=$3
-  shift 4
-  if [[ -f $result ]]; then log "$name: done before ($result)"; return; fi
-  log "$name"
-  "$@" | tail -n "$lines" >> "$out/study.log"
-}
-for seed in $seeds; do
-  run=$out/seed$seed
-  args=("${data[@]}" --data-seed "$seed" --seed "$seed")
-  step "seed $seed: search" "$run/metrics.json" 8 -- "$tool" search "${args[@]}" --out "$run" --resume
-  step "seed $seed: retrain the genotype" "$run/retrain/metrics.json" 1 -- "$tool" retrain "${args[@]}" --run "$run"
-  for op in concat add affine cross_attention; do
-    step "seed $seed: $op at every layer" "$run/op-$op/metrics.json" 1 -- "$tool" retrain "${args[@]}" --run "$run" --op "$op"
-  done
-  step "seed $seed: linear probe" "$run/probe/metrics.json" 1 -- "$tool" retrain "${args[@]}" --run "$run" --linear-probe --epochs 50
-done
-# STAGE=train stops here (to run seeds side by side: STAGE=train SEEDS=1 & STAGE=train SEEDS=2, then SEEDS="0 1 2").
-[[ ${STAGE:-all} == train ]] && exit 0
-# Latency and throughput once more, each model alone on the machine (the figures
-# retrain wrote may have shared it with other work): eval on 200 test images.
-for seed in $seeds; do
-  for sub in retrain probe op-concat op-add op-affine op-cross_attention; do
-    "$tool" eval --data fashion --classes 5-9 --test-images 200 --quiet --model "$out/seed$seed/$sub/model.safetensors" \
-      --out "$out/seed$seed/$sub/eval" | tail -n 1 >> "$out/study.log"
-  done
-done
+threads=1
+((jobs > 1)) || threads=0
 
-mkdir -p docs/results/fashion
-python3 - "$out" "$(( $(date +%s) - start ))" "$seeds" <<'PY'
-import json, shutil, statistics, sys
-out, seconds, seeds = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
-methods = [("linear probe", "probe"), ("concat (VPT-deep)", "op-concat"), ("add", "op-add"), ("affine", "op-affine"),
-           ("cross_attention", "op-cross_attention"), ("searched genotype", "retrain")]
-lines = ["# Fashion-MNIST transfer study", "",
-         "The `fashion` workload: a ViT (28x28x1, patch 4, D 192, depth 6, 3 heads, MLP 768, 8 prompts)",
-         "pretrained on Fashion-MNIST classes 0-4, then adapted on 1000 training images of classes 5-9",
-         "(800 search-train + 200 search-val for the search; all 1000 for retraining) and tested on all",
-         f"test images of classes 5-9. Seeds: {', '.join(seeds)}; mean and standard deviation over seeds.", "",
-         "| method | test accuracy (mean ± sd) | per seed | trainable params | % of backbone | latency ms (batch 1) | images/s (batch 64) | train s | search s |",
-         "|---|---|---|---|---|---|---|---|---|"]
-means = {}
-span = lambda xs, fmt: fmt(xs[0]) if len(xs) == 1 else f"{fmt(xs[0])}-{fmt(xs[-1])}"  # one value, or the range over seeds
-search_s = [json.load(open(f"{out}/seed{s}/metrics.json"))["search_seconds"] for s in seeds]
-for name, sub in methods:
-    ms = [json.load(open(f"{out}/seed{s}/{sub}/metrics.json")) for s in seeds]
-    for s, m in zip(seeds, ms):  # latency and throughput from the quiet eval pass when it ran
-        try:
-            e = json.load(open(f"{out}/seed{s}/{sub}/eval/metrics.json"))
-            m["latency_ms_batch1"], m["throughput_batch64"] = e["latency_ms_batch1"], e["throughput_batch64"]
-        except OSError:
-            pass
-    acc = [m["test_accuracy"] for m in ms]
-    sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
-    extra = f"{statistics.mean(search_s):.0f}" if sub == "retrain" else "-"
-    means[name] = statistics.mean(acc)
-    params = sorted({m["trainable_params"] for m in ms})
-    pct = sorted({round(m["trainable_percent"], 3) for m in ms})
-    lines.append(f"| {name} | {statistics.mean(acc):.4f} ± {sd:.4f} | {' / '.join(f'{a:.4f}' for a in acc)} | "
-                 f"{span(params, str)} | {span(pct, lambda p: f'{p:.3f}')} | "
-                 f"{statistics.mean(m['latency_ms_batch1'] for m in ms):.2f} | "
-                 f"{statistics.mean(m['throughput_batch64'] for m in ms):.0f} | "
-                 f"{statistics.mean(m['seconds'] for m in ms):.0f} | {extra} |")
-singles = {k: v for k, v in means.items() if k not in ("linear probe", "searched genotype")}
-best = max(singles, key=singles.get)
-diff = means["searched genotype"] - singles[best]
-lines += ["", f"Searched genotype against the best single operator ({best}): {means['searched genotype']:.4f} vs "
-          f"{singles[best]:.4f}, {'+' if diff >= 0 else ''}{diff * 100:.2f} points "
-          f"({'the hybrid is ahead' if diff > 0 else 'the hybrid is not ahead'} on the mean over seeds); "
-          f"against the linear probe: {(means['searched genotype'] - means['linear probe']) * 100:+.2f} points."]
-lines += ["", "## Genotypes found", ""]
-for s in seeds:
-    m = json.load(open(f"{out}/seed{s}/metrics.json"))
-    lines.append(f"- seed {s}: {', '.join(m['genotype'])} (margins {', '.join(f'{x:.3f}' for x in m['margins'])})")
-    shutil.copy(f"{out}/seed{s}/alpha.png", f"docs/results/fashion/alpha_seed{s}.png")
-lines += ["", "## softmax(alpha) after the search", ""]
-lines += [f"![seed {s}](fashion/alpha_seed{s}.png)" for s in seeds]
-lines += ["", "## Reproduce", "", "    scripts/fashion_study.sh", "",
-          f"The whole study took {seconds / 60:.0f} minutes on this machine ({len(seeds)} seeds)."]
-open("docs/results/fashion.md", "w").write("\n".join(lines) + "\n")
-print("\n".join(lines))
-PY
+source_of() { [[ $1 == a ]] && echo 0-4 || echo 5-9; }
+target_of() { [[ $1 == a ]] && echo 5-9 || echo 0-4; }
+
+# keep TASK SEED METHOD: copies the small result files of a finished piece into docs/results
+keep() {
+  local from=$out/$1/seed$2/$3 to=$res/$1/seed$2/$3
+  mkdir -p "$to"
+  for f in genotype.json alpha.csv metrics.json; do  # metrics.json last: it marks the piece done
+    [[ -f $from/$f ]] && cp "$from/$f" "$to/$f.tmp" && mv "$to/$f.tmp" "$to/$f"
+  done
+  return 0
+}
+done_before() { [[ -f $res/$1/seed$2/$3/metrics.json ]]; }
+
+# piece TASK SEED METHOD: one search, selection or retraining (skipped when done before)
+piece() {
+  local task=$1 seed=$2 method=$3
+  done_before "$task" "$seed" "$method" && return 0
+  local dir=$out/$task/seed$seed/$method
+  local data=(--data fashion --classes "$(target_of "$task")" --train-images 1000 --backbone "$out/$task/backbone.safetensors"
+              --prompts 8 --quiet --data-seed "$seed" --seed "$seed" --precision "${PRECISION:-auto}" --threads "$threads")
+  local retrain=(retrain "${data[@]}" --epochs "$epochs" --lr-grid "$grid" --grid-epochs "$grid_epochs" --out "$dir")
+  local cmd
+  case $method in
+    search) cmd=(search "${data[@]}" "${search_flags[@]}" --out "$dir" --resume) ;;
+    pert)  # the same search (its finished checkpoint), then perturbation-based selection
+      mkdir -p "$dir"
+      [[ -f $dir/search.safetensors ]] || cp "$out/$task/seed$seed/search/search.safetensors" "$dir/"
+      cmd=(search "${data[@]}" "${search_flags[@]}" --out "$dir" --resume --select perturbation --finetune-epochs 1) ;;
+    probe) cmd=(retrain "${data[@]}" --linear-probe --epochs "$probe_epochs" --lr-grid "$grid" --grid-epochs "$probe_epochs" --out "$dir") ;;
+    op-*) cmd=("${retrain[@]}" --op "${method#op-}") ;;
+    argmax) cmd=("${retrain[@]}" --genotype "$res/$task/seed$seed/search/genotype.json") ;;
+    perturbation) cmd=("${retrain[@]}" --genotype "$res/$task/seed$seed/pert/genotype.json") ;;
+    best) cmd=("${retrain[@]}" --genotype "$res/$task/best/genotype.json") ;;
+  esac
+  local start=$SECONDS
+  log "$task seed $seed: $method"
+  if "$tool" "${cmd[@]}" > "$out/$task/seed$seed-$method.log" 2>&1; then
+    keep "$task" "$seed" "$method"
+    log "$task seed $seed: $method done in $((SECONDS - start)) s: $(tail -n 1 "$out/$task/seed$seed-$method.log")"
+  else
+    log "$task seed $seed: $method FAILED: $(tail -n 3 "$out/$task/seed$seed-$method.log")"
+    return 1
+  fi
+}
+
+# run_pieces "TASK SEED METHOD" ...: at most $jobs side by side; fails when any failed
+run_pieces() {
+  local failed=0 running=0
+  for p in "$@"; do
+    if ((running >= jobs)); then
+      wait -n || failed=1
+      running=$((running - 1))
+    fi
+    piece $p &
+    running=$((running + 1))
+  done
+  while ((running > 0)); do
+    wait -n || failed=1
+    running=$((running - 1))
+  done
+  return $failed
+}
+
+study_start=$SECONDS
+for task in $tasks; do
+  mkdir -p "$out/$task"
+  task_start=$SECONDS
+  pretrain_backbone "$out/$task/backbone.safetensors" "$(source_of "$task")"
+  log "task $task: backbone ready ($((SECONDS - task_start)) s)"
+  first=() second=() third=()
+  for seed in $seeds; do first+=("$task $seed search"); done
+  for seed in $seeds; do
+    second+=("$task $seed pert" "$task $seed argmax")
+    for m in probe op-concat op-add op-affine op-cross_attention; do first+=("$task $seed $m"); done
+  done
+  run_pieces "${first[@]}"
+  run_pieces "${second[@]}"
+  for seed in $seeds; do third+=("$task $seed perturbation"); done
+  # DARTS's protocol: the best of every seed's search, scored once (seed 0's search-val), retrained under every seed
+  if [[ ! -f $res/$task/best/metrics.json ]]; then
+    runs=$(for s in $seeds; do printf '%s,' "$res/$task/seed$s/search"; done)
+    first_seed=${seeds%% *}
+    log "task $task: best of the searches"
+    "$tool" select --runs "${runs%,}" --data fashion --classes "$(target_of "$task")" --train-images 1000 \
+      --backbone "$out/$task/backbone.safetensors" --prompts 8 --quiet --data-seed "$first_seed" --seed "$first_seed" \
+      --epochs "${SELECT_EPOCHS:-5}" --lr "${SEARCH_LR:-0.05}" --precision "${PRECISION:-auto}" --out "$out/$task/best" \
+      > "$out/$task/best.log" 2>&1 || { log "task $task: select FAILED: $(tail -n 3 "$out/$task/best.log")"; exit 1; }
+    mkdir -p "$res/$task/best"
+    cp "$out/$task/best/genotype.json" "$res/$task/best/"
+    cp "$out/$task/best/metrics.json" "$res/$task/best/"
+  fi
+  for seed in $seeds; do third+=("$task $seed best"); done
+  run_pieces "${third[@]}"
+  log "task $task: done in $(((SECONDS - task_start) / 60)) minutes"
+done
+log "study: $(((SECONDS - study_start) / 60)) minutes"
+report

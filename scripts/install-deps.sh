@@ -12,7 +12,7 @@ for arg in "$@"; do
   case "$arg" in
     --bench) packages+=(python3-torch libopenblas0-pthread) ;;
     --docs) packages+=(doxygen) ;;
-    --fashion) packages+=(dataset-fashion-mnist) ;;
+    --fashion) packages+=(dataset-fashion-mnist python3-matplotlib) ;;  # the study and its report's pictures
     --fuzz) packages+=(clang libclang-rt-14-dev) ;;
     *) echo "install-deps.sh: unknown option '$arg' (expected --bench, --docs, --fashion or --fuzz)" >&2; exit 2 ;;
   esac

@@ -46,6 +46,7 @@
 #include "search/search.hpp"
 #include "train/retrain.hpp"
 #include "train/lr_grid.hpp"
+#include "search/select.hpp"
 #include "model_file.hpp"
 #include "report/png.hpp"
 #include "report/alpha_report.hpp"

@@ -96,6 +96,21 @@ expect 0 "search: w lr" -- "$tool" search "${common[@]}" --out grid --epochs 2 -
 [[ $(json grid/metrics.json '["w_lr"] in (0.01, 0.1)') == True ]] || fail "the chosen w lr is not from the grid"
 expect 2 "is not a learning rate" -- "$tool" search --w-lr-grid 0.1,x
 
+# ---- genotype selection: perturbation in the search, best of several runs with select
+expect 0 "search: selection perturbation" -- "$tool" search "${common[@]}" --out pert --epochs 2 --warmup-epochs 1 \
+  --select perturbation --finetune-epochs 1 --quiet
+[[ $(json pert/metrics.json '["selection"]["rule"]') == perturbation ]] || fail "metrics.json does not name the selection rule"
+[[ $(json pert/metrics.json '["selection"]["layers"].__len__()') == 2 ]] || fail "metrics.json lacks the perturbation scores"
+python3 -c "import json; g = json.load(open('pert/genotype.json')); m = json.load(open('pert/metrics.json'))
+assert [l['op'] for l in g['layers']] == m['genotype']" || fail "genotype.json is not the perturbation's genotype"
+expect 2 "'argmax' or 'perturbation'" -- "$tool" search --select best
+expect 2 "--finetune-epochs must be >= 0" -- "$tool" search --finetune-epochs -1
+expect 0 "select: best" -- "$tool" select --runs grid,pert "${common[@]}" --epochs 1 --out best --quiet
+[[ $(json best/metrics.json '["candidates"].__len__()') == 2 ]] || fail "select's metrics.json lacks the candidates"
+[[ -s best/genotype.json ]] || fail "select wrote no genotype.json"
+expect 2 "--runs DIRS is required" -- "$tool" select
+expect 1 "no genotype at 'nowhere/genotype.json'" -- "$tool" select --runs grid,nowhere "${common[@]}" --quiet
+
 # ---- resume: kill a second run once it has a checkpoint, resume it, compare with the first
 mkdir -p again
 ( "$tool" search --config search.json --order first --out again "${common[@]}" --quiet > again.log 2>&1 ) &
@@ -134,6 +149,15 @@ done
 expect 0 "test accuracy" -- "$tool" retrain --run run --op concat "${common[@]}" --epochs 1 --test-images 40 --quiet
 expect 0 "test accuracy" -- "$tool" retrain --run run --linear-probe "${common[@]}" --epochs 3 --test-images 40 --quiet
 [[ $(json run/probe/metrics.json '["method"]') == linear_probe ]] || fail "no run/probe/metrics.json"
+# the lr grid protocol: chosen on search-val (a split of the training images), then trained on all of them
+expect 0 "retrain: lr " -- "$tool" retrain --run run --op add "${common[@]}" --epochs 1 --lr-grid 0.01,0.2 --test-images 40 \
+  --out grid-add --quiet
+[[ $(json grid-add/metrics.json '["lr_grid"]["lrs"]') == "[0.01, 0.2]" ]] || fail "retrain's metrics.json lacks the lr grid"
+[[ $(json grid-add/metrics.json '["lr"]') == "$(json grid-add/metrics.json '["lr_grid"]["best"]')" ]] || fail "retrain did not train at the grid's best lr"
+expect 0 "retrain: lr " -- "$tool" retrain --run run --linear-probe "${common[@]}" --epochs 3 --lr-grid 0.01,0.2 \
+  --test-images 40 --out grid-probe --quiet
+expect 2 "is not a learning rate" -- "$tool" retrain --lr-grid 0.1,-2
+expect 2 "--val-fraction must be in (0, 1)" -- "$tool" retrain --val-fraction 1
 
 # ---- eval gives the accuracy retrain measured on the same test images
 expect 0 "test accuracy" -- "$tool" eval --model run/op-concat/model.safetensors --test-images 40

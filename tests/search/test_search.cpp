@@ -166,3 +166,88 @@ TEST_CASE("a checkpoint that was edited, is inconsistent, or belongs to other da
     CHECK((d.alpha().value() - alpha).norm() == 0);
   }
 }
+
+namespace {
+
+/// The search space of the selection tests: affine (whose S[0] = -1 turns its block's
+/// input to zero, so its output carries nothing of the image) and add.
+using affine_add = vp::op_list<vp::affine, vp::add_prompt>;
+
+}  // namespace
+
+TEST_CASE("perturbation selection picks the operator whose removal costs most, where alpha's argmax is wrong",
+          "[search][select]") {
+  auto data = vp::data::make_synthetic<float>({.image = 8, .count = 60, .seed = 4, .classes = {0, 1, 7}, .noise = 0.02});
+  vp::vit<float> backbone(vp::vit_config{8, 3, 4, 16, 2, 2, 32, 3}, 3, vp::vit_init::xavier);
+  // features that tell the classes apart
+  const auto pre = vp::pretrain(backbone, data, data, {.epochs = 40, .batch = 10, .lr = 3e-3, .progress = false});
+  INFO("pretrained backbone: accuracy " << pre.test_accuracy);
+  vp::prompted_vit<float, affine_add> m(backbone, {.prompts = 2, .classes = 3, .seed = 3});
+  for (vp::index l = 0; l < 2; ++l) {
+    m.op_parameters(l, 0)[0].value().row(0).setConstant(-1);  // affine: x * 0 + 0
+    m.alpha().value().row(l) << 0.2f, 0.0f;                   // alpha prefers affine: 0.55 against 0.45
+  }
+  // train w with affine held where it is (lr multiplier 0): the head learns from add's share of the mixture
+  vp::w_optimizer_options w{.lr = 0.1, .op_lr_mult = {0.0, 1.0}};
+  vp::train(m, data, {.epochs = 60, .batch = 10, .w = w, .progress = false});
+  const vp::matrix<float> alpha = m.alpha().value();
+  std::vector<vp::matrix<float>> before;
+  for (auto* p : m.weights()) before.push_back(p->value());
+  REQUIRE(m.derive().names() == std::vector<std::string>{"affine", "affine"});
+
+  const auto r = vp::select_by_perturbation(
+      m, data, {.finetune_epochs = 1, .batch = 10, .val_fraction = 0.5, .w = w, .seed = 1, .progress = false});
+  CHECK(r.found.names() == std::vector<std::string>{"add", "add"});
+  REQUIRE(r.removed.size() == 2);
+  for (std::size_t l = 0; l < 2; ++l) {
+    // without add the features are the same for every image: one class for all (a third right at most + luck)
+    CHECK(r.removed[l][1].accuracy < r.removed[l][0].accuracy);
+    CHECK(r.removed[l][1].loss > r.removed[l][0].loss);
+  }
+  INFO("search-val accuracy " << r.before[0].accuracy << ", without add " << r.removed[0][1].accuracy << ", without affine "
+                               << r.removed[0][0].accuracy);
+  CHECK(r.before[0].accuracy > 0.6);
+  CHECK(r.argmax_differs.size() == 2);
+  CHECK(r.found.layers[0].weights.size() == 2);  // alpha's weights are kept for the report
+  // the model is left as it was
+  CHECK((m.alpha().value() - alpha).norm() == 0);
+  const auto ws = m.weights();
+  for (std::size_t i = 0; i < ws.size(); ++i) CHECK((ws[i]->value() - before[i]).norm() == 0);
+  // deterministic; and a derived model has nothing to select
+  CHECK(vp::select_by_perturbation(m, data, {.finetune_epochs = 1, .batch = 10, .val_fraction = 0.5, .w = w, .seed = 1,
+                                             .progress = false})
+            .removed[1][0]
+            .accuracy == r.removed[1][0].accuracy);
+  vp::prompted_vit<float, affine_add> derived(backbone, r.found, {.prompts = 2});
+  CHECK_THROWS_WITH(vp::select_by_perturbation(derived, data, {}), Catch::Contains("derived model"));
+  CHECK_THROWS_WITH(vp::select_by_perturbation(m, data, {.finetune_epochs = -1}), Catch::Contains("finetune_epochs"));
+  CHECK_THROWS_WITH(vp::select_by_perturbation(m, data, {.batch = 40}), Catch::Contains("batch"));
+  CHECK(vp::parse_selection_rule("perturbation") == vp::selection_rule::perturbation);
+  CHECK_THROWS_WITH(vp::parse_selection_rule("max"), Catch::Contains("argmax or perturbation"));
+}
+
+TEST_CASE("best of several genotypes: each trained on search-train, the best search-val score kept", "[search][select]") {
+  auto data = vp::data::make_synthetic<float>({.image = 8, .count = 60, .seed = 4, .classes = {0, 1, 7}, .noise = 0.02});
+  const vp::vit<float> backbone(tiny(), 3);
+  const std::vector<vp::genotype> gs{vp::genotype::uniform("affine", 2), vp::genotype::uniform("add", 2),
+                                     vp::genotype::uniform("concat", 2)};
+  const vp::genotype_score_options o{.epochs = 4, .batch = 10, .val_fraction = 0.5, .w = {.lr = 0.1}, .prompts = 2,
+                                     .seed = 5, .progress = false};
+  const auto r = vp::score_genotypes(backbone, gs, data, o);
+  REQUIRE(r.val.size() == 3);
+  for (std::size_t i = 0; i < 3; ++i) {
+    CHECK(!r.val[i].better_than(r.val[r.best]));
+    // the score is that of the genotype trained alone on search-train (the split search() makes), scored on search-val
+    std::mt19937_64 rng(o.seed);
+    const auto split = vp::data::split_rows(60, 30, rng);
+    vp::prompted_vit<float> model(backbone, gs[i], {.prompts = 2, .classes = 3, .seed = o.seed});
+    vp::train(model, data.select(split.train), {.epochs = 4, .batch = 10, .w = o.w, .seed = o.seed, .progress = false});
+    const auto s = vp::score(model, data.select(split.val));
+    CHECK(s.accuracy == r.val[i].accuracy);
+    CHECK(s.loss == Approx(r.val[i].loss).epsilon(1e-9));
+    CHECK(r.trainable[i] == model.trainable_params());
+  }
+  CHECK_THROWS_WITH(vp::score_genotypes(backbone, {}, data, o), Catch::Contains("no genotype"));
+  CHECK_THROWS_WITH(vp::score_genotypes(backbone, {vp::genotype::uniform("add", 3)}, data, o), Catch::Contains("layers"));
+  CHECK_THROWS_WITH(vp::score_genotypes(backbone, {vp::genotype::uniform("nope", 2)}, data, o), Catch::Contains("nope"));
+}

@@ -177,6 +177,31 @@ TEST_CASE("the w learning rate is chosen on search-val and the model is left as 
   CHECK_THROWS_WITH(vp::choose_w_lr(m, data, o), Catch::Contains("not positive"));
 }
 
+TEST_CASE("the linear probe's lr is chosen on search-val, and a derived model's lr alike", "[train][lr_grid]") {
+  vp::vit<float> bb(vp::vit_config{8, 3, 4, 16, 1, 2, 32, 5}, 2, vp::vit_init::xavier);
+  auto data = vp::data::make_synthetic<float>({.image = 8, .count = 40, .seed = 1, .classes = {5, 6, 7}});
+  vp::lr_grid_options o{.grid = {1e-6, 0.5}, .epochs = 10, .batch = 10, .val_fraction = 0.5, .progress = false};
+  const auto r = vp::choose_probe_lr(bb, data, o);
+  REQUIRE(r.val_accuracy.size() == 2);
+  // each grid value is linear_probe() on search-train, scored on search-val (the split search() makes)
+  std::mt19937_64 rng(o.seed);
+  const auto split = vp::data::split_rows(40, 20, rng);
+  for (std::size_t i = 0; i < 2; ++i) {
+    vp::probe_options p{.epochs = 10, .batch = 10, .progress = false};
+    p.w.lr = o.grid[i];
+    CHECK(vp::linear_probe(bb, data.select(split.train), data.select(split.val), p).test_accuracy == r.val_accuracy[i]);
+  }
+  CHECK(r.best == (r.val_accuracy[1] > r.val_accuracy[0] ? 0.5 : 1e-6));
+  CHECK(r.train_loss[1] < r.train_loss[0]);  // 1e-6 barely moves the zero head from ln 3
+  o.epochs = 0;
+  CHECK_THROWS_WITH(vp::choose_probe_lr(bb, data, o), Catch::Contains("epochs"));
+  // a derived model: the grid starts every lr from the same fresh parameters
+  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 8), vp::genotype::uniform("add", 2), {.prompts = 2, .classes = 3});
+  const auto g = vp::choose_w_lr(m, data, {.grid = {0.01, 0.1}, .epochs = 2, .batch = 10, .val_fraction = 0.5, .progress = false});
+  CHECK(g.val_accuracy == vp::choose_w_lr(m, data, {.grid = {0.01, 0.1}, .epochs = 2, .batch = 10, .val_fraction = 0.5,
+                                                    .progress = false}).val_accuracy);
+}
+
 TEST_CASE("the linear probe trains the head alone on frozen features", "[train][probe]") {
   vp::vit<float> m(vp::vit_config{8, 3, 4, 16, 1, 2, 32, 5}, 2, vp::vit_init::xavier);
   auto train = vp::data::make_synthetic<float>({.image = 8, .count = 60, .seed = 1, .classes = {5, 6, 7}});

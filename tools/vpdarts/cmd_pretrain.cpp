@@ -27,6 +27,9 @@ int cmd_pretrain(int argc, char** argv) {
   f.add("lr", o.lr, "AdamW peak learning rate (one warm-up epoch, then cosine)");
   f.add("weight-decay", o.weight_decay, "AdamW decoupled weight decay");
   f.add("seed", o.seed, "initialisation and shuffling seed");
+  long crop_padding = 0;
+  f.add("crop-padding", crop_padding, "augmentation: pad by N pixels, then crop back at a random offset");
+  f.add_switch("flip", o.augment.flip, "augmentation: random left-right flips");
   data.add_to(f);
   common.add_to(f);
   if (!f.parse(argc, argv, 2)) return 0;
@@ -35,6 +38,9 @@ int cmd_pretrain(int argc, char** argv) {
   data.validate(cmd, true, true);
   require(init == "xavier" || init == "timm", cmd, "--init is 'xavier' or 'timm', got '" + init + "'");
   require(o.epochs >= 1, cmd, cat("--epochs must be >= 1, got ", o.epochs));
+  require(crop_padding >= 0 && crop_padding <= image / 2, cmd,
+          cat("--crop-padding must be in 0..", image / 2, " (half the image side), got ", crop_padding));
+  o.augment.crop_padding = crop_padding;
   require(o.batch >= 1, cmd, cat("--batch must be >= 1, got ", o.batch));
   require(o.batch >= parallel().size(), cmd,
           cat("--batch ", o.batch, " is smaller than the ", parallel().size(), " processes (each needs a row of every batch)"));

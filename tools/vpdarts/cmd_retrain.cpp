@@ -10,8 +10,9 @@ namespace {
 
 /// The retrain command's own flags.
 struct retrain_settings {
-  std::string run = "vpdarts-run", out, genotype_file, op;
-  long prompts = 8, epochs = 20, batch = 32, crop_padding = 0;
+  std::string run = "vpdarts-run", out, genotype_file, op, lr_grid;
+  long prompts = 8, epochs = 20, batch = 32, crop_padding = 0, grid_epochs = 0;
+  double val_fraction = 0.2;
   std::uint64_t seed = 0;
   bool probe = false, flip = false;
   w_settings w;
@@ -26,6 +27,10 @@ struct retrain_settings {
     f.add("epochs", epochs, "epochs");
     f.add("batch", batch, "batch size");
     w.add_to(f, "lr");
+    f.add("lr-grid", lr_grid,
+          "choose --lr on search-val first: train on search-train at each value, keep the best, then train on all", "LIST");
+    f.add("grid-epochs", grid_epochs, "epochs per grid value (default: --epochs)");
+    f.add("val-fraction", val_fraction, "share of the training images held out as search-val for --lr-grid");
     f.add("seed", seed, "seed of the fresh operator parameters and the shuffling");
     f.add("crop-padding", crop_padding, "augmentation: pad by N pixels, then crop back at a random offset");
     f.add_switch("flip", flip, "augmentation: random left-right flips");
@@ -50,6 +55,9 @@ struct retrain_settings {
       }
     }
     w.options(cmd);
+    require(grid_epochs >= 0, cmd, cat("--grid-epochs must be >= 0 (0: as --epochs), got ", grid_epochs));
+    if (grid_epochs == 0) grid_epochs = epochs;
+    require(val_fraction > 0 && val_fraction < 1, cmd, cat("--val-fraction must be in (0, 1), got ", val_fraction));
     if (out.empty()) out = (fs::path(run) / (probe ? "probe" : op.empty() ? "retrain" : "op-" + op)).string();
   }
 
@@ -84,7 +92,22 @@ int cmd_retrain(int argc, char** argv) {
   data.validate("retrain", true, true);
   s.validate();
   common.apply();
-  const vp::w_optimizer_options w = s.w.options("retrain");
+  vp::w_optimizer_options w = s.w.options("retrain");
+  const std::vector<double> grid = parse_positive_list(s.lr_grid, "retrain", "lr-grid");
+  // the lr grid (VTAB-1k practice): search-train / search-val as the search splits them, never the test images
+  nlohmann::json grid_json;
+  auto choose_lr = [&](auto&& choose) {
+    if (grid.empty()) return;
+    std::printf("retrain: choosing the lr on search-val (%ld epochs per value)\n", s.grid_epochs);
+    const vp::lr_grid_options o{.grid = grid, .epochs = s.grid_epochs, .batch = s.batch, .val_fraction = s.val_fraction,
+                                .w = w, .seed = s.seed, .progress = !common.quiet,
+                                .augment = {.crop_padding = s.crop_padding, .flip = s.flip}, .parallel = parallel()};
+    const vp::lr_grid_result g = choose(o);
+    w.lr = g.best;
+    std::printf("retrain: lr %g\n", g.best);
+    grid_json = {{"lrs", g.lrs}, {"val_accuracy", g.val_accuracy}, {"train_loss", vp::io::numbers_to_json(g.train_loss)},
+                 {"best", g.best}, {"epochs", s.grid_epochs}, {"val_fraction", s.val_fraction}};
+  };
 
   const fs::path dir = s.out;
   fs::path bb;
@@ -104,6 +127,7 @@ int cmd_retrain(int argc, char** argv) {
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
   if (s.probe) {
     std::printf("retrain: linear probe on %s\n", vit.config().describe().c_str());
+    choose_lr([&](const vp::lr_grid_options& o) { return vp::choose_probe_lr(vit, train, o); });
     const auto r = vp::linear_probe(vit, train, test,
                                     {.epochs = s.epochs, .batch = s.batch, .w = w, .seed = s.seed, .progress = !common.quiet,
                                      .parallel = parallel()});
@@ -119,6 +143,7 @@ int cmd_retrain(int argc, char** argv) {
   } else {
     model_t model(std::move(vit), g, {.prompts = s.prompts, .classes = train.classes(), .seed = s.seed});
     std::printf("retrain: %s with %s\n", model.config().describe().c_str(), g.str().c_str());
+    choose_lr([&](const vp::lr_grid_options& o) { return vp::choose_w_lr(model, train, o); });
     const double loss = vp::train(model, train,
                                   {.epochs = s.epochs, .batch = s.batch, .w = w, .seed = s.seed, .progress = !common.quiet,
                                    .augment = {.crop_padding = s.crop_padding, .flip = s.flip}, .parallel = parallel()});
@@ -137,6 +162,8 @@ int cmd_retrain(int argc, char** argv) {
   m.update({{"command", "retrain"},
             {"test_accuracy", accuracy},
             {"test_images", test.size()},
+            {"lr", w.lr},
+            {"lr_grid", grid_json},
             {"train_images", train.size()},
             {"backbone", bb.string()},
             {"peak_rss_mb", vp::report::peak_rss_mb()},

@@ -8,8 +8,8 @@ namespace {
 
 /// The search command's own flags and what they become.
 struct search_settings {
-  std::string out = "vpdarts-run", order = "first", alpha_lr = "auto", lr_grid;
-  long prompts = 8, grid_epochs = 2;
+  std::string out = "vpdarts-run", order = "first", alpha_lr = "auto", lr_grid, select = "argmax";
+  long prompts = 8, grid_epochs = 2, finetune_epochs = 1;
   std::uint64_t seed = 0;
   bool resume = false;
   vp::search_options o;
@@ -30,6 +30,10 @@ struct search_settings {
     f.add("alpha-beta2", o.bilevel.alpha_beta2, "Adam beta2 of alpha");
     f.add("w-lr-grid", lr_grid, "choose --w-lr on search-val from these values first, e.g. 0.005,0.01,0.05,0.1,0.25,0.5", "LIST");
     f.add("grid-epochs", grid_epochs, "epochs of w-only training per grid value");
+    f.add("select", select,
+          "how the genotype is chosen: argmax (of softmax(alpha) per layer) or perturbation (the operator whose removal "
+          "costs most search-val accuracy, layer by layer; docs/method.md)", "RULE");
+    f.add("finetune-epochs", finetune_epochs, "--select perturbation: epochs of w-only training after each layer is fixed");
     f.add("seed", seed, "seed of alpha, the operator parameters, the split and the shuffling");
     f.add_switch("resume", resume, "continue from DIR/search.safetensors when it exists");
   }
@@ -60,6 +64,9 @@ struct search_settings {
       o.bilevel.alpha_lr = v;
     }
     require(grid_epochs >= 1, cmd, "--grid-epochs must be >= 1");
+    require(select == "argmax" || select == "perturbation", cmd,
+            "--select is 'argmax' or 'perturbation', got '" + select + "'");
+    require(finetune_epochs >= 0, cmd, cat("--finetune-epochs must be >= 0, got ", finetune_epochs));
     o.seed = seed;
     o.resume = resume;
     return parse_positive_list(lr_grid, cmd, "w-lr-grid");
@@ -120,21 +127,43 @@ int cmd_search(int argc, char** argv) {
     std::printf("search: every batch shared over %d processes (MPI)\n", s.o.parallel.size());
   const auto r = vp::search(model, train, s.o);
   if (r.resumed_from > 0) std::printf("search: resumed after epoch %ld of %ld\n", r.resumed_from, s.o.epochs);
+  vp::genotype found = r.found;
+  nlohmann::json selection = {{"rule", s.select}, {"argmax_genotype", r.found.names()}};
+  if (s.select == "perturbation") {
+    std::printf("search: perturbation-based selection (%ld fine-tuning epochs per layer)\n", s.finetune_epochs);
+    const auto p = vp::select_by_perturbation(model, train,
+                                              {.finetune_epochs = s.finetune_epochs, .batch = s.o.batch,
+                                               .val_fraction = s.o.val_fraction, .w = s.o.bilevel.w, .seed = s.seed,
+                                               .progress = s.o.progress, .parallel = s.o.parallel});
+    found = p.found;
+    nlohmann::json layers = nlohmann::json::array();
+    for (std::size_t l = 0; l < p.removed.size(); ++l) {
+      nlohmann::json without = nlohmann::json::object();
+      for (std::size_t k = 0; k < p.removed[l].size(); ++k)
+        if (!std::isnan(p.removed[l][k].accuracy))
+          without[std::string(vp::default_ops::names[k])] = {{"accuracy", p.removed[l][k].accuracy}, {"loss", p.removed[l][k].loss}};
+      layers.push_back({{"accuracy", p.before[l].accuracy}, {"loss", p.before[l].loss}, {"without", without}});
+    }
+    selection.update({{"finetune_epochs", s.finetune_epochs}, {"layers", layers}, {"differs_from_argmax", p.argmax_differs}});
+    for (const auto& d : p.argmax_differs) std::printf("search: perturbation chose %s\n", d.c_str());
+  }
   on_root([&] {
-    r.found.save(dir / "genotype.json");
+    found.save(dir / "genotype.json");
     vp::report::write_alpha_csv(dir / "alpha.csv", r.alpha_history, ops);
     vp::report::write_alpha_heatmap(dir / "alpha.png", r.alpha_history.back(), ops);
   });
-  print_genotype(r.found);
+  std::printf("search: selection %s\n", s.select.c_str());
+  print_genotype(found);
   for (const auto& warning : r.warnings) std::printf("warning: %s\n", warning.c_str());
   nlohmann::json margins = nlohmann::json::array();
-  for (const auto& l : r.found.layers) margins.push_back(l.margin());
+  for (const auto& l : found.layers) margins.push_back(l.margin());
   nlohmann::json m = cost_metrics(model.trainable_params(true), model.trainable_percent(true), model.config(),
                                   [&](vp::tape<float>& t, const vp::image_batch<float>& x) {
                                     return model.logits(t, x, vp::grad_target::none);
                                   });
   m.update({{"command", "search"},
-            {"genotype", r.found.names()},
+            {"genotype", found.names()},
+            {"selection", selection},
             {"margins", margins},
             {"warnings", r.warnings},
             {"alpha_lr", r.alpha_lr},

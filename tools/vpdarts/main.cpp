@@ -2,7 +2,7 @@
 // operator of every layer, retrain the derived model (or a linear probe),
 // evaluate it, classify image files, and write sample images, with no C++ to write.
 //
-//   vpdarts pretrain | search | retrain | eval | predict | sample  [flags]   (each has --help)
+//   vpdarts pretrain | search | select | retrain | eval | predict | sample  [flags]   (each has --help)
 //   mpirun -np N vpdarts search ...   (a build with VPDARTS_MPI: every batch shared over N processes)
 //
 // Exit codes: 0 done, 1 the work failed (the message says why), 2 bad flags.
@@ -28,6 +28,7 @@ void print_usage() {
       "commands:\n"
       "  pretrain   pretrain a ViT backbone from scratch on the synthetic task\n"
       "  search     DARTS search of the fusion operator of every layer (genotype, alpha trajectory, heatmap)\n"
+      "  select     choose among the genotypes of several searches on search-val (DARTS's best of seeds)\n"
       "  retrain    train the derived model of a genotype (or one operator everywhere, or a linear probe); test it\n"
       "  eval       evaluate a retrained model file\n"
       "  predict    classify image files with a retrained model file\n"
@@ -80,8 +81,8 @@ int main(int argc, char** argv) {
   }
   const std::string cmd = argv[1];
   const std::pair<const char*, int (*)(int, char**)> commands[] = {
-      {"pretrain", cmd_pretrain}, {"search", cmd_search},   {"retrain", cmd_retrain},
-      {"eval", cmd_eval},         {"predict", cmd_predict}, {"sample", cmd_sample}};
+      {"pretrain", cmd_pretrain}, {"search", cmd_search},   {"select", cmd_select},
+      {"retrain", cmd_retrain},   {"eval", cmd_eval},         {"predict", cmd_predict}, {"sample", cmd_sample}};
   try {
     if (cmd == "--help" || cmd == "-h" || cmd == "help") {
       print_usage();
@@ -94,7 +95,7 @@ int main(int argc, char** argv) {
     for (const auto& [name, run] : commands)
       if (cmd == name) return run(argc, argv);
     if (parallel().root())
-      std::fprintf(stderr, "vpdarts: unknown command '%s' (commands: pretrain, search, retrain, eval, predict, sample; see vpdarts --help)\n",
+      std::fprintf(stderr, "vpdarts: unknown command '%s' (commands: pretrain, search, select, retrain, eval, predict, sample; see vpdarts --help)\n",
                    cmd.c_str());
     return 2;
   } catch (const usage_error& e) {

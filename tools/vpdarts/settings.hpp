@@ -26,6 +26,7 @@ using model_t = vp::prompted_vit<float, vp::default_ops>;
 // The commands, one file each.
 int cmd_pretrain(int argc, char** argv);
 int cmd_search(int argc, char** argv);
+int cmd_select(int argc, char** argv);
 int cmd_retrain(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_predict(int argc, char** argv);

@@ -5,13 +5,17 @@
 /// Test images are never read.
 
 #include <cmath>
+#include <algorithm>
 #include <cstdio>
 #include <limits>
 #include <random>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "../data/labelled_images.hpp"
 #include "../data/split.hpp"
+#include "probe.hpp"
 #include "retrain.hpp"
 
 namespace vpdarts {
@@ -25,6 +29,7 @@ struct lr_grid_options {
   w_optimizer_options w = {};     ///< w's optimiser; its lr is replaced by each grid value
   std::uint64_t seed = 0;         ///< the split, the shuffling (as search() with this seed)
   bool progress = true;           ///< print one line per lr
+  data::augment_options augment = {};  ///< augmentation of every training batch (choose_w_lr; the probe has none)
   /// The processes every batch and the scoring are shared over (train/data_parallel.hpp); one by default.
   data_parallel parallel = {};
 };
@@ -37,37 +42,30 @@ struct lr_grid_result {
   double best = 0;                    ///< the lr with the best accuracy (the smaller lr on a tie)
 };
 
-/// For every lr of the grid, trains w alone (alpha fixed) for `o.epochs` on
-/// search-train (the split search() makes with the same seed and
-/// val_fraction), measures search-val accuracy, and restores w. A diverging
-/// lr scores 0. Returns the grid's results and the best lr; the model is unchanged.
-/// @throws config_error for an empty grid, a non-positive lr, or a batch larger than a split.
-template <Scalar S, OpList Ops>
-lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const lr_grid_options& o) {
-  if (o.grid.empty()) throw config_error("choose_w_lr: the lr grid is empty");
+namespace detail {
+
+/// Runs `fit(train_set, val_set, lr) -> {train loss, val accuracy}` for every lr of o.grid
+/// on the split search() makes with o.seed and o.val_fraction, and keeps the best
+/// (a value_error, a diverged run, scores 0).
+template <Scalar S, class Fit>
+lr_grid_result run_lr_grid(const data::labelled_images<S>& data, const lr_grid_options& o, const char* who, Fit&& fit) {
+  if (o.grid.empty()) throw config_error(cat(who, ": the lr grid is empty"));
   for (double lr : o.grid)
-    if (!(lr > 0) || !std::isfinite(lr)) throw config_error(detail::cat("choose_w_lr: lr ", lr, " in the grid is not positive"));
+    if (!(lr > 0) || !std::isfinite(lr)) throw config_error(cat(who, ": lr ", lr, " in the grid is not positive"));
+  if (o.epochs < 1) throw config_error(cat(who, ": ", o.epochs, " epochs per lr; at least one is needed"));
   std::mt19937_64 rng(o.seed);
-  const data::row_split split =
-      data::split_rows(data.size(), data::val_count(data.size(), o.val_fraction, o.batch, "choose_w_lr"), rng);
+  const data::row_split split = data::split_rows(data.size(), data::val_count(data.size(), o.val_fraction, o.batch, who), rng);
   const auto train_set = data.select(split.train), val_set = data.select(split.val);
-  std::vector<parameter<S>*> ws = model.weights();
-  std::vector<matrix<S>> snapshot;
-  for (parameter<S>* p : ws) snapshot.push_back(p->value());
   lr_grid_result r;
   r.best = o.grid.front();
   double best_acc = -1;
   for (double lr : o.grid) {
-    train_options t{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false,
-                    .parallel = o.parallel};
-    t.w.lr = lr;
-    t.w.warmup_epochs = std::min(o.w.warmup_epochs, o.epochs);
     double loss = std::numeric_limits<double>::quiet_NaN(), acc = 0;
     try {
-      loss = train(model, train_set, t);
-      acc = evaluate(model, val_set, 64, o.parallel);
+      std::tie(loss, acc) = fit(train_set, val_set, lr);
     } catch (const value_error&) {
-      // diverged: scores 0
+      loss = std::numeric_limits<double>::quiet_NaN();
+      acc = 0;  // diverged: scores 0
     }
     r.lrs.push_back(lr);
     r.val_accuracy.push_back(acc);
@@ -76,10 +74,55 @@ lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_ima
       best_acc = acc;
       r.best = lr;
     }
-    for (std::size_t i = 0; i < ws.size(); ++i) ws[i]->value() = snapshot[i];
-    if (o.progress && o.parallel.root()) std::printf("lr grid: w lr %-8g search-val accuracy %.4f  train loss %.4f\n", lr, acc, loss);
+    if (o.progress && o.parallel.root())
+      std::printf("lr grid: %s lr %-8g search-val accuracy %.4f  train loss %.4f\n", who, lr, acc, loss);
   }
   return r;
+}
+
+}  // namespace detail
+
+/// For every lr of the grid, trains w alone (alpha fixed) for `o.epochs` on
+/// search-train (the split search() makes with the same seed and
+/// val_fraction), measures search-val accuracy, and restores w. A diverging
+/// lr scores 0. Returns the grid's results and the best lr; the model is unchanged.
+/// Works for the search model and for derived models alike.
+/// @throws config_error for an empty grid, a non-positive lr, no epoch, or a batch larger than a split.
+template <Scalar S, OpList Ops>
+lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const lr_grid_options& o) {
+  std::vector<parameter<S>*> ws = model.weights();
+  std::vector<matrix<S>> snapshot;
+  for (parameter<S>* p : ws) snapshot.push_back(p->value());
+  return detail::run_lr_grid(data, o, "choose_w_lr", [&](const auto& train_set, const auto& val_set, double lr) {
+    train_options t{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false,
+                    .augment = o.augment, .parallel = o.parallel};
+    t.w.lr = lr;
+    t.w.warmup_epochs = std::min(o.w.warmup_epochs, o.epochs);
+    struct restore {  // w back to where it started, whatever happens
+      std::vector<parameter<S>*>& ws;
+      std::vector<matrix<S>>& snapshot;
+      ~restore() {
+        for (std::size_t i = 0; i < ws.size(); ++i) ws[i]->value() = snapshot[i];
+      }
+    } guard{ws, snapshot};
+    const double loss = train(model, train_set, t);
+    return std::pair<double, double>(loss, evaluate(model, val_set, 64, o.parallel));
+  });
+}
+
+/// The linear probe's lr chosen the same way: for every lr of the grid a fresh head is
+/// trained on the frozen features of search-train for `o.epochs` and scored on
+/// search-val. The backbone's head is replaced (linear_probe() replaces it again).
+/// @throws config_error as choose_w_lr(), and as linear_probe() for the data.
+template <Scalar S>
+lr_grid_result choose_probe_lr(vit<S>& backbone, const data::labelled_images<S>& data, const lr_grid_options& o) {
+  return detail::run_lr_grid(data, o, "choose_probe_lr", [&](const auto& train_set, const auto& val_set, double lr) {
+    probe_options p{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false, .parallel = o.parallel};
+    p.w.lr = lr;
+    p.w.warmup_epochs = std::min(o.w.warmup_epochs, o.epochs);
+    const probe_result r = linear_probe(backbone, train_set, val_set, p);
+    return std::pair<double, double>(r.train_loss, r.test_accuracy);
+  });
 }
 
 }  // namespace vpdarts

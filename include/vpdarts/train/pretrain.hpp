@@ -3,10 +3,12 @@
 /// Pretraining a ViT classifier from scratch (backbone and head), for users
 /// who have no backbone: AdamW, one warm-up epoch, then cosine decay.
 
+#include <algorithm>
 #include <random>
 #include <vector>
 
 #include "../data/labelled_images.hpp"
+#include "../data/transforms.hpp"
 #include "../optim/adam.hpp"
 #include "../vit/vit.hpp"
 #include "accuracy.hpp"
@@ -22,6 +24,7 @@ struct pretrain_options {
   double weight_decay = 0.05;   ///< decoupled
   std::uint64_t seed = 0;       ///< shuffling
   bool progress = true;         ///< print a progress bar
+  data::augment_options augment = {};  ///< random crop and flip of every training batch
   /// The processes every batch is shared over (train/data_parallel.hpp); one by default.
   data_parallel parallel = {};
 };
@@ -47,6 +50,9 @@ pretrain_result pretrain(vit<S>& model, const data::labelled_images<S>& train, c
     throw config_error(detail::cat("pretrain: the data has ", train.classes(), " classes, the head ",
                                    model.config().classes));
   o.parallel.require_batch(o.batch, "pretrain");
+  if (o.augment.crop_padding < 0 || o.augment.crop_padding > std::min(train.images.height, train.images.width) / 2)
+    throw config_error(detail::cat("pretrain: crop padding ", o.augment.crop_padding, " is not in 0..",
+                                   std::min(train.images.height, train.images.width) / 2, " (half the image side)"));
   model.unfreeze_all();
   std::vector<parameter<S>*> params = model.parameters();
   optim::adam<S> opt(params, {.lr = o.lr, .weight_decay = o.weight_decay, .decoupled = true});
@@ -55,11 +61,14 @@ pretrain_result pretrain(vit<S>& model, const data::labelled_images<S>& train, c
   tape<S> t;
   image_batch<S> x;
   std::vector<int> labels;
+  std::vector<S> scratch;
   const data_parallel& dp = o.parallel;
   const loop_plan plan{.name = "pretrain", .epochs = o.epochs, .batch = o.batch, .peak_lr = o.lr,
                        .warmup_epochs = 1, .progress = o.progress && dp.root()};
   auto step = [&](long, std::span<const index> batch) {
-    train.gather(dp.share_of(batch), x, labels);
+    const auto share = dp.share_of(static_cast<index>(batch.size()));
+    train.gather(batch.subspan(static_cast<std::size_t>(share.first), static_cast<std::size_t>(share.count)), x, labels);
+    data::augment_batch(x, o.augment, rng, scratch, share.first, static_cast<index>(batch.size()));
     const reduced_step s = dp.gradient_step<S>(params, x.size(), [&] {
       t.reset();
       const var<S> logits = model.logits(t, x);

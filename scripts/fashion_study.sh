@@ -12,7 +12,7 @@
 #
 #   scripts/fashion_study.sh [OUT_DIR]
 # env: TASKS="a b", SEEDS="0 1 2", JOBS=2 (pieces side by side, one thread each), EPOCHS=10,
-#      GRID=0.05,0.25,1.0, GRID_EPOCHS=5, PROBE_EPOCHS=50, SEARCH_EPOCHS=10, SEARCH_WARMUP=3,
+#      GRID=0.05,0.25,1.0, GRID_EPOCHS=3, PROBE_EPOCHS=50, SEARCH_EPOCHS=10, SEARCH_WARMUP=3,
 #      SEARCH_LR=0.05, SELECT_EPOCHS=5, PRECISION=auto, PRETRAIN_EPOCHS=3, PRETRAIN_IMAGES=-1 (all),
 #      PRETRAIN_BATCH=128, PRETRAIN_CROP=2, REPORT_ONLY=1 (re-make the report from the kept results),
 #      VPDARTS_TOOL=an already built vpdarts.
@@ -25,10 +25,10 @@ out=${1:-fashion-study}
 tasks=${TASKS:-a b}
 seeds=${SEEDS:-0 1 2}
 jobs=${JOBS:-2}
-res=docs/results/fashion
+res=${RESULTS:-docs/results/fashion}  # RESULTS: elsewhere (a trial run)
 export PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-3} PRETRAIN_IMAGES=${PRETRAIN_IMAGES:--1} PRETRAIN_BATCH=${PRETRAIN_BATCH:-128}
 export PRETRAIN_CROP=${PRETRAIN_CROP:-2}
-epochs=${EPOCHS:-10} grid=${GRID:-0.05,0.25,1.0} grid_epochs=${GRID_EPOCHS:-5} probe_epochs=${PROBE_EPOCHS:-50}
+epochs=${EPOCHS:-10} grid=${GRID:-0.05,0.25,1.0} grid_epochs=${GRID_EPOCHS:-3} probe_epochs=${PROBE_EPOCHS:-50}
 search_flags=(--epochs "${SEARCH_EPOCHS:-10}" --warmup-epochs "${SEARCH_WARMUP:-3}" --w-lr "${SEARCH_LR:-0.05}")
 py=python3
 [[ -x /usr/bin/python3 ]] && py=/usr/bin/python3  # Debian's, with python3-matplotlib

@@ -82,7 +82,7 @@ cat > search.json <<'JSON'
 {"epochs": 3, "warmup-epochs": 1, "w-lr": 0.05, "op_lr_mult": [1, 1, 0.5, 0.5], "order": "second"}
 JSON
 expect 0 "genotype (softmax weights" -- "$tool" search --config search.json --order first --out run "${common[@]}" --quiet
-for f in genotype.json alpha.csv alpha.png search.safetensors metrics.json; do
+for f in genotype.json alpha.csv alpha.png alpha_trajectory.png search.safetensors metrics.json; do
   [[ -s run/$f ]] || fail "search left no run/$f"
 done
 [[ $(wc -l < run/alpha.csv) == $((1 + 3 * 2 * 4)) ]] || fail "alpha.csv has $(wc -l < run/alpha.csv) lines, expected 25"

@@ -52,6 +52,47 @@ TEST_CASE("the alpha heatmap is labelled, frames each layer's strongest operator
   CHECK_THROWS_WITH(vp::report::alpha_heatmap(w, ops), Catch::Contains("NaN"));
 }
 
+TEST_CASE("the alpha trajectory draws every operator's weight over the epochs, a panel per layer", "[report]") {
+  std::vector<vp::matrix<double>> history;
+  for (double w : {0.5, 0.5, 0.7, 0.9}) {  // a warm-up epoch, then operator 0 gains
+    vp::matrix<double> m(1, 2);
+    m << w, 1 - w;
+    history.push_back(m);
+  }
+  const auto img = vp::report::alpha_trajectory(history, {"first", "second"});
+  // the rightmost pixel of each operator's colour ends its line: the gaining one above the other
+  auto rightmost = [&](vp::report::rgb c) {
+    int bx = -1, by = -1;
+    for (int y = 0; y < img.height(); ++y)
+      for (int x = 0; x < img.width(); ++x)
+        if (img.at(x, y) == c && x > bx) {
+          bx = x;
+          by = y;
+        }
+    return std::pair{bx, by};
+  };
+  const auto [x0, y0] = rightmost(vp::report::detail::series_colour(0));
+  const auto [x1, y1] = rightmost(vp::report::detail::series_colour(1));
+  REQUIRE(x0 > 0);
+  REQUIRE(x1 > 0);
+  CHECK(std::abs(x0 - x1) <= 2);  // both end at the last epoch
+  CHECK(y0 < y1);                 // 0.9 is drawn above 0.1
+  // a second layer adds a panel below
+  for (auto& m : history) {
+    vp::matrix<double> two(2, 2);
+    two << m, m.reverse();
+    m = two;
+  }
+  CHECK(vp::report::alpha_trajectory(history, {"first", "second"}).height() > img.height());
+  temp_dir dir("vpdarts_test_trajectory");
+  vp::report::write_alpha_trajectory(dir / "t.png", history, {"first", "second"});
+  CHECK(fs::file_size(dir / "t.png") > 100);
+  CHECK_THROWS_WITH(vp::report::alpha_trajectory({}, {"a"}), Catch::Contains("no epoch"));
+  CHECK_THROWS_WITH(vp::report::alpha_trajectory(history, {"a", "b", "c"}), Catch::Contains("expected 2x3"));
+  history[2](1, 0) = std::numeric_limits<double>::infinity();
+  CHECK_THROWS_WITH(vp::report::alpha_trajectory(history, {"a", "b"}), Catch::Contains("epoch 3 holds NaN"));
+}
+
 TEST_CASE("the strongest operator's cell is framed", "[report]") {
   vp::matrix<double> w(1, 2);
   w << 0.2, 0.8;

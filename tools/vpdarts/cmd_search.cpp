@@ -78,7 +78,8 @@ struct search_settings {
 int cmd_search(int argc, char** argv) {
   flags f("search",
           "Runs the DARTS search of one fusion operator per layer on a frozen backbone, then writes\n"
-          "genotype.json, alpha.csv, alpha.png, search.safetensors (the checkpoint) and metrics.json to --out.");
+          "genotype.json, alpha.csv, alpha.png (the final weights), alpha_trajectory.png (over the epochs),\n"
+          "search.safetensors (the checkpoint) and metrics.json to --out.");
   common_settings common;
   data_settings data("5-9", 1000, 0);
   backbone_settings backbone;
@@ -151,6 +152,7 @@ int cmd_search(int argc, char** argv) {
     found.save(dir / "genotype.json");
     vp::report::write_alpha_csv(dir / "alpha.csv", r.alpha_history, ops);
     vp::report::write_alpha_heatmap(dir / "alpha.png", r.alpha_history.back(), ops);
+    vp::report::write_alpha_trajectory(dir / "alpha_trajectory.png", r.alpha_history, ops);
   });
   std::printf("search: selection %s\n", s.select.c_str());
   print_genotype(found);
@@ -176,7 +178,7 @@ int cmd_search(int argc, char** argv) {
             {"peak_rss_mb", vp::report::peak_rss_mb()},
             {"seconds", r.seconds}});
   on_root([&] { vp::report::write_json(dir / "metrics.json", m); });
-  std::printf("search: %.1f s; wrote %s/{genotype.json, alpha.csv, alpha.png, search.safetensors, metrics.json}\n",
+  std::printf("search: %.1f s; wrote %s/{genotype.json, alpha.csv, alpha.png, alpha_trajectory.png, search.safetensors, metrics.json}\n",
               r.seconds, s.out.c_str());
   return 0;
 }

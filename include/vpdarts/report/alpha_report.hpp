@@ -1,9 +1,9 @@
 #pragma once
 /// @file alpha_report.hpp
 /// What a search leaves for a reader: the alpha trajectory as CSV (epoch,
-/// layer, op, weight) and a labelled heatmap of softmax(alpha) (layers x
-/// operators, the strongest operator of each layer framed, the value in
-/// every cell).
+/// layer, op, weight) and as a picture (a line per operator, a panel per layer),
+/// and a labelled heatmap of softmax(alpha) (layers x operators, the strongest
+/// operator of each layer framed, the value in every cell).
 
 #include <algorithm>
 #include <cmath>
@@ -59,6 +59,13 @@ inline rgb ramp(double t) {
     c[static_cast<std::size_t>(ch)] =
         static_cast<std::uint8_t>(std::lround(stops[i][ch] * (1 - f) + stops[i + 1][ch] * f));
   return c;
+}
+
+/// The colour of series k in a line chart (eight distinct colours, then again).
+inline rgb series_colour(std::size_t k) {
+  static constexpr rgb palette[8] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40},
+                                     {148, 103, 189}, {140, 86, 75}, {227, 119, 194}, {127, 127, 127}};
+  return palette[k % 8];
 }
 
 }  // namespace detail
@@ -124,6 +131,85 @@ inline canvas alpha_heatmap(const matrix<double>& weights, const std::vector<std
   img.text(bar_x + bar_w + pad, ly + 2, hi_s, ink, s);
   img.text(pad, ly + 16 + pad, "framed: the strongest operator of the layer", ink, s);
   return img;
+}
+
+/// Draws the alpha trajectory: one panel per layer, each operator's softmax(alpha)
+/// weight over the epochs as a line (y from 0 to 1, x from the first epoch to the
+/// last), one colour per operator with a legend at the top.
+/// @throws value_error for no epoch, matrices of different shapes or that do not match the names, or NaN.
+inline canvas alpha_trajectory(const std::vector<matrix<double>>& history, const std::vector<std::string>& ops,
+                               const std::string& title = "softmax(alpha) over the epochs, per layer") {
+  if (history.empty()) throw value_error("alpha_trajectory: no epoch to draw");
+  const index layers = history[0].rows(), k_count = static_cast<index>(ops.size());
+  for (std::size_t e = 0; e < history.size(); ++e) {
+    if (history[e].rows() != layers || history[e].cols() != k_count || layers == 0)
+      throw value_error(vpdarts::detail::cat("alpha_trajectory: epoch ", e + 1, " is ", history[e].rows(), "x",
+                                             history[e].cols(), ", expected ", layers, "x", k_count, " (layers x operators)"));
+    if (!history[e].allFinite()) throw value_error(vpdarts::detail::cat("alpha_trajectory: epoch ", e + 1, " holds NaN or Inf"));
+  }
+  const int s = 2, line = canvas::text_height(s), pad = 12, plot_w = 420, plot_h = 90;
+  const int label_w = canvas::text_width(vpdarts::detail::cat("layer ", layers - 1), s);
+  const int axis_w = canvas::text_width("1.0", s);
+  const int left = pad + label_w + pad + axis_w + 6;
+  // legend: a swatch and the name of every operator, wrapped to the plot's width
+  const int legend_top = pad + line + pad;
+  std::vector<std::pair<int, int>> at;  // (x, row) of every legend entry
+  {
+    int x = left, row = 0;
+    for (const auto& n : ops) {
+      const int w = 24 + 6 + canvas::text_width(n, s) + 2 * pad;
+      if (x + w > left + plot_w && x > left) {
+        x = left;
+        ++row;
+      }
+      at.emplace_back(x, row);
+      x += w;
+    }
+  }
+  const int legend_rows = at.empty() ? 1 : at.back().second + 1;
+  const int top = legend_top + legend_rows * (line + 6) + pad;
+  const int panel_h = plot_h + pad + line / 2;
+  const int footer = line + pad;
+  const int width = std::max(left + plot_w + 2 * pad, pad + canvas::text_width(title, s) + pad);
+  canvas img(width, top + panel_h * static_cast<int>(layers) + footer + pad);
+  const rgb ink{20, 20, 20}, grid{215, 215, 215};
+  img.text(pad, pad, title, ink, s);
+  for (std::size_t k = 0; k < ops.size(); ++k) {
+    const auto [x, row] = at[k];
+    const int y = legend_top + row * (line + 6);
+    img.fill(x, y + line / 2 - 2, 24, 5, detail::series_colour(k));
+    img.text(x + 30, y, ops[k], ink, s);
+  }
+  const int epochs = static_cast<int>(history.size());
+  auto px = [&](int e) { return left + (epochs == 1 ? plot_w / 2 : e * (plot_w - 1) / (epochs - 1)); };
+  for (index l = 0; l < layers; ++l) {
+    const int y0 = top + panel_h * static_cast<int>(l);
+    auto py = [&](double w) { return y0 + static_cast<int>(std::lround((1.0 - std::clamp(w, 0.0, 1.0)) * (plot_h - 1))); };
+    img.text(pad, y0 + plot_h / 2 - line / 2, vpdarts::detail::cat("layer ", l), ink, s);
+    for (double g : {0.0, 0.5, 1.0}) img.fill(left, py(g), plot_w, 1, grid);
+    img.text(left - 6 - axis_w, py(1.0) - line / 2 + 2, "1.0", ink, s);
+    img.text(left - 6 - axis_w, py(0.0) - line / 2 - 2, "0.0", ink, s);
+    img.fill(left, y0, 1, plot_h, ink);
+    for (index k = 0; k < k_count; ++k) {
+      const rgb c = detail::series_colour(static_cast<std::size_t>(k));
+      for (int e = 0; e < epochs; ++e) {
+        const int x = px(e), y = py(history[static_cast<std::size_t>(e)](l, k));
+        if (e == 0) img.fill(x - 1, y - 1, 3, 3, c);
+        else img.line(px(e - 1), py(history[static_cast<std::size_t>(e - 1)](l, k)), x, y, 3, c);
+      }
+    }
+  }
+  const int fy = top + panel_h * static_cast<int>(layers);
+  img.text(left, fy, "epoch 1", ink, s);
+  const std::string last = vpdarts::detail::cat("epoch ", epochs);
+  if (epochs > 1) img.text(left + plot_w - canvas::text_width(last, s), fy, last, ink, s);
+  return img;
+}
+
+/// alpha_trajectory(...) saved as a PNG file (atomically).
+inline void write_alpha_trajectory(const std::filesystem::path& path, const std::vector<matrix<double>>& history,
+                                   const std::vector<std::string>& ops) {
+  alpha_trajectory(history, ops).save_png(path);
 }
 
 /// alpha_heatmap(...) saved as a PNG file (atomically).

@@ -4,6 +4,8 @@
 /// segments, scaled), saved as PNG through stb_image_write, atomically.
 
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <array>
 #include <cstdint>
 #include <filesystem>
@@ -74,6 +76,17 @@ class canvas {
     fill(x, y + h - thickness, w, thickness, c);
     fill(x, y, thickness, h, c);
     fill(x + w - thickness, y, thickness, h, c);
+  }
+
+  /// Draws a straight line from (x0, y0) to (x1, y1) with a square pen `thickness` pixels wide, clipped.
+  void line(int x0, int y0, int x1, int y1, int thickness, rgb c) {
+    const int steps = std::max(std::abs(x1 - x0), std::abs(y1 - y0));
+    const int half = thickness / 2;
+    for (int i = 0; i <= steps; ++i) {
+      const double t = steps == 0 ? 0.0 : static_cast<double>(i) / steps;
+      const int x = static_cast<int>(std::lround(x0 + t * (x1 - x0))), y = static_cast<int>(std::lround(y0 + t * (y1 - y0)));
+      fill(x - half, y - half, thickness, thickness, c);
+    }
   }
 
   /// Width in pixels of `text` drawn at `scale`.

@@ -24,7 +24,7 @@ whole=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }'
 # finish before its kill: then the search starts over with kill moments half as late, until one chain
 # of resumes has taken $kills kills (or too many attempts went by).
 interrupted=0 scale=$whole attempts=0
-while ((interrupted < kills && attempts < 8 * kills)); do
+while ((interrupted < kills && attempts < 4 * kills)); do
   attempts=$((attempts + 1))
   "$tool" search "${search[@]}" --out killed --resume > /dev/null 2>&1 &
   pid=$!

@@ -127,7 +127,7 @@ for task in tasks:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+        fig, ax = plt.subplots(figsize=(9, 4.5), dpi=100)
         for i, (name, r) in enumerate(results.items()):
             pts = [(p, a) for p, a in zip(r["params"], [a for a in r["acc"] if a is not None])]
             color = f"C{i}"
@@ -139,7 +139,7 @@ for task in tasks:
         ax.set_ylabel("test accuracy")
         ax.set_title(f"Task {task}: classes {src} to {dst} (dots: seeds, diamonds: means)")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.tight_layout()
         os.makedirs(f"{res}", exist_ok=True)
         fig.savefig(f"{res}/accuracy_vs_params_{task}.png")

@@ -103,6 +103,11 @@ expect 0 "search: selection perturbation" -- "$tool" search "${common[@]}" --out
 [[ $(json pert/metrics.json '["selection"]["layers"].__len__()') == 2 ]] || fail "metrics.json lacks the perturbation scores"
 python3 -c "import json; g = json.load(open('pert/genotype.json')); m = json.load(open('pert/metrics.json'))
 assert [l['op'] for l in g['layers']] == m['genotype']" || fail "genotype.json is not the perturbation's genotype"
+[[ $(json run/metrics.json '["selection"]["rule"]') == perturbation ]] || fail "the default selection is not perturbation"
+expect 0 "search: selection argmax" -- "$tool" search "${common[@]}" --out argmax --epochs 2 --warmup-epochs 1 --select argmax --quiet
+python3 -c "import json; m = json.load(open('argmax/metrics.json'))
+assert m['genotype'] == m['selection']['argmax_genotype'] and 'layers' not in m['selection']" ||
+  fail "--select argmax did not keep alpha's argmax"
 expect 2 "'argmax' or 'perturbation'" -- "$tool" search --select best
 expect 2 "--finetune-epochs must be >= 0" -- "$tool" search --finetune-epochs -1
 expect 0 "select: best" -- "$tool" select --runs grid,pert "${common[@]}" --epochs 1 --out best --quiet

@@ -8,7 +8,7 @@ namespace {
 
 /// The search command's own flags and what they become.
 struct search_settings {
-  std::string out = "vpdarts-run", order = "first", alpha_lr = "auto", lr_grid, select = "argmax";
+  std::string out = "vpdarts-run", order = "first", alpha_lr = "auto", lr_grid, select = "perturbation";
   long prompts = 8, grid_epochs = 2, finetune_epochs = 1;
   std::uint64_t seed = 0;
   bool resume = false;
@@ -31,8 +31,8 @@ struct search_settings {
     f.add("w-lr-grid", lr_grid, "choose --w-lr on search-val from these values first, e.g. 0.005,0.01,0.05,0.1,0.25,0.5", "LIST");
     f.add("grid-epochs", grid_epochs, "epochs of w-only training per grid value");
     f.add("select", select,
-          "how the genotype is chosen: argmax (of softmax(alpha) per layer) or perturbation (the operator whose removal "
-          "costs most search-val accuracy, layer by layer; docs/method.md)", "RULE");
+          "how the genotype is chosen: perturbation (the operator whose removal costs most search-val accuracy, layer by "
+          "layer; the default, docs/method.md) or argmax (of softmax(alpha) per layer, DARTS's rule)", "RULE");
     f.add("finetune-epochs", finetune_epochs, "--select perturbation: epochs of w-only training after each layer is fixed");
     f.add("seed", seed, "seed of alpha, the operator parameters, the split and the shuffling");
     f.add_switch("resume", resume, "continue from DIR/search.safetensors when it exists");

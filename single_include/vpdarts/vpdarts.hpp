@@ -955,6 +955,27 @@ class parameter {
   mutable detail::bf16_cache bf16_;
 };
 
+/// Keeps the values of some parameters and puts them back: on restore(), and when it
+/// goes out of scope (whatever happens in between, an exception included).
+template <Scalar S>
+class values_kept {
+ public:
+  explicit values_kept(std::vector<parameter<S>*> params) : params_(std::move(params)) {
+    for (parameter<S>* p : params_) values_.push_back(p->value());
+  }
+  values_kept(const values_kept&) = delete;
+  values_kept& operator=(const values_kept&) = delete;
+  ~values_kept() { restore(); }
+  /// Every parameter back to its kept value.
+  void restore() {
+    for (std::size_t i = 0; i < params_.size(); ++i) params_[i]->value() = values_[i];
+  }
+
+ private:
+  std::vector<parameter<S>*> params_;
+  std::vector<matrix<S>> values_;
+};
+
 }  // namespace vpdarts
 // ---- end vpdarts/autodiff/parameter.hpp ----
 
@@ -6848,6 +6869,22 @@ void for_each_batch(const data::labelled_images<S>& data, index batch, Fn&& fn, 
   }
 }
 
+/// Calls fn(tape, x, y) for this process's share of `data` (all of it with one process),
+/// in batches, on one tape reset before every batch and recording no gradient.
+template <Scalar S, class Fn>
+void for_each_scored_batch(const data::labelled_images<S>& data, index batch, const data_parallel& parallel, Fn&& fn) {
+  tape<S> t;
+  no_grad<S> guard(t);
+  const auto share = parallel.share_of(data.size());
+  for_each_batch(
+      data, batch,
+      [&](index, const image_batch<S>& x, const std::vector<int>& y) {
+        t.reset();
+        fn(t, x, y);
+      },
+      share.first, share.count);
+}
+
 /// Top-1 accuracy of `forward(tape, images) -> logits` on `data`, in batches,
 /// no gradient recorded; with `parallel` over several processes each
 /// evaluates its share of the images and the counts are summed.
@@ -6857,18 +6894,9 @@ double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&
                      const data_parallel& parallel = {}) {
   if (data.size() == 0) throw config_error("top1_accuracy: the data set is empty");
   index correct = 0;
-  {
-    tape<S> t;
-    no_grad<S> guard(t);
-    const auto share = parallel.share_of(data.size());
-    for_each_batch(
-        data, batch,
-        [&](index, const image_batch<S>& x, const std::vector<int>& y) {
-          t.reset();
-          correct += count_correct(forward(t, x).value(), y);
-        },
-        share.first, share.count);
-  }
+  for_each_scored_batch(data, batch, parallel, [&](tape<S>& t, const image_batch<S>& x, const std::vector<int>& y) {
+    correct += count_correct(forward(t, x).value(), y);
+  });
   return static_cast<double>(parallel.sum(correct)) / static_cast<double>(data.size());
 }
 
@@ -8396,21 +8424,16 @@ lr_grid_result run_lr_grid(const data::labelled_images<S>& data, const lr_grid_o
 /// @throws config_error for an empty grid, a non-positive lr, no epoch, or a batch larger than a split.
 template <Scalar S, OpList Ops>
 lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const lr_grid_options& o) {
-  std::vector<parameter<S>*> ws = model.weights();
-  std::vector<matrix<S>> snapshot;
-  for (parameter<S>* p : ws) snapshot.push_back(p->value());
+  values_kept<S> start(model.weights());  // every lr starts from here, and the model ends here
   return detail::run_lr_grid(data, o, "choose_w_lr", [&](const auto& train_set, const auto& val_set, double lr) {
     train_options t{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false,
                     .augment = o.augment, .parallel = o.parallel};
     t.w.lr = lr;
     t.w.warmup_epochs = std::min(o.w.warmup_epochs, o.epochs);
-    struct restore {  // w back to where it started, whatever happens
-      std::vector<parameter<S>*>& ws;
-      std::vector<matrix<S>>& snapshot;
-      ~restore() {
-        for (std::size_t i = 0; i < ws.size(); ++i) ws[i]->value() = snapshot[i];
-      }
-    } guard{ws, snapshot};
+    struct restore_after {  // w back to the start after this lr, whatever happens
+      values_kept<S>& start;
+      ~restore_after() { start.restore(); }
+    } guard{start};
     const double loss = train(model, train_set, t);
     return std::pair<double, double>(loss, evaluate(model, val_set, 64, o.parallel));
   });
@@ -8491,20 +8514,11 @@ val_score score(prompted_vit<S, Ops>& model, const data::labelled_images<S>& dat
   if (data.size() == 0) throw config_error("score: the data set is empty");
   index correct = 0;
   double loss = 0;
-  {
-    tape<S> t;
-    no_grad<S> guard(t);
-    const auto share = parallel.share_of(data.size());
-    for_each_batch(
-        data, batch,
-        [&](index, const image_batch<S>& x, const std::vector<int>& y) {
-          t.reset();
-          const var<S> logits = model.logits(t, x, grad_target::none);
-          correct += count_correct(logits.value(), y);
-          loss += static_cast<double>(cross_entropy(logits, y).item()) * static_cast<double>(y.size());
-        },
-        share.first, share.count);
-  }
+  for_each_scored_batch(data, batch, parallel, [&](tape<S>& t, const image_batch<S>& x, const std::vector<int>& y) {
+    const var<S> logits = model.logits(t, x, grad_target::none);
+    correct += count_correct(logits.value(), y);
+    loss += static_cast<double>(cross_entropy(logits, y).item()) * static_cast<double>(y.size());
+  });
   const double n = static_cast<double>(data.size());
   return {static_cast<double>(parallel.sum(correct)) / n, parallel.sum(loss) / n};
 }
@@ -8550,10 +8564,7 @@ perturbation_result select_by_perturbation(prompted_vit<S, Ops>& model, const da
   const auto train_set = data.select(split.train), val_set = data.select(split.val);
 
   parameter<S>& alpha = model.alpha();
-  const matrix<S> alpha_before = alpha.value();
-  std::vector<parameter<S>*> ws = model.weights();
-  std::vector<matrix<S>> w_before;
-  for (parameter<S>* p : ws) w_before.push_back(p->value());
+  values_kept<S> kept(model.state_parameters());  // w and alpha as the search left them, put back at the end
   // A masked operator's logit: far below any trained alpha, so its softmax weight is exactly 0.
   const S masked = S(-1e30);
   const index depth = model.config().depth, k_count = static_cast<index>(Ops::size);
@@ -8598,11 +8609,8 @@ perturbation_result select_by_perturbation(prompted_vit<S, Ops>& model, const da
             {.epochs = o.finetune_epochs, .batch = o.batch, .w = o.w, .seed = o.seed + static_cast<std::uint64_t>(l) + 1,
              .progress = false, .parallel = o.parallel});
   }
-  const genotype by_argmax = [&] {
-    alpha.value() = alpha_before;
-    return model.derive();
-  }();
-  for (std::size_t i = 0; i < ws.size(); ++i) ws[i]->value() = w_before[i];
+  kept.restore();
+  const genotype by_argmax = model.derive();
   for (std::size_t l = 0; l < r.found.layers.size(); ++l)
     if (r.found.layers[l].op != by_argmax.layers[l].op)
       r.argmax_differs.push_back(detail::cat("layer ", l, ": ", r.found.layers[l].op, " (argmax of alpha: ",

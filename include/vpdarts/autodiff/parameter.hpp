@@ -154,4 +154,25 @@ class parameter {
   mutable detail::bf16_cache bf16_;
 };
 
+/// Keeps the values of some parameters and puts them back: on restore(), and when it
+/// goes out of scope (whatever happens in between, an exception included).
+template <Scalar S>
+class values_kept {
+ public:
+  explicit values_kept(std::vector<parameter<S>*> params) : params_(std::move(params)) {
+    for (parameter<S>* p : params_) values_.push_back(p->value());
+  }
+  values_kept(const values_kept&) = delete;
+  values_kept& operator=(const values_kept&) = delete;
+  ~values_kept() { restore(); }
+  /// Every parameter back to its kept value.
+  void restore() {
+    for (std::size_t i = 0; i < params_.size(); ++i) params_[i]->value() = values_[i];
+  }
+
+ private:
+  std::vector<parameter<S>*> params_;
+  std::vector<matrix<S>> values_;
+};
+
 }  // namespace vpdarts

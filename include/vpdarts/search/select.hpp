@@ -59,20 +59,11 @@ val_score score(prompted_vit<S, Ops>& model, const data::labelled_images<S>& dat
   if (data.size() == 0) throw config_error("score: the data set is empty");
   index correct = 0;
   double loss = 0;
-  {
-    tape<S> t;
-    no_grad<S> guard(t);
-    const auto share = parallel.share_of(data.size());
-    for_each_batch(
-        data, batch,
-        [&](index, const image_batch<S>& x, const std::vector<int>& y) {
-          t.reset();
-          const var<S> logits = model.logits(t, x, grad_target::none);
-          correct += count_correct(logits.value(), y);
-          loss += static_cast<double>(cross_entropy(logits, y).item()) * static_cast<double>(y.size());
-        },
-        share.first, share.count);
-  }
+  for_each_scored_batch(data, batch, parallel, [&](tape<S>& t, const image_batch<S>& x, const std::vector<int>& y) {
+    const var<S> logits = model.logits(t, x, grad_target::none);
+    correct += count_correct(logits.value(), y);
+    loss += static_cast<double>(cross_entropy(logits, y).item()) * static_cast<double>(y.size());
+  });
   const double n = static_cast<double>(data.size());
   return {static_cast<double>(parallel.sum(correct)) / n, parallel.sum(loss) / n};
 }
@@ -118,10 +109,7 @@ perturbation_result select_by_perturbation(prompted_vit<S, Ops>& model, const da
   const auto train_set = data.select(split.train), val_set = data.select(split.val);
 
   parameter<S>& alpha = model.alpha();
-  const matrix<S> alpha_before = alpha.value();
-  std::vector<parameter<S>*> ws = model.weights();
-  std::vector<matrix<S>> w_before;
-  for (parameter<S>* p : ws) w_before.push_back(p->value());
+  values_kept<S> kept(model.state_parameters());  // w and alpha as the search left them, put back at the end
   // A masked operator's logit: far below any trained alpha, so its softmax weight is exactly 0.
   const S masked = S(-1e30);
   const index depth = model.config().depth, k_count = static_cast<index>(Ops::size);
@@ -166,11 +154,8 @@ perturbation_result select_by_perturbation(prompted_vit<S, Ops>& model, const da
             {.epochs = o.finetune_epochs, .batch = o.batch, .w = o.w, .seed = o.seed + static_cast<std::uint64_t>(l) + 1,
              .progress = false, .parallel = o.parallel});
   }
-  const genotype by_argmax = [&] {
-    alpha.value() = alpha_before;
-    return model.derive();
-  }();
-  for (std::size_t i = 0; i < ws.size(); ++i) ws[i]->value() = w_before[i];
+  kept.restore();
+  const genotype by_argmax = model.derive();
   for (std::size_t l = 0; l < r.found.layers.size(); ++l)
     if (r.found.layers[l].op != by_argmax.layers[l].op)
       r.argmax_differs.push_back(detail::cat("layer ", l, ": ", r.found.layers[l].op, " (argmax of alpha: ",

@@ -47,6 +47,22 @@ void for_each_batch(const data::labelled_images<S>& data, index batch, Fn&& fn, 
   }
 }
 
+/// Calls fn(tape, x, y) for this process's share of `data` (all of it with one process),
+/// in batches, on one tape reset before every batch and recording no gradient.
+template <Scalar S, class Fn>
+void for_each_scored_batch(const data::labelled_images<S>& data, index batch, const data_parallel& parallel, Fn&& fn) {
+  tape<S> t;
+  no_grad<S> guard(t);
+  const auto share = parallel.share_of(data.size());
+  for_each_batch(
+      data, batch,
+      [&](index, const image_batch<S>& x, const std::vector<int>& y) {
+        t.reset();
+        fn(t, x, y);
+      },
+      share.first, share.count);
+}
+
 /// Top-1 accuracy of `forward(tape, images) -> logits` on `data`, in batches,
 /// no gradient recorded; with `parallel` over several processes each
 /// evaluates its share of the images and the counts are summed.
@@ -56,18 +72,9 @@ double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&
                      const data_parallel& parallel = {}) {
   if (data.size() == 0) throw config_error("top1_accuracy: the data set is empty");
   index correct = 0;
-  {
-    tape<S> t;
-    no_grad<S> guard(t);
-    const auto share = parallel.share_of(data.size());
-    for_each_batch(
-        data, batch,
-        [&](index, const image_batch<S>& x, const std::vector<int>& y) {
-          t.reset();
-          correct += count_correct(forward(t, x).value(), y);
-        },
-        share.first, share.count);
-  }
+  for_each_scored_batch(data, batch, parallel, [&](tape<S>& t, const image_batch<S>& x, const std::vector<int>& y) {
+    correct += count_correct(forward(t, x).value(), y);
+  });
   return static_cast<double>(parallel.sum(correct)) / static_cast<double>(data.size());
 }
 

@@ -90,21 +90,16 @@ lr_grid_result run_lr_grid(const data::labelled_images<S>& data, const lr_grid_o
 /// @throws config_error for an empty grid, a non-positive lr, no epoch, or a batch larger than a split.
 template <Scalar S, OpList Ops>
 lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const lr_grid_options& o) {
-  std::vector<parameter<S>*> ws = model.weights();
-  std::vector<matrix<S>> snapshot;
-  for (parameter<S>* p : ws) snapshot.push_back(p->value());
+  values_kept<S> start(model.weights());  // every lr starts from here, and the model ends here
   return detail::run_lr_grid(data, o, "choose_w_lr", [&](const auto& train_set, const auto& val_set, double lr) {
     train_options t{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false,
                     .augment = o.augment, .parallel = o.parallel};
     t.w.lr = lr;
     t.w.warmup_epochs = std::min(o.w.warmup_epochs, o.epochs);
-    struct restore {  // w back to where it started, whatever happens
-      std::vector<parameter<S>*>& ws;
-      std::vector<matrix<S>>& snapshot;
-      ~restore() {
-        for (std::size_t i = 0; i < ws.size(); ++i) ws[i]->value() = snapshot[i];
-      }
-    } guard{ws, snapshot};
+    struct restore_after {  // w back to the start after this lr, whatever happens
+      values_kept<S>& start;
+      ~restore_after() { start.restore(); }
+    } guard{start};
     const double loss = train(model, train_set, t);
     return std::pair<double, double>(loss, evaluate(model, val_set, 64, o.parallel));
   });

@@ -64,7 +64,7 @@ piece() {
   local retrain=(retrain "${data[@]}" --epochs "$epochs" --lr-grid "$grid" --grid-epochs "$grid_epochs" --out "$dir")
   local cmd
   case $method in
-    search) cmd=(search "${data[@]}" "${search_flags[@]}" --out "$dir" --resume) ;;
+    search) cmd=(search "${data[@]}" "${search_flags[@]}" --out "$dir" --resume --select argmax) ;;  # DARTS's rule
     pert)  # the same search (its finished checkpoint), then perturbation-based selection
       mkdir -p "$dir"
       [[ -f $dir/search.safetensors ]] || cp "$out/$task/seed$seed/search/search.safetensors" "$dir/"

@@ -6,7 +6,7 @@
 //
 //   RESULT workload=toy mode=first batch=32 sec_per_step=... images_per_s=... gflops=... gflops_per_s=... peak_rss_mb=...
 //
-//   vpdarts_bench [--workload toy|tiny16|base16|dinov2s14] [--mode first|second|infer] [--batch N] [--steps 5] [--threads 2] [--seed 0]
+//   vpdarts_bench [--workload toy|tiny16|base16|dinov2s14] [--mode first|second|infer] [--batch N] [--steps 5] [--threads 2 (0: the free cores)] [--seed 0]
 //                 [--precision fp32|bf16]   (bf16: the frozen products on oneDNN; exit 2 where unavailable)
 //   vpdarts_bench --roof [fp32|bf16]   the matmul roof: Eigen's float32 GEMM / oneDNN's bf16 matmul on a 2048 cube
 //   mpirun -np N vpdarts_bench ...   (a build with MPI: every step's batch shared over N processes, as
@@ -206,8 +206,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "vpdarts_bench: --mode is first, second or infer, not '%s'\n", mode.c_str());
     return 2;
   }
-  if (steps < 1 || threads < 1 || batch < 0) {
-    std::fprintf(stderr, "vpdarts_bench: --steps and --threads must be >= 1, --batch >= 0\n");
+  if (steps < 1 || threads < 0 || batch < 0) {
+    std::fprintf(stderr, "vpdarts_bench: --steps must be >= 1, --threads >= 0 (0: the free cores), --batch >= 0\n");
     return 2;
   }
   if (scaling_rate > 0) {
@@ -218,6 +218,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "vpdarts_bench: --precision and --roof are fp32 or bf16\n");
     return 2;
   }
+  const bool auto_threads = threads == 0;
+  if (auto_threads) threads = vp::free_cores();  // as the tool's default: the cores other work leaves free
   omp_set_num_threads(static_cast<int>(threads));
   if (precision == "bf16" || roof == "bf16") {
     const vp::bf16_support s = vp::bf16_supported();
@@ -288,7 +290,9 @@ int main(int argc, char** argv) {
         std::printf("RESULT workload=%s mode=%s batch=%ld sec_per_step=%.4f images_per_s=%.1f gflops=%.2f gflops_per_s=%.1f "
                     "peak_rss_mb=%.0f precision=%s%s\n",
                     w.name.c_str(), mode.c_str(), b, median, images / median, gflops, gflops / median,
-                    vp::report::peak_rss_mb(), precision.c_str(), dp.active() ? vp::text::cat(" processes=", dp.size(), " threads=", threads).c_str() : "");
+                    vp::report::peak_rss_mb(), precision.c_str(),
+                    dp.active() ? vp::text::cat(" processes=", dp.size(), " threads=", threads).c_str()
+                                : (auto_threads ? vp::text::cat(" threads=auto:", threads).c_str() : ""));
       std::fflush(stdout);
     }
   } catch (const vp::error& e) {

@@ -11,7 +11,10 @@
 #                                PRECISIONS="fp32 bf16" (bf16 only where available; vpdarts --precision p
 #                                against the peer's --dtype p),
 #                                STEPS=3, INFER_STEPS=20, THREADS=2, ROUNDS=2, PEER=../shared/peers/torch_search_bench.py,
-#                                MERGE=1 to re-run only the given workloads, modes and precisions and keep the other rows)
+#                                MERGE=1 to re-run only the given workloads, modes and precisions and keep the other rows,
+#                                BUSY="toy" the workloads also measured with a busy loop holding one core, BUSY="" none)
+# The busy rows run each side's first-order step and inference again while the script's own busy loop
+# (one process spinning) shares the machine, and report each side's slowdown against its quiet row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 workloads=${WORKLOADS:-toy tiny16}
@@ -66,6 +69,35 @@ for w in $workloads; do
     done
   done
 done
+# A machine that is not ours alone: the same steps beside a busy loop that holds one core.
+busy_pid=""
+stop_busy() {
+  if [[ -n $busy_pid ]]; then kill "$busy_pid" 2>/dev/null || true; wait "$busy_pid" 2>/dev/null || true; fi
+  busy_pid=""
+}
+trap stop_busy EXIT
+[[ -n ${BUSY-toy} ]] && sed -i '/^BUSY/d' "$raw"  # BUSY, BUSY_AUTO and BUSY_PEER lines
+for w in ${BUSY-toy}; do
+  for mode in first infer; do
+    [[ " $modes " == *" $mode "* ]] || continue
+    for p in $precisions; do
+      n=$steps
+      [[ $mode == infer ]] && n=$infer_steps
+      for round in $(seq 1 "$rounds"); do
+        echo "bench.sh: $w $mode $p beside a busy loop, round $round: vpdarts, then the peer"
+        (while :; do :; done) & busy_pid=$!
+        build/bench/vpdarts_bench --workload "$w" --mode "$mode" --steps "$n" --threads "$threads" --precision "$p" |
+          sed 's/^/BUSY /' | tee -a "$raw"
+        # the tool's default thread count: the cores the busy loop leaves free, measured at start
+        OMP_NUM_THREADS= build/bench/vpdarts_bench --workload "$w" --mode "$mode" --steps "$n" --threads 0 --precision "$p" |
+          sed 's/^/BUSY_AUTO /' | tee -a "$raw"
+        /usr/bin/python3 "$peer" --workload "$w" --mode "$mode" --steps "$n" --threads "$threads" --dtype "$p" --no-header |
+          sed 's/^/BUSY_PEER /' | tee -a "$raw"
+        stop_busy
+      done
+    done
+  done
+done
 # The roof of the build the benchmark ran (x86-64-v3 when the CPU has it) and of the portable build.
 build/bench/vpdarts_ops_bench --benchmark_filter=bm_eigen_gemm 2>/dev/null | grep "Eigen SGEMM" | sed 's/^/ROOF /' | tee -a "$raw"
 VPDARTS_DISPATCH=off build/bench/vpdarts_ops_bench --benchmark_filter=bm_eigen_gemm 2>/dev/null | grep "Eigen SGEMM" |
@@ -78,17 +110,28 @@ python3 - "$raw" "$steps" "$threads" "$isa" "$infer_steps" <<'PY'
 import platform, re, subprocess, sys
 raw, steps, threads, isa, infer_steps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 ours, peer, roof, roof_portable, roof_bf16 = {}, {}, None, None, None
+busy_ours, busy_auto, busy_peer = {}, {}, {}
+def parse_ours(line, into):
+    f = dict(kv.split("=") for kv in line.split()[1:])
+    key = (f["workload"], f["mode"], int(f["batch"]), f.get("precision", "fp32"))
+    into.setdefault(key, []).append((float(f["sec_per_step"]), float(f["images_per_s"]), float(f["gflops_per_s"]),
+                                     float(f["peak_rss_mb"])))
+def parse_peer(line, into):
+    c = [x.strip() for x in line.split("|", 1)[1].strip().strip("|").split("|")]
+    name, prec = (c[0][:-5], "bf16") if c[0].endswith("-bf16") else (c[0], "fp32")
+    key = (name, c[1], int(c[2]), prec)
+    into.setdefault(key, []).append((float(c[4]), float(c[5]), float(c[7]), float(c[8])))
 for line in open(raw):
     if line.startswith("RESULT "):
-        f = dict(kv.split("=") for kv in line.split()[1:])
-        key = (f["workload"], f["mode"], int(f["batch"]), f.get("precision", "fp32"))
-        ours.setdefault(key, []).append((float(f["sec_per_step"]), float(f["images_per_s"]), float(f["gflops_per_s"]),
-                                         float(f["peak_rss_mb"])))
+        parse_ours(line, ours)
+    elif line.startswith("BUSY RESULT "):
+        parse_ours(line[5:], busy_ours)
+    elif line.startswith("BUSY_AUTO RESULT "):
+        parse_ours(line[10:], busy_auto)
     elif line.startswith("PEER |"):
-        c = [x.strip() for x in line[5:].strip().strip("|").split("|")]
-        name, prec = (c[0][:-5], "bf16") if c[0].endswith("-bf16") else (c[0], "fp32")
-        key = (name, c[1], int(c[2]), prec)
-        peer.setdefault(key, []).append((float(c[4]), float(c[5]), float(c[7]), float(c[8])))
+        parse_peer(line, peer)
+    elif line.startswith("BUSY_PEER |"):
+        parse_peer(line, busy_peer)
     elif line.startswith("ROOF precision=bf16"):
         roof_bf16 = float(re.search(r"gflops_per_s=([0-9.]+)", line).group(1))
     elif line.startswith("ROOF "):
@@ -140,6 +183,25 @@ for key in sorted(ours, key=lambda k: (k[0], ["first", "second", "infer"].index(
     lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {o[0]:.4f} | {p[0]:.4f} | {o[1]:.1f} | {p[1]:.1f} | "
                  f"{ratio:.2f}x | {mark} | {o[2]:.1f} | " + (f"{o[2] / r * 100:.0f}%" if r else "-") +
                  f" | {o[3]:.0f} | {p[3]:.0f} | {rss_mark} |")
+busy_rows = [k for k in sorted(busy_ours) if k in busy_peer and k in busy_auto and k in ours and k in peer]
+if busy_rows:
+    lines += ["", "## Beside a busy loop", "",
+              "The same steps again while a plain busy loop (one process spinning, started and stopped by the script) "
+              "holds one of the two cores; slowdown is the busy s/step over the quiet s/step of the same side, both "
+              f"from this run. vpdarts runs twice: with {threads} threads as in the quiet rows, and with the tool's "
+              "default thread count (`--threads 0`: the cores other work leaves free, measured at start). Losing one "
+              "of two cores should cost at most 2x (target: at most 2.2x, with the default threads).", "",
+              f"| workload | mode | batch | precision | vpdarts quiet s | busy s, {threads} threads | slowdown | "
+              "busy s, default threads | slowdown | target | peer quiet s | peer busy s | peer slowdown | "
+              "busy ratio (vpdarts default over the peer, images/s) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key in busy_rows:
+        oq, ob, oa = best(ours[key]), best(busy_ours[key]), best(busy_auto[key])
+        pq, pb = best(peer[key]), best(busy_peer[key])
+        slow = oa[0] / oq[0]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {oq[0]:.4f} | {ob[0]:.4f} | {ob[0] / oq[0]:.2f}x | "
+                     f"{oa[0]:.4f} | {slow:.2f}x | <= 2.2x {'met' if slow <= 2.2 else 'NOT met'} | {pq[0]:.4f} | "
+                     f"{pb[0]:.4f} | {pb[0] / pq[0]:.2f}x | {oa[1] / pb[1]:.2f}x |")
 lines += ["", "Reproduce: `scripts/bench.sh` (it installs `python3-torch` and `libopenblas0-pthread`, builds "
           "`build/bench/vpdarts_bench` and runs both sides). One configuration by hand:", "",
           "    build/bench/vpdarts_bench --workload toy --mode first --steps 3 --threads 2",

@@ -51,6 +51,13 @@ ms = {name: json.load(open(f"{out}/{sub}/metrics.json")) for name, sub in rows}
 print()
 print("genotype:", ", ".join(search["genotype"]))
 print("margins: ", ", ".join(f"{m:.3f}" for m in search["margins"]))
+sel = search["selection"]
+if sel["rule"] == "best_of_runs":
+    print(f"selection: the best of {sel['runs']} searches on search-val ({sel['best_run']}); the candidates:")
+    for c in sel["candidates"]:
+        print(f"  {c['run']} (seed {c['seed']}): {', '.join(c['genotype'])}: search-val accuracy {c['val_accuracy']:.3f}")
+else:
+    print("selection:", sel["rule"])
 for w in search["warnings"]:
     print("warning: ", w)
 print()
@@ -72,5 +79,5 @@ print(f"(one seed of a small built-in task: scripts/fashion_study.sh measures th
 print()
 print(f"search {search['search_seconds']:.0f} s; demo {total} s in all (set-up and build {build} s); files in {out}/:")
 print(f"  alpha.png (softmax(alpha) after the search), alpha_trajectory.png (over the epochs), alpha.csv,")
-print(f"  genotype.json, metrics.json, retrain/, op-*/, probe/")
+print(f"  genotype.json, metrics.json, retrain/, op-*/, probe/" + (", run-*/ (each search)" if sel["rule"] == "best_of_runs" else ""))
 PY

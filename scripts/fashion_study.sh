@@ -64,11 +64,11 @@ piece() {
   local retrain=(retrain "${data[@]}" --epochs "$epochs" --lr-grid "$grid" --grid-epochs "$grid_epochs" --out "$dir")
   local cmd
   case $method in
-    search) cmd=(search "${data[@]}" "${search_flags[@]}" --out "$dir" --resume --select argmax) ;;  # DARTS's rule
+    search) cmd=(search "${data[@]}" "${search_flags[@]}" --out "$dir" --resume --runs 1 --select argmax) ;;  # one search, DARTS's rule
     pert)  # the same search (its finished checkpoint), then perturbation-based selection
       mkdir -p "$dir"
       [[ -f $dir/search.safetensors ]] || cp "$out/$task/seed$seed/search/search.safetensors" "$dir/"
-      cmd=(search "${data[@]}" "${search_flags[@]}" --out "$dir" --resume --select perturbation --finetune-epochs 1) ;;
+      cmd=(search "${data[@]}" "${search_flags[@]}" --out "$dir" --resume --runs 1 --select perturbation --finetune-epochs 1) ;;
     probe) cmd=(retrain "${data[@]}" --linear-probe --epochs "$probe_epochs" --lr-grid "$grid" --grid-epochs "$probe_epochs" --out "$dir") ;;
     op-*) cmd=("${retrain[@]}" --op "${method#op-}") ;;
     argmax) cmd=("${retrain[@]}" --genotype "$res/$task/seed$seed/search/genotype.json") ;;

@@ -15,11 +15,19 @@
 /// Set the environment variable `VPDARTS_DISPATCH=off` to keep the portable
 /// build (for example to compare the two).
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 #if defined(__linux__)
+#include <sched.h>
 #include <unistd.h>
 #endif
 
@@ -76,6 +84,68 @@ inline void exec_best_variant(char** argv) noexcept {
   ::execv(sibling.c_str(), argv);  // returns only on failure: keep the portable build
 #else
   (void)argv;
+#endif
+}
+
+/// CPU time of one CPU from /proc/stat, in ticks: busy (user, nice, system, irq, softirq, steal) and all.
+struct cpu_ticks {
+  unsigned long long busy = 0, total = 0;
+};
+
+/// The /proc/stat line of every CPU ("cpuN ..."), indexed by N; CPUs missing from the file stay zero.
+/// Empty when the file cannot be read. Never throws.
+inline std::vector<cpu_ticks> read_cpu_ticks() noexcept {
+  std::vector<cpu_ticks> out;
+  try {
+    std::ifstream in("/proc/stat");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.size() < 4 || line.compare(0, 3, "cpu") != 0 || line[3] < '0' || line[3] > '9') continue;
+      std::istringstream f(line.substr(3));
+      std::size_t cpu = 0;
+      unsigned long long v[8] = {};
+      if (!(f >> cpu) || cpu > 65535) continue;
+      for (auto& x : v) f >> x;  // user nice system idle iowait irq softirq steal (older kernels: fewer, left 0)
+      if (out.size() <= cpu) out.resize(cpu + 1);
+      out[cpu].busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+      out[cpu].total = out[cpu].busy + v[3] + v[4];
+    }
+  } catch (...) {
+    out.clear();
+  }
+  return out;
+}
+
+/// The CPUs this process may run on that other work leaves free: the size of its CPU set
+/// (sched_getaffinity) minus the CPU time the rest of the machine took on them over `window`
+/// (measured from /proc/stat while this thread sleeps, rounded to whole cores), at least 1.
+/// A plain busy loop beside a 2-core job gives 1. Where the figures cannot be read (not
+/// Linux, no /proc) it returns the size of the CPU set (elsewhere: the hardware's threads). Costs `window` of wall time.
+///
+/// The tool uses it for its default thread count: on a machine whose cores are shared,
+/// threads that split a product evenly wait at every barrier for the one that shares its core
+/// (docs/performance.md, "A machine that is not yours alone").
+inline int free_cores(std::chrono::milliseconds window = std::chrono::milliseconds(100)) noexcept {
+#if defined(__linux__)
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+  const int mine = CPU_COUNT(&set);
+  if (mine <= 1) return 1;
+  const std::vector<cpu_ticks> a = read_cpu_ticks();
+  if (a.empty()) return mine;
+  std::this_thread::sleep_for(window);
+  const std::vector<cpu_ticks> b = read_cpu_ticks();
+  double taken = 0;
+  for (std::size_t c = 0; c < a.size() && c < b.size() && c < CPU_SETSIZE; ++c) {
+    if (!CPU_ISSET(c, &set) || b[c].total <= a[c].total) continue;
+    taken += static_cast<double>(b[c].busy - std::min(b[c].busy, a[c].busy)) / static_cast<double>(b[c].total - a[c].total);
+  }
+  const int free = mine - static_cast<int>(std::floor(taken + 0.5));
+  return free < 1 ? 1 : (free > mine ? mine : free);
+#else
+  (void)window;
+  return std::max(1u, std::thread::hardware_concurrency());
 #endif
 }
 

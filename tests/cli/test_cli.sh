@@ -81,8 +81,9 @@ common=(--backbone bb.safetensors --prompts 2 --batch 8 --train-images 80)
 cat > search.json <<'JSON'
 {"epochs": 3, "warmup-epochs": 1, "w-lr": 0.05, "op_lr_mult": [1, 1, 0.5, 0.5], "order": "second"}
 JSON
-expect 0 "genotype (softmax weights" -- "$tool" search --config search.json --order first --out run "${common[@]}" --quiet
-for f in genotype.json alpha.csv alpha.png alpha_trajectory.png search.safetensors metrics.json; do
+expect 0 "genotype (softmax weights" -- "$tool" search --config search.json --order first --out run "${common[@]}" --threads 2 --quiet
+for f in genotype.json alpha.csv alpha.png alpha_trajectory.png metrics.json \
+         run-{0,1,2}/{genotype.json,alpha.csv,search.safetensors,metrics.json}; do  # the default: three searches
   [[ -s run/$f ]] || fail "search left no run/$f"
 done
 [[ $(wc -l < run/alpha.csv) == $((1 + 3 * 2 * 4)) ]] || fail "alpha.csv has $(wc -l < run/alpha.csv) lines, expected 25"
@@ -97,19 +98,35 @@ expect 0 "search: w lr" -- "$tool" search "${common[@]}" --out grid --epochs 2 -
 expect 2 "is not a learning rate" -- "$tool" search --w-lr-grid 0.1,x
 
 # ---- genotype selection: perturbation in the search, best of several runs with select
-expect 0 "search: selection perturbation" -- "$tool" search "${common[@]}" --out pert --epochs 2 --warmup-epochs 1 \
+expect 0 "search: selection perturbation" -- "$tool" search "${common[@]}" --out pert --epochs 2 --warmup-epochs 1 --runs 1 \
   --select perturbation --finetune-epochs 1 --quiet
 [[ $(json pert/metrics.json '["selection"]["rule"]') == perturbation ]] || fail "metrics.json does not name the selection rule"
 [[ $(json pert/metrics.json '["selection"]["layers"].__len__()') == 2 ]] || fail "metrics.json lacks the perturbation scores"
 python3 -c "import json; g = json.load(open('pert/genotype.json')); m = json.load(open('pert/metrics.json'))
 assert [l['op'] for l in g['layers']] == m['genotype']" || fail "genotype.json is not the perturbation's genotype"
-[[ $(json run/metrics.json '["selection"]["rule"]') == perturbation ]] || fail "the default selection is not perturbation"
-expect 0 "search: selection argmax" -- "$tool" search "${common[@]}" --out argmax --epochs 2 --warmup-epochs 1 --select argmax --quiet
+# the default: the best of three searches (seeds 0, 1, 2), each run's argmax genotype scored on search-val
+python3 -c "import json; m = json.load(open('run/metrics.json')); s = m['selection']; c = s['candidates']
+assert s['rule'] == 'best_of_runs' and s['runs'] == 3 and s['run_rule'] == 'argmax', s
+assert [x['seed'] for x in c] == [0, 1, 2], c
+runs = [json.load(open(f'run/run-{k}/metrics.json')) for k in range(3)]
+assert [x['genotype'] for x in c] == [r['genotype'] for r in runs], (c, runs)
+best = max(range(3), key=lambda k: c[k]['val_accuracy'])
+assert c[best]['val_accuracy'] == c[int(s['best_run'][4:])]['val_accuracy'], s
+g = json.load(open('run/genotype.json'))
+assert [l['op'] for l in g['layers']] == m['genotype'] == c[int(s['best_run'][4:])]['genotype'], (g, m)
+assert open('run/alpha.csv').read() == open('run/' + s['best_run'] + '/alpha.csv').read()" ||
+  fail "the default best-of-runs search is not what metrics.json says"
+expect 0 "search: selection best of 2 runs (perturbation within each)" -- "$tool" search "${common[@]}" --out pert2 \
+  --epochs 2 --warmup-epochs 1 --select perturbation --runs 2 --select-epochs 1 --quiet
+[[ $(json pert2/metrics.json '["selection"]["best_run_selection"]["rule"]') == perturbation ]] || fail "--runs 2 lost the run rule"
+expect 0 "search: selection argmax" -- "$tool" search "${common[@]}" --out argmax --epochs 2 --warmup-epochs 1 --runs 1 --select argmax --quiet
 python3 -c "import json; m = json.load(open('argmax/metrics.json'))
 assert m['genotype'] == m['selection']['argmax_genotype'] and 'layers' not in m['selection']" ||
   fail "--select argmax did not keep alpha's argmax"
 expect 2 "'argmax' or 'perturbation'" -- "$tool" search --select best
 expect 2 "--finetune-epochs must be >= 0" -- "$tool" search --finetune-epochs -1
+expect 2 "--runs must be in 1..1000, got 0" -- "$tool" search --runs 0
+expect 2 "--select-epochs must be >= 1, got 0" -- "$tool" search --select-epochs 0
 expect 0 "select: best" -- "$tool" select --runs grid,pert "${common[@]}" --epochs 1 --out best --quiet
 [[ $(json best/metrics.json '["candidates"].__len__()') == 2 ]] || fail "select's metrics.json lacks the candidates"
 [[ -s best/genotype.json ]] || fail "select wrote no genotype.json"
@@ -118,15 +135,24 @@ expect 1 "no genotype at 'nowhere/genotype.json'" -- "$tool" select --runs grid,
 
 # ---- resume: kill a second run once it has a checkpoint, resume it, compare with the first
 mkdir -p again
-( "$tool" search --config search.json --order first --out again "${common[@]}" --quiet > again.log 2>&1 ) &
+( "$tool" search --config search.json --order first --out again "${common[@]}" --threads 2 --quiet > again.log 2>&1 ) &
 pid=$!
-for _ in $(seq 1 600); do [[ -f again/search.safetensors ]] && break; sleep 0.05; done
+for _ in $(seq 1 600); do [[ -f again/run-0/search.safetensors ]] && break; sleep 0.05; done
 kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
-[[ -f again/search.safetensors ]] || fail "no checkpoint after the first epoch"
-expect 0 "genotype" -- "$tool" search --config search.json --order first --out again "${common[@]}" --quiet --resume
+[[ -f again/run-0/search.safetensors ]] || fail "no checkpoint after the first epoch"
+expect 0 "genotype" -- "$tool" search --config search.json --order first --out again "${common[@]}" --threads 2 --quiet --resume
 cmp -s run/genotype.json again/genotype.json || fail "resumed genotype.json differs from the uninterrupted run"
 cmp -s run/alpha.csv again/alpha.csv || fail "resumed alpha.csv differs from the uninterrupted run"
-expect 1 "settings differ" -- "$tool" search --config search.json --order first --out again "${common[@]}" --quiet --resume --w-lr 0.07
+# a resumed search runs with the thread count its checkpoint records (the default follows the free cores,
+# and a product split over other counts rounds differently)
+/usr/bin/env python3 -c "import json, struct; f = open('again/run-0/search.safetensors', 'rb'); n = struct.unpack('<Q', f.read(8))[0]
+assert json.loads(f.read(n))['__metadata__']['vpdarts.search.threads'] == '2'" || fail "the checkpoint does not record its threads"
+expect 0 "search: selection argmax" -- "$tool" search "${common[@]}" --out one --epochs 2 --warmup-epochs 1 --runs 1 --threads 1 --quiet
+if (($(nproc) > 1)); then
+  expect 0 "threads: 1, as the search being resumed ran" -- env -u OMP_NUM_THREADS "$tool" search "${common[@]}" --out one \
+    --epochs 2 --warmup-epochs 1 --runs 1 --resume
+fi
+expect 1 "settings differ" -- "$tool" search --config search.json --order first --out again "${common[@]}" --threads 2 --quiet --resume --w-lr 0.07
 
 # ---- precision: bf16 where this build and CPU have it, a clear refusal (exit 2) where not
 expect 2 "--precision must be fp32, bf16 or auto, got 'fp16'" -- "$tool" search --precision fp16

@@ -53,7 +53,7 @@ for line in "${commands[@]}"; do
 done
 
 grep -q "cached at" step1.log || fail "the first search did not use the seeded backbone cache"
-for f in run/genotype.json run/alpha.png run/alpha.csv run/search.safetensors run/retrain/model.safetensors \
+for f in run/genotype.json run/alpha.png run/alpha.csv run/run-0/search.safetensors run/run-2/search.safetensors run/retrain/model.safetensors \
          run/probe/metrics.json run/op-concat/metrics.json run/retrain/eval/metrics.json \
          flowers-run/genotype.json flowers-run/retrain/metrics.json; do
   [[ -s $f ]] || fail "the tutorial promises $f, which was not written"

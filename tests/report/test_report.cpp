@@ -1,7 +1,11 @@
 // The alpha CSV and heatmap, inference timing, peak memory and metrics.json.
 #include "pch.hpp"
 
+#include <sched.h>
+
+#include <atomic>
 #include <fstream>
+#include <thread>
 
 namespace vp = vpdarts;
 namespace fs = std::filesystem;
@@ -148,3 +152,31 @@ TEST_CASE("inference timing, peak memory and metrics.json", "[report]") {
   CHECK(j.at("trainable_params") == 12);
 }
 
+
+TEST_CASE("free_cores counts the cores other work leaves free", "[report][cores]") {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  REQUIRE(sched_getaffinity(0, sizeof set, &set) == 0);
+  const int mine = CPU_COUNT(&set);
+  const int quiet = vp::free_cores(std::chrono::milliseconds(50));
+  CHECK(quiet >= 1);
+  CHECK(quiet <= mine);
+  const auto ticks = vp::read_cpu_ticks();
+  REQUIRE(!ticks.empty());  // Linux with /proc: the figures are read, not guessed
+  for (const auto& t : ticks) CHECK(t.busy <= t.total);
+  if (mine >= 2) {
+    // a thread of ours that spins through the whole window takes a core: at most mine - 1 are free
+    // (other work on the machine can only lower the count further)
+    std::atomic<bool> stop{false};
+    std::thread spin([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const int busy = vp::free_cores(std::chrono::milliseconds(200));
+    stop = true;
+    spin.join();
+    CHECK(busy >= 1);
+    CHECK(busy <= mine - 1);
+  }
+}

@@ -1,6 +1,10 @@
 // vpdarts search: the DARTS search of one fusion operator per layer, with the
 // genotype, the alpha trajectory (CSV and heatmap), the checkpoint and metrics.
+// By default several searches (seeds SEED, SEED+1, ...) whose argmax genotypes are
+// trained briefly on search-train and scored on search-val; the best is the result.
 #include "settings.hpp"
+
+#include <chrono>
 
 namespace vpdarts_cli {
 
@@ -8,8 +12,8 @@ namespace {
 
 /// The search command's own flags and what they become.
 struct search_settings {
-  std::string out = "vpdarts-run", order = "first", alpha_lr = "auto", lr_grid, select = "perturbation";
-  long prompts = 8, grid_epochs = 2, finetune_epochs = 1;
+  std::string out = "vpdarts-run", order = "first", alpha_lr = "auto", lr_grid, select = "argmax";
+  long prompts = 8, grid_epochs = 2, finetune_epochs = 1, runs = 3, select_epochs = 5;
   std::uint64_t seed = 0;
   bool resume = false;
   vp::search_options o;
@@ -31,8 +35,12 @@ struct search_settings {
     f.add("w-lr-grid", lr_grid, "choose --w-lr on search-val from these values first, e.g. 0.005,0.01,0.05,0.1,0.25,0.5", "LIST");
     f.add("grid-epochs", grid_epochs, "epochs of w-only training per grid value");
     f.add("select", select,
-          "how the genotype is chosen: perturbation (the operator whose removal costs most search-val accuracy, layer by "
-          "layer; the default, docs/method.md) or argmax (of softmax(alpha) per layer, DARTS's rule)", "RULE");
+          "how each search's genotype is chosen: argmax (softmax(alpha)'s strongest operator per layer, DARTS's rule) or "
+          "perturbation (layer by layer, the operator whose removal costs most search-val accuracy; docs/method.md)", "RULE");
+    f.add("runs", runs,
+          "searches, with seeds SEED..SEED+N-1 (each in DIR/run-K); with more than one, each run's genotype is trained "
+          "--select-epochs on search-train and the best on search-val is the result (DARTS's protocol, the default)");
+    f.add("select-epochs", select_epochs, "--runs above 1: epochs of training per run's genotype on search-train");
     f.add("finetune-epochs", finetune_epochs, "--select perturbation: epochs of w-only training after each layer is fixed");
     f.add("seed", seed, "seed of alpha, the operator parameters, the split and the shuffling");
     f.add_switch("resume", resume, "continue from DIR/search.safetensors when it exists");
@@ -66,6 +74,8 @@ struct search_settings {
     require(grid_epochs >= 1, cmd, "--grid-epochs must be >= 1");
     require(select == "argmax" || select == "perturbation", cmd,
             "--select is 'argmax' or 'perturbation', got '" + select + "'");
+    require(runs >= 1 && runs <= 1000, cmd, cat("--runs must be in 1..1000, got ", runs));
+    require(select_epochs >= 1, cmd, cat("--select-epochs must be >= 1, got ", select_epochs));
     require(finetune_epochs >= 0, cmd, cat("--finetune-epochs must be >= 0, got ", finetune_epochs));
     o.seed = seed;
     o.resume = resume;
@@ -73,41 +83,19 @@ struct search_settings {
   }
 };
 
-}  // namespace
-
-int cmd_search(int argc, char** argv) {
-  flags f("search",
-          "Runs the DARTS search of one fusion operator per layer on a frozen backbone, then writes\n"
-          "genotype.json, alpha.csv, alpha.png (the final weights), alpha_trajectory.png (over the epochs),\n"
-          "search.safetensors (the checkpoint) and metrics.json to --out.");
-  common_settings common;
-  data_settings data("5-9", 1000, 0);
-  backbone_settings backbone;
-  search_settings s;
-  backbone.add_to(f);
-  s.add_to(f);
-  data.add_to(f, true, false);
-  common.add_to(f);
-  f.note("Example: vpdarts search --out run --epochs 10   (built-in backbone and data)");
-  if (!f.parse(argc, argv, 2)) return 0;
-  common.validate("search");
-  backbone.validate("search");
-  data.validate("search", true, false);
-  const std::vector<double> grid = s.validate();
-  common.apply();
-  s.o.progress = !common.quiet;
-
-  s.o.parallel = parallel();
-  const fs::path dir = s.out;
+/// One search (settings `s`, seed s.seed) into `dir`, its genotype chosen by s.select; writes the run's
+/// files and returns its metrics.json.
+nlohmann::json search_once(search_settings s, const std::vector<double>& grid, const vp::vit<float>& vit,
+                           const vp::data::labelled_images<float>& train, const fs::path& dir, const fs::path& bb,
+                           const std::string& classes) {
+  s.o.seed = s.seed;
   on_root([&] { ensure_dir(dir); });
   s.o.checkpoint = dir / "search.safetensors";  // a fresh run replaces it after its first epoch
-  fs::path bb;
-  vp::vit<float> vit = backbone.load(common.quiet, &bb);
-  auto train = data.load(vit.config(), false);
-  model_t model(std::move(vit), {.prompts = s.prompts, .classes = train.classes(), .seed = s.seed});
-  std::printf("search: %s, %ld prompts, operators %s; %ld images of %ld classes (%s), %s order\n",
+  model_t model(vit, {.prompts = s.prompts, .classes = train.classes(), .seed = s.seed});
+  std::printf("search: %s, %ld prompts, operators %s; %ld images of %ld classes (%s), %s order, seed %llu\n",
               model.config().describe().c_str(), s.prompts, join(vp::default_ops::names).c_str(),
-              static_cast<long>(train.size()), static_cast<long>(train.classes()), data.classes.c_str(), s.order.c_str());
+              static_cast<long>(train.size()), static_cast<long>(train.classes()), classes.c_str(), s.order.c_str(),
+              static_cast<unsigned long long>(s.seed));
   nlohmann::json grid_json;
   if (!grid.empty()) {
     std::printf("search: choosing the w learning rate on search-val (%ld epochs per value)\n", s.grid_epochs);
@@ -124,8 +112,6 @@ int cmd_search(int argc, char** argv) {
   s.o.on_epoch = [&](long, const vp::matrix<double>& a, double, double) {
     on_root([&] { vp::report::write_alpha_heatmap(dir / "alpha.png", a, ops); });  // the picture so far
   };
-  if (s.o.parallel.active())
-    std::printf("search: every batch shared over %d processes (MPI)\n", s.o.parallel.size());
   const auto r = vp::search(model, train, s.o);
   if (r.resumed_from > 0) std::printf("search: resumed after epoch %ld of %ld\n", r.resumed_from, s.o.epochs);
   vp::genotype found = r.found;
@@ -179,7 +165,112 @@ int cmd_search(int argc, char** argv) {
             {"seconds", r.seconds}});
   on_root([&] { vp::report::write_json(dir / "metrics.json", m); });
   std::printf("search: %.1f s; wrote %s/{genotype.json, alpha.csv, alpha.png, alpha_trajectory.png, search.safetensors, metrics.json}\n",
-              r.seconds, s.out.c_str());
+              r.seconds, dir.string().c_str());
+  return m;
+}
+
+/// Copies `from` to `to` through a temporary, so `to` is never half-written.
+void copy_atomically(const fs::path& from, const fs::path& to) {
+  const fs::path tmp = to.string() + ".tmp";
+  std::error_code ec;
+  fs::copy_file(from, tmp, fs::copy_options::overwrite_existing, ec);
+  if (!ec) fs::rename(tmp, to, ec);
+  if (ec) throw vp::io_error("cannot copy '" + from.string() + "' to '" + to.string() + "': " + ec.message());
+}
+
+}  // namespace
+
+int cmd_search(int argc, char** argv) {
+  flags f("search",
+          "Runs the DARTS search of one fusion operator per layer on a frozen backbone, then writes\n"
+          "genotype.json, alpha.csv, alpha.png (the final weights), alpha_trajectory.png (over the epochs),\n"
+          "search.safetensors (the checkpoint) and metrics.json to --out. By default it runs --runs 3 searches\n"
+          "(seeds SEED, SEED+1, SEED+2, each in OUT/run-K), trains each one's genotype briefly on search-train and\n"
+          "keeps the best on search-val (DARTS's protocol); OUT's files are the best run's. --runs 1 is one search.");
+  common_settings common;
+  data_settings data("5-9", 1000, 0);
+  backbone_settings backbone;
+  search_settings s;
+  backbone.add_to(f);
+  s.add_to(f);
+  data.add_to(f, true, false);
+  common.add_to(f);
+  f.note("Examples: vpdarts search --out run --epochs 10   (built-in backbone and data; three searches)\n"
+         "          vpdarts search --out run --runs 1 --select perturbation   (one search, a third of the time)");
+  if (!f.parse(argc, argv, 2)) return 0;
+  common.validate("search");
+  backbone.validate("search");
+  data.validate("search", true, false);
+  const std::vector<double> grid = s.validate();
+  const fs::path dir = s.out;
+  // a resumed search keeps the thread count it ran with (the default follows the free cores)
+  common.apply(s.resume ? vp::search_state::threads_of(s.runs == 1 ? dir / "search.safetensors"
+                                                                    : dir / "run-0" / "search.safetensors")
+                        : std::nullopt);
+  s.o.progress = !common.quiet;
+  s.o.parallel = parallel();
+  if (s.o.parallel.active())
+    std::printf("search: every batch shared over %d processes (MPI)\n", s.o.parallel.size());
+  on_root([&] { ensure_dir(dir); });
+  fs::path bb;
+  const vp::vit<float> vit = backbone.load(common.quiet, &bb);
+  const auto train = data.load(vit.config(), false);
+  if (s.runs == 1) {
+    search_once(s, grid, vit, train, dir, bb, data.classes);
+    return 0;
+  }
+
+  // DARTS's protocol: several searches, each run's genotype trained briefly from fresh parameters on
+  // search-train (the split of SEED) and scored on search-val; the best run's files become OUT's.
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<nlohmann::json> runs;
+  std::vector<vp::genotype> gs;
+  double search_seconds = 0;
+  for (long k = 0; k < s.runs; ++k) {
+    search_settings one = s;
+    one.seed = s.seed + static_cast<std::uint64_t>(k);
+    const fs::path rd = dir / cat("run-", k);
+    std::printf("search: run %ld of %ld (seed %llu) in %s\n", k + 1, s.runs, static_cast<unsigned long long>(one.seed),
+                rd.string().c_str());
+    runs.push_back(search_once(one, grid, vit, train, rd, bb, data.classes));
+    gs.push_back(vp::genotype::load(rd / "genotype.json"));
+    search_seconds += runs.back()["search_seconds"].get<double>();
+  }
+  vp::w_optimizer_options wo = s.o.bilevel.w;
+  wo.lr = runs.front()["w_lr"].get<double>();  // the first run's (a --w-lr-grid chooses it per run)
+  std::printf("search: %ld genotypes, each trained %ld epochs on search-train and scored on search-val\n", s.runs,
+              s.select_epochs);
+  const vp::genotype_scores sc = vp::score_genotypes<float, vp::default_ops>(
+      vit, gs, train,
+      {.epochs = s.select_epochs, .batch = s.o.batch, .val_fraction = s.o.val_fraction, .w = wo, .prompts = s.prompts,
+       .seed = s.seed, .progress = s.o.progress, .parallel = s.o.parallel});
+  nlohmann::json candidates = nlohmann::json::array();
+  for (std::size_t i = 0; i < gs.size(); ++i)
+    candidates.push_back({{"run", cat("run-", i)},
+                          {"seed", s.seed + i},
+                          {"genotype", gs[i].names()},
+                          {"val_accuracy", sc.val[i].accuracy},
+                          {"val_loss", vp::io::numbers_to_json(std::vector<double>{sc.val[i].loss})[0]},
+                          {"train_loss", vp::io::numbers_to_json(std::vector<double>{sc.train_loss[i]})[0]},
+                          {"trainable_params", sc.trainable[i]}});
+  const fs::path best = dir / cat("run-", sc.best);
+  nlohmann::json m = runs[sc.best];
+  nlohmann::json selection = {{"rule", "best_of_runs"},     {"runs", s.runs},         {"run_rule", s.select},
+                              {"best_run", cat("run-", sc.best)}, {"select_epochs", s.select_epochs}, {"select_lr", wo.lr},
+                              {"candidates", candidates},   {"best_run_selection", m["selection"]}};
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  m.update({{"selection", selection}, {"search_seconds", search_seconds}, {"seconds", seconds},
+            {"peak_rss_mb", vp::report::peak_rss_mb()}});
+  on_root([&] {
+    for (const char* file : {"alpha.csv", "alpha.png", "alpha_trajectory.png"}) copy_atomically(best / file, dir / file);
+    gs[sc.best].save(dir / "genotype.json");
+    vp::report::write_json(dir / "metrics.json", m);
+  });
+  std::printf("search: selection best of %ld runs (%s within each): run-%zu, search-val accuracy %.4f\n", s.runs,
+              s.select.c_str(), sc.best, sc.val[sc.best].accuracy);
+  print_genotype(gs[sc.best]);
+  std::printf("search: %.1f s; wrote %s/{genotype.json, alpha.csv, alpha.png, alpha_trajectory.png, metrics.json} (the best run's)\n",
+              seconds, s.out.c_str());
   return 0;
 }
 

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,7 +60,8 @@ struct common_settings {
   std::string precision = "fp32";
 
   void add_to(flags& f) {
-    f.add("threads", threads, "OpenMP threads (0: all cores; under mpirun, the cores shared among a machine's processes)");
+    f.add("threads", threads, "OpenMP threads (0: the cores other work leaves free, measured at start; under mpirun, the cores shared among a "
+          "machine's processes; OMP_NUM_THREADS, when set, instead)");
     f.add_switch("quiet", quiet, "no progress bars");
     f.add("precision", precision,
           "the frozen backbone's products: fp32, bf16 (oneDNN on AVX512-BF16 or AMX; exit 2 where missing) or auto "
@@ -75,9 +77,26 @@ struct common_settings {
     }
   }
   /// Sets the threads and the precision; prints which precision runs unless it is plain fp32.
-  void apply() const {
+  /// `resumed_threads`: the thread count of a search being resumed, used instead of the free cores
+  /// when --threads is 0 (its bits depend on the count).
+  void apply(std::optional<int> resumed_threads = std::nullopt) const {
     if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
     else if (processes_here() > 1) omp_set_num_threads(std::max(1, omp_get_num_procs() / processes_here()));
+    else if (std::getenv("OMP_NUM_THREADS") != nullptr) {
+      // the user's OpenMP setting stands
+    } else if (resumed_threads) {
+      omp_set_num_threads(*resumed_threads);
+      if (!quiet && *resumed_threads != omp_get_num_procs())
+        std::printf("threads: %d, as the search being resumed ran (--threads N chooses)\n", *resumed_threads);
+    } else {
+      // the default: the cores other work leaves free (an even split waits for the thread that shares a core)
+      const int all = omp_get_max_threads(), free = std::min(all, vp::free_cores());
+      if (free < all) {
+        omp_set_num_threads(free);
+        if (!quiet)
+          std::printf("threads: %d of %d (other work holds the rest of the cores; --threads N chooses)\n", free, all);
+      }
+    }
     const vp::bf16_support b = vp::bf16_supported();
     const bool bf16 = precision == "bf16" || (precision == "auto" && b.available);
     vp::set_matmul_precision(bf16 ? vp::precision::bf16 : vp::precision::fp32);

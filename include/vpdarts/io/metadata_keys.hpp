@@ -37,5 +37,8 @@ inline constexpr const char* search_settings = "vpdarts.search.settings";
 inline constexpr const char* search_state = "vpdarts.search.state";
 /// A search checkpoint's checksum over its state and tensors (16 hex digits).
 inline constexpr const char* search_checksum = "vpdarts.search.checksum";
+/// The OpenMP threads the search that wrote a checkpoint ran with (a resume with
+/// the same count continues to the bit; products split over other counts round differently).
+inline constexpr const char* search_threads = "vpdarts.search.threads";
 
 }  // namespace vpdarts::io::keys

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <span>
 #include <sstream>
@@ -19,6 +20,7 @@
 
 #include "../data/split.hpp"
 #include "../detail/hash.hpp"
+#include "../detail/parallel.hpp"
 #include "../io/json.hpp"
 #include "../io/metadata_keys.hpp"
 #include "../io/safetensors.hpp"
@@ -88,7 +90,26 @@ struct search_state {
                               {io::keys::search_state, state_text},
                               {io::keys::search_checksum, checksum(settings_text + state_text, views)},
                               {io::keys::genotype, model.derive().to_json().dump()},
-                              {io::keys::prompts, std::to_string(model.options().prompts)}});
+                              {io::keys::prompts, std::to_string(model.options().prompts)},
+                              {io::keys::search_threads, std::to_string(detail::max_threads())}});
+  }
+
+  /// The OpenMP threads the search that wrote the checkpoint at `path` ran with; empty when the
+  /// file is missing, unreadable or older than the record. A resume that wants the bits of an
+  /// uninterrupted run runs with as many threads. Never throws.
+  static std::optional<int> threads_of(const std::filesystem::path& path) noexcept {
+    try {
+      std::error_code ec;
+      if (!std::filesystem::is_regular_file(path, ec)) return std::nullopt;
+      const io::safetensors f = io::safetensors::read(path);
+      const auto it = f.metadata().find(io::keys::search_threads);
+      if (it == f.metadata().end()) return std::nullopt;
+      const long n = std::stol(it->second);
+      if (n < 1 || n > 4096) return std::nullopt;
+      return static_cast<int>(n);
+    } catch (...) {
+      return std::nullopt;
+    }
   }
 
   /// Reads what save() wrote into the model, the optimiser and a new state.

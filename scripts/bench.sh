@@ -37,6 +37,11 @@ if [[ $precisions == *bf16* ]] && ! build/bench/vpdarts_bench --roof bf16 --thre
   precisions=${precisions//bf16/}
 fi
 raw=build/bench-results.txt
+if [[ ${MERGE:-0} == 1 && ! -f $raw ]]; then
+  # the other rows live only in the raw results of an earlier run in this build folder
+  echo "bench.sh: MERGE=1 needs $raw from an earlier run here (a fresh checkout has none); run without MERGE" >&2
+  exit 2
+fi
 if [[ ${MERGE:-0} == 1 && -f $raw ]]; then  # drop the rows about to be re-measured, and the roofs
   keep=$(mktemp)
   grep -v '^ROOF' "$raw" | while IFS= read -r line; do
@@ -89,7 +94,7 @@ for w in ${BUSY-toy}; do
         build/bench/vpdarts_bench --workload "$w" --mode "$mode" --steps "$n" --threads "$threads" --precision "$p" |
           sed 's/^/BUSY /' | tee -a "$raw"
         # the tool's default thread count: the cores the busy loop leaves free, measured at start
-        OMP_NUM_THREADS= build/bench/vpdarts_bench --workload "$w" --mode "$mode" --steps "$n" --threads 0 --precision "$p" |
+        env -u OMP_NUM_THREADS build/bench/vpdarts_bench --workload "$w" --mode "$mode" --steps "$n" --threads 0 --precision "$p" |
           sed 's/^/BUSY_AUTO /' | tee -a "$raw"
         /usr/bin/python3 "$peer" --workload "$w" --mode "$mode" --steps "$n" --threads "$threads" --dtype "$p" --no-header |
           sed 's/^/BUSY_PEER /' | tee -a "$raw"

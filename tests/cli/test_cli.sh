@@ -104,9 +104,9 @@ expect 0 "search: selection perturbation" -- "$tool" search "${common[@]}" --out
 [[ $(json pert/metrics.json '["selection"]["layers"].__len__()') == 2 ]] || fail "metrics.json lacks the perturbation scores"
 python3 -c "import json; g = json.load(open('pert/genotype.json')); m = json.load(open('pert/metrics.json'))
 assert [l['op'] for l in g['layers']] == m['genotype']" || fail "genotype.json is not the perturbation's genotype"
-# the default: the best of three searches (seeds 0, 1, 2), each run's argmax genotype scored on search-val
+# the default: the best of three searches (seeds 0, 1, 2), each run's perturbation genotype scored on search-val
 python3 -c "import json; m = json.load(open('run/metrics.json')); s = m['selection']; c = s['candidates']
-assert s['rule'] == 'best_of_runs' and s['runs'] == 3 and s['run_rule'] == 'argmax', s
+assert s['rule'] == 'best_of_runs' and s['runs'] == 3 and s['run_rule'] == 'perturbation', s
 assert [x['seed'] for x in c] == [0, 1, 2], c
 runs = [json.load(open(f'run/run-{k}/metrics.json')) for k in range(3)]
 assert [x['genotype'] for x in c] == [r['genotype'] for r in runs], (c, runs)
@@ -147,7 +147,7 @@ cmp -s run/alpha.csv again/alpha.csv || fail "resumed alpha.csv differs from the
 # and a product split over other counts rounds differently)
 /usr/bin/env python3 -c "import json, struct; f = open('again/run-0/search.safetensors', 'rb'); n = struct.unpack('<Q', f.read(8))[0]
 assert json.loads(f.read(n))['__metadata__']['vpdarts.search.threads'] == '2'" || fail "the checkpoint does not record its threads"
-expect 0 "search: selection argmax" -- "$tool" search "${common[@]}" --out one --epochs 2 --warmup-epochs 1 --runs 1 --threads 1 --quiet
+expect 0 "search: selection perturbation" -- "$tool" search "${common[@]}" --out one --epochs 2 --warmup-epochs 1 --runs 1 --threads 1 --quiet
 if (($(nproc) > 1)); then
   expect 0 "threads: 1, as the search being resumed ran" -- env -u OMP_NUM_THREADS "$tool" search "${common[@]}" --out one \
     --epochs 2 --warmup-epochs 1 --runs 1 --resume

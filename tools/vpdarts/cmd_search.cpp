@@ -1,7 +1,7 @@
 // vpdarts search: the DARTS search of one fusion operator per layer, with the
 // genotype, the alpha trajectory (CSV and heatmap), the checkpoint and metrics.
-// By default several searches (seeds SEED, SEED+1, ...) whose argmax genotypes are
-// trained briefly on search-train and scored on search-val; the best is the result.
+// By default several searches (seeds SEED, SEED+1, ...), each one's genotype chosen by
+// perturbation, trained briefly on search-train and scored on search-val; the best is the result.
 #include "settings.hpp"
 
 #include <chrono>
@@ -12,7 +12,7 @@ namespace {
 
 /// The search command's own flags and what they become.
 struct search_settings {
-  std::string out = "vpdarts-run", order = "first", alpha_lr = "auto", lr_grid, select = "argmax";
+  std::string out = "vpdarts-run", order = "first", alpha_lr = "auto", lr_grid, select = "perturbation";
   long prompts = 8, grid_epochs = 2, finetune_epochs = 1, runs = 3, select_epochs = 5;
   std::uint64_t seed = 0;
   bool resume = false;
@@ -35,8 +35,9 @@ struct search_settings {
     f.add("w-lr-grid", lr_grid, "choose --w-lr on search-val from these values first, e.g. 0.005,0.01,0.05,0.1,0.25,0.5", "LIST");
     f.add("grid-epochs", grid_epochs, "epochs of w-only training per grid value");
     f.add("select", select,
-          "how each search's genotype is chosen: argmax (softmax(alpha)'s strongest operator per layer, DARTS's rule) or "
-          "perturbation (layer by layer, the operator whose removal costs most search-val accuracy; docs/method.md)", "RULE");
+          "how each search's genotype is chosen: perturbation (the default: layer by layer, the operator whose removal "
+          "costs most search-val accuracy; docs/method.md) or argmax (softmax(alpha)'s strongest operator per layer, "
+          "DARTS's rule)", "RULE");
     f.add("runs", runs,
           "searches, with seeds SEED..SEED+N-1 (each in DIR/run-K); with more than one, each run's genotype is trained "
           "--select-epochs on search-train and the best on search-val is the result (DARTS's protocol, the default)");

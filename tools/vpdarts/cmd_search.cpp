@@ -5,6 +5,7 @@
 #include "settings.hpp"
 
 #include <chrono>
+#include <fstream>
 
 namespace vpdarts_cli {
 
@@ -84,9 +85,15 @@ struct search_settings {
   }
 };
 
+/// What one search found: its genotype and its metrics.json.
+struct search_run {
+  vp::genotype found;
+  nlohmann::json metrics;
+};
+
 /// One search (settings `s`, seed s.seed) into `dir`, its genotype chosen by s.select; writes the run's
-/// files and returns its metrics.json.
-nlohmann::json search_once(search_settings s, const std::vector<double>& grid, const vp::vit<float>& vit,
+/// files and returns what it found.
+search_run search_once(search_settings s, const std::vector<double>& grid, const vp::vit<float>& vit,
                            const vp::data::labelled_images<float>& train, const fs::path& dir, const fs::path& bb,
                            const std::string& classes) {
   s.o.seed = s.seed;
@@ -167,16 +174,14 @@ nlohmann::json search_once(search_settings s, const std::vector<double>& grid, c
   on_root([&] { vp::report::write_json(dir / "metrics.json", m); });
   std::printf("search: %.1f s; wrote %s/{genotype.json, alpha.csv, alpha.png, alpha_trajectory.png, search.safetensors, metrics.json}\n",
               r.seconds, dir.string().c_str());
-  return m;
+  return {std::move(found), std::move(m)};
 }
 
-/// Copies `from` to `to` through a temporary, so `to` is never half-written.
+/// Copies `from` to `to` through io::atomic_write, so `to` is never half-written.
 void copy_atomically(const fs::path& from, const fs::path& to) {
-  const fs::path tmp = to.string() + ".tmp";
-  std::error_code ec;
-  fs::copy_file(from, tmp, fs::copy_options::overwrite_existing, ec);
-  if (!ec) fs::rename(tmp, to, ec);
-  if (ec) throw vp::io_error("cannot copy '" + from.string() + "' to '" + to.string() + "': " + ec.message());
+  std::ifstream in(from, std::ios::binary);
+  if (!in) throw vp::io_error("cannot read '" + from.string() + "' to copy it to '" + to.string() + "'");
+  vp::io::atomic_write(to, [&](std::ostream& out) { out << in.rdbuf(); });
 }
 
 }  // namespace
@@ -197,7 +202,7 @@ int cmd_search(int argc, char** argv) {
   data.add_to(f, true, false);
   common.add_to(f);
   f.note("Examples: vpdarts search --out run --epochs 10   (built-in backbone and data; three searches)\n"
-         "          vpdarts search --out run --runs 1 --select perturbation   (one search, a third of the time)");
+         "          vpdarts search --out run --runs 1   (one search, a third of the time)");
   if (!f.parse(argc, argv, 2)) return 0;
   common.validate("search");
   backbone.validate("search");
@@ -226,15 +231,18 @@ int cmd_search(int argc, char** argv) {
   const auto start = std::chrono::steady_clock::now();
   std::vector<nlohmann::json> runs;
   std::vector<vp::genotype> gs;
+  std::vector<std::string> names;  // run-0, run-1, ...: each run's folder in OUT
   double search_seconds = 0;
   for (long k = 0; k < s.runs; ++k) {
     search_settings one = s;
     one.seed = s.seed + static_cast<std::uint64_t>(k);
-    const fs::path rd = dir / cat("run-", k);
+    names.push_back(cat("run-", k));
+    const fs::path rd = dir / names.back();
     std::printf("search: run %ld of %ld (seed %llu) in %s\n", k + 1, s.runs, static_cast<unsigned long long>(one.seed),
                 rd.string().c_str());
-    runs.push_back(search_once(one, grid, vit, train, rd, bb, data.classes));
-    gs.push_back(vp::genotype::load(rd / "genotype.json"));
+    search_run run = search_once(one, grid, vit, train, rd, bb, data.classes);
+    gs.push_back(std::move(run.found));
+    runs.push_back(std::move(run.metrics));
     search_seconds += runs.back()["search_seconds"].get<double>();
   }
   vp::w_optimizer_options wo = s.o.bilevel.w;
@@ -245,19 +253,12 @@ int cmd_search(int argc, char** argv) {
       vit, gs, train,
       {.epochs = s.select_epochs, .batch = s.o.batch, .val_fraction = s.o.val_fraction, .w = wo, .prompts = s.prompts,
        .seed = s.seed, .progress = s.o.progress, .parallel = s.o.parallel});
-  nlohmann::json candidates = nlohmann::json::array();
-  for (std::size_t i = 0; i < gs.size(); ++i)
-    candidates.push_back({{"run", cat("run-", i)},
-                          {"seed", s.seed + i},
-                          {"genotype", gs[i].names()},
-                          {"val_accuracy", sc.val[i].accuracy},
-                          {"val_loss", vp::io::numbers_to_json(std::vector<double>{sc.val[i].loss})[0]},
-                          {"train_loss", vp::io::numbers_to_json(std::vector<double>{sc.train_loss[i]})[0]},
-                          {"trainable_params", sc.trainable[i]}});
-  const fs::path best = dir / cat("run-", sc.best);
+  nlohmann::json candidates = scored_candidates(names, gs, sc);
+  for (std::size_t i = 0; i < gs.size(); ++i) candidates[i]["seed"] = s.seed + i;
+  const fs::path best = dir / names[sc.best];
   nlohmann::json m = runs[sc.best];
   nlohmann::json selection = {{"rule", "best_of_runs"},     {"runs", s.runs},         {"run_rule", s.select},
-                              {"best_run", cat("run-", sc.best)}, {"select_epochs", s.select_epochs}, {"select_lr", wo.lr},
+                              {"best_run", names[sc.best]}, {"select_epochs", s.select_epochs}, {"select_lr", wo.lr},
                               {"candidates", candidates},   {"best_run_selection", m["selection"]}};
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   m.update({{"selection", selection}, {"search_seconds", search_seconds}, {"seconds", seconds},

@@ -73,14 +73,7 @@ int cmd_select(int argc, char** argv) {
       vit, gs, train,
       {.epochs = epochs, .batch = batch, .val_fraction = val_fraction, .w = wo, .prompts = prompts, .seed = seed,
        .progress = !common.quiet, .parallel = parallel()});
-  nlohmann::json candidates = nlohmann::json::array();
-  for (std::size_t i = 0; i < gs.size(); ++i)
-    candidates.push_back({{"run", dirs[i]},
-                          {"genotype", gs[i].names()},
-                          {"val_accuracy", r.val[i].accuracy},
-                          {"val_loss", vp::io::numbers_to_json(std::vector<double>{r.val[i].loss})[0]},
-                          {"train_loss", vp::io::numbers_to_json(std::vector<double>{r.train_loss[i]})[0]},
-                          {"trainable_params", r.trainable[i]}});
+  const nlohmann::json candidates = scored_candidates(dirs, gs, r);
   const fs::path dir = out;
   on_root([&] {
     ensure_dir(dir);

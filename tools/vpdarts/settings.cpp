@@ -326,6 +326,19 @@ nlohmann::json cost_metrics(vp::index trainable, double percent, const vp::vit_c
   return out;
 }
 
+nlohmann::json scored_candidates(const std::vector<std::string>& runs, const std::vector<vp::genotype>& gs,
+                                 const vp::genotype_scores& sc) {
+  nlohmann::json out = nlohmann::json::array();
+  for (std::size_t i = 0; i < gs.size(); ++i)
+    out.push_back({{"run", runs[i]},
+                   {"genotype", gs[i].names()},
+                   {"val_accuracy", sc.val[i].accuracy},
+                   {"val_loss", vp::io::numbers_to_json(std::vector<double>{sc.val[i].loss})[0]},
+                   {"train_loss", vp::io::numbers_to_json(std::vector<double>{sc.train_loss[i]})[0]},
+                   {"trainable_params", sc.trainable[i]}});
+  return out;
+}
+
 void print_genotype(const vp::genotype& g) {
   std::printf("genotype (softmax weights, margin between the two strongest):\n");
   for (std::size_t l = 0; l < g.layers.size(); ++l) {

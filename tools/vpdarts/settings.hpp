@@ -194,4 +194,9 @@ nlohmann::json cost_metrics(vp::index trainable, double percent, const vp::vit_c
 /// Prints a genotype with its softmax weights and margins.
 void print_genotype(const vp::genotype& g);
 
+/// Genotypes scored by vp::score_genotypes as metrics.json lists them: per genotype its run (`runs[i]`),
+/// operators, search-val accuracy and loss, training loss and trainable values.
+nlohmann::json scored_candidates(const std::vector<std::string>& runs, const std::vector<vp::genotype>& gs,
+                                 const vp::genotype_scores& sc);
+
 }  // namespace vpdarts_cli

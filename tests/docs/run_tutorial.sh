@@ -11,8 +11,9 @@ set -uo pipefail
 tool=$(realpath "$1")
 tutorial=$(realpath "$2")
 work=$3
-rm -rf "$work" && mkdir -p "$work/cache" && cd "$work" || exit 1
-export VPDARTS_CACHE=$work/cache OMP_NUM_THREADS=2
+rm -rf "$work" && mkdir -p "$work/cache" "$work/home" && cd "$work" || exit 1
+# never the user's home or cache: the tutorial's `~/.cache/vpdarts` is a folder of our own
+export VPDARTS_CACHE=$work/cache HOME=$work/home XDG_CACHE_HOME=$work/home/.cache OMP_NUM_THREADS=2
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 

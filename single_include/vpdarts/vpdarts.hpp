@@ -905,14 +905,12 @@ class parameter {
   /// True when the parameter is trainable (has a gradient).
   bool requires_grad() const noexcept { return requires_grad_; }
 
-  /// Makes the parameter trainable (allocating a zero gradient) or frozen (dropping it).
+  /// Makes the parameter trainable or frozen (dropping its gradient). A trainable parameter's
+  /// gradient is made, zero, at its first use (grad(), a tape leaf that tracks it), so a model
+  /// built trainable and then frozen never holds a second copy of its weights.
   void set_requires_grad(bool on) {
     requires_grad_ = on;
-    if (on) {
-      if (grad_.rows() != value_.rows() || grad_.cols() != value_.cols()) grad_ = matrix<S>::Zero(rows(), cols());
-    } else {
-      grad_ = matrix<S>();
-    }
+    if (!on || grad_.rows() != value_.rows() || grad_.cols() != value_.cols()) grad_ = matrix<S>();
   }
   /// Shorthand for set_requires_grad(false).
   void freeze() { set_requires_grad(false); }
@@ -920,36 +918,35 @@ class parameter {
   void unfreeze() { set_requires_grad(true); }
 
   /// The accumulated gradient. @throws state_error when the parameter is frozen.
-  matrix<S>& grad() {
-    check_trainable();
-    return grad_;
-  }
+  matrix<S>& grad() { return trainable_grad(); }
   /// The accumulated gradient, read-only. @throws state_error when the parameter is frozen.
-  const matrix<S>& grad() const {
-    check_trainable();
-    return grad_;
-  }
+  const matrix<S>& grad() const { return trainable_grad(); }
 
-  /// Sets the gradient to zero (no-op for a frozen parameter).
+  /// Sets the gradient to zero (no-op for a frozen parameter, or one whose gradient is not made yet).
   void zero_grad() noexcept {
     if (requires_grad_) grad_.setZero();
   }
+  /// True when the gradient's storage exists (it is made at the first use of grad()).
+  bool has_grad_storage() const noexcept { return grad_.size() > 0; }
 
  private:
-  void check_trainable() const {
+  // The gradient, made (zero) at the first use.
+  matrix<S>& trainable_grad() const {
     if (!requires_grad_)
       throw state_error(detail::cat("parameter::grad: '", name_, "' (", detail::shape_str(rows(), cols()),
                                     ") is frozen and has no gradient"));
+    if (grad_.size() == 0) grad_ = matrix<S>::Zero(rows(), cols());
     if (grad_.rows() != value_.rows() || grad_.cols() != value_.cols())
       throw state_error(detail::cat("parameter::grad: '", name_, "' was resized to ",
                                     detail::shape_str(rows(), cols()), " after its gradient was made; call "
                                     "set_requires_grad(true) again"));
+    return grad_;
   }
 
   std::string name_;
   std::vector<index> shape_;
   matrix<S> value_;
-  matrix<S> grad_;
+  mutable matrix<S> grad_;  // made at the first use (trainable_grad)
   bool requires_grad_ = false;
   std::uint64_t version_ = 0;
   mutable detail::bf16_cache bf16_;
@@ -2045,7 +2042,9 @@ void attention_forward(const S* in, S* o, S* probs, bool keep, index batch, inde
 
 /// The backward kernel: adds into gin ((batch*seq) x 3d) the gradient for the
 /// output gradient gout ((batch*seq) x d), from the kept probabilities;
-/// `work` holds seq*seq values per thread.
+/// `work` holds seq*seq values per thread. With probs null the probabilities
+/// are computed again, as attention_forward did (the same products, so the
+/// same values), and `work` holds 2*seq*seq values per thread.
 template <Scalar S>
 void attention_backward(const S* in, S* gin, const S* gout, const S* probs, S* work, index batch, index heads,
                         index seq, index d) {
@@ -2062,8 +2061,14 @@ void attention_backward(const S* in, S* gin, const S* gout, const S* probs, S* w
     strided_map<S> dK(gin + off + d, seq, dh, Eigen::OuterStride<>(c3));
     strided_map<S> dV(gin + off + 2 * d, seq, dh, Eigen::OuterStride<>(c3));
     strided_map<S> dO(const_cast<S*>(gout) + b * seq * d + h * dh, seq, dh, Eigen::OuterStride<>(d));
-    matrix_map<S> A(const_cast<S*>(probs) + job * tt, seq, seq);
-    matrix_map<S> dS(work + thread_id() * tt, seq, seq);
+    const bool again = probs == nullptr;
+    S* mine = work + thread_id() * (again ? 2 : 1) * tt;
+    matrix_map<S> A(again ? mine + tt : const_cast<S*>(probs) + job * tt, seq, seq);
+    if (again) {
+      A.noalias() = scale * (Q * K.transpose());
+      softmax_rows(A.data(), seq, seq, S(1));
+    }
+    matrix_map<S> dS(mine, seq, seq);
     dV.noalias() += A.transpose() * dO;
     dS.noalias() = dO * V.transpose();  // dA
     softmax_backward_rows(dS.data(), A.data(), seq, seq, scale);
@@ -2128,7 +2133,8 @@ inline void attention_forward_bf16(tape<float>& t, const float* in, float* o, fl
   }
 }
 
-/// The bf16 backward of attention_forward_bf16 (probabilities kept): adds into gin.
+/// The bf16 backward of attention_forward_bf16: adds into gin. With probs null the probabilities
+/// are computed again (the same bf16 products as the forward's, so the same values).
 inline void attention_backward_bf16(tape<float>& t, const float* in, float* gin, const float* gout, const float* probs,
                                     index batch, index heads, index seq, index d) {
   using dims4 = bf16_matmuls::dims4;
@@ -2141,11 +2147,17 @@ inline void attention_backward_bf16(tape<float>& t, const float* in, float* gin,
   auto* a = reinterpret_cast<std::uint16_t*>(a16.data());
   to_bf16_heads(in, q, batch, seq, 3, heads, dh, c3);
   to_bf16_heads(gout, dout, batch, seq, 1, heads, dh, d);
-  to_bf16(probs, a, static_cast<std::size_t>(n));
   const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
       ps{heads * tt, tt, seq, 1}, pts{heads * tt, tt, 1, seq};
   const dims4 bhtd{batch, heads, seq, dh}, bhtt{batch, heads, seq, seq};
   auto& mm = bf16_matmuls::here();
+  typename tape<float>::borrowed again(t, 1, probs == nullptr ? n : 1);
+  if (probs == nullptr) {
+    mm.run_batched(bhtd, dense, {batch, heads, dh, seq}, dense_t, bhtt, ps, q, q + part, again.data(), false);  // S = Q K^T
+    softmax_rows(again.data(), batch * heads * seq, seq, scale);
+    probs = again.data();
+  }
+  to_bf16(probs, a, static_cast<std::size_t>(n));
   // dV, dQ, dK go to a head-major buffer, then are added into gin (a strided destination with
   // accumulation would get oneDNN's slow kernel)
   float* dh3 = dqkv.data();
@@ -2227,9 +2239,11 @@ var<S> attention(const var<S>& qkv, index batch, index heads) {
 /// intermediate result (a LayerNorm output, a GELU output, an attention output)
 /// is only needed to compute this node's value, never by backward: it lives in
 /// memory borrowed for the call instead of the arena, and backward recomputes
-/// only the product with the weight. This keeps 7 of the 18 D-wide activations
-/// of a block out of memory during a search step. With a trainable weight each
-/// op is exactly the composition of the basic ops it names.
+/// only the product with the weight. The attention and MLP products also take
+/// the block's skip connection (a residual added to the output), so the product
+/// before the addition is not a node of its own. This keeps 9 of the 18 D-wide
+/// activations of a block out of memory during a search step. With a trainable
+/// weight each op is exactly the composition of the basic ops it names.
 
 
 // ---- begin vpdarts/vit/config.hpp ----
@@ -2752,6 +2766,38 @@ void check_scale(const char* fn, const var<S>& scale, index out) {
     throw shape_error(cat(fn, ": the LayerScale vector is ", shape_str(scale.rows(), scale.cols()), ", expected 1x", out));
 }
 
+/// Checks a residual against a product's output (rows x out), when it is set.
+template <Scalar S>
+void check_residual(const char* fn, const var<S>& residual, index rows, index out) {
+  if (residual.valid() && (residual.rows() != rows || residual.cols() != out))
+    throw shape_error(cat(fn, ": the residual is ", shape_str(residual.rows(), residual.cols()), ", expected ",
+                          shape_str(rows, out)));
+}
+
+/// out += residual, when it is set.
+template <Scalar S>
+void add_residual(matrix_map<S> out, const var<S>& residual) {
+  if (residual.valid()) out.noalias() += residual.value();
+}
+
+/// The residual's gradient: adjoint(ir) += adjoint(io), when the residual is set and needs one.
+template <Scalar S>
+void residual_backward(tape<S>& tp, std::uint32_t io, std::uint32_t ir) {
+  if (ir != std::uint32_t(-1) && tp.at(ir).requires_grad) tp.adjoint(ir).noalias() += tp.adjoint(io);
+}
+
+/// add(residual, y) when residual is set (the composed form of a fused residual).
+template <Scalar S>
+var<S> maybe_residual(const var<S>& y, const var<S>& residual) {
+  return residual.valid() ? add(residual, y) : y;
+}
+
+/// The id of v, or -1 for an empty var.
+template <Scalar S>
+std::uint32_t id_or_none(const var<S>& v) {
+  return v.valid() ? v.id() : std::uint32_t(-1);
+}
+
 /// mul(y, scale) when scale is set (the composed form of a LayerScale).
 template <Scalar S>
 var<S> maybe_scale(const var<S>& y, const var<S>& scale) {
@@ -2788,28 +2834,36 @@ var<S> layer_norm_linear(const var<S>& x, const var<S>& gamma, const var<S>& bet
   return out;
 }
 
-/// linear(act(h), w, b) * scale: h is R x M, w out x M, b 1 x out (or empty),
-/// act GELU or QuickGELU, scale a LayerScale vector 1 x out (or empty). With w,
-/// b and scale constant the activation's output is not kept.
-/// @throws shape_error as linear does, or for a scale of the wrong width.
+/// residual + linear(act(h), w, b) * scale: h is R x M, w out x M, b 1 x out (or empty),
+/// act GELU or QuickGELU, scale a LayerScale vector 1 x out (or empty), residual R x out (or
+/// empty: none). With w, b and scale constant the activation's output is not kept, nor is the
+/// product before the residual is added (a transformer block's MLP branch and skip connection
+/// are one node). @throws shape_error as linear does, or for a scale or residual of the wrong shape.
 template <Scalar S>
-var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const var<S>& b, const var<S>& scale = {}) {
+var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const var<S>& b, const var<S>& scale = {},
+                         const var<S>& residual = {}) {
   tape<S>& t = detail::same_tape("activation_linear", h, w);
   detail::check_linear("activation_linear", h.rows(), h.cols(), w, b);
   detail::check_scale("activation_linear", scale, w.rows());
+  detail::check_residual("activation_linear", residual, h.rows(), w.rows());
+  if (residual.valid()) detail::same_tape("activation_linear", h, residual);
   if (!detail::all_constant<S>({&w, &b, &scale}))
-    return detail::maybe_scale(linear(act == activation::gelu ? gelu(h) : quick_gelu(h), w, b), scale);
+    return detail::maybe_residual(
+        detail::maybe_scale(linear(act == activation::gelu ? gelu(h) : quick_gelu(h), w, b), scale), residual);
   const index r = h.rows(), m = h.cols();
-  var<S> out = t.make(r, w.rows(), h.requires_grad());
+  var<S> out = t.make(r, w.rows(), h.requires_grad() || (residual.valid() && residual.requires_grad()));
   {
     typename tape<S>::borrowed g(t, r, m);
     if (act == activation::gelu) detail::gelu_forward(h.value().data(), g.data(), r * m);
     else detail::quick_gelu_forward(h.value().data(), g.data(), r * m);
     detail::linear_rows(out.value(), g.map(), w, b);
     detail::scale_columns(out.value(), scale);
+    detail::add_residual(out.value(), residual);
   }
-  const std::uint32_t is = scale.valid() ? scale.id() : std::uint32_t(-1);
-  t.on_backward(out, [ih = h.id(), iw = w.id(), io = out.id(), is, act, r, m](tape<S>& tp) {
+  const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
+  t.on_backward(out, [ih = h.id(), iw = w.id(), io = out.id(), is, ir, act, r, m](tape<S>& tp) {
+    detail::residual_backward(tp, io, ir);
+    if (!tp.at(ih).requires_grad) return;
     typename tape<S>::borrowed dg(tp, r, m), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
     detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), dg.map(), false);
     if (act == activation::gelu) detail::gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
@@ -2826,24 +2880,28 @@ var<S> gelu_linear(const var<S>& h, const var<S>& w, const var<S>& b) {
   return activation_linear(h, activation::gelu, w, b);
 }
 
-/// linear(attention(qkv, batch, heads), w, b) * scale: qkv is (B*T) x 3D, w out x D,
-/// b 1 x out (or empty), scale a LayerScale vector 1 x out (or empty). With w,
-/// b and scale constant the attention output is not kept (the probabilities
-/// are, when a gradient is needed).
-/// @throws shape_error as attention and linear do, or for a scale of the wrong width.
+/// residual + linear(attention(qkv, batch, heads), w, b) * scale: qkv is (B*T) x 3D, w out x D,
+/// b 1 x out (or empty), scale a LayerScale vector 1 x out (or empty), residual (B*T) x out (or
+/// empty: none). With w, b and scale constant neither the attention output, nor its probabilities
+/// (backward computes them again), nor the product before the residual is added are kept.
+/// @throws shape_error as attention and linear do, or for a scale or residual of the wrong shape.
 template <Scalar S>
 var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S>& w, const var<S>& b,
-                        const var<S>& scale = {}) {
+                        const var<S>& scale = {}, const var<S>& residual = {}) {
   tape<S>& t = detail::same_tape("attention_linear", qkv, w);
   const index rows = qkv.rows(), c3 = qkv.cols();
   detail::check_attention("attention_linear", rows, c3, batch, heads);
   const index d = c3 / 3, seq = rows / batch, tt = seq * seq;
   detail::check_linear("attention_linear", rows, d, w, b);
   detail::check_scale("attention_linear", scale, w.rows());
-  if (!detail::all_constant<S>({&w, &b, &scale})) return detail::maybe_scale(linear(attention(qkv, batch, heads), w, b), scale);
-  var<S> out = t.make(rows, w.rows(), qkv.requires_grad());
-  const bool keep = out.requires_grad();
-  S* probs = keep ? t.template scratch<S>(static_cast<std::size_t>(batch * heads * tt)) : nullptr;
+  detail::check_residual("attention_linear", residual, rows, w.rows());
+  if (residual.valid()) detail::same_tape("attention_linear", qkv, residual);
+  if (!detail::all_constant<S>({&w, &b, &scale}))
+    return detail::maybe_residual(detail::maybe_scale(linear(attention(qkv, batch, heads), w, b), scale), residual);
+  var<S> out = t.make(rows, w.rows(), qkv.requires_grad() || (residual.valid() && residual.requires_grad()));
+  // The probabilities are not kept: backward computes them again from qkv (a T x T product per
+  // image and head, small beside the block's linear products), which keeps batch * heads * T^2
+  // values per block out of memory.
   // In bf16 mode the attention products of a frozen block run in bf16 too (as they were when recorded).
   const bool bf16 = detail::bf16_attention<S>();
   {
@@ -2851,30 +2909,32 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
     if (bf16) {
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
       if constexpr (std::is_same_v<S, float>)
-        detail::attention_forward_bf16(t, qkv.value().data(), o.data(), probs, keep, batch, heads, seq, d);
+        detail::attention_forward_bf16(t, qkv.value().data(), o.data(), nullptr, false, batch, heads, seq, d);
 #endif
     } else {
-      typename tape<S>::borrowed per_thread(t, keep ? 1 : detail::max_threads(), keep ? 1 : tt);
-      detail::attention_forward(qkv.value().data(), o.data(), keep ? probs : per_thread.data(), keep, batch, heads,
-                                seq, d);
+      typename tape<S>::borrowed per_thread(t, detail::max_threads(), tt);
+      detail::attention_forward(qkv.value().data(), o.data(), per_thread.data(), false, batch, heads, seq, d);
     }
     detail::linear_rows(out.value(), o.map(), w, b);
     detail::scale_columns(out.value(), scale);
+    detail::add_residual(out.value(), residual);
   }
-  const std::uint32_t is = scale.valid() ? scale.id() : std::uint32_t(-1);
-  t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, probs, batch, heads, seq, d, tt, bf16](tape<S>& tp) {
+  const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
+  t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, ir, batch, heads, seq, d, tt, bf16](tape<S>& tp) {
+    detail::residual_backward(tp, io, ir);
+    if (!tp.at(iq).requires_grad) return;
     typename tape<S>::borrowed d_o(tp, batch * seq, d), ds(tp, is == std::uint32_t(-1) ? 1 : batch * seq, tp.at(io).cols);
     detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), d_o.map(), false);
     if (bf16) {
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
       if constexpr (std::is_same_v<S, float>)
-        detail::attention_backward_bf16(tp, tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), probs, batch,
+        detail::attention_backward_bf16(tp, tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), nullptr, batch,
                                         heads, seq, d);
 #endif
       return;
     }
-    typename tape<S>::borrowed work(tp, detail::max_threads(), tt);
-    detail::attention_backward(tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), probs, work.data(), batch,
+    typename tape<S>::borrowed work(tp, detail::max_threads(), 2 * tt);
+    detail::attention_backward(tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), static_cast<const S*>(nullptr), work.data(), batch,
                                heads, seq, d);
   });
   return out;
@@ -4345,15 +4405,16 @@ struct vit_block {
 
   /// x is (B*T') x D for `batch` sequences of any length T' (prompts may have been inserted).
   /// Runs LayerNorm + qkv, attention + projection (+ LayerScale) and LayerNorm + fc1,
-  /// activation + fc2 (+ LayerScale) as fused ops: a frozen block keeps only what backward needs.
+  /// activation + fc2 (+ LayerScale), each with its skip connection, as fused ops: a frozen block keeps
+  /// only what backward needs.
   var<S> forward(tape<S>& t, const var<S>& x, index batch) {
     const var<S> g1 = has_layer_scale() ? t.leaf(ls1) : var<S>(), g2 = has_layer_scale() ? t.leaf(ls2) : var<S>();
     const var<S> qkv = layer_norm_linear(x, t.leaf(norm1.weight), t.leaf(norm1.bias), S(norm1.eps),
                                          t.leaf(attn.qkv.weight), attn.qkv.bias_leaf(t));
-    const var<S> h = add(x, attention_linear(qkv, batch, attn.heads, t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1));
+    const var<S> h = attention_linear(qkv, batch, attn.heads, t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1, x);
     const var<S> f = layer_norm_linear(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps),
                                        t.leaf(mlp.fc1.weight), t.leaf(mlp.fc1.bias));
-    return add(h, activation_linear(f, act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2));
+    return activation_linear(f, act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h);
   }
   /// Appends pointers to the block's parameters to `out`, in checkpoint order.
   void collect(std::vector<parameter<S>*>& out) {

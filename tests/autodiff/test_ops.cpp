@@ -283,6 +283,8 @@ TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[aut
   auto w = random_parameter<double>("w", out, dim, 116, 0.5);
   auto wh = random_parameter<double>("wh", out, hidden, 117, 0.5);
   auto b = random_parameter<double>("b", 1, out, 118, 0.2);
+  auto res = random_parameter<double>("res", rows, out, 119);
+  auto ls = random_parameter<double>("ls", 1, out, 120, 0.2, 1.0);
   const double eps = 1e-6;
   auto ln_lin = [&](T& t) { return vp::layer_norm_linear(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(w), t.leaf(b)); };
   auto ln_lin_ref = [&](T& t) { return vp::linear(vp::layer_norm(t.leaf(x), t.leaf(g), t.leaf(be), eps), t.leaf(w), t.leaf(b)); };
@@ -290,37 +292,68 @@ TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[aut
   auto gelu_lin_ref = [&](T& t) { return vp::linear(vp::gelu(t.leaf(h)), t.leaf(wh), t.leaf(b)); };
   auto att_lin = [&](T& t) { return vp::attention_linear(t.leaf(qkv), batch, heads, t.leaf(w), t.leaf(b)); };
   auto att_lin_ref = [&](T& t) { return vp::linear(vp::attention(t.leaf(qkv), batch, heads), t.leaf(w), t.leaf(b)); };
+  // with a LayerScale and the skip connection (a transformer block's two branches)
+  auto act_res = [&](T& t) {
+    return vp::activation_linear(t.leaf(h), vp::activation::gelu, t.leaf(wh), t.leaf(b), t.leaf(ls), t.leaf(res));
+  };
+  auto act_res_ref = [&](T& t) { return vp::add(t.leaf(res), vp::mul(vp::linear(vp::gelu(t.leaf(h)), t.leaf(wh), t.leaf(b)), t.leaf(ls))); };
+  auto att_res = [&](T& t) {
+    return vp::attention_linear(t.leaf(qkv), batch, heads, t.leaf(w), t.leaf(b), t.leaf(ls), t.leaf(res));
+  };
+  auto att_res_ref = [&](T& t) {
+    return vp::add(t.leaf(res), vp::mul(vp::linear(vp::attention(t.leaf(qkv), batch, heads), t.leaf(w), t.leaf(b)), t.leaf(ls)));
+  };
   struct fused_case {
     std::function<V(T&)> fused, reference;
-    P* input;
+    std::vector<P*> inputs;
   };
-  std::vector<fused_case> cases{{ln_lin, ln_lin_ref, &x}, {gelu_lin, gelu_lin_ref, &h}, {att_lin, att_lin_ref, &qkv}};
+  std::vector<fused_case> cases{{ln_lin, ln_lin_ref, {&x}},
+                                {gelu_lin, gelu_lin_ref, {&h}},
+                                {att_lin, att_lin_ref, {&qkv}},
+                                {act_res, act_res_ref, {&h, &res}},
+                                {att_res, att_res_ref, {&qkv, &res}}};
 
   // trainable weights: the composition itself, every gradient checked
   for (auto& c : cases) {
-    require_gradcheck(vp::gradcheck(c.fused, {c.input, &g, &be, &w, &wh, &b}));
+    std::vector<P*> all = c.inputs;
+    for (P* p : {&g, &be, &w, &wh, &b, &ls}) all.push_back(p);
+    require_gradcheck(vp::gradcheck(c.fused, std::span<P* const>(all)));
   }
-  // frozen weights: the fused path, same values, same input gradient, and less kept in the arena
-  for (P* p : {&g, &be, &w, &wh, &b}) p->freeze();
+  // frozen weights: the fused path, same values, same input gradients, and less kept in the arena
+  for (P* p : {&g, &be, &w, &wh, &b, &ls}) p->freeze();
   for (auto& c : cases) {
-    c.input->zero_grad();
+    for (P* p : c.inputs) p->zero_grad();
     T t1, t2;
     V y1 = c.fused(t1), y2 = c.reference(t2);
     CHECK((y1.value() - y2.value()).norm() < 1e-12);
     CHECK(t1.memory().bytes_in_use() < t2.memory().bytes_in_use());
     t1.backward(vp::sum(vp::mul(y1, y1)));
-    const M fused_grad = c.input->grad();
-    c.input->zero_grad();
+    std::vector<M> fused_grads;
+    for (P* p : c.inputs) fused_grads.push_back(p->grad());
+    for (P* p : c.inputs) p->zero_grad();
     t2.backward(vp::sum(vp::mul(y2, y2)));
-    CHECK((fused_grad - c.input->grad()).norm() < 1e-10);
-    c.input->zero_grad();
-    require_gradcheck(vp::gradcheck(c.fused, {c.input}));
+    for (std::size_t i = 0; i < c.inputs.size(); ++i) CHECK((fused_grads[i] - c.inputs[i]->grad()).norm() < 1e-10);
+    for (P* p : c.inputs) p->zero_grad();
+    require_gradcheck(vp::gradcheck(c.fused, std::span<P* const>(c.inputs)));
     T u;  // and under no_grad
     vp::no_grad<double> guard(u);
     CHECK((c.fused(u).value() - y2.value()).norm() < 1e-12);
   }
+  // only the residual needs a gradient: it gets the output's, and the product's input gets none
+  {
+    qkv.freeze();
+    h.freeze();
+    require_gradcheck(vp::gradcheck(att_res, {&res}));
+    require_gradcheck(vp::gradcheck(act_res, {&res}));
+    qkv.unfreeze();
+    h.unfreeze();
+  }
   // shape errors name the fused op
   T t;
+  CHECK_THROWS_WITH(vp::attention_linear(t.leaf(qkv), batch, heads, t.leaf(w), t.leaf(b), t.leaf(ls), t.leaf(x)),
+                    Catch::Contains("attention_linear: the residual is 10x6, expected 10x7"));
+  CHECK_THROWS_WITH(vp::activation_linear(t.leaf(h), vp::activation::gelu, t.leaf(wh), t.leaf(b), {}, t.leaf(x)),
+                    Catch::Contains("activation_linear: the residual is 10x6, expected 10x7"));
   CHECK_THROWS_WITH(vp::layer_norm_linear(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(wh), t.leaf(b)),
                     Catch::Contains("layer_norm_linear") && Catch::Contains("in-features differ"));
   CHECK_THROWS_WITH(vp::layer_norm_linear(t.leaf(h), t.leaf(g), t.leaf(be), eps, t.leaf(w), t.leaf(b)),

@@ -27,14 +27,29 @@ TEST_CASE("arena reuses its memory after reset", "[autodiff][arena]") {
 TEST_CASE("parameters: frozen ones hold no gradient", "[autodiff][parameter]") {
   vp::parameter<double> p("w", 2, 3);
   CHECK(p.requires_grad());
+  CHECK_FALSE(p.has_grad_storage());  // made at the first use: a model built trainable, then frozen, never holds it
+  p.zero_grad();
+  CHECK_FALSE(p.has_grad_storage());
   CHECK(p.grad().rows() == 2);
+  CHECK(p.has_grad_storage());
+  p.grad()(1, 2) = 5;
+  p.unfreeze();  // already trainable: the gradient stays
+  CHECK(p.grad()(1, 2) == 5);
   p.freeze();
   CHECK_FALSE(p.requires_grad());
   CHECK_THROWS_AS(p.grad(), vp::state_error);
   CHECK_THROWS_WITH(p.grad(), Catch::Contains("'w'") && Catch::Contains("2x3") && Catch::Contains("frozen"));
+  CHECK_FALSE(p.has_grad_storage());
   p.unfreeze();
   CHECK(p.grad().isZero());
+  p.value().resize(3, 3);  // resized after the gradient was made
+  CHECK_THROWS_WITH(p.grad(), Catch::Contains("'w'") && Catch::Contains("resized to 3x3"));
+  p.unfreeze();
+  CHECK(p.grad().rows() == 3);
   CHECK_THROWS_AS(vp::parameter<float>("bad", -1, 2), vp::shape_error);
+  // a ViT built trainable and then frozen never held a gradient for its weights
+  vp::vit<float> model(vp::vit_config::toy(), 0);
+  for (auto* q : model.parameters()) CHECK_FALSE(q->has_grad_storage());
 }
 
 TEST_CASE("backward accumulates into trainable parameters only", "[autodiff][tape]") {

@@ -68,7 +68,9 @@ void attention_forward(const S* in, S* o, S* probs, bool keep, index batch, inde
 
 /// The backward kernel: adds into gin ((batch*seq) x 3d) the gradient for the
 /// output gradient gout ((batch*seq) x d), from the kept probabilities;
-/// `work` holds seq*seq values per thread.
+/// `work` holds seq*seq values per thread. With probs null the probabilities
+/// are computed again, as attention_forward did (the same products, so the
+/// same values), and `work` holds 2*seq*seq values per thread.
 template <Scalar S>
 void attention_backward(const S* in, S* gin, const S* gout, const S* probs, S* work, index batch, index heads,
                         index seq, index d) {
@@ -85,8 +87,14 @@ void attention_backward(const S* in, S* gin, const S* gout, const S* probs, S* w
     strided_map<S> dK(gin + off + d, seq, dh, Eigen::OuterStride<>(c3));
     strided_map<S> dV(gin + off + 2 * d, seq, dh, Eigen::OuterStride<>(c3));
     strided_map<S> dO(const_cast<S*>(gout) + b * seq * d + h * dh, seq, dh, Eigen::OuterStride<>(d));
-    matrix_map<S> A(const_cast<S*>(probs) + job * tt, seq, seq);
-    matrix_map<S> dS(work + thread_id() * tt, seq, seq);
+    const bool again = probs == nullptr;
+    S* mine = work + thread_id() * (again ? 2 : 1) * tt;
+    matrix_map<S> A(again ? mine + tt : const_cast<S*>(probs) + job * tt, seq, seq);
+    if (again) {
+      A.noalias() = scale * (Q * K.transpose());
+      softmax_rows(A.data(), seq, seq, S(1));
+    }
+    matrix_map<S> dS(mine, seq, seq);
     dV.noalias() += A.transpose() * dO;
     dS.noalias() = dO * V.transpose();  // dA
     softmax_backward_rows(dS.data(), A.data(), seq, seq, scale);
@@ -151,7 +159,8 @@ inline void attention_forward_bf16(tape<float>& t, const float* in, float* o, fl
   }
 }
 
-/// The bf16 backward of attention_forward_bf16 (probabilities kept): adds into gin.
+/// The bf16 backward of attention_forward_bf16: adds into gin. With probs null the probabilities
+/// are computed again (the same bf16 products as the forward's, so the same values).
 inline void attention_backward_bf16(tape<float>& t, const float* in, float* gin, const float* gout, const float* probs,
                                     index batch, index heads, index seq, index d) {
   using dims4 = bf16_matmuls::dims4;
@@ -164,11 +173,17 @@ inline void attention_backward_bf16(tape<float>& t, const float* in, float* gin,
   auto* a = reinterpret_cast<std::uint16_t*>(a16.data());
   to_bf16_heads(in, q, batch, seq, 3, heads, dh, c3);
   to_bf16_heads(gout, dout, batch, seq, 1, heads, dh, d);
-  to_bf16(probs, a, static_cast<std::size_t>(n));
   const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
       ps{heads * tt, tt, seq, 1}, pts{heads * tt, tt, 1, seq};
   const dims4 bhtd{batch, heads, seq, dh}, bhtt{batch, heads, seq, seq};
   auto& mm = bf16_matmuls::here();
+  typename tape<float>::borrowed again(t, 1, probs == nullptr ? n : 1);
+  if (probs == nullptr) {
+    mm.run_batched(bhtd, dense, {batch, heads, dh, seq}, dense_t, bhtt, ps, q, q + part, again.data(), false);  // S = Q K^T
+    softmax_rows(again.data(), batch * heads * seq, seq, scale);
+    probs = again.data();
+  }
+  to_bf16(probs, a, static_cast<std::size_t>(n));
   // dV, dQ, dK go to a head-major buffer, then are added into gin (a strided destination with
   // accumulation would get oneDNN's slow kernel)
   float* dh3 = dqkv.data();

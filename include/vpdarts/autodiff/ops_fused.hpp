@@ -5,9 +5,11 @@
 /// intermediate result (a LayerNorm output, a GELU output, an attention output)
 /// is only needed to compute this node's value, never by backward: it lives in
 /// memory borrowed for the call instead of the arena, and backward recomputes
-/// only the product with the weight. This keeps 7 of the 18 D-wide activations
-/// of a block out of memory during a search step. With a trainable weight each
-/// op is exactly the composition of the basic ops it names.
+/// only the product with the weight. The attention and MLP products also take
+/// the block's skip connection (a residual added to the output), so the product
+/// before the addition is not a node of its own. This keeps 9 of the 18 D-wide
+/// activations of a block out of memory during a search step. With a trainable
+/// weight each op is exactly the composition of the basic ops it names.
 
 #include "../vit/config.hpp"
 #include "ops_attention.hpp"
@@ -47,6 +49,38 @@ void check_scale(const char* fn, const var<S>& scale, index out) {
     throw shape_error(cat(fn, ": the LayerScale vector is ", shape_str(scale.rows(), scale.cols()), ", expected 1x", out));
 }
 
+/// Checks a residual against a product's output (rows x out), when it is set.
+template <Scalar S>
+void check_residual(const char* fn, const var<S>& residual, index rows, index out) {
+  if (residual.valid() && (residual.rows() != rows || residual.cols() != out))
+    throw shape_error(cat(fn, ": the residual is ", shape_str(residual.rows(), residual.cols()), ", expected ",
+                          shape_str(rows, out)));
+}
+
+/// out += residual, when it is set.
+template <Scalar S>
+void add_residual(matrix_map<S> out, const var<S>& residual) {
+  if (residual.valid()) out.noalias() += residual.value();
+}
+
+/// The residual's gradient: adjoint(ir) += adjoint(io), when the residual is set and needs one.
+template <Scalar S>
+void residual_backward(tape<S>& tp, std::uint32_t io, std::uint32_t ir) {
+  if (ir != std::uint32_t(-1) && tp.at(ir).requires_grad) tp.adjoint(ir).noalias() += tp.adjoint(io);
+}
+
+/// add(residual, y) when residual is set (the composed form of a fused residual).
+template <Scalar S>
+var<S> maybe_residual(const var<S>& y, const var<S>& residual) {
+  return residual.valid() ? add(residual, y) : y;
+}
+
+/// The id of v, or -1 for an empty var.
+template <Scalar S>
+std::uint32_t id_or_none(const var<S>& v) {
+  return v.valid() ? v.id() : std::uint32_t(-1);
+}
+
 /// mul(y, scale) when scale is set (the composed form of a LayerScale).
 template <Scalar S>
 var<S> maybe_scale(const var<S>& y, const var<S>& scale) {
@@ -83,28 +117,36 @@ var<S> layer_norm_linear(const var<S>& x, const var<S>& gamma, const var<S>& bet
   return out;
 }
 
-/// linear(act(h), w, b) * scale: h is R x M, w out x M, b 1 x out (or empty),
-/// act GELU or QuickGELU, scale a LayerScale vector 1 x out (or empty). With w,
-/// b and scale constant the activation's output is not kept.
-/// @throws shape_error as linear does, or for a scale of the wrong width.
+/// residual + linear(act(h), w, b) * scale: h is R x M, w out x M, b 1 x out (or empty),
+/// act GELU or QuickGELU, scale a LayerScale vector 1 x out (or empty), residual R x out (or
+/// empty: none). With w, b and scale constant the activation's output is not kept, nor is the
+/// product before the residual is added (a transformer block's MLP branch and skip connection
+/// are one node). @throws shape_error as linear does, or for a scale or residual of the wrong shape.
 template <Scalar S>
-var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const var<S>& b, const var<S>& scale = {}) {
+var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const var<S>& b, const var<S>& scale = {},
+                         const var<S>& residual = {}) {
   tape<S>& t = detail::same_tape("activation_linear", h, w);
   detail::check_linear("activation_linear", h.rows(), h.cols(), w, b);
   detail::check_scale("activation_linear", scale, w.rows());
+  detail::check_residual("activation_linear", residual, h.rows(), w.rows());
+  if (residual.valid()) detail::same_tape("activation_linear", h, residual);
   if (!detail::all_constant<S>({&w, &b, &scale}))
-    return detail::maybe_scale(linear(act == activation::gelu ? gelu(h) : quick_gelu(h), w, b), scale);
+    return detail::maybe_residual(
+        detail::maybe_scale(linear(act == activation::gelu ? gelu(h) : quick_gelu(h), w, b), scale), residual);
   const index r = h.rows(), m = h.cols();
-  var<S> out = t.make(r, w.rows(), h.requires_grad());
+  var<S> out = t.make(r, w.rows(), h.requires_grad() || (residual.valid() && residual.requires_grad()));
   {
     typename tape<S>::borrowed g(t, r, m);
     if (act == activation::gelu) detail::gelu_forward(h.value().data(), g.data(), r * m);
     else detail::quick_gelu_forward(h.value().data(), g.data(), r * m);
     detail::linear_rows(out.value(), g.map(), w, b);
     detail::scale_columns(out.value(), scale);
+    detail::add_residual(out.value(), residual);
   }
-  const std::uint32_t is = scale.valid() ? scale.id() : std::uint32_t(-1);
-  t.on_backward(out, [ih = h.id(), iw = w.id(), io = out.id(), is, act, r, m](tape<S>& tp) {
+  const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
+  t.on_backward(out, [ih = h.id(), iw = w.id(), io = out.id(), is, ir, act, r, m](tape<S>& tp) {
+    detail::residual_backward(tp, io, ir);
+    if (!tp.at(ih).requires_grad) return;
     typename tape<S>::borrowed dg(tp, r, m), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
     detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), dg.map(), false);
     if (act == activation::gelu) detail::gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
@@ -121,24 +163,28 @@ var<S> gelu_linear(const var<S>& h, const var<S>& w, const var<S>& b) {
   return activation_linear(h, activation::gelu, w, b);
 }
 
-/// linear(attention(qkv, batch, heads), w, b) * scale: qkv is (B*T) x 3D, w out x D,
-/// b 1 x out (or empty), scale a LayerScale vector 1 x out (or empty). With w,
-/// b and scale constant the attention output is not kept (the probabilities
-/// are, when a gradient is needed).
-/// @throws shape_error as attention and linear do, or for a scale of the wrong width.
+/// residual + linear(attention(qkv, batch, heads), w, b) * scale: qkv is (B*T) x 3D, w out x D,
+/// b 1 x out (or empty), scale a LayerScale vector 1 x out (or empty), residual (B*T) x out (or
+/// empty: none). With w, b and scale constant neither the attention output, nor its probabilities
+/// (backward computes them again), nor the product before the residual is added are kept.
+/// @throws shape_error as attention and linear do, or for a scale or residual of the wrong shape.
 template <Scalar S>
 var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S>& w, const var<S>& b,
-                        const var<S>& scale = {}) {
+                        const var<S>& scale = {}, const var<S>& residual = {}) {
   tape<S>& t = detail::same_tape("attention_linear", qkv, w);
   const index rows = qkv.rows(), c3 = qkv.cols();
   detail::check_attention("attention_linear", rows, c3, batch, heads);
   const index d = c3 / 3, seq = rows / batch, tt = seq * seq;
   detail::check_linear("attention_linear", rows, d, w, b);
   detail::check_scale("attention_linear", scale, w.rows());
-  if (!detail::all_constant<S>({&w, &b, &scale})) return detail::maybe_scale(linear(attention(qkv, batch, heads), w, b), scale);
-  var<S> out = t.make(rows, w.rows(), qkv.requires_grad());
-  const bool keep = out.requires_grad();
-  S* probs = keep ? t.template scratch<S>(static_cast<std::size_t>(batch * heads * tt)) : nullptr;
+  detail::check_residual("attention_linear", residual, rows, w.rows());
+  if (residual.valid()) detail::same_tape("attention_linear", qkv, residual);
+  if (!detail::all_constant<S>({&w, &b, &scale}))
+    return detail::maybe_residual(detail::maybe_scale(linear(attention(qkv, batch, heads), w, b), scale), residual);
+  var<S> out = t.make(rows, w.rows(), qkv.requires_grad() || (residual.valid() && residual.requires_grad()));
+  // The probabilities are not kept: backward computes them again from qkv (a T x T product per
+  // image and head, small beside the block's linear products), which keeps batch * heads * T^2
+  // values per block out of memory.
   // In bf16 mode the attention products of a frozen block run in bf16 too (as they were when recorded).
   const bool bf16 = detail::bf16_attention<S>();
   {
@@ -146,30 +192,32 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
     if (bf16) {
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
       if constexpr (std::is_same_v<S, float>)
-        detail::attention_forward_bf16(t, qkv.value().data(), o.data(), probs, keep, batch, heads, seq, d);
+        detail::attention_forward_bf16(t, qkv.value().data(), o.data(), nullptr, false, batch, heads, seq, d);
 #endif
     } else {
-      typename tape<S>::borrowed per_thread(t, keep ? 1 : detail::max_threads(), keep ? 1 : tt);
-      detail::attention_forward(qkv.value().data(), o.data(), keep ? probs : per_thread.data(), keep, batch, heads,
-                                seq, d);
+      typename tape<S>::borrowed per_thread(t, detail::max_threads(), tt);
+      detail::attention_forward(qkv.value().data(), o.data(), per_thread.data(), false, batch, heads, seq, d);
     }
     detail::linear_rows(out.value(), o.map(), w, b);
     detail::scale_columns(out.value(), scale);
+    detail::add_residual(out.value(), residual);
   }
-  const std::uint32_t is = scale.valid() ? scale.id() : std::uint32_t(-1);
-  t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, probs, batch, heads, seq, d, tt, bf16](tape<S>& tp) {
+  const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
+  t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, ir, batch, heads, seq, d, tt, bf16](tape<S>& tp) {
+    detail::residual_backward(tp, io, ir);
+    if (!tp.at(iq).requires_grad) return;
     typename tape<S>::borrowed d_o(tp, batch * seq, d), ds(tp, is == std::uint32_t(-1) ? 1 : batch * seq, tp.at(io).cols);
     detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), d_o.map(), false);
     if (bf16) {
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
       if constexpr (std::is_same_v<S, float>)
-        detail::attention_backward_bf16(tp, tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), probs, batch,
+        detail::attention_backward_bf16(tp, tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), nullptr, batch,
                                         heads, seq, d);
 #endif
       return;
     }
-    typename tape<S>::borrowed work(tp, detail::max_threads(), tt);
-    detail::attention_backward(tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), probs, work.data(), batch,
+    typename tape<S>::borrowed work(tp, detail::max_threads(), 2 * tt);
+    detail::attention_backward(tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), static_cast<const S*>(nullptr), work.data(), batch,
                                heads, seq, d);
   });
   return out;

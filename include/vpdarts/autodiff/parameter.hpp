@@ -104,14 +104,12 @@ class parameter {
   /// True when the parameter is trainable (has a gradient).
   bool requires_grad() const noexcept { return requires_grad_; }
 
-  /// Makes the parameter trainable (allocating a zero gradient) or frozen (dropping it).
+  /// Makes the parameter trainable or frozen (dropping its gradient). A trainable parameter's
+  /// gradient is made, zero, at its first use (grad(), a tape leaf that tracks it), so a model
+  /// built trainable and then frozen never holds a second copy of its weights.
   void set_requires_grad(bool on) {
     requires_grad_ = on;
-    if (on) {
-      if (grad_.rows() != value_.rows() || grad_.cols() != value_.cols()) grad_ = matrix<S>::Zero(rows(), cols());
-    } else {
-      grad_ = matrix<S>();
-    }
+    if (!on || grad_.rows() != value_.rows() || grad_.cols() != value_.cols()) grad_ = matrix<S>();
   }
   /// Shorthand for set_requires_grad(false).
   void freeze() { set_requires_grad(false); }
@@ -119,36 +117,35 @@ class parameter {
   void unfreeze() { set_requires_grad(true); }
 
   /// The accumulated gradient. @throws state_error when the parameter is frozen.
-  matrix<S>& grad() {
-    check_trainable();
-    return grad_;
-  }
+  matrix<S>& grad() { return trainable_grad(); }
   /// The accumulated gradient, read-only. @throws state_error when the parameter is frozen.
-  const matrix<S>& grad() const {
-    check_trainable();
-    return grad_;
-  }
+  const matrix<S>& grad() const { return trainable_grad(); }
 
-  /// Sets the gradient to zero (no-op for a frozen parameter).
+  /// Sets the gradient to zero (no-op for a frozen parameter, or one whose gradient is not made yet).
   void zero_grad() noexcept {
     if (requires_grad_) grad_.setZero();
   }
+  /// True when the gradient's storage exists (it is made at the first use of grad()).
+  bool has_grad_storage() const noexcept { return grad_.size() > 0; }
 
  private:
-  void check_trainable() const {
+  // The gradient, made (zero) at the first use.
+  matrix<S>& trainable_grad() const {
     if (!requires_grad_)
       throw state_error(detail::cat("parameter::grad: '", name_, "' (", detail::shape_str(rows(), cols()),
                                     ") is frozen and has no gradient"));
+    if (grad_.size() == 0) grad_ = matrix<S>::Zero(rows(), cols());
     if (grad_.rows() != value_.rows() || grad_.cols() != value_.cols())
       throw state_error(detail::cat("parameter::grad: '", name_, "' was resized to ",
                                     detail::shape_str(rows(), cols()), " after its gradient was made; call "
                                     "set_requires_grad(true) again"));
+    return grad_;
   }
 
   std::string name_;
   std::vector<index> shape_;
   matrix<S> value_;
-  matrix<S> grad_;
+  mutable matrix<S> grad_;  // made at the first use (trainable_grad)
   bool requires_grad_ = false;
   std::uint64_t version_ = 0;
   mutable detail::bf16_cache bf16_;

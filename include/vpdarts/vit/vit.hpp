@@ -61,15 +61,16 @@ struct vit_block {
 
   /// x is (B*T') x D for `batch` sequences of any length T' (prompts may have been inserted).
   /// Runs LayerNorm + qkv, attention + projection (+ LayerScale) and LayerNorm + fc1,
-  /// activation + fc2 (+ LayerScale) as fused ops: a frozen block keeps only what backward needs.
+  /// activation + fc2 (+ LayerScale), each with its skip connection, as fused ops: a frozen block keeps
+  /// only what backward needs.
   var<S> forward(tape<S>& t, const var<S>& x, index batch) {
     const var<S> g1 = has_layer_scale() ? t.leaf(ls1) : var<S>(), g2 = has_layer_scale() ? t.leaf(ls2) : var<S>();
     const var<S> qkv = layer_norm_linear(x, t.leaf(norm1.weight), t.leaf(norm1.bias), S(norm1.eps),
                                          t.leaf(attn.qkv.weight), attn.qkv.bias_leaf(t));
-    const var<S> h = add(x, attention_linear(qkv, batch, attn.heads, t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1));
+    const var<S> h = attention_linear(qkv, batch, attn.heads, t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1, x);
     const var<S> f = layer_norm_linear(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps),
                                        t.leaf(mlp.fc1.weight), t.leaf(mlp.fc1.bias));
-    return add(h, activation_linear(f, act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2));
+    return activation_linear(f, act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h);
   }
   /// Appends pointers to the block's parameters to `out`, in checkpoint order.
   void collect(std::vector<parameter<S>*>& out) {

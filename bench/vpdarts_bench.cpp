@@ -280,6 +280,14 @@ int main(int argc, char** argv) {
           const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
           if (i >= warmup) times.push_back(s);
         }
+        const auto& t = d.step_tape();
+        const auto mib = [](std::size_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); };
+        std::fprintf(stderr,
+                     "vpdarts_bench: tape memory held (MiB): values %.0f (peak in use %.0f), adjoints %.0f (peak %.0f), "
+                     "working buffers %.0f (peak %.0f)\n",
+                     mib(t.memory().capacity_bytes()), mib(t.memory().peak_bytes()), mib(t.adjoint_memory().capacity_bytes()),
+                     mib(t.adjoint_memory().peak_bytes()), mib(t.temp_memory().capacity_bytes()),
+                     mib(t.temp_memory().peak_bytes()));
       }
       std::sort(times.begin(), times.end());
       const double median = times.size() % 2 ? times[times.size() / 2]

@@ -269,8 +269,9 @@ class precision_scope {
 namespace vpdarts {
 
 /// A bump allocator of 64-byte aligned blocks. reset() keeps the memory: when
-/// a step needed more than one chunk, the chunks are merged into one chunk of
-/// the total size, so from the second identical step on nothing is allocated.
+/// a step needed more than one chunk, the chunks are replaced by one chunk of
+/// the most bytes ever in use, so from the second identical step on nothing is
+/// allocated.
 class arena {
  public:
   static constexpr std::size_t alignment = 64;  ///< Every block starts on a 64-byte boundary.
@@ -300,11 +301,9 @@ class arena {
 
   /// Forgets every allocation; keeps (and if needed merges) the memory.
   void reset() {
-    if (chunks_.size() > 1) {
-      std::size_t total = 0;
-      for (auto& c : chunks_) total += c.size;
+    if (chunks_.size() > 1) {  // one chunk of the most ever in use: the doubling's spare tails are not kept
       chunks_.clear();
-      chunks_.push_back(chunk::make(total));
+      chunks_.push_back(chunk::make(peak_));
     }
     used_ = 0;
     in_use_ = 0;
@@ -1147,6 +1146,8 @@ class tape {
   const arena& memory() const noexcept { return arena_; }
   /// The pool of adjoints (for memory statistics).
   const block_pool<S>& adjoint_memory() const noexcept { return adjoints_; }
+  /// The pool of ops' working buffers (for memory statistics; a block tape shares its parent's).
+  const block_pool<S>& temp_memory() const noexcept { return *temps_; }
   /// Bumped by every reset(); variables of an older generation are invalid.
   std::uint32_t generation() const noexcept { return generation_; }
 
@@ -4597,7 +4598,7 @@ class vit {
   /// `hook(l, blocks[l], x, batch)` in place of block l; the hook records on `x.owner()`.
   ///
   /// With no gradient recorded (no_grad), the images go through in chunks of about
-  /// inference_chunk_rows token rows, everything of a chunk on t.block_tape(), block after block,
+  /// inference_chunk_rows token rows (fewer for wide models: inference_chunk_values), everything of a chunk on t.block_tape(), block after block,
   /// keeping only the current block's values: t itself holds just the features and one block's
   /// input. Images are independent, so the result is the whole batch's (to float rounding, since
   /// products of another size may sum in another order).
@@ -4609,7 +4610,8 @@ class vit {
       for (index l = 0; l < cfg_.depth; ++l) x = hook(l, blocks[static_cast<std::size_t>(l)], x, batch);
       return pool(t, x, batch);
     }
-    const index chunks = std::max<index>(1, (batch * cfg_.tokens() + inference_chunk_rows - 1) / inference_chunk_rows);
+    const index rows = std::max<index>(1, std::min(inference_chunk_rows, inference_chunk_values / std::max<index>(1, cfg_.dim)));
+    const index chunks = std::max<index>(1, (batch * cfg_.tokens() + rows - 1) / rows);
     const index per = (batch + chunks - 1) / chunks;
     tape<S>& bt = t.block_tape();
     var<S> out, carry;  // on t: the features, and the input of the next block
@@ -4632,8 +4634,11 @@ class vit {
     return out;
   }
 
-  /// Token rows per chunk of a forward pass with no gradient (see features()).
+  /// Token rows per chunk of a forward pass with no gradient (see features()), at most.
   static constexpr index inference_chunk_rows = 4096;
+  /// Values per D-wide activation of a chunk, at most: wide models take fewer rows per chunk
+  /// (4096 rows up to D 192, 1024 at ViT-B's 768), so a block's working set stays near 3 MiB per activation.
+  static constexpr index inference_chunk_values = 4096 * 192;
 
   /// Head(features): B x classes logits.
   template <class Hook = run_block>
@@ -7862,6 +7867,8 @@ class bilevel_optimizer {
   optim::adam<S>& alpha_optimizer() noexcept { return alpha_opt_; }
   /// The settings.
   const bilevel_options& options() const noexcept { return opts_; }
+  /// The tape every step records on (for memory statistics: memory(), adjoint_memory(), temp_memory()).
+  const tape<S>& step_tape() const noexcept { return tape_; }
   /// Everything it trains: w (prompts, operator parameters and head, in the optimiser's order), then alpha.
   std::span<parameter<S>* const> parameters() const noexcept { return all_; }
 

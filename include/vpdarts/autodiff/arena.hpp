@@ -16,8 +16,9 @@
 namespace vpdarts {
 
 /// A bump allocator of 64-byte aligned blocks. reset() keeps the memory: when
-/// a step needed more than one chunk, the chunks are merged into one chunk of
-/// the total size, so from the second identical step on nothing is allocated.
+/// a step needed more than one chunk, the chunks are replaced by one chunk of
+/// the most bytes ever in use, so from the second identical step on nothing is
+/// allocated.
 class arena {
  public:
   static constexpr std::size_t alignment = 64;  ///< Every block starts on a 64-byte boundary.
@@ -47,11 +48,9 @@ class arena {
 
   /// Forgets every allocation; keeps (and if needed merges) the memory.
   void reset() {
-    if (chunks_.size() > 1) {
-      std::size_t total = 0;
-      for (auto& c : chunks_) total += c.size;
+    if (chunks_.size() > 1) {  // one chunk of the most ever in use: the doubling's spare tails are not kept
       chunks_.clear();
-      chunks_.push_back(chunk::make(total));
+      chunks_.push_back(chunk::make(peak_));
     }
     used_ = 0;
     in_use_ = 0;

@@ -206,6 +206,8 @@ class tape {
   const arena& memory() const noexcept { return arena_; }
   /// The pool of adjoints (for memory statistics).
   const block_pool<S>& adjoint_memory() const noexcept { return adjoints_; }
+  /// The pool of ops' working buffers (for memory statistics; a block tape shares its parent's).
+  const block_pool<S>& temp_memory() const noexcept { return *temps_; }
   /// Bumped by every reset(); variables of an older generation are invalid.
   std::uint32_t generation() const noexcept { return generation_; }
 

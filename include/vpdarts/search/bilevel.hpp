@@ -180,6 +180,8 @@ class bilevel_optimizer {
   optim::adam<S>& alpha_optimizer() noexcept { return alpha_opt_; }
   /// The settings.
   const bilevel_options& options() const noexcept { return opts_; }
+  /// The tape every step records on (for memory statistics: memory(), adjoint_memory(), temp_memory()).
+  const tape<S>& step_tape() const noexcept { return tape_; }
   /// Everything it trains: w (prompts, operator parameters and head, in the optimiser's order), then alpha.
   std::span<parameter<S>* const> parameters() const noexcept { return all_; }
 

@@ -253,7 +253,7 @@ class vit {
   /// `hook(l, blocks[l], x, batch)` in place of block l; the hook records on `x.owner()`.
   ///
   /// With no gradient recorded (no_grad), the images go through in chunks of about
-  /// inference_chunk_rows token rows, everything of a chunk on t.block_tape(), block after block,
+  /// inference_chunk_rows token rows (fewer for wide models: inference_chunk_values), everything of a chunk on t.block_tape(), block after block,
   /// keeping only the current block's values: t itself holds just the features and one block's
   /// input. Images are independent, so the result is the whole batch's (to float rounding, since
   /// products of another size may sum in another order).
@@ -265,7 +265,8 @@ class vit {
       for (index l = 0; l < cfg_.depth; ++l) x = hook(l, blocks[static_cast<std::size_t>(l)], x, batch);
       return pool(t, x, batch);
     }
-    const index chunks = std::max<index>(1, (batch * cfg_.tokens() + inference_chunk_rows - 1) / inference_chunk_rows);
+    const index rows = std::max<index>(1, std::min(inference_chunk_rows, inference_chunk_values / std::max<index>(1, cfg_.dim)));
+    const index chunks = std::max<index>(1, (batch * cfg_.tokens() + rows - 1) / rows);
     const index per = (batch + chunks - 1) / chunks;
     tape<S>& bt = t.block_tape();
     var<S> out, carry;  // on t: the features, and the input of the next block
@@ -288,8 +289,11 @@ class vit {
     return out;
   }
 
-  /// Token rows per chunk of a forward pass with no gradient (see features()).
+  /// Token rows per chunk of a forward pass with no gradient (see features()), at most.
   static constexpr index inference_chunk_rows = 4096;
+  /// Values per D-wide activation of a chunk, at most: wide models take fewer rows per chunk
+  /// (4096 rows up to D 192, 1024 at ViT-B's 768), so a block's working set stays near 3 MiB per activation.
+  static constexpr index inference_chunk_values = 4096 * 192;
 
   /// Head(features): B x classes logits.
   template <class Hook = run_block>

@@ -2480,19 +2480,23 @@ inline void bf16_weight_product(tape<float>& t, std::uint32_t iw, const float* a
 }
 #endif
 
+/// out = x W^T (+ b unless ib is -1), W and b nodes iw and ib of t, for x a rows x W.cols() row-major map.
+template <Scalar S>
+void linear_rows(tape<S>& t, matrix_map<S> out, const matrix_map<S>& x, std::uint32_t iw, std::uint32_t ib) {
+  if (bf16_weight(t, iw)) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+    if constexpr (std::is_same_v<S, float>) bf16_weight_product(t, iw, x.data(), x.rows(), out.data(), true, false);
+#endif
+  } else {
+    out.noalias() = x * t.value(iw).transpose();
+  }
+  if (ib != std::uint32_t(-1)) out.rowwise() += t.value(ib).row(0);
+}
+
 /// out = x W^T (+ b when b is not empty), for x a rows x W.cols() row-major map.
 template <Scalar S>
 void linear_rows(matrix_map<S> out, const matrix_map<S>& x, const var<S>& w, const var<S>& b) {
-  tape<S>& t = w.owner();
-  if (bf16_weight(t, w.id())) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-    if constexpr (std::is_same_v<S, float>)
-      bf16_weight_product(t, w.id(), x.data(), x.rows(), out.data(), true, false);
-#endif
-  } else {
-    out.noalias() = x * w.value().transpose();
-  }
-  if (b.valid()) out.rowwise() += b.value().row(0);
+  linear_rows(w.owner(), out, x, w.id(), b.valid() ? b.id() : std::uint32_t(-1));
 }
 
 /// out = g W (or out += g W with `accumulate`): the input gradient of a linear
@@ -2869,6 +2873,68 @@ var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const
     detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), dg.map(), false);
     if (act == activation::gelu) detail::gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
     else detail::quick_gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
+  });
+  return out;
+}
+
+/// residual + linear(act(linear(layer_norm(x, gamma, beta, eps), w1, b1)), w2, b2) * scale: a
+/// transformer block's whole MLP branch and skip connection as one node. x is R x D, gamma and
+/// beta 1 x D, w1 M x D, b1 1 x M (or empty), w2 out x M, b2 1 x out (or empty), scale 1 x out (or
+/// empty), residual R x out (or empty). With every weight constant only each row's LayerNorm
+/// statistics are kept: backward computes the LayerNorm and the first product again (one more
+/// R x D x M product) instead of keeping the R x M hidden layer, the largest activation of a block.
+/// Otherwise it is activation_linear(layer_norm_linear(...)). @throws shape_error as those do.
+template <Scalar S>
+var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, S eps, const var<S>& w1,
+                      const var<S>& b1, activation act, const var<S>& w2, const var<S>& b2, const var<S>& scale = {},
+                      const var<S>& residual = {}) {
+  tape<S>& t = detail::same_tape("layer_norm_mlp", x, w1);
+  detail::same_tape("layer_norm_mlp", x, w2);
+  detail::check_layer_norm("layer_norm_mlp", x, gamma, beta);
+  detail::check_linear("layer_norm_mlp", x.rows(), x.cols(), w1, b1);
+  detail::check_linear("layer_norm_mlp", x.rows(), w1.rows(), w2, b2);
+  detail::check_scale("layer_norm_mlp", scale, w2.rows());
+  detail::check_residual("layer_norm_mlp", residual, x.rows(), w2.rows());
+  if (residual.valid()) detail::same_tape("layer_norm_mlp", x, residual);
+  if (!detail::all_constant<S>({&gamma, &beta, &w1, &b1, &w2, &b2, &scale}))
+    return activation_linear(layer_norm_linear(x, gamma, beta, eps, w1, b1), act, w2, b2, scale, residual);
+  const index r = x.rows(), d = x.cols(), m = w1.rows();
+  var<S> out = t.make(r, w2.rows(), x.requires_grad() || (residual.valid() && residual.requires_grad()));
+  S* stats = x.requires_grad() ? t.template scratch<S>(static_cast<std::size_t>(2 * r)) : nullptr;
+  // LayerNorm, first product and activation into borrowed memory; the hidden layer is activated in place
+  const auto hidden = [](tape<S>& tp, std::uint32_t ix, std::uint32_t ig, std::uint32_t ib, std::uint32_t iw1,
+                         std::uint32_t ib1, S e, S* st, matrix_map<S> h) {
+    const index rows = h.rows(), width = tp.at(ix).cols;
+    typename tape<S>::borrowed n(tp, rows, width);
+    detail::layer_norm_rows(tp.value(ix).data(), n.data(), tp.value(ig).data(), tp.value(ib).data(), rows, width, e, st);
+    detail::linear_rows(tp, h, n.map(), iw1, ib1);
+  };
+  const std::uint32_t ib1 = detail::id_or_none(b1), is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
+  {
+    typename tape<S>::borrowed h(t, r, m);
+    hidden(t, x.id(), gamma.id(), beta.id(), w1.id(), ib1, eps, stats, h.map());
+    if (act == activation::gelu) detail::gelu_forward(h.data(), h.data(), r * m);
+    else detail::quick_gelu_forward(h.data(), h.data(), r * m);
+    detail::linear_rows(out.value(), h.map(), w2, b2);
+    detail::scale_columns(out.value(), scale);
+    detail::add_residual(out.value(), residual);
+  }
+  t.on_backward(out, [ix = x.id(), ig = gamma.id(), ib = beta.id(), iw1 = w1.id(), ib1, iw2 = w2.id(),
+                      io = out.id(), is, ir, act, eps, stats, hidden, r, d, m](tape<S>& tp) {
+    detail::residual_backward(tp, io, ir);
+    if (!tp.at(ix).requires_grad) return;
+    typename tape<S>::borrowed h(tp, r, m), dh(tp, r, m);
+    {
+      typename tape<S>::borrowed dg(tp, r, m), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
+      hidden(tp, ix, ig, ib, iw1, ib1, eps, nullptr, h.map());  // the statistics are kept; recomputed, they are equal
+      detail::times_weight(tp, iw2, detail::unscaled_adjoint(tp, io, is, ds), dg.map(), false);
+      dh.map().setZero();
+      if (act == activation::gelu) detail::gelu_backward(h.data(), dg.data(), dh.data(), r * m);
+      else detail::quick_gelu_backward(h.data(), dg.data(), dh.data(), r * m);
+    }
+    typename tape<S>::borrowed dn(tp, r, d);
+    detail::times_weight(tp, iw1, dh.map(), dn.map(), false);
+    detail::layer_norm_backward_rows(tp.value(ix).data(), tp.value(ig).data(), stats, dn.data(), tp.adjoint(ix).data(), r, d);
   });
   return out;
 }
@@ -4364,6 +4430,7 @@ labelled_images<S> load_idx(const std::filesystem::path& images, const std::file
 /// safetensors loads by name (see vit/checkpoint.hpp). The variants are the
 /// fields of vit_config; `vit_config{}` is the classic ViT.
 
+#include <atomic>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -4371,6 +4438,36 @@ labelled_images<S> load_idx(const std::filesystem::path& images, const std::file
 
 
 namespace vpdarts {
+
+/// What a frozen block keeps of its MLP for backward, process-wide (as the matmul precision).
+enum class mlp_memory {
+  keep,       ///< the hidden layer (R x mlp values per block run): the fastest step, the default
+  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and fc1 again (docs/performance.md)
+};
+
+namespace detail {
+inline std::atomic<mlp_memory>& mlp_memory_state() {
+  static std::atomic<mlp_memory> m{mlp_memory::keep};
+  return m;
+}
+}  // namespace detail
+
+/// What frozen blocks keep of their MLP, process-wide.
+inline mlp_memory block_mlp_memory() noexcept { return detail::mlp_memory_state().load(std::memory_order_relaxed); }
+/// Sets it for the whole process (every tape, every thread). Values and gradients are the same either way.
+inline void set_block_mlp_memory(mlp_memory m) noexcept { detail::mlp_memory_state().store(m, std::memory_order_relaxed); }
+
+/// Sets what frozen blocks keep of their MLP for the scope's lifetime, and restores the previous setting.
+class mlp_memory_scope {
+ public:
+  explicit mlp_memory_scope(mlp_memory m) noexcept : previous_(block_mlp_memory()) { set_block_mlp_memory(m); }
+  mlp_memory_scope(const mlp_memory_scope&) = delete;
+  mlp_memory_scope& operator=(const mlp_memory_scope&) = delete;
+  ~mlp_memory_scope() { set_block_mlp_memory(previous_); }
+
+ private:
+  mlp_memory previous_;
+};
 
 /// One pre-norm transformer block: `blocks.{i}.norm1`, `.attn.qkv`, `.attn.proj`, `.ls1.gamma` (LayerScale
 /// only), `.norm2`, `.mlp.fc1`, `.mlp.fc2`, `.ls2.gamma` (LayerScale only).
@@ -4405,14 +4502,18 @@ struct vit_block {
   bool has_layer_scale() const noexcept { return ls1.size() > 0; }
 
   /// x is (B*T') x D for `batch` sequences of any length T' (prompts may have been inserted).
-  /// Runs LayerNorm + qkv, attention + projection (+ LayerScale) and LayerNorm + fc1,
-  /// activation + fc2 (+ LayerScale), each with its skip connection, as fused ops: a frozen block keeps
-  /// only what backward needs.
+  /// Runs LayerNorm + qkv, attention + projection (+ LayerScale) and the MLP (LayerNorm, fc1,
+  /// activation, fc2, LayerScale), each with its skip connection, as fused ops: a frozen block keeps
+  /// its input, qkv, the attention branch's sum, the MLP's hidden layer (unless block_mlp_memory() is
+  /// recompute) and its output.
   var<S> forward(tape<S>& t, const var<S>& x, index batch) {
     const var<S> g1 = has_layer_scale() ? t.leaf(ls1) : var<S>(), g2 = has_layer_scale() ? t.leaf(ls2) : var<S>();
     const var<S> qkv = layer_norm_linear(x, t.leaf(norm1.weight), t.leaf(norm1.bias), S(norm1.eps),
                                          t.leaf(attn.qkv.weight), attn.qkv.bias_leaf(t));
     const var<S> h = attention_linear(qkv, batch, attn.heads, t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1, x);
+    if (block_mlp_memory() == mlp_memory::recompute)
+      return layer_norm_mlp(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps), t.leaf(mlp.fc1.weight),
+                            t.leaf(mlp.fc1.bias), act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h);
     const var<S> f = layer_norm_linear(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps),
                                        t.leaf(mlp.fc1.weight), t.leaf(mlp.fc1.bias));
     return activation_linear(f, act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h);

@@ -285,6 +285,8 @@ TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[aut
   auto b = random_parameter<double>("b", 1, out, 118, 0.2);
   auto res = random_parameter<double>("res", rows, out, 119);
   auto ls = random_parameter<double>("ls", 1, out, 120, 0.2, 1.0);
+  auto w1 = random_parameter<double>("w1", hidden, dim, 121, 0.5);
+  auto b1 = random_parameter<double>("b1", 1, hidden, 122, 0.2);
   const double eps = 1e-6;
   auto ln_lin = [&](T& t) { return vp::layer_norm_linear(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(w), t.leaf(b)); };
   auto ln_lin_ref = [&](T& t) { return vp::linear(vp::layer_norm(t.leaf(x), t.leaf(g), t.leaf(be), eps), t.leaf(w), t.leaf(b)); };
@@ -303,6 +305,28 @@ TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[aut
   auto att_res_ref = [&](T& t) {
     return vp::add(t.leaf(res), vp::mul(vp::linear(vp::attention(t.leaf(qkv), batch, heads), t.leaf(w), t.leaf(b)), t.leaf(ls)));
   };
+  // the whole MLP branch: LayerNorm, fc1, GELU or QuickGELU, fc2, LayerScale, skip connection
+  auto mlp = [&](vp::activation a) {
+    return [&, a](T& t) {
+      return vp::layer_norm_mlp(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(w1), t.leaf(b1), a, t.leaf(wh), t.leaf(b),
+                                t.leaf(ls), t.leaf(res));
+    };
+  };
+  auto mlp_ref = [&](vp::activation a) {
+    return [&, a](T& t) {
+      const V f = vp::linear(vp::layer_norm(t.leaf(x), t.leaf(g), t.leaf(be), eps), t.leaf(w1), t.leaf(b1));
+      const V act = a == vp::activation::gelu ? vp::gelu(f) : vp::quick_gelu(f);
+      return vp::add(t.leaf(res), vp::mul(vp::linear(act, t.leaf(wh), t.leaf(b)), t.leaf(ls)));
+    };
+  };
+  auto mlp_plain = [&](T& t) {  // no LayerScale, no residual, no first bias
+    return vp::layer_norm_mlp(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(w1), V(), vp::activation::gelu, t.leaf(wh),
+                              t.leaf(b));
+  };
+  auto mlp_plain_ref = [&](T& t) {
+    return vp::linear(vp::gelu(vp::linear(vp::layer_norm(t.leaf(x), t.leaf(g), t.leaf(be), eps), t.leaf(w1), V())),
+                      t.leaf(wh), t.leaf(b));
+  };
   struct fused_case {
     std::function<V(T&)> fused, reference;
     std::vector<P*> inputs;
@@ -311,16 +335,19 @@ TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[aut
                                 {gelu_lin, gelu_lin_ref, {&h}},
                                 {att_lin, att_lin_ref, {&qkv}},
                                 {act_res, act_res_ref, {&h, &res}},
-                                {att_res, att_res_ref, {&qkv, &res}}};
+                                {att_res, att_res_ref, {&qkv, &res}},
+                                {mlp(vp::activation::gelu), mlp_ref(vp::activation::gelu), {&x, &res}},
+                                {mlp(vp::activation::quick_gelu), mlp_ref(vp::activation::quick_gelu), {&x, &res}},
+                                {mlp_plain, mlp_plain_ref, {&x}}};
 
   // trainable weights: the composition itself, every gradient checked
   for (auto& c : cases) {
     std::vector<P*> all = c.inputs;
-    for (P* p : {&g, &be, &w, &wh, &b, &ls}) all.push_back(p);
+    for (P* p : {&g, &be, &w, &wh, &b, &ls, &w1, &b1}) all.push_back(p);
     require_gradcheck(vp::gradcheck(c.fused, std::span<P* const>(all)));
   }
   // frozen weights: the fused path, same values, same input gradients, and less kept in the arena
-  for (P* p : {&g, &be, &w, &wh, &b, &ls}) p->freeze();
+  for (P* p : {&g, &be, &w, &wh, &b, &ls, &w1, &b1}) p->freeze();
   for (auto& c : cases) {
     for (P* p : c.inputs) p->zero_grad();
     T t1, t2;
@@ -345,8 +372,11 @@ TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[aut
     h.freeze();
     require_gradcheck(vp::gradcheck(att_res, {&res}));
     require_gradcheck(vp::gradcheck(act_res, {&res}));
+    x.freeze();
+    require_gradcheck(vp::gradcheck(mlp(vp::activation::gelu), {&res}));
     qkv.unfreeze();
     h.unfreeze();
+    x.unfreeze();
   }
   // shape errors name the fused op
   T t;
@@ -354,6 +384,12 @@ TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[aut
                     Catch::Contains("attention_linear: the residual is 10x6, expected 10x7"));
   CHECK_THROWS_WITH(vp::activation_linear(t.leaf(h), vp::activation::gelu, t.leaf(wh), t.leaf(b), {}, t.leaf(x)),
                     Catch::Contains("activation_linear: the residual is 10x6, expected 10x7"));
+  CHECK_THROWS_WITH(vp::layer_norm_mlp(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(w1), t.leaf(b1), vp::activation::gelu,
+                                       t.leaf(w), t.leaf(b)),
+                    Catch::Contains("layer_norm_mlp") && Catch::Contains("in-features differ"));
+  CHECK_THROWS_WITH(vp::layer_norm_mlp(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(w1), t.leaf(b1), vp::activation::gelu,
+                                       t.leaf(wh), t.leaf(b), {}, t.leaf(x)),
+                    Catch::Contains("layer_norm_mlp: the residual is 10x6, expected 10x7"));
   CHECK_THROWS_WITH(vp::layer_norm_linear(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(wh), t.leaf(b)),
                     Catch::Contains("layer_norm_linear") && Catch::Contains("in-features differ"));
   CHECK_THROWS_WITH(vp::layer_norm_linear(t.leaf(h), t.leaf(g), t.leaf(be), eps, t.leaf(w), t.leaf(b)),

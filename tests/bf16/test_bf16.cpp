@@ -142,15 +142,18 @@ TEST_CASE("bf16 through the fused block ops: values and input gradients near flo
   auto w2 = random_parameter<float>("fc2", dim, hidden, 10, 0.2), b2 = random_parameter<float>("b2", 1, dim, 11, 0.1);
   auto ls = random_parameter<float>("ls", 1, dim, 12, 0.1, 1.0);
   for (auto* p : {&gamma, &beta, &wqkv, &bqkv, &wp, &bp, &w1, &b1, &w2, &b2, &ls}) p->freeze();
-  auto block = [&](vp::precision p, vp::matrix<float>& dx) {
+  auto block = [&](vp::precision p, vp::matrix<float>& dx, bool whole_mlp = false) {
     vp::precision_scope scope(p);
     vp::tape<float> t;
     x.zero_grad();
     auto in = t.leaf(x);
     auto qkv = vp::layer_norm_linear(in, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(wqkv), t.leaf(bqkv));
     auto h = vp::attention_linear(qkv, batch, heads, t.leaf(wp), t.leaf(bp), t.leaf(ls), in);
-    auto f = vp::layer_norm_linear(h, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(w1), t.leaf(b1));
-    auto y = vp::activation_linear(f, vp::activation::gelu, t.leaf(w2), t.leaf(b2), t.leaf(ls), h);
+    auto y = whole_mlp ? vp::layer_norm_mlp(h, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(w1), t.leaf(b1),
+                                            vp::activation::gelu, t.leaf(w2), t.leaf(b2), t.leaf(ls), h)
+                       : vp::activation_linear(vp::layer_norm_linear(h, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(w1),
+                                                                     t.leaf(b1)),
+                                               vp::activation::gelu, t.leaf(w2), t.leaf(b2), t.leaf(ls), h);
     vp::matrix<float> value = y.value();
     t.backward(vp::sum(vp::mul(y, y)));
     dx = x.grad();
@@ -170,6 +173,17 @@ TEST_CASE("bf16 through the fused block ops: values and input gradients near flo
   CHECK(relf(y16, y32) > 1e-6);  // the bf16 path did run
   CHECK(relf(dx16, dx32) < 2e-2);
   CHECK(dx16.allFinite());
+  // the MLP as one node (vit_block's form): backward runs fc1's product once more, in bf16 as well
+  vp::matrix<float> dm16, dm32;
+  const auto products_mlp = vp::detail::bf16_products().load();
+  const vp::matrix<float> m16 = block(vp::precision::bf16, dm16, true);
+  CHECK(vp::detail::bf16_products().load() - products_mlp == 16);
+  const vp::matrix<float> m32 = block(vp::precision::fp32, dm32, true);
+  CHECK((m32 - y32).norm() <= 1e-5f * y32.norm());  // float32: the same function as the composition
+  CHECK((dm32 - dx32).norm() <= 1e-5f * dx32.norm());
+  CHECK(relf(m16, m32) < 1e-2);
+  CHECK(relf(dm16, dm32) < 2e-2);
+  CHECK(dm16.allFinite());
 }
 
 namespace {

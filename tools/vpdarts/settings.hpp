@@ -58,6 +58,7 @@ struct common_settings {
   long threads = 0;
   bool quiet = false;
   std::string precision = "fp32";
+  bool recompute_mlp = false;
 
   void add_to(flags& f) {
     f.add("threads", threads, "OpenMP threads (0: the cores other work leaves free, measured at start; under mpirun, the cores shared among a "
@@ -66,6 +67,9 @@ struct common_settings {
     f.add("precision", precision,
           "the frozen backbone's products: fp32, bf16 (oneDNN on AVX512-BF16 or AMX; exit 2 where missing) or auto "
           "(bf16 where available)");
+    f.add_switch("recompute-mlp", recompute_mlp,
+                 "frozen blocks keep no MLP hidden layer for backward and compute it again: a search step holds about "
+                 "0.7x the memory for 5-20 % more time, with the same results");
   }
   void validate(const std::string& command) const {
     require(threads >= 0 && threads <= 4096, command, cat("--threads must be in 0..4096, got ", threads));
@@ -97,6 +101,8 @@ struct common_settings {
           std::printf("threads: %d of %d (other work holds the rest of the cores; --threads N chooses)\n", free, all);
       }
     }
+    vp::set_block_mlp_memory(recompute_mlp ? vp::mlp_memory::recompute : vp::mlp_memory::keep);
+    if (recompute_mlp && !quiet) std::printf("memory: frozen blocks compute their MLP hidden layer again in backward\n");
     const vp::bf16_support b = vp::bf16_supported();
     const bool bf16 = precision == "bf16" || (precision == "auto" && b.available);
     vp::set_matmul_precision(bf16 ? vp::precision::bf16 : vp::precision::fp32);

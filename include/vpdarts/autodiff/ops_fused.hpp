@@ -155,6 +155,68 @@ var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const
   return out;
 }
 
+/// residual + linear(act(linear(layer_norm(x, gamma, beta, eps), w1, b1)), w2, b2) * scale: a
+/// transformer block's whole MLP branch and skip connection as one node. x is R x D, gamma and
+/// beta 1 x D, w1 M x D, b1 1 x M (or empty), w2 out x M, b2 1 x out (or empty), scale 1 x out (or
+/// empty), residual R x out (or empty). With every weight constant only each row's LayerNorm
+/// statistics are kept: backward computes the LayerNorm and the first product again (one more
+/// R x D x M product) instead of keeping the R x M hidden layer, the largest activation of a block.
+/// Otherwise it is activation_linear(layer_norm_linear(...)). @throws shape_error as those do.
+template <Scalar S>
+var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, S eps, const var<S>& w1,
+                      const var<S>& b1, activation act, const var<S>& w2, const var<S>& b2, const var<S>& scale = {},
+                      const var<S>& residual = {}) {
+  tape<S>& t = detail::same_tape("layer_norm_mlp", x, w1);
+  detail::same_tape("layer_norm_mlp", x, w2);
+  detail::check_layer_norm("layer_norm_mlp", x, gamma, beta);
+  detail::check_linear("layer_norm_mlp", x.rows(), x.cols(), w1, b1);
+  detail::check_linear("layer_norm_mlp", x.rows(), w1.rows(), w2, b2);
+  detail::check_scale("layer_norm_mlp", scale, w2.rows());
+  detail::check_residual("layer_norm_mlp", residual, x.rows(), w2.rows());
+  if (residual.valid()) detail::same_tape("layer_norm_mlp", x, residual);
+  if (!detail::all_constant<S>({&gamma, &beta, &w1, &b1, &w2, &b2, &scale}))
+    return activation_linear(layer_norm_linear(x, gamma, beta, eps, w1, b1), act, w2, b2, scale, residual);
+  const index r = x.rows(), d = x.cols(), m = w1.rows();
+  var<S> out = t.make(r, w2.rows(), x.requires_grad() || (residual.valid() && residual.requires_grad()));
+  S* stats = x.requires_grad() ? t.template scratch<S>(static_cast<std::size_t>(2 * r)) : nullptr;
+  // LayerNorm, first product and activation into borrowed memory; the hidden layer is activated in place
+  const auto hidden = [](tape<S>& tp, std::uint32_t ix, std::uint32_t ig, std::uint32_t ib, std::uint32_t iw1,
+                         std::uint32_t ib1, S e, S* st, matrix_map<S> h) {
+    const index rows = h.rows(), width = tp.at(ix).cols;
+    typename tape<S>::borrowed n(tp, rows, width);
+    detail::layer_norm_rows(tp.value(ix).data(), n.data(), tp.value(ig).data(), tp.value(ib).data(), rows, width, e, st);
+    detail::linear_rows(tp, h, n.map(), iw1, ib1);
+  };
+  const std::uint32_t ib1 = detail::id_or_none(b1), is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
+  {
+    typename tape<S>::borrowed h(t, r, m);
+    hidden(t, x.id(), gamma.id(), beta.id(), w1.id(), ib1, eps, stats, h.map());
+    if (act == activation::gelu) detail::gelu_forward(h.data(), h.data(), r * m);
+    else detail::quick_gelu_forward(h.data(), h.data(), r * m);
+    detail::linear_rows(out.value(), h.map(), w2, b2);
+    detail::scale_columns(out.value(), scale);
+    detail::add_residual(out.value(), residual);
+  }
+  t.on_backward(out, [ix = x.id(), ig = gamma.id(), ib = beta.id(), iw1 = w1.id(), ib1, iw2 = w2.id(),
+                      io = out.id(), is, ir, act, eps, stats, hidden, r, d, m](tape<S>& tp) {
+    detail::residual_backward(tp, io, ir);
+    if (!tp.at(ix).requires_grad) return;
+    typename tape<S>::borrowed h(tp, r, m), dh(tp, r, m);
+    {
+      typename tape<S>::borrowed dg(tp, r, m), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
+      hidden(tp, ix, ig, ib, iw1, ib1, eps, nullptr, h.map());  // the statistics are kept; recomputed, they are equal
+      detail::times_weight(tp, iw2, detail::unscaled_adjoint(tp, io, is, ds), dg.map(), false);
+      dh.map().setZero();
+      if (act == activation::gelu) detail::gelu_backward(h.data(), dg.data(), dh.data(), r * m);
+      else detail::quick_gelu_backward(h.data(), dg.data(), dh.data(), r * m);
+    }
+    typename tape<S>::borrowed dn(tp, r, d);
+    detail::times_weight(tp, iw1, dh.map(), dn.map(), false);
+    detail::layer_norm_backward_rows(tp.value(ix).data(), tp.value(ig).data(), stats, dn.data(), tp.adjoint(ix).data(), r, d);
+  });
+  return out;
+}
+
 /// linear(gelu(h), w, b): activation_linear with the exact GELU and no LayerScale.
 template <Scalar S>
 var<S> gelu_linear(const var<S>& h, const var<S>& w, const var<S>& b) {

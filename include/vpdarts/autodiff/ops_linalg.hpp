@@ -110,19 +110,23 @@ inline void bf16_weight_product(tape<float>& t, std::uint32_t iw, const float* a
 }
 #endif
 
+/// out = x W^T (+ b unless ib is -1), W and b nodes iw and ib of t, for x a rows x W.cols() row-major map.
+template <Scalar S>
+void linear_rows(tape<S>& t, matrix_map<S> out, const matrix_map<S>& x, std::uint32_t iw, std::uint32_t ib) {
+  if (bf16_weight(t, iw)) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+    if constexpr (std::is_same_v<S, float>) bf16_weight_product(t, iw, x.data(), x.rows(), out.data(), true, false);
+#endif
+  } else {
+    out.noalias() = x * t.value(iw).transpose();
+  }
+  if (ib != std::uint32_t(-1)) out.rowwise() += t.value(ib).row(0);
+}
+
 /// out = x W^T (+ b when b is not empty), for x a rows x W.cols() row-major map.
 template <Scalar S>
 void linear_rows(matrix_map<S> out, const matrix_map<S>& x, const var<S>& w, const var<S>& b) {
-  tape<S>& t = w.owner();
-  if (bf16_weight(t, w.id())) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-    if constexpr (std::is_same_v<S, float>)
-      bf16_weight_product(t, w.id(), x.data(), x.rows(), out.data(), true, false);
-#endif
-  } else {
-    out.noalias() = x * w.value().transpose();
-  }
-  if (b.valid()) out.rowwise() += b.value().row(0);
+  linear_rows(w.owner(), out, x, w.id(), b.valid() ? b.id() : std::uint32_t(-1));
 }
 
 /// out = g W (or out += g W with `accumulate`): the input gradient of a linear

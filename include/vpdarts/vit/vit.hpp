@@ -14,6 +14,7 @@
 /// safetensors loads by name (see vit/checkpoint.hpp). The variants are the
 /// fields of vit_config; `vit_config{}` is the classic ViT.
 
+#include <atomic>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -26,6 +27,36 @@
 #include "config.hpp"
 
 namespace vpdarts {
+
+/// What a frozen block keeps of its MLP for backward, process-wide (as the matmul precision).
+enum class mlp_memory {
+  keep,       ///< the hidden layer (R x mlp values per block run): the fastest step, the default
+  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and fc1 again (docs/performance.md)
+};
+
+namespace detail {
+inline std::atomic<mlp_memory>& mlp_memory_state() {
+  static std::atomic<mlp_memory> m{mlp_memory::keep};
+  return m;
+}
+}  // namespace detail
+
+/// What frozen blocks keep of their MLP, process-wide.
+inline mlp_memory block_mlp_memory() noexcept { return detail::mlp_memory_state().load(std::memory_order_relaxed); }
+/// Sets it for the whole process (every tape, every thread). Values and gradients are the same either way.
+inline void set_block_mlp_memory(mlp_memory m) noexcept { detail::mlp_memory_state().store(m, std::memory_order_relaxed); }
+
+/// Sets what frozen blocks keep of their MLP for the scope's lifetime, and restores the previous setting.
+class mlp_memory_scope {
+ public:
+  explicit mlp_memory_scope(mlp_memory m) noexcept : previous_(block_mlp_memory()) { set_block_mlp_memory(m); }
+  mlp_memory_scope(const mlp_memory_scope&) = delete;
+  mlp_memory_scope& operator=(const mlp_memory_scope&) = delete;
+  ~mlp_memory_scope() { set_block_mlp_memory(previous_); }
+
+ private:
+  mlp_memory previous_;
+};
 
 /// One pre-norm transformer block: `blocks.{i}.norm1`, `.attn.qkv`, `.attn.proj`, `.ls1.gamma` (LayerScale
 /// only), `.norm2`, `.mlp.fc1`, `.mlp.fc2`, `.ls2.gamma` (LayerScale only).
@@ -60,14 +91,18 @@ struct vit_block {
   bool has_layer_scale() const noexcept { return ls1.size() > 0; }
 
   /// x is (B*T') x D for `batch` sequences of any length T' (prompts may have been inserted).
-  /// Runs LayerNorm + qkv, attention + projection (+ LayerScale) and LayerNorm + fc1,
-  /// activation + fc2 (+ LayerScale), each with its skip connection, as fused ops: a frozen block keeps
-  /// only what backward needs.
+  /// Runs LayerNorm + qkv, attention + projection (+ LayerScale) and the MLP (LayerNorm, fc1,
+  /// activation, fc2, LayerScale), each with its skip connection, as fused ops: a frozen block keeps
+  /// its input, qkv, the attention branch's sum, the MLP's hidden layer (unless block_mlp_memory() is
+  /// recompute) and its output.
   var<S> forward(tape<S>& t, const var<S>& x, index batch) {
     const var<S> g1 = has_layer_scale() ? t.leaf(ls1) : var<S>(), g2 = has_layer_scale() ? t.leaf(ls2) : var<S>();
     const var<S> qkv = layer_norm_linear(x, t.leaf(norm1.weight), t.leaf(norm1.bias), S(norm1.eps),
                                          t.leaf(attn.qkv.weight), attn.qkv.bias_leaf(t));
     const var<S> h = attention_linear(qkv, batch, attn.heads, t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1, x);
+    if (block_mlp_memory() == mlp_memory::recompute)
+      return layer_norm_mlp(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps), t.leaf(mlp.fc1.weight),
+                            t.leaf(mlp.fc1.bias), act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h);
     const var<S> f = layer_norm_linear(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps),
                                        t.leaf(mlp.fc1.weight), t.leaf(mlp.fc1.bias));
     return activation_linear(f, act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h);

@@ -13,7 +13,7 @@ TASKS = {"a": ("0-4", "5-9"), "b": ("5-9", "0-4")}
 SINGLES = [("concat (VPT-deep)", "op-concat"), ("add", "op-add"), ("affine", "op-affine"),
            ("cross_attention", "op-cross_attention")]
 SEARCHED = [("search, argmax of alpha", "argmax"), ("search, perturbation", "perturbation"),
-            ("search, best of seeds", "best")]
+            ("search, best of seeds", "best"), ("search, the tool's default", "default")]
 METHODS = [("linear probe", "probe")] + SINGLES + SEARCHED
 
 
@@ -93,7 +93,7 @@ for task in tasks:
         lines.append("")
     # genotypes, margins and layer preferences
     lines += ["### Genotypes", ""]
-    for label, sub in [("argmax", "search"), ("perturbation", "pert")]:
+    for label, sub in [("argmax", "search"), ("perturbation", "pert"), ("the tool's default", "default-search")]:
         for s in seeds:
             m = load(f"{res}/{task}/seed{s}/{sub}/metrics.json")
             if not m:
@@ -118,7 +118,7 @@ for task in tasks:
     if prefs:
         lines += ["Operators chosen per layer across seeds:", "", "| layer | argmax | perturbation |", "|---|---|---|"]
         depth = max(len(v) for v in prefs.values())
-        fmt = lambda ops: ", ".join(f"{op} ×{ops.count(op)}" for op in sorted(set(ops), key=lambda o: -ops.count(o)))
+        fmt = lambda ops: ", ".join(f"{op} ×{ops.count(op)}" for op in sorted(set(ops), key=lambda o: (-ops.count(o), o)))
         for layer in range(depth):
             lines.append(f"| {layer} | {fmt(prefs.get('search', {}).get(layer, []))} | {fmt(prefs.get('pert', {}).get(layer, []))} |")
         lines.append("")
@@ -148,7 +148,10 @@ for task in tasks:
     except ImportError:
         status.append("matplotlib is missing (python3-matplotlib): no picture")
 lines += ["## Reproduce", "", "    scripts/fashion_study.sh            # continues where it stopped",
-          "    REPORT_ONLY=1 scripts/fashion_study.sh   # this page again from the kept results", "",
+          "    REPORT_ONLY=1 scripts/fashion_study.sh   # this page again from the kept results",
+          "    TOOL_DEFAULT=1 scripts/fashion_study.sh  # adds the tool's default search (three runs per seed)", "",
+          "Each task's backbone is fingerprinted in `docs/results/fashion/TASK/backbone.json`; kept results are",
+          "continued only on the backbone they were made with.", "",
           "Per-run result files: `docs/results/fashion/TASK/seedS/METHOD/`."]
 path = os.path.join(os.path.dirname(res.rstrip("/")), "fashion.md")
 hand = ""

@@ -5,7 +5,11 @@
 #   - the linear probe, and concat (VPT-deep), add, affine, cross_attention at every layer;
 #   - the DARTS search, its genotype by argmax of alpha and by perturbation-based selection;
 #   - the best of the task's searches (DARTS's protocol: `vpdarts select` over every seed's
-#     argmax genotype, scored on seed 0's search-val), retrained under every seed.
+#     argmax genotype, scored on seed 0's search-val), retrained under every seed;
+#   - with TOOL_DEFAULT=1, the tool's own default as a user runs it: `vpdarts search` (three runs on
+#     the seed's images, perturbation-based selection in each, the best on search-val), its genotype
+#     retrained on that seed. It costs three searches and three selections per seed (about 50
+#     minutes per seed on one thread), so it is not part of the two-hour study by default.
 # Every method gets its lr the same way (retrain --lr-grid): trained on the 800 search-train
 # images at each lr of GRID, scored on the 200 search-val images, then trained on all 1000 at
 # the best lr and tested once on every test image of the target classes.
@@ -15,7 +19,10 @@
 #      GRID=0.05,0.25,1.0, GRID_EPOCHS=3, PROBE_EPOCHS=50, SEARCH_EPOCHS=10, SEARCH_WARMUP=3,
 #      SEARCH_LR=0.05, SELECT_EPOCHS=5, PRECISION=auto, PRETRAIN_EPOCHS=3, PRETRAIN_IMAGES=-1 (all),
 #      PRETRAIN_BATCH=128, PRETRAIN_CROP=2, REPORT_ONLY=1 (re-make the report from the kept results),
-#      VPDARTS_TOOL=an already built vpdarts.
+#      VPDARTS_TOOL=an already built vpdarts, TOOL_DEFAULT=1 (the tool's default search too, see above).
+# Each task's backbone is fingerprinted in docs/results/fashion/TASK/backbone.json (sha256, source accuracy):
+# kept results are only continued on the backbone they were made with (a fresh pretraining that differs
+# stops the study, since the table would mix backbones; FORCE_BACKBONE=1 goes on regardless).
 # The small result files of every finished piece (metrics.json, genotype.json, alpha.csv) are kept
 # under docs/results/fashion/TASK/seedS/METHOD/; a piece whose metrics.json is there is skipped, so
 # running the script again continues an interrupted study. Models and checkpoints stay in OUT_DIR.
@@ -73,6 +80,8 @@ piece() {
     op-*) cmd=("${retrain[@]}" --op "${method#op-}") ;;
     argmax) cmd=("${retrain[@]}" --genotype "$res/$task/seed$seed/search/genotype.json") ;;
     perturbation) cmd=("${retrain[@]}" --genotype "$res/$task/seed$seed/pert/genotype.json") ;;
+    default-search) cmd=(search "${data[@]}" "${search_flags[@]}" --out "$dir" --resume) ;;  # the tool's default rule
+    default) cmd=("${retrain[@]}" --genotype "$res/$task/seed$seed/default-search/genotype.json") ;;
     best) cmd=("${retrain[@]}" --genotype "$res/$task/best/genotype.json") ;;
   esac
   local start=$SECONDS
@@ -104,14 +113,37 @@ run_pieces() {
   return $failed
 }
 
+# fingerprint_backbone TASK: records the backbone's sha256 and source accuracy beside the task's results, or
+# checks it against the record (a different backbone would mix with the kept results in one table)
+fingerprint_backbone() {
+  local task=$1 b=$out/$1/backbone.safetensors rec=$res/$1/backbone.json sum
+  sum=$(sha256sum "$b" | cut -d' ' -f1)
+  if [[ -f $rec ]]; then
+    if ! grep -q "\"$sum\"" "$rec"; then
+      log "task $task: $b (sha256 $sum) is not the backbone the kept results of $rec were made with"
+      [[ ${FORCE_BACKBONE:-0} == 1 ]] || { log "stopping (FORCE_BACKBONE=1 goes on and mixes backbones)"; exit 1; }
+    fi
+    return 0
+  fi
+  mkdir -p "$res/$task"
+  local acc
+  acc=$(grep -o 'test accuracy [0-9.]*' "$out/$task/pretrain.log" 2>/dev/null | tail -n 1 | grep -o '[0-9.]*$' || true)
+  printf '{"task": "%s", "source_classes": "%s", "sha256": "%s", "source_test_accuracy": "%s"}\n' \
+    "$task" "$(source_of "$task")" "$sum" "${acc:-unknown}" > "$rec.tmp" && mv "$rec.tmp" "$rec"
+}
+
 study_start=$SECONDS
 for task in $tasks; do
   mkdir -p "$out/$task"
   task_start=$SECONDS
   pretrain_backbone "$out/$task/backbone.safetensors" "$(source_of "$task")"
+  fingerprint_backbone "$task"
   log "task $task: backbone ready ($((SECONDS - task_start)) s)"
   first=() second=() third=()
   for seed in $seeds; do first+=("$task $seed search"); done
+  if [[ ${TOOL_DEFAULT:-0} == 1 ]]; then
+    for seed in $seeds; do first+=("$task $seed default-search"); second+=("$task $seed default"); done
+  fi
   for seed in $seeds; do
     second+=("$task $seed pert" "$task $seed argmax")
     for m in probe op-concat op-add op-affine op-cross_attention; do first+=("$task $seed $m"); done

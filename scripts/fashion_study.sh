@@ -125,6 +125,11 @@ fingerprint_backbone() {
     fi
     return 0
   fi
+  if [[ -n $(find "$res/$task" -name metrics.json -print -quit 2>/dev/null) && ${FORCE_BACKBONE:-0} != 1 ]]; then
+    log "task $task: $res/$task holds results of a backbone that was not fingerprinted; move them away to re-run the"
+    log "task on this backbone (FORCE_BACKBONE=1 goes on and mixes backbones)"
+    exit 1
+  fi
   mkdir -p "$res/$task"
   local acc
   acc=$(grep -o 'test accuracy [0-9.]*' "$out/$task/pretrain.log" 2>/dev/null | tail -n 1 | grep -o '[0-9.]*$' || true)

@@ -175,7 +175,7 @@ for key in sorted(ours, key=lambda k: (k[0], ["first", "second", "infer"].index(
     if key not in peer:
         continue
     o, p = best(ours[key]), best(peer[key])
-    ratio = o[1] / p[1]
+    ratio = p[0] / o[0]  # the same images per step on both sides; images/s is printed rounded (0.3 at base16)
     t = targets.get((key[0], key[1], key[3]))
     if key[1] == "infer" and key[3] == "fp32" and key[0] == "toy":
         t = 3.0 if key[2] == 1 else 1.5

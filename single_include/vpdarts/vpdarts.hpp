@@ -259,6 +259,7 @@ class precision_scope {
 /// has passed its node.
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdlib>
 #include <memory>
@@ -359,11 +360,13 @@ class arena {
   std::size_t next_chunk_;
 };
 
-/// Recycled 64-byte aligned blocks of T, reused only for requests of exactly
-/// the same size. A step that makes the same requests in the same order as the
-/// step before it therefore allocates nothing: at every point it holds no more
-/// blocks of a size than the earlier step did. Blocks are kept until the pool
-/// dies.
+/// Recycled 64-byte aligned blocks of T. A request is rounded up to its size
+/// class (four classes per power of two, so at most 25 % more than asked for)
+/// and served only by a free block of that class. A step that makes the same
+/// requests in the same order as the step before it therefore allocates
+/// nothing: at every point it holds no more blocks of a class than the earlier
+/// step did. Requests of nearly the same size (the rows of a prompted and an
+/// unprompted sequence, say) share blocks. Blocks are kept until the pool dies.
 template <class T>
 class block_pool {
  public:
@@ -377,6 +380,7 @@ class block_pool {
 
   /// A block of `count` (>= 1) uninitialised values: a free one of that size, else a new one.
   T* acquire(std::size_t count) {
+    count = size_class(count);
     T* p = take_free(count);
     if (p == nullptr) {
       all_.push_back({std::unique_ptr<T[], deleter>(static_cast<T*>(::operator new[](
@@ -391,6 +395,7 @@ class block_pool {
   }
   /// Returns a block from acquire(count).
   void release(T* p, std::size_t count) noexcept {
+    count = size_class(count);
     free_.push_back({p, count});  // never reallocates: capacity >= number of blocks
     in_use_ -= count * sizeof(T);
   }
@@ -399,6 +404,15 @@ class block_pool {
     free_.clear();
     for (auto& b : all_) free_.push_back({b.data.get(), b.count});
     in_use_ = 0;
+  }
+
+  /// The size of the blocks that serve a request of `count` values: count rounded up to
+  /// m * 2^e with m in {4, 5, 6, 7} (counts up to 8 stay as they are).
+  static constexpr std::size_t size_class(std::size_t count) noexcept {
+    if (count <= 8) return std::max<std::size_t>(count, 1);
+    const int e = std::bit_width(count - 1) - 3;  // 2^(e+2) < count <= 2^(e+3)
+    const std::size_t step = std::size_t{1} << e;
+    return (count + step - 1) / step * step;
   }
 
   /// Bytes in blocks handed out and not yet released.
@@ -731,6 +745,14 @@ inline void to_bf16(const float* in, std::uint16_t* out, std::size_t n) {
   constexpr index chunk = index{1} << 16;
   parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
     for (index i = first; i < first + count; ++i) out[i] = to_bf16(in[i]);
+  });
+}
+
+/// out[i] = from_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
+inline void from_bf16(const std::uint16_t* in, float* out, std::size_t n) {
+  constexpr index chunk = index{1} << 16;
+  parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
+    for (index i = first; i < first + count; ++i) out[i] = from_bf16(in[i]);
   });
 }
 
@@ -1201,7 +1223,9 @@ class tape {
     if (n.adjoint == nullptr && n.requires_grad) {
       const auto count = static_cast<std::size_t>(n.rows * n.cols);
       n.adjoint = adjoints_.acquire(count);
-      std::fill_n(n.adjoint, count, S(0));
+      S* a = n.adjoint;
+      detail::parallel_chunks(static_cast<index>(count), index{1} << 16,
+                              [a](index at, index m) { std::fill_n(a + at, m, S(0)); });
     }
     return matrix_map<S>(n.adjoint, n.rows, n.cols);
   }
@@ -1388,11 +1412,14 @@ var<S> binary(const char* fn, const var<S>& a, const var<S>& b) {
   const S* pb = b.value().data();
   S* po = out.value().data();
   if (a.rows() == r && b.rows() == r && a.cols() == c && b.cols() == c) {
-    auto A = a.value().array();
-    auto B = b.value().array();
-    if constexpr (K == binary_kind::add) out.value().array() = A + B;
-    if constexpr (K == binary_kind::sub) out.value().array() = A - B;
-    if constexpr (K == binary_kind::mul) out.value().array() = A * B;
+    parallel_chunks(r * c, index{1} << 14, [&](index at, index m) {
+      using array = Eigen::Array<S, Eigen::Dynamic, 1>;
+      const Eigen::Map<const array> A(pa + at, m), B(pb + at, m);
+      Eigen::Map<array> O(po + at, m);
+      if constexpr (K == binary_kind::add) O = A + B;
+      if constexpr (K == binary_kind::sub) O = A - B;
+      if constexpr (K == binary_kind::mul) O = A * B;
+    });
   } else {
     for_each_broadcast(r, c, a.rows(), a.cols(), b.rows(), b.cols(), [&](index o, index ia, index ib) {
       if constexpr (K == binary_kind::add) po[o] = pa[ia] + pb[ib];
@@ -1407,6 +1434,20 @@ var<S> binary(const char* fn, const var<S>& a, const var<S>& b) {
     const S* g = tp.adjoint(io).data();
     S* ga = na.requires_grad ? tp.adjoint(ia).data() : nullptr;
     S* gb = nb.requires_grad ? tp.adjoint(ib).data() : nullptr;
+    if (na.rows == no.rows && nb.rows == no.rows && na.cols == no.cols && nb.cols == no.cols) {
+      parallel_chunks(no.rows * no.cols, index{1} << 14, [&](index at, index m) {
+        for (index o = at; o < at + m; ++o) {
+          if constexpr (K == binary_kind::mul) {
+            if (ga) ga[o] += g[o] * nb.value[o];
+            if (gb) gb[o] += g[o] * na.value[o];
+          } else {
+            if (ga) ga[o] += g[o];
+            if (gb) gb[o] += (K == binary_kind::sub ? -g[o] : g[o]);
+          }
+        }
+      });
+      return;
+    }
     for_each_broadcast(no.rows, no.cols, na.rows, na.cols, nb.rows, nb.cols, [&](index o, index xa, index xb) {
       if constexpr (K == binary_kind::mul) {
         if (ga) ga[xa] += g[o] * nb.value[xb];
@@ -1508,15 +1549,17 @@ void gelu_forward(const S* x0, S* y0, index n) {
   });
 }
 
-/// dx += g * GELU'(x) for n values.
+/// dx += g * GELU'(x) for n values (dx = with `accumulate` false).
 template <Scalar S>
-void gelu_backward(const S* x0, const S* g0, S* d0, index n) {
+void gelu_backward(const S* x0, const S* g0, S* d0, index n, bool accumulate = true) {
   constexpr S r2 = S(1) / std::numbers::sqrt2_v<S>;
   constexpr S inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<S> * r2;
   parallel_chunks(n, values_per_job, [&](index at, index m) {
     Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m), g(g0 + at, m);
-    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(d0 + at, m) +=
-        g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
+    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> d(d0 + at, m);
+    const auto v = g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
+    if (accumulate) d += v;
+    else d = v;
   });
 }
 
@@ -1529,13 +1572,15 @@ void quick_gelu_forward(const S* x0, S* y0, index n) {
   });
 }
 
-/// dx += g * QuickGELU'(x) for n values: s + 1.702 x s (1 - s), s = sigmoid(1.702 x).
+/// dx += g * QuickGELU'(x) for n values: s + 1.702 x s (1 - s), s = sigmoid(1.702 x) (dx = with `accumulate` false).
 template <Scalar S>
-void quick_gelu_backward(const S* x0, const S* g0, S* d0, index n) {
+void quick_gelu_backward(const S* x0, const S* g0, S* d0, index n, bool accumulate = true) {
   parallel_chunks(n, values_per_job, [&](index at, index m) {
     Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m), g(g0 + at, m);
     const Eigen::Array<S, Eigen::Dynamic, 1> sg = S(1) / (S(1) + (S(-1.702) * x).exp());
-    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(d0 + at, m) += g * (sg + S(1.702) * x * sg * (S(1) - sg));
+    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> d(d0 + at, m);
+    if (accumulate) d += g * (sg + S(1.702) * x * sg * (S(1) - sg));
+    else d = g * (sg + S(1.702) * x * sg * (S(1) - sg));
   });
 }
 
@@ -2480,9 +2525,32 @@ inline void bf16_weight_product(tape<float>& t, std::uint32_t iw, const float* a
 }
 #endif
 
-/// out = x W^T (+ b unless ib is -1), W and b nodes iw and ib of t, for x a rows x W.cols() row-major map.
+/// Calls f(first, count) over the rows [0, rows) of a matrix `cols` wide, in pieces of about
+/// values_per_job values split over the threads (one thread for a small matrix).
+template <class F>
+void parallel_rows(index rows, index cols, F&& f) {
+  parallel_chunks(rows, std::max<index>(1, (index{1} << 14) / std::max<index>(cols, 1)), std::forward<F>(f));
+}
+
+/// The end of a product, in one pass over the rows: out = (out + b) * scale + residual, each part
+/// only when given (b, scale: 1 x out.cols(); residual: out's shape).
 template <Scalar S>
-void linear_rows(tape<S>& t, matrix_map<S> out, const matrix_map<S>& x, std::uint32_t iw, std::uint32_t ib) {
+void linear_epilogue(matrix_map<S> out, const S* b, const S* scale, const S* residual) {
+  if (b == nullptr && scale == nullptr && residual == nullptr) return;
+  const index cols = out.cols();
+  parallel_rows(out.rows(), cols, [&](index first, index count) {
+    Eigen::Map<matrix<S>> o(out.data() + first * cols, count, cols);
+    if (b != nullptr) o.rowwise() += Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>>(b, cols);
+    if (scale != nullptr) o.array().rowwise() *= Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>(scale, cols);
+    if (residual != nullptr) o.noalias() += Eigen::Map<const matrix<S>>(residual + first * cols, count, cols);
+  });
+}
+
+/// out = x W^T (+ b unless ib is -1), W and b nodes iw and ib of t, for x a rows x W.cols() row-major map;
+/// then out *= scale and out += residual where those are given (linear_epilogue).
+template <Scalar S>
+void linear_rows(tape<S>& t, matrix_map<S> out, const matrix_map<S>& x, std::uint32_t iw, std::uint32_t ib,
+                 const S* scale = nullptr, const S* residual = nullptr) {
   if (bf16_weight(t, iw)) {
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
     if constexpr (std::is_same_v<S, float>) bf16_weight_product(t, iw, x.data(), x.rows(), out.data(), true, false);
@@ -2490,13 +2558,17 @@ void linear_rows(tape<S>& t, matrix_map<S> out, const matrix_map<S>& x, std::uin
   } else {
     out.noalias() = x * t.value(iw).transpose();
   }
-  if (ib != std::uint32_t(-1)) out.rowwise() += t.value(ib).row(0);
+  linear_epilogue(out, ib != std::uint32_t(-1) ? t.value(ib).data() : static_cast<const S*>(nullptr), scale, residual);
 }
 
-/// out = x W^T (+ b when b is not empty), for x a rows x W.cols() row-major map.
+/// out = x W^T (+ b when b is not empty), for x a rows x W.cols() row-major map; then * scale and
+/// + residual when those are not empty (a LayerScale vector and a skip connection).
 template <Scalar S>
-void linear_rows(matrix_map<S> out, const matrix_map<S>& x, const var<S>& w, const var<S>& b) {
-  linear_rows(w.owner(), out, x, w.id(), b.valid() ? b.id() : std::uint32_t(-1));
+void linear_rows(matrix_map<S> out, const matrix_map<S>& x, const var<S>& w, const var<S>& b,
+                 const var<S>& scale = {}, const var<S>& residual = {}) {
+  linear_rows(w.owner(), out, x, w.id(), b.valid() ? b.id() : std::uint32_t(-1),
+              scale.valid() ? scale.value().data() : static_cast<const S*>(nullptr),
+              residual.valid() ? residual.value().data() : static_cast<const S*>(nullptr));
 }
 
 /// out = g W (or out += g W with `accumulate`): the input gradient of a linear
@@ -2750,17 +2822,19 @@ bool all_constant(std::initializer_list<const var<S>*> vs) {
   return true;
 }
 
-/// out *= scale row-wise (LayerScale), when scale is set.
-template <Scalar S>
-void scale_columns(matrix_map<S> out, const var<S>& scale) {
-  if (scale.valid()) out.array().rowwise() *= scale.value().row(0).array();
-}
-
 /// The gradient reaching the product before a LayerScale: g * scale (into `buffer`), or g itself.
 template <Scalar S>
 matrix_map<S> unscaled_adjoint(tape<S>& tp, std::uint32_t io, std::uint32_t is, typename tape<S>::borrowed& buffer) {
   if (is == std::uint32_t(-1)) return tp.adjoint(io);
-  buffer.map().array() = tp.adjoint(io).array().rowwise() * tp.value(is).row(0).array();
+  const index cols = tp.at(io).cols;
+  const S* g = tp.adjoint(io).data();
+  const S* scale = tp.value(is).data();
+  S* out = buffer.data();
+  parallel_rows(tp.at(io).rows, cols, [&](index first, index count) {
+    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(out + first * cols, count, cols) =
+        Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(g + first * cols, count, cols)
+            .rowwise() * Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>(scale, cols);
+  });
   return buffer.map();
 }
 
@@ -2779,16 +2853,15 @@ void check_residual(const char* fn, const var<S>& residual, index rows, index ou
                           shape_str(rows, out)));
 }
 
-/// out += residual, when it is set.
-template <Scalar S>
-void add_residual(matrix_map<S> out, const var<S>& residual) {
-  if (residual.valid()) out.noalias() += residual.value();
-}
-
 /// The residual's gradient: adjoint(ir) += adjoint(io), when the residual is set and needs one.
 template <Scalar S>
 void residual_backward(tape<S>& tp, std::uint32_t io, std::uint32_t ir) {
-  if (ir != std::uint32_t(-1) && tp.at(ir).requires_grad) tp.adjoint(ir).noalias() += tp.adjoint(io);
+  if (ir == std::uint32_t(-1) || !tp.at(ir).requires_grad) return;
+  S* gr = tp.adjoint(ir).data();
+  const S* go = tp.adjoint(io).data();
+  parallel_chunks(tp.at(io).rows * tp.at(io).cols, values_per_job, [&](index at, index m) {
+    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(gr + at, m) += Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>>(go + at, m);
+  });
 }
 
 /// add(residual, y) when residual is set (the composed form of a fused residual).
@@ -2861,9 +2934,7 @@ var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const
     typename tape<S>::borrowed g(t, r, m);
     if (act == activation::gelu) detail::gelu_forward(h.value().data(), g.data(), r * m);
     else detail::quick_gelu_forward(h.value().data(), g.data(), r * m);
-    detail::linear_rows(out.value(), g.map(), w, b);
-    detail::scale_columns(out.value(), scale);
-    detail::add_residual(out.value(), residual);
+    detail::linear_rows(out.value(), g.map(), w, b, scale, residual);
   }
   const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
   t.on_backward(out, [ih = h.id(), iw = w.id(), io = out.id(), is, ir, act, r, m](tape<S>& tp) {
@@ -2877,17 +2948,27 @@ var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const
   return out;
 }
 
+/// What layer_norm_mlp keeps of the MLP's hidden layer for backward, when every weight is constant.
+enum class mlp_memory {
+  keep,       ///< the hidden layer before the activation (R x M values; in bf16 when the products run in bf16): the fastest step, the default
+  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and fc1 again (docs/performance.md)
+};
+
 /// residual + linear(act(linear(layer_norm(x, gamma, beta, eps), w1, b1)), w2, b2) * scale: a
 /// transformer block's whole MLP branch and skip connection as one node. x is R x D, gamma and
 /// beta 1 x D, w1 M x D, b1 1 x M (or empty), w2 out x M, b2 1 x out (or empty), scale 1 x out (or
-/// empty), residual R x out (or empty). With every weight constant only each row's LayerNorm
-/// statistics are kept: backward computes the LayerNorm and the first product again (one more
-/// R x D x M product) instead of keeping the R x M hidden layer, the largest activation of a block.
+/// empty), residual R x out (or empty). With every weight constant neither the LayerNorm output,
+/// nor the activation's, nor the product before the residual is added are kept; of the R x M hidden
+/// layer (the largest activation of a block), `memory` says:
+/// - keep: it is kept before the activation, for backward's derivative (in bf16, half the memory,
+///   when both products run in bf16: precision::bf16 on a float model);
+/// - recompute: it is not kept; backward computes the LayerNorm and the first product again (one
+///   more R x D x M product) from each row's LayerNorm statistics.
 /// Otherwise it is activation_linear(layer_norm_linear(...)). @throws shape_error as those do.
 template <Scalar S>
 var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, S eps, const var<S>& w1,
                       const var<S>& b1, activation act, const var<S>& w2, const var<S>& b2, const var<S>& scale = {},
-                      const var<S>& residual = {}) {
+                      const var<S>& residual = {}, mlp_memory memory = mlp_memory::recompute) {
   tape<S>& t = detail::same_tape("layer_norm_mlp", x, w1);
   detail::same_tape("layer_norm_mlp", x, w2);
   detail::check_layer_norm("layer_norm_mlp", x, gamma, beta);
@@ -2901,7 +2982,13 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
   const index r = x.rows(), d = x.cols(), m = w1.rows();
   var<S> out = t.make(r, w2.rows(), x.requires_grad() || (residual.valid() && residual.requires_grad()));
   S* stats = x.requires_grad() ? t.template scratch<S>(static_cast<std::size_t>(2 * r)) : nullptr;
-  // LayerNorm, first product and activation into borrowed memory; the hidden layer is activated in place
+  // keep: the hidden layer before the activation, as S, or as bf16 when the products are bf16 (they
+  // round their operands to bf16 anyway)
+  const bool keep = memory == mlp_memory::keep && x.requires_grad();
+  const bool half = keep && detail::bf16_weight(t, w1.id()) && detail::bf16_weight(t, w2.id());
+  S* kept = keep && !half ? t.template scratch<S>(static_cast<std::size_t>(r * m)) : nullptr;
+  std::uint16_t* kept16 = half ? t.template scratch<std::uint16_t>(static_cast<std::size_t>(r * m)) : nullptr;
+  // LayerNorm and the first product into h
   const auto hidden = [](tape<S>& tp, std::uint32_t ix, std::uint32_t ig, std::uint32_t ib, std::uint32_t iw1,
                          std::uint32_t ib1, S e, S* st, matrix_map<S> h) {
     const index rows = h.rows(), width = tp.at(ix).cols;
@@ -2911,26 +2998,36 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
   };
   const std::uint32_t ib1 = detail::id_or_none(b1), is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
   {
-    typename tape<S>::borrowed h(t, r, m);
-    hidden(t, x.id(), gamma.id(), beta.id(), w1.id(), ib1, eps, stats, h.map());
-    if (act == activation::gelu) detail::gelu_forward(h.data(), h.data(), r * m);
-    else detail::quick_gelu_forward(h.data(), h.data(), r * m);
-    detail::linear_rows(out.value(), h.map(), w2, b2);
-    detail::scale_columns(out.value(), scale);
-    detail::add_residual(out.value(), residual);
+    typename tape<S>::borrowed h(t, kept ? 1 : r, kept ? 1 : m), a(t, kept ? r : 1, kept ? m : 1);
+    S* pre = kept ? kept : h.data();  // before the activation
+    S* post = kept ? a.data() : h.data();  // after it (in place unless the hidden layer is kept as S)
+    hidden(t, x.id(), gamma.id(), beta.id(), w1.id(), ib1, eps, stats, matrix_map<S>(pre, r, m));
+    if constexpr (std::is_same_v<S, float>)
+      if (half) detail::to_bf16(pre, kept16, static_cast<std::size_t>(r * m));
+    if (act == activation::gelu) detail::gelu_forward(pre, post, r * m);
+    else detail::quick_gelu_forward(pre, post, r * m);
+    detail::linear_rows(out.value(), matrix_map<S>(post, r, m), w2, b2, scale, residual);
   }
-  t.on_backward(out, [ix = x.id(), ig = gamma.id(), ib = beta.id(), iw1 = w1.id(), ib1, iw2 = w2.id(),
-                      io = out.id(), is, ir, act, eps, stats, hidden, r, d, m](tape<S>& tp) {
+  t.on_backward(out, [ix = x.id(), ig = gamma.id(), ib = beta.id(), iw1 = w1.id(), ib1, iw2 = w2.id(), io = out.id(),
+                      is, ir, act, eps, stats, saved = kept16 ? static_cast<void*>(kept16) : static_cast<void*>(kept), half,
+                      hidden, r, d, m](tape<S>& tp) {
+    S* const kept = half ? nullptr : static_cast<S*>(saved);
+    const std::uint16_t* const kept16 = half ? static_cast<const std::uint16_t*>(saved) : nullptr;
     detail::residual_backward(tp, io, ir);
     if (!tp.at(ix).requires_grad) return;
-    typename tape<S>::borrowed h(tp, r, m), dh(tp, r, m);
+    typename tape<S>::borrowed dh(tp, r, m);
     {
-      typename tape<S>::borrowed dg(tp, r, m), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
-      hidden(tp, ix, ig, ib, iw1, ib1, eps, nullptr, h.map());  // the statistics are kept; recomputed, they are equal
+      typename tape<S>::borrowed h(tp, kept ? 1 : r, kept ? 1 : m), dg(tp, r, m),
+          ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
+      const S* pre = kept ? kept : h.data();
+      if (kept16 != nullptr) {
+        if constexpr (std::is_same_v<S, float>) detail::from_bf16(kept16, h.data(), static_cast<std::size_t>(r * m));
+      } else if (kept == nullptr) {
+        hidden(tp, ix, ig, ib, iw1, ib1, eps, nullptr, h.map());  // the statistics are kept; recomputed, they are equal
+      }
       detail::times_weight(tp, iw2, detail::unscaled_adjoint(tp, io, is, ds), dg.map(), false);
-      dh.map().setZero();
-      if (act == activation::gelu) detail::gelu_backward(h.data(), dg.data(), dh.data(), r * m);
-      else detail::quick_gelu_backward(h.data(), dg.data(), dh.data(), r * m);
+      if (act == activation::gelu) detail::gelu_backward(pre, dg.data(), dh.data(), r * m, false);
+      else detail::quick_gelu_backward(pre, dg.data(), dh.data(), r * m, false);
     }
     typename tape<S>::borrowed dn(tp, r, d);
     detail::times_weight(tp, iw1, dh.map(), dn.map(), false);
@@ -2982,9 +3079,7 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
       typename tape<S>::borrowed per_thread(t, detail::max_threads(), tt);
       detail::attention_forward(qkv.value().data(), o.data(), per_thread.data(), false, batch, heads, seq, d);
     }
-    detail::linear_rows(out.value(), o.map(), w, b);
-    detail::scale_columns(out.value(), scale);
-    detail::add_residual(out.value(), residual);
+    detail::linear_rows(out.value(), o.map(), w, b, scale, residual);
   }
   const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
   t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, ir, batch, heads, seq, d, tt, bf16](tape<S>& tp) {
@@ -4439,12 +4534,6 @@ labelled_images<S> load_idx(const std::filesystem::path& images, const std::file
 
 namespace vpdarts {
 
-/// What a frozen block keeps of its MLP for backward, process-wide (as the matmul precision).
-enum class mlp_memory {
-  keep,       ///< the hidden layer (R x mlp values per block run): the fastest step, the default
-  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and fc1 again (docs/performance.md)
-};
-
 namespace detail {
 inline std::atomic<mlp_memory>& mlp_memory_state() {
   static std::atomic<mlp_memory> m{mlp_memory::keep};
@@ -4454,7 +4543,9 @@ inline std::atomic<mlp_memory>& mlp_memory_state() {
 
 /// What frozen blocks keep of their MLP, process-wide.
 inline mlp_memory block_mlp_memory() noexcept { return detail::mlp_memory_state().load(std::memory_order_relaxed); }
-/// Sets it for the whole process (every tape, every thread). Values and gradients are the same either way.
+/// Sets it for the whole process (every tape, every thread). In float32 values and gradients are the
+/// same either way; under precision::bf16, keep rounds the kept hidden layer to bf16 (as the products
+/// round their operands), so the activation's derivative differs from recompute's by that rounding.
 inline void set_block_mlp_memory(mlp_memory m) noexcept { detail::mlp_memory_state().store(m, std::memory_order_relaxed); }
 
 /// Sets what frozen blocks keep of their MLP for the scope's lifetime, and restores the previous setting.
@@ -4511,12 +4602,9 @@ struct vit_block {
     const var<S> qkv = layer_norm_linear(x, t.leaf(norm1.weight), t.leaf(norm1.bias), S(norm1.eps),
                                          t.leaf(attn.qkv.weight), attn.qkv.bias_leaf(t));
     const var<S> h = attention_linear(qkv, batch, attn.heads, t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1, x);
-    if (block_mlp_memory() == mlp_memory::recompute)
-      return layer_norm_mlp(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps), t.leaf(mlp.fc1.weight),
-                            t.leaf(mlp.fc1.bias), act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h);
-    const var<S> f = layer_norm_linear(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps),
-                                       t.leaf(mlp.fc1.weight), t.leaf(mlp.fc1.bias));
-    return activation_linear(f, act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h);
+    return layer_norm_mlp(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps), t.leaf(mlp.fc1.weight),
+                          t.leaf(mlp.fc1.bias), act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h,
+                          block_mlp_memory());
   }
   /// Appends pointers to the block's parameters to `out`, in checkpoint order.
   void collect(std::vector<parameter<S>*>& out) {

@@ -312,6 +312,12 @@ TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[aut
                                 t.leaf(ls), t.leaf(res));
     };
   };
+  auto mlp_keep = [&](vp::activation a) {  // keeping the hidden layer instead of computing it again
+    return [&, a](T& t) {
+      return vp::layer_norm_mlp(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(w1), t.leaf(b1), a, t.leaf(wh), t.leaf(b),
+                                t.leaf(ls), t.leaf(res), vp::mlp_memory::keep);
+    };
+  };
   auto mlp_ref = [&](vp::activation a) {
     return [&, a](T& t) {
       const V f = vp::linear(vp::layer_norm(t.leaf(x), t.leaf(g), t.leaf(be), eps), t.leaf(w1), t.leaf(b1));
@@ -338,6 +344,8 @@ TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[aut
                                 {att_res, att_res_ref, {&qkv, &res}},
                                 {mlp(vp::activation::gelu), mlp_ref(vp::activation::gelu), {&x, &res}},
                                 {mlp(vp::activation::quick_gelu), mlp_ref(vp::activation::quick_gelu), {&x, &res}},
+                                {mlp_keep(vp::activation::gelu), mlp_ref(vp::activation::gelu), {&x, &res}},
+                                {mlp_keep(vp::activation::quick_gelu), mlp_ref(vp::activation::quick_gelu), {&x, &res}},
                                 {mlp_plain, mlp_plain_ref, {&x}}};
 
   // trainable weights: the composition itself, every gradient checked

@@ -137,6 +137,34 @@ TEST_CASE("tape misuse throws state errors", "[autodiff][tape][errors]") {
   CHECK_THROWS_AS(m.item(), vp::shape_error);
 }
 
+TEST_CASE("the block pool serves nearly equal sizes from one block, and a repeated step from its own", "[autodiff][tape][alloc]") {
+  using pool = vp::block_pool<float>;
+  // size classes: at most 25 % above the request, four per power of two, never below it
+  for (std::size_t n : {1, 7, 8, 9, 100, 1000, 4097, 123457, 2336 * 192})
+    CHECK((pool::size_class(n) >= n && pool::size_class(n) * 4 <= n * 5 + 4 * 8));
+  CHECK(pool::size_class(2112 * 192) == pool::size_class(2336 * 192));  // unprompted and prompted rows share
+  CHECK(pool::size_class(1000) != pool::size_class(2000));
+  pool p;
+  float* a = p.acquire(2336 * 192);
+  p.release(a, 2336 * 192);
+  CHECK(p.acquire(2112 * 192) == a);  // the same class: the block is reused
+  const std::size_t held = p.capacity_bytes();
+  float* b = p.acquire(100);
+  p.release(b, 100);
+  p.release(a, 2112 * 192);
+  CHECK(p.capacity_bytes() > held);
+  // the same requests again allocate nothing
+  const std::size_t before = p.capacity_bytes();
+  for (int step = 0; step < 3; ++step) {
+    float* x = p.acquire(2336 * 192);
+    float* y = p.acquire(100);
+    p.release(y, 100);
+    p.release(x, 2336 * 192);
+  }
+  CHECK(p.capacity_bytes() == before);
+  CHECK(p.bytes_in_use() == 0);
+}
+
 TEST_CASE("a warm training step allocates nothing", "[autodiff][tape][alloc]") {
   if (!vpdarts_test::counting_allocations()) {
     WARN("allocation counting is off in sanitizer builds");

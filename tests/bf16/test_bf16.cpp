@@ -142,15 +142,19 @@ TEST_CASE("bf16 through the fused block ops: values and input gradients near flo
   auto w2 = random_parameter<float>("fc2", dim, hidden, 10, 0.2), b2 = random_parameter<float>("b2", 1, dim, 11, 0.1);
   auto ls = random_parameter<float>("ls", 1, dim, 12, 0.1, 1.0);
   for (auto* p : {&gamma, &beta, &wqkv, &bqkv, &wp, &bp, &w1, &b1, &w2, &b2, &ls}) p->freeze();
-  auto block = [&](vp::precision p, vp::matrix<float>& dx, bool whole_mlp = false) {
+  // the MLP composed of layer_norm_linear and activation_linear, or as one node that recomputes or keeps its hidden layer
+  enum class mlp_form { composed, recompute, keep };
+  auto block = [&](vp::precision p, vp::matrix<float>& dx, mlp_form form = mlp_form::composed) {
     vp::precision_scope scope(p);
     vp::tape<float> t;
     x.zero_grad();
     auto in = t.leaf(x);
     auto qkv = vp::layer_norm_linear(in, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(wqkv), t.leaf(bqkv));
     auto h = vp::attention_linear(qkv, batch, heads, t.leaf(wp), t.leaf(bp), t.leaf(ls), in);
-    auto y = whole_mlp ? vp::layer_norm_mlp(h, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(w1), t.leaf(b1),
-                                            vp::activation::gelu, t.leaf(w2), t.leaf(b2), t.leaf(ls), h)
+    auto y = form != mlp_form::composed
+                 ? vp::layer_norm_mlp(h, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(w1), t.leaf(b1), vp::activation::gelu,
+                                      t.leaf(w2), t.leaf(b2), t.leaf(ls), h,
+                                      form == mlp_form::keep ? vp::mlp_memory::keep : vp::mlp_memory::recompute)
                        : vp::activation_linear(vp::layer_norm_linear(h, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(w1),
                                                                      t.leaf(b1)),
                                                vp::activation::gelu, t.leaf(w2), t.leaf(b2), t.leaf(ls), h);
@@ -176,14 +180,27 @@ TEST_CASE("bf16 through the fused block ops: values and input gradients near flo
   // the MLP as one node (vit_block's form): backward runs fc1's product once more, in bf16 as well
   vp::matrix<float> dm16, dm32;
   const auto products_mlp = vp::detail::bf16_products().load();
-  const vp::matrix<float> m16 = block(vp::precision::bf16, dm16, true);
+  const vp::matrix<float> m16 = block(vp::precision::bf16, dm16, mlp_form::recompute);
   CHECK(vp::detail::bf16_products().load() - products_mlp == 16);
-  const vp::matrix<float> m32 = block(vp::precision::fp32, dm32, true);
+  const vp::matrix<float> m32 = block(vp::precision::fp32, dm32, mlp_form::recompute);
   CHECK((m32 - y32).norm() <= 1e-5f * y32.norm());  // float32: the same function as the composition
   CHECK((dm32 - dx32).norm() <= 1e-5f * dx32.norm());
   CHECK(relf(m16, m32) < 1e-2);
   CHECK(relf(dm16, dm32) < 2e-2);
   CHECK(dm16.allFinite());
+  // one node keeping its hidden layer (vit_block's default), in bf16 under bf16: no product more than
+  // the composition; values as the composition's (the same products), gradients within bf16 rounding
+  vp::matrix<float> dk16, dk32;
+  const auto products_keep = vp::detail::bf16_products().load();
+  const vp::matrix<float> k16 = block(vp::precision::bf16, dk16, mlp_form::keep);
+  CHECK(vp::detail::bf16_products().load() - products_keep == 15);
+  const vp::matrix<float> k32 = block(vp::precision::fp32, dk32, mlp_form::keep);
+  CHECK((k32 - y32).norm() <= 1e-5f * y32.norm());
+  CHECK((dk32 - dx32).norm() <= 1e-5f * dx32.norm());
+  CHECK((k16 - y16).norm() <= 1e-5f * y16.norm());
+  CHECK(relf(dk16, dk32) < 2e-2);
+  CHECK(relf(dk16, dx16) > 0);  // the derivative read the bf16 hidden layer
+  CHECK(dk16.allFinite());
 }
 
 namespace {

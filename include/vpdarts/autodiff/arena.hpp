@@ -6,6 +6,7 @@
 /// has passed its node.
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdlib>
 #include <memory>
@@ -106,11 +107,13 @@ class arena {
   std::size_t next_chunk_;
 };
 
-/// Recycled 64-byte aligned blocks of T, reused only for requests of exactly
-/// the same size. A step that makes the same requests in the same order as the
-/// step before it therefore allocates nothing: at every point it holds no more
-/// blocks of a size than the earlier step did. Blocks are kept until the pool
-/// dies.
+/// Recycled 64-byte aligned blocks of T. A request is rounded up to its size
+/// class (four classes per power of two, so at most 25 % more than asked for)
+/// and served only by a free block of that class. A step that makes the same
+/// requests in the same order as the step before it therefore allocates
+/// nothing: at every point it holds no more blocks of a class than the earlier
+/// step did. Requests of nearly the same size (the rows of a prompted and an
+/// unprompted sequence, say) share blocks. Blocks are kept until the pool dies.
 template <class T>
 class block_pool {
  public:
@@ -124,6 +127,7 @@ class block_pool {
 
   /// A block of `count` (>= 1) uninitialised values: a free one of that size, else a new one.
   T* acquire(std::size_t count) {
+    count = size_class(count);
     T* p = take_free(count);
     if (p == nullptr) {
       all_.push_back({std::unique_ptr<T[], deleter>(static_cast<T*>(::operator new[](
@@ -138,6 +142,7 @@ class block_pool {
   }
   /// Returns a block from acquire(count).
   void release(T* p, std::size_t count) noexcept {
+    count = size_class(count);
     free_.push_back({p, count});  // never reallocates: capacity >= number of blocks
     in_use_ -= count * sizeof(T);
   }
@@ -146,6 +151,15 @@ class block_pool {
     free_.clear();
     for (auto& b : all_) free_.push_back({b.data.get(), b.count});
     in_use_ = 0;
+  }
+
+  /// The size of the blocks that serve a request of `count` values: count rounded up to
+  /// m * 2^e with m in {4, 5, 6, 7} (counts up to 8 stay as they are).
+  static constexpr std::size_t size_class(std::size_t count) noexcept {
+    if (count <= 8) return std::max<std::size_t>(count, 1);
+    const int e = std::bit_width(count - 1) - 3;  // 2^(e+2) < count <= 2^(e+3)
+    const std::size_t step = std::size_t{1} << e;
+    return (count + step - 1) / step * step;
   }
 
   /// Bytes in blocks handed out and not yet released.

@@ -55,11 +55,14 @@ var<S> binary(const char* fn, const var<S>& a, const var<S>& b) {
   const S* pb = b.value().data();
   S* po = out.value().data();
   if (a.rows() == r && b.rows() == r && a.cols() == c && b.cols() == c) {
-    auto A = a.value().array();
-    auto B = b.value().array();
-    if constexpr (K == binary_kind::add) out.value().array() = A + B;
-    if constexpr (K == binary_kind::sub) out.value().array() = A - B;
-    if constexpr (K == binary_kind::mul) out.value().array() = A * B;
+    parallel_chunks(r * c, index{1} << 14, [&](index at, index m) {
+      using array = Eigen::Array<S, Eigen::Dynamic, 1>;
+      const Eigen::Map<const array> A(pa + at, m), B(pb + at, m);
+      Eigen::Map<array> O(po + at, m);
+      if constexpr (K == binary_kind::add) O = A + B;
+      if constexpr (K == binary_kind::sub) O = A - B;
+      if constexpr (K == binary_kind::mul) O = A * B;
+    });
   } else {
     for_each_broadcast(r, c, a.rows(), a.cols(), b.rows(), b.cols(), [&](index o, index ia, index ib) {
       if constexpr (K == binary_kind::add) po[o] = pa[ia] + pb[ib];
@@ -74,6 +77,20 @@ var<S> binary(const char* fn, const var<S>& a, const var<S>& b) {
     const S* g = tp.adjoint(io).data();
     S* ga = na.requires_grad ? tp.adjoint(ia).data() : nullptr;
     S* gb = nb.requires_grad ? tp.adjoint(ib).data() : nullptr;
+    if (na.rows == no.rows && nb.rows == no.rows && na.cols == no.cols && nb.cols == no.cols) {
+      parallel_chunks(no.rows * no.cols, index{1} << 14, [&](index at, index m) {
+        for (index o = at; o < at + m; ++o) {
+          if constexpr (K == binary_kind::mul) {
+            if (ga) ga[o] += g[o] * nb.value[o];
+            if (gb) gb[o] += g[o] * na.value[o];
+          } else {
+            if (ga) ga[o] += g[o];
+            if (gb) gb[o] += (K == binary_kind::sub ? -g[o] : g[o]);
+          }
+        }
+      });
+      return;
+    }
     for_each_broadcast(no.rows, no.cols, na.rows, na.cols, nb.rows, nb.cols, [&](index o, index xa, index xb) {
       if constexpr (K == binary_kind::mul) {
         if (ga) ga[xa] += g[o] * nb.value[xb];
@@ -175,15 +192,17 @@ void gelu_forward(const S* x0, S* y0, index n) {
   });
 }
 
-/// dx += g * GELU'(x) for n values.
+/// dx += g * GELU'(x) for n values (dx = with `accumulate` false).
 template <Scalar S>
-void gelu_backward(const S* x0, const S* g0, S* d0, index n) {
+void gelu_backward(const S* x0, const S* g0, S* d0, index n, bool accumulate = true) {
   constexpr S r2 = S(1) / std::numbers::sqrt2_v<S>;
   constexpr S inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<S> * r2;
   parallel_chunks(n, values_per_job, [&](index at, index m) {
     Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m), g(g0 + at, m);
-    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(d0 + at, m) +=
-        g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
+    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> d(d0 + at, m);
+    const auto v = g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
+    if (accumulate) d += v;
+    else d = v;
   });
 }
 
@@ -196,13 +215,15 @@ void quick_gelu_forward(const S* x0, S* y0, index n) {
   });
 }
 
-/// dx += g * QuickGELU'(x) for n values: s + 1.702 x s (1 - s), s = sigmoid(1.702 x).
+/// dx += g * QuickGELU'(x) for n values: s + 1.702 x s (1 - s), s = sigmoid(1.702 x) (dx = with `accumulate` false).
 template <Scalar S>
-void quick_gelu_backward(const S* x0, const S* g0, S* d0, index n) {
+void quick_gelu_backward(const S* x0, const S* g0, S* d0, index n, bool accumulate = true) {
   parallel_chunks(n, values_per_job, [&](index at, index m) {
     Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m), g(g0 + at, m);
     const Eigen::Array<S, Eigen::Dynamic, 1> sg = S(1) / (S(1) + (S(-1.702) * x).exp());
-    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(d0 + at, m) += g * (sg + S(1.702) * x * sg * (S(1) - sg));
+    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> d(d0 + at, m);
+    if (accumulate) d += g * (sg + S(1.702) * x * sg * (S(1) - sg));
+    else d = g * (sg + S(1.702) * x * sg * (S(1) - sg));
   });
 }
 

@@ -28,17 +28,19 @@ bool all_constant(std::initializer_list<const var<S>*> vs) {
   return true;
 }
 
-/// out *= scale row-wise (LayerScale), when scale is set.
-template <Scalar S>
-void scale_columns(matrix_map<S> out, const var<S>& scale) {
-  if (scale.valid()) out.array().rowwise() *= scale.value().row(0).array();
-}
-
 /// The gradient reaching the product before a LayerScale: g * scale (into `buffer`), or g itself.
 template <Scalar S>
 matrix_map<S> unscaled_adjoint(tape<S>& tp, std::uint32_t io, std::uint32_t is, typename tape<S>::borrowed& buffer) {
   if (is == std::uint32_t(-1)) return tp.adjoint(io);
-  buffer.map().array() = tp.adjoint(io).array().rowwise() * tp.value(is).row(0).array();
+  const index cols = tp.at(io).cols;
+  const S* g = tp.adjoint(io).data();
+  const S* scale = tp.value(is).data();
+  S* out = buffer.data();
+  parallel_rows(tp.at(io).rows, cols, [&](index first, index count) {
+    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(out + first * cols, count, cols) =
+        Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(g + first * cols, count, cols)
+            .rowwise() * Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>(scale, cols);
+  });
   return buffer.map();
 }
 
@@ -57,16 +59,15 @@ void check_residual(const char* fn, const var<S>& residual, index rows, index ou
                           shape_str(rows, out)));
 }
 
-/// out += residual, when it is set.
-template <Scalar S>
-void add_residual(matrix_map<S> out, const var<S>& residual) {
-  if (residual.valid()) out.noalias() += residual.value();
-}
-
 /// The residual's gradient: adjoint(ir) += adjoint(io), when the residual is set and needs one.
 template <Scalar S>
 void residual_backward(tape<S>& tp, std::uint32_t io, std::uint32_t ir) {
-  if (ir != std::uint32_t(-1) && tp.at(ir).requires_grad) tp.adjoint(ir).noalias() += tp.adjoint(io);
+  if (ir == std::uint32_t(-1) || !tp.at(ir).requires_grad) return;
+  S* gr = tp.adjoint(ir).data();
+  const S* go = tp.adjoint(io).data();
+  parallel_chunks(tp.at(io).rows * tp.at(io).cols, values_per_job, [&](index at, index m) {
+    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(gr + at, m) += Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>>(go + at, m);
+  });
 }
 
 /// add(residual, y) when residual is set (the composed form of a fused residual).
@@ -139,9 +140,7 @@ var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const
     typename tape<S>::borrowed g(t, r, m);
     if (act == activation::gelu) detail::gelu_forward(h.value().data(), g.data(), r * m);
     else detail::quick_gelu_forward(h.value().data(), g.data(), r * m);
-    detail::linear_rows(out.value(), g.map(), w, b);
-    detail::scale_columns(out.value(), scale);
-    detail::add_residual(out.value(), residual);
+    detail::linear_rows(out.value(), g.map(), w, b, scale, residual);
   }
   const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
   t.on_backward(out, [ih = h.id(), iw = w.id(), io = out.id(), is, ir, act, r, m](tape<S>& tp) {
@@ -155,17 +154,27 @@ var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const
   return out;
 }
 
+/// What layer_norm_mlp keeps of the MLP's hidden layer for backward, when every weight is constant.
+enum class mlp_memory {
+  keep,       ///< the hidden layer before the activation (R x M values; in bf16 when the products run in bf16): the fastest step, the default
+  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and fc1 again (docs/performance.md)
+};
+
 /// residual + linear(act(linear(layer_norm(x, gamma, beta, eps), w1, b1)), w2, b2) * scale: a
 /// transformer block's whole MLP branch and skip connection as one node. x is R x D, gamma and
 /// beta 1 x D, w1 M x D, b1 1 x M (or empty), w2 out x M, b2 1 x out (or empty), scale 1 x out (or
-/// empty), residual R x out (or empty). With every weight constant only each row's LayerNorm
-/// statistics are kept: backward computes the LayerNorm and the first product again (one more
-/// R x D x M product) instead of keeping the R x M hidden layer, the largest activation of a block.
+/// empty), residual R x out (or empty). With every weight constant neither the LayerNorm output,
+/// nor the activation's, nor the product before the residual is added are kept; of the R x M hidden
+/// layer (the largest activation of a block), `memory` says:
+/// - keep: it is kept before the activation, for backward's derivative (in bf16, half the memory,
+///   when both products run in bf16: precision::bf16 on a float model);
+/// - recompute: it is not kept; backward computes the LayerNorm and the first product again (one
+///   more R x D x M product) from each row's LayerNorm statistics.
 /// Otherwise it is activation_linear(layer_norm_linear(...)). @throws shape_error as those do.
 template <Scalar S>
 var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, S eps, const var<S>& w1,
                       const var<S>& b1, activation act, const var<S>& w2, const var<S>& b2, const var<S>& scale = {},
-                      const var<S>& residual = {}) {
+                      const var<S>& residual = {}, mlp_memory memory = mlp_memory::recompute) {
   tape<S>& t = detail::same_tape("layer_norm_mlp", x, w1);
   detail::same_tape("layer_norm_mlp", x, w2);
   detail::check_layer_norm("layer_norm_mlp", x, gamma, beta);
@@ -179,7 +188,13 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
   const index r = x.rows(), d = x.cols(), m = w1.rows();
   var<S> out = t.make(r, w2.rows(), x.requires_grad() || (residual.valid() && residual.requires_grad()));
   S* stats = x.requires_grad() ? t.template scratch<S>(static_cast<std::size_t>(2 * r)) : nullptr;
-  // LayerNorm, first product and activation into borrowed memory; the hidden layer is activated in place
+  // keep: the hidden layer before the activation, as S, or as bf16 when the products are bf16 (they
+  // round their operands to bf16 anyway)
+  const bool keep = memory == mlp_memory::keep && x.requires_grad();
+  const bool half = keep && detail::bf16_weight(t, w1.id()) && detail::bf16_weight(t, w2.id());
+  S* kept = keep && !half ? t.template scratch<S>(static_cast<std::size_t>(r * m)) : nullptr;
+  std::uint16_t* kept16 = half ? t.template scratch<std::uint16_t>(static_cast<std::size_t>(r * m)) : nullptr;
+  // LayerNorm and the first product into h
   const auto hidden = [](tape<S>& tp, std::uint32_t ix, std::uint32_t ig, std::uint32_t ib, std::uint32_t iw1,
                          std::uint32_t ib1, S e, S* st, matrix_map<S> h) {
     const index rows = h.rows(), width = tp.at(ix).cols;
@@ -189,26 +204,36 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
   };
   const std::uint32_t ib1 = detail::id_or_none(b1), is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
   {
-    typename tape<S>::borrowed h(t, r, m);
-    hidden(t, x.id(), gamma.id(), beta.id(), w1.id(), ib1, eps, stats, h.map());
-    if (act == activation::gelu) detail::gelu_forward(h.data(), h.data(), r * m);
-    else detail::quick_gelu_forward(h.data(), h.data(), r * m);
-    detail::linear_rows(out.value(), h.map(), w2, b2);
-    detail::scale_columns(out.value(), scale);
-    detail::add_residual(out.value(), residual);
+    typename tape<S>::borrowed h(t, kept ? 1 : r, kept ? 1 : m), a(t, kept ? r : 1, kept ? m : 1);
+    S* pre = kept ? kept : h.data();  // before the activation
+    S* post = kept ? a.data() : h.data();  // after it (in place unless the hidden layer is kept as S)
+    hidden(t, x.id(), gamma.id(), beta.id(), w1.id(), ib1, eps, stats, matrix_map<S>(pre, r, m));
+    if constexpr (std::is_same_v<S, float>)
+      if (half) detail::to_bf16(pre, kept16, static_cast<std::size_t>(r * m));
+    if (act == activation::gelu) detail::gelu_forward(pre, post, r * m);
+    else detail::quick_gelu_forward(pre, post, r * m);
+    detail::linear_rows(out.value(), matrix_map<S>(post, r, m), w2, b2, scale, residual);
   }
-  t.on_backward(out, [ix = x.id(), ig = gamma.id(), ib = beta.id(), iw1 = w1.id(), ib1, iw2 = w2.id(),
-                      io = out.id(), is, ir, act, eps, stats, hidden, r, d, m](tape<S>& tp) {
+  t.on_backward(out, [ix = x.id(), ig = gamma.id(), ib = beta.id(), iw1 = w1.id(), ib1, iw2 = w2.id(), io = out.id(),
+                      is, ir, act, eps, stats, saved = kept16 ? static_cast<void*>(kept16) : static_cast<void*>(kept), half,
+                      hidden, r, d, m](tape<S>& tp) {
+    S* const kept = half ? nullptr : static_cast<S*>(saved);
+    const std::uint16_t* const kept16 = half ? static_cast<const std::uint16_t*>(saved) : nullptr;
     detail::residual_backward(tp, io, ir);
     if (!tp.at(ix).requires_grad) return;
-    typename tape<S>::borrowed h(tp, r, m), dh(tp, r, m);
+    typename tape<S>::borrowed dh(tp, r, m);
     {
-      typename tape<S>::borrowed dg(tp, r, m), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
-      hidden(tp, ix, ig, ib, iw1, ib1, eps, nullptr, h.map());  // the statistics are kept; recomputed, they are equal
+      typename tape<S>::borrowed h(tp, kept ? 1 : r, kept ? 1 : m), dg(tp, r, m),
+          ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
+      const S* pre = kept ? kept : h.data();
+      if (kept16 != nullptr) {
+        if constexpr (std::is_same_v<S, float>) detail::from_bf16(kept16, h.data(), static_cast<std::size_t>(r * m));
+      } else if (kept == nullptr) {
+        hidden(tp, ix, ig, ib, iw1, ib1, eps, nullptr, h.map());  // the statistics are kept; recomputed, they are equal
+      }
       detail::times_weight(tp, iw2, detail::unscaled_adjoint(tp, io, is, ds), dg.map(), false);
-      dh.map().setZero();
-      if (act == activation::gelu) detail::gelu_backward(h.data(), dg.data(), dh.data(), r * m);
-      else detail::quick_gelu_backward(h.data(), dg.data(), dh.data(), r * m);
+      if (act == activation::gelu) detail::gelu_backward(pre, dg.data(), dh.data(), r * m, false);
+      else detail::quick_gelu_backward(pre, dg.data(), dh.data(), r * m, false);
     }
     typename tape<S>::borrowed dn(tp, r, d);
     detail::times_weight(tp, iw1, dh.map(), dn.map(), false);
@@ -260,9 +285,7 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
       typename tape<S>::borrowed per_thread(t, detail::max_threads(), tt);
       detail::attention_forward(qkv.value().data(), o.data(), per_thread.data(), false, batch, heads, seq, d);
     }
-    detail::linear_rows(out.value(), o.map(), w, b);
-    detail::scale_columns(out.value(), scale);
-    detail::add_residual(out.value(), residual);
+    detail::linear_rows(out.value(), o.map(), w, b, scale, residual);
   }
   const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
   t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, ir, batch, heads, seq, d, tt, bf16](tape<S>& tp) {

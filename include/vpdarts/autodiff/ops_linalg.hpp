@@ -110,9 +110,32 @@ inline void bf16_weight_product(tape<float>& t, std::uint32_t iw, const float* a
 }
 #endif
 
-/// out = x W^T (+ b unless ib is -1), W and b nodes iw and ib of t, for x a rows x W.cols() row-major map.
+/// Calls f(first, count) over the rows [0, rows) of a matrix `cols` wide, in pieces of about
+/// values_per_job values split over the threads (one thread for a small matrix).
+template <class F>
+void parallel_rows(index rows, index cols, F&& f) {
+  parallel_chunks(rows, std::max<index>(1, (index{1} << 14) / std::max<index>(cols, 1)), std::forward<F>(f));
+}
+
+/// The end of a product, in one pass over the rows: out = (out + b) * scale + residual, each part
+/// only when given (b, scale: 1 x out.cols(); residual: out's shape).
 template <Scalar S>
-void linear_rows(tape<S>& t, matrix_map<S> out, const matrix_map<S>& x, std::uint32_t iw, std::uint32_t ib) {
+void linear_epilogue(matrix_map<S> out, const S* b, const S* scale, const S* residual) {
+  if (b == nullptr && scale == nullptr && residual == nullptr) return;
+  const index cols = out.cols();
+  parallel_rows(out.rows(), cols, [&](index first, index count) {
+    Eigen::Map<matrix<S>> o(out.data() + first * cols, count, cols);
+    if (b != nullptr) o.rowwise() += Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>>(b, cols);
+    if (scale != nullptr) o.array().rowwise() *= Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>(scale, cols);
+    if (residual != nullptr) o.noalias() += Eigen::Map<const matrix<S>>(residual + first * cols, count, cols);
+  });
+}
+
+/// out = x W^T (+ b unless ib is -1), W and b nodes iw and ib of t, for x a rows x W.cols() row-major map;
+/// then out *= scale and out += residual where those are given (linear_epilogue).
+template <Scalar S>
+void linear_rows(tape<S>& t, matrix_map<S> out, const matrix_map<S>& x, std::uint32_t iw, std::uint32_t ib,
+                 const S* scale = nullptr, const S* residual = nullptr) {
   if (bf16_weight(t, iw)) {
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
     if constexpr (std::is_same_v<S, float>) bf16_weight_product(t, iw, x.data(), x.rows(), out.data(), true, false);
@@ -120,13 +143,17 @@ void linear_rows(tape<S>& t, matrix_map<S> out, const matrix_map<S>& x, std::uin
   } else {
     out.noalias() = x * t.value(iw).transpose();
   }
-  if (ib != std::uint32_t(-1)) out.rowwise() += t.value(ib).row(0);
+  linear_epilogue(out, ib != std::uint32_t(-1) ? t.value(ib).data() : static_cast<const S*>(nullptr), scale, residual);
 }
 
-/// out = x W^T (+ b when b is not empty), for x a rows x W.cols() row-major map.
+/// out = x W^T (+ b when b is not empty), for x a rows x W.cols() row-major map; then * scale and
+/// + residual when those are not empty (a LayerScale vector and a skip connection).
 template <Scalar S>
-void linear_rows(matrix_map<S> out, const matrix_map<S>& x, const var<S>& w, const var<S>& b) {
-  linear_rows(w.owner(), out, x, w.id(), b.valid() ? b.id() : std::uint32_t(-1));
+void linear_rows(matrix_map<S> out, const matrix_map<S>& x, const var<S>& w, const var<S>& b,
+                 const var<S>& scale = {}, const var<S>& residual = {}) {
+  linear_rows(w.owner(), out, x, w.id(), b.valid() ? b.id() : std::uint32_t(-1),
+              scale.valid() ? scale.value().data() : static_cast<const S*>(nullptr),
+              residual.valid() ? residual.value().data() : static_cast<const S*>(nullptr));
 }
 
 /// out = g W (or out += g W with `accumulate`): the input gradient of a linear

@@ -30,6 +30,7 @@
 
 #include "../detail/format.hpp"
 #include "../detail/inline_function.hpp"
+#include "../detail/parallel.hpp"
 #include "../error.hpp"
 #include "../fwd.hpp"
 #include "arena.hpp"
@@ -261,7 +262,9 @@ class tape {
     if (n.adjoint == nullptr && n.requires_grad) {
       const auto count = static_cast<std::size_t>(n.rows * n.cols);
       n.adjoint = adjoints_.acquire(count);
-      std::fill_n(n.adjoint, count, S(0));
+      S* a = n.adjoint;
+      detail::parallel_chunks(static_cast<index>(count), index{1} << 16,
+                              [a](index at, index m) { std::fill_n(a + at, m, S(0)); });
     }
     return matrix_map<S>(n.adjoint, n.rows, n.cols);
   }

@@ -36,6 +36,14 @@ inline void to_bf16(const float* in, std::uint16_t* out, std::size_t n) {
   });
 }
 
+/// out[i] = from_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
+inline void from_bf16(const std::uint16_t* in, float* out, std::size_t n) {
+  constexpr index chunk = index{1} << 16;
+  parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
+    for (index i = first; i < first + count; ++i) out[i] = from_bf16(in[i]);
+  });
+}
+
 /// How many times a weight was converted to bf16 in this process (tests check
 /// that a warm step converts nothing).
 inline std::atomic<std::uint64_t>& bf16_weight_conversions() {

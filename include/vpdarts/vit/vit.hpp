@@ -28,12 +28,6 @@
 
 namespace vpdarts {
 
-/// What a frozen block keeps of its MLP for backward, process-wide (as the matmul precision).
-enum class mlp_memory {
-  keep,       ///< the hidden layer (R x mlp values per block run): the fastest step, the default
-  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and fc1 again (docs/performance.md)
-};
-
 namespace detail {
 inline std::atomic<mlp_memory>& mlp_memory_state() {
   static std::atomic<mlp_memory> m{mlp_memory::keep};
@@ -43,7 +37,9 @@ inline std::atomic<mlp_memory>& mlp_memory_state() {
 
 /// What frozen blocks keep of their MLP, process-wide.
 inline mlp_memory block_mlp_memory() noexcept { return detail::mlp_memory_state().load(std::memory_order_relaxed); }
-/// Sets it for the whole process (every tape, every thread). Values and gradients are the same either way.
+/// Sets it for the whole process (every tape, every thread). In float32 values and gradients are the
+/// same either way; under precision::bf16, keep rounds the kept hidden layer to bf16 (as the products
+/// round their operands), so the activation's derivative differs from recompute's by that rounding.
 inline void set_block_mlp_memory(mlp_memory m) noexcept { detail::mlp_memory_state().store(m, std::memory_order_relaxed); }
 
 /// Sets what frozen blocks keep of their MLP for the scope's lifetime, and restores the previous setting.
@@ -100,12 +96,9 @@ struct vit_block {
     const var<S> qkv = layer_norm_linear(x, t.leaf(norm1.weight), t.leaf(norm1.bias), S(norm1.eps),
                                          t.leaf(attn.qkv.weight), attn.qkv.bias_leaf(t));
     const var<S> h = attention_linear(qkv, batch, attn.heads, t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1, x);
-    if (block_mlp_memory() == mlp_memory::recompute)
-      return layer_norm_mlp(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps), t.leaf(mlp.fc1.weight),
-                            t.leaf(mlp.fc1.bias), act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h);
-    const var<S> f = layer_norm_linear(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps),
-                                       t.leaf(mlp.fc1.weight), t.leaf(mlp.fc1.bias));
-    return activation_linear(f, act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h);
+    return layer_norm_mlp(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps), t.leaf(mlp.fc1.weight),
+                          t.leaf(mlp.fc1.bias), act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h,
+                          block_mlp_memory());
   }
   /// Appends pointers to the block's parameters to `out`, in checkpoint order.
   void collect(std::vector<parameter<S>*>& out) {

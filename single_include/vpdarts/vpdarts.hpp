@@ -362,11 +362,12 @@ class arena {
 
 /// Recycled 64-byte aligned blocks of T. A request is rounded up to its size
 /// class (four classes per power of two, so at most 25 % more than asked for)
-/// and served only by a free block of that class. A step that makes the same
-/// requests in the same order as the step before it therefore allocates
-/// nothing: at every point it holds no more blocks of a class than the earlier
-/// step did. Requests of nearly the same size (the rows of a prompted and an
-/// unprompted sequence, say) share blocks. Blocks are kept until the pool dies.
+/// and served by the smallest free block of that class up to twice its size, so
+/// requests of nearly the same size (the rows of a prompted and an unprompted
+/// sequence, say) and of neighbouring classes share blocks; only when none is
+/// free is a block of the class allocated. Blocks are kept until the pool dies,
+/// so a step that makes the same requests as the steps before it finds them
+/// served (after the first step or two) and allocates nothing.
 template <class T>
 class block_pool {
  public:
@@ -378,26 +379,33 @@ class block_pool {
   /// Takes over the other pool's blocks, freeing this one's.
   block_pool& operator=(block_pool&&) noexcept = default;
 
-  /// A block of `count` (>= 1) uninitialised values: a free one of that size, else a new one.
+  /// A block of at least `count` (>= 1) uninitialised values: the smallest free one of its size class
+  /// up to twice that, else a new one of the class.
   T* acquire(std::size_t count) {
     count = size_class(count);
-    T* p = take_free(count);
-    if (p == nullptr) {
+    block b = take_free(count);
+    if (b.data == nullptr) {
       all_.push_back({std::unique_ptr<T[], deleter>(static_cast<T*>(::operator new[](
                           std::max<std::size_t>(count, 1) * sizeof(T), std::align_val_t{alignment}))),
                       count});
       free_.reserve(all_.size());
-      p = all_.back().data.get();
+      b = {all_.back().data.get(), count};
     }
-    in_use_ += count * sizeof(T);
+    in_use_ += b.count * sizeof(T);
     peak_ = std::max(peak_, in_use_);
-    return p;
+    return b.data;
   }
   /// Returns a block from acquire(count).
   void release(T* p, std::size_t count) noexcept {
-    count = size_class(count);
-    free_.push_back({p, count});  // never reallocates: capacity >= number of blocks
-    in_use_ -= count * sizeof(T);
+    (void)count;
+    std::size_t real = 0;
+    for (std::size_t i = all_.size(); i-- > 0;)
+      if (all_[i].data.get() == p) {
+        real = all_[i].count;
+        break;
+      }
+    free_.push_back({p, real});  // never reallocates: capacity >= number of blocks
+    in_use_ -= real * sizeof(T);
   }
   /// Marks every block free (after a step, whatever was not released).
   void release_all() noexcept {
@@ -439,16 +447,21 @@ class block_pool {
     T* data = nullptr;
     std::size_t count = 0;
   };
-  /// A free block of exactly `count` values, taken off the free list; null when there is none.
-  T* take_free(std::size_t count) noexcept {
+  /// The smallest free block of `count` to 2 * count values, taken off the free list; null data when
+  /// there is none.
+  block take_free(std::size_t count) noexcept {
+    std::size_t best = free_.size();
     for (std::size_t i = free_.size(); i-- > 0;)
-      if (free_[i].count == count) {
-        T* p = free_[i].data;
-        free_[i] = free_.back();
-        free_.pop_back();
-        return p;
+      if (free_[i].count >= count && free_[i].count <= 2 * count &&
+          (best == free_.size() || free_[i].count < free_[best].count)) {
+        best = i;
+        if (free_[i].count == count) break;
       }
-    return nullptr;
+    if (best == free_.size()) return {};
+    const block b = free_[best];
+    free_[best] = free_.back();
+    free_.pop_back();
+    return b;
   }
 
   std::vector<owned> all_;
@@ -1549,18 +1562,22 @@ void gelu_forward(const S* x0, S* y0, index n) {
   });
 }
 
-/// dx += g * GELU'(x) for n values (dx = with `accumulate` false).
+/// dx += g * GELU'(x) for m values, on the calling thread (dx = with `accumulate` false; d may be g).
 template <Scalar S>
-void gelu_backward(const S* x0, const S* g0, S* d0, index n, bool accumulate = true) {
+void gelu_backward_serial(const S* x0, const S* g0, S* d0, index m, bool accumulate) {
   constexpr S r2 = S(1) / std::numbers::sqrt2_v<S>;
   constexpr S inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<S> * r2;
-  parallel_chunks(n, values_per_job, [&](index at, index m) {
-    Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m), g(g0 + at, m);
-    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> d(d0 + at, m);
-    const auto v = g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
-    if (accumulate) d += v;
-    else d = v;
-  });
+  Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0, m), g(g0, m);
+  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> d(d0, m);
+  const auto v = g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
+  if (accumulate) d += v;
+  else d = v;
+}
+
+/// dx += g * GELU'(x) for n values (dx = with `accumulate` false; d may be g).
+template <Scalar S>
+void gelu_backward(const S* x0, const S* g0, S* d0, index n, bool accumulate = true) {
+  parallel_chunks(n, values_per_job, [&](index at, index m) { gelu_backward_serial(x0 + at, g0 + at, d0 + at, m, accumulate); });
 }
 
 /// y = QuickGELU(x) = x sigmoid(1.702 x) for n values.
@@ -1572,16 +1589,22 @@ void quick_gelu_forward(const S* x0, S* y0, index n) {
   });
 }
 
-/// dx += g * QuickGELU'(x) for n values: s + 1.702 x s (1 - s), s = sigmoid(1.702 x) (dx = with `accumulate` false).
+/// dx += g * QuickGELU'(x) for m values, on the calling thread: s + 1.702 x s (1 - s), s = sigmoid(1.702 x)
+/// (dx = with `accumulate` false; d may be g).
+template <Scalar S>
+void quick_gelu_backward_serial(const S* x0, const S* g0, S* d0, index m, bool accumulate) {
+  Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0, m), g(g0, m);
+  const Eigen::Array<S, Eigen::Dynamic, 1> sg = S(1) / (S(1) + (S(-1.702) * x).exp());
+  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> d(d0, m);
+  if (accumulate) d += g * (sg + S(1.702) * x * sg * (S(1) - sg));
+  else d = g * (sg + S(1.702) * x * sg * (S(1) - sg));
+}
+
+/// dx += g * QuickGELU'(x) for n values (dx = with `accumulate` false; d may be g).
 template <Scalar S>
 void quick_gelu_backward(const S* x0, const S* g0, S* d0, index n, bool accumulate = true) {
-  parallel_chunks(n, values_per_job, [&](index at, index m) {
-    Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m), g(g0 + at, m);
-    const Eigen::Array<S, Eigen::Dynamic, 1> sg = S(1) / (S(1) + (S(-1.702) * x).exp());
-    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> d(d0 + at, m);
-    if (accumulate) d += g * (sg + S(1.702) * x * sg * (S(1) - sg));
-    else d = g * (sg + S(1.702) * x * sg * (S(1) - sg));
-  });
+  parallel_chunks(n, values_per_job,
+                  [&](index at, index m) { quick_gelu_backward_serial(x0 + at, g0 + at, d0 + at, m, accumulate); });
 }
 
 }  // namespace detail
@@ -2151,16 +2174,14 @@ inline void to_bf16_heads(const float* in, std::uint16_t* out, index batch, inde
 }
 
 /// The bf16 forward: attention_forward with Q K^T and P V as batched oneDNN products over
-/// (image, head). With `keep` the probabilities of every (image, head) go to probs; otherwise
-/// the images go in groups of about 4M scores through borrowed memory.
-inline void attention_forward_bf16(tape<float>& t, const float* in, float* o, float* probs, bool keep, index batch,
-                                   index heads, index seq, index d) {
+/// (image, head), from q16, qkv in bf16 heads (to_bf16_heads). With `keep` the probabilities of
+/// every (image, head) go to probs; otherwise the images go in groups of about 4M scores through
+/// borrowed memory.
+inline void attention_forward_bf16_heads(tape<float>& t, const std::uint16_t* q16, float* o, float* probs, bool keep,
+                                         index batch, index heads, index seq, index d) {
   using dims4 = bf16_matmuls::dims4;
   const index dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-  typename tape<float>::borrowed heads16(t, 1, (3 * part + 1) / 2);
-  auto* q16 = reinterpret_cast<std::uint16_t*>(heads16.data());
-  to_bf16_heads(in, q16, batch, seq, 3, heads, dh, 3 * d);
   const index group = keep ? batch : std::clamp<index>((index{1} << 22) / (heads * tt), 1, batch);
   typename tape<float>::borrowed scores(t, 1, keep ? 1 : group * heads * tt), p16(t, 1, (group * heads * tt + 1) / 2);
   auto* pb = reinterpret_cast<std::uint16_t*>(p16.data());
@@ -2179,19 +2200,28 @@ inline void attention_forward_bf16(tape<float>& t, const float* in, float* o, fl
   }
 }
 
-/// The bf16 backward of attention_forward_bf16: adds into gin. With probs null the probabilities
-/// are computed again (the same bf16 products as the forward's, so the same values).
-inline void attention_backward_bf16(tape<float>& t, const float* in, float* gin, const float* gout, const float* probs,
-                                    index batch, index heads, index seq, index d) {
+/// attention_forward_bf16_heads for qkv in its row layout ((batch*seq) x 3d, float): rounds it to
+/// bf16 heads first (to_bf16_heads).
+inline void attention_forward_bf16(tape<float>& t, const float* in, float* o, float* probs, bool keep, index batch,
+                                   index heads, index seq, index d) {
+  typename tape<float>::borrowed heads16(t, 1, (3 * batch * seq * d + 1) / 2);
+  auto* q16 = reinterpret_cast<std::uint16_t*>(heads16.data());
+  to_bf16_heads(in, q16, batch, seq, 3, heads, d / heads, 3 * d);
+  attention_forward_bf16_heads(t, q16, o, probs, keep, batch, heads, seq, d);
+}
+
+/// The bf16 backward of attention_forward_bf16_heads, from q, qkv in bf16 heads (to_bf16_heads): adds
+/// into gin ((batch*seq) x 3d, row layout), or with `accumulate` false overwrites it. With probs null
+/// the probabilities are computed again (the same bf16 products as the forward's, so the same values).
+inline void attention_backward_bf16_heads(tape<float>& t, const std::uint16_t* q, float* gin, bool accumulate,
+                                          const float* gout, const float* probs, index batch, index heads, index seq,
+                                          index d) {
   using dims4 = bf16_matmuls::dims4;
   const index c3 = 3 * d, dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d, n = batch * heads * tt;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-  typename tape<float>::borrowed heads16(t, 1, (3 * part + 1) / 2), go16(t, 1, (part + 1) / 2), a16(t, 1, (n + 1) / 2),
-      ds(t, 1, n), dqkv(t, 1, 3 * part);
-  auto* q = reinterpret_cast<std::uint16_t*>(heads16.data());
+  typename tape<float>::borrowed go16(t, 1, (part + 1) / 2), a16(t, 1, (n + 1) / 2), ds(t, 1, n), dqkv(t, 1, 3 * part);
   auto* dout = reinterpret_cast<std::uint16_t*>(go16.data());
   auto* a = reinterpret_cast<std::uint16_t*>(a16.data());
-  to_bf16_heads(in, q, batch, seq, 3, heads, dh, c3);
   to_bf16_heads(gout, dout, batch, seq, 1, heads, dh, d);
   const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
       ps{heads * tt, tt, seq, 1}, pts{heads * tt, tt, 1, seq};
@@ -2221,9 +2251,22 @@ inline void attention_backward_bf16(tape<float>& t, const float* in, float* gin,
       for (index h = 0; h < heads; ++h) {
         float* dst = gin + r * c3 + (p * heads + h) * dh;
         const float* src = dh3 + p * part + ((b * heads + h) * seq + tk) * dh;
-        for (index c = 0; c < dh; ++c) dst[c] += src[c];
+        if (accumulate)
+          for (index c = 0; c < dh; ++c) dst[c] += src[c];
+        else
+          std::copy(src, src + dh, dst);
       }
   });
+}
+
+/// The bf16 backward of attention_forward_bf16: adds into gin. With probs null the probabilities
+/// are computed again (the same bf16 products as the forward's, so the same values).
+inline void attention_backward_bf16(tape<float>& t, const float* in, float* gin, const float* gout, const float* probs,
+                                    index batch, index heads, index seq, index d) {
+  typename tape<float>::borrowed heads16(t, 1, (3 * batch * seq * d + 1) / 2);
+  auto* q = reinterpret_cast<std::uint16_t*>(heads16.data());
+  to_bf16_heads(in, q, batch, seq, 3, heads, d / heads, 3 * d);
+  attention_backward_bf16_heads(t, q, gin, true, gout, probs, batch, heads, seq, d);
 }
 #endif
 
@@ -2882,6 +2925,21 @@ var<S> maybe_scale(const var<S>& y, const var<S>& scale) {
   return scale.valid() ? mul(y, scale) : y;
 }
 
+/// g *= act'(x) for n values, in place; x given as S, or as bf16 in x16 (x null).
+template <Scalar S>
+void activation_backward_in_place(activation act, const S* x, const std::uint16_t* x16, S* g, index n) {
+  const auto derivative = [act](const S* xs, S* gs, index m) {
+    if (act == activation::gelu) gelu_backward_serial(xs, gs, gs, m, false);
+    else quick_gelu_backward_serial(xs, gs, gs, m, false);
+  };
+  parallel_chunks(n, values_per_job, [&](index at, index m) {
+    if (x != nullptr) return derivative(x + at, g + at, m);
+    S widened[values_per_job];  // the bf16 values of this chunk, as S
+    for (index i = 0; i < m; ++i) widened[i] = static_cast<S>(from_bf16(x16[at + i]));
+    derivative(widened, g + at, m);
+  });
+}
+
 }  // namespace detail
 
 /// linear(layer_norm(x, gamma, beta, eps), w, b): x is R x D, gamma and beta
@@ -3017,17 +3075,11 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
     if (!tp.at(ix).requires_grad) return;
     typename tape<S>::borrowed dh(tp, r, m);
     {
-      typename tape<S>::borrowed h(tp, kept ? 1 : r, kept ? 1 : m), dg(tp, r, m),
-          ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
-      const S* pre = kept ? kept : h.data();
-      if (kept16 != nullptr) {
-        if constexpr (std::is_same_v<S, float>) detail::from_bf16(kept16, h.data(), static_cast<std::size_t>(r * m));
-      } else if (kept == nullptr) {
-        hidden(tp, ix, ig, ib, iw1, ib1, eps, nullptr, h.map());  // the statistics are kept; recomputed, they are equal
-      }
-      detail::times_weight(tp, iw2, detail::unscaled_adjoint(tp, io, is, ds), dg.map(), false);
-      if (act == activation::gelu) detail::gelu_backward(pre, dg.data(), dh.data(), r * m, false);
-      else detail::quick_gelu_backward(pre, dg.data(), dh.data(), r * m, false);
+      const bool again = kept == nullptr && kept16 == nullptr;
+      typename tape<S>::borrowed h(tp, again ? r : 1, again ? m : 1), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
+      if (again) hidden(tp, ix, ig, ib, iw1, ib1, eps, nullptr, h.map());  // the statistics are kept; recomputed, they are equal
+      detail::times_weight(tp, iw2, detail::unscaled_adjoint(tp, io, is, ds), dh.map(), false);
+      detail::activation_backward_in_place(act, again ? h.data() : kept, kept16, dh.data(), r * m);
     }
     typename tape<S>::borrowed dn(tp, r, d);
     detail::times_weight(tp, iw1, dh.map(), dn.map(), false);
@@ -3098,6 +3150,95 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
     typename tape<S>::borrowed work(tp, detail::max_threads(), 2 * tt);
     detail::attention_backward(tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), static_cast<const S*>(nullptr), work.data(), batch,
                                heads, seq, d);
+  });
+  return out;
+}
+
+/// residual + linear(attention(layer_norm_linear(x, gamma, beta, eps, wqkv, bqkv), batch, heads), w, b)
+/// * scale: a transformer block's whole attention branch and skip connection as one node. x is
+/// (B*T) x D, gamma and beta 1 x D, wqkv 3E x D, bqkv 1 x 3E (or empty), w out x E, b 1 x out (or
+/// empty), scale 1 x out (or empty), residual (B*T) x out (or empty). With every weight constant the
+/// branch keeps, for backward, only each row's LayerNorm statistics and qkv; qkv in bf16 (half the
+/// memory, and laid out for the attention products) when those products run in bf16 (precision::bf16
+/// on a float model). Backward computes the attention probabilities again, as attention_linear does.
+/// Otherwise it is attention_linear(layer_norm_linear(...)). @throws shape_error as those do.
+template <Scalar S>
+var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& beta, S eps, const var<S>& wqkv,
+                            const var<S>& bqkv, index batch, index heads, const var<S>& w, const var<S>& b,
+                            const var<S>& scale = {}, const var<S>& residual = {}) {
+  tape<S>& t = detail::same_tape("layer_norm_attention", x, wqkv);
+  detail::same_tape("layer_norm_attention", x, w);
+  detail::check_layer_norm("layer_norm_attention", x, gamma, beta);
+  detail::check_linear("layer_norm_attention", x.rows(), x.cols(), wqkv, bqkv);
+  const index rows = x.rows(), width = x.cols(), c3 = wqkv.rows();
+  detail::check_attention("layer_norm_attention", rows, c3, batch, heads);
+  const index d = c3 / 3, seq = rows / batch;
+  detail::check_linear("layer_norm_attention", rows, d, w, b);
+  detail::check_scale("layer_norm_attention", scale, w.rows());
+  detail::check_residual("layer_norm_attention", residual, rows, w.rows());
+  if (residual.valid()) detail::same_tape("layer_norm_attention", x, residual);
+  if (!detail::all_constant<S>({&gamma, &beta, &wqkv, &bqkv, &w, &b, &scale}))
+    return attention_linear(layer_norm_linear(x, gamma, beta, eps, wqkv, bqkv), batch, heads, w, b, scale, residual);
+  var<S> out = t.make(rows, w.rows(), x.requires_grad() || (residual.valid() && residual.requires_grad()));
+  const bool keep = x.requires_grad(), bf16 = detail::bf16_attention<S>();
+  S* stats = keep ? t.template scratch<S>(static_cast<std::size_t>(2 * rows)) : nullptr;
+  S* kept = keep && !bf16 ? t.template scratch<S>(static_cast<std::size_t>(rows * c3)) : nullptr;
+  std::uint16_t* kept16 = keep && bf16 ? t.template scratch<std::uint16_t>(static_cast<std::size_t>(rows * c3)) : nullptr;
+  {
+    typename tape<S>::borrowed q(t, kept ? 1 : rows, kept ? 1 : c3);
+    S* qkv = kept ? kept : q.data();
+    {
+      typename tape<S>::borrowed n(t, rows, width);
+      detail::layer_norm_rows(x.value().data(), n.data(), gamma.value().data(), beta.value().data(), rows, width, eps,
+                              stats);
+      detail::linear_rows(t, matrix_map<S>(qkv, rows, c3), n.map(), wqkv.id(), detail::id_or_none(bqkv));
+    }
+    typename tape<S>::borrowed o(t, rows, d);
+    if (bf16) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+      if constexpr (std::is_same_v<S, float>) {
+        typename tape<S>::borrowed heads16(t, 1, kept16 ? 1 : (rows * c3 + 1) / 2);
+        std::uint16_t* q16 = kept16 ? kept16 : reinterpret_cast<std::uint16_t*>(heads16.data());
+        detail::to_bf16_heads(qkv, q16, batch, seq, 3, heads, d / heads, c3);
+        detail::attention_forward_bf16_heads(t, q16, o.data(), nullptr, false, batch, heads, seq, d);
+      }
+#endif
+    } else {
+      typename tape<S>::borrowed per_thread(t, detail::max_threads(), seq * seq);
+      detail::attention_forward(qkv, o.data(), per_thread.data(), false, batch, heads, seq, d);
+    }
+    detail::linear_rows(out.value(), o.map(), w, b, scale, residual);
+  }
+  const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
+  t.on_backward(out, [ix = x.id(), ig = gamma.id(), iqkv = wqkv.id(), iw = w.id(), io = out.id(), is, ir, stats,
+                      saved = kept16 ? static_cast<void*>(kept16) : static_cast<void*>(kept), bf16, batch, heads, seq,
+                      d](tape<S>& tp) {
+    detail::residual_backward(tp, io, ir);
+    if (!tp.at(ix).requires_grad) return;
+    const index rows = batch * seq, width = tp.at(ix).cols, c3 = 3 * d;
+    typename tape<S>::borrowed dq(tp, rows, c3);
+    {
+      typename tape<S>::borrowed d_o(tp, rows, d), ds(tp, is == std::uint32_t(-1) ? 1 : rows, tp.at(io).cols);
+      detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), d_o.map(), false);
+      if (bf16) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+        if constexpr (std::is_same_v<S, float>)
+          detail::attention_backward_bf16_heads(tp, static_cast<const std::uint16_t*>(saved), dq.data(), false,
+                                                d_o.data(), nullptr, batch, heads, seq, d);
+#endif
+      } else {
+        S* g = dq.data();
+        detail::parallel_chunks(rows * c3, detail::values_per_job,
+                                [&](index at, index m) { std::fill(g + at, g + at + m, S(0)); });
+        typename tape<S>::borrowed work(tp, detail::max_threads(), 2 * seq * seq);
+        detail::attention_backward(static_cast<const S*>(saved), g, d_o.data(), static_cast<const S*>(nullptr),
+                                   work.data(), batch, heads, seq, d);
+      }
+    }
+    typename tape<S>::borrowed dn(tp, rows, width);
+    detail::times_weight(tp, iqkv, dq.map(), dn.map(), false);
+    detail::layer_norm_backward_rows(tp.value(ix).data(), tp.value(ig).data(), stats, dn.data(), tp.adjoint(ix).data(),
+                                     rows, width);
   });
   return out;
 }
@@ -4593,15 +4734,16 @@ struct vit_block {
   bool has_layer_scale() const noexcept { return ls1.size() > 0; }
 
   /// x is (B*T') x D for `batch` sequences of any length T' (prompts may have been inserted).
-  /// Runs LayerNorm + qkv, attention + projection (+ LayerScale) and the MLP (LayerNorm, fc1,
-  /// activation, fc2, LayerScale), each with its skip connection, as fused ops: a frozen block keeps
-  /// its input, qkv, the attention branch's sum, the MLP's hidden layer (unless block_mlp_memory() is
-  /// recompute) and its output.
+  /// Runs the attention branch (LayerNorm, qkv, attention, projection, LayerScale) and the MLP branch
+  /// (LayerNorm, fc1, activation, fc2, LayerScale), each with its skip connection, as one fused op
+  /// each (layer_norm_attention, layer_norm_mlp): a frozen block keeps its input, qkv (in bf16 under
+  /// precision::bf16), the attention branch's sum, the MLP's hidden layer (unless block_mlp_memory()
+  /// is recompute) and its output.
   var<S> forward(tape<S>& t, const var<S>& x, index batch) {
     const var<S> g1 = has_layer_scale() ? t.leaf(ls1) : var<S>(), g2 = has_layer_scale() ? t.leaf(ls2) : var<S>();
-    const var<S> qkv = layer_norm_linear(x, t.leaf(norm1.weight), t.leaf(norm1.bias), S(norm1.eps),
-                                         t.leaf(attn.qkv.weight), attn.qkv.bias_leaf(t));
-    const var<S> h = attention_linear(qkv, batch, attn.heads, t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1, x);
+    const var<S> h = layer_norm_attention(x, t.leaf(norm1.weight), t.leaf(norm1.bias), S(norm1.eps),
+                                          t.leaf(attn.qkv.weight), attn.qkv.bias_leaf(t), batch, attn.heads,
+                                          t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1, x);
     return layer_norm_mlp(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps), t.leaf(mlp.fc1.weight),
                           t.leaf(mlp.fc1.bias), act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h,
                           block_mlp_memory());

@@ -287,6 +287,8 @@ TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[aut
   auto ls = random_parameter<double>("ls", 1, out, 120, 0.2, 1.0);
   auto w1 = random_parameter<double>("w1", hidden, dim, 121, 0.5);
   auto b1 = random_parameter<double>("b1", 1, hidden, 122, 0.2);
+  auto wq = random_parameter<double>("wq", 3 * dim, dim, 123, 0.5);
+  auto bq = random_parameter<double>("bq", 1, 3 * dim, 124, 0.2);
   const double eps = 1e-6;
   auto ln_lin = [&](T& t) { return vp::layer_norm_linear(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(w), t.leaf(b)); };
   auto ln_lin_ref = [&](T& t) { return vp::linear(vp::layer_norm(t.leaf(x), t.leaf(g), t.leaf(be), eps), t.leaf(w), t.leaf(b)); };
@@ -333,6 +335,23 @@ TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[aut
     return vp::linear(vp::gelu(vp::linear(vp::layer_norm(t.leaf(x), t.leaf(g), t.leaf(be), eps), t.leaf(w1), V())),
                       t.leaf(wh), t.leaf(b));
   };
+  // the whole attention branch: LayerNorm, qkv, attention, projection, LayerScale, skip connection
+  auto att_block = [&](T& t) {
+    return vp::layer_norm_attention(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(wq), t.leaf(bq), batch, heads,
+                                    t.leaf(w), t.leaf(b), t.leaf(ls), t.leaf(res));
+  };
+  auto att_block_ref = [&](T& t) {
+    const V q = vp::linear(vp::layer_norm(t.leaf(x), t.leaf(g), t.leaf(be), eps), t.leaf(wq), t.leaf(bq));
+    return vp::add(t.leaf(res), vp::mul(vp::linear(vp::attention(q, batch, heads), t.leaf(w), t.leaf(b)), t.leaf(ls)));
+  };
+  auto att_block_plain = [&](T& t) {  // one head, no qkv bias, no LayerScale, no residual
+    return vp::layer_norm_attention(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(wq), V(), batch, 1, t.leaf(w),
+                                    t.leaf(b));
+  };
+  auto att_block_plain_ref = [&](T& t) {
+    const V q = vp::linear(vp::layer_norm(t.leaf(x), t.leaf(g), t.leaf(be), eps), t.leaf(wq), V());
+    return vp::linear(vp::attention(q, batch, 1), t.leaf(w), t.leaf(b));
+  };
   struct fused_case {
     std::function<V(T&)> fused, reference;
     std::vector<P*> inputs;
@@ -346,16 +365,18 @@ TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[aut
                                 {mlp(vp::activation::quick_gelu), mlp_ref(vp::activation::quick_gelu), {&x, &res}},
                                 {mlp_keep(vp::activation::gelu), mlp_ref(vp::activation::gelu), {&x, &res}},
                                 {mlp_keep(vp::activation::quick_gelu), mlp_ref(vp::activation::quick_gelu), {&x, &res}},
-                                {mlp_plain, mlp_plain_ref, {&x}}};
+                                {mlp_plain, mlp_plain_ref, {&x}},
+                                {att_block, att_block_ref, {&x, &res}},
+                                {att_block_plain, att_block_plain_ref, {&x}}};
 
   // trainable weights: the composition itself, every gradient checked
   for (auto& c : cases) {
     std::vector<P*> all = c.inputs;
-    for (P* p : {&g, &be, &w, &wh, &b, &ls, &w1, &b1}) all.push_back(p);
+    for (P* p : {&g, &be, &w, &wh, &b, &ls, &w1, &b1, &wq, &bq}) all.push_back(p);
     require_gradcheck(vp::gradcheck(c.fused, std::span<P* const>(all)));
   }
   // frozen weights: the fused path, same values, same input gradients, and less kept in the arena
-  for (P* p : {&g, &be, &w, &wh, &b, &ls, &w1, &b1}) p->freeze();
+  for (P* p : {&g, &be, &w, &wh, &b, &ls, &w1, &b1, &wq, &bq}) p->freeze();
   for (auto& c : cases) {
     for (P* p : c.inputs) p->zero_grad();
     T t1, t2;
@@ -382,6 +403,7 @@ TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[aut
     require_gradcheck(vp::gradcheck(act_res, {&res}));
     x.freeze();
     require_gradcheck(vp::gradcheck(mlp(vp::activation::gelu), {&res}));
+    require_gradcheck(vp::gradcheck(att_block, {&res}));
     qkv.unfreeze();
     h.unfreeze();
     x.unfreeze();
@@ -404,6 +426,15 @@ TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[aut
                     Catch::Contains("layer_norm_linear: gamma is 1x6"));
   CHECK_THROWS_WITH(vp::gelu_linear(t.leaf(x), t.leaf(wh), t.leaf(b)),
                     Catch::Contains("gelu_linear") && Catch::Contains("10x6"));
+  CHECK_THROWS_WITH(vp::layer_norm_attention(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(wq), t.leaf(bq), 3, heads,
+                                             t.leaf(w), t.leaf(b)),
+                    Catch::Contains("layer_norm_attention") && Catch::Contains("batch 3"));
+  CHECK_THROWS_WITH(vp::layer_norm_attention(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(wq), t.leaf(bq), batch, heads,
+                                             t.leaf(wh), t.leaf(b)),
+                    Catch::Contains("layer_norm_attention") && Catch::Contains("in-features differ"));
+  CHECK_THROWS_WITH(vp::layer_norm_attention(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(wq), t.leaf(bq), batch, heads,
+                                             t.leaf(w), t.leaf(b), t.leaf(ls), t.leaf(x)),
+                    Catch::Contains("layer_norm_attention: the residual is 10x6, expected 10x7"));
   CHECK_THROWS_WITH(vp::attention_linear(t.leaf(qkv), 3, heads, t.leaf(w), t.leaf(b)),
                     Catch::Contains("attention_linear") && Catch::Contains("batch 3"));
   CHECK_THROWS_WITH(vp::attention_linear(t.leaf(qkv), batch, heads, t.leaf(wh), t.leaf(b)),

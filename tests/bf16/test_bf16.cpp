@@ -144,13 +144,20 @@ TEST_CASE("bf16 through the fused block ops: values and input gradients near flo
   for (auto* p : {&gamma, &beta, &wqkv, &bqkv, &wp, &bp, &w1, &b1, &w2, &b2, &ls}) p->freeze();
   // the MLP composed of layer_norm_linear and activation_linear, or as one node that recomputes or keeps its hidden layer
   enum class mlp_form { composed, recompute, keep };
-  auto block = [&](vp::precision p, vp::matrix<float>& dx, mlp_form form = mlp_form::composed) {
+  // the attention branch composed of layer_norm_linear and attention_linear, or as one node
+  // (layer_norm_attention, vit_block's form) that keeps qkv in bf16
+  auto block = [&](vp::precision p, vp::matrix<float>& dx, mlp_form form = mlp_form::composed,
+                   bool attention_node = false) {
     vp::precision_scope scope(p);
     vp::tape<float> t;
     x.zero_grad();
     auto in = t.leaf(x);
-    auto qkv = vp::layer_norm_linear(in, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(wqkv), t.leaf(bqkv));
-    auto h = vp::attention_linear(qkv, batch, heads, t.leaf(wp), t.leaf(bp), t.leaf(ls), in);
+    auto h = attention_node
+                 ? vp::layer_norm_attention(in, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(wqkv), t.leaf(bqkv), batch,
+                                            heads, t.leaf(wp), t.leaf(bp), t.leaf(ls), in)
+                 : vp::attention_linear(vp::layer_norm_linear(in, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(wqkv),
+                                                              t.leaf(bqkv)),
+                                        batch, heads, t.leaf(wp), t.leaf(bp), t.leaf(ls), in);
     auto y = form != mlp_form::composed
                  ? vp::layer_norm_mlp(h, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(w1), t.leaf(b1), vp::activation::gelu,
                                       t.leaf(w2), t.leaf(b2), t.leaf(ls), h,
@@ -201,6 +208,18 @@ TEST_CASE("bf16 through the fused block ops: values and input gradients near flo
   CHECK(relf(dk16, dk32) < 2e-2);
   CHECK(relf(dk16, dx16) > 0);  // the derivative read the bf16 hidden layer
   CHECK(dk16.allFinite());
+  // the attention branch as one node: the same products on the same bf16 operands (qkv is rounded
+  // to bf16 once and kept), so the composition's values and gradients; float32 the same function
+  vp::matrix<float> da16, da32;
+  const auto products_att = vp::detail::bf16_products().load();
+  const vp::matrix<float> a16 = block(vp::precision::bf16, da16, mlp_form::keep, true);
+  CHECK(vp::detail::bf16_products().load() - products_att == 15);
+  CHECK((a16 - k16).norm() <= 1e-6f * k16.norm());
+  CHECK((da16 - dk16).norm() <= 1e-5f * dk16.norm());
+  const vp::matrix<float> a32 = block(vp::precision::fp32, da32, mlp_form::keep, true);
+  CHECK((a32 - y32).norm() <= 1e-5f * y32.norm());
+  CHECK((da32 - dx32).norm() <= 1e-5f * dx32.norm());
+  CHECK(da16.allFinite());
 }
 
 namespace {

@@ -109,11 +109,12 @@ class arena {
 
 /// Recycled 64-byte aligned blocks of T. A request is rounded up to its size
 /// class (four classes per power of two, so at most 25 % more than asked for)
-/// and served only by a free block of that class. A step that makes the same
-/// requests in the same order as the step before it therefore allocates
-/// nothing: at every point it holds no more blocks of a class than the earlier
-/// step did. Requests of nearly the same size (the rows of a prompted and an
-/// unprompted sequence, say) share blocks. Blocks are kept until the pool dies.
+/// and served by the smallest free block of that class up to twice its size, so
+/// requests of nearly the same size (the rows of a prompted and an unprompted
+/// sequence, say) and of neighbouring classes share blocks; only when none is
+/// free is a block of the class allocated. Blocks are kept until the pool dies,
+/// so a step that makes the same requests as the steps before it finds them
+/// served (after the first step or two) and allocates nothing.
 template <class T>
 class block_pool {
  public:
@@ -125,26 +126,33 @@ class block_pool {
   /// Takes over the other pool's blocks, freeing this one's.
   block_pool& operator=(block_pool&&) noexcept = default;
 
-  /// A block of `count` (>= 1) uninitialised values: a free one of that size, else a new one.
+  /// A block of at least `count` (>= 1) uninitialised values: the smallest free one of its size class
+  /// up to twice that, else a new one of the class.
   T* acquire(std::size_t count) {
     count = size_class(count);
-    T* p = take_free(count);
-    if (p == nullptr) {
+    block b = take_free(count);
+    if (b.data == nullptr) {
       all_.push_back({std::unique_ptr<T[], deleter>(static_cast<T*>(::operator new[](
                           std::max<std::size_t>(count, 1) * sizeof(T), std::align_val_t{alignment}))),
                       count});
       free_.reserve(all_.size());
-      p = all_.back().data.get();
+      b = {all_.back().data.get(), count};
     }
-    in_use_ += count * sizeof(T);
+    in_use_ += b.count * sizeof(T);
     peak_ = std::max(peak_, in_use_);
-    return p;
+    return b.data;
   }
   /// Returns a block from acquire(count).
   void release(T* p, std::size_t count) noexcept {
-    count = size_class(count);
-    free_.push_back({p, count});  // never reallocates: capacity >= number of blocks
-    in_use_ -= count * sizeof(T);
+    (void)count;
+    std::size_t real = 0;
+    for (std::size_t i = all_.size(); i-- > 0;)
+      if (all_[i].data.get() == p) {
+        real = all_[i].count;
+        break;
+      }
+    free_.push_back({p, real});  // never reallocates: capacity >= number of blocks
+    in_use_ -= real * sizeof(T);
   }
   /// Marks every block free (after a step, whatever was not released).
   void release_all() noexcept {
@@ -186,16 +194,21 @@ class block_pool {
     T* data = nullptr;
     std::size_t count = 0;
   };
-  /// A free block of exactly `count` values, taken off the free list; null when there is none.
-  T* take_free(std::size_t count) noexcept {
+  /// The smallest free block of `count` to 2 * count values, taken off the free list; null data when
+  /// there is none.
+  block take_free(std::size_t count) noexcept {
+    std::size_t best = free_.size();
     for (std::size_t i = free_.size(); i-- > 0;)
-      if (free_[i].count == count) {
-        T* p = free_[i].data;
-        free_[i] = free_.back();
-        free_.pop_back();
-        return p;
+      if (free_[i].count >= count && free_[i].count <= 2 * count &&
+          (best == free_.size() || free_[i].count < free_[best].count)) {
+        best = i;
+        if (free_[i].count == count) break;
       }
-    return nullptr;
+    if (best == free_.size()) return {};
+    const block b = free_[best];
+    free_[best] = free_.back();
+    free_.pop_back();
+    return b;
   }
 
   std::vector<owned> all_;

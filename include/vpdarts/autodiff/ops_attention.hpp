@@ -131,16 +131,14 @@ inline void to_bf16_heads(const float* in, std::uint16_t* out, index batch, inde
 }
 
 /// The bf16 forward: attention_forward with Q K^T and P V as batched oneDNN products over
-/// (image, head). With `keep` the probabilities of every (image, head) go to probs; otherwise
-/// the images go in groups of about 4M scores through borrowed memory.
-inline void attention_forward_bf16(tape<float>& t, const float* in, float* o, float* probs, bool keep, index batch,
-                                   index heads, index seq, index d) {
+/// (image, head), from q16, qkv in bf16 heads (to_bf16_heads). With `keep` the probabilities of
+/// every (image, head) go to probs; otherwise the images go in groups of about 4M scores through
+/// borrowed memory.
+inline void attention_forward_bf16_heads(tape<float>& t, const std::uint16_t* q16, float* o, float* probs, bool keep,
+                                         index batch, index heads, index seq, index d) {
   using dims4 = bf16_matmuls::dims4;
   const index dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-  typename tape<float>::borrowed heads16(t, 1, (3 * part + 1) / 2);
-  auto* q16 = reinterpret_cast<std::uint16_t*>(heads16.data());
-  to_bf16_heads(in, q16, batch, seq, 3, heads, dh, 3 * d);
   const index group = keep ? batch : std::clamp<index>((index{1} << 22) / (heads * tt), 1, batch);
   typename tape<float>::borrowed scores(t, 1, keep ? 1 : group * heads * tt), p16(t, 1, (group * heads * tt + 1) / 2);
   auto* pb = reinterpret_cast<std::uint16_t*>(p16.data());
@@ -159,19 +157,28 @@ inline void attention_forward_bf16(tape<float>& t, const float* in, float* o, fl
   }
 }
 
-/// The bf16 backward of attention_forward_bf16: adds into gin. With probs null the probabilities
-/// are computed again (the same bf16 products as the forward's, so the same values).
-inline void attention_backward_bf16(tape<float>& t, const float* in, float* gin, const float* gout, const float* probs,
-                                    index batch, index heads, index seq, index d) {
+/// attention_forward_bf16_heads for qkv in its row layout ((batch*seq) x 3d, float): rounds it to
+/// bf16 heads first (to_bf16_heads).
+inline void attention_forward_bf16(tape<float>& t, const float* in, float* o, float* probs, bool keep, index batch,
+                                   index heads, index seq, index d) {
+  typename tape<float>::borrowed heads16(t, 1, (3 * batch * seq * d + 1) / 2);
+  auto* q16 = reinterpret_cast<std::uint16_t*>(heads16.data());
+  to_bf16_heads(in, q16, batch, seq, 3, heads, d / heads, 3 * d);
+  attention_forward_bf16_heads(t, q16, o, probs, keep, batch, heads, seq, d);
+}
+
+/// The bf16 backward of attention_forward_bf16_heads, from q, qkv in bf16 heads (to_bf16_heads): adds
+/// into gin ((batch*seq) x 3d, row layout), or with `accumulate` false overwrites it. With probs null
+/// the probabilities are computed again (the same bf16 products as the forward's, so the same values).
+inline void attention_backward_bf16_heads(tape<float>& t, const std::uint16_t* q, float* gin, bool accumulate,
+                                          const float* gout, const float* probs, index batch, index heads, index seq,
+                                          index d) {
   using dims4 = bf16_matmuls::dims4;
   const index c3 = 3 * d, dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d, n = batch * heads * tt;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-  typename tape<float>::borrowed heads16(t, 1, (3 * part + 1) / 2), go16(t, 1, (part + 1) / 2), a16(t, 1, (n + 1) / 2),
-      ds(t, 1, n), dqkv(t, 1, 3 * part);
-  auto* q = reinterpret_cast<std::uint16_t*>(heads16.data());
+  typename tape<float>::borrowed go16(t, 1, (part + 1) / 2), a16(t, 1, (n + 1) / 2), ds(t, 1, n), dqkv(t, 1, 3 * part);
   auto* dout = reinterpret_cast<std::uint16_t*>(go16.data());
   auto* a = reinterpret_cast<std::uint16_t*>(a16.data());
-  to_bf16_heads(in, q, batch, seq, 3, heads, dh, c3);
   to_bf16_heads(gout, dout, batch, seq, 1, heads, dh, d);
   const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
       ps{heads * tt, tt, seq, 1}, pts{heads * tt, tt, 1, seq};
@@ -201,9 +208,22 @@ inline void attention_backward_bf16(tape<float>& t, const float* in, float* gin,
       for (index h = 0; h < heads; ++h) {
         float* dst = gin + r * c3 + (p * heads + h) * dh;
         const float* src = dh3 + p * part + ((b * heads + h) * seq + tk) * dh;
-        for (index c = 0; c < dh; ++c) dst[c] += src[c];
+        if (accumulate)
+          for (index c = 0; c < dh; ++c) dst[c] += src[c];
+        else
+          std::copy(src, src + dh, dst);
       }
   });
+}
+
+/// The bf16 backward of attention_forward_bf16: adds into gin. With probs null the probabilities
+/// are computed again (the same bf16 products as the forward's, so the same values).
+inline void attention_backward_bf16(tape<float>& t, const float* in, float* gin, const float* gout, const float* probs,
+                                    index batch, index heads, index seq, index d) {
+  typename tape<float>::borrowed heads16(t, 1, (3 * batch * seq * d + 1) / 2);
+  auto* q = reinterpret_cast<std::uint16_t*>(heads16.data());
+  to_bf16_heads(in, q, batch, seq, 3, heads, d / heads, 3 * d);
+  attention_backward_bf16_heads(t, q, gin, true, gout, probs, batch, heads, seq, d);
 }
 #endif
 

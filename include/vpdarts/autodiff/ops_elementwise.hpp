@@ -192,18 +192,22 @@ void gelu_forward(const S* x0, S* y0, index n) {
   });
 }
 
-/// dx += g * GELU'(x) for n values (dx = with `accumulate` false).
+/// dx += g * GELU'(x) for m values, on the calling thread (dx = with `accumulate` false; d may be g).
 template <Scalar S>
-void gelu_backward(const S* x0, const S* g0, S* d0, index n, bool accumulate = true) {
+void gelu_backward_serial(const S* x0, const S* g0, S* d0, index m, bool accumulate) {
   constexpr S r2 = S(1) / std::numbers::sqrt2_v<S>;
   constexpr S inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<S> * r2;
-  parallel_chunks(n, values_per_job, [&](index at, index m) {
-    Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m), g(g0 + at, m);
-    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> d(d0 + at, m);
-    const auto v = g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
-    if (accumulate) d += v;
-    else d = v;
-  });
+  Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0, m), g(g0, m);
+  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> d(d0, m);
+  const auto v = g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
+  if (accumulate) d += v;
+  else d = v;
+}
+
+/// dx += g * GELU'(x) for n values (dx = with `accumulate` false; d may be g).
+template <Scalar S>
+void gelu_backward(const S* x0, const S* g0, S* d0, index n, bool accumulate = true) {
+  parallel_chunks(n, values_per_job, [&](index at, index m) { gelu_backward_serial(x0 + at, g0 + at, d0 + at, m, accumulate); });
 }
 
 /// y = QuickGELU(x) = x sigmoid(1.702 x) for n values.
@@ -215,16 +219,22 @@ void quick_gelu_forward(const S* x0, S* y0, index n) {
   });
 }
 
-/// dx += g * QuickGELU'(x) for n values: s + 1.702 x s (1 - s), s = sigmoid(1.702 x) (dx = with `accumulate` false).
+/// dx += g * QuickGELU'(x) for m values, on the calling thread: s + 1.702 x s (1 - s), s = sigmoid(1.702 x)
+/// (dx = with `accumulate` false; d may be g).
+template <Scalar S>
+void quick_gelu_backward_serial(const S* x0, const S* g0, S* d0, index m, bool accumulate) {
+  Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0, m), g(g0, m);
+  const Eigen::Array<S, Eigen::Dynamic, 1> sg = S(1) / (S(1) + (S(-1.702) * x).exp());
+  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> d(d0, m);
+  if (accumulate) d += g * (sg + S(1.702) * x * sg * (S(1) - sg));
+  else d = g * (sg + S(1.702) * x * sg * (S(1) - sg));
+}
+
+/// dx += g * QuickGELU'(x) for n values (dx = with `accumulate` false; d may be g).
 template <Scalar S>
 void quick_gelu_backward(const S* x0, const S* g0, S* d0, index n, bool accumulate = true) {
-  parallel_chunks(n, values_per_job, [&](index at, index m) {
-    Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m), g(g0 + at, m);
-    const Eigen::Array<S, Eigen::Dynamic, 1> sg = S(1) / (S(1) + (S(-1.702) * x).exp());
-    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> d(d0 + at, m);
-    if (accumulate) d += g * (sg + S(1.702) * x * sg * (S(1) - sg));
-    else d = g * (sg + S(1.702) * x * sg * (S(1) - sg));
-  });
+  parallel_chunks(n, values_per_job,
+                  [&](index at, index m) { quick_gelu_backward_serial(x0 + at, g0 + at, d0 + at, m, accumulate); });
 }
 
 }  // namespace detail

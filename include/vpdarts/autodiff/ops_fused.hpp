@@ -88,6 +88,21 @@ var<S> maybe_scale(const var<S>& y, const var<S>& scale) {
   return scale.valid() ? mul(y, scale) : y;
 }
 
+/// g *= act'(x) for n values, in place; x given as S, or as bf16 in x16 (x null).
+template <Scalar S>
+void activation_backward_in_place(activation act, const S* x, const std::uint16_t* x16, S* g, index n) {
+  const auto derivative = [act](const S* xs, S* gs, index m) {
+    if (act == activation::gelu) gelu_backward_serial(xs, gs, gs, m, false);
+    else quick_gelu_backward_serial(xs, gs, gs, m, false);
+  };
+  parallel_chunks(n, values_per_job, [&](index at, index m) {
+    if (x != nullptr) return derivative(x + at, g + at, m);
+    S widened[values_per_job];  // the bf16 values of this chunk, as S
+    for (index i = 0; i < m; ++i) widened[i] = static_cast<S>(from_bf16(x16[at + i]));
+    derivative(widened, g + at, m);
+  });
+}
+
 }  // namespace detail
 
 /// linear(layer_norm(x, gamma, beta, eps), w, b): x is R x D, gamma and beta
@@ -223,17 +238,11 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
     if (!tp.at(ix).requires_grad) return;
     typename tape<S>::borrowed dh(tp, r, m);
     {
-      typename tape<S>::borrowed h(tp, kept ? 1 : r, kept ? 1 : m), dg(tp, r, m),
-          ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
-      const S* pre = kept ? kept : h.data();
-      if (kept16 != nullptr) {
-        if constexpr (std::is_same_v<S, float>) detail::from_bf16(kept16, h.data(), static_cast<std::size_t>(r * m));
-      } else if (kept == nullptr) {
-        hidden(tp, ix, ig, ib, iw1, ib1, eps, nullptr, h.map());  // the statistics are kept; recomputed, they are equal
-      }
-      detail::times_weight(tp, iw2, detail::unscaled_adjoint(tp, io, is, ds), dg.map(), false);
-      if (act == activation::gelu) detail::gelu_backward(pre, dg.data(), dh.data(), r * m, false);
-      else detail::quick_gelu_backward(pre, dg.data(), dh.data(), r * m, false);
+      const bool again = kept == nullptr && kept16 == nullptr;
+      typename tape<S>::borrowed h(tp, again ? r : 1, again ? m : 1), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
+      if (again) hidden(tp, ix, ig, ib, iw1, ib1, eps, nullptr, h.map());  // the statistics are kept; recomputed, they are equal
+      detail::times_weight(tp, iw2, detail::unscaled_adjoint(tp, io, is, ds), dh.map(), false);
+      detail::activation_backward_in_place(act, again ? h.data() : kept, kept16, dh.data(), r * m);
     }
     typename tape<S>::borrowed dn(tp, r, d);
     detail::times_weight(tp, iw1, dh.map(), dn.map(), false);
@@ -304,6 +313,95 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
     typename tape<S>::borrowed work(tp, detail::max_threads(), 2 * tt);
     detail::attention_backward(tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), static_cast<const S*>(nullptr), work.data(), batch,
                                heads, seq, d);
+  });
+  return out;
+}
+
+/// residual + linear(attention(layer_norm_linear(x, gamma, beta, eps, wqkv, bqkv), batch, heads), w, b)
+/// * scale: a transformer block's whole attention branch and skip connection as one node. x is
+/// (B*T) x D, gamma and beta 1 x D, wqkv 3E x D, bqkv 1 x 3E (or empty), w out x E, b 1 x out (or
+/// empty), scale 1 x out (or empty), residual (B*T) x out (or empty). With every weight constant the
+/// branch keeps, for backward, only each row's LayerNorm statistics and qkv; qkv in bf16 (half the
+/// memory, and laid out for the attention products) when those products run in bf16 (precision::bf16
+/// on a float model). Backward computes the attention probabilities again, as attention_linear does.
+/// Otherwise it is attention_linear(layer_norm_linear(...)). @throws shape_error as those do.
+template <Scalar S>
+var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& beta, S eps, const var<S>& wqkv,
+                            const var<S>& bqkv, index batch, index heads, const var<S>& w, const var<S>& b,
+                            const var<S>& scale = {}, const var<S>& residual = {}) {
+  tape<S>& t = detail::same_tape("layer_norm_attention", x, wqkv);
+  detail::same_tape("layer_norm_attention", x, w);
+  detail::check_layer_norm("layer_norm_attention", x, gamma, beta);
+  detail::check_linear("layer_norm_attention", x.rows(), x.cols(), wqkv, bqkv);
+  const index rows = x.rows(), width = x.cols(), c3 = wqkv.rows();
+  detail::check_attention("layer_norm_attention", rows, c3, batch, heads);
+  const index d = c3 / 3, seq = rows / batch;
+  detail::check_linear("layer_norm_attention", rows, d, w, b);
+  detail::check_scale("layer_norm_attention", scale, w.rows());
+  detail::check_residual("layer_norm_attention", residual, rows, w.rows());
+  if (residual.valid()) detail::same_tape("layer_norm_attention", x, residual);
+  if (!detail::all_constant<S>({&gamma, &beta, &wqkv, &bqkv, &w, &b, &scale}))
+    return attention_linear(layer_norm_linear(x, gamma, beta, eps, wqkv, bqkv), batch, heads, w, b, scale, residual);
+  var<S> out = t.make(rows, w.rows(), x.requires_grad() || (residual.valid() && residual.requires_grad()));
+  const bool keep = x.requires_grad(), bf16 = detail::bf16_attention<S>();
+  S* stats = keep ? t.template scratch<S>(static_cast<std::size_t>(2 * rows)) : nullptr;
+  S* kept = keep && !bf16 ? t.template scratch<S>(static_cast<std::size_t>(rows * c3)) : nullptr;
+  std::uint16_t* kept16 = keep && bf16 ? t.template scratch<std::uint16_t>(static_cast<std::size_t>(rows * c3)) : nullptr;
+  {
+    typename tape<S>::borrowed q(t, kept ? 1 : rows, kept ? 1 : c3);
+    S* qkv = kept ? kept : q.data();
+    {
+      typename tape<S>::borrowed n(t, rows, width);
+      detail::layer_norm_rows(x.value().data(), n.data(), gamma.value().data(), beta.value().data(), rows, width, eps,
+                              stats);
+      detail::linear_rows(t, matrix_map<S>(qkv, rows, c3), n.map(), wqkv.id(), detail::id_or_none(bqkv));
+    }
+    typename tape<S>::borrowed o(t, rows, d);
+    if (bf16) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+      if constexpr (std::is_same_v<S, float>) {
+        typename tape<S>::borrowed heads16(t, 1, kept16 ? 1 : (rows * c3 + 1) / 2);
+        std::uint16_t* q16 = kept16 ? kept16 : reinterpret_cast<std::uint16_t*>(heads16.data());
+        detail::to_bf16_heads(qkv, q16, batch, seq, 3, heads, d / heads, c3);
+        detail::attention_forward_bf16_heads(t, q16, o.data(), nullptr, false, batch, heads, seq, d);
+      }
+#endif
+    } else {
+      typename tape<S>::borrowed per_thread(t, detail::max_threads(), seq * seq);
+      detail::attention_forward(qkv, o.data(), per_thread.data(), false, batch, heads, seq, d);
+    }
+    detail::linear_rows(out.value(), o.map(), w, b, scale, residual);
+  }
+  const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
+  t.on_backward(out, [ix = x.id(), ig = gamma.id(), iqkv = wqkv.id(), iw = w.id(), io = out.id(), is, ir, stats,
+                      saved = kept16 ? static_cast<void*>(kept16) : static_cast<void*>(kept), bf16, batch, heads, seq,
+                      d](tape<S>& tp) {
+    detail::residual_backward(tp, io, ir);
+    if (!tp.at(ix).requires_grad) return;
+    const index rows = batch * seq, width = tp.at(ix).cols, c3 = 3 * d;
+    typename tape<S>::borrowed dq(tp, rows, c3);
+    {
+      typename tape<S>::borrowed d_o(tp, rows, d), ds(tp, is == std::uint32_t(-1) ? 1 : rows, tp.at(io).cols);
+      detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), d_o.map(), false);
+      if (bf16) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+        if constexpr (std::is_same_v<S, float>)
+          detail::attention_backward_bf16_heads(tp, static_cast<const std::uint16_t*>(saved), dq.data(), false,
+                                                d_o.data(), nullptr, batch, heads, seq, d);
+#endif
+      } else {
+        S* g = dq.data();
+        detail::parallel_chunks(rows * c3, detail::values_per_job,
+                                [&](index at, index m) { std::fill(g + at, g + at + m, S(0)); });
+        typename tape<S>::borrowed work(tp, detail::max_threads(), 2 * seq * seq);
+        detail::attention_backward(static_cast<const S*>(saved), g, d_o.data(), static_cast<const S*>(nullptr),
+                                   work.data(), batch, heads, seq, d);
+      }
+    }
+    typename tape<S>::borrowed dn(tp, rows, width);
+    detail::times_weight(tp, iqkv, dq.map(), dn.map(), false);
+    detail::layer_norm_backward_rows(tp.value(ix).data(), tp.value(ig).data(), stats, dn.data(), tp.adjoint(ix).data(),
+                                     rows, width);
   });
   return out;
 }

@@ -87,15 +87,16 @@ struct vit_block {
   bool has_layer_scale() const noexcept { return ls1.size() > 0; }
 
   /// x is (B*T') x D for `batch` sequences of any length T' (prompts may have been inserted).
-  /// Runs LayerNorm + qkv, attention + projection (+ LayerScale) and the MLP (LayerNorm, fc1,
-  /// activation, fc2, LayerScale), each with its skip connection, as fused ops: a frozen block keeps
-  /// its input, qkv, the attention branch's sum, the MLP's hidden layer (unless block_mlp_memory() is
-  /// recompute) and its output.
+  /// Runs the attention branch (LayerNorm, qkv, attention, projection, LayerScale) and the MLP branch
+  /// (LayerNorm, fc1, activation, fc2, LayerScale), each with its skip connection, as one fused op
+  /// each (layer_norm_attention, layer_norm_mlp): a frozen block keeps its input, qkv (in bf16 under
+  /// precision::bf16), the attention branch's sum, the MLP's hidden layer (unless block_mlp_memory()
+  /// is recompute) and its output.
   var<S> forward(tape<S>& t, const var<S>& x, index batch) {
     const var<S> g1 = has_layer_scale() ? t.leaf(ls1) : var<S>(), g2 = has_layer_scale() ? t.leaf(ls2) : var<S>();
-    const var<S> qkv = layer_norm_linear(x, t.leaf(norm1.weight), t.leaf(norm1.bias), S(norm1.eps),
-                                         t.leaf(attn.qkv.weight), attn.qkv.bias_leaf(t));
-    const var<S> h = attention_linear(qkv, batch, attn.heads, t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1, x);
+    const var<S> h = layer_norm_attention(x, t.leaf(norm1.weight), t.leaf(norm1.bias), S(norm1.eps),
+                                          t.leaf(attn.qkv.weight), attn.qkv.bias_leaf(t), batch, attn.heads,
+                                          t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1, x);
     return layer_norm_mlp(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps), t.leaf(mlp.fc1.weight),
                           t.leaf(mlp.fc1.bias), act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h,
                           block_mlp_memory());

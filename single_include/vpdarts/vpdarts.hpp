@@ -1552,14 +1552,18 @@ namespace detail {
 /// Values per OpenMP job of the element-wise kernels.
 inline constexpr index values_per_job = index{1} << 14;
 
+/// y = GELU(x) for m values (exact erf form), on the calling thread.
+template <Scalar S>
+void gelu_forward_serial(const S* x0, S* y0, index m) {
+  constexpr S inv_sqrt2 = S(1) / std::numbers::sqrt2_v<S>;
+  Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0, m);
+  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0, m) = S(0.5) * x * (S(1) + (x * inv_sqrt2).erf());
+}
+
 /// y = GELU(x) for n values (exact erf form).
 template <Scalar S>
 void gelu_forward(const S* x0, S* y0, index n) {
-  constexpr S inv_sqrt2 = S(1) / std::numbers::sqrt2_v<S>;
-  parallel_chunks(n, values_per_job, [&](index at, index m) {
-    Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m);
-    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0 + at, m) = S(0.5) * x * (S(1) + (x * inv_sqrt2).erf());
-  });
+  parallel_chunks(n, values_per_job, [&](index at, index m) { gelu_forward_serial(x0 + at, y0 + at, m); });
 }
 
 /// dx += g * GELU'(x) for m values, on the calling thread (dx = with `accumulate` false; d may be g).
@@ -1580,13 +1584,17 @@ void gelu_backward(const S* x0, const S* g0, S* d0, index n, bool accumulate = t
   parallel_chunks(n, values_per_job, [&](index at, index m) { gelu_backward_serial(x0 + at, g0 + at, d0 + at, m, accumulate); });
 }
 
+/// y = QuickGELU(x) = x sigmoid(1.702 x) for m values, on the calling thread.
+template <Scalar S>
+void quick_gelu_forward_serial(const S* x0, S* y0, index m) {
+  Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0, m);
+  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0, m) = x / (S(1) + (S(-1.702) * x).exp());
+}
+
 /// y = QuickGELU(x) = x sigmoid(1.702 x) for n values.
 template <Scalar S>
 void quick_gelu_forward(const S* x0, S* y0, index n) {
-  parallel_chunks(n, values_per_job, [&](index at, index m) {
-    Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m);
-    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0 + at, m) = x / (S(1) + (S(-1.702) * x).exp());
-  });
+  parallel_chunks(n, values_per_job, [&](index at, index m) { quick_gelu_forward_serial(x0 + at, y0 + at, m); });
 }
 
 /// dx += g * QuickGELU'(x) for m values, on the calling thread: s + 1.702 x s (1 - s), s = sigmoid(1.702 x)
@@ -2545,16 +2553,21 @@ bool bf16_weight(const tape<S>& t, std::uint32_t iw) {
   return false;
 }
 
+/// A bf16 buffer of `count` values borrowed from t's working buffers (in float storage, as
+/// bf16_weight_product's own): where a producer writes a product's operand in bf16 directly.
+template <Scalar S>
+struct borrowed_bf16 {
+  borrowed_bf16(tape<S>& t, index count) : held(t, 1, (count + 1) / 2) {}
+  std::uint16_t* data() { return reinterpret_cast<std::uint16_t*>(held.data()); }
+  typename tape<S>::borrowed held;
+};
+
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-/// c (rows x n) (+)= a (rows x k, float) * op(W) in bf16, W the frozen weight of node iw (out x in):
-/// op(W) = W^T (n = out, k = in) when `transposed`, else W (n = in, k = out).
-inline void bf16_weight_product(tape<float>& t, std::uint32_t iw, const float* a, index rows, float* c,
-                                bool transposed, bool accumulate) {
+/// c (rows x n) (+)= a16 * op(W), as bf16_weight_product, for an operand already in bf16.
+inline void bf16_weight_product_from(tape<float>& t, std::uint32_t iw, const std::uint16_t* a16, index rows, float* c,
+                                     bool transposed, bool accumulate) {
   const parameter<float>& p = *t.at(iw).source;
   const index n = transposed ? p.rows() : p.cols(), k = transposed ? p.cols() : p.rows();
-  typename tape<float>::borrowed ab(t, 1, (rows * k + 1) / 2);  // bf16 pairs in float storage
-  auto* a16 = reinterpret_cast<std::uint16_t*>(ab.data());
-  to_bf16(a, a16, static_cast<std::size_t>(rows * k));
   bf16_matmuls& mm = bf16_matmuls::here();
   if (transposed && !accumulate) {
     // the forward product reads the weight in oneDNN's own layout, packed once per parameter version
@@ -2565,6 +2578,17 @@ inline void bf16_weight_product(tape<float>& t, std::uint32_t iw, const float* a
     return;
   }
   mm.run(rows, n, k, a16, p.bf16_value(), transposed, c, accumulate);
+}
+
+/// c (rows x n) (+)= a (rows x k, float) * op(W) in bf16, W the frozen weight of node iw (out x in):
+/// op(W) = W^T (n = out, k = in) when `transposed`, else W (n = in, k = out).
+inline void bf16_weight_product(tape<float>& t, std::uint32_t iw, const float* a, index rows, float* c,
+                                bool transposed, bool accumulate) {
+  const parameter<float>& p = *t.at(iw).source;
+  const index k = transposed ? p.cols() : p.rows();
+  borrowed_bf16<float> a16(t, rows * k);
+  to_bf16(a, a16.data(), static_cast<std::size_t>(rows * k));
+  bf16_weight_product_from(t, iw, a16.data(), rows, c, transposed, accumulate);
 }
 #endif
 
@@ -2604,6 +2628,15 @@ void linear_rows(tape<S>& t, matrix_map<S> out, const matrix_map<S>& x, std::uin
   linear_epilogue(out, ib != std::uint32_t(-1) ? t.value(ib).data() : static_cast<const S*>(nullptr), scale, residual);
 }
 
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+/// linear_rows for an operand x16 already in bf16 (out.rows() x W.cols()), where bf16_weight(t, iw).
+inline void linear_rows_from16(tape<float>& t, matrix_map<float> out, const std::uint16_t* x16, std::uint32_t iw,
+                               std::uint32_t ib, const float* scale = nullptr, const float* residual = nullptr) {
+  bf16_weight_product_from(t, iw, x16, out.rows(), out.data(), true, false);
+  linear_epilogue(out, ib != std::uint32_t(-1) ? t.value(ib).data() : static_cast<const float*>(nullptr), scale, residual);
+}
+#endif
+
 /// out = x W^T (+ b when b is not empty), for x a rows x W.cols() row-major map; then * scale and
 /// + residual when those are not empty (a LayerScale vector and a skip connection).
 template <Scalar S>
@@ -2628,6 +2661,14 @@ void times_weight(tape<S>& t, std::uint32_t iw, const matrix_map<S>& g, matrix_m
     out.noalias() = g * t.value(iw);
   }
 }
+
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+/// times_weight for g16 already in bf16 (rows x W.rows()), where bf16_weight(t, iw).
+inline void times_weight_from16(tape<float>& t, std::uint32_t iw, const std::uint16_t* g16, matrix_map<float> out,
+                                bool accumulate) {
+  bf16_weight_product_from(t, iw, g16, out.rows(), out.data(), false, accumulate);
+}
+#endif
 
 }  // namespace detail
 
@@ -2736,6 +2777,27 @@ void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d,
       const S mu = xi.mean();
       const S rstd = S(1) / std::sqrt((xi - mu).square().mean() + eps);
       Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>>(y + i * d, d) = (xi - mu) * rstd * gv + bv;
+      if (stats) {
+        stats[2 * i] = mu;
+        stats[2 * i + 1] = rstd;
+      }
+    }
+  });
+}
+
+/// layer_norm_rows with each output value rounded to bf16 as it is written (the operand of a bf16
+/// product, which would round it anyway): one pass instead of a float row and a conversion.
+template <Scalar S>
+void layer_norm_rows_bf16(const S* x, std::uint16_t* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
+  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
+  parallel_chunks(r, rows_per_job, [&](index first, index count) {
+    for (index i = first; i < first + count; ++i) {
+      const S* xi = x + i * d;
+      const row xr(xi, d);
+      const S mu = xr.mean();
+      const S rstd = S(1) / std::sqrt((xr - mu).square().mean() + eps);
+      std::uint16_t* yi = y + i * d;
+      for (index j = 0; j < d; ++j) yi[j] = to_bf16(static_cast<float>((xi[j] - mu) * rstd * g[j] + b[j]));
       if (stats) {
         stats[2 * i] = mu;
         stats[2 * i + 1] = rstd;
@@ -2925,19 +2987,59 @@ var<S> maybe_scale(const var<S>& y, const var<S>& scale) {
   return scale.valid() ? mul(y, scale) : y;
 }
 
-/// g *= act'(x) for n values, in place; x given as S, or as bf16 in x16 (x null).
+/// g *= act'(x) for n values, in place; x given as S, or as bf16 in x16 (x null). With g16 set, the
+/// result is also written rounded to bf16 there (the operand of the next bf16 product).
 template <Scalar S>
-void activation_backward_in_place(activation act, const S* x, const std::uint16_t* x16, S* g, index n) {
+void activation_backward_in_place(activation act, const S* x, const std::uint16_t* x16, S* g, index n,
+                                  std::uint16_t* g16 = nullptr) {
   const auto derivative = [act](const S* xs, S* gs, index m) {
     if (act == activation::gelu) gelu_backward_serial(xs, gs, gs, m, false);
     else quick_gelu_backward_serial(xs, gs, gs, m, false);
   };
   parallel_chunks(n, values_per_job, [&](index at, index m) {
-    if (x != nullptr) return derivative(x + at, g + at, m);
-    S widened[values_per_job];  // the bf16 values of this chunk, as S
-    for (index i = 0; i < m; ++i) widened[i] = static_cast<S>(from_bf16(x16[at + i]));
-    derivative(widened, g + at, m);
+    if (x != nullptr) {
+      derivative(x + at, g + at, m);
+    } else {
+      S widened[values_per_job];  // the bf16 values of this chunk, as S
+      for (index i = 0; i < m; ++i) widened[i] = static_cast<S>(from_bf16(x16[at + i]));
+      derivative(widened, g + at, m);
+    }
+    if (g16 != nullptr)
+      for (index i = 0; i < m; ++i) g16[at + i] = to_bf16(static_cast<float>(g[at + i]));
   });
+}
+
+/// y16 = bf16(act(x)) and x16 = bf16(x) for n values, in one pass (chunks of the activation on the stack).
+template <Scalar S>
+void activation_forward_bf16(activation act, const S* x, std::uint16_t* x16, std::uint16_t* y16, index n) {
+  parallel_chunks(n, values_per_job, [&](index at, index m) {
+    S y[values_per_job];
+    if (act == activation::gelu) gelu_forward_serial(x + at, y, m);
+    else quick_gelu_forward_serial(x + at, y, m);
+    for (index i = 0; i < m; ++i) {
+      x16[at + i] = to_bf16(static_cast<float>(x[at + i]));
+      y16[at + i] = to_bf16(static_cast<float>(y[i]));
+    }
+  });
+}
+
+/// out = layer_norm(x) W^T (+ b): x r x d, W node iw, b node ib (or -1), each row's mean and 1/std
+/// into stats (or not: null). For a bf16 product the LayerNorm is written in bf16 directly.
+template <Scalar S>
+void layer_norm_linear_rows(tape<S>& t, const S* x, const S* gamma, const S* beta, index r, index d, S eps, S* stats,
+                            std::uint32_t iw, std::uint32_t ib, matrix_map<S> out) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+  if constexpr (std::is_same_v<S, float>)
+    if (bf16_weight(t, iw)) {
+      borrowed_bf16<S> n16(t, r * d);
+      layer_norm_rows_bf16(x, n16.data(), gamma, beta, r, d, eps, stats);
+      linear_rows_from16(t, out, n16.data(), iw, ib);
+      return;
+    }
+#endif
+  typename tape<S>::borrowed n(t, r, d);
+  layer_norm_rows(x, n.data(), gamma, beta, r, d, eps, stats);
+  linear_rows(t, out, n.map(), iw, ib);
 }
 
 }  // namespace detail
@@ -2956,11 +3058,8 @@ var<S> layer_norm_linear(const var<S>& x, const var<S>& gamma, const var<S>& bet
   const index r = x.rows(), d = x.cols();
   var<S> out = t.make(r, w.rows(), x.requires_grad());
   S* stats = out.requires_grad() ? t.template scratch<S>(static_cast<std::size_t>(2 * r)) : nullptr;
-  {
-    typename tape<S>::borrowed h(t, r, d);
-    detail::layer_norm_rows(x.value().data(), h.data(), gamma.value().data(), beta.value().data(), r, d, eps, stats);
-    detail::linear_rows(out.value(), h.map(), w, b);
-  }
+  detail::layer_norm_linear_rows(t, x.value().data(), gamma.value().data(), beta.value().data(), r, d, eps, stats, w.id(),
+                                 detail::id_or_none(b), out.value());
   t.on_backward(out, [ix = x.id(), ig = gamma.id(), iw = w.id(), io = out.id(), stats, r, d](tape<S>& tp) {
     typename tape<S>::borrowed dh(tp, r, d);
     detail::times_weight(tp, iw, tp.adjoint(io), dh.map(), false);
@@ -3049,10 +3148,8 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
   // LayerNorm and the first product into h
   const auto hidden = [](tape<S>& tp, std::uint32_t ix, std::uint32_t ig, std::uint32_t ib, std::uint32_t iw1,
                          std::uint32_t ib1, S e, S* st, matrix_map<S> h) {
-    const index rows = h.rows(), width = tp.at(ix).cols;
-    typename tape<S>::borrowed n(tp, rows, width);
-    detail::layer_norm_rows(tp.value(ix).data(), n.data(), tp.value(ig).data(), tp.value(ib).data(), rows, width, e, st);
-    detail::linear_rows(tp, h, n.map(), iw1, ib1);
+    detail::layer_norm_linear_rows(tp, tp.value(ix).data(), tp.value(ig).data(), tp.value(ib).data(), h.rows(),
+                                   tp.at(ix).cols, e, st, iw1, ib1, h);
   };
   const std::uint32_t ib1 = detail::id_or_none(b1), is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
   {
@@ -3060,11 +3157,21 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
     S* pre = kept ? kept : h.data();  // before the activation
     S* post = kept ? a.data() : h.data();  // after it (in place unless the hidden layer is kept as S)
     hidden(t, x.id(), gamma.id(), beta.id(), w1.id(), ib1, eps, stats, matrix_map<S>(pre, r, m));
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
     if constexpr (std::is_same_v<S, float>)
-      if (half) detail::to_bf16(pre, kept16, static_cast<std::size_t>(r * m));
-    if (act == activation::gelu) detail::gelu_forward(pre, post, r * m);
-    else detail::quick_gelu_forward(pre, post, r * m);
-    detail::linear_rows(out.value(), matrix_map<S>(post, r, m), w2, b2, scale, residual);
+      if (half) {  // the kept hidden layer and the second product's operand, both in bf16, in one pass
+        detail::borrowed_bf16<S> post16(t, r * m);
+        detail::activation_forward_bf16(act, pre, kept16, post16.data(), r * m);
+        detail::linear_rows_from16(t, out.value(), post16.data(), w2.id(), detail::id_or_none(b2),
+                                   scale.valid() ? scale.value().data() : nullptr,
+                                   residual.valid() ? residual.value().data() : nullptr);
+      }
+#endif
+    if (!half) {
+      if (act == activation::gelu) detail::gelu_forward(pre, post, r * m);
+      else detail::quick_gelu_forward(pre, post, r * m);
+      detail::linear_rows(out.value(), matrix_map<S>(post, r, m), w2, b2, scale, residual);
+    }
   }
   t.on_backward(out, [ix = x.id(), ig = gamma.id(), ib = beta.id(), iw1 = w1.id(), ib1, iw2 = w2.id(), io = out.id(),
                       is, ir, act, eps, stats, saved = kept16 ? static_cast<void*>(kept16) : static_cast<void*>(kept), half,
@@ -3074,15 +3181,22 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
     detail::residual_backward(tp, io, ir);
     if (!tp.at(ix).requires_grad) return;
     typename tape<S>::borrowed dh(tp, r, m);
+    // the first product's operand written in bf16 by the activation's derivative, when that product is bf16
+    detail::borrowed_bf16<S> dh16(tp, detail::bf16_weight(tp, iw1) ? r * m : 1);
+    std::uint16_t* const g16 = detail::bf16_weight(tp, iw1) ? dh16.data() : nullptr;
     {
       const bool again = kept == nullptr && kept16 == nullptr;
       typename tape<S>::borrowed h(tp, again ? r : 1, again ? m : 1), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
       if (again) hidden(tp, ix, ig, ib, iw1, ib1, eps, nullptr, h.map());  // the statistics are kept; recomputed, they are equal
       detail::times_weight(tp, iw2, detail::unscaled_adjoint(tp, io, is, ds), dh.map(), false);
-      detail::activation_backward_in_place(act, again ? h.data() : kept, kept16, dh.data(), r * m);
+      detail::activation_backward_in_place(act, again ? h.data() : kept, kept16, dh.data(), r * m, g16);
     }
     typename tape<S>::borrowed dn(tp, r, d);
-    detail::times_weight(tp, iw1, dh.map(), dn.map(), false);
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+    if constexpr (std::is_same_v<S, float>)
+      if (g16 != nullptr) detail::times_weight_from16(tp, iw1, g16, dn.map(), false);
+#endif
+    if (g16 == nullptr) detail::times_weight(tp, iw1, dh.map(), dn.map(), false);
     detail::layer_norm_backward_rows(tp.value(ix).data(), tp.value(ig).data(), stats, dn.data(), tp.adjoint(ix).data(), r, d);
   });
   return out;
@@ -3187,12 +3301,8 @@ var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& 
   {
     typename tape<S>::borrowed q(t, kept ? 1 : rows, kept ? 1 : c3);
     S* qkv = kept ? kept : q.data();
-    {
-      typename tape<S>::borrowed n(t, rows, width);
-      detail::layer_norm_rows(x.value().data(), n.data(), gamma.value().data(), beta.value().data(), rows, width, eps,
-                              stats);
-      detail::linear_rows(t, matrix_map<S>(qkv, rows, c3), n.map(), wqkv.id(), detail::id_or_none(bqkv));
-    }
+    detail::layer_norm_linear_rows(t, x.value().data(), gamma.value().data(), beta.value().data(), rows, width, eps,
+                                   stats, wqkv.id(), detail::id_or_none(bqkv), matrix_map<S>(qkv, rows, c3));
     typename tape<S>::borrowed o(t, rows, d);
     if (bf16) {
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL

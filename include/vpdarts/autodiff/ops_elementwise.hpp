@@ -182,14 +182,18 @@ namespace detail {
 /// Values per OpenMP job of the element-wise kernels.
 inline constexpr index values_per_job = index{1} << 14;
 
+/// y = GELU(x) for m values (exact erf form), on the calling thread.
+template <Scalar S>
+void gelu_forward_serial(const S* x0, S* y0, index m) {
+  constexpr S inv_sqrt2 = S(1) / std::numbers::sqrt2_v<S>;
+  Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0, m);
+  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0, m) = S(0.5) * x * (S(1) + (x * inv_sqrt2).erf());
+}
+
 /// y = GELU(x) for n values (exact erf form).
 template <Scalar S>
 void gelu_forward(const S* x0, S* y0, index n) {
-  constexpr S inv_sqrt2 = S(1) / std::numbers::sqrt2_v<S>;
-  parallel_chunks(n, values_per_job, [&](index at, index m) {
-    Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m);
-    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0 + at, m) = S(0.5) * x * (S(1) + (x * inv_sqrt2).erf());
-  });
+  parallel_chunks(n, values_per_job, [&](index at, index m) { gelu_forward_serial(x0 + at, y0 + at, m); });
 }
 
 /// dx += g * GELU'(x) for m values, on the calling thread (dx = with `accumulate` false; d may be g).
@@ -210,13 +214,17 @@ void gelu_backward(const S* x0, const S* g0, S* d0, index n, bool accumulate = t
   parallel_chunks(n, values_per_job, [&](index at, index m) { gelu_backward_serial(x0 + at, g0 + at, d0 + at, m, accumulate); });
 }
 
+/// y = QuickGELU(x) = x sigmoid(1.702 x) for m values, on the calling thread.
+template <Scalar S>
+void quick_gelu_forward_serial(const S* x0, S* y0, index m) {
+  Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0, m);
+  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0, m) = x / (S(1) + (S(-1.702) * x).exp());
+}
+
 /// y = QuickGELU(x) = x sigmoid(1.702 x) for n values.
 template <Scalar S>
 void quick_gelu_forward(const S* x0, S* y0, index n) {
-  parallel_chunks(n, values_per_job, [&](index at, index m) {
-    Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0 + at, m);
-    Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0 + at, m) = x / (S(1) + (S(-1.702) * x).exp());
-  });
+  parallel_chunks(n, values_per_job, [&](index at, index m) { quick_gelu_forward_serial(x0 + at, y0 + at, m); });
 }
 
 /// dx += g * QuickGELU'(x) for m values, on the calling thread: s + 1.702 x s (1 - s), s = sigmoid(1.702 x)

@@ -87,16 +87,21 @@ bool bf16_weight(const tape<S>& t, std::uint32_t iw) {
   return false;
 }
 
+/// A bf16 buffer of `count` values borrowed from t's working buffers (in float storage, as
+/// bf16_weight_product's own): where a producer writes a product's operand in bf16 directly.
+template <Scalar S>
+struct borrowed_bf16 {
+  borrowed_bf16(tape<S>& t, index count) : held(t, 1, (count + 1) / 2) {}
+  std::uint16_t* data() { return reinterpret_cast<std::uint16_t*>(held.data()); }
+  typename tape<S>::borrowed held;
+};
+
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-/// c (rows x n) (+)= a (rows x k, float) * op(W) in bf16, W the frozen weight of node iw (out x in):
-/// op(W) = W^T (n = out, k = in) when `transposed`, else W (n = in, k = out).
-inline void bf16_weight_product(tape<float>& t, std::uint32_t iw, const float* a, index rows, float* c,
-                                bool transposed, bool accumulate) {
+/// c (rows x n) (+)= a16 * op(W), as bf16_weight_product, for an operand already in bf16.
+inline void bf16_weight_product_from(tape<float>& t, std::uint32_t iw, const std::uint16_t* a16, index rows, float* c,
+                                     bool transposed, bool accumulate) {
   const parameter<float>& p = *t.at(iw).source;
   const index n = transposed ? p.rows() : p.cols(), k = transposed ? p.cols() : p.rows();
-  typename tape<float>::borrowed ab(t, 1, (rows * k + 1) / 2);  // bf16 pairs in float storage
-  auto* a16 = reinterpret_cast<std::uint16_t*>(ab.data());
-  to_bf16(a, a16, static_cast<std::size_t>(rows * k));
   bf16_matmuls& mm = bf16_matmuls::here();
   if (transposed && !accumulate) {
     // the forward product reads the weight in oneDNN's own layout, packed once per parameter version
@@ -107,6 +112,17 @@ inline void bf16_weight_product(tape<float>& t, std::uint32_t iw, const float* a
     return;
   }
   mm.run(rows, n, k, a16, p.bf16_value(), transposed, c, accumulate);
+}
+
+/// c (rows x n) (+)= a (rows x k, float) * op(W) in bf16, W the frozen weight of node iw (out x in):
+/// op(W) = W^T (n = out, k = in) when `transposed`, else W (n = in, k = out).
+inline void bf16_weight_product(tape<float>& t, std::uint32_t iw, const float* a, index rows, float* c,
+                                bool transposed, bool accumulate) {
+  const parameter<float>& p = *t.at(iw).source;
+  const index k = transposed ? p.cols() : p.rows();
+  borrowed_bf16<float> a16(t, rows * k);
+  to_bf16(a, a16.data(), static_cast<std::size_t>(rows * k));
+  bf16_weight_product_from(t, iw, a16.data(), rows, c, transposed, accumulate);
 }
 #endif
 
@@ -146,6 +162,15 @@ void linear_rows(tape<S>& t, matrix_map<S> out, const matrix_map<S>& x, std::uin
   linear_epilogue(out, ib != std::uint32_t(-1) ? t.value(ib).data() : static_cast<const S*>(nullptr), scale, residual);
 }
 
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+/// linear_rows for an operand x16 already in bf16 (out.rows() x W.cols()), where bf16_weight(t, iw).
+inline void linear_rows_from16(tape<float>& t, matrix_map<float> out, const std::uint16_t* x16, std::uint32_t iw,
+                               std::uint32_t ib, const float* scale = nullptr, const float* residual = nullptr) {
+  bf16_weight_product_from(t, iw, x16, out.rows(), out.data(), true, false);
+  linear_epilogue(out, ib != std::uint32_t(-1) ? t.value(ib).data() : static_cast<const float*>(nullptr), scale, residual);
+}
+#endif
+
 /// out = x W^T (+ b when b is not empty), for x a rows x W.cols() row-major map; then * scale and
 /// + residual when those are not empty (a LayerScale vector and a skip connection).
 template <Scalar S>
@@ -170,6 +195,14 @@ void times_weight(tape<S>& t, std::uint32_t iw, const matrix_map<S>& g, matrix_m
     out.noalias() = g * t.value(iw);
   }
 }
+
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+/// times_weight for g16 already in bf16 (rows x W.rows()), where bf16_weight(t, iw).
+inline void times_weight_from16(tape<float>& t, std::uint32_t iw, const std::uint16_t* g16, matrix_map<float> out,
+                                bool accumulate) {
+  bf16_weight_product_from(t, iw, g16, out.rows(), out.data(), false, accumulate);
+}
+#endif
 
 }  // namespace detail
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <span>
 
+#include "../detail/bf16.hpp"
 #include "../detail/parallel.hpp"
 #include "tape.hpp"
 
@@ -74,6 +75,27 @@ void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d,
       const S mu = xi.mean();
       const S rstd = S(1) / std::sqrt((xi - mu).square().mean() + eps);
       Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>>(y + i * d, d) = (xi - mu) * rstd * gv + bv;
+      if (stats) {
+        stats[2 * i] = mu;
+        stats[2 * i + 1] = rstd;
+      }
+    }
+  });
+}
+
+/// layer_norm_rows with each output value rounded to bf16 as it is written (the operand of a bf16
+/// product, which would round it anyway): one pass instead of a float row and a conversion.
+template <Scalar S>
+void layer_norm_rows_bf16(const S* x, std::uint16_t* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
+  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
+  parallel_chunks(r, rows_per_job, [&](index first, index count) {
+    for (index i = first; i < first + count; ++i) {
+      const S* xi = x + i * d;
+      const row xr(xi, d);
+      const S mu = xr.mean();
+      const S rstd = S(1) / std::sqrt((xr - mu).square().mean() + eps);
+      std::uint16_t* yi = y + i * d;
+      for (index j = 0; j < d; ++j) yi[j] = to_bf16(static_cast<float>((xi[j] - mu) * rstd * g[j] + b[j]));
       if (stats) {
         stats[2 * i] = mu;
         stats[2 * i + 1] = rstd;

@@ -9,6 +9,7 @@ import statistics
 import sys
 
 res, tasks, seeds = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+folder = os.path.basename(res.rstrip("/"))  # the results folder's name: the page and its pictures are named after it
 TASKS = {"a": ("0-4", "5-9"), "b": ("5-9", "0-4")}
 SINGLES = [("concat (VPT-deep)", "op-concat"), ("add", "op-add"), ("affine", "op-affine"),
            ("cross_attention", "op-cross_attention")]
@@ -144,16 +145,17 @@ for task in tasks:
         os.makedirs(f"{res}", exist_ok=True)
         fig.savefig(f"{res}/accuracy_vs_params_{task}.png")
         plt.close(fig)
-        lines += [f"![task {task}: accuracy against trainable parameters](fashion/accuracy_vs_params_{task}.png)", ""]
+        lines += [f"![task {task}: accuracy against trainable parameters]({folder}/accuracy_vs_params_{task}.png)", ""]
     except ImportError:
         status.append("matplotlib is missing (python3-matplotlib): no picture")
 lines += ["## Reproduce", "", "    scripts/fashion_study.sh            # continues where it stopped",
           "    REPORT_ONLY=1 scripts/fashion_study.sh   # this page again from the kept results",
           "    TOOL_DEFAULT=1 scripts/fashion_study.sh  # adds the tool's default search (three runs per seed)", "",
-          "Each task's backbone is fingerprinted in `docs/results/fashion/TASK/backbone.json`; kept results are",
+          f"Each task's backbone is fingerprinted in `docs/results/{folder}/TASK/backbone.json`; kept results are",
           "continued only on the backbone they were made with.", "",
-          "Per-run result files: `docs/results/fashion/TASK/seedS/METHOD/`."]
-path = os.path.join(os.path.dirname(res.rstrip("/")), "fashion.md")
+          f"Per-run result files: `docs/results/{folder}/TASK/seedS/METHOD/`."]
+# the page beside the results folder, named after it (docs/results/fashion -> docs/results/fashion.md)
+path = os.path.join(os.path.dirname(res.rstrip("/")), folder + ".md")
 hand = ""
 if os.path.exists(path):
     old = open(path).read()

@@ -32,7 +32,7 @@ out=${1:-fashion-study}
 tasks=${TASKS:-a b}
 seeds=${SEEDS:-0 1 2}
 jobs=${JOBS:-2}
-res=${RESULTS:-docs/results/fashion}  # RESULTS: elsewhere (a trial run)
+res=${RESULTS:-docs/results/fashion}  # RESULTS: elsewhere (a trial run, a re-run); the page is written beside it as RESULTS.md
 export PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-3} PRETRAIN_IMAGES=${PRETRAIN_IMAGES:--1} PRETRAIN_BATCH=${PRETRAIN_BATCH:-128}
 export PRETRAIN_CROP=${PRETRAIN_CROP:-2}
 epochs=${EPOCHS:-10} grid=${GRID:-0.05,0.25,1.0} grid_epochs=${GRID_EPOCHS:-3} probe_epochs=${PROBE_EPOCHS:-50}

@@ -147,7 +147,7 @@ TEST_CASE("bf16 through the fused block ops: values and input gradients near flo
   // the attention branch composed of layer_norm_linear and attention_linear, or as one node
   // (layer_norm_attention, vit_block's form) that keeps qkv in bf16
   auto block = [&](vp::precision p, vp::matrix<float>& dx, mlp_form form = mlp_form::composed,
-                   bool attention_node = false) {
+                   bool attention_node = false, vp::activation act = vp::activation::gelu) {
     vp::precision_scope scope(p);
     vp::tape<float> t;
     x.zero_grad();
@@ -159,12 +159,12 @@ TEST_CASE("bf16 through the fused block ops: values and input gradients near flo
                                                               t.leaf(bqkv)),
                                         batch, heads, t.leaf(wp), t.leaf(bp), t.leaf(ls), in);
     auto y = form != mlp_form::composed
-                 ? vp::layer_norm_mlp(h, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(w1), t.leaf(b1), vp::activation::gelu,
+                 ? vp::layer_norm_mlp(h, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(w1), t.leaf(b1), act,
                                       t.leaf(w2), t.leaf(b2), t.leaf(ls), h,
                                       form == mlp_form::keep ? vp::mlp_memory::keep : vp::mlp_memory::recompute)
                        : vp::activation_linear(vp::layer_norm_linear(h, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(w1),
                                                                      t.leaf(b1)),
-                                               vp::activation::gelu, t.leaf(w2), t.leaf(b2), t.leaf(ls), h);
+                                               act, t.leaf(w2), t.leaf(b2), t.leaf(ls), h);
     vp::matrix<float> value = y.value();
     t.backward(vp::sum(vp::mul(y, y)));
     dx = x.grad();
@@ -220,6 +220,21 @@ TEST_CASE("bf16 through the fused block ops: values and input gradients near flo
   CHECK((a32 - y32).norm() <= 1e-5f * y32.norm());
   CHECK((da32 - dx32).norm() <= 1e-5f * dx32.norm());
   CHECK(da16.allFinite());
+  // QuickGELU (CLIP's blocks) through the same paths: vit_block's form (both branches one node each,
+  // the activation and its derivative writing bf16) against the composition and against float32
+  vp::matrix<float> dq16, dqc16, dq32, dqc32;
+  const vp::matrix<float> q16 = block(vp::precision::bf16, dq16, mlp_form::keep, true, vp::activation::quick_gelu);
+  const vp::matrix<float> qc16 = block(vp::precision::bf16, dqc16, mlp_form::composed, false, vp::activation::quick_gelu);
+  const vp::matrix<float> q32 = block(vp::precision::fp32, dq32, mlp_form::keep, true, vp::activation::quick_gelu);
+  const vp::matrix<float> qc32 = block(vp::precision::fp32, dqc32, mlp_form::composed, false, vp::activation::quick_gelu);
+  CHECK((q32 - qc32).norm() <= 1e-5f * qc32.norm());
+  CHECK((dq32 - dqc32).norm() <= 1e-5f * dqc32.norm());
+  CHECK((q16 - qc16).norm() <= 1e-5f * qc16.norm());
+  CHECK(relf(q16, q32) < 1e-2);
+  CHECK(relf(q16, q32) > 1e-6);
+  CHECK(relf(dq16, dq32) < 2e-2);
+  CHECK(relf(q32, y32) > 1e-3);  // QuickGELU did run, not GELU
+  CHECK(dq16.allFinite());
 }
 
 namespace {

@@ -1373,6 +1373,15 @@ tape<S>& tape_of(const char* fn, const var<S>& a) {
   return t;
 }
 
+/// A buffer of `count` bf16 values borrowed from t's working buffers (pairs of them in float
+/// storage), given back when it goes out of scope: the bf16 operands of the products.
+template <Scalar S>
+struct borrowed_bf16 {
+  borrowed_bf16(tape<S>& t, index count) : held(t, 1, (count + 1) / 2) {}
+  std::uint16_t* data() { return reinterpret_cast<std::uint16_t*>(held.data()); }
+  typename tape<S>::borrowed held;
+};
+
 /// The common tape of two operands. @throws state_error when they differ or are stale.
 template <Scalar S>
 tape<S>& same_tape(const char* fn, const var<S>& a, const var<S>& b) {
@@ -2191,8 +2200,9 @@ inline void attention_forward_bf16_heads(tape<float>& t, const std::uint16_t* q1
   const index dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
   const index group = keep ? batch : std::clamp<index>((index{1} << 22) / (heads * tt), 1, batch);
-  typename tape<float>::borrowed scores(t, 1, keep ? 1 : group * heads * tt), p16(t, 1, (group * heads * tt + 1) / 2);
-  auto* pb = reinterpret_cast<std::uint16_t*>(p16.data());
+  typename tape<float>::borrowed scores(t, 1, keep ? 1 : group * heads * tt);
+  borrowed_bf16<float> p16(t, group * heads * tt);
+  std::uint16_t* pb = p16.data();
   auto& mm = bf16_matmuls::here();
   const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
       ps{heads * tt, tt, seq, 1}, os{seq * d, dh, d, 1};
@@ -2212,10 +2222,9 @@ inline void attention_forward_bf16_heads(tape<float>& t, const std::uint16_t* q1
 /// bf16 heads first (to_bf16_heads).
 inline void attention_forward_bf16(tape<float>& t, const float* in, float* o, float* probs, bool keep, index batch,
                                    index heads, index seq, index d) {
-  typename tape<float>::borrowed heads16(t, 1, (3 * batch * seq * d + 1) / 2);
-  auto* q16 = reinterpret_cast<std::uint16_t*>(heads16.data());
-  to_bf16_heads(in, q16, batch, seq, 3, heads, d / heads, 3 * d);
-  attention_forward_bf16_heads(t, q16, o, probs, keep, batch, heads, seq, d);
+  borrowed_bf16<float> q16(t, 3 * batch * seq * d);
+  to_bf16_heads(in, q16.data(), batch, seq, 3, heads, d / heads, 3 * d);
+  attention_forward_bf16_heads(t, q16.data(), o, probs, keep, batch, heads, seq, d);
 }
 
 /// The bf16 backward of attention_forward_bf16_heads, from q, qkv in bf16 heads (to_bf16_heads): adds
@@ -2227,9 +2236,10 @@ inline void attention_backward_bf16_heads(tape<float>& t, const std::uint16_t* q
   using dims4 = bf16_matmuls::dims4;
   const index c3 = 3 * d, dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d, n = batch * heads * tt;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-  typename tape<float>::borrowed go16(t, 1, (part + 1) / 2), a16(t, 1, (n + 1) / 2), ds(t, 1, n), dqkv(t, 1, 3 * part);
-  auto* dout = reinterpret_cast<std::uint16_t*>(go16.data());
-  auto* a = reinterpret_cast<std::uint16_t*>(a16.data());
+  borrowed_bf16<float> go16(t, part), a16(t, n);
+  typename tape<float>::borrowed ds(t, 1, n), dqkv(t, 1, 3 * part);
+  std::uint16_t* dout = go16.data();
+  std::uint16_t* a = a16.data();
   to_bf16_heads(gout, dout, batch, seq, 1, heads, dh, d);
   const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
       ps{heads * tt, tt, seq, 1}, pts{heads * tt, tt, 1, seq};
@@ -2271,10 +2281,9 @@ inline void attention_backward_bf16_heads(tape<float>& t, const std::uint16_t* q
 /// are computed again (the same bf16 products as the forward's, so the same values).
 inline void attention_backward_bf16(tape<float>& t, const float* in, float* gin, const float* gout, const float* probs,
                                     index batch, index heads, index seq, index d) {
-  typename tape<float>::borrowed heads16(t, 1, (3 * batch * seq * d + 1) / 2);
-  auto* q = reinterpret_cast<std::uint16_t*>(heads16.data());
-  to_bf16_heads(in, q, batch, seq, 3, heads, d / heads, 3 * d);
-  attention_backward_bf16_heads(t, q, gin, true, gout, probs, batch, heads, seq, d);
+  borrowed_bf16<float> q(t, 3 * batch * seq * d);
+  to_bf16_heads(in, q.data(), batch, seq, 3, heads, d / heads, 3 * d);
+  attention_backward_bf16_heads(t, q.data(), gin, true, gout, probs, batch, heads, seq, d);
 }
 #endif
 
@@ -2553,15 +2562,6 @@ bool bf16_weight(const tape<S>& t, std::uint32_t iw) {
   return false;
 }
 
-/// A bf16 buffer of `count` values borrowed from t's working buffers (in float storage, as
-/// bf16_weight_product's own): where a producer writes a product's operand in bf16 directly.
-template <Scalar S>
-struct borrowed_bf16 {
-  borrowed_bf16(tape<S>& t, index count) : held(t, 1, (count + 1) / 2) {}
-  std::uint16_t* data() { return reinterpret_cast<std::uint16_t*>(held.data()); }
-  typename tape<S>::borrowed held;
-};
-
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
 /// c (rows x n) (+)= a16 * op(W), as bf16_weight_product, for an operand already in bf16.
 inline void bf16_weight_product_from(tape<float>& t, std::uint32_t iw, const std::uint16_t* a16, index rows, float* c,
@@ -2764,19 +2764,17 @@ namespace detail {
 /// Rows per OpenMP job of the row-wise kernels.
 inline constexpr index rows_per_job = 32;
 
-/// y = (x - mean) / sqrt(var + eps) * g + b for each of the r rows of the
-/// row-major r x d matrix x (y may not alias x); the mean and 1/std of row i go
-/// to stats[2i] and stats[2i+1] unless stats is null. Parallel over rows.
-template <Scalar S>
-void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
+/// For each of the r rows of the row-major r x d matrix x, in parallel: its mean and 1/std
+/// (sqrt(var + eps)), to stats[2i] and stats[2i+1] unless stats is null, and write(i, mean, 1/std).
+template <Scalar S, class Write>
+void layer_norm_each_row(const S* x, index r, index d, S eps, S* stats, Write&& write) {
   using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
-  const row gv(g, d), bv(b, d);
   parallel_chunks(r, rows_per_job, [&](index first, index count) {
     for (index i = first; i < first + count; ++i) {
       const row xi(x + i * d, d);
       const S mu = xi.mean();
       const S rstd = S(1) / std::sqrt((xi - mu).square().mean() + eps);
-      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>>(y + i * d, d) = (xi - mu) * rstd * gv + bv;
+      write(i, mu, rstd);
       if (stats) {
         stats[2 * i] = mu;
         stats[2 * i + 1] = rstd;
@@ -2785,24 +2783,26 @@ void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d,
   });
 }
 
+/// y = (x - mean) / sqrt(var + eps) * g + b for each of the r rows of the
+/// row-major r x d matrix x (y may not alias x); the mean and 1/std of row i go
+/// to stats[2i] and stats[2i+1] unless stats is null. Parallel over rows.
+template <Scalar S>
+void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
+  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
+  const row gv(g, d), bv(b, d);
+  layer_norm_each_row(x, r, d, eps, stats, [&](index i, S mu, S rstd) {
+    Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>>(y + i * d, d) = (row(x + i * d, d) - mu) * rstd * gv + bv;
+  });
+}
+
 /// layer_norm_rows with each output value rounded to bf16 as it is written (the operand of a bf16
 /// product, which would round it anyway): one pass instead of a float row and a conversion.
 template <Scalar S>
 void layer_norm_rows_bf16(const S* x, std::uint16_t* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
-  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
-  parallel_chunks(r, rows_per_job, [&](index first, index count) {
-    for (index i = first; i < first + count; ++i) {
-      const S* xi = x + i * d;
-      const row xr(xi, d);
-      const S mu = xr.mean();
-      const S rstd = S(1) / std::sqrt((xr - mu).square().mean() + eps);
-      std::uint16_t* yi = y + i * d;
-      for (index j = 0; j < d; ++j) yi[j] = to_bf16(static_cast<float>((xi[j] - mu) * rstd * g[j] + b[j]));
-      if (stats) {
-        stats[2 * i] = mu;
-        stats[2 * i + 1] = rstd;
-      }
-    }
+  layer_norm_each_row(x, r, d, eps, stats, [&](index i, S mu, S rstd) {
+    const S* xi = x + i * d;
+    std::uint16_t* yi = y + i * d;
+    for (index j = 0; j < d; ++j) yi[j] = to_bf16(static_cast<float>((xi[j] - mu) * rstd * g[j] + b[j]));
   });
 }
 
@@ -2987,22 +2987,45 @@ var<S> maybe_scale(const var<S>& y, const var<S>& scale) {
   return scale.valid() ? mul(y, scale) : y;
 }
 
+/// y = act(x) for m values, on the calling thread.
+template <Scalar S>
+void activation_forward_serial(activation act, const S* x, S* y, index m) {
+  if (act == activation::gelu) gelu_forward_serial(x, y, m);
+  else quick_gelu_forward_serial(x, y, m);
+}
+
+/// dx += g * act'(x) for m values, on the calling thread (dx = with `accumulate` false; d may be g).
+template <Scalar S>
+void activation_backward_serial(activation act, const S* x, const S* g, S* d, index m, bool accumulate) {
+  if (act == activation::gelu) gelu_backward_serial(x, g, d, m, accumulate);
+  else quick_gelu_backward_serial(x, g, d, m, accumulate);
+}
+
+/// y = act(x) for n values.
+template <Scalar S>
+void activation_forward(activation act, const S* x, S* y, index n) {
+  parallel_chunks(n, values_per_job, [&](index at, index m) { activation_forward_serial(act, x + at, y + at, m); });
+}
+
+/// dx += g * act'(x) for n values (dx = with `accumulate` false; d may be g).
+template <Scalar S>
+void activation_backward(activation act, const S* x, const S* g, S* d, index n, bool accumulate = true) {
+  parallel_chunks(n, values_per_job,
+                  [&](index at, index m) { activation_backward_serial(act, x + at, g + at, d + at, m, accumulate); });
+}
+
 /// g *= act'(x) for n values, in place; x given as S, or as bf16 in x16 (x null). With g16 set, the
 /// result is also written rounded to bf16 there (the operand of the next bf16 product).
 template <Scalar S>
 void activation_backward_in_place(activation act, const S* x, const std::uint16_t* x16, S* g, index n,
                                   std::uint16_t* g16 = nullptr) {
-  const auto derivative = [act](const S* xs, S* gs, index m) {
-    if (act == activation::gelu) gelu_backward_serial(xs, gs, gs, m, false);
-    else quick_gelu_backward_serial(xs, gs, gs, m, false);
-  };
   parallel_chunks(n, values_per_job, [&](index at, index m) {
     if (x != nullptr) {
-      derivative(x + at, g + at, m);
+      activation_backward_serial(act, x + at, g + at, g + at, m, false);
     } else {
       S widened[values_per_job];  // the bf16 values of this chunk, as S
       for (index i = 0; i < m; ++i) widened[i] = static_cast<S>(from_bf16(x16[at + i]));
-      derivative(widened, g + at, m);
+      activation_backward_serial(act, widened, g + at, g + at, m, false);
     }
     if (g16 != nullptr)
       for (index i = 0; i < m; ++i) g16[at + i] = to_bf16(static_cast<float>(g[at + i]));
@@ -3014,8 +3037,7 @@ template <Scalar S>
 void activation_forward_bf16(activation act, const S* x, std::uint16_t* x16, std::uint16_t* y16, index n) {
   parallel_chunks(n, values_per_job, [&](index at, index m) {
     S y[values_per_job];
-    if (act == activation::gelu) gelu_forward_serial(x + at, y, m);
-    else quick_gelu_forward_serial(x + at, y, m);
+    activation_forward_serial(act, x + at, y, m);
     for (index i = 0; i < m; ++i) {
       x16[at + i] = to_bf16(static_cast<float>(x[at + i]));
       y16[at + i] = to_bf16(static_cast<float>(y[i]));
@@ -3089,8 +3111,7 @@ var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const
   var<S> out = t.make(r, w.rows(), h.requires_grad() || (residual.valid() && residual.requires_grad()));
   {
     typename tape<S>::borrowed g(t, r, m);
-    if (act == activation::gelu) detail::gelu_forward(h.value().data(), g.data(), r * m);
-    else detail::quick_gelu_forward(h.value().data(), g.data(), r * m);
+    detail::activation_forward(act, h.value().data(), g.data(), r * m);
     detail::linear_rows(out.value(), g.map(), w, b, scale, residual);
   }
   const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
@@ -3099,8 +3120,7 @@ var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const
     if (!tp.at(ih).requires_grad) return;
     typename tape<S>::borrowed dg(tp, r, m), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
     detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), dg.map(), false);
-    if (act == activation::gelu) detail::gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
-    else detail::quick_gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
+    detail::activation_backward(act, tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
   });
   return out;
 }
@@ -3168,8 +3188,7 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
       }
 #endif
     if (!half) {
-      if (act == activation::gelu) detail::gelu_forward(pre, post, r * m);
-      else detail::quick_gelu_forward(pre, post, r * m);
+      detail::activation_forward(act, pre, post, r * m);
       detail::linear_rows(out.value(), matrix_map<S>(post, r, m), w2, b2, scale, residual);
     }
   }
@@ -3182,8 +3201,9 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
     if (!tp.at(ix).requires_grad) return;
     typename tape<S>::borrowed dh(tp, r, m);
     // the first product's operand written in bf16 by the activation's derivative, when that product is bf16
-    detail::borrowed_bf16<S> dh16(tp, detail::bf16_weight(tp, iw1) ? r * m : 1);
-    std::uint16_t* const g16 = detail::bf16_weight(tp, iw1) ? dh16.data() : nullptr;
+    const bool fc1_bf16 = detail::bf16_weight(tp, iw1);
+    detail::borrowed_bf16<S> dh16(tp, fc1_bf16 ? r * m : 1);
+    std::uint16_t* const g16 = fc1_bf16 ? dh16.data() : nullptr;
     {
       const bool again = kept == nullptr && kept16 == nullptr;
       typename tape<S>::borrowed h(tp, again ? r : 1, again ? m : 1), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
@@ -3307,10 +3327,12 @@ var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& 
     if (bf16) {
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
       if constexpr (std::is_same_v<S, float>) {
-        typename tape<S>::borrowed heads16(t, 1, kept16 ? 1 : (rows * c3 + 1) / 2);
-        std::uint16_t* q16 = kept16 ? kept16 : reinterpret_cast<std::uint16_t*>(heads16.data());
-        detail::to_bf16_heads(qkv, q16, batch, seq, 3, heads, d / heads, c3);
-        detail::attention_forward_bf16_heads(t, q16, o.data(), nullptr, false, batch, heads, seq, d);
+        if (kept16 != nullptr) {  // rounded into the kept copy, which backward reads
+          detail::to_bf16_heads(qkv, kept16, batch, seq, 3, heads, d / heads, c3);
+          detail::attention_forward_bf16_heads(t, kept16, o.data(), nullptr, false, batch, heads, seq, d);
+        } else {
+          detail::attention_forward_bf16(t, qkv, o.data(), nullptr, false, batch, heads, seq, d);
+        }
       }
 #endif
     } else {

@@ -140,8 +140,9 @@ inline void attention_forward_bf16_heads(tape<float>& t, const std::uint16_t* q1
   const index dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
   const index group = keep ? batch : std::clamp<index>((index{1} << 22) / (heads * tt), 1, batch);
-  typename tape<float>::borrowed scores(t, 1, keep ? 1 : group * heads * tt), p16(t, 1, (group * heads * tt + 1) / 2);
-  auto* pb = reinterpret_cast<std::uint16_t*>(p16.data());
+  typename tape<float>::borrowed scores(t, 1, keep ? 1 : group * heads * tt);
+  borrowed_bf16<float> p16(t, group * heads * tt);
+  std::uint16_t* pb = p16.data();
   auto& mm = bf16_matmuls::here();
   const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
       ps{heads * tt, tt, seq, 1}, os{seq * d, dh, d, 1};
@@ -161,10 +162,9 @@ inline void attention_forward_bf16_heads(tape<float>& t, const std::uint16_t* q1
 /// bf16 heads first (to_bf16_heads).
 inline void attention_forward_bf16(tape<float>& t, const float* in, float* o, float* probs, bool keep, index batch,
                                    index heads, index seq, index d) {
-  typename tape<float>::borrowed heads16(t, 1, (3 * batch * seq * d + 1) / 2);
-  auto* q16 = reinterpret_cast<std::uint16_t*>(heads16.data());
-  to_bf16_heads(in, q16, batch, seq, 3, heads, d / heads, 3 * d);
-  attention_forward_bf16_heads(t, q16, o, probs, keep, batch, heads, seq, d);
+  borrowed_bf16<float> q16(t, 3 * batch * seq * d);
+  to_bf16_heads(in, q16.data(), batch, seq, 3, heads, d / heads, 3 * d);
+  attention_forward_bf16_heads(t, q16.data(), o, probs, keep, batch, heads, seq, d);
 }
 
 /// The bf16 backward of attention_forward_bf16_heads, from q, qkv in bf16 heads (to_bf16_heads): adds
@@ -176,9 +176,10 @@ inline void attention_backward_bf16_heads(tape<float>& t, const std::uint16_t* q
   using dims4 = bf16_matmuls::dims4;
   const index c3 = 3 * d, dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d, n = batch * heads * tt;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-  typename tape<float>::borrowed go16(t, 1, (part + 1) / 2), a16(t, 1, (n + 1) / 2), ds(t, 1, n), dqkv(t, 1, 3 * part);
-  auto* dout = reinterpret_cast<std::uint16_t*>(go16.data());
-  auto* a = reinterpret_cast<std::uint16_t*>(a16.data());
+  borrowed_bf16<float> go16(t, part), a16(t, n);
+  typename tape<float>::borrowed ds(t, 1, n), dqkv(t, 1, 3 * part);
+  std::uint16_t* dout = go16.data();
+  std::uint16_t* a = a16.data();
   to_bf16_heads(gout, dout, batch, seq, 1, heads, dh, d);
   const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
       ps{heads * tt, tt, seq, 1}, pts{heads * tt, tt, 1, seq};
@@ -220,10 +221,9 @@ inline void attention_backward_bf16_heads(tape<float>& t, const std::uint16_t* q
 /// are computed again (the same bf16 products as the forward's, so the same values).
 inline void attention_backward_bf16(tape<float>& t, const float* in, float* gin, const float* gout, const float* probs,
                                     index batch, index heads, index seq, index d) {
-  typename tape<float>::borrowed heads16(t, 1, (3 * batch * seq * d + 1) / 2);
-  auto* q = reinterpret_cast<std::uint16_t*>(heads16.data());
-  to_bf16_heads(in, q, batch, seq, 3, heads, d / heads, 3 * d);
-  attention_backward_bf16_heads(t, q, gin, true, gout, probs, batch, heads, seq, d);
+  borrowed_bf16<float> q(t, 3 * batch * seq * d);
+  to_bf16_heads(in, q.data(), batch, seq, 3, heads, d / heads, 3 * d);
+  attention_backward_bf16_heads(t, q.data(), gin, true, gout, probs, batch, heads, seq, d);
 }
 #endif
 

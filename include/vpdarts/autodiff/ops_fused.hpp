@@ -88,22 +88,45 @@ var<S> maybe_scale(const var<S>& y, const var<S>& scale) {
   return scale.valid() ? mul(y, scale) : y;
 }
 
+/// y = act(x) for m values, on the calling thread.
+template <Scalar S>
+void activation_forward_serial(activation act, const S* x, S* y, index m) {
+  if (act == activation::gelu) gelu_forward_serial(x, y, m);
+  else quick_gelu_forward_serial(x, y, m);
+}
+
+/// dx += g * act'(x) for m values, on the calling thread (dx = with `accumulate` false; d may be g).
+template <Scalar S>
+void activation_backward_serial(activation act, const S* x, const S* g, S* d, index m, bool accumulate) {
+  if (act == activation::gelu) gelu_backward_serial(x, g, d, m, accumulate);
+  else quick_gelu_backward_serial(x, g, d, m, accumulate);
+}
+
+/// y = act(x) for n values.
+template <Scalar S>
+void activation_forward(activation act, const S* x, S* y, index n) {
+  parallel_chunks(n, values_per_job, [&](index at, index m) { activation_forward_serial(act, x + at, y + at, m); });
+}
+
+/// dx += g * act'(x) for n values (dx = with `accumulate` false; d may be g).
+template <Scalar S>
+void activation_backward(activation act, const S* x, const S* g, S* d, index n, bool accumulate = true) {
+  parallel_chunks(n, values_per_job,
+                  [&](index at, index m) { activation_backward_serial(act, x + at, g + at, d + at, m, accumulate); });
+}
+
 /// g *= act'(x) for n values, in place; x given as S, or as bf16 in x16 (x null). With g16 set, the
 /// result is also written rounded to bf16 there (the operand of the next bf16 product).
 template <Scalar S>
 void activation_backward_in_place(activation act, const S* x, const std::uint16_t* x16, S* g, index n,
                                   std::uint16_t* g16 = nullptr) {
-  const auto derivative = [act](const S* xs, S* gs, index m) {
-    if (act == activation::gelu) gelu_backward_serial(xs, gs, gs, m, false);
-    else quick_gelu_backward_serial(xs, gs, gs, m, false);
-  };
   parallel_chunks(n, values_per_job, [&](index at, index m) {
     if (x != nullptr) {
-      derivative(x + at, g + at, m);
+      activation_backward_serial(act, x + at, g + at, g + at, m, false);
     } else {
       S widened[values_per_job];  // the bf16 values of this chunk, as S
       for (index i = 0; i < m; ++i) widened[i] = static_cast<S>(from_bf16(x16[at + i]));
-      derivative(widened, g + at, m);
+      activation_backward_serial(act, widened, g + at, g + at, m, false);
     }
     if (g16 != nullptr)
       for (index i = 0; i < m; ++i) g16[at + i] = to_bf16(static_cast<float>(g[at + i]));
@@ -115,8 +138,7 @@ template <Scalar S>
 void activation_forward_bf16(activation act, const S* x, std::uint16_t* x16, std::uint16_t* y16, index n) {
   parallel_chunks(n, values_per_job, [&](index at, index m) {
     S y[values_per_job];
-    if (act == activation::gelu) gelu_forward_serial(x + at, y, m);
-    else quick_gelu_forward_serial(x + at, y, m);
+    activation_forward_serial(act, x + at, y, m);
     for (index i = 0; i < m; ++i) {
       x16[at + i] = to_bf16(static_cast<float>(x[at + i]));
       y16[at + i] = to_bf16(static_cast<float>(y[i]));
@@ -190,8 +212,7 @@ var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const
   var<S> out = t.make(r, w.rows(), h.requires_grad() || (residual.valid() && residual.requires_grad()));
   {
     typename tape<S>::borrowed g(t, r, m);
-    if (act == activation::gelu) detail::gelu_forward(h.value().data(), g.data(), r * m);
-    else detail::quick_gelu_forward(h.value().data(), g.data(), r * m);
+    detail::activation_forward(act, h.value().data(), g.data(), r * m);
     detail::linear_rows(out.value(), g.map(), w, b, scale, residual);
   }
   const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
@@ -200,8 +221,7 @@ var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const
     if (!tp.at(ih).requires_grad) return;
     typename tape<S>::borrowed dg(tp, r, m), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
     detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), dg.map(), false);
-    if (act == activation::gelu) detail::gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
-    else detail::quick_gelu_backward(tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
+    detail::activation_backward(act, tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
   });
   return out;
 }
@@ -269,8 +289,7 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
       }
 #endif
     if (!half) {
-      if (act == activation::gelu) detail::gelu_forward(pre, post, r * m);
-      else detail::quick_gelu_forward(pre, post, r * m);
+      detail::activation_forward(act, pre, post, r * m);
       detail::linear_rows(out.value(), matrix_map<S>(post, r, m), w2, b2, scale, residual);
     }
   }
@@ -283,8 +302,9 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
     if (!tp.at(ix).requires_grad) return;
     typename tape<S>::borrowed dh(tp, r, m);
     // the first product's operand written in bf16 by the activation's derivative, when that product is bf16
-    detail::borrowed_bf16<S> dh16(tp, detail::bf16_weight(tp, iw1) ? r * m : 1);
-    std::uint16_t* const g16 = detail::bf16_weight(tp, iw1) ? dh16.data() : nullptr;
+    const bool fc1_bf16 = detail::bf16_weight(tp, iw1);
+    detail::borrowed_bf16<S> dh16(tp, fc1_bf16 ? r * m : 1);
+    std::uint16_t* const g16 = fc1_bf16 ? dh16.data() : nullptr;
     {
       const bool again = kept == nullptr && kept16 == nullptr;
       typename tape<S>::borrowed h(tp, again ? r : 1, again ? m : 1), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
@@ -408,10 +428,12 @@ var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& 
     if (bf16) {
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
       if constexpr (std::is_same_v<S, float>) {
-        typename tape<S>::borrowed heads16(t, 1, kept16 ? 1 : (rows * c3 + 1) / 2);
-        std::uint16_t* q16 = kept16 ? kept16 : reinterpret_cast<std::uint16_t*>(heads16.data());
-        detail::to_bf16_heads(qkv, q16, batch, seq, 3, heads, d / heads, c3);
-        detail::attention_forward_bf16_heads(t, q16, o.data(), nullptr, false, batch, heads, seq, d);
+        if (kept16 != nullptr) {  // rounded into the kept copy, which backward reads
+          detail::to_bf16_heads(qkv, kept16, batch, seq, 3, heads, d / heads, c3);
+          detail::attention_forward_bf16_heads(t, kept16, o.data(), nullptr, false, batch, heads, seq, d);
+        } else {
+          detail::attention_forward_bf16(t, qkv, o.data(), nullptr, false, batch, heads, seq, d);
+        }
       }
 #endif
     } else {

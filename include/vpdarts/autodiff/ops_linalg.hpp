@@ -87,15 +87,6 @@ bool bf16_weight(const tape<S>& t, std::uint32_t iw) {
   return false;
 }
 
-/// A bf16 buffer of `count` values borrowed from t's working buffers (in float storage, as
-/// bf16_weight_product's own): where a producer writes a product's operand in bf16 directly.
-template <Scalar S>
-struct borrowed_bf16 {
-  borrowed_bf16(tape<S>& t, index count) : held(t, 1, (count + 1) / 2) {}
-  std::uint16_t* data() { return reinterpret_cast<std::uint16_t*>(held.data()); }
-  typename tape<S>::borrowed held;
-};
-
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
 /// c (rows x n) (+)= a16 * op(W), as bf16_weight_product, for an operand already in bf16.
 inline void bf16_weight_product_from(tape<float>& t, std::uint32_t iw, const std::uint16_t* a16, index rows, float* c,

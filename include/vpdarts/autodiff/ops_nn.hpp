@@ -62,19 +62,17 @@ namespace detail {
 /// Rows per OpenMP job of the row-wise kernels.
 inline constexpr index rows_per_job = 32;
 
-/// y = (x - mean) / sqrt(var + eps) * g + b for each of the r rows of the
-/// row-major r x d matrix x (y may not alias x); the mean and 1/std of row i go
-/// to stats[2i] and stats[2i+1] unless stats is null. Parallel over rows.
-template <Scalar S>
-void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
+/// For each of the r rows of the row-major r x d matrix x, in parallel: its mean and 1/std
+/// (sqrt(var + eps)), to stats[2i] and stats[2i+1] unless stats is null, and write(i, mean, 1/std).
+template <Scalar S, class Write>
+void layer_norm_each_row(const S* x, index r, index d, S eps, S* stats, Write&& write) {
   using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
-  const row gv(g, d), bv(b, d);
   parallel_chunks(r, rows_per_job, [&](index first, index count) {
     for (index i = first; i < first + count; ++i) {
       const row xi(x + i * d, d);
       const S mu = xi.mean();
       const S rstd = S(1) / std::sqrt((xi - mu).square().mean() + eps);
-      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>>(y + i * d, d) = (xi - mu) * rstd * gv + bv;
+      write(i, mu, rstd);
       if (stats) {
         stats[2 * i] = mu;
         stats[2 * i + 1] = rstd;
@@ -83,24 +81,26 @@ void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d,
   });
 }
 
+/// y = (x - mean) / sqrt(var + eps) * g + b for each of the r rows of the
+/// row-major r x d matrix x (y may not alias x); the mean and 1/std of row i go
+/// to stats[2i] and stats[2i+1] unless stats is null. Parallel over rows.
+template <Scalar S>
+void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
+  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
+  const row gv(g, d), bv(b, d);
+  layer_norm_each_row(x, r, d, eps, stats, [&](index i, S mu, S rstd) {
+    Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>>(y + i * d, d) = (row(x + i * d, d) - mu) * rstd * gv + bv;
+  });
+}
+
 /// layer_norm_rows with each output value rounded to bf16 as it is written (the operand of a bf16
 /// product, which would round it anyway): one pass instead of a float row and a conversion.
 template <Scalar S>
 void layer_norm_rows_bf16(const S* x, std::uint16_t* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
-  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
-  parallel_chunks(r, rows_per_job, [&](index first, index count) {
-    for (index i = first; i < first + count; ++i) {
-      const S* xi = x + i * d;
-      const row xr(xi, d);
-      const S mu = xr.mean();
-      const S rstd = S(1) / std::sqrt((xr - mu).square().mean() + eps);
-      std::uint16_t* yi = y + i * d;
-      for (index j = 0; j < d; ++j) yi[j] = to_bf16(static_cast<float>((xi[j] - mu) * rstd * g[j] + b[j]));
-      if (stats) {
-        stats[2 * i] = mu;
-        stats[2 * i + 1] = rstd;
-      }
-    }
+  layer_norm_each_row(x, r, d, eps, stats, [&](index i, S mu, S rstd) {
+    const S* xi = x + i * d;
+    std::uint16_t* yi = y + i * d;
+    for (index j = 0; j < d; ++j) yi[j] = to_bf16(static_cast<float>((xi[j] - mu) * rstd * g[j] + b[j]));
   });
 }
 

@@ -399,6 +399,15 @@ tape<S>& tape_of(const char* fn, const var<S>& a) {
   return t;
 }
 
+/// A buffer of `count` bf16 values borrowed from t's working buffers (pairs of them in float
+/// storage), given back when it goes out of scope: the bf16 operands of the products.
+template <Scalar S>
+struct borrowed_bf16 {
+  borrowed_bf16(tape<S>& t, index count) : held(t, 1, (count + 1) / 2) {}
+  std::uint16_t* data() { return reinterpret_cast<std::uint16_t*>(held.data()); }
+  typename tape<S>::borrowed held;
+};
+
 /// The common tape of two operands. @throws state_error when they differ or are stale.
 template <Scalar S>
 tape<S>& same_tape(const char* fn, const var<S>& a, const var<S>& b) {

@@ -267,6 +267,134 @@ class precision_scope {
 #include <type_traits>
 #include <vector>
 
+
+// ---- begin vpdarts/detail/memory.hpp ----
+// Refusing allocations the machine cannot hold, before they are attempted:
+// a size that comes from a flag or a file is checked against the memory it
+// implies, so the error names the setting instead of ending in std::bad_alloc.
+
+#include <unistd.h>
+
+#include <string>
+#include <type_traits>
+
+
+// ---- begin vpdarts/detail/format.hpp ----
+// Private helpers that build error messages (the text helpers are public, in text.hpp).
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+
+// ---- begin vpdarts/text.hpp ----
+/// @file text.hpp
+/// Text helpers of the library that programs using it may share: strict
+/// number parsing (every number vpdarts reads from text goes through
+/// parse_number) and message building.
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+namespace vpdarts::text {
+
+/// The whole of `text` as a number of type T (an integer type or a floating
+/// type), or nothing when it is not one: no leading or trailing junk, in
+/// range, finite.
+template <class T>
+std::optional<T> parse_number(const std::string& text) {
+  std::size_t used = 0;
+  try {
+    if constexpr (std::is_floating_point_v<T>) {
+      const double v = std::stod(text, &used);
+      if (used == text.size() && used > 0 && std::isfinite(v)) return static_cast<T>(v);
+    } else {
+      const long long v = std::stoll(text, &used);
+      if (used == text.size() && used > 0 && v >= static_cast<long long>(std::numeric_limits<T>::min()) &&
+          v <= static_cast<long long>(std::numeric_limits<T>::max()))
+        return static_cast<T>(v);
+    }
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
+/// Concatenates the arguments with operator<< into one string.
+template <class... Args>
+std::string cat(Args&&... args) {
+  std::ostringstream s;
+  (s << ... << std::forward<Args>(args));
+  return s.str();
+}
+
+/// The items joined by `separator` (", " by default).
+template <class Range>
+std::string join(const Range& items, const char* separator = ", ") {
+  std::ostringstream s;
+  bool first = true;
+  for (const auto& x : items) {
+    s << (first ? "" : separator) << x;
+    first = false;
+  }
+  return s.str();
+}
+
+}  // namespace vpdarts::text
+// ---- end vpdarts/text.hpp ----
+
+namespace vpdarts::detail {
+
+using text::cat;
+using text::join;
+using text::parse_number;
+
+/// "RxC" for a shape.
+inline std::string shape_str(index rows, index cols) {
+  return std::to_string(rows) + "x" + std::to_string(cols);
+}
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/format.hpp ----
+
+namespace vpdarts::detail {
+
+/// The machine's physical memory in bytes (a large fallback when unknown), read once.
+inline double physical_memory_bytes() {
+  static const double bytes = [] {
+    const long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && size > 0 ? static_cast<double>(pages) * static_cast<double>(size) : 1e15;
+  }();
+  return bytes;
+}
+
+/// @throws config_error naming `what` when `bytes` exceed the machine's physical memory.
+/// `what` is a string, or a callable that makes one only when the check fails (for a check on a hot path,
+/// which must not allocate).
+template <class What>
+void check_allocation(double bytes, const What& what) {
+  const double have = physical_memory_bytes();
+  if (bytes <= have) return;
+  std::string name;
+  if constexpr (std::is_invocable_v<const What&>)
+    name = what();
+  else
+    name = what;
+  throw config_error(cat(name, " needs ", bytes / (1u << 30), " GiB, more than this machine's ", have / (1u << 30),
+                         " GiB of memory"));
+}
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/memory.hpp ----
+
 namespace vpdarts {
 
 /// A bump allocator of 64-byte aligned blocks. reset() keeps the memory: when
@@ -347,7 +475,9 @@ class arena {
   static std::size_t round_up(std::size_t bytes) { return (bytes + alignment - 1) / alignment * alignment; }
 
   void add_chunk(std::size_t at_least) {
-    const std::size_t size = std::max(at_least, next_chunk_);
+    detail::check_allocation(static_cast<double>(at_least), "the tape: one step's values and saved intermediates");
+    std::size_t size = std::max(at_least, next_chunk_);
+    if (static_cast<double>(size) > detail::physical_memory_bytes()) size = at_least;  // the doubling, not the need
     chunks_.push_back(chunk::make(size));
     next_chunk_ = std::max(next_chunk_, size) * 2;
     used_ = 0;
@@ -385,6 +515,7 @@ class block_pool {
     count = size_class(count);
     block b = take_free(count);
     if (b.data == nullptr) {
+      detail::check_allocation(static_cast<double>(count) * sizeof(T), "the tape: one block of gradients or working memory");
       all_.push_back({std::unique_ptr<T[], deleter>(static_cast<T*>(::operator new[](
                           std::max<std::size_t>(count, 1) * sizeof(T), std::align_val_t{alignment}))),
                       count});
@@ -588,92 +719,6 @@ void parallel_chunks(index n, index chunk, F&& f) {
 #include <utility>
 #include <vector>
 
-
-// ---- begin vpdarts/detail/format.hpp ----
-// Private helpers that build error messages (the text helpers are public, in text.hpp).
-
-#include <cmath>
-#include <limits>
-#include <optional>
-#include <sstream>
-#include <string>
-#include <type_traits>
-#include <utility>
-
-
-// ---- begin vpdarts/text.hpp ----
-/// @file text.hpp
-/// Text helpers of the library that programs using it may share: strict
-/// number parsing (every number vpdarts reads from text goes through
-/// parse_number) and message building.
-
-#include <cmath>
-#include <limits>
-#include <optional>
-#include <sstream>
-#include <string>
-#include <type_traits>
-#include <utility>
-
-namespace vpdarts::text {
-
-/// The whole of `text` as a number of type T (an integer type or a floating
-/// type), or nothing when it is not one: no leading or trailing junk, in
-/// range, finite.
-template <class T>
-std::optional<T> parse_number(const std::string& text) {
-  std::size_t used = 0;
-  try {
-    if constexpr (std::is_floating_point_v<T>) {
-      const double v = std::stod(text, &used);
-      if (used == text.size() && used > 0 && std::isfinite(v)) return static_cast<T>(v);
-    } else {
-      const long long v = std::stoll(text, &used);
-      if (used == text.size() && used > 0 && v >= static_cast<long long>(std::numeric_limits<T>::min()) &&
-          v <= static_cast<long long>(std::numeric_limits<T>::max()))
-        return static_cast<T>(v);
-    }
-  } catch (const std::exception&) {
-  }
-  return std::nullopt;
-}
-
-/// Concatenates the arguments with operator<< into one string.
-template <class... Args>
-std::string cat(Args&&... args) {
-  std::ostringstream s;
-  (s << ... << std::forward<Args>(args));
-  return s.str();
-}
-
-/// The items joined by `separator` (", " by default).
-template <class Range>
-std::string join(const Range& items, const char* separator = ", ") {
-  std::ostringstream s;
-  bool first = true;
-  for (const auto& x : items) {
-    s << (first ? "" : separator) << x;
-    first = false;
-  }
-  return s.str();
-}
-
-}  // namespace vpdarts::text
-// ---- end vpdarts/text.hpp ----
-
-namespace vpdarts::detail {
-
-using text::cat;
-using text::join;
-using text::parse_number;
-
-/// "RxC" for a shape.
-inline std::string shape_str(index rows, index cols) {
-  return std::to_string(rows) + "x" + std::to_string(cols);
-}
-
-}  // namespace vpdarts::detail
-// ---- end vpdarts/detail/format.hpp ----
 
 // ---- begin vpdarts/detail/inline_function.hpp ----
 // A callable with fixed inline storage: the tape stores one per node, so
@@ -2297,6 +2342,11 @@ inline void check_attention(const char* fn, index rows, index c3, index batch, i
   const index d = c3 / 3;
   if (heads <= 0 || d % heads != 0)
     throw shape_error(cat(fn, ": qkv is ", shape_str(rows, c3), " (D = ", d, ") but ", heads, " heads do not divide D"));
+  // every path holds at least two T x T float buffers per thread (backward's probabilities and their gradient)
+  const double seq = static_cast<double>(rows / batch);
+  check_allocation(2.0 * max_threads() * seq * seq * sizeof(float), [&] {
+    return cat(fn, ": attention over ", rows / batch, " tokens (", batch, " images, ", heads, " heads)");
+  });
 }
 
 }  // namespace detail
@@ -2321,6 +2371,9 @@ var<S> attention(const var<S>& qkv, index batch, index heads) {
   const bool rg = qkv.requires_grad() && t.grad_enabled();
   var<S> out = t.make(rows, d, rg);
   if (rg) {
+    detail::check_allocation(static_cast<double>(batch) * heads * static_cast<double>(tt) * sizeof(S), [&] {
+      return detail::cat("attention: the kept probabilities of ", batch, " images x ", heads, " heads x ", seq, "^2 tokens");
+    });
     S* probs = t.template scratch<S>(static_cast<std::size_t>(batch * heads * tt));
     detail::attention_forward(qkv.value().data(), out.value().data(), probs, true, batch, heads, seq, d);
     t.on_backward(out, [iq = qkv.id(), io = out.id(), probs, batch, heads, seq, d, tt](tape<S>& x) {
@@ -3952,35 +4005,6 @@ inline row_split split_rows(index n, index n_val, std::mt19937_64& rng) {
 #include <string>
 #include <vector>
 
-
-// ---- begin vpdarts/detail/memory.hpp ----
-// Refusing allocations the machine cannot hold, before they are attempted:
-// a size that comes from a flag or a file is checked against the memory it
-// implies, so the error names the setting instead of ending in std::bad_alloc.
-
-#include <unistd.h>
-
-#include <string>
-
-
-namespace vpdarts::detail {
-
-/// The machine's physical memory in bytes (a large fallback when unknown).
-inline double physical_memory_bytes() {
-  const long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
-  return pages > 0 && size > 0 ? static_cast<double>(pages) * static_cast<double>(size) : 1e15;
-}
-
-/// @throws config_error naming `what` when `bytes` exceed the machine's physical memory.
-inline void check_allocation(double bytes, const std::string& what) {
-  const double have = physical_memory_bytes();
-  if (!(bytes <= have))
-    throw config_error(cat(what, " needs ", bytes / (1u << 30), " GiB, more than this machine's ", have / (1u << 30),
-                           " GiB of memory"));
-}
-
-}  // namespace vpdarts::detail
-// ---- end vpdarts/detail/memory.hpp ----
 
 namespace vpdarts::data {
 

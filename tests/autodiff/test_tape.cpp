@@ -137,6 +137,23 @@ TEST_CASE("tape misuse throws state errors", "[autodiff][tape][errors]") {
   CHECK_THROWS_AS(m.item(), vp::shape_error);
 }
 
+TEST_CASE("memory beyond the machine's is refused by name, not by std::bad_alloc", "[autodiff][tape][errors]") {
+  const double have = vp::detail::physical_memory_bytes();
+  const auto too_many = static_cast<std::size_t>(have / sizeof(float) * 2);
+  vp::arena a(256);
+  CHECK_THROWS_WITH(a.allocate<float>(too_many), Catch::Contains("the tape") && Catch::Contains("GiB of memory"));
+  CHECK_NOTHROW(a.allocate<float>(100));  // still usable
+  vp::block_pool<float> p;
+  CHECK_THROWS_AS(p.acquire(too_many), vp::config_error);
+  CHECK(p.capacity_bytes() == 0);
+  // attention over a sequence whose T x T buffers do not fit: qkv itself is small (T x 3)
+  const auto seq = static_cast<vp::index>(std::sqrt(have / sizeof(float)) + 16);
+  vp::tape<float> t;
+  const vp::var<float> qkv = t.constant(vp::matrix<float>::Zero(seq, 3));
+  CHECK_THROWS_WITH(vp::attention(qkv, 1, 1), Catch::Contains("attention over ") && Catch::Contains(std::to_string(seq)) &&
+                                                  Catch::Contains("more than this machine"));
+}
+
 TEST_CASE("the block pool serves nearly equal sizes from one block, and a repeated step from its own", "[autodiff][tape][alloc]") {
   using pool = vp::block_pool<float>;
   // size classes: at most 25 % above the request, four per power of two, never below it

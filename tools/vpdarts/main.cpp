@@ -9,6 +9,7 @@
 // Each command lives in cmd_<name>.cpp; the flags they share in settings.hpp.
 #include <cstdio>
 #include <cstdlib>
+#include <new>
 #include <optional>
 #include <string>
 
@@ -105,13 +106,19 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s%s\n", what.rfind("vpdarts", 0) == 0 ? "" : ("vpdarts " + cmd + ": ").c_str(), what.c_str());
     return 2;
   } catch (const std::exception& e) {
+    // the library refuses sizes it can tell are too large; an allocation that fails anyway gets a hint, not just its type
+    const std::string what = dynamic_cast<const std::bad_alloc*>(&e) == nullptr
+                                 ? std::string(e.what())
+                                 : std::string("out of memory (") + e.what() +
+                                       "): this run needs more memory than the machine could give; a smaller --batch, "
+                                       "fewer --prompts, a smaller --image or --recompute-mlp need less";
     if (!parallel().active()) {
-      std::fprintf(stderr, "vpdarts %s: %s\n", cmd.c_str(), e.what());
+      std::fprintf(stderr, "vpdarts %s: %s\n", cmd.c_str(), what.c_str());
       return 1;
     }
 #ifdef VPDARTS_WITH_MPI
     // a failure on one process must stop them all, not leave the others waiting in a collective
-    std::fprintf(stderr, "vpdarts %s (process %d of %d): %s\n", cmd.c_str(), parallel().rank(), parallel().size(), e.what());
+    std::fprintf(stderr, "vpdarts %s (process %d of %d): %s\n", cmd.c_str(), parallel().rank(), parallel().size(), what.c_str());
     std::fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, 1);
 #endif

@@ -14,6 +14,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "../detail/memory.hpp"
+
 namespace vpdarts {
 
 /// A bump allocator of 64-byte aligned blocks. reset() keeps the memory: when
@@ -94,7 +96,9 @@ class arena {
   static std::size_t round_up(std::size_t bytes) { return (bytes + alignment - 1) / alignment * alignment; }
 
   void add_chunk(std::size_t at_least) {
-    const std::size_t size = std::max(at_least, next_chunk_);
+    detail::check_allocation(static_cast<double>(at_least), "the tape: one step's values and saved intermediates");
+    std::size_t size = std::max(at_least, next_chunk_);
+    if (static_cast<double>(size) > detail::physical_memory_bytes()) size = at_least;  // the doubling, not the need
     chunks_.push_back(chunk::make(size));
     next_chunk_ = std::max(next_chunk_, size) * 2;
     used_ = 0;
@@ -132,6 +136,7 @@ class block_pool {
     count = size_class(count);
     block b = take_free(count);
     if (b.data == nullptr) {
+      detail::check_allocation(static_cast<double>(count) * sizeof(T), "the tape: one block of gradients or working memory");
       all_.push_back({std::unique_ptr<T[], deleter>(static_cast<T*>(::operator new[](
                           std::max<std::size_t>(count, 1) * sizeof(T), std::align_val_t{alignment}))),
                       count});

@@ -9,6 +9,7 @@
 
 #include "../detail/bf16.hpp"
 #include "../detail/bf16_gemm.hpp"
+#include "../detail/memory.hpp"
 #include "../detail/parallel.hpp"
 #include "../precision.hpp"
 #include "tape.hpp"
@@ -237,6 +238,11 @@ inline void check_attention(const char* fn, index rows, index c3, index batch, i
   const index d = c3 / 3;
   if (heads <= 0 || d % heads != 0)
     throw shape_error(cat(fn, ": qkv is ", shape_str(rows, c3), " (D = ", d, ") but ", heads, " heads do not divide D"));
+  // every path holds at least two T x T float buffers per thread (backward's probabilities and their gradient)
+  const double seq = static_cast<double>(rows / batch);
+  check_allocation(2.0 * max_threads() * seq * seq * sizeof(float), [&] {
+    return cat(fn, ": attention over ", rows / batch, " tokens (", batch, " images, ", heads, " heads)");
+  });
 }
 
 }  // namespace detail
@@ -261,6 +267,9 @@ var<S> attention(const var<S>& qkv, index batch, index heads) {
   const bool rg = qkv.requires_grad() && t.grad_enabled();
   var<S> out = t.make(rows, d, rg);
   if (rg) {
+    detail::check_allocation(static_cast<double>(batch) * heads * static_cast<double>(tt) * sizeof(S), [&] {
+      return detail::cat("attention: the kept probabilities of ", batch, " images x ", heads, " heads x ", seq, "^2 tokens");
+    });
     S* probs = t.template scratch<S>(static_cast<std::size_t>(batch * heads * tt));
     detail::attention_forward(qkv.value().data(), out.value().data(), probs, true, batch, heads, seq, d);
     t.on_backward(out, [iq = qkv.id(), io = out.id(), probs, batch, heads, seq, d, tt](tape<S>& x) {

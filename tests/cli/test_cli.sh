@@ -188,6 +188,7 @@ expect 0 "retrain: lr " -- "$tool" retrain --run run --op add "${common[@]}" --e
 expect 0 "retrain: lr " -- "$tool" retrain --run run --linear-probe "${common[@]}" --epochs 3 --lr-grid 0.01,0.2 \
   --test-images 40 --out grid-probe --quiet
 expect 2 "is not a learning rate" -- "$tool" retrain --lr-grid 0.1,-2
+expect 2 "appears twice" -- "$tool" retrain --lr-grid 0.1,0.5,0.10
 expect 2 "--val-fraction must be in (0, 1)" -- "$tool" retrain --val-fraction 1
 
 # ---- eval gives the accuracy retrain measured on the same test images

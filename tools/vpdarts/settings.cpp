@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <set>
 #include <sstream>
@@ -305,6 +306,8 @@ std::vector<double> parse_positive_list(const std::string& text, const std::stri
   while (std::getline(in, item, ',')) {
     const double v = vp::text::parse_number<double>(item).value_or(0);
     require(v > 0, command, "--" + flag + ": '" + item + "' is not a learning rate > 0");
+    require(std::find(out.begin(), out.end(), v) == out.end(), command,
+            "--" + flag + ": '" + item + "' appears twice in '" + text + "'");
     out.push_back(v);
   }
   return out;

@@ -2342,7 +2342,8 @@ inline void check_attention(const char* fn, index rows, index c3, index batch, i
   const index d = c3 / 3;
   if (heads <= 0 || d % heads != 0)
     throw shape_error(cat(fn, ": qkv is ", shape_str(rows, c3), " (D = ", d, ") but ", heads, " heads do not divide D"));
-  // every path holds at least two T x T float buffers per thread (backward's probabilities and their gradient)
+  // a backward holds two T x T float buffers per thread (the probabilities and their gradient), a forward one:
+  // the check asks for the backward's, so an inference pass is refused up to 2x before it would run out
   const double seq = static_cast<double>(rows / batch);
   check_allocation(2.0 * max_threads() * seq * seq * sizeof(float), [&] {
     return cat(fn, ": attention over ", rows / batch, " tokens (", batch, " images, ", heads, " heads)");

@@ -9,6 +9,7 @@
 //   vpdarts_bench [--workload toy|tiny16|base16|dinov2s14] [--mode first|second|infer] [--batch N] [--steps 5] [--threads 2 (0: the free cores)] [--seed 0]
 //                 [--precision fp32|bf16]   (bf16: the frozen products on oneDNN; exit 2 where unavailable)
 //                 [--recompute-mlp]         (frozen blocks compute their MLP hidden layer again in backward)
+//                 [--recompute-qkv]         (frozen blocks compute qkv again in backward)
 //   vpdarts_bench --roof [fp32|bf16]   the matmul roof: Eigen's float32 GEMM / oneDNN's bf16 matmul on a 2048 cube
 //   mpirun -np N vpdarts_bench ...   (a build with MPI: every step's batch shared over N processes, as
 //                                     vpdarts search does; RESULT adds processes=N)
@@ -189,6 +190,10 @@ int main(int argc, char** argv) {
       vp::set_block_mlp_memory(vp::mlp_memory::recompute);
       continue;
     }
+    if (std::strcmp(argv[i], "--recompute-qkv") == 0) {
+      vp::set_block_attention_memory(vp::attention_memory::recompute);
+      continue;
+    }
     if (std::strcmp(argv[i], "--scaling") == 0) {
       scaling_rate = i + 1 < argc ? std::atof(argv[++i]) : 100.0;
       continue;
@@ -301,10 +306,11 @@ int main(int argc, char** argv) {
       const double gflops = step_flops(w.config, w.prompts, mode, b) / 1e9;
       if (dp.root())
         std::printf("RESULT workload=%s mode=%s batch=%ld sec_per_step=%.4f images_per_s=%.1f gflops=%.2f gflops_per_s=%.1f "
-                    "peak_rss_mb=%.0f precision=%s%s%s\n",
+                    "peak_rss_mb=%.0f precision=%s%s%s%s\n",
                     w.name.c_str(), mode.c_str(), b, median, images / median, gflops, gflops / median,
                     vp::report::peak_rss_mb(), precision.c_str(),
                     vp::block_mlp_memory() == vp::mlp_memory::recompute ? " mlp=recompute" : "",
+                    vp::block_attention_memory() == vp::attention_memory::recompute ? " qkv=recompute" : "",
                     dp.active() ? vp::text::cat(" processes=", dp.size(), " threads=", threads).c_str()
                                 : (auto_threads ? vp::text::cat(" threads=auto:", threads).c_str() : ""));
       std::fflush(stdout);

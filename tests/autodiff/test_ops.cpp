@@ -340,6 +340,10 @@ TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[aut
     return vp::layer_norm_attention(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(wq), t.leaf(bq), batch, heads,
                                     t.leaf(w), t.leaf(b), t.leaf(ls), t.leaf(res));
   };
+  auto att_block_recompute = [&](T& t) {  // computing qkv again in backward instead of keeping it
+    return vp::layer_norm_attention(t.leaf(x), t.leaf(g), t.leaf(be), eps, t.leaf(wq), t.leaf(bq), batch, heads,
+                                    t.leaf(w), t.leaf(b), t.leaf(ls), t.leaf(res), vp::attention_memory::recompute);
+  };
   auto att_block_ref = [&](T& t) {
     const V q = vp::linear(vp::layer_norm(t.leaf(x), t.leaf(g), t.leaf(be), eps), t.leaf(wq), t.leaf(bq));
     return vp::add(t.leaf(res), vp::mul(vp::linear(vp::attention(q, batch, heads), t.leaf(w), t.leaf(b)), t.leaf(ls)));
@@ -367,6 +371,7 @@ TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[aut
                                 {mlp_keep(vp::activation::quick_gelu), mlp_ref(vp::activation::quick_gelu), {&x, &res}},
                                 {mlp_plain, mlp_plain_ref, {&x}},
                                 {att_block, att_block_ref, {&x, &res}},
+                                {att_block_recompute, att_block_ref, {&x, &res}},
                                 {att_block_plain, att_block_plain_ref, {&x}}};
 
   // trainable weights: the composition itself, every gradient checked

@@ -147,14 +147,15 @@ TEST_CASE("bf16 through the fused block ops: values and input gradients near flo
   // the attention branch composed of layer_norm_linear and attention_linear, or as one node
   // (layer_norm_attention, vit_block's form) that keeps qkv in bf16
   auto block = [&](vp::precision p, vp::matrix<float>& dx, mlp_form form = mlp_form::composed,
-                   bool attention_node = false, vp::activation act = vp::activation::gelu) {
+                   bool attention_node = false, vp::activation act = vp::activation::gelu,
+                   vp::attention_memory att = vp::attention_memory::keep) {
     vp::precision_scope scope(p);
     vp::tape<float> t;
     x.zero_grad();
     auto in = t.leaf(x);
     auto h = attention_node
                  ? vp::layer_norm_attention(in, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(wqkv), t.leaf(bqkv), batch,
-                                            heads, t.leaf(wp), t.leaf(bp), t.leaf(ls), in)
+                                            heads, t.leaf(wp), t.leaf(bp), t.leaf(ls), in, att)
                  : vp::attention_linear(vp::layer_norm_linear(in, t.leaf(gamma), t.leaf(beta), 1e-6f, t.leaf(wqkv),
                                                               t.leaf(bqkv)),
                                         batch, heads, t.leaf(wp), t.leaf(bp), t.leaf(ls), in);
@@ -220,6 +221,20 @@ TEST_CASE("bf16 through the fused block ops: values and input gradients near flo
   CHECK((a32 - y32).norm() <= 1e-5f * y32.norm());
   CHECK((da32 - dx32).norm() <= 1e-5f * dx32.norm());
   CHECK(da16.allFinite());
+  // the attention node computing qkv again in backward: one product more (qkv), rounded as the
+  // forward rounded it, so the same values and gradients as keeping it
+  vp::matrix<float> dr16, dr32;
+  const auto products_again = vp::detail::bf16_products().load();
+  const vp::matrix<float> r16 =
+      block(vp::precision::bf16, dr16, mlp_form::keep, true, vp::activation::gelu, vp::attention_memory::recompute);
+  CHECK(vp::detail::bf16_products().load() - products_again == 16);
+  CHECK((r16 - a16).norm() <= 1e-6f * a16.norm());
+  CHECK((dr16 - da16).norm() <= 1e-6f * da16.norm());
+  const vp::matrix<float> r32 =
+      block(vp::precision::fp32, dr32, mlp_form::keep, true, vp::activation::gelu, vp::attention_memory::recompute);
+  CHECK((r32 - a32).norm() <= 1e-6f * a32.norm());
+  CHECK((dr32 - da32).norm() <= 1e-6f * da32.norm());
+  CHECK(dr16.allFinite());
   // QuickGELU (CLIP's blocks) through the same paths: vit_block's form (both branches one node each,
   // the activation and its derivative writing bf16) against the composition and against float32
   vp::matrix<float> dq16, dqc16, dq32, dqc32;

@@ -176,6 +176,46 @@ TEST_CASE("a forward pass with no gradient holds one block's values at a time, w
   CHECK(chunked.block_tape().memory().peak_bytes() * 1.5 < whole.memory().peak_bytes() / 6);
 }
 
+TEST_CASE("frozen blocks that recompute qkv give the same values and gradients with less kept", "[vit]") {
+  vp::vit_config c{16, 3, 4, 12, 3, 3, 40, 3};
+  c.layer_scale = true;
+  vp::vit<double> m(c, 31);
+  m.freeze_backbone();
+  const vp::index batch = 2, rows = batch * c.tokens();
+  auto x = vpdarts_test::random_parameter<double>("x", rows, c.dim, 32);
+  auto run = [&](vp::attention_memory mode, vp::tape<double>& t) {
+    vp::attention_memory_scope scope(mode);
+    x.zero_grad();
+    vp::var<double> y = t.leaf(x);
+    for (auto& b : m.blocks) y = b.forward(t, y, batch);
+    const vp::matrix<double> value = y.value();
+    t.backward(vp::sum(vp::mul(y, y)));
+    return std::pair{value, vp::matrix<double>(x.grad())};
+  };
+  vp::tape<double> keep, again;
+  const auto [y1, g1] = run(vp::attention_memory::keep, keep);
+  const auto [y2, g2] = run(vp::attention_memory::recompute, again);
+  CHECK((y1 - y2).norm() <= 1e-13 * y1.norm());
+  CHECK((g1 - g2).norm() <= 1e-12 * g1.norm());
+  CHECK(g1.norm() > 0);
+  INFO("kept " << keep.memory().peak_bytes() << " bytes, recomputing " << again.memory().peak_bytes());
+  // qkv (3 x 12 values a row) of every block is gone from the arena
+  CHECK(again.memory().peak_bytes() + std::size_t(3 * 12 * sizeof(double)) * rows * 3 <= keep.memory().peak_bytes());
+  CHECK(vp::block_attention_memory() == vp::attention_memory::keep);  // the scope restored the default
+  // both branches recomputing, against finite differences through a whole frozen block
+  vp::attention_memory_scope att(vp::attention_memory::recompute);
+  vp::mlp_memory_scope mlp(vp::mlp_memory::recompute);
+  auto small = vpdarts_test::random_parameter<double>("s", batch * 3, c.dim, 33);
+  const vp::gradcheck_result r = vp::gradcheck(
+      [&](vp::tape<double>& t) {
+        const vp::var<double> y = m.blocks[0].forward(t, t.leaf(small), batch);
+        return vp::sum(vp::mul(y, y));
+      },
+      {&small});
+  INFO(r.worst << " (" << r.checked << " entries checked)");
+  REQUIRE(r);
+}
+
 TEST_CASE("frozen blocks that recompute their MLP give the same values and gradients with less kept", "[vit]") {
   for (const bool quick : {false, true}) {
     vp::vit_config c{16, 3, 4, 12, 3, 3, 40, 3};

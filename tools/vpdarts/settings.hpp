@@ -59,6 +59,7 @@ struct common_settings {
   bool quiet = false;
   std::string precision = "fp32";
   bool recompute_mlp = false;
+  bool recompute_qkv = false;
 
   void add_to(flags& f) {
     f.add("threads", threads, "OpenMP threads (0: the cores other work leaves free, measured at start; under mpirun, the cores shared among a "
@@ -70,6 +71,9 @@ struct common_settings {
     f.add_switch("recompute-mlp", recompute_mlp,
                  "frozen blocks keep no MLP hidden layer for backward and compute it again: a search step holds about "
                  "0.7x the memory for 5-20 % more time, with the same results");
+    f.add_switch("recompute-qkv", recompute_qkv,
+                 "frozen blocks keep no qkv for backward and compute it again (one more product per block): less "
+                 "memory for more time, with the same results; with --recompute-mlp, a frozen block keeps the least");
   }
   void validate(const std::string& command) const {
     require(threads >= 0 && threads <= 4096, command, cat("--threads must be in 0..4096, got ", threads));
@@ -103,6 +107,8 @@ struct common_settings {
     }
     vp::set_block_mlp_memory(recompute_mlp ? vp::mlp_memory::recompute : vp::mlp_memory::keep);
     if (recompute_mlp && !quiet) std::printf("memory: frozen blocks compute their MLP hidden layer again in backward\n");
+    vp::set_block_attention_memory(recompute_qkv ? vp::attention_memory::recompute : vp::attention_memory::keep);
+    if (recompute_qkv && !quiet) std::printf("memory: frozen blocks compute qkv again in backward\n");
     const vp::bf16_support b = vp::bf16_supported();
     const bool bf16 = precision == "bf16" || (precision == "auto" && b.available);
     vp::set_matmul_precision(bf16 ? vp::precision::bf16 : vp::precision::fp32);

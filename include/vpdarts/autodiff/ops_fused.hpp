@@ -389,18 +389,28 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
   return out;
 }
 
+/// What layer_norm_attention keeps of qkv for backward, when every weight is constant.
+enum class attention_memory {
+  keep,       ///< qkv ((B*T) x 3E values; in bf16 when attention's products run in bf16): the fastest step, the default
+  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and the qkv product again (docs/performance.md)
+};
+
 /// residual + linear(attention(layer_norm_linear(x, gamma, beta, eps, wqkv, bqkv), batch, heads), w, b)
 /// * scale: a transformer block's whole attention branch and skip connection as one node. x is
 /// (B*T) x D, gamma and beta 1 x D, wqkv 3E x D, bqkv 1 x 3E (or empty), w out x E, b 1 x out (or
 /// empty), scale 1 x out (or empty), residual (B*T) x out (or empty). With every weight constant the
-/// branch keeps, for backward, only each row's LayerNorm statistics and qkv; qkv in bf16 (half the
-/// memory, and laid out for the attention products) when those products run in bf16 (precision::bf16
-/// on a float model). Backward computes the attention probabilities again, as attention_linear does.
+/// branch keeps, for backward, only each row's LayerNorm statistics and, as `memory` says:
+/// - keep: qkv, in bf16 (half the memory, and laid out for the attention products) when those
+///   products run in bf16 (precision::bf16 on a float model);
+/// - recompute: nothing more; backward computes the LayerNorm and the qkv product again (one more
+///   (B*T) x D x 3E product, the same as the forward's, so the same values).
+/// Backward computes the attention probabilities again, as attention_linear does.
 /// Otherwise it is attention_linear(layer_norm_linear(...)). @throws shape_error as those do.
 template <Scalar S>
 var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& beta, S eps, const var<S>& wqkv,
                             const var<S>& bqkv, index batch, index heads, const var<S>& w, const var<S>& b,
-                            const var<S>& scale = {}, const var<S>& residual = {}) {
+                            const var<S>& scale = {}, const var<S>& residual = {},
+                            attention_memory memory = attention_memory::keep) {
   tape<S>& t = detail::same_tape("layer_norm_attention", x, wqkv);
   detail::same_tape("layer_norm_attention", x, w);
   detail::check_layer_norm("layer_norm_attention", x, gamma, beta);
@@ -415,8 +425,9 @@ var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& 
   if (!detail::all_constant<S>({&gamma, &beta, &wqkv, &bqkv, &w, &b, &scale}))
     return attention_linear(layer_norm_linear(x, gamma, beta, eps, wqkv, bqkv), batch, heads, w, b, scale, residual);
   var<S> out = t.make(rows, w.rows(), x.requires_grad() || (residual.valid() && residual.requires_grad()));
-  const bool keep = x.requires_grad(), bf16 = detail::bf16_attention<S>();
-  S* stats = keep ? t.template scratch<S>(static_cast<std::size_t>(2 * rows)) : nullptr;
+  const bool grad = x.requires_grad(), keep = grad && memory == attention_memory::keep,
+             bf16 = detail::bf16_attention<S>();
+  S* stats = grad ? t.template scratch<S>(static_cast<std::size_t>(2 * rows)) : nullptr;
   S* kept = keep && !bf16 ? t.template scratch<S>(static_cast<std::size_t>(rows * c3)) : nullptr;
   std::uint16_t* kept16 = keep && bf16 ? t.template scratch<std::uint16_t>(static_cast<std::size_t>(rows * c3)) : nullptr;
   {
@@ -443,20 +454,39 @@ var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& 
     detail::linear_rows(out.value(), o.map(), w, b, scale, residual);
   }
   const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
-  t.on_backward(out, [ix = x.id(), ig = gamma.id(), iqkv = wqkv.id(), iw = w.id(), io = out.id(), is, ir, stats,
-                      saved = kept16 ? static_cast<void*>(kept16) : static_cast<void*>(kept), bf16, batch, heads, seq,
-                      d](tape<S>& tp) {
+  t.on_backward(out, [ix = x.id(), ig = gamma.id(), ib = beta.id(), iqkv = wqkv.id(), ibq = detail::id_or_none(bqkv),
+                      iw = w.id(), io = out.id(), is, ir, stats, eps,
+                      saved = kept16 ? static_cast<const void*>(kept16) : static_cast<const void*>(kept), bf16, batch,
+                      heads](tape<S>& tp) {
     detail::residual_backward(tp, io, ir);
     if (!tp.at(ix).requires_grad) return;
-    const index rows = batch * seq, width = tp.at(ix).cols, c3 = 3 * d;
+    // the shapes from the nodes (the step's capture has room for indices only)
+    const index rows = tp.at(ix).rows, width = tp.at(ix).cols, c3 = tp.at(iqkv).rows, d = c3 / 3, seq = rows / batch;
     typename tape<S>::borrowed dq(tp, rows, c3);
     {
+      // recompute: qkv again from x and the kept statistics, as the forward made it (and rounded it)
+      const bool again = saved == nullptr;
+      typename tape<S>::borrowed q(tp, again ? rows : 1, again ? c3 : 1);
+      detail::borrowed_bf16<S> q16(tp, again && bf16 ? rows * c3 : 1);
+      const void* qkv = saved;
+      if (again) {
+        detail::layer_norm_linear_rows(tp, tp.value(ix).data(), tp.value(ig).data(), tp.value(ib).data(), rows, width,
+                                       eps, static_cast<S*>(nullptr), iqkv, ibq, q.map());
+        qkv = q.data();
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+        if constexpr (std::is_same_v<S, float>)
+          if (bf16) {
+            detail::to_bf16_heads(q.data(), q16.data(), batch, seq, 3, heads, d / heads, c3);
+            qkv = q16.data();
+          }
+#endif
+      }
       typename tape<S>::borrowed d_o(tp, rows, d), ds(tp, is == std::uint32_t(-1) ? 1 : rows, tp.at(io).cols);
       detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), d_o.map(), false);
       if (bf16) {
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
         if constexpr (std::is_same_v<S, float>)
-          detail::attention_backward_bf16_heads(tp, static_cast<const std::uint16_t*>(saved), dq.data(), false,
+          detail::attention_backward_bf16_heads(tp, static_cast<const std::uint16_t*>(qkv), dq.data(), false,
                                                 d_o.data(), nullptr, batch, heads, seq, d);
 #endif
       } else {
@@ -464,7 +494,7 @@ var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& 
         detail::parallel_chunks(rows * c3, detail::values_per_job,
                                 [&](index at, index m) { std::fill(g + at, g + at + m, S(0)); });
         typename tape<S>::borrowed work(tp, detail::max_threads(), 2 * seq * seq);
-        detail::attention_backward(static_cast<const S*>(saved), g, d_o.data(), static_cast<const S*>(nullptr),
+        detail::attention_backward(static_cast<const S*>(qkv), g, d_o.data(), static_cast<const S*>(nullptr),
                                    work.data(), batch, heads, seq, d);
       }
     }

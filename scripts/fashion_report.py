@@ -150,7 +150,8 @@ for task in tasks:
         status.append("matplotlib is missing (python3-matplotlib): no picture")
 lines += ["## Reproduce", "", "    scripts/fashion_study.sh            # continues where it stopped",
           "    REPORT_ONLY=1 scripts/fashion_study.sh   # this page again from the kept results",
-          "    TOOL_DEFAULT=1 scripts/fashion_study.sh  # adds the tool's default search (three runs per seed)", "",
+          "    TOOL_DEFAULT=1 scripts/fashion_study.sh  # adds the tool's default search (three runs per seed)",
+          "    TOOL_DEFAULT=1 PRECISION=fp32 scripts/fashion_study.sh  # how this page's results were made", "",
           f"Each task's backbone is fingerprinted in `docs/results/{folder}/TASK/backbone.json`; kept results are",
           "continued only on the backbone they were made with.", "",
           f"Per-run result files: `docs/results/{folder}/TASK/seedS/METHOD/`."]

@@ -8,9 +8,11 @@
 //
 //   vpdarts_bench [--workload toy|tiny16|base16|dinov2s14] [--mode first|second|infer] [--batch N] [--steps 5] [--threads 2 (0: the free cores)] [--seed 0]
 //                 [--precision fp32|bf16]   (bf16: the frozen products on oneDNN; exit 2 where unavailable)
+//                 [--fp32-gemm auto|eigen|onednn]   (who runs the frozen float32 products; auto: oneDNN on AVX-512)
 //                 [--recompute-mlp]         (frozen blocks compute their MLP hidden layer again in backward)
 //                 [--recompute-qkv]         (frozen blocks compute qkv again in backward)
-//   vpdarts_bench --roof [fp32|bf16]   the matmul roof: Eigen's float32 GEMM / oneDNN's bf16 matmul on a 2048 cube
+//   vpdarts_bench --roof [fp32|bf16]   the matmul roof: the float32 GEMM of --fp32-gemm (Eigen or oneDNN) /
+//                                      oneDNN's bf16 matmul, on a 2048 cube
 //   mpirun -np N vpdarts_bench ...   (a build with MPI: every step's batch shared over N processes, as
 //                                     vpdarts search does; RESULT adds processes=N)
 //   vpdarts_bench --scaling          the data-parallel scaling model of docs/distributed.md
@@ -131,7 +133,8 @@ void print_scaling(double rate_gflops) {
   }
 }
 
-// The matmul roof: the best rate of a 2048 x 2048 x 2048 product, Eigen in float32 or oneDNN in bf16.
+// The matmul roof: the best rate of a 2048 x 2048 x 2048 product, float32 on the GEMM in use (Eigen or
+// oneDNN, fp32_gemm_in_use) or bf16 on oneDNN.
 int print_roof(const std::string& precision) {
   const vp::index n = 2048;
   vp::matrix<float> a = vp::matrix<float>::Random(n, n), b = vp::matrix<float>::Random(n, n), c(n, n);
@@ -141,17 +144,19 @@ int print_roof(const std::string& precision) {
   double best = 1e30;
   for (int i = 0; i < 6; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    if (precision == "fp32") {
+    if (precision == "fp32" && vp::fp32_gemm_in_use() == vp::fp32_gemm::eigen) {
       c.noalias() = a * b.transpose();
     } else {
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-      vp::detail::bf16_matmuls::here().run(n, n, n, a16.data(), b16.data(), true, c.data(), false);
+      if (precision == "fp32") vp::detail::onednn_matmuls::here().run_f32(n, n, n, a.data(), b.data(), true, c.data(), false);
+      else vp::detail::onednn_matmuls::here().run(n, n, n, a16.data(), b16.data(), true, c.data(), false);
 #endif
     }
     best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
-  std::printf("ROOF precision=%s n=%ld gflops_per_s=%.1f\n", precision.c_str(), static_cast<long>(n),
-              2.0 * static_cast<double>(n * n * n) / best / 1e9);
+  std::printf("ROOF precision=%s n=%ld gflops_per_s=%.1f%s\n", precision.c_str(), static_cast<long>(n),
+              2.0 * static_cast<double>(n * n * n) / best / 1e9,
+              precision == "fp32" ? vp::text::cat(" gemm=", vp::to_string(vp::fp32_gemm_in_use())).c_str() : "");
   return 0;
 }
 
@@ -173,7 +178,7 @@ std::vector<int> random_labels(const vp::vit_config& c, long batch, std::mt19937
 
 int main(int argc, char** argv) {
   vp::exec_best_variant(argv);
-  std::string workload_name = "toy", mode = "first", precision = "fp32", roof;
+  std::string workload_name = "toy", mode = "first", precision = "fp32", roof, fp32_gemm = "auto";
   long batch = 0, steps = 5, threads = 2;
   std::uint64_t seed = 0;
   double scaling_rate = 0;
@@ -207,6 +212,7 @@ int main(int argc, char** argv) {
     else if (is("--seed")) seed = std::strtoull(argv[++i], nullptr, 10);
     else if (is("--precision")) precision = argv[++i];
     else if (is("--roof")) roof = argv[++i];
+    else if (is("--fp32-gemm")) fp32_gemm = argv[++i];
     else {
       std::fprintf(stderr, "vpdarts_bench: unknown argument '%s' (see the comment at the top of vpdarts_bench.cpp)\n", argv[i]);
       return 2;
@@ -228,6 +234,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "vpdarts_bench: --precision and --roof are fp32 or bf16\n");
     return 2;
   }
+  if (fp32_gemm != "auto" && fp32_gemm != "eigen" && fp32_gemm != "onednn") {
+    std::fprintf(stderr, "vpdarts_bench: --fp32-gemm is auto, eigen or onednn, not '%s'\n", fp32_gemm.c_str());
+    return 2;
+  }
+  try {
+    vp::set_fp32_gemm(fp32_gemm == "eigen" ? vp::fp32_gemm::eigen
+                      : fp32_gemm == "onednn" ? vp::fp32_gemm::onednn : vp::fp32_gemm::automatic);
+  } catch (const vp::error& e) {
+    std::fprintf(stderr, "vpdarts_bench: %s\n", e.what());
+    return 2;
+  }
   const bool auto_threads = threads == 0;
   if (auto_threads) threads = vp::free_cores();  // as the tool's default: the cores other work leaves free
   omp_set_num_threads(static_cast<int>(threads));
@@ -242,6 +259,10 @@ int main(int argc, char** argv) {
   }
   if (!roof.empty()) return print_roof(roof);
   std::fprintf(stderr, "vpdarts_bench: compiled for %s\n", std::string(vp::compiled_isa()).c_str());
+  if (precision == "fp32")
+    std::fprintf(stderr, "vpdarts_bench: float32 products on %s%s\n", vp::to_string(vp::fp32_gemm_in_use()),
+                 vp::fp32_gemm_setting() == vp::fp32_gemm::automatic
+                     ? vp::text::cat(" (auto: ", vp::fp32_gemm_automatic().reason, ")").c_str() : "");
   const workload w = find_workload(workload_name);
   std::vector<long> batches = batch > 0 ? std::vector<long>{batch}
                                         : (mode == "infer" ? std::vector<long>{1, 64} : std::vector<long>{w.batch});
@@ -306,9 +327,10 @@ int main(int argc, char** argv) {
       const double gflops = step_flops(w.config, w.prompts, mode, b) / 1e9;
       if (dp.root())
         std::printf("RESULT workload=%s mode=%s batch=%ld sec_per_step=%.4f images_per_s=%.1f gflops=%.2f gflops_per_s=%.1f "
-                    "peak_rss_mb=%.0f precision=%s%s%s%s\n",
+                    "peak_rss_mb=%.0f precision=%s%s%s%s%s\n",
                     w.name.c_str(), mode.c_str(), b, median, images / median, gflops, gflops / median,
                     vp::report::peak_rss_mb(), precision.c_str(),
+                    precision == "fp32" && vp::fp32_gemm_in_use() == vp::fp32_gemm::onednn ? " fp32_gemm=onednn" : "",
                     vp::block_mlp_memory() == vp::mlp_memory::recompute ? " mlp=recompute" : "",
                     vp::block_attention_memory() == vp::attention_memory::recompute ? " qkv=recompute" : "",
                     dp.active() ? vp::text::cat(" processes=", dp.size(), " threads=", threads).c_str()

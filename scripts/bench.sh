@@ -3,7 +3,8 @@
 # one run: builds bench/vpdarts_bench in Release, installs the peer's Debian
 # packages (python3-torch, OpenBLAS), runs vpdarts and the peer in turn
 # (A B A B) for every workload, mode and precision, measures the matmul roofs
-# (Eigen's float32 SGEMM; oneDNN's bf16 matmul where the CPU has bf16), and
+# (Eigen's float32 SGEMM, oneDNN's float32 matmul in a build with oneDNN; oneDNN's bf16 matmul where
+# the CPU has bf16), and
 # writes docs/results/performance.md (keeping what follows its
 # "<!-- hand-written below -->" line).
 #
@@ -108,19 +109,24 @@ build/bench/vpdarts_ops_bench --benchmark_filter=bm_eigen_gemm 2>/dev/null | gre
 VPDARTS_DISPATCH=off build/bench/vpdarts_ops_bench --benchmark_filter=bm_eigen_gemm 2>/dev/null | grep "Eigen SGEMM" |
   sed 's/^/ROOF_PORTABLE /' | tee -a "$raw"
 [[ $precisions == *bf16* ]] && build/bench/vpdarts_bench --roof bf16 --threads "$threads" | tee -a "$raw"
+# the float32 roof of oneDNN, which runs the frozen float32 products in a build with it (fp32_gemm auto)
+build/bench/vpdarts_bench --roof fp32 --threads "$threads" | grep "gemm=onednn" | tee -a "$raw" || true
 isa=$(build/bench/vpdarts_bench --workload toy --mode infer --batch 1 --steps 1 2>&1 >/dev/null | sed -n 's/.*compiled for //p')
 
 mkdir -p docs/results
 python3 - "$raw" "$steps" "$threads" "$isa" "$infer_steps" <<'PY'
 import platform, re, subprocess, sys
 raw, steps, threads, isa, infer_steps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-ours, peer, roof, roof_portable, roof_bf16 = {}, {}, None, None, None
+ours, peer, roof, roof_portable, roof_bf16, roof_onednn = {}, {}, None, None, None, None
+onednn_rows = set()  # the fp32 rows whose frozen products ran on oneDNN
 busy_ours, busy_auto, busy_peer = {}, {}, {}
 def parse_ours(line, into):
     f = dict(kv.split("=") for kv in line.split()[1:])
     key = (f["workload"], f["mode"], int(f["batch"]), f.get("precision", "fp32"))
     into.setdefault(key, []).append((float(f["sec_per_step"]), float(f["images_per_s"]), float(f["gflops_per_s"]),
                                      float(f["peak_rss_mb"])))
+    if f.get("fp32_gemm") == "onednn":
+        onednn_rows.add(key)
 def parse_peer(line, into):
     c = [x.strip() for x in line.split("|", 1)[1].strip().strip("|").split("|")]
     name, prec = (c[0][:-5], "bf16") if c[0].endswith("-bf16") else (c[0], "fp32")
@@ -139,6 +145,8 @@ for line in open(raw):
         parse_peer(line, busy_peer)
     elif line.startswith("ROOF precision=bf16"):
         roof_bf16 = float(re.search(r"gflops_per_s=([0-9.]+)", line).group(1))
+    elif line.startswith("ROOF precision=fp32"):
+        roof_onednn = float(re.search(r"gflops_per_s=([0-9.]+)", line).group(1))
     elif line.startswith("ROOF "):
         roof = float(re.search(r"([0-9.]+) GFLOP/s", line).group(1))
     elif line.startswith("ROOF_PORTABLE "):
@@ -162,6 +170,9 @@ lines = ["# Performance: vpdarts against the PyTorch peer", "",
          f"Eigen SGEMM roof on this machine ({threads} threads): "
          + (f"{roof:.1f} GFLOP/s in the {isa} build" if roof else "not measured")
          + (f", {roof_portable:.1f} GFLOP/s in the portable x86-64 build." if roof_portable else ".")
+         + (f" oneDNN's float32 matmul roof (2048 cube): {roof_onednn:.1f} GFLOP/s; the fp32 rows marked "
+            "(oneDNN) ran their frozen products on it (`--fp32-gemm auto`, docs/precision.md) and their \"of roof\" is "
+            "over it." if roof_onednn and onednn_rows else "")
          + (f" oneDNN's bf16 matmul roof (2048 cube): {roof_bf16:.1f} GFLOP/s." if roof_bf16 else
             " bf16: not available on this CPU (no AVX512-BF16 or AMX), not measured."),
          "", "Precision fp32 is float32 on both sides; bf16 is vpdarts `--precision bf16` (the frozen products in bf16 "
@@ -181,11 +192,12 @@ for key in sorted(ours, key=lambda k: (k[0], ["first", "second", "infer"].index(
         t = 3.0 if key[2] == 1 else 1.5
     if key[1] == "infer" and key[3] == "bf16" and key[2] == 64 and key[0] in ("toy", "base16"):
         t = 1.5
-    r = roof_bf16 if key[3] == "bf16" else roof
+    r = roof_bf16 if key[3] == "bf16" else (roof_onednn if key in onednn_rows and roof_onednn else roof)
     mark = "-" if t is None else (f">= {t}x {'met' if ratio >= t else 'NOT met'}")
     rss = o[3] / p[3]
     rss_mark = f"{rss:.2f}" + (" (<= 0.5 met)" if rss <= 0.5 else " (<= 0.5 NOT met)")
-    lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {o[0]:.4f} | {p[0]:.4f} | {o[1]:.1f} | {p[1]:.1f} | "
+    prec = key[3] + (" (oneDNN)" if key in onednn_rows else "")
+    lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {prec} | {o[0]:.4f} | {p[0]:.4f} | {o[1]:.1f} | {p[1]:.1f} | "
                  f"{ratio:.2f}x | {mark} | {o[2]:.1f} | " + (f"{o[2] / r * 100:.0f}%" if r else "-") +
                  f" | {o[3]:.0f} | {p[3]:.0f} | {rss_mark} |")
 busy_rows = [k for k in sorted(busy_ours) if k in busy_peer and k in busy_auto and k in ours and k in peer]

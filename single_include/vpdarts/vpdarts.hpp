@@ -161,6 +161,13 @@ enum class transpose : std::uint8_t { none, a, b, both };
 ///
 ///     vpdarts::set_matmul_precision(vpdarts::precision::bf16);   // or a scope:
 ///     { vpdarts::precision_scope bf16(vpdarts::precision::bf16); search(...); }
+///
+/// In float32 the same frozen products run on Eigen's GEMM or, in a build with
+/// oneDNN, on oneDNN's float32 matmul: fp32_gemm. The default, `automatic`,
+/// takes oneDNN wherever the build has it (oneDNN picks its kernels for the CPU
+/// at run time, AVX-512 included, while the Eigen of vpdarts's fastest build
+/// stops at AVX2) and Eigen elsewhere. Both are float32 products; they sum in
+/// another order, so they differ by float32 rounding (docs/precision.md).
 
 #include <atomic>
 #include <string>
@@ -229,6 +236,97 @@ inline void set_matmul_precision(precision p) {
   }
   detail::matmul_precision_state().store(p, std::memory_order_relaxed);
 }
+
+/// Which library runs the float32 products of frozen weights (see the file's comment).
+enum class fp32_gemm {
+  automatic,  ///< oneDNN where the build has it, else Eigen (the default)
+  eigen,      ///< Eigen's GEMM (the only one a build without oneDNN has)
+  onednn,     ///< oneDNN's float32 matmul (a build with oneDNN)
+};
+
+/// "auto", "eigen" or "onednn".
+inline const char* to_string(fp32_gemm g) noexcept {
+  return g == fp32_gemm::eigen ? "eigen" : g == fp32_gemm::onednn ? "onednn" : "auto";
+}
+
+/// What `automatic` picks in this program on this CPU, and why.
+struct fp32_gemm_choice {
+  fp32_gemm gemm = fp32_gemm::eigen;  ///< eigen or onednn
+  std::string reason;                 ///< one line: why
+};
+
+/// The widest vector instructions oneDNN's kernels use on this CPU: "AVX-512", "AVX2", "SSE4.1"
+/// (empty in a build without oneDNN). oneDNN honours ONEDNN_MAX_CPU_ISA.
+inline std::string onednn_cpu_isa() {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+  const unsigned isa = static_cast<unsigned>(dnnl_get_effective_cpu_isa());
+  const auto has = [isa](dnnl_cpu_isa_t want) { return (isa & static_cast<unsigned>(want)) == static_cast<unsigned>(want); };
+  if (has(dnnl_cpu_isa_avx512_core)) return "AVX-512";
+  if (has(dnnl_cpu_isa_avx2)) return "AVX2";
+  return "SSE4.1";
+#else
+  return {};
+#endif
+}
+
+/// What fp32_gemm::automatic resolves to in this program: oneDNN in a build with it (its kernels,
+/// chosen for the CPU at run time, were as fast as Eigen's or faster on every workload measured,
+/// docs/performance.md), else Eigen.
+inline fp32_gemm_choice fp32_gemm_automatic() {
+  fp32_gemm_choice c;
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+  c.gemm = fp32_gemm::onednn;
+  c.reason = "vpdarts was built with oneDNN, whose " + onednn_cpu_isa() +
+             " float32 kernels run the frozen products at least as fast as Eigen's";
+#else
+  c.reason = "vpdarts was built without oneDNN";
+#endif
+  return c;
+}
+
+namespace detail {
+inline std::atomic<fp32_gemm>& fp32_gemm_state() {
+  static std::atomic<fp32_gemm> g{fp32_gemm::automatic};
+  return g;
+}
+inline fp32_gemm fp32_gemm_automatic_cached() {
+  static const fp32_gemm g = fp32_gemm_automatic().gemm;
+  return g;
+}
+}  // namespace detail
+
+/// The float32 GEMM setting, process-wide (automatic until set).
+inline fp32_gemm fp32_gemm_setting() noexcept { return detail::fp32_gemm_state().load(std::memory_order_relaxed); }
+
+/// The library that runs the frozen float32 products now: eigen or onednn.
+inline fp32_gemm fp32_gemm_in_use() {
+  const fp32_gemm g = fp32_gemm_setting();
+  return g == fp32_gemm::automatic ? detail::fp32_gemm_automatic_cached() : g;
+}
+
+/// Sets the float32 GEMM for the whole process.
+/// @throws config_error for onednn in a build without oneDNN.
+inline void set_fp32_gemm(fp32_gemm g) {
+#if !(defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL)
+  if (g == fp32_gemm::onednn)
+    throw config_error("set_fp32_gemm: oneDNN is not available: vpdarts was built without oneDNN (link the CMake "
+                       "target vpdarts::bf16, which needs Debian's libdnnl-dev)");
+#endif
+  detail::fp32_gemm_state().store(g, std::memory_order_relaxed);
+}
+
+/// Sets the float32 GEMM for the scope's lifetime and restores the previous setting.
+class fp32_gemm_scope {
+ public:
+  /// @throws config_error as set_fp32_gemm does.
+  explicit fp32_gemm_scope(fp32_gemm g) : previous_(fp32_gemm_setting()) { set_fp32_gemm(g); }
+  fp32_gemm_scope(const fp32_gemm_scope&) = delete;
+  fp32_gemm_scope& operator=(const fp32_gemm_scope&) = delete;
+  ~fp32_gemm_scope() { detail::fp32_gemm_state().store(previous_, std::memory_order_relaxed); }
+
+ private:
+  fp32_gemm previous_;
+};
 
 /// Sets the precision for the scope's lifetime and restores the previous one.
 class precision_scope {
@@ -773,7 +871,7 @@ class inline_function {
 // ---- begin vpdarts/detail/bf16.hpp ----
 // bf16 values: float32 -> bf16 rounding (to nearest, ties to even; NaN stays
 // NaN), and the cached bf16 copy a frozen parameter keeps of its value. No
-// oneDNN here: the products are in bf16_gemm.hpp.
+// oneDNN here: the products are in onednn_gemm.hpp.
 
 #include <algorithm>
 #include <atomic>
@@ -1927,10 +2025,11 @@ gradcheck_result gradcheck(F&& f, std::initializer_list<parameter<S>*> params, c
 #include <type_traits>
 
 
-// ---- begin vpdarts/detail/bf16_gemm.hpp ----
-// bf16 x bf16 -> float32 matrix products through oneDNN's matmul (AMX or
-// AVX512-BF16 kernels, chosen by oneDNN), for the frozen products of
-// precision::bf16. Compiled only with VPDARTS_WITH_DNNL.
+// ---- begin vpdarts/detail/onednn_gemm.hpp ----
+// Matrix products through oneDNN's matmul, for the frozen products: bf16 x
+// bf16 -> float32 (AMX or AVX512-BF16 kernels, chosen by oneDNN) under
+// precision::bf16, and float32 x float32 where fp32_gemm() is oneDNN (its
+// AVX-512 kernels on CPUs that have them). Compiled only with VPDARTS_WITH_DNNL.
 //
 // A primitive is made once per shape and kept (per thread, with its memory
 // objects), the scratchpad is ours and grows only, and execution goes through
@@ -1961,32 +2060,39 @@ inline std::atomic<std::uint64_t>& bf16_batched_products() {
   static std::atomic<std::uint64_t> n{0};
   return n;
 }
+/// How many float32 products ran on oneDNN in this process.
+inline std::atomic<std::uint64_t>& onednn_f32_products() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
 
 /// The products of one thread: c (m x n, float32, row-major) = a (m x k, bf16,
 /// row-major) * op(w), where w is bf16 and either n x k row-major (`w_nk`:
 /// the product is a * w^T, a linear layer's forward) or k x n row-major (a * w,
-/// its input gradient); with `accumulate` c += instead of c =.
-class bf16_matmuls {
+/// its input gradient); with `accumulate` c += instead of c =. run_f32 is the
+/// same product with a and w in float32.
+class onednn_matmuls {
  public:
   /// The calling thread's instance.
-  static bf16_matmuls& here() {
-    thread_local bf16_matmuls m;
+  static onednn_matmuls& here() {
+    thread_local onednn_matmuls m;
     return m;
+  }
+
+  /// Runs the product (see the class) in float32: a and w are float32, read where they are.
+  /// @throws state_error when oneDNN refuses it.
+  void run_f32(index m, index n, index k, const float* a, const float* w, bool w_nk, float* c, bool accumulate) {
+    shape s = plain(m, n, k, w_nk, accumulate);
+    s.f32 = true;
+    ++onednn_f32_products();
+    execute(find(s), a, w, c);
   }
 
   /// Runs the product (see the class). @throws state_error when oneDNN refuses it.
   void run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
            bool accumulate) {
-    shape s;
-    s.rank = 2;
-    s.a = {m, k, 0, 0};
-    s.as = {k, 1, 0, 0};
-    s.w = {k, n, 0, 0};
-    s.ws = w_nk ? dims4{1, k, 0, 0} : dims4{n, 1, 0, 0};
-    s.c = {m, n, 0, 0};
-    s.cs = {n, 1, 0, 0};
-    s.accumulate = accumulate;
-    execute(find(s), a, w, c);
+    ++bf16_products();
+    execute(find(plain(m, n, k, w_nk, accumulate)), a, w, c);
   }
 
   /// c (m x n) = a (m x k, bf16) * W^T for a weight W (n x k) that oneDNN reads in the layout
@@ -2004,7 +2110,8 @@ class bf16_matmuls {
     s.cs = {n, 1, 0, 0};
     entry& e = find(s);
     const std::byte* w = weights(e.weights);
-    execute(e, a, reinterpret_cast<const std::uint16_t*>(w), c);
+    ++bf16_products();
+    execute(e, a, w, c);
   }
 
   /// Writes the float32 weight w (n x k, row-major) into dst, laid out as `target` in bf16.
@@ -2030,6 +2137,7 @@ class bf16_matmuls {
                    const dims4& c_dims, const dims4& c_strides, const std::uint16_t* a, const std::uint16_t* w,
                    float* c, bool accumulate) {
     shape s{4, a_dims, a_strides, w_dims, w_strides, c_dims, c_strides, accumulate};
+    ++bf16_products();
     ++bf16_batched_products();
     execute(find(s), a, w, c);
   }
@@ -2039,8 +2147,23 @@ class bf16_matmuls {
     int rank = 2;
     dims4 a{}, as{}, w{}, ws{}, c{}, cs{};
     bool accumulate = false;
+    bool f32 = false;  ///< a and w in float32 (else bf16)
     bool operator==(const shape&) const = default;
   };
+
+  /// The 2-d product c (m x n) (+)= a (m x k) * op(w), all dense row-major (see the class).
+  static shape plain(index m, index n, index k, bool w_nk, bool accumulate) {
+    shape s;
+    s.rank = 2;
+    s.a = {m, k, 0, 0};
+    s.as = {k, 1, 0, 0};
+    s.w = {k, n, 0, 0};
+    s.ws = w_nk ? dims4{1, k, 0, 0} : dims4{n, 1, 0, 0};
+    s.c = {m, n, 0, 0};
+    s.cs = {n, 1, 0, 0};
+    s.accumulate = accumulate;
+    return s;
+  }
   struct entry {
     shape key;
     dnnl::matmul prim;
@@ -2048,10 +2171,9 @@ class bf16_matmuls {
     dnnl::memory::desc weights;  ///< the weights' layout (oneDNN's choice for an `any` shape)
   };
 
-  void execute(entry& e, const std::uint16_t* a, const std::uint16_t* w, float* c) {
-    ++bf16_products();
-    e.src.set_data_handle(const_cast<std::uint16_t*>(a));
-    e.wei.set_data_handle(const_cast<std::uint16_t*>(w));
+  void execute(entry& e, const void* a, const void* w, float* c) {
+    e.src.set_data_handle(const_cast<void*>(a));
+    e.wei.set_data_handle(const_cast<void*>(w));
     e.dst.set_data_handle(c);
     e.pad.set_data_handle(scratch_.data());
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e.src.get()},
@@ -2061,7 +2183,8 @@ class bf16_matmuls {
     dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), stream_.get(), 4, args);
     if (st == dnnl_success) st = dnnl_stream_wait(stream_.get());
     if (st != dnnl_success)
-      throw state_error(cat("bf16 matmul: oneDNN failed (status ", static_cast<int>(st), ") on ", describe(e.key)));
+      throw state_error(cat(e.key.f32 ? "float32" : "bf16", " matmul: oneDNN failed (status ", static_cast<int>(st),
+                            ") on ", describe(e.key)));
   }
 
   static std::string describe(const shape& s) {
@@ -2084,9 +2207,10 @@ class bf16_matmuls {
     };
     try {
       const bool any = s.ws[0] < 0;
-      const dnnl::memory::desc a_md = desc(s.a, s.as, dt::bf16), c_md = desc(s.c, s.cs, dt::f32),
-                               w_md = any ? dnnl::memory::desc({s.w[0], s.w[1]}, dt::bf16, dnnl::memory::format_tag::any)
-                                          : desc(s.w, s.ws, dt::bf16);
+      const dt in = s.f32 ? dt::f32 : dt::bf16;
+      const dnnl::memory::desc a_md = desc(s.a, s.as, in), c_md = desc(s.c, s.cs, dt::f32),
+                               w_md = any ? dnnl::memory::desc({s.w[0], s.w[1]}, in, dnnl::memory::format_tag::any)
+                                          : desc(s.w, s.ws, in);
       dnnl::primitive_attr attr;
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
       if (s.accumulate) {
@@ -2102,7 +2226,8 @@ class bf16_matmuls {
                              dnnl::memory(c_md, engine_, DNNL_MEMORY_NONE),
                              dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.weights_desc()});
     } catch (const dnnl::error& err) {
-      throw state_error(cat("bf16 matmul: oneDNN cannot make the product ", describe(s), ": ", err.what()));
+      throw state_error(cat(s.f32 ? "float32" : "bf16", " matmul: oneDNN cannot make the product ", describe(s), ": ",
+                            err.what()));
     }
     return cache_.back();
   }
@@ -2116,7 +2241,7 @@ class bf16_matmuls {
 }  // namespace vpdarts::detail
 
 #endif
-// ---- end vpdarts/detail/bf16_gemm.hpp ----
+// ---- end vpdarts/detail/onednn_gemm.hpp ----
 
 namespace vpdarts {
 namespace detail {
@@ -2241,14 +2366,14 @@ inline void to_bf16_heads(const float* in, std::uint16_t* out, index batch, inde
 /// borrowed memory.
 inline void attention_forward_bf16_heads(tape<float>& t, const std::uint16_t* q16, float* o, float* probs, bool keep,
                                          index batch, index heads, index seq, index d) {
-  using dims4 = bf16_matmuls::dims4;
+  using dims4 = onednn_matmuls::dims4;
   const index dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
   const index group = keep ? batch : std::clamp<index>((index{1} << 22) / (heads * tt), 1, batch);
   typename tape<float>::borrowed scores(t, 1, keep ? 1 : group * heads * tt);
   borrowed_bf16<float> p16(t, group * heads * tt);
   std::uint16_t* pb = p16.data();
-  auto& mm = bf16_matmuls::here();
+  auto& mm = onednn_matmuls::here();
   const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
       ps{heads * tt, tt, seq, 1}, os{seq * d, dh, d, 1};
   for (index b0 = 0; b0 < batch; b0 += group) {
@@ -2278,7 +2403,7 @@ inline void attention_forward_bf16(tape<float>& t, const float* in, float* o, fl
 inline void attention_backward_bf16_heads(tape<float>& t, const std::uint16_t* q, float* gin, bool accumulate,
                                           const float* gout, const float* probs, index batch, index heads, index seq,
                                           index d) {
-  using dims4 = bf16_matmuls::dims4;
+  using dims4 = onednn_matmuls::dims4;
   const index c3 = 3 * d, dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d, n = batch * heads * tt;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
   borrowed_bf16<float> go16(t, part), a16(t, n);
@@ -2289,7 +2414,7 @@ inline void attention_backward_bf16_heads(tape<float>& t, const std::uint16_t* q
   const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
       ps{heads * tt, tt, seq, 1}, pts{heads * tt, tt, 1, seq};
   const dims4 bhtd{batch, heads, seq, dh}, bhtt{batch, heads, seq, seq};
-  auto& mm = bf16_matmuls::here();
+  auto& mm = onednn_matmuls::here();
   typename tape<float>::borrowed again(t, 1, probs == nullptr ? n : 1);
   if (probs == nullptr) {
     mm.run_batched(bhtd, dense, {batch, heads, dh, seq}, dense_t, bhtt, ps, q, q + part, again.data(), false);  // S = Q K^T
@@ -2536,7 +2661,8 @@ struct vit_config {
 /// layer y = x W^T + b. Every product is a single Eigen GEMM (`noalias()`);
 /// an operand that requires no gradient costs no backward product. Under
 /// precision::bf16 the products of a frozen parameter's weight go through
-/// oneDNN in bf16 instead (precision.hpp).
+/// oneDNN in bf16 instead, and in float32 through oneDNN's float32 matmul
+/// where fp32_gemm_in_use() says so (precision.hpp).
 
 #include <type_traits>
 
@@ -2616,13 +2742,25 @@ bool bf16_weight(const tape<S>& t, std::uint32_t iw) {
   return false;
 }
 
+/// True when the float32 products with weight node `iw` run on oneDNN: a float model,
+/// precision::fp32, fp32_gemm_in_use() oneDNN, and the weight needing no gradient.
+template <Scalar S>
+bool onednn_f32_weight(const tape<S>& t, std::uint32_t iw) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+  if constexpr (std::is_same_v<S, float>)
+    return !t.requires_grad(iw) && matmul_precision() == precision::fp32 && fp32_gemm_in_use() == fp32_gemm::onednn;
+#endif
+  (void)t, (void)iw;
+  return false;
+}
+
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
 /// c (rows x n) (+)= a16 * op(W), as bf16_weight_product, for an operand already in bf16.
 inline void bf16_weight_product_from(tape<float>& t, std::uint32_t iw, const std::uint16_t* a16, index rows, float* c,
                                      bool transposed, bool accumulate) {
   const parameter<float>& p = *t.at(iw).source;
   const index n = transposed ? p.rows() : p.cols(), k = transposed ? p.cols() : p.rows();
-  bf16_matmuls& mm = bf16_matmuls::here();
+  onednn_matmuls& mm = onednn_matmuls::here();
   if (transposed && !accumulate) {
     // the forward product reads the weight in oneDNN's own layout, packed once per parameter version
     mm.run_laid_out(rows, n, k, a16, [&](const dnnl::memory::desc& d) {
@@ -2676,6 +2814,13 @@ void linear_rows(tape<S>& t, matrix_map<S> out, const matrix_map<S>& x, std::uin
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
     if constexpr (std::is_same_v<S, float>) bf16_weight_product(t, iw, x.data(), x.rows(), out.data(), true, false);
 #endif
+  } else if (onednn_f32_weight(t, iw)) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+    if constexpr (std::is_same_v<S, float>) {
+      const auto w = t.value(iw);  // out x in: x W^T reads it as n x k
+      onednn_matmuls::here().run_f32(x.rows(), w.rows(), w.cols(), x.data(), w.data(), true, out.data(), false);
+    }
+#endif
   } else {
     out.noalias() = x * t.value(iw).transpose();
   }
@@ -2708,6 +2853,13 @@ void times_weight(tape<S>& t, std::uint32_t iw, const matrix_map<S>& g, matrix_m
   if (bf16_weight(t, iw)) {
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
     if constexpr (std::is_same_v<S, float>) bf16_weight_product(t, iw, g.data(), g.rows(), out.data(), false, accumulate);
+#endif
+  } else if (onednn_f32_weight(t, iw)) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+    if constexpr (std::is_same_v<S, float>) {
+      const auto w = t.value(iw);  // out x in: g W reads it as k x n
+      onednn_matmuls::here().run_f32(g.rows(), w.cols(), w.rows(), g.data(), w.data(), false, out.data(), accumulate);
+    }
 #endif
   } else if (accumulate) {
     out.noalias() += g * t.value(iw);

@@ -115,6 +115,22 @@ TEST_CASE("matmul with every transpose", "[autodiff][ops][linalg]") {
                     Catch::Contains("matmul") && Catch::Contains("3x4") && Catch::Contains("5x4"));
 }
 
+TEST_CASE("fp32 GEMM: Eigen in a build without oneDNN, oneDNN refused by name", "[autodiff][ops][linalg]") {
+#if !(defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL)
+  CHECK(vp::fp32_gemm_in_use() == vp::fp32_gemm::eigen);
+  CHECK_THAT(vp::fp32_gemm_automatic().reason, Catch::Contains("without oneDNN"));
+  CHECK_THROWS_AS(vp::set_fp32_gemm(vp::fp32_gemm::onednn), vp::config_error);
+  CHECK_THROWS_WITH(vp::fp32_gemm_scope(vp::fp32_gemm::onednn), Catch::Contains("oneDNN is not available"));
+  CHECK(vp::fp32_gemm_setting() == vp::fp32_gemm::automatic);
+  vp::set_fp32_gemm(vp::fp32_gemm::eigen);
+  CHECK(vp::fp32_gemm_setting() == vp::fp32_gemm::eigen);
+  vp::set_fp32_gemm(vp::fp32_gemm::automatic);
+  CHECK(vp::onednn_cpu_isa().empty());
+#else
+  SUCCEED("built with oneDNN: tests/bf16 checks the oneDNN products");
+#endif
+}
+
 TEST_CASE("linear layer, trainable and frozen weights", "[autodiff][ops][linalg]") {
   auto x = random_parameter<double>("x", 6, 4, 41);
   auto w = random_parameter<double>("w", 3, 4, 42);

@@ -6,6 +6,7 @@
 // allocation-free warm step. Where it has neither (or ONEDNN_MAX_CPU_ISA caps
 // it, as the ctest bf16_refused does), the refusal is checked instead.
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -277,26 +278,31 @@ torch_small load_torch_small() {
   return {std::move(model), std::move(images), std::move(labels)};
 }
 
+/// One forward and backward pass of the cross-check model under `setting` (a precision_scope or a
+/// fp32_gemm_scope is made from it): the logits, and in `grads` alpha's gradient then every weight's.
+template <class Scope, class Setting>
+vp::matrix<float> cross_check_pass(torch_small& c, Setting setting, std::vector<vp::matrix<float>>& grads) {
+  Scope scope(setting);
+  for (auto* q : c.model.weights()) q->zero_grad();
+  c.model.alpha().zero_grad();
+  vp::tape<float> t;
+  auto logits = c.model.logits(t, c.images);
+  t.backward(vp::cross_entropy(logits, c.labels));
+  grads.clear();
+  grads.push_back(c.model.alpha().grad());
+  for (auto* q : c.model.weights()) grads.push_back(q->grad());
+  return logits.value();
+}
+
 }  // namespace
 
 TEST_CASE("bf16 search model on the PyTorch cross-check vectors: logits and every gradient near float32",
           "[bf16]") {
   if (!bf16_here()) return;
   torch_small c = load_torch_small();
-  auto pass = [&](vp::precision p, std::vector<vp::matrix<float>>& grads) {
-    vp::precision_scope scope(p);
-    for (auto* q : c.model.weights()) q->zero_grad();
-    c.model.alpha().zero_grad();
-    vp::tape<float> t;
-    auto logits = c.model.logits(t, c.images);
-    t.backward(vp::cross_entropy(logits, c.labels));
-    grads.clear();
-    grads.push_back(c.model.alpha().grad());
-    for (auto* q : c.model.weights()) grads.push_back(q->grad());
-    return vp::matrix<float>(logits.value());
-  };
   std::vector<vp::matrix<float>> g16, g32;
-  const vp::matrix<float> l16 = pass(vp::precision::bf16, g16), l32 = pass(vp::precision::fp32, g32);
+  const vp::matrix<float> l16 = cross_check_pass<vp::precision_scope>(c, vp::precision::bf16, g16),
+                          l32 = cross_check_pass<vp::precision_scope>(c, vp::precision::fp32, g32);
   // bf16 keeps 8 significant bits (relative rounding 2^-9 per operand): a product of
   // unit-scale values errs by ~2^-9 / sqrt(k) relative per term, and a depth of blocks
   // adds a few such errors; 1e-2 of the logits' scale leaves room for that and no more.
@@ -338,6 +344,7 @@ TEST_CASE("bf16 search step: weights converted once, warm steps allocate per pro
   };
   {
     vp::precision_scope fp32(vp::precision::fp32);  // the float32 path of the same model: nothing at all
+    vp::fp32_gemm_scope eigen(vp::fp32_gemm::eigen);
     CHECK(warm(c.images, c.labels).first == 0);
     CHECK(warm(images2, labels2).first == 0);
   }
@@ -376,4 +383,134 @@ TEST_CASE("bf16 inference (no gradient, images in groups) gives the values of a 
   vp::no_grad<float> guard(u);
   const vp::matrix<float> quiet = c.model.logits(u, c.images, vp::grad_target::none).value();
   CHECK(relf(quiet, recorded) < 1e-5);
+}
+
+// ---- float32 products on oneDNN (fp32_gemm): any CPU oneDNN runs on, so checked everywhere
+
+TEST_CASE("fp32 GEMM choice: auto is oneDNN in this build, a setting holds until changed, a scope restores it",
+          "[onednn]") {
+  CHECK(vp::fp32_gemm_setting() == vp::fp32_gemm::automatic);
+  const vp::fp32_gemm_choice c = vp::fp32_gemm_automatic();
+  CHECK(c.gemm == vp::fp32_gemm::onednn);
+  CHECK(vp::fp32_gemm_in_use() == vp::fp32_gemm::onednn);
+  const std::string isa = vp::onednn_cpu_isa();
+  CHECK((isa == "AVX-512" || isa == "AVX2" || isa == "SSE4.1"));
+  CHECK_THAT(c.reason, Catch::Contains(isa));
+  if (std::getenv("ONEDNN_MAX_CPU_ISA") != nullptr && std::string(std::getenv("ONEDNN_MAX_CPU_ISA")) == "AVX2")
+    CHECK(isa != "AVX-512");  // oneDNN's cap is honoured
+  {
+    vp::fp32_gemm_scope s(vp::fp32_gemm::onednn);
+    CHECK(vp::fp32_gemm_in_use() == vp::fp32_gemm::onednn);
+    vp::fp32_gemm_scope e(vp::fp32_gemm::eigen);
+    CHECK(vp::fp32_gemm_in_use() == vp::fp32_gemm::eigen);
+  }
+  CHECK(vp::fp32_gemm_setting() == vp::fp32_gemm::automatic);
+  CHECK(std::string(vp::to_string(vp::fp32_gemm::onednn)) == "onednn");
+}
+
+TEST_CASE("fp32 on oneDNN: a frozen linear layer's product and input gradient, to float32 rounding", "[onednn]") {
+  const vp::index rows = 37, in = 53, out = 29;  // odd sizes: no kernel's block size divides them
+  auto w = random_parameter<float>("w", out, in, 1, 0.2);
+  auto b = random_parameter<float>("b", 1, out, 2, 0.1);
+  auto xp = random_parameter<float>("x", rows, in, 3);
+  w.freeze();
+  b.freeze();
+  const vp::matrix<float> g = vpdarts_test::random_matrix<float>(rows, out, 4);
+  // x feeds two layers, so backward's second input-gradient product adds to the first's
+  const auto loss = [&](vp::tape<float>& t, const vp::var<float>& x) {
+    auto y = vp::add(vp::linear(x, t.leaf(w), t.leaf(b)), vp::linear(x, t.leaf(w)));
+    return std::pair{y, vp::sum(vp::mul(y, t.constant(g)))};
+  };
+  auto run = [&](vp::fp32_gemm gemm, vp::matrix<float>& dx, std::uint64_t& products) {
+    vp::fp32_gemm_scope scope(gemm);
+    const auto before = vp::detail::onednn_f32_products().load();
+    vp::tape<float> t;
+    xp.zero_grad();
+    auto [y, l] = loss(t, t.leaf(xp));
+    vp::matrix<float> value = y.value();
+    t.backward(l);
+    dx = xp.grad();
+    products = vp::detail::onednn_f32_products().load() - before;
+    return value;
+  };
+  vp::matrix<float> dx_dnnl, dx_eigen;
+  std::uint64_t n_dnnl = 0, n_eigen = 0;
+  const vp::matrix<float> y_dnnl = run(vp::fp32_gemm::onednn, dx_dnnl, n_dnnl);
+  const vp::matrix<float> y_eigen = run(vp::fp32_gemm::eigen, dx_eigen, n_eigen);
+  CHECK(n_dnnl == 4);  // two forward products, two input-gradient products
+  CHECK(n_eigen == 0);
+  const vp::matrix<double> want = 2.0 * xp.value().cast<double>() * w.value().cast<double>().transpose() +
+                                  b.value().cast<double>().replicate(rows, 1);
+  const vp::matrix<double> want_dx = 2.0 * g.cast<double>() * w.value().cast<double>();
+  // float32 sums of 53 (29) terms: a few units of 2^-24 relative
+  CHECK(relf(y_dnnl, want) < 1e-6);
+  CHECK(relf(y_eigen, want) < 1e-6);
+  CHECK(relf(dx_dnnl, want_dx) < 1e-6);
+  CHECK(relf(dx_eigen, want_dx) < 1e-6);
+  SECTION("finite differences of the loss agree with the input gradient") {
+    vp::fp32_gemm_scope scope(vp::fp32_gemm::onednn);
+    // the loss is linear in x, so a central difference with a large step is exact up to rounding
+    const float h = 0.25f;
+    for (const vp::index k : {vp::index{0}, vp::index{rows * in / 2 + 3}, rows * in - 1}) {
+      const auto at = [&](float delta) {
+        vp::matrix<float> x = xp.value();
+        x.data()[k] += delta;
+        vp::tape<float> t;
+        return static_cast<double>(loss(t, t.constant(x)).second.value()(0, 0));
+      };
+      const double fd = (at(h) - at(-h)) / (2.0 * h);
+      INFO("element " << k << ": finite difference " << fd << ", gradient " << dx_dnnl.data()[k]);
+      CHECK(std::abs(fd - dx_dnnl.data()[k]) <= 1e-3 * (1.0 + std::abs(fd)));
+    }
+  }
+  SECTION("a trainable weight and a double model stay on Eigen") {
+    vp::fp32_gemm_scope scope(vp::fp32_gemm::onednn);
+    auto wt = random_parameter<float>("wt", out, in, 5);
+    vp::tape<float> t;
+    const auto before = vp::detail::onednn_f32_products().load();
+    const vp::matrix<float> y = vp::linear(t.constant(xp.value()), t.leaf(wt)).value();
+    CHECK(vp::detail::onednn_f32_products().load() == before);
+    CHECK((y - vp::matrix<float>(xp.value() * wt.value().transpose())).norm() == 0);
+    auto wd = random_parameter<double>("wd", out, in, 6);
+    wd.freeze();
+    vp::tape<double> td;
+    vp::linear(td.constant(xp.value().cast<double>()), td.leaf(wd));
+    CHECK(vp::detail::onednn_f32_products().load() == before);
+  }
+}
+
+TEST_CASE("fp32 on oneDNN: the search model on the PyTorch cross-check vectors matches Eigen's, and warm steps "
+          "allocate per product only", "[onednn]") {
+  torch_small c = load_torch_small();
+  std::vector<vp::matrix<float>> gd, ge;
+  const auto before = vp::detail::onednn_f32_products().load();
+  const vp::matrix<float> ld = cross_check_pass<vp::fp32_gemm_scope>(c, vp::fp32_gemm::onednn, gd);
+  CHECK(vp::detail::onednn_f32_products().load() > before);
+  const vp::matrix<float> le = cross_check_pass<vp::fp32_gemm_scope>(c, vp::fp32_gemm::eigen, ge);
+  // two float32 GEMMs that sum in another order: differences of float32 rounding, through the depth
+  INFO("logits oneDNN vs Eigen: " << relf(ld, le));
+  CHECK(relf(ld, le) < 1e-5);
+  REQUIRE(gd.size() == ge.size());
+  const auto w = c.model.weights();
+  for (std::size_t i = 0; i < gd.size(); ++i) {
+    INFO("gradient of " << (i == 0 ? std::string("alpha") : w[i - 1]->name()));
+    CHECK(gd[i].norm() > 0);
+    CHECK(relf(gd[i], ge[i]) < 1e-4);
+  }
+  vp::fp32_gemm_scope scope(vp::fp32_gemm::onednn);
+  vp::bilevel_options o;
+  o.w.lr = 0.01;
+  vp::bilevel_optimizer<float, vp::default_ops> d(c.model, o);
+  d.step(c.images, c.labels, c.images, c.labels);
+  d.step(c.images, c.labels, c.images, c.labels);
+  const auto products = vp::detail::onednn_f32_products().load();
+  const std::size_t allocs = vpdarts_test::allocations();
+  for (int i = 0; i < 3; ++i) d.step(c.images, c.labels, c.images, c.labels);
+  const auto n = vp::detail::onednn_f32_products().load() - products;
+  CHECK(n > 0);
+  if (vpdarts_test::counting_allocations()) {
+    // as for bf16: oneDNN 2.6's execute allocates a little per call, whatever the size
+    INFO((vpdarts_test::allocations() - allocs) << " allocations in 3 warm steps of " << n << " products");
+    CHECK(vpdarts_test::allocations() - allocs <= 32 * n);
+  }
 }

@@ -157,6 +157,18 @@ expect 1 "settings differ" -- "$tool" search --config search.json --order first 
 # ---- precision: bf16 where this build and CPU have it, a clear refusal (exit 2) where not
 expect 2 "--precision must be fp32, bf16 or auto, got 'fp16'" -- "$tool" search --precision fp16
 expect 2 "--precision bf16 is not available here: " -- env ONEDNN_MAX_CPU_ISA=AVX2 "$tool" search --precision bf16
+# the frozen float32 products: oneDNN in a build with it (auto), Eigen on request; the tool says which
+expect 2 "--fp32-gemm must be auto, eigen or onednn, got 'blas'" -- "$tool" search --fp32-gemm blas
+if "$tool" --version | grep -q "^fp32 products: oneDNN"; then
+  expect 0 "fp32 products: oneDNN (auto: vpdarts was built with oneDNN" -- "$tool" search "${common[@]}" --out gemm \
+    --epochs 2 --warmup-epochs 1 --runs 1
+  [[ $(json gemm/metrics.json '["fp32_gemm"]') == onednn ]] || fail "metrics.json does not say fp32_gemm onednn"
+  expect 0 "fp32 products: Eigen" -- "$tool" search "${common[@]}" --out gemm-eigen --epochs 2 --warmup-epochs 1 \
+    --runs 1 --fp32-gemm eigen --quiet
+  [[ $(json gemm-eigen/metrics.json '["fp32_gemm"]') == eigen ]] || fail "metrics.json does not say fp32_gemm eigen"
+else
+  expect 2 "--fp32-gemm onednn is not available" -- "$tool" search --fp32-gemm onednn
+fi
 expect 0 "precision: fp32 (auto: " -- env ONEDNN_MAX_CPU_ISA=AVX2 "$tool" search "${common[@]}" --out auto32 --epochs 2 \
   --warmup-epochs 1 --precision auto --quiet
 [[ $(json auto32/metrics.json '["precision"]') == fp32 ]] || fail "auto without bf16: metrics.json does not say fp32"

@@ -91,6 +91,12 @@ int main(int argc, char** argv) {
     }
     if (cmd == "--version") {
       std::printf("vpdarts %s (compiled for %s)\n", vpdarts::version_string, std::string(vpdarts::compiled_isa()).c_str());
+      const vpdarts::fp32_gemm_choice g = vpdarts::fp32_gemm_automatic();
+      std::printf("fp32 products: %s\n", g.gemm == vpdarts::fp32_gemm::onednn
+                                              ? ("oneDNN (" + vpdarts::onednn_cpu_isa() + " kernels)").c_str()
+                                              : "Eigen (built without oneDNN)");
+      const vpdarts::bf16_support b = vpdarts::bf16_supported();
+      std::printf("bf16 products: %s\n", b.available ? ("oneDNN (" + b.kernel + " kernels)").c_str() : "not available");
       return 0;
     }
     for (const auto& [name, run] : commands)

@@ -323,7 +323,8 @@ nlohmann::json cost_metrics(vp::index trainable, double percent, const vp::vit_c
     out.update({{"latency_ms_batch1", timing.latency_ms_batch1},
                 {"throughput_batch64", timing.throughput_batch64},
                 {"threads", omp_get_max_threads()},
-                {"precision", vp::to_string(vp::matmul_precision())}});
+                {"precision", vp::to_string(vp::matmul_precision())},
+                {"fp32_gemm", vp::to_string(vp::fp32_gemm_in_use())}});
     omp_set_num_threads(threads);
   });
   return out;

@@ -58,6 +58,7 @@ struct common_settings {
   long threads = 0;
   bool quiet = false;
   std::string precision = "fp32";
+  std::string fp32_gemm = "auto";
   bool recompute_mlp = false;
   bool recompute_qkv = false;
 
@@ -68,6 +69,9 @@ struct common_settings {
     f.add("precision", precision,
           "the frozen backbone's products: fp32, bf16 (oneDNN on AVX512-BF16 or AMX; exit 2 where missing) or auto "
           "(bf16 where available)");
+    f.add("fp32-gemm", fp32_gemm,
+          "who runs the frozen float32 products: eigen, onednn (a build with oneDNN) or auto (oneDNN where the build has "
+          "it, else Eigen)");
     f.add_switch("recompute-mlp", recompute_mlp,
                  "frozen blocks keep no MLP hidden layer for backward and compute it again: a search step holds about "
                  "0.7x the memory for 5-20 % more time, with the same results");
@@ -83,6 +87,11 @@ struct common_settings {
       const vp::bf16_support b = vp::bf16_supported();
       require(b.available, command, "--precision bf16 is not available here: " + b.reason);
     }
+    require(fp32_gemm == "auto" || fp32_gemm == "eigen" || fp32_gemm == "onednn", command,
+            cat("--fp32-gemm must be auto, eigen or onednn, got '", fp32_gemm, "'"));
+#if !(defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL)
+    require(fp32_gemm != "onednn", command, "--fp32-gemm onednn is not available: this vpdarts was built without oneDNN");
+#endif
   }
   /// Sets the threads and the precision; prints which precision runs unless it is plain fp32.
   /// `resumed_threads`: the thread count of a search being resumed, used instead of the free cores
@@ -116,6 +125,12 @@ struct common_settings {
       if (bf16) std::printf("precision: bf16 (frozen products on oneDNN's %s kernels, the rest float32)\n", b.kernel.c_str());
       else std::printf("precision: fp32 (auto: %s)\n", b.reason.c_str());
     }
+    vp::set_fp32_gemm(fp32_gemm == "onednn" ? vp::fp32_gemm::onednn
+                      : fp32_gemm == "eigen" ? vp::fp32_gemm::eigen : vp::fp32_gemm::automatic);
+    // said when asked for, or when it is not what every build without oneDNN runs
+    if (!bf16 && (fp32_gemm != "auto" || (!quiet && vp::fp32_gemm_in_use() == vp::fp32_gemm::onednn)))
+      std::printf("fp32 products: %s%s\n", vp::fp32_gemm_in_use() == vp::fp32_gemm::onednn ? "oneDNN" : "Eigen",
+                  fp32_gemm == "auto" ? cat(" (auto: ", vp::fp32_gemm_automatic().reason, ")").c_str() : "");
   }
 };
 

@@ -8,7 +8,7 @@
 #include <type_traits>
 
 #include "../detail/bf16.hpp"
-#include "../detail/bf16_gemm.hpp"
+#include "../detail/onednn_gemm.hpp"
 #include "../detail/memory.hpp"
 #include "../detail/parallel.hpp"
 #include "../precision.hpp"
@@ -137,14 +137,14 @@ inline void to_bf16_heads(const float* in, std::uint16_t* out, index batch, inde
 /// borrowed memory.
 inline void attention_forward_bf16_heads(tape<float>& t, const std::uint16_t* q16, float* o, float* probs, bool keep,
                                          index batch, index heads, index seq, index d) {
-  using dims4 = bf16_matmuls::dims4;
+  using dims4 = onednn_matmuls::dims4;
   const index dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
   const index group = keep ? batch : std::clamp<index>((index{1} << 22) / (heads * tt), 1, batch);
   typename tape<float>::borrowed scores(t, 1, keep ? 1 : group * heads * tt);
   borrowed_bf16<float> p16(t, group * heads * tt);
   std::uint16_t* pb = p16.data();
-  auto& mm = bf16_matmuls::here();
+  auto& mm = onednn_matmuls::here();
   const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
       ps{heads * tt, tt, seq, 1}, os{seq * d, dh, d, 1};
   for (index b0 = 0; b0 < batch; b0 += group) {
@@ -174,7 +174,7 @@ inline void attention_forward_bf16(tape<float>& t, const float* in, float* o, fl
 inline void attention_backward_bf16_heads(tape<float>& t, const std::uint16_t* q, float* gin, bool accumulate,
                                           const float* gout, const float* probs, index batch, index heads, index seq,
                                           index d) {
-  using dims4 = bf16_matmuls::dims4;
+  using dims4 = onednn_matmuls::dims4;
   const index c3 = 3 * d, dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d, n = batch * heads * tt;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
   borrowed_bf16<float> go16(t, part), a16(t, n);
@@ -185,7 +185,7 @@ inline void attention_backward_bf16_heads(tape<float>& t, const std::uint16_t* q
   const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
       ps{heads * tt, tt, seq, 1}, pts{heads * tt, tt, 1, seq};
   const dims4 bhtd{batch, heads, seq, dh}, bhtt{batch, heads, seq, seq};
-  auto& mm = bf16_matmuls::here();
+  auto& mm = onednn_matmuls::here();
   typename tape<float>::borrowed again(t, 1, probs == nullptr ? n : 1);
   if (probs == nullptr) {
     mm.run_batched(bhtd, dense, {batch, heads, dh, seq}, dense_t, bhtt, ps, q, q + part, again.data(), false);  // S = Q K^T

@@ -4,11 +4,12 @@
 /// layer y = x W^T + b. Every product is a single Eigen GEMM (`noalias()`);
 /// an operand that requires no gradient costs no backward product. Under
 /// precision::bf16 the products of a frozen parameter's weight go through
-/// oneDNN in bf16 instead (precision.hpp).
+/// oneDNN in bf16 instead, and in float32 through oneDNN's float32 matmul
+/// where fp32_gemm_in_use() says so (precision.hpp).
 
 #include <type_traits>
 
-#include "../detail/bf16_gemm.hpp"
+#include "../detail/onednn_gemm.hpp"
 #include "../precision.hpp"
 #include "tape.hpp"
 
@@ -87,13 +88,25 @@ bool bf16_weight(const tape<S>& t, std::uint32_t iw) {
   return false;
 }
 
+/// True when the float32 products with weight node `iw` run on oneDNN: a float model,
+/// precision::fp32, fp32_gemm_in_use() oneDNN, and the weight needing no gradient.
+template <Scalar S>
+bool onednn_f32_weight(const tape<S>& t, std::uint32_t iw) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+  if constexpr (std::is_same_v<S, float>)
+    return !t.requires_grad(iw) && matmul_precision() == precision::fp32 && fp32_gemm_in_use() == fp32_gemm::onednn;
+#endif
+  (void)t, (void)iw;
+  return false;
+}
+
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
 /// c (rows x n) (+)= a16 * op(W), as bf16_weight_product, for an operand already in bf16.
 inline void bf16_weight_product_from(tape<float>& t, std::uint32_t iw, const std::uint16_t* a16, index rows, float* c,
                                      bool transposed, bool accumulate) {
   const parameter<float>& p = *t.at(iw).source;
   const index n = transposed ? p.rows() : p.cols(), k = transposed ? p.cols() : p.rows();
-  bf16_matmuls& mm = bf16_matmuls::here();
+  onednn_matmuls& mm = onednn_matmuls::here();
   if (transposed && !accumulate) {
     // the forward product reads the weight in oneDNN's own layout, packed once per parameter version
     mm.run_laid_out(rows, n, k, a16, [&](const dnnl::memory::desc& d) {
@@ -147,6 +160,13 @@ void linear_rows(tape<S>& t, matrix_map<S> out, const matrix_map<S>& x, std::uin
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
     if constexpr (std::is_same_v<S, float>) bf16_weight_product(t, iw, x.data(), x.rows(), out.data(), true, false);
 #endif
+  } else if (onednn_f32_weight(t, iw)) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+    if constexpr (std::is_same_v<S, float>) {
+      const auto w = t.value(iw);  // out x in: x W^T reads it as n x k
+      onednn_matmuls::here().run_f32(x.rows(), w.rows(), w.cols(), x.data(), w.data(), true, out.data(), false);
+    }
+#endif
   } else {
     out.noalias() = x * t.value(iw).transpose();
   }
@@ -179,6 +199,13 @@ void times_weight(tape<S>& t, std::uint32_t iw, const matrix_map<S>& g, matrix_m
   if (bf16_weight(t, iw)) {
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
     if constexpr (std::is_same_v<S, float>) bf16_weight_product(t, iw, g.data(), g.rows(), out.data(), false, accumulate);
+#endif
+  } else if (onednn_f32_weight(t, iw)) {
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+    if constexpr (std::is_same_v<S, float>) {
+      const auto w = t.value(iw);  // out x in: g W reads it as k x n
+      onednn_matmuls::here().run_f32(g.rows(), w.cols(), w.rows(), g.data(), w.data(), false, out.data(), accumulate);
+    }
 #endif
   } else if (accumulate) {
     out.noalias() += g * t.value(iw);

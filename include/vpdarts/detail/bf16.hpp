@@ -1,7 +1,7 @@
 #pragma once
 // bf16 values: float32 -> bf16 rounding (to nearest, ties to even; NaN stays
 // NaN), and the cached bf16 copy a frozen parameter keeps of its value. No
-// oneDNN here: the products are in bf16_gemm.hpp.
+// oneDNN here: the products are in onednn_gemm.hpp.
 
 #include <algorithm>
 #include <atomic>

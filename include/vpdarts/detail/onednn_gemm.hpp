@@ -1,7 +1,8 @@
 #pragma once
-// bf16 x bf16 -> float32 matrix products through oneDNN's matmul (AMX or
-// AVX512-BF16 kernels, chosen by oneDNN), for the frozen products of
-// precision::bf16. Compiled only with VPDARTS_WITH_DNNL.
+// Matrix products through oneDNN's matmul, for the frozen products: bf16 x
+// bf16 -> float32 (AMX or AVX512-BF16 kernels, chosen by oneDNN) under
+// precision::bf16, and float32 x float32 where fp32_gemm() is oneDNN (its
+// AVX-512 kernels on CPUs that have them). Compiled only with VPDARTS_WITH_DNNL.
 //
 // A primitive is made once per shape and kept (per thread, with its memory
 // objects), the scratchpad is ours and grows only, and execution goes through
@@ -35,32 +36,39 @@ inline std::atomic<std::uint64_t>& bf16_batched_products() {
   static std::atomic<std::uint64_t> n{0};
   return n;
 }
+/// How many float32 products ran on oneDNN in this process.
+inline std::atomic<std::uint64_t>& onednn_f32_products() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
 
 /// The products of one thread: c (m x n, float32, row-major) = a (m x k, bf16,
 /// row-major) * op(w), where w is bf16 and either n x k row-major (`w_nk`:
 /// the product is a * w^T, a linear layer's forward) or k x n row-major (a * w,
-/// its input gradient); with `accumulate` c += instead of c =.
-class bf16_matmuls {
+/// its input gradient); with `accumulate` c += instead of c =. run_f32 is the
+/// same product with a and w in float32.
+class onednn_matmuls {
  public:
   /// The calling thread's instance.
-  static bf16_matmuls& here() {
-    thread_local bf16_matmuls m;
+  static onednn_matmuls& here() {
+    thread_local onednn_matmuls m;
     return m;
+  }
+
+  /// Runs the product (see the class) in float32: a and w are float32, read where they are.
+  /// @throws state_error when oneDNN refuses it.
+  void run_f32(index m, index n, index k, const float* a, const float* w, bool w_nk, float* c, bool accumulate) {
+    shape s = plain(m, n, k, w_nk, accumulate);
+    s.f32 = true;
+    ++onednn_f32_products();
+    execute(find(s), a, w, c);
   }
 
   /// Runs the product (see the class). @throws state_error when oneDNN refuses it.
   void run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
            bool accumulate) {
-    shape s;
-    s.rank = 2;
-    s.a = {m, k, 0, 0};
-    s.as = {k, 1, 0, 0};
-    s.w = {k, n, 0, 0};
-    s.ws = w_nk ? dims4{1, k, 0, 0} : dims4{n, 1, 0, 0};
-    s.c = {m, n, 0, 0};
-    s.cs = {n, 1, 0, 0};
-    s.accumulate = accumulate;
-    execute(find(s), a, w, c);
+    ++bf16_products();
+    execute(find(plain(m, n, k, w_nk, accumulate)), a, w, c);
   }
 
   /// c (m x n) = a (m x k, bf16) * W^T for a weight W (n x k) that oneDNN reads in the layout
@@ -78,7 +86,8 @@ class bf16_matmuls {
     s.cs = {n, 1, 0, 0};
     entry& e = find(s);
     const std::byte* w = weights(e.weights);
-    execute(e, a, reinterpret_cast<const std::uint16_t*>(w), c);
+    ++bf16_products();
+    execute(e, a, w, c);
   }
 
   /// Writes the float32 weight w (n x k, row-major) into dst, laid out as `target` in bf16.
@@ -104,6 +113,7 @@ class bf16_matmuls {
                    const dims4& c_dims, const dims4& c_strides, const std::uint16_t* a, const std::uint16_t* w,
                    float* c, bool accumulate) {
     shape s{4, a_dims, a_strides, w_dims, w_strides, c_dims, c_strides, accumulate};
+    ++bf16_products();
     ++bf16_batched_products();
     execute(find(s), a, w, c);
   }
@@ -113,8 +123,23 @@ class bf16_matmuls {
     int rank = 2;
     dims4 a{}, as{}, w{}, ws{}, c{}, cs{};
     bool accumulate = false;
+    bool f32 = false;  ///< a and w in float32 (else bf16)
     bool operator==(const shape&) const = default;
   };
+
+  /// The 2-d product c (m x n) (+)= a (m x k) * op(w), all dense row-major (see the class).
+  static shape plain(index m, index n, index k, bool w_nk, bool accumulate) {
+    shape s;
+    s.rank = 2;
+    s.a = {m, k, 0, 0};
+    s.as = {k, 1, 0, 0};
+    s.w = {k, n, 0, 0};
+    s.ws = w_nk ? dims4{1, k, 0, 0} : dims4{n, 1, 0, 0};
+    s.c = {m, n, 0, 0};
+    s.cs = {n, 1, 0, 0};
+    s.accumulate = accumulate;
+    return s;
+  }
   struct entry {
     shape key;
     dnnl::matmul prim;
@@ -122,10 +147,9 @@ class bf16_matmuls {
     dnnl::memory::desc weights;  ///< the weights' layout (oneDNN's choice for an `any` shape)
   };
 
-  void execute(entry& e, const std::uint16_t* a, const std::uint16_t* w, float* c) {
-    ++bf16_products();
-    e.src.set_data_handle(const_cast<std::uint16_t*>(a));
-    e.wei.set_data_handle(const_cast<std::uint16_t*>(w));
+  void execute(entry& e, const void* a, const void* w, float* c) {
+    e.src.set_data_handle(const_cast<void*>(a));
+    e.wei.set_data_handle(const_cast<void*>(w));
     e.dst.set_data_handle(c);
     e.pad.set_data_handle(scratch_.data());
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e.src.get()},
@@ -135,7 +159,8 @@ class bf16_matmuls {
     dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), stream_.get(), 4, args);
     if (st == dnnl_success) st = dnnl_stream_wait(stream_.get());
     if (st != dnnl_success)
-      throw state_error(cat("bf16 matmul: oneDNN failed (status ", static_cast<int>(st), ") on ", describe(e.key)));
+      throw state_error(cat(e.key.f32 ? "float32" : "bf16", " matmul: oneDNN failed (status ", static_cast<int>(st),
+                            ") on ", describe(e.key)));
   }
 
   static std::string describe(const shape& s) {
@@ -158,9 +183,10 @@ class bf16_matmuls {
     };
     try {
       const bool any = s.ws[0] < 0;
-      const dnnl::memory::desc a_md = desc(s.a, s.as, dt::bf16), c_md = desc(s.c, s.cs, dt::f32),
-                               w_md = any ? dnnl::memory::desc({s.w[0], s.w[1]}, dt::bf16, dnnl::memory::format_tag::any)
-                                          : desc(s.w, s.ws, dt::bf16);
+      const dt in = s.f32 ? dt::f32 : dt::bf16;
+      const dnnl::memory::desc a_md = desc(s.a, s.as, in), c_md = desc(s.c, s.cs, dt::f32),
+                               w_md = any ? dnnl::memory::desc({s.w[0], s.w[1]}, in, dnnl::memory::format_tag::any)
+                                          : desc(s.w, s.ws, in);
       dnnl::primitive_attr attr;
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
       if (s.accumulate) {
@@ -176,7 +202,8 @@ class bf16_matmuls {
                              dnnl::memory(c_md, engine_, DNNL_MEMORY_NONE),
                              dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.weights_desc()});
     } catch (const dnnl::error& err) {
-      throw state_error(cat("bf16 matmul: oneDNN cannot make the product ", describe(s), ": ", err.what()));
+      throw state_error(cat(s.f32 ? "float32" : "bf16", " matmul: oneDNN cannot make the product ", describe(s), ": ",
+                            err.what()));
     }
     return cache_.back();
   }

@@ -2,7 +2,7 @@
 # Runs the example programs as docs/examples/*.md describe them (pretrain_toy
 # with a small model) and checks what they print.
 #   run_examples.sh BUILD_EXAMPLES_DIR WORK_DIR [MPIEXEC] [bf16]
-#   (MPIEXEC: distributed_search was built; bf16: bf16_search was built)
+#   (MPIEXEC: distributed_search was built; bf16: bf16_search and fp32_gemm were built)
 set -uo pipefail
 bin=$(realpath "$1")
 work=$2
@@ -62,6 +62,14 @@ if [[ -n $bf16 ]]; then
   else
     [[ $code == 2 ]] && grep -q "bf16 is not available" <<< "$out" || fail "bf16_search without bf16: exit $code: $out"
   fi
+  # the float32 products on Eigen and on oneDNN: both searches, logits apart by float32 rounding only
+  out=$("$bin/fp32_gemm" --epochs 2 2>&1) || fail "fp32_gemm exited $?: $out"
+  grep -q "^auto picks onednn: " <<< "$out" || fail "fp32_gemm: auto did not pick oneDNN in a build with it: $out"
+  grep -q "^eigen: .* genotype " <<< "$out" && grep -q "^onednn: .* genotype " <<< "$out" ||
+    fail "fp32_gemm: expected an Eigen and a oneDNN search: $out"
+  diff=$(sed -n 's/.*relative difference \([0-9.eE+-]*\)$/\1/p' <<< "$out")
+  python3 -c "import sys; sys.exit(not float('$diff') < 1e-3)" 2>/dev/null ||
+    fail "fp32_gemm: oneDNN's logits too far from Eigen's ('$diff'): $out"
   out=$(ONEDNN_MAX_CPU_ISA=AVX2 "$bin/bf16_search" 2>&1)
   code=$?
   [[ $code == 2 ]] && grep -q "neither AVX512-BF16 nor AMX" <<< "$out" ||

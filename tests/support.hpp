@@ -9,6 +9,7 @@
 #include <iterator>
 #include <random>
 #include <string>
+#include <vector>
 
 #include <vpdarts/vpdarts.hpp>
 
@@ -18,6 +19,17 @@ namespace vpdarts_test {
 std::size_t allocations();
 /// False in sanitizer builds, whose allocator cannot be counted.
 bool counting_allocations();
+
+/// The small backbone the tests build: 8 px RGB images in 4 px patches (4 patches), 2 heads, an MLP
+/// twice the width, 3 classes; `dim` and `depth` vary between tests.
+inline vpdarts::vit_config tiny_vit(vpdarts::index dim = 8, vpdarts::index depth = 2) {
+  return {.image = 8, .channels = 3, .patch = 4, .dim = dim, .depth = depth, .heads = 2, .mlp = 2 * dim, .classes = 3};
+}
+
+/// `count` synthetic 8 px images of the given classes (seed 4), for the tiny_vit() backbone.
+inline vpdarts::data::labelled_images<float> tiny_data(vpdarts::index count, std::vector<int> classes = {5, 6, 7}) {
+  return vpdarts::data::make_synthetic<float>({.image = 8, .count = count, .seed = 4, .classes = std::move(classes)});
+}
 
 /// A parameter of seeded random normal values.
 template <class S>

@@ -6,10 +6,9 @@
 #include "pch.hpp"
 
 namespace vp = vpdarts;
+using vpdarts_test::tiny_vit;
 
 namespace {
-
-vp::vit_config tiny() { return {8, 3, 4, 8, 2, 2, 16, 3}; }
 
 vp::genotype mixed() {
   vp::genotype g = vp::genotype::uniform("concat", 2);
@@ -26,7 +25,7 @@ vp::matrix<float> logits_of(vp::trained_model<float>& m, const vp::image_batch<f
 
 TEST_CASE("a prompted model and a probe round-trip through the model file", "[model_file]") {
   const vpdarts_test::temp_dir dir("vpdarts-model-file");
-  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 3), mixed(), {.prompts = 3, .classes = 2, .seed = 4});
+  vp::prompted_vit<float> m(vp::vit<float>(tiny_vit(), 3), mixed(), {.prompts = 3, .classes = 2, .seed = 4});
   vp::init::engine rng(9);
   for (auto* p : m.weights()) vp::init::normal(*p, 0.5, rng);
   const std::vector<std::string> names{"cats", "dogs"};
@@ -52,7 +51,7 @@ TEST_CASE("a prompted model and a probe round-trip through the model file", "[mo
   CHECK_FALSE(f.metadata().count(vp::io::keys::legacy_genotype_json));
 
   // a probe
-  vp::vit<float> probe(tiny(), 5);
+  vp::vit<float> probe(tiny_vit(), 5);
   probe.reset_head(2);
   probe.head.weight.value().setRandom();
   vp::save_model(dir / "probe.safetensors", probe, names, norm);
@@ -67,7 +66,7 @@ TEST_CASE("a prompted model and a probe round-trip through the model file", "[mo
 
 TEST_CASE("a model file of version 0.1.0 (genotype under vpdarts.genotype_json) still loads", "[model_file]") {
   const vpdarts_test::temp_dir dir("vpdarts-model-file-old");
-  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 3), mixed(), {.prompts = 2, .classes = 2});
+  vp::prompted_vit<float> m(vp::vit<float>(tiny_vit(), 3), mixed(), {.prompts = 2, .classes = 2});
   std::vector<vp::parameter<float>*> ps = m.backbone().parameters();
   for (auto* p : m.fusion_parameters()) ps.push_back(p);
   // exactly what vpdarts 0.1.0's tool wrote
@@ -88,7 +87,7 @@ TEST_CASE("files that are not model files are named", "[model_file][errors]") {
   const vpdarts_test::temp_dir dir("vpdarts-model-file-bad");
   CHECK_THROWS_WITH(vp::load_model<float>(dir / "none.safetensors"), Catch::Contains("does not exist"));
   CHECK_THROWS_WITH(vp::load_model<float>(dir.path), Catch::Contains("is a folder"));
-  vp::vit<float> bb(tiny(), 1);
+  vp::vit<float> bb(tiny_vit(), 1);
   vp::save_vit(dir / "bb.safetensors", bb);
   CHECK_THROWS_WITH(vp::load_model<float>(dir / "bb.safetensors"),
                     Catch::Contains("bb.safetensors") && Catch::Contains("not a vpdarts model file"));
@@ -100,7 +99,7 @@ TEST_CASE("files that are not model files are named", "[model_file][errors]") {
 
 TEST_CASE("model files with no head, NaN, stray tensors or impossible sizes are refused", "[model_file][errors]") {
   const vpdarts_test::temp_dir dir("vpdarts-model-file-hostile");
-  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 3), mixed(), {.prompts = 2, .classes = 2});
+  vp::prompted_vit<float> m(vp::vit<float>(tiny_vit(), 3), mixed(), {.prompts = 2, .classes = 2});
   const std::map<std::string, std::string> meta{{"vpdarts.heads", "2"},
                                                 {"vpdarts.classes", "2"},
                                                 {"vpdarts.class_names", R"(["a","b"])"},

@@ -5,12 +5,11 @@
 #include "pch.hpp"
 
 namespace vp = vpdarts;
+using vpdarts_test::tiny_vit;
 using vpdarts_test::gated_add;
 using vpdarts_test::none;
 
 namespace {
-
-vp::vit_config tiny() { return {8, 3, 4, 6, 2, 2, 12, 3}; }
 
 struct not_an_op {};
 
@@ -19,7 +18,7 @@ using all_ops = std::tuple<vp::concat, vp::add_prompt, vp::affine, vp::cross_att
 // A derived model with Op at every layer, random non-zero backbone.
 template <class Op>
 vp::prompted_vit<double, vp::op_list<Op>> single_op_model(unsigned seed) {
-  vp::vit<double> backbone(tiny(), seed);
+  vp::vit<double> backbone(tiny_vit(6), seed);
   vp::init::engine rng(seed);
   for (auto* p : backbone.parameters()) vp::init::normal(*p, 0.4, rng);
   const std::string name(vp::fusion_traits<Op>::name);

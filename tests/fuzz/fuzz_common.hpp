@@ -1,9 +1,10 @@
 #pragma once
 // Shared by the fuzz targets: a private scratch folder and a file written from the input.
 // Each target defines `int fuzz_NAME(const std::uint8_t*, std::size_t)` (bad input must end in a
-// vpdarts::error, never a crash, a hang or a sanitizer report) and, built for libFuzzer
-// (-DVPDARTS_LIBFUZZER), LLVMFuzzerTestOneInput. replay.cpp runs every target over the seed
-// files and the kept crashes with g++ (the fuzz_regressions ctest).
+// vpdarts::error, never a crash, a hang or a sanitizer report); targets.hpp lists them all.
+// fuzz.cpp is the one libFuzzer program for every target (VPDARTS_FUZZ_TARGET names the one it
+// runs); replay.cpp runs every target over the seed files and the kept crashes with g++ (the
+// fuzz_regressions ctest).
 #include <unistd.h>
 
 #include <cstddef>

@@ -25,7 +25,3 @@ int fuzz_config(const std::uint8_t* data, std::size_t size) {
   }
   return 0;
 }
-
-#ifdef VPDARTS_LIBFUZZER
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) { return fuzz_config(data, size); }
-#endif

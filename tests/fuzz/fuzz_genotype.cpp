@@ -10,7 +10,3 @@ int fuzz_genotype(const std::uint8_t* data, std::size_t size) {
   }
   return 0;
 }
-
-#ifdef VPDARTS_LIBFUZZER
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) { return fuzz_genotype(data, size); }
-#endif

@@ -19,7 +19,3 @@ int fuzz_image_folder(const std::uint8_t* data, std::size_t size) {
   }
   return 0;
 }
-
-#ifdef VPDARTS_LIBFUZZER
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) { return fuzz_image_folder(data, size); }
-#endif

@@ -17,7 +17,3 @@ int fuzz_list(const std::uint8_t* data, std::size_t size) {
   }
   return 0;
 }
-
-#ifdef VPDARTS_LIBFUZZER
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) { return fuzz_list(data, size); }
-#endif

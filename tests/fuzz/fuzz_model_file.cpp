@@ -51,7 +51,3 @@ int fuzz_model_file(const std::uint8_t* data, std::size_t size) {
   }
   return 0;
 }
-
-#ifdef VPDARTS_LIBFUZZER
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) { return fuzz_model_file(data, size); }
-#endif

@@ -2,30 +2,16 @@
 // inputs that once crashed a target (tests/fuzz/regressions/TARGET/), so a fixed crash stays fixed.
 //   vpdarts_fuzz_replay TARGET FILE_OR_FOLDER...    each file through that target
 //   vpdarts_fuzz_replay --make-seeds DIR            writes valid seed files, DIR/TARGET/*
-#include "fuzz_common.hpp"
-#include "fuzz_config.cpp"
-#include "fuzz_genotype.cpp"
-#include "fuzz_idx.cpp"
-#include "fuzz_image_folder.cpp"
-#include "fuzz_list.cpp"
-#include "fuzz_model_file.cpp"
-#include "fuzz_safetensors.cpp"
+#include "targets.hpp"
 
 #include <cstdio>
-#include <map>
 #include <zlib.h>
 
 namespace {
 
 namespace fs = std::filesystem;
-using target = int (*)(const std::uint8_t*, std::size_t);
-
-const std::map<std::string, target>& targets() {
-  static const std::map<std::string, target> all{
-      {"safetensors", fuzz_safetensors}, {"model_file", fuzz_model_file}, {"idx", fuzz_idx},
-      {"image_folder", fuzz_image_folder}, {"genotype", fuzz_genotype}, {"config", fuzz_config}, {"list", fuzz_list}};
-  return all;
-}
+using vpdarts_fuzz::target;
+using vpdarts_fuzz::targets;
 
 void put(const fs::path& p, const std::string& bytes) {
   fs::create_directories(p.parent_path());

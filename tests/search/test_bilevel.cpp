@@ -3,13 +3,12 @@
 #include "pch.hpp"
 
 namespace vp = vpdarts;
+using vpdarts_test::tiny_vit;
 
 namespace {
 
-vp::vit_config tiny() { return {8, 3, 4, 6, 2, 2, 12, 3}; }
-
 vp::prompted_vit<double> model(unsigned seed) {
-  vp::vit<double> backbone(tiny(), seed);
+  vp::vit<double> backbone(tiny_vit(6), seed);
   vp::init::engine rng(seed);
   for (auto* p : backbone.parameters()) vp::init::normal(*p, 0.4, rng);
   vp::prompted_vit<double> m(std::move(backbone), {.prompts = 2, .seed = seed});
@@ -57,8 +56,9 @@ TEST_CASE("second-order hypergradient matches its definition and restores w exac
   // F(alpha) = L_val(w - xi (mu m + grad_w L_train(w, alpha) + wd w), alpha). DARTS's
   // second-order gradient is dF/dalpha with the Hessian-vector product taken by a
   // central difference of step 0.01 in w-space: its error is O(0.01^2) relative to
-  // the implicit term, and the implicit term is xi times smaller than the direct one,
-  // so 1e-4 of the gradient's norm is ample while a first-order gradient misses by far more.
+  // the implicit term (the part a first-order gradient leaves out). Over 40 seeds of the
+  // data it stayed below 1e-4 of that term (9e-5 at worst); 3e-4 is the bound, and the
+  // implicit term must be large enough (xi = 0.5) to be worth checking.
   auto m = model(2);
   batches b;
   vp::bilevel_options o;
@@ -114,8 +114,9 @@ TEST_CASE("second-order hypergradient matches its definition and restores w exac
   const vp::matrix<double> first = m.alpha().grad();
   INFO("second-order error " << (second - numeric).norm() << ", first-order error " << (first - numeric).norm()
                              << ", gradient norm " << numeric.norm());
-  CHECK((second - numeric).norm() < 1e-4 * numeric.norm());
-  CHECK((first - numeric).norm() > 100 * (second - numeric).norm());
+  const double implicit = (first - numeric).norm();
+  CHECK(implicit > 0.1 * numeric.norm());
+  CHECK((second - numeric).norm() < 3e-4 * implicit);
 }
 
 TEST_CASE("a step updates alpha first, then w; warm-up leaves alpha alone", "[search][bilevel]") {

@@ -5,15 +5,14 @@
 #include "pch.hpp"
 
 namespace vp = vpdarts;
+using vpdarts_test::tiny_vit;
 namespace fs = std::filesystem;
 
 namespace {
 
-vp::vit_config tiny() { return {8, 3, 4, 6, 3, 2, 12, 3}; }
-
 template <class S, class Ops = vp::default_ops>
 vp::prompted_vit<S, Ops> random_search_model(unsigned seed, vp::index prompts = 2) {
-  vp::vit<S> backbone(tiny(), seed);
+  vp::vit<S> backbone(tiny_vit(6, 3), seed);
   vp::init::engine rng(seed);
   for (auto* p : backbone.parameters()) vp::init::normal(*p, 0.4, rng);
   vp::prompted_vit<S, Ops> m(std::move(backbone), {.prompts = prompts, .seed = seed});
@@ -113,14 +112,14 @@ TEST_CASE("genotypes: derive, JSON round trip and errors", "[search][genotype]")
   fs::remove(path);
   // errors
   vp::genotype bad = vp::genotype::uniform("gated", 3);
-  CHECK_THROWS_WITH((vp::prompted_vit<float>(vp::vit<float>(tiny()), bad, {})),
+  CHECK_THROWS_WITH((vp::prompted_vit<float>(vp::vit<float>(tiny_vit(6, 3)), bad, {})),
                     Catch::Contains("unknown fusion operator 'gated'") && Catch::Contains("known: concat, add"));
-  CHECK_THROWS_WITH((vp::prompted_vit<float>(vp::vit<float>(tiny()), vp::genotype::uniform("add", 5), {})),
+  CHECK_THROWS_WITH((vp::prompted_vit<float>(vp::vit<float>(tiny_vit(6, 3)), vp::genotype::uniform("add", 5), {})),
                     Catch::Contains("5 layers") && Catch::Contains("3 blocks"));
   CHECK_THROWS_WITH(vp::genotype::from_json("{\"layers\": []}", "g.json"), Catch::Contains("g.json") && Catch::Contains("no layers"));
   CHECK_THROWS_WITH(vp::genotype::from_json("[", "g.json"), Catch::Contains("not valid JSON"));
   CHECK_THROWS_AS(vp::genotype::load("/nonexistent/genotype.json"), vp::io_error);
-  CHECK_THROWS_AS((vp::prompted_vit<float>(vp::vit<float>(tiny()), {.prompts = 0})), vp::config_error);
+  CHECK_THROWS_AS((vp::prompted_vit<float>(vp::vit<float>(tiny_vit(6, 3)), {.prompts = 0})), vp::config_error);
 }
 
 TEST_CASE("state files round-trip w and alpha", "[search][io]") {
@@ -137,7 +136,7 @@ TEST_CASE("state files round-trip w and alpha", "[search][io]") {
   CHECK(f.at("alpha").shape == std::vector<std::int64_t>{3, 4});
   CHECK(f.at("fusion.2.affine.S").shape == std::vector<std::int64_t>{2, 6});
   // a derived model takes its own operators' parameters from a search state
-  vp::prompted_vit<float> d(vp::vit<float>(tiny()), vp::genotype::uniform("add", 3), {.prompts = 2});
+  vp::prompted_vit<float> d(vp::vit<float>(tiny_vit(6, 3)), vp::genotype::uniform("add", 3), {.prompts = 2});
   CHECK_THROWS_WITH(d.load_state(path), Catch::Contains("unexpected 'alpha'"));
   d.load_state(path, true);
   CHECK((d.op_parameters(1, 1)[0].value() - a.op_parameters(1, 1)[0].value()).norm() == 0);
@@ -162,7 +161,7 @@ TEST_CASE("a user-defined operator is searched alongside the built-in four", "[s
   // and the derived model of a genotype that picks it
   vp::genotype g = vp::genotype::uniform("gated_add", 3);
   g.layers[2].op = "none";
-  vp::prompted_vit<double, ops> d(vp::vit<double>(tiny()), g, {.prompts = 2});
+  vp::prompted_vit<double, ops> d(vp::vit<double>(tiny_vit(6, 3)), g, {.prompts = 2});
   CHECK(d.trainable_params() == 2 * (5 * 6 + 1) + 3 * 6 + 3);
 }
 
@@ -209,7 +208,7 @@ TEST_CASE("a warm first-order search step allocates nothing", "[search][alloc]")
 }
 
 TEST_CASE("mixed_op owns its candidates' parameters", "[search][mixed_op]") {
-  vp::fusion_context ctx{tiny(), 2};
+  vp::fusion_context ctx{tiny_vit(6, 3), 2};
   vp::mixed_op<float, vp::default_ops> m(1, ctx, {0, 3}, 0);
   CHECK(m.is_mixed());
   CHECK(m.parameters(0).size() == 1);

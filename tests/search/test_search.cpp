@@ -3,14 +3,10 @@
 #include "pch.hpp"
 
 namespace vp = vpdarts;
+using vpdarts_test::tiny_vit;
+using vpdarts_test::tiny_data;
 
 namespace {
-
-vp::vit_config tiny() { return {8, 3, 4, 8, 2, 2, 16, 3}; }
-
-vp::data::labelled_images<float> tiny_data(vp::index count, std::vector<int> classes = {5, 6, 7}) {
-  return vp::data::make_synthetic<float>({.image = 8, .count = count, .seed = 4, .classes = classes});
-}
 
 vp::search_options quick() {
   vp::search_options o;
@@ -25,7 +21,7 @@ vp::search_options quick() {
 }  // namespace
 
 TEST_CASE("search records alpha every epoch and moves it only after warm-up", "[search][loop]") {
-  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 1), {.prompts = 2, .seed = 1});
+  vp::prompted_vit<float> m(vp::vit<float>(tiny_vit(), 1), {.prompts = 2, .seed = 1});
   const vp::matrix<double> start = m.softmax_alpha();
   auto data = tiny_data(24);
   auto r = vp::search(m, data, quick());
@@ -43,7 +39,7 @@ TEST_CASE("search records alpha every epoch and moves it only after warm-up", "[
 TEST_CASE("search is deterministic for a seed", "[search][loop]") {
   auto data = tiny_data(24);
   auto run = [&](vp::darts_order order) {
-    vp::prompted_vit<float> m(vp::vit<float>(tiny(), 2), {.prompts = 2, .seed = 2});
+    vp::prompted_vit<float> m(vp::vit<float>(tiny_vit(), 2), {.prompts = 2, .seed = 2});
     auto o = quick();
     o.bilevel.order = order;
     auto r = vp::search(m, data, o);
@@ -64,7 +60,7 @@ TEST_CASE("an interrupted search resumes from its checkpoint to the uninterrupte
     auto o = quick();
     o.epochs = 4;
     o.bilevel.order = order;
-    vp::prompted_vit<float> straight(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 7});
+    vp::prompted_vit<float> straight(vp::vit<float>(tiny_vit(), 7), {.prompts = 2, .seed = 7});
     const auto whole = vp::search(straight, data, o);
 
     o.checkpoint = dir / "search.safetensors";
@@ -74,11 +70,11 @@ TEST_CASE("an interrupted search resumes from its checkpoint to the uninterrupte
       if (epoch == 2) throw interrupted{};
     };
     {
-      vp::prompted_vit<float> first(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 7});
+      vp::prompted_vit<float> first(vp::vit<float>(tiny_vit(), 7), {.prompts = 2, .seed = 7});
       CHECK_THROWS_AS(vp::search(first, data, o), interrupted);
     }
     o.on_epoch = {};
-    vp::prompted_vit<float> second(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 99});  // state comes from the file
+    vp::prompted_vit<float> second(vp::vit<float>(tiny_vit(), 7), {.prompts = 2, .seed = 99});  // state comes from the file
     const auto resumed = vp::search(second, data, o);
     CHECK(resumed.resumed_from == 2);
     REQUIRE(resumed.alpha_history.size() == 4);
@@ -92,11 +88,11 @@ TEST_CASE("an interrupted search resumes from its checkpoint to the uninterrupte
     // other settings are refused, naming what differs
     auto changed = o;
     changed.batch = 4;
-    vp::prompted_vit<float> third(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 7});
+    vp::prompted_vit<float> third(vp::vit<float>(tiny_vit(), 7), {.prompts = 2, .seed = 7});
     CHECK_THROWS_WITH(vp::search(third, data, changed), Catch::Contains("settings differ") && Catch::Contains("batch"));
   }
   // a file that is not a search checkpoint
-  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 7});
+  vp::prompted_vit<float> m(vp::vit<float>(tiny_vit(), 7), {.prompts = 2, .seed = 7});
   m.save_state(dir / "state.safetensors");
   auto o = quick();
   o.checkpoint = dir / "state.safetensors";
@@ -105,7 +101,7 @@ TEST_CASE("an interrupted search resumes from its checkpoint to the uninterrupte
 }
 
 TEST_CASE("search rejects bad input clearly", "[search][loop][errors]") {
-  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 3), {.prompts = 2});
+  vp::prompted_vit<float> m(vp::vit<float>(tiny_vit(), 3), {.prompts = 2});
   auto o = quick();
   o.batch = 20;
   CHECK_THROWS_WITH(vp::search(m, tiny_data(24), o), Catch::Contains("batch 20") && Catch::Contains("12 search-val"));
@@ -117,7 +113,7 @@ TEST_CASE("search rejects bad input clearly", "[search][loop][errors]") {
   auto bad = tiny_data(24);
   bad.images.pixels.setConstant(std::numeric_limits<float>::quiet_NaN());
   CHECK_THROWS_WITH(vp::search(m, bad, quick()), Catch::Contains("epoch 1 step 1") && Catch::Contains("NaN"));
-  vp::prompted_vit<float> derived(vp::vit<float>(tiny(), 3), vp::genotype::uniform("add", 2), {.prompts = 2});
+  vp::prompted_vit<float> derived(vp::vit<float>(tiny_vit(), 3), vp::genotype::uniform("add", 2), {.prompts = 2});
   CHECK_THROWS_WITH(vp::search(derived, tiny_data(24), quick()), Catch::Contains("derived model"));
 }
 
@@ -127,13 +123,13 @@ TEST_CASE("a checkpoint that was edited, is inconsistent, or belongs to other da
   auto o = quick();
   o.checkpoint = dir / "search.safetensors";
   o.resume = true;
-  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 7});
+  vp::prompted_vit<float> m(vp::vit<float>(tiny_vit(), 7), {.prompts = 2, .seed = 7});
   vp::search(m, data, o);
   // other data (same size and classes, another draw), or another backbone of the same shape
   auto other = vp::data::make_synthetic<float>({.image = 8, .count = 24, .seed = 5, .classes = {5, 6, 7}});
-  vp::prompted_vit<float> a(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 7});
+  vp::prompted_vit<float> a(vp::vit<float>(tiny_vit(), 7), {.prompts = 2, .seed = 7});
   CHECK_THROWS_WITH(vp::search(a, other, o), Catch::Contains("settings differ") && Catch::Contains("data ("));
-  vp::prompted_vit<float> b(vp::vit<float>(tiny(), 8), {.prompts = 2, .seed = 7});
+  vp::prompted_vit<float> b(vp::vit<float>(tiny_vit(), 8), {.prompts = 2, .seed = 7});
   CHECK_THROWS_WITH(vp::search(b, data, o), Catch::Contains("settings differ") && Catch::Contains("backbone ("));
   // an edited state: the checksum no longer matches
   std::string bytes = vpdarts_test::read_bytes(o.checkpoint);
@@ -143,10 +139,10 @@ TEST_CASE("a checkpoint that was edited, is inconsistent, or belongs to other da
   vpdarts_test::write_bytes(dir / "edited.safetensors", bytes);
   auto edited = o;
   edited.checkpoint = dir / "edited.safetensors";
-  vp::prompted_vit<float> c(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 7});
+  vp::prompted_vit<float> c(vp::vit<float>(tiny_vit(), 7), {.prompts = 2, .seed = 7});
   CHECK_THROWS_WITH(vp::search(c, data, edited), Catch::Contains("checksum does not match"));
   // a state written with a valid checksum but impossible rows: refused, nothing loaded
-  vp::prompted_vit<float> d(vp::vit<float>(tiny(), 7), {.prompts = 2, .seed = 7});
+  vp::prompted_vit<float> d(vp::vit<float>(tiny_vit(), 7), {.prompts = 2, .seed = 7});
   vp::bilevel_optimizer<float, vp::default_ops> opt(d, o.bilevel);
   const auto fingerprint = vp::search_fingerprint(o, d, data);
   for (int bad = 0; bad < 3; ++bad) {
@@ -228,7 +224,7 @@ TEST_CASE("perturbation selection picks the operator whose removal costs most, w
 
 TEST_CASE("best of several genotypes: each trained on search-train, the best search-val score kept", "[search][select]") {
   auto data = vp::data::make_synthetic<float>({.image = 8, .count = 60, .seed = 4, .classes = {0, 1, 7}, .noise = 0.02});
-  const vp::vit<float> backbone(tiny(), 3);
+  const vp::vit<float> backbone(tiny_vit(), 3);
   const std::vector<vp::genotype> gs{vp::genotype::uniform("affine", 2), vp::genotype::uniform("add", 2),
                                      vp::genotype::uniform("concat", 2)};
   const vp::genotype_score_options o{.epochs = 4, .batch = 10, .val_fraction = 0.5, .w = {.lr = 0.1}, .prompts = 2,

@@ -3,14 +3,10 @@
 #include "pch.hpp"
 
 namespace vp = vpdarts;
+using vpdarts_test::tiny_vit;
+using vpdarts_test::tiny_data;
 
 namespace {
-
-vp::vit_config tiny() { return {8, 3, 4, 8, 2, 2, 16, 3}; }
-
-vp::data::labelled_images<float> tiny_data(vp::index count, std::vector<int> classes = {5, 6, 7}) {
-  return vp::data::make_synthetic<float>({.image = 8, .count = count, .seed = 4, .classes = classes});
-}
 
 /// An optimiser that records the learning rates it was given.
 struct lr_recorder {
@@ -79,7 +75,7 @@ TEST_CASE("every trainer passes its gradients through the hook before the step",
   auto data = tiny_data(30);
   // A hook that doubles the gradients is the same as doubling the learning rate (no clipping, no momentum).
   auto run = [&](double lr, bool doubling) {
-    vp::prompted_vit<float> m(vp::vit<float>(tiny(), 5), vp::genotype::uniform("add", 2), {.prompts = 2});
+    vp::prompted_vit<float> m(vp::vit<float>(tiny_vit(), 5), vp::genotype::uniform("add", 2), {.prompts = 2});
     long calls = 0;
     vp::gradient_hook<float> hook;
     if (doubling)
@@ -100,7 +96,7 @@ TEST_CASE("every trainer passes its gradients through the hook before the step",
   for (std::size_t i = 0; i < plain.size(); ++i) CHECK((doubled[i] - plain[i]).norm() <= 1e-5f * (1 + plain[i].norm()));
 
   // the search reduces the alpha gradient and w's (first order: two calls a step after warm-up)
-  vp::prompted_vit<float> s(vp::vit<float>(tiny(), 1), {.prompts = 2, .seed = 1});
+  vp::prompted_vit<float> s(vp::vit<float>(tiny_vit(), 1), {.prompts = 2, .seed = 1});
   long search_calls = 0;
   vp::search_options so;
   so.epochs = 2;
@@ -130,7 +126,7 @@ TEST_CASE("pretraining trains every parameter and reports accuracy", "[train][pr
 
 TEST_CASE("a derived model retrains and evaluates", "[train][retrain]") {
   auto data = tiny_data(30);
-  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 5), vp::genotype::uniform("concat", 2), {.prompts = 2});
+  vp::prompted_vit<float> m(vp::vit<float>(tiny_vit(), 5), vp::genotype::uniform("concat", 2), {.prompts = 2});
   auto mean_loss = [&] {
     vp::tape<float> t;
     vp::no_grad<float> guard(t);
@@ -156,7 +152,7 @@ TEST_CASE("a derived model retrains and evaluates", "[train][retrain]") {
 
 TEST_CASE("the w learning rate is chosen on search-val and the model is left as it was", "[train][lr_grid]") {
   auto data = tiny_data(24);
-  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 8), {.prompts = 2, .seed = 8});
+  vp::prompted_vit<float> m(vp::vit<float>(tiny_vit(), 8), {.prompts = 2, .seed = 8});
   std::vector<vp::matrix<float>> before;
   for (auto* p : m.weights()) before.push_back(p->value());
   vp::lr_grid_options o{.grid = {1e-4, 0.05, 1e30}, .epochs = 2, .batch = 6, .val_fraction = 0.5, .progress = false};
@@ -196,7 +192,7 @@ TEST_CASE("the linear probe's lr is chosen on search-val, and a derived model's 
   o.epochs = 0;
   CHECK_THROWS_WITH(vp::choose_probe_lr(bb, data, o), Catch::Contains("epochs"));
   // a derived model: the grid starts every lr from the same fresh parameters
-  vp::prompted_vit<float> m(vp::vit<float>(tiny(), 8), vp::genotype::uniform("add", 2), {.prompts = 2, .classes = 3});
+  vp::prompted_vit<float> m(vp::vit<float>(tiny_vit(), 8), vp::genotype::uniform("add", 2), {.prompts = 2, .classes = 3});
   const auto g = vp::choose_w_lr(m, data, {.grid = {0.01, 0.1}, .epochs = 2, .batch = 10, .val_fraction = 0.5, .progress = false});
   CHECK(g.val_accuracy == vp::choose_w_lr(m, data, {.grid = {0.01, 0.1}, .epochs = 2, .batch = 10, .val_fraction = 0.5,
                                                     .progress = false}).val_accuracy);

@@ -3,10 +3,7 @@
 #include "pch.hpp"
 
 namespace vp = vpdarts;
-
-namespace {
-vp::vit_config tiny() { return {8, 3, 4, 8, 2, 2, 16, 3}; }
-}  // namespace
+using vpdarts_test::tiny_vit;
 
 TEST_CASE("vit_config rejects invalid shapes", "[vit][config]") {
   CHECK_NOTHROW(vp::vit_config::toy().validate());
@@ -79,7 +76,7 @@ TEST_CASE("patch embedding equals a strided convolution", "[vit]") {
 }
 
 TEST_CASE("every ViT parameter passes a gradient check", "[vit][gradcheck]") {
-  vp::vit<double> m(tiny(), 1);
+  vp::vit<double> m(tiny_vit(), 1);
   vp::init::engine rng(5);
   for (auto* p : m.parameters()) vp::init::normal(*p, 0.3, rng);
   m.unfreeze_all();
@@ -95,7 +92,7 @@ TEST_CASE("every ViT parameter passes a gradient check", "[vit][gradcheck]") {
 }
 
 TEST_CASE("a frozen backbone gets no gradient work", "[vit]") {
-  vp::vit<float> m(tiny(), 2);
+  vp::vit<float> m(tiny_vit(), 2);
   m.freeze_backbone();
   vp::image_batch<float> img(2, 3, 8, 8);
   img.pixels.setRandom();
@@ -109,7 +106,7 @@ TEST_CASE("a frozen backbone gets no gradient work", "[vit]") {
 }
 
 TEST_CASE("the hook runs in place of each block", "[vit]") {
-  vp::vit<double> m(tiny(), 3);
+  vp::vit<double> m(tiny_vit(), 3);
   vp::image_batch<double> img(1, 3, 8, 8);
   img.pixels.setRandom();
   vp::tape<double> t;

@@ -2658,7 +2658,8 @@ struct vit_config {
 // ---- begin vpdarts/autodiff/ops_linalg.hpp ----
 /// @file ops_linalg.hpp
 /// Matrix products: matmul with optional transposes and the fused linear
-/// layer y = x W^T + b. Every product is a single Eigen GEMM (`noalias()`);
+/// layer y = x W^T + b. Every product is Eigen's GEMM (`noalias()`), split over the threads by
+/// detail::gemm (not by Eigen, whose threads spin while they wait);
 /// an operand that requires no gradient costs no backward product. Under
 /// precision::bf16 the products of a frozen parameter's weight go through
 /// oneDNN in bf16 instead, and in float32 through oneDNN's float32 matmul
@@ -2666,6 +2667,79 @@ struct vit_config {
 
 #include <type_traits>
 
+
+// ---- begin vpdarts/detail/gemm.hpp ----
+// Eigen's GEMM, split over the OpenMP threads by vpdarts rather than by Eigen.
+//
+// Eigen parallelises a large product itself, and its threads wait for each other's packed
+// blocks by spinning on a flag without yielding. When another process shares the cores, a
+// spinning thread waits for one that is not running for a whole time slice, at every wait of
+// every product: two 2-thread searches of a small model side by side on 2 cores ran 100-300x
+// slower than one alone (docs/performance.md, "Two processes on the same cores"). Here each
+// thread runs Eigen's single-threaded GEMM on its own block of the result, and the threads meet
+// once, at the end of an OpenMP region, whose barrier spins briefly and then sleeps.
+
+#include <algorithm>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+
+namespace vpdarts::detail {
+
+/// The threads gemm() splits an m x n x k product over: as many as Eigen itself would use (at
+/// least 50000 multiply-adds and 4 rows or columns per thread), at most the OpenMP threads, and
+/// 1 inside a parallel region.
+inline int gemm_threads(index m, index n, index k) {
+#ifdef _OPENMP
+  if (omp_in_parallel()) return 1;
+  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  const double by_work = work / 50000.0, by_size = static_cast<double>(std::max(m, n) / 4);
+  return static_cast<int>(std::max(1.0, std::min({static_cast<double>(omp_get_max_threads()), by_work, by_size})));
+#else
+  (void)m, (void)n, (void)k;
+  return 1;
+#endif
+}
+
+/// dst = lhs * rhs, or dst += lhs * rhs with `accumulate`: one Eigen GEMM (noalias) per thread,
+/// on contiguous blocks of dst's rows (of its columns when it has fewer rows than columns).
+/// lhs and rhs are Eigen matrices, maps or their transposes; dst may not alias either.
+template <class Dst, class Lhs, class Rhs>
+void gemm(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate = false) {
+  auto run = [accumulate](auto&& d, const auto& a, const auto& b) {
+    if (accumulate)
+      d.noalias() += a * b;
+    else
+      d.noalias() = a * b;
+  };
+  const index m = dst.rows(), n = dst.cols();
+  const int threads = gemm_threads(m, n, lhs.cols());
+  if (threads <= 1) {
+    run(dst, lhs, rhs);  // Eigen keeps to one thread: too small, or already inside a region
+    return;
+  }
+#ifdef _OPENMP
+  const bool by_rows = m >= n;
+  const index size = by_rows ? m : n, unit = 8, units = (size + unit - 1) / unit;
+#pragma omp parallel num_threads(threads)
+  {
+    // Eigen sees a team of more than one thread and runs its single-threaded GEMM
+    const index t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const index first = std::min(size, units * t / nt * unit), last = std::min(size, units * (t + 1) / nt * unit);
+    if (last > first) {
+      if (by_rows)
+        run(dst.middleRows(first, last - first), lhs.middleRows(first, last - first), rhs);
+      else
+        run(dst.middleCols(first, last - first), lhs, rhs.middleCols(first, last - first));
+    }
+  }
+#endif
+}
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/gemm.hpp ----
 
 namespace vpdarts {
 
@@ -2687,27 +2761,27 @@ var<S> matmul(const var<S>& a, const var<S>& b, transpose t = transpose::none) {
   auto A = a.value();
   auto B = b.value();
   auto C = out.value();
-  if (!ta && !tb) C.noalias() = A * B;
-  if (ta && !tb) C.noalias() = A.transpose() * B;
-  if (!ta && tb) C.noalias() = A * B.transpose();
-  if (ta && tb) C.noalias() = A.transpose() * B.transpose();
+  if (!ta && !tb) detail::gemm(C, A, B);
+  if (ta && !tb) detail::gemm(C, A.transpose(), B);
+  if (!ta && tb) detail::gemm(C, A, B.transpose());
+  if (ta && tb) detail::gemm(C, A.transpose(), B.transpose());
   tp.on_backward(out, [ia = a.id(), ib = b.id(), io = out.id(), ta, tb](tape<S>& x) {
     auto A = x.value(ia);
     auto B = x.value(ib);
     auto G = x.adjoint(io);
     if (x.requires_grad(ia)) {
       auto dA = x.adjoint(ia);
-      if (!ta && !tb) dA.noalias() += G * B.transpose();
-      if (ta && !tb) dA.noalias() += B * G.transpose();
-      if (!ta && tb) dA.noalias() += G * B;
-      if (ta && tb) dA.noalias() += B.transpose() * G.transpose();
+      if (!ta && !tb) detail::gemm(dA, G, B.transpose(), true);
+      if (ta && !tb) detail::gemm(dA, B, G.transpose(), true);
+      if (!ta && tb) detail::gemm(dA, G, B, true);
+      if (ta && tb) detail::gemm(dA, B.transpose(), G.transpose(), true);
     }
     if (x.requires_grad(ib)) {
       auto dB = x.adjoint(ib);
-      if (!ta && !tb) dB.noalias() += A.transpose() * G;
-      if (ta && !tb) dB.noalias() += A * G;
-      if (!ta && tb) dB.noalias() += G.transpose() * A;
-      if (ta && tb) dB.noalias() += G.transpose() * A.transpose();
+      if (!ta && !tb) detail::gemm(dB, A.transpose(), G, true);
+      if (ta && !tb) detail::gemm(dB, A, G, true);
+      if (!ta && tb) detail::gemm(dB, G.transpose(), A, true);
+      if (ta && tb) detail::gemm(dB, G.transpose(), A.transpose(), true);
     }
   });
   return out;
@@ -2822,7 +2896,7 @@ void linear_rows(tape<S>& t, matrix_map<S> out, const matrix_map<S>& x, std::uin
     }
 #endif
   } else {
-    out.noalias() = x * t.value(iw).transpose();
+    gemm(out, x, t.value(iw).transpose());
   }
   linear_epilogue(out, ib != std::uint32_t(-1) ? t.value(ib).data() : static_cast<const S*>(nullptr), scale, residual);
 }
@@ -2861,10 +2935,8 @@ void times_weight(tape<S>& t, std::uint32_t iw, const matrix_map<S>& g, matrix_m
       onednn_matmuls::here().run_f32(g.rows(), w.cols(), w.rows(), g.data(), w.data(), false, out.data(), accumulate);
     }
 #endif
-  } else if (accumulate) {
-    out.noalias() += g * t.value(iw);
   } else {
-    out.noalias() = g * t.value(iw);
+    gemm(out, g, t.value(iw), accumulate);
   }
 }
 
@@ -2894,7 +2966,7 @@ var<S> linear(const var<S>& x, const var<S>& w, const var<S>& b) {
   tp.on_backward(out, [ix = x.id(), iw = w.id(), ib, io = out.id()](tape<S>& t) {
     auto G = t.adjoint(io);
     if (t.requires_grad(ix)) detail::times_weight(t, iw, G, t.adjoint(ix), true);
-    if (t.requires_grad(iw)) t.adjoint(iw).noalias() += G.transpose() * t.value(ix);
+    if (t.requires_grad(iw)) detail::gemm(t.adjoint(iw), G.transpose(), t.value(ix), true);
     if (ib != std::uint32_t(-1) && t.requires_grad(ib)) t.adjoint(ib).row(0) += G.colwise().sum();
   });
   return out;
@@ -7884,7 +7956,8 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
   probe_result r;
   r.train_loss = lr.last.loss;
   {
-    matrix<S> logits = feats * backbone.head.weight.value().transpose();
+    matrix<S> logits(feats.rows(), backbone.head.weight.rows());
+    detail::gemm(logits, feats, backbone.head.weight.value().transpose());
     logits.rowwise() += backbone.head.bias.value().row(0);
     r.train_accuracy = static_cast<double>(count_correct(logits, train.labels)) / static_cast<double>(train.size());
   }

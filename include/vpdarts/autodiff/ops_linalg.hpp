@@ -1,7 +1,8 @@
 #pragma once
 /// @file ops_linalg.hpp
 /// Matrix products: matmul with optional transposes and the fused linear
-/// layer y = x W^T + b. Every product is a single Eigen GEMM (`noalias()`);
+/// layer y = x W^T + b. Every product is Eigen's GEMM (`noalias()`), split over the threads by
+/// detail::gemm (not by Eigen, whose threads spin while they wait);
 /// an operand that requires no gradient costs no backward product. Under
 /// precision::bf16 the products of a frozen parameter's weight go through
 /// oneDNN in bf16 instead, and in float32 through oneDNN's float32 matmul
@@ -9,6 +10,7 @@
 
 #include <type_traits>
 
+#include "../detail/gemm.hpp"
 #include "../detail/onednn_gemm.hpp"
 #include "../precision.hpp"
 #include "tape.hpp"
@@ -33,27 +35,27 @@ var<S> matmul(const var<S>& a, const var<S>& b, transpose t = transpose::none) {
   auto A = a.value();
   auto B = b.value();
   auto C = out.value();
-  if (!ta && !tb) C.noalias() = A * B;
-  if (ta && !tb) C.noalias() = A.transpose() * B;
-  if (!ta && tb) C.noalias() = A * B.transpose();
-  if (ta && tb) C.noalias() = A.transpose() * B.transpose();
+  if (!ta && !tb) detail::gemm(C, A, B);
+  if (ta && !tb) detail::gemm(C, A.transpose(), B);
+  if (!ta && tb) detail::gemm(C, A, B.transpose());
+  if (ta && tb) detail::gemm(C, A.transpose(), B.transpose());
   tp.on_backward(out, [ia = a.id(), ib = b.id(), io = out.id(), ta, tb](tape<S>& x) {
     auto A = x.value(ia);
     auto B = x.value(ib);
     auto G = x.adjoint(io);
     if (x.requires_grad(ia)) {
       auto dA = x.adjoint(ia);
-      if (!ta && !tb) dA.noalias() += G * B.transpose();
-      if (ta && !tb) dA.noalias() += B * G.transpose();
-      if (!ta && tb) dA.noalias() += G * B;
-      if (ta && tb) dA.noalias() += B.transpose() * G.transpose();
+      if (!ta && !tb) detail::gemm(dA, G, B.transpose(), true);
+      if (ta && !tb) detail::gemm(dA, B, G.transpose(), true);
+      if (!ta && tb) detail::gemm(dA, G, B, true);
+      if (ta && tb) detail::gemm(dA, B.transpose(), G.transpose(), true);
     }
     if (x.requires_grad(ib)) {
       auto dB = x.adjoint(ib);
-      if (!ta && !tb) dB.noalias() += A.transpose() * G;
-      if (ta && !tb) dB.noalias() += A * G;
-      if (!ta && tb) dB.noalias() += G.transpose() * A;
-      if (ta && tb) dB.noalias() += G.transpose() * A.transpose();
+      if (!ta && !tb) detail::gemm(dB, A.transpose(), G, true);
+      if (ta && !tb) detail::gemm(dB, A, G, true);
+      if (!ta && tb) detail::gemm(dB, G.transpose(), A, true);
+      if (ta && tb) detail::gemm(dB, G.transpose(), A.transpose(), true);
     }
   });
   return out;
@@ -168,7 +170,7 @@ void linear_rows(tape<S>& t, matrix_map<S> out, const matrix_map<S>& x, std::uin
     }
 #endif
   } else {
-    out.noalias() = x * t.value(iw).transpose();
+    gemm(out, x, t.value(iw).transpose());
   }
   linear_epilogue(out, ib != std::uint32_t(-1) ? t.value(ib).data() : static_cast<const S*>(nullptr), scale, residual);
 }
@@ -207,10 +209,8 @@ void times_weight(tape<S>& t, std::uint32_t iw, const matrix_map<S>& g, matrix_m
       onednn_matmuls::here().run_f32(g.rows(), w.cols(), w.rows(), g.data(), w.data(), false, out.data(), accumulate);
     }
 #endif
-  } else if (accumulate) {
-    out.noalias() += g * t.value(iw);
   } else {
-    out.noalias() = g * t.value(iw);
+    gemm(out, g, t.value(iw), accumulate);
   }
 }
 
@@ -240,7 +240,7 @@ var<S> linear(const var<S>& x, const var<S>& w, const var<S>& b) {
   tp.on_backward(out, [ix = x.id(), iw = w.id(), ib, io = out.id()](tape<S>& t) {
     auto G = t.adjoint(io);
     if (t.requires_grad(ix)) detail::times_weight(t, iw, G, t.adjoint(ix), true);
-    if (t.requires_grad(iw)) t.adjoint(iw).noalias() += G.transpose() * t.value(ix);
+    if (t.requires_grad(iw)) detail::gemm(t.adjoint(iw), G.transpose(), t.value(ix), true);
     if (ib != std::uint32_t(-1) && t.requires_grad(ib)) t.adjoint(ib).row(0) += G.colwise().sum();
   });
   return out;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../data/labelled_images.hpp"
+#include "../detail/gemm.hpp"
 #include "../optim/sgd.hpp"
 #include "../vit/vit.hpp"
 #include "accuracy.hpp"
@@ -120,7 +121,8 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
   probe_result r;
   r.train_loss = lr.last.loss;
   {
-    matrix<S> logits = feats * backbone.head.weight.value().transpose();
+    matrix<S> logits(feats.rows(), backbone.head.weight.rows());
+    detail::gemm(logits, feats, backbone.head.weight.value().transpose());
     logits.rowwise() += backbone.head.bias.value().row(0);
     r.train_accuracy = static_cast<double>(count_correct(logits, train.labels)) / static_cast<double>(train.size());
   }

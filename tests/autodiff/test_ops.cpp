@@ -520,3 +520,43 @@ TEST_CASE("sequence ops: insert rows, remove rows, one row per sequence", "[auto
   CHECK_THROWS_AS(vp::remove_rows(t.leaf(x), batch, 0, 3), vp::shape_error);
   CHECK_THROWS_WITH(vp::sequence_row(t.leaf(x), batch, 3), Catch::Contains("row 3"));
 }
+
+TEST_CASE("detail::gemm splits a large product over the threads and matches one product", "[autodiff][gemm]") {
+  using M = vp::matrix<double>;
+  // (m, n, k): split by rows, by columns (fewer rows than columns), odd sizes, and too small to split
+  for (auto [m, n, k] : {std::array<vp::index, 3>{300, 70, 50}, {6, 500, 80}, {37, 41, 91}, {3, 4, 5}}) {
+    INFO(m << " x " << n << " x " << k);
+    const M a = random_matrix<double>(m, k, 1), b = random_matrix<double>(k, n, 2), c0 = random_matrix<double>(m, n, 3);
+    const M at = a.transpose(), bt = b.transpose();
+    const M ref = a.lazyProduct(b);  // coefficient-wise, no GEMM
+    M c(m, n);
+    vp::detail::gemm(c, a, b);
+    CHECK((c - ref).norm() <= 1e-12 * ref.norm());
+    vp::detail::gemm(c, at.transpose(), bt.transpose());
+    CHECK((c - ref).norm() <= 1e-12 * ref.norm());
+    c = c0;
+    vp::detail::gemm(c, a, b, true);
+    CHECK((c - (c0 + ref)).norm() <= 1e-12 * ref.norm());
+    // into a map of a larger buffer, as the tape's nodes are
+    std::vector<double> buf(static_cast<std::size_t>(m * n + 7), -1.0);
+    vp::matrix_map<double> cm(buf.data() + 3, m, n);
+    vp::detail::gemm(cm, a, b);
+    CHECK((cm - ref).norm() <= 1e-12 * ref.norm());
+    CHECK((buf[0] == -1.0 && buf[2] == -1.0 && buf[static_cast<std::size_t>(m * n + 3)] == -1.0));
+  }
+#ifdef _OPENMP
+  // the large shapes are split when there are threads, never inside a parallel region
+  if (omp_get_max_threads() > 1) {
+    CHECK(vp::detail::gemm_threads(300, 70, 50) == std::min(omp_get_max_threads(), 300 * 70 * 50 / 50000));
+    CHECK(vp::detail::gemm_threads(6, 500, 80) > 1);
+  }
+  CHECK(vp::detail::gemm_threads(3, 4, 5) == 1);
+  int inside = 0;
+#pragma omp parallel num_threads(2)
+  {
+#pragma omp single
+    inside = vp::detail::gemm_threads(300, 70, 50);
+  }
+  CHECK(inside == 1);
+#endif
+}

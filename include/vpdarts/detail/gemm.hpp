@@ -4,7 +4,7 @@
 // Eigen parallelises a large product itself, and its threads wait for each other's packed
 // blocks by spinning on a flag without yielding. When another process shares the cores, a
 // spinning thread waits for one that is not running for a whole time slice, at every wait of
-// every product: two 2-thread searches of a small model side by side on 2 cores ran 100-300x
+// every product: two 2-thread searches of a small model side by side on 2 cores ran 300x
 // slower than one alone (docs/performance.md, "Two processes on the same cores"). Here each
 // thread runs Eigen's single-threaded GEMM on its own block of the result, and the threads meet
 // once, at the end of an OpenMP region, whose barrier spins briefly and then sleeps.

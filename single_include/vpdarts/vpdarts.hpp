@@ -2720,22 +2720,17 @@ void gemm(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate = false) {
     run(dst, lhs, rhs);  // Eigen keeps to one thread: too small, or already inside a region
     return;
   }
-#ifdef _OPENMP
+  // `threads` blocks of whole multiples of 4 rows (or columns); gemm_threads leaves at least 4 a
+  // thread, so there are always at least two blocks and the work runs inside a parallel region,
+  // where Eigen sees a team of more than one thread and keeps to its single-threaded GEMM
   const bool by_rows = m >= n;
-  const index size = by_rows ? m : n, unit = 8, units = (size + unit - 1) / unit;
-#pragma omp parallel num_threads(threads)
-  {
-    // Eigen sees a team of more than one thread and runs its single-threaded GEMM
-    const index t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const index first = std::min(size, units * t / nt * unit), last = std::min(size, units * (t + 1) / nt * unit);
-    if (last > first) {
-      if (by_rows)
-        run(dst.middleRows(first, last - first), lhs.middleRows(first, last - first), rhs);
-      else
-        run(dst.middleCols(first, last - first), lhs, rhs.middleCols(first, last - first));
-    }
-  }
-#endif
+  const index size = by_rows ? m : n, unit = 4, units = (size + unit - 1) / unit;
+  parallel_chunks(size, unit * ((units + threads - 1) / threads), [&](index first, index count) {
+    if (by_rows)
+      run(dst.middleRows(first, count), lhs.middleRows(first, count), rhs);
+    else
+      run(dst.middleCols(first, count), lhs, rhs.middleCols(first, count));
+  });
 }
 
 }  // namespace vpdarts::detail

@@ -137,3 +137,54 @@ TEST_CASE("model files with no head, NaN, stray tensors or impossible sizes are 
   vpdarts_test::write_bytes(dir / "nan.safetensors", bytes);
   CHECK_THROWS_WITH(vp::load_model<float>(dir / "nan.safetensors"), Catch::Contains("fusion.0.concat.P") && Catch::Contains("NaN"));
 }
+
+TEST_CASE("a model file whose head does not fit its classes and backbone is refused, naming both shapes",
+          "[model_file][errors]") {
+  const vpdarts_test::temp_dir dir("vpdarts-model-file-head");
+  vp::prompted_vit<float> m(vp::vit<float>(tiny_vit(), 3), mixed(), {.prompts = 2, .classes = 2});
+  vp::vit<float> probe(tiny_vit(), 3);
+  probe.reset_head(2);
+  const vp::index dim = tiny_vit().dim;
+  const std::vector<std::string> names{"a", "b"};
+  const auto norm = vp::data::normalization::synthetic();
+  vp::save_model(dir / "prompted.safetensors", m, names, norm);
+  vp::save_model(dir / "probe.safetensors", probe, names, norm);
+  // the same file with head.weight (or head.bias) rewritten to `shape`, its values repeated to fill it
+  auto forge = [&](const std::string& from, const std::string& tensor, std::vector<std::int64_t> shape) {
+    const auto f = vp::io::safetensors::read(dir / from);
+    std::vector<std::vector<float>> values;
+    std::vector<vp::io::tensor_view<float>> views;
+    values.reserve(f.tensors().size());
+    for (const auto& t : f.tensors()) {
+      std::vector<float> v(static_cast<std::size_t>(t.numel()));
+      f.copy_to<float>(t, v);
+      std::vector<std::int64_t> s = t.shape;
+      if (t.name == tensor) {
+        s = shape;
+        std::int64_t n = 1;
+        for (auto d : s) n *= d;
+        std::vector<float> w(static_cast<std::size_t>(n));
+        for (std::size_t i = 0; i < w.size(); ++i) w[i] = v[i % v.size()];
+        v = std::move(w);
+      }
+      values.push_back(std::move(v));
+      views.push_back({t.name, s, values.back()});
+    }
+    const std::filesystem::path out = dir / ("forged-" + from);
+    vp::io::write_safetensors<float>(out, views, f.metadata());
+    return out;
+  };
+  for (const char* file : {"prompted.safetensors", "probe.safetensors"}) {
+    REQUIRE_NOTHROW(vp::load_model<float>(dir / file));
+    const std::vector<std::pair<std::string, std::vector<std::int64_t>>> bad{
+        {"head.weight", {2, dim - 1}}, {"head.weight", {2 * dim}}, {"head.weight", {1, 2, dim}},
+        {"head.weight", {3, dim}},     {"head.bias", {3}},         {"head.bias", {1, 2}}};
+    for (const auto& [tensor, shape] : bad) {
+      INFO(file << " " << tensor << " of rank " << shape.size());
+      const std::filesystem::path forged = forge(file, tensor, shape);
+      const std::string need = tensor == "head.bias" ? "need (2)" : "need (2, " + std::to_string(dim) + ")";
+      CHECK_THROWS_WITH(vp::load_model<float>(forged), Catch::Contains("'" + tensor + "' is (") && Catch::Contains(need) &&
+                                                           Catch::Contains(forged.filename().string()));
+    }
+  }
+}

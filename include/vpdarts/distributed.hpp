@@ -18,6 +18,10 @@
 /// the same seeds; the trainers (pretrain, train, linear_probe, search,
 /// choose_w_lr, evaluate) split every batch over the processes and sum the
 /// gradients with MPI_Allreduce (train/data_parallel.hpp has the semantics).
+/// search and train first check that every process holds process 0's data,
+/// settings, backbone and precision (data_parallel::require_same), and every
+/// collective waits a bounded time (VPDARTS_MPI_TIMEOUT seconds, 600 by
+/// default) before it throws state_error instead of hanging.
 /// docs/distributed.md tells how to run it on a cluster.
 
 #include <mpi.h>
@@ -31,7 +35,9 @@
 #include <string>
 #include <thread>
 
+#include "detail/format.hpp"
 #include "error.hpp"
+#include "text.hpp"
 #include "train/data_parallel.hpp"
 
 namespace vpdarts::mpi {
@@ -81,12 +87,24 @@ class environment {
   }
 };
 
+/// How long a collective waits for the other processes before it gives up: VPDARTS_MPI_TIMEOUT
+/// seconds when set to a positive number, else 600 (a process may legitimately wait for process 0
+/// to pretrain the built-in backbone or to time a model).
+inline std::chrono::milliseconds default_timeout() {
+  if (const char* v = std::getenv("VPDARTS_MPI_TIMEOUT"))
+    if (const auto s = text::parse_number<double>(v); s && *s > 0 && *s < 1e9)
+      return std::chrono::milliseconds(static_cast<long long>(*s * 1000));
+  return std::chrono::seconds(600);
+}
+
 /// A vpdarts::communicator over an MPI communicator (a duplicate of it, so
 /// that vpdarts's collectives never mix with the program's own).
 class communicator final : public vpdarts::communicator {
  public:
-  /// Over a duplicate of `comm` (MPI_COMM_WORLD by default). Needs MPI initialised.
-  explicit communicator(MPI_Comm comm = MPI_COMM_WORLD) {
+  /// Over a duplicate of `comm` (MPI_COMM_WORLD by default), each collective waiting at most
+  /// `timeout` for the other processes. Needs MPI initialised.
+  explicit communicator(MPI_Comm comm = MPI_COMM_WORLD, std::chrono::milliseconds timeout = default_timeout())
+      : timeout_(timeout) {
     int done = 0;
     MPI_Initialized(&done);
     if (!done) throw state_error("mpi::communicator: MPI is not initialised (make an mpi::environment first)");
@@ -112,37 +130,61 @@ class communicator final : public vpdarts::communicator {
     std::size_t at = 0;
     while (at < values.size()) {
       const int n = static_cast<int>(std::min<std::size_t>(values.size() - at, INT_MAX));
-      MPI_Allreduce(MPI_IN_PLACE, values.data() + at, n, MPI_DOUBLE, MPI_SUM, comm_);
+      MPI_Request request;
+      MPI_Iallreduce(MPI_IN_PLACE, values.data() + at, n, MPI_DOUBLE, MPI_SUM, comm_, &request);
+      wait(request, "sum");
       at += static_cast<std::size_t>(n);
     }
   }
   void broadcast(std::string& text, int root) override {
     unsigned long long n = text.size();
-    MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, comm_);
+    MPI_Request request;
+    MPI_Ibcast(&n, 1, MPI_UNSIGNED_LONG_LONG, root, comm_, &request);
+    wait(request, "broadcast");
     text.resize(static_cast<std::size_t>(n));
     std::size_t at = 0;
     while (at < text.size()) {
       const int k = static_cast<int>(std::min<std::size_t>(text.size() - at, INT_MAX));
-      MPI_Bcast(text.data() + at, k, MPI_CHAR, root, comm_);
+      MPI_Ibcast(text.data() + at, k, MPI_CHAR, root, comm_, &request);
+      wait(request, "broadcast");
       at += static_cast<std::size_t>(k);
     }
   }
-  /// MPI_Ibarrier, then MPI_Test with sleeps of up to a millisecond in between:
-  /// a process waiting for a slow one leaves its core to others.
   void barrier() override {
     MPI_Request request;
     MPI_Ibarrier(comm_, &request);
-    int done = 0;
-    auto pause = std::chrono::microseconds(20);
-    for (MPI_Test(&request, &done, MPI_STATUS_IGNORE); !done; MPI_Test(&request, &done, MPI_STATUS_IGNORE)) {
-      std::this_thread::sleep_for(pause);
-      pause = std::min(pause * 2, std::chrono::microseconds(1000));
-    }
+    wait(request, "barrier");
   }
   /// The MPI communicator (the duplicate).
   MPI_Comm handle() const noexcept { return comm_; }
+  /// How long a collective waits for the others.
+  std::chrono::milliseconds timeout() const noexcept { return timeout_; }
 
  private:
+  /// Waits for a non-blocking collective: MPI_Test in a loop, with sleeps of up to a millisecond once
+  /// the wait is not short (a process waiting for a slow one leaves its core to others).
+  /// @throws state_error when the others have not joined within timeout_ (the request is left
+  /// behind: the job is to be stopped, as run_or_abort and the tool do).
+  void wait(MPI_Request& request, const char* what) const {
+    int done = 0;
+    const auto start = std::chrono::steady_clock::now();
+    auto pause = std::chrono::microseconds(0);
+    for (MPI_Test(&request, &done, MPI_STATUS_IGNORE); !done; MPI_Test(&request, &done, MPI_STATUS_IGNORE)) {
+      const auto waited = std::chrono::steady_clock::now() - start;
+      if (waited > timeout_)
+        throw state_error(detail::cat("mpi: process ", rank_, " of ", size_, " waited ",
+                                      std::chrono::duration_cast<std::chrono::seconds>(waited).count(), " s in a ", what,
+                                      " for the other processes (VPDARTS_MPI_TIMEOUT=",
+                                      std::chrono::duration<double>(timeout_).count(),
+                                      " s): a process stopped, hangs, or runs other calls with other settings"));
+      if (waited > std::chrono::microseconds(200)) {
+        std::this_thread::sleep_for(pause);
+        pause = std::min(pause * 2 + std::chrono::microseconds(20), std::chrono::microseconds(1000));
+      }
+    }
+  }
+
+  std::chrono::milliseconds timeout_;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
 };

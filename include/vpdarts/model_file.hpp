@@ -9,10 +9,12 @@
 /// input normalisation. See docs/checkpoints.md.
 
 #include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -133,6 +135,15 @@ trained_model<S, Ops> load_model(const io::safetensors& f) {
   for (const auto& t : f.tensors()) has_fusion = has_fusion || t.name.rfind("fusion.", 0) == 0;
   if (kind == "probe" && has_fusion)
     throw io_error(detail::cat("load_model: '", path.string(), "' is marked as a linear probe but holds fusion parameters"));
+  // the backbone loader skips a head of another shape (a classifier of other classes); a model file's head is
+  // the model's own, so one that does not fit its class names and the backbone's width is a broken file
+  const auto classes = static_cast<std::int64_t>(out.class_names.size()), dim = inspect_vit(f).config.dim;
+  for (const auto& [name, want] : {std::pair<const char*, std::vector<std::int64_t>>{"head.weight", {classes, dim}},
+                                   {"head.bias", {classes}}})
+    if (const io::tensor_entry* t = f.find(name); t->shape != want)
+      throw io_error(detail::cat("load_model: '", path.string(), "': tensor '", name, "' is ", t->shape_str(), ", but ",
+                                 classes, " class names and a backbone of width ", dim, " need ",
+                                 io::tensor_entry{.shape = want}.shape_str()));
   // the file is read once; a prompted model's fusion tensors are the only names the ViT does not take
   vit<S> backbone = load_vit<S>(f, vit_load_options{.allow_unexpected = has_fusion});
   if (kind == "probe") {

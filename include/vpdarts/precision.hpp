@@ -7,12 +7,16 @@
 /// backbone's patch embedding, qkv, proj, fc1 and fc2, forward and the
 /// input-gradient product of backward) rounds both operands to bf16 and
 /// accumulates in float32 through oneDNN (AMX where the CPU has it, else
-/// AVX512-BF16). The bf16 copy of a frozen weight is made once and kept until
-/// the parameter changes. Everything else stays float32: LayerNorm, softmax,
-/// GELU, attention, the fusion operators, alpha, the head, the loss, every
-/// trainable product, the gradients and the optimisers' state. Models in
-/// double are never rounded. This is what PyTorch's bf16 autocast does on a
-/// CPU, restricted to the products of weights that do not train.
+/// AVX512-BF16); so do a frozen block's attention products (Q K^T and P V,
+/// and their four backward products). The bf16 copy of a frozen weight is
+/// made once and kept until the parameter changes. Everything else stays
+/// float32: LayerNorm, softmax, GELU (their outputs are rounded to bf16 only
+/// where they are a bf16 product's operand), the attention of a block whose
+/// weights train and cross_attention's, the fusion operators, alpha, the
+/// head, the loss, every trainable product, the gradients and the
+/// optimisers' state. Models in double are never rounded. This is what
+/// PyTorch's bf16 autocast does on a CPU, restricted to the products of
+/// weights that do not train (docs/precision.md lists every product).
 ///
 /// The bf16 path needs the library built with oneDNN (the CMake target
 /// `vpdarts::bf16`, which defines VPDARTS_WITH_DNNL for the whole program)
@@ -42,7 +46,7 @@ namespace vpdarts {
 
 /// The precision of the frozen products (see the file's comment).
 enum class precision {
-  fp32,  ///< float32 Eigen GEMM everywhere (the default)
+  fp32,  ///< float32 products (the default), on Eigen or oneDNN as fp32_gemm says
   bf16,  ///< frozen products in bf16 with float32 accumulation (oneDNN)
 };
 

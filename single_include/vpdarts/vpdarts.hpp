@@ -147,12 +147,16 @@ enum class transpose : std::uint8_t { none, a, b, both };
 /// backbone's patch embedding, qkv, proj, fc1 and fc2, forward and the
 /// input-gradient product of backward) rounds both operands to bf16 and
 /// accumulates in float32 through oneDNN (AMX where the CPU has it, else
-/// AVX512-BF16). The bf16 copy of a frozen weight is made once and kept until
-/// the parameter changes. Everything else stays float32: LayerNorm, softmax,
-/// GELU, attention, the fusion operators, alpha, the head, the loss, every
-/// trainable product, the gradients and the optimisers' state. Models in
-/// double are never rounded. This is what PyTorch's bf16 autocast does on a
-/// CPU, restricted to the products of weights that do not train.
+/// AVX512-BF16); so do a frozen block's attention products (Q K^T and P V,
+/// and their four backward products). The bf16 copy of a frozen weight is
+/// made once and kept until the parameter changes. Everything else stays
+/// float32: LayerNorm, softmax, GELU (their outputs are rounded to bf16 only
+/// where they are a bf16 product's operand), the attention of a block whose
+/// weights train and cross_attention's, the fusion operators, alpha, the
+/// head, the loss, every trainable product, the gradients and the
+/// optimisers' state. Models in double are never rounded. This is what
+/// PyTorch's bf16 autocast does on a CPU, restricted to the products of
+/// weights that do not train (docs/precision.md lists every product).
 ///
 /// The bf16 path needs the library built with oneDNN (the CMake target
 /// `vpdarts::bf16`, which defines VPDARTS_WITH_DNNL for the whole program)
@@ -181,7 +185,7 @@ namespace vpdarts {
 
 /// The precision of the frozen products (see the file's comment).
 enum class precision {
-  fp32,  ///< float32 Eigen GEMM everywhere (the default)
+  fp32,  ///< float32 products (the default), on Eigen or oneDNN as fp32_gemm says
   bf16,  ///< frozen products in bf16 with float32 accumulation (oneDNN)
 };
 
@@ -371,7 +375,10 @@ class precision_scope {
 // a size that comes from a flag or a file is checked against the memory it
 // implies, so the error names the setting instead of ending in std::bad_alloc.
 
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <fstream>
 
 #include <string>
 #include <type_traits>
@@ -399,7 +406,9 @@ class precision_scope {
 #include <limits>
 #include <optional>
 #include <sstream>
+#include <cstdint>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 
@@ -415,6 +424,13 @@ std::optional<T> parse_number(const std::string& text) {
     if constexpr (std::is_floating_point_v<T>) {
       const double v = std::stod(text, &used);
       if (used == text.size() && used > 0 && std::isfinite(v)) return static_cast<T>(v);
+    } else if constexpr (std::is_unsigned_v<T>) {
+      // stoull would take "-1" as its largest value
+      const auto start = text.find_first_not_of(" \t\n\v\f\r");
+      if (start == std::string::npos || text[start] == '-') return std::nullopt;
+      const unsigned long long v = std::stoull(text, &used);
+      if (used == text.size() && used > 0 && v <= static_cast<unsigned long long>(std::numeric_limits<T>::max()))
+        return static_cast<T>(v);
     } else {
       const long long v = std::stoll(text, &used);
       if (used == text.size() && used > 0 && v >= static_cast<long long>(std::numeric_limits<T>::min()) &&
@@ -424,6 +440,33 @@ std::optional<T> parse_number(const std::string& text) {
   } catch (const std::exception&) {
   }
   return std::nullopt;
+}
+
+/// Whether `text` is well-formed UTF-8 (what JSON files and safetensors headers must hold).
+inline bool valid_utf8(std::string_view text) noexcept {
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    std::size_t n = 0;
+    std::uint32_t cp = 0;
+    if (c < 0x80) n = 0, cp = c;
+    else if ((c & 0xE0) == 0xC0) n = 1, cp = c & 0x1Fu;
+    else if ((c & 0xF0) == 0xE0) n = 2, cp = c & 0x0Fu;
+    else if ((c & 0xF8) == 0xF0) n = 3, cp = c & 0x07u;
+    else return false;
+    if (i + n >= text.size()) return false;  // a sequence cut short
+    for (std::size_t k = 1; k <= n; ++k) {
+      const auto d = static_cast<unsigned char>(text[i + k]);
+      if ((d & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (d & 0x3Fu);
+    }
+    // overlong forms, UTF-16 surrogates and values past U+10FFFF are not UTF-8
+    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+      return false;
+    i += n + 1;
+  }
+  return true;
 }
 
 /// Concatenates the arguments with operator<< into one string.
@@ -465,29 +508,50 @@ inline std::string shape_str(index rows, index cols) {
 
 namespace vpdarts::detail {
 
-/// The machine's physical memory in bytes (a large fallback when unknown), read once.
-inline double physical_memory_bytes() {
-  static const double bytes = [] {
+/// The memory this process may use: the least of the machine's physical memory, the process's
+/// address-space limit (`ulimit -v`) and its cgroup's memory limit, with which one it is. Read once.
+struct memory_budget {
+  double bytes = 1e15;                       ///< a large fallback when nothing is known
+  const char* what = "this machine's memory";
+};
+
+inline const memory_budget& usable_memory() {
+  static const memory_budget budget = [] {
+    memory_budget b;
     const long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
-    return pages > 0 && size > 0 ? static_cast<double>(pages) * static_cast<double>(size) : 1e15;
+    if (pages > 0 && size > 0) b.bytes = static_cast<double>(pages) * static_cast<double>(size);
+    rlimit limit{};
+    if (getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY && static_cast<double>(limit.rlim_cur) < b.bytes)
+      b = {static_cast<double>(limit.rlim_cur), "the address space this process may use (ulimit -v)"};
+    // cgroup v2, then v1 ("max" or a huge number when unlimited)
+    for (const char* file : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+      std::ifstream in(file);
+      std::string text;
+      if (in >> text)
+        if (const auto v = parse_number<double>(text); v && *v > 0 && *v < b.bytes) b = {*v, "this process's cgroup memory limit"};
+    }
+    return b;
   }();
-  return bytes;
+  return budget;
 }
 
-/// @throws config_error naming `what` when `bytes` exceed the machine's physical memory.
+/// The bytes usable_memory() allows.
+inline double physical_memory_bytes() { return usable_memory().bytes; }
+
+/// @throws config_error naming `what` when `bytes` exceed the memory this process may use (usable_memory()).
 /// `what` is a string, or a callable that makes one only when the check fails (for a check on a hot path,
 /// which must not allocate).
 template <class What>
 void check_allocation(double bytes, const What& what) {
-  const double have = physical_memory_bytes();
-  if (bytes <= have) return;
+  const memory_budget& have = usable_memory();
+  if (bytes <= have.bytes) return;
   std::string name;
   if constexpr (std::is_invocable_v<const What&>)
     name = what();
   else
     name = what;
-  throw config_error(cat(name, " needs ", bytes / (1u << 30), " GiB, more than this machine's ", have / (1u << 30),
-                         " GiB of memory"));
+  throw config_error(cat(name, " needs ", bytes / (1u << 30), " GiB, more than the ", have.bytes / (1u << 30), " GiB of ",
+                         have.what));
 }
 
 }  // namespace vpdarts::detail
@@ -2531,12 +2595,9 @@ var<S> attention(const var<S>& qkv, index batch, index heads) {
 /// weight each op is exactly the composition of the basic ops it names.
 
 
-// ---- begin vpdarts/vit/config.hpp ----
-/// @file config.hpp
-/// The shape of a Vision Transformer, with validation and the reference workloads of docs/method.md (section 7) as presets.
-
-#include <string>
-
+// ---- begin vpdarts/autodiff/activation.hpp ----
+/// @file activation.hpp
+/// The MLP activations the ops know (a ViT's configuration names one).
 
 namespace vpdarts {
 
@@ -2546,114 +2607,8 @@ enum class activation {
   quick_gelu,  ///< x * sigmoid(1.702 x), OpenAI CLIP's
 };
 
-/// How the features are pooled from the last block's tokens.
-enum class pooling {
-  token,  ///< the class token (the first prefix token)
-  avg,    ///< the mean of the non-prefix (patch) tokens
-};
-
-/// The shape of a ViT: square images of `image` pixels with `channels`
-/// channels cut into patch x patch patches (N = (image/patch)^2, T = N + 1
-/// tokens with cls), width `dim`, `depth` blocks of `heads` heads, MLP hidden
-/// width `mlp`, and a head of `classes` outputs. The fields after `classes`
-/// describe the variants of timm's VisionTransformer that foundation models use
-/// (DINOv2, CLIP, DeiT-III, MAE-style pooling); their defaults are the classic ViT.
-/// Tokens are [cls ; registers ; patches]: `prefix_tokens()` of them come first.
-struct vit_config {
-  index image = 32;     ///< Side of the square input image in pixels; a multiple of `patch`.
-  index channels = 3;   ///< Colour channels of the input (1 grey, 3 RGB).
-  index patch = 4;      ///< Side of a square patch in pixels.
-  index dim = 192;      ///< Token width D; a multiple of `heads`.
-  index depth = 6;      ///< Number of transformer blocks.
-  index heads = 3;      ///< Attention heads per block.
-  index mlp = 768;      ///< Hidden width of each block's MLP.
-  index classes = 10;   ///< Outputs of the classification head.
-  bool class_token = true;      ///< A class token `cls_token` (1 x 1 x D) first in every sequence.
-  index reg_tokens = 0;         ///< Register tokens `reg_token` (1 x R x D) after the class token (DINOv2-reg).
-  bool no_embed_class = false;  ///< pos_embed covers the patches only, added before the prefix tokens are prepended.
-  bool pre_norm = false;        ///< A LayerNorm `norm_pre` on the embedded tokens before block 0 (CLIP).
-  bool patch_bias = true;       ///< The patch convolution has a bias (CLIP's has none).
-  bool qkv_bias = true;         ///< The qkv projection has a bias.
-  bool layer_scale = false;     ///< LayerScale `blocks.{i}.ls1.gamma`, `ls2.gamma` (D): x + g1 attn(LN(x)), x + g2 mlp(LN(x)).
-  bool final_norm = true;       ///< A LayerNorm `norm` on every token after the last block.
-  bool fc_norm = false;         ///< A LayerNorm `fc_norm` on the pooled features (timm: instead of `norm`).
-  double norm_eps = 1e-6;       ///< Epsilon of every LayerNorm (timm 1e-6, CLIP 1e-5).
-  activation act = activation::gelu;  ///< The MLP's activation.
-  pooling pool = pooling::token;      ///< How features are pooled (token needs a class token).
-
-  /// Number of patches N.
-  index patches() const { return (image / patch) * (image / patch); }
-  /// Number of prefix tokens: the class token and the registers.
-  index prefix_tokens() const { return (class_token ? 1 : 0) + reg_tokens; }
-  /// Number of tokens T = prefix + N.
-  index tokens() const { return patches() + prefix_tokens(); }
-  /// Rows of pos_embed: N with no_embed_class, else T.
-  index pos_tokens() const { return no_embed_class ? patches() : tokens(); }
-  /// Channels per head, D / H.
-  index head_dim() const { return dim / heads; }
-  /// Values per image, C * H * W.
-  index pixels() const { return channels * image * image; }
-  /// MLP ratio, mlp / dim.
-  double mlp_ratio() const { return static_cast<double>(mlp) / static_cast<double>(dim); }
-
-  /// @throws config_error for a zero or negative size, a patch that does not
-  /// divide the image, or heads that do not divide the width.
-  void validate() const {
-    const std::pair<const char*, index> sizes[] = {{"image", image}, {"channels", channels}, {"patch", patch},
-                                                   {"dim", dim},     {"depth", depth},       {"heads", heads},
-                                                   {"mlp", mlp},     {"classes", classes}};
-    for (const auto& [name, v] : sizes)
-      if (v <= 0) throw config_error(detail::cat("vit_config: ", name, " is ", v, ", must be positive"));
-    if (image % patch != 0)
-      throw config_error(detail::cat("vit_config: patch ", patch, " does not divide the image size ", image));
-    if (dim % heads != 0)
-      throw config_error(detail::cat("vit_config: ", heads, " heads do not divide the width dim = ", dim));
-    if (reg_tokens < 0) throw config_error(detail::cat("vit_config: reg_tokens is ", reg_tokens, ", must be >= 0"));
-    if (!(norm_eps > 0) || norm_eps > 1)
-      throw config_error(detail::cat("vit_config: norm_eps is ", norm_eps, ", must be in (0, 1]"));
-    if (pool == pooling::token && !class_token)
-      throw config_error("vit_config: token pooling needs a class token (use avg pooling)");
-    if (final_norm && fc_norm)
-      throw config_error("vit_config: a model has a final norm or an fc_norm, not both (timm's VisionTransformer)");
-  }
-
-  /// "image 32x32x3, patch 4 (T = 65), D 192, depth 6, heads 3, MLP 768, 10 classes", then the
-  /// variant settings that differ from the classic ViT ("; 4 registers, LayerScale, ...").
-  std::string describe() const {
-    std::string s = detail::cat("image ", image, "x", image, "x", channels, ", patch ", patch, " (T = ", tokens(), "), D ",
-                                dim, ", depth ", depth, ", heads ", heads, ", MLP ", mlp, ", ", classes, " classes");
-    std::string v;
-    auto note = [&](bool on, const std::string& what) {
-      if (on) v += (v.empty() ? "; " : ", ") + what;
-    };
-    note(!class_token, "no class token");
-    note(reg_tokens > 0, detail::cat(reg_tokens, " registers"));
-    note(no_embed_class, "pos_embed without prefix");
-    note(pre_norm, "norm_pre");
-    note(!patch_bias, "patch conv without bias");
-    note(!qkv_bias, "qkv without bias");
-    note(layer_scale, "LayerScale");
-    note(!final_norm && !fc_norm, "no final norm");
-    note(fc_norm, "fc_norm");
-    note(norm_eps != 1e-6, detail::cat("LN eps ", norm_eps));
-    note(act == activation::quick_gelu, "QuickGELU");
-    note(pool == pooling::avg, "avg pooling");
-    return s + v;
-  }
-
-  /// The `toy` workload: 32x32x3, patch 4, D 192, depth 6, heads 3, MLP 768, 10 classes.
-  static vit_config toy() { return {}; }
-  /// timm's vit_tiny_patch16_224: 224x224x3, patch 16, D 192, depth 12, heads 3, MLP 768.
-  static vit_config tiny16(index classes = 10) { return {224, 3, 16, 192, 12, 3, 768, classes}; }
-  /// The `fashion` workload: 28x28x1, patch 4, D 192, depth 6, heads 3, MLP 768.
-  static vit_config fashion(index classes = 5) { return {28, 1, 4, 192, 6, 3, 768, classes}; }
-
-  /// Field-by-field equality.
-  friend bool operator==(const vit_config&, const vit_config&) = default;
-};
-
 }  // namespace vpdarts
-// ---- end vpdarts/vit/config.hpp ----
+// ---- end vpdarts/autodiff/activation.hpp ----
 
 // ---- begin vpdarts/autodiff/ops_linalg.hpp ----
 /// @file ops_linalg.hpp
@@ -3400,8 +3355,8 @@ var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const
 
 /// What layer_norm_mlp keeps of the MLP's hidden layer for backward, when every weight is constant.
 enum class mlp_memory {
-  keep,       ///< the hidden layer before the activation (R x M values; in bf16 when the products run in bf16): the fastest step, the default
-  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and fc1 again (docs/performance.md)
+  keep,       ///< the hidden layer before the activation (R x M values; in bf16 when the products run in bf16): the fastest step, vit_block's default
+  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and fc1 again (docs/performance.md); layer_norm_mlp's default
 };
 
 /// residual + linear(act(linear(layer_norm(x, gamma, beta, eps), w1, b1)), w2, b2) * scale: a
@@ -3414,6 +3369,9 @@ enum class mlp_memory {
 ///   when both products run in bf16: precision::bf16 on a float model);
 /// - recompute: it is not kept; backward computes the LayerNorm and the first product again (one
 ///   more R x D x M product) from each row's LayerNorm statistics.
+/// In float32 both give the same bits. In bf16 they do not: keep takes the activation's derivative
+/// at the bf16-rounded hidden layer, recompute at the float32 one, so the gradients differ by that
+/// rounding (about 1e-3 relative) and a search may end in another genotype where two operators are close.
 /// Otherwise it is activation_linear(layer_norm_linear(...)). @throws shape_error as those do.
 template <Scalar S>
 var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, S eps, const var<S>& w1,
@@ -4027,7 +3985,7 @@ struct layer_norm_layer {
 
 /// The parameters of multi-head self-attention: qkv linear with bias (rows
 /// [q; k; v]) and the output projection; attention scales by 1/sqrt(D/H).
-/// vit_block runs them through the fused ops (layer_norm_linear, attention_linear).
+/// vit_block runs them through one fused op, layer_norm_attention (LayerNorm, qkv, attention, proj, the residual).
 template <Scalar S>
 struct attention_layer {
   linear_layer<S> qkv;   ///< D -> 3D, output columns [q | k | v].
@@ -4047,7 +4005,7 @@ struct attention_layer {
 };
 
 /// The parameters of the MLP fc2(GELU(fc1(x))) with the exact erf GELU.
-/// vit_block runs them through the fused ops (layer_norm_linear, gelu_linear).
+/// vit_block runs them through one fused op, layer_norm_mlp (LayerNorm, fc1, the activation, fc2, the residual).
 template <Scalar S>
 struct mlp_layer {
   linear_layer<S> fc1;  ///< dim -> hidden.
@@ -4140,6 +4098,48 @@ struct image_batch {
 #include <vector>
 
 
+// ---- begin vpdarts/detail/hash.hpp ----
+// A 64-bit FNV-1a hash of bytes, for fingerprints (the data and backbone a
+// search ran on) and checksums (a search checkpoint's state). Not
+// cryptographic: it catches a changed setting, a truncated edit or a flipped
+// value, not a forger.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <string_view>
+
+namespace vpdarts::detail {
+
+/// Incremental FNV-1a (64 bit).
+class fnv1a {
+ public:
+  /// Adds `n` bytes.
+  void add(const void* data, std::size_t n) noexcept {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (std::size_t i = 0; i < n; ++i) h_ = (h_ ^ p[i]) * 0x100000001b3ull;
+  }
+  /// Adds the characters of `s` and its length.
+  void add(std::string_view s) noexcept {
+    add(s.data(), s.size());
+    const std::uint64_t n = s.size();
+    add(&n, sizeof n);
+  }
+  /// The hash so far as 16 hex digits.
+  std::string hex() const {
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h_));
+    return buf;
+  }
+
+ private:
+  std::uint64_t h_ = 0xcbf29ce484222325ull;
+};
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/hash.hpp ----
+
 namespace vpdarts::data {
 
 /// Labelled images: `labels[i]` in [0, class_names.size()) is the class of image i.
@@ -4153,6 +4153,15 @@ struct labelled_images {
   index size() const noexcept { return images.size(); }
   /// Number of classes.
   index classes() const noexcept { return static_cast<index>(class_names.size()); }
+  /// A hash of the pixels, the labels and the class names (16 hex digits): two processes that were
+  /// meant to load the same data compare it before they train together.
+  std::string fingerprint() const {
+    detail::fnv1a h;
+    h.add(images.pixels.data(), static_cast<std::size_t>(images.pixels.size()) * sizeof(S));
+    h.add(labels.data(), labels.size() * sizeof(int));
+    for (const auto& name : class_names) h.add(name);
+    return h.hex();
+  }
   /// Copies the listed images and their labels into x and y, reusing their
   /// storage (no allocation in a training loop once warm).
   /// @throws shape_error for an index outside the set.
@@ -4656,6 +4665,9 @@ inline image load_image(const std::filesystem::path& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
     throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is a folder, not an image file"));
+  if (std::filesystem::is_symlink(path, ec) && !std::filesystem::exists(path, ec))
+    throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is a symbolic link to '",
+                                        std::filesystem::read_symlink(path, ec).string(), "', which does not exist"));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw io_error(vpdarts::detail::cat("load_image: cannot open '", path.string(), "'"));
   const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -4802,9 +4814,17 @@ file_dataset<S> image_folder(const std::filesystem::path& root, const folder_opt
   std::vector<std::string> names;
   for (std::size_t k = 0; k < dirs.size(); ++k) {
     names.push_back(dirs[k].filename().string());
+    // class names go into JSON (metrics.json, a model file's metadata): refused here, before any work, not after training
+    if (!text::valid_utf8(names.back()))
+      throw io_error(vpdarts::detail::cat("image_folder: the class folder '", dirs[k].string(),
+                                          "' has a name that is not valid UTF-8 (class names are stored as JSON text); "
+                                          "rename it"));
     std::vector<fs::path> in_class;
+    // a dangling symbolic link is a file that cannot be read (refused, or skipped and reported with skip_bad), never
+    // left out silently
     for (const auto& e : fs::directory_iterator(dirs[k]))
-      if (e.is_regular_file() && e.path().filename().string().front() != '.') in_class.push_back(e.path());
+      if ((e.is_regular_file() || (e.is_symlink() && !e.exists())) && e.path().filename().string().front() != '.')
+        in_class.push_back(e.path());
     if (in_class.empty())
       throw io_error(vpdarts::detail::cat("image_folder: the class folder '", dirs[k].string(), "' is empty"));
     std::sort(in_class.begin(), in_class.end());
@@ -5055,6 +5075,124 @@ labelled_images<S> load_idx(const std::filesystem::path& images, const std::file
 
 }  // namespace vpdarts::data
 // ---- end vpdarts/data/idx.hpp ----
+
+// ---- begin vpdarts/vit/config.hpp ----
+/// @file config.hpp
+/// The shape of a Vision Transformer, with validation and the reference workloads of docs/method.md (section 7) as presets.
+
+#include <string>
+
+
+namespace vpdarts {
+
+/// How the features are pooled from the last block's tokens.
+enum class pooling {
+  token,  ///< the class token (the first prefix token)
+  avg,    ///< the mean of the non-prefix (patch) tokens
+};
+
+/// The shape of a ViT: square images of `image` pixels with `channels`
+/// channels cut into patch x patch patches (N = (image/patch)^2, T = N + 1
+/// tokens with cls), width `dim`, `depth` blocks of `heads` heads, MLP hidden
+/// width `mlp`, and a head of `classes` outputs. The fields after `classes`
+/// describe the variants of timm's VisionTransformer that foundation models use
+/// (DINOv2, CLIP, DeiT-III, MAE-style pooling); their defaults are the classic ViT.
+/// Tokens are [cls ; registers ; patches]: `prefix_tokens()` of them come first.
+struct vit_config {
+  index image = 32;     ///< Side of the square input image in pixels; a multiple of `patch`.
+  index channels = 3;   ///< Colour channels of the input (1 grey, 3 RGB).
+  index patch = 4;      ///< Side of a square patch in pixels.
+  index dim = 192;      ///< Token width D; a multiple of `heads`.
+  index depth = 6;      ///< Number of transformer blocks.
+  index heads = 3;      ///< Attention heads per block.
+  index mlp = 768;      ///< Hidden width of each block's MLP.
+  index classes = 10;   ///< Outputs of the classification head.
+  bool class_token = true;      ///< A class token `cls_token` (1 x 1 x D) first in every sequence.
+  index reg_tokens = 0;         ///< Register tokens `reg_token` (1 x R x D) after the class token (DINOv2-reg).
+  bool no_embed_class = false;  ///< pos_embed covers the patches only, added before the prefix tokens are prepended.
+  bool pre_norm = false;        ///< A LayerNorm `norm_pre` on the embedded tokens before block 0 (CLIP).
+  bool patch_bias = true;       ///< The patch convolution has a bias (CLIP's has none).
+  bool qkv_bias = true;         ///< The qkv projection has a bias.
+  bool layer_scale = false;     ///< LayerScale `blocks.{i}.ls1.gamma`, `ls2.gamma` (D): x + g1 attn(LN(x)), x + g2 mlp(LN(x)).
+  bool final_norm = true;       ///< A LayerNorm `norm` on every token after the last block.
+  bool fc_norm = false;         ///< A LayerNorm `fc_norm` on the pooled features (timm: instead of `norm`).
+  double norm_eps = 1e-6;       ///< Epsilon of every LayerNorm (timm 1e-6, CLIP 1e-5).
+  activation act = activation::gelu;  ///< The MLP's activation.
+  pooling pool = pooling::token;      ///< How features are pooled (token needs a class token).
+
+  /// Number of patches N.
+  index patches() const { return (image / patch) * (image / patch); }
+  /// Number of prefix tokens: the class token and the registers.
+  index prefix_tokens() const { return (class_token ? 1 : 0) + reg_tokens; }
+  /// Number of tokens T = prefix + N.
+  index tokens() const { return patches() + prefix_tokens(); }
+  /// Rows of pos_embed: N with no_embed_class, else T.
+  index pos_tokens() const { return no_embed_class ? patches() : tokens(); }
+  /// Channels per head, D / H.
+  index head_dim() const { return dim / heads; }
+  /// Values per image, C * H * W.
+  index pixels() const { return channels * image * image; }
+  /// MLP ratio, mlp / dim.
+  double mlp_ratio() const { return static_cast<double>(mlp) / static_cast<double>(dim); }
+
+  /// @throws config_error for a zero or negative size, a patch that does not
+  /// divide the image, or heads that do not divide the width.
+  void validate() const {
+    const std::pair<const char*, index> sizes[] = {{"image", image}, {"channels", channels}, {"patch", patch},
+                                                   {"dim", dim},     {"depth", depth},       {"heads", heads},
+                                                   {"mlp", mlp},     {"classes", classes}};
+    for (const auto& [name, v] : sizes)
+      if (v <= 0) throw config_error(detail::cat("vit_config: ", name, " is ", v, ", must be positive"));
+    if (image % patch != 0)
+      throw config_error(detail::cat("vit_config: patch ", patch, " does not divide the image size ", image));
+    if (dim % heads != 0)
+      throw config_error(detail::cat("vit_config: ", heads, " heads do not divide the width dim = ", dim));
+    if (reg_tokens < 0) throw config_error(detail::cat("vit_config: reg_tokens is ", reg_tokens, ", must be >= 0"));
+    if (!(norm_eps > 0) || norm_eps > 1)
+      throw config_error(detail::cat("vit_config: norm_eps is ", norm_eps, ", must be in (0, 1]"));
+    if (pool == pooling::token && !class_token)
+      throw config_error("vit_config: token pooling needs a class token (use avg pooling)");
+    if (final_norm && fc_norm)
+      throw config_error("vit_config: a model has a final norm or an fc_norm, not both (timm's VisionTransformer)");
+  }
+
+  /// "image 32x32x3, patch 4 (T = 65), D 192, depth 6, heads 3, MLP 768, 10 classes", then the
+  /// variant settings that differ from the classic ViT ("; 4 registers, LayerScale, ...").
+  std::string describe() const {
+    std::string s = detail::cat("image ", image, "x", image, "x", channels, ", patch ", patch, " (T = ", tokens(), "), D ",
+                                dim, ", depth ", depth, ", heads ", heads, ", MLP ", mlp, ", ", classes, " classes");
+    std::string v;
+    auto note = [&](bool on, const std::string& what) {
+      if (on) v += (v.empty() ? "; " : ", ") + what;
+    };
+    note(!class_token, "no class token");
+    note(reg_tokens > 0, detail::cat(reg_tokens, " registers"));
+    note(no_embed_class, "pos_embed without prefix");
+    note(pre_norm, "norm_pre");
+    note(!patch_bias, "patch conv without bias");
+    note(!qkv_bias, "qkv without bias");
+    note(layer_scale, "LayerScale");
+    note(!final_norm && !fc_norm, "no final norm");
+    note(fc_norm, "fc_norm");
+    note(norm_eps != 1e-6, detail::cat("LN eps ", norm_eps));
+    note(act == activation::quick_gelu, "QuickGELU");
+    note(pool == pooling::avg, "avg pooling");
+    return s + v;
+  }
+
+  /// The `toy` workload: 32x32x3, patch 4, D 192, depth 6, heads 3, MLP 768, 10 classes.
+  static vit_config toy() { return {}; }
+  /// timm's vit_tiny_patch16_224: 224x224x3, patch 16, D 192, depth 12, heads 3, MLP 768.
+  static vit_config tiny16(index classes = 10) { return {224, 3, 16, 192, 12, 3, 768, classes}; }
+  /// The `fashion` workload: 28x28x1, patch 4, D 192, depth 6, heads 3, MLP 768.
+  static vit_config fashion(index classes = 5) { return {28, 1, 4, 192, 6, 3, 768, classes}; }
+
+  /// Field-by-field equality.
+  friend bool operator==(const vit_config&, const vit_config&) = default;
+};
+
+}  // namespace vpdarts
+// ---- end vpdarts/vit/config.hpp ----
 
 // ---- begin vpdarts/vit/vit.hpp ----
 /// @file vit.hpp
@@ -5656,6 +5794,7 @@ matrix<S> resample_pos_embed(const matrix<S>& pos, index prefix, index old_grid,
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <concepts>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -5783,29 +5922,49 @@ inline std::vector<double> numbers_from_json(const nlohmann::json& j, const std:
 /// @file atomic_file.hpp
 /// Atomic file writing: write a temporary file beside the target, then rename
 /// it over the target, so a crash never leaves a half-written file. The
-/// temporary's name holds the writer's process id (`NAME.tmp-PID-RANDOM`);
+/// temporary's name holds the writer's process id (`NAME.tmp-PID-RANDOM`, NAME
+/// cut short where the whole would pass the file system's 255 bytes);
 /// temporaries of the same target left by a process that no longer runs (a
-/// kill -9 mid-write) are removed by the next write.
+/// kill -9 mid-write) are removed by the next write. Files that belong
+/// together (a model and its metrics) are written under an atomic_group and
+/// replace the old ones only once every new one is written. check_writable()
+/// tells before any work whether a name can be written at all.
 
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 
 namespace vpdarts::io {
 
+/// The longest file name (one path component) and the longest path, in bytes, that Linux file systems take.
+inline constexpr std::size_t max_name_bytes = 255, max_path_bytes = 4095;
+
 namespace detail {
+
+/// The longest suffix a temporary adds to its target's name: ".tmp-" PID (at most 10 digits) "-" 8 hex digits.
+inline constexpr std::size_t temporary_suffix_bytes = 24;
+
+/// The start of the names of `path`'s temporaries: its file name, cut so that a temporary's name still fits.
+inline std::string temporary_prefix(const std::filesystem::path& path) {
+  const std::string name = path.filename().string();
+  return name.substr(0, std::min(name.size(), max_name_bytes - temporary_suffix_bytes)) + ".tmp-";
+}
 
 /// Removes `path`'s temporaries whose writer process has ended.
 inline void remove_stale_temporaries(const std::filesystem::path& path) {
   std::error_code ec;
   const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-  const std::string prefix = path.filename().string() + ".tmp-";
+  const std::string prefix = temporary_prefix(path);
   for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     if (name.rfind(prefix, 0) != 0) continue;
@@ -5820,7 +5979,70 @@ inline void remove_stale_temporaries(const std::filesystem::path& path) {
 
 }  // namespace detail
 
-/// Calls write(stream) on a temporary file in the target's folder, then renames it to `path`.
+/// Checks, before any work, that a file `path` (and the temporary it is written through) can be named:
+/// no component over max_name_bytes, the whole path (with a temporary's suffix) within max_path_bytes.
+/// `flag` (say "--out") is named in the message.
+/// @throws io_error naming the path, the part that is too long and the limit.
+inline void check_writable(const std::filesystem::path& path, const std::string& flag = "") {
+  const std::string who = flag.empty() ? std::string("check_writable") : flag;
+  for (const auto& part : path) {
+    const std::string name = part.string();
+    if (name.size() > max_name_bytes)
+      throw io_error(vpdarts::detail::cat(who, ": cannot write '", path.string(), "': its part '", name.substr(0, 40),
+                                          "...' is ", name.size(), " bytes long, over the ", max_name_bytes,
+                                          " a file name may have"));
+  }
+  const std::size_t longest = path.string().size() + detail::temporary_suffix_bytes;
+  if (longest > max_path_bytes)
+    throw io_error(vpdarts::detail::cat(who, ": cannot write '", path.string().substr(0, 60), "...' (", path.string().size(),
+                                        " bytes): with the suffix of the temporary it is written through, the path is ",
+                                        longest, " bytes, over the ", max_path_bytes, " a path may have"));
+}
+
+/// Files that must change together (a model and its metrics): while a group is open on this thread,
+/// atomic_write leaves each file it writes as its temporary; commit() renames them all, in the order
+/// they were written. A group that ends without commit() removes its temporaries, so the old files
+/// stay as they were when any write of the group fails. Groups nest: the innermost one collects.
+class atomic_group {
+ public:
+  atomic_group() : outer_(current()) { current() = this; }
+  atomic_group(const atomic_group&) = delete;
+  atomic_group& operator=(const atomic_group&) = delete;
+  ~atomic_group() {
+    current() = outer_;
+    for (const auto& [tmp, target] : pending_) {
+      std::error_code ignored;
+      std::filesystem::remove(tmp, ignored);
+    }
+  }
+  /// The open group of this thread (null when none).
+  static atomic_group*& current() noexcept {
+    thread_local atomic_group* open = nullptr;
+    return open;
+  }
+  /// Moves every written file to its target, in the order written.
+  /// @throws io_error when a rename fails (the files before it are already in place).
+  void commit() {
+    while (!pending_.empty()) {
+      const auto [tmp, target] = pending_.front();
+      std::error_code ec;
+      std::filesystem::rename(tmp, target, ec);
+      if (ec)
+        throw io_error(vpdarts::detail::cat("atomic_group: cannot rename '", tmp.string(), "' to '", target.string(),
+                                            "': ", ec.message()));
+      pending_.erase(pending_.begin());
+    }
+  }
+  /// Called by atomic_write: `tmp` becomes `target` at commit().
+  void add(std::filesystem::path tmp, std::filesystem::path target) { pending_.emplace_back(std::move(tmp), std::move(target)); }
+
+ private:
+  atomic_group* outer_;
+  std::vector<std::pair<std::filesystem::path, std::filesystem::path>> pending_;
+};
+
+/// Calls write(stream) on a temporary file in the target's folder, then renames it to `path` (or, inside
+/// an atomic_group, leaves the rename to the group's commit()).
 /// On any failure the temporary is removed and the target is untouched.
 /// @throws io_error when the file cannot be created, written or renamed (and whatever `write` throws).
 template <class Write>
@@ -5828,7 +6050,7 @@ void atomic_write(const std::filesystem::path& path, Write&& write, std::ios::op
   detail::remove_stale_temporaries(path);
   std::random_device rd;
   std::filesystem::path tmp = path;
-  tmp += vpdarts::detail::cat(".tmp-", ::getpid(), "-", std::hex, rd());
+  tmp.replace_filename(vpdarts::detail::cat(detail::temporary_prefix(path), ::getpid(), "-", std::hex, rd()));
   try {
     {
       std::ofstream out(tmp, mode | std::ios::out | std::ios::trunc);
@@ -5836,6 +6058,10 @@ void atomic_write(const std::filesystem::path& path, Write&& write, std::ios::op
       write(out);
       out.flush();
       if (!out) throw io_error(vpdarts::detail::cat("atomic_write: writing '", path.string(), "' failed (disk full?)"));
+    }
+    if (atomic_group* group = atomic_group::current()) {
+      group->add(tmp, path);
+      return;
     }
     std::error_code ec;
     std::filesystem::rename(tmp, path, ec);
@@ -6532,6 +6758,42 @@ inline vit_config infer_vit_config(const io::safetensors& f, index heads = 0, in
   return c;
 }
 
+/// The names vpdarts 0.1.0 had in vpdarts::io, deprecated: they call the ones above (vpdarts::load_vit,
+/// vpdarts::save_vit, vpdarts::infer_vit_config) and go in the release after next (CHANGELOG.md).
+/// They take their file argument as a constrained template so that an unqualified call inside
+/// vpdarts, which finds them too by argument-dependent lookup, still resolves to the names above.
+namespace io {
+
+/// Deprecated: vpdarts::load_vit.
+template <Scalar S, class File>
+  requires std::same_as<File, safetensors> || std::convertible_to<const File&, std::filesystem::path>
+[[deprecated("vpdarts::io::load_vit is now vpdarts::load_vit")]] vit<S> load_vit(const File& file, index heads = 0,
+                                                                                 index classes = 0,
+                                                                                 bool allow_unexpected = false) {
+  if constexpr (std::is_same_v<File, safetensors>)
+    return vpdarts::load_vit<S>(file, heads, classes, allow_unexpected);
+  else
+    return vpdarts::load_vit<S>(std::filesystem::path(file), heads, classes, allow_unexpected);
+}
+
+/// Deprecated: vpdarts::save_vit.
+template <Scalar S, class Path>
+  requires std::convertible_to<const Path&, std::filesystem::path>
+[[deprecated("vpdarts::io::save_vit is now vpdarts::save_vit")]] void save_vit(
+    const Path& path, vit<S>& model, std::map<std::string, std::string> metadata = {}) {
+  vpdarts::save_vit<S>(std::filesystem::path(path), model, std::move(metadata));
+}
+
+/// Deprecated: vpdarts::infer_vit_config.
+template <class File>
+  requires std::same_as<File, safetensors>
+[[deprecated("vpdarts::io::infer_vit_config is now vpdarts::infer_vit_config")]] vit_config infer_vit_config(
+    const File& f, index heads = 0, index classes = 10) {
+  return vpdarts::infer_vit_config(f, heads, classes);
+}
+
+}  // namespace io
+
 }  // namespace vpdarts
 // ---- end vpdarts/vit/checkpoint.hpp ----
 
@@ -7154,48 +7416,8 @@ struct warmup_cosine {
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 
-// ---- begin vpdarts/detail/hash.hpp ----
-// A 64-bit FNV-1a hash of bytes, for fingerprints (the data and backbone a
-// search ran on) and checksums (a search checkpoint's state). Not
-// cryptographic: it catches a changed setting, a truncated edit or a flipped
-// value, not a forger.
-
-#include <cstddef>
-#include <cstdint>
-#include <cstdio>
-#include <string>
-#include <string_view>
-
-namespace vpdarts::detail {
-
-/// Incremental FNV-1a (64 bit).
-class fnv1a {
- public:
-  /// Adds `n` bytes.
-  void add(const void* data, std::size_t n) noexcept {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (std::size_t i = 0; i < n; ++i) h_ = (h_ ^ p[i]) * 0x100000001b3ull;
-  }
-  /// Adds the characters of `s` and its length.
-  void add(std::string_view s) noexcept {
-    add(s.data(), s.size());
-    const std::uint64_t n = s.size();
-    add(&n, sizeof n);
-  }
-  /// The hash so far as 16 hex digits.
-  std::string hex() const {
-    char buf[17];
-    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h_));
-    return buf;
-  }
-
- private:
-  std::uint64_t h_ = 0xcbf29ce484222325ull;
-};
-
-}  // namespace vpdarts::detail
-// ---- end vpdarts/detail/hash.hpp ----
 
 namespace vpdarts {
 
@@ -7386,6 +7608,43 @@ class data_parallel {
     comm_->broadcast(message, 0);
     if (failure) std::rethrow_exception(failure);
     throw state_error(detail::cat("process 0 of ", size(), ": ", message));
+  }
+
+  /// Checks that every process holds the settings process 0 holds (a collective, before the first
+  /// step): `settings` is a JSON object of name -> value (a data fingerprint among them, say).
+  /// @throws config_error on every process when one differs, naming `who`, the first such process and
+  /// each key that differs with both values.
+  void require_same(const nlohmann::json& settings, std::string_view who) const {
+    if (!active()) return;
+    const std::string mine = settings.dump();
+    std::string reference = mine;
+    comm_->broadcast(reference, 0);
+    std::string message;
+    if (reference != mine) {
+      nlohmann::json zero = nlohmann::json::parse(reference, nullptr, false);
+      if (!zero.is_object()) zero = nlohmann::json::object();
+      std::vector<std::string> differ;
+      const auto show = [](const nlohmann::json& j, const std::string& key) {
+        return j.is_object() && j.contains(key) ? j[key].dump() : std::string("not set");
+      };
+      if (settings.is_object())
+        for (auto it = settings.begin(); it != settings.end(); ++it)
+          if (!zero.contains(it.key()) || zero[it.key()] != it.value())
+            differ.push_back(detail::cat(it.key(), " ", it.value().dump(), " (process 0: ", show(zero, it.key()), ")"));
+      for (auto it = zero.begin(); it != zero.end(); ++it)
+        if (!settings.is_object() || !settings.contains(it.key()))
+          differ.push_back(detail::cat(it.key(), " not set (process 0: ", it.value().dump(), ")"));
+      message = detail::cat("process ", rank(), " of ", size(), " differs from process 0: ",
+                            differ.empty() ? std::string("its settings differ") : detail::join(differ, "; "));
+    }
+    std::vector<double> flagged(static_cast<std::size_t>(size()), 0.0);
+    flagged[static_cast<std::size_t>(rank())] = message.empty() ? 0.0 : 1.0;
+    comm_->sum(flagged);
+    for (std::size_t r = 0; r < flagged.size(); ++r)
+      if (flagged[r] != 0) {
+        comm_->broadcast(message, static_cast<int>(r));
+        throw config_error(detail::cat(who, ": the processes were not given the same data and settings: ", message));
+      }
   }
 
   /// Checks that `params` hold the same values on every process (a
@@ -8088,6 +8347,9 @@ struct genotype {
 
   /// Reads a genotype file. @throws io_error when it cannot be read or is malformed.
   static genotype load(const std::filesystem::path& path) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+      throw io_error(detail::cat("genotype: '", path.string(), "' is a folder, not a genotype file (genotype.json)"));
     std::ifstream in(path);
     if (!in) throw io_error(detail::cat("genotype: cannot open '", path.string(), "'"));
     std::stringstream ss;
@@ -8810,7 +9072,9 @@ struct search_state {
     if (!saved.is_object()) throw io_error(detail::cat(where, ": the search settings are not a JSON object"));
     std::vector<std::string> differ;
     for (auto it = fingerprint.begin(); it != fingerprint.end(); ++it)
-      if (!saved.contains(it.key()) || saved[it.key()] != it.value())
+      if (!saved.contains(it.key()) && (it.key() == "precision" || it.key() == "fp32_products")) {
+        // checkpoints of vpdarts 0.1 did not record them
+      } else if (!saved.contains(it.key()) || saved[it.key()] != it.value())
         differ.push_back(detail::cat(it.key(), " (checkpoint ", saved.contains(it.key()) ? saved[it.key()].dump() : "none",
                                      ", now ", it.value().dump(), ")"));
     if (!differ.empty())
@@ -8991,10 +9255,7 @@ template <Scalar S, OpList Ops>
 nlohmann::json search_fingerprint(const search_options& o, prompted_vit<S, Ops>& model, const data::labelled_images<S>& data) {
   const bilevel_options& b = o.bilevel;
   const vit_config& c = model.config();
-  detail::fnv1a data_hash, backbone_hash;
-  data_hash.add(data.images.pixels.data(), static_cast<std::size_t>(data.images.pixels.size()) * sizeof(S));
-  data_hash.add(data.labels.data(), data.labels.size() * sizeof(int));
-  for (const auto& name : data.class_names) data_hash.add(name);
+  detail::fnv1a backbone_hash;
   for (parameter<S>* p : model.backbone().backbone_parameters()) {
     backbone_hash.add(p->name());
     backbone_hash.add(p->value().data(), static_cast<std::size_t>(p->size()) * sizeof(S));
@@ -9020,8 +9281,10 @@ nlohmann::json search_fingerprint(const search_options& o, prompted_vit<S, Ops>&
           {"prompts", model.options().prompts},
           {"images", data.size()},
           {"scalar", sizeof(S) == 8 ? "double" : "float"},
-          {"data", data_hash.hex()},
-          {"backbone", backbone_hash.hex()}};
+          {"data", data.fingerprint()},
+          {"backbone", backbone_hash.hex()},
+          {"precision", to_string(matmul_precision())},
+          {"fp32_products", to_string(fp32_gemm_in_use())}};
 }
 
 /// Runs a DARTS search on `data` (split seeded into search-train and search-val).
@@ -9049,7 +9312,11 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   r.alpha_lr = o.bilevel.alpha_lr;
   bilevel_optimizer<S, Ops> optimizer(model, o.bilevel, hook, dp);
   // hashing the data and the backbone costs a pass over both: only a checkpointed search needs it
-  const nlohmann::json fingerprint = o.checkpoint.empty() ? nlohmann::json() : search_fingerprint(o, model, data);
+  const nlohmann::json fingerprint =
+      o.checkpoint.empty() && !dp.active() ? nlohmann::json() : search_fingerprint(o, model, data);
+  // processes that were given other data, settings, backbone or precision would average gradients of
+  // different problems (or wait for each other forever): all stop now, naming what differs
+  dp.require_same(fingerprint, "search");
   search_state st;
   if (o.resume && std::filesystem::exists(o.checkpoint)) {
     st = search_state::load(o.checkpoint, model, optimizer, fingerprint, n, n_val, o.epochs);
@@ -9148,6 +9415,17 @@ double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, 
              const gradient_hook<S>& hook = {}) {
   o.w.validate("train");
   o.parallel.require_batch(o.batch, "train");
+  if (o.parallel.active())  // every process must train the same model on the same data (see data_parallel::require_same)
+    o.parallel.require_same({{"images", data.size()},
+                             {"data", data.fingerprint()},
+                             {"model", model.config().describe()},
+                             {"trainable", model.trainable_params()},
+                             {"epochs", o.epochs},
+                             {"batch", o.batch},
+                             {"lr", o.w.lr},
+                             {"seed", o.seed},
+                             {"precision", to_string(matmul_precision())}},
+                            "train");
   if (o.augment.crop_padding < 0 || o.augment.crop_padding > std::min(data.images.height, data.images.width) / 2)
     throw config_error(detail::cat("train: crop padding ", o.augment.crop_padding, " is not in 0..",
                                    std::min(data.images.height, data.images.width) / 2, " (half the image side)"));
@@ -9551,10 +9829,12 @@ genotype_scores score_genotypes(const vit<S>& backbone, const std::vector<genoty
 /// input normalisation. See docs/checkpoints.md.
 
 #include <algorithm>
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -9668,6 +9948,15 @@ trained_model<S, Ops> load_model(const io::safetensors& f) {
   for (const auto& t : f.tensors()) has_fusion = has_fusion || t.name.rfind("fusion.", 0) == 0;
   if (kind == "probe" && has_fusion)
     throw io_error(detail::cat("load_model: '", path.string(), "' is marked as a linear probe but holds fusion parameters"));
+  // the backbone loader skips a head of another shape (a classifier of other classes); a model file's head is
+  // the model's own, so one that does not fit its class names and the backbone's width is a broken file
+  const auto classes = static_cast<std::int64_t>(out.class_names.size()), dim = inspect_vit(f).config.dim;
+  for (const auto& [name, want] : {std::pair<const char*, std::vector<std::int64_t>>{"head.weight", {classes, dim}},
+                                   {"head.bias", {classes}}})
+    if (const io::tensor_entry* t = f.find(name); t->shape != want)
+      throw io_error(detail::cat("load_model: '", path.string(), "': tensor '", name, "' is ", t->shape_str(), ", but ",
+                                 classes, " class names and a backbone of width ", dim, " need ",
+                                 io::tensor_entry{.shape = want}.shape_str()));
   // the file is read once; a prompted model's fusion tensors are the only names the ViT does not take
   vit<S> backbone = load_vit<S>(f, vit_load_options{.allow_unexpected = has_fusion});
   if (kind == "probe") {

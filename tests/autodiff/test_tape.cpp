@@ -137,11 +137,11 @@ TEST_CASE("tape misuse throws state errors", "[autodiff][tape][errors]") {
   CHECK_THROWS_AS(m.item(), vp::shape_error);
 }
 
-TEST_CASE("memory beyond the machine's is refused by name, not by std::bad_alloc", "[autodiff][tape][errors]") {
+TEST_CASE("memory beyond what the process may use is refused by name, not by std::bad_alloc", "[autodiff][tape][errors]") {
   const double have = vp::detail::physical_memory_bytes();
   const auto too_many = static_cast<std::size_t>(have / sizeof(float) * 2);
   vp::arena a(256);
-  CHECK_THROWS_WITH(a.allocate<float>(too_many), Catch::Contains("the tape") && Catch::Contains("GiB of memory"));
+  CHECK_THROWS_WITH(a.allocate<float>(too_many), Catch::Contains("the tape") && Catch::Contains("GiB of "));
   CHECK_NOTHROW(a.allocate<float>(100));  // still usable
   vp::block_pool<float> p;
   CHECK_THROWS_AS(p.acquire(too_many), vp::config_error);
@@ -151,7 +151,7 @@ TEST_CASE("memory beyond the machine's is refused by name, not by std::bad_alloc
   vp::tape<float> t;
   const vp::var<float> qkv = t.constant(vp::matrix<float>::Zero(seq, 3));
   CHECK_THROWS_WITH(vp::attention(qkv, 1, 1), Catch::Contains("attention over ") && Catch::Contains(std::to_string(seq)) &&
-                                                  Catch::Contains("more than this machine"));
+                                                  Catch::Contains("more than the "));
 }
 
 TEST_CASE("the block pool serves nearly equal sizes from one block, and a repeated step from its own", "[autodiff][tape][alloc]") {

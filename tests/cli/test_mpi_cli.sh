@@ -3,7 +3,8 @@
 # eval on 2 processes give what one process gives (genotype, alpha trajectory,
 # losses and accuracy within float rounding); process 0 alone prints and
 # writes; a search checkpointed on 2 processes resumes on 1; a batch smaller
-# than the processes is a usage error; a bad file stops the whole job.
+# than the processes is a usage error; a bad file stops the whole job; processes given
+# other flags stop together, naming them.
 #   test_mpi_cli.sh PATH/TO/vpdarts MPIEXEC WORK_DIR
 set -uo pipefail
 tool=$(realpath "$1") mpiexec=$2 work=$3
@@ -86,6 +87,23 @@ out=$(mpi 2 "$tool" search --backbone broken.safetensors --out broken 2>&1)
 code=$?
 [[ $code != 0 && $code != 124 ]] || fail "a broken backbone on 2 processes exited $code: $out"
 grep -q "broken.safetensors" <<< "$out" || fail "a broken backbone on 2 processes: the message does not name the file: $out"
+
+# ---- processes given other settings stop together before the first step, naming what differs
+# (mpirun's A : B form starts one process of each command line)
+mpmd() { timeout 120 "$mpiexec" --oversubscribe --allow-run-as-root --bind-to none "$@"; }
+for other in "--data-seed 2|data-seed \"2\" (process 0: not set)" "--batch 14|batch \"14\" (process 0: \"7\")" \
+             "--fp32-gemm eigen|fp32-gemm \"eigen\" (process 0: not set)"; do
+  flag=${other%%|*} said=${other#*|}
+  start=$SECONDS
+  # shellcheck disable=SC2086
+  out=$(mpmd -np 1 "$tool" search "${common[@]}" --out mixed : -np 1 "$tool" search "${common[@]}" --out mixed $flag 2>&1)
+  code=$?
+  [[ $code != 0 && $code != 124 ]] || fail "processes with '$flag' on one of them exited $code: $out"
+  grep -qF "the processes were not given the same data and settings: process 1 of 2 differs from process 0: $said" <<< "$out" ||
+    fail "processes with '$flag' on one of them: the message does not name it: $out"
+  (( SECONDS - start < 60 )) || fail "processes with '$flag' on one of them took $((SECONDS - start)) s to stop"
+  [[ -e mixed/metrics.json ]] && fail "processes with '$flag' on one of them wrote a result"
+done
 
 echo "test_mpi_cli: $failures failures"
 (( failures == 0 ))

@@ -6,10 +6,14 @@
 //   vpdarts_test_mpi            the equivalence checks (exit 0 when every process passed)
 //   vpdarts_test_mpi --abort    process 1 throws while the others wait in a collective:
 //                               run_or_abort must stop the whole job (ctest checks the exit and the message)
+//   vpdarts_test_mpi --hang     process 1 never joins a collective: the others' wait ends in an error after
+//                               VPDARTS_MPI_TIMEOUT seconds, and the job stops
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <unistd.h>
 
 #include <vpdarts/distributed.hpp>
@@ -129,6 +133,43 @@ int run_checks() {
     }
     check(what.find("the loss is nan") != std::string::npos, "a NaN on the last process reaches every process: " + what, rank);
   }
+  // processes given other settings or data are stopped before they train together, naming what differs
+  {
+    std::string what = "no error";
+    try {
+      world.require_same({{"batch", rank == 1 ? 16 : 8}, {"data", "abc"}}, "test");
+    } catch (const vp::config_error& e) {
+      what = e.what();
+    }
+    check(what.find("test: the processes were not given the same data and settings: process 1 of " +
+                    std::to_string(size) + " differs from process 0: batch 16 (process 0: 8)") != std::string::npos,
+          "require_same names the process and the setting that differ: " + what, rank);
+    what = "no error";
+    try {
+      world.require_same({{"batch", 8}, {"data", "abc"}}, "test");
+    } catch (const vp::config_error& e) {
+      what = e.what();
+    }
+    check(what == "no error", "require_same passes for the same settings: " + what, rank);
+    // a search whose last process holds other images
+    auto data = vp::data::make_synthetic<float>({.image = 8, .count = 24, .seed = rank == size - 1 ? 5u : 4u, .classes = {5, 6}});
+    vp::prompted_vit<float> model(vp::vit<float>(vp::vit_config{8, 3, 4, 8, 1, 2, 16, 2}, 1), {.prompts = 2, .classes = 2});
+    vp::search_options o;
+    o.epochs = 2;
+    o.warmup_epochs = 1;
+    o.batch = 4;
+    o.progress = false;
+    o.parallel = world;
+    what = "no error";
+    try {
+      vp::search(model, data, o);
+    } catch (const vp::config_error& e) {
+      what = e.what();
+    }
+    check(what.find("search: the processes were not given the same data and settings: process " + std::to_string(size - 1)) !=
+                  std::string::npos && what.find("data \"") != std::string::npos,
+          "a search over other data on one process stops every process: " + what, rank);
+  }
   double failed = failures;
   world.comm()->sum(std::span<double>(&failed, 1));
   if (rank == 0)
@@ -143,10 +184,22 @@ int run_abort() {
   return 0;
 }
 
+int run_hang() {
+  const vp::data_parallel world = vp::mpi::world();
+  if (world.rank() == 1) {  // never joins the sum, and outlives the others' wait
+    std::this_thread::sleep_for(std::chrono::seconds(60));
+    return 0;
+  }
+  double x = 1;
+  world.comm()->sum(std::span<double>(&x, 1));  // must end in an error after VPDARTS_MPI_TIMEOUT, not wait 60 s
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   vp::mpi::environment env(argc, argv);
-  const bool abort_test = argc > 1 && std::strcmp(argv[1], "--abort") == 0;
-  return vp::mpi::run_or_abort([&] { return abort_test ? run_abort() : run_checks(); }, "vpdarts_test_mpi");
+  const std::string mode = argc > 1 ? argv[1] : "";
+  return vp::mpi::run_or_abort(
+      [&] { return mode == "--abort" ? run_abort() : mode == "--hang" ? run_hang() : run_checks(); }, "vpdarts_test_mpi");
 }

@@ -39,6 +39,28 @@ void make_seeds(const fs::path& dir) {
     put(dir / "model_file" / f, slurp(work / f));
     put(dir / "safetensors" / f, slurp(work / f));
   }
+  // the model file with heads of other shapes (a row short, 1-d, 3-d, a 2-d bias): the loader must refuse them
+  const std::vector<std::pair<std::string, std::vector<std::int64_t>>> heads{
+      {"head.weight", {3, 7}}, {"head.weight", {24}}, {"head.weight", {1, 3, 8}}, {"head.bias", {1, 3}}};
+  for (std::size_t k = 0; k < heads.size(); ++k) {
+    const auto f = vp::io::safetensors::read(work / "model.safetensors");
+    std::vector<std::vector<float>> values;
+    std::vector<vp::io::tensor_view<float>> views;
+    values.reserve(f.tensors().size());
+    for (const auto& t : f.tensors()) {
+      std::vector<std::int64_t> shape = t.name == heads[k].first ? heads[k].second : t.shape;
+      std::int64_t n = 1;
+      for (auto d : shape) n *= d;
+      std::vector<float> v(static_cast<std::size_t>(t.numel()));
+      f.copy_to<float>(t, v);
+      v.resize(static_cast<std::size_t>(n), 0.5f);
+      values.push_back(std::move(v));
+      views.push_back({t.name, shape, values.back()});
+    }
+    const fs::path out = work / ("head-" + std::to_string(k) + ".safetensors");
+    vp::io::write_safetensors<float>(out, views, f.metadata());
+    put(dir / "model_file" / out.filename(), slurp(out));
+  }
   put(dir / "genotype" / "genotype.json", derived.derive().to_json().dump());
   put(dir / "genotype" / "searched.json", s.model.derive().to_json().dump());
   put(dir / "config" / "config.json", R"({"epochs": 3, "order": "second", "w_lr": 0.1, "resume": true, "batch": 8})");

@@ -131,6 +131,18 @@ TEST_CASE("a checkpoint that was edited, is inconsistent, or belongs to other da
   CHECK_THROWS_WITH(vp::search(a, other, o), Catch::Contains("settings differ") && Catch::Contains("data ("));
   vp::prompted_vit<float> b(vp::vit<float>(tiny_vit(), 8), {.prompts = 2, .seed = 7});
   CHECK_THROWS_WITH(vp::search(b, data, o), Catch::Contains("settings differ") && Catch::Contains("backbone ("));
+  // the precision of the frozen products is recorded: a float32 checkpoint does not resume in bf16
+  {
+    vp::prompted_vit<float> c(vp::vit<float>(tiny_vit(), 7), {.prompts = 2, .seed = 7});
+    vp::bilevel_optimizer<float, vp::default_ops> opt(c, o.bilevel);
+    nlohmann::json fp = vp::search_fingerprint(o, c, data);
+    CHECK(fp["precision"] == "fp32");
+    CHECK(fp.contains("fp32_products"));
+    fp["precision"] = "bf16";
+    CHECK_THROWS_WITH(vp::search_state::load(o.checkpoint, c, opt, fp, data.size(),
+                                             vp::data::val_count(data.size(), o.val_fraction, o.batch, "search"), o.epochs),
+                      Catch::Contains("settings differ: precision (checkpoint \"fp32\""));
+  }
   // an edited state: the checksum no longer matches
   std::string bytes = vpdarts_test::read_bytes(o.checkpoint);
   const auto at = bytes.find("\\\"epoch\\\":3");  // inside the header, the metadata's quotes are escaped

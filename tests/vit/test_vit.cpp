@@ -253,3 +253,25 @@ TEST_CASE("frozen blocks that recompute their MLP give the same values and gradi
     REQUIRE(r);
   }
 }
+
+// vpdarts 0.1.0's names in vpdarts::io, deprecated for a release: a program written against them compiles
+// and gets what the new names give; unqualified calls inside vpdarts still resolve to the new names
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+TEST_CASE("the 0.1.0 names vpdarts::io::load_vit, save_vit and infer_vit_config still work", "[vit][checkpoint]") {
+  const vpdarts_test::temp_dir dir("vpdarts-io-alias");
+  vp::vit<float> m(vp::vit_config{8, 3, 4, 8, 1, 2, 16, 2}, 3);
+  const std::string file = (dir / "old.safetensors").string();
+  vp::io::save_vit(file, m);
+  const vp::vit<float> a = vp::io::load_vit<float>(file);
+  const auto f = vp::io::safetensors::read(file);
+  const vp::vit<float> b = vp::io::load_vit<float>(f, 2);
+  const vp::vit_config c = vp::io::infer_vit_config(f);
+  CHECK(c.dim == 8);
+  CHECK(c.heads == 2);
+  CHECK(a.config().describe() == m.config().describe());
+  CHECK((a.head.weight.value() - m.head.weight.value()).norm() == 0);
+  CHECK((b.head.weight.value() - m.head.weight.value()).norm() == 0);
+  CHECK(load_vit<float>(f).config().describe() == m.config().describe());  // by argument-dependent lookup: no ambiguity
+}
+#pragma GCC diagnostic pop

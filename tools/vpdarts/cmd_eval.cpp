@@ -14,10 +14,11 @@ int cmd_eval(int argc, char** argv) {
   f.add("out", out, "where metrics.json goes (default: the model's folder/eval)", "DIR");
   data.add_to(f, false, true);
   common.add_to(f);
-  if (!f.parse(argc, argv, 2)) return 0;
+  if (!parse_flags(f, argc, argv)) return 0;
   common.validate("eval");
   data.validate("eval", false, true);
   require(!model_file.empty(), "eval", "--model FILE is required (see vpdarts eval --help)");
+  check_outputs("eval", "--out", {(out.empty() ? fs::path(model_file).parent_path() / "eval" : fs::path(out)) / "metrics.json"});
   common.apply();
   const auto start = std::chrono::steady_clock::now();
   vp::trained_model<float> lm = vp::load_model<float>(model_file);

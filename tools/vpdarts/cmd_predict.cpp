@@ -34,7 +34,7 @@ int cmd_predict(int argc, char** argv) {
   f.add("top", top, "labels to print per file");
   f.positional(files, "IMAGE");
   common.add_to(f);
-  if (!f.parse(argc, argv, 2)) return 0;
+  if (!parse_flags(f, argc, argv)) return 0;
   common.validate("predict");
   require(!model_file.empty(), "predict", "--model FILE is required (see vpdarts predict --help)");
   require(!files.empty(), "predict", "no image files given (see vpdarts predict --help)");

@@ -32,10 +32,13 @@ int cmd_pretrain(int argc, char** argv) {
   f.add_switch("flip", o.augment.flip, "augmentation: random left-right flips");
   data.add_to(f);
   common.add_to(f);
-  if (!f.parse(argc, argv, 2)) return 0;
+  if (!parse_flags(f, argc, argv)) return 0;
   const std::string cmd = "pretrain";
   common.validate(cmd);
   data.validate(cmd, true, true);
+  require(channels == 1 || channels == 3, cmd, cat("--channels must be 1 (grey) or 3 (RGB), got ", channels));
+  data.validate_image(cmd, image, channels);
+  check_outputs(cmd, "--out", {out});
   require(init == "xavier" || init == "timm", cmd, "--init is 'xavier' or 'timm', got '" + init + "'");
   require(o.epochs >= 1, cmd, cat("--epochs must be >= 1, got ", o.epochs));
   require(crop_padding >= 0 && crop_padding <= image / 2, cmd,

@@ -86,11 +86,13 @@ int cmd_retrain(int argc, char** argv) {
   backbone.add_to(f);
   data.add_to(f);
   common.add_to(f);
-  if (!f.parse(argc, argv, 2)) return 0;
+  if (!parse_flags(f, argc, argv)) return 0;
   common.validate("retrain");
   backbone.validate("retrain");
   data.validate("retrain", true, true);
   s.validate();
+  data.validate_image("retrain", backbone.image, 0);
+  check_outputs("retrain", "--out", {fs::path(s.out) / "model.safetensors", fs::path(s.out) / "metrics.json"});
   common.apply();
   vp::w_optimizer_options w = s.w.options("retrain");
   const std::vector<double> grid = parse_positive_list(s.lr_grid, "retrain", "lr-grid");
@@ -116,11 +118,10 @@ int cmd_retrain(int argc, char** argv) {
   auto train = data.load(vit.config(), false), test = data.load(vit.config(), true);
   test.relabel_to(train.class_names, "retrain (test data)");  // by class name, never by folder order
   on_root([&] { ensure_dir(dir); });
-  // model.safetensors and metrics.json are a pair: the old metrics go just before the new model is written
-  auto drop_old_metrics = [&] {
-    std::error_code gone;
-    fs::remove(dir / "metrics.json", gone);
-  };
+  // model.safetensors and metrics.json are a pair: both are written (as temporaries) before either replaces
+  // the old one, so a failed write (a full disk, say) leaves the old pair whole
+  std::function<void()> save;
+  std::optional<model_t> prompted;  // lives until the pair is written
   nlohmann::json m;
   double accuracy = 0, seconds = 0;
   const auto start = std::chrono::steady_clock::now();
@@ -132,26 +133,23 @@ int cmd_retrain(int argc, char** argv) {
                                     {.epochs = s.epochs, .batch = s.batch, .w = w, .seed = s.seed, .progress = !common.quiet,
                                      .parallel = parallel()});
     accuracy = r.test_accuracy;
-    on_root([&] {
-      drop_old_metrics();
-      vp::save_model(dir / "model.safetensors", vit, train.class_names, data.norm(vit.config()));
-    });
+    save = [&] { vp::save_model(dir / "model.safetensors", vit, train.class_names, data.norm(vit.config())); };
     seconds = elapsed();
     m = cost_metrics(r.trainable_params, 100.0 * static_cast<double>(r.trainable_params) / static_cast<double>(vit.backbone_size()),
                      vit.config(), [&](vp::tape<float>& t, const vp::image_batch<float>& x) { return vit.logits(t, x); });
     m.update({{"method", "linear_probe"}, {"train_loss", r.train_loss}, {"train_accuracy", r.train_accuracy}});
   } else {
-    model_t model(std::move(vit), g, {.prompts = s.prompts, .classes = train.classes(), .seed = s.seed});
+    model_t& model = prompted.emplace(std::move(vit), g,
+                                      vp::prompt_options{.prompts = s.prompts, .classes = train.classes(), .seed = s.seed});
     std::printf("retrain: %s with %s\n", model.config().describe().c_str(), g.str().c_str());
     choose_lr([&](const vp::lr_grid_options& o) { return vp::choose_w_lr(model, train, o); });
     const double loss = vp::train(model, train,
                                   {.epochs = s.epochs, .batch = s.batch, .w = w, .seed = s.seed, .progress = !common.quiet,
                                    .augment = {.crop_padding = s.crop_padding, .flip = s.flip}, .parallel = parallel()});
     accuracy = vp::evaluate(model, test, 64, parallel());
-    on_root([&] {
-      drop_old_metrics();
+    save = [&] {
       vp::save_model(dir / "model.safetensors", model, train.class_names, data.norm(model.config()));
-    });
+    };
     seconds = elapsed();
     m = cost_metrics(model.trainable_params(), model.trainable_percent(), model.config(),
                      [&](vp::tape<float>& t, const vp::image_batch<float>& x) {
@@ -168,7 +166,15 @@ int cmd_retrain(int argc, char** argv) {
             {"backbone", bb.string()},
             {"peak_rss_mb", vp::report::peak_rss_mb()},
             {"seconds", seconds}});
-  on_root([&] { vp::report::write_json(dir / "metrics.json", m); });
+  on_root([&] {
+    vp::io::atomic_group pair;
+    save();
+    vp::report::write_json(dir / "metrics.json", m);
+    // a crash between the two renames leaves the new model without metrics, never with the old ones
+    std::error_code gone;
+    fs::remove(dir / "metrics.json", gone);
+    pair.commit();
+  });
   if (parallel().root())
     std::printf("retrain: test accuracy %.4f, %ld trainable parameters (%.3f%% of the backbone), latency %.2f ms at batch 1, "
               "%.1f images/s at batch 64, %.1f s; wrote %s/{model.safetensors, metrics.json}\n",

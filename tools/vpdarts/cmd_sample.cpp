@@ -19,13 +19,14 @@ int cmd_sample(int argc, char** argv) {
   f.add("channels", channels, "1 (grey) or 3 (RGB)");
   data.add_to(f, false, false);
   common.add_to(f);
-  if (!f.parse(argc, argv, 2)) return 0;
+  if (!parse_flags(f, argc, argv)) return 0;
   common.validate("sample");
   data.validate("sample", false, false);
   require(data.data == "synthetic", "sample", "only --data synthetic can be sampled");
   require(count >= 1 && count <= 1'000'000, "sample", cat("--count must be in 1..1000000, got ", count));
   require(image >= 1 && image <= 4096, "sample", cat("--image must be in 1..4096, got ", image));
   require(channels == 1 || channels == 3, "sample", cat("--channels must be 1 or 3, got ", channels));
+  data.validate_image("sample", image, channels);
   common.apply();
   data.train_images = count;
   vp::vit_config c;

@@ -203,12 +203,30 @@ int cmd_search(int argc, char** argv) {
   common.add_to(f);
   f.note("Examples: vpdarts search --out run --epochs 10   (built-in backbone and data; three searches)\n"
          "          vpdarts search --out run --runs 1   (one search, a third of the time)");
-  if (!f.parse(argc, argv, 2)) return 0;
+  if (!parse_flags(f, argc, argv)) return 0;
   common.validate("search");
   backbone.validate("search");
   data.validate("search", true, false);
   const std::vector<double> grid = s.validate();
+  data.validate_image("search", backbone.image, 0);
   const fs::path dir = s.out;
+  {
+    const fs::path last = s.runs == 1 ? dir : dir / cat("run-", s.runs - 1);  // the longest names it writes
+    check_outputs("search", "--out", {last / "alpha_trajectory.png", last / "search.safetensors", dir / "metrics.json"});
+  }
+  if (s.resume) {
+    // a folder holds one search (DIR/search.safetensors) or several (DIR/run-K/...): resuming the other
+    // kind would start afresh beside a checkpoint that is never used
+    const bool one = fs::exists(dir / "search.safetensors"), several = fs::exists(dir / "run-0" / "search.safetensors");
+    if (s.runs > 1 && one && !several)
+      throw vp::config_error(cat("--resume --runs ", s.runs, ": '", dir.string(), "' holds the checkpoint of one search (",
+                                 (dir / "search.safetensors").string(), "), not of several (run-K/search.safetensors); "
+                                 "resume it with --runs 1, or give another --out"));
+    if (s.runs == 1 && several && !one)
+      throw vp::config_error(cat("--resume --runs 1: '", dir.string(), "' holds the checkpoints of several searches (",
+                                 (dir / "run-0" / "search.safetensors").string(),
+                                 ", ...), not of one; resume it with the --runs it ran with, or give another --out"));
+  }
   // a resumed search keeps the thread count it ran with (the default follows the free cores)
   common.apply(s.resume ? vp::search_state::threads_of(s.runs == 1 ? dir / "search.safetensors"
                                                                     : dir / "run-0" / "search.safetensors")

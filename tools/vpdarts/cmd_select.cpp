@@ -33,7 +33,7 @@ int cmd_select(int argc, char** argv) {
   data.add_to(f, true, false);
   common.add_to(f);
   f.note("Example: vpdarts select --runs run0,run1,run2 --out best && vpdarts retrain --run best");
-  if (!f.parse(argc, argv, 2)) return 0;
+  if (!parse_flags(f, argc, argv)) return 0;
   const std::string cmd = "select";
   common.validate(cmd);
   backbone.validate(cmd);
@@ -46,6 +46,7 @@ int cmd_select(int argc, char** argv) {
           cat("--batch ", batch, " is smaller than the ", parallel().size(), " processes (each needs a row of every batch)"));
   require(val_fraction > 0 && val_fraction < 1, cmd, cat("--val-fraction must be in (0, 1), got ", val_fraction));
   const vp::w_optimizer_options wo = w.options(cmd);
+  check_outputs(cmd, "--out", {fs::path(out) / "genotype.json", fs::path(out) / "metrics.json"});
   std::vector<std::string> dirs;
   {
     std::stringstream in(runs);
@@ -63,6 +64,11 @@ int cmd_select(int argc, char** argv) {
     const fs::path gf = fs::path(d) / "genotype.json";
     if (!fs::exists(gf)) throw vp::io_error("no genotype at '" + gf.string() + "' (is '" + d + "' a finished search?)");
     gs.push_back(vp::genotype::load(gf));
+    for (const auto& layer : gs.back().layers) try {
+        vp::default_ops::index_of(layer.op);
+      } catch (const vp::config_error& e) {
+        throw vp::config_error(cat("the genotype of the run folder '", d, "' ('", gf.string(), "'): ", e.message()));
+      }
     if (gs.back().layers.size() != static_cast<std::size_t>(vit.config().depth))
       throw vp::config_error(cat("'", gf.string(), "' has ", gs.back().layers.size(), " layers but the backbone has ",
                                  vit.config().depth, " blocks"));

@@ -4,7 +4,10 @@
 // names without the dashes; flags on the command line win), generated --help.
 // A bad flag or value throws usage_error, which the tool turns into exit code 2.
 
+#include <climits>
 #include <cmath>
+#include <filesystem>
+#include <map>
 #include <cstdint>
 #include <fstream>
 #include <functional>
@@ -40,9 +43,9 @@ class flags {
   void add(const std::string& name, std::uint64_t& target, const std::string& help, std::string value_name = "N") {
     specs_.push_back({name, value_name, help, std::to_string(target),
                       [this, name, &target](const std::string& v) {
-                        const long x = parse_long(name, v);
-                        if (x < 0) fail("--" + name + " wants a non-negative integer, got '" + v + "'");
-                        target = static_cast<std::uint64_t>(x);
+                        const auto x = vpdarts::detail::parse_number<std::uint64_t>(v);
+                        if (!x) fail("--" + name + " wants an integer in 0.." + std::to_string(UINT64_MAX) + ", got '" + v + "'");
+                        target = *x;
                       },
                       false, nullptr});
   }
@@ -61,6 +64,9 @@ class flags {
     positional_ = &target;
     positional_name_ = std::move(name);
   }
+  /// Every flag given (on the command line or in the config file) with its value as given, by name;
+  /// the rest have their defaults.
+  const std::map<std::string, std::string>& given() const noexcept { return given_; }
   /// An extra line for --help.
   void note(std::string text) { notes_.push_back(std::move(text)); }
 
@@ -179,6 +185,7 @@ class flags {
       } else {
         s.set(value);
       }
+      given_[s.name] = value;
     } catch (const usage_error& e) {
       if (config.empty()) throw;
       throw usage_error(std::string(e.what()) + " [key '" + s.name + "' in the config file '" + config + "']");
@@ -186,6 +193,8 @@ class flags {
   }
 
   void apply_config(const std::string& path) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) fail("the config file '" + path + "' is a folder, not a JSON file");
     std::ifstream in(path);
     if (!in) fail("cannot open the config file '" + path + "'");
     nlohmann::json j;
@@ -215,7 +224,7 @@ class flags {
 
   long parse_long(const std::string& name, const std::string& v) const {
     const auto x = vpdarts::detail::parse_number<long>(v);
-    if (!x) fail("--" + name + " wants an integer, got '" + v + "'");
+    if (!x) fail("--" + name + " wants an integer in " + std::to_string(LONG_MIN) + ".." + std::to_string(LONG_MAX) + ", got '" + v + "'");
     return *x;
   }
   double parse_double(const std::string& name, const std::string& v) const {
@@ -226,6 +235,7 @@ class flags {
 
   std::string command_, summary_;
   std::vector<spec> specs_;
+  std::map<std::string, std::string> given_;
   std::vector<std::string>* positional_ = nullptr;
   std::string positional_name_;
   std::vector<std::string> notes_;

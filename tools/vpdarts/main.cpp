@@ -117,7 +117,7 @@ int main(int argc, char** argv) {
                                  ? std::string(e.what())
                                  : std::string("out of memory (") + e.what() +
                                        "): this run needs more memory than the machine could give; a smaller --batch, "
-                                       "fewer --prompts, a smaller --image, --recompute-mlp or --recompute-qkv need less";
+                                       "fewer --prompts, fewer --train-images, a smaller --image, --recompute-mlp or --recompute-qkv need less";
     if (!parallel().active()) {
       std::fprintf(stderr, "vpdarts %s: %s\n", cmd.c_str(), what.c_str());
       return 1;

@@ -66,7 +66,13 @@ void data_settings::validate(const std::string& command, bool need_train, bool n
   const bool files = data == "folder" || data == "list" || data == "idx";
   require(!(files && need_train && train_path.empty()), command, "--data " + data + " needs --train PATH");
   require(!(files && need_test && test_path.empty()), command, "--data " + data + " needs --test PATH");
-  if (data == "synthetic" || data == "idx" || data == "fashion") parse_classes(classes);
+  if (data == "synthetic" || data == "idx" || data == "fashion") {
+    const int most = data == "synthetic" ? 9 : 255;
+    for (int k : parse_classes(classes))
+      require(k <= most, command,
+              data == "synthetic" ? cat("--classes: class ", k, " is not one of the synthetic task's classes 0-9")
+                                  : cat("--classes: class ", k, " cannot be an IDX label (labels are bytes, 0-255)"));
+  }
   for (const auto& [n, flag] : {std::pair{train_images, "--train-images"}, std::pair{test_images, "--test-images"}}) {
     require(n == -1 || (n >= 1 && n <= 10'000'000), command, cat(flag, " must be -1 or in 1..10000000, got ", n));
     require(n == -1 || !(data == "folder" || data == "list"), command,
@@ -74,6 +80,13 @@ void data_settings::validate(const std::string& command, bool need_train, bool n
   }
   require(per_class >= 0, command, cat("--per-class must be >= 0, got ", per_class));
   require(noise >= 0 && noise <= 1, command, cat("--noise must be in [0, 1], got ", noise));
+}
+
+void data_settings::validate_image(const std::string& command, long image, long channels, const std::string& image_flag) const {
+  if (data != "synthetic") return;
+  require(image == 0 || image >= 8, command, cat(image_flag, " ", image, ": the synthetic images need at least 8 pixels a side"));
+  require(channels == 0 || channels == 1 || channels == 3, command,
+          cat("--channels ", channels, ": the synthetic images have 1 (grey) or 3 (RGB) channels"));
 }
 
 vp::data::normalization data_settings::norm(const vp::vit_config& c) const {
@@ -90,12 +103,17 @@ vp::data::labelled_images<float> data_settings::load(const vp::vit_config& c, bo
   const char* count_flag = test ? "--test-images" : "--train-images";
   if (data == "synthetic") {
     const long count = requested > 0 ? requested : (test ? default_test : default_train);
-    return vp::data::make_synthetic<float>({.image = c.image,
-                                            .channels = c.channels,
-                                            .count = count,
-                                            .seed = test ? data_seed + 1000003 : data_seed,
-                                            .classes = parse_classes(classes),
-                                            .noise = noise});
+    try {
+      return vp::data::make_synthetic<float>({.image = c.image,
+                                              .channels = c.channels,
+                                              .count = count,
+                                              .seed = test ? data_seed + 1000003 : data_seed,
+                                              .classes = parse_classes(classes),
+                                              .noise = noise});
+    } catch (const vp::config_error& e) {  // too many images for the memory, or a backbone's image size too small
+      throw vp::config_error(cat(e.message(), " (", count_flag, " ", count, ", the backbone's image ", c.image, "x",
+                                 c.image, "x", c.channels, ")"));
+    }
   }
   const std::string path = test ? test_path : train_path;
   if (data == "folder" || data == "list") {
@@ -247,6 +265,25 @@ int& processes_here_slot() {
 }  // namespace
 
 const vp::data_parallel& parallel() { return parallel_slot(); }
+
+bool parse_flags(flags& f, int argc, char** argv) {
+  if (!f.parse(argc, argv, 2)) return false;
+  if (parallel().active()) {
+    nlohmann::json given(f.given());
+    given.erase("threads");  // each process's own cores
+    given.erase("quiet");    // only process 0 prints
+    parallel().require_same(given, cat("vpdarts ", argc > 1 ? argv[1] : "", " (flags)"));
+  }
+  return true;
+}
+
+void check_outputs(const std::string& command, const std::string& flag, std::initializer_list<fs::path> files) {
+  for (const fs::path& file : files) try {
+      vp::io::check_writable(file, flag);
+    } catch (const vp::io_error& e) {
+      throw usage_error("vpdarts " + command + ": " + e.message());
+    }
+}
 void set_parallel(vp::data_parallel p, int here) {
   parallel_slot() = std::move(p);
   processes_here_slot() = std::max(1, here);
@@ -256,6 +293,7 @@ int processes_here() { return processes_here_slot(); }
 fs::path backbone_settings::path(bool quiet) const {
   if (!file.empty()) {
     if (!fs::exists(file)) throw vp::io_error("the backbone checkpoint '" + file + "' does not exist");
+    if (fs::is_directory(file)) throw vp::io_error("--backbone '" + file + "' is a folder, not a checkpoint file");
     return file;
   }
   const builtin_recipe r;

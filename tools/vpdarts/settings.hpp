@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -46,6 +47,15 @@ void set_parallel(vp::data_parallel p, int processes_here);
 /// Processes of parallel() on this machine.
 int processes_here();
 
+/// Parses the command's flags (see flags::parse); under mpirun, every process then checks that it was
+/// given the flags process 0 was given (all but --threads and --quiet) and all stop, naming what differs.
+/// @throws usage_error for a bad flag; config_error when the processes disagree.
+bool parse_flags(flags& f, int argc, char** argv);
+
+/// Checks before any work that `files` can be written (no name too long for the file system, with the
+/// temporary each is written through). @throws usage_error naming `flag`.
+void check_outputs(const std::string& command, const std::string& flag, std::initializer_list<fs::path> files);
+
 /// Runs `work` on process 0 only (the one that writes files); every process
 /// learns whether it failed. With one process, just runs it.
 template <class Work>
@@ -74,7 +84,8 @@ struct common_settings {
           "it, else Eigen)");
     f.add_switch("recompute-mlp", recompute_mlp,
                  "frozen blocks keep no MLP hidden layer for backward and compute it again: a search step holds about "
-                 "0.7x the memory for 5-20 % more time, with the same results");
+                 "0.7x the memory for 5-20 % more time, with the same results in fp32 (in bf16 the MLP's gradients differ by "
+                 "bf16 rounding, docs/cli.md)");
     f.add_switch("recompute-qkv", recompute_qkv,
                  "frozen blocks keep no qkv for backward and compute it again (one more product per block): less "
                  "memory for more time, with the same results; with --recompute-mlp, a frozen block keeps the least");
@@ -93,7 +104,8 @@ struct common_settings {
     require(fp32_gemm != "onednn", command, "--fp32-gemm onednn is not available: this vpdarts was built without oneDNN");
 #endif
   }
-  /// Sets the threads and the precision; prints which precision runs unless it is plain fp32.
+  /// Sets the threads and the precision; says on stderr which precision runs unless it is plain fp32
+  /// (status goes to stderr, results alone to stdout).
   /// `resumed_threads`: the thread count of a search being resumed, used instead of the free cores
   /// when --threads is 0 (its bits depend on the count).
   void apply(std::optional<int> resumed_threads = std::nullopt) const {
@@ -104,32 +116,32 @@ struct common_settings {
     } else if (resumed_threads) {
       omp_set_num_threads(*resumed_threads);
       if (!quiet && *resumed_threads != omp_get_num_procs())
-        std::printf("threads: %d, as the search being resumed ran (--threads N chooses)\n", *resumed_threads);
+        std::fprintf(stderr, "threads: %d, as the search being resumed ran (--threads N chooses)\n", *resumed_threads);
     } else {
       // the default: the cores other work leaves free (an even split waits for the thread that shares a core)
       const int all = omp_get_max_threads(), free = std::min(all, vp::free_cores());
       if (free < all) {
         omp_set_num_threads(free);
         if (!quiet)
-          std::printf("threads: %d of %d (other work holds the rest of the cores; --threads N chooses)\n", free, all);
+          std::fprintf(stderr, "threads: %d of %d (other work holds the rest of the cores; --threads N chooses)\n", free, all);
       }
     }
     vp::set_block_mlp_memory(recompute_mlp ? vp::mlp_memory::recompute : vp::mlp_memory::keep);
-    if (recompute_mlp && !quiet) std::printf("memory: frozen blocks compute their MLP hidden layer again in backward\n");
+    if (recompute_mlp && !quiet) std::fprintf(stderr, "memory: frozen blocks compute their MLP hidden layer again in backward\n");
     vp::set_block_attention_memory(recompute_qkv ? vp::attention_memory::recompute : vp::attention_memory::keep);
-    if (recompute_qkv && !quiet) std::printf("memory: frozen blocks compute qkv again in backward\n");
+    if (recompute_qkv && !quiet) std::fprintf(stderr, "memory: frozen blocks compute qkv again in backward\n");
     const vp::bf16_support b = vp::bf16_supported();
     const bool bf16 = precision == "bf16" || (precision == "auto" && b.available);
     vp::set_matmul_precision(bf16 ? vp::precision::bf16 : vp::precision::fp32);
     if (precision != "fp32") {
-      if (bf16) std::printf("precision: bf16 (frozen products on oneDNN's %s kernels, the rest float32)\n", b.kernel.c_str());
-      else std::printf("precision: fp32 (auto: %s)\n", b.reason.c_str());
+      if (bf16) std::fprintf(stderr, "precision: bf16 (frozen products on oneDNN's %s kernels, the rest float32)\n", b.kernel.c_str());
+      else std::fprintf(stderr, "precision: fp32 (auto: %s)\n", b.reason.c_str());
     }
     vp::set_fp32_gemm(fp32_gemm == "onednn" ? vp::fp32_gemm::onednn
                       : fp32_gemm == "eigen" ? vp::fp32_gemm::eigen : vp::fp32_gemm::automatic);
     // said when asked for, or when it is not what every build without oneDNN runs
     if (!bf16 && (fp32_gemm != "auto" || (!quiet && vp::fp32_gemm_in_use() == vp::fp32_gemm::onednn)))
-      std::printf("fp32 products: %s%s\n", vp::fp32_gemm_in_use() == vp::fp32_gemm::onednn ? "oneDNN" : "Eigen",
+      std::fprintf(stderr, "fp32 products: %s%s\n", vp::fp32_gemm_in_use() == vp::fp32_gemm::onednn ? "oneDNN" : "Eigen",
                   fp32_gemm == "auto" ? cat(" (auto: ", vp::fp32_gemm_automatic().reason, ")").c_str() : "");
   }
 };
@@ -156,6 +168,9 @@ struct data_settings {
   void add_to(flags& f, bool with_train = true, bool with_test = true);
   /// Checks every data flag and the paths the chosen kind needs, before anything is loaded.
   void validate(const std::string& command, bool need_train, bool need_test) const;
+  /// Checks that synthetic data can be made at `image` pixels and `channels` (a flag's values; 0: not
+  /// given). @throws usage_error naming `image_flag` or --channels.
+  void validate_image(const std::string& command, long image, long channels, const std::string& image_flag = "--image") const;
   /// The input normalisation of this data for a model of `c`.
   vp::data::normalization norm(const vp::vit_config& c) const;
   /// The training or test set for a model of `c`, normalised as `norm_override` says when given

@@ -11,7 +11,7 @@
 /// activations of a block out of memory during a search step. With a trainable
 /// weight each op is exactly the composition of the basic ops it names.
 
-#include "../vit/config.hpp"
+#include "activation.hpp"
 #include "ops_attention.hpp"
 #include "ops_elementwise.hpp"
 #include "ops_linalg.hpp"
@@ -228,8 +228,8 @@ var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const
 
 /// What layer_norm_mlp keeps of the MLP's hidden layer for backward, when every weight is constant.
 enum class mlp_memory {
-  keep,       ///< the hidden layer before the activation (R x M values; in bf16 when the products run in bf16): the fastest step, the default
-  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and fc1 again (docs/performance.md)
+  keep,       ///< the hidden layer before the activation (R x M values; in bf16 when the products run in bf16): the fastest step, vit_block's default
+  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and fc1 again (docs/performance.md); layer_norm_mlp's default
 };
 
 /// residual + linear(act(linear(layer_norm(x, gamma, beta, eps), w1, b1)), w2, b2) * scale: a
@@ -242,6 +242,9 @@ enum class mlp_memory {
 ///   when both products run in bf16: precision::bf16 on a float model);
 /// - recompute: it is not kept; backward computes the LayerNorm and the first product again (one
 ///   more R x D x M product) from each row's LayerNorm statistics.
+/// In float32 both give the same bits. In bf16 they do not: keep takes the activation's derivative
+/// at the bf16-rounded hidden layer, recompute at the float32 one, so the gradients differ by that
+/// rounding (about 1e-3 relative) and a search may end in another genotype where two operators are close.
 /// Otherwise it is activation_linear(layer_norm_linear(...)). @throws shape_error as those do.
 template <Scalar S>
 var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, S eps, const var<S>& w1,

@@ -37,6 +37,9 @@ inline image load_image(const std::filesystem::path& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
     throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is a folder, not an image file"));
+  if (std::filesystem::is_symlink(path, ec) && !std::filesystem::exists(path, ec))
+    throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is a symbolic link to '",
+                                        std::filesystem::read_symlink(path, ec).string(), "', which does not exist"));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw io_error(vpdarts::detail::cat("load_image: cannot open '", path.string(), "'"));
   const std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

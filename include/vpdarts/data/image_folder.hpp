@@ -101,9 +101,17 @@ file_dataset<S> image_folder(const std::filesystem::path& root, const folder_opt
   std::vector<std::string> names;
   for (std::size_t k = 0; k < dirs.size(); ++k) {
     names.push_back(dirs[k].filename().string());
+    // class names go into JSON (metrics.json, a model file's metadata): refused here, before any work, not after training
+    if (!text::valid_utf8(names.back()))
+      throw io_error(vpdarts::detail::cat("image_folder: the class folder '", dirs[k].string(),
+                                          "' has a name that is not valid UTF-8 (class names are stored as JSON text); "
+                                          "rename it"));
     std::vector<fs::path> in_class;
+    // a dangling symbolic link is a file that cannot be read (refused, or skipped and reported with skip_bad), never
+    // left out silently
     for (const auto& e : fs::directory_iterator(dirs[k]))
-      if (e.is_regular_file() && e.path().filename().string().front() != '.') in_class.push_back(e.path());
+      if ((e.is_regular_file() || (e.is_symlink() && !e.exists())) && e.path().filename().string().front() != '.')
+        in_class.push_back(e.path());
     if (in_class.empty())
       throw io_error(vpdarts::detail::cat("image_folder: the class folder '", dirs[k].string(), "' is empty"));
     std::sort(in_class.begin(), in_class.end());

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "../detail/hash.hpp"
 #include "../error.hpp"
 #include "../fwd.hpp"
 #include "image_batch.hpp"
@@ -25,6 +26,15 @@ struct labelled_images {
   index size() const noexcept { return images.size(); }
   /// Number of classes.
   index classes() const noexcept { return static_cast<index>(class_names.size()); }
+  /// A hash of the pixels, the labels and the class names (16 hex digits): two processes that were
+  /// meant to load the same data compare it before they train together.
+  std::string fingerprint() const {
+    detail::fnv1a h;
+    h.add(images.pixels.data(), static_cast<std::size_t>(images.pixels.size()) * sizeof(S));
+    h.add(labels.data(), labels.size() * sizeof(int));
+    for (const auto& name : class_names) h.add(name);
+    return h.hex();
+  }
   /// Copies the listed images and their labels into x and y, reusing their
   /// storage (no allocation in a training loop once warm).
   /// @throws shape_error for an index outside the set.

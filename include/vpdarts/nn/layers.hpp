@@ -69,7 +69,7 @@ struct layer_norm_layer {
 
 /// The parameters of multi-head self-attention: qkv linear with bias (rows
 /// [q; k; v]) and the output projection; attention scales by 1/sqrt(D/H).
-/// vit_block runs them through the fused ops (layer_norm_linear, attention_linear).
+/// vit_block runs them through one fused op, layer_norm_attention (LayerNorm, qkv, attention, proj, the residual).
 template <Scalar S>
 struct attention_layer {
   linear_layer<S> qkv;   ///< D -> 3D, output columns [q | k | v].
@@ -89,7 +89,7 @@ struct attention_layer {
 };
 
 /// The parameters of the MLP fc2(GELU(fc1(x))) with the exact erf GELU.
-/// vit_block runs them through the fused ops (layer_norm_linear, gelu_linear).
+/// vit_block runs them through one fused op, layer_norm_mlp (LayerNorm, fc1, the activation, fc2, the residual).
 template <Scalar S>
 struct mlp_layer {
   linear_layer<S> fc1;  ///< dim -> hidden.

@@ -138,7 +138,9 @@ struct search_state {
     if (!saved.is_object()) throw io_error(detail::cat(where, ": the search settings are not a JSON object"));
     std::vector<std::string> differ;
     for (auto it = fingerprint.begin(); it != fingerprint.end(); ++it)
-      if (!saved.contains(it.key()) || saved[it.key()] != it.value())
+      if (!saved.contains(it.key()) && (it.key() == "precision" || it.key() == "fp32_products")) {
+        // checkpoints of vpdarts 0.1 did not record them
+      } else if (!saved.contains(it.key()) || saved[it.key()] != it.value())
         differ.push_back(detail::cat(it.key(), " (checkpoint ", saved.contains(it.key()) ? saved[it.key()].dump() : "none",
                                      ", now ", it.value().dump(), ")"));
     if (!differ.empty())

@@ -125,6 +125,9 @@ struct genotype {
 
   /// Reads a genotype file. @throws io_error when it cannot be read or is malformed.
   static genotype load(const std::filesystem::path& path) {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+      throw io_error(detail::cat("genotype: '", path.string(), "' is a folder, not a genotype file (genotype.json)"));
     std::ifstream in(path);
     if (!in) throw io_error(detail::cat("genotype: cannot open '", path.string(), "'"));
     std::stringstream ss;

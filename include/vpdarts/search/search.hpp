@@ -18,6 +18,7 @@
 #include "../data/labelled_images.hpp"
 #include "../data/split.hpp"
 #include "../detail/hash.hpp"
+#include "../precision.hpp"
 #include "../train/loop.hpp"
 #include "bilevel.hpp"
 #include "checkpoint.hpp"
@@ -73,10 +74,7 @@ template <Scalar S, OpList Ops>
 nlohmann::json search_fingerprint(const search_options& o, prompted_vit<S, Ops>& model, const data::labelled_images<S>& data) {
   const bilevel_options& b = o.bilevel;
   const vit_config& c = model.config();
-  detail::fnv1a data_hash, backbone_hash;
-  data_hash.add(data.images.pixels.data(), static_cast<std::size_t>(data.images.pixels.size()) * sizeof(S));
-  data_hash.add(data.labels.data(), data.labels.size() * sizeof(int));
-  for (const auto& name : data.class_names) data_hash.add(name);
+  detail::fnv1a backbone_hash;
   for (parameter<S>* p : model.backbone().backbone_parameters()) {
     backbone_hash.add(p->name());
     backbone_hash.add(p->value().data(), static_cast<std::size_t>(p->size()) * sizeof(S));
@@ -102,8 +100,10 @@ nlohmann::json search_fingerprint(const search_options& o, prompted_vit<S, Ops>&
           {"prompts", model.options().prompts},
           {"images", data.size()},
           {"scalar", sizeof(S) == 8 ? "double" : "float"},
-          {"data", data_hash.hex()},
-          {"backbone", backbone_hash.hex()}};
+          {"data", data.fingerprint()},
+          {"backbone", backbone_hash.hex()},
+          {"precision", to_string(matmul_precision())},
+          {"fp32_products", to_string(fp32_gemm_in_use())}};
 }
 
 /// Runs a DARTS search on `data` (split seeded into search-train and search-val).
@@ -131,7 +131,11 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   r.alpha_lr = o.bilevel.alpha_lr;
   bilevel_optimizer<S, Ops> optimizer(model, o.bilevel, hook, dp);
   // hashing the data and the backbone costs a pass over both: only a checkpointed search needs it
-  const nlohmann::json fingerprint = o.checkpoint.empty() ? nlohmann::json() : search_fingerprint(o, model, data);
+  const nlohmann::json fingerprint =
+      o.checkpoint.empty() && !dp.active() ? nlohmann::json() : search_fingerprint(o, model, data);
+  // processes that were given other data, settings, backbone or precision would average gradients of
+  // different problems (or wait for each other forever): all stop now, naming what differs
+  dp.require_same(fingerprint, "search");
   search_state st;
   if (o.resume && std::filesystem::exists(o.checkpoint)) {
     st = search_state::load(o.checkpoint, model, optimizer, fingerprint, n, n_val, o.epochs);

@@ -22,6 +22,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "../autodiff/parameter.hpp"
 #include "../detail/format.hpp"
 #include "../detail/hash.hpp"
@@ -216,6 +218,43 @@ class data_parallel {
     comm_->broadcast(message, 0);
     if (failure) std::rethrow_exception(failure);
     throw state_error(detail::cat("process 0 of ", size(), ": ", message));
+  }
+
+  /// Checks that every process holds the settings process 0 holds (a collective, before the first
+  /// step): `settings` is a JSON object of name -> value (a data fingerprint among them, say).
+  /// @throws config_error on every process when one differs, naming `who`, the first such process and
+  /// each key that differs with both values.
+  void require_same(const nlohmann::json& settings, std::string_view who) const {
+    if (!active()) return;
+    const std::string mine = settings.dump();
+    std::string reference = mine;
+    comm_->broadcast(reference, 0);
+    std::string message;
+    if (reference != mine) {
+      nlohmann::json zero = nlohmann::json::parse(reference, nullptr, false);
+      if (!zero.is_object()) zero = nlohmann::json::object();
+      std::vector<std::string> differ;
+      const auto show = [](const nlohmann::json& j, const std::string& key) {
+        return j.is_object() && j.contains(key) ? j[key].dump() : std::string("not set");
+      };
+      if (settings.is_object())
+        for (auto it = settings.begin(); it != settings.end(); ++it)
+          if (!zero.contains(it.key()) || zero[it.key()] != it.value())
+            differ.push_back(detail::cat(it.key(), " ", it.value().dump(), " (process 0: ", show(zero, it.key()), ")"));
+      for (auto it = zero.begin(); it != zero.end(); ++it)
+        if (!settings.is_object() || !settings.contains(it.key()))
+          differ.push_back(detail::cat(it.key(), " not set (process 0: ", it.value().dump(), ")"));
+      message = detail::cat("process ", rank(), " of ", size(), " differs from process 0: ",
+                            differ.empty() ? std::string("its settings differ") : detail::join(differ, "; "));
+    }
+    std::vector<double> flagged(static_cast<std::size_t>(size()), 0.0);
+    flagged[static_cast<std::size_t>(rank())] = message.empty() ? 0.0 : 1.0;
+    comm_->sum(flagged);
+    for (std::size_t r = 0; r < flagged.size(); ++r)
+      if (flagged[r] != 0) {
+        comm_->broadcast(message, static_cast<int>(r));
+        throw config_error(detail::cat(who, ": the processes were not given the same data and settings: ", message));
+      }
   }
 
   /// Checks that `params` hold the same values on every process (a

@@ -8,6 +8,7 @@
 
 #include "../data/labelled_images.hpp"
 #include "../data/transforms.hpp"
+#include "../precision.hpp"
 #include "../search/prompted_vit.hpp"
 #include "accuracy.hpp"
 #include "loop.hpp"
@@ -38,6 +39,17 @@ double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, 
              const gradient_hook<S>& hook = {}) {
   o.w.validate("train");
   o.parallel.require_batch(o.batch, "train");
+  if (o.parallel.active())  // every process must train the same model on the same data (see data_parallel::require_same)
+    o.parallel.require_same({{"images", data.size()},
+                             {"data", data.fingerprint()},
+                             {"model", model.config().describe()},
+                             {"trainable", model.trainable_params()},
+                             {"epochs", o.epochs},
+                             {"batch", o.batch},
+                             {"lr", o.w.lr},
+                             {"seed", o.seed},
+                             {"precision", to_string(matmul_precision())}},
+                            "train");
   if (o.augment.crop_padding < 0 || o.augment.crop_padding > std::min(data.images.height, data.images.width) / 2)
     throw config_error(detail::cat("train: crop padding ", o.augment.crop_padding, " is not in 0..",
                                    std::min(data.images.height, data.images.width) / 2, " (half the image side)"));

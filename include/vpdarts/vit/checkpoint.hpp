@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <concepts>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -282,5 +283,41 @@ inline vit_config infer_vit_config(const io::safetensors& f, index heads = 0, in
   if (!f.find("head.weight") && !f.metadata().count(io::keys::classes)) c.classes = classes;
   return c;
 }
+
+/// The names vpdarts 0.1.0 had in vpdarts::io, deprecated: they call the ones above (vpdarts::load_vit,
+/// vpdarts::save_vit, vpdarts::infer_vit_config) and go in the release after next (CHANGELOG.md).
+/// They take their file argument as a constrained template so that an unqualified call inside
+/// vpdarts, which finds them too by argument-dependent lookup, still resolves to the names above.
+namespace io {
+
+/// Deprecated: vpdarts::load_vit.
+template <Scalar S, class File>
+  requires std::same_as<File, safetensors> || std::convertible_to<const File&, std::filesystem::path>
+[[deprecated("vpdarts::io::load_vit is now vpdarts::load_vit")]] vit<S> load_vit(const File& file, index heads = 0,
+                                                                                 index classes = 0,
+                                                                                 bool allow_unexpected = false) {
+  if constexpr (std::is_same_v<File, safetensors>)
+    return vpdarts::load_vit<S>(file, heads, classes, allow_unexpected);
+  else
+    return vpdarts::load_vit<S>(std::filesystem::path(file), heads, classes, allow_unexpected);
+}
+
+/// Deprecated: vpdarts::save_vit.
+template <Scalar S, class Path>
+  requires std::convertible_to<const Path&, std::filesystem::path>
+[[deprecated("vpdarts::io::save_vit is now vpdarts::save_vit")]] void save_vit(
+    const Path& path, vit<S>& model, std::map<std::string, std::string> metadata = {}) {
+  vpdarts::save_vit<S>(std::filesystem::path(path), model, std::move(metadata));
+}
+
+/// Deprecated: vpdarts::infer_vit_config.
+template <class File>
+  requires std::same_as<File, safetensors>
+[[deprecated("vpdarts::io::infer_vit_config is now vpdarts::infer_vit_config")]] vit_config infer_vit_config(
+    const File& f, index heads = 0, index classes = 10) {
+  return vpdarts::infer_vit_config(f, heads, classes);
+}
+
+}  // namespace io
 
 }  // namespace vpdarts

@@ -4,17 +4,12 @@
 
 #include <string>
 
+#include "../autodiff/activation.hpp"
 #include "../detail/format.hpp"
 #include "../error.hpp"
 #include "../fwd.hpp"
 
 namespace vpdarts {
-
-/// The MLP's activation.
-enum class activation {
-  gelu,        ///< exact (erf) GELU, timm's default
-  quick_gelu,  ///< x * sigmoid(1.702 x), OpenAI CLIP's
-};
 
 /// How the features are pooled from the last block's tokens.
 enum class pooling {

@@ -140,10 +140,12 @@ trained_model<S, Ops> load_model(const io::safetensors& f) {
   const auto classes = static_cast<std::int64_t>(out.class_names.size()), dim = inspect_vit(f).config.dim;
   for (const auto& [name, want] : {std::pair<const char*, std::vector<std::int64_t>>{"head.weight", {classes, dim}},
                                    {"head.bias", {classes}}})
-    if (const io::tensor_entry* t = f.find(name); t->shape != want)
+    if (const io::tensor_entry* t = f.find(name); t->shape != want) {
+      io::tensor_entry needed = *t;
+      needed.shape = want;
       throw io_error(detail::cat("load_model: '", path.string(), "': tensor '", name, "' is ", t->shape_str(), ", but ",
-                                 classes, " class names and a backbone of width ", dim, " need ",
-                                 io::tensor_entry{.shape = want}.shape_str()));
+                                 classes, " class names and a backbone of width ", dim, " need ", needed.shape_str()));
+    }
   // the file is read once; a prompted model's fusion tensors are the only names the ViT does not take
   vit<S> backbone = load_vit<S>(f, vit_load_options{.allow_unexpected = has_fusion});
   if (kind == "probe") {

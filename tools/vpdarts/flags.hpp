@@ -4,7 +4,6 @@
 // names without the dashes; flags on the command line win), generated --help.
 // A bad flag or value throws usage_error, which the tool turns into exit code 2.
 
-#include <climits>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -224,7 +223,7 @@ class flags {
 
   long parse_long(const std::string& name, const std::string& v) const {
     const auto x = vpdarts::detail::parse_number<long>(v);
-    if (!x) fail("--" + name + " wants an integer in " + std::to_string(LONG_MIN) + ".." + std::to_string(LONG_MAX) + ", got '" + v + "'");
+    if (!x) fail("--" + name + " wants an integer, got '" + v + "'");
     return *x;
   }
   double parse_double(const std::string& name, const std::string& v) const {

@@ -11,6 +11,7 @@
 //                 [--fp32-gemm auto|eigen|onednn]   (who runs the frozen float32 products; auto: oneDNN on AVX-512)
 //                 [--recompute-mlp]         (frozen blocks compute their MLP hidden layer again in backward)
 //                 [--recompute-qkv]         (frozen blocks compute qkv again in backward)
+//                 [--profile]               (also prints where a timed step's time goes: PROFILE lines, detail/profile.hpp)
 //   vpdarts_bench --roof [fp32|bf16]   the matmul roof: the float32 GEMM of --fp32-gemm (Eigen or oneDNN) /
 //                                      oneDNN's bf16 matmul, on a 2048 cube
 //   mpirun -np N vpdarts_bench ...   (a build with MPI: every step's batch shared over N processes, as
@@ -28,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include <vpdarts/detail/profile.hpp>
 #include <vpdarts/vpdarts.hpp>
 #ifdef VPDARTS_WITH_MPI
 #include <vpdarts/distributed.hpp>
@@ -176,12 +178,32 @@ std::vector<int> random_labels(const vp::vit_config& c, long batch, std::mt19937
 
 }  // namespace
 
+/// Where the timed steps' time went (detail/profile.hpp), per step: each kind, then the rest (the tape's
+/// own work, element-wise ops, the fusion operators' backward, the loss, ...).
+void print_profile(const std::string& workload, const std::string& mode, long batch, const std::vector<double>& times) {
+  const auto& p = vp::detail::profile();
+  double total = 0;
+  for (double t : times) total += t;
+  const double steps = static_cast<double>(times.size());
+  std::printf("PROFILE workload=%s mode=%s batch=%ld: per step, %.1f ms in all (mean of %zu steps)\n", workload.c_str(),
+              mode.c_str(), batch, 1e3 * total / steps, times.size());
+  double listed = 0;
+  for (std::size_t k = 0; k < vp::detail::profile_names.size(); ++k) {
+    const double s = static_cast<double>(p.ns[k].load()) * 1e-9;
+    listed += s;
+    std::printf("PROFILE   %-20s %9.1f ms %5.1f %%  %8.0f calls\n", vp::detail::profile_names[k], 1e3 * s / steps,
+                100.0 * s / total, static_cast<double>(p.calls[k].load()) / steps);
+  }
+  std::printf("PROFILE   %-20s %9.1f ms %5.1f %%\n", "the rest", 1e3 * (total - listed) / steps, 100.0 * (total - listed) / total);
+}
+
 int main(int argc, char** argv) {
   vp::exec_best_variant(argv);
   std::string workload_name = "toy", mode = "first", precision = "fp32", roof, fp32_gemm = "auto";
   long batch = 0, steps = 5, threads = 2;
   std::uint64_t seed = 0;
   double scaling_rate = 0;
+  bool profiling = false;
   vp::data_parallel dp;
 #ifdef VPDARTS_WITH_MPI
   std::optional<vp::mpi::environment> mpi;
@@ -197,6 +219,10 @@ int main(int argc, char** argv) {
     }
     if (std::strcmp(argv[i], "--recompute-qkv") == 0) {
       vp::set_block_attention_memory(vp::attention_memory::recompute);
+      continue;
+    }
+    if (std::strcmp(argv[i], "--profile") == 0) {
+      profiling = true;
       continue;
     }
     if (std::strcmp(argv[i], "--scaling") == 0) {
@@ -280,6 +306,7 @@ int main(int argc, char** argv) {
         vp::tape<float> t;
         vp::no_grad<float> guard(t);
         for (long i = 0; i < warmup + steps; ++i) {
+          if (i == warmup) vp::detail::set_profiling(profiling);  // the timed steps only
           const auto start = std::chrono::steady_clock::now();
           t.reset();
           model.logits(t, data[static_cast<std::size_t>(i % 2)], vp::grad_target::none);
@@ -306,6 +333,7 @@ int main(int argc, char** argv) {
         for (long i = 0; i < warmup + steps; ++i) {
           const std::size_t v = static_cast<std::size_t>((2 * i) % 4), tr = static_cast<std::size_t>((2 * i + 1) % 4);
           if (dp.active()) dp.comm()->barrier();
+          if (i == warmup) vp::detail::set_profiling(profiling);  // the timed steps only
           const auto start = std::chrono::steady_clock::now();
           d.step(x[tr], y[tr], x[v], y[v]);
           const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -320,6 +348,8 @@ int main(int argc, char** argv) {
                      mib(t.adjoint_memory().peak_bytes()), mib(t.temp_memory().capacity_bytes()),
                      mib(t.temp_memory().peak_bytes()));
       }
+      if (profiling && dp.root()) print_profile(w.name, mode, b, times);
+      vp::detail::set_profiling(false);
       std::sort(times.begin(), times.end());
       const double median = times.size() % 2 ? times[times.size() / 2]
                                               : 0.5 * (times[times.size() / 2 - 1] + times[times.size() / 2]);

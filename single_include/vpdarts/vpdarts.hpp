@@ -947,6 +947,121 @@ class inline_function {
 #include <vector>
 
 
+// ---- begin vpdarts/detail/profile.hpp ----
+// Where a step's time goes: a process-wide, opt-in profile of the kernels by kind (products of weights,
+// attention's products, attention's softmax, LayerNorm, activations, bf16 conversions, fusion operators,
+// the optimiser). A kernel's entry point opens a profile_scope of its kind; time is exclusive (a scope
+// inside another, a product inside a fused LayerNorm-and-product, say, is taken out of the outer one's),
+// and only scopes opened outside OpenMP parallel regions count, so the kinds add up to at most the
+// wall time. Off, a scope costs one relaxed atomic load. vpdarts_bench --profile prints it.
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace vpdarts::detail {
+
+/// What a kernel does.
+enum class profile_kind : std::size_t {
+  weight_product,     ///< a product with a weight (Eigen's GEMM or oneDNN's matmul)
+  attention_product,  ///< attention's Q K^T, P V and their backward products
+  attention_rest,     ///< the rest of an attention kernel: the softmax and its backward, and the Eigen
+                      ///< path's per-head products (made inside its parallel loop, they are not told apart)
+  layer_norm,         ///< LayerNorm forward and backward
+  activation,         ///< GELU / QuickGELU forward and backward of frozen blocks (the element-wise ops of a
+                      ///< trainable block count as the rest)
+  conversion,         ///< float32 -> bf16 rounding of operands
+  fusion,             ///< the fusion operators' pre and post
+  optimiser,          ///< SGD and Adam steps
+  count
+};
+
+/// The kinds' names, in profile_kind's order.
+inline constexpr std::array<const char*, static_cast<std::size_t>(profile_kind::count)> profile_names{
+    "weight products", "attention products", "attention, the rest", "LayerNorm", "activations",
+    "bf16 conversions", "fusion operators", "optimiser"};
+
+/// The totals so far, in nanoseconds and calls, per kind.
+struct profile_totals {
+  std::array<std::atomic<long long>, static_cast<std::size_t>(profile_kind::count)> ns{};
+  std::array<std::atomic<long long>, static_cast<std::size_t>(profile_kind::count)> calls{};
+  std::atomic<bool> on{false};
+};
+
+inline profile_totals& profile() {
+  static profile_totals p;
+  return p;
+}
+
+/// Turns the profile on (clearing its totals) or off (keeping them to be read).
+inline void set_profiling(bool on) {
+  profile_totals& p = profile();
+  if (on) {
+    for (auto& v : p.ns) v.store(0);
+    for (auto& v : p.calls) v.store(0);
+  }
+  p.on.store(on, std::memory_order_relaxed);
+}
+
+/// Times its lifetime as `kind` (see the file's comment). A product opened inside an attention
+/// scope counts as an attention product.
+class profile_scope {
+ public:
+  explicit profile_scope(profile_kind kind) noexcept {
+    if (!profile().on.load(std::memory_order_relaxed)) return;
+#ifdef _OPENMP
+    if (omp_in_parallel()) return;
+#endif
+    const auto now = clock::now();
+    outer_ = current();
+    if (outer_ != nullptr) {
+      if (kind == profile_kind::weight_product &&
+          (outer_->kind_ == profile_kind::attention_rest || outer_->kind_ == profile_kind::attention_product))
+        kind = profile_kind::attention_product;
+      outer_->pause(now);
+    }
+    kind_ = kind;
+    start_ = now;
+    active_ = true;
+    current() = this;
+    profile().calls[static_cast<std::size_t>(kind_)].fetch_add(1, std::memory_order_relaxed);
+  }
+  profile_scope(const profile_scope&) = delete;
+  profile_scope& operator=(const profile_scope&) = delete;
+  ~profile_scope() {
+    if (!active_) return;
+    const auto now = clock::now();
+    pause(now);
+    current() = outer_;
+    if (outer_ != nullptr) outer_->start_ = now;
+  }
+
+ private:
+  using clock = std::chrono::steady_clock;
+  static profile_scope*& current() noexcept {
+    thread_local profile_scope* open = nullptr;
+    return open;
+  }
+  void pause(clock::time_point now) noexcept {
+    profile().ns[static_cast<std::size_t>(kind_)].fetch_add(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(now - start_).count(), std::memory_order_relaxed);
+    start_ = now;
+  }
+
+  profile_kind kind_ = profile_kind::weight_product;
+  clock::time_point start_{};
+  profile_scope* outer_ = nullptr;
+  bool active_ = false;
+};
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/profile.hpp ----
+
 namespace vpdarts::detail {
 
 /// f rounded to the nearest bf16 (ties to even); a NaN stays a (quiet) NaN, infinities stay.
@@ -962,6 +1077,7 @@ inline float from_bf16(std::uint16_t h) noexcept { return std::bit_cast<float>(s
 
 /// out[i] = to_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
 inline void to_bf16(const float* in, std::uint16_t* out, std::size_t n) {
+  detail::profile_scope profiled(detail::profile_kind::conversion);
   constexpr index chunk = index{1} << 16;
   parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
     for (index i = first; i < first + count; ++i) out[i] = to_bf16(in[i]);
@@ -2146,6 +2262,7 @@ class onednn_matmuls {
   /// Runs the product (see the class) in float32: a and w are float32, read where they are.
   /// @throws state_error when oneDNN refuses it.
   void run_f32(index m, index n, index k, const float* a, const float* w, bool w_nk, float* c, bool accumulate) {
+    profile_scope profiled(profile_kind::weight_product);
     shape s = plain(m, n, k, w_nk, accumulate);
     s.f32 = true;
     ++onednn_f32_products();
@@ -2155,6 +2272,7 @@ class onednn_matmuls {
   /// Runs the product (see the class). @throws state_error when oneDNN refuses it.
   void run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
            bool accumulate) {
+    profile_scope profiled(profile_kind::weight_product);
     ++bf16_products();
     execute(find(plain(m, n, k, w_nk, accumulate)), a, w, c);
   }
@@ -2164,6 +2282,7 @@ class onednn_matmuls {
   /// `weights(desc)` returns W laid out as `desc`, made once by the caller with pack().
   template <class Weights>
   void run_laid_out(index m, index n, index k, const std::uint16_t* a, Weights&& weights, float* c) {
+    profile_scope profiled(profile_kind::weight_product);
     shape s;
     s.rank = 2;
     s.a = {m, k, 0, 0};
@@ -2200,6 +2319,7 @@ class onednn_matmuls {
   void run_batched(const dims4& a_dims, const dims4& a_strides, const dims4& w_dims, const dims4& w_strides,
                    const dims4& c_dims, const dims4& c_strides, const std::uint16_t* a, const std::uint16_t* w,
                    float* c, bool accumulate) {
+    profile_scope profiled(profile_kind::attention_product);
     shape s{4, a_dims, a_strides, w_dims, w_strides, c_dims, c_strides, accumulate};
     ++bf16_products();
     ++bf16_batched_products();
@@ -2344,6 +2464,7 @@ void softmax_backward_rows(S* g, const S* probs, index rows, index seq, S scale)
 /// otherwise probs holds one seq x seq buffer per thread.
 template <Scalar S>
 void attention_forward(const S* in, S* o, S* probs, bool keep, index batch, index heads, index seq, index d) {
+  detail::profile_scope profiled(detail::profile_kind::attention_rest);
   const index c3 = 3 * d, dh = d / heads, tt = seq * seq;
   const S scale = S(1) / std::sqrt(static_cast<S>(dh));
   parallel_for(batch * heads, [&](index job) {
@@ -2368,6 +2489,7 @@ void attention_forward(const S* in, S* o, S* probs, bool keep, index batch, inde
 template <Scalar S>
 void attention_backward(const S* in, S* gin, const S* gout, const S* probs, S* work, index batch, index heads,
                         index seq, index d) {
+  detail::profile_scope profiled(detail::profile_kind::attention_rest);
   const index c3 = 3 * d, dh = d / heads, tt = seq * seq;
   const S scale = S(1) / std::sqrt(static_cast<S>(dh));
   parallel_for(batch * heads, [&](index job) {
@@ -2412,6 +2534,7 @@ bool bf16_attention() {
 /// each (image, head) matrix dense; a strided view of qkv would get a slower one that allocates per matrix.
 inline void to_bf16_heads(const float* in, std::uint16_t* out, index batch, index seq, index parts, index heads,
                           index dh, index stride) {
+  detail::profile_scope profiled(detail::profile_kind::conversion);
   const index part = batch * heads * seq * dh;
   parallel_for(batch * seq, [&](index r) {
     const index b = r / seq, t = r % seq;
@@ -2430,6 +2553,7 @@ inline void to_bf16_heads(const float* in, std::uint16_t* out, index batch, inde
 /// borrowed memory.
 inline void attention_forward_bf16_heads(tape<float>& t, const std::uint16_t* q16, float* o, float* probs, bool keep,
                                          index batch, index heads, index seq, index d) {
+  detail::profile_scope profiled(detail::profile_kind::attention_rest);
   using dims4 = onednn_matmuls::dims4;
   const index dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
@@ -2467,6 +2591,7 @@ inline void attention_forward_bf16(tape<float>& t, const float* in, float* o, fl
 inline void attention_backward_bf16_heads(tape<float>& t, const std::uint16_t* q, float* gin, bool accumulate,
                                           const float* gout, const float* probs, index batch, index heads, index seq,
                                           index d) {
+  detail::profile_scope profiled(detail::profile_kind::attention_rest);
   using dims4 = onednn_matmuls::dims4;
   const index c3 = 3 * d, dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d, n = batch * heads * tt;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
@@ -2663,6 +2788,7 @@ inline int gemm_threads(index m, index n, index k) {
 /// lhs and rhs are Eigen matrices, maps or their transposes; dst may not alias either.
 template <class Dst, class Lhs, class Rhs>
 void gemm(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate = false) {
+  detail::profile_scope profiled(detail::profile_kind::weight_product);
   auto run = [accumulate](auto&& d, const auto& a, const auto& b) {
     if (accumulate)
       d.noalias() += a * b;
@@ -3016,6 +3142,7 @@ void layer_norm_each_row(const S* x, index r, index d, S eps, S* stats, Write&& 
 /// to stats[2i] and stats[2i+1] unless stats is null. Parallel over rows.
 template <Scalar S>
 void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
+  detail::profile_scope profiled(detail::profile_kind::layer_norm);
   using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
   const row gv(g, d), bv(b, d);
   layer_norm_each_row(x, r, d, eps, stats, [&](index i, S mu, S rstd) {
@@ -3027,6 +3154,7 @@ void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d,
 /// product, which would round it anyway): one pass instead of a float row and a conversion.
 template <Scalar S>
 void layer_norm_rows_bf16(const S* x, std::uint16_t* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
+  detail::profile_scope profiled(detail::profile_kind::layer_norm);
   layer_norm_each_row(x, r, d, eps, stats, [&](index i, S mu, S rstd) {
     const S* xi = x + i * d;
     std::uint16_t* yi = y + i * d;
@@ -3037,6 +3165,7 @@ void layer_norm_rows_bf16(const S* x, std::uint16_t* y, const S* g, const S* b, 
 /// dx += d LN(x) / d x applied to dy, for gamma g and the stats layer_norm_rows saved.
 template <Scalar S>
 void layer_norm_backward_rows(const S* x, const S* g, const S* stats, const S* dy, S* dx, index r, index d) {
+  detail::profile_scope profiled(detail::profile_kind::layer_norm);
   using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
   const row gv(g, d);
   parallel_chunks(r, rows_per_job, [&](index first, index count) {
@@ -3232,12 +3361,14 @@ void activation_backward_serial(activation act, const S* x, const S* g, S* d, in
 /// y = act(x) for n values.
 template <Scalar S>
 void activation_forward(activation act, const S* x, S* y, index n) {
+  detail::profile_scope profiled(detail::profile_kind::activation);
   parallel_chunks(n, values_per_job, [&](index at, index m) { activation_forward_serial(act, x + at, y + at, m); });
 }
 
 /// dx += g * act'(x) for n values (dx = with `accumulate` false; d may be g).
 template <Scalar S>
 void activation_backward(activation act, const S* x, const S* g, S* d, index n, bool accumulate = true) {
+  detail::profile_scope profiled(detail::profile_kind::activation);
   parallel_chunks(n, values_per_job,
                   [&](index at, index m) { activation_backward_serial(act, x + at, g + at, d + at, m, accumulate); });
 }
@@ -3247,6 +3378,7 @@ void activation_backward(activation act, const S* x, const S* g, S* d, index n, 
 template <Scalar S>
 void activation_backward_in_place(activation act, const S* x, const std::uint16_t* x16, S* g, index n,
                                   std::uint16_t* g16 = nullptr) {
+  detail::profile_scope profiled(detail::profile_kind::activation);
   parallel_chunks(n, values_per_job, [&](index at, index m) {
     if (x != nullptr) {
       activation_backward_serial(act, x + at, g + at, g + at, m, false);
@@ -3263,6 +3395,7 @@ void activation_backward_in_place(activation act, const S* x, const std::uint16_
 /// y16 = bf16(act(x)) and x16 = bf16(x) for n values, in one pass (chunks of the activation on the stack).
 template <Scalar S>
 void activation_forward_bf16(activation act, const S* x, std::uint16_t* x16, std::uint16_t* y16, index n) {
+  detail::profile_scope profiled(detail::profile_kind::activation);
   parallel_chunks(n, values_per_job, [&](index at, index m) {
     S y[values_per_job];
     activation_forward_serial(act, x + at, y, m);
@@ -7213,6 +7346,7 @@ class adam {
 
   /// One update from the parameters' current gradients (frozen parameters are skipped).
   void step() {
+  detail::profile_scope profiled(detail::profile_kind::optimiser);
     ++t_;
     const double c1 = 1 - std::pow(o_.beta1, t_), c2 = 1 - std::pow(o_.beta2, t_);
     const S lr = static_cast<S>(o_.lr), b1 = static_cast<S>(o_.beta1), b2 = static_cast<S>(o_.beta2);
@@ -7306,6 +7440,7 @@ class sgd {
 
   /// One update from the current gradients (frozen parameters are skipped).
   void step() {
+  detail::profile_scope profiled(detail::profile_kind::optimiser);
     std::size_t i = 0;
     for (auto& g : groups_) {
       const S lr = static_cast<S>(o_.lr * g.lr_mult), mu = static_cast<S>(o_.momentum);
@@ -8446,7 +8581,14 @@ class mixed_op {
     op_params<S> p;
     p.set_prefix_tokens(prefix_tokens_);
     for (std::size_t j = 0; j < params_[k].size(); ++j) p.push(symbols_[k][j], t.leaf(params_[k][j], track));
-    var<S> out = fusion_traits<Op>::post(block.forward(t, fusion_traits<Op>::pre(x, p, batch), batch), p, batch);
+    var<S> in;
+    {
+      detail::profile_scope profiled(detail::profile_kind::fusion);
+      in = fusion_traits<Op>::pre(x, p, batch);
+    }
+    const var<S> y = block.forward(t, in, batch);
+    detail::profile_scope profiled(detail::profile_kind::fusion);
+    var<S> out = fusion_traits<Op>::post(y, p, batch);
     if (out.rows() != x.rows() || out.cols() != x.cols())
       throw shape_error(detail::cat("fusion operator '", fusion_traits<Op>::name, "': post returned ",
                                     detail::shape_str(out.rows(), out.cols()), " for an input of ",

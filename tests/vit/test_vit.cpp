@@ -275,3 +275,33 @@ TEST_CASE("the 0.1.0 names vpdarts::io::load_vit, save_vit and infer_vit_config 
   CHECK(load_vit<float>(f).config().describe() == m.config().describe());  // by argument-dependent lookup: no ambiguity
 }
 #pragma GCC diagnostic pop
+
+TEST_CASE("the kernel profile counts a step's products, LayerNorms and activations only while it is on",
+          "[vit][profile]") {
+  vp::vit<float> m(vp::vit_config{8, 3, 4, 8, 2, 2, 16, 2}, 3);
+  for (vp::parameter<float>* p : m.parameters())  // a frozen backbone, as in a search: its blocks run the fused kernels
+    if (p->name().rfind("head.", 0) != 0) p->set_requires_grad(false);
+  vp::image_batch<float> x(2, 3, 8, 8);
+  x.pixels.setRandom();
+  auto step = [&] {
+    vp::tape<float> t;
+    const vp::var<float> loss = vp::cross_entropy(m.logits(t, x), std::vector<int>{0, 1});
+    t.backward(loss);
+  };
+  namespace d = vp::detail;
+  const auto calls = [](d::profile_kind k) { return d::profile().calls[static_cast<std::size_t>(k)].load(); };
+  d::set_profiling(false);
+  step();
+  CHECK(calls(d::profile_kind::weight_product) == 0);
+  d::set_profiling(true);
+  step();
+  d::set_profiling(false);
+  CHECK(calls(d::profile_kind::weight_product) > 0);
+  CHECK(calls(d::profile_kind::layer_norm) > 0);
+  CHECK(calls(d::profile_kind::activation) > 0);
+  CHECK(calls(d::profile_kind::attention_rest) > 0);
+  CHECK(d::profile().ns[static_cast<std::size_t>(d::profile_kind::weight_product)].load() > 0);
+  const auto before = calls(d::profile_kind::weight_product);
+  step();  // off again: nothing more is counted
+  CHECK(calls(d::profile_kind::weight_product) == before);
+}

@@ -13,6 +13,7 @@
 #include "../detail/parallel.hpp"
 #include "../precision.hpp"
 #include "tape.hpp"
+#include "../detail/profile.hpp"
 
 namespace vpdarts {
 namespace detail {
@@ -51,6 +52,7 @@ void softmax_backward_rows(S* g, const S* probs, index rows, index seq, S scale)
 /// otherwise probs holds one seq x seq buffer per thread.
 template <Scalar S>
 void attention_forward(const S* in, S* o, S* probs, bool keep, index batch, index heads, index seq, index d) {
+  detail::profile_scope profiled(detail::profile_kind::attention_rest);
   const index c3 = 3 * d, dh = d / heads, tt = seq * seq;
   const S scale = S(1) / std::sqrt(static_cast<S>(dh));
   parallel_for(batch * heads, [&](index job) {
@@ -75,6 +77,7 @@ void attention_forward(const S* in, S* o, S* probs, bool keep, index batch, inde
 template <Scalar S>
 void attention_backward(const S* in, S* gin, const S* gout, const S* probs, S* work, index batch, index heads,
                         index seq, index d) {
+  detail::profile_scope profiled(detail::profile_kind::attention_rest);
   const index c3 = 3 * d, dh = d / heads, tt = seq * seq;
   const S scale = S(1) / std::sqrt(static_cast<S>(dh));
   parallel_for(batch * heads, [&](index job) {
@@ -119,6 +122,7 @@ bool bf16_attention() {
 /// each (image, head) matrix dense; a strided view of qkv would get a slower one that allocates per matrix.
 inline void to_bf16_heads(const float* in, std::uint16_t* out, index batch, index seq, index parts, index heads,
                           index dh, index stride) {
+  detail::profile_scope profiled(detail::profile_kind::conversion);
   const index part = batch * heads * seq * dh;
   parallel_for(batch * seq, [&](index r) {
     const index b = r / seq, t = r % seq;
@@ -137,6 +141,7 @@ inline void to_bf16_heads(const float* in, std::uint16_t* out, index batch, inde
 /// borrowed memory.
 inline void attention_forward_bf16_heads(tape<float>& t, const std::uint16_t* q16, float* o, float* probs, bool keep,
                                          index batch, index heads, index seq, index d) {
+  detail::profile_scope profiled(detail::profile_kind::attention_rest);
   using dims4 = onednn_matmuls::dims4;
   const index dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
@@ -174,6 +179,7 @@ inline void attention_forward_bf16(tape<float>& t, const float* in, float* o, fl
 inline void attention_backward_bf16_heads(tape<float>& t, const std::uint16_t* q, float* gin, bool accumulate,
                                           const float* gout, const float* probs, index batch, index heads, index seq,
                                           index d) {
+  detail::profile_scope profiled(detail::profile_kind::attention_rest);
   using dims4 = onednn_matmuls::dims4;
   const index c3 = 3 * d, dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d, n = batch * heads * tt;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));

@@ -16,6 +16,7 @@
 #include "ops_elementwise.hpp"
 #include "ops_linalg.hpp"
 #include "ops_nn.hpp"
+#include "../detail/profile.hpp"
 
 namespace vpdarts {
 namespace detail {
@@ -105,12 +106,14 @@ void activation_backward_serial(activation act, const S* x, const S* g, S* d, in
 /// y = act(x) for n values.
 template <Scalar S>
 void activation_forward(activation act, const S* x, S* y, index n) {
+  detail::profile_scope profiled(detail::profile_kind::activation);
   parallel_chunks(n, values_per_job, [&](index at, index m) { activation_forward_serial(act, x + at, y + at, m); });
 }
 
 /// dx += g * act'(x) for n values (dx = with `accumulate` false; d may be g).
 template <Scalar S>
 void activation_backward(activation act, const S* x, const S* g, S* d, index n, bool accumulate = true) {
+  detail::profile_scope profiled(detail::profile_kind::activation);
   parallel_chunks(n, values_per_job,
                   [&](index at, index m) { activation_backward_serial(act, x + at, g + at, d + at, m, accumulate); });
 }
@@ -120,6 +123,7 @@ void activation_backward(activation act, const S* x, const S* g, S* d, index n, 
 template <Scalar S>
 void activation_backward_in_place(activation act, const S* x, const std::uint16_t* x16, S* g, index n,
                                   std::uint16_t* g16 = nullptr) {
+  detail::profile_scope profiled(detail::profile_kind::activation);
   parallel_chunks(n, values_per_job, [&](index at, index m) {
     if (x != nullptr) {
       activation_backward_serial(act, x + at, g + at, g + at, m, false);
@@ -136,6 +140,7 @@ void activation_backward_in_place(activation act, const S* x, const std::uint16_
 /// y16 = bf16(act(x)) and x16 = bf16(x) for n values, in one pass (chunks of the activation on the stack).
 template <Scalar S>
 void activation_forward_bf16(activation act, const S* x, std::uint16_t* x16, std::uint16_t* y16, index n) {
+  detail::profile_scope profiled(detail::profile_kind::activation);
   parallel_chunks(n, values_per_job, [&](index at, index m) {
     S y[values_per_job];
     activation_forward_serial(act, x + at, y, m);

@@ -10,6 +10,7 @@
 #include "../detail/bf16.hpp"
 #include "../detail/parallel.hpp"
 #include "tape.hpp"
+#include "../detail/profile.hpp"
 
 namespace vpdarts {
 
@@ -86,6 +87,7 @@ void layer_norm_each_row(const S* x, index r, index d, S eps, S* stats, Write&& 
 /// to stats[2i] and stats[2i+1] unless stats is null. Parallel over rows.
 template <Scalar S>
 void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
+  detail::profile_scope profiled(detail::profile_kind::layer_norm);
   using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
   const row gv(g, d), bv(b, d);
   layer_norm_each_row(x, r, d, eps, stats, [&](index i, S mu, S rstd) {
@@ -97,6 +99,7 @@ void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d,
 /// product, which would round it anyway): one pass instead of a float row and a conversion.
 template <Scalar S>
 void layer_norm_rows_bf16(const S* x, std::uint16_t* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
+  detail::profile_scope profiled(detail::profile_kind::layer_norm);
   layer_norm_each_row(x, r, d, eps, stats, [&](index i, S mu, S rstd) {
     const S* xi = x + i * d;
     std::uint16_t* yi = y + i * d;
@@ -107,6 +110,7 @@ void layer_norm_rows_bf16(const S* x, std::uint16_t* y, const S* g, const S* b, 
 /// dx += d LN(x) / d x applied to dy, for gamma g and the stats layer_norm_rows saved.
 template <Scalar S>
 void layer_norm_backward_rows(const S* x, const S* g, const S* stats, const S* dy, S* dx, index r, index d) {
+  detail::profile_scope profiled(detail::profile_kind::layer_norm);
   using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
   const row gv(g, d);
   parallel_chunks(r, rows_per_job, [&](index first, index count) {

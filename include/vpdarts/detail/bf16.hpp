@@ -14,6 +14,7 @@
 
 #include "../fwd.hpp"
 #include "parallel.hpp"
+#include "profile.hpp"
 
 namespace vpdarts::detail {
 
@@ -30,6 +31,7 @@ inline float from_bf16(std::uint16_t h) noexcept { return std::bit_cast<float>(s
 
 /// out[i] = to_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
 inline void to_bf16(const float* in, std::uint16_t* out, std::size_t n) {
+  detail::profile_scope profiled(detail::profile_kind::conversion);
   constexpr index chunk = index{1} << 16;
   parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
     for (index i = first; i < first + count; ++i) out[i] = to_bf16(in[i]);

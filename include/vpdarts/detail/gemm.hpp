@@ -17,6 +17,7 @@
 
 #include "../fwd.hpp"
 #include "parallel.hpp"
+#include "profile.hpp"
 
 namespace vpdarts::detail {
 
@@ -40,6 +41,7 @@ inline int gemm_threads(index m, index n, index k) {
 /// lhs and rhs are Eigen matrices, maps or their transposes; dst may not alias either.
 template <class Dst, class Lhs, class Rhs>
 void gemm(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate = false) {
+  detail::profile_scope profiled(detail::profile_kind::weight_product);
   auto run = [accumulate](auto&& d, const auto& a, const auto& b) {
     if (accumulate)
       d.noalias() += a * b;

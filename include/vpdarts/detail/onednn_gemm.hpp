@@ -23,6 +23,7 @@
 #include "../error.hpp"
 #include "../fwd.hpp"
 #include "format.hpp"
+#include "profile.hpp"
 
 namespace vpdarts::detail {
 
@@ -58,6 +59,7 @@ class onednn_matmuls {
   /// Runs the product (see the class) in float32: a and w are float32, read where they are.
   /// @throws state_error when oneDNN refuses it.
   void run_f32(index m, index n, index k, const float* a, const float* w, bool w_nk, float* c, bool accumulate) {
+    profile_scope profiled(profile_kind::weight_product);
     shape s = plain(m, n, k, w_nk, accumulate);
     s.f32 = true;
     ++onednn_f32_products();
@@ -67,6 +69,7 @@ class onednn_matmuls {
   /// Runs the product (see the class). @throws state_error when oneDNN refuses it.
   void run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
            bool accumulate) {
+    profile_scope profiled(profile_kind::weight_product);
     ++bf16_products();
     execute(find(plain(m, n, k, w_nk, accumulate)), a, w, c);
   }
@@ -76,6 +79,7 @@ class onednn_matmuls {
   /// `weights(desc)` returns W laid out as `desc`, made once by the caller with pack().
   template <class Weights>
   void run_laid_out(index m, index n, index k, const std::uint16_t* a, Weights&& weights, float* c) {
+    profile_scope profiled(profile_kind::weight_product);
     shape s;
     s.rank = 2;
     s.a = {m, k, 0, 0};
@@ -112,6 +116,7 @@ class onednn_matmuls {
   void run_batched(const dims4& a_dims, const dims4& a_strides, const dims4& w_dims, const dims4& w_strides,
                    const dims4& c_dims, const dims4& c_strides, const std::uint16_t* a, const std::uint16_t* w,
                    float* c, bool accumulate) {
+    profile_scope profiled(profile_kind::attention_product);
     shape s{4, a_dims, a_strides, w_dims, w_strides, c_dims, c_strides, accumulate};
     ++bf16_products();
     ++bf16_batched_products();

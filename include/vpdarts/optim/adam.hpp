@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../autodiff/parameter.hpp"
+#include "../detail/profile.hpp"
 
 namespace vpdarts::optim {
 
@@ -35,6 +36,7 @@ class adam {
 
   /// One update from the parameters' current gradients (frozen parameters are skipped).
   void step() {
+  detail::profile_scope profiled(detail::profile_kind::optimiser);
     ++t_;
     const double c1 = 1 - std::pow(o_.beta1, t_), c2 = 1 - std::pow(o_.beta2, t_);
     const S lr = static_cast<S>(o_.lr), b1 = static_cast<S>(o_.beta1), b2 = static_cast<S>(o_.beta2);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../autodiff/parameter.hpp"
+#include "../detail/profile.hpp"
 
 namespace vpdarts::optim {
 
@@ -42,6 +43,7 @@ class sgd {
 
   /// One update from the current gradients (frozen parameters are skipped).
   void step() {
+  detail::profile_scope profiled(detail::profile_kind::optimiser);
     std::size_t i = 0;
     for (auto& g : groups_) {
       const S lr = static_cast<S>(o_.lr * g.lr_mult), mu = static_cast<S>(o_.momentum);

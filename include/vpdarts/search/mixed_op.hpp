@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "../detail/profile.hpp"
 #include "../fusion/op_list.hpp"
 #include "../vit/vit.hpp"
 
@@ -85,7 +86,14 @@ class mixed_op {
     op_params<S> p;
     p.set_prefix_tokens(prefix_tokens_);
     for (std::size_t j = 0; j < params_[k].size(); ++j) p.push(symbols_[k][j], t.leaf(params_[k][j], track));
-    var<S> out = fusion_traits<Op>::post(block.forward(t, fusion_traits<Op>::pre(x, p, batch), batch), p, batch);
+    var<S> in;
+    {
+      detail::profile_scope profiled(detail::profile_kind::fusion);
+      in = fusion_traits<Op>::pre(x, p, batch);
+    }
+    const var<S> y = block.forward(t, in, batch);
+    detail::profile_scope profiled(detail::profile_kind::fusion);
+    var<S> out = fusion_traits<Op>::post(y, p, batch);
     if (out.rows() != x.rows() || out.cols() != x.cols())
       throw shape_error(detail::cat("fusion operator '", fusion_traits<Op>::name, "': post returned ",
                                     detail::shape_str(out.rows(), out.cols()), " for an input of ",

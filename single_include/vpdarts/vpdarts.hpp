@@ -379,7 +379,6 @@ class precision_scope {
 #include <unistd.h>
 
 #include <fstream>
-
 #include <string>
 #include <type_traits>
 
@@ -536,7 +535,7 @@ inline const memory_budget& usable_memory() {
 }
 
 /// The bytes usable_memory() allows.
-inline double physical_memory_bytes() { return usable_memory().bytes; }
+inline double usable_memory_bytes() { return usable_memory().bytes; }
 
 /// @throws config_error naming `what` when `bytes` exceed the memory this process may use (usable_memory()).
 /// `what` is a string, or a callable that makes one only when the check fails (for a check on a hot path,
@@ -639,7 +638,7 @@ class arena {
   void add_chunk(std::size_t at_least) {
     detail::check_allocation(static_cast<double>(at_least), "the tape: one step's values and saved intermediates");
     std::size_t size = std::max(at_least, next_chunk_);
-    if (static_cast<double>(size) > detail::physical_memory_bytes()) size = at_least;  // the doubling, not the need
+    if (static_cast<double>(size) > detail::usable_memory_bytes()) size = at_least;  // the doubling, not the need
     chunks_.push_back(chunk::make(size));
     next_chunk_ = std::max(next_chunk_, size) * 2;
     used_ = 0;
@@ -4814,9 +4813,9 @@ inline image load_image(const std::filesystem::path& path) {
       throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' says it is a ", w, "x", h, "x", c,
                                           " image, but its ", bytes.size(), " bytes cannot hold that much (no format "
                                           "compresses more than ", max_image_expansion, ":1): a corrupt or hostile header"));
-    if (decoded * (1 + sizeof(float)) > vpdarts::detail::physical_memory_bytes())
+    if (decoded * (1 + sizeof(float)) > vpdarts::detail::usable_memory_bytes())
       throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is a ", w, "x", h, "x", c,
-                                          " image, more than this machine's memory holds decoded"));
+                                          " image, more than ", vpdarts::detail::usable_memory().what, " holds decoded"));
   }
   std::unique_ptr<stbi_uc, void (*)(void*)> px(
       stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &c, 0), stbi_image_free);
@@ -9453,7 +9452,8 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   search_result r;
   r.alpha_lr = o.bilevel.alpha_lr;
   bilevel_optimizer<S, Ops> optimizer(model, o.bilevel, hook, dp);
-  // hashing the data and the backbone costs a pass over both: only a checkpointed search needs it
+  // hashing the data and the backbone costs a pass over both: only a checkpointed search, or one over
+  // several processes, needs it
   const nlohmann::json fingerprint =
       o.checkpoint.empty() && !dp.active() ? nlohmann::json() : search_fingerprint(o, model, data);
   // processes that were given other data, settings, backbone or precision would average gradients of

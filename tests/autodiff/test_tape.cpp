@@ -138,7 +138,7 @@ TEST_CASE("tape misuse throws state errors", "[autodiff][tape][errors]") {
 }
 
 TEST_CASE("memory beyond what the process may use is refused by name, not by std::bad_alloc", "[autodiff][tape][errors]") {
-  const double have = vp::detail::physical_memory_bytes();
+  const double have = vp::detail::usable_memory_bytes();
   const auto too_many = static_cast<std::size_t>(have / sizeof(float) * 2);
   vp::arena a(256);
   CHECK_THROWS_WITH(a.allocate<float>(too_many), Catch::Contains("the tape") && Catch::Contains("GiB of "));

@@ -37,7 +37,7 @@ int cmd_pretrain(int argc, char** argv) {
   common.validate(cmd);
   data.validate(cmd, true, true);
   require(channels == 1 || channels == 3, cmd, cat("--channels must be 1 (grey) or 3 (RGB), got ", channels));
-  data.validate_image(cmd, image, channels);
+  data.validate_image(cmd, image);
   check_outputs(cmd, "--out", {out});
   require(init == "xavier" || init == "timm", cmd, "--init is 'xavier' or 'timm', got '" + init + "'");
   require(o.epochs >= 1, cmd, cat("--epochs must be >= 1, got ", o.epochs));

@@ -91,7 +91,7 @@ int cmd_retrain(int argc, char** argv) {
   backbone.validate("retrain");
   data.validate("retrain", true, true);
   s.validate();
-  data.validate_image("retrain", backbone.image, 0);
+  data.validate_image("retrain", backbone.image);
   check_outputs("retrain", "--out", {fs::path(s.out) / "model.safetensors", fs::path(s.out) / "metrics.json"});
   common.apply();
   vp::w_optimizer_options w = s.w.options("retrain");

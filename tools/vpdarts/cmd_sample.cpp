@@ -26,7 +26,7 @@ int cmd_sample(int argc, char** argv) {
   require(count >= 1 && count <= 1'000'000, "sample", cat("--count must be in 1..1000000, got ", count));
   require(image >= 1 && image <= 4096, "sample", cat("--image must be in 1..4096, got ", image));
   require(channels == 1 || channels == 3, "sample", cat("--channels must be 1 or 3, got ", channels));
-  data.validate_image("sample", image, channels);
+  data.validate_image("sample", image);
   common.apply();
   data.train_images = count;
   vp::vit_config c;

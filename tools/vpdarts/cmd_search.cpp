@@ -208,7 +208,7 @@ int cmd_search(int argc, char** argv) {
   backbone.validate("search");
   data.validate("search", true, false);
   const std::vector<double> grid = s.validate();
-  data.validate_image("search", backbone.image, 0);
+  data.validate_image("search", backbone.image);
   const fs::path dir = s.out;
   {
     const fs::path last = s.runs == 1 ? dir : dir / cat("run-", s.runs - 1);  // the longest names it writes

@@ -82,11 +82,9 @@ void data_settings::validate(const std::string& command, bool need_train, bool n
   require(noise >= 0 && noise <= 1, command, cat("--noise must be in [0, 1], got ", noise));
 }
 
-void data_settings::validate_image(const std::string& command, long image, long channels, const std::string& image_flag) const {
+void data_settings::validate_image(const std::string& command, long image) const {
   if (data != "synthetic") return;
-  require(image == 0 || image >= 8, command, cat(image_flag, " ", image, ": the synthetic images need at least 8 pixels a side"));
-  require(channels == 0 || channels == 1 || channels == 3, command,
-          cat("--channels ", channels, ": the synthetic images have 1 (grey) or 3 (RGB) channels"));
+  require(image == 0 || image >= 8, command, cat("--image ", image, ": the synthetic images need at least 8 pixels a side"));
 }
 
 vp::data::normalization data_settings::norm(const vp::vit_config& c) const {

@@ -168,9 +168,9 @@ struct data_settings {
   void add_to(flags& f, bool with_train = true, bool with_test = true);
   /// Checks every data flag and the paths the chosen kind needs, before anything is loaded.
   void validate(const std::string& command, bool need_train, bool need_test) const;
-  /// Checks that synthetic data can be made at `image` pixels and `channels` (a flag's values; 0: not
-  /// given). @throws usage_error naming `image_flag` or --channels.
-  void validate_image(const std::string& command, long image, long channels, const std::string& image_flag = "--image") const;
+  /// Checks that synthetic data can be made at `image` pixels (--image's value; 0: not given).
+  /// @throws usage_error naming --image.
+  void validate_image(const std::string& command, long image) const;
   /// The input normalisation of this data for a model of `c`.
   vp::data::normalization norm(const vp::vit_config& c) const;
   /// The training or test set for a model of `c`, normalised as `norm_override` says when given

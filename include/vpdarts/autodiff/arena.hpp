@@ -98,7 +98,7 @@ class arena {
   void add_chunk(std::size_t at_least) {
     detail::check_allocation(static_cast<double>(at_least), "the tape: one step's values and saved intermediates");
     std::size_t size = std::max(at_least, next_chunk_);
-    if (static_cast<double>(size) > detail::physical_memory_bytes()) size = at_least;  // the doubling, not the need
+    if (static_cast<double>(size) > detail::usable_memory_bytes()) size = at_least;  // the doubling, not the need
     chunks_.push_back(chunk::make(size));
     next_chunk_ = std::max(next_chunk_, size) * 2;
     used_ = 0;

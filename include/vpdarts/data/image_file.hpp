@@ -53,9 +53,9 @@ inline image load_image(const std::filesystem::path& path) {
       throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' says it is a ", w, "x", h, "x", c,
                                           " image, but its ", bytes.size(), " bytes cannot hold that much (no format "
                                           "compresses more than ", max_image_expansion, ":1): a corrupt or hostile header"));
-    if (decoded * (1 + sizeof(float)) > vpdarts::detail::physical_memory_bytes())
+    if (decoded * (1 + sizeof(float)) > vpdarts::detail::usable_memory_bytes())
       throw io_error(vpdarts::detail::cat("load_image: '", path.string(), "' is a ", w, "x", h, "x", c,
-                                          " image, more than this machine's memory holds decoded"));
+                                          " image, more than ", vpdarts::detail::usable_memory().what, " holds decoded"));
   }
   std::unique_ptr<stbi_uc, void (*)(void*)> px(
       stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &c, 0), stbi_image_free);

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <fstream>
-
 #include <string>
 #include <type_traits>
 
@@ -44,7 +43,7 @@ inline const memory_budget& usable_memory() {
 }
 
 /// The bytes usable_memory() allows.
-inline double physical_memory_bytes() { return usable_memory().bytes; }
+inline double usable_memory_bytes() { return usable_memory().bytes; }
 
 /// @throws config_error naming `what` when `bytes` exceed the memory this process may use (usable_memory()).
 /// `what` is a string, or a callable that makes one only when the check fails (for a check on a hot path,

@@ -130,7 +130,8 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   search_result r;
   r.alpha_lr = o.bilevel.alpha_lr;
   bilevel_optimizer<S, Ops> optimizer(model, o.bilevel, hook, dp);
-  // hashing the data and the backbone costs a pass over both: only a checkpointed search needs it
+  // hashing the data and the backbone costs a pass over both: only a checkpointed search, or one over
+  // several processes, needs it
   const nlohmann::json fingerprint =
       o.checkpoint.empty() && !dp.active() ? nlohmann::json() : search_fingerprint(o, model, data);
   // processes that were given other data, settings, backbone or precision would average gradients of

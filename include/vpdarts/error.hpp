@@ -58,4 +58,12 @@ class config_error : public error {
   explicit config_error(const std::string& what) : error("config_error", what) {}
 };
 
+/// A stop asked for while the work ran (Ctrl-C in Python, see train/interrupt.hpp): the work ended at
+/// a step boundary, and what it had written (a search's checkpoint of its last whole epoch) is intact.
+class interrupted : public error {
+ public:
+  /// Message `what`; what() reads \"[vpdarts.interrupted] what\".
+  explicit interrupted(const std::string& what) : error("interrupted", what) {}
+};
+
 }  // namespace vpdarts

@@ -1,108 +1,32 @@
 // vpdarts retrain: the derived model of a genotype (or one operator at every
 // layer, or a linear probe), trained and tested, written as a model file.
-#include "settings.hpp"
+#include "commands.hpp"
 
 #include <chrono>
 
 namespace vpdarts_cli {
 
-namespace {
-
-/// The retrain command's own flags.
-struct retrain_settings {
-  std::string run = "vpdarts-run", out, genotype_file, op, lr_grid;
-  long prompts = 8, epochs = 20, batch = 32, crop_padding = 0, grid_epochs = 0;
-  double val_fraction = 0.2;
-  std::uint64_t seed = 0;
-  bool probe = false, flip = false;
-  w_settings w;
-
-  void add_to(flags& f) {
-    f.add("run", run, "the search's output folder (its genotype.json is the default genotype)", "DIR");
-    f.add("out", out, "output folder (default: RUN/retrain, RUN/probe or RUN/op-NAME)", "DIR");
-    f.add("genotype", genotype_file, "genotype file (default: RUN/genotype.json)", "FILE");
-    f.add("op", op, "instead of a genotype, this operator at every layer (concat is VPT-deep)", "NAME");
-    f.add_switch("linear-probe", probe, "instead of prompts, train only a linear head on the frozen backbone");
-    f.add("prompts", prompts, "prompt tokens p");
-    f.add("epochs", epochs, "epochs");
-    f.add("batch", batch, "batch size");
-    w.add_to(f, "lr");
-    f.add("lr-grid", lr_grid,
-          "choose --lr on search-val first: train on search-train at each value, keep the best, then train on all", "LIST");
-    f.add("grid-epochs", grid_epochs, "epochs per grid value (default: --epochs)");
-    f.add("val-fraction", val_fraction, "share of the training images held out as search-val for --lr-grid");
-    f.add("seed", seed, "seed of the fresh operator parameters and the shuffling");
-    f.add("crop-padding", crop_padding, "augmentation: pad by N pixels, then crop back at a random offset");
-    f.add_switch("flip", flip, "augmentation: random left-right flips");
-  }
-
-  void validate() {
-    const std::string cmd = "retrain";
-    require(prompts >= 1 && prompts <= 100000, cmd, cat("--prompts must be in 1..100000, got ", prompts));
-    require(epochs >= 1, cmd, cat("--epochs must be >= 1, got ", epochs));
-    require(batch >= 1, cmd, cat("--batch must be >= 1, got ", batch));
-    require(batch >= parallel().size(), cmd,
-            cat("--batch ", batch, " is smaller than the ", parallel().size(), " processes (each needs a row of every batch)"));
-    require(crop_padding >= 0 && crop_padding <= 4096, cmd, cat("--crop-padding must be in 0..4096 (and at most half the image side), got ", crop_padding));
-    require(!(probe && (crop_padding > 0 || flip)), cmd,
-            "the linear probe trains on fixed features; --crop-padding and --flip do not apply");
-    require(!(probe && !op.empty()), cmd, "--linear-probe and --op exclude each other");
-    if (!op.empty()) {
-      try {
-        vp::default_ops::index_of(op);
-      } catch (const vp::config_error& e) {
-        throw usage_error("vpdarts retrain: --op: " + e.message());
-      }
-    }
-    w.options(cmd);
-    require(grid_epochs >= 0, cmd, cat("--grid-epochs must be >= 0 (0: as --epochs), got ", grid_epochs));
-    if (grid_epochs == 0) grid_epochs = epochs;
-    require(val_fraction > 0 && val_fraction < 1, cmd, cat("--val-fraction must be in (0, 1), got ", val_fraction));
-    if (out.empty()) out = (fs::path(run) / (probe ? "probe" : op.empty() ? "retrain" : "op-" + op)).string();
-  }
-
-  /// The genotype to retrain (--op, --genotype or RUN/genotype.json).
-  vp::genotype genotype(vp::index depth) const {
-    if (!op.empty()) return vp::genotype::uniform(op, static_cast<std::size_t>(depth));
-    const fs::path gf = genotype_file.empty() ? fs::path(run) / "genotype.json" : fs::path(genotype_file);
-    if (!fs::exists(gf))
-      throw vp::io_error("no genotype at '" + gf.string() + "' (run vpdarts search --out " + run +
-                         " first, or give --genotype FILE, --op NAME or --linear-probe)");
-    return vp::genotype::load(gf);
-  }
-};
-
-}  // namespace
-
-int cmd_retrain(int argc, char** argv) {
-  flags f("retrain",
-          "Builds the derived model of a genotype with fresh operator parameters (or a linear probe), trains it on\n"
-          "the training images, evaluates it on the test images, and writes model.safetensors and metrics.json to --out.");
-  common_settings common;
-  data_settings data("5-9", 1000, 1000);
-  backbone_settings backbone;
-  retrain_settings s;
-  s.add_to(f);
-  backbone.add_to(f);
-  data.add_to(f);
-  common.add_to(f);
-  if (!parse_flags(f, argc, argv)) return 0;
+std::vector<double> prepare_retrain(retrain_settings& s, common_settings& common) {
   common.validate("retrain");
-  backbone.validate("retrain");
-  data.validate("retrain", true, true);
   s.validate();
-  data.validate_image("retrain", backbone.image);
   check_outputs("retrain", "--out", {fs::path(s.out) / "model.safetensors", fs::path(s.out) / "metrics.json"});
   common.apply();
+  return parse_positive_list(s.lr_grid, "retrain", "lr-grid");
+}
+
+nlohmann::json run_retrain(retrain_settings& s, const std::vector<double>& grid, bool quiet, vp::vit<float> vit,
+                           const vp::data::labelled_images<float>& train, const vp::data::labelled_images<float>& test,
+                           const fs::path& bb, const vp::data::normalization& norm) {
   vp::w_optimizer_options w = s.w.options("retrain");
-  const std::vector<double> grid = parse_positive_list(s.lr_grid, "retrain", "lr-grid");
+  const fs::path dir = s.out;
+  const vp::genotype g = s.probe ? vp::genotype{} : s.genotype(vit.config().depth);
   // the lr grid (VTAB-1k practice): search-train / search-val as the search splits them, never the test images
   nlohmann::json grid_json;
   auto choose_lr = [&](auto&& choose) {
     if (grid.empty()) return;
     std::printf("retrain: choosing the lr on search-val (%ld epochs per value)\n", s.grid_epochs);
     const vp::lr_grid_options o{.grid = grid, .epochs = s.grid_epochs, .batch = s.batch, .val_fraction = s.val_fraction,
-                                .w = w, .seed = s.seed, .progress = !common.quiet,
+                                .w = w, .seed = s.seed, .progress = !quiet,
                                 .augment = {.crop_padding = s.crop_padding, .flip = s.flip}, .parallel = parallel()};
     const vp::lr_grid_result g = choose(o);
     w.lr = g.best;
@@ -111,12 +35,6 @@ int cmd_retrain(int argc, char** argv) {
                  {"best", g.best}, {"epochs", s.grid_epochs}, {"val_fraction", s.val_fraction}};
   };
 
-  const fs::path dir = s.out;
-  fs::path bb;
-  vp::vit<float> vit = backbone.load(common.quiet, &bb);
-  const vp::genotype g = s.probe ? vp::genotype{} : s.genotype(vit.config().depth);
-  auto train = data.load(vit.config(), false), test = data.load(vit.config(), true);
-  test.relabel_to(train.class_names, "retrain (test data)");  // by class name, never by folder order
   on_root([&] { ensure_dir(dir); });
   // model.safetensors and metrics.json are a pair: both are written (as temporaries) before either replaces
   // the old one, so a failed write (a full disk, say) leaves the old pair whole
@@ -130,10 +48,10 @@ int cmd_retrain(int argc, char** argv) {
     std::printf("retrain: linear probe on %s\n", vit.config().describe().c_str());
     choose_lr([&](const vp::lr_grid_options& o) { return vp::choose_probe_lr(vit, train, o); });
     const auto r = vp::linear_probe(vit, train, test,
-                                    {.epochs = s.epochs, .batch = s.batch, .w = w, .seed = s.seed, .progress = !common.quiet,
+                                    {.epochs = s.epochs, .batch = s.batch, .w = w, .seed = s.seed, .progress = !quiet,
                                      .parallel = parallel()});
-    accuracy = r.test_accuracy;
-    save = [&] { vp::save_model(dir / "model.safetensors", vit, train.class_names, data.norm(vit.config())); };
+    accuracy = test.size() > 0 ? r.test_accuracy : std::nan("");
+    save = [&] { vp::save_model(dir / "model.safetensors", vit, train.class_names, norm); };
     seconds = elapsed();
     m = cost_metrics(r.trainable_params, 100.0 * static_cast<double>(r.trainable_params) / static_cast<double>(vit.backbone_size()),
                      vit.config(), [&](vp::tape<float>& t, const vp::image_batch<float>& x) { return vit.logits(t, x); });
@@ -144,11 +62,11 @@ int cmd_retrain(int argc, char** argv) {
     std::printf("retrain: %s with %s\n", model.config().describe().c_str(), g.str().c_str());
     choose_lr([&](const vp::lr_grid_options& o) { return vp::choose_w_lr(model, train, o); });
     const double loss = vp::train(model, train,
-                                  {.epochs = s.epochs, .batch = s.batch, .w = w, .seed = s.seed, .progress = !common.quiet,
+                                  {.epochs = s.epochs, .batch = s.batch, .w = w, .seed = s.seed, .progress = !quiet,
                                    .augment = {.crop_padding = s.crop_padding, .flip = s.flip}, .parallel = parallel()});
-    accuracy = vp::evaluate(model, test, 64, parallel());
+    accuracy = test.size() > 0 ? vp::evaluate(model, test, 64, parallel()) : std::nan("");
     save = [&] {
-      vp::save_model(dir / "model.safetensors", model, train.class_names, data.norm(model.config()));
+      vp::save_model(dir / "model.safetensors", model, train.class_names, norm);
     };
     seconds = elapsed();
     m = cost_metrics(model.trainable_params(), model.trainable_percent(), model.config(),
@@ -158,7 +76,7 @@ int cmd_retrain(int argc, char** argv) {
     m.update({{"method", s.op.empty() ? "genotype" : s.op}, {"genotype", g.names()}, {"train_loss", loss}});
   }
   m.update({{"command", "retrain"},
-            {"test_accuracy", accuracy},
+            {"test_accuracy", test.size() > 0 ? nlohmann::json(accuracy) : nlohmann::json()},
             {"test_images", test.size()},
             {"lr", w.lr},
             {"lr_grid", grid_json},
@@ -176,10 +94,37 @@ int cmd_retrain(int argc, char** argv) {
     pair.commit();
   });
   if (parallel().root())
-    std::printf("retrain: test accuracy %.4f, %ld trainable parameters (%.3f%% of the backbone), latency %.2f ms at batch 1, "
+    std::printf("retrain: test accuracy %s, %ld trainable parameters (%.3f%% of the backbone), latency %.2f ms at batch 1, "
               "%.1f images/s at batch 64, %.1f s; wrote %s/{model.safetensors, metrics.json}\n",
-              accuracy, m["trainable_params"].get<long>(), m["trainable_percent"].get<double>(),
+              test.size() > 0 ? cat(accuracy).c_str() : "- (no test images)", m["trainable_params"].get<long>(), m["trainable_percent"].get<double>(),
               m["latency_ms_batch1"].get<double>(), m["throughput_batch64"].get<double>(), seconds, s.out.c_str());
+  return m;
+}
+
+int cmd_retrain(int argc, char** argv) {
+  flags f("retrain",
+          "Builds the derived model of a genotype with fresh operator parameters (or a linear probe), trains it on\n"
+          "the training images, evaluates it on the test images, and writes model.safetensors and metrics.json to --out.");
+  common_settings common;
+  data_settings data("5-9", 1000, 1000);
+  backbone_settings backbone;
+  retrain_settings s;
+  s.add_to(f);
+  backbone.add_to(f);
+  data.add_to(f);
+  common.add_to(f);
+  if (!parse_flags(f, argc, argv)) return 0;
+  backbone.validate("retrain");
+  data.validate("retrain", true, true);
+  data.validate_image("retrain", backbone.image);
+  const std::vector<double> grid = prepare_retrain(s, common);
+  fs::path bb;
+  vp::vit<float> vit = backbone.load(common.quiet, &bb);
+  if (!s.probe) s.given = s.genotype(vit.config().depth);  // a missing genotype file stops before the data is read
+  auto train = data.load(vit.config(), false), test = data.load(vit.config(), true);
+  test.relabel_to(train.class_names, "retrain (test data)");  // by class name, never by folder order
+  const vp::data::normalization norm = data.norm(vit.config());
+  run_retrain(s, grid, common.quiet, std::move(vit), train, test, bb, norm);
   return 0;
 }
 

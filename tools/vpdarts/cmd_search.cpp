@@ -2,7 +2,7 @@
 // genotype, the alpha trajectory (CSV and heatmap), the checkpoint and metrics.
 // By default several searches (seeds SEED, SEED+1, ...), each one's genotype chosen by
 // perturbation, trained briefly on search-train and scored on search-val; the best is the result.
-#include "settings.hpp"
+#include "commands.hpp"
 
 #include <chrono>
 #include <fstream>
@@ -11,89 +11,10 @@ namespace vpdarts_cli {
 
 namespace {
 
-/// The search command's own flags and what they become.
-struct search_settings {
-  std::string out = "vpdarts-run", order = "first", alpha_lr = "auto", lr_grid, select = "perturbation";
-  long prompts = 8, grid_epochs = 2, finetune_epochs = 1, runs = 3, select_epochs = 5;
-  std::uint64_t seed = 0;
-  bool resume = false;
-  vp::search_options o;
-  w_settings w;
-
-  void add_to(flags& f) {
-    f.add("out", out, "output folder", "DIR");
-    f.add("prompts", prompts, "prompt tokens p (concat and cross_attention)");
-    f.add("epochs", o.epochs, "search epochs");
-    f.add("warmup-epochs", o.warmup_epochs, "epochs that train w only, before alpha moves");
-    f.add("batch", o.batch, "batch size of search-train and search-val");
-    f.add("val-fraction", o.val_fraction, "share of the training images held out as search-val");
-    f.add("order", order, "DARTS order: first or second", "ORDER");
-    w.add_to(f, "w-lr");
-    f.add("alpha-lr", alpha_lr, "Adam lr of alpha; auto: 6 / planned alpha steps (docs/method.md)", "X|auto");
-    f.add("alpha-weight-decay", o.bilevel.alpha_weight_decay, "L2 weight decay of alpha");
-    f.add("alpha-beta1", o.bilevel.alpha_beta1, "Adam beta1 of alpha");
-    f.add("alpha-beta2", o.bilevel.alpha_beta2, "Adam beta2 of alpha");
-    f.add("w-lr-grid", lr_grid, "choose --w-lr on search-val from these values first, e.g. 0.005,0.01,0.05,0.1,0.25,0.5", "LIST");
-    f.add("grid-epochs", grid_epochs, "epochs of w-only training per grid value");
-    f.add("select", select,
-          "how each search's genotype is chosen: perturbation (the default: layer by layer, the operator whose removal "
-          "costs most search-val accuracy; docs/method.md) or argmax (softmax(alpha)'s strongest operator per layer, "
-          "DARTS's rule)", "RULE");
-    f.add("runs", runs,
-          "searches, with seeds SEED..SEED+N-1 (each in DIR/run-K); with more than one, each run's genotype is trained "
-          "--select-epochs on search-train and the best on search-val is the result (DARTS's protocol, the default)");
-    f.add("select-epochs", select_epochs, "--runs above 1: epochs of training per run's genotype on search-train");
-    f.add("finetune-epochs", finetune_epochs, "--select perturbation: epochs of w-only training after each layer is fixed");
-    f.add("seed", seed, "seed of alpha, the operator parameters, the split and the shuffling");
-    f.add_switch("resume", resume, "continue from DIR/search.safetensors when it exists");
-  }
-
-  /// Checks every value; returns the lr grid (empty: none).
-  std::vector<double> validate() {
-    const std::string cmd = "search";
-    require(prompts >= 1 && prompts <= 100000, cmd, cat("--prompts must be in 1..100000, got ", prompts));
-    require(o.epochs >= 1, cmd, cat("--epochs must be >= 1, got ", o.epochs));
-    require(o.warmup_epochs >= 0, cmd, cat("--warmup-epochs must be >= 0, got ", o.warmup_epochs));
-    require(o.epochs > o.warmup_epochs, cmd,
-            cat(o.epochs, " --epochs leave no alpha step after ", o.warmup_epochs, " --warmup-epochs"));
-    require(o.batch >= 1, cmd, cat("--batch must be >= 1, got ", o.batch));
-    require(o.batch >= parallel().size(), cmd,
-            cat("--batch ", o.batch, " is smaller than the ", parallel().size(), " processes (each needs a row of every batch)"));
-    require(o.val_fraction > 0 && o.val_fraction < 1, cmd, cat("--val-fraction must be in (0, 1), got ", o.val_fraction));
-    require(order == "first" || order == "second", cmd, "--order is 'first' or 'second', got '" + order + "'");
-    o.bilevel.order = order == "first" ? vp::darts_order::first : vp::darts_order::second;
-    o.bilevel.w = w.options(cmd);
-    const auto& b = o.bilevel;
-    require(b.alpha_beta1 >= 0 && b.alpha_beta1 < 1 && b.alpha_beta2 >= 0 && b.alpha_beta2 < 1, cmd,
-            "--alpha-beta1 and --alpha-beta2 must be in [0, 1)");
-    require(b.alpha_weight_decay >= 0, cmd, cat("--alpha-weight-decay must be >= 0, got ", b.alpha_weight_decay));
-    if (alpha_lr != "auto") {
-      const double v = vp::text::parse_number<double>(alpha_lr).value_or(0);
-      require(v > 0, cmd, "--alpha-lr wants a number > 0 or 'auto', got '" + alpha_lr + "'");
-      o.auto_alpha_lr = false;
-      o.bilevel.alpha_lr = v;
-    }
-    require(grid_epochs >= 1, cmd, "--grid-epochs must be >= 1");
-    require(select == "argmax" || select == "perturbation", cmd,
-            "--select is 'argmax' or 'perturbation', got '" + select + "'");
-    require(runs >= 1 && runs <= 1000, cmd, cat("--runs must be in 1..1000, got ", runs));
-    require(select_epochs >= 1, cmd, cat("--select-epochs must be >= 1, got ", select_epochs));
-    require(finetune_epochs >= 0, cmd, cat("--finetune-epochs must be >= 0, got ", finetune_epochs));
-    o.seed = seed;
-    o.resume = resume;
-    return parse_positive_list(lr_grid, cmd, "w-lr-grid");
-  }
-};
-
-/// What one search found: its genotype and its metrics.json.
-struct search_run {
-  vp::genotype found;
-  nlohmann::json metrics;
-};
 
 /// One search (settings `s`, seed s.seed) into `dir`, its genotype chosen by s.select; writes the run's
 /// files and returns what it found.
-search_run search_once(search_settings s, const std::vector<double>& grid, const vp::vit<float>& vit,
+search_outcome search_once(search_settings s, const std::vector<double>& grid, const vp::vit<float>& vit,
                            const vp::data::labelled_images<float>& train, const fs::path& dir, const fs::path& bb,
                            const std::string& classes) {
   s.o.seed = s.seed;
@@ -117,8 +38,9 @@ search_run search_once(search_settings s, const std::vector<double>& grid, const
                  {"best", g.best}, {"epochs", s.grid_epochs}};
   }
   const std::vector<std::string> ops(vp::default_ops::names.begin(), vp::default_ops::names.end());
-  s.o.on_epoch = [&](long, const vp::matrix<double>& a, double, double) {
+  s.o.on_epoch = [&](long epoch, const vp::matrix<double>& a, double train_loss, double val_loss) {
     on_root([&] { vp::report::write_alpha_heatmap(dir / "alpha.png", a, ops); });  // the picture so far
+    if (s.on_epoch) s.on_epoch(s.seed, epoch, a, train_loss, val_loss);
   };
   const auto r = vp::search(model, train, s.o);
   if (r.resumed_from > 0) std::printf("search: resumed after epoch %ld of %ld\n", r.resumed_from, s.o.epochs);
@@ -174,7 +96,7 @@ search_run search_once(search_settings s, const std::vector<double>& grid, const
   on_root([&] { vp::report::write_json(dir / "metrics.json", m); });
   std::printf("search: %.1f s; wrote %s/{genotype.json, alpha.csv, alpha.png, alpha_trajectory.png, search.safetensors, metrics.json}\n",
               r.seconds, dir.string().c_str());
-  return {std::move(found), std::move(m)};
+  return {std::move(found), r.alpha_history.back(), std::move(m)};
 }
 
 /// Copies `from` to `to` through io::atomic_write, so `to` is never half-written.
@@ -186,29 +108,9 @@ void copy_atomically(const fs::path& from, const fs::path& to) {
 
 }  // namespace
 
-int cmd_search(int argc, char** argv) {
-  flags f("search",
-          "Runs the DARTS search of one fusion operator per layer on a frozen backbone, then writes\n"
-          "genotype.json, alpha.csv, alpha.png (the final weights), alpha_trajectory.png (over the epochs),\n"
-          "search.safetensors (the checkpoint) and metrics.json to --out. By default it runs --runs 3 searches\n"
-          "(seeds SEED, SEED+1, SEED+2, each in OUT/run-K), trains each one's genotype briefly on search-train and\n"
-          "keeps the best on search-val (DARTS's protocol); OUT's files are the best run's. --runs 1 is one search.");
-  common_settings common;
-  data_settings data("5-9", 1000, 0);
-  backbone_settings backbone;
-  search_settings s;
-  backbone.add_to(f);
-  s.add_to(f);
-  data.add_to(f, true, false);
-  common.add_to(f);
-  f.note("Examples: vpdarts search --out run --epochs 10   (built-in backbone and data; three searches)\n"
-         "          vpdarts search --out run --runs 1   (one search, a third of the time)");
-  if (!parse_flags(f, argc, argv)) return 0;
+std::vector<double> prepare_search(search_settings& s, common_settings& common) {
   common.validate("search");
-  backbone.validate("search");
-  data.validate("search", true, false);
   const std::vector<double> grid = s.validate();
-  data.validate_image("search", backbone.image);
   const fs::path dir = s.out;
   {
     const fs::path last = s.runs == 1 ? dir : dir / cat("run-", s.runs - 1);  // the longest names it writes
@@ -235,20 +137,21 @@ int cmd_search(int argc, char** argv) {
   s.o.parallel = parallel();
   if (s.o.parallel.active())
     std::printf("search: every batch shared over %d processes (MPI)\n", s.o.parallel.size());
+  return grid;
+}
+
+search_outcome run_search(search_settings& s, const std::vector<double>& grid, const vp::vit<float>& vit,
+                          const vp::data::labelled_images<float>& train, const fs::path& bb, const std::string& classes) {
+  const fs::path dir = s.out;
   on_root([&] { ensure_dir(dir); });
-  fs::path bb;
-  const vp::vit<float> vit = backbone.load(common.quiet, &bb);
-  const auto train = data.load(vit.config(), false);
-  if (s.runs == 1) {
-    search_once(s, grid, vit, train, dir, bb, data.classes);
-    return 0;
-  }
+  if (s.runs == 1) return search_once(s, grid, vit, train, dir, bb, classes);
 
   // DARTS's protocol: several searches, each run's genotype trained briefly from fresh parameters on
   // search-train (the split of SEED) and scored on search-val; the best run's files become OUT's.
   const auto start = std::chrono::steady_clock::now();
   std::vector<nlohmann::json> runs;
   std::vector<vp::genotype> gs;
+  std::vector<vp::matrix<double>> alphas;
   std::vector<std::string> names;  // run-0, run-1, ...: each run's folder in OUT
   double search_seconds = 0;
   for (long k = 0; k < s.runs; ++k) {
@@ -258,8 +161,9 @@ int cmd_search(int argc, char** argv) {
     const fs::path rd = dir / names.back();
     std::printf("search: run %ld of %ld (seed %llu) in %s\n", k + 1, s.runs, static_cast<unsigned long long>(one.seed),
                 rd.string().c_str());
-    search_run run = search_once(one, grid, vit, train, rd, bb, data.classes);
+    search_outcome run = search_once(one, grid, vit, train, rd, bb, classes);
     gs.push_back(std::move(run.found));
+    alphas.push_back(std::move(run.alpha));
     runs.push_back(std::move(run.metrics));
     search_seconds += runs.back()["search_seconds"].get<double>();
   }
@@ -291,6 +195,35 @@ int cmd_search(int argc, char** argv) {
   print_genotype(gs[sc.best]);
   std::printf("search: %.1f s; wrote %s/{genotype.json, alpha.csv, alpha.png, alpha_trajectory.png, metrics.json} (the best run's)\n",
               seconds, s.out.c_str());
+  return {gs[sc.best], alphas[sc.best], m};
+}
+
+int cmd_search(int argc, char** argv) {
+  flags f("search",
+          "Runs the DARTS search of one fusion operator per layer on a frozen backbone, then writes\n"
+          "genotype.json, alpha.csv, alpha.png (the final weights), alpha_trajectory.png (over the epochs),\n"
+          "search.safetensors (the checkpoint) and metrics.json to --out. By default it runs --runs 3 searches\n"
+          "(seeds SEED, SEED+1, SEED+2, each in OUT/run-K), trains each one's genotype briefly on search-train and\n"
+          "keeps the best on search-val (DARTS's protocol); OUT's files are the best run's. --runs 1 is one search.");
+  common_settings common;
+  data_settings data("5-9", 1000, 0);
+  backbone_settings backbone;
+  search_settings s;
+  backbone.add_to(f);
+  s.add_to(f);
+  data.add_to(f, true, false);
+  common.add_to(f);
+  f.note("Examples: vpdarts search --out run --epochs 10   (built-in backbone and data; three searches)\n"
+         "          vpdarts search --out run --runs 1   (one search, a third of the time)");
+  if (!parse_flags(f, argc, argv)) return 0;
+  backbone.validate("search");
+  data.validate("search", true, false);
+  data.validate_image("search", backbone.image);
+  const std::vector<double> grid = prepare_search(s, common);
+  fs::path bb;
+  const vp::vit<float> vit = backbone.load(common.quiet, &bb);
+  const auto train = data.load(vit.config(), false);
+  run_search(s, grid, vit, train, bb, data.classes);
   return 0;
 }
 

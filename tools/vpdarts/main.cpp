@@ -2,7 +2,7 @@
 // operator of every layer, retrain the derived model (or a linear probe),
 // evaluate it, classify image files, and write sample images, with no C++ to write.
 //
-//   vpdarts pretrain | search | select | retrain | eval | predict | sample  [flags]   (each has --help)
+//   vpdarts pretrain | search | select | retrain | eval | predict | export | sample  [flags]   (each has --help)
 //   mpirun -np N vpdarts search ...   (a build with VPDARTS_MPI: every batch shared over N processes)
 //
 // Exit codes: 0 done, 1 the work failed (the message says why), 2 bad flags.
@@ -83,7 +83,8 @@ int main(int argc, char** argv) {
   const std::string cmd = argv[1];
   const std::pair<const char*, int (*)(int, char**)> commands[] = {
       {"pretrain", cmd_pretrain}, {"search", cmd_search},   {"select", cmd_select},
-      {"retrain", cmd_retrain},   {"eval", cmd_eval},         {"predict", cmd_predict}, {"sample", cmd_sample}};
+      {"retrain", cmd_retrain},   {"eval", cmd_eval},         {"predict", cmd_predict}, {"sample", cmd_sample},
+      {"export", cmd_export}};
   try {
     if (cmd == "--help" || cmd == "-h" || cmd == "help") {
       print_usage();
@@ -102,7 +103,7 @@ int main(int argc, char** argv) {
     for (const auto& [name, run] : commands)
       if (cmd == name) return run(argc, argv);
     if (parallel().root())
-      std::fprintf(stderr, "vpdarts: unknown command '%s' (commands: pretrain, search, select, retrain, eval, predict, sample; see vpdarts --help)\n",
+      std::fprintf(stderr, "vpdarts: unknown command '%s' (commands: pretrain, search, select, retrain, eval, predict, export, sample; see vpdarts --help)\n",
                    cmd.c_str());
     return 2;
   } catch (const usage_error& e) {

@@ -33,6 +33,7 @@ int cmd_retrain(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_predict(int argc, char** argv);
 int cmd_sample(int argc, char** argv);
+int cmd_export(int argc, char** argv);
 
 /// Throws usage_error("vpdarts CMD: --FLAG ...") unless `ok`.
 inline void require(bool ok, const std::string& command, const std::string& what) {

@@ -10,7 +10,8 @@
 /// | cross_attention | K, V (p x D)     | x + softmax(x K^T / sqrt(D)) V, over p    | identity         |
 ///
 /// Inits: P and K uniform(+-sqrt(6 / (C patch^2 + D))) (VPT), A, S and V zeros,
-/// so every operator but concat starts as the identity.
+/// so every operator but concat starts as the identity. Each trait's `torch_source` is the
+/// same operator in PyTorch, which export_torch writes into the exported module.
 
 #include <cmath>
 
@@ -33,6 +34,18 @@ template <>
 struct fusion_traits<concat> {
   /// The operator's name in genotypes, checkpoints and reports.
   static constexpr std::string_view name = "concat";
+  /// Its PyTorch form, for export_torch (export/torch.hpp).
+  static constexpr std::string_view torch_source = R"py(class Concat(FusionOp):
+    """VPT-deep: P (p x D) inserted after each image's prefix tokens, removed after the block."""
+    name = "concat"
+
+    def pre(self, x):
+        prompts = self.P.unsqueeze(0).expand(x.shape[0], -1, -1)
+        return torch.cat([x[:, : self.prefix], prompts, x[:, self.prefix :]], dim=1)
+
+    def post(self, y):
+        return torch.cat([y[:, : self.prefix], y[:, self.prefix + self.P.shape[0] :]], dim=1)
+)py";
   /// The operator's parameters for backbone and prompt count `c`.
   static std::vector<param_spec> params(const fusion_context& c) {
     return {{"P", c.prompts, c.dim(), param_init::uniform(c.vpt_bound())}};
@@ -54,6 +67,14 @@ template <>
 struct fusion_traits<add_prompt> {
   /// The operator's name in genotypes, checkpoints and reports.
   static constexpr std::string_view name = "add";
+  /// Its PyTorch form, for export_torch (export/torch.hpp).
+  static constexpr std::string_view torch_source = R"py(class Add(FusionOp):
+    """A (T x D) added to every image's tokens."""
+    name = "add"
+
+    def pre(self, x):
+        return x + self.A
+)py";
   /// The operator's parameters for backbone and prompt count `c`.
   static std::vector<param_spec> params(const fusion_context& c) { return {{"A", c.tokens(), c.dim(), param_init::zeros()}}; }
   /// Before the frozen block: x is (B*T) x D for `batch` images.
@@ -73,6 +94,14 @@ template <>
 struct fusion_traits<affine> {
   /// The operator's name in genotypes, checkpoints and reports.
   static constexpr std::string_view name = "affine";
+  /// Its PyTorch form, for export_torch (export/torch.hpp).
+  static constexpr std::string_view torch_source = R"py(class Affine(FusionOp):
+    """Per-channel scale and shift: x (1 + S[0]) + S[1]."""
+    name = "affine"
+
+    def pre(self, x):
+        return x * (1 + self.S[0]) + self.S[1]
+)py";
   /// The operator's parameters for backbone and prompt count `c`.
   static std::vector<param_spec> params(const fusion_context& c) { return {{"S", 2, c.dim(), param_init::zeros()}}; }
   /// Before the frozen block: x is (B*T) x D for `batch` images.
@@ -94,6 +123,15 @@ template <>
 struct fusion_traits<cross_attention> {
   /// The operator's name in genotypes, checkpoints and reports.
   static constexpr std::string_view name = "cross_attention";
+  /// Its PyTorch form, for export_torch (export/torch.hpp).
+  static constexpr std::string_view torch_source = R"py(class CrossAttention(FusionOp):
+    """x + softmax(x K^T / sqrt(D)) V over the p prompt keys and values."""
+    name = "cross_attention"
+
+    def pre(self, x):
+        scores = torch.softmax(torch.matmul(x, self.K.t()) / math.sqrt(x.shape[-1]), dim=-1)
+        return x + torch.matmul(scores, self.V)
+)py";
   /// The operator's parameters for backbone and prompt count `c`.
   static std::vector<param_spec> params(const fusion_context& c) {
     return {{"K", c.prompts, c.dim(), param_init::uniform(c.vpt_bound())},

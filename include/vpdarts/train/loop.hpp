@@ -24,6 +24,7 @@
 #include "../optim/schedule.hpp"
 #include "../optim/sgd.hpp"
 #include "data_parallel.hpp"
+#include "interrupt.hpp"
 
 namespace vpdarts {
 
@@ -139,6 +140,7 @@ loop_result run_epochs(const loop_plan& plan, std::vector<index>& rows, std::mt1
       } catch (const value_error& err) {
         throw value_error(detail::cat(plan.name, ": epoch ", e + 1, " step ", s + 1, ": ", err.message()));
       }
+      detail::check_interrupt(plan.name, e + 1, s + 1);
       loss += r.loss;
       seen += plan.batch;
       if (r.correct >= 0) {

@@ -7,10 +7,12 @@ packages=(g++ cmake make pkg-config ccache
           libeigen3-dev libxtensor-dev libboost-dev catch2 libstb-dev
           nlohmann-json3-dev zlib1g-dev libbenchmark-dev python3
           libopenmpi-dev openmpi-bin  # MPI: the data-parallel tool and its tests (cmake -DVPDARTS_MPI=OFF goes without)
+          python3-dev pybind11-dev python3-numpy python3-pytest  # the Python module (cmake -DVPDARTS_PYTHON=OFF goes without)
+          python3-torch  # the Python tests check the PyTorch export's logits against vpdarts'
           libdnnl-dev)  # oneDNN: --precision bf16 on AVX512-BF16 / AMX CPUs (cmake -DVPDARTS_BF16=OFF goes without)
 for arg in "$@"; do
   case "$arg" in
-    --bench) packages+=(python3-torch libopenblas0-pthread) ;;
+    --bench) packages+=(libopenblas0-pthread) ;;  # the PyTorch peer (python3-torch is always installed)
     --docs) packages+=(doxygen) ;;
     --fashion) packages+=(dataset-fashion-mnist python3-matplotlib) ;;  # the study and its report's pictures
     --fuzz) packages+=(clang libclang-rt-14-dev) ;;

@@ -2,8 +2,12 @@
 // and read back with their genotype, prompts, class names and normalisation,
 // files of version 0.1.0 still load, and bad files are named.
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include "pch.hpp"
+
+#include "custom_ops.hpp"
 
 namespace vp = vpdarts;
 using vpdarts_test::tiny_vit;
@@ -187,4 +191,82 @@ TEST_CASE("a model file whose head does not fit its classes and backbone is refu
                                                            Catch::Contains(forged.filename().string()));
     }
   }
+}
+
+namespace {
+// An operator of the user's own with its PyTorch form (gated_add of custom_ops.hpp has none).
+struct shift_op {};
+}  // namespace
+
+template <>
+struct vpdarts::fusion_traits<shift_op> {
+  static constexpr std::string_view name = "shift";
+  static constexpr std::string_view torch_source = R"py(class Shift(FusionOp):
+    name = "shift"
+
+    def pre(self, x):
+        return x + self.b
+)py";
+  static std::vector<param_spec> params(const fusion_context& c) { return {{"b", 1, c.dim(), param_init::zeros()}}; }
+  template <Scalar S>
+  static var<S> pre(const var<S>& x, const op_params<S>& p, index) {
+    return add(x, p["b"]);
+  }
+  template <Scalar S>
+  static var<S> post(const var<S>& y, const op_params<S>&, index) {
+    return y;
+  }
+};
+
+TEST_CASE("export_torch writes the module, its config and weights; an operator without a PyTorch form is refused by name",
+          "[model_file][torch_export]") {
+  const vpdarts_test::temp_dir dir("vpdarts-torch-export");
+  const std::vector<std::string> names{"cats", "dogs"};
+  const vp::data::normalization norm{{0.5}, {0.25}};
+  auto read = [](const std::filesystem::path& p) {
+    std::ifstream in(p);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  };
+  {
+    vp::prompted_vit<float> m(vp::vit<float>(tiny_vit(), 3), mixed(), {.prompts = 3, .classes = 2, .seed = 4});
+    vp::save_model(dir / "m.safetensors", m, names, norm);
+    vp::trained_model<float> t = vp::load_model<float>(dir / "m.safetensors");
+    vp::export_torch(t, dir / "out");
+    const std::string py = read(dir / "out" / "vpdarts_model.py");
+    CHECK(py.find("class Concat(FusionOp)") != std::string::npos);
+    CHECK(py.find("class CrossAttention(FusionOp)") != std::string::npos);
+    CHECK(py.find("class Affine(FusionOp)") == std::string::npos);  // only the operators the genotype uses
+    const auto cfg = nlohmann::json::parse(read(dir / "out" / "config.json"));
+    CHECK(cfg["genotype"] == nlohmann::json(mixed().names()));
+    CHECK(cfg["prompts"] == 3);
+    CHECK(cfg["class_names"] == nlohmann::json(names));
+    CHECK(cfg["vit"]["depth"] == tiny_vit().depth);
+    CHECK(vp::load_model<float>(dir / "out" / "model.safetensors").prompted->derive().names() == mixed().names());
+  }
+  using ops = vp::op_list<vp::add_prompt, shift_op, vpdarts_test::gated_add>;
+  vp::genotype g = vp::genotype::uniform("shift", 2);
+  g.layers[0].op = "add";
+  {
+    vp::prompted_vit<float, ops> m(vp::vit<float>(tiny_vit(), 3), g, {.prompts = 3, .classes = 2, .seed = 4});
+    vp::save_model(dir / "shift.safetensors", m, names, norm);
+    auto t = vp::load_model<float, ops>(dir / "shift.safetensors");
+    vp::export_torch(t, dir / "shift");
+    const std::string py = read(dir / "shift" / "vpdarts_model.py");
+    CHECK(py.find("class Shift(FusionOp)") != std::string::npos);
+    CHECK(py.find("class Add(FusionOp)") != std::string::npos);
+  }
+  g.layers[1].op = "gated_add";
+  vp::prompted_vit<float, ops> m(vp::vit<float>(tiny_vit(), 3), g, {.prompts = 3, .classes = 2, .seed = 4});
+  vp::save_model(dir / "gated.safetensors", m, names, norm);
+  auto t = vp::load_model<float, ops>(dir / "gated.safetensors");
+  CHECK_THROWS_AS(vp::export_torch(t, dir / "gated"), vp::config_error);
+  CHECK_THROWS_WITH(vp::export_torch(t, dir / "gated"),
+                    Catch::Contains("'gated_add' has no PyTorch form") && Catch::Contains("torch_source"));
+  CHECK_FALSE(std::filesystem::exists(dir / "gated"));  // refused before anything was written
+  // a file where the folder should be
+  std::ofstream(dir / "a-file") << "x";
+  vp::trained_model<float> plain = vp::load_model<float>(dir / "m.safetensors");
+  CHECK_THROWS_WITH(vp::export_torch(plain, dir / "a-file"), Catch::Contains("is not a folder"));
 }

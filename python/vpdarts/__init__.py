@@ -154,13 +154,17 @@ def search(backbone, images, labels=None, *, class_names=None, normalization=Non
 
 
 def retrain(backbone, images, labels=None, *, test_images=None, test_labels=None, test=None, genotype=None,
-            class_names=None, normalization=None, **options):
+            class_names=None, normalization=None, progress=None, **options):
     """Trains the derived model of `genotype` (a search's result["genotype"], a genotype.json path, or a
     list of operator names, one per layer), or with op="add" one operator everywhere, or with
     linear_probe=True a linear head, on the images (or a Dataset); tests it on test_images/test_labels
     (or test=Dataset) when given. Options: the tool's retrain flags (out, epochs, lr, lr_grid, prompts,
-    seed, threads, ...). Writes out/model.safetensors and out/metrics.json; returns a dict with
-    metrics, model (the model file's path) and out."""
+    seed, threads, ...); progress=False shows no progress bar. Writes out/model.safetensors and
+    out/metrics.json; returns a dict with metrics, model (the model file's path) and out."""
+    if progress is False:
+        options["quiet"] = True
+    elif progress is not None:
+        raise TypeError("retrain: progress is None (the progress bar) or False (none); per-epoch callbacks are search's")
     images, labels, names, norm = _dataset(images, labels, class_names, normalization, "retrain")
     if test is not None:
         if test_images is not None or test_labels is not None:

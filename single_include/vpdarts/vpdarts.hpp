@@ -85,6 +85,14 @@ class config_error : public error {
   explicit config_error(const std::string& what) : error("config_error", what) {}
 };
 
+/// A stop asked for while the work ran (Ctrl-C in Python, see train/interrupt.hpp): the work ended at
+/// a step boundary, and what it had written (a search's checkpoint of its last whole epoch) is intact.
+class interrupted : public error {
+ public:
+  /// Message `what`; what() reads \"[vpdarts.interrupted] what\".
+  explicit interrupted(const std::string& what) : error("interrupted", what) {}
+};
+
 }  // namespace vpdarts
 // ---- end vpdarts/error.hpp ----
 
@@ -7138,7 +7146,8 @@ index fusion_param_count(const fusion_context& c) {
 /// | cross_attention | K, V (p x D)     | x + softmax(x K^T / sqrt(D)) V, over p    | identity         |
 ///
 /// Inits: P and K uniform(+-sqrt(6 / (C patch^2 + D))) (VPT), A, S and V zeros,
-/// so every operator but concat starts as the identity.
+/// so every operator but concat starts as the identity. Each trait's `torch_source` is the
+/// same operator in PyTorch, which export_torch writes into the exported module.
 
 #include <cmath>
 
@@ -7160,6 +7169,18 @@ template <>
 struct fusion_traits<concat> {
   /// The operator's name in genotypes, checkpoints and reports.
   static constexpr std::string_view name = "concat";
+  /// Its PyTorch form, for export_torch (export/torch.hpp).
+  static constexpr std::string_view torch_source = R"py(class Concat(FusionOp):
+    """VPT-deep: P (p x D) inserted after each image's prefix tokens, removed after the block."""
+    name = "concat"
+
+    def pre(self, x):
+        prompts = self.P.unsqueeze(0).expand(x.shape[0], -1, -1)
+        return torch.cat([x[:, : self.prefix], prompts, x[:, self.prefix :]], dim=1)
+
+    def post(self, y):
+        return torch.cat([y[:, : self.prefix], y[:, self.prefix + self.P.shape[0] :]], dim=1)
+)py";
   /// The operator's parameters for backbone and prompt count `c`.
   static std::vector<param_spec> params(const fusion_context& c) {
     return {{"P", c.prompts, c.dim(), param_init::uniform(c.vpt_bound())}};
@@ -7181,6 +7202,14 @@ template <>
 struct fusion_traits<add_prompt> {
   /// The operator's name in genotypes, checkpoints and reports.
   static constexpr std::string_view name = "add";
+  /// Its PyTorch form, for export_torch (export/torch.hpp).
+  static constexpr std::string_view torch_source = R"py(class Add(FusionOp):
+    """A (T x D) added to every image's tokens."""
+    name = "add"
+
+    def pre(self, x):
+        return x + self.A
+)py";
   /// The operator's parameters for backbone and prompt count `c`.
   static std::vector<param_spec> params(const fusion_context& c) { return {{"A", c.tokens(), c.dim(), param_init::zeros()}}; }
   /// Before the frozen block: x is (B*T) x D for `batch` images.
@@ -7200,6 +7229,14 @@ template <>
 struct fusion_traits<affine> {
   /// The operator's name in genotypes, checkpoints and reports.
   static constexpr std::string_view name = "affine";
+  /// Its PyTorch form, for export_torch (export/torch.hpp).
+  static constexpr std::string_view torch_source = R"py(class Affine(FusionOp):
+    """Per-channel scale and shift: x (1 + S[0]) + S[1]."""
+    name = "affine"
+
+    def pre(self, x):
+        return x * (1 + self.S[0]) + self.S[1]
+)py";
   /// The operator's parameters for backbone and prompt count `c`.
   static std::vector<param_spec> params(const fusion_context& c) { return {{"S", 2, c.dim(), param_init::zeros()}}; }
   /// Before the frozen block: x is (B*T) x D for `batch` images.
@@ -7221,6 +7258,15 @@ template <>
 struct fusion_traits<cross_attention> {
   /// The operator's name in genotypes, checkpoints and reports.
   static constexpr std::string_view name = "cross_attention";
+  /// Its PyTorch form, for export_torch (export/torch.hpp).
+  static constexpr std::string_view torch_source = R"py(class CrossAttention(FusionOp):
+    """x + softmax(x K^T / sqrt(D)) V over the p prompt keys and values."""
+    name = "cross_attention"
+
+    def pre(self, x):
+        scores = torch.softmax(torch.matmul(x, self.K.t()) / math.sqrt(x.shape[-1]), dim=-1)
+        return x + torch.matmul(scores, self.V)
+)py";
   /// The operator's parameters for backbone and prompt count `c`.
   static std::vector<param_spec> params(const fusion_context& c) {
     return {{"K", c.prompts, c.dim(), param_init::uniform(c.vpt_bound())},
@@ -7808,6 +7854,68 @@ class data_parallel {
 }  // namespace vpdarts
 // ---- end vpdarts/train/data_parallel.hpp ----
 
+// ---- begin vpdarts/train/interrupt.hpp ----
+/// @file interrupt.hpp
+/// Stopping long work between two steps. While an interrupt_scope lives on a thread, every training
+/// loop on that thread (search, retraining, the lr grid, selection, pretraining) asks its poll after
+/// each step and, when the poll says stop, throws vpdarts::interrupted: the step that ran is the last,
+/// and a search's checkpoint (written after every whole epoch) is left as it was, so the search
+/// resumes from it (`search_options::resume`) to the result an uninterrupted run gives.
+///
+/// ```cpp
+/// std::atomic<bool> stop = false;                 // set by a signal handler, a GUI, a time limit
+/// vpdarts::interrupt_scope scope([&] { return stop.load(); });
+/// try { vpdarts::search(model, data, o); } catch (const vpdarts::interrupted&) { /* resume later */ }
+/// ```
+///
+/// The poll belongs to the thread that created the scope (the one running the loops); scopes nest,
+/// the innermost one is asked. Over several processes (data_parallel), each process must be stopped
+/// alike, or the others wait in their next collective until its time limit.
+
+#include <functional>
+#include <string>
+#include <utility>
+
+
+namespace vpdarts {
+
+/// Installs `poll` as this thread's stop request for its lifetime (see the file's comment).
+class interrupt_scope {
+ public:
+  /// `poll` is called after every training step; returning true stops the work there.
+  explicit interrupt_scope(std::function<bool()> poll) : poll_(std::move(poll)), outer_(current()) { current() = this; }
+  ~interrupt_scope() { current() = outer_; }
+  interrupt_scope(const interrupt_scope&) = delete;
+  interrupt_scope& operator=(const interrupt_scope&) = delete;
+
+  /// True when the innermost scope of this thread asks to stop (false without a scope).
+  static bool requested() {
+    const interrupt_scope* s = current();
+    return s != nullptr && s->poll_ && s->poll_();
+  }
+
+ private:
+  static interrupt_scope*& current() {
+    thread_local interrupt_scope* scope = nullptr;
+    return scope;
+  }
+  std::function<bool()> poll_;
+  interrupt_scope* outer_;
+};
+
+namespace detail {
+
+/// Throws interrupted naming `who` and the step when this thread's interrupt_scope asks to stop.
+inline void check_interrupt(const std::string& who, long epoch, long step) {
+  if (interrupt_scope::requested())
+    throw interrupted(cat(who, ": stopped at epoch ", epoch, " step ", step, " as asked"));
+}
+
+}  // namespace detail
+
+}  // namespace vpdarts
+// ---- end vpdarts/train/interrupt.hpp ----
+
 // ---- begin vpdarts/train/loop.hpp ----
 /// @file loop.hpp
 /// The training loop every trainer of vpdarts runs (pretraining, retraining,
@@ -8010,6 +8118,7 @@ loop_result run_epochs(const loop_plan& plan, std::vector<index>& rows, std::mt1
       } catch (const value_error& err) {
         throw value_error(detail::cat(plan.name, ": epoch ", e + 1, " step ", s + 1, ": ", err.message()));
       }
+      detail::check_interrupt(plan.name, e + 1, s + 1);
       loss += r.loss;
       seen += plan.batch;
       if (r.correct >= 0) {
@@ -10143,6 +10252,382 @@ trained_model<S, Ops> load_model(const std::filesystem::path& path) {
 
 }  // namespace vpdarts
 // ---- end vpdarts/model_file.hpp ----
+
+// ---- begin vpdarts/torch_export.hpp ----
+/// @file torch_export.hpp
+/// A trained model as a PyTorch module: export_torch writes into a folder
+///
+///     vpdarts_model.py   the model in PyTorch (needs only torch): a ViT with timm's names, the fusion
+///                        operators the genotype uses, a safetensors reader and load(DIR)
+///     config.json        the backbone's shape, the genotype, the class names, the normalisation
+///     model.safetensors  the weights: the model file itself (save_model)
+///
+/// so that `sys.path.insert(0, DIR); from vpdarts_model import load; model = load(DIR)` gives an
+/// nn.Module whose logits are this model's (float32). A fusion operator exports when its trait has
+///
+/// ```cpp
+/// static constexpr std::string_view torch_source = R"py(
+/// class MyOp(FusionOp):            # parameters: attributes named by their symbols
+///     name = "my_op"
+///     def pre(self, x): ...         # x: (N, T, D)
+///     def post(self, y): ...        # back to (N, T, D); both default to the identity
+/// )py";
+/// ```
+///
+/// (the built-in ones do, fusion/builtin.hpp); otherwise export_torch refuses, naming the operator.
+
+#include <filesystem>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+
+// ---- begin vpdarts/detail/torch_module.hpp ----
+/// @file torch_module.hpp
+/// The Python source of the module export_torch writes (vpdarts_model.py): a ViT with timm's names
+/// and every variant of vit_config, the fusion operators' base class, a safetensors reader and load().
+/// The operators themselves come from their traits' `torch_source` and are appended after it.
+
+#include <string_view>
+
+namespace vpdarts::detail {
+
+/// vpdarts_model.py up to the operators (see the file's comment).
+inline constexpr std::string_view torch_module_source = R"py("""A model found by vpdarts, as a PyTorch module (written by vpdarts export; needs only torch).
+
+    import sys
+    sys.path.insert(0, DIR)
+    from vpdarts_model import load
+    model = load(DIR)          # an nn.Module in eval mode, float32
+    logits = model(images)     # images: (N, C, H, W) float32, normalised as model.normalization says
+
+The backbone's parameters keep timm's names (patch_embed.proj.weight, blocks.0.attn.qkv.weight, ...),
+so they load into timm's VisionTransformer too; the fusion operators' are fusion.{layer}.{operator}.{symbol},
+as in the vpdarts model file. model.class_names names the logits' columns.
+"""
+import json
+import math
+import os
+import struct
+
+import torch
+from torch import nn
+
+__all__ = ["load", "read_safetensors", "VisionTransformer", "PromptedVisionTransformer", "FusionOp"]
+
+_DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def read_safetensors(path):
+    """The tensors of a safetensors file (a dict name -> tensor) and its metadata (a dict)."""
+    with open(path, "rb") as f:
+        blob = f.read()
+    if len(blob) < 8:
+        raise ValueError(f"{path}: not a safetensors file (shorter than its header size)")
+    (size,) = struct.unpack("<Q", blob[:8])
+    if size > len(blob) - 8:
+        raise ValueError(f"{path}: not a safetensors file (a header of {size} bytes in {len(blob)} bytes)")
+    header = json.loads(blob[8 : 8 + size].decode("utf-8"))
+    metadata = header.pop("__metadata__", None) or {}
+    data = blob[8 + size :]
+    tensors = {}
+    for name, entry in header.items():
+        dtype = _DTYPES.get(entry["dtype"])
+        if dtype is None:
+            raise ValueError(f"{path}: tensor '{name}' has dtype {entry['dtype']}, not a floating type")
+        begin, end = entry["data_offsets"]
+        shape = list(entry["shape"])
+        if end == begin:
+            tensors[name] = torch.zeros(shape, dtype=dtype)
+        else:
+            tensors[name] = torch.frombuffer(bytearray(data[begin:end]), dtype=dtype).reshape(shape)
+    return tensors, metadata
+
+
+class QuickGELU(nn.Module):
+    """x sigmoid(1.702 x), OpenAI CLIP's activation."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return x * self.gamma
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, heads, qkv_bias):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        qkv = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(d // self.heads), dim=-1)
+        return self.proj(torch.matmul(attn, v).transpose(1, 2).reshape(b, t, d))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim, hidden, act):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = QuickGELU() if act == "quick_gelu" else nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """x + g1 attn(LN1(x)), then x + g2 mlp(LN2(x)) (g: LayerScale, or 1)."""
+
+    def __init__(self, c):
+        super().__init__()
+        d, eps = c["dim"], c["norm_eps"]
+        self.norm1 = nn.LayerNorm(d, eps=eps)
+        self.attn = Attention(d, c["heads"], c["qkv_bias"])
+        self.ls1 = LayerScale(d) if c["layer_scale"] else nn.Identity()
+        self.norm2 = nn.LayerNorm(d, eps=eps)
+        self.mlp = Mlp(d, c["mlp"], c["act"])
+        self.ls2 = LayerScale(d) if c["layer_scale"] else nn.Identity()
+
+    def forward(self, x):
+        x = x + self.ls1(self.attn(self.norm1(x)))
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.proj = nn.Conv2d(c["channels"], c["dim"], c["patch"], stride=c["patch"], bias=c["patch_bias"])
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class VisionTransformer(nn.Module):
+    """The pre-norm ViT with timm's names: tokens [cls ; registers ; patches] + pos_embed, the blocks,
+    the final norm, the pooling (the class token or the mean of the patch tokens), fc_norm, the head."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.config = dict(c)
+        d, eps = c["dim"], c["norm_eps"]
+        self.prefix = (1 if c["class_token"] else 0) + c["reg_tokens"]
+        patches = (c["image"] // c["patch"]) ** 2
+        self.patch_embed = PatchEmbed(c)
+        if c["class_token"]:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        if c["reg_tokens"] > 0:
+            self.reg_token = nn.Parameter(torch.zeros(1, c["reg_tokens"], d))
+        pos_tokens = patches if c["no_embed_class"] else patches + self.prefix
+        self.pos_embed = nn.Parameter(torch.zeros(1, pos_tokens, d))
+        self.norm_pre = nn.LayerNorm(d, eps=eps) if c["pre_norm"] else nn.Identity()
+        self.blocks = nn.ModuleList([Block(c) for _ in range(c["depth"])])
+        self.norm = nn.LayerNorm(d, eps=eps) if c["final_norm"] else nn.Identity()
+        self.fc_norm = nn.LayerNorm(d, eps=eps) if c["fc_norm"] else nn.Identity()
+        self.head = nn.Linear(d, c["classes"])
+
+    def embed(self, images):
+        c = self.config
+        want = (c["channels"], c["image"], c["image"])
+        if images.dim() != 4 or tuple(images.shape[1:]) != want:
+            raise ValueError(f"images are {tuple(images.shape)}, but the model takes (N, {want[0]}, {want[1]}, {want[2]})")
+        x = self.patch_embed(images)
+        if c["no_embed_class"]:
+            x = x + self.pos_embed
+        prefix = []
+        if c["class_token"]:
+            prefix.append(self.cls_token.expand(x.shape[0], -1, -1))
+        if c["reg_tokens"] > 0:
+            prefix.append(self.reg_token.expand(x.shape[0], -1, -1))
+        x = torch.cat(prefix + [x], dim=1)
+        if not c["no_embed_class"]:
+            x = x + self.pos_embed
+        return self.norm_pre(x)
+
+    def block(self, layer, x):
+        return self.blocks[layer](x)
+
+    def forward_features(self, images):
+        """The pooled features (N, D), as timm's forward_head(forward_features(x), pre_logits=True)."""
+        x = self.embed(images)
+        for layer in range(len(self.blocks)):
+            x = self.block(layer, x)
+        x = self.norm(x)
+        x = x[:, 0] if self.config["pool"] == "token" else x[:, self.prefix :].mean(dim=1)
+        return self.fc_norm(x)
+
+    def forward(self, images):
+        return self.head(self.forward_features(images))
+
+
+class FusionOp(nn.Module):
+    """Base of the fusion operators: layer input x (N, T, D) -> pre(x) -> the frozen block -> post(y) -> (N, T, D).
+    Each parameter is an attribute named by its symbol, of its shape in the model file; `prefix` is the
+    number of prefix tokens (class token and registers). A subclass sets `name` (the operator's name in
+    genotypes) and overrides pre and/or post; both default to the identity."""
+
+    name = None
+
+    def __init__(self, shapes, prefix):
+        super().__init__()
+        self.prefix = prefix
+        for symbol, shape in shapes.items():
+            self.register_parameter(symbol, nn.Parameter(torch.zeros(shape)))
+
+    def pre(self, x):
+        return x
+
+    def post(self, y):
+        return y
+
+
+class PromptedVisionTransformer(VisionTransformer):
+    """The ViT with one fusion operator around every block, as the genotype says."""
+
+    def __init__(self, c, genotype, shapes):
+        super().__init__(c)
+        known = {}
+        todo = list(FusionOp.__subclasses__())
+        while todo:
+            cls = todo.pop()
+            todo.extend(cls.__subclasses__())
+            if cls.name:
+                known[cls.name] = cls
+        self.genotype = list(genotype)
+        self.fusion = nn.ModuleList()
+        for layer, name in enumerate(self.genotype):
+            if name not in known:
+                raise ValueError(f"layer {layer}: no PyTorch form of the fusion operator '{name}' (known: {sorted(known)})")
+            self.fusion.append(nn.ModuleDict({name: known[name](shapes.get((layer, name), {}), self.prefix)}))
+
+    def block(self, layer, x):
+        op = self.fusion[layer][self.genotype[layer]]
+        return op.post(self.blocks[layer](op.pre(x)))
+
+
+def load(directory=None):
+    """The exported model in `directory` (default: this file's folder) as an nn.Module in eval mode, float32.
+    Its attributes class_names and normalization ({"mean": [...], "std": [...]}) say what its logits
+    mean and how images are normalised before it."""
+    directory = os.path.dirname(os.path.abspath(__file__)) if directory is None else str(directory)
+    with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
+        cfg = json.load(f)
+    if cfg.get("format") != "vpdarts.torch_export":
+        raise ValueError(f"{directory}/config.json was not written by vpdarts export")
+    tensors, _ = read_safetensors(os.path.join(directory, "model.safetensors"))
+    if cfg["kind"] == "prompted":
+        shapes = {}
+        for name, t in tensors.items():
+            parts = name.split(".")
+            if len(parts) == 4 and parts[0] == "fusion":
+                shapes.setdefault((int(parts[1]), parts[2]), {})[parts[3]] = tuple(t.shape)
+        model = PromptedVisionTransformer(cfg["vit"], cfg["genotype"], shapes)
+    else:
+        model = VisionTransformer(cfg["vit"])
+    model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    model.class_names = list(cfg["class_names"])
+    model.normalization = dict(cfg["normalization"])
+    return model.float().eval()
+
+
+# ---- the fusion operators (each from its vpdarts trait's torch_source)
+)py";
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/torch_module.hpp ----
+
+namespace vpdarts {
+
+/// True when fusion_traits<Op> gives the operator's PyTorch form (`torch_source`).
+template <class Op>
+concept HasTorchForm = requires { std::string_view(fusion_traits<Op>::torch_source); };
+
+/// The folder's config.json for model `m` (what vpdarts_model.load reads).
+template <Scalar S, OpList Ops>
+nlohmann::json torch_export_config(trained_model<S, Ops>& m) {
+  const vit_config& c = m.config();
+  nlohmann::json out = {
+      {"format", "vpdarts.torch_export"},
+      {"format_version", 1},
+      {"vpdarts", version_string},
+      {"kind", m.is_probe() ? "probe" : "prompted"},
+      {"vit",
+       {{"image", c.image},           {"channels", c.channels},     {"patch", c.patch},
+        {"dim", c.dim},               {"depth", c.depth},           {"heads", c.heads},
+        {"mlp", c.mlp},               {"classes", c.classes},       {"class_token", c.class_token},
+        {"reg_tokens", c.reg_tokens}, {"no_embed_class", c.no_embed_class}, {"pre_norm", c.pre_norm},
+        {"patch_bias", c.patch_bias}, {"qkv_bias", c.qkv_bias},     {"layer_scale", c.layer_scale},
+        {"final_norm", c.final_norm}, {"fc_norm", c.fc_norm},       {"norm_eps", c.norm_eps},
+        {"act", to_string(c.act)},    {"pool", to_string(c.pool)}}},
+      {"class_names", m.class_names},
+      {"normalization", {{"mean", m.norm.mean}, {"std", m.norm.std}}}};
+  if (m.prompted) {
+    out["genotype"] = m.prompted->derive().names();
+    out["prompts"] = m.prompted->options().prompts;
+  }
+  return out;
+}
+
+/// vpdarts_model.py for model `m`: the module's source and the PyTorch form of every operator
+/// its genotype uses.
+/// @throws config_error naming an operator whose trait has no `torch_source`.
+template <Scalar S, OpList Ops>
+std::string torch_export_module(trained_model<S, Ops>& m) {
+  std::string out(detail::torch_module_source);
+  if (!m.prompted) return out;
+  std::set<std::string> used;
+  for (const auto& l : m.prompted->derive().layers) used.insert(l.op);
+  for (const std::string& name : used) {
+    Ops::visit(Ops::index_of(name), [&](auto type) {
+      using Op = typename decltype(type)::type;
+      if constexpr (HasTorchForm<Op>) {
+        out += "\n\n";
+        out += std::string_view(fusion_traits<Op>::torch_source);
+      } else {
+        throw config_error(detail::cat("export_torch: the fusion operator '", name,
+                                       "' has no PyTorch form; give fusion_traits<", name,
+                                       "> a `static constexpr std::string_view torch_source` (vpdarts/torch_export.hpp)"));
+      }
+    });
+  }
+  return out;
+}
+
+/// Writes model `m` as a PyTorch module into `dir` (created when missing): vpdarts_model.py,
+/// config.json and model.safetensors, each atomically; see the file's comment.
+/// @throws config_error for an operator without a PyTorch form (nothing is written then);
+/// io_error when the folder or a file cannot be written; value_error for a non-finite weight.
+template <Scalar S, OpList Ops>
+void export_torch(trained_model<S, Ops>& m, const std::filesystem::path& dir) {
+  const std::string module = torch_export_module(m);  // refuses before anything is written
+  const std::string config = torch_export_config(m).dump(2) + "\n";
+  std::error_code ec;
+  if (std::filesystem::exists(dir, ec) && !std::filesystem::is_directory(dir, ec))
+    throw io_error(detail::cat("export_torch: '", dir.string(), "' exists and is not a folder"));
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw io_error(detail::cat("export_torch: cannot create the folder '", dir.string(), "': ", ec.message()));
+  io::atomic_group files;  // the three are replaced together, or none is
+  if (m.prompted) save_model(dir / "model.safetensors", *m.prompted, m.class_names, m.norm);
+  else save_model(dir / "model.safetensors", *m.probe, m.class_names, m.norm);
+  io::atomic_write(dir / "config.json", [&](std::ostream& o) { o << config; });
+  io::atomic_write(dir / "vpdarts_model.py", [&](std::ostream& o) { o << module; });
+  files.commit();
+}
+
+}  // namespace vpdarts
+// ---- end vpdarts/torch_export.hpp ----
 
 // ---- begin vpdarts/report/png.hpp ----
 /// @file png.hpp

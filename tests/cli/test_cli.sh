@@ -212,6 +212,14 @@ expect 0 "test accuracy" -- "$tool" eval --model run/op-concat/model.safetensors
 out=$("$tool" predict --model run/retrain/model.safetensors --top 2 run/alpha.png 2>&1)
 grep -qE '^run/alpha.png	(dots|rings|solid|grid|waves)	[01]\.[0-9]{4}	' <<<"$out" || fail "predict printed '$out'"
 
+# ---- export writes a PyTorch module (tests/python checks its logits against vpdarts')
+expect 0 "as a PyTorch module in torch-export" -- "$tool" export --model run/retrain/model.safetensors --to torch-export
+for f in vpdarts_model.py config.json model.safetensors; do [[ -s torch-export/$f ]] || fail "export wrote no torch-export/$f"; done
+[[ $(json torch-export/config.json '["genotype"]') == $(json run/genotype.json '["layers"]' | python3 -c "import ast,sys; print([l['op'] for l in ast.literal_eval(sys.stdin.read())])") ]] ||
+  fail "export's config.json has another genotype than the search's"
+expect 2 "--to DIR is required" -- "$tool" export --model run/retrain/model.safetensors
+expect 1 "does not exist" -- "$tool" export --model no-such.safetensors --to torch-none
+
 # ---- sample writes an image folder; predict reads the files back
 expect 0 "samples/dots/" -- "$tool" sample --out samples --count 6 --image 16
 [[ $(find samples -name '*.png' | wc -l) == 6 ]] || fail "sample wrote $(find samples -name '*.png' | wc -l) files, expected 6"

@@ -52,6 +52,35 @@ TEST_CASE("search is deterministic for a seed", "[search][loop]") {
   }
 }
 
+TEST_CASE("interrupt_scope stops a search between two steps; it resumes from its last epoch's checkpoint", "[search][resume]") {
+  auto data = tiny_data(24);
+  const vpdarts_test::temp_dir dir("vpdarts-interrupt-test");
+  auto o = quick();
+  o.epochs = 4;
+  vp::prompted_vit<float> straight(vp::vit<float>(tiny_vit(), 7), {.prompts = 2, .seed = 7});
+  const auto whole = vp::search(straight, data, o);
+  o.checkpoint = dir / "search.safetensors";
+  o.resume = true;
+  long polls = 0, epochs_seen = 0;
+  const long steps = (24 - vp::data::val_count(24, o.val_fraction, o.batch, "t")) / o.batch;
+  o.on_epoch = [&](long epoch, const vp::matrix<double>&, double, double) { epochs_seen = epoch; };
+  {
+    vp::prompted_vit<float> first(vp::vit<float>(tiny_vit(), 7), {.prompts = 2, .seed = 7});
+    // asked to stop in the middle of epoch 3: that step is the last one
+    vp::interrupt_scope stop([&] { return ++polls == 2 * steps + 1; });
+    CHECK_THROWS_WITH(vp::search(first, data, o), Catch::Contains("stopped at epoch 3 step 1 as asked"));
+  }
+  CHECK(polls == 2 * steps + 1);
+  CHECK(epochs_seen == 2);
+  CHECK_FALSE(vp::interrupt_scope::requested());  // the scope ended with its block
+  vp::prompted_vit<float> second(vp::vit<float>(tiny_vit(), 7), {.prompts = 2, .seed = 99});
+  const auto resumed = vp::search(second, data, o);
+  CHECK(resumed.resumed_from == 2);
+  CHECK(resumed.found.names() == whole.found.names());
+  CHECK((resumed.alpha_history.back() - whole.alpha_history.back()).norm() == 0);
+  CHECK(resumed.train_loss == whole.train_loss);
+}
+
 TEST_CASE("an interrupted search resumes from its checkpoint to the uninterrupted result", "[search][resume]") {
   auto data = tiny_data(24);
   const vpdarts_test::temp_dir dir("vpdarts-resume-test");

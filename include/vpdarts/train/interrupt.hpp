@@ -17,6 +17,7 @@
 /// alike, or the others wait in their next collective until its time limit.
 
 #include <functional>
+#include <string>
 #include <utility>
 
 #include "../detail/format.hpp"

@@ -93,6 +93,43 @@ vp::image_batch<float> images_from(py::array a, const vp::vit_config& c, const s
   return out;
 }
 
+/// The name of the capsules that own the datasets load_data returns.
+constexpr const char* dataset_capsule = "vpdarts.labelled_images";
+
+/// The dataset vpdarts owns behind `images` and `labels` when both are load_data's arrays, whole and
+/// unchanged in layout, with the same class names: then nothing is copied (null otherwise).
+const vp::data::labelled_images<float>* owned_dataset(const py::array& images, const py::array& labels,
+                                                      const std::vector<std::string>& class_names) {
+  for (const py::array* a : {&images, &labels})
+    if (!a->base() || !py::isinstance<py::capsule>(a->base())) return nullptr;
+  const auto c = py::reinterpret_borrow<py::capsule>(images.base());
+  if (c.name() == nullptr || std::strcmp(c.name(), dataset_capsule) != 0 || labels.base().ptr() != c.ptr()) return nullptr;
+  const auto* d = c.get_pointer<vp::data::labelled_images<float>>();
+  const auto& x = d->images;
+  const bool whole = images.data() == x.pixels.data() && images.ndim() == 4 && images.shape(0) == x.size() &&
+                     images.shape(1) == x.channels && images.shape(2) == x.height && images.shape(3) == x.width &&
+                     (images.flags() & py::array::c_style) && labels.data() == d->labels.data() && labels.ndim() == 1 &&
+                     labels.shape(0) == static_cast<py::ssize_t>(d->labels.size()) && d->class_names == class_names;
+  if (!whole) return nullptr;
+  // the arrays are writable: a value changed in place is checked as the copy path would
+  for (int y : d->labels)
+    if (y < 0 || y >= static_cast<int>(class_names.size())) return nullptr;
+  return x.pixels.allFinite() ? d : nullptr;
+}
+
+vp::data::labelled_images<float> dataset_from(py::array images, py::array labels, const std::vector<std::string>& class_names,
+                                              const vp::vit_config& c, const std::optional<vp::data::normalization>& norm,
+                                              const std::string& what);
+
+/// The dataset of the arrays: load_data's own (no copy) or, for any other arrays, a copy (`copy` holds it).
+const vp::data::labelled_images<float>& dataset_of(py::array images, py::array labels, const std::vector<std::string>& class_names,
+                                                   const vp::vit_config& c, const std::optional<vp::data::normalization>& norm,
+                                                   const std::string& what, std::optional<vp::data::labelled_images<float>>& copy) {
+  const auto* d = owned_dataset(images, labels, class_names);
+  if (d && d->images.channels == c.channels && d->images.height == c.image && d->images.width == c.image) return *d;
+  return copy.emplace(dataset_from(images, labels, class_names, c, norm, what));
+}
+
 /// A labelled set from arrays: labels are integers in [0, classes).
 vp::data::labelled_images<float> dataset_from(py::array images, py::array labels, const std::vector<std::string>& class_names,
                                               const vp::vit_config& c, const std::optional<vp::data::normalization>& norm,
@@ -164,7 +201,8 @@ py::dict search(backbone& b, py::array images, py::array labels, const std::vect
   common.add_to(f);
   parse_args(f, "search", args);
   const std::vector<double> grid = vpdarts_cli::prepare_search(s, common);
-  const auto train = dataset_from(images, labels, class_names, b.vit.config(), norm_from(normalization), "search");
+  std::optional<vp::data::labelled_images<float>> copy;
+  const auto& train = dataset_of(images, labels, class_names, b.vit.config(), norm_from(normalization), "search", copy);
   python_stop stop;
   if (!progress.is_none()) {
     s.on_epoch = [&](std::uint64_t seed, long epoch, const vp::matrix<double>& a, double tl, double vl) {
@@ -213,11 +251,13 @@ py::dict retrain(backbone& b, py::array images, py::array labels, const std::vec
   }
   const std::vector<double> grid = vpdarts_cli::prepare_retrain(s, common);
   const auto norm = norm_from(normalization);
-  const auto train = dataset_from(images, labels, class_names, b.vit.config(), norm, "retrain");
-  vp::data::labelled_images<float> test;
+  std::optional<vp::data::labelled_images<float>> copy, test_copy;
+  const auto& train = dataset_of(images, labels, class_names, b.vit.config(), norm, "retrain", copy);
   if (test_images.has_value() != test_labels.has_value())
     throw vp::value_error("retrain: give test_images and test_labels together");
-  if (test_images) test = dataset_from(*test_images, *test_labels, class_names, b.vit.config(), norm, "retrain (test)");
+  const vp::data::labelled_images<float> none;
+  const auto& test = test_images ? dataset_of(*test_images, *test_labels, class_names, b.vit.config(), norm, "retrain (test)", test_copy)
+                                 : none;
   const vp::data::normalization model_norm = norm ? *norm : vp::data::normalization{{0.0}, {1.0}};
   python_stop stop;
   const nlohmann::json m = stop.run([&] {
@@ -313,13 +353,17 @@ PYBIND11_MODULE(VPDARTS_PYTHON_MODULE_NAME, mod) {
       py::gil_scoped_release nogil;
       d = data.load(b.vit.config(), test);
     }
-    const auto& x = d.images;
-    py::array_t<float> images({x.size(), x.channels, x.height, x.width});
-    std::memcpy(images.mutable_data(), x.pixels.data(), static_cast<std::size_t>(x.pixels.size()) * sizeof(float));
-    py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(d.labels.size()));
-    std::memcpy(labels.mutable_data(), d.labels.data(), d.labels.size() * sizeof(std::int32_t));
+    // the arrays view the dataset's own storage (no copy); search and retrain given them back use the
+    // dataset itself (see owned_dataset)
+    auto* owned = new vp::data::labelled_images<float>(std::move(d));
+    py::capsule keep(owned, dataset_capsule, [](PyObject* c) {
+      delete static_cast<vp::data::labelled_images<float>*>(PyCapsule_GetPointer(c, dataset_capsule));
+    });
+    const auto& x = owned->images;
+    py::array_t<float> images({x.size(), x.channels, x.height, x.width}, x.pixels.data(), keep);
+    py::array_t<std::int32_t> labels(static_cast<py::ssize_t>(owned->labels.size()), owned->labels.data(), keep);
     const vp::data::normalization n = data.norm(b.vit.config());
-    return py::make_tuple(images, labels, d.class_names, py::make_tuple(n.mean, n.std));
+    return py::make_tuple(images, labels, owned->class_names, py::make_tuple(n.mean, n.std));
   });
 
   mod.def("search", &search);

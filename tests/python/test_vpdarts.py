@@ -66,6 +66,12 @@ def test_search_and_retrain_as_the_tool(backbone, train, tmp_path):
     assert found["genotype"] == json.loads((tmp_path / "cli" / "genotype.json").read_text())
     assert same_metrics(found["metrics"], cli_metrics)
     assert found["metrics"] == json.loads((tmp_path / "py" / "metrics.json").read_text())
+    # load_data's arrays view the dataset vpdarts holds (no copy); copies of them give the same search
+    assert not train.images.flags.owndata and not train.labels.flags.owndata
+    copied = vpdarts.search(backbone, train.images.copy(), train.labels.astype(np.int64), class_names=train.class_names,
+                            normalization=train.normalization, out=tmp_path / "copied", **SEARCH)
+    assert copied["genotype"] == found["genotype"]
+    np.testing.assert_array_equal(copied["alpha"], found["alpha"])
     layers = [l["op"] for l in found["genotype"]["layers"]]
     assert len(layers) == 3 and found["alpha"].shape == (3, 4)
     np.testing.assert_allclose(found["alpha"].sum(axis=1), 1, rtol=1e-12)

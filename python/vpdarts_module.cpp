@@ -13,6 +13,10 @@
 
 #include "../tools/vpdarts/commands.hpp"
 
+#ifdef VPDARTS_WITH_MPI
+#include <vpdarts/distributed.hpp>
+#endif
+
 namespace py = pybind11;
 namespace vp = vpdarts;
 using vpdarts_cli::flags;
@@ -301,11 +305,49 @@ struct model {
   }
 };
 
+#ifdef VPDARTS_WITH_MPI
+std::optional<vp::mpi::environment>& mpi_environment() {
+  static std::optional<vp::mpi::environment> env;
+  return env;
+}
+#endif
+
+/// The processes the next search or retraining is shared over: with `use` (None: when this Python was
+/// started by mpirun), every process of MPI_COMM_WORLD, MPI being started the first time; else this one.
+/// Returns (rank, size).
+py::tuple set_mpi(std::optional<bool> use) {
+#ifdef VPDARTS_WITH_MPI
+  const bool want = use.value_or(vp::mpi::launched());
+  if (want && !mpi_environment()) {
+    if (!vp::mpi::launched())
+      throw vp::config_error("mpi=True: this Python was not started by an MPI launcher (mpirun -np N python3 script.py)");
+    int argc = 0;
+    char** argv = nullptr;
+    mpi_environment().emplace(argc, argv);
+    py::module_::import("atexit").attr("register")(py::cpp_function([] {
+      vpdarts_cli::set_parallel(vp::data_parallel{}, 1);
+      mpi_environment().reset();
+    }));
+  }
+  if (want) vpdarts_cli::set_parallel(vp::mpi::world(), vp::mpi::local_size());
+  else vpdarts_cli::set_parallel(vp::data_parallel{}, 1);
+#else
+  if (use.value_or(false))
+    throw vp::config_error("mpi=True: this vpdarts module was built without MPI (cmake -DVPDARTS_MPI=ON, needs libopenmpi-dev)");
+#endif
+  return py::make_tuple(vpdarts_cli::parallel().rank(), vpdarts_cli::parallel().size());
+}
+
 }  // namespace
 
 PYBIND11_MODULE(VPDARTS_PYTHON_MODULE_NAME, mod) {
   mod.doc() = "vpdarts' native part; use the vpdarts package (import vpdarts).";
   mod.attr("version") = vp::version_string;
+#ifdef VPDARTS_WITH_MPI
+  mod.attr("has_mpi") = true;
+#else
+  mod.attr("has_mpi") = false;
+#endif
 
   py::register_exception_translator([](std::exception_ptr p) {
     try {
@@ -366,6 +408,7 @@ PYBIND11_MODULE(VPDARTS_PYTHON_MODULE_NAME, mod) {
     return py::make_tuple(images, labels, owned->class_names, py::make_tuple(n.mean, n.std));
   });
 
+  mod.def("set_mpi", &set_mpi);
   mod.def("search", &search);
   mod.def("retrain", &retrain);
 

@@ -136,13 +136,22 @@ def load_data(backbone, test=False, **options):
     return Dataset(images, labels, names, norm)
 
 
-def search(backbone, images, labels=None, *, class_names=None, normalization=None, progress=None, **options):
+def _processes(mpi):
+    if mpi is not None and not isinstance(mpi, bool):
+        raise TypeError("mpi is None (MPI_COMM_WORLD when started by mpirun), True or False")
+    return _vpdarts.set_mpi(mpi)
+
+
+def search(backbone, images, labels=None, *, class_names=None, normalization=None, progress=None, mpi=None, **options):
     """The DARTS search of one fusion operator per layer on `images` (N, C, H, W) and `labels` (or a
     Dataset), with the tool's search flags as options (out, epochs, runs, seed, w_lr, order, resume,
     threads, precision, quiet, ...). progress: None shows the tool's progress bar, False nothing, a
     callable is called after every epoch with a dict (seed, epoch, epochs, alpha, train_loss, val_loss).
+    mpi: None shares every batch over the processes of MPI_COMM_WORLD when Python was started by mpirun
+    (`mpirun -np N python3 script.py`), as the tool does; False runs this process alone.
     Returns a dict: genotype (the genotype.json object: its "layers" name one operator per layer),
     alpha (softmax(alpha), layers x operators), metrics (metrics.json) and out (the folder written)."""
+    _processes(mpi)
     images, labels, names, norm = _dataset(images, labels, class_names, normalization, "search")
     args = _args(options)
     if progress is False:
@@ -154,13 +163,14 @@ def search(backbone, images, labels=None, *, class_names=None, normalization=Non
 
 
 def retrain(backbone, images, labels=None, *, test_images=None, test_labels=None, test=None, genotype=None,
-            class_names=None, normalization=None, progress=None, **options):
+            class_names=None, normalization=None, progress=None, mpi=None, **options):
     """Trains the derived model of `genotype` (a search's result["genotype"], a genotype.json path, or a
     list of operator names, one per layer), or with op="add" one operator everywhere, or with
     linear_probe=True a linear head, on the images (or a Dataset); tests it on test_images/test_labels
     (or test=Dataset) when given. Options: the tool's retrain flags (out, epochs, lr, lr_grid, prompts,
     seed, threads, ...); progress=False shows no progress bar. Writes out/model.safetensors and
-    out/metrics.json; returns a dict with metrics, model (the model file's path) and out."""
+    out/metrics.json; returns a dict with metrics, model (the model file's path) and out. mpi: as search's."""
+    _processes(mpi)
     if progress is False:
         options["quiet"] = True
     elif progress is not None:

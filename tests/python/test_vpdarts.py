@@ -3,6 +3,7 @@ PYTHONPATH at the build tree's package, VPDARTS_TOOL the vpdarts program and VPD
 test fixtures. Small models on timm-named fixture backbones: the whole file runs in about a minute."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,6 +199,31 @@ def test_interrupt_and_resume(backbone, train, tmp_path):
 
     with pytest.raises(Stop, match="from the callback"):
         vpdarts.search(backbone, train, out=tmp_path / "cb", progress=fails, **options)
+
+
+@pytest.mark.skipif(not vpdarts._vpdarts.has_mpi or not shutil.which("mpirun"), reason="a module built without MPI")
+def test_mpirun_shares_a_search(backbone, train, tmp_path):
+    """mpirun -np 2 python3: every batch shared over the two processes, the single-process genotype."""
+    script = tmp_path / "search.py"
+    script.write_text(
+        "import json, sys, vpdarts\n"
+        f"bb = vpdarts.load_backbone({str(PLAIN)!r}, image=32, heads=2, quiet=True)\n"
+        f"data = vpdarts.load_data(bb, **{DATA!r})\n"
+        f"r = vpdarts.search(bb, data, out={str(tmp_path / 'mpi')!r}, **{SEARCH!r})\n"
+        "json.dump({'genotype': r['genotype'], 'alpha': r['alpha'].tolist(), 'processes': r['metrics']['processes']},\n"
+        f"          open({str(tmp_path)!r} + '/out-%d.json' % vpdarts._vpdarts.set_mpi(None)[0], 'w'))\n")
+    subprocess.run(["mpirun", "--oversubscribe", "--allow-run-as-root", "--bind-to", "none", "-np", "2", sys.executable,
+                    str(script)], check=True, capture_output=True, timeout=300)
+    alone = vpdarts.search(backbone, train, out=tmp_path / "alone", mpi=False, **SEARCH)
+    for rank in (0, 1):
+        got = json.loads((tmp_path / f"out-{rank}.json").read_text())
+        # the same operators; the weights to float rounding (a batch's gradient is summed in two parts)
+        assert got["processes"] == 2
+        assert [l["op"] for l in got["genotype"]["layers"]] == [l["op"] for l in alone["genotype"]["layers"]]
+        np.testing.assert_allclose(got["alpha"], alone["alpha"], rtol=0, atol=1e-5)
+    assert (tmp_path / "mpi" / "genotype.json").exists()
+    with pytest.raises(ValueError, match="not started by an MPI launcher"):
+        vpdarts.search(backbone, train, out=tmp_path / "x", mpi=True, **SEARCH)
 
 
 # ---- the export to PyTorch

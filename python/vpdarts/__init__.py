@@ -36,8 +36,9 @@ def _cpu_runs_x86_64_v3():
     return False
 
 
-# the native part: its x86-64-v3 build where the CPU runs it (VPDARTS_PORTABLE=1: the portable one)
-if _os.environ.get("VPDARTS_PORTABLE", "") in ("", "0") and _cpu_runs_x86_64_v3():
+# the native part: its x86-64-v3 build where the CPU runs it (VPDARTS_DISPATCH=off: the portable one,
+# as for the tool)
+if _os.environ.get("VPDARTS_DISPATCH", "") != "off" and _cpu_runs_x86_64_v3():
     try:
         from . import _vpdarts_x86_64_v3 as _vpdarts
     except ImportError:

@@ -171,6 +171,21 @@ def test_file_problems_raise_os_error(backbone, train, tmp_path):
         vpdarts.retrain(backbone, train, run=tmp_path / "nothing", quiet=True)
 
 
+def test_the_gil_is_released_while_vpdarts_computes(backbone, train, tmp_path):
+    import threading
+    import time
+
+    worker = threading.Thread(target=lambda: vpdarts.search(backbone, train, out=tmp_path / "t", **dict(SEARCH, epochs=8)))
+    ticks, start = 0, time.perf_counter()
+    worker.start()
+    while worker.is_alive():
+        ticks += 1
+        time.sleep(0.001)
+    seconds = time.perf_counter() - start
+    # Python ran alongside: about one tick per millisecond of the search (a held GIL allows a few per step)
+    assert ticks > 0.25 * seconds * 1000, (ticks, seconds)
+
+
 def test_interrupt_and_resume(backbone, train, tmp_path):
     seen = []
 
@@ -264,7 +279,7 @@ def test_export_torch_logits(name, image, genotype, tmp_path):
     with torch.no_grad():
         got = exported(torch.from_numpy(data.images)).numpy()
     want = model.predict(data.images)
-    assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max()), np.abs(got - want).max()
+    assert np.abs(got - want).max() <= 1e-5, np.abs(got - want).max()  # 2e-7 to 1.7e-6 seen, logits up to 3.8
     names = set(exported.state_dict())
     assert "blocks.0.attn.qkv.weight" in names and "patch_embed.proj.weight" in names
     if genotype:

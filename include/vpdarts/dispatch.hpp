@@ -1,19 +1,22 @@
 #pragma once
 /// \file
-/// Run-time choice between a portable build of a program and one compiled for
-/// x86-64-v3 (AVX2 + FMA).
+/// Run-time choice between a portable build of a program and ones compiled for
+/// x86-64-v3 (AVX2 + FMA) and x86-64-v4 (AVX-512).
 ///
 /// vpdarts is header-only, so the instruction set is the one the user's program
 /// is compiled for. Eigen's GEMM kernels with AVX2 + FMA run about twice as fast
 /// as the SSE2 ones of a default x86-64 build, but a program compiled with
 /// `-march=x86-64-v3` dies with SIGILL on an older CPU. The CMake function
 /// `vpdarts_add_dispatched_executable(name sources...)` therefore builds the
-/// program twice: `name` (portable) and `name-x86-64-v3`, installed side by
-/// side. The portable one calls `exec_best_variant(argv)` first thing in
-/// `main`; on a CPU with x86-64-v3 it replaces itself with its sibling.
+/// program three times: `name` (portable), `name-x86-64-v3` and `name-x86-64-v4`
+/// (AVX-512: the element-wise passes, LayerNorm, softmax, GELU and the bf16
+/// rounding in 16-float vectors), installed side by side. The portable one
+/// calls `exec_best_variant(argv)` first thing in `main`; it replaces itself
+/// with the highest sibling the CPU runs.
 ///
 /// Set the environment variable `VPDARTS_DISPATCH=off` to keep the portable
-/// build (for example to compare the two).
+/// build, `VPDARTS_DISPATCH=v3` to go no higher than x86-64-v3 (for example to
+/// compare them).
 
 #include <algorithm>
 #include <chrono>
@@ -34,10 +37,13 @@
 namespace vpdarts {
 
 /// The instruction-set level this translation unit was compiled for:
-/// "x86-64-v3" when AVX2 and FMA are enabled at compile time, "x86-64-v2" with
-/// SSE4.2, "native/other" for any other target, else "x86-64".
+/// "x86-64-v4" when AVX-512 F, BW, CD, DQ and VL are enabled at compile time,
+/// "x86-64-v3" with AVX2 and FMA, "x86-64-v2" with SSE4.2, "native/other" for
+/// any other target, else "x86-64".
 inline constexpr std::string_view compiled_isa() noexcept {
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512CD__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
+  return "x86-64-v4";
+#elif defined(__AVX2__) && defined(__FMA__)
   return "x86-64-v3";
 #elif defined(__SSE4_2__)
   return "x86-64-v2";
@@ -64,24 +70,43 @@ inline bool cpu_supports_x86_64_v3() noexcept {
 #endif
 }
 
-/// If this program was compiled for plain x86-64, the CPU supports x86-64-v3,
-/// `VPDARTS_DISPATCH` is not "off", and an executable named
-/// `<this program>-x86-64-v3` sits next to it, replace the process with that
-/// program, passing `argv` unchanged. Otherwise, or when the exec fails, return
-/// and let the caller go on with the portable build. Never throws.
+/// True when the CPU this process runs on supports x86-64-v4 (x86-64-v3 and
+/// AVX-512 F, BW, CD, DQ, VL). Always false off x86-64.
+inline bool cpu_supports_x86_64_v4() noexcept {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  return cpu_supports_x86_64_v3() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+#else
+  return false;
+#endif
+}
+
+/// If this program was compiled for plain x86-64, `VPDARTS_DISPATCH` is not
+/// "off", and an executable named `<this program>-x86-64-v4` (when the CPU
+/// supports x86-64-v4) or `<this program>-x86-64-v3` (when it supports
+/// x86-64-v3) sits next to it, replace the process with the highest of them,
+/// passing `argv` unchanged. Otherwise, or when the exec fails, return and let
+/// the caller go on with the portable build. Never throws.
 ///
 /// Call it first thing in `main`: `vpdarts::exec_best_variant(argv);`.
 inline void exec_best_variant(char** argv) noexcept {
 #if defined(__linux__) && defined(__x86_64__) && !(defined(__AVX2__) && defined(__FMA__))
-  if (const char* env = std::getenv("VPDARTS_DISPATCH"); env != nullptr && std::string_view(env) == "off") return;
-  if (!cpu_supports_x86_64_v3()) return;
+  const char* env = std::getenv("VPDARTS_DISPATCH");
+  const std::string_view choice = env != nullptr ? env : "";
+  if (choice == "off" || !cpu_supports_x86_64_v3()) return;
   char self[4096];
   const ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
   if (n <= 0) return;
-  std::string sibling(self, static_cast<std::size_t>(n));
-  sibling += "-x86-64-v3";
-  if (::access(sibling.c_str(), X_OK) != 0) return;
-  ::execv(sibling.c_str(), argv);  // returns only on failure: keep the portable build
+  const std::string me(self, static_cast<std::size_t>(n));
+  const struct {
+    const char* suffix;
+    bool runs;
+  } levels[] = {{"-x86-64-v4", choice != "v3" && cpu_supports_x86_64_v4()}, {"-x86-64-v3", true}};
+  for (const auto& level : levels) {
+    const std::string sibling = me + level.suffix;
+    if (level.runs && ::access(sibling.c_str(), X_OK) == 0) ::execv(sibling.c_str(), argv);  // returns only on failure
+  }
 #else
   (void)argv;
 #endif

@@ -24,30 +24,39 @@ from collections import namedtuple as _namedtuple
 import numpy as _np
 
 
-def _cpu_runs_x86_64_v3():
-    """True when this CPU has AVX, AVX2, BMI1, BMI2 and FMA (the faster native part runs here)."""
+def _cpu_flags():
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return {"avx", "avx2", "bmi1", "bmi2", "fma"} <= set(line.split(":", 1)[1].split())
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return set()
 
 
-# the native part: its x86-64-v3 build where the CPU runs it (VPDARTS_DISPATCH=off: the portable one,
-# as for the tool)
-if _os.environ.get("VPDARTS_DISPATCH", "") != "off" and _cpu_runs_x86_64_v3():
-    try:
-        from . import _vpdarts_x86_64_v3 as _vpdarts
-    except ImportError:
-        from . import _vpdarts
-else:
-    from . import _vpdarts
+def _native_part():
+    """The fastest build of the native part this CPU runs: x86-64-v4 (AVX-512), x86-64-v3 (AVX2, FMA) or
+    the portable one. VPDARTS_DISPATCH=off keeps the portable one and =v3 goes no higher, as for the tool."""
+    import importlib
 
-__version__ = _vpdarts.version
-__all__ = ["Backbone", "Dataset", "Model", "load_backbone", "load_data", "search", "retrain", "load_model"]
+    choice = _os.environ.get("VPDARTS_DISPATCH", "")
+    flags = _cpu_flags()
+    v3 = {"avx", "avx2", "bmi1", "bmi2", "fma"} <= flags
+    v4 = v3 and {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"} <= flags
+    names = []
+    if choice != "off":
+        names += ["_vpdarts_x86_64_v4"] if v4 and choice != "v3" else []
+        names += ["_vpdarts_x86_64_v3"] if v3 else []
+    for name in names:
+        try:
+            return importlib.import_module("." + name, __name__)
+        except ImportError:
+            pass
+    return importlib.import_module("._vpdarts", __name__)
+
+
+_vpdarts = _native_part()
 
 Backbone = _vpdarts.Backbone
 Model = _vpdarts.Model

@@ -64,9 +64,14 @@ expect 2 "is not JSON" -- "$tool" search --config broken.json
 expect 0 "--alpha-lr" -- "$tool" search --help
 expect 0 "--linear-probe" -- "$tool" retrain --help
 
-# ---- run-time dispatch: the portable build re-executes its x86-64-v3 sibling when the CPU has AVX2 + FMA
+# ---- run-time dispatch: the portable build re-executes its highest sibling the CPU runs: x86-64-v4 with
+# AVX-512 (F, BW, CD, DQ, VL), x86-64-v3 with AVX2 + FMA; VPDARTS_DISPATCH=off keeps it, =v3 caps at v3
+has() { for f in "$@"; do grep -qw "$f" /proc/cpuinfo || return 1; done; }
 expect 0 "compiled for x86-64)" -- env VPDARTS_DISPATCH=off "$tool" --version
-if [[ -x $tool-x86-64-v3 ]] && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && grep -qw bmi2 /proc/cpuinfo; then
+if [[ -x $tool-x86-64-v4 ]] && has avx2 fma bmi2 avx512f avx512bw avx512cd avx512dq avx512vl; then
+  expect 0 "compiled for x86-64-v4" -- "$tool" --version
+  expect 0 "compiled for x86-64-v3" -- env VPDARTS_DISPATCH=v3 "$tool" --version
+elif [[ -x $tool-x86-64-v3 ]] && has avx2 fma bmi2; then
   expect 0 "compiled for x86-64-v3" -- "$tool" --version
 else
   expect 0 "compiled for x86-64)" -- "$tool" --version

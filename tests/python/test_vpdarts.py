@@ -235,7 +235,7 @@ def test_mpirun_shares_a_search(backbone, train, tmp_path):
         # the same operators; the weights to float rounding (a batch's gradient is summed in two parts)
         assert got["processes"] == 2
         assert [l["op"] for l in got["genotype"]["layers"]] == [l["op"] for l in alone["genotype"]["layers"]]
-        np.testing.assert_allclose(got["alpha"], alone["alpha"], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got["alpha"], alone["alpha"], rtol=0, atol=1e-4)  # 1.4e-5 seen on AVX-512
     assert (tmp_path / "mpi" / "genotype.json").exists()
     with pytest.raises(ValueError, match="not started by an MPI launcher"):
         vpdarts.search(backbone, train, out=tmp_path / "x", mpi=True, **SEARCH)

@@ -123,7 +123,12 @@ def _dataset(images, labels, class_names, normalization, who):
     images = _np.asarray(images)
     labels = _np.asarray(labels)
     if class_names is None:
-        top = int(labels.max()) + 1 if labels.size and labels.dtype.kind in "iu" else 0
+        top = 0
+        if labels.size and labels.dtype.kind in "iu":
+            if labels.min() < 0:
+                i = int(_np.argmin(labels.reshape(-1)))
+                raise ValueError(f"{who} labels: label {labels.reshape(-1)[i]} of image {i} is negative (labels are 0, 1, ...)")
+            top = int(labels.max()) + 1
         class_names = [str(k) for k in range(top)]
     return images, labels, [str(c) for c in class_names], _normalization(normalization)
 

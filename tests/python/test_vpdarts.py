@@ -130,6 +130,8 @@ def test_bad_values_raise_value_error(backbone, train, tmp_path):
         vpdarts.search(backbone, x, y[:-1], **out)
     with pytest.raises(ValueError, match="label 7 of image 0 is not in 0..2"):
         vpdarts.search(backbone, x, np.r_[7, y[1:]], class_names=["a", "b", "c"], **out)
+    with pytest.raises(ValueError, match="label -1 of image 0 is negative"):
+        vpdarts.search(backbone, x, np.r_[-1, y[1:]], **out)
     nan = x.copy()
     nan[5, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="image 5 holds NaN or Inf"):

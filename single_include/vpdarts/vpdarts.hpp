@@ -8742,11 +8742,39 @@ class mixed_op {
 #include <vector>
 
 
+// ---- begin vpdarts/train/trainable.hpp ----
+/// @file trainable.hpp
+/// What the training loops need of a model: the Trainable concept, which
+/// prompted_vit (search/prompted_vit.hpp) meets, so that retraining, evaluation
+/// and the lr grid (train/) do not depend on the search's model, and a model of
+/// a user's own trains with them.
+
+#include <concepts>
+#include <vector>
+
+
 namespace vpdarts {
 
 /// Which parameter groups a forward pass records gradients for (a DARTS step
 /// needs only one group at a time; the other costs no gradient work).
 enum class grad_target : unsigned { none = 0, weights = 1, alpha = 2, all = 3 };
+
+/// A model train(), evaluate() and choose_w_lr() can train: logits recording gradients for a group,
+/// its trainable weights w (and their SGD groups with per-operator and head lr multipliers), its
+/// backbone's shape and its count of trainable values.
+template <class M, class S>
+concept Trainable = Scalar<S> && requires(M& m, tape<S>& t, const image_batch<S>& x, const std::vector<double>& mult) {
+  { m.logits(t, x, grad_target::weights) } -> std::same_as<var<S>>;
+  { m.weights() } -> std::same_as<std::vector<parameter<S>*>>;
+  { m.weight_groups(mult, 1.0) } -> std::same_as<std::vector<optim::param_group<S>>>;
+  { m.config() } -> std::convertible_to<const vit_config&>;
+  { m.trainable_params() } -> std::convertible_to<index>;
+};
+
+}  // namespace vpdarts
+// ---- end vpdarts/train/trainable.hpp ----
+
+namespace vpdarts {
 
 /// How a prompted model is built.
 struct prompt_options {
@@ -8964,6 +8992,9 @@ class prompted_vit {
   std::vector<mixed_op<S, Ops>> layers_;
   parameter<S> alpha_;
 };
+
+// what the training loops (train/) take of it
+static_assert(Trainable<prompted_vit<float, default_ops>, float> && Trainable<prompted_vit<double, default_ops>, double>);
 
 }  // namespace vpdarts
 // ---- end vpdarts/search/prompted_vit.hpp ----
@@ -9634,7 +9665,8 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
 // ---- begin vpdarts/train/retrain.hpp ----
 /// @file retrain.hpp
 /// Retraining a prompted model (the derived model of a genotype, from fresh
-/// operator parameters, or one operator at every layer) and evaluating it.
+/// operator parameters, or one operator at every layer) and evaluating it;
+/// any Trainable model (train/trainable.hpp) trains the same way.
 
 #include <random>
 #include <vector>
@@ -9661,8 +9693,8 @@ struct train_options {
 /// is the single-process one (the same global batch).
 /// @throws config_error for a batch larger than the data or smaller than the processes, no epoch, or a bad
 /// optimiser setting; value_error for a NaN or Inf loss (naming the epoch and step).
-template <Scalar S, OpList Ops>
-double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const train_options& o,
+template <Scalar S, Trainable<S> M>
+double train(M& model, const data::labelled_images<S>& data, const train_options& o,
              const gradient_hook<S>& hook = {}) {
   o.w.validate("train");
   o.parallel.require_batch(o.batch, "train");
@@ -9713,8 +9745,8 @@ double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, 
 /// Top-1 accuracy of a prompted model on `data`, in batches, no gradient
 /// recorded; with `parallel` over several processes each evaluates its share
 /// of the images and the counts are summed.
-template <Scalar S, OpList Ops>
-double evaluate(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, index batch = 64,
+template <Scalar S, Trainable<S> M>
+double evaluate(M& model, const data::labelled_images<S>& data, index batch = 64,
                 const data_parallel& parallel = {}) {
   return top1_accuracy(
       data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x, grad_target::none); }, parallel);
@@ -9809,8 +9841,8 @@ lr_grid_result run_lr_grid(const data::labelled_images<S>& data, const lr_grid_o
 /// lr scores 0. Returns the grid's results and the best lr; the model is unchanged.
 /// Works for the search model and for derived models alike.
 /// @throws config_error for an empty grid, a non-positive lr, no epoch, or a batch larger than a split.
-template <Scalar S, OpList Ops>
-lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const lr_grid_options& o) {
+template <Scalar S, Trainable<S> M>
+lr_grid_result choose_w_lr(M& model, const data::labelled_images<S>& data, const lr_grid_options& o) {
   values_kept<S> start(model.weights());  // every lr starts from here, and the model ends here
   return detail::run_lr_grid(data, o, "choose_w_lr", [&](const auto& train_set, const auto& val_set, double lr) {
     train_options t{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false,

@@ -31,14 +31,11 @@
 #include "../io/checkpoint.hpp"
 #include "../io/metadata_keys.hpp"
 #include "../optim/sgd.hpp"
+#include "../train/trainable.hpp"
 #include "../vit/vit.hpp"
 #include "genotype.hpp"
 
 namespace vpdarts {
-
-/// Which parameter groups a forward pass records gradients for (a DARTS step
-/// needs only one group at a time; the other costs no gradient work).
-enum class grad_target : unsigned { none = 0, weights = 1, alpha = 2, all = 3 };
 
 /// How a prompted model is built.
 struct prompt_options {
@@ -256,5 +253,8 @@ class prompted_vit {
   std::vector<mixed_op<S, Ops>> layers_;
   parameter<S> alpha_;
 };
+
+// what the training loops (train/) take of it
+static_assert(Trainable<prompted_vit<float, default_ops>, float> && Trainable<prompted_vit<double, default_ops>, double>);
 
 }  // namespace vpdarts

@@ -88,8 +88,8 @@ lr_grid_result run_lr_grid(const data::labelled_images<S>& data, const lr_grid_o
 /// lr scores 0. Returns the grid's results and the best lr; the model is unchanged.
 /// Works for the search model and for derived models alike.
 /// @throws config_error for an empty grid, a non-positive lr, no epoch, or a batch larger than a split.
-template <Scalar S, OpList Ops>
-lr_grid_result choose_w_lr(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const lr_grid_options& o) {
+template <Scalar S, Trainable<S> M>
+lr_grid_result choose_w_lr(M& model, const data::labelled_images<S>& data, const lr_grid_options& o) {
   values_kept<S> start(model.weights());  // every lr starts from here, and the model ends here
   return detail::run_lr_grid(data, o, "choose_w_lr", [&](const auto& train_set, const auto& val_set, double lr) {
     train_options t{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false,

@@ -1,7 +1,8 @@
 #pragma once
 /// @file retrain.hpp
 /// Retraining a prompted model (the derived model of a genotype, from fresh
-/// operator parameters, or one operator at every layer) and evaluating it.
+/// operator parameters, or one operator at every layer) and evaluating it;
+/// any Trainable model (train/trainable.hpp) trains the same way.
 
 #include <random>
 #include <vector>
@@ -9,9 +10,9 @@
 #include "../data/labelled_images.hpp"
 #include "../data/transforms.hpp"
 #include "../precision.hpp"
-#include "../search/prompted_vit.hpp"
 #include "accuracy.hpp"
 #include "loop.hpp"
+#include "trainable.hpp"
 
 namespace vpdarts {
 
@@ -34,8 +35,8 @@ struct train_options {
 /// is the single-process one (the same global batch).
 /// @throws config_error for a batch larger than the data or smaller than the processes, no epoch, or a bad
 /// optimiser setting; value_error for a NaN or Inf loss (naming the epoch and step).
-template <Scalar S, OpList Ops>
-double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, const train_options& o,
+template <Scalar S, Trainable<S> M>
+double train(M& model, const data::labelled_images<S>& data, const train_options& o,
              const gradient_hook<S>& hook = {}) {
   o.w.validate("train");
   o.parallel.require_batch(o.batch, "train");
@@ -86,8 +87,8 @@ double train(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, 
 /// Top-1 accuracy of a prompted model on `data`, in batches, no gradient
 /// recorded; with `parallel` over several processes each evaluates its share
 /// of the images and the counts are summed.
-template <Scalar S, OpList Ops>
-double evaluate(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, index batch = 64,
+template <Scalar S, Trainable<S> M>
+double evaluate(M& model, const data::labelled_images<S>& data, index batch = 64,
                 const data_parallel& parallel = {}) {
   return top1_accuracy(
       data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x, grad_target::none); }, parallel);

@@ -50,6 +50,13 @@ py::dict config_dict(const vp::vit_config& c) {
 
 py::object to_python(const nlohmann::json& j) { return py::module_::import("json").attr("loads")(j.dump()); }
 
+/// A row-major matrix (softmax(alpha)) as a NumPy array of its shape.
+py::array_t<double> to_numpy(const vp::matrix<double>& a) {
+  py::array_t<double> out({a.rows(), a.cols()});
+  std::memcpy(out.mutable_data(), a.data(), static_cast<std::size_t>(a.size()) * sizeof(double));
+  return out;
+}
+
 /// Images (N, C, H, W) for a model of `c`: float32 (or float64, converted) as given, or uint8 divided by
 /// 255 and normalised as `norm` says. One copy into vpdarts' storage; C-contiguous float32 is copied
 /// whole, row by row, without any temporary.
@@ -76,8 +83,7 @@ vp::image_batch<float> images_from(py::array a, const vp::vit_config& c, const s
     const vp::index plane = c.image * c.image;
     for (vp::index i = 0; i < n; ++i)
       for (vp::index ch = 0; ch < c.channels; ++ch) {
-        const double m = norm->mean.size() == 1 ? norm->mean[0] : norm->mean[static_cast<std::size_t>(ch)];
-        const double s = norm->std.size() == 1 ? norm->std[0] : norm->std[static_cast<std::size_t>(ch)];
+        const auto [m, s] = norm->channel(static_cast<std::size_t>(ch));
         float* dst = out.pixels.row(i).data() + ch * plane;
         const std::uint8_t* p = src + i * pixels + ch * plane;
         for (vp::index k = 0; k < plane; ++k) dst[k] = static_cast<float>((p[k] / 255.0 - m) / s);
@@ -213,10 +219,8 @@ py::dict search(backbone& b, py::array images, py::array labels, const std::vect
       if (stop.pending) return;
       py::gil_scoped_acquire gil;
       try {
-        py::array_t<double> alpha({a.rows(), a.cols()});
-        std::memcpy(alpha.mutable_data(), a.data(), static_cast<std::size_t>(a.size()) * sizeof(double));  // row-major
         py::dict e;
-        e["seed"] = seed, e["epoch"] = epoch, e["epochs"] = s.o.epochs, e["alpha"] = alpha;
+        e["seed"] = seed, e["epoch"] = epoch, e["epochs"] = s.o.epochs, e["alpha"] = to_numpy(a);
         e["train_loss"] = tl, e["val_loss"] = vl;
         progress(e);
       } catch (py::error_already_set& err) {
@@ -226,11 +230,9 @@ py::dict search(backbone& b, py::array images, py::array labels, const std::vect
   }
   const vpdarts_cli::search_outcome r =
       stop.run([&] { return vpdarts_cli::run_search(s, grid, b.vit, train, b.path, "given by the caller"); });
-  py::array_t<double> alpha({r.alpha.rows(), r.alpha.cols()});
-  std::memcpy(alpha.mutable_data(), r.alpha.data(), static_cast<std::size_t>(r.alpha.size()) * sizeof(double));
   py::dict out;
   out["genotype"] = to_python(r.found.to_json());
-  out["alpha"] = alpha;
+  out["alpha"] = to_numpy(r.alpha);
   out["metrics"] = to_python(r.metrics);
   out["out"] = s.out;
   return out;

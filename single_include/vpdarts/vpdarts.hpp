@@ -4564,6 +4564,7 @@ labelled_images<S> make_synthetic(const synthetic_options& o) {
 #include <span>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <xtensor/xadapt.hpp>
@@ -4587,6 +4588,10 @@ struct normalization {
   /// ImageNet's RGB statistics (timm's default).
   static normalization imagenet() { return {{0.485, 0.456, 0.406}, {0.229, 0.224, 0.225}}; }
 
+  /// The mean and std of channel `ch` (one value serves every channel).
+  std::pair<double, double> channel(std::size_t ch) const {
+    return {mean[mean.size() == 1 ? 0 : ch], std[std.size() == 1 ? 0 : ch]};
+  }
   /// "mean0,mean1,...;std0,std1,..." (what a model file's metadata stores).
   std::string str() const {
     std::ostringstream s;
@@ -4704,7 +4709,7 @@ void to_row(const image& in, const normalization& norm, std::span<S> row) {
   if (row.size() != h * w * c)
     throw value_error(vpdarts::detail::cat("to_row: a ", h, "x", w, "x", c, " image into a row of ", row.size()));
   for (std::size_t ch = 0; ch < c; ++ch) {
-    const double m = norm.mean[norm.mean.size() == 1 ? 0 : ch], s = norm.std[norm.std.size() == 1 ? 0 : ch];
+    const auto [m, s] = norm.channel(ch);
     for (std::size_t y = 0; y < h; ++y)
       for (std::size_t x = 0; x < w; ++x)
         row[ch * h * w + y * w + x] = static_cast<S>((static_cast<double>(in(y, x, ch)) - m) / s);
@@ -8343,6 +8348,7 @@ pretrain_result pretrain(vit<S>& model, const data::labelled_images<S>& train, c
 /// linear head is trained on them (SGD with momentum, warm-up then cosine).
 
 #include <random>
+#include <limits>
 #include <vector>
 
 
@@ -8365,7 +8371,7 @@ struct probe_options {
 struct probe_result {
   double train_loss = 0;        ///< mean loss of the last epoch
   double train_accuracy = 0;    ///< on the whole training set after training
-  double test_accuracy = 0;     ///< top-1 on the test set
+  double test_accuracy = 0;     ///< top-1 on the test set (NaN when it was empty)
   index trainable_params = 0;   ///< the head's values
   double seconds = 0;           ///< wall-clock time, features included
 };
@@ -8399,6 +8405,7 @@ matrix<S> extract_features(vit<S>& model, const data::labelled_images<S>& data, 
 /// `hook` before the optimiser uses it. With o.parallel over several
 /// processes, each computes its share of the features and trains on its
 /// share of every batch (the single-process result).
+/// An empty `test` is no test: nothing is evaluated and test_accuracy is NaN.
 /// @throws config_error for fewer than two classes, test classes that differ, no epoch, or a batch larger
 /// than the data; value_error for a NaN or Inf loss.
 template <Scalar S>
@@ -8406,7 +8413,7 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
                           const probe_options& o = {}, const gradient_hook<S>& hook = {}) {
   if (train.classes() < 2)
     throw config_error(detail::cat("linear_probe: the training data has ", train.classes(), " class; at least two are needed"));
-  if (test.classes() != train.classes())
+  if (test.size() > 0 && test.classes() != train.classes())
     throw config_error(detail::cat("linear_probe: ", train.classes(), " training classes but ", test.classes(), " test classes"));
   if (o.batch <= 0 || o.batch > train.size())
     throw config_error(detail::cat("linear_probe: batch ", o.batch, " does not fit ", train.size(), " images"));
@@ -8458,7 +8465,7 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
     logits.rowwise() += backbone.head.bias.value().row(0);
     r.train_accuracy = static_cast<double>(count_correct(logits, train.labels)) / static_cast<double>(train.size());
   }
-  r.test_accuracy = accuracy(backbone, test, 64, dp);
+  r.test_accuracy = test.size() > 0 ? accuracy(backbone, test, 64, dp) : std::numeric_limits<double>::quiet_NaN();
   r.trainable_params = backbone.head.weight.size() + backbone.head.bias.size();
   r.seconds = lr.seconds;
   return r;

@@ -9,10 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import tempfile
+
 import numpy as np
 import pytest
 
-import vpdarts
+# never the user's home or cache: an empty home and vpdarts cache of this run's own (a backbone left
+# out of load_backbone would be pretrained and cached there, not in ~/.cache)
+HOME = Path(tempfile.mkdtemp(prefix="vpdarts-python-home-"))
+os.environ.update(HOME=str(HOME), XDG_CACHE_HOME=str(HOME / ".cache"), VPDARTS_CACHE=str(HOME / "vpdarts-cache"))
+
+import vpdarts  # noqa: E402
 
 FIXTURES = Path(os.environ["VPDARTS_FIXTURES"])
 TOOL = os.environ["VPDARTS_TOOL"]
@@ -315,3 +322,8 @@ def test_export_command_and_plain_import(backbone, train, tmp_path):
     (tmp_path / "plainfile").write_text("x")
     with pytest.raises(OSError, match="not a folder"):
         vpdarts.load_model(r["model"]).export_torch(tmp_path / "plainfile")
+
+
+def test_nothing_was_written_to_home():
+    """Last in the file: no test wrote to the (temporary) home folder."""
+    assert not any(HOME.iterdir()), sorted(p.name for p in HOME.iterdir())

@@ -211,6 +211,9 @@ TEST_CASE("the linear probe trains the head alone on frozen features", "[train][
   CHECK((m.blocks[0].attn.qkv.weight.value() - before).norm() == 0);  // the backbone did not move
   // the probe's head is the model's head: the model's accuracy is the probe's
   CHECK(vp::accuracy(m, test) == Approx(r.test_accuracy));
+  // no test set: nothing is evaluated
+  const vp::data::labelled_images<float> none;
+  CHECK(std::isnan(vp::linear_probe(m, train, none, {.epochs = 1, .batch = 10, .progress = false}).test_accuracy));
 
   CHECK_THROWS_WITH(vp::linear_probe(m, train.select(std::vector<vp::index>{0}), test, {.progress = false}),
                     Catch::Contains("batch 32"));

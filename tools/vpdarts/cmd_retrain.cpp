@@ -47,11 +47,10 @@ nlohmann::json run_retrain(retrain_settings& s, const std::vector<double>& grid,
   if (s.probe) {
     std::printf("retrain: linear probe on %s\n", vit.config().describe().c_str());
     choose_lr([&](const vp::lr_grid_options& o) { return vp::choose_probe_lr(vit, train, o); });
-    // with no test images the probe is scored on its training images, and test_accuracy stays null
-    const auto r = vp::linear_probe(vit, train, test.size() > 0 ? test : train,
+    const auto r = vp::linear_probe(vit, train, test,
                                     {.epochs = s.epochs, .batch = s.batch, .w = w, .seed = s.seed, .progress = !quiet,
                                      .parallel = parallel()});
-    accuracy = test.size() > 0 ? r.test_accuracy : std::nan("");
+    accuracy = r.test_accuracy;  // NaN without test images
     save = [&] { vp::save_model(dir / "model.safetensors", vit, train.class_names, norm); };
     seconds = elapsed();
     m = cost_metrics(r.trainable_params, 100.0 * static_cast<double>(r.trainable_params) / static_cast<double>(vit.backbone_size()),

@@ -14,6 +14,7 @@
 #include <span>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <xtensor/xadapt.hpp>
@@ -41,6 +42,10 @@ struct normalization {
   /// ImageNet's RGB statistics (timm's default).
   static normalization imagenet() { return {{0.485, 0.456, 0.406}, {0.229, 0.224, 0.225}}; }
 
+  /// The mean and std of channel `ch` (one value serves every channel).
+  std::pair<double, double> channel(std::size_t ch) const {
+    return {mean[mean.size() == 1 ? 0 : ch], std[std.size() == 1 ? 0 : ch]};
+  }
   /// "mean0,mean1,...;std0,std1,..." (what a model file's metadata stores).
   std::string str() const {
     std::ostringstream s;
@@ -158,7 +163,7 @@ void to_row(const image& in, const normalization& norm, std::span<S> row) {
   if (row.size() != h * w * c)
     throw value_error(vpdarts::detail::cat("to_row: a ", h, "x", w, "x", c, " image into a row of ", row.size()));
   for (std::size_t ch = 0; ch < c; ++ch) {
-    const double m = norm.mean[norm.mean.size() == 1 ? 0 : ch], s = norm.std[norm.std.size() == 1 ? 0 : ch];
+    const auto [m, s] = norm.channel(ch);
     for (std::size_t y = 0; y < h; ++y)
       for (std::size_t x = 0; x < w; ++x)
         row[ch * h * w + y * w + x] = static_cast<S>((static_cast<double>(in(y, x, ch)) - m) / s);

@@ -5,6 +5,7 @@
 /// linear head is trained on them (SGD with momentum, warm-up then cosine).
 
 #include <random>
+#include <limits>
 #include <vector>
 
 #include "../data/labelled_images.hpp"
@@ -33,7 +34,7 @@ struct probe_options {
 struct probe_result {
   double train_loss = 0;        ///< mean loss of the last epoch
   double train_accuracy = 0;    ///< on the whole training set after training
-  double test_accuracy = 0;     ///< top-1 on the test set
+  double test_accuracy = 0;     ///< top-1 on the test set (NaN when it was empty)
   index trainable_params = 0;   ///< the head's values
   double seconds = 0;           ///< wall-clock time, features included
 };
@@ -67,6 +68,7 @@ matrix<S> extract_features(vit<S>& model, const data::labelled_images<S>& data, 
 /// `hook` before the optimiser uses it. With o.parallel over several
 /// processes, each computes its share of the features and trains on its
 /// share of every batch (the single-process result).
+/// An empty `test` is no test: nothing is evaluated and test_accuracy is NaN.
 /// @throws config_error for fewer than two classes, test classes that differ, no epoch, or a batch larger
 /// than the data; value_error for a NaN or Inf loss.
 template <Scalar S>
@@ -74,7 +76,7 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
                           const probe_options& o = {}, const gradient_hook<S>& hook = {}) {
   if (train.classes() < 2)
     throw config_error(detail::cat("linear_probe: the training data has ", train.classes(), " class; at least two are needed"));
-  if (test.classes() != train.classes())
+  if (test.size() > 0 && test.classes() != train.classes())
     throw config_error(detail::cat("linear_probe: ", train.classes(), " training classes but ", test.classes(), " test classes"));
   if (o.batch <= 0 || o.batch > train.size())
     throw config_error(detail::cat("linear_probe: batch ", o.batch, " does not fit ", train.size(), " images"));
@@ -126,7 +128,7 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
     logits.rowwise() += backbone.head.bias.value().row(0);
     r.train_accuracy = static_cast<double>(count_correct(logits, train.labels)) / static_cast<double>(train.size());
   }
-  r.test_accuracy = accuracy(backbone, test, 64, dp);
+  r.test_accuracy = test.size() > 0 ? accuracy(backbone, test, 64, dp) : std::numeric_limits<double>::quiet_NaN();
   r.trainable_params = backbone.head.weight.size() + backbone.head.bias.size();
   r.seconds = lr.seconds;
   return r;

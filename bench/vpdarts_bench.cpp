@@ -136,8 +136,8 @@ void print_scaling(double rate_gflops) {
 }
 
 // The matmul roof: the best rate of a 2048 x 2048 x 2048 product, float32 on the GEMM in use (Eigen or
-// oneDNN, fp32_gemm_in_use) or bf16 on oneDNN.
-int print_roof(const std::string& precision) {
+// oneDNN, execution_config::fp32_engine) or bf16 on oneDNN.
+int print_roof(const std::string& precision, const vp::execution_config& e) {
   const vp::index n = 2048;
   vp::matrix<float> a = vp::matrix<float>::Random(n, n), b = vp::matrix<float>::Random(n, n), c(n, n);
   std::vector<std::uint16_t> a16(static_cast<std::size_t>(n * n)), b16(a16.size());
@@ -146,19 +146,20 @@ int print_roof(const std::string& precision) {
   double best = 1e30;
   for (int i = 0; i < 6; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    if (precision == "fp32" && vp::fp32_gemm_in_use() == vp::fp32_gemm::eigen) {
+    if (precision == "fp32" && e.fp32_engine() == vp::fp32_gemm::eigen) {
       c.noalias() = a * b.transpose();
     } else {
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-      if (precision == "fp32") vp::detail::onednn_matmuls::here().run_f32(n, n, n, a.data(), b.data(), true, c.data(), false);
-      else vp::detail::onednn_matmuls::here().run(n, n, n, a16.data(), b16.data(), true, c.data(), false);
+      auto& mm = vp::kernels::onednn::matmuls::here();
+      if (precision == "fp32") mm.run_f32(n, n, n, a.data(), b.data(), true, c.data(), false);
+      else mm.run(n, n, n, a16.data(), b16.data(), true, c.data(), false);
 #endif
     }
     best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   std::printf("ROOF precision=%s n=%ld gflops_per_s=%.1f%s\n", precision.c_str(), static_cast<long>(n),
               2.0 * static_cast<double>(n * n * n) / best / 1e9,
-              precision == "fp32" ? vp::text::cat(" gemm=", vp::to_string(vp::fp32_gemm_in_use())).c_str() : "");
+              precision == "fp32" ? vp::text::cat(" gemm=", vp::to_string(e.fp32_engine())).c_str() : "");
   return 0;
 }
 
@@ -205,6 +206,7 @@ int main(int argc, char** argv) {
   double scaling_rate = 0;
   bool profiling = false;
   vp::data_parallel dp;
+  vp::execution_config exec;
 #ifdef VPDARTS_WITH_MPI
   std::optional<vp::mpi::environment> mpi;
   if (vp::mpi::launched()) {
@@ -214,11 +216,11 @@ int main(int argc, char** argv) {
 #endif
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--recompute-mlp") == 0) {
-      vp::set_block_mlp_memory(vp::mlp_memory::recompute);
+      exec.mlp = vp::mlp_memory::recompute;
       continue;
     }
     if (std::strcmp(argv[i], "--recompute-qkv") == 0) {
-      vp::set_block_attention_memory(vp::attention_memory::recompute);
+      exec.attention = vp::attention_memory::recompute;
       continue;
     }
     if (std::strcmp(argv[i], "--profile") == 0) {
@@ -265,8 +267,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    vp::set_fp32_gemm(fp32_gemm == "eigen" ? vp::fp32_gemm::eigen
-                      : fp32_gemm == "onednn" ? vp::fp32_gemm::onednn : vp::fp32_gemm::automatic);
+    exec.fp32_products = fp32_gemm == "eigen"    ? vp::fp32_gemm::eigen
+                         : fp32_gemm == "onednn" ? vp::fp32_gemm::onednn
+                                                 : vp::fp32_gemm::automatic;
+    exec.check("vpdarts_bench");
   } catch (const vp::error& e) {
     std::fprintf(stderr, "vpdarts_bench: %s\n", e.what());
     return 2;
@@ -281,13 +285,13 @@ int main(int argc, char** argv) {
       return 2;
     }
     std::fprintf(stderr, "vpdarts_bench: bf16 on oneDNN's %s kernels\n", s.kernel.c_str());
-    vp::set_matmul_precision(vp::precision::bf16);
+    if (precision == "bf16") exec.products = vp::precision::bf16;
   }
-  if (!roof.empty()) return print_roof(roof);
+  if (!roof.empty()) return print_roof(roof, exec);
   std::fprintf(stderr, "vpdarts_bench: compiled for %s\n", std::string(vp::compiled_isa()).c_str());
   if (precision == "fp32")
-    std::fprintf(stderr, "vpdarts_bench: float32 products on %s%s\n", vp::to_string(vp::fp32_gemm_in_use()),
-                 vp::fp32_gemm_setting() == vp::fp32_gemm::automatic
+    std::fprintf(stderr, "vpdarts_bench: float32 products on %s%s\n", vp::to_string(exec.fp32_engine()),
+                 exec.fp32_products == vp::fp32_gemm::automatic
                      ? vp::text::cat(" (auto: ", vp::fp32_gemm_automatic().reason, ")").c_str() : "");
   const workload w = find_workload(workload_name);
   std::vector<long> batches = batch > 0 ? std::vector<long>{batch}
@@ -303,7 +307,7 @@ int main(int argc, char** argv) {
         for (long l = 0; l < w.config.depth; ++l) g.layers.push_back({op_names[static_cast<std::size_t>(l) % 4], {}});
         vp::prompted_vit<float> model(std::move(backbone), g, {.prompts = w.prompts, .seed = seed});
         const std::vector<vp::image_batch<float>> data{random_images(w.config, b, rng), random_images(w.config, b, rng)};
-        vp::tape<float> t;
+        vp::tape<float> t(exec);
         vp::no_grad<float> guard(t);
         for (long i = 0; i < warmup + steps; ++i) {
           if (i == warmup) vp::detail::set_profiling(profiling);  // the timed steps only
@@ -318,6 +322,7 @@ int main(int argc, char** argv) {
         vp::bilevel_options o;
         o.order = mode == "first" ? vp::darts_order::first : vp::darts_order::second;
         o.w.lr = 0.25 * static_cast<double>(b) / 256.0;  // the peer's BASE_LR, scaled by batch / 256
+        o.execution = exec;
         vp::bilevel_optimizer<float, vp::default_ops> d(model, o, {}, dp);
         std::vector<vp::image_batch<float>> x;
         std::vector<std::vector<int>> y;
@@ -360,9 +365,9 @@ int main(int argc, char** argv) {
                     "peak_rss_mb=%.0f precision=%s%s%s%s%s\n",
                     w.name.c_str(), mode.c_str(), b, median, images / median, gflops, gflops / median,
                     vp::report::peak_rss_mb(), precision.c_str(),
-                    precision == "fp32" && vp::fp32_gemm_in_use() == vp::fp32_gemm::onednn ? " fp32_gemm=onednn" : "",
-                    vp::block_mlp_memory() == vp::mlp_memory::recompute ? " mlp=recompute" : "",
-                    vp::block_attention_memory() == vp::attention_memory::recompute ? " qkv=recompute" : "",
+                    precision == "fp32" && exec.fp32_engine() == vp::fp32_gemm::onednn ? " fp32_gemm=onednn" : "",
+                    exec.mlp == vp::mlp_memory::recompute ? " mlp=recompute" : "",
+                    exec.attention == vp::attention_memory::recompute ? " qkv=recompute" : "",
                     dp.active() ? vp::text::cat(" processes=", dp.size(), " threads=", threads).c_str()
                                 : (auto_threads ? vp::text::cat(" threads=auto:", threads).c_str() : ""));
       std::fflush(stdout);

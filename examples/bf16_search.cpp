@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
     o.progress = false;
     vp::matrix<float> logits[2];
     for (vp::precision p : {vp::precision::fp32, vp::precision::bf16}) {
-      vp::precision_scope scope(p);  // the products of this search run in p
+      o.bilevel.execution.products = p;  // the products of this search run in p
       vp::prompted_vit<float> model(vp::vit<float>(c, 1), {.prompts = 4, .classes = 4, .seed = 1});
       const auto start = std::chrono::steady_clock::now();
       const vp::search_result r = vp::search(model, data, o);
@@ -43,9 +43,8 @@ int main(int argc, char** argv) {
       std::printf("%s: %.2f s, final search-train loss %.4f, genotype %s\n", vp::to_string(p), seconds,
                   r.train_loss.back(), r.found.str().c_str());
       // the same images through the searched supernet, for the comparison below
-      vp::tape<float> t;
+      vp::tape<float> t;  // float32 (the default configuration): both models read alike, only the search differs
       vp::no_grad<float> guard(t);
-      vp::precision_scope fp32(vp::precision::fp32);  // both models read in float32: only the search differs
       logits[p == vp::precision::bf16] = model.logits(t, data.images.select(std::vector<vp::index>{0, 1, 2, 3, 4, 5, 6, 7})).value();
     }
     std::printf("supernet logits after the search, bf16 vs fp32: relative difference %.2e\n",

@@ -31,16 +31,15 @@ int main(int argc, char** argv) {
     o.progress = false;
     vp::matrix<float> logits[2];
     for (vp::fp32_gemm g : {vp::fp32_gemm::eigen, vp::fp32_gemm::onednn}) {
-      vp::fp32_gemm_scope scope(g);  // the frozen float32 products of this search run on g
+      o.bilevel.execution.fp32_products = g;  // the frozen float32 products of this search run on g
       vp::prompted_vit<float> model(vp::vit<float>(c, 1), {.prompts = 4, .classes = 4, .seed = 1});
       const auto start = std::chrono::steady_clock::now();
       const vp::search_result r = vp::search(model, data, o);
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       std::printf("%s: %.2f s, final search-train loss %.4f, genotype %s\n", vp::to_string(g), seconds,
                   r.train_loss.back(), r.found.str().c_str());
-      vp::tape<float> t;
+      vp::tape<float> t({.fp32_products = vp::fp32_gemm::eigen});  // both supernets read on Eigen: only the search differs
       vp::no_grad<float> guard(t);
-      vp::fp32_gemm_scope eigen(vp::fp32_gemm::eigen);  // both supernets read on Eigen: only the search differs
       logits[g == vp::fp32_gemm::onednn] =
           model.logits(t, data.images.select(std::vector<vp::index>{0, 1, 2, 3, 4, 5, 6, 7})).value();
     }

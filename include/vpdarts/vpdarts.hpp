@@ -5,7 +5,7 @@
 #include "version.hpp"
 #include "error.hpp"
 #include "fwd.hpp"
-#include "precision.hpp"
+#include "kernels/execution.hpp"
 #include "autodiff.hpp"
 #include "nn/init.hpp"
 #include "nn/layers.hpp"

@@ -146,249 +146,37 @@ enum class transpose : std::uint8_t { none, a, b, both };
 }  // namespace vpdarts
 // ---- end vpdarts/fwd.hpp ----
 
-// ---- begin vpdarts/precision.hpp ----
-/// @file precision.hpp
-/// The precision of the frozen backbone's matrix products: float32 (the
-/// default) or bf16 mixed precision on the CPU's matrix units.
+// ---- begin vpdarts/kernels/execution.hpp ----
+/// @file execution.hpp
+/// How a tape runs the frozen backbone's kernels: the precision of its products, the library of its
+/// float32 products, and what its fused blocks keep for backward. Every tape carries one
+/// execution_config (tape::configure, or the `execution` field of the options of search, train,
+/// linear_probe, ...); there is no process-wide setting, so two models with different settings run
+/// side by side in one process.
 ///
-/// In bf16 mode a product whose weight needs no gradient (the frozen
-/// backbone's patch embedding, qkv, proj, fc1 and fc2, forward and the
-/// input-gradient product of backward) rounds both operands to bf16 and
-/// accumulates in float32 through oneDNN (AMX where the CPU has it, else
-/// AVX512-BF16); so do a frozen block's attention products (Q K^T and P V,
-/// and their four backward products). The bf16 copy of a frozen weight is
-/// made once and kept until the parameter changes. Everything else stays
-/// float32: LayerNorm, softmax, GELU (their outputs are rounded to bf16 only
-/// where they are a bf16 product's operand), the attention of a block whose
-/// weights train and cross_attention's, the fusion operators, alpha, the
-/// head, the loss, every trainable product, the gradients and the
-/// optimisers' state. Models in double are never rounded. This is what
-/// PyTorch's bf16 autocast does on a CPU, restricted to the products of
-/// weights that do not train (docs/precision.md lists every product).
-///
-/// The bf16 path needs the library built with oneDNN (the CMake target
-/// `vpdarts::bf16`, which defines VPDARTS_WITH_DNNL for the whole program)
-/// and a CPU with AVX512-BF16 or AMX. Asking for bf16 where either is missing
+/// Precision. Under precision::bf16 a product whose weight needs no gradient (the frozen backbone's
+/// patch embedding, qkv, proj, fc1 and fc2, forward and the input-gradient product of backward)
+/// rounds both operands to bf16 and accumulates in float32 through oneDNN (AMX where the CPU has it,
+/// else AVX512-BF16); so do a frozen block's attention products (Q K^T and P V, and their four
+/// backward products). The bf16 copy of a frozen weight is made once and kept until the parameter
+/// changes. Everything else stays float32: LayerNorm, softmax, GELU (their outputs are rounded to
+/// bf16 only where they are a bf16 product's operand), the attention of a block whose weights train
+/// and cross_attention's, the fusion operators, alpha, the head, the loss, every trainable product,
+/// the gradients and the optimisers' state. Models in double are never rounded. This is what
+/// PyTorch's bf16 autocast does on a CPU, restricted to the products of weights that do not train
+/// (docs/precision.md lists every product). bf16 needs the library built with oneDNN (the CMake
+/// target `vpdarts::bf16`) and a CPU with AVX512-BF16 or AMX; asking for it where either is missing
 /// throws config_error saying which; nothing falls back silently.
 ///
-///     vpdarts::set_matmul_precision(vpdarts::precision::bf16);   // or a scope:
-///     { vpdarts::precision_scope bf16(vpdarts::precision::bf16); search(...); }
+/// Float32 products of frozen weights run on Eigen's GEMM or, in a build with oneDNN, on oneDNN's
+/// float32 matmul (fp32_gemm). `automatic` takes oneDNN wherever the build has it (its kernels are
+/// chosen for the CPU at run time, AVX-512 included) and Eigen elsewhere. Both are float32 products
+/// that sum in another order, so they differ by float32 rounding.
 ///
-/// In float32 the same frozen products run on Eigen's GEMM or, in a build with
-/// oneDNN, on oneDNN's float32 matmul: fp32_gemm. The default, `automatic`,
-/// takes oneDNN wherever the build has it (oneDNN picks its kernels for the CPU
-/// at run time, AVX-512 included, while the Eigen of vpdarts's fastest build
-/// stops at AVX2) and Eigen elsewhere. Both are float32 products; they sum in
-/// another order, so they differ by float32 rounding (docs/precision.md).
+///     vpdarts::tape<float> t({.products = vpdarts::precision::bf16});
+///     vpdarts::search_options o;  o.bilevel.execution.products = vpdarts::precision::bf16;
 
-#include <atomic>
 #include <string>
-
-
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-#include <oneapi/dnnl/dnnl.h>
-#endif
-
-namespace vpdarts {
-
-/// The precision of the frozen products (see the file's comment).
-enum class precision {
-  fp32,  ///< float32 products (the default), on Eigen or oneDNN as fp32_gemm says
-  bf16,  ///< frozen products in bf16 with float32 accumulation (oneDNN)
-};
-
-/// "fp32" or "bf16".
-inline const char* to_string(precision p) noexcept { return p == precision::bf16 ? "bf16" : "fp32"; }
-
-/// What this build and this CPU offer for bf16.
-struct bf16_support {
-  bool available = false;  ///< bf16 products can run here
-  std::string kernel;      ///< the instructions oneDNN uses: "AMX", "AVX512-BF16" (empty when unavailable)
-  std::string reason;      ///< why not, when unavailable
-};
-
-/// Whether bf16 products can run in this program on this CPU, and which
-/// instructions they use. oneDNN's own view of the CPU decides (it honours
-/// ONEDNN_MAX_CPU_ISA, so `ONEDNN_MAX_CPU_ISA=AVX2` shows the refusal on any machine).
-inline bf16_support bf16_supported() {
-  bf16_support s;
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-  const unsigned isa = static_cast<unsigned>(dnnl_get_effective_cpu_isa());
-  // oneDNN's ISA values are bit masks, each one containing the ones it extends
-  const auto has = [isa](dnnl_cpu_isa_t want) { return (isa & static_cast<unsigned>(want)) == static_cast<unsigned>(want); };
-  if (has(dnnl_cpu_isa_avx512_core_amx)) s.kernel = "AMX";
-  else if (has(dnnl_cpu_isa_avx512_core_bf16)) s.kernel = "AVX512-BF16";
-  s.available = !s.kernel.empty();
-  if (!s.available)
-    s.reason = "this CPU (as oneDNN sees it) has neither AVX512-BF16 nor AMX, so bf16 products would be emulated "
-               "and slower than float32";
-#else
-  s.reason = "vpdarts was built without oneDNN (link the CMake target vpdarts::bf16, which needs Debian's "
-             "libdnnl-dev, or define VPDARTS_WITH_DNNL and link -ldnnl)";
-#endif
-  return s;
-}
-
-namespace detail {
-inline std::atomic<precision>& matmul_precision_state() {
-  static std::atomic<precision> p{precision::fp32};
-  return p;
-}
-}  // namespace detail
-
-/// The precision of the frozen products, process-wide.
-inline precision matmul_precision() noexcept { return detail::matmul_precision_state().load(std::memory_order_relaxed); }
-
-/// Sets the precision of the frozen products for the whole process (every tape, every thread).
-/// @throws config_error for bf16 where bf16_supported() says it is unavailable, with its reason.
-inline void set_matmul_precision(precision p) {
-  if (p == precision::bf16) {
-    const bf16_support s = bf16_supported();
-    if (!s.available) throw config_error("set_matmul_precision: bf16 is not available: " + s.reason);
-  }
-  detail::matmul_precision_state().store(p, std::memory_order_relaxed);
-}
-
-/// Which library runs the float32 products of frozen weights (see the file's comment).
-enum class fp32_gemm {
-  automatic,  ///< oneDNN where the build has it, else Eigen (the default)
-  eigen,      ///< Eigen's GEMM (the only one a build without oneDNN has)
-  onednn,     ///< oneDNN's float32 matmul (a build with oneDNN)
-};
-
-/// "auto", "eigen" or "onednn".
-inline const char* to_string(fp32_gemm g) noexcept {
-  return g == fp32_gemm::eigen ? "eigen" : g == fp32_gemm::onednn ? "onednn" : "auto";
-}
-
-/// What `automatic` picks in this program on this CPU, and why.
-struct fp32_gemm_choice {
-  fp32_gemm gemm = fp32_gemm::eigen;  ///< eigen or onednn
-  std::string reason;                 ///< one line: why
-};
-
-/// The widest vector instructions oneDNN's kernels use on this CPU: "AVX-512", "AVX2", "SSE4.1"
-/// (empty in a build without oneDNN). oneDNN honours ONEDNN_MAX_CPU_ISA.
-inline std::string onednn_cpu_isa() {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-  const unsigned isa = static_cast<unsigned>(dnnl_get_effective_cpu_isa());
-  const auto has = [isa](dnnl_cpu_isa_t want) { return (isa & static_cast<unsigned>(want)) == static_cast<unsigned>(want); };
-  if (has(dnnl_cpu_isa_avx512_core)) return "AVX-512";
-  if (has(dnnl_cpu_isa_avx2)) return "AVX2";
-  return "SSE4.1";
-#else
-  return {};
-#endif
-}
-
-/// What fp32_gemm::automatic resolves to in this program: oneDNN in a build with it (its kernels,
-/// chosen for the CPU at run time, were as fast as Eigen's or faster on every workload measured,
-/// docs/performance.md), else Eigen.
-inline fp32_gemm_choice fp32_gemm_automatic() {
-  fp32_gemm_choice c;
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-  c.gemm = fp32_gemm::onednn;
-  c.reason = "vpdarts was built with oneDNN, whose " + onednn_cpu_isa() +
-             " float32 kernels run the frozen products at least as fast as Eigen's";
-#else
-  c.reason = "vpdarts was built without oneDNN";
-#endif
-  return c;
-}
-
-namespace detail {
-inline std::atomic<fp32_gemm>& fp32_gemm_state() {
-  static std::atomic<fp32_gemm> g{fp32_gemm::automatic};
-  return g;
-}
-inline fp32_gemm fp32_gemm_automatic_cached() {
-  static const fp32_gemm g = fp32_gemm_automatic().gemm;
-  return g;
-}
-}  // namespace detail
-
-/// The float32 GEMM setting, process-wide (automatic until set).
-inline fp32_gemm fp32_gemm_setting() noexcept { return detail::fp32_gemm_state().load(std::memory_order_relaxed); }
-
-/// The library that runs the frozen float32 products now: eigen or onednn.
-inline fp32_gemm fp32_gemm_in_use() {
-  const fp32_gemm g = fp32_gemm_setting();
-  return g == fp32_gemm::automatic ? detail::fp32_gemm_automatic_cached() : g;
-}
-
-/// Sets the float32 GEMM for the whole process.
-/// @throws config_error for onednn in a build without oneDNN.
-inline void set_fp32_gemm(fp32_gemm g) {
-#if !(defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL)
-  if (g == fp32_gemm::onednn)
-    throw config_error("set_fp32_gemm: oneDNN is not available: vpdarts was built without oneDNN (link the CMake "
-                       "target vpdarts::bf16, which needs Debian's libdnnl-dev)");
-#endif
-  detail::fp32_gemm_state().store(g, std::memory_order_relaxed);
-}
-
-/// Sets the float32 GEMM for the scope's lifetime and restores the previous setting.
-class fp32_gemm_scope {
- public:
-  /// @throws config_error as set_fp32_gemm does.
-  explicit fp32_gemm_scope(fp32_gemm g) : previous_(fp32_gemm_setting()) { set_fp32_gemm(g); }
-  fp32_gemm_scope(const fp32_gemm_scope&) = delete;
-  fp32_gemm_scope& operator=(const fp32_gemm_scope&) = delete;
-  ~fp32_gemm_scope() { detail::fp32_gemm_state().store(previous_, std::memory_order_relaxed); }
-
- private:
-  fp32_gemm previous_;
-};
-
-/// Sets the precision for the scope's lifetime and restores the previous one.
-class precision_scope {
- public:
-  /// @throws config_error as set_matmul_precision does.
-  explicit precision_scope(precision p) : previous_(matmul_precision()) { set_matmul_precision(p); }
-  precision_scope(const precision_scope&) = delete;
-  precision_scope& operator=(const precision_scope&) = delete;
-  ~precision_scope() { detail::matmul_precision_state().store(previous_, std::memory_order_relaxed); }
-
- private:
-  precision previous_;
-};
-
-}  // namespace vpdarts
-// ---- end vpdarts/precision.hpp ----
-
-// ---- begin vpdarts/autodiff.hpp ----
-/// @file autodiff.hpp
-/// The reverse-mode tape and all its ops.
-
-
-// ---- begin vpdarts/autodiff/arena.hpp ----
-/// @file arena.hpp
-/// The allocators behind the tape. Values and saved intermediates of one step
-/// live in a bump arena and are released together by reset(); adjoints come
-/// from a block pool, because backward() frees each one as soon as the sweep
-/// has passed its node.
-
-#include <algorithm>
-#include <bit>
-#include <cstddef>
-#include <cstdlib>
-#include <memory>
-#include <new>
-#include <type_traits>
-#include <vector>
-
-
-// ---- begin vpdarts/detail/memory.hpp ----
-// Refusing allocations the machine cannot hold, before they are attempted:
-// a size that comes from a flag or a file is checked against the memory it
-// implies, so the error names the setting instead of ending in std::bad_alloc.
-
-#include <sys/resource.h>
-#include <unistd.h>
-
-#include <fstream>
-#include <string>
-#include <type_traits>
 
 
 // ---- begin vpdarts/detail/format.hpp ----
@@ -512,6 +300,485 @@ inline std::string shape_str(index rows, index cols) {
 
 }  // namespace vpdarts::detail
 // ---- end vpdarts/detail/format.hpp ----
+
+// ---- begin vpdarts/kernels/onednn.hpp ----
+/// @file onednn.hpp
+/// The kernels that run on oneDNN, the only file of vpdarts that knows oneDNN exists: its matmul for
+/// the frozen products (bf16 x bf16 -> float32 on AMX or AVX512-BF16 under precision::bf16; float32
+/// where the float32 engine is oneDNN, its AVX-512 kernels on CPUs that have them), attention's
+/// batched bf16 products, and what this program and CPU offer. Compiled in only with
+/// VPDARTS_WITH_DNNL (the CMake target vpdarts::bf16); without it `built` is false and the kernels
+/// throw (the backend never calls them then).
+///
+/// A primitive is made once per shape and kept (per thread, with its memory objects), the
+/// scratchpad is ours and grows only, and execution goes through oneDNN's C call with the arguments
+/// on the stack: a warm step makes no primitive and no memory object.
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+
+// ---- begin vpdarts/detail/profile.hpp ----
+// Where a step's time goes: a process-wide, opt-in profile of the kernels by kind (products of weights,
+// attention's products, attention's softmax, LayerNorm, activations, bf16 conversions, fusion operators,
+// the optimiser). A kernel's entry point opens a profile_scope of its kind; time is exclusive (a scope
+// inside another, a product inside a fused LayerNorm-and-product, say, is taken out of the outer one's),
+// and only scopes opened outside OpenMP parallel regions count, so the kinds add up to at most the
+// wall time. Off, a scope costs one relaxed atomic load. vpdarts_bench --profile prints it.
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace vpdarts::detail {
+
+/// What a kernel does.
+enum class profile_kind : std::size_t {
+  weight_product,     ///< a product with a weight (Eigen's GEMM or oneDNN's matmul)
+  attention_product,  ///< attention's Q K^T, P V and their backward products
+  attention_rest,     ///< the rest of an attention kernel: the softmax and its backward, and the Eigen
+                      ///< path's per-head products (made inside its parallel loop, they are not told apart)
+  layer_norm,         ///< LayerNorm forward and backward
+  activation,         ///< GELU / QuickGELU forward and backward
+  conversion,         ///< float32 -> bf16 rounding of operands
+  fusion,             ///< the fusion operators' pre and post
+  optimiser,          ///< SGD and Adam steps
+  count
+};
+
+/// The kinds' names, in profile_kind's order.
+inline constexpr std::array<const char*, static_cast<std::size_t>(profile_kind::count)> profile_names{
+    "weight products", "attention products", "attention, the rest", "LayerNorm", "activations",
+    "bf16 conversions", "fusion operators", "optimiser"};
+
+/// The totals so far, in nanoseconds and calls, per kind.
+struct profile_totals {
+  std::array<std::atomic<long long>, static_cast<std::size_t>(profile_kind::count)> ns{};
+  std::array<std::atomic<long long>, static_cast<std::size_t>(profile_kind::count)> calls{};
+  std::atomic<bool> on{false};
+};
+
+inline profile_totals& profile() {
+  static profile_totals p;
+  return p;
+}
+
+/// Turns the profile on (clearing its totals) or off (keeping them to be read).
+inline void set_profiling(bool on) {
+  profile_totals& p = profile();
+  if (on) {
+    for (auto& v : p.ns) v.store(0);
+    for (auto& v : p.calls) v.store(0);
+  }
+  p.on.store(on, std::memory_order_relaxed);
+}
+
+/// Times its lifetime as `kind` (see the file's comment). A product opened inside an attention
+/// scope counts as an attention product.
+class profile_scope {
+ public:
+  explicit profile_scope(profile_kind kind) noexcept {
+    if (!profile().on.load(std::memory_order_relaxed)) return;
+#ifdef _OPENMP
+    if (omp_in_parallel()) return;
+#endif
+    const auto now = clock::now();
+    outer_ = current();
+    if (outer_ != nullptr) {
+      if (kind == profile_kind::weight_product &&
+          (outer_->kind_ == profile_kind::attention_rest || outer_->kind_ == profile_kind::attention_product))
+        kind = profile_kind::attention_product;
+      outer_->pause(now);
+    }
+    kind_ = kind;
+    start_ = now;
+    active_ = true;
+    current() = this;
+    profile().calls[static_cast<std::size_t>(kind_)].fetch_add(1, std::memory_order_relaxed);
+  }
+  profile_scope(const profile_scope&) = delete;
+  profile_scope& operator=(const profile_scope&) = delete;
+  ~profile_scope() {
+    if (!active_) return;
+    const auto now = clock::now();
+    pause(now);
+    current() = outer_;
+    if (outer_ != nullptr) outer_->start_ = now;
+  }
+
+ private:
+  using clock = std::chrono::steady_clock;
+  static profile_scope*& current() noexcept {
+    thread_local profile_scope* open = nullptr;
+    return open;
+  }
+  void pause(clock::time_point now) noexcept {
+    profile().ns[static_cast<std::size_t>(kind_)].fetch_add(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(now - start_).count(), std::memory_order_relaxed);
+    start_ = now;
+  }
+
+  profile_kind kind_ = profile_kind::weight_product;
+  clock::time_point start_{};
+  profile_scope* outer_ = nullptr;
+  bool active_ = false;
+};
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/profile.hpp ----
+
+// ---- begin vpdarts/kernels/eigen.hpp ----
+/// @file eigen.hpp
+/// The kernels vpdarts computes itself, with Eigen: weight products on Eigen's GEMM (split over the
+/// threads by detail::gemm), multi-head attention per (image, head), LayerNorm, GELU and QuickGELU,
+/// the softmax rows, a product's epilogue and the rounding of operands to bf16. They serve float and
+/// double; the oneDNN backend (onednn.hpp) uses the element-wise ones around its own products.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numbers>
+#include <unsupported/Eigen/SpecialFunctions>
+
+
+// ---- begin vpdarts/detail/bf16.hpp ----
+// bf16 values: float32 -> bf16 rounding (to nearest, ties to even; NaN stays
+// NaN), and the cached bf16 copy a frozen parameter keeps of its value. No
+// oneDNN here: the products are in kernels/onednn.hpp.
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <bit>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+
+// ---- begin vpdarts/detail/parallel.hpp ----
+// A parallel loop over [0, n) with OpenMP. A region is entered only when
+// there is more than one job and more than one thread: libgomp allocates a
+// new team for a one-thread region, which a warm training step must not do.
+
+#include <algorithm>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+
+namespace vpdarts::detail {
+
+inline int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+inline int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+/// Calls f(i) for i in [0, n), split statically over the OpenMP threads.
+template <class F>
+void parallel_for(index n, F&& f) {
+#ifdef _OPENMP
+  if (n > 1 && omp_get_max_threads() > 1 && !omp_in_parallel()) {
+#pragma omp parallel for schedule(static)
+    for (index i = 0; i < n; ++i) f(i);
+    return;
+  }
+#endif
+  for (index i = 0; i < n; ++i) f(i);
+}
+
+/// Calls f(begin, count) over [0, n) in pieces of `chunk` (the last may be
+/// shorter), the pieces split over the OpenMP threads.
+template <class F>
+void parallel_chunks(index n, index chunk, F&& f) {
+  parallel_for((n + chunk - 1) / chunk, [&](index b) { f(b * chunk, std::min(chunk, n - b * chunk)); });
+}
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/parallel.hpp ----
+
+namespace vpdarts::detail {
+
+/// f rounded to the nearest bf16 (ties to even); a NaN stays a (quiet) NaN, infinities stay.
+inline std::uint16_t to_bf16(float f) noexcept {
+  std::uint32_t u = std::bit_cast<std::uint32_t>(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<std::uint16_t>(u >> 16);
+}
+
+/// The float a bf16 value stands for (exact).
+inline float from_bf16(std::uint16_t h) noexcept { return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16); }
+
+/// out[i] = to_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
+inline void to_bf16(const float* in, std::uint16_t* out, std::size_t n) {
+  detail::profile_scope profiled(detail::profile_kind::conversion);
+  constexpr index chunk = index{1} << 16;
+  parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
+    for (index i = first; i < first + count; ++i) out[i] = to_bf16(in[i]);
+  });
+}
+
+/// out[i] = from_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
+inline void from_bf16(const std::uint16_t* in, float* out, std::size_t n) {
+  constexpr index chunk = index{1} << 16;
+  parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
+    for (index i = first; i < first + count; ++i) out[i] = from_bf16(in[i]);
+  });
+}
+
+/// How many times a weight was converted to bf16 in this process (tests check
+/// that a warm step converts nothing).
+inline std::atomic<std::uint64_t>& bf16_weight_conversions() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+
+/// The bf16 copies of a parameter's value, rebuilt when the parameter's version
+/// moved: the plain row-major one, and copies laid out for a matrix unit
+/// (oneDNN's blocked weight layouts, made by the caller and told apart by an
+/// opaque key). Copying a parameter gives the copy an empty cache.
+struct bf16_cache {
+  bf16_cache() = default;
+  bf16_cache(const bf16_cache&) : bf16_cache() {}
+  bf16_cache& operator=(const bf16_cache&) {
+    std::lock_guard<std::mutex> hold(*lock);
+    forget();
+    return *this;
+  }
+
+  /// The plain bf16 copy of `n` values at `src` of version `v`, converting when stale.
+  const std::uint16_t* get(const float* src, std::size_t n, std::uint64_t v) {
+    std::lock_guard<std::mutex> hold(*lock);
+    refresh(src, n, v);
+    if (values.size() != n) {
+      values.resize(n);
+      to_bf16(src, values.data(), n);
+      ++bf16_weight_conversions();
+    }
+    return values.data();
+  }
+
+  /// The copy of `bytes` bytes known by `key` (a layout's description), made by `make(dst)`
+  /// the first time it is asked for at this version. At most four layouts are kept.
+  template <class Make>
+  const std::byte* laid_out(const float* src, std::size_t n, std::uint64_t v, const std::byte* key,
+                            std::size_t key_size, std::size_t bytes, Make&& make) {
+    std::lock_guard<std::mutex> hold(*lock);
+    refresh(src, n, v);
+    for (const layout& l : layouts)
+      if (l.key.size() == key_size && std::equal(l.key.begin(), l.key.end(), key)) return l.data.data();
+    if (layouts.size() >= 4) layouts.erase(layouts.begin());
+    layouts.push_back({std::vector<std::byte>(key, key + key_size), std::vector<std::byte>(bytes)});
+    make(layouts.back().data.data());
+    ++bf16_weight_conversions();
+    return layouts.back().data.data();
+  }
+
+  /// A copy in some layout.
+  struct layout {
+    std::vector<std::byte> key;   ///< the layout's description
+    std::vector<std::byte> data;  ///< the values in it
+  };
+  std::vector<std::uint16_t> values;                              ///< the plain copy, row-major (empty until asked for)
+  std::vector<layout> layouts;                                    ///< the laid-out copies
+  std::uint64_t version = ~std::uint64_t{0};                      ///< the parameter version they were made of
+  const float* source = nullptr;                                  ///< the value they were made of
+  std::size_t size = 0;                                           ///< its number of values
+  std::unique_ptr<std::mutex> lock = std::make_unique<std::mutex>();  ///< one converter at a time
+
+ private:
+  void refresh(const float* src, std::size_t n, std::uint64_t v) {
+    if (version == v && source == src && size == n) return;
+    forget();
+    version = v;
+    source = src;
+    size = n;
+  }
+  void forget() {
+    values.clear();
+    layouts.clear();
+    version = ~std::uint64_t{0};
+    source = nullptr;
+    size = 0;
+  }
+};
+
+/// A handle on the bf16 copies of a float32 matrix (a frozen parameter's value): what a bf16 product
+/// reads of its weight. Empty (cache null) for a weight that has none.
+struct bf16_copies {
+  bf16_cache* cache = nullptr;  ///< where the copies live (the parameter's)
+  const float* source = nullptr;  ///< the float32 values
+  std::size_t size = 0;           ///< their number
+  std::uint64_t version = 0;      ///< the parameter's version
+
+  /// The plain row-major copy (made at the first call of a version).
+  const std::uint16_t* plain() const { return cache->get(source, size, version); }
+  /// The copy laid out as `key` says, made by make(dst) at the first call of a version.
+  template <class Make>
+  const std::byte* laid_out(const std::byte* key, std::size_t key_size, std::size_t bytes, Make&& make) const {
+    return cache->laid_out(source, size, version, key, key_size, bytes, std::forward<Make>(make));
+  }
+};
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/bf16.hpp ----
+
+// ---- begin vpdarts/detail/gemm.hpp ----
+// Eigen's GEMM, split over the OpenMP threads by vpdarts rather than by Eigen.
+//
+// Eigen parallelises a large product itself, and its threads wait for each other's packed
+// blocks by spinning on a flag without yielding. When another process shares the cores, a
+// spinning thread waits for one that is not running for a whole time slice, at every wait of
+// every product: two 2-thread searches of a small model side by side on 2 cores ran 300x
+// slower than one alone (docs/performance.md, "Two processes on the same cores"). Here each
+// thread runs Eigen's single-threaded GEMM on its own block of the result, and the threads meet
+// once, at the end of an OpenMP region, whose barrier spins briefly and then sleeps.
+
+#include <algorithm>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+
+namespace vpdarts::detail {
+
+/// The threads gemm() splits an m x n x k product over: as many as Eigen itself would use (at
+/// least 50000 multiply-adds and 4 rows or columns per thread), at most the OpenMP threads, and
+/// 1 inside a parallel region.
+inline int gemm_threads(index m, index n, index k) {
+#ifdef _OPENMP
+  if (omp_in_parallel()) return 1;
+  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  const double by_work = work / 50000.0, by_size = static_cast<double>(std::max(m, n) / 4);
+  return static_cast<int>(std::max(1.0, std::min({static_cast<double>(omp_get_max_threads()), by_work, by_size})));
+#else
+  (void)m, (void)n, (void)k;
+  return 1;
+#endif
+}
+
+/// dst = lhs * rhs, or dst += lhs * rhs with `accumulate`: one Eigen GEMM (noalias) per thread,
+/// on contiguous blocks of dst's rows (of its columns when it has fewer rows than columns).
+/// lhs and rhs are Eigen matrices, maps or their transposes; dst may not alias either.
+template <class Dst, class Lhs, class Rhs>
+void gemm(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate = false) {
+  detail::profile_scope profiled(detail::profile_kind::weight_product);
+  auto run = [accumulate](auto&& d, const auto& a, const auto& b) {
+    if (accumulate)
+      d.noalias() += a * b;
+    else
+      d.noalias() = a * b;
+  };
+  const index m = dst.rows(), n = dst.cols();
+  const int threads = gemm_threads(m, n, lhs.cols());
+  if (threads <= 1) {
+    run(dst, lhs, rhs);  // Eigen keeps to one thread: too small, or already inside a region
+    return;
+  }
+  // `threads` blocks of whole multiples of 4 rows (or columns); gemm_threads leaves at least 4 a
+  // thread, so there are always at least two blocks and the work runs inside a parallel region,
+  // where Eigen sees a team of more than one thread and keeps to its single-threaded GEMM
+  const bool by_rows = m >= n;
+  const index size = by_rows ? m : n, unit = 4, units = (size + unit - 1) / unit;
+  parallel_chunks(size, unit * ((units + threads - 1) / threads), [&](index first, index count) {
+    if (by_rows)
+      run(dst.middleRows(first, count), lhs.middleRows(first, count), rhs);
+    else
+      run(dst.middleCols(first, count), lhs, rhs.middleCols(first, count));
+  });
+}
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/gemm.hpp ----
+
+// ---- begin vpdarts/kernels/activation.hpp ----
+/// @file activation.hpp
+/// The MLP activations the ops know (a ViT's configuration names one).
+
+namespace vpdarts {
+
+/// The MLP's activation.
+enum class activation {
+  gelu,        ///< exact (erf) GELU, timm's default
+  quick_gelu,  ///< x * sigmoid(1.702 x), OpenAI CLIP's
+};
+
+}  // namespace vpdarts
+// ---- end vpdarts/kernels/activation.hpp ----
+
+// ---- begin vpdarts/kernels/operand.hpp ----
+/// @file operand.hpp
+/// What the kernels read and write, each saying its element type and layout, so that a producer
+/// writes the operand its consumer reads (a LayerNorm writes bf16 rows when the product after it
+/// runs in bf16) and no kernel is named after its operand's type:
+/// - rows<S>: a row-major rows x cols matrix of S or of bf16 values;
+/// - qkv<S>: a transformer block's q, k and v for batch x seq tokens of width d in `heads` heads,
+///   either as (batch*seq) x 3d rows of S (timm's layout) or in bf16 by head
+///   ([part][image][head][token][channel], part q, k, v: what oneDNN's batched products read);
+/// - weight<S>: a weight W (out x in, row-major), whether it needs a gradient, and its bf16 copies;
+/// - epilogue<S>: what a weight product adds to its result (bias, LayerScale, residual);
+/// - buffer<T, S>: working memory borrowed from a tape's pool, given back at the end of the scope.
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+
+// ---- begin vpdarts/detail/arena.hpp ----
+/// @file arena.hpp
+/// The allocators behind the tape. Values and saved intermediates of one step
+/// live in a bump arena and are released together by reset(); adjoints come
+/// from a block pool, because backward() frees each one as soon as the sweep
+/// has passed its node.
+
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdlib>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <vector>
+
+
+// ---- begin vpdarts/detail/memory.hpp ----
+// Refusing allocations the machine cannot hold, before they are attempted:
+// a size that comes from a flag or a file is checked against the memory it
+// implies, so the error names the setting instead of ending in std::bad_alloc.
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+#include <type_traits>
+
 
 namespace vpdarts::detail {
 
@@ -771,7 +1038,885 @@ class block_pool {
 };
 
 }  // namespace vpdarts
-// ---- end vpdarts/autodiff/arena.hpp ----
+// ---- end vpdarts/detail/arena.hpp ----
+
+namespace vpdarts::kernels {
+
+/// The element type of an operand.
+enum class element : std::uint8_t {
+  value,  ///< the model's scalar S
+  bf16,   ///< bf16 (uint16 storage)
+};
+
+/// A row-major rows x cols matrix of S or bf16 values.
+template <Scalar S>
+struct rows {
+  const void* data = nullptr;  ///< the first value
+  index count = 0;             ///< rows
+  index cols = 0;              ///< columns
+  element type = element::value;  ///< S or bf16
+
+  /// S values.
+  static rows of(const S* p, index r, index c) { return {p, r, c, element::value}; }
+  /// bf16 values.
+  static rows of(const std::uint16_t* p, index r, index c) { return {p, r, c, element::bf16}; }
+  /// The values as S (type value).
+  const S* values() const noexcept { return static_cast<const S*>(data); }
+  /// The values as bf16 (type bf16).
+  const std::uint16_t* halves() const noexcept { return static_cast<const std::uint16_t*>(data); }
+};
+
+/// q, k and v of batch x seq tokens, width d, `heads` heads (see the file's comment).
+template <Scalar S>
+struct qkv {
+  const void* data = nullptr;  ///< the first value
+  index batch = 0, heads = 0, seq = 0, d = 0;  ///< images, heads, tokens per image, width of each of q, k, v
+  bool by_head = false;        ///< bf16 by head; else (batch*seq) x 3d rows of S
+
+  /// The rows layout.
+  const S* values() const noexcept { return static_cast<const S*>(data); }
+  /// The bf16-by-head layout.
+  const std::uint16_t* halves() const noexcept { return static_cast<const std::uint16_t*>(data); }
+  /// Channels per head.
+  index head_dim() const noexcept { return d / heads; }
+};
+
+/// A weight W (out x in, row-major) as a product reads it.
+template <Scalar S>
+struct weight {
+  const S* value = nullptr;  ///< W
+  index out = 0, in = 0;     ///< its shape
+  bool constant = false;     ///< needs no gradient (frozen, untracked, or under no_grad)
+  detail::bf16_copies bf16;  ///< its cached bf16 copies when it is a frozen parameter (cache null otherwise)
+
+  /// True when W is a frozen parameter whose bf16 copies are kept (the weights bf16 products read).
+  bool frozen() const noexcept { return bf16.cache != nullptr; }
+};
+
+/// What a weight product adds to its result, in this order: + bias (1 x out), * scale (1 x out, a
+/// LayerScale), + residual (rows x out); each one only when set.
+template <Scalar S>
+struct epilogue {
+  const S* bias = nullptr;      ///< the bias
+  const S* scale = nullptr;     ///< the LayerScale vector
+  const S* residual = nullptr;  ///< the skip connection
+};
+
+/// Working memory borrowed from a pool of S (bf16 values go two to an S slot) and given back when it
+/// goes out of scope: `count` values of T, or of the element type of an operand.
+template <class T, Scalar S>
+class buffer {
+ public:
+  /// `count` values of T (at least one slot).
+  buffer(block_pool<S>& pool, index count) : buffer(pool, slots_for(count * index(sizeof(T)))) {}
+  buffer(const buffer&) = delete;
+  buffer& operator=(const buffer&) = delete;
+  ~buffer() { pool_.release(p_, slots_); }
+  /// The first value.
+  T* data() const noexcept { return reinterpret_cast<T*>(p_); }
+
+ protected:
+  struct slots {
+    std::size_t n;
+  };
+  buffer(block_pool<S>& pool, slots n) : pool_(pool), slots_(n.n), p_(pool.acquire(n.n)) {}
+  static slots slots_for(index bytes) {
+    return {static_cast<std::size_t>(std::max<index>(1, (bytes + index(sizeof(S)) - 1) / index(sizeof(S))))};
+  }
+
+ private:
+  block_pool<S>& pool_;
+  std::size_t slots_;
+  S* p_;
+};
+
+/// Borrowed room for an operand of `count` values of S or of bf16, as `type` says.
+template <Scalar S>
+class operand_buffer : public buffer<unsigned char, S> {
+ public:
+  operand_buffer(block_pool<S>& pool, index count, element type)
+      : buffer<unsigned char, S>(pool, buffer<unsigned char, S>::slots_for(count * (type == element::bf16 ? 2 : index(sizeof(S))))),
+        type_(type) {}
+  /// The element type.
+  element type() const noexcept { return type_; }
+  /// The first value as T (S or std::uint16_t, as type() says).
+  template <class T>
+  T* data_as() const noexcept {
+    return reinterpret_cast<T*>(this->data());
+  }
+  /// The buffer as an r x c operand.
+  rows<S> as_rows(index r, index c) const noexcept { return {this->data(), r, c, type_}; }
+
+ private:
+  element type_;
+};
+
+}  // namespace vpdarts::kernels
+// ---- end vpdarts/kernels/operand.hpp ----
+
+namespace vpdarts::kernels::eigen {
+
+using detail::parallel_chunks;
+using detail::parallel_for;
+using detail::profile_kind;
+using detail::profile_scope;
+
+/// Values per OpenMP job of the element-wise kernels.
+inline constexpr index values_per_job = index{1} << 14;
+/// Rows per OpenMP job of the row-wise kernels.
+inline constexpr index rows_per_job = 32;
+
+template <Scalar S>
+using strided_map = Eigen::Map<matrix<S>, 0, Eigen::OuterStride<>>;
+template <Scalar S>
+using array_map = Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>;
+template <Scalar S>
+using const_array_map = Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>>;
+
+/// Calls f(first, count) over the rows [0, rows) of a matrix `cols` wide, in pieces of about
+/// values_per_job values split over the threads (one thread for a small matrix).
+template <class F>
+void parallel_rows(index rows, index cols, F&& f) {
+  parallel_chunks(rows, std::max<index>(1, values_per_job / std::max<index>(cols, 1)), std::forward<F>(f));
+}
+
+// ---- weight products --------------------------------------------------------------------------
+
+/// c (rows x n) (+)= a (rows x k) * op(W): op(W) = W^T (n = out) when `transposed` (a linear layer's
+/// forward), else W (n = in: its input gradient).
+template <Scalar S>
+void weight_product(const weight<S>& w, const S* a, index rows, S* c, bool transposed, bool accumulate) {
+  const const_matrix_map<S> W(w.value, w.out, w.in);
+  if (transposed)
+    detail::gemm(matrix_map<S>(c, rows, w.out), const_matrix_map<S>(a, rows, w.in), W.transpose(), accumulate);
+  else
+    detail::gemm(matrix_map<S>(c, rows, w.in), const_matrix_map<S>(a, rows, w.out), W, accumulate);
+}
+
+/// The end of a product, in one pass over the rows of out (rows x cols): (out + bias) * scale + residual.
+template <Scalar S>
+void apply(const epilogue<S>& e, S* out, index rows, index cols) {
+  if (e.bias == nullptr && e.scale == nullptr && e.residual == nullptr) return;
+  parallel_rows(rows, cols, [&](index first, index count) {
+    Eigen::Map<matrix<S>> o(out + first * cols, count, cols);
+    if (e.bias != nullptr) o.rowwise() += Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>>(e.bias, cols);
+    if (e.scale != nullptr) o.array().rowwise() *= Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>(e.scale, cols);
+    if (e.residual != nullptr) o.noalias() += Eigen::Map<const matrix<S>>(e.residual + first * cols, count, cols);
+  });
+}
+
+// ---- softmax and attention --------------------------------------------------------------------
+
+/// Softmax of every row of `p` (`rows` rows of `seq` scores), the scores scaled by `scale` first.
+template <Scalar S>
+void softmax_rows(S* p, index rows, index seq, S scale) {
+  parallel_chunks(rows, 64, [&](index first, index count) {
+    for (index r = first; r < first + count; ++r) {
+      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>> a(p + r * seq, seq);
+      a = (scale * (a - a.maxCoeff())).exp();
+      a /= a.sum();
+    }
+  });
+}
+
+/// The gradient through softmax rows of probabilities `probs`: g = p * (g - <g, p>) * scale, row by row
+/// (g holds the gradient of the probabilities on entry, of the scaled scores on exit).
+template <Scalar S>
+void softmax_backward_rows(S* g, const S* probs, index rows, index seq, S scale) {
+  parallel_chunks(rows, 64, [&](index first, index count) {
+    for (index r = first; r < first + count; ++r) {
+      Eigen::Map<Eigen::Matrix<S, 1, Eigen::Dynamic>> dr(g + r * seq, seq);
+      Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>> pr(probs + r * seq, seq);
+      const S dot = dr.dot(pr);
+      dr.array() = pr.array() * (dr.array() - dot) * scale;
+    }
+  });
+}
+
+/// Attention forward: o ((batch*seq) x d) = softmax(Q K^T / sqrt(d_h)) V per image and head, for q in
+/// rows of S. With `keep` the probabilities of job (image, head) go to probs + job*seq*seq; otherwise
+/// probs holds one seq x seq buffer per thread.
+template <Scalar S>
+void attention_forward(const qkv<S>& q, S* o, S* probs, bool keep) {
+  profile_scope profiled(profile_kind::attention_rest);
+  const index d = q.d, seq = q.seq, heads = q.heads, c3 = 3 * d, dh = q.head_dim(), tt = seq * seq;
+  const S scale = S(1) / std::sqrt(static_cast<S>(dh));
+  parallel_for(q.batch * heads, [&](index job) {
+    const index b = job / heads, h = job % heads;
+    S* base = const_cast<S*>(q.values()) + b * seq * c3;
+    strided_map<S> Q(base + h * dh, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> K(base + d + h * dh, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> V(base + 2 * d + h * dh, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> O(o + b * seq * d + h * dh, seq, dh, Eigen::OuterStride<>(d));
+    matrix_map<S> A(probs + (keep ? job : detail::thread_id()) * tt, seq, seq);
+    A.noalias() = scale * (Q * K.transpose());
+    softmax_rows(A.data(), seq, seq, S(1));  // already scaled
+    O.noalias() = A * V;
+  });
+}
+
+/// Attention backward: adds into gin ((batch*seq) x 3d) the gradient for the output gradient gout
+/// ((batch*seq) x d), from the kept probabilities; `work` holds seq*seq values per thread. With probs
+/// null the probabilities are computed again, as attention_forward did (the same products, so the same
+/// values), and `work` holds 2*seq*seq values per thread.
+template <Scalar S>
+void attention_backward(const qkv<S>& q, S* gin, const S* gout, const S* probs, S* work) {
+  profile_scope profiled(profile_kind::attention_rest);
+  const index d = q.d, seq = q.seq, heads = q.heads, c3 = 3 * d, dh = q.head_dim(), tt = seq * seq;
+  const S scale = S(1) / std::sqrt(static_cast<S>(dh));
+  parallel_for(q.batch * heads, [&](index job) {
+    const index b = job / heads, h = job % heads;
+    const index off = b * seq * c3 + h * dh;
+    S* base = const_cast<S*>(q.values()) + off;
+    strided_map<S> Q(base, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> K(base + d, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> V(base + 2 * d, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> dQ(gin + off, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> dK(gin + off + d, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> dV(gin + off + 2 * d, seq, dh, Eigen::OuterStride<>(c3));
+    strided_map<S> dO(const_cast<S*>(gout) + b * seq * d + h * dh, seq, dh, Eigen::OuterStride<>(d));
+    const bool again = probs == nullptr;
+    S* mine = work + detail::thread_id() * (again ? 2 : 1) * tt;
+    matrix_map<S> A(again ? mine + tt : const_cast<S*>(probs) + job * tt, seq, seq);
+    if (again) {
+      A.noalias() = scale * (Q * K.transpose());
+      softmax_rows(A.data(), seq, seq, S(1));
+    }
+    matrix_map<S> dS(mine, seq, seq);
+    dV.noalias() += A.transpose() * dO;
+    dS.noalias() = dO * V.transpose();  // dA
+    softmax_backward_rows(dS.data(), A.data(), seq, seq, scale);
+    dQ.noalias() += dS * K;
+    dK.noalias() += dS.transpose() * Q;
+  });
+}
+
+/// Rounds `parts` blocks of `heads` x dh columns of every row of `in` ((batch*seq) rows of `stride`
+/// values) into bf16 by head: out[part][b][h][t][c] (the layout of qkv::by_head). oneDNN's fast
+/// (brgemm) kernels want each (image, head) matrix dense.
+inline void to_heads(const float* in, std::uint16_t* out, index batch, index seq, index parts, index heads, index dh,
+                     index stride) {
+  profile_scope profiled(profile_kind::conversion);
+  const index part = batch * heads * seq * dh;
+  parallel_for(batch * seq, [&](index r) {
+    const index b = r / seq, t = r % seq;
+    for (index p = 0; p < parts; ++p)
+      for (index h = 0; h < heads; ++h) {
+        const float* src = in + r * stride + (p * heads + h) * dh;
+        std::uint16_t* dst = out + p * part + ((b * heads + h) * seq + t) * dh;
+        for (index c = 0; c < dh; ++c) dst[c] = detail::to_bf16(src[c]);
+      }
+  });
+}
+
+/// The inverse of to_heads for float values: gin (rows of `stride`) (+)= the `parts` head-major blocks of src.
+inline void from_heads(const float* src, float* gin, bool accumulate, index batch, index seq, index parts, index heads,
+                       index dh, index stride) {
+  const index part = batch * heads * seq * dh;
+  parallel_for(batch * seq, [&](index r) {
+    const index b = r / seq, t = r % seq;
+    for (index p = 0; p < parts; ++p)
+      for (index h = 0; h < heads; ++h) {
+        float* dst = gin + r * stride + (p * heads + h) * dh;
+        const float* from = src + p * part + ((b * heads + h) * seq + t) * dh;
+        if (accumulate)
+          for (index c = 0; c < dh; ++c) dst[c] += from[c];
+        else
+          std::copy(from, from + dh, dst);
+      }
+  });
+}
+
+// ---- LayerNorm ----------------------------------------------------------------------------------
+
+/// For each of the r rows of the row-major r x d matrix x, in parallel: its mean and 1/std
+/// (sqrt(var + eps)), to stats[2i] and stats[2i+1] unless stats is null, and write(i, mean, 1/std).
+template <Scalar S, class Write>
+void layer_norm_each_row(const S* x, index r, index d, S eps, S* stats, Write&& write) {
+  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
+  parallel_chunks(r, rows_per_job, [&](index first, index count) {
+    for (index i = first; i < first + count; ++i) {
+      const row xi(x + i * d, d);
+      const S mu = xi.mean();
+      const S rstd = S(1) / std::sqrt((xi - mu).square().mean() + eps);
+      write(i, mu, rstd);
+      if (stats) {
+        stats[2 * i] = mu;
+        stats[2 * i + 1] = rstd;
+      }
+    }
+  });
+}
+
+/// y = (x - mean) / sqrt(var + eps) * g + b for each of the r rows of the row-major r x d matrix x, into
+/// y as S or (type bf16) rounded to bf16 as it is written (y may not alias x); the mean and 1/std of row
+/// i go to stats[2i] and stats[2i+1] unless stats is null.
+template <Scalar S>
+void layer_norm(const S* x, void* y, element type, const S* g, const S* b, index r, index d, S eps, S* stats) {
+  profile_scope profiled(profile_kind::layer_norm);
+  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
+  if (type == element::bf16) {
+    auto* y16 = static_cast<std::uint16_t*>(y);
+    layer_norm_each_row(x, r, d, eps, stats, [&](index i, S mu, S rstd) {
+      const S* xi = x + i * d;
+      std::uint16_t* yi = y16 + i * d;
+      for (index j = 0; j < d; ++j) yi[j] = detail::to_bf16(static_cast<float>((xi[j] - mu) * rstd * g[j] + b[j]));
+    });
+    return;
+  }
+  const row gv(g, d), bv(b, d);
+  S* ys = static_cast<S*>(y);
+  layer_norm_each_row(x, r, d, eps, stats, [&](index i, S mu, S rstd) {
+    Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>>(ys + i * d, d) = (row(x + i * d, d) - mu) * rstd * gv + bv;
+  });
+}
+
+/// dx += d LN(x) / d x applied to dy, for gamma g and the stats layer_norm saved.
+template <Scalar S>
+void layer_norm_backward(const S* x, const S* g, const S* stats, const S* dy, S* dx, index r, index d) {
+  profile_scope profiled(profile_kind::layer_norm);
+  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
+  const row gv(g, d);
+  parallel_chunks(r, rows_per_job, [&](index first, index count) {
+    for (index i = first; i < first + count; ++i) {
+      const S mu = stats[2 * i], rstd = stats[2 * i + 1];
+      const auto xhat = (row(x + i * d, d) - mu) * rstd;
+      const auto dxhat = row(dy + i * d, d) * gv;
+      const S m1 = dxhat.sum() / S(d);
+      const S m2 = (dxhat * xhat).sum() / S(d);
+      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>>(dx + i * d, d) += rstd * (dxhat - m1 - xhat * m2);
+    }
+  });
+}
+
+// ---- activations --------------------------------------------------------------------------------
+
+/// y = act(x) for m values, on the calling thread (GELU: exact erf form; QuickGELU: x sigmoid(1.702 x)).
+template <Scalar S>
+void activation_serial(activation act, const S* x0, S* y0, index m) {
+  const_array_map<S> x(x0, m);
+  if (act == activation::gelu)
+    array_map<S>(y0, m) = S(0.5) * x * (S(1) + (x * (S(1) / std::numbers::sqrt2_v<S>)).erf());
+  else
+    array_map<S>(y0, m) = x / (S(1) + (S(-1.702) * x).exp());
+}
+
+/// d += g * act'(x) for m values, on the calling thread (d = with `accumulate` false; d may be g).
+template <Scalar S>
+void activation_backward_serial(activation act, const S* x0, const S* g0, S* d0, index m, bool accumulate) {
+  const_array_map<S> x(x0, m), g(g0, m);
+  array_map<S> d(d0, m);
+  if (act == activation::gelu) {
+    constexpr S r2 = S(1) / std::numbers::sqrt2_v<S>;
+    constexpr S inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<S> * r2;
+    const auto v = g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
+    if (accumulate) d += v;
+    else d = v;
+    return;
+  }
+  const Eigen::Array<S, Eigen::Dynamic, 1> sg = S(1) / (S(1) + (S(-1.702) * x).exp());
+  if (accumulate) d += g * (sg + S(1.702) * x * sg * (S(1) - sg));
+  else d = g * (sg + S(1.702) * x * sg * (S(1) - sg));
+}
+
+/// y = act(x) for n values.
+template <Scalar S>
+void activation_forward(activation act, const S* x, S* y, index n) {
+  profile_scope profiled(profile_kind::activation);
+  parallel_chunks(n, values_per_job, [&](index at, index m) { activation_serial(act, x + at, y + at, m); });
+}
+
+/// y16 = bf16(act(x)) and, unless x16 is null, x16 = bf16(x), for n values in one pass.
+template <Scalar S>
+void activation_forward_bf16(activation act, const S* x, std::uint16_t* x16, std::uint16_t* y16, index n) {
+  profile_scope profiled(profile_kind::activation);
+  parallel_chunks(n, values_per_job, [&](index at, index m) {
+    S y[values_per_job];
+    activation_serial(act, x + at, y, m);
+    for (index i = 0; i < m; ++i) {
+      if (x16 != nullptr) x16[at + i] = detail::to_bf16(static_cast<float>(x[at + i]));
+      y16[at + i] = detail::to_bf16(static_cast<float>(y[i]));
+    }
+  });
+}
+
+/// d += g * act'(x) for n values (d = with `accumulate` false; d may be g).
+template <Scalar S>
+void activation_backward(activation act, const S* x, const S* g, S* d, index n, bool accumulate = true) {
+  profile_scope profiled(profile_kind::activation);
+  parallel_chunks(n, values_per_job,
+                  [&](index at, index m) { activation_backward_serial(act, x + at, g + at, d + at, m, accumulate); });
+}
+
+/// g *= act'(x) for n values, in place; x given as S (x16 null) or as bf16 in x16. With g16 set, the
+/// result is also written rounded to bf16 there (the operand of the next bf16 product).
+template <Scalar S>
+void activation_backward_in_place(activation act, const S* x, const std::uint16_t* x16, S* g, index n,
+                                  std::uint16_t* g16) {
+  profile_scope profiled(profile_kind::activation);
+  parallel_chunks(n, values_per_job, [&](index at, index m) {
+    if (x16 == nullptr) {
+      activation_backward_serial(act, x + at, g + at, g + at, m, false);
+    } else {
+      S widened[values_per_job];  // the bf16 values of this chunk, as S
+      for (index i = 0; i < m; ++i) widened[i] = static_cast<S>(detail::from_bf16(x16[at + i]));
+      activation_backward_serial(act, widened, g + at, g + at, m, false);
+    }
+    if (g16 != nullptr)
+      for (index i = 0; i < m; ++i) g16[at + i] = detail::to_bf16(static_cast<float>(g[at + i]));
+  });
+}
+
+}  // namespace vpdarts::kernels::eigen
+// ---- end vpdarts/kernels/eigen.hpp ----
+
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace vpdarts::detail {
+/// How many bf16 products ran in this process (tests relate a step's allocations to it).
+inline std::atomic<std::uint64_t>& bf16_products() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+/// How many of them were batched (4-d) products.
+inline std::atomic<std::uint64_t>& bf16_batched_products() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+/// How many float32 products ran on oneDNN in this process.
+inline std::atomic<std::uint64_t>& onednn_f32_products() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+}  // namespace vpdarts::detail
+
+namespace vpdarts::kernels::onednn {
+
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+/// True in a build with oneDNN.
+inline constexpr bool built = true;
+
+namespace impl {
+inline bool has_isa(dnnl_cpu_isa_t want) {
+  const unsigned isa = static_cast<unsigned>(dnnl_get_effective_cpu_isa());  // bit masks, each containing those it extends
+  return (isa & static_cast<unsigned>(want)) == static_cast<unsigned>(want);
+}
+}  // namespace impl
+
+/// The instructions oneDNN's bf16 products use on this CPU: "AMX", "AVX512-BF16", or empty (none).
+inline std::string bf16_kernel() {
+  if (impl::has_isa(dnnl_cpu_isa_avx512_core_amx)) return "AMX";
+  if (impl::has_isa(dnnl_cpu_isa_avx512_core_bf16)) return "AVX512-BF16";
+  return {};
+}
+
+/// The widest vector instructions of oneDNN's kernels here: "AVX-512", "AVX2", "SSE4.1".
+inline std::string cpu_isa() {
+  if (impl::has_isa(dnnl_cpu_isa_avx512_core)) return "AVX-512";
+  if (impl::has_isa(dnnl_cpu_isa_avx2)) return "AVX2";
+  return "SSE4.1";
+}
+
+/// The products of one thread: c (m x n, float32, row-major) = a (m x k, bf16,
+/// row-major) * op(w), where w is bf16 and either n x k row-major (`w_nk`:
+/// the product is a * w^T, a linear layer's forward) or k x n row-major (a * w,
+/// its input gradient); with `accumulate` c += instead of c =. run_f32 is the
+/// same product with a and w in float32.
+class matmuls {
+ public:
+  /// The calling thread's instance.
+  static matmuls& here() {
+    thread_local matmuls m;
+    return m;
+  }
+
+  /// Runs the product (see the class) in float32: a and w are float32, read where they are.
+  /// @throws state_error when oneDNN refuses it.
+  void run_f32(index m, index n, index k, const float* a, const float* w, bool w_nk, float* c, bool accumulate) {
+    detail::profile_scope profiled(detail::profile_kind::weight_product);
+    shape s = plain(m, n, k, w_nk, accumulate);
+    s.f32 = true;
+    ++detail::onednn_f32_products();
+    execute(find(s), a, w, c);
+  }
+
+  /// Runs the product (see the class). @throws state_error when oneDNN refuses it.
+  void run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
+           bool accumulate) {
+    detail::profile_scope profiled(detail::profile_kind::weight_product);
+    ++detail::bf16_products();
+    execute(find(plain(m, n, k, w_nk, accumulate)), a, w, c);
+  }
+
+  /// c (m x n) = a (m x k, bf16) * W^T for a weight W (n x k) that oneDNN reads in the layout
+  /// it prefers for its matrix unit (packed for the kernel, so that no call repacks it):
+  /// `weights(desc)` returns W laid out as `desc`, made once by the caller with pack().
+  template <class Weights>
+  void run_laid_out(index m, index n, index k, const std::uint16_t* a, Weights&& weights, float* c) {
+    detail::profile_scope profiled(detail::profile_kind::weight_product);
+    shape s;
+    s.rank = 2;
+    s.a = {m, k, 0, 0};
+    s.as = {k, 1, 0, 0};
+    s.w = {k, n, 0, 0};
+    s.ws = {-1, -1, 0, 0};  // any: oneDNN's choice
+    s.c = {m, n, 0, 0};
+    s.cs = {n, 1, 0, 0};
+    entry& e = find(s);
+    const std::byte* w = weights(e.weights);
+    ++detail::bf16_products();
+    execute(e, a, w, c);
+  }
+
+  /// Writes the float32 weight w (n x k, row-major) into dst, laid out as `target` in bf16.
+  void pack(const float* w, index n, index k, const dnnl::memory::desc& target, std::byte* dst) {
+    try {
+      const dnnl::memory::desc plain({k, n}, dnnl::memory::data_type::f32, dnnl::memory::dims{1, k});
+      dnnl::memory from(plain, engine_, const_cast<float*>(w)), to(target, engine_, dst);
+      dnnl::reorder(from, to).execute(stream_, from, to);
+      stream_.wait();
+    } catch (const dnnl::error& err) {
+      throw state_error(detail::cat("bf16 matmul: oneDNN cannot lay out a weight of ", detail::shape_str(n, k), ": ", err.what()));
+    }
+  }
+
+  /// Dimensions or strides of a 4-d operand (the first `rank` used).
+  using dims4 = std::array<dnnl::memory::dim, 4>;
+
+  /// A batched product over two leading dimensions: c[i, j] (+)= a[i, j] * w[i, j] for the
+  /// (i, j) of a's first two dimensions, each operand given by its dims and strides (in
+  /// elements), so strided views (the heads of a qkv matrix, a transposed probability
+  /// matrix) are read in place. a and w are bf16, c float32.
+  void run_batched(const dims4& a_dims, const dims4& a_strides, const dims4& w_dims, const dims4& w_strides,
+                   const dims4& c_dims, const dims4& c_strides, const std::uint16_t* a, const std::uint16_t* w,
+                   float* c, bool accumulate) {
+    detail::profile_scope profiled(detail::profile_kind::attention_product);
+    shape s{4, a_dims, a_strides, w_dims, w_strides, c_dims, c_strides, accumulate};
+    ++detail::bf16_products();
+    ++detail::bf16_batched_products();
+    execute(find(s), a, w, c);
+  }
+
+ private:
+  struct shape {
+    int rank = 2;
+    dims4 a{}, as{}, w{}, ws{}, c{}, cs{};
+    bool accumulate = false;
+    bool f32 = false;  ///< a and w in float32 (else bf16)
+    bool operator==(const shape&) const = default;
+  };
+
+  /// The 2-d product c (m x n) (+)= a (m x k) * op(w), all dense row-major (see the class).
+  static shape plain(index m, index n, index k, bool w_nk, bool accumulate) {
+    shape s;
+    s.rank = 2;
+    s.a = {m, k, 0, 0};
+    s.as = {k, 1, 0, 0};
+    s.w = {k, n, 0, 0};
+    s.ws = w_nk ? dims4{1, k, 0, 0} : dims4{n, 1, 0, 0};
+    s.c = {m, n, 0, 0};
+    s.cs = {n, 1, 0, 0};
+    s.accumulate = accumulate;
+    return s;
+  }
+  struct entry {
+    shape key;
+    dnnl::matmul prim;
+    dnnl::memory src, wei, dst, pad;
+    dnnl::memory::desc weights;  ///< the weights' layout (oneDNN's choice for an `any` shape)
+  };
+
+  void execute(entry& e, const void* a, const void* w, float* c) {
+    e.src.set_data_handle(const_cast<void*>(a));
+    e.wei.set_data_handle(const_cast<void*>(w));
+    e.dst.set_data_handle(c);
+    e.pad.set_data_handle(scratch_.data());
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e.src.get()},
+                               {DNNL_ARG_WEIGHTS, e.wei.get()},
+                               {DNNL_ARG_DST, e.dst.get()},
+                               {DNNL_ARG_SCRATCHPAD, e.pad.get()}};
+    dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), stream_.get(), 4, args);
+    if (st == dnnl_success) st = dnnl_stream_wait(stream_.get());
+    if (st != dnnl_success)
+      throw state_error(detail::cat(e.key.f32 ? "float32" : "bf16", " matmul: oneDNN failed (status ", static_cast<int>(st),
+                            ") on ", describe(e.key)));
+  }
+
+  static std::string describe(const shape& s) {
+    std::string out;
+    for (int i = 0; i < s.rank; ++i) out += detail::cat(i ? "x" : "", s.a[static_cast<std::size_t>(i)]);
+    out += " by ";
+    for (int i = 0; i < s.rank; ++i) out += detail::cat(i ? "x" : "", s.w[static_cast<std::size_t>(i)]);
+    return out;
+  }
+
+  entry& find(const shape& s) {
+    for (entry& e : cache_)
+      if (e.key == s) return e;
+    // Shapes repeat from step to step; a run of new ones (inference at many batch sizes) starts afresh.
+    if (cache_.size() >= 256) cache_.clear();
+    using dt = dnnl::memory::data_type;
+    const auto desc = [&](const dims4& d, const dims4& st, dt type) {
+      return dnnl::memory::desc(dnnl::memory::dims(d.begin(), d.begin() + s.rank),
+                                type, dnnl::memory::dims(st.begin(), st.begin() + s.rank));
+    };
+    try {
+      const bool any = s.ws[0] < 0;
+      const dt in = s.f32 ? dt::f32 : dt::bf16;
+      const dnnl::memory::desc a_md = desc(s.a, s.as, in), c_md = desc(s.c, s.cs, dt::f32),
+                               w_md = any ? dnnl::memory::desc({s.w[0], s.w[1]}, in, dnnl::memory::format_tag::any)
+                                          : desc(s.w, s.ws, in);
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      if (s.accumulate) {
+        dnnl::post_ops ops;
+        ops.append_sum(1.0f);
+        attr.set_post_ops(ops);
+      }
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, w_md, c_md), attr, engine_);
+      const std::size_t pad = pd.scratchpad_desc().get_size();
+      if (pad > scratch_.size()) scratch_.resize(pad);
+      cache_.push_back(entry{s, dnnl::matmul(pd), dnnl::memory(a_md, engine_, DNNL_MEMORY_NONE),
+                             dnnl::memory(pd.weights_desc(), engine_, DNNL_MEMORY_NONE),
+                             dnnl::memory(c_md, engine_, DNNL_MEMORY_NONE),
+                             dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.weights_desc()});
+    } catch (const dnnl::error& err) {
+      throw state_error(detail::cat(s.f32 ? "float32" : "bf16", " matmul: oneDNN cannot make the product ", describe(s), ": ",
+                            err.what()));
+    }
+    return cache_.back();
+  }
+
+  dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream_{engine_};
+  std::vector<entry> cache_;
+  std::vector<std::byte> scratch_ = std::vector<std::byte>(64);
+};
+
+/// c (rows x n) (+)= a * op(W) on oneDNN: op(W) = W^T (n = out) when `transposed` (a linear layer's
+/// forward), else W (n = in: its input gradient). a is float32 (a float32 product) or bf16 (a bf16
+/// product with W's cached bf16 copy: W must be frozen). The forward bf16 product reads W in the
+/// layout oneDNN prefers for its matrix unit, packed once per parameter version.
+inline void weight_product(const weight<float>& w, const rows<float>& a, float* c, bool transposed, bool accumulate) {
+  const index n = transposed ? w.out : w.in, k = transposed ? w.in : w.out;
+  matmuls& mm = matmuls::here();
+  if (a.type == element::value) {
+    mm.run_f32(a.count, n, k, a.values(), w.value, transposed, c, accumulate);
+    return;
+  }
+  if (transposed && !accumulate) {
+    mm.run_laid_out(a.count, n, k, a.halves(), [&](const dnnl::memory::desc& d) {
+      return w.bf16.laid_out(reinterpret_cast<const std::byte*>(&d.data), sizeof(d.data), d.get_size(),
+                             [&](std::byte* dst) { mm.pack(w.value, n, k, d, dst); });
+    }, c);
+    return;
+  }
+  mm.run(a.count, n, k, a.halves(), w.bf16.plain(), transposed, c, accumulate);
+}
+
+/// Attention forward in bf16: o ((batch*seq) x d, float rows) = softmax(Q K^T / sqrt(d_h)) V, Q K^T
+/// and P V as batched products over (image, head), from q in bf16 by head. The images go in groups
+/// of about 4M scores through memory borrowed from `pool`.
+inline void attention_forward(const qkv<float>& q, float* o, block_pool<float>& pool) {
+  detail::profile_scope profiled(detail::profile_kind::attention_rest);
+  using dims4 = matmuls::dims4;
+  const index batch = q.batch, heads = q.heads, seq = q.seq, d = q.d, dh = q.head_dim(), tt = seq * seq,
+              part = batch * seq * d;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
+  const index group = std::clamp<index>((index{1} << 22) / (heads * tt), 1, batch);
+  buffer<float, float> scores(pool, group * heads * tt);
+  buffer<std::uint16_t, float> p16(pool, group * heads * tt);
+  const std::uint16_t* q16 = q.halves();
+  auto& mm = matmuls::here();
+  const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
+      ps{heads * tt, tt, seq, 1}, os{seq * d, dh, d, 1};
+  for (index b0 = 0; b0 < batch; b0 += group) {
+    const index g = std::min(group, batch - b0), off = b0 * heads * seq * dh;
+    float* p = scores.data();
+    mm.run_batched({g, heads, seq, dh}, dense, {g, heads, dh, seq}, dense_t, {g, heads, seq, seq}, ps, q16 + off,
+                   q16 + part + off, p, false);  // S = Q K^T
+    eigen::softmax_rows(p, g * heads * seq, seq, scale);
+    detail::to_bf16(p, p16.data(), static_cast<std::size_t>(g * heads * tt));
+    mm.run_batched({g, heads, seq, seq}, ps, {g, heads, seq, dh}, dense, {g, heads, seq, dh}, os, p16.data(),
+                   q16 + 2 * part + off, o + b0 * seq * d, false);  // O = P V
+  }
+}
+
+/// The backward of attention_forward: adds into gin ((batch*seq) x 3d, float rows; overwrites it with
+/// `accumulate` false) the gradient for gout ((batch*seq) x d, float rows). The probabilities are
+/// computed again (the same bf16 products as the forward's, so the same values).
+inline void attention_backward(const qkv<float>& q, float* gin, bool accumulate, const float* gout,
+                               block_pool<float>& pool) {
+  detail::profile_scope profiled(detail::profile_kind::attention_rest);
+  using dims4 = matmuls::dims4;
+  const index batch = q.batch, heads = q.heads, seq = q.seq, d = q.d, dh = q.head_dim(), tt = seq * seq,
+              part = batch * seq * d, n = batch * heads * tt;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
+  buffer<std::uint16_t, float> go16(pool, part), a16(pool, n);
+  buffer<float, float> probs(pool, n), ds(pool, n), dqkv(pool, 3 * part);
+  const std::uint16_t* qh = q.halves();
+  std::uint16_t* dout = go16.data();
+  std::uint16_t* a = a16.data();
+  eigen::to_heads(gout, dout, batch, seq, 1, heads, dh, d);
+  const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
+      ps{heads * tt, tt, seq, 1}, pts{heads * tt, tt, 1, seq};
+  const dims4 bhtd{batch, heads, seq, dh}, bhtt{batch, heads, seq, seq}, bhdt{batch, heads, dh, seq};
+  auto& mm = matmuls::here();
+  mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, qh, qh + part, probs.data(), false);  // S = Q K^T
+  eigen::softmax_rows(probs.data(), batch * heads * seq, seq, scale);
+  detail::to_bf16(probs.data(), a, static_cast<std::size_t>(n));
+  // dV, dQ, dK go to a head-major buffer, then into gin (a strided destination with accumulation
+  // would get oneDNN's slow kernel)
+  float* dh3 = dqkv.data();
+  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, dout, dh3 + 2 * part, false);              // dV = A^T dO
+  mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, dout, qh + 2 * part, ds.data(), false);      // dA = dO V^T
+  eigen::softmax_backward_rows(ds.data(), probs.data(), batch * heads * seq, seq, scale);
+  detail::to_bf16(ds.data(), a, static_cast<std::size_t>(n));                                      // dS in bf16
+  mm.run_batched(bhtt, ps, bhtd, dense, bhtd, dense, a, qh + part, dh3, false);                     // dQ = dS K
+  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, qh, dh3 + part, false);                    // dK = dS^T Q
+  eigen::from_heads(dh3, gin, accumulate, batch, seq, 3, heads, dh, 3 * d);
+}
+
+#else
+/// False: this build has no oneDNN.
+inline constexpr bool built = false;
+/// Empty: no bf16 products without oneDNN.
+inline std::string bf16_kernel() { return {}; }
+/// Empty: no oneDNN kernels.
+inline std::string cpu_isa() { return {}; }
+[[noreturn]] inline void not_built() { throw state_error("vpdarts was built without oneDNN"); }
+inline void weight_product(const weight<float>&, const rows<float>&, float*, bool, bool) { not_built(); }
+inline void attention_forward(const qkv<float>&, float*, block_pool<float>&) { not_built(); }
+inline void attention_backward(const qkv<float>&, float*, bool, const float*, block_pool<float>&) { not_built(); }
+#endif
+
+}  // namespace vpdarts::kernels::onednn
+// ---- end vpdarts/kernels/onednn.hpp ----
+
+namespace vpdarts {
+
+/// The precision of the frozen products (see the file's comment).
+enum class precision {
+  fp32,  ///< float32 products (the default), on Eigen or oneDNN as fp32_gemm says
+  bf16,  ///< frozen products in bf16 with float32 accumulation (oneDNN)
+};
+
+/// "fp32" or "bf16".
+inline const char* to_string(precision p) noexcept { return p == precision::bf16 ? "bf16" : "fp32"; }
+
+/// Which library runs the float32 products of frozen weights (see the file's comment).
+enum class fp32_gemm {
+  automatic,  ///< oneDNN where the build has it, else Eigen (the default)
+  eigen,      ///< Eigen's GEMM (the only one a build without oneDNN has)
+  onednn,     ///< oneDNN's float32 matmul (a build with oneDNN)
+};
+
+/// "auto", "eigen" or "onednn".
+inline const char* to_string(fp32_gemm g) noexcept {
+  return g == fp32_gemm::eigen ? "eigen" : g == fp32_gemm::onednn ? "onednn" : "auto";
+}
+
+/// What layer_norm_mlp keeps of the MLP's hidden layer for backward, when every weight is constant.
+enum class mlp_memory {
+  keep,       ///< the hidden layer before the activation (R x M values; in bf16 when the products run in bf16): the fastest step, the default
+  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and fc1 again (docs/performance.md)
+};
+
+/// What layer_norm_attention keeps of qkv for backward, when every weight is constant.
+enum class attention_memory {
+  keep,       ///< qkv ((B*T) x 3E values; in bf16 when attention's products run in bf16): the fastest step, the default
+  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and the qkv product again (docs/performance.md)
+};
+
+/// What this build and this CPU offer for bf16.
+struct bf16_support {
+  bool available = false;  ///< bf16 products can run here
+  std::string kernel;      ///< the instructions oneDNN uses: "AMX", "AVX512-BF16" (empty when unavailable)
+  std::string reason;      ///< why not, when unavailable
+};
+
+/// Whether bf16 products can run in this program on this CPU, and which instructions they use.
+/// oneDNN's own view of the CPU decides (it honours ONEDNN_MAX_CPU_ISA, so
+/// `ONEDNN_MAX_CPU_ISA=AVX2` shows the refusal on any machine).
+inline bf16_support bf16_supported() {
+  bf16_support s;
+  s.kernel = kernels::onednn::bf16_kernel();
+  s.available = !s.kernel.empty();
+  if (s.available) return s;
+  s.reason = kernels::onednn::built
+                 ? "this CPU (as oneDNN sees it) has neither AVX512-BF16 nor AMX, so bf16 products would be emulated "
+                   "and slower than float32"
+                 : "vpdarts was built without oneDNN (link the CMake target vpdarts::bf16, which needs Debian's "
+                   "libdnnl-dev, or define VPDARTS_WITH_DNNL and link -ldnnl)";
+  return s;
+}
+
+/// The widest vector instructions oneDNN's kernels use on this CPU: "AVX-512", "AVX2", "SSE4.1"
+/// (empty in a build without oneDNN). oneDNN honours ONEDNN_MAX_CPU_ISA.
+inline std::string onednn_cpu_isa() { return kernels::onednn::cpu_isa(); }
+
+/// What fp32_gemm::automatic picks in this program on this CPU, and why.
+struct fp32_gemm_choice {
+  fp32_gemm gemm = fp32_gemm::eigen;  ///< eigen or onednn
+  std::string reason;                 ///< one line: why
+};
+
+/// What fp32_gemm::automatic resolves to in this program: oneDNN in a build with it (its kernels,
+/// chosen for the CPU at run time, were as fast as Eigen's or faster on every workload measured,
+/// docs/performance.md), else Eigen.
+inline fp32_gemm_choice fp32_gemm_automatic() {
+  if (!kernels::onednn::built) return {fp32_gemm::eigen, "vpdarts was built without oneDNN"};
+  return {fp32_gemm::onednn, "vpdarts was built with oneDNN, whose " + onednn_cpu_isa() +
+                                 " float32 kernels run the frozen products at least as fast as Eigen's"};
+}
+
+/// How a tape runs its kernels (see the file's comment). The default is float32 products on the
+/// automatic engine, keeping qkv and the MLP's hidden layer.
+struct execution_config {
+  precision products = precision::fp32;         ///< the precision of the frozen products
+  fp32_gemm fp32_products = fp32_gemm::automatic;  ///< the library of the frozen float32 products
+  mlp_memory mlp = mlp_memory::keep;            ///< what a frozen block keeps of its MLP
+  attention_memory attention = attention_memory::keep;  ///< what a frozen block keeps of qkv
+
+  /// The library that runs the frozen float32 products: eigen or onednn (automatic resolved).
+  fp32_gemm fp32_engine() const noexcept {
+    return fp32_products != fp32_gemm::automatic ? fp32_products
+           : kernels::onednn::built             ? fp32_gemm::onednn
+                                                : fp32_gemm::eigen;
+  }
+
+  /// @throws config_error naming `who` for bf16 where bf16_supported() says it is unavailable (with
+  /// its reason), or oneDNN float32 products in a build without oneDNN.
+  void check(const char* who) const {
+    if (products == precision::bf16) {
+      const bf16_support s = bf16_supported();
+      if (!s.available) throw config_error(detail::cat(who, ": bf16 is not available: ", s.reason));
+    }
+    if (fp32_products == fp32_gemm::onednn && !kernels::onednn::built)
+      throw config_error(detail::cat(who, ": oneDNN float32 products are not available: vpdarts was built without "
+                                          "oneDNN (link the CMake target vpdarts::bf16, which needs Debian's libdnnl-dev)"));
+  }
+
+  /// One line for logs and metrics: "bf16", "fp32 (onednn)", with " mlp=recompute" / " qkv=recompute".
+  std::string describe() const {
+    std::string s = products == precision::bf16 ? "bf16" : detail::cat("fp32 (", to_string(fp32_engine()), ")");
+    if (mlp == mlp_memory::recompute) s += " mlp=recompute";
+    if (attention == attention_memory::recompute) s += " qkv=recompute";
+    return s;
+  }
+
+  bool operator==(const execution_config&) const = default;
+};
+
+}  // namespace vpdarts
+// ---- end vpdarts/kernels/execution.hpp ----
+
+// ---- begin vpdarts/autodiff.hpp ----
+/// @file autodiff.hpp
+/// The reverse-mode tape and all its ops.
+
 
 // ---- begin vpdarts/autodiff/gradcheck.hpp ----
 /// @file gradcheck.hpp
@@ -801,62 +1946,7 @@ class block_pool {
 
 #include <algorithm>
 #include <cmath>
-#include <numbers>
-#include <unsupported/Eigen/SpecialFunctions>
 
-
-// ---- begin vpdarts/detail/parallel.hpp ----
-// A parallel loop over [0, n) with OpenMP. A region is entered only when
-// there is more than one job and more than one thread: libgomp allocates a
-// new team for a one-thread region, which a warm training step must not do.
-
-#include <algorithm>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-
-namespace vpdarts::detail {
-
-inline int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-inline int thread_id() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-
-/// Calls f(i) for i in [0, n), split statically over the OpenMP threads.
-template <class F>
-void parallel_for(index n, F&& f) {
-#ifdef _OPENMP
-  if (n > 1 && omp_get_max_threads() > 1 && !omp_in_parallel()) {
-#pragma omp parallel for schedule(static)
-    for (index i = 0; i < n; ++i) f(i);
-    return;
-  }
-#endif
-  for (index i = 0; i < n; ++i) f(i);
-}
-
-/// Calls f(begin, count) over [0, n) in pieces of `chunk` (the last may be
-/// shorter), the pieces split over the OpenMP threads.
-template <class F>
-void parallel_chunks(index n, index chunk, F&& f) {
-  parallel_for((n + chunk - 1) / chunk, [&](index b) { f(b * chunk, std::min(chunk, n - b * chunk)); });
-}
-
-}  // namespace vpdarts::detail
-// ---- end vpdarts/detail/parallel.hpp ----
 
 // ---- begin vpdarts/autodiff/tape.hpp ----
 /// @file tape.hpp
@@ -927,6 +2017,151 @@ class inline_function {
 }  // namespace vpdarts::detail
 // ---- end vpdarts/detail/inline_function.hpp ----
 
+// ---- begin vpdarts/kernels/backend.hpp ----
+/// @file backend.hpp
+/// The one interface the fused tape nodes compute through: a weight product with its epilogue, the
+/// input-gradient product, attention forward and backward, LayerNorm and the activations. It reads
+/// the tape's execution_config and the weight's state and sends each call to the Eigen kernels
+/// (eigen.hpp) or the oneDNN ones (onednn.hpp):
+///
+/// | call | oneDNN, bf16 | oneDNN, float32 | Eigen |
+/// |---|---|---|---|
+/// | product with a weight | precision::bf16, a frozen parameter's weight, float | precision::fp32, engine oneDNN, a constant weight, float | every other |
+/// | attention's products | precision::bf16, float (qkv by head) | | every other |
+/// | LayerNorm, activations, softmax, epilogue | | | always (vpdarts' own kernels) |
+///
+/// A producer asks what its consumer reads (operand_of, bf16_attention) and writes that: a
+/// LayerNorm before a bf16 product writes bf16 rows; a value operand given to a bf16 product is
+/// rounded on the way (into borrowed memory).
+
+#include <type_traits>
+
+
+namespace vpdarts::kernels {
+
+/// The kernels of one tape (see the file's comment): its configuration and its pool of working memory.
+template <Scalar S>
+class backend {
+ public:
+  /// oneDNN serves float models only.
+  static constexpr bool onednn_here = onednn::built && std::is_same_v<S, float>;
+
+  backend(const execution_config& config, block_pool<S>& pool) noexcept : config_(config), pool_(pool) {}
+
+  /// The configuration.
+  const execution_config& config() const noexcept { return config_; }
+  /// The working memory kernels borrow from.
+  block_pool<S>& pool() const noexcept { return pool_; }
+
+  /// What a product with w reads: bf16 for a frozen parameter's weight under precision::bf16 (a float
+  /// model), else values.
+  element operand_of(const weight<S>& w) const noexcept {
+    return onednn_here && config_.products == precision::bf16 && w.frozen() ? element::bf16 : element::value;
+  }
+
+  /// True when attention's products run in bf16 (a float model under precision::bf16): attention then
+  /// reads qkv by head (attention_operand).
+  bool bf16_attention() const noexcept { return onednn_here && config_.products == precision::bf16; }
+
+  /// out (x.count x w.out) = x W^T, then the epilogue.
+  void linear(const weight<S>& w, const rows<S>& x, S* out, const epilogue<S>& e = {}) const {
+    product(w, x, out, true, false);
+    eigen::apply(e, out, x.count, w.out);
+  }
+
+  /// out (g.count x w.in) = g W (+= with `accumulate`): a linear layer's input gradient.
+  void times_weight(const weight<S>& w, const rows<S>& g, S* out, bool accumulate) const {
+    product(w, g, out, false, accumulate);
+  }
+
+  /// LayerNorm of the r x d rows of x into out, as S or bf16 as `type` says; each row's mean and
+  /// 1/std to stats (unless null).
+  void layer_norm(const S* x, const S* gamma, const S* beta, index r, index d, S eps, S* stats, void* out,
+                  element type) const {
+    eigen::layer_norm(x, out, type, gamma, beta, r, d, eps, stats);
+  }
+
+  /// dx += d LN(x)/dx applied to dy (stats from layer_norm).
+  void layer_norm_backward(const S* x, const S* gamma, const S* stats, const S* dy, S* dx, index r, index d) const {
+    eigen::layer_norm_backward(x, gamma, stats, dy, dx, r, d);
+  }
+
+  /// y = act(x) for n values, into y as S or bf16 as `type` says; with x16 set (and type bf16) x is also
+  /// written there rounded to bf16 (what a block keeps for backward), in the same pass.
+  void activation_forward(activation act, const S* x, void* y, element type, index n, std::uint16_t* x16 = nullptr) const {
+    if (type == element::bf16)
+      eigen::activation_forward_bf16(act, x, x16, static_cast<std::uint16_t*>(y), n);
+    else
+      eigen::activation_forward(act, x, static_cast<S*>(y), n);
+  }
+
+  /// d += g * act'(x) for n values (d = with `accumulate` false).
+  void activation_backward(activation act, const S* x, const S* g, S* d, index n, bool accumulate) const {
+    eigen::activation_backward(act, x, g, d, n, accumulate);
+  }
+
+  /// g *= act'(x) in place for n values, x as S or, with x16 set, as bf16; with g16 set the result is also
+  /// written there rounded to bf16 (the operand of a bf16 product).
+  void activation_backward_in_place(activation act, const S* x, const std::uint16_t* x16, S* g, index n,
+                                    std::uint16_t* g16) const {
+    eigen::activation_backward_in_place(act, x, x16, g, n, g16);
+  }
+
+  /// q, k, v of `rows` ((batch*seq) x 3d, S) as attention reads them: the rows themselves, or (bf16
+  /// attention) rounded into `by_head` (3*batch*seq*d bf16 values) by head.
+  qkv<S> attention_operand(const S* rows, index batch, index heads, index seq, index d, std::uint16_t* by_head) const {
+    if constexpr (onednn_here)
+      if (bf16_attention()) {
+        eigen::to_heads(rows, by_head, batch, seq, 3, heads, d / heads, 3 * d);
+        return {by_head, batch, heads, seq, d, true};
+      }
+    return {rows, batch, heads, seq, d, false};
+  }
+
+  /// o ((batch*seq) x d) = softmax(Q K^T / sqrt(d_h)) V for every image and head.
+  void attention_forward(const qkv<S>& q, S* o) const {
+    if constexpr (onednn_here)
+      if (q.by_head) return onednn::attention_forward(q, o, pool_);
+    buffer<S, S> per_thread(pool_, detail::max_threads() * q.seq * q.seq);
+    eigen::attention_forward(q, o, per_thread.data(), false);
+  }
+
+  /// gin ((batch*seq) x 3d) (+)= the gradient for gout ((batch*seq) x d); the probabilities are
+  /// computed again (the same values as the forward's).
+  void attention_backward(const qkv<S>& q, S* gin, bool accumulate, const S* gout) const {
+    if constexpr (onednn_here)
+      if (q.by_head) return onednn::attention_backward(q, gin, accumulate, gout, pool_);
+    const index n = q.batch * q.seq * 3 * q.d;
+    if (!accumulate)
+      detail::parallel_chunks(n, eigen::values_per_job, [&](index at, index m) { std::fill(gin + at, gin + at + m, S(0)); });
+    buffer<S, S> work(pool_, detail::max_threads() * 2 * q.seq * q.seq);
+    eigen::attention_backward(q, gin, gout, static_cast<const S*>(nullptr), work.data());
+  }
+
+ private:
+  /// c (+)= a op(W) on the engine the file's table names.
+  void product(const weight<S>& w, const rows<S>& a, S* c, bool transposed, bool accumulate) const {
+    if constexpr (onednn_here) {
+      if (operand_of(w) == element::bf16) {
+        if (a.type == element::bf16) return onednn::weight_product(w, a, c, transposed, accumulate);
+        const index n = a.count * a.cols;
+        buffer<std::uint16_t, S> a16(pool_, n);
+        detail::to_bf16(a.values(), a16.data(), static_cast<std::size_t>(n));
+        return onednn::weight_product(w, rows<S>::of(a16.data(), a.count, a.cols), c, transposed, accumulate);
+      }
+      if (w.constant && config_.products == precision::fp32 && config_.fp32_engine() == fp32_gemm::onednn)
+        return onednn::weight_product(w, a, c, transposed, accumulate);
+    }
+    eigen::weight_product(w, a.values(), a.count, c, transposed, accumulate);
+  }
+
+  execution_config config_;
+  block_pool<S>& pool_;
+};
+
+}  // namespace vpdarts::kernels
+// ---- end vpdarts/kernels/backend.hpp ----
+
 // ---- begin vpdarts/autodiff/parameter.hpp ----
 /// @file parameter.hpp
 /// A named, owned tensor that the tape reads without copying and into whose
@@ -938,246 +2173,6 @@ class inline_function {
 #include <utility>
 #include <vector>
 
-
-// ---- begin vpdarts/detail/bf16.hpp ----
-// bf16 values: float32 -> bf16 rounding (to nearest, ties to even; NaN stays
-// NaN), and the cached bf16 copy a frozen parameter keeps of its value. No
-// oneDNN here: the products are in onednn_gemm.hpp.
-
-#include <algorithm>
-#include <atomic>
-#include <cstddef>
-#include <bit>
-#include <cstdint>
-#include <memory>
-#include <mutex>
-#include <vector>
-
-
-// ---- begin vpdarts/detail/profile.hpp ----
-// Where a step's time goes: a process-wide, opt-in profile of the kernels by kind (products of weights,
-// attention's products, attention's softmax, LayerNorm, activations, bf16 conversions, fusion operators,
-// the optimiser). A kernel's entry point opens a profile_scope of its kind; time is exclusive (a scope
-// inside another, a product inside a fused LayerNorm-and-product, say, is taken out of the outer one's),
-// and only scopes opened outside OpenMP parallel regions count, so the kinds add up to at most the
-// wall time. Off, a scope costs one relaxed atomic load. vpdarts_bench --profile prints it.
-
-#include <array>
-#include <atomic>
-#include <chrono>
-#include <cstddef>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-namespace vpdarts::detail {
-
-/// What a kernel does.
-enum class profile_kind : std::size_t {
-  weight_product,     ///< a product with a weight (Eigen's GEMM or oneDNN's matmul)
-  attention_product,  ///< attention's Q K^T, P V and their backward products
-  attention_rest,     ///< the rest of an attention kernel: the softmax and its backward, and the Eigen
-                      ///< path's per-head products (made inside its parallel loop, they are not told apart)
-  layer_norm,         ///< LayerNorm forward and backward
-  activation,         ///< GELU / QuickGELU forward and backward of frozen blocks (the element-wise ops of a
-                      ///< trainable block count as the rest)
-  conversion,         ///< float32 -> bf16 rounding of operands
-  fusion,             ///< the fusion operators' pre and post
-  optimiser,          ///< SGD and Adam steps
-  count
-};
-
-/// The kinds' names, in profile_kind's order.
-inline constexpr std::array<const char*, static_cast<std::size_t>(profile_kind::count)> profile_names{
-    "weight products", "attention products", "attention, the rest", "LayerNorm", "activations",
-    "bf16 conversions", "fusion operators", "optimiser"};
-
-/// The totals so far, in nanoseconds and calls, per kind.
-struct profile_totals {
-  std::array<std::atomic<long long>, static_cast<std::size_t>(profile_kind::count)> ns{};
-  std::array<std::atomic<long long>, static_cast<std::size_t>(profile_kind::count)> calls{};
-  std::atomic<bool> on{false};
-};
-
-inline profile_totals& profile() {
-  static profile_totals p;
-  return p;
-}
-
-/// Turns the profile on (clearing its totals) or off (keeping them to be read).
-inline void set_profiling(bool on) {
-  profile_totals& p = profile();
-  if (on) {
-    for (auto& v : p.ns) v.store(0);
-    for (auto& v : p.calls) v.store(0);
-  }
-  p.on.store(on, std::memory_order_relaxed);
-}
-
-/// Times its lifetime as `kind` (see the file's comment). A product opened inside an attention
-/// scope counts as an attention product.
-class profile_scope {
- public:
-  explicit profile_scope(profile_kind kind) noexcept {
-    if (!profile().on.load(std::memory_order_relaxed)) return;
-#ifdef _OPENMP
-    if (omp_in_parallel()) return;
-#endif
-    const auto now = clock::now();
-    outer_ = current();
-    if (outer_ != nullptr) {
-      if (kind == profile_kind::weight_product &&
-          (outer_->kind_ == profile_kind::attention_rest || outer_->kind_ == profile_kind::attention_product))
-        kind = profile_kind::attention_product;
-      outer_->pause(now);
-    }
-    kind_ = kind;
-    start_ = now;
-    active_ = true;
-    current() = this;
-    profile().calls[static_cast<std::size_t>(kind_)].fetch_add(1, std::memory_order_relaxed);
-  }
-  profile_scope(const profile_scope&) = delete;
-  profile_scope& operator=(const profile_scope&) = delete;
-  ~profile_scope() {
-    if (!active_) return;
-    const auto now = clock::now();
-    pause(now);
-    current() = outer_;
-    if (outer_ != nullptr) outer_->start_ = now;
-  }
-
- private:
-  using clock = std::chrono::steady_clock;
-  static profile_scope*& current() noexcept {
-    thread_local profile_scope* open = nullptr;
-    return open;
-  }
-  void pause(clock::time_point now) noexcept {
-    profile().ns[static_cast<std::size_t>(kind_)].fetch_add(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(now - start_).count(), std::memory_order_relaxed);
-    start_ = now;
-  }
-
-  profile_kind kind_ = profile_kind::weight_product;
-  clock::time_point start_{};
-  profile_scope* outer_ = nullptr;
-  bool active_ = false;
-};
-
-}  // namespace vpdarts::detail
-// ---- end vpdarts/detail/profile.hpp ----
-
-namespace vpdarts::detail {
-
-/// f rounded to the nearest bf16 (ties to even); a NaN stays a (quiet) NaN, infinities stay.
-inline std::uint16_t to_bf16(float f) noexcept {
-  std::uint32_t u = std::bit_cast<std::uint32_t>(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<std::uint16_t>(u >> 16);
-}
-
-/// The float a bf16 value stands for (exact).
-inline float from_bf16(std::uint16_t h) noexcept { return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16); }
-
-/// out[i] = to_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
-inline void to_bf16(const float* in, std::uint16_t* out, std::size_t n) {
-  detail::profile_scope profiled(detail::profile_kind::conversion);
-  constexpr index chunk = index{1} << 16;
-  parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
-    for (index i = first; i < first + count; ++i) out[i] = to_bf16(in[i]);
-  });
-}
-
-/// out[i] = from_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
-inline void from_bf16(const std::uint16_t* in, float* out, std::size_t n) {
-  constexpr index chunk = index{1} << 16;
-  parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
-    for (index i = first; i < first + count; ++i) out[i] = from_bf16(in[i]);
-  });
-}
-
-/// How many times a weight was converted to bf16 in this process (tests check
-/// that a warm step converts nothing).
-inline std::atomic<std::uint64_t>& bf16_weight_conversions() {
-  static std::atomic<std::uint64_t> n{0};
-  return n;
-}
-
-/// The bf16 copies of a parameter's value, rebuilt when the parameter's version
-/// moved: the plain row-major one, and copies laid out for a matrix unit
-/// (oneDNN's blocked weight layouts, made by the caller and told apart by an
-/// opaque key). Copying a parameter gives the copy an empty cache.
-struct bf16_cache {
-  bf16_cache() = default;
-  bf16_cache(const bf16_cache&) : bf16_cache() {}
-  bf16_cache& operator=(const bf16_cache&) {
-    std::lock_guard<std::mutex> hold(*lock);
-    forget();
-    return *this;
-  }
-
-  /// The plain bf16 copy of `n` values at `src` of version `v`, converting when stale.
-  const std::uint16_t* get(const float* src, std::size_t n, std::uint64_t v) {
-    std::lock_guard<std::mutex> hold(*lock);
-    refresh(src, n, v);
-    if (values.size() != n) {
-      values.resize(n);
-      to_bf16(src, values.data(), n);
-      ++bf16_weight_conversions();
-    }
-    return values.data();
-  }
-
-  /// The copy of `bytes` bytes known by `key` (a layout's description), made by `make(dst)`
-  /// the first time it is asked for at this version. At most four layouts are kept.
-  template <class Make>
-  const std::byte* laid_out(const float* src, std::size_t n, std::uint64_t v, const std::byte* key,
-                            std::size_t key_size, std::size_t bytes, Make&& make) {
-    std::lock_guard<std::mutex> hold(*lock);
-    refresh(src, n, v);
-    for (const layout& l : layouts)
-      if (l.key.size() == key_size && std::equal(l.key.begin(), l.key.end(), key)) return l.data.data();
-    if (layouts.size() >= 4) layouts.erase(layouts.begin());
-    layouts.push_back({std::vector<std::byte>(key, key + key_size), std::vector<std::byte>(bytes)});
-    make(layouts.back().data.data());
-    ++bf16_weight_conversions();
-    return layouts.back().data.data();
-  }
-
-  /// A copy in some layout.
-  struct layout {
-    std::vector<std::byte> key;   ///< the layout's description
-    std::vector<std::byte> data;  ///< the values in it
-  };
-  std::vector<std::uint16_t> values;                              ///< the plain copy, row-major (empty until asked for)
-  std::vector<layout> layouts;                                    ///< the laid-out copies
-  std::uint64_t version = ~std::uint64_t{0};                      ///< the parameter version they were made of
-  const float* source = nullptr;                                  ///< the value they were made of
-  std::size_t size = 0;                                           ///< its number of values
-  std::unique_ptr<std::mutex> lock = std::make_unique<std::mutex>();  ///< one converter at a time
-
- private:
-  void refresh(const float* src, std::size_t n, std::uint64_t v) {
-    if (version == v && source == src && size == n) return;
-    forget();
-    version = v;
-    source = src;
-    size = n;
-  }
-  void forget() {
-    values.clear();
-    layouts.clear();
-    version = ~std::uint64_t{0};
-    source = nullptr;
-    size = 0;
-  }
-};
-
-}  // namespace vpdarts::detail
-// ---- end vpdarts/detail/bf16.hpp ----
 
 namespace vpdarts {
 
@@ -1240,6 +2235,13 @@ class parameter {
   {
     return bf16_.laid_out(value_.data(), static_cast<std::size_t>(value_.size()), version_, key, key_size, bytes,
                           std::forward<Make>(make));
+  }
+
+  /// A handle on the bf16 copies above, for a product's kernel to read. float only.
+  detail::bf16_copies bf16_copies() const
+    requires std::same_as<S, float>
+  {
+    return {&bf16_, value_.data(), static_cast<std::size_t>(value_.size()), version_};
   }
 
   /// The logical tensor shape used in checkpoints (timm's, e.g. {1, 1, D} for
@@ -1340,6 +2342,13 @@ class values_kept {
 }  // namespace vpdarts
 // ---- end vpdarts/autodiff/parameter.hpp ----
 
+// ---- begin vpdarts/autodiff/var.hpp ----
+/// @file var.hpp
+/// The handle on a node of a tape (its member functions are defined in tape.hpp, after the tape).
+
+#include <cstdint>
+
+
 namespace vpdarts {
 
 /// A handle on one node of a tape: cheap to copy, valid until the tape's next reset().
@@ -1390,6 +2399,11 @@ class var {
   std::uint32_t generation_ = 0;
 };
 
+}  // namespace vpdarts
+// ---- end vpdarts/autodiff/var.hpp ----
+
+namespace vpdarts {
+
 /// The reverse-mode tape. One tape per thread; not copyable or movable
 /// (variables point at it).
 template <Scalar S>
@@ -1411,8 +2425,12 @@ class tape {
     backward_step back;             ///< Empty for leaves and constants.
   };
 
+  /// A tape whose kernels run as `config` says (kernels/execution.hpp; the default: float32).
   /// @param first_chunk_bytes the arena's first chunk (it grows as needed and keeps its size).
-  explicit tape(std::size_t first_chunk_bytes = std::size_t{1} << 20) : arena_(first_chunk_bytes) {
+  /// @throws config_error for a configuration this build or CPU cannot run (bf16 without AMX or AVX512-BF16, ...).
+  explicit tape(const execution_config& config = {}, std::size_t first_chunk_bytes = std::size_t{1} << 20)
+      : arena_(first_chunk_bytes) {
+    configure(config);
     nodes_.reserve(256);
   }
   tape(const tape&) = delete;
@@ -1483,6 +2501,17 @@ class tape {
     }
   }
 
+  /// How this tape runs its kernels.
+  const execution_config& config() const noexcept { return config_; }
+  /// Sets it, for the nodes recorded from now on. @throws config_error as the constructor does.
+  void configure(const execution_config& config) {
+    config.check("tape::configure");
+    config_ = config;
+    if (block_tape_) block_tape_->config_ = config;
+  }
+  /// The kernels of this tape's configuration, borrowing working memory from its pool.
+  kernels::backend<S> backend() const noexcept { return kernels::backend<S>(config_, *temps_); }
+
   /// Keep every node's adjoint after backward() (for reading var::adjoint() of
   /// intermediate nodes; costs the memory of all adjoints at once). Default off:
   /// an adjoint is released as soon as its node's backward step has run.
@@ -1523,9 +2552,10 @@ class tape {
   /// held. It borrows working memory from this tape's pool. Created on first use.
   tape& block_tape() {
     if (!block_tape_) {
-      block_tape_ = std::make_unique<tape>();
+      block_tape_ = std::make_unique<tape>(config_);
       block_tape_->temps_ = temps_;
     }
+    block_tape_->config_ = config_;
     block_tape_->set_grad_enabled(false);
     return *block_tape_;
   }
@@ -1634,6 +2664,7 @@ class tape {
   block_pool<S> own_temps_;
   block_pool<S>* temps_ = &own_temps_;  // a block tape's points to its parent's
   std::unique_ptr<tape> block_tape_;
+  execution_config config_;
   bool retain_adjoints_ = false;
   std::vector<node> nodes_;
   std::uint32_t generation_ = 0;
@@ -1703,14 +2734,15 @@ tape<S>& tape_of(const char* fn, const var<S>& a) {
   return t;
 }
 
-/// A buffer of `count` bf16 values borrowed from t's working buffers (pairs of them in float
-/// storage), given back when it goes out of scope: the bf16 operands of the products.
+/// Node iw of t as a weight the kernels read (with its bf16 copies when it is a frozen parameter's leaf).
 template <Scalar S>
-struct borrowed_bf16 {
-  borrowed_bf16(tape<S>& t, index count) : held(t, 1, (count + 1) / 2) {}
-  std::uint16_t* data() { return reinterpret_cast<std::uint16_t*>(held.data()); }
-  typename tape<S>::borrowed held;
-};
+kernels::weight<S> weight_of(const tape<S>& t, std::uint32_t iw) {
+  const auto& n = t.at(iw);
+  kernels::weight<S> w{n.value, n.rows, n.cols, !n.requires_grad, {}};
+  if constexpr (std::is_same_v<S, float>)
+    if (n.source != nullptr && !n.source->requires_grad()) w.bf16 = n.source->bf16_copies();
+  return w;
+}
 
 /// The common tape of two operands. @throws state_error when they differ or are stale.
 template <Scalar S>
@@ -1886,84 +2918,15 @@ var<S> tanh(const var<S>& a) {
   return detail::unary("tanh", a, [](S x) { return std::tanh(x); }, [](S, S y) { return S(1) - y * y; });
 }
 
-namespace detail {
-
-/// Values per OpenMP job of the element-wise kernels.
-inline constexpr index values_per_job = index{1} << 14;
-
-/// y = GELU(x) for m values (exact erf form), on the calling thread.
-template <Scalar S>
-void gelu_forward_serial(const S* x0, S* y0, index m) {
-  constexpr S inv_sqrt2 = S(1) / std::numbers::sqrt2_v<S>;
-  Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0, m);
-  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0, m) = S(0.5) * x * (S(1) + (x * inv_sqrt2).erf());
-}
-
-/// y = GELU(x) for n values (exact erf form).
-template <Scalar S>
-void gelu_forward(const S* x0, S* y0, index n) {
-  parallel_chunks(n, values_per_job, [&](index at, index m) { gelu_forward_serial(x0 + at, y0 + at, m); });
-}
-
-/// dx += g * GELU'(x) for m values, on the calling thread (dx = with `accumulate` false; d may be g).
-template <Scalar S>
-void gelu_backward_serial(const S* x0, const S* g0, S* d0, index m, bool accumulate) {
-  constexpr S r2 = S(1) / std::numbers::sqrt2_v<S>;
-  constexpr S inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<S> * r2;
-  Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0, m), g(g0, m);
-  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> d(d0, m);
-  const auto v = g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
-  if (accumulate) d += v;
-  else d = v;
-}
-
-/// dx += g * GELU'(x) for n values (dx = with `accumulate` false; d may be g).
-template <Scalar S>
-void gelu_backward(const S* x0, const S* g0, S* d0, index n, bool accumulate = true) {
-  parallel_chunks(n, values_per_job, [&](index at, index m) { gelu_backward_serial(x0 + at, g0 + at, d0 + at, m, accumulate); });
-}
-
-/// y = QuickGELU(x) = x sigmoid(1.702 x) for m values, on the calling thread.
-template <Scalar S>
-void quick_gelu_forward_serial(const S* x0, S* y0, index m) {
-  Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0, m);
-  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0, m) = x / (S(1) + (S(-1.702) * x).exp());
-}
-
-/// y = QuickGELU(x) = x sigmoid(1.702 x) for n values.
-template <Scalar S>
-void quick_gelu_forward(const S* x0, S* y0, index n) {
-  parallel_chunks(n, values_per_job, [&](index at, index m) { quick_gelu_forward_serial(x0 + at, y0 + at, m); });
-}
-
-/// dx += g * QuickGELU'(x) for m values, on the calling thread: s + 1.702 x s (1 - s), s = sigmoid(1.702 x)
-/// (dx = with `accumulate` false; d may be g).
-template <Scalar S>
-void quick_gelu_backward_serial(const S* x0, const S* g0, S* d0, index m, bool accumulate) {
-  Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0, m), g(g0, m);
-  const Eigen::Array<S, Eigen::Dynamic, 1> sg = S(1) / (S(1) + (S(-1.702) * x).exp());
-  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> d(d0, m);
-  if (accumulate) d += g * (sg + S(1.702) * x * sg * (S(1) - sg));
-  else d = g * (sg + S(1.702) * x * sg * (S(1) - sg));
-}
-
-/// dx += g * QuickGELU'(x) for n values (dx = with `accumulate` false; d may be g).
-template <Scalar S>
-void quick_gelu_backward(const S* x0, const S* g0, S* d0, index n, bool accumulate = true) {
-  parallel_chunks(n, values_per_job,
-                  [&](index at, index m) { quick_gelu_backward_serial(x0 + at, g0 + at, d0 + at, m, accumulate); });
-}
-
-}  // namespace detail
-
 /// QuickGELU (OpenAI CLIP's activation): x sigmoid(1.702 x), element-wise, vectorised and threaded as gelu.
 template <Scalar S>
 var<S> quick_gelu(const var<S>& a) {
   tape<S>& t = detail::tape_of("quick_gelu", a);
   var<S> out = t.make(a.rows(), a.cols(), a.requires_grad());
-  detail::quick_gelu_forward(a.value().data(), out.value().data(), a.size());
+  kernels::eigen::activation_forward(activation::quick_gelu, a.value().data(), out.value().data(), a.size());
   t.on_backward(out, [ia = a.id(), io = out.id()](tape<S>& tp) {
-    detail::quick_gelu_backward(tp.value(ia).data(), tp.adjoint(io).data(), tp.adjoint(ia).data(), tp.value(ia).size());
+    kernels::eigen::activation_backward(activation::quick_gelu, tp.value(ia).data(), tp.adjoint(io).data(), tp.adjoint(ia).data(),
+                                        tp.value(ia).size());
   });
   return out;
 }
@@ -1975,9 +2938,10 @@ template <Scalar S>
 var<S> gelu(const var<S>& a) {
   tape<S>& t = detail::tape_of("gelu", a);
   var<S> out = t.make(a.rows(), a.cols(), a.requires_grad());
-  detail::gelu_forward(a.value().data(), out.value().data(), a.size());
+  kernels::eigen::activation_forward(activation::gelu, a.value().data(), out.value().data(), a.size());
   t.on_backward(out, [ia = a.id(), io = out.id()](tape<S>& tp) {
-    detail::gelu_backward(tp.value(ia).data(), tp.adjoint(io).data(), tp.adjoint(ia).data(), tp.value(ia).size());
+    kernels::eigen::activation_backward(activation::gelu, tp.value(ia).data(), tp.adjoint(io).data(), tp.adjoint(ia).data(),
+                                        tp.value(ia).size());
   });
   return out;
 }
@@ -2204,454 +3168,17 @@ gradcheck_result gradcheck(F&& f, std::initializer_list<parameter<S>*> params, c
 
 // ---- begin vpdarts/autodiff/ops_attention.hpp ----
 /// @file ops_attention.hpp
-/// The multi-head self-attention core, fused: softmax(Q K^T / sqrt(d_h)) V per
-/// image and head, forward and backward, parallel over (image, head) with OpenMP.
+/// The multi-head self-attention core as one op: softmax(Q K^T / sqrt(d_h)) V per image and head,
+/// forward and backward on the Eigen kernels (kernels/eigen.hpp), parallel over (image, head). The
+/// attention of a frozen block is part of its fused nodes (ops_fused_attention.hpp).
 
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
 
 
-// ---- begin vpdarts/detail/onednn_gemm.hpp ----
-// Matrix products through oneDNN's matmul, for the frozen products: bf16 x
-// bf16 -> float32 (AMX or AVX512-BF16 kernels, chosen by oneDNN) under
-// precision::bf16, and float32 x float32 where fp32_gemm() is oneDNN (its
-// AVX-512 kernels on CPUs that have them). Compiled only with VPDARTS_WITH_DNNL.
-//
-// A primitive is made once per shape and kept (per thread, with its memory
-// objects), the scratchpad is ours and grows only, and execution goes through
-// oneDNN's C call with the arguments on the stack: a warm step makes no
-// primitive and no memory object.
-
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-
-#include <oneapi/dnnl/dnnl.hpp>
-
-#include <array>
-#include <atomic>
-#include <cstddef>
-#include <cstdint>
-#include <string>
-#include <vector>
-
-
-namespace vpdarts::detail {
-
-/// How many bf16 products ran in this process (tests relate a step's allocations to it).
-inline std::atomic<std::uint64_t>& bf16_products() {
-  static std::atomic<std::uint64_t> n{0};
-  return n;
-}
-/// How many of them were batched (4-d) products.
-inline std::atomic<std::uint64_t>& bf16_batched_products() {
-  static std::atomic<std::uint64_t> n{0};
-  return n;
-}
-/// How many float32 products ran on oneDNN in this process.
-inline std::atomic<std::uint64_t>& onednn_f32_products() {
-  static std::atomic<std::uint64_t> n{0};
-  return n;
-}
-
-/// The products of one thread: c (m x n, float32, row-major) = a (m x k, bf16,
-/// row-major) * op(w), where w is bf16 and either n x k row-major (`w_nk`:
-/// the product is a * w^T, a linear layer's forward) or k x n row-major (a * w,
-/// its input gradient); with `accumulate` c += instead of c =. run_f32 is the
-/// same product with a and w in float32.
-class onednn_matmuls {
- public:
-  /// The calling thread's instance.
-  static onednn_matmuls& here() {
-    thread_local onednn_matmuls m;
-    return m;
-  }
-
-  /// Runs the product (see the class) in float32: a and w are float32, read where they are.
-  /// @throws state_error when oneDNN refuses it.
-  void run_f32(index m, index n, index k, const float* a, const float* w, bool w_nk, float* c, bool accumulate) {
-    profile_scope profiled(profile_kind::weight_product);
-    shape s = plain(m, n, k, w_nk, accumulate);
-    s.f32 = true;
-    ++onednn_f32_products();
-    execute(find(s), a, w, c);
-  }
-
-  /// Runs the product (see the class). @throws state_error when oneDNN refuses it.
-  void run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
-           bool accumulate) {
-    profile_scope profiled(profile_kind::weight_product);
-    ++bf16_products();
-    execute(find(plain(m, n, k, w_nk, accumulate)), a, w, c);
-  }
-
-  /// c (m x n) = a (m x k, bf16) * W^T for a weight W (n x k) that oneDNN reads in the layout
-  /// it prefers for its matrix unit (packed for the kernel, so that no call repacks it):
-  /// `weights(desc)` returns W laid out as `desc`, made once by the caller with pack().
-  template <class Weights>
-  void run_laid_out(index m, index n, index k, const std::uint16_t* a, Weights&& weights, float* c) {
-    profile_scope profiled(profile_kind::weight_product);
-    shape s;
-    s.rank = 2;
-    s.a = {m, k, 0, 0};
-    s.as = {k, 1, 0, 0};
-    s.w = {k, n, 0, 0};
-    s.ws = {-1, -1, 0, 0};  // any: oneDNN's choice
-    s.c = {m, n, 0, 0};
-    s.cs = {n, 1, 0, 0};
-    entry& e = find(s);
-    const std::byte* w = weights(e.weights);
-    ++bf16_products();
-    execute(e, a, w, c);
-  }
-
-  /// Writes the float32 weight w (n x k, row-major) into dst, laid out as `target` in bf16.
-  void pack(const float* w, index n, index k, const dnnl::memory::desc& target, std::byte* dst) {
-    try {
-      const dnnl::memory::desc plain({k, n}, dnnl::memory::data_type::f32, dnnl::memory::dims{1, k});
-      dnnl::memory from(plain, engine_, const_cast<float*>(w)), to(target, engine_, dst);
-      dnnl::reorder(from, to).execute(stream_, from, to);
-      stream_.wait();
-    } catch (const dnnl::error& err) {
-      throw state_error(cat("bf16 matmul: oneDNN cannot lay out a weight of ", shape_str(n, k), ": ", err.what()));
-    }
-  }
-
-  /// Dimensions or strides of a 4-d operand (the first `rank` used).
-  using dims4 = std::array<dnnl::memory::dim, 4>;
-
-  /// A batched product over two leading dimensions: c[i, j] (+)= a[i, j] * w[i, j] for the
-  /// (i, j) of a's first two dimensions, each operand given by its dims and strides (in
-  /// elements), so strided views (the heads of a qkv matrix, a transposed probability
-  /// matrix) are read in place. a and w are bf16, c float32.
-  void run_batched(const dims4& a_dims, const dims4& a_strides, const dims4& w_dims, const dims4& w_strides,
-                   const dims4& c_dims, const dims4& c_strides, const std::uint16_t* a, const std::uint16_t* w,
-                   float* c, bool accumulate) {
-    profile_scope profiled(profile_kind::attention_product);
-    shape s{4, a_dims, a_strides, w_dims, w_strides, c_dims, c_strides, accumulate};
-    ++bf16_products();
-    ++bf16_batched_products();
-    execute(find(s), a, w, c);
-  }
-
- private:
-  struct shape {
-    int rank = 2;
-    dims4 a{}, as{}, w{}, ws{}, c{}, cs{};
-    bool accumulate = false;
-    bool f32 = false;  ///< a and w in float32 (else bf16)
-    bool operator==(const shape&) const = default;
-  };
-
-  /// The 2-d product c (m x n) (+)= a (m x k) * op(w), all dense row-major (see the class).
-  static shape plain(index m, index n, index k, bool w_nk, bool accumulate) {
-    shape s;
-    s.rank = 2;
-    s.a = {m, k, 0, 0};
-    s.as = {k, 1, 0, 0};
-    s.w = {k, n, 0, 0};
-    s.ws = w_nk ? dims4{1, k, 0, 0} : dims4{n, 1, 0, 0};
-    s.c = {m, n, 0, 0};
-    s.cs = {n, 1, 0, 0};
-    s.accumulate = accumulate;
-    return s;
-  }
-  struct entry {
-    shape key;
-    dnnl::matmul prim;
-    dnnl::memory src, wei, dst, pad;
-    dnnl::memory::desc weights;  ///< the weights' layout (oneDNN's choice for an `any` shape)
-  };
-
-  void execute(entry& e, const void* a, const void* w, float* c) {
-    e.src.set_data_handle(const_cast<void*>(a));
-    e.wei.set_data_handle(const_cast<void*>(w));
-    e.dst.set_data_handle(c);
-    e.pad.set_data_handle(scratch_.data());
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e.src.get()},
-                               {DNNL_ARG_WEIGHTS, e.wei.get()},
-                               {DNNL_ARG_DST, e.dst.get()},
-                               {DNNL_ARG_SCRATCHPAD, e.pad.get()}};
-    dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), stream_.get(), 4, args);
-    if (st == dnnl_success) st = dnnl_stream_wait(stream_.get());
-    if (st != dnnl_success)
-      throw state_error(cat(e.key.f32 ? "float32" : "bf16", " matmul: oneDNN failed (status ", static_cast<int>(st),
-                            ") on ", describe(e.key)));
-  }
-
-  static std::string describe(const shape& s) {
-    std::string out;
-    for (int i = 0; i < s.rank; ++i) out += cat(i ? "x" : "", s.a[static_cast<std::size_t>(i)]);
-    out += " by ";
-    for (int i = 0; i < s.rank; ++i) out += cat(i ? "x" : "", s.w[static_cast<std::size_t>(i)]);
-    return out;
-  }
-
-  entry& find(const shape& s) {
-    for (entry& e : cache_)
-      if (e.key == s) return e;
-    // Shapes repeat from step to step; a run of new ones (inference at many batch sizes) starts afresh.
-    if (cache_.size() >= 256) cache_.clear();
-    using dt = dnnl::memory::data_type;
-    const auto desc = [&](const dims4& d, const dims4& st, dt type) {
-      return dnnl::memory::desc(dnnl::memory::dims(d.begin(), d.begin() + s.rank),
-                                type, dnnl::memory::dims(st.begin(), st.begin() + s.rank));
-    };
-    try {
-      const bool any = s.ws[0] < 0;
-      const dt in = s.f32 ? dt::f32 : dt::bf16;
-      const dnnl::memory::desc a_md = desc(s.a, s.as, in), c_md = desc(s.c, s.cs, dt::f32),
-                               w_md = any ? dnnl::memory::desc({s.w[0], s.w[1]}, in, dnnl::memory::format_tag::any)
-                                          : desc(s.w, s.ws, in);
-      dnnl::primitive_attr attr;
-      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      if (s.accumulate) {
-        dnnl::post_ops ops;
-        ops.append_sum(1.0f);
-        attr.set_post_ops(ops);
-      }
-      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, w_md, c_md), attr, engine_);
-      const std::size_t pad = pd.scratchpad_desc().get_size();
-      if (pad > scratch_.size()) scratch_.resize(pad);
-      cache_.push_back(entry{s, dnnl::matmul(pd), dnnl::memory(a_md, engine_, DNNL_MEMORY_NONE),
-                             dnnl::memory(pd.weights_desc(), engine_, DNNL_MEMORY_NONE),
-                             dnnl::memory(c_md, engine_, DNNL_MEMORY_NONE),
-                             dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.weights_desc()});
-    } catch (const dnnl::error& err) {
-      throw state_error(cat(s.f32 ? "float32" : "bf16", " matmul: oneDNN cannot make the product ", describe(s), ": ",
-                            err.what()));
-    }
-    return cache_.back();
-  }
-
-  dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
-  dnnl::stream stream_{engine_};
-  std::vector<entry> cache_;
-  std::vector<std::byte> scratch_ = std::vector<std::byte>(64);
-};
-
-}  // namespace vpdarts::detail
-
-#endif
-// ---- end vpdarts/detail/onednn_gemm.hpp ----
-
 namespace vpdarts {
 namespace detail {
-
-template <Scalar S>
-using strided_map = Eigen::Map<matrix<S>, 0, Eigen::OuterStride<>>;
-
-/// Softmax of every row of `p` (`rows` rows of `seq` scores), the scores scaled by `scale` first.
-template <Scalar S>
-void softmax_rows(S* p, index rows, index seq, S scale) {
-  parallel_chunks(rows, 64, [&](index first, index count) {
-    for (index r = first; r < first + count; ++r) {
-      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>> a(p + r * seq, seq);
-      a = (scale * (a - a.maxCoeff())).exp();
-      a /= a.sum();
-    }
-  });
-}
-
-/// The gradient through softmax rows of probabilities `probs`: g = p * (g - <g, p>) * scale, row by row
-/// (g holds the gradient of the probabilities on entry, of the scaled scores on exit).
-template <Scalar S>
-void softmax_backward_rows(S* g, const S* probs, index rows, index seq, S scale) {
-  parallel_chunks(rows, 64, [&](index first, index count) {
-    for (index r = first; r < first + count; ++r) {
-      Eigen::Map<Eigen::Matrix<S, 1, Eigen::Dynamic>> dr(g + r * seq, seq);
-      Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>> pr(probs + r * seq, seq);
-      const S dot = dr.dot(pr);
-      dr.array() = pr.array() * (dr.array() - dot) * scale;
-    }
-  });
-}
-
-/// The forward kernel: `in` is (batch*seq) x 3d, `o` (batch*seq) x d. With
-/// `keep` the probabilities of job (image, head) go to probs + job*seq*seq;
-/// otherwise probs holds one seq x seq buffer per thread.
-template <Scalar S>
-void attention_forward(const S* in, S* o, S* probs, bool keep, index batch, index heads, index seq, index d) {
-  detail::profile_scope profiled(detail::profile_kind::attention_rest);
-  const index c3 = 3 * d, dh = d / heads, tt = seq * seq;
-  const S scale = S(1) / std::sqrt(static_cast<S>(dh));
-  parallel_for(batch * heads, [&](index job) {
-    const index b = job / heads, h = job % heads;
-    S* base = const_cast<S*>(in) + b * seq * c3;
-    strided_map<S> Q(base + h * dh, seq, dh, Eigen::OuterStride<>(c3));
-    strided_map<S> K(base + d + h * dh, seq, dh, Eigen::OuterStride<>(c3));
-    strided_map<S> V(base + 2 * d + h * dh, seq, dh, Eigen::OuterStride<>(c3));
-    strided_map<S> O(o + b * seq * d + h * dh, seq, dh, Eigen::OuterStride<>(d));
-    matrix_map<S> A(probs + (keep ? job : thread_id()) * tt, seq, seq);
-    A.noalias() = scale * (Q * K.transpose());
-    softmax_rows(A.data(), seq, seq, S(1));  // already scaled
-    O.noalias() = A * V;
-  });
-}
-
-/// The backward kernel: adds into gin ((batch*seq) x 3d) the gradient for the
-/// output gradient gout ((batch*seq) x d), from the kept probabilities;
-/// `work` holds seq*seq values per thread. With probs null the probabilities
-/// are computed again, as attention_forward did (the same products, so the
-/// same values), and `work` holds 2*seq*seq values per thread.
-template <Scalar S>
-void attention_backward(const S* in, S* gin, const S* gout, const S* probs, S* work, index batch, index heads,
-                        index seq, index d) {
-  detail::profile_scope profiled(detail::profile_kind::attention_rest);
-  const index c3 = 3 * d, dh = d / heads, tt = seq * seq;
-  const S scale = S(1) / std::sqrt(static_cast<S>(dh));
-  parallel_for(batch * heads, [&](index job) {
-    const index b = job / heads, h = job % heads;
-    const index off = b * seq * c3 + h * dh;
-    S* base = const_cast<S*>(in) + off;
-    strided_map<S> Q(base, seq, dh, Eigen::OuterStride<>(c3));
-    strided_map<S> K(base + d, seq, dh, Eigen::OuterStride<>(c3));
-    strided_map<S> V(base + 2 * d, seq, dh, Eigen::OuterStride<>(c3));
-    strided_map<S> dQ(gin + off, seq, dh, Eigen::OuterStride<>(c3));
-    strided_map<S> dK(gin + off + d, seq, dh, Eigen::OuterStride<>(c3));
-    strided_map<S> dV(gin + off + 2 * d, seq, dh, Eigen::OuterStride<>(c3));
-    strided_map<S> dO(const_cast<S*>(gout) + b * seq * d + h * dh, seq, dh, Eigen::OuterStride<>(d));
-    const bool again = probs == nullptr;
-    S* mine = work + thread_id() * (again ? 2 : 1) * tt;
-    matrix_map<S> A(again ? mine + tt : const_cast<S*>(probs) + job * tt, seq, seq);
-    if (again) {
-      A.noalias() = scale * (Q * K.transpose());
-      softmax_rows(A.data(), seq, seq, S(1));
-    }
-    matrix_map<S> dS(mine, seq, seq);
-    dV.noalias() += A.transpose() * dO;
-    dS.noalias() = dO * V.transpose();  // dA
-    softmax_backward_rows(dS.data(), A.data(), seq, seq, scale);
-    dQ.noalias() += dS * K;
-    dK.noalias() += dS.transpose() * Q;
-  });
-}
-
-/// True when attention's products run in bf16 (a float model under precision::bf16, with oneDNN).
-template <Scalar S>
-bool bf16_attention() {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-  if constexpr (std::is_same_v<S, float>) return matmul_precision() == precision::bf16;
-#endif
-  return false;
-}
-
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-/// Rounds `parts` blocks of `heads` x dh columns of every row of `in` ((batch*seq) rows of `stride`
-/// values) into bf16, head-major: out[part][b][h][t][c]. oneDNN's fast (brgemm) kernels want
-/// each (image, head) matrix dense; a strided view of qkv would get a slower one that allocates per matrix.
-inline void to_bf16_heads(const float* in, std::uint16_t* out, index batch, index seq, index parts, index heads,
-                          index dh, index stride) {
-  detail::profile_scope profiled(detail::profile_kind::conversion);
-  const index part = batch * heads * seq * dh;
-  parallel_for(batch * seq, [&](index r) {
-    const index b = r / seq, t = r % seq;
-    for (index p = 0; p < parts; ++p)
-      for (index h = 0; h < heads; ++h) {
-        const float* src = in + r * stride + (p * heads + h) * dh;
-        std::uint16_t* dst = out + p * part + ((b * heads + h) * seq + t) * dh;
-        for (index c = 0; c < dh; ++c) dst[c] = to_bf16(src[c]);
-      }
-  });
-}
-
-/// The bf16 forward: attention_forward with Q K^T and P V as batched oneDNN products over
-/// (image, head), from q16, qkv in bf16 heads (to_bf16_heads). With `keep` the probabilities of
-/// every (image, head) go to probs; otherwise the images go in groups of about 4M scores through
-/// borrowed memory.
-inline void attention_forward_bf16_heads(tape<float>& t, const std::uint16_t* q16, float* o, float* probs, bool keep,
-                                         index batch, index heads, index seq, index d) {
-  detail::profile_scope profiled(detail::profile_kind::attention_rest);
-  using dims4 = onednn_matmuls::dims4;
-  const index dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-  const index group = keep ? batch : std::clamp<index>((index{1} << 22) / (heads * tt), 1, batch);
-  typename tape<float>::borrowed scores(t, 1, keep ? 1 : group * heads * tt);
-  borrowed_bf16<float> p16(t, group * heads * tt);
-  std::uint16_t* pb = p16.data();
-  auto& mm = onednn_matmuls::here();
-  const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
-      ps{heads * tt, tt, seq, 1}, os{seq * d, dh, d, 1};
-  for (index b0 = 0; b0 < batch; b0 += group) {
-    const index g = std::min(group, batch - b0), off = b0 * heads * seq * dh;
-    float* p = keep ? probs + b0 * heads * tt : scores.data();
-    mm.run_batched({g, heads, seq, dh}, dense, {g, heads, dh, seq}, dense_t, {g, heads, seq, seq}, ps, q16 + off,
-                   q16 + part + off, p, false);                                                     // S = Q K^T
-    softmax_rows(p, g * heads * seq, seq, scale);
-    to_bf16(p, pb, static_cast<std::size_t>(g * heads * tt));
-    mm.run_batched({g, heads, seq, seq}, ps, {g, heads, seq, dh}, dense, {g, heads, seq, dh}, os, pb,
-                   q16 + 2 * part + off, o + b0 * seq * d, false);                                  // O = P V
-  }
-}
-
-/// attention_forward_bf16_heads for qkv in its row layout ((batch*seq) x 3d, float): rounds it to
-/// bf16 heads first (to_bf16_heads).
-inline void attention_forward_bf16(tape<float>& t, const float* in, float* o, float* probs, bool keep, index batch,
-                                   index heads, index seq, index d) {
-  borrowed_bf16<float> q16(t, 3 * batch * seq * d);
-  to_bf16_heads(in, q16.data(), batch, seq, 3, heads, d / heads, 3 * d);
-  attention_forward_bf16_heads(t, q16.data(), o, probs, keep, batch, heads, seq, d);
-}
-
-/// The bf16 backward of attention_forward_bf16_heads, from q, qkv in bf16 heads (to_bf16_heads): adds
-/// into gin ((batch*seq) x 3d, row layout), or with `accumulate` false overwrites it. With probs null
-/// the probabilities are computed again (the same bf16 products as the forward's, so the same values).
-inline void attention_backward_bf16_heads(tape<float>& t, const std::uint16_t* q, float* gin, bool accumulate,
-                                          const float* gout, const float* probs, index batch, index heads, index seq,
-                                          index d) {
-  detail::profile_scope profiled(detail::profile_kind::attention_rest);
-  using dims4 = onednn_matmuls::dims4;
-  const index c3 = 3 * d, dh = d / heads, tt = seq * seq, rows = batch * seq, part = rows * d, n = batch * heads * tt;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-  borrowed_bf16<float> go16(t, part), a16(t, n);
-  typename tape<float>::borrowed ds(t, 1, n), dqkv(t, 1, 3 * part);
-  std::uint16_t* dout = go16.data();
-  std::uint16_t* a = a16.data();
-  to_bf16_heads(gout, dout, batch, seq, 1, heads, dh, d);
-  const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
-      ps{heads * tt, tt, seq, 1}, pts{heads * tt, tt, 1, seq};
-  const dims4 bhtd{batch, heads, seq, dh}, bhtt{batch, heads, seq, seq};
-  auto& mm = onednn_matmuls::here();
-  typename tape<float>::borrowed again(t, 1, probs == nullptr ? n : 1);
-  if (probs == nullptr) {
-    mm.run_batched(bhtd, dense, {batch, heads, dh, seq}, dense_t, bhtt, ps, q, q + part, again.data(), false);  // S = Q K^T
-    softmax_rows(again.data(), batch * heads * seq, seq, scale);
-    probs = again.data();
-  }
-  to_bf16(probs, a, static_cast<std::size_t>(n));
-  // dV, dQ, dK go to a head-major buffer, then are added into gin (a strided destination with
-  // accumulation would get oneDNN's slow kernel)
-  float* dh3 = dqkv.data();
-  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, dout, dh3 + 2 * part, false);                   // dV = A^T dO
-  mm.run_batched(bhtd, dense, {batch, heads, dh, seq}, dense_t, bhtt, ps, dout, q + 2 * part, ds.data(),
-                 false);                                                                                 // dA = dO V^T
-  float* g = ds.data();
-  softmax_backward_rows(g, probs, batch * heads * seq, seq, scale);
-  to_bf16(g, a, static_cast<std::size_t>(n));                                                           // dS in bf16
-  mm.run_batched(bhtt, ps, bhtd, dense, bhtd, dense, a, q + part, dh3, false);                          // dQ = dS K
-  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, q, dh3 + part, false);                         // dK = dS^T Q
-  parallel_for(rows, [&](index r) {
-    const index b = r / seq, tk = r % seq;
-    for (index p = 0; p < 3; ++p)
-      for (index h = 0; h < heads; ++h) {
-        float* dst = gin + r * c3 + (p * heads + h) * dh;
-        const float* src = dh3 + p * part + ((b * heads + h) * seq + tk) * dh;
-        if (accumulate)
-          for (index c = 0; c < dh; ++c) dst[c] += src[c];
-        else
-          std::copy(src, src + dh, dst);
-      }
-  });
-}
-
-/// The bf16 backward of attention_forward_bf16: adds into gin. With probs null the probabilities
-/// are computed again (the same bf16 products as the forward's, so the same values).
-inline void attention_backward_bf16(tape<float>& t, const float* in, float* gin, const float* gout, const float* probs,
-                                    index batch, index heads, index seq, index d) {
-  borrowed_bf16<float> q(t, 3 * batch * seq * d);
-  to_bf16_heads(in, q.data(), batch, seq, 3, heads, d / heads, 3 * d);
-  attention_backward_bf16_heads(t, q.data(), gin, true, gout, probs, batch, heads, seq, d);
-}
-#endif
 
 /// Checks attention's shapes. @throws shape_error naming `fn`.
 inline void check_attention(const char* fn, index rows, index c3, index batch, index heads) {
@@ -2697,15 +3224,17 @@ var<S> attention(const var<S>& qkv, index batch, index heads) {
       return detail::cat("attention: the kept probabilities of ", batch, " images x ", heads, " heads x ", seq, "^2 tokens");
     });
     S* probs = t.template scratch<S>(static_cast<std::size_t>(batch * heads * tt));
-    detail::attention_forward(qkv.value().data(), out.value().data(), probs, true, batch, heads, seq, d);
+    const kernels::qkv<S> q{qkv.value().data(), batch, heads, seq, d, false};
+    kernels::eigen::attention_forward(q, out.value().data(), probs, true);
     t.on_backward(out, [iq = qkv.id(), io = out.id(), probs, batch, heads, seq, d, tt](tape<S>& x) {
       typename tape<S>::borrowed work(x, detail::max_threads(), tt);
-      detail::attention_backward(x.value(iq).data(), x.adjoint(iq).data(), x.adjoint(io).data(), probs, work.data(),
-                                 batch, heads, seq, d);
+      kernels::eigen::attention_backward(kernels::qkv<S>{x.value(iq).data(), batch, heads, seq, d, false},
+                                         x.adjoint(iq).data(), x.adjoint(io).data(), probs, work.data());
     });
   } else {
     typename tape<S>::borrowed probs(t, detail::max_threads(), tt);
-    detail::attention_forward(qkv.value().data(), out.value().data(), probs.data(), false, batch, heads, seq, d);
+    kernels::eigen::attention_forward(kernels::qkv<S>{qkv.value().data(), batch, heads, seq, d, false},
+                                      out.value().data(), probs.data(), false);
   }
   return out;
 }
@@ -2725,104 +3254,25 @@ var<S> attention(const var<S>& qkv, index batch, index heads) {
 /// before the addition is not a node of its own. This keeps 9 of the 18 D-wide
 /// activations of a block out of memory during a search step. With a trainable
 /// weight each op is exactly the composition of the basic ops it names.
+///
+/// The nodes compute through the tape's kernels (kernels/backend.hpp), which
+/// choose Eigen or oneDNN, float32 or bf16, as the tape's execution_config says;
+/// a producer writes the operand type its consumer reads. This file holds the
+/// helpers, layer_norm_linear and activation_linear; ops_fused_attention.hpp and
+/// ops_fused_mlp.hpp hold the two branches of a block.
 
-
-// ---- begin vpdarts/autodiff/activation.hpp ----
-/// @file activation.hpp
-/// The MLP activations the ops know (a ViT's configuration names one).
-
-namespace vpdarts {
-
-/// The MLP's activation.
-enum class activation {
-  gelu,        ///< exact (erf) GELU, timm's default
-  quick_gelu,  ///< x * sigmoid(1.702 x), OpenAI CLIP's
-};
-
-}  // namespace vpdarts
-// ---- end vpdarts/autodiff/activation.hpp ----
 
 // ---- begin vpdarts/autodiff/ops_linalg.hpp ----
 /// @file ops_linalg.hpp
 /// Matrix products: matmul with optional transposes and the fused linear
-/// layer y = x W^T + b. Every product is Eigen's GEMM (`noalias()`), split over the threads by
-/// detail::gemm (not by Eigen, whose threads spin while they wait);
-/// an operand that requires no gradient costs no backward product. Under
-/// precision::bf16 the products of a frozen parameter's weight go through
-/// oneDNN in bf16 instead, and in float32 through oneDNN's float32 matmul
-/// where fp32_gemm_in_use() says so (precision.hpp).
+/// layer y = x W^T + b. matmul is Eigen's GEMM (`noalias()`), split over the threads by
+/// detail::gemm (not by Eigen, whose threads spin while they wait); a linear layer's products
+/// go through the tape's kernels (kernels/backend.hpp: a frozen weight's products in bf16 or
+/// on oneDNN as the tape's execution_config says). An operand that requires no gradient costs
+/// no backward product.
 
 #include <type_traits>
 
-
-// ---- begin vpdarts/detail/gemm.hpp ----
-// Eigen's GEMM, split over the OpenMP threads by vpdarts rather than by Eigen.
-//
-// Eigen parallelises a large product itself, and its threads wait for each other's packed
-// blocks by spinning on a flag without yielding. When another process shares the cores, a
-// spinning thread waits for one that is not running for a whole time slice, at every wait of
-// every product: two 2-thread searches of a small model side by side on 2 cores ran 300x
-// slower than one alone (docs/performance.md, "Two processes on the same cores"). Here each
-// thread runs Eigen's single-threaded GEMM on its own block of the result, and the threads meet
-// once, at the end of an OpenMP region, whose barrier spins briefly and then sleeps.
-
-#include <algorithm>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-
-namespace vpdarts::detail {
-
-/// The threads gemm() splits an m x n x k product over: as many as Eigen itself would use (at
-/// least 50000 multiply-adds and 4 rows or columns per thread), at most the OpenMP threads, and
-/// 1 inside a parallel region.
-inline int gemm_threads(index m, index n, index k) {
-#ifdef _OPENMP
-  if (omp_in_parallel()) return 1;
-  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  const double by_work = work / 50000.0, by_size = static_cast<double>(std::max(m, n) / 4);
-  return static_cast<int>(std::max(1.0, std::min({static_cast<double>(omp_get_max_threads()), by_work, by_size})));
-#else
-  (void)m, (void)n, (void)k;
-  return 1;
-#endif
-}
-
-/// dst = lhs * rhs, or dst += lhs * rhs with `accumulate`: one Eigen GEMM (noalias) per thread,
-/// on contiguous blocks of dst's rows (of its columns when it has fewer rows than columns).
-/// lhs and rhs are Eigen matrices, maps or their transposes; dst may not alias either.
-template <class Dst, class Lhs, class Rhs>
-void gemm(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate = false) {
-  detail::profile_scope profiled(detail::profile_kind::weight_product);
-  auto run = [accumulate](auto&& d, const auto& a, const auto& b) {
-    if (accumulate)
-      d.noalias() += a * b;
-    else
-      d.noalias() = a * b;
-  };
-  const index m = dst.rows(), n = dst.cols();
-  const int threads = gemm_threads(m, n, lhs.cols());
-  if (threads <= 1) {
-    run(dst, lhs, rhs);  // Eigen keeps to one thread: too small, or already inside a region
-    return;
-  }
-  // `threads` blocks of whole multiples of 4 rows (or columns); gemm_threads leaves at least 4 a
-  // thread, so there are always at least two blocks and the work runs inside a parallel region,
-  // where Eigen sees a team of more than one thread and keeps to its single-threaded GEMM
-  const bool by_rows = m >= n;
-  const index size = by_rows ? m : n, unit = 4, units = (size + unit - 1) / unit;
-  parallel_chunks(size, unit * ((units + threads - 1) / threads), [&](index first, index count) {
-    if (by_rows)
-      run(dst.middleRows(first, count), lhs.middleRows(first, count), rhs);
-    else
-      run(dst.middleCols(first, count), lhs, rhs.middleCols(first, count));
-  });
-}
-
-}  // namespace vpdarts::detail
-// ---- end vpdarts/detail/gemm.hpp ----
 
 namespace vpdarts {
 
@@ -2885,151 +3335,35 @@ void check_linear(const char* fn, index xr, index xc, const var<S>& w, const var
                           " for a weight of ", shape_str(w.rows(), w.cols())));
 }
 
-/// True when the products with weight node `iw` run in bf16: a float model,
-/// precision::bf16, and the weight a frozen parameter's leaf.
+/// Row-major rows of S as a kernel operand.
+template <Scalar S, class M>
+kernels::rows<S> rows_of(const M& m) {
+  return kernels::rows<S>::of(static_cast<const S*>(m.data()), m.rows(), m.cols());
+}
+
+/// out = x W^T (+ b unless ib is -1), then * scale and + residual where those are given, for the weight
+/// and bias nodes iw and ib of t, through the tape's kernels (bf16 or oneDNN or Eigen, as they choose).
 template <Scalar S>
-bool bf16_weight(const tape<S>& t, std::uint32_t iw) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-  if constexpr (std::is_same_v<S, float>) {
-    const parameter<S>* p = t.at(iw).source;
-    return p != nullptr && !p->requires_grad() && matmul_precision() == precision::bf16;
-  }
-#endif
-  (void)t, (void)iw;
-  return false;
-}
-
-/// True when the float32 products with weight node `iw` run on oneDNN: a float model,
-/// precision::fp32, fp32_gemm_in_use() oneDNN, and the weight needing no gradient.
-template <Scalar S>
-bool onednn_f32_weight(const tape<S>& t, std::uint32_t iw) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-  if constexpr (std::is_same_v<S, float>)
-    return !t.requires_grad(iw) && matmul_precision() == precision::fp32 && fp32_gemm_in_use() == fp32_gemm::onednn;
-#endif
-  (void)t, (void)iw;
-  return false;
-}
-
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-/// c (rows x n) (+)= a16 * op(W), as bf16_weight_product, for an operand already in bf16.
-inline void bf16_weight_product_from(tape<float>& t, std::uint32_t iw, const std::uint16_t* a16, index rows, float* c,
-                                     bool transposed, bool accumulate) {
-  const parameter<float>& p = *t.at(iw).source;
-  const index n = transposed ? p.rows() : p.cols(), k = transposed ? p.cols() : p.rows();
-  onednn_matmuls& mm = onednn_matmuls::here();
-  if (transposed && !accumulate) {
-    // the forward product reads the weight in oneDNN's own layout, packed once per parameter version
-    mm.run_laid_out(rows, n, k, a16, [&](const dnnl::memory::desc& d) {
-      return p.bf16_laid_out(reinterpret_cast<const std::byte*>(&d.data), sizeof(d.data), d.get_size(),
-                             [&](std::byte* dst) { mm.pack(p.value().data(), n, k, d, dst); });
-    }, c);
-    return;
-  }
-  mm.run(rows, n, k, a16, p.bf16_value(), transposed, c, accumulate);
-}
-
-/// c (rows x n) (+)= a (rows x k, float) * op(W) in bf16, W the frozen weight of node iw (out x in):
-/// op(W) = W^T (n = out, k = in) when `transposed`, else W (n = in, k = out).
-inline void bf16_weight_product(tape<float>& t, std::uint32_t iw, const float* a, index rows, float* c,
-                                bool transposed, bool accumulate) {
-  const parameter<float>& p = *t.at(iw).source;
-  const index k = transposed ? p.cols() : p.rows();
-  borrowed_bf16<float> a16(t, rows * k);
-  to_bf16(a, a16.data(), static_cast<std::size_t>(rows * k));
-  bf16_weight_product_from(t, iw, a16.data(), rows, c, transposed, accumulate);
-}
-#endif
-
-/// Calls f(first, count) over the rows [0, rows) of a matrix `cols` wide, in pieces of about
-/// values_per_job values split over the threads (one thread for a small matrix).
-template <class F>
-void parallel_rows(index rows, index cols, F&& f) {
-  parallel_chunks(rows, std::max<index>(1, (index{1} << 14) / std::max<index>(cols, 1)), std::forward<F>(f));
-}
-
-/// The end of a product, in one pass over the rows: out = (out + b) * scale + residual, each part
-/// only when given (b, scale: 1 x out.cols(); residual: out's shape).
-template <Scalar S>
-void linear_epilogue(matrix_map<S> out, const S* b, const S* scale, const S* residual) {
-  if (b == nullptr && scale == nullptr && residual == nullptr) return;
-  const index cols = out.cols();
-  parallel_rows(out.rows(), cols, [&](index first, index count) {
-    Eigen::Map<matrix<S>> o(out.data() + first * cols, count, cols);
-    if (b != nullptr) o.rowwise() += Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>>(b, cols);
-    if (scale != nullptr) o.array().rowwise() *= Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>(scale, cols);
-    if (residual != nullptr) o.noalias() += Eigen::Map<const matrix<S>>(residual + first * cols, count, cols);
-  });
-}
-
-/// out = x W^T (+ b unless ib is -1), W and b nodes iw and ib of t, for x a rows x W.cols() row-major map;
-/// then out *= scale and out += residual where those are given (linear_epilogue).
-template <Scalar S>
-void linear_rows(tape<S>& t, matrix_map<S> out, const matrix_map<S>& x, std::uint32_t iw, std::uint32_t ib,
+void linear_rows(tape<S>& t, S* out, const kernels::rows<S>& x, std::uint32_t iw, std::uint32_t ib,
                  const S* scale = nullptr, const S* residual = nullptr) {
-  if (bf16_weight(t, iw)) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-    if constexpr (std::is_same_v<S, float>) bf16_weight_product(t, iw, x.data(), x.rows(), out.data(), true, false);
-#endif
-  } else if (onednn_f32_weight(t, iw)) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-    if constexpr (std::is_same_v<S, float>) {
-      const auto w = t.value(iw);  // out x in: x W^T reads it as n x k
-      onednn_matmuls::here().run_f32(x.rows(), w.rows(), w.cols(), x.data(), w.data(), true, out.data(), false);
-    }
-#endif
-  } else {
-    gemm(out, x, t.value(iw).transpose());
-  }
-  linear_epilogue(out, ib != std::uint32_t(-1) ? t.value(ib).data() : static_cast<const S*>(nullptr), scale, residual);
+  t.backend().linear(weight_of(t, iw), x, out,
+                     {ib != std::uint32_t(-1) ? t.value(ib).data() : static_cast<const S*>(nullptr), scale, residual});
 }
 
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-/// linear_rows for an operand x16 already in bf16 (out.rows() x W.cols()), where bf16_weight(t, iw).
-inline void linear_rows_from16(tape<float>& t, matrix_map<float> out, const std::uint16_t* x16, std::uint32_t iw,
-                               std::uint32_t ib, const float* scale = nullptr, const float* residual = nullptr) {
-  bf16_weight_product_from(t, iw, x16, out.rows(), out.data(), true, false);
-  linear_epilogue(out, ib != std::uint32_t(-1) ? t.value(ib).data() : static_cast<const float*>(nullptr), scale, residual);
-}
-#endif
-
-/// out = x W^T (+ b when b is not empty), for x a rows x W.cols() row-major map; then * scale and
-/// + residual when those are not empty (a LayerScale vector and a skip connection).
+/// linear_rows for the vars w, b, scale and residual (b, scale and residual may be empty).
 template <Scalar S>
-void linear_rows(matrix_map<S> out, const matrix_map<S>& x, const var<S>& w, const var<S>& b,
-                 const var<S>& scale = {}, const var<S>& residual = {}) {
+void linear_rows(S* out, const kernels::rows<S>& x, const var<S>& w, const var<S>& b, const var<S>& scale = {},
+                 const var<S>& residual = {}) {
   linear_rows(w.owner(), out, x, w.id(), b.valid() ? b.id() : std::uint32_t(-1),
               scale.valid() ? scale.value().data() : static_cast<const S*>(nullptr),
               residual.valid() ? residual.value().data() : static_cast<const S*>(nullptr));
 }
 
-/// out = g W (or out += g W with `accumulate`): the input gradient of a linear
-/// layer whose weight is node iw, g rows x out; bf16 as linear_rows.
+/// out = g W (out += g W with `accumulate`): the input gradient of a linear layer whose weight is node iw.
 template <Scalar S>
-void times_weight(tape<S>& t, std::uint32_t iw, const matrix_map<S>& g, matrix_map<S> out, bool accumulate) {
-  if (bf16_weight(t, iw)) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-    if constexpr (std::is_same_v<S, float>) bf16_weight_product(t, iw, g.data(), g.rows(), out.data(), false, accumulate);
-#endif
-  } else if (onednn_f32_weight(t, iw)) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-    if constexpr (std::is_same_v<S, float>) {
-      const auto w = t.value(iw);  // out x in: g W reads it as k x n
-      onednn_matmuls::here().run_f32(g.rows(), w.cols(), w.rows(), g.data(), w.data(), false, out.data(), accumulate);
-    }
-#endif
-  } else {
-    gemm(out, g, t.value(iw), accumulate);
-  }
+void times_weight(tape<S>& t, std::uint32_t iw, const kernels::rows<S>& g, S* out, bool accumulate) {
+  t.backend().times_weight(weight_of(t, iw), g, out, accumulate);
 }
-
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-/// times_weight for g16 already in bf16 (rows x W.rows()), where bf16_weight(t, iw).
-inline void times_weight_from16(tape<float>& t, std::uint32_t iw, const std::uint16_t* g16, matrix_map<float> out,
-                                bool accumulate) {
-  bf16_weight_product_from(t, iw, g16, out.rows(), out.data(), false, accumulate);
-}
-#endif
 
 }  // namespace detail
 
@@ -3044,11 +3378,11 @@ var<S> linear(const var<S>& x, const var<S>& w, const var<S>& b) {
   detail::check_linear("linear", x.rows(), x.cols(), w, b);
   const bool rg = x.requires_grad() || w.requires_grad() || (has_bias && b.requires_grad());
   var<S> out = tp.make(x.rows(), w.rows(), rg);
-  detail::linear_rows(out.value(), x.value(), w, b);
+  detail::linear_rows(out.value().data(), detail::rows_of<S>(x.value()), w, b);
   const std::uint32_t ib = has_bias ? b.id() : std::uint32_t(-1);
   tp.on_backward(out, [ix = x.id(), iw = w.id(), ib, io = out.id()](tape<S>& t) {
     auto G = t.adjoint(io);
-    if (t.requires_grad(ix)) detail::times_weight(t, iw, G, t.adjoint(ix), true);
+    if (t.requires_grad(ix)) detail::times_weight(t, iw, detail::rows_of<S>(G), t.adjoint(ix).data(), true);
     if (t.requires_grad(iw)) detail::gemm(t.adjoint(iw), G.transpose(), t.value(ix), true);
     if (ib != std::uint32_t(-1) && t.requires_grad(ib)) t.adjoint(ib).row(0) += G.colwise().sum();
   });
@@ -3122,71 +3456,6 @@ var<S> log_softmax_rows(const var<S>& a) {
 
 namespace detail {
 
-/// Rows per OpenMP job of the row-wise kernels.
-inline constexpr index rows_per_job = 32;
-
-/// For each of the r rows of the row-major r x d matrix x, in parallel: its mean and 1/std
-/// (sqrt(var + eps)), to stats[2i] and stats[2i+1] unless stats is null, and write(i, mean, 1/std).
-template <Scalar S, class Write>
-void layer_norm_each_row(const S* x, index r, index d, S eps, S* stats, Write&& write) {
-  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
-  parallel_chunks(r, rows_per_job, [&](index first, index count) {
-    for (index i = first; i < first + count; ++i) {
-      const row xi(x + i * d, d);
-      const S mu = xi.mean();
-      const S rstd = S(1) / std::sqrt((xi - mu).square().mean() + eps);
-      write(i, mu, rstd);
-      if (stats) {
-        stats[2 * i] = mu;
-        stats[2 * i + 1] = rstd;
-      }
-    }
-  });
-}
-
-/// y = (x - mean) / sqrt(var + eps) * g + b for each of the r rows of the
-/// row-major r x d matrix x (y may not alias x); the mean and 1/std of row i go
-/// to stats[2i] and stats[2i+1] unless stats is null. Parallel over rows.
-template <Scalar S>
-void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
-  detail::profile_scope profiled(detail::profile_kind::layer_norm);
-  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
-  const row gv(g, d), bv(b, d);
-  layer_norm_each_row(x, r, d, eps, stats, [&](index i, S mu, S rstd) {
-    Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>>(y + i * d, d) = (row(x + i * d, d) - mu) * rstd * gv + bv;
-  });
-}
-
-/// layer_norm_rows with each output value rounded to bf16 as it is written (the operand of a bf16
-/// product, which would round it anyway): one pass instead of a float row and a conversion.
-template <Scalar S>
-void layer_norm_rows_bf16(const S* x, std::uint16_t* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
-  detail::profile_scope profiled(detail::profile_kind::layer_norm);
-  layer_norm_each_row(x, r, d, eps, stats, [&](index i, S mu, S rstd) {
-    const S* xi = x + i * d;
-    std::uint16_t* yi = y + i * d;
-    for (index j = 0; j < d; ++j) yi[j] = to_bf16(static_cast<float>((xi[j] - mu) * rstd * g[j] + b[j]));
-  });
-}
-
-/// dx += d LN(x) / d x applied to dy, for gamma g and the stats layer_norm_rows saved.
-template <Scalar S>
-void layer_norm_backward_rows(const S* x, const S* g, const S* stats, const S* dy, S* dx, index r, index d) {
-  detail::profile_scope profiled(detail::profile_kind::layer_norm);
-  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
-  const row gv(g, d);
-  parallel_chunks(r, rows_per_job, [&](index first, index count) {
-    for (index i = first; i < first + count; ++i) {
-      const S mu = stats[2 * i], rstd = stats[2 * i + 1];
-      const auto xhat = (row(x + i * d, d) - mu) * rstd;
-      const auto dxhat = row(dy + i * d, d) * gv;
-      const S m1 = dxhat.sum() / S(d);
-      const S m2 = (dxhat * xhat).sum() / S(d);
-      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>>(dx + i * d, d) += rstd * (dxhat - m1 - xhat * m2);
-    }
-  });
-}
-
 /// Checks LayerNorm's operands. @throws shape_error naming `fn`; state_error for another tape.
 template <Scalar S>
 void check_layer_norm(const char* fn, const var<S>& x, const var<S>& gamma, const var<S>& beta) {
@@ -3212,8 +3481,8 @@ var<S> layer_norm(const var<S>& x, const var<S>& gamma, const var<S>& beta, S ep
   const bool rg = x.requires_grad() || gamma.requires_grad() || beta.requires_grad();
   var<S> out = t.make(r, d, rg);
   S* stats = rg ? t.template scratch<S>(static_cast<std::size_t>(2 * r)) : nullptr;  // mean, rstd
-  detail::layer_norm_rows(x.value().data(), out.value().data(), gamma.value().data(), beta.value().data(), r, d, eps,
-                          stats);
+  kernels::eigen::layer_norm(x.value().data(), out.value().data(), kernels::element::value, gamma.value().data(),
+                             beta.value().data(), r, d, eps, stats);
   t.on_backward(out, [ix = x.id(), ig = gamma.id(), ib = beta.id(), io = out.id(), stats](tape<S>& tp) {
     auto X = tp.value(ix);
     auto G = tp.adjoint(io);
@@ -3225,7 +3494,7 @@ var<S> layer_norm(const var<S>& x, const var<S>& gamma, const var<S>& beta, S ep
         if (gg) tp.adjoint(ig).row(0).array() += G.row(i).array() * (X.row(i).array() - mu) * rstd;
         if (gb) tp.adjoint(ib).row(0) += G.row(i);
       }
-    if (gx) detail::layer_norm_backward_rows(X.data(), tp.value(ig).data(), stats, G.data(), tp.adjoint(ix).data(), r, d);
+    if (gx) kernels::eigen::layer_norm_backward(X.data(), tp.value(ig).data(), stats, G.data(), tp.adjoint(ix).data(), r, d);
   });
   return out;
 }
@@ -3291,20 +3560,20 @@ bool all_constant(std::initializer_list<const var<S>*> vs) {
   return true;
 }
 
-/// The gradient reaching the product before a LayerScale: g * scale (into `buffer`), or g itself.
+/// The gradient reaching the product before a LayerScale, as an operand: g * scale (into `buffer`), or g itself.
 template <Scalar S>
-matrix_map<S> unscaled_adjoint(tape<S>& tp, std::uint32_t io, std::uint32_t is, typename tape<S>::borrowed& buffer) {
-  if (is == std::uint32_t(-1)) return tp.adjoint(io);
-  const index cols = tp.at(io).cols;
+kernels::rows<S> unscaled_adjoint(tape<S>& tp, std::uint32_t io, std::uint32_t is, typename tape<S>::borrowed& buffer) {
+  const index rows = tp.at(io).rows, cols = tp.at(io).cols;
+  if (is == std::uint32_t(-1)) return rows_of<S>(tp.adjoint(io));
   const S* g = tp.adjoint(io).data();
   const S* scale = tp.value(is).data();
   S* out = buffer.data();
-  parallel_rows(tp.at(io).rows, cols, [&](index first, index count) {
+  kernels::eigen::parallel_rows(rows, cols, [&](index first, index count) {
     Eigen::Map<Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(out + first * cols, count, cols) =
         Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(g + first * cols, count, cols)
             .rowwise() * Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>(scale, cols);
   });
-  return buffer.map();
+  return kernels::rows<S>::of(out, rows, cols);
 }
 
 /// Checks a LayerScale vector against the width of a product's output.
@@ -3328,7 +3597,7 @@ void residual_backward(tape<S>& tp, std::uint32_t io, std::uint32_t ir) {
   if (ir == std::uint32_t(-1) || !tp.at(ir).requires_grad) return;
   S* gr = tp.adjoint(ir).data();
   const S* go = tp.adjoint(io).data();
-  parallel_chunks(tp.at(io).rows * tp.at(io).cols, values_per_job, [&](index at, index m) {
+  parallel_chunks(tp.at(io).rows * tp.at(io).cols, kernels::eigen::values_per_job, [&](index at, index m) {
     Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(gr + at, m) += Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>>(go + at, m);
   });
 }
@@ -3351,85 +3620,22 @@ var<S> maybe_scale(const var<S>& y, const var<S>& scale) {
   return scale.valid() ? mul(y, scale) : y;
 }
 
-/// y = act(x) for m values, on the calling thread.
+/// The unscaled gradient's buffer: rows x cols when a LayerScale is set (node is), else one value.
 template <Scalar S>
-void activation_forward_serial(activation act, const S* x, S* y, index m) {
-  if (act == activation::gelu) gelu_forward_serial(x, y, m);
-  else quick_gelu_forward_serial(x, y, m);
-}
-
-/// dx += g * act'(x) for m values, on the calling thread (dx = with `accumulate` false; d may be g).
-template <Scalar S>
-void activation_backward_serial(activation act, const S* x, const S* g, S* d, index m, bool accumulate) {
-  if (act == activation::gelu) gelu_backward_serial(x, g, d, m, accumulate);
-  else quick_gelu_backward_serial(x, g, d, m, accumulate);
-}
-
-/// y = act(x) for n values.
-template <Scalar S>
-void activation_forward(activation act, const S* x, S* y, index n) {
-  detail::profile_scope profiled(detail::profile_kind::activation);
-  parallel_chunks(n, values_per_job, [&](index at, index m) { activation_forward_serial(act, x + at, y + at, m); });
-}
-
-/// dx += g * act'(x) for n values (dx = with `accumulate` false; d may be g).
-template <Scalar S>
-void activation_backward(activation act, const S* x, const S* g, S* d, index n, bool accumulate = true) {
-  detail::profile_scope profiled(detail::profile_kind::activation);
-  parallel_chunks(n, values_per_job,
-                  [&](index at, index m) { activation_backward_serial(act, x + at, g + at, d + at, m, accumulate); });
-}
-
-/// g *= act'(x) for n values, in place; x given as S, or as bf16 in x16 (x null). With g16 set, the
-/// result is also written rounded to bf16 there (the operand of the next bf16 product).
-template <Scalar S>
-void activation_backward_in_place(activation act, const S* x, const std::uint16_t* x16, S* g, index n,
-                                  std::uint16_t* g16 = nullptr) {
-  detail::profile_scope profiled(detail::profile_kind::activation);
-  parallel_chunks(n, values_per_job, [&](index at, index m) {
-    if (x != nullptr) {
-      activation_backward_serial(act, x + at, g + at, g + at, m, false);
-    } else {
-      S widened[values_per_job];  // the bf16 values of this chunk, as S
-      for (index i = 0; i < m; ++i) widened[i] = static_cast<S>(from_bf16(x16[at + i]));
-      activation_backward_serial(act, widened, g + at, g + at, m, false);
-    }
-    if (g16 != nullptr)
-      for (index i = 0; i < m; ++i) g16[at + i] = to_bf16(static_cast<float>(g[at + i]));
-  });
-}
-
-/// y16 = bf16(act(x)) and x16 = bf16(x) for n values, in one pass (chunks of the activation on the stack).
-template <Scalar S>
-void activation_forward_bf16(activation act, const S* x, std::uint16_t* x16, std::uint16_t* y16, index n) {
-  detail::profile_scope profiled(detail::profile_kind::activation);
-  parallel_chunks(n, values_per_job, [&](index at, index m) {
-    S y[values_per_job];
-    activation_forward_serial(act, x + at, y, m);
-    for (index i = 0; i < m; ++i) {
-      x16[at + i] = to_bf16(static_cast<float>(x[at + i]));
-      y16[at + i] = to_bf16(static_cast<float>(y[i]));
-    }
-  });
+typename tape<S>::borrowed scale_buffer(tape<S>& tp, std::uint32_t io, std::uint32_t is) {
+  return typename tape<S>::borrowed(tp, is == std::uint32_t(-1) ? 1 : tp.at(io).rows, tp.at(io).cols);
 }
 
 /// out = layer_norm(x) W^T (+ b): x r x d, W node iw, b node ib (or -1), each row's mean and 1/std
-/// into stats (or not: null). For a bf16 product the LayerNorm is written in bf16 directly.
+/// into stats (or not: null). The LayerNorm is written in the type the product reads (bf16 for a bf16 product).
 template <Scalar S>
 void layer_norm_linear_rows(tape<S>& t, const S* x, const S* gamma, const S* beta, index r, index d, S eps, S* stats,
-                            std::uint32_t iw, std::uint32_t ib, matrix_map<S> out) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-  if constexpr (std::is_same_v<S, float>)
-    if (bf16_weight(t, iw)) {
-      borrowed_bf16<S> n16(t, r * d);
-      layer_norm_rows_bf16(x, n16.data(), gamma, beta, r, d, eps, stats);
-      linear_rows_from16(t, out, n16.data(), iw, ib);
-      return;
-    }
-#endif
-  typename tape<S>::borrowed n(t, r, d);
-  layer_norm_rows(x, n.data(), gamma, beta, r, d, eps, stats);
-  linear_rows(t, out, n.map(), iw, ib);
+                            std::uint32_t iw, std::uint32_t ib, S* out) {
+  const kernels::backend<S> be = t.backend();
+  const kernels::weight<S> w = weight_of(t, iw);
+  kernels::operand_buffer<S> n(be.pool(), r * d, be.operand_of(w));
+  be.layer_norm(x, gamma, beta, r, d, eps, stats, n.data(), n.type());
+  be.linear(w, n.as_rows(r, d), out, {ib != std::uint32_t(-1) ? t.value(ib).data() : static_cast<const S*>(nullptr)});
 }
 
 }  // namespace detail
@@ -3449,12 +3655,12 @@ var<S> layer_norm_linear(const var<S>& x, const var<S>& gamma, const var<S>& bet
   var<S> out = t.make(r, w.rows(), x.requires_grad());
   S* stats = out.requires_grad() ? t.template scratch<S>(static_cast<std::size_t>(2 * r)) : nullptr;
   detail::layer_norm_linear_rows(t, x.value().data(), gamma.value().data(), beta.value().data(), r, d, eps, stats, w.id(),
-                                 detail::id_or_none(b), out.value());
+                                 detail::id_or_none(b), out.value().data());
   t.on_backward(out, [ix = x.id(), ig = gamma.id(), iw = w.id(), io = out.id(), stats, r, d](tape<S>& tp) {
     typename tape<S>::borrowed dh(tp, r, d);
-    detail::times_weight(tp, iw, tp.adjoint(io), dh.map(), false);
-    detail::layer_norm_backward_rows(tp.value(ix).data(), tp.value(ig).data(), stats, dh.data(),
-                                     tp.adjoint(ix).data(), r, d);
+    detail::times_weight(tp, iw, detail::rows_of<S>(tp.adjoint(io)), dh.data(), false);
+    tp.backend().layer_norm_backward(tp.value(ix).data(), tp.value(ig).data(), stats, dh.data(), tp.adjoint(ix).data(),
+                                     r, d);
   });
   return out;
 }
@@ -3478,117 +3684,18 @@ var<S> activation_linear(const var<S>& h, activation act, const var<S>& w, const
   const index r = h.rows(), m = h.cols();
   var<S> out = t.make(r, w.rows(), h.requires_grad() || (residual.valid() && residual.requires_grad()));
   {
-    typename tape<S>::borrowed g(t, r, m);
-    detail::activation_forward(act, h.value().data(), g.data(), r * m);
-    detail::linear_rows(out.value(), g.map(), w, b, scale, residual);
+    const kernels::backend<S> be = t.backend();
+    kernels::operand_buffer<S> g(be.pool(), r * m, be.operand_of(detail::weight_of(t, w.id())));
+    be.activation_forward(act, h.value().data(), g.data(), g.type(), r * m);
+    detail::linear_rows(out.value().data(), g.as_rows(r, m), w, b, scale, residual);
   }
   const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
   t.on_backward(out, [ih = h.id(), iw = w.id(), io = out.id(), is, ir, act, r, m](tape<S>& tp) {
     detail::residual_backward(tp, io, ir);
     if (!tp.at(ih).requires_grad) return;
-    typename tape<S>::borrowed dg(tp, r, m), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
-    detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), dg.map(), false);
-    detail::activation_backward(act, tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m);
-  });
-  return out;
-}
-
-/// What layer_norm_mlp keeps of the MLP's hidden layer for backward, when every weight is constant.
-enum class mlp_memory {
-  keep,       ///< the hidden layer before the activation (R x M values; in bf16 when the products run in bf16): the fastest step, vit_block's default
-  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and fc1 again (docs/performance.md); layer_norm_mlp's default
-};
-
-/// residual + linear(act(linear(layer_norm(x, gamma, beta, eps), w1, b1)), w2, b2) * scale: a
-/// transformer block's whole MLP branch and skip connection as one node. x is R x D, gamma and
-/// beta 1 x D, w1 M x D, b1 1 x M (or empty), w2 out x M, b2 1 x out (or empty), scale 1 x out (or
-/// empty), residual R x out (or empty). With every weight constant neither the LayerNorm output,
-/// nor the activation's, nor the product before the residual is added are kept; of the R x M hidden
-/// layer (the largest activation of a block), `memory` says:
-/// - keep: it is kept before the activation, for backward's derivative (in bf16, half the memory,
-///   when both products run in bf16: precision::bf16 on a float model);
-/// - recompute: it is not kept; backward computes the LayerNorm and the first product again (one
-///   more R x D x M product) from each row's LayerNorm statistics.
-/// In float32 both give the same bits. In bf16 they do not: keep takes the activation's derivative
-/// at the bf16-rounded hidden layer, recompute at the float32 one, so the gradients differ by that
-/// rounding (about 1e-3 relative) and a search may end in another genotype where two operators are close.
-/// Otherwise it is activation_linear(layer_norm_linear(...)). @throws shape_error as those do.
-template <Scalar S>
-var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, S eps, const var<S>& w1,
-                      const var<S>& b1, activation act, const var<S>& w2, const var<S>& b2, const var<S>& scale = {},
-                      const var<S>& residual = {}, mlp_memory memory = mlp_memory::recompute) {
-  tape<S>& t = detail::same_tape("layer_norm_mlp", x, w1);
-  detail::same_tape("layer_norm_mlp", x, w2);
-  detail::check_layer_norm("layer_norm_mlp", x, gamma, beta);
-  detail::check_linear("layer_norm_mlp", x.rows(), x.cols(), w1, b1);
-  detail::check_linear("layer_norm_mlp", x.rows(), w1.rows(), w2, b2);
-  detail::check_scale("layer_norm_mlp", scale, w2.rows());
-  detail::check_residual("layer_norm_mlp", residual, x.rows(), w2.rows());
-  if (residual.valid()) detail::same_tape("layer_norm_mlp", x, residual);
-  if (!detail::all_constant<S>({&gamma, &beta, &w1, &b1, &w2, &b2, &scale}))
-    return activation_linear(layer_norm_linear(x, gamma, beta, eps, w1, b1), act, w2, b2, scale, residual);
-  const index r = x.rows(), d = x.cols(), m = w1.rows();
-  var<S> out = t.make(r, w2.rows(), x.requires_grad() || (residual.valid() && residual.requires_grad()));
-  S* stats = x.requires_grad() ? t.template scratch<S>(static_cast<std::size_t>(2 * r)) : nullptr;
-  // keep: the hidden layer before the activation, as S, or as bf16 when the products are bf16 (they
-  // round their operands to bf16 anyway)
-  const bool keep = memory == mlp_memory::keep && x.requires_grad();
-  const bool half = keep && detail::bf16_weight(t, w1.id()) && detail::bf16_weight(t, w2.id());
-  S* kept = keep && !half ? t.template scratch<S>(static_cast<std::size_t>(r * m)) : nullptr;
-  std::uint16_t* kept16 = half ? t.template scratch<std::uint16_t>(static_cast<std::size_t>(r * m)) : nullptr;
-  // LayerNorm and the first product into h
-  const auto hidden = [](tape<S>& tp, std::uint32_t ix, std::uint32_t ig, std::uint32_t ib, std::uint32_t iw1,
-                         std::uint32_t ib1, S e, S* st, matrix_map<S> h) {
-    detail::layer_norm_linear_rows(tp, tp.value(ix).data(), tp.value(ig).data(), tp.value(ib).data(), h.rows(),
-                                   tp.at(ix).cols, e, st, iw1, ib1, h);
-  };
-  const std::uint32_t ib1 = detail::id_or_none(b1), is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
-  {
-    typename tape<S>::borrowed h(t, kept ? 1 : r, kept ? 1 : m), a(t, kept ? r : 1, kept ? m : 1);
-    S* pre = kept ? kept : h.data();  // before the activation
-    S* post = kept ? a.data() : h.data();  // after it (in place unless the hidden layer is kept as S)
-    hidden(t, x.id(), gamma.id(), beta.id(), w1.id(), ib1, eps, stats, matrix_map<S>(pre, r, m));
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-    if constexpr (std::is_same_v<S, float>)
-      if (half) {  // the kept hidden layer and the second product's operand, both in bf16, in one pass
-        detail::borrowed_bf16<S> post16(t, r * m);
-        detail::activation_forward_bf16(act, pre, kept16, post16.data(), r * m);
-        detail::linear_rows_from16(t, out.value(), post16.data(), w2.id(), detail::id_or_none(b2),
-                                   scale.valid() ? scale.value().data() : nullptr,
-                                   residual.valid() ? residual.value().data() : nullptr);
-      }
-#endif
-    if (!half) {
-      detail::activation_forward(act, pre, post, r * m);
-      detail::linear_rows(out.value(), matrix_map<S>(post, r, m), w2, b2, scale, residual);
-    }
-  }
-  t.on_backward(out, [ix = x.id(), ig = gamma.id(), ib = beta.id(), iw1 = w1.id(), ib1, iw2 = w2.id(), io = out.id(),
-                      is, ir, act, eps, stats, saved = kept16 ? static_cast<void*>(kept16) : static_cast<void*>(kept), half,
-                      hidden, r, d, m](tape<S>& tp) {
-    S* const kept = half ? nullptr : static_cast<S*>(saved);
-    const std::uint16_t* const kept16 = half ? static_cast<const std::uint16_t*>(saved) : nullptr;
-    detail::residual_backward(tp, io, ir);
-    if (!tp.at(ix).requires_grad) return;
-    typename tape<S>::borrowed dh(tp, r, m);
-    // the first product's operand written in bf16 by the activation's derivative, when that product is bf16
-    const bool fc1_bf16 = detail::bf16_weight(tp, iw1);
-    detail::borrowed_bf16<S> dh16(tp, fc1_bf16 ? r * m : 1);
-    std::uint16_t* const g16 = fc1_bf16 ? dh16.data() : nullptr;
-    {
-      const bool again = kept == nullptr && kept16 == nullptr;
-      typename tape<S>::borrowed h(tp, again ? r : 1, again ? m : 1), ds(tp, is == std::uint32_t(-1) ? 1 : r, tp.at(io).cols);
-      if (again) hidden(tp, ix, ig, ib, iw1, ib1, eps, nullptr, h.map());  // the statistics are kept; recomputed, they are equal
-      detail::times_weight(tp, iw2, detail::unscaled_adjoint(tp, io, is, ds), dh.map(), false);
-      detail::activation_backward_in_place(act, again ? h.data() : kept, kept16, dh.data(), r * m, g16);
-    }
-    typename tape<S>::borrowed dn(tp, r, d);
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-    if constexpr (std::is_same_v<S, float>)
-      if (g16 != nullptr) detail::times_weight_from16(tp, iw1, g16, dn.map(), false);
-#endif
-    if (g16 == nullptr) detail::times_weight(tp, iw1, dh.map(), dn.map(), false);
-    detail::layer_norm_backward_rows(tp.value(ix).data(), tp.value(ig).data(), stats, dn.data(), tp.adjoint(ix).data(), r, d);
+    typename tape<S>::borrowed dg(tp, r, m), ds = detail::scale_buffer(tp, io, is);
+    detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), dg.data(), false);
+    tp.backend().activation_backward(act, tp.value(ih).data(), dg.data(), tp.adjoint(ih).data(), r * m, true);
   });
   return out;
 }
@@ -3601,10 +3708,24 @@ var<S> gelu_linear(const var<S>& h, const var<S>& w, const var<S>& b) {
   return activation_linear(h, activation::gelu, w, b);
 }
 
+}  // namespace vpdarts
+// ---- end vpdarts/autodiff/ops_fused.hpp ----
+
+// ---- begin vpdarts/autodiff/ops_fused_attention.hpp ----
+/// @file ops_fused_attention.hpp
+/// A transformer block's attention branch as fused nodes (see ops_fused.hpp): attention_linear and
+/// layer_norm_attention.
+
+#include <optional>
+
+
+namespace vpdarts {
+
 /// residual + linear(attention(qkv, batch, heads), w, b) * scale: qkv is (B*T) x 3D, w out x D,
 /// b 1 x out (or empty), scale a LayerScale vector 1 x out (or empty), residual (B*T) x out (or
 /// empty: none). With w, b and scale constant neither the attention output, nor its probabilities
-/// (backward computes them again), nor the product before the residual is added are kept.
+/// (backward computes them again), nor the product before the residual is added are kept. The
+/// attention products run in bf16 on a tape configured for bf16 (as they were when recorded).
 /// @throws shape_error as attention and linear do, or for a scale or residual of the wrong shape.
 template <Scalar S>
 var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S>& w, const var<S>& b,
@@ -3612,7 +3733,7 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
   tape<S>& t = detail::same_tape("attention_linear", qkv, w);
   const index rows = qkv.rows(), c3 = qkv.cols();
   detail::check_attention("attention_linear", rows, c3, batch, heads);
-  const index d = c3 / 3, seq = rows / batch, tt = seq * seq;
+  const index d = c3 / 3, seq = rows / batch;
   detail::check_linear("attention_linear", rows, d, w, b);
   detail::check_scale("attention_linear", scale, w.rows());
   detail::check_residual("attention_linear", residual, rows, w.rows());
@@ -3623,55 +3744,37 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
   // The probabilities are not kept: backward computes them again from qkv (a T x T product per
   // image and head, small beside the block's linear products), which keeps batch * heads * T^2
   // values per block out of memory.
-  // In bf16 mode the attention products of a frozen block run in bf16 too (as they were when recorded).
-  const bool bf16 = detail::bf16_attention<S>();
+  const kernels::backend<S> be = t.backend();
+  const bool bf16 = be.bf16_attention();
   {
     typename tape<S>::borrowed o(t, rows, d);
-    if (bf16) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-      if constexpr (std::is_same_v<S, float>)
-        detail::attention_forward_bf16(t, qkv.value().data(), o.data(), nullptr, false, batch, heads, seq, d);
-#endif
-    } else {
-      typename tape<S>::borrowed per_thread(t, detail::max_threads(), tt);
-      detail::attention_forward(qkv.value().data(), o.data(), per_thread.data(), false, batch, heads, seq, d);
-    }
-    detail::linear_rows(out.value(), o.map(), w, b, scale, residual);
+    kernels::buffer<std::uint16_t, S> q16(be.pool(), bf16 ? rows * c3 : 1);
+    be.attention_forward(be.attention_operand(qkv.value().data(), batch, heads, seq, d, q16.data()), o.data());
+    detail::linear_rows(out.value().data(), detail::rows_of<S>(o.map()), w, b, scale, residual);
   }
   const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
-  t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, ir, batch, heads, seq, d, tt, bf16](tape<S>& tp) {
+  t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, ir, batch, heads, seq, d, bf16](tape<S>& tp) {
     detail::residual_backward(tp, io, ir);
     if (!tp.at(iq).requires_grad) return;
-    typename tape<S>::borrowed d_o(tp, batch * seq, d), ds(tp, is == std::uint32_t(-1) ? 1 : batch * seq, tp.at(io).cols);
-    detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), d_o.map(), false);
-    if (bf16) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-      if constexpr (std::is_same_v<S, float>)
-        detail::attention_backward_bf16(tp, tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), nullptr, batch,
-                                        heads, seq, d);
-#endif
-      return;
-    }
-    typename tape<S>::borrowed work(tp, detail::max_threads(), 2 * tt);
-    detail::attention_backward(tp.value(iq).data(), tp.adjoint(iq).data(), d_o.data(), static_cast<const S*>(nullptr), work.data(), batch,
-                               heads, seq, d);
+    const kernels::backend<S> be = tp.backend();
+    typename tape<S>::borrowed d_o(tp, batch * seq, d), ds = detail::scale_buffer(tp, io, is);
+    detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), d_o.data(), false);
+    kernels::buffer<std::uint16_t, S> q16(be.pool(), bf16 ? 3 * batch * seq * d : 1);
+    const kernels::qkv<S> q = bf16 ? be.attention_operand(tp.value(iq).data(), batch, heads, seq, d, q16.data())
+                                   : kernels::qkv<S>{tp.value(iq).data(), batch, heads, seq, d, false};
+    be.attention_backward(q, tp.adjoint(iq).data(), true, d_o.data());
   });
   return out;
 }
-
-/// What layer_norm_attention keeps of qkv for backward, when every weight is constant.
-enum class attention_memory {
-  keep,       ///< qkv ((B*T) x 3E values; in bf16 when attention's products run in bf16): the fastest step, the default
-  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and the qkv product again (docs/performance.md)
-};
 
 /// residual + linear(attention(layer_norm_linear(x, gamma, beta, eps, wqkv, bqkv), batch, heads), w, b)
 /// * scale: a transformer block's whole attention branch and skip connection as one node. x is
 /// (B*T) x D, gamma and beta 1 x D, wqkv 3E x D, bqkv 1 x 3E (or empty), w out x E, b 1 x out (or
 /// empty), scale 1 x out (or empty), residual (B*T) x out (or empty). With every weight constant the
-/// branch keeps, for backward, only each row's LayerNorm statistics and, as `memory` says:
-/// - keep: qkv, in bf16 (half the memory, and laid out for the attention products) when those
-///   products run in bf16 (precision::bf16 on a float model);
+/// branch keeps, for backward, only each row's LayerNorm statistics and, as `memory` says (the
+/// tape's execution_config when not given):
+/// - keep: qkv, in bf16 by head (half the memory, and laid out for the attention products) when
+///   those products run in bf16 (a float tape configured for bf16);
 /// - recompute: nothing more; backward computes the LayerNorm and the qkv product again (one more
 ///   (B*T) x D x 3E product, the same as the forward's, so the same values).
 /// Backward computes the attention probabilities again, as attention_linear does.
@@ -3680,7 +3783,7 @@ template <Scalar S>
 var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& beta, S eps, const var<S>& wqkv,
                             const var<S>& bqkv, index batch, index heads, const var<S>& w, const var<S>& b,
                             const var<S>& scale = {}, const var<S>& residual = {},
-                            attention_memory memory = attention_memory::keep) {
+                            std::optional<attention_memory> memory = std::nullopt) {
   tape<S>& t = detail::same_tape("layer_norm_attention", x, wqkv);
   detail::same_tape("layer_norm_attention", x, w);
   detail::check_layer_norm("layer_norm_attention", x, gamma, beta);
@@ -3695,33 +3798,21 @@ var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& 
   if (!detail::all_constant<S>({&gamma, &beta, &wqkv, &bqkv, &w, &b, &scale}))
     return attention_linear(layer_norm_linear(x, gamma, beta, eps, wqkv, bqkv), batch, heads, w, b, scale, residual);
   var<S> out = t.make(rows, w.rows(), x.requires_grad() || (residual.valid() && residual.requires_grad()));
-  const bool grad = x.requires_grad(), keep = grad && memory == attention_memory::keep,
-             bf16 = detail::bf16_attention<S>();
+  const kernels::backend<S> be = t.backend();
+  const bool grad = x.requires_grad(), bf16 = be.bf16_attention(),
+             keep = grad && memory.value_or(t.config().attention) == attention_memory::keep;
   S* stats = grad ? t.template scratch<S>(static_cast<std::size_t>(2 * rows)) : nullptr;
+  // kept for backward: qkv as attention reads it (rows of S, or bf16 by head)
   S* kept = keep && !bf16 ? t.template scratch<S>(static_cast<std::size_t>(rows * c3)) : nullptr;
   std::uint16_t* kept16 = keep && bf16 ? t.template scratch<std::uint16_t>(static_cast<std::size_t>(rows * c3)) : nullptr;
   {
-    typename tape<S>::borrowed q(t, kept ? 1 : rows, kept ? 1 : c3);
+    typename tape<S>::borrowed q(t, kept ? 1 : rows, kept ? 1 : c3), o(t, rows, d);
+    kernels::buffer<std::uint16_t, S> q16(be.pool(), bf16 && kept16 == nullptr ? rows * c3 : 1);
     S* qkv = kept ? kept : q.data();
     detail::layer_norm_linear_rows(t, x.value().data(), gamma.value().data(), beta.value().data(), rows, width, eps,
-                                   stats, wqkv.id(), detail::id_or_none(bqkv), matrix_map<S>(qkv, rows, c3));
-    typename tape<S>::borrowed o(t, rows, d);
-    if (bf16) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-      if constexpr (std::is_same_v<S, float>) {
-        if (kept16 != nullptr) {  // rounded into the kept copy, which backward reads
-          detail::to_bf16_heads(qkv, kept16, batch, seq, 3, heads, d / heads, c3);
-          detail::attention_forward_bf16_heads(t, kept16, o.data(), nullptr, false, batch, heads, seq, d);
-        } else {
-          detail::attention_forward_bf16(t, qkv, o.data(), nullptr, false, batch, heads, seq, d);
-        }
-      }
-#endif
-    } else {
-      typename tape<S>::borrowed per_thread(t, detail::max_threads(), seq * seq);
-      detail::attention_forward(qkv, o.data(), per_thread.data(), false, batch, heads, seq, d);
-    }
-    detail::linear_rows(out.value(), o.map(), w, b, scale, residual);
+                                   stats, wqkv.id(), detail::id_or_none(bqkv), qkv);
+    be.attention_forward(be.attention_operand(qkv, batch, heads, seq, d, kept16 ? kept16 : q16.data()), o.data());
+    detail::linear_rows(out.value().data(), detail::rows_of<S>(o.map()), w, b, scale, residual);
   }
   const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
   t.on_backward(out, [ix = x.id(), ig = gamma.id(), ib = beta.id(), iqkv = wqkv.id(), ibq = detail::id_or_none(bqkv),
@@ -3732,52 +3823,129 @@ var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& 
     if (!tp.at(ix).requires_grad) return;
     // the shapes from the nodes (the step's capture has room for indices only)
     const index rows = tp.at(ix).rows, width = tp.at(ix).cols, c3 = tp.at(iqkv).rows, d = c3 / 3, seq = rows / batch;
+    const kernels::backend<S> be = tp.backend();
     typename tape<S>::borrowed dq(tp, rows, c3);
     {
       // recompute: qkv again from x and the kept statistics, as the forward made it (and rounded it)
       const bool again = saved == nullptr;
       typename tape<S>::borrowed q(tp, again ? rows : 1, again ? c3 : 1);
-      detail::borrowed_bf16<S> q16(tp, again && bf16 ? rows * c3 : 1);
-      const void* qkv = saved;
+      kernels::buffer<std::uint16_t, S> q16(be.pool(), again && bf16 ? rows * c3 : 1);
+      kernels::qkv<S> qkv{saved, batch, heads, seq, d, bf16};
       if (again) {
         detail::layer_norm_linear_rows(tp, tp.value(ix).data(), tp.value(ig).data(), tp.value(ib).data(), rows, width,
-                                       eps, static_cast<S*>(nullptr), iqkv, ibq, q.map());
-        qkv = q.data();
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-        if constexpr (std::is_same_v<S, float>)
-          if (bf16) {
-            detail::to_bf16_heads(q.data(), q16.data(), batch, seq, 3, heads, d / heads, c3);
-            qkv = q16.data();
-          }
-#endif
+                                       eps, static_cast<S*>(nullptr), iqkv, ibq, q.data());
+        qkv = be.attention_operand(q.data(), batch, heads, seq, d, q16.data());
       }
-      typename tape<S>::borrowed d_o(tp, rows, d), ds(tp, is == std::uint32_t(-1) ? 1 : rows, tp.at(io).cols);
-      detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), d_o.map(), false);
-      if (bf16) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-        if constexpr (std::is_same_v<S, float>)
-          detail::attention_backward_bf16_heads(tp, static_cast<const std::uint16_t*>(qkv), dq.data(), false,
-                                                d_o.data(), nullptr, batch, heads, seq, d);
-#endif
-      } else {
-        S* g = dq.data();
-        detail::parallel_chunks(rows * c3, detail::values_per_job,
-                                [&](index at, index m) { std::fill(g + at, g + at + m, S(0)); });
-        typename tape<S>::borrowed work(tp, detail::max_threads(), 2 * seq * seq);
-        detail::attention_backward(static_cast<const S*>(qkv), g, d_o.data(), static_cast<const S*>(nullptr),
-                                   work.data(), batch, heads, seq, d);
-      }
+      typename tape<S>::borrowed d_o(tp, rows, d), ds = detail::scale_buffer(tp, io, is);
+      detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), d_o.data(), false);
+      be.attention_backward(qkv, dq.data(), false, d_o.data());
     }
     typename tape<S>::borrowed dn(tp, rows, width);
-    detail::times_weight(tp, iqkv, dq.map(), dn.map(), false);
-    detail::layer_norm_backward_rows(tp.value(ix).data(), tp.value(ig).data(), stats, dn.data(), tp.adjoint(ix).data(),
-                                     rows, width);
+    detail::times_weight(tp, iqkv, detail::rows_of<S>(dq.map()), dn.data(), false);
+    be.layer_norm_backward(tp.value(ix).data(), tp.value(ig).data(), stats, dn.data(), tp.adjoint(ix).data(), rows, width);
   });
   return out;
 }
 
 }  // namespace vpdarts
-// ---- end vpdarts/autodiff/ops_fused.hpp ----
+// ---- end vpdarts/autodiff/ops_fused_attention.hpp ----
+
+// ---- begin vpdarts/autodiff/ops_fused_mlp.hpp ----
+/// @file ops_fused_mlp.hpp
+/// A transformer block's MLP branch as one fused node (see ops_fused.hpp): layer_norm_mlp.
+
+#include <optional>
+
+
+namespace vpdarts {
+
+/// residual + linear(act(linear(layer_norm(x, gamma, beta, eps), w1, b1)), w2, b2) * scale: a
+/// transformer block's whole MLP branch and skip connection as one node. x is R x D, gamma and
+/// beta 1 x D, w1 M x D, b1 1 x M (or empty), w2 out x M, b2 1 x out (or empty), scale 1 x out (or
+/// empty), residual R x out (or empty). With every weight constant neither the LayerNorm output,
+/// nor the activation's, nor the product before the residual is added are kept; of the R x M hidden
+/// layer (the largest activation of a block), `memory` says (the tape's execution_config when not given):
+/// - keep: it is kept before the activation, for backward's derivative (in bf16, half the memory,
+///   when both products run in bf16: a float tape configured for bf16);
+/// - recompute: it is not kept; backward computes the LayerNorm and the first product again (one
+///   more R x D x M product) from each row's LayerNorm statistics.
+/// In float32 both give the same bits. In bf16 they do not: keep takes the activation's derivative
+/// at the bf16-rounded hidden layer, recompute at the float32 one, so the gradients differ by that
+/// rounding (about 1e-3 relative) and a search may end in another genotype where two operators are close.
+/// Otherwise it is activation_linear(layer_norm_linear(...)). @throws shape_error as those do.
+template <Scalar S>
+var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, S eps, const var<S>& w1,
+                      const var<S>& b1, activation act, const var<S>& w2, const var<S>& b2, const var<S>& scale = {},
+                      const var<S>& residual = {}, std::optional<mlp_memory> memory = std::nullopt) {
+  tape<S>& t = detail::same_tape("layer_norm_mlp", x, w1);
+  detail::same_tape("layer_norm_mlp", x, w2);
+  detail::check_layer_norm("layer_norm_mlp", x, gamma, beta);
+  detail::check_linear("layer_norm_mlp", x.rows(), x.cols(), w1, b1);
+  detail::check_linear("layer_norm_mlp", x.rows(), w1.rows(), w2, b2);
+  detail::check_scale("layer_norm_mlp", scale, w2.rows());
+  detail::check_residual("layer_norm_mlp", residual, x.rows(), w2.rows());
+  if (residual.valid()) detail::same_tape("layer_norm_mlp", x, residual);
+  if (!detail::all_constant<S>({&gamma, &beta, &w1, &b1, &w2, &b2, &scale}))
+    return activation_linear(layer_norm_linear(x, gamma, beta, eps, w1, b1), act, w2, b2, scale, residual);
+  const index r = x.rows(), d = x.cols(), m = w1.rows();
+  var<S> out = t.make(r, w2.rows(), x.requires_grad() || (residual.valid() && residual.requires_grad()));
+  const kernels::backend<S> be = t.backend();
+  S* stats = x.requires_grad() ? t.template scratch<S>(static_cast<std::size_t>(2 * r)) : nullptr;
+  // the second product's operand type; keep: the hidden layer before the activation, as S, or as bf16
+  // when both products are bf16 (they round their operands to bf16 anyway)
+  const kernels::element fc2_reads = be.operand_of(detail::weight_of(t, w2.id()));
+  const bool keep = memory.value_or(t.config().mlp) == mlp_memory::keep && x.requires_grad();
+  const bool half = keep && fc2_reads == kernels::element::bf16 &&
+                    be.operand_of(detail::weight_of(t, w1.id())) == kernels::element::bf16;
+  S* kept = keep && !half ? t.template scratch<S>(static_cast<std::size_t>(r * m)) : nullptr;
+  std::uint16_t* kept16 = half ? t.template scratch<std::uint16_t>(static_cast<std::size_t>(r * m)) : nullptr;
+  const kernels::rows<S> kept_rows = kept16 ? kernels::rows<S>::of(kept16, r, m) : kernels::rows<S>::of(kept, r, m);
+  const std::uint32_t ib1 = detail::id_or_none(b1), is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
+  {
+    // LayerNorm and the first product into pre, the activation into the second product's operand, then
+    // that product with its epilogue; with kept16 the activation also writes the kept hidden layer
+    // (in place, over the hidden layer, when it is not kept and the second product reads S)
+    typename tape<S>::borrowed h(t, kept ? 1 : r, kept ? 1 : m);
+    const bool in_place = kept == nullptr && fc2_reads == kernels::element::value;
+    kernels::operand_buffer<S> post(be.pool(), in_place ? 1 : r * m, fc2_reads);
+    S* pre = kept ? kept : h.data();
+    void* operand = in_place ? static_cast<void*>(pre) : static_cast<void*>(post.data());
+    detail::layer_norm_linear_rows(t, x.value().data(), gamma.value().data(), beta.value().data(), r, d, eps, stats,
+                                   w1.id(), ib1, pre);
+    be.activation_forward(act, pre, operand, fc2_reads, r * m, kept16);
+    detail::linear_rows(out.value().data(), kernels::rows<S>{operand, r, m, fc2_reads}, w2, b2, scale, residual);
+  }
+  t.on_backward(out, [ix = x.id(), ig = gamma.id(), ib = beta.id(), iw1 = w1.id(), ib1, iw2 = w2.id(), io = out.id(),
+                      is, ir, act, eps, stats, kept = kept_rows.data, kept_type = kept_rows.type](tape<S>& tp) {
+    detail::residual_backward(tp, io, ir);
+    if (!tp.at(ix).requires_grad) return;
+    const index r = tp.at(ix).rows, d = tp.at(ix).cols, m = tp.at(iw1).rows;
+    const kernels::backend<S> be = tp.backend();
+    typename tape<S>::borrowed dh(tp, r, m);
+    // the first product's operand, written in its type by the activation's derivative
+    const kernels::element fc1_reads = be.operand_of(detail::weight_of(tp, iw1));
+    kernels::buffer<std::uint16_t, S> dh16(be.pool(), fc1_reads == kernels::element::bf16 ? r * m : 1);
+    std::uint16_t* const g16 = fc1_reads == kernels::element::bf16 ? dh16.data() : nullptr;
+    {
+      const bool again = kept == nullptr;
+      typename tape<S>::borrowed h(tp, again ? r : 1, again ? m : 1), ds = detail::scale_buffer(tp, io, is);
+      if (again)  // the statistics are kept; recomputed, they are equal
+        detail::layer_norm_linear_rows(tp, tp.value(ix).data(), tp.value(ig).data(), tp.value(ib).data(), r, d, eps,
+                                       static_cast<S*>(nullptr), iw1, ib1, h.data());
+      detail::times_weight(tp, iw2, detail::unscaled_adjoint(tp, io, is, ds), dh.data(), false);
+      const bool bf16_kept = kept_type == kernels::element::bf16;
+      be.activation_backward_in_place(act, again ? h.data() : bf16_kept ? nullptr : static_cast<const S*>(kept),
+                                      bf16_kept ? static_cast<const std::uint16_t*>(kept) : nullptr, dh.data(), r * m, g16);
+    }
+    typename tape<S>::borrowed dn(tp, r, d);
+    detail::times_weight(tp, iw1, g16 ? kernels::rows<S>::of(g16, r, m) : detail::rows_of<S>(dh.map()), dn.data(), false);
+    be.layer_norm_backward(tp.value(ix).data(), tp.value(ig).data(), stats, dn.data(), tp.adjoint(ix).data(), r, d);
+  });
+  return out;
+}
+
+}  // namespace vpdarts
+// ---- end vpdarts/autodiff/ops_fused_mlp.hpp ----
 
 // ---- begin vpdarts/autodiff/ops_sequence.hpp ----
 /// @file ops_sequence.hpp
@@ -5355,7 +5523,6 @@ struct vit_config {
 /// safetensors loads by name (see vit/checkpoint.hpp). The variants are the
 /// fields of vit_config; `vit_config{}` is the classic ViT.
 
-#include <atomic>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -5363,60 +5530,6 @@ struct vit_config {
 
 
 namespace vpdarts {
-
-namespace detail {
-inline std::atomic<mlp_memory>& mlp_memory_state() {
-  static std::atomic<mlp_memory> m{mlp_memory::keep};
-  return m;
-}
-inline std::atomic<attention_memory>& attention_memory_state() {
-  static std::atomic<attention_memory> m{attention_memory::keep};
-  return m;
-}
-}  // namespace detail
-
-/// What frozen blocks keep of their MLP, process-wide.
-inline mlp_memory block_mlp_memory() noexcept { return detail::mlp_memory_state().load(std::memory_order_relaxed); }
-/// Sets it for the whole process (every tape, every thread). In float32 values and gradients are the
-/// same either way; under precision::bf16, keep rounds the kept hidden layer to bf16 (as the products
-/// round their operands), so the activation's derivative differs from recompute's by that rounding.
-inline void set_block_mlp_memory(mlp_memory m) noexcept { detail::mlp_memory_state().store(m, std::memory_order_relaxed); }
-
-/// Sets what frozen blocks keep of their MLP for the scope's lifetime, and restores the previous setting.
-class mlp_memory_scope {
- public:
-  explicit mlp_memory_scope(mlp_memory m) noexcept : previous_(block_mlp_memory()) { set_block_mlp_memory(m); }
-  mlp_memory_scope(const mlp_memory_scope&) = delete;
-  mlp_memory_scope& operator=(const mlp_memory_scope&) = delete;
-  ~mlp_memory_scope() { set_block_mlp_memory(previous_); }
-
- private:
-  mlp_memory previous_;
-};
-
-/// What frozen blocks keep of their attention branch's qkv, process-wide.
-inline attention_memory block_attention_memory() noexcept {
-  return detail::attention_memory_state().load(std::memory_order_relaxed);
-}
-/// Sets it for the whole process (every tape, every thread). Values and gradients are the same either
-/// way (recompute makes the same products again, and under precision::bf16 rounds them as the forward did).
-inline void set_block_attention_memory(attention_memory m) noexcept {
-  detail::attention_memory_state().store(m, std::memory_order_relaxed);
-}
-
-/// Sets what frozen blocks keep of qkv for the scope's lifetime, and restores the previous setting.
-class attention_memory_scope {
- public:
-  explicit attention_memory_scope(attention_memory m) noexcept : previous_(block_attention_memory()) {
-    set_block_attention_memory(m);
-  }
-  attention_memory_scope(const attention_memory_scope&) = delete;
-  attention_memory_scope& operator=(const attention_memory_scope&) = delete;
-  ~attention_memory_scope() { set_block_attention_memory(previous_); }
-
- private:
-  attention_memory previous_;
-};
 
 /// One pre-norm transformer block: `blocks.{i}.norm1`, `.attn.qkv`, `.attn.proj`, `.ls1.gamma` (LayerScale
 /// only), `.norm2`, `.mlp.fc1`, `.mlp.fc2`, `.ls2.gamma` (LayerScale only).
@@ -5454,17 +5567,15 @@ struct vit_block {
   /// Runs the attention branch (LayerNorm, qkv, attention, projection, LayerScale) and the MLP branch
   /// (LayerNorm, fc1, activation, fc2, LayerScale), each with its skip connection, as one fused op
   /// each (layer_norm_attention, layer_norm_mlp): a frozen block keeps its input, qkv (in bf16 under
-  /// precision::bf16; unless block_attention_memory() is recompute), the attention branch's sum, the
-  /// MLP's hidden layer (unless block_mlp_memory() is recompute) and its output.
+  /// precision::bf16; unless the tape's execution_config says attention recompute), the attention
+  /// branch's sum, the MLP's hidden layer (unless it says mlp recompute) and its output.
   var<S> forward(tape<S>& t, const var<S>& x, index batch) {
     const var<S> g1 = has_layer_scale() ? t.leaf(ls1) : var<S>(), g2 = has_layer_scale() ? t.leaf(ls2) : var<S>();
     const var<S> h = layer_norm_attention(x, t.leaf(norm1.weight), t.leaf(norm1.bias), S(norm1.eps),
                                           t.leaf(attn.qkv.weight), attn.qkv.bias_leaf(t), batch, attn.heads,
-                                          t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1, x,
-                                          block_attention_memory());
+                                          t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1, x);
     return layer_norm_mlp(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps), t.leaf(mlp.fc1.weight),
-                          t.leaf(mlp.fc1.bias), act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h,
-                          block_mlp_memory());
+                          t.leaf(mlp.fc1.bias), act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h);
   }
   /// Appends pointers to the block's parameters to `out`, in checkpoint order.
   void collect(std::vector<parameter<S>*>& out) {
@@ -8212,10 +8323,11 @@ void for_each_batch(const data::labelled_images<S>& data, index batch, Fn&& fn, 
 }
 
 /// Calls fn(tape, x, y) for this process's share of `data` (all of it with one process),
-/// in batches, on one tape reset before every batch and recording no gradient.
+/// in batches, on one tape (running as `execution` says) reset before every batch and recording no gradient.
 template <Scalar S, class Fn>
-void for_each_scored_batch(const data::labelled_images<S>& data, index batch, const data_parallel& parallel, Fn&& fn) {
-  tape<S> t;
+void for_each_scored_batch(const data::labelled_images<S>& data, index batch, const data_parallel& parallel, Fn&& fn,
+                           const execution_config& execution = {}) {
+  tape<S> t(execution);
   no_grad<S> guard(t);
   const auto share = parallel.share_of(data.size());
   for_each_batch(
@@ -8229,16 +8341,19 @@ void for_each_scored_batch(const data::labelled_images<S>& data, index batch, co
 
 /// Top-1 accuracy of `forward(tape, images) -> logits` on `data`, in batches,
 /// no gradient recorded; with `parallel` over several processes each
-/// evaluates its share of the images and the counts are summed.
+/// evaluates its share of the images and the counts are summed. The tape runs as `execution` says.
 /// @throws config_error for an empty set.
 template <Scalar S, class Forward>
 double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&& forward,
-                     const data_parallel& parallel = {}) {
+                     const data_parallel& parallel = {}, const execution_config& execution = {}) {
   if (data.size() == 0) throw config_error("top1_accuracy: the data set is empty");
   index correct = 0;
-  for_each_scored_batch(data, batch, parallel, [&](tape<S>& t, const image_batch<S>& x, const std::vector<int>& y) {
-    correct += count_correct(forward(t, x).value(), y);
-  });
+  for_each_scored_batch(
+      data, batch, parallel,
+      [&](tape<S>& t, const image_batch<S>& x, const std::vector<int>& y) {
+        correct += count_correct(forward(t, x).value(), y);
+      },
+      execution);
   return static_cast<double>(parallel.sum(correct)) / static_cast<double>(data.size());
 }
 
@@ -8246,8 +8361,10 @@ double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&
 /// (shared over the processes of `parallel`, as top1_accuracy()).
 /// @throws shape_error when the images do not fit the model.
 template <Scalar S>
-double accuracy(vit<S>& model, const data::labelled_images<S>& data, index batch = 64, const data_parallel& parallel = {}) {
-  return top1_accuracy(data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x); }, parallel);
+double accuracy(vit<S>& model, const data::labelled_images<S>& data, index batch = 64, const data_parallel& parallel = {},
+                const execution_config& execution = {}) {
+  return top1_accuracy(
+      data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x); }, parallel, execution);
 }
 
 }  // namespace vpdarts
@@ -8365,6 +8482,8 @@ struct probe_options {
   bool progress = true;        ///< print a progress bar
   /// The processes the features and every batch are shared over (train/data_parallel.hpp); one by default.
   data_parallel parallel = {};
+  /// How the backbone's tape runs its kernels (kernels/execution.hpp): the features and the test accuracy.
+  execution_config execution = {};
 };
 
 /// What linear_probe() measured.
@@ -8378,13 +8497,13 @@ struct probe_result {
 
 /// The frozen features (vit::features) of every image (N x D), in batches, no
 /// gradient recorded; with `parallel` over several processes each computes
-/// its share of the rows and every process gets them all.
+/// its share of the rows and every process gets them all. The tape runs as `execution` says.
 template <Scalar S>
 matrix<S> extract_features(vit<S>& model, const data::labelled_images<S>& data, index batch = 64,
-                           const data_parallel& parallel = {}) {
+                           const data_parallel& parallel = {}, const execution_config& execution = {}) {
   matrix<S> out = matrix<S>::Zero(data.size(), model.config().dim);
   {
-    tape<S> t;
+    tape<S> t(execution);
     no_grad<S> guard(t);
     const auto share = parallel.share_of(data.size());
     for_each_batch(
@@ -8424,7 +8543,7 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
   backbone.freeze_backbone();
   backbone.head.weight.unfreeze();
   backbone.head.bias.unfreeze();
-  const matrix<S> feats = extract_features(backbone, train, 64, dp);
+  const matrix<S> feats = extract_features(backbone, train, 64, dp, o.execution);
   std::vector<optim::param_group<S>> groups{{{&backbone.head.weight}, o.w.head_lr_mult, true, "head.weight"},
                                             {{&backbone.head.bias}, o.w.head_lr_mult, false, "head.bias"}};
   optim::sgd<S> opt(groups, o.w.sgd());
@@ -8465,7 +8584,7 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
     logits.rowwise() += backbone.head.bias.value().row(0);
     r.train_accuracy = static_cast<double>(count_correct(logits, train.labels)) / static_cast<double>(train.size());
   }
-  r.test_accuracy = test.size() > 0 ? accuracy(backbone, test, 64, dp) : std::numeric_limits<double>::quiet_NaN();
+  r.test_accuracy = test.size() > 0 ? accuracy(backbone, test, 64, dp, o.execution) : std::numeric_limits<double>::quiet_NaN();
   r.trainable_params = backbone.head.weight.size() + backbone.head.bias.size();
   r.seconds = lr.seconds;
   return r;
@@ -9045,6 +9164,8 @@ struct bilevel_options {
   double alpha_beta1 = 0.5;       ///< Adam beta1 of alpha (DARTS's 0.5)
   double alpha_beta2 = 0.999;     ///< Adam beta2 of alpha
   double alpha_weight_decay = 1e-3;  ///< L2, added to the gradient (PyTorch's Adam)
+  /// How the step's tape runs its kernels (precision, product engine, memory; kernels/execution.hpp).
+  execution_config execution = {};
 };
 
 /// Losses of one step.
@@ -9072,6 +9193,7 @@ class bilevel_optimizer {
         alpha_opt_({&model.alpha()}, {.lr = o.alpha_lr, .beta1 = o.alpha_beta1, .beta2 = o.alpha_beta2,
                                       .weight_decay = o.alpha_weight_decay, .decoupled = false}) {
     if (!model.is_search()) throw config_error("bilevel_optimizer: the model is a derived model; search needs alpha");
+    tape_.configure(o.execution);
     for (const auto& g : w_opt_.groups())
       for (parameter<S>* p : g.params) {
         flat_.push_back(p);
@@ -9571,8 +9693,8 @@ nlohmann::json search_fingerprint(const search_options& o, prompted_vit<S, Ops>&
           {"scalar", sizeof(S) == 8 ? "double" : "float"},
           {"data", data.fingerprint()},
           {"backbone", backbone_hash.hex()},
-          {"precision", to_string(matmul_precision())},
-          {"fp32_products", to_string(fp32_gemm_in_use())}};
+          {"precision", to_string(b.execution.products)},
+          {"fp32_products", to_string(b.execution.fp32_engine())}};
 }
 
 /// Runs a DARTS search on `data` (split seeded into search-train and search-val).
@@ -9592,6 +9714,7 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
                                    " warm-up epochs"));
   if (o.resume && o.checkpoint.empty()) throw config_error("search: resume needs a checkpoint path");
   o.bilevel.w.validate("search");
+  o.bilevel.execution.check("search");
   const data_parallel& dp = o.parallel;
   dp.require_batch(o.batch, "search");
   const long steps = static_cast<long>((n - n_val) / o.batch);
@@ -9691,6 +9814,8 @@ struct train_options {
   data::augment_options augment = {};  ///< random crop and flip of every training batch
   /// The processes every batch is shared over (train/data_parallel.hpp); one by default.
   data_parallel parallel = {};
+  /// How the tape runs its kernels (precision, product engine, memory; kernels/execution.hpp).
+  execution_config execution = {};
 };
 
 /// Trains w (operator parameters and head; alpha is not touched) on `data` with
@@ -9704,6 +9829,7 @@ template <Scalar S, Trainable<S> M>
 double train(M& model, const data::labelled_images<S>& data, const train_options& o,
              const gradient_hook<S>& hook = {}) {
   o.w.validate("train");
+  o.execution.check("train");
   o.parallel.require_batch(o.batch, "train");
   if (o.parallel.active())  // every process must train the same model on the same data (see data_parallel::require_same)
     o.parallel.require_same({{"images", data.size()},
@@ -9714,7 +9840,7 @@ double train(M& model, const data::labelled_images<S>& data, const train_options
                              {"batch", o.batch},
                              {"lr", o.w.lr},
                              {"seed", o.seed},
-                             {"precision", to_string(matmul_precision())}},
+                             {"precision", to_string(o.execution.products)}},
                             "train");
   if (o.augment.crop_padding < 0 || o.augment.crop_padding > std::min(data.images.height, data.images.width) / 2)
     throw config_error(detail::cat("train: crop padding ", o.augment.crop_padding, " is not in 0..",
@@ -9723,7 +9849,7 @@ double train(M& model, const data::labelled_images<S>& data, const train_options
   std::vector<parameter<S>*> ws = model.weights();
   std::vector<index> rows = all_rows(data.size());
   std::mt19937_64 rng(o.seed);
-  tape<S> t;
+  tape<S> t(o.execution);
   image_batch<S> x;
   std::vector<int> y;
   std::vector<S> scratch;
@@ -9754,9 +9880,10 @@ double train(M& model, const data::labelled_images<S>& data, const train_options
 /// of the images and the counts are summed.
 template <Scalar S, Trainable<S> M>
 double evaluate(M& model, const data::labelled_images<S>& data, index batch = 64,
-                const data_parallel& parallel = {}) {
+                const data_parallel& parallel = {}, const execution_config& execution = {}) {
   return top1_accuracy(
-      data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x, grad_target::none); }, parallel);
+      data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x, grad_target::none); }, parallel,
+      execution);
 }
 
 }  // namespace vpdarts
@@ -9792,6 +9919,8 @@ struct lr_grid_options {
   data::augment_options augment = {};  ///< augmentation of every training batch (choose_w_lr; the probe has none)
   /// The processes every batch and the scoring are shared over (train/data_parallel.hpp); one by default.
   data_parallel parallel = {};
+  /// How the tapes run their kernels (kernels/execution.hpp).
+  execution_config execution = {};
 };
 
 /// What choose_w_lr measured.
@@ -9853,7 +9982,7 @@ lr_grid_result choose_w_lr(M& model, const data::labelled_images<S>& data, const
   values_kept<S> start(model.weights());  // every lr starts from here, and the model ends here
   return detail::run_lr_grid(data, o, "choose_w_lr", [&](const auto& train_set, const auto& val_set, double lr) {
     train_options t{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false,
-                    .augment = o.augment, .parallel = o.parallel};
+                    .augment = o.augment, .parallel = o.parallel, .execution = o.execution};
     t.w.lr = lr;
     t.w.warmup_epochs = std::min(o.w.warmup_epochs, o.epochs);
     struct restore_after {  // w back to the start after this lr, whatever happens
@@ -9861,7 +9990,7 @@ lr_grid_result choose_w_lr(M& model, const data::labelled_images<S>& data, const
       ~restore_after() { start.restore(); }
     } guard{start};
     const double loss = train(model, train_set, t);
-    return std::pair<double, double>(loss, evaluate(model, val_set, 64, o.parallel));
+    return std::pair<double, double>(loss, evaluate(model, val_set, 64, o.parallel, o.execution));
   });
 }
 
@@ -9872,7 +10001,8 @@ lr_grid_result choose_w_lr(M& model, const data::labelled_images<S>& data, const
 template <Scalar S>
 lr_grid_result choose_probe_lr(vit<S>& backbone, const data::labelled_images<S>& data, const lr_grid_options& o) {
   return detail::run_lr_grid(data, o, "choose_probe_lr", [&](const auto& train_set, const auto& val_set, double lr) {
-    probe_options p{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false, .parallel = o.parallel};
+    probe_options p{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false,
+                    .parallel = o.parallel, .execution = o.execution};
     p.w.lr = lr;
     p.w.warmup_epochs = std::min(o.w.warmup_epochs, o.epochs);
     const probe_result r = linear_probe(backbone, train_set, val_set, p);
@@ -9932,19 +10062,22 @@ struct val_score {
 };
 
 /// Accuracy and mean loss of `model` on `data`, in batches, no gradient recorded
-/// (shared over the processes of `parallel`, each its share of the images).
+/// (shared over the processes of `parallel`, each its share of the images; the tape runs as `execution` says).
 /// @throws config_error for an empty set.
 template <Scalar S, OpList Ops>
 val_score score(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, index batch = 64,
-                const data_parallel& parallel = {}) {
+                const data_parallel& parallel = {}, const execution_config& execution = {}) {
   if (data.size() == 0) throw config_error("score: the data set is empty");
   index correct = 0;
   double loss = 0;
-  for_each_scored_batch(data, batch, parallel, [&](tape<S>& t, const image_batch<S>& x, const std::vector<int>& y) {
-    const var<S> logits = model.logits(t, x, grad_target::none);
-    correct += count_correct(logits.value(), y);
-    loss += static_cast<double>(cross_entropy(logits, y).item()) * static_cast<double>(y.size());
-  });
+  for_each_scored_batch(
+      data, batch, parallel,
+      [&](tape<S>& t, const image_batch<S>& x, const std::vector<int>& y) {
+        const var<S> logits = model.logits(t, x, grad_target::none);
+        correct += count_correct(logits.value(), y);
+        loss += static_cast<double>(cross_entropy(logits, y).item()) * static_cast<double>(y.size());
+      },
+      execution);
   const double n = static_cast<double>(data.size());
   return {static_cast<double>(parallel.sum(correct)) / n, parallel.sum(loss) / n};
 }
@@ -9959,6 +10092,8 @@ struct perturbation_options {
   bool progress = true;         ///< print one line per layer
   /// The processes the scoring and the fine-tuning are shared over; one by default.
   data_parallel parallel = {};
+  /// How the tapes run their kernels (kernels/execution.hpp).
+  execution_config execution = {};
 };
 
 /// What select_by_perturbation() measured.
@@ -10003,7 +10138,7 @@ perturbation_result select_by_perturbation(prompted_vit<S, Ops>& model, const da
     for (std::size_t k : model.layer(l).candidates()) allowed[k] = true;
     std::vector<val_score> removed(static_cast<std::size_t>(k_count),
                                    val_score{std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::quiet_NaN()});
-    r.before.push_back(score(model, val_set, 64, o.parallel));
+    r.before.push_back(score(model, val_set, 64, o.parallel, o.execution));
     index chosen = -1;
     const bool live = model.layer(l).is_mixed();
     const matrix<S> row = alpha.value().row(l);
@@ -10011,7 +10146,7 @@ perturbation_result select_by_perturbation(prompted_vit<S, Ops>& model, const da
       if (!allowed[static_cast<std::size_t>(k)]) continue;
       if (live) {
         alpha.value()(l, k) = masked;
-        removed[static_cast<std::size_t>(k)] = score(model, val_set, 64, o.parallel);
+        removed[static_cast<std::size_t>(k)] = score(model, val_set, 64, o.parallel, o.execution);
         alpha.value().row(l) = row;
         // the worst score without k means k helped the most
         if (chosen < 0 || removed[static_cast<std::size_t>(chosen)].better_than(removed[static_cast<std::size_t>(k)])) chosen = k;
@@ -10033,7 +10168,7 @@ perturbation_result select_by_perturbation(prompted_vit<S, Ops>& model, const da
     if (o.finetune_epochs > 0 && l + 1 < depth)
       train(model, train_set,
             {.epochs = o.finetune_epochs, .batch = o.batch, .w = o.w, .seed = o.seed + static_cast<std::uint64_t>(l) + 1,
-             .progress = false, .parallel = o.parallel});
+             .progress = false, .parallel = o.parallel, .execution = o.execution});
   }
   kept.restore();
   const genotype by_argmax = model.derive();
@@ -10055,6 +10190,8 @@ struct genotype_score_options {
   bool progress = true;         ///< print one line per genotype
   /// The processes training and scoring are shared over; one by default.
   data_parallel parallel = {};
+  /// How the tapes run their kernels (kernels/execution.hpp).
+  execution_config execution = {};
 };
 
 /// What score_genotypes() measured.
@@ -10087,8 +10224,8 @@ genotype_scores score_genotypes(const vit<S>& backbone, const std::vector<genoty
     val_score s{0, std::numeric_limits<double>::infinity()};
     try {
       loss = train(model, train_set, {.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false,
-                                      .parallel = o.parallel});
-      s = score(model, val_set, 64, o.parallel);
+                                      .parallel = o.parallel, .execution = o.execution});
+      s = score(model, val_set, 64, o.parallel, o.execution);
     } catch (const value_error&) {
       // diverged: scores 0
     }
@@ -11057,10 +11194,11 @@ struct inference_timing {
 };
 
 /// Median wall time in seconds of `forward(tape, images)` over `repeats` runs
-/// after one warm-up run, with no gradient recorded.
+/// after one warm-up run, with no gradient recorded, on a tape running as `execution` says.
 template <Scalar S, class Forward>
-double median_forward_seconds(Forward&& forward, const image_batch<S>& images, int repeats) {
-  tape<S> t;
+double median_forward_seconds(Forward&& forward, const image_batch<S>& images, int repeats,
+                              const execution_config& execution = {}) {
+  tape<S> t(execution);
   no_grad<S> guard(t);
   std::vector<double> times;
   for (int r = 0; r <= repeats; ++r) {
@@ -11076,9 +11214,10 @@ double median_forward_seconds(Forward&& forward, const image_batch<S>& images, i
 
 /// Times `forward(tape, images) -> logits` on seeded random images of the given
 /// shape: latency at batch 1 (median of `repeats1` runs) and throughput at batch 64
-/// (median of `repeats64` runs).
+/// (median of `repeats64` runs), on tapes running as `execution` says.
 template <Scalar S, class Forward>
-inference_timing time_inference(Forward&& forward, index channels, index image, int repeats1 = 20, int repeats64 = 3) {
+inference_timing time_inference(Forward&& forward, index channels, index image, int repeats1 = 20, int repeats64 = 3,
+                                const execution_config& execution = {}) {
   std::mt19937_64 rng(0);
   std::normal_distribution<double> n01;
   auto random_batch = [&](index b) {
@@ -11087,8 +11226,8 @@ inference_timing time_inference(Forward&& forward, index channels, index image, 
     return x;
   };
   inference_timing r;
-  r.latency_ms_batch1 = 1e3 * median_forward_seconds<S>(forward, random_batch(1), std::max(1, repeats1));
-  r.throughput_batch64 = 64.0 / median_forward_seconds<S>(forward, random_batch(64), std::max(1, repeats64));
+  r.latency_ms_batch1 = 1e3 * median_forward_seconds<S>(forward, random_batch(1), std::max(1, repeats1), execution);
+  r.throughput_batch64 = 64.0 / median_forward_seconds<S>(forward, random_batch(64), std::max(1, repeats64), execution);
   return r;
 }
 

@@ -117,14 +117,14 @@ TEST_CASE("matmul with every transpose", "[autodiff][ops][linalg]") {
 
 TEST_CASE("fp32 GEMM: Eigen in a build without oneDNN, oneDNN refused by name", "[autodiff][ops][linalg]") {
 #if !(defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL)
-  CHECK(vp::fp32_gemm_in_use() == vp::fp32_gemm::eigen);
+  vp::tape<float> t;
+  CHECK(t.config().fp32_engine() == vp::fp32_gemm::eigen);
   CHECK_THAT(vp::fp32_gemm_automatic().reason, Catch::Contains("without oneDNN"));
-  CHECK_THROWS_AS(vp::set_fp32_gemm(vp::fp32_gemm::onednn), vp::config_error);
-  CHECK_THROWS_WITH(vp::fp32_gemm_scope(vp::fp32_gemm::onednn), Catch::Contains("oneDNN is not available"));
-  CHECK(vp::fp32_gemm_setting() == vp::fp32_gemm::automatic);
-  vp::set_fp32_gemm(vp::fp32_gemm::eigen);
-  CHECK(vp::fp32_gemm_setting() == vp::fp32_gemm::eigen);
-  vp::set_fp32_gemm(vp::fp32_gemm::automatic);
+  CHECK_THROWS_AS(t.configure({.fp32_products = vp::fp32_gemm::onednn}), vp::config_error);
+  CHECK_THROWS_WITH(vp::tape<float>({.fp32_products = vp::fp32_gemm::onednn}), Catch::Contains("oneDNN float32 products are not available"));
+  CHECK(t.config().fp32_products == vp::fp32_gemm::automatic);
+  t.configure({.fp32_products = vp::fp32_gemm::eigen});
+  CHECK(t.config().fp32_products == vp::fp32_gemm::eigen);
   CHECK(vp::onednn_cpu_isa().empty());
 #else
   SUCCEED("built with oneDNN: tests/bf16 checks the oneDNN products");

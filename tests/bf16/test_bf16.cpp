@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "pch.hpp"
@@ -56,21 +57,24 @@ TEST_CASE("bf16 rounding: nearest, ties to even, NaN and infinities kept", "[bf1
   CHECK(std::isinf(from_bf16(to_bf16(std::numeric_limits<float>::max()))));  // rounds up past the largest bf16
 }
 
-TEST_CASE("bf16 is refused clearly where it is not available, and the precision stays fp32", "[bf16]") {
+TEST_CASE("bf16 is refused clearly where it is not available; a tape keeps its own precision", "[bf16]") {
   const vp::bf16_support s = vp::bf16_supported();
-  CHECK(vp::matmul_precision() == vp::precision::fp32);
+  vp::tape<float> plain;
+  CHECK(plain.config().products == vp::precision::fp32);  // the default
   if (s.available) {
     CHECK((s.kernel == "AMX" || s.kernel == "AVX512-BF16"));
-    vp::precision_scope scope(vp::precision::bf16);
-    CHECK(vp::matmul_precision() == vp::precision::bf16);
+    vp::tape<float> t({.products = vp::precision::bf16});
+    CHECK(t.config().products == vp::precision::bf16);
+    CHECK(plain.config().products == vp::precision::fp32);  // one tape's setting is not another's
+    CHECK(t.config().describe() == "bf16");
   } else {
     CHECK(s.kernel.empty());
     CHECK_FALSE(s.reason.empty());
-    CHECK_THROWS_WITH(vp::set_matmul_precision(vp::precision::bf16),
+    CHECK_THROWS_WITH(vp::tape<float>({.products = vp::precision::bf16}),
                       Catch::Contains("bf16 is not available") && Catch::Contains(s.reason));
-    CHECK_THROWS_AS(vp::precision_scope(vp::precision::bf16), vp::config_error);
+    CHECK_THROWS_AS(plain.configure({.products = vp::precision::bf16}), vp::config_error);
+    CHECK(plain.config().products == vp::precision::fp32);  // a refused setting leaves the tape as it was
   }
-  CHECK(vp::matmul_precision() == vp::precision::fp32);
 }
 
 TEST_CASE("bf16 linear: the product of the rounded operands, forward and input gradient", "[bf16]") {
@@ -84,8 +88,7 @@ TEST_CASE("bf16 linear: the product of the rounded operands, forward and input g
   b.freeze();
   const vp::matrix<float> g = vpdarts_test::random_matrix<float>(rows, out, 4);
   auto run = [&](vp::precision p, vp::matrix<float>& dx) {
-    vp::precision_scope scope(p);
-    vp::tape<float> t;
+    vp::tape<float> t({.products = p});
     xp.zero_grad();
     auto y = vp::linear(t.leaf(xp), t.leaf(w), t.leaf(b));
     vp::matrix<float> value = y.value();
@@ -115,7 +118,7 @@ TEST_CASE("bf16 leaves trainable weights, double models and fp32 mode exact", "[
     auto x = random_parameter<float>("x", rows, in, 2);
     vp::tape<float> t;
     vp::matrix<float> y32 = vp::linear(t.constant(x.value()), t.leaf(w)).value();
-    vp::precision_scope scope(vp::precision::bf16);
+    t.configure({.products = vp::precision::bf16});
     t.reset();
     vp::matrix<float> y16 = vp::linear(t.constant(x.value()), t.leaf(w)).value();
     CHECK((y16 - y32).norm() == 0);
@@ -126,7 +129,7 @@ TEST_CASE("bf16 leaves trainable weights, double models and fp32 mode exact", "[
     auto x = random_parameter<double>("x", rows, in, 2);
     vp::tape<double> t;
     vp::matrix<double> y64 = vp::linear(t.constant(x.value()), t.leaf(w)).value();
-    vp::precision_scope scope(vp::precision::bf16);
+    t.configure({.products = vp::precision::bf16});
     t.reset();
     CHECK((vp::linear(t.constant(x.value()), t.leaf(w)).value() - y64).norm() == 0);
   }
@@ -150,8 +153,7 @@ TEST_CASE("bf16 through the fused block ops: values and input gradients near flo
   auto block = [&](vp::precision p, vp::matrix<float>& dx, mlp_form form = mlp_form::composed,
                    bool attention_node = false, vp::activation act = vp::activation::gelu,
                    vp::attention_memory att = vp::attention_memory::keep) {
-    vp::precision_scope scope(p);
-    vp::tape<float> t;
+    vp::tape<float> t({.products = p});
     x.zero_grad();
     auto in = t.leaf(x);
     auto h = attention_node
@@ -278,14 +280,12 @@ torch_small load_torch_small() {
   return {std::move(model), std::move(images), std::move(labels)};
 }
 
-/// One forward and backward pass of the cross-check model under `setting` (a precision_scope or a
-/// fp32_gemm_scope is made from it): the logits, and in `grads` alpha's gradient then every weight's.
-template <class Scope, class Setting>
-vp::matrix<float> cross_check_pass(torch_small& c, Setting setting, std::vector<vp::matrix<float>>& grads) {
-  Scope scope(setting);
+/// One forward and backward pass of the cross-check model on a tape configured as `e`: the logits,
+/// and in `grads` alpha's gradient then every weight's.
+vp::matrix<float> cross_check_pass(torch_small& c, const vp::execution_config& e, std::vector<vp::matrix<float>>& grads) {
   for (auto* q : c.model.weights()) q->zero_grad();
   c.model.alpha().zero_grad();
-  vp::tape<float> t;
+  vp::tape<float> t(e);
   auto logits = c.model.logits(t, c.images);
   t.backward(vp::cross_entropy(logits, c.labels));
   grads.clear();
@@ -301,8 +301,8 @@ TEST_CASE("bf16 search model on the PyTorch cross-check vectors: logits and ever
   if (!bf16_here()) return;
   torch_small c = load_torch_small();
   std::vector<vp::matrix<float>> g16, g32;
-  const vp::matrix<float> l16 = cross_check_pass<vp::precision_scope>(c, vp::precision::bf16, g16),
-                          l32 = cross_check_pass<vp::precision_scope>(c, vp::precision::fp32, g32);
+  const vp::matrix<float> l16 = cross_check_pass(c, {.products = vp::precision::bf16}, g16),
+                          l32 = cross_check_pass(c, {.products = vp::precision::fp32}, g32);
   // bf16 keeps 8 significant bits (relative rounding 2^-9 per operand): a product of
   // unit-scale values errs by ~2^-9 / sqrt(k) relative per term, and a depth of blocks
   // adds a few such errors; 1e-2 of the logits' scale leaves room for that and no more.
@@ -322,10 +322,12 @@ TEST_CASE("bf16 search step: weights converted once, warm steps allocate per pro
           "[bf16]") {
   if (!bf16_here()) return;
   torch_small c = load_torch_small();
-  vp::precision_scope scope(vp::precision::bf16);
   vp::bilevel_options o;
   o.w.lr = 0.01;
-  vp::bilevel_optimizer<float, vp::default_ops> d(c.model, o);
+  o.execution.fp32_products = vp::fp32_gemm::eigen;
+  vp::bilevel_optimizer<float, vp::default_ops> d32(c.model, o);  // the float32 path of the same model
+  o.execution.products = vp::precision::bf16;
+  vp::bilevel_optimizer<float, vp::default_ops> d16(c.model, o);
   // the same images twice over: a batch of twice the rows
   std::vector<vp::index> twice;
   for (int k = 0; k < 2; ++k)
@@ -334,7 +336,8 @@ TEST_CASE("bf16 search step: weights converted once, warm steps allocate per pro
   std::vector<int> labels2 = c.labels;
   labels2.insert(labels2.end(), c.labels.begin(), c.labels.end());
   // allocations of three warm steps, and the bf16 products they ran
-  const auto warm = [&](const vp::image_batch<float>& x, const std::vector<int>& y) {
+  const auto warm = [&](const vp::image_batch<float>& x, const std::vector<int>& y,
+                        vp::bilevel_optimizer<float, vp::default_ops>& d) {
     d.step(x, y, x, y);
     d.step(x, y, x, y);
     const auto products = vp::detail::bf16_products().load();
@@ -342,15 +345,11 @@ TEST_CASE("bf16 search step: weights converted once, warm steps allocate per pro
     for (int i = 0; i < 3; ++i) d.step(x, y, x, y);
     return std::pair{vpdarts_test::allocations() - before, vp::detail::bf16_products().load() - products};
   };
-  {
-    vp::precision_scope fp32(vp::precision::fp32);  // the float32 path of the same model: nothing at all
-    vp::fp32_gemm_scope eigen(vp::fp32_gemm::eigen);
-    CHECK(warm(c.images, c.labels).first == 0);
-    CHECK(warm(images2, labels2).first == 0);
-  }
-  const auto [allocs1, products1] = warm(c.images, c.labels);
+  CHECK(warm(c.images, c.labels, d32).first == 0);  // the float32 path on Eigen: nothing at all
+  CHECK(warm(images2, labels2, d32).first == 0);
+  const auto [allocs1, products1] = warm(c.images, c.labels, d16);
   const auto conversions = vp::detail::bf16_weight_conversions().load();
-  const auto [allocs2, products2] = warm(images2, labels2);
+  const auto [allocs2, products2] = warm(images2, labels2, d16);
   INFO(allocs1 << " and " << allocs2 << " allocations in 3 warm steps of " << products1 << " bf16 products each");
   CHECK(products1 > 0);
   CHECK(products2 == products1);
@@ -362,7 +361,7 @@ TEST_CASE("bf16 search step: weights converted once, warm steps allocate per pro
     CHECK(allocs1 <= 32 * products1);
   }
   // a frozen weight written through value() is converted again at its next use
-  vp::tape<float> t;
+  vp::tape<float> t({.products = vp::precision::bf16});
   vp::no_grad<float> guard(t);
   const vp::matrix<float> a = c.model.logits(t, c.images).value();
   const auto before = vp::detail::bf16_weight_conversions().load();
@@ -376,10 +375,9 @@ TEST_CASE("bf16 search step: weights converted once, warm steps allocate per pro
 TEST_CASE("bf16 inference (no gradient, images in groups) gives the values of a recorded pass", "[bf16]") {
   if (!bf16_here()) return;
   torch_small c = load_torch_small();
-  vp::precision_scope scope(vp::precision::bf16);
-  vp::tape<float> t;
+  vp::tape<float> t({.products = vp::precision::bf16});
   const vp::matrix<float> recorded = c.model.logits(t, c.images).value();
-  vp::tape<float> u;
+  vp::tape<float> u({.products = vp::precision::bf16});
   vp::no_grad<float> guard(u);
   const vp::matrix<float> quiet = c.model.logits(u, c.images, vp::grad_target::none).value();
   CHECK(relf(quiet, recorded) < 1e-5);
@@ -387,24 +385,21 @@ TEST_CASE("bf16 inference (no gradient, images in groups) gives the values of a 
 
 // ---- float32 products on oneDNN (fp32_gemm): any CPU oneDNN runs on, so checked everywhere
 
-TEST_CASE("fp32 GEMM choice: auto is oneDNN in this build, a setting holds until changed, a scope restores it",
-          "[onednn]") {
-  CHECK(vp::fp32_gemm_setting() == vp::fp32_gemm::automatic);
+TEST_CASE("fp32 GEMM choice: auto is oneDNN in this build; each tape keeps its own", "[onednn]") {
+  vp::tape<float> automatic;
+  CHECK(automatic.config().fp32_products == vp::fp32_gemm::automatic);
   const vp::fp32_gemm_choice c = vp::fp32_gemm_automatic();
   CHECK(c.gemm == vp::fp32_gemm::onednn);
-  CHECK(vp::fp32_gemm_in_use() == vp::fp32_gemm::onednn);
+  CHECK(automatic.config().fp32_engine() == vp::fp32_gemm::onednn);
   const std::string isa = vp::onednn_cpu_isa();
   CHECK((isa == "AVX-512" || isa == "AVX2" || isa == "SSE4.1"));
   CHECK_THAT(c.reason, Catch::Contains(isa));
   if (std::getenv("ONEDNN_MAX_CPU_ISA") != nullptr && std::string(std::getenv("ONEDNN_MAX_CPU_ISA")) == "AVX2")
     CHECK(isa != "AVX-512");  // oneDNN's cap is honoured
-  {
-    vp::fp32_gemm_scope s(vp::fp32_gemm::onednn);
-    CHECK(vp::fp32_gemm_in_use() == vp::fp32_gemm::onednn);
-    vp::fp32_gemm_scope e(vp::fp32_gemm::eigen);
-    CHECK(vp::fp32_gemm_in_use() == vp::fp32_gemm::eigen);
-  }
-  CHECK(vp::fp32_gemm_setting() == vp::fp32_gemm::automatic);
+  vp::tape<float> eigen({.fp32_products = vp::fp32_gemm::eigen});
+  CHECK(eigen.config().fp32_engine() == vp::fp32_gemm::eigen);
+  CHECK(automatic.config().fp32_engine() == vp::fp32_gemm::onednn);
+  CHECK(eigen.config().describe() == "fp32 (eigen)");
   CHECK(std::string(vp::to_string(vp::fp32_gemm::onednn)) == "onednn");
 }
 
@@ -422,9 +417,8 @@ TEST_CASE("fp32 on oneDNN: a frozen linear layer's product and input gradient, t
     return std::pair{y, vp::sum(vp::mul(y, t.constant(g)))};
   };
   auto run = [&](vp::fp32_gemm gemm, vp::matrix<float>& dx, std::uint64_t& products) {
-    vp::fp32_gemm_scope scope(gemm);
     const auto before = vp::detail::onednn_f32_products().load();
-    vp::tape<float> t;
+    vp::tape<float> t({.fp32_products = gemm});
     xp.zero_grad();
     auto [y, l] = loss(t, t.leaf(xp));
     vp::matrix<float> value = y.value();
@@ -448,14 +442,13 @@ TEST_CASE("fp32 on oneDNN: a frozen linear layer's product and input gradient, t
   CHECK(relf(dx_dnnl, want_dx) < 1e-6);
   CHECK(relf(dx_eigen, want_dx) < 1e-6);
   SECTION("finite differences of the loss agree with the input gradient") {
-    vp::fp32_gemm_scope scope(vp::fp32_gemm::onednn);
     // the loss is linear in x, so a central difference with a large step is exact up to rounding
     const float h = 0.25f;
     for (const vp::index k : {vp::index{0}, vp::index{rows * in / 2 + 3}, rows * in - 1}) {
       const auto at = [&](float delta) {
         vp::matrix<float> x = xp.value();
         x.data()[k] += delta;
-        vp::tape<float> t;
+        vp::tape<float> t({.fp32_products = vp::fp32_gemm::onednn});
         return static_cast<double>(loss(t, t.constant(x)).second.value()(0, 0));
       };
       const double fd = (at(h) - at(-h)) / (2.0 * h);
@@ -464,16 +457,15 @@ TEST_CASE("fp32 on oneDNN: a frozen linear layer's product and input gradient, t
     }
   }
   SECTION("a trainable weight and a double model stay on Eigen") {
-    vp::fp32_gemm_scope scope(vp::fp32_gemm::onednn);
     auto wt = random_parameter<float>("wt", out, in, 5);
-    vp::tape<float> t;
+    vp::tape<float> t({.fp32_products = vp::fp32_gemm::onednn});
     const auto before = vp::detail::onednn_f32_products().load();
     const vp::matrix<float> y = vp::linear(t.constant(xp.value()), t.leaf(wt)).value();
     CHECK(vp::detail::onednn_f32_products().load() == before);
     CHECK((y - vp::matrix<float>(xp.value() * wt.value().transpose())).norm() == 0);
     auto wd = random_parameter<double>("wd", out, in, 6);
     wd.freeze();
-    vp::tape<double> td;
+    vp::tape<double> td({.fp32_products = vp::fp32_gemm::onednn});
     vp::linear(td.constant(xp.value().cast<double>()), td.leaf(wd));
     CHECK(vp::detail::onednn_f32_products().load() == before);
   }
@@ -484,9 +476,9 @@ TEST_CASE("fp32 on oneDNN: the search model on the PyTorch cross-check vectors m
   torch_small c = load_torch_small();
   std::vector<vp::matrix<float>> gd, ge;
   const auto before = vp::detail::onednn_f32_products().load();
-  const vp::matrix<float> ld = cross_check_pass<vp::fp32_gemm_scope>(c, vp::fp32_gemm::onednn, gd);
+  const vp::matrix<float> ld = cross_check_pass(c, {.fp32_products = vp::fp32_gemm::onednn}, gd);
   CHECK(vp::detail::onednn_f32_products().load() > before);
-  const vp::matrix<float> le = cross_check_pass<vp::fp32_gemm_scope>(c, vp::fp32_gemm::eigen, ge);
+  const vp::matrix<float> le = cross_check_pass(c, {.fp32_products = vp::fp32_gemm::eigen}, ge);
   // two float32 GEMMs that sum in another order: differences of float32 rounding, through the depth
   INFO("logits oneDNN vs Eigen: " << relf(ld, le));
   CHECK(relf(ld, le) < 1e-5);
@@ -497,9 +489,9 @@ TEST_CASE("fp32 on oneDNN: the search model on the PyTorch cross-check vectors m
     CHECK(gd[i].norm() > 0);
     CHECK(relf(gd[i], ge[i]) < 1e-4);
   }
-  vp::fp32_gemm_scope scope(vp::fp32_gemm::onednn);
   vp::bilevel_options o;
   o.w.lr = 0.01;
+  o.execution.fp32_products = vp::fp32_gemm::onednn;
   vp::bilevel_optimizer<float, vp::default_ops> d(c.model, o);
   d.step(c.images, c.labels, c.images, c.labels);
   d.step(c.images, c.labels, c.images, c.labels);
@@ -513,4 +505,33 @@ TEST_CASE("fp32 on oneDNN: the search model on the PyTorch cross-check vectors m
     INFO((vpdarts_test::allocations() - allocs) << " allocations in 3 warm steps of " << n << " products");
     CHECK(vpdarts_test::allocations() - allocs <= 32 * n);
   }
+}
+
+TEST_CASE("two tapes with different configurations run side by side on two threads, each as its own says",
+          "[bf16][onednn]") {
+  torch_small c = load_torch_small();
+  std::vector<vp::execution_config> configs{{.fp32_products = vp::fp32_gemm::eigen},
+                                            {.fp32_products = vp::fp32_gemm::onednn}};
+  if (bf16_here()) configs.push_back({.products = vp::precision::bf16, .mlp = vp::mlp_memory::recompute});
+  const auto logits = [&](const vp::execution_config& e) {
+    vp::tape<float> t(e);
+    vp::no_grad<float> guard(t);
+    return vp::matrix<float>(c.model.logits(t, c.images, vp::grad_target::none).value());
+  };
+  std::vector<vp::matrix<float>> alone;
+  for (const auto& e : configs) alone.push_back(logits(e));
+  for (std::size_t i = 1; i < alone.size(); ++i) CHECK((alone[i] - alone[0]).norm() > 0);  // the settings differ
+  for (std::size_t a = 0; a < configs.size(); ++a)
+    for (std::size_t b = a + 1; b < configs.size(); ++b) {
+      std::vector<vp::matrix<float>> got(2);
+      const auto run = [&](std::size_t which, std::size_t slot) {
+        for (int k = 0; k < 4; ++k) got[slot] = logits(configs[which]);
+      };
+      std::thread first(run, a, 0), second(run, b, 1);
+      first.join();
+      second.join();
+      INFO("configurations " << configs[a].describe() << " and " << configs[b].describe());
+      CHECK((got[0] - alone[a]).norm() == 0);
+      CHECK((got[1] - alone[b]).norm() == 0);
+    }
 }

@@ -181,7 +181,7 @@ TEST_CASE("frozen blocks that recompute qkv give the same values and gradients w
   const vp::index batch = 2, rows = batch * c.tokens();
   auto x = vpdarts_test::random_parameter<double>("x", rows, c.dim, 32);
   auto run = [&](vp::attention_memory mode, vp::tape<double>& t) {
-    vp::attention_memory_scope scope(mode);
+    t.configure({.attention = mode});
     x.zero_grad();
     vp::var<double> y = t.leaf(x);
     for (auto& b : m.blocks) y = b.forward(t, y, batch);
@@ -198,13 +198,12 @@ TEST_CASE("frozen blocks that recompute qkv give the same values and gradients w
   INFO("kept " << keep.memory().peak_bytes() << " bytes, recomputing " << again.memory().peak_bytes());
   // qkv (3 x 12 values a row) of every block is gone from the arena
   CHECK(again.memory().peak_bytes() + std::size_t(3 * 12 * sizeof(double)) * rows * 3 <= keep.memory().peak_bytes());
-  CHECK(vp::block_attention_memory() == vp::attention_memory::keep);  // the scope restored the default
+  CHECK(vp::tape<double>().config().attention == vp::attention_memory::keep);  // the default
   // both branches recomputing, against finite differences through a whole frozen block
-  vp::attention_memory_scope att(vp::attention_memory::recompute);
-  vp::mlp_memory_scope mlp(vp::mlp_memory::recompute);
   auto small = vpdarts_test::random_parameter<double>("s", batch * 3, c.dim, 33);
   const vp::gradcheck_result r = vp::gradcheck(
       [&](vp::tape<double>& t) {
+        t.configure({.mlp = vp::mlp_memory::recompute, .attention = vp::attention_memory::recompute});
         const vp::var<double> y = m.blocks[0].forward(t, t.leaf(small), batch);
         return vp::sum(vp::mul(y, y));
       },
@@ -223,7 +222,7 @@ TEST_CASE("frozen blocks that recompute their MLP give the same values and gradi
     const vp::index batch = 2, rows = batch * c.tokens();
     auto x = vpdarts_test::random_parameter<double>("x", rows, c.dim, 22);
     auto run = [&](vp::mlp_memory mode, vp::tape<double>& t) {
-      vp::mlp_memory_scope scope(mode);
+      t.configure({.mlp = mode});
       x.zero_grad();
       vp::var<double> y = t.leaf(x);
       for (auto& b : m.blocks) y = b.forward(t, y, batch);
@@ -239,12 +238,12 @@ TEST_CASE("frozen blocks that recompute their MLP give the same values and gradi
     CHECK(g1.norm() > 0);
     INFO("kept " << keep.memory().peak_bytes() << " bytes, recomputing " << again.memory().peak_bytes());
     CHECK(again.memory().peak_bytes() < keep.memory().peak_bytes() * 3 / 4);  // the 40-wide hidden layer is gone
-    CHECK(vp::block_mlp_memory() == vp::mlp_memory::keep);  // the scope restored the default
+    CHECK(vp::tape<double>().config().mlp == vp::mlp_memory::keep);  // the default
     // the recomputing form is checked against finite differences through a whole frozen block
-    vp::mlp_memory_scope scope(vp::mlp_memory::recompute);
     auto small = vpdarts_test::random_parameter<double>("s", batch * 3, c.dim, 23);
     const vp::gradcheck_result r = vp::gradcheck(
         [&](vp::tape<double>& t) {
+          t.configure({.mlp = vp::mlp_memory::recompute});
           const vp::var<double> y = m.blocks[0].forward(t, t.leaf(small), batch);
           return vp::sum(vp::mul(y, y));
         },

@@ -25,7 +25,7 @@ int cmd_eval(int argc, char** argv) {
   auto test = data.load(lm.config(), true, &lm.norm);  // the normalisation the model was trained with
   test.relabel_to(lm.class_names, "eval");                 // folders map to the model's classes by name
   auto forward = [&](vp::tape<float>& t, const vp::image_batch<float>& x) { return lm.logits(t, x); };
-  const double acc = vp::top1_accuracy(test, 64, forward, parallel());
+  const double acc = vp::top1_accuracy(test, 64, forward, parallel(), execution());
   nlohmann::json m = cost_metrics(lm.trainable_params(), lm.trainable_percent(), lm.config(), forward);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   m.update({{"command", "eval"},

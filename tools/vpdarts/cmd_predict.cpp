@@ -44,7 +44,7 @@ int cmd_predict(int argc, char** argv) {
   const auto& c = lm.config();
   const std::vector<fs::path> paths(files.begin(), files.end());
   const auto batch = vp::data::load_images<float>(paths, c.channels, c.image, lm.norm);
-  vp::tape<float> t;
+  vp::tape<float> t(execution());
   vp::no_grad<float> guard(t);
   const vp::matrix<float> probs = vp::softmax_rows(lm.logits(t, batch)).value();
   for (std::size_t i = 0; i < files.size(); ++i) {

@@ -27,7 +27,8 @@ nlohmann::json run_retrain(retrain_settings& s, const std::vector<double>& grid,
     std::printf("retrain: choosing the lr on search-val (%ld epochs per value)\n", s.grid_epochs);
     const vp::lr_grid_options o{.grid = grid, .epochs = s.grid_epochs, .batch = s.batch, .val_fraction = s.val_fraction,
                                 .w = w, .seed = s.seed, .progress = !quiet,
-                                .augment = {.crop_padding = s.crop_padding, .flip = s.flip}, .parallel = parallel()};
+                                .augment = {.crop_padding = s.crop_padding, .flip = s.flip}, .parallel = parallel(),
+                                .execution = execution()};
     const vp::lr_grid_result g = choose(o);
     w.lr = g.best;
     std::printf("retrain: lr %g\n", g.best);
@@ -49,7 +50,7 @@ nlohmann::json run_retrain(retrain_settings& s, const std::vector<double>& grid,
     choose_lr([&](const vp::lr_grid_options& o) { return vp::choose_probe_lr(vit, train, o); });
     const auto r = vp::linear_probe(vit, train, test,
                                     {.epochs = s.epochs, .batch = s.batch, .w = w, .seed = s.seed, .progress = !quiet,
-                                     .parallel = parallel()});
+                                     .parallel = parallel(), .execution = execution()});
     accuracy = r.test_accuracy;  // NaN without test images
     save = [&] { vp::save_model(dir / "model.safetensors", vit, train.class_names, norm); };
     seconds = elapsed();
@@ -63,8 +64,9 @@ nlohmann::json run_retrain(retrain_settings& s, const std::vector<double>& grid,
     choose_lr([&](const vp::lr_grid_options& o) { return vp::choose_w_lr(model, train, o); });
     const double loss = vp::train(model, train,
                                   {.epochs = s.epochs, .batch = s.batch, .w = w, .seed = s.seed, .progress = !quiet,
-                                   .augment = {.crop_padding = s.crop_padding, .flip = s.flip}, .parallel = parallel()});
-    accuracy = test.size() > 0 ? vp::evaluate(model, test, 64, parallel()) : std::nan("");
+                                   .augment = {.crop_padding = s.crop_padding, .flip = s.flip}, .parallel = parallel(),
+                                   .execution = execution()});
+    accuracy = test.size() > 0 ? vp::evaluate(model, test, 64, parallel(), execution()) : std::nan("");
     save = [&] {
       vp::save_model(dir / "model.safetensors", model, train.class_names, norm);
     };

@@ -31,7 +31,7 @@ search_outcome search_once(search_settings s, const std::vector<double>& grid, c
     const auto g = vp::choose_w_lr(model, train,
                                    {.grid = grid, .epochs = s.grid_epochs, .batch = s.o.batch, .val_fraction = s.o.val_fraction,
                                     .w = s.o.bilevel.w, .seed = s.seed, .progress = s.o.progress,
-                                    .parallel = s.o.parallel});
+                                    .parallel = s.o.parallel, .execution = s.o.bilevel.execution});
     s.o.bilevel.w.lr = g.best;
     std::printf("search: w lr %g\n", g.best);
     grid_json = {{"lrs", g.lrs}, {"val_accuracy", g.val_accuracy}, {"train_loss", vp::io::numbers_to_json(g.train_loss)},
@@ -51,7 +51,8 @@ search_outcome search_once(search_settings s, const std::vector<double>& grid, c
     const auto p = vp::select_by_perturbation(model, train,
                                               {.finetune_epochs = s.finetune_epochs, .batch = s.o.batch,
                                                .val_fraction = s.o.val_fraction, .w = s.o.bilevel.w, .seed = s.seed,
-                                               .progress = s.o.progress, .parallel = s.o.parallel});
+                                               .progress = s.o.progress, .parallel = s.o.parallel,
+                                               .execution = s.o.bilevel.execution});
     found = p.found;
     nlohmann::json layers = nlohmann::json::array();
     for (std::size_t l = 0; l < p.removed.size(); ++l) {
@@ -135,6 +136,7 @@ std::vector<double> prepare_search(search_settings& s, common_settings& common) 
                         : std::nullopt);
   s.o.progress = !common.quiet;
   s.o.parallel = parallel();
+  s.o.bilevel.execution = execution();
   if (s.o.parallel.active())
     std::printf("search: every batch shared over %d processes (MPI)\n", s.o.parallel.size());
   return grid;
@@ -174,7 +176,7 @@ search_outcome run_search(search_settings& s, const std::vector<double>& grid, c
   const vp::genotype_scores sc = vp::score_genotypes<float, vp::default_ops>(
       vit, gs, train,
       {.epochs = s.select_epochs, .batch = s.o.batch, .val_fraction = s.o.val_fraction, .w = wo, .prompts = s.prompts,
-       .seed = s.seed, .progress = s.o.progress, .parallel = s.o.parallel});
+       .seed = s.seed, .progress = s.o.progress, .parallel = s.o.parallel, .execution = s.o.bilevel.execution});
   nlohmann::json candidates = scored_candidates(names, gs, sc);
   for (std::size_t i = 0; i < gs.size(); ++i) candidates[i]["seed"] = s.seed + i;
   const fs::path best = dir / names[sc.best];

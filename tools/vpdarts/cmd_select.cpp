@@ -78,7 +78,7 @@ int cmd_select(int argc, char** argv) {
   const vp::genotype_scores r = vp::score_genotypes<float, vp::default_ops>(
       vit, gs, train,
       {.epochs = epochs, .batch = batch, .val_fraction = val_fraction, .w = wo, .prompts = prompts, .seed = seed,
-       .progress = !common.quiet, .parallel = parallel()});
+       .progress = !common.quiet, .parallel = parallel(), .execution = execution()});
   const nlohmann::json candidates = scored_candidates(dirs, gs, r);
   const fs::path dir = out;
   on_root([&] {

@@ -264,6 +264,16 @@ int& processes_here_slot() {
 
 const vp::data_parallel& parallel() { return parallel_slot(); }
 
+namespace {
+vp::execution_config& execution_slot() {
+  static vp::execution_config e;
+  return e;
+}
+}  // namespace
+
+const vp::execution_config& execution() { return execution_slot(); }
+void common_settings::set_execution(const vp::execution_config& e) { execution_slot() = e; }
+
 bool parse_flags(flags& f, int argc, char** argv) {
   if (!f.parse(argc, argv, 2)) return false;
   if (parallel().active()) {
@@ -355,12 +365,12 @@ nlohmann::json cost_metrics(vp::index trainable, double percent, const vp::vit_c
   on_root([&] {
     const int threads = omp_get_max_threads();
     if (processes_here() > 1) omp_set_num_threads(omp_get_num_procs());  // the others wait without spinning
-    const auto timing = vp::report::time_inference<float>(fwd, c.channels, c.image);
+    const auto timing = vp::report::time_inference<float>(fwd, c.channels, c.image, 20, 3, execution());
     out.update({{"latency_ms_batch1", timing.latency_ms_batch1},
                 {"throughput_batch64", timing.throughput_batch64},
                 {"threads", omp_get_max_threads()},
-                {"precision", vp::to_string(vp::matmul_precision())},
-                {"fp32_gemm", vp::to_string(vp::fp32_gemm_in_use())}});
+                {"precision", vp::to_string(execution().products)},
+                {"fp32_gemm", vp::to_string(execution().fp32_engine())}});
     omp_set_num_threads(threads);
   });
   return out;

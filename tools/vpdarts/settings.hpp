@@ -48,6 +48,11 @@ void set_parallel(vp::data_parallel p, int processes_here);
 /// Processes of parallel() on this machine.
 int processes_here();
 
+/// How this run's tapes compute (precision, float32 engine, memory): what common_settings::apply()
+/// chose from --precision, --fp32-gemm, --recompute-mlp and --recompute-qkv; every library call the
+/// tool makes is given it (the library itself has no process-wide setting).
+const vp::execution_config& execution();
+
 /// Parses the command's flags (see flags::parse); under mpirun, every process then checks that it was
 /// given the flags process 0 was given (all but --threads and --quiet) and all stop, naming what differs.
 /// @throws usage_error for a bad flag; config_error when the processes disagree.
@@ -101,15 +106,15 @@ struct common_settings {
     }
     require(fp32_gemm == "auto" || fp32_gemm == "eigen" || fp32_gemm == "onednn", command,
             cat("--fp32-gemm must be auto, eigen or onednn, got '", fp32_gemm, "'"));
-#if !(defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL)
-    require(fp32_gemm != "onednn", command, "--fp32-gemm onednn is not available: this vpdarts was built without oneDNN");
-#endif
+    require(fp32_gemm != "onednn" || vp::kernels::onednn::built, command,
+            "--fp32-gemm onednn is not available: this vpdarts was built without oneDNN");
   }
   /// Sets the threads and the precision; says on stderr which precision runs unless it is plain fp32
   /// (status goes to stderr, results alone to stdout).
   /// `resumed_threads`: the thread count of a search being resumed, used instead of the free cores
   /// when --threads is 0 (its bits depend on the count).
   void apply(std::optional<int> resumed_threads = std::nullopt) const {
+    vp::execution_config e;
     if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
     else if (processes_here() > 1) omp_set_num_threads(std::max(1, omp_get_num_procs() / processes_here()));
     else if (std::getenv("OMP_NUM_THREADS") != nullptr) {
@@ -127,24 +132,28 @@ struct common_settings {
           std::fprintf(stderr, "threads: %d of %d (other work holds the rest of the cores; --threads N chooses)\n", free, all);
       }
     }
-    vp::set_block_mlp_memory(recompute_mlp ? vp::mlp_memory::recompute : vp::mlp_memory::keep);
+    e.mlp = recompute_mlp ? vp::mlp_memory::recompute : vp::mlp_memory::keep;
     if (recompute_mlp && !quiet) std::fprintf(stderr, "memory: frozen blocks compute their MLP hidden layer again in backward\n");
-    vp::set_block_attention_memory(recompute_qkv ? vp::attention_memory::recompute : vp::attention_memory::keep);
+    e.attention = recompute_qkv ? vp::attention_memory::recompute : vp::attention_memory::keep;
     if (recompute_qkv && !quiet) std::fprintf(stderr, "memory: frozen blocks compute qkv again in backward\n");
     const vp::bf16_support b = vp::bf16_supported();
     const bool bf16 = precision == "bf16" || (precision == "auto" && b.available);
-    vp::set_matmul_precision(bf16 ? vp::precision::bf16 : vp::precision::fp32);
+    e.products = bf16 ? vp::precision::bf16 : vp::precision::fp32;
     if (precision != "fp32") {
       if (bf16) std::fprintf(stderr, "precision: bf16 (frozen products on oneDNN's %s kernels, the rest float32)\n", b.kernel.c_str());
       else std::fprintf(stderr, "precision: fp32 (auto: %s)\n", b.reason.c_str());
     }
-    vp::set_fp32_gemm(fp32_gemm == "onednn" ? vp::fp32_gemm::onednn
-                      : fp32_gemm == "eigen" ? vp::fp32_gemm::eigen : vp::fp32_gemm::automatic);
+    e.fp32_products = fp32_gemm == "onednn" ? vp::fp32_gemm::onednn
+                      : fp32_gemm == "eigen" ? vp::fp32_gemm::eigen : vp::fp32_gemm::automatic;
     // said when asked for, or when it is not what every build without oneDNN runs
-    if (!bf16 && (fp32_gemm != "auto" || (!quiet && vp::fp32_gemm_in_use() == vp::fp32_gemm::onednn)))
-      std::fprintf(stderr, "fp32 products: %s%s\n", vp::fp32_gemm_in_use() == vp::fp32_gemm::onednn ? "oneDNN" : "Eigen",
+    if (!bf16 && (fp32_gemm != "auto" || (!quiet && e.fp32_engine() == vp::fp32_gemm::onednn)))
+      std::fprintf(stderr, "fp32 products: %s%s\n", e.fp32_engine() == vp::fp32_gemm::onednn ? "oneDNN" : "Eigen",
                   fp32_gemm == "auto" ? cat(" (auto: ", vp::fp32_gemm_automatic().reason, ")").c_str() : "");
+    set_execution(e);
   }
+
+ private:
+  static void set_execution(const vp::execution_config& e);
 };
 
 /// Parses "5-9", "0,2,4" or "1-3,7" into class indices (0..9999, no repeats).

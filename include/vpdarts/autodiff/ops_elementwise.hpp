@@ -9,10 +9,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numbers>
-#include <unsupported/Eigen/SpecialFunctions>
 
 #include "../detail/parallel.hpp"
+#include "../kernels/eigen.hpp"
 #include "tape.hpp"
 
 namespace vpdarts {
@@ -177,84 +176,15 @@ var<S> tanh(const var<S>& a) {
   return detail::unary("tanh", a, [](S x) { return std::tanh(x); }, [](S, S y) { return S(1) - y * y; });
 }
 
-namespace detail {
-
-/// Values per OpenMP job of the element-wise kernels.
-inline constexpr index values_per_job = index{1} << 14;
-
-/// y = GELU(x) for m values (exact erf form), on the calling thread.
-template <Scalar S>
-void gelu_forward_serial(const S* x0, S* y0, index m) {
-  constexpr S inv_sqrt2 = S(1) / std::numbers::sqrt2_v<S>;
-  Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0, m);
-  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0, m) = S(0.5) * x * (S(1) + (x * inv_sqrt2).erf());
-}
-
-/// y = GELU(x) for n values (exact erf form).
-template <Scalar S>
-void gelu_forward(const S* x0, S* y0, index n) {
-  parallel_chunks(n, values_per_job, [&](index at, index m) { gelu_forward_serial(x0 + at, y0 + at, m); });
-}
-
-/// dx += g * GELU'(x) for m values, on the calling thread (dx = with `accumulate` false; d may be g).
-template <Scalar S>
-void gelu_backward_serial(const S* x0, const S* g0, S* d0, index m, bool accumulate) {
-  constexpr S r2 = S(1) / std::numbers::sqrt2_v<S>;
-  constexpr S inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<S> * r2;
-  Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0, m), g(g0, m);
-  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> d(d0, m);
-  const auto v = g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
-  if (accumulate) d += v;
-  else d = v;
-}
-
-/// dx += g * GELU'(x) for n values (dx = with `accumulate` false; d may be g).
-template <Scalar S>
-void gelu_backward(const S* x0, const S* g0, S* d0, index n, bool accumulate = true) {
-  parallel_chunks(n, values_per_job, [&](index at, index m) { gelu_backward_serial(x0 + at, g0 + at, d0 + at, m, accumulate); });
-}
-
-/// y = QuickGELU(x) = x sigmoid(1.702 x) for m values, on the calling thread.
-template <Scalar S>
-void quick_gelu_forward_serial(const S* x0, S* y0, index m) {
-  Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0, m);
-  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>(y0, m) = x / (S(1) + (S(-1.702) * x).exp());
-}
-
-/// y = QuickGELU(x) = x sigmoid(1.702 x) for n values.
-template <Scalar S>
-void quick_gelu_forward(const S* x0, S* y0, index n) {
-  parallel_chunks(n, values_per_job, [&](index at, index m) { quick_gelu_forward_serial(x0 + at, y0 + at, m); });
-}
-
-/// dx += g * QuickGELU'(x) for m values, on the calling thread: s + 1.702 x s (1 - s), s = sigmoid(1.702 x)
-/// (dx = with `accumulate` false; d may be g).
-template <Scalar S>
-void quick_gelu_backward_serial(const S* x0, const S* g0, S* d0, index m, bool accumulate) {
-  Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>> x(x0, m), g(g0, m);
-  const Eigen::Array<S, Eigen::Dynamic, 1> sg = S(1) / (S(1) + (S(-1.702) * x).exp());
-  Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>> d(d0, m);
-  if (accumulate) d += g * (sg + S(1.702) * x * sg * (S(1) - sg));
-  else d = g * (sg + S(1.702) * x * sg * (S(1) - sg));
-}
-
-/// dx += g * QuickGELU'(x) for n values (dx = with `accumulate` false; d may be g).
-template <Scalar S>
-void quick_gelu_backward(const S* x0, const S* g0, S* d0, index n, bool accumulate = true) {
-  parallel_chunks(n, values_per_job,
-                  [&](index at, index m) { quick_gelu_backward_serial(x0 + at, g0 + at, d0 + at, m, accumulate); });
-}
-
-}  // namespace detail
-
 /// QuickGELU (OpenAI CLIP's activation): x sigmoid(1.702 x), element-wise, vectorised and threaded as gelu.
 template <Scalar S>
 var<S> quick_gelu(const var<S>& a) {
   tape<S>& t = detail::tape_of("quick_gelu", a);
   var<S> out = t.make(a.rows(), a.cols(), a.requires_grad());
-  detail::quick_gelu_forward(a.value().data(), out.value().data(), a.size());
+  kernels::eigen::activation_forward(activation::quick_gelu, a.value().data(), out.value().data(), a.size());
   t.on_backward(out, [ia = a.id(), io = out.id()](tape<S>& tp) {
-    detail::quick_gelu_backward(tp.value(ia).data(), tp.adjoint(io).data(), tp.adjoint(ia).data(), tp.value(ia).size());
+    kernels::eigen::activation_backward(activation::quick_gelu, tp.value(ia).data(), tp.adjoint(io).data(), tp.adjoint(ia).data(),
+                                        tp.value(ia).size());
   });
   return out;
 }
@@ -266,9 +196,10 @@ template <Scalar S>
 var<S> gelu(const var<S>& a) {
   tape<S>& t = detail::tape_of("gelu", a);
   var<S> out = t.make(a.rows(), a.cols(), a.requires_grad());
-  detail::gelu_forward(a.value().data(), out.value().data(), a.size());
+  kernels::eigen::activation_forward(activation::gelu, a.value().data(), out.value().data(), a.size());
   t.on_backward(out, [ia = a.id(), io = out.id()](tape<S>& tp) {
-    detail::gelu_backward(tp.value(ia).data(), tp.adjoint(io).data(), tp.adjoint(ia).data(), tp.value(ia).size());
+    kernels::eigen::activation_backward(activation::gelu, tp.value(ia).data(), tp.adjoint(io).data(), tp.adjoint(ia).data(),
+                                        tp.value(ia).size());
   });
   return out;
 }

@@ -1,18 +1,15 @@
 #pragma once
 /// @file ops_linalg.hpp
 /// Matrix products: matmul with optional transposes and the fused linear
-/// layer y = x W^T + b. Every product is Eigen's GEMM (`noalias()`), split over the threads by
-/// detail::gemm (not by Eigen, whose threads spin while they wait);
-/// an operand that requires no gradient costs no backward product. Under
-/// precision::bf16 the products of a frozen parameter's weight go through
-/// oneDNN in bf16 instead, and in float32 through oneDNN's float32 matmul
-/// where fp32_gemm_in_use() says so (precision.hpp).
+/// layer y = x W^T + b. matmul is Eigen's GEMM (`noalias()`), split over the threads by
+/// detail::gemm (not by Eigen, whose threads spin while they wait); a linear layer's products
+/// go through the tape's kernels (kernels/backend.hpp: a frozen weight's products in bf16 or
+/// on oneDNN as the tape's execution_config says). An operand that requires no gradient costs
+/// no backward product.
 
 #include <type_traits>
 
 #include "../detail/gemm.hpp"
-#include "../detail/onednn_gemm.hpp"
-#include "../precision.hpp"
 #include "tape.hpp"
 
 namespace vpdarts {
@@ -76,151 +73,35 @@ void check_linear(const char* fn, index xr, index xc, const var<S>& w, const var
                           " for a weight of ", shape_str(w.rows(), w.cols())));
 }
 
-/// True when the products with weight node `iw` run in bf16: a float model,
-/// precision::bf16, and the weight a frozen parameter's leaf.
+/// Row-major rows of S as a kernel operand.
+template <Scalar S, class M>
+kernels::rows<S> rows_of(const M& m) {
+  return kernels::rows<S>::of(static_cast<const S*>(m.data()), m.rows(), m.cols());
+}
+
+/// out = x W^T (+ b unless ib is -1), then * scale and + residual where those are given, for the weight
+/// and bias nodes iw and ib of t, through the tape's kernels (bf16 or oneDNN or Eigen, as they choose).
 template <Scalar S>
-bool bf16_weight(const tape<S>& t, std::uint32_t iw) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-  if constexpr (std::is_same_v<S, float>) {
-    const parameter<S>* p = t.at(iw).source;
-    return p != nullptr && !p->requires_grad() && matmul_precision() == precision::bf16;
-  }
-#endif
-  (void)t, (void)iw;
-  return false;
-}
-
-/// True when the float32 products with weight node `iw` run on oneDNN: a float model,
-/// precision::fp32, fp32_gemm_in_use() oneDNN, and the weight needing no gradient.
-template <Scalar S>
-bool onednn_f32_weight(const tape<S>& t, std::uint32_t iw) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-  if constexpr (std::is_same_v<S, float>)
-    return !t.requires_grad(iw) && matmul_precision() == precision::fp32 && fp32_gemm_in_use() == fp32_gemm::onednn;
-#endif
-  (void)t, (void)iw;
-  return false;
-}
-
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-/// c (rows x n) (+)= a16 * op(W), as bf16_weight_product, for an operand already in bf16.
-inline void bf16_weight_product_from(tape<float>& t, std::uint32_t iw, const std::uint16_t* a16, index rows, float* c,
-                                     bool transposed, bool accumulate) {
-  const parameter<float>& p = *t.at(iw).source;
-  const index n = transposed ? p.rows() : p.cols(), k = transposed ? p.cols() : p.rows();
-  onednn_matmuls& mm = onednn_matmuls::here();
-  if (transposed && !accumulate) {
-    // the forward product reads the weight in oneDNN's own layout, packed once per parameter version
-    mm.run_laid_out(rows, n, k, a16, [&](const dnnl::memory::desc& d) {
-      return p.bf16_laid_out(reinterpret_cast<const std::byte*>(&d.data), sizeof(d.data), d.get_size(),
-                             [&](std::byte* dst) { mm.pack(p.value().data(), n, k, d, dst); });
-    }, c);
-    return;
-  }
-  mm.run(rows, n, k, a16, p.bf16_value(), transposed, c, accumulate);
-}
-
-/// c (rows x n) (+)= a (rows x k, float) * op(W) in bf16, W the frozen weight of node iw (out x in):
-/// op(W) = W^T (n = out, k = in) when `transposed`, else W (n = in, k = out).
-inline void bf16_weight_product(tape<float>& t, std::uint32_t iw, const float* a, index rows, float* c,
-                                bool transposed, bool accumulate) {
-  const parameter<float>& p = *t.at(iw).source;
-  const index k = transposed ? p.cols() : p.rows();
-  borrowed_bf16<float> a16(t, rows * k);
-  to_bf16(a, a16.data(), static_cast<std::size_t>(rows * k));
-  bf16_weight_product_from(t, iw, a16.data(), rows, c, transposed, accumulate);
-}
-#endif
-
-/// Calls f(first, count) over the rows [0, rows) of a matrix `cols` wide, in pieces of about
-/// values_per_job values split over the threads (one thread for a small matrix).
-template <class F>
-void parallel_rows(index rows, index cols, F&& f) {
-  parallel_chunks(rows, std::max<index>(1, (index{1} << 14) / std::max<index>(cols, 1)), std::forward<F>(f));
-}
-
-/// The end of a product, in one pass over the rows: out = (out + b) * scale + residual, each part
-/// only when given (b, scale: 1 x out.cols(); residual: out's shape).
-template <Scalar S>
-void linear_epilogue(matrix_map<S> out, const S* b, const S* scale, const S* residual) {
-  if (b == nullptr && scale == nullptr && residual == nullptr) return;
-  const index cols = out.cols();
-  parallel_rows(out.rows(), cols, [&](index first, index count) {
-    Eigen::Map<matrix<S>> o(out.data() + first * cols, count, cols);
-    if (b != nullptr) o.rowwise() += Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>>(b, cols);
-    if (scale != nullptr) o.array().rowwise() *= Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>(scale, cols);
-    if (residual != nullptr) o.noalias() += Eigen::Map<const matrix<S>>(residual + first * cols, count, cols);
-  });
-}
-
-/// out = x W^T (+ b unless ib is -1), W and b nodes iw and ib of t, for x a rows x W.cols() row-major map;
-/// then out *= scale and out += residual where those are given (linear_epilogue).
-template <Scalar S>
-void linear_rows(tape<S>& t, matrix_map<S> out, const matrix_map<S>& x, std::uint32_t iw, std::uint32_t ib,
+void linear_rows(tape<S>& t, S* out, const kernels::rows<S>& x, std::uint32_t iw, std::uint32_t ib,
                  const S* scale = nullptr, const S* residual = nullptr) {
-  if (bf16_weight(t, iw)) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-    if constexpr (std::is_same_v<S, float>) bf16_weight_product(t, iw, x.data(), x.rows(), out.data(), true, false);
-#endif
-  } else if (onednn_f32_weight(t, iw)) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-    if constexpr (std::is_same_v<S, float>) {
-      const auto w = t.value(iw);  // out x in: x W^T reads it as n x k
-      onednn_matmuls::here().run_f32(x.rows(), w.rows(), w.cols(), x.data(), w.data(), true, out.data(), false);
-    }
-#endif
-  } else {
-    gemm(out, x, t.value(iw).transpose());
-  }
-  linear_epilogue(out, ib != std::uint32_t(-1) ? t.value(ib).data() : static_cast<const S*>(nullptr), scale, residual);
+  t.backend().linear(weight_of(t, iw), x, out,
+                     {ib != std::uint32_t(-1) ? t.value(ib).data() : static_cast<const S*>(nullptr), scale, residual});
 }
 
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-/// linear_rows for an operand x16 already in bf16 (out.rows() x W.cols()), where bf16_weight(t, iw).
-inline void linear_rows_from16(tape<float>& t, matrix_map<float> out, const std::uint16_t* x16, std::uint32_t iw,
-                               std::uint32_t ib, const float* scale = nullptr, const float* residual = nullptr) {
-  bf16_weight_product_from(t, iw, x16, out.rows(), out.data(), true, false);
-  linear_epilogue(out, ib != std::uint32_t(-1) ? t.value(ib).data() : static_cast<const float*>(nullptr), scale, residual);
-}
-#endif
-
-/// out = x W^T (+ b when b is not empty), for x a rows x W.cols() row-major map; then * scale and
-/// + residual when those are not empty (a LayerScale vector and a skip connection).
+/// linear_rows for the vars w, b, scale and residual (b, scale and residual may be empty).
 template <Scalar S>
-void linear_rows(matrix_map<S> out, const matrix_map<S>& x, const var<S>& w, const var<S>& b,
-                 const var<S>& scale = {}, const var<S>& residual = {}) {
+void linear_rows(S* out, const kernels::rows<S>& x, const var<S>& w, const var<S>& b, const var<S>& scale = {},
+                 const var<S>& residual = {}) {
   linear_rows(w.owner(), out, x, w.id(), b.valid() ? b.id() : std::uint32_t(-1),
               scale.valid() ? scale.value().data() : static_cast<const S*>(nullptr),
               residual.valid() ? residual.value().data() : static_cast<const S*>(nullptr));
 }
 
-/// out = g W (or out += g W with `accumulate`): the input gradient of a linear
-/// layer whose weight is node iw, g rows x out; bf16 as linear_rows.
+/// out = g W (out += g W with `accumulate`): the input gradient of a linear layer whose weight is node iw.
 template <Scalar S>
-void times_weight(tape<S>& t, std::uint32_t iw, const matrix_map<S>& g, matrix_map<S> out, bool accumulate) {
-  if (bf16_weight(t, iw)) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-    if constexpr (std::is_same_v<S, float>) bf16_weight_product(t, iw, g.data(), g.rows(), out.data(), false, accumulate);
-#endif
-  } else if (onednn_f32_weight(t, iw)) {
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-    if constexpr (std::is_same_v<S, float>) {
-      const auto w = t.value(iw);  // out x in: g W reads it as k x n
-      onednn_matmuls::here().run_f32(g.rows(), w.cols(), w.rows(), g.data(), w.data(), false, out.data(), accumulate);
-    }
-#endif
-  } else {
-    gemm(out, g, t.value(iw), accumulate);
-  }
+void times_weight(tape<S>& t, std::uint32_t iw, const kernels::rows<S>& g, S* out, bool accumulate) {
+  t.backend().times_weight(weight_of(t, iw), g, out, accumulate);
 }
-
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-/// times_weight for g16 already in bf16 (rows x W.rows()), where bf16_weight(t, iw).
-inline void times_weight_from16(tape<float>& t, std::uint32_t iw, const std::uint16_t* g16, matrix_map<float> out,
-                                bool accumulate) {
-  bf16_weight_product_from(t, iw, g16, out.rows(), out.data(), false, accumulate);
-}
-#endif
 
 }  // namespace detail
 
@@ -235,11 +116,11 @@ var<S> linear(const var<S>& x, const var<S>& w, const var<S>& b) {
   detail::check_linear("linear", x.rows(), x.cols(), w, b);
   const bool rg = x.requires_grad() || w.requires_grad() || (has_bias && b.requires_grad());
   var<S> out = tp.make(x.rows(), w.rows(), rg);
-  detail::linear_rows(out.value(), x.value(), w, b);
+  detail::linear_rows(out.value().data(), detail::rows_of<S>(x.value()), w, b);
   const std::uint32_t ib = has_bias ? b.id() : std::uint32_t(-1);
   tp.on_backward(out, [ix = x.id(), iw = w.id(), ib, io = out.id()](tape<S>& t) {
     auto G = t.adjoint(io);
-    if (t.requires_grad(ix)) detail::times_weight(t, iw, G, t.adjoint(ix), true);
+    if (t.requires_grad(ix)) detail::times_weight(t, iw, detail::rows_of<S>(G), t.adjoint(ix).data(), true);
     if (t.requires_grad(iw)) detail::gemm(t.adjoint(iw), G.transpose(), t.value(ix), true);
     if (ib != std::uint32_t(-1) && t.requires_grad(ib)) t.adjoint(ib).row(0) += G.colwise().sum();
   });

@@ -7,10 +7,9 @@
 #include <cmath>
 #include <span>
 
-#include "../detail/bf16.hpp"
 #include "../detail/parallel.hpp"
+#include "../kernels/eigen.hpp"
 #include "tape.hpp"
-#include "../detail/profile.hpp"
 
 namespace vpdarts {
 
@@ -60,71 +59,6 @@ var<S> log_softmax_rows(const var<S>& a) {
 
 namespace detail {
 
-/// Rows per OpenMP job of the row-wise kernels.
-inline constexpr index rows_per_job = 32;
-
-/// For each of the r rows of the row-major r x d matrix x, in parallel: its mean and 1/std
-/// (sqrt(var + eps)), to stats[2i] and stats[2i+1] unless stats is null, and write(i, mean, 1/std).
-template <Scalar S, class Write>
-void layer_norm_each_row(const S* x, index r, index d, S eps, S* stats, Write&& write) {
-  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
-  parallel_chunks(r, rows_per_job, [&](index first, index count) {
-    for (index i = first; i < first + count; ++i) {
-      const row xi(x + i * d, d);
-      const S mu = xi.mean();
-      const S rstd = S(1) / std::sqrt((xi - mu).square().mean() + eps);
-      write(i, mu, rstd);
-      if (stats) {
-        stats[2 * i] = mu;
-        stats[2 * i + 1] = rstd;
-      }
-    }
-  });
-}
-
-/// y = (x - mean) / sqrt(var + eps) * g + b for each of the r rows of the
-/// row-major r x d matrix x (y may not alias x); the mean and 1/std of row i go
-/// to stats[2i] and stats[2i+1] unless stats is null. Parallel over rows.
-template <Scalar S>
-void layer_norm_rows(const S* x, S* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
-  detail::profile_scope profiled(detail::profile_kind::layer_norm);
-  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
-  const row gv(g, d), bv(b, d);
-  layer_norm_each_row(x, r, d, eps, stats, [&](index i, S mu, S rstd) {
-    Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>>(y + i * d, d) = (row(x + i * d, d) - mu) * rstd * gv + bv;
-  });
-}
-
-/// layer_norm_rows with each output value rounded to bf16 as it is written (the operand of a bf16
-/// product, which would round it anyway): one pass instead of a float row and a conversion.
-template <Scalar S>
-void layer_norm_rows_bf16(const S* x, std::uint16_t* y, const S* g, const S* b, index r, index d, S eps, S* stats) {
-  detail::profile_scope profiled(detail::profile_kind::layer_norm);
-  layer_norm_each_row(x, r, d, eps, stats, [&](index i, S mu, S rstd) {
-    const S* xi = x + i * d;
-    std::uint16_t* yi = y + i * d;
-    for (index j = 0; j < d; ++j) yi[j] = to_bf16(static_cast<float>((xi[j] - mu) * rstd * g[j] + b[j]));
-  });
-}
-
-/// dx += d LN(x) / d x applied to dy, for gamma g and the stats layer_norm_rows saved.
-template <Scalar S>
-void layer_norm_backward_rows(const S* x, const S* g, const S* stats, const S* dy, S* dx, index r, index d) {
-  detail::profile_scope profiled(detail::profile_kind::layer_norm);
-  using row = Eigen::Map<const Eigen::Array<S, 1, Eigen::Dynamic>>;
-  const row gv(g, d);
-  parallel_chunks(r, rows_per_job, [&](index first, index count) {
-    for (index i = first; i < first + count; ++i) {
-      const S mu = stats[2 * i], rstd = stats[2 * i + 1];
-      const auto xhat = (row(x + i * d, d) - mu) * rstd;
-      const auto dxhat = row(dy + i * d, d) * gv;
-      const S m1 = dxhat.sum() / S(d);
-      const S m2 = (dxhat * xhat).sum() / S(d);
-      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>>(dx + i * d, d) += rstd * (dxhat - m1 - xhat * m2);
-    }
-  });
-}
-
 /// Checks LayerNorm's operands. @throws shape_error naming `fn`; state_error for another tape.
 template <Scalar S>
 void check_layer_norm(const char* fn, const var<S>& x, const var<S>& gamma, const var<S>& beta) {
@@ -150,8 +84,8 @@ var<S> layer_norm(const var<S>& x, const var<S>& gamma, const var<S>& beta, S ep
   const bool rg = x.requires_grad() || gamma.requires_grad() || beta.requires_grad();
   var<S> out = t.make(r, d, rg);
   S* stats = rg ? t.template scratch<S>(static_cast<std::size_t>(2 * r)) : nullptr;  // mean, rstd
-  detail::layer_norm_rows(x.value().data(), out.value().data(), gamma.value().data(), beta.value().data(), r, d, eps,
-                          stats);
+  kernels::eigen::layer_norm(x.value().data(), out.value().data(), kernels::element::value, gamma.value().data(),
+                             beta.value().data(), r, d, eps, stats);
   t.on_backward(out, [ix = x.id(), ig = gamma.id(), ib = beta.id(), io = out.id(), stats](tape<S>& tp) {
     auto X = tp.value(ix);
     auto G = tp.adjoint(io);
@@ -163,7 +97,7 @@ var<S> layer_norm(const var<S>& x, const var<S>& gamma, const var<S>& beta, S ep
         if (gg) tp.adjoint(ig).row(0).array() += G.row(i).array() * (X.row(i).array() - mu) * rstd;
         if (gb) tp.adjoint(ib).row(0) += G.row(i);
       }
-    if (gx) detail::layer_norm_backward_rows(X.data(), tp.value(ig).data(), stats, G.data(), tp.adjoint(ix).data(), r, d);
+    if (gx) kernels::eigen::layer_norm_backward(X.data(), tp.value(ig).data(), stats, G.data(), tp.adjoint(ix).data(), r, d);
   });
   return out;
 }

@@ -77,6 +77,13 @@ class parameter {
                           std::forward<Make>(make));
   }
 
+  /// A handle on the bf16 copies above, for a product's kernel to read. float only.
+  detail::bf16_copies bf16_copies() const
+    requires std::same_as<S, float>
+  {
+    return {&bf16_, value_.data(), static_cast<std::size_t>(value_.size()), version_};
+  }
+
   /// The logical tensor shape used in checkpoints (timm's, e.g. {1, 1, D} for
   /// `cls_token`); {rows, cols} unless set. Its product always equals size().
   std::vector<index> shape() const {

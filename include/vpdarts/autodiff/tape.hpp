@@ -33,58 +33,12 @@
 #include "../detail/parallel.hpp"
 #include "../error.hpp"
 #include "../fwd.hpp"
-#include "arena.hpp"
+#include "../detail/arena.hpp"
+#include "../kernels/backend.hpp"
 #include "parameter.hpp"
+#include "var.hpp"
 
 namespace vpdarts {
-
-/// A handle on one node of a tape: cheap to copy, valid until the tape's next reset().
-template <Scalar S>
-class var {
- public:
-  /// An empty handle; using it throws state_error.
-  var() = default;
-
-  /// Rows of the value. @throws state_error for a stale or empty handle (as every accessor).
-  index rows() const { return node().rows; }
-  /// Columns of the value.
-  index cols() const { return node().cols; }
-  /// rows() * cols().
-  index size() const { return rows() * cols(); }
-  /// True when some trainable parameter reaches this node.
-  bool requires_grad() const { return node().requires_grad; }
-  /// The value (a view into the tape's memory).
-  matrix_map<S> value() const {
-    auto& n = node();
-    return matrix_map<S>(n.value, n.rows, n.cols);
-  }
-  /// The value of a 1x1 node. @throws shape_error otherwise.
-  S item() const;
-  /// The adjoint d loss / d this after backward(): always for a parameter's
-  /// leaf (its gradient), for other nodes only when the tape retained adjoints
-  /// (tape::retain_adjoints(true) before backward()).
-  /// @throws state_error before backward, when no gradient is required, or when the adjoint was released.
-  matrix_map<S> adjoint() const;
-  /// The tape this node belongs to.
-  tape<S>& owner() const {
-    if (tape_ == nullptr) throw state_error("var::owner: variable is empty (default-constructed)");
-    return *tape_;
-  }
-  /// The node's position on the tape.
-  std::uint32_t id() const noexcept { return id_; }
-  /// False for a default-constructed var.
-  bool valid() const noexcept { return tape_ != nullptr; }
-
- private:
-  friend class tape<S>;
-  var(tape<S>* t, std::uint32_t id, std::uint32_t generation) : tape_(t), id_(id), generation_(generation) {}
-  void check_valid(const char* fn) const;
-  const auto& node() const;
-
-  tape<S>* tape_ = nullptr;
-  std::uint32_t id_ = 0;
-  std::uint32_t generation_ = 0;
-};
 
 /// The reverse-mode tape. One tape per thread; not copyable or movable
 /// (variables point at it).
@@ -107,8 +61,12 @@ class tape {
     backward_step back;             ///< Empty for leaves and constants.
   };
 
+  /// A tape whose kernels run as `config` says (kernels/execution.hpp; the default: float32).
   /// @param first_chunk_bytes the arena's first chunk (it grows as needed and keeps its size).
-  explicit tape(std::size_t first_chunk_bytes = std::size_t{1} << 20) : arena_(first_chunk_bytes) {
+  /// @throws config_error for a configuration this build or CPU cannot run (bf16 without AMX or AVX512-BF16, ...).
+  explicit tape(const execution_config& config = {}, std::size_t first_chunk_bytes = std::size_t{1} << 20)
+      : arena_(first_chunk_bytes) {
+    configure(config);
     nodes_.reserve(256);
   }
   tape(const tape&) = delete;
@@ -179,6 +137,17 @@ class tape {
     }
   }
 
+  /// How this tape runs its kernels.
+  const execution_config& config() const noexcept { return config_; }
+  /// Sets it, for the nodes recorded from now on. @throws config_error as the constructor does.
+  void configure(const execution_config& config) {
+    config.check("tape::configure");
+    config_ = config;
+    if (block_tape_) block_tape_->config_ = config;
+  }
+  /// The kernels of this tape's configuration, borrowing working memory from its pool.
+  kernels::backend<S> backend() const noexcept { return kernels::backend<S>(config_, *temps_); }
+
   /// Keep every node's adjoint after backward() (for reading var::adjoint() of
   /// intermediate nodes; costs the memory of all adjoints at once). Default off:
   /// an adjoint is released as soon as its node's backward step has run.
@@ -219,9 +188,10 @@ class tape {
   /// held. It borrows working memory from this tape's pool. Created on first use.
   tape& block_tape() {
     if (!block_tape_) {
-      block_tape_ = std::make_unique<tape>();
+      block_tape_ = std::make_unique<tape>(config_);
       block_tape_->temps_ = temps_;
     }
+    block_tape_->config_ = config_;
     block_tape_->set_grad_enabled(false);
     return *block_tape_;
   }
@@ -330,6 +300,7 @@ class tape {
   block_pool<S> own_temps_;
   block_pool<S>* temps_ = &own_temps_;  // a block tape's points to its parent's
   std::unique_ptr<tape> block_tape_;
+  execution_config config_;
   bool retain_adjoints_ = false;
   std::vector<node> nodes_;
   std::uint32_t generation_ = 0;
@@ -399,14 +370,15 @@ tape<S>& tape_of(const char* fn, const var<S>& a) {
   return t;
 }
 
-/// A buffer of `count` bf16 values borrowed from t's working buffers (pairs of them in float
-/// storage), given back when it goes out of scope: the bf16 operands of the products.
+/// Node iw of t as a weight the kernels read (with its bf16 copies when it is a frozen parameter's leaf).
 template <Scalar S>
-struct borrowed_bf16 {
-  borrowed_bf16(tape<S>& t, index count) : held(t, 1, (count + 1) / 2) {}
-  std::uint16_t* data() { return reinterpret_cast<std::uint16_t*>(held.data()); }
-  typename tape<S>::borrowed held;
-};
+kernels::weight<S> weight_of(const tape<S>& t, std::uint32_t iw) {
+  const auto& n = t.at(iw);
+  kernels::weight<S> w{n.value, n.rows, n.cols, !n.requires_grad, {}};
+  if constexpr (std::is_same_v<S, float>)
+    if (n.source != nullptr && !n.source->requires_grad()) w.bf16 = n.source->bf16_copies();
+  return w;
+}
 
 /// The common tape of two operands. @throws state_error when they differ or are stale.
 template <Scalar S>

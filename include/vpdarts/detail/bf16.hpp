@@ -1,7 +1,7 @@
 #pragma once
 // bf16 values: float32 -> bf16 rounding (to nearest, ties to even; NaN stays
 // NaN), and the cached bf16 copy a frozen parameter keeps of its value. No
-// oneDNN here: the products are in onednn_gemm.hpp.
+// oneDNN here: the products are in kernels/onednn.hpp.
 
 #include <algorithm>
 #include <atomic>
@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "../fwd.hpp"
@@ -120,6 +121,23 @@ struct bf16_cache {
     version = ~std::uint64_t{0};
     source = nullptr;
     size = 0;
+  }
+};
+
+/// A handle on the bf16 copies of a float32 matrix (a frozen parameter's value): what a bf16 product
+/// reads of its weight. Empty (cache null) for a weight that has none.
+struct bf16_copies {
+  bf16_cache* cache = nullptr;  ///< where the copies live (the parameter's)
+  const float* source = nullptr;  ///< the float32 values
+  std::size_t size = 0;           ///< their number
+  std::uint64_t version = 0;      ///< the parameter's version
+
+  /// The plain row-major copy (made at the first call of a version).
+  const std::uint16_t* plain() const { return cache->get(source, size, version); }
+  /// The copy laid out as `key` says, made by make(dst) at the first call of a version.
+  template <class Make>
+  const std::byte* laid_out(const std::byte* key, std::size_t key_size, std::size_t bytes, Make&& make) const {
+    return cache->laid_out(source, size, version, key, key_size, bytes, std::forward<Make>(make));
   }
 };
 

@@ -24,8 +24,7 @@ enum class profile_kind : std::size_t {
   attention_rest,     ///< the rest of an attention kernel: the softmax and its backward, and the Eigen
                       ///< path's per-head products (made inside its parallel loop, they are not told apart)
   layer_norm,         ///< LayerNorm forward and backward
-  activation,         ///< GELU / QuickGELU forward and backward of frozen blocks (the element-wise ops of a
-                      ///< trainable block count as the rest)
+  activation,         ///< GELU / QuickGELU forward and backward
   conversion,         ///< float32 -> bf16 rounding of operands
   fusion,             ///< the fusion operators' pre and post
   optimiser,          ///< SGD and Adam steps

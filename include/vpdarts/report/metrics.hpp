@@ -35,10 +35,11 @@ struct inference_timing {
 };
 
 /// Median wall time in seconds of `forward(tape, images)` over `repeats` runs
-/// after one warm-up run, with no gradient recorded.
+/// after one warm-up run, with no gradient recorded, on a tape running as `execution` says.
 template <Scalar S, class Forward>
-double median_forward_seconds(Forward&& forward, const image_batch<S>& images, int repeats) {
-  tape<S> t;
+double median_forward_seconds(Forward&& forward, const image_batch<S>& images, int repeats,
+                              const execution_config& execution = {}) {
+  tape<S> t(execution);
   no_grad<S> guard(t);
   std::vector<double> times;
   for (int r = 0; r <= repeats; ++r) {
@@ -54,9 +55,10 @@ double median_forward_seconds(Forward&& forward, const image_batch<S>& images, i
 
 /// Times `forward(tape, images) -> logits` on seeded random images of the given
 /// shape: latency at batch 1 (median of `repeats1` runs) and throughput at batch 64
-/// (median of `repeats64` runs).
+/// (median of `repeats64` runs), on tapes running as `execution` says.
 template <Scalar S, class Forward>
-inference_timing time_inference(Forward&& forward, index channels, index image, int repeats1 = 20, int repeats64 = 3) {
+inference_timing time_inference(Forward&& forward, index channels, index image, int repeats1 = 20, int repeats64 = 3,
+                                const execution_config& execution = {}) {
   std::mt19937_64 rng(0);
   std::normal_distribution<double> n01;
   auto random_batch = [&](index b) {
@@ -65,8 +67,8 @@ inference_timing time_inference(Forward&& forward, index channels, index image, 
     return x;
   };
   inference_timing r;
-  r.latency_ms_batch1 = 1e3 * median_forward_seconds<S>(forward, random_batch(1), std::max(1, repeats1));
-  r.throughput_batch64 = 64.0 / median_forward_seconds<S>(forward, random_batch(64), std::max(1, repeats64));
+  r.latency_ms_batch1 = 1e3 * median_forward_seconds<S>(forward, random_batch(1), std::max(1, repeats1), execution);
+  r.throughput_batch64 = 64.0 / median_forward_seconds<S>(forward, random_batch(64), std::max(1, repeats64), execution);
   return r;
 }
 

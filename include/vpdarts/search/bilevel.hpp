@@ -41,6 +41,8 @@ struct bilevel_options {
   double alpha_beta1 = 0.5;       ///< Adam beta1 of alpha (DARTS's 0.5)
   double alpha_beta2 = 0.999;     ///< Adam beta2 of alpha
   double alpha_weight_decay = 1e-3;  ///< L2, added to the gradient (PyTorch's Adam)
+  /// How the step's tape runs its kernels (precision, product engine, memory; kernels/execution.hpp).
+  execution_config execution = {};
 };
 
 /// Losses of one step.
@@ -68,6 +70,7 @@ class bilevel_optimizer {
         alpha_opt_({&model.alpha()}, {.lr = o.alpha_lr, .beta1 = o.alpha_beta1, .beta2 = o.alpha_beta2,
                                       .weight_decay = o.alpha_weight_decay, .decoupled = false}) {
     if (!model.is_search()) throw config_error("bilevel_optimizer: the model is a derived model; search needs alpha");
+    tape_.configure(o.execution);
     for (const auto& g : w_opt_.groups())
       for (parameter<S>* p : g.params) {
         flat_.push_back(p);

@@ -18,7 +18,7 @@
 #include "../data/labelled_images.hpp"
 #include "../data/split.hpp"
 #include "../detail/hash.hpp"
-#include "../precision.hpp"
+#include "../kernels/execution.hpp"
 #include "../train/loop.hpp"
 #include "bilevel.hpp"
 #include "checkpoint.hpp"
@@ -102,8 +102,8 @@ nlohmann::json search_fingerprint(const search_options& o, prompted_vit<S, Ops>&
           {"scalar", sizeof(S) == 8 ? "double" : "float"},
           {"data", data.fingerprint()},
           {"backbone", backbone_hash.hex()},
-          {"precision", to_string(matmul_precision())},
-          {"fp32_products", to_string(fp32_gemm_in_use())}};
+          {"precision", to_string(b.execution.products)},
+          {"fp32_products", to_string(b.execution.fp32_engine())}};
 }
 
 /// Runs a DARTS search on `data` (split seeded into search-train and search-val).
@@ -123,6 +123,7 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
                                    " warm-up epochs"));
   if (o.resume && o.checkpoint.empty()) throw config_error("search: resume needs a checkpoint path");
   o.bilevel.w.validate("search");
+  o.bilevel.execution.check("search");
   const data_parallel& dp = o.parallel;
   dp.require_batch(o.batch, "search");
   const long steps = static_cast<long>((n - n_val) / o.batch);

@@ -51,19 +51,22 @@ struct val_score {
 };
 
 /// Accuracy and mean loss of `model` on `data`, in batches, no gradient recorded
-/// (shared over the processes of `parallel`, each its share of the images).
+/// (shared over the processes of `parallel`, each its share of the images; the tape runs as `execution` says).
 /// @throws config_error for an empty set.
 template <Scalar S, OpList Ops>
 val_score score(prompted_vit<S, Ops>& model, const data::labelled_images<S>& data, index batch = 64,
-                const data_parallel& parallel = {}) {
+                const data_parallel& parallel = {}, const execution_config& execution = {}) {
   if (data.size() == 0) throw config_error("score: the data set is empty");
   index correct = 0;
   double loss = 0;
-  for_each_scored_batch(data, batch, parallel, [&](tape<S>& t, const image_batch<S>& x, const std::vector<int>& y) {
-    const var<S> logits = model.logits(t, x, grad_target::none);
-    correct += count_correct(logits.value(), y);
-    loss += static_cast<double>(cross_entropy(logits, y).item()) * static_cast<double>(y.size());
-  });
+  for_each_scored_batch(
+      data, batch, parallel,
+      [&](tape<S>& t, const image_batch<S>& x, const std::vector<int>& y) {
+        const var<S> logits = model.logits(t, x, grad_target::none);
+        correct += count_correct(logits.value(), y);
+        loss += static_cast<double>(cross_entropy(logits, y).item()) * static_cast<double>(y.size());
+      },
+      execution);
   const double n = static_cast<double>(data.size());
   return {static_cast<double>(parallel.sum(correct)) / n, parallel.sum(loss) / n};
 }
@@ -78,6 +81,8 @@ struct perturbation_options {
   bool progress = true;         ///< print one line per layer
   /// The processes the scoring and the fine-tuning are shared over; one by default.
   data_parallel parallel = {};
+  /// How the tapes run their kernels (kernels/execution.hpp).
+  execution_config execution = {};
 };
 
 /// What select_by_perturbation() measured.
@@ -122,7 +127,7 @@ perturbation_result select_by_perturbation(prompted_vit<S, Ops>& model, const da
     for (std::size_t k : model.layer(l).candidates()) allowed[k] = true;
     std::vector<val_score> removed(static_cast<std::size_t>(k_count),
                                    val_score{std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::quiet_NaN()});
-    r.before.push_back(score(model, val_set, 64, o.parallel));
+    r.before.push_back(score(model, val_set, 64, o.parallel, o.execution));
     index chosen = -1;
     const bool live = model.layer(l).is_mixed();
     const matrix<S> row = alpha.value().row(l);
@@ -130,7 +135,7 @@ perturbation_result select_by_perturbation(prompted_vit<S, Ops>& model, const da
       if (!allowed[static_cast<std::size_t>(k)]) continue;
       if (live) {
         alpha.value()(l, k) = masked;
-        removed[static_cast<std::size_t>(k)] = score(model, val_set, 64, o.parallel);
+        removed[static_cast<std::size_t>(k)] = score(model, val_set, 64, o.parallel, o.execution);
         alpha.value().row(l) = row;
         // the worst score without k means k helped the most
         if (chosen < 0 || removed[static_cast<std::size_t>(chosen)].better_than(removed[static_cast<std::size_t>(k)])) chosen = k;
@@ -152,7 +157,7 @@ perturbation_result select_by_perturbation(prompted_vit<S, Ops>& model, const da
     if (o.finetune_epochs > 0 && l + 1 < depth)
       train(model, train_set,
             {.epochs = o.finetune_epochs, .batch = o.batch, .w = o.w, .seed = o.seed + static_cast<std::uint64_t>(l) + 1,
-             .progress = false, .parallel = o.parallel});
+             .progress = false, .parallel = o.parallel, .execution = o.execution});
   }
   kept.restore();
   const genotype by_argmax = model.derive();
@@ -174,6 +179,8 @@ struct genotype_score_options {
   bool progress = true;         ///< print one line per genotype
   /// The processes training and scoring are shared over; one by default.
   data_parallel parallel = {};
+  /// How the tapes run their kernels (kernels/execution.hpp).
+  execution_config execution = {};
 };
 
 /// What score_genotypes() measured.
@@ -206,8 +213,8 @@ genotype_scores score_genotypes(const vit<S>& backbone, const std::vector<genoty
     val_score s{0, std::numeric_limits<double>::infinity()};
     try {
       loss = train(model, train_set, {.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false,
-                                      .parallel = o.parallel});
-      s = score(model, val_set, 64, o.parallel);
+                                      .parallel = o.parallel, .execution = o.execution});
+      s = score(model, val_set, 64, o.parallel, o.execution);
     } catch (const value_error&) {
       // diverged: scores 0
     }

@@ -48,10 +48,11 @@ void for_each_batch(const data::labelled_images<S>& data, index batch, Fn&& fn, 
 }
 
 /// Calls fn(tape, x, y) for this process's share of `data` (all of it with one process),
-/// in batches, on one tape reset before every batch and recording no gradient.
+/// in batches, on one tape (running as `execution` says) reset before every batch and recording no gradient.
 template <Scalar S, class Fn>
-void for_each_scored_batch(const data::labelled_images<S>& data, index batch, const data_parallel& parallel, Fn&& fn) {
-  tape<S> t;
+void for_each_scored_batch(const data::labelled_images<S>& data, index batch, const data_parallel& parallel, Fn&& fn,
+                           const execution_config& execution = {}) {
+  tape<S> t(execution);
   no_grad<S> guard(t);
   const auto share = parallel.share_of(data.size());
   for_each_batch(
@@ -65,16 +66,19 @@ void for_each_scored_batch(const data::labelled_images<S>& data, index batch, co
 
 /// Top-1 accuracy of `forward(tape, images) -> logits` on `data`, in batches,
 /// no gradient recorded; with `parallel` over several processes each
-/// evaluates its share of the images and the counts are summed.
+/// evaluates its share of the images and the counts are summed. The tape runs as `execution` says.
 /// @throws config_error for an empty set.
 template <Scalar S, class Forward>
 double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&& forward,
-                     const data_parallel& parallel = {}) {
+                     const data_parallel& parallel = {}, const execution_config& execution = {}) {
   if (data.size() == 0) throw config_error("top1_accuracy: the data set is empty");
   index correct = 0;
-  for_each_scored_batch(data, batch, parallel, [&](tape<S>& t, const image_batch<S>& x, const std::vector<int>& y) {
-    correct += count_correct(forward(t, x).value(), y);
-  });
+  for_each_scored_batch(
+      data, batch, parallel,
+      [&](tape<S>& t, const image_batch<S>& x, const std::vector<int>& y) {
+        correct += count_correct(forward(t, x).value(), y);
+      },
+      execution);
   return static_cast<double>(parallel.sum(correct)) / static_cast<double>(data.size());
 }
 
@@ -82,8 +86,10 @@ double top1_accuracy(const data::labelled_images<S>& data, index batch, Forward&
 /// (shared over the processes of `parallel`, as top1_accuracy()).
 /// @throws shape_error when the images do not fit the model.
 template <Scalar S>
-double accuracy(vit<S>& model, const data::labelled_images<S>& data, index batch = 64, const data_parallel& parallel = {}) {
-  return top1_accuracy(data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x); }, parallel);
+double accuracy(vit<S>& model, const data::labelled_images<S>& data, index batch = 64, const data_parallel& parallel = {},
+                const execution_config& execution = {}) {
+  return top1_accuracy(
+      data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x); }, parallel, execution);
 }
 
 }  // namespace vpdarts

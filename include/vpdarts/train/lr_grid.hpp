@@ -32,6 +32,8 @@ struct lr_grid_options {
   data::augment_options augment = {};  ///< augmentation of every training batch (choose_w_lr; the probe has none)
   /// The processes every batch and the scoring are shared over (train/data_parallel.hpp); one by default.
   data_parallel parallel = {};
+  /// How the tapes run their kernels (kernels/execution.hpp).
+  execution_config execution = {};
 };
 
 /// What choose_w_lr measured.
@@ -93,7 +95,7 @@ lr_grid_result choose_w_lr(M& model, const data::labelled_images<S>& data, const
   values_kept<S> start(model.weights());  // every lr starts from here, and the model ends here
   return detail::run_lr_grid(data, o, "choose_w_lr", [&](const auto& train_set, const auto& val_set, double lr) {
     train_options t{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false,
-                    .augment = o.augment, .parallel = o.parallel};
+                    .augment = o.augment, .parallel = o.parallel, .execution = o.execution};
     t.w.lr = lr;
     t.w.warmup_epochs = std::min(o.w.warmup_epochs, o.epochs);
     struct restore_after {  // w back to the start after this lr, whatever happens
@@ -101,7 +103,7 @@ lr_grid_result choose_w_lr(M& model, const data::labelled_images<S>& data, const
       ~restore_after() { start.restore(); }
     } guard{start};
     const double loss = train(model, train_set, t);
-    return std::pair<double, double>(loss, evaluate(model, val_set, 64, o.parallel));
+    return std::pair<double, double>(loss, evaluate(model, val_set, 64, o.parallel, o.execution));
   });
 }
 
@@ -112,7 +114,8 @@ lr_grid_result choose_w_lr(M& model, const data::labelled_images<S>& data, const
 template <Scalar S>
 lr_grid_result choose_probe_lr(vit<S>& backbone, const data::labelled_images<S>& data, const lr_grid_options& o) {
   return detail::run_lr_grid(data, o, "choose_probe_lr", [&](const auto& train_set, const auto& val_set, double lr) {
-    probe_options p{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false, .parallel = o.parallel};
+    probe_options p{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false,
+                    .parallel = o.parallel, .execution = o.execution};
     p.w.lr = lr;
     p.w.warmup_epochs = std::min(o.w.warmup_epochs, o.epochs);
     const probe_result r = linear_probe(backbone, train_set, val_set, p);

@@ -28,6 +28,8 @@ struct probe_options {
   bool progress = true;        ///< print a progress bar
   /// The processes the features and every batch are shared over (train/data_parallel.hpp); one by default.
   data_parallel parallel = {};
+  /// How the backbone's tape runs its kernels (kernels/execution.hpp): the features and the test accuracy.
+  execution_config execution = {};
 };
 
 /// What linear_probe() measured.
@@ -41,13 +43,13 @@ struct probe_result {
 
 /// The frozen features (vit::features) of every image (N x D), in batches, no
 /// gradient recorded; with `parallel` over several processes each computes
-/// its share of the rows and every process gets them all.
+/// its share of the rows and every process gets them all. The tape runs as `execution` says.
 template <Scalar S>
 matrix<S> extract_features(vit<S>& model, const data::labelled_images<S>& data, index batch = 64,
-                           const data_parallel& parallel = {}) {
+                           const data_parallel& parallel = {}, const execution_config& execution = {}) {
   matrix<S> out = matrix<S>::Zero(data.size(), model.config().dim);
   {
-    tape<S> t;
+    tape<S> t(execution);
     no_grad<S> guard(t);
     const auto share = parallel.share_of(data.size());
     for_each_batch(
@@ -87,7 +89,7 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
   backbone.freeze_backbone();
   backbone.head.weight.unfreeze();
   backbone.head.bias.unfreeze();
-  const matrix<S> feats = extract_features(backbone, train, 64, dp);
+  const matrix<S> feats = extract_features(backbone, train, 64, dp, o.execution);
   std::vector<optim::param_group<S>> groups{{{&backbone.head.weight}, o.w.head_lr_mult, true, "head.weight"},
                                             {{&backbone.head.bias}, o.w.head_lr_mult, false, "head.bias"}};
   optim::sgd<S> opt(groups, o.w.sgd());
@@ -128,7 +130,7 @@ probe_result linear_probe(vit<S>& backbone, const data::labelled_images<S>& trai
     logits.rowwise() += backbone.head.bias.value().row(0);
     r.train_accuracy = static_cast<double>(count_correct(logits, train.labels)) / static_cast<double>(train.size());
   }
-  r.test_accuracy = test.size() > 0 ? accuracy(backbone, test, 64, dp) : std::numeric_limits<double>::quiet_NaN();
+  r.test_accuracy = test.size() > 0 ? accuracy(backbone, test, 64, dp, o.execution) : std::numeric_limits<double>::quiet_NaN();
   r.trainable_params = backbone.head.weight.size() + backbone.head.bias.size();
   r.seconds = lr.seconds;
   return r;

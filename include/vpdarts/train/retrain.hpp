@@ -9,7 +9,7 @@
 
 #include "../data/labelled_images.hpp"
 #include "../data/transforms.hpp"
-#include "../precision.hpp"
+#include "../kernels/execution.hpp"
 #include "accuracy.hpp"
 #include "loop.hpp"
 #include "trainable.hpp"
@@ -26,6 +26,8 @@ struct train_options {
   data::augment_options augment = {};  ///< random crop and flip of every training batch
   /// The processes every batch is shared over (train/data_parallel.hpp); one by default.
   data_parallel parallel = {};
+  /// How the tape runs its kernels (precision, product engine, memory; kernels/execution.hpp).
+  execution_config execution = {};
 };
 
 /// Trains w (operator parameters and head; alpha is not touched) on `data` with
@@ -39,6 +41,7 @@ template <Scalar S, Trainable<S> M>
 double train(M& model, const data::labelled_images<S>& data, const train_options& o,
              const gradient_hook<S>& hook = {}) {
   o.w.validate("train");
+  o.execution.check("train");
   o.parallel.require_batch(o.batch, "train");
   if (o.parallel.active())  // every process must train the same model on the same data (see data_parallel::require_same)
     o.parallel.require_same({{"images", data.size()},
@@ -49,7 +52,7 @@ double train(M& model, const data::labelled_images<S>& data, const train_options
                              {"batch", o.batch},
                              {"lr", o.w.lr},
                              {"seed", o.seed},
-                             {"precision", to_string(matmul_precision())}},
+                             {"precision", to_string(o.execution.products)}},
                             "train");
   if (o.augment.crop_padding < 0 || o.augment.crop_padding > std::min(data.images.height, data.images.width) / 2)
     throw config_error(detail::cat("train: crop padding ", o.augment.crop_padding, " is not in 0..",
@@ -58,7 +61,7 @@ double train(M& model, const data::labelled_images<S>& data, const train_options
   std::vector<parameter<S>*> ws = model.weights();
   std::vector<index> rows = all_rows(data.size());
   std::mt19937_64 rng(o.seed);
-  tape<S> t;
+  tape<S> t(o.execution);
   image_batch<S> x;
   std::vector<int> y;
   std::vector<S> scratch;
@@ -89,9 +92,10 @@ double train(M& model, const data::labelled_images<S>& data, const train_options
 /// of the images and the counts are summed.
 template <Scalar S, Trainable<S> M>
 double evaluate(M& model, const data::labelled_images<S>& data, index batch = 64,
-                const data_parallel& parallel = {}) {
+                const data_parallel& parallel = {}, const execution_config& execution = {}) {
   return top1_accuracy(
-      data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x, grad_target::none); }, parallel);
+      data, batch, [&](tape<S>& t, const image_batch<S>& x) { return model.logits(t, x, grad_target::none); }, parallel,
+      execution);
 }
 
 }  // namespace vpdarts

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "../autodiff/activation.hpp"
+#include "../kernels/activation.hpp"
 #include "../detail/format.hpp"
 #include "../error.hpp"
 #include "../fwd.hpp"

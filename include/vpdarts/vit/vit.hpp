@@ -14,7 +14,6 @@
 /// safetensors loads by name (see vit/checkpoint.hpp). The variants are the
 /// fields of vit_config; `vit_config{}` is the classic ViT.
 
-#include <atomic>
 #include <cmath>
 #include <string>
 #include <utility>
@@ -27,60 +26,6 @@
 #include "config.hpp"
 
 namespace vpdarts {
-
-namespace detail {
-inline std::atomic<mlp_memory>& mlp_memory_state() {
-  static std::atomic<mlp_memory> m{mlp_memory::keep};
-  return m;
-}
-inline std::atomic<attention_memory>& attention_memory_state() {
-  static std::atomic<attention_memory> m{attention_memory::keep};
-  return m;
-}
-}  // namespace detail
-
-/// What frozen blocks keep of their MLP, process-wide.
-inline mlp_memory block_mlp_memory() noexcept { return detail::mlp_memory_state().load(std::memory_order_relaxed); }
-/// Sets it for the whole process (every tape, every thread). In float32 values and gradients are the
-/// same either way; under precision::bf16, keep rounds the kept hidden layer to bf16 (as the products
-/// round their operands), so the activation's derivative differs from recompute's by that rounding.
-inline void set_block_mlp_memory(mlp_memory m) noexcept { detail::mlp_memory_state().store(m, std::memory_order_relaxed); }
-
-/// Sets what frozen blocks keep of their MLP for the scope's lifetime, and restores the previous setting.
-class mlp_memory_scope {
- public:
-  explicit mlp_memory_scope(mlp_memory m) noexcept : previous_(block_mlp_memory()) { set_block_mlp_memory(m); }
-  mlp_memory_scope(const mlp_memory_scope&) = delete;
-  mlp_memory_scope& operator=(const mlp_memory_scope&) = delete;
-  ~mlp_memory_scope() { set_block_mlp_memory(previous_); }
-
- private:
-  mlp_memory previous_;
-};
-
-/// What frozen blocks keep of their attention branch's qkv, process-wide.
-inline attention_memory block_attention_memory() noexcept {
-  return detail::attention_memory_state().load(std::memory_order_relaxed);
-}
-/// Sets it for the whole process (every tape, every thread). Values and gradients are the same either
-/// way (recompute makes the same products again, and under precision::bf16 rounds them as the forward did).
-inline void set_block_attention_memory(attention_memory m) noexcept {
-  detail::attention_memory_state().store(m, std::memory_order_relaxed);
-}
-
-/// Sets what frozen blocks keep of qkv for the scope's lifetime, and restores the previous setting.
-class attention_memory_scope {
- public:
-  explicit attention_memory_scope(attention_memory m) noexcept : previous_(block_attention_memory()) {
-    set_block_attention_memory(m);
-  }
-  attention_memory_scope(const attention_memory_scope&) = delete;
-  attention_memory_scope& operator=(const attention_memory_scope&) = delete;
-  ~attention_memory_scope() { set_block_attention_memory(previous_); }
-
- private:
-  attention_memory previous_;
-};
 
 /// One pre-norm transformer block: `blocks.{i}.norm1`, `.attn.qkv`, `.attn.proj`, `.ls1.gamma` (LayerScale
 /// only), `.norm2`, `.mlp.fc1`, `.mlp.fc2`, `.ls2.gamma` (LayerScale only).
@@ -118,17 +63,15 @@ struct vit_block {
   /// Runs the attention branch (LayerNorm, qkv, attention, projection, LayerScale) and the MLP branch
   /// (LayerNorm, fc1, activation, fc2, LayerScale), each with its skip connection, as one fused op
   /// each (layer_norm_attention, layer_norm_mlp): a frozen block keeps its input, qkv (in bf16 under
-  /// precision::bf16; unless block_attention_memory() is recompute), the attention branch's sum, the
-  /// MLP's hidden layer (unless block_mlp_memory() is recompute) and its output.
+  /// precision::bf16; unless the tape's execution_config says attention recompute), the attention
+  /// branch's sum, the MLP's hidden layer (unless it says mlp recompute) and its output.
   var<S> forward(tape<S>& t, const var<S>& x, index batch) {
     const var<S> g1 = has_layer_scale() ? t.leaf(ls1) : var<S>(), g2 = has_layer_scale() ? t.leaf(ls2) : var<S>();
     const var<S> h = layer_norm_attention(x, t.leaf(norm1.weight), t.leaf(norm1.bias), S(norm1.eps),
                                           t.leaf(attn.qkv.weight), attn.qkv.bias_leaf(t), batch, attn.heads,
-                                          t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1, x,
-                                          block_attention_memory());
+                                          t.leaf(attn.proj.weight), t.leaf(attn.proj.bias), g1, x);
     return layer_norm_mlp(h, t.leaf(norm2.weight), t.leaf(norm2.bias), S(norm2.eps), t.leaf(mlp.fc1.weight),
-                          t.leaf(mlp.fc1.bias), act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h,
-                          block_mlp_memory());
+                          t.leaf(mlp.fc1.bias), act, t.leaf(mlp.fc2.weight), t.leaf(mlp.fc2.bias), g2, h);
   }
   /// Appends pointers to the block's parameters to `out`, in checkpoint order.
   void collect(std::vector<parameter<S>*>& out) {

@@ -14,7 +14,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "../detail/memory.hpp"
+#include "memory.hpp"
 
 namespace vpdarts {
 

@@ -1,0 +1,147 @@
+#pragma once
+/// @file backend.hpp
+/// The one interface the fused tape nodes compute through: a weight product with its epilogue, the
+/// input-gradient product, attention forward and backward, LayerNorm and the activations. It reads
+/// the tape's execution_config and the weight's state and sends each call to the Eigen kernels
+/// (eigen.hpp) or the oneDNN ones (onednn.hpp):
+///
+/// | call | oneDNN, bf16 | oneDNN, float32 | Eigen |
+/// |---|---|---|---|
+/// | product with a weight | precision::bf16, a frozen parameter's weight, float | precision::fp32, engine oneDNN, a constant weight, float | every other |
+/// | attention's products | precision::bf16, float (qkv by head) | | every other |
+/// | LayerNorm, activations, softmax, epilogue | | | always (vpdarts' own kernels) |
+///
+/// A producer asks what its consumer reads (operand_of, bf16_attention) and writes that: a
+/// LayerNorm before a bf16 product writes bf16 rows; a value operand given to a bf16 product is
+/// rounded on the way (into borrowed memory).
+
+#include <type_traits>
+
+#include "eigen.hpp"
+#include "execution.hpp"
+#include "onednn.hpp"
+#include "operand.hpp"
+
+namespace vpdarts::kernels {
+
+/// The kernels of one tape (see the file's comment): its configuration and its pool of working memory.
+template <Scalar S>
+class backend {
+ public:
+  /// oneDNN serves float models only.
+  static constexpr bool onednn_here = onednn::built && std::is_same_v<S, float>;
+
+  backend(const execution_config& config, block_pool<S>& pool) noexcept : config_(config), pool_(pool) {}
+
+  /// The configuration.
+  const execution_config& config() const noexcept { return config_; }
+  /// The working memory kernels borrow from.
+  block_pool<S>& pool() const noexcept { return pool_; }
+
+  /// What a product with w reads: bf16 for a frozen parameter's weight under precision::bf16 (a float
+  /// model), else values.
+  element operand_of(const weight<S>& w) const noexcept {
+    return onednn_here && config_.products == precision::bf16 && w.frozen() ? element::bf16 : element::value;
+  }
+
+  /// True when attention's products run in bf16 (a float model under precision::bf16): attention then
+  /// reads qkv by head (attention_operand).
+  bool bf16_attention() const noexcept { return onednn_here && config_.products == precision::bf16; }
+
+  /// out (x.count x w.out) = x W^T, then the epilogue.
+  void linear(const weight<S>& w, const rows<S>& x, S* out, const epilogue<S>& e = {}) const {
+    product(w, x, out, true, false);
+    eigen::apply(e, out, x.count, w.out);
+  }
+
+  /// out (g.count x w.in) = g W (+= with `accumulate`): a linear layer's input gradient.
+  void times_weight(const weight<S>& w, const rows<S>& g, S* out, bool accumulate) const {
+    product(w, g, out, false, accumulate);
+  }
+
+  /// LayerNorm of the r x d rows of x into out, as S or bf16 as `type` says; each row's mean and
+  /// 1/std to stats (unless null).
+  void layer_norm(const S* x, const S* gamma, const S* beta, index r, index d, S eps, S* stats, void* out,
+                  element type) const {
+    eigen::layer_norm(x, out, type, gamma, beta, r, d, eps, stats);
+  }
+
+  /// dx += d LN(x)/dx applied to dy (stats from layer_norm).
+  void layer_norm_backward(const S* x, const S* gamma, const S* stats, const S* dy, S* dx, index r, index d) const {
+    eigen::layer_norm_backward(x, gamma, stats, dy, dx, r, d);
+  }
+
+  /// y = act(x) for n values, into y as S or bf16 as `type` says; with x16 set (and type bf16) x is also
+  /// written there rounded to bf16 (what a block keeps for backward), in the same pass.
+  void activation_forward(activation act, const S* x, void* y, element type, index n, std::uint16_t* x16 = nullptr) const {
+    if (type == element::bf16)
+      eigen::activation_forward_bf16(act, x, x16, static_cast<std::uint16_t*>(y), n);
+    else
+      eigen::activation_forward(act, x, static_cast<S*>(y), n);
+  }
+
+  /// d += g * act'(x) for n values (d = with `accumulate` false).
+  void activation_backward(activation act, const S* x, const S* g, S* d, index n, bool accumulate) const {
+    eigen::activation_backward(act, x, g, d, n, accumulate);
+  }
+
+  /// g *= act'(x) in place for n values, x as S or, with x16 set, as bf16; with g16 set the result is also
+  /// written there rounded to bf16 (the operand of a bf16 product).
+  void activation_backward_in_place(activation act, const S* x, const std::uint16_t* x16, S* g, index n,
+                                    std::uint16_t* g16) const {
+    eigen::activation_backward_in_place(act, x, x16, g, n, g16);
+  }
+
+  /// q, k, v of `rows` ((batch*seq) x 3d, S) as attention reads them: the rows themselves, or (bf16
+  /// attention) rounded into `by_head` (3*batch*seq*d bf16 values) by head.
+  qkv<S> attention_operand(const S* rows, index batch, index heads, index seq, index d, std::uint16_t* by_head) const {
+    if constexpr (onednn_here)
+      if (bf16_attention()) {
+        eigen::to_heads(rows, by_head, batch, seq, 3, heads, d / heads, 3 * d);
+        return {by_head, batch, heads, seq, d, true};
+      }
+    return {rows, batch, heads, seq, d, false};
+  }
+
+  /// o ((batch*seq) x d) = softmax(Q K^T / sqrt(d_h)) V for every image and head.
+  void attention_forward(const qkv<S>& q, S* o) const {
+    if constexpr (onednn_here)
+      if (q.by_head) return onednn::attention_forward(q, o, pool_);
+    buffer<S, S> per_thread(pool_, detail::max_threads() * q.seq * q.seq);
+    eigen::attention_forward(q, o, per_thread.data(), false);
+  }
+
+  /// gin ((batch*seq) x 3d) (+)= the gradient for gout ((batch*seq) x d); the probabilities are
+  /// computed again (the same values as the forward's).
+  void attention_backward(const qkv<S>& q, S* gin, bool accumulate, const S* gout) const {
+    if constexpr (onednn_here)
+      if (q.by_head) return onednn::attention_backward(q, gin, accumulate, gout, pool_);
+    const index n = q.batch * q.seq * 3 * q.d;
+    if (!accumulate)
+      detail::parallel_chunks(n, eigen::values_per_job, [&](index at, index m) { std::fill(gin + at, gin + at + m, S(0)); });
+    buffer<S, S> work(pool_, detail::max_threads() * 2 * q.seq * q.seq);
+    eigen::attention_backward(q, gin, gout, static_cast<const S*>(nullptr), work.data());
+  }
+
+ private:
+  /// c (+)= a op(W) on the engine the file's table names.
+  void product(const weight<S>& w, const rows<S>& a, S* c, bool transposed, bool accumulate) const {
+    if constexpr (onednn_here) {
+      if (operand_of(w) == element::bf16) {
+        if (a.type == element::bf16) return onednn::weight_product(w, a, c, transposed, accumulate);
+        const index n = a.count * a.cols;
+        buffer<std::uint16_t, S> a16(pool_, n);
+        detail::to_bf16(a.values(), a16.data(), static_cast<std::size_t>(n));
+        return onednn::weight_product(w, rows<S>::of(a16.data(), a.count, a.cols), c, transposed, accumulate);
+      }
+      if (w.constant && config_.products == precision::fp32 && config_.fp32_engine() == fp32_gemm::onednn)
+        return onednn::weight_product(w, a, c, transposed, accumulate);
+    }
+    eigen::weight_product(w, a.values(), a.count, c, transposed, accumulate);
+  }
+
+  execution_config config_;
+  block_pool<S>& pool_;
+};
+
+}  // namespace vpdarts::kernels

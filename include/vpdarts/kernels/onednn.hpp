@@ -1,0 +1,352 @@
+#pragma once
+/// @file onednn.hpp
+/// The kernels that run on oneDNN, the only file of vpdarts that knows oneDNN exists: its matmul for
+/// the frozen products (bf16 x bf16 -> float32 on AMX or AVX512-BF16 under precision::bf16; float32
+/// where the float32 engine is oneDNN, its AVX-512 kernels on CPUs that have them), attention's
+/// batched bf16 products, and what this program and CPU offer. Compiled in only with
+/// VPDARTS_WITH_DNNL (the CMake target vpdarts::bf16); without it `built` is false and the kernels
+/// throw (the backend never calls them then).
+///
+/// A primitive is made once per shape and kept (per thread, with its memory objects), the
+/// scratchpad is ours and grows only, and execution goes through oneDNN's C call with the arguments
+/// on the stack: a warm step makes no primitive and no memory object.
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../error.hpp"
+#include "../fwd.hpp"
+#include "../detail/format.hpp"
+#include "../detail/profile.hpp"
+#include "eigen.hpp"
+#include "operand.hpp"
+
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace vpdarts::detail {
+/// How many bf16 products ran in this process (tests relate a step's allocations to it).
+inline std::atomic<std::uint64_t>& bf16_products() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+/// How many of them were batched (4-d) products.
+inline std::atomic<std::uint64_t>& bf16_batched_products() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+/// How many float32 products ran on oneDNN in this process.
+inline std::atomic<std::uint64_t>& onednn_f32_products() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+}  // namespace vpdarts::detail
+
+namespace vpdarts::kernels::onednn {
+
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+/// True in a build with oneDNN.
+inline constexpr bool built = true;
+
+namespace impl {
+inline bool has_isa(dnnl_cpu_isa_t want) {
+  const unsigned isa = static_cast<unsigned>(dnnl_get_effective_cpu_isa());  // bit masks, each containing those it extends
+  return (isa & static_cast<unsigned>(want)) == static_cast<unsigned>(want);
+}
+}  // namespace impl
+
+/// The instructions oneDNN's bf16 products use on this CPU: "AMX", "AVX512-BF16", or empty (none).
+inline std::string bf16_kernel() {
+  if (impl::has_isa(dnnl_cpu_isa_avx512_core_amx)) return "AMX";
+  if (impl::has_isa(dnnl_cpu_isa_avx512_core_bf16)) return "AVX512-BF16";
+  return {};
+}
+
+/// The widest vector instructions of oneDNN's kernels here: "AVX-512", "AVX2", "SSE4.1".
+inline std::string cpu_isa() {
+  if (impl::has_isa(dnnl_cpu_isa_avx512_core)) return "AVX-512";
+  if (impl::has_isa(dnnl_cpu_isa_avx2)) return "AVX2";
+  return "SSE4.1";
+}
+
+/// The products of one thread: c (m x n, float32, row-major) = a (m x k, bf16,
+/// row-major) * op(w), where w is bf16 and either n x k row-major (`w_nk`:
+/// the product is a * w^T, a linear layer's forward) or k x n row-major (a * w,
+/// its input gradient); with `accumulate` c += instead of c =. run_f32 is the
+/// same product with a and w in float32.
+class matmuls {
+ public:
+  /// The calling thread's instance.
+  static matmuls& here() {
+    thread_local matmuls m;
+    return m;
+  }
+
+  /// Runs the product (see the class) in float32: a and w are float32, read where they are.
+  /// @throws state_error when oneDNN refuses it.
+  void run_f32(index m, index n, index k, const float* a, const float* w, bool w_nk, float* c, bool accumulate) {
+    detail::profile_scope profiled(detail::profile_kind::weight_product);
+    shape s = plain(m, n, k, w_nk, accumulate);
+    s.f32 = true;
+    ++detail::onednn_f32_products();
+    execute(find(s), a, w, c);
+  }
+
+  /// Runs the product (see the class). @throws state_error when oneDNN refuses it.
+  void run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
+           bool accumulate) {
+    detail::profile_scope profiled(detail::profile_kind::weight_product);
+    ++detail::bf16_products();
+    execute(find(plain(m, n, k, w_nk, accumulate)), a, w, c);
+  }
+
+  /// c (m x n) = a (m x k, bf16) * W^T for a weight W (n x k) that oneDNN reads in the layout
+  /// it prefers for its matrix unit (packed for the kernel, so that no call repacks it):
+  /// `weights(desc)` returns W laid out as `desc`, made once by the caller with pack().
+  template <class Weights>
+  void run_laid_out(index m, index n, index k, const std::uint16_t* a, Weights&& weights, float* c) {
+    detail::profile_scope profiled(detail::profile_kind::weight_product);
+    shape s;
+    s.rank = 2;
+    s.a = {m, k, 0, 0};
+    s.as = {k, 1, 0, 0};
+    s.w = {k, n, 0, 0};
+    s.ws = {-1, -1, 0, 0};  // any: oneDNN's choice
+    s.c = {m, n, 0, 0};
+    s.cs = {n, 1, 0, 0};
+    entry& e = find(s);
+    const std::byte* w = weights(e.weights);
+    ++detail::bf16_products();
+    execute(e, a, w, c);
+  }
+
+  /// Writes the float32 weight w (n x k, row-major) into dst, laid out as `target` in bf16.
+  void pack(const float* w, index n, index k, const dnnl::memory::desc& target, std::byte* dst) {
+    try {
+      const dnnl::memory::desc plain({k, n}, dnnl::memory::data_type::f32, dnnl::memory::dims{1, k});
+      dnnl::memory from(plain, engine_, const_cast<float*>(w)), to(target, engine_, dst);
+      dnnl::reorder(from, to).execute(stream_, from, to);
+      stream_.wait();
+    } catch (const dnnl::error& err) {
+      throw state_error(detail::cat("bf16 matmul: oneDNN cannot lay out a weight of ", detail::shape_str(n, k), ": ", err.what()));
+    }
+  }
+
+  /// Dimensions or strides of a 4-d operand (the first `rank` used).
+  using dims4 = std::array<dnnl::memory::dim, 4>;
+
+  /// A batched product over two leading dimensions: c[i, j] (+)= a[i, j] * w[i, j] for the
+  /// (i, j) of a's first two dimensions, each operand given by its dims and strides (in
+  /// elements), so strided views (the heads of a qkv matrix, a transposed probability
+  /// matrix) are read in place. a and w are bf16, c float32.
+  void run_batched(const dims4& a_dims, const dims4& a_strides, const dims4& w_dims, const dims4& w_strides,
+                   const dims4& c_dims, const dims4& c_strides, const std::uint16_t* a, const std::uint16_t* w,
+                   float* c, bool accumulate) {
+    detail::profile_scope profiled(detail::profile_kind::attention_product);
+    shape s{4, a_dims, a_strides, w_dims, w_strides, c_dims, c_strides, accumulate};
+    ++detail::bf16_products();
+    ++detail::bf16_batched_products();
+    execute(find(s), a, w, c);
+  }
+
+ private:
+  struct shape {
+    int rank = 2;
+    dims4 a{}, as{}, w{}, ws{}, c{}, cs{};
+    bool accumulate = false;
+    bool f32 = false;  ///< a and w in float32 (else bf16)
+    bool operator==(const shape&) const = default;
+  };
+
+  /// The 2-d product c (m x n) (+)= a (m x k) * op(w), all dense row-major (see the class).
+  static shape plain(index m, index n, index k, bool w_nk, bool accumulate) {
+    shape s;
+    s.rank = 2;
+    s.a = {m, k, 0, 0};
+    s.as = {k, 1, 0, 0};
+    s.w = {k, n, 0, 0};
+    s.ws = w_nk ? dims4{1, k, 0, 0} : dims4{n, 1, 0, 0};
+    s.c = {m, n, 0, 0};
+    s.cs = {n, 1, 0, 0};
+    s.accumulate = accumulate;
+    return s;
+  }
+  struct entry {
+    shape key;
+    dnnl::matmul prim;
+    dnnl::memory src, wei, dst, pad;
+    dnnl::memory::desc weights;  ///< the weights' layout (oneDNN's choice for an `any` shape)
+  };
+
+  void execute(entry& e, const void* a, const void* w, float* c) {
+    e.src.set_data_handle(const_cast<void*>(a));
+    e.wei.set_data_handle(const_cast<void*>(w));
+    e.dst.set_data_handle(c);
+    e.pad.set_data_handle(scratch_.data());
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e.src.get()},
+                               {DNNL_ARG_WEIGHTS, e.wei.get()},
+                               {DNNL_ARG_DST, e.dst.get()},
+                               {DNNL_ARG_SCRATCHPAD, e.pad.get()}};
+    dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), stream_.get(), 4, args);
+    if (st == dnnl_success) st = dnnl_stream_wait(stream_.get());
+    if (st != dnnl_success)
+      throw state_error(detail::cat(e.key.f32 ? "float32" : "bf16", " matmul: oneDNN failed (status ", static_cast<int>(st),
+                            ") on ", describe(e.key)));
+  }
+
+  static std::string describe(const shape& s) {
+    std::string out;
+    for (int i = 0; i < s.rank; ++i) out += detail::cat(i ? "x" : "", s.a[static_cast<std::size_t>(i)]);
+    out += " by ";
+    for (int i = 0; i < s.rank; ++i) out += detail::cat(i ? "x" : "", s.w[static_cast<std::size_t>(i)]);
+    return out;
+  }
+
+  entry& find(const shape& s) {
+    for (entry& e : cache_)
+      if (e.key == s) return e;
+    // Shapes repeat from step to step; a run of new ones (inference at many batch sizes) starts afresh.
+    if (cache_.size() >= 256) cache_.clear();
+    using dt = dnnl::memory::data_type;
+    const auto desc = [&](const dims4& d, const dims4& st, dt type) {
+      return dnnl::memory::desc(dnnl::memory::dims(d.begin(), d.begin() + s.rank),
+                                type, dnnl::memory::dims(st.begin(), st.begin() + s.rank));
+    };
+    try {
+      const bool any = s.ws[0] < 0;
+      const dt in = s.f32 ? dt::f32 : dt::bf16;
+      const dnnl::memory::desc a_md = desc(s.a, s.as, in), c_md = desc(s.c, s.cs, dt::f32),
+                               w_md = any ? dnnl::memory::desc({s.w[0], s.w[1]}, in, dnnl::memory::format_tag::any)
+                                          : desc(s.w, s.ws, in);
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      if (s.accumulate) {
+        dnnl::post_ops ops;
+        ops.append_sum(1.0f);
+        attr.set_post_ops(ops);
+      }
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, w_md, c_md), attr, engine_);
+      const std::size_t pad = pd.scratchpad_desc().get_size();
+      if (pad > scratch_.size()) scratch_.resize(pad);
+      cache_.push_back(entry{s, dnnl::matmul(pd), dnnl::memory(a_md, engine_, DNNL_MEMORY_NONE),
+                             dnnl::memory(pd.weights_desc(), engine_, DNNL_MEMORY_NONE),
+                             dnnl::memory(c_md, engine_, DNNL_MEMORY_NONE),
+                             dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.weights_desc()});
+    } catch (const dnnl::error& err) {
+      throw state_error(detail::cat(s.f32 ? "float32" : "bf16", " matmul: oneDNN cannot make the product ", describe(s), ": ",
+                            err.what()));
+    }
+    return cache_.back();
+  }
+
+  dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream_{engine_};
+  std::vector<entry> cache_;
+  std::vector<std::byte> scratch_ = std::vector<std::byte>(64);
+};
+
+/// c (rows x n) (+)= a * op(W) on oneDNN: op(W) = W^T (n = out) when `transposed` (a linear layer's
+/// forward), else W (n = in: its input gradient). a is float32 (a float32 product) or bf16 (a bf16
+/// product with W's cached bf16 copy: W must be frozen). The forward bf16 product reads W in the
+/// layout oneDNN prefers for its matrix unit, packed once per parameter version.
+inline void weight_product(const weight<float>& w, const rows<float>& a, float* c, bool transposed, bool accumulate) {
+  const index n = transposed ? w.out : w.in, k = transposed ? w.in : w.out;
+  matmuls& mm = matmuls::here();
+  if (a.type == element::value) {
+    mm.run_f32(a.count, n, k, a.values(), w.value, transposed, c, accumulate);
+    return;
+  }
+  if (transposed && !accumulate) {
+    mm.run_laid_out(a.count, n, k, a.halves(), [&](const dnnl::memory::desc& d) {
+      return w.bf16.laid_out(reinterpret_cast<const std::byte*>(&d.data), sizeof(d.data), d.get_size(),
+                             [&](std::byte* dst) { mm.pack(w.value, n, k, d, dst); });
+    }, c);
+    return;
+  }
+  mm.run(a.count, n, k, a.halves(), w.bf16.plain(), transposed, c, accumulate);
+}
+
+/// Attention forward in bf16: o ((batch*seq) x d, float rows) = softmax(Q K^T / sqrt(d_h)) V, Q K^T
+/// and P V as batched products over (image, head), from q in bf16 by head. The images go in groups
+/// of about 4M scores through memory borrowed from `pool`.
+inline void attention_forward(const qkv<float>& q, float* o, block_pool<float>& pool) {
+  detail::profile_scope profiled(detail::profile_kind::attention_rest);
+  using dims4 = matmuls::dims4;
+  const index batch = q.batch, heads = q.heads, seq = q.seq, d = q.d, dh = q.head_dim(), tt = seq * seq,
+              part = batch * seq * d;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
+  const index group = std::clamp<index>((index{1} << 22) / (heads * tt), 1, batch);
+  buffer<float, float> scores(pool, group * heads * tt);
+  buffer<std::uint16_t, float> p16(pool, group * heads * tt);
+  const std::uint16_t* q16 = q.halves();
+  auto& mm = matmuls::here();
+  const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
+      ps{heads * tt, tt, seq, 1}, os{seq * d, dh, d, 1};
+  for (index b0 = 0; b0 < batch; b0 += group) {
+    const index g = std::min(group, batch - b0), off = b0 * heads * seq * dh;
+    float* p = scores.data();
+    mm.run_batched({g, heads, seq, dh}, dense, {g, heads, dh, seq}, dense_t, {g, heads, seq, seq}, ps, q16 + off,
+                   q16 + part + off, p, false);  // S = Q K^T
+    eigen::softmax_rows(p, g * heads * seq, seq, scale);
+    detail::to_bf16(p, p16.data(), static_cast<std::size_t>(g * heads * tt));
+    mm.run_batched({g, heads, seq, seq}, ps, {g, heads, seq, dh}, dense, {g, heads, seq, dh}, os, p16.data(),
+                   q16 + 2 * part + off, o + b0 * seq * d, false);  // O = P V
+  }
+}
+
+/// The backward of attention_forward: adds into gin ((batch*seq) x 3d, float rows; overwrites it with
+/// `accumulate` false) the gradient for gout ((batch*seq) x d, float rows). The probabilities are
+/// computed again (the same bf16 products as the forward's, so the same values).
+inline void attention_backward(const qkv<float>& q, float* gin, bool accumulate, const float* gout,
+                               block_pool<float>& pool) {
+  detail::profile_scope profiled(detail::profile_kind::attention_rest);
+  using dims4 = matmuls::dims4;
+  const index batch = q.batch, heads = q.heads, seq = q.seq, d = q.d, dh = q.head_dim(), tt = seq * seq,
+              part = batch * seq * d, n = batch * heads * tt;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
+  buffer<std::uint16_t, float> go16(pool, part), a16(pool, n);
+  buffer<float, float> probs(pool, n), ds(pool, n), dqkv(pool, 3 * part);
+  const std::uint16_t* qh = q.halves();
+  std::uint16_t* dout = go16.data();
+  std::uint16_t* a = a16.data();
+  eigen::to_heads(gout, dout, batch, seq, 1, heads, dh, d);
+  const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
+      ps{heads * tt, tt, seq, 1}, pts{heads * tt, tt, 1, seq};
+  const dims4 bhtd{batch, heads, seq, dh}, bhtt{batch, heads, seq, seq}, bhdt{batch, heads, dh, seq};
+  auto& mm = matmuls::here();
+  mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, qh, qh + part, probs.data(), false);  // S = Q K^T
+  eigen::softmax_rows(probs.data(), batch * heads * seq, seq, scale);
+  detail::to_bf16(probs.data(), a, static_cast<std::size_t>(n));
+  // dV, dQ, dK go to a head-major buffer, then into gin (a strided destination with accumulation
+  // would get oneDNN's slow kernel)
+  float* dh3 = dqkv.data();
+  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, dout, dh3 + 2 * part, false);              // dV = A^T dO
+  mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, dout, qh + 2 * part, ds.data(), false);      // dA = dO V^T
+  eigen::softmax_backward_rows(ds.data(), probs.data(), batch * heads * seq, seq, scale);
+  detail::to_bf16(ds.data(), a, static_cast<std::size_t>(n));                                      // dS in bf16
+  mm.run_batched(bhtt, ps, bhtd, dense, bhtd, dense, a, qh + part, dh3, false);                     // dQ = dS K
+  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, qh, dh3 + part, false);                    // dK = dS^T Q
+  eigen::from_heads(dh3, gin, accumulate, batch, seq, 3, heads, dh, 3 * d);
+}
+
+#else
+/// False: this build has no oneDNN.
+inline constexpr bool built = false;
+/// Empty: no bf16 products without oneDNN.
+inline std::string bf16_kernel() { return {}; }
+/// Empty: no oneDNN kernels.
+inline std::string cpu_isa() { return {}; }
+[[noreturn]] inline void not_built() { throw state_error("vpdarts was built without oneDNN"); }
+inline void weight_product(const weight<float>&, const rows<float>&, float*, bool, bool) { not_built(); }
+inline void attention_forward(const qkv<float>&, float*, block_pool<float>&) { not_built(); }
+inline void attention_backward(const qkv<float>&, float*, bool, const float*, block_pool<float>&) { not_built(); }
+#endif
+
+}  // namespace vpdarts::kernels::onednn

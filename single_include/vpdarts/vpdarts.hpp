@@ -449,6 +449,7 @@ class profile_scope {
 #include <cmath>
 #include <cstdint>
 #include <numbers>
+#include <type_traits>
 #include <unsupported/Eigen/SpecialFunctions>
 
 
@@ -534,12 +535,23 @@ inline std::uint16_t to_bf16(float f) noexcept {
 /// The float a bf16 value stands for (exact).
 inline float from_bf16(std::uint16_t h) noexcept { return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16); }
 
+/// out[i] = to_bf16(in[i]) for i in [0, n), on the calling thread, written without branches so that
+/// the compiler makes vector code of it.
+inline void to_bf16_serial(const float* in, std::uint16_t* out, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint32_t u = std::bit_cast<std::uint32_t>(in[i]);
+    const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const std::uint32_t quiet = (u >> 16) | 0x40u;
+    out[i] = static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+  }
+}
+
 /// out[i] = to_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
 inline void to_bf16(const float* in, std::uint16_t* out, std::size_t n) {
   detail::profile_scope profiled(detail::profile_kind::conversion);
   constexpr index chunk = index{1} << 16;
   parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
-    for (index i = first; i < first + count; ++i) out[i] = to_bf16(in[i]);
+    to_bf16_serial(in + first, out + first, static_cast<std::size_t>(count));
   });
 }
 
@@ -1207,7 +1219,7 @@ void apply(const epilogue<S>& e, S* out, index rows, index cols) {
 
 // ---- softmax and attention --------------------------------------------------------------------
 
-/// Softmax of every row of `p` (`rows` rows of `seq` scores), the scores scaled by `scale` first.
+/// Softmax of every row of `p` (`rows` rows of `seq` scores), the scores scaled by `scale` first, in place.
 template <Scalar S>
 void softmax_rows(S* p, index rows, index seq, S scale) {
   parallel_chunks(rows, 64, [&](index first, index count) {
@@ -1304,25 +1316,27 @@ inline void to_heads(const float* in, std::uint16_t* out, index batch, index seq
       for (index h = 0; h < heads; ++h) {
         const float* src = in + r * stride + (p * heads + h) * dh;
         std::uint16_t* dst = out + p * part + ((b * heads + h) * seq + t) * dh;
-        for (index c = 0; c < dh; ++c) dst[c] = detail::to_bf16(src[c]);
+        detail::to_bf16_serial(src, dst, static_cast<std::size_t>(dh));
       }
   });
 }
 
-/// The inverse of to_heads for float values: gin (rows of `stride`) (+)= the `parts` head-major blocks of src.
-inline void from_heads(const float* src, float* gin, bool accumulate, index batch, index seq, index parts, index heads,
-                       index dh, index stride) {
+/// The inverse of to_heads: gin (rows of `stride`) (+)= the `parts` head-major blocks of src, float or
+/// (T std::uint16_t, not accumulating) bf16.
+template <class T>
+void from_heads(const T* src, T* gin, bool accumulate, index batch, index seq, index parts, index heads, index dh,
+                index stride) {
   const index part = batch * heads * seq * dh;
   parallel_for(batch * seq, [&](index r) {
     const index b = r / seq, t = r % seq;
     for (index p = 0; p < parts; ++p)
       for (index h = 0; h < heads; ++h) {
-        float* dst = gin + r * stride + (p * heads + h) * dh;
-        const float* from = src + p * part + ((b * heads + h) * seq + t) * dh;
-        if (accumulate)
-          for (index c = 0; c < dh; ++c) dst[c] += from[c];
-        else
-          std::copy(from, from + dh, dst);
+        T* dst = gin + r * stride + (p * heads + h) * dh;
+        const T* from = src + p * part + ((b * heads + h) * seq + t) * dh;
+        if constexpr (std::is_same_v<T, float>)
+          if (accumulate)
+            for (index c = 0; c < dh; ++c) dst[c] += from[c];
+        if (!accumulate) std::copy(from, from + dh, dst);
       }
   });
 }
@@ -1588,12 +1602,14 @@ class matmuls {
   /// A batched product over two leading dimensions: c[i, j] (+)= a[i, j] * w[i, j] for the
   /// (i, j) of a's first two dimensions, each operand given by its dims and strides (in
   /// elements), so strided views (the heads of a qkv matrix, a transposed probability
-  /// matrix) are read in place. a and w are bf16, c float32.
+  /// matrix) are read in place. a and w are bf16, c float32 or (c_bf16, not accumulating) bf16,
+  /// rounded to nearest even from the float32 sums.
   void run_batched(const dims4& a_dims, const dims4& a_strides, const dims4& w_dims, const dims4& w_strides,
                    const dims4& c_dims, const dims4& c_strides, const std::uint16_t* a, const std::uint16_t* w,
-                   float* c, bool accumulate) {
+                   void* c, bool accumulate, bool c_bf16 = false) {
     detail::profile_scope profiled(detail::profile_kind::attention_product);
     shape s{4, a_dims, a_strides, w_dims, w_strides, c_dims, c_strides, accumulate};
+    s.c16 = c_bf16;
     ++detail::bf16_products();
     ++detail::bf16_batched_products();
     execute(find(s), a, w, c);
@@ -1605,6 +1621,7 @@ class matmuls {
     dims4 a{}, as{}, w{}, ws{}, c{}, cs{};
     bool accumulate = false;
     bool f32 = false;  ///< a and w in float32 (else bf16)
+    bool c16 = false;  ///< c in bf16 (else float32)
     bool operator==(const shape&) const = default;
   };
 
@@ -1628,7 +1645,7 @@ class matmuls {
     dnnl::memory::desc weights;  ///< the weights' layout (oneDNN's choice for an `any` shape)
   };
 
-  void execute(entry& e, const void* a, const void* w, float* c) {
+  void execute(entry& e, const void* a, const void* w, void* c) {
     e.src.set_data_handle(const_cast<void*>(a));
     e.wei.set_data_handle(const_cast<void*>(w));
     e.dst.set_data_handle(c);
@@ -1665,7 +1682,7 @@ class matmuls {
     try {
       const bool any = s.ws[0] < 0;
       const dt in = s.f32 ? dt::f32 : dt::bf16;
-      const dnnl::memory::desc a_md = desc(s.a, s.as, in), c_md = desc(s.c, s.cs, dt::f32),
+      const dnnl::memory::desc a_md = desc(s.a, s.as, in), c_md = desc(s.c, s.cs, s.c16 ? dt::bf16 : dt::f32),
                                w_md = any ? dnnl::memory::desc({s.w[0], s.w[1]}, in, dnnl::memory::format_tag::any)
                                           : desc(s.w, s.ws, in);
       dnnl::primitive_attr attr;
@@ -1716,10 +1733,10 @@ inline void weight_product(const weight<float>& w, const rows<float>& a, float* 
   mm.run(a.count, n, k, a.halves(), w.bf16.plain(), transposed, c, accumulate);
 }
 
-/// Attention forward in bf16: o ((batch*seq) x d, float rows) = softmax(Q K^T / sqrt(d_h)) V, Q K^T
-/// and P V as batched products over (image, head), from q in bf16 by head. The images go in groups
-/// of about 4M scores through memory borrowed from `pool`.
-inline void attention_forward(const qkv<float>& q, float* o, block_pool<float>& pool) {
+/// Attention forward in bf16: o ((batch*seq) x d rows, float or bf16 as o_type says) = softmax(Q K^T /
+/// sqrt(d_h)) V, Q K^T and P V as batched products over (image, head), from q in bf16 by head. The
+/// images go in groups of about 4M scores through memory borrowed from `pool`.
+inline void attention_forward(const qkv<float>& q, void* o, element o_type, block_pool<float>& pool) {
   detail::profile_scope profiled(detail::profile_kind::attention_rest);
   using dims4 = matmuls::dims4;
   const index batch = q.batch, heads = q.heads, seq = q.seq, d = q.d, dh = q.head_dim(), tt = seq * seq,
@@ -1739,15 +1756,19 @@ inline void attention_forward(const qkv<float>& q, float* o, block_pool<float>& 
                    q16 + part + off, p, false);  // S = Q K^T
     eigen::softmax_rows(p, g * heads * seq, seq, scale);
     detail::to_bf16(p, p16.data(), static_cast<std::size_t>(g * heads * tt));
+    const bool o16 = o_type == element::bf16;
+    void* ob = o16 ? static_cast<void*>(static_cast<std::uint16_t*>(o) + b0 * seq * d)
+                   : static_cast<void*>(static_cast<float*>(o) + b0 * seq * d);
     mm.run_batched({g, heads, seq, seq}, ps, {g, heads, seq, dh}, dense, {g, heads, seq, dh}, os, p16.data(),
-                   q16 + 2 * part + off, o + b0 * seq * d, false);  // O = P V
+                   q16 + 2 * part + off, ob, false, o16);  // O = P V
   }
 }
 
-/// The backward of attention_forward: adds into gin ((batch*seq) x 3d, float rows; overwrites it with
-/// `accumulate` false) the gradient for gout ((batch*seq) x d, float rows). The probabilities are
-/// computed again (the same bf16 products as the forward's, so the same values).
-inline void attention_backward(const qkv<float>& q, float* gin, bool accumulate, const float* gout,
+/// The backward of attention_forward: adds into gin ((batch*seq) x 3d rows; overwrites it with
+/// `accumulate` false) the gradient for gout ((batch*seq) x d, float rows). gin is float, or (gin_type
+/// bf16, not accumulating) bf16. The probabilities are computed again (the same bf16 products as the
+/// forward's, so the same values).
+inline void attention_backward(const qkv<float>& q, void* gin, element gin_type, bool accumulate, const float* gout,
                                block_pool<float>& pool) {
   detail::profile_scope profiled(detail::profile_kind::attention_rest);
   using dims4 = matmuls::dims4;
@@ -1755,7 +1776,8 @@ inline void attention_backward(const qkv<float>& q, float* gin, bool accumulate,
               part = batch * seq * d, n = batch * heads * tt;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
   buffer<std::uint16_t, float> go16(pool, part), a16(pool, n);
-  buffer<float, float> probs(pool, n), ds(pool, n), dqkv(pool, 3 * part);
+  const bool g16 = gin_type == element::bf16;
+  buffer<float, float> probs(pool, n), ds(pool, n), dqkv(pool, g16 ? 3 * part / 2 + 1 : 3 * part);
   const std::uint16_t* qh = q.halves();
   std::uint16_t* dout = go16.data();
   std::uint16_t* a = a16.data();
@@ -1767,16 +1789,23 @@ inline void attention_backward(const qkv<float>& q, float* gin, bool accumulate,
   mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, qh, qh + part, probs.data(), false);  // S = Q K^T
   eigen::softmax_rows(probs.data(), batch * heads * seq, seq, scale);
   detail::to_bf16(probs.data(), a, static_cast<std::size_t>(n));
-  // dV, dQ, dK go to a head-major buffer, then into gin (a strided destination with accumulation
-  // would get oneDNN's slow kernel)
-  float* dh3 = dqkv.data();
-  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, dout, dh3 + 2 * part, false);              // dV = A^T dO
-  mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, dout, qh + 2 * part, ds.data(), false);      // dA = dO V^T
+  // dV, dQ, dK go to a head-major buffer (float, or bf16 for a bf16 gin), then into gin (a strided
+  // destination with accumulation would get oneDNN's slow kernel)
+  const auto at = [&](index offset) -> void* {
+    return g16 ? static_cast<void*>(reinterpret_cast<std::uint16_t*>(dqkv.data()) + offset)
+               : static_cast<void*>(dqkv.data() + offset);
+  };
+  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, dout, at(2 * part), false, g16);          // dV = A^T dO
+  mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, dout, qh + 2 * part, ds.data(), false);     // dA = dO V^T
   eigen::softmax_backward_rows(ds.data(), probs.data(), batch * heads * seq, seq, scale);
   detail::to_bf16(ds.data(), a, static_cast<std::size_t>(n));                                      // dS in bf16
-  mm.run_batched(bhtt, ps, bhtd, dense, bhtd, dense, a, qh + part, dh3, false);                     // dQ = dS K
-  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, qh, dh3 + part, false);                    // dK = dS^T Q
-  eigen::from_heads(dh3, gin, accumulate, batch, seq, 3, heads, dh, 3 * d);
+  mm.run_batched(bhtt, ps, bhtd, dense, bhtd, dense, a, qh + part, at(0), false, g16);             // dQ = dS K
+  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, qh, at(part), false, g16);                // dK = dS^T Q
+  if (g16)
+    eigen::from_heads(reinterpret_cast<const std::uint16_t*>(dqkv.data()), static_cast<std::uint16_t*>(gin), false,
+                      batch, seq, 3, heads, dh, 3 * d);
+  else
+    eigen::from_heads(dqkv.data(), static_cast<float*>(gin), accumulate, batch, seq, 3, heads, dh, 3 * d);
 }
 
 #else
@@ -1788,8 +1817,8 @@ inline std::string bf16_kernel() { return {}; }
 inline std::string cpu_isa() { return {}; }
 [[noreturn]] inline void not_built() { throw state_error("vpdarts was built without oneDNN"); }
 inline void weight_product(const weight<float>&, const rows<float>&, float*, bool, bool) { not_built(); }
-inline void attention_forward(const qkv<float>&, float*, block_pool<float>&) { not_built(); }
-inline void attention_backward(const qkv<float>&, float*, bool, const float*, block_pool<float>&) { not_built(); }
+inline void attention_forward(const qkv<float>&, void*, element, block_pool<float>&) { not_built(); }
+inline void attention_backward(const qkv<float>&, void*, element, bool, const float*, block_pool<float>&) { not_built(); }
 #endif
 
 }  // namespace vpdarts::kernels::onednn
@@ -2118,19 +2147,30 @@ class backend {
     return {rows, batch, heads, seq, d, false};
   }
 
-  /// o ((batch*seq) x d) = softmax(Q K^T / sqrt(d_h)) V for every image and head.
-  void attention_forward(const qkv<S>& q, S* o) const {
-    if constexpr (onednn_here)
-      if (q.by_head) return onednn::attention_forward(q, o, pool_);
-    buffer<S, S> per_thread(pool_, detail::max_threads() * q.seq * q.seq);
-    eigen::attention_forward(q, o, per_thread.data(), false);
+  /// The type attention writes its output (or, not accumulating, its input gradient) in for a product
+  /// with w after it: bf16 when attention runs in bf16 (q by head) and that product reads bf16 (oneDNN
+  /// rounds its float32 sums as the product would have).
+  element attention_output(const qkv<S>& q, const weight<S>& w) const noexcept {
+    return q.by_head && operand_of(w) == element::bf16 ? element::bf16 : element::value;
   }
 
-  /// gin ((batch*seq) x 3d) (+)= the gradient for gout ((batch*seq) x d); the probabilities are
-  /// computed again (the same values as the forward's).
-  void attention_backward(const qkv<S>& q, S* gin, bool accumulate, const S* gout) const {
+  /// o ((batch*seq) x d rows, of the type attention_output says) = softmax(Q K^T / sqrt(d_h)) V for
+  /// every image and head.
+  void attention_forward(const qkv<S>& q, void* o, element type = element::value) const {
     if constexpr (onednn_here)
-      if (q.by_head) return onednn::attention_backward(q, gin, accumulate, gout, pool_);
+      if (q.by_head) return onednn::attention_forward(q, o, type, pool_);
+    buffer<S, S> per_thread(pool_, detail::max_threads() * q.seq * q.seq);
+    eigen::attention_forward(q, static_cast<S*>(o), per_thread.data(), false);
+  }
+
+  /// gin ((batch*seq) x 3d rows) (+)= the gradient for gout ((batch*seq) x d); the probabilities are
+  /// computed again (the same values as the forward's). gin is S, or bf16 (type bf16: q by head, not
+  /// accumulating; for a bf16 product after it, whose rounding oneDNN then makes).
+  void attention_backward(const qkv<S>& q, void* gin_out, bool accumulate, const S* gout,
+                          element type = element::value) const {
+    if constexpr (onednn_here)
+      if (q.by_head) return onednn::attention_backward(q, gin_out, type, accumulate, gout, pool_);
+    S* gin = static_cast<S*>(gin_out);
     const index n = q.batch * q.seq * 3 * q.d;
     if (!accumulate)
       detail::parallel_chunks(n, eigen::values_per_job, [&](index at, index m) { std::fill(gin + at, gin + at + m, S(0)); });
@@ -3747,10 +3787,11 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
   const kernels::backend<S> be = t.backend();
   const bool bf16 = be.bf16_attention();
   {
-    typename tape<S>::borrowed o(t, rows, d);
     kernels::buffer<std::uint16_t, S> q16(be.pool(), bf16 ? rows * c3 : 1);
-    be.attention_forward(be.attention_operand(qkv.value().data(), batch, heads, seq, d, q16.data()), o.data());
-    detail::linear_rows(out.value().data(), detail::rows_of<S>(o.map()), w, b, scale, residual);
+    const kernels::qkv<S> q = be.attention_operand(qkv.value().data(), batch, heads, seq, d, q16.data());
+    kernels::operand_buffer<S> o(be.pool(), rows * d, be.attention_output(q, detail::weight_of(t, w.id())));
+    be.attention_forward(q, o.data(), o.type());
+    detail::linear_rows(out.value().data(), o.as_rows(rows, d), w, b, scale, residual);
   }
   const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
   t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, ir, batch, heads, seq, d, bf16](tape<S>& tp) {
@@ -3806,13 +3847,15 @@ var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& 
   S* kept = keep && !bf16 ? t.template scratch<S>(static_cast<std::size_t>(rows * c3)) : nullptr;
   std::uint16_t* kept16 = keep && bf16 ? t.template scratch<std::uint16_t>(static_cast<std::size_t>(rows * c3)) : nullptr;
   {
-    typename tape<S>::borrowed q(t, kept ? 1 : rows, kept ? 1 : c3), o(t, rows, d);
+    typename tape<S>::borrowed q(t, kept ? 1 : rows, kept ? 1 : c3);
     kernels::buffer<std::uint16_t, S> q16(be.pool(), bf16 && kept16 == nullptr ? rows * c3 : 1);
     S* qkv = kept ? kept : q.data();
     detail::layer_norm_linear_rows(t, x.value().data(), gamma.value().data(), beta.value().data(), rows, width, eps,
                                    stats, wqkv.id(), detail::id_or_none(bqkv), qkv);
-    be.attention_forward(be.attention_operand(qkv, batch, heads, seq, d, kept16 ? kept16 : q16.data()), o.data());
-    detail::linear_rows(out.value().data(), detail::rows_of<S>(o.map()), w, b, scale, residual);
+    const kernels::qkv<S> qh = be.attention_operand(qkv, batch, heads, seq, d, kept16 ? kept16 : q16.data());
+    kernels::operand_buffer<S> o(be.pool(), rows * d, be.attention_output(qh, detail::weight_of(t, w.id())));
+    be.attention_forward(qh, o.data(), o.type());
+    detail::linear_rows(out.value().data(), o.as_rows(rows, d), w, b, scale, residual);
   }
   const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
   t.on_backward(out, [ix = x.id(), ig = gamma.id(), ib = beta.id(), iqkv = wqkv.id(), ibq = detail::id_or_none(bqkv),
@@ -3824,7 +3867,9 @@ var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& 
     // the shapes from the nodes (the step's capture has room for indices only)
     const index rows = tp.at(ix).rows, width = tp.at(ix).cols, c3 = tp.at(iqkv).rows, d = c3 / 3, seq = rows / batch;
     const kernels::backend<S> be = tp.backend();
-    typename tape<S>::borrowed dq(tp, rows, c3);
+    // qkv's gradient, in the type the qkv product's backward reads
+    const kernels::weight<S> wq = detail::weight_of(tp, iqkv);
+    kernels::operand_buffer<S> dq(be.pool(), rows * c3, be.attention_output({saved, batch, heads, seq, d, bf16}, wq));
     {
       // recompute: qkv again from x and the kept statistics, as the forward made it (and rounded it)
       const bool again = saved == nullptr;
@@ -3838,10 +3883,10 @@ var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& 
       }
       typename tape<S>::borrowed d_o(tp, rows, d), ds = detail::scale_buffer(tp, io, is);
       detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), d_o.data(), false);
-      be.attention_backward(qkv, dq.data(), false, d_o.data());
+      be.attention_backward(qkv, dq.data(), false, d_o.data(), dq.type());
     }
     typename tape<S>::borrowed dn(tp, rows, width);
-    detail::times_weight(tp, iqkv, detail::rows_of<S>(dq.map()), dn.data(), false);
+    tp.backend().times_weight(wq, dq.as_rows(rows, c3), dn.data(), false);
     be.layer_norm_backward(tp.value(ix).data(), tp.value(ig).data(), stats, dn.data(), tp.adjoint(ix).data(), rows, width);
   });
   return out;

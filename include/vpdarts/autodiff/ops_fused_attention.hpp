@@ -35,10 +35,11 @@ var<S> attention_linear(const var<S>& qkv, index batch, index heads, const var<S
   const kernels::backend<S> be = t.backend();
   const bool bf16 = be.bf16_attention();
   {
-    typename tape<S>::borrowed o(t, rows, d);
     kernels::buffer<std::uint16_t, S> q16(be.pool(), bf16 ? rows * c3 : 1);
-    be.attention_forward(be.attention_operand(qkv.value().data(), batch, heads, seq, d, q16.data()), o.data());
-    detail::linear_rows(out.value().data(), detail::rows_of<S>(o.map()), w, b, scale, residual);
+    const kernels::qkv<S> q = be.attention_operand(qkv.value().data(), batch, heads, seq, d, q16.data());
+    kernels::operand_buffer<S> o(be.pool(), rows * d, be.attention_output(q, detail::weight_of(t, w.id())));
+    be.attention_forward(q, o.data(), o.type());
+    detail::linear_rows(out.value().data(), o.as_rows(rows, d), w, b, scale, residual);
   }
   const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
   t.on_backward(out, [iq = qkv.id(), iw = w.id(), io = out.id(), is, ir, batch, heads, seq, d, bf16](tape<S>& tp) {
@@ -94,13 +95,15 @@ var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& 
   S* kept = keep && !bf16 ? t.template scratch<S>(static_cast<std::size_t>(rows * c3)) : nullptr;
   std::uint16_t* kept16 = keep && bf16 ? t.template scratch<std::uint16_t>(static_cast<std::size_t>(rows * c3)) : nullptr;
   {
-    typename tape<S>::borrowed q(t, kept ? 1 : rows, kept ? 1 : c3), o(t, rows, d);
+    typename tape<S>::borrowed q(t, kept ? 1 : rows, kept ? 1 : c3);
     kernels::buffer<std::uint16_t, S> q16(be.pool(), bf16 && kept16 == nullptr ? rows * c3 : 1);
     S* qkv = kept ? kept : q.data();
     detail::layer_norm_linear_rows(t, x.value().data(), gamma.value().data(), beta.value().data(), rows, width, eps,
                                    stats, wqkv.id(), detail::id_or_none(bqkv), qkv);
-    be.attention_forward(be.attention_operand(qkv, batch, heads, seq, d, kept16 ? kept16 : q16.data()), o.data());
-    detail::linear_rows(out.value().data(), detail::rows_of<S>(o.map()), w, b, scale, residual);
+    const kernels::qkv<S> qh = be.attention_operand(qkv, batch, heads, seq, d, kept16 ? kept16 : q16.data());
+    kernels::operand_buffer<S> o(be.pool(), rows * d, be.attention_output(qh, detail::weight_of(t, w.id())));
+    be.attention_forward(qh, o.data(), o.type());
+    detail::linear_rows(out.value().data(), o.as_rows(rows, d), w, b, scale, residual);
   }
   const std::uint32_t is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
   t.on_backward(out, [ix = x.id(), ig = gamma.id(), ib = beta.id(), iqkv = wqkv.id(), ibq = detail::id_or_none(bqkv),
@@ -112,7 +115,9 @@ var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& 
     // the shapes from the nodes (the step's capture has room for indices only)
     const index rows = tp.at(ix).rows, width = tp.at(ix).cols, c3 = tp.at(iqkv).rows, d = c3 / 3, seq = rows / batch;
     const kernels::backend<S> be = tp.backend();
-    typename tape<S>::borrowed dq(tp, rows, c3);
+    // qkv's gradient, in the type the qkv product's backward reads
+    const kernels::weight<S> wq = detail::weight_of(tp, iqkv);
+    kernels::operand_buffer<S> dq(be.pool(), rows * c3, be.attention_output({saved, batch, heads, seq, d, bf16}, wq));
     {
       // recompute: qkv again from x and the kept statistics, as the forward made it (and rounded it)
       const bool again = saved == nullptr;
@@ -126,10 +131,10 @@ var<S> layer_norm_attention(const var<S>& x, const var<S>& gamma, const var<S>& 
       }
       typename tape<S>::borrowed d_o(tp, rows, d), ds = detail::scale_buffer(tp, io, is);
       detail::times_weight(tp, iw, detail::unscaled_adjoint(tp, io, is, ds), d_o.data(), false);
-      be.attention_backward(qkv, dq.data(), false, d_o.data());
+      be.attention_backward(qkv, dq.data(), false, d_o.data(), dq.type());
     }
     typename tape<S>::borrowed dn(tp, rows, width);
-    detail::times_weight(tp, iqkv, detail::rows_of<S>(dq.map()), dn.data(), false);
+    tp.backend().times_weight(wq, dq.as_rows(rows, c3), dn.data(), false);
     be.layer_norm_backward(tp.value(ix).data(), tp.value(ig).data(), stats, dn.data(), tp.adjoint(ix).data(), rows, width);
   });
   return out;

@@ -103,19 +103,30 @@ class backend {
     return {rows, batch, heads, seq, d, false};
   }
 
-  /// o ((batch*seq) x d) = softmax(Q K^T / sqrt(d_h)) V for every image and head.
-  void attention_forward(const qkv<S>& q, S* o) const {
-    if constexpr (onednn_here)
-      if (q.by_head) return onednn::attention_forward(q, o, pool_);
-    buffer<S, S> per_thread(pool_, detail::max_threads() * q.seq * q.seq);
-    eigen::attention_forward(q, o, per_thread.data(), false);
+  /// The type attention writes its output (or, not accumulating, its input gradient) in for a product
+  /// with w after it: bf16 when attention runs in bf16 (q by head) and that product reads bf16 (oneDNN
+  /// rounds its float32 sums as the product would have).
+  element attention_output(const qkv<S>& q, const weight<S>& w) const noexcept {
+    return q.by_head && operand_of(w) == element::bf16 ? element::bf16 : element::value;
   }
 
-  /// gin ((batch*seq) x 3d) (+)= the gradient for gout ((batch*seq) x d); the probabilities are
-  /// computed again (the same values as the forward's).
-  void attention_backward(const qkv<S>& q, S* gin, bool accumulate, const S* gout) const {
+  /// o ((batch*seq) x d rows, of the type attention_output says) = softmax(Q K^T / sqrt(d_h)) V for
+  /// every image and head.
+  void attention_forward(const qkv<S>& q, void* o, element type = element::value) const {
     if constexpr (onednn_here)
-      if (q.by_head) return onednn::attention_backward(q, gin, accumulate, gout, pool_);
+      if (q.by_head) return onednn::attention_forward(q, o, type, pool_);
+    buffer<S, S> per_thread(pool_, detail::max_threads() * q.seq * q.seq);
+    eigen::attention_forward(q, static_cast<S*>(o), per_thread.data(), false);
+  }
+
+  /// gin ((batch*seq) x 3d rows) (+)= the gradient for gout ((batch*seq) x d); the probabilities are
+  /// computed again (the same values as the forward's). gin is S, or bf16 (type bf16: q by head, not
+  /// accumulating; for a bf16 product after it, whose rounding oneDNN then makes).
+  void attention_backward(const qkv<S>& q, void* gin_out, bool accumulate, const S* gout,
+                          element type = element::value) const {
+    if constexpr (onednn_here)
+      if (q.by_head) return onednn::attention_backward(q, gin_out, type, accumulate, gout, pool_);
+    S* gin = static_cast<S*>(gin_out);
     const index n = q.batch * q.seq * 3 * q.d;
     if (!accumulate)
       detail::parallel_chunks(n, eigen::values_per_job, [&](index at, index m) { std::fill(gin + at, gin + at + m, S(0)); });

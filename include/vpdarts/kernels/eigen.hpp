@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <numbers>
+#include <type_traits>
 #include <unsupported/Eigen/SpecialFunctions>
 
 #include "../detail/bf16.hpp"
@@ -71,7 +72,7 @@ void apply(const epilogue<S>& e, S* out, index rows, index cols) {
 
 // ---- softmax and attention --------------------------------------------------------------------
 
-/// Softmax of every row of `p` (`rows` rows of `seq` scores), the scores scaled by `scale` first.
+/// Softmax of every row of `p` (`rows` rows of `seq` scores), the scores scaled by `scale` first, in place.
 template <Scalar S>
 void softmax_rows(S* p, index rows, index seq, S scale) {
   parallel_chunks(rows, 64, [&](index first, index count) {
@@ -168,25 +169,27 @@ inline void to_heads(const float* in, std::uint16_t* out, index batch, index seq
       for (index h = 0; h < heads; ++h) {
         const float* src = in + r * stride + (p * heads + h) * dh;
         std::uint16_t* dst = out + p * part + ((b * heads + h) * seq + t) * dh;
-        for (index c = 0; c < dh; ++c) dst[c] = detail::to_bf16(src[c]);
+        detail::to_bf16_serial(src, dst, static_cast<std::size_t>(dh));
       }
   });
 }
 
-/// The inverse of to_heads for float values: gin (rows of `stride`) (+)= the `parts` head-major blocks of src.
-inline void from_heads(const float* src, float* gin, bool accumulate, index batch, index seq, index parts, index heads,
-                       index dh, index stride) {
+/// The inverse of to_heads: gin (rows of `stride`) (+)= the `parts` head-major blocks of src, float or
+/// (T std::uint16_t, not accumulating) bf16.
+template <class T>
+void from_heads(const T* src, T* gin, bool accumulate, index batch, index seq, index parts, index heads, index dh,
+                index stride) {
   const index part = batch * heads * seq * dh;
   parallel_for(batch * seq, [&](index r) {
     const index b = r / seq, t = r % seq;
     for (index p = 0; p < parts; ++p)
       for (index h = 0; h < heads; ++h) {
-        float* dst = gin + r * stride + (p * heads + h) * dh;
-        const float* from = src + p * part + ((b * heads + h) * seq + t) * dh;
-        if (accumulate)
-          for (index c = 0; c < dh; ++c) dst[c] += from[c];
-        else
-          std::copy(from, from + dh, dst);
+        T* dst = gin + r * stride + (p * heads + h) * dh;
+        const T* from = src + p * part + ((b * heads + h) * seq + t) * dh;
+        if constexpr (std::is_same_v<T, float>)
+          if (accumulate)
+            for (index c = 0; c < dh; ++c) dst[c] += from[c];
+        if (!accumulate) std::copy(from, from + dh, dst);
       }
   });
 }

@@ -145,12 +145,14 @@ class matmuls {
   /// A batched product over two leading dimensions: c[i, j] (+)= a[i, j] * w[i, j] for the
   /// (i, j) of a's first two dimensions, each operand given by its dims and strides (in
   /// elements), so strided views (the heads of a qkv matrix, a transposed probability
-  /// matrix) are read in place. a and w are bf16, c float32.
+  /// matrix) are read in place. a and w are bf16, c float32 or (c_bf16, not accumulating) bf16,
+  /// rounded to nearest even from the float32 sums.
   void run_batched(const dims4& a_dims, const dims4& a_strides, const dims4& w_dims, const dims4& w_strides,
                    const dims4& c_dims, const dims4& c_strides, const std::uint16_t* a, const std::uint16_t* w,
-                   float* c, bool accumulate) {
+                   void* c, bool accumulate, bool c_bf16 = false) {
     detail::profile_scope profiled(detail::profile_kind::attention_product);
     shape s{4, a_dims, a_strides, w_dims, w_strides, c_dims, c_strides, accumulate};
+    s.c16 = c_bf16;
     ++detail::bf16_products();
     ++detail::bf16_batched_products();
     execute(find(s), a, w, c);
@@ -162,6 +164,7 @@ class matmuls {
     dims4 a{}, as{}, w{}, ws{}, c{}, cs{};
     bool accumulate = false;
     bool f32 = false;  ///< a and w in float32 (else bf16)
+    bool c16 = false;  ///< c in bf16 (else float32)
     bool operator==(const shape&) const = default;
   };
 
@@ -185,7 +188,7 @@ class matmuls {
     dnnl::memory::desc weights;  ///< the weights' layout (oneDNN's choice for an `any` shape)
   };
 
-  void execute(entry& e, const void* a, const void* w, float* c) {
+  void execute(entry& e, const void* a, const void* w, void* c) {
     e.src.set_data_handle(const_cast<void*>(a));
     e.wei.set_data_handle(const_cast<void*>(w));
     e.dst.set_data_handle(c);
@@ -222,7 +225,7 @@ class matmuls {
     try {
       const bool any = s.ws[0] < 0;
       const dt in = s.f32 ? dt::f32 : dt::bf16;
-      const dnnl::memory::desc a_md = desc(s.a, s.as, in), c_md = desc(s.c, s.cs, dt::f32),
+      const dnnl::memory::desc a_md = desc(s.a, s.as, in), c_md = desc(s.c, s.cs, s.c16 ? dt::bf16 : dt::f32),
                                w_md = any ? dnnl::memory::desc({s.w[0], s.w[1]}, in, dnnl::memory::format_tag::any)
                                           : desc(s.w, s.ws, in);
       dnnl::primitive_attr attr;
@@ -273,10 +276,10 @@ inline void weight_product(const weight<float>& w, const rows<float>& a, float* 
   mm.run(a.count, n, k, a.halves(), w.bf16.plain(), transposed, c, accumulate);
 }
 
-/// Attention forward in bf16: o ((batch*seq) x d, float rows) = softmax(Q K^T / sqrt(d_h)) V, Q K^T
-/// and P V as batched products over (image, head), from q in bf16 by head. The images go in groups
-/// of about 4M scores through memory borrowed from `pool`.
-inline void attention_forward(const qkv<float>& q, float* o, block_pool<float>& pool) {
+/// Attention forward in bf16: o ((batch*seq) x d rows, float or bf16 as o_type says) = softmax(Q K^T /
+/// sqrt(d_h)) V, Q K^T and P V as batched products over (image, head), from q in bf16 by head. The
+/// images go in groups of about 4M scores through memory borrowed from `pool`.
+inline void attention_forward(const qkv<float>& q, void* o, element o_type, block_pool<float>& pool) {
   detail::profile_scope profiled(detail::profile_kind::attention_rest);
   using dims4 = matmuls::dims4;
   const index batch = q.batch, heads = q.heads, seq = q.seq, d = q.d, dh = q.head_dim(), tt = seq * seq,
@@ -296,15 +299,19 @@ inline void attention_forward(const qkv<float>& q, float* o, block_pool<float>& 
                    q16 + part + off, p, false);  // S = Q K^T
     eigen::softmax_rows(p, g * heads * seq, seq, scale);
     detail::to_bf16(p, p16.data(), static_cast<std::size_t>(g * heads * tt));
+    const bool o16 = o_type == element::bf16;
+    void* ob = o16 ? static_cast<void*>(static_cast<std::uint16_t*>(o) + b0 * seq * d)
+                   : static_cast<void*>(static_cast<float*>(o) + b0 * seq * d);
     mm.run_batched({g, heads, seq, seq}, ps, {g, heads, seq, dh}, dense, {g, heads, seq, dh}, os, p16.data(),
-                   q16 + 2 * part + off, o + b0 * seq * d, false);  // O = P V
+                   q16 + 2 * part + off, ob, false, o16);  // O = P V
   }
 }
 
-/// The backward of attention_forward: adds into gin ((batch*seq) x 3d, float rows; overwrites it with
-/// `accumulate` false) the gradient for gout ((batch*seq) x d, float rows). The probabilities are
-/// computed again (the same bf16 products as the forward's, so the same values).
-inline void attention_backward(const qkv<float>& q, float* gin, bool accumulate, const float* gout,
+/// The backward of attention_forward: adds into gin ((batch*seq) x 3d rows; overwrites it with
+/// `accumulate` false) the gradient for gout ((batch*seq) x d, float rows). gin is float, or (gin_type
+/// bf16, not accumulating) bf16. The probabilities are computed again (the same bf16 products as the
+/// forward's, so the same values).
+inline void attention_backward(const qkv<float>& q, void* gin, element gin_type, bool accumulate, const float* gout,
                                block_pool<float>& pool) {
   detail::profile_scope profiled(detail::profile_kind::attention_rest);
   using dims4 = matmuls::dims4;
@@ -312,7 +319,8 @@ inline void attention_backward(const qkv<float>& q, float* gin, bool accumulate,
               part = batch * seq * d, n = batch * heads * tt;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
   buffer<std::uint16_t, float> go16(pool, part), a16(pool, n);
-  buffer<float, float> probs(pool, n), ds(pool, n), dqkv(pool, 3 * part);
+  const bool g16 = gin_type == element::bf16;
+  buffer<float, float> probs(pool, n), ds(pool, n), dqkv(pool, g16 ? 3 * part / 2 + 1 : 3 * part);
   const std::uint16_t* qh = q.halves();
   std::uint16_t* dout = go16.data();
   std::uint16_t* a = a16.data();
@@ -324,16 +332,23 @@ inline void attention_backward(const qkv<float>& q, float* gin, bool accumulate,
   mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, qh, qh + part, probs.data(), false);  // S = Q K^T
   eigen::softmax_rows(probs.data(), batch * heads * seq, seq, scale);
   detail::to_bf16(probs.data(), a, static_cast<std::size_t>(n));
-  // dV, dQ, dK go to a head-major buffer, then into gin (a strided destination with accumulation
-  // would get oneDNN's slow kernel)
-  float* dh3 = dqkv.data();
-  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, dout, dh3 + 2 * part, false);              // dV = A^T dO
-  mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, dout, qh + 2 * part, ds.data(), false);      // dA = dO V^T
+  // dV, dQ, dK go to a head-major buffer (float, or bf16 for a bf16 gin), then into gin (a strided
+  // destination with accumulation would get oneDNN's slow kernel)
+  const auto at = [&](index offset) -> void* {
+    return g16 ? static_cast<void*>(reinterpret_cast<std::uint16_t*>(dqkv.data()) + offset)
+               : static_cast<void*>(dqkv.data() + offset);
+  };
+  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, dout, at(2 * part), false, g16);          // dV = A^T dO
+  mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, dout, qh + 2 * part, ds.data(), false);     // dA = dO V^T
   eigen::softmax_backward_rows(ds.data(), probs.data(), batch * heads * seq, seq, scale);
   detail::to_bf16(ds.data(), a, static_cast<std::size_t>(n));                                      // dS in bf16
-  mm.run_batched(bhtt, ps, bhtd, dense, bhtd, dense, a, qh + part, dh3, false);                     // dQ = dS K
-  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, qh, dh3 + part, false);                    // dK = dS^T Q
-  eigen::from_heads(dh3, gin, accumulate, batch, seq, 3, heads, dh, 3 * d);
+  mm.run_batched(bhtt, ps, bhtd, dense, bhtd, dense, a, qh + part, at(0), false, g16);             // dQ = dS K
+  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, qh, at(part), false, g16);                // dK = dS^T Q
+  if (g16)
+    eigen::from_heads(reinterpret_cast<const std::uint16_t*>(dqkv.data()), static_cast<std::uint16_t*>(gin), false,
+                      batch, seq, 3, heads, dh, 3 * d);
+  else
+    eigen::from_heads(dqkv.data(), static_cast<float*>(gin), accumulate, batch, seq, 3, heads, dh, 3 * d);
 }
 
 #else
@@ -345,8 +360,8 @@ inline std::string bf16_kernel() { return {}; }
 inline std::string cpu_isa() { return {}; }
 [[noreturn]] inline void not_built() { throw state_error("vpdarts was built without oneDNN"); }
 inline void weight_product(const weight<float>&, const rows<float>&, float*, bool, bool) { not_built(); }
-inline void attention_forward(const qkv<float>&, float*, block_pool<float>&) { not_built(); }
-inline void attention_backward(const qkv<float>&, float*, bool, const float*, block_pool<float>&) { not_built(); }
+inline void attention_forward(const qkv<float>&, void*, element, block_pool<float>&) { not_built(); }
+inline void attention_backward(const qkv<float>&, void*, element, bool, const float*, block_pool<float>&) { not_built(); }
 #endif
 
 }  // namespace vpdarts::kernels::onednn

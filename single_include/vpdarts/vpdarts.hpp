@@ -319,6 +319,7 @@ inline std::string shape_str(index rows, index cols) {
 #include <atomic>
 #include <cmath>
 #include <cstddef>
+#include <cstdlib>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -1546,14 +1547,20 @@ class matmuls {
     return m;
   }
 
-  /// Runs the product (see the class) in float32: a and w are float32, read where they are.
+  /// Runs the product (see the class) in float32: a and w are float32, read where they are. Without
+  /// `accumulate`, the epilogue e (bias, LayerScale, residual) is applied by the product's kernel where
+  /// oneDNN can (returns true), else not at all (false: the caller applies it).
   /// @throws state_error when oneDNN refuses it.
-  void run_f32(index m, index n, index k, const float* a, const float* w, bool w_nk, float* c, bool accumulate) {
+  bool run_f32(index m, index n, index k, const float* a, const float* w, bool w_nk, float* c, bool accumulate,
+               const epilogue<float>& e = {}) {
     detail::profile_scope profiled(detail::profile_kind::weight_product);
     shape s = plain(m, n, k, w_nk, accumulate);
     s.f32 = true;
+    if (!accumulate) s.post = post_of(e);
     ++detail::onednn_f32_products();
-    execute(find(s), a, w, c);
+    entry& en = find(s);
+    execute(en, a, w, c, en.fused ? &e : nullptr);
+    return en.fused;
   }
 
   /// Runs the product (see the class). @throws state_error when oneDNN refuses it.
@@ -1567,8 +1574,10 @@ class matmuls {
   /// c (m x n) = a (m x k, bf16) * W^T for a weight W (n x k) that oneDNN reads in the layout
   /// it prefers for its matrix unit (packed for the kernel, so that no call repacks it):
   /// `weights(desc)` returns W laid out as `desc`, made once by the caller with pack().
+  /// The epilogue e goes as for run_f32 (the return value says whether it was applied).
   template <class Weights>
-  void run_laid_out(index m, index n, index k, const std::uint16_t* a, Weights&& weights, float* c) {
+  bool run_laid_out(index m, index n, index k, const std::uint16_t* a, Weights&& weights, float* c,
+                    const epilogue<float>& ep = {}) {
     detail::profile_scope profiled(detail::profile_kind::weight_product);
     shape s;
     s.rank = 2;
@@ -1578,10 +1587,12 @@ class matmuls {
     s.ws = {-1, -1, 0, 0};  // any: oneDNN's choice
     s.c = {m, n, 0, 0};
     s.cs = {n, 1, 0, 0};
+    s.post = post_of(ep);
     entry& e = find(s);
     const std::byte* w = weights(e.weights);
     ++detail::bf16_products();
-    execute(e, a, w, c);
+    execute(e, a, w, c, e.fused ? &ep : nullptr);
+    return e.fused;
   }
 
   /// Writes the float32 weight w (n x k, row-major) into dst, laid out as `target` in bf16.
@@ -1622,6 +1633,7 @@ class matmuls {
     bool accumulate = false;
     bool f32 = false;  ///< a and w in float32 (else bf16)
     bool c16 = false;  ///< c in bf16 (else float32)
+    std::uint8_t post = 0;  ///< the epilogue's parts: 1 bias, 2 LayerScale, 4 residual
     bool operator==(const shape&) const = default;
   };
 
@@ -1638,23 +1650,39 @@ class matmuls {
     s.accumulate = accumulate;
     return s;
   }
+  static std::uint8_t post_of(const epilogue<float>& e) {
+    return static_cast<std::uint8_t>((e.bias ? 1 : 0) | (e.scale ? 2 : 0) | (e.residual ? 4 : 0));
+  }
+
   struct entry {
     shape key;
     dnnl::matmul prim;
     dnnl::memory src, wei, dst, pad;
     dnnl::memory::desc weights;  ///< the weights' layout (oneDNN's choice for an `any` shape)
+    bool fused = false;          ///< the epilogue (key.post) is part of the primitive
+    dnnl::memory bias, scale, residual;  ///< its operands, where fused
   };
 
-  void execute(entry& e, const void* a, const void* w, void* c) {
+  void execute(entry& e, const void* a, const void* w, void* c, const epilogue<float>* ep = nullptr) {
     e.src.set_data_handle(const_cast<void*>(a));
     e.wei.set_data_handle(const_cast<void*>(w));
     e.dst.set_data_handle(c);
     e.pad.set_data_handle(scratch_.data());
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e.src.get()},
+    dnnl_exec_arg_t args[7] = {{DNNL_ARG_SRC, e.src.get()},
                                {DNNL_ARG_WEIGHTS, e.wei.get()},
                                {DNNL_ARG_DST, e.dst.get()},
                                {DNNL_ARG_SCRATCHPAD, e.pad.get()}};
-    dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), stream_.get(), 4, args);
+    int count = 4, post = 0;
+    if (ep != nullptr) {  // the operands of the fused epilogue: the bias, then the post-ops in order
+      const auto arg = [&](int kind, dnnl::memory& m, const float* p) {
+        m.set_data_handle(const_cast<float*>(p));
+        args[count++] = {kind, m.get()};
+      };
+      if (ep->bias) arg(DNNL_ARG_BIAS, e.bias, ep->bias);
+      if (ep->scale) arg(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, e.scale, ep->scale);
+      if (ep->residual) arg(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, e.residual, ep->residual);
+    }
+    dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), stream_.get(), count, args);
     if (st == dnnl_success) st = dnnl_stream_wait(stream_.get());
     if (st != dnnl_success)
       throw state_error(detail::cat(e.key.f32 ? "float32" : "bf16", " matmul: oneDNN failed (status ", static_cast<int>(st),
@@ -1685,20 +1713,37 @@ class matmuls {
       const dnnl::memory::desc a_md = desc(s.a, s.as, in), c_md = desc(s.c, s.cs, s.c16 ? dt::bf16 : dt::f32),
                                w_md = any ? dnnl::memory::desc({s.w[0], s.w[1]}, in, dnnl::memory::format_tag::any)
                                           : desc(s.w, s.ws, in);
-      dnnl::primitive_attr attr;
-      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      if (s.accumulate) {
+      // the epilogue as oneDNN's bias and post-ops: (a w + bias) * scale + residual, in float32
+      const index m = s.c[0], n = s.c[1];
+      const dnnl::memory::desc row_md({1, n}, dt::f32, dnnl::memory::dims{n, 1}),
+          full_md({m, n}, dt::f32, dnnl::memory::dims{n, 1});
+      const auto make = [&](bool fused) {
+        dnnl::primitive_attr attr;
+        attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
         dnnl::post_ops ops;
-        ops.append_sum(1.0f);
+        if (s.accumulate) ops.append_sum(1.0f);
+        if (fused && (s.post & 2)) ops.append_binary(dnnl::algorithm::binary_mul, row_md);
+        if (fused && (s.post & 4)) ops.append_binary(dnnl::algorithm::binary_add, full_md);
         attr.set_post_ops(ops);
+        const dnnl::matmul::desc md = fused && (s.post & 1) ? dnnl::matmul::desc(a_md, w_md, row_md, c_md)
+                                                             : dnnl::matmul::desc(a_md, w_md, c_md);
+        return dnnl::matmul::primitive_desc(md, attr, engine_);
+      };
+      bool fused = s.post != 0;
+      dnnl::matmul::primitive_desc pd;
+      try {
+        pd = make(fused);
+      } catch (const dnnl::error&) {
+        if (!fused) throw;
+        fused = false;  // oneDNN has no kernel with this epilogue here: the caller applies it
+        pd = make(false);
       }
-      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, w_md, c_md), attr, engine_);
       const std::size_t pad = pd.scratchpad_desc().get_size();
       if (pad > scratch_.size()) scratch_.resize(pad);
-      cache_.push_back(entry{s, dnnl::matmul(pd), dnnl::memory(a_md, engine_, DNNL_MEMORY_NONE),
-                             dnnl::memory(pd.weights_desc(), engine_, DNNL_MEMORY_NONE),
-                             dnnl::memory(c_md, engine_, DNNL_MEMORY_NONE),
-                             dnnl::memory(pd.scratchpad_desc(), engine_, DNNL_MEMORY_NONE), pd.weights_desc()});
+      const auto none = [&](const dnnl::memory::desc& d) { return dnnl::memory(d, engine_, DNNL_MEMORY_NONE); };
+      cache_.push_back(entry{s, dnnl::matmul(pd), none(a_md), none(pd.weights_desc()), none(c_md),
+                             none(pd.scratchpad_desc()), pd.weights_desc(), fused && s.post != 0, none(row_md),
+                             none(row_md), none(full_md)});
     } catch (const dnnl::error& err) {
       throw state_error(detail::cat(s.f32 ? "float32" : "bf16", " matmul: oneDNN cannot make the product ", describe(s), ": ",
                             err.what()));
@@ -1716,21 +1761,30 @@ class matmuls {
 /// forward), else W (n = in: its input gradient). a is float32 (a float32 product) or bf16 (a bf16
 /// product with W's cached bf16 copy: W must be frozen). The forward bf16 product reads W in the
 /// layout oneDNN prefers for its matrix unit, packed once per parameter version.
-inline void weight_product(const weight<float>& w, const rows<float>& a, float* c, bool transposed, bool accumulate) {
+/// Without `accumulate`, the epilogue e is applied by the product's kernel where oneDNN can: returns
+/// whether it was (the caller applies it otherwise).
+inline bool weight_product(const weight<float>& w, const rows<float>& a, float* c, bool transposed, bool accumulate,
+                           const epilogue<float>& e = {}) {
   const index n = transposed ? w.out : w.in, k = transposed ? w.in : w.out;
   matmuls& mm = matmuls::here();
-  if (a.type == element::value) {
-    mm.run_f32(a.count, n, k, a.values(), w.value, transposed, c, accumulate);
-    return;
-  }
+  if (a.type == element::value) return mm.run_f32(a.count, n, k, a.values(), w.value, transposed, c, accumulate, e);
   if (transposed && !accumulate) {
-    mm.run_laid_out(a.count, n, k, a.halves(), [&](const dnnl::memory::desc& d) {
+    return mm.run_laid_out(a.count, n, k, a.halves(), [&](const dnnl::memory::desc& d) {
       return w.bf16.laid_out(reinterpret_cast<const std::byte*>(&d.data), sizeof(d.data), d.get_size(),
                              [&](std::byte* dst) { mm.pack(w.value, n, k, d, dst); });
-    }, c);
-    return;
+    }, c, e);
   }
   mm.run(a.count, n, k, a.halves(), w.bf16.plain(), transposed, c, accumulate);
+  return false;
+}
+
+/// Images per group of attention's products: about 2^19 T x T scores at most (2 MiB in float, so that
+/// they stay in a core's cache between a product, the softmax and the next product: ViT-B/16 at 197
+/// tokens, one image), at least one image, and the batch split into groups of equal size.
+inline index attention_group(index batch, index heads, index seq) {
+  const index most = std::clamp<index>((index{1} << 19) / (heads * seq * seq), 1, batch);
+  const index groups = (batch + most - 1) / most;
+  return (batch + groups - 1) / groups;
 }
 
 /// Attention forward in bf16: o ((batch*seq) x d rows, float or bf16 as o_type says) = softmax(Q K^T /
@@ -1742,7 +1796,7 @@ inline void attention_forward(const qkv<float>& q, void* o, element o_type, bloc
   const index batch = q.batch, heads = q.heads, seq = q.seq, d = q.d, dh = q.head_dim(), tt = seq * seq,
               part = batch * seq * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-  const index group = std::clamp<index>((index{1} << 22) / (heads * tt), 1, batch);
+  const index group = attention_group(batch, heads, seq);
   buffer<float, float> scores(pool, group * heads * tt);
   buffer<std::uint16_t, float> p16(pool, group * heads * tt);
   const std::uint16_t* q16 = q.halves();
@@ -1773,8 +1827,10 @@ inline void attention_backward(const qkv<float>& q, void* gin, element gin_type,
   detail::profile_scope profiled(detail::profile_kind::attention_rest);
   using dims4 = matmuls::dims4;
   const index batch = q.batch, heads = q.heads, seq = q.seq, d = q.d, dh = q.head_dim(), tt = seq * seq,
-              part = batch * seq * d, n = batch * heads * tt;
+              part = batch * seq * d;
   const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
+  // the images go in groups whose T x T matrices stay in cache between the products and the softmax
+  const index group = attention_group(batch, heads, seq), n = group * heads * tt;
   buffer<std::uint16_t, float> go16(pool, part), a16(pool, n);
   const bool g16 = gin_type == element::bf16;
   buffer<float, float> probs(pool, n), ds(pool, n), dqkv(pool, g16 ? 3 * part / 2 + 1 : 3 * part);
@@ -1784,23 +1840,27 @@ inline void attention_backward(const qkv<float>& q, void* gin, element gin_type,
   eigen::to_heads(gout, dout, batch, seq, 1, heads, dh, d);
   const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
       ps{heads * tt, tt, seq, 1}, pts{heads * tt, tt, 1, seq};
-  const dims4 bhtd{batch, heads, seq, dh}, bhtt{batch, heads, seq, seq}, bhdt{batch, heads, dh, seq};
   auto& mm = matmuls::here();
-  mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, qh, qh + part, probs.data(), false);  // S = Q K^T
-  eigen::softmax_rows(probs.data(), batch * heads * seq, seq, scale);
-  detail::to_bf16(probs.data(), a, static_cast<std::size_t>(n));
   // dV, dQ, dK go to a head-major buffer (float, or bf16 for a bf16 gin), then into gin (a strided
   // destination with accumulation would get oneDNN's slow kernel)
   const auto at = [&](index offset) -> void* {
     return g16 ? static_cast<void*>(reinterpret_cast<std::uint16_t*>(dqkv.data()) + offset)
                : static_cast<void*>(dqkv.data() + offset);
   };
-  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, dout, at(2 * part), false, g16);          // dV = A^T dO
-  mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, dout, qh + 2 * part, ds.data(), false);     // dA = dO V^T
-  eigen::softmax_backward_rows(ds.data(), probs.data(), batch * heads * seq, seq, scale);
-  detail::to_bf16(ds.data(), a, static_cast<std::size_t>(n));                                      // dS in bf16
-  mm.run_batched(bhtt, ps, bhtd, dense, bhtd, dense, a, qh + part, at(0), false, g16);             // dQ = dS K
-  mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, qh, at(part), false, g16);                // dK = dS^T Q
+  for (index b0 = 0; b0 < batch; b0 += group) {
+    const index g = std::min(group, batch - b0), off = b0 * heads * seq * dh, m = g * heads * tt;
+    const dims4 bhtd{g, heads, seq, dh}, bhtt{g, heads, seq, seq}, bhdt{g, heads, dh, seq};
+    const std::uint16_t *qg = qh + off, *dog = dout + off;
+    mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, qg, qg + part, probs.data(), false);           // S = Q K^T
+    eigen::softmax_rows(probs.data(), g * heads * seq, seq, scale);
+    detail::to_bf16(probs.data(), a, static_cast<std::size_t>(m));
+    mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, dog, at(2 * part + off), false, g16);      // dV = A^T dO
+    mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, dog, qg + 2 * part, ds.data(), false);       // dA = dO V^T
+    eigen::softmax_backward_rows(ds.data(), probs.data(), g * heads * seq, seq, scale);
+    detail::to_bf16(ds.data(), a, static_cast<std::size_t>(m));                                       // dS in bf16
+    mm.run_batched(bhtt, ps, bhtd, dense, bhtd, dense, a, qg + part, at(off), false, g16);            // dQ = dS K
+    mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, qg, at(part + off), false, g16);           // dK = dS^T Q
+  }
   if (g16)
     eigen::from_heads(reinterpret_cast<const std::uint16_t*>(dqkv.data()), static_cast<std::uint16_t*>(gin), false,
                       batch, seq, 3, heads, dh, 3 * d);
@@ -1816,7 +1876,9 @@ inline std::string bf16_kernel() { return {}; }
 /// Empty: no oneDNN kernels.
 inline std::string cpu_isa() { return {}; }
 [[noreturn]] inline void not_built() { throw state_error("vpdarts was built without oneDNN"); }
-inline void weight_product(const weight<float>&, const rows<float>&, float*, bool, bool) { not_built(); }
+inline bool weight_product(const weight<float>&, const rows<float>&, float*, bool, bool, const epilogue<float>& = {}) {
+  not_built();
+}
 inline void attention_forward(const qkv<float>&, void*, element, block_pool<float>&) { not_built(); }
 inline void attention_backward(const qkv<float>&, void*, element, bool, const float*, block_pool<float>&) { not_built(); }
 #endif
@@ -2092,10 +2154,9 @@ class backend {
   /// reads qkv by head (attention_operand).
   bool bf16_attention() const noexcept { return onednn_here && config_.products == precision::bf16; }
 
-  /// out (x.count x w.out) = x W^T, then the epilogue.
+  /// out (x.count x w.out) = x W^T, then the epilogue (in oneDNN's kernel where it runs the product).
   void linear(const weight<S>& w, const rows<S>& x, S* out, const epilogue<S>& e = {}) const {
-    product(w, x, out, true, false);
-    eigen::apply(e, out, x.count, w.out);
+    if (!product(w, x, out, true, false, e)) eigen::apply(e, out, x.count, w.out);
   }
 
   /// out (g.count x w.in) = g W (+= with `accumulate`): a linear layer's input gradient.
@@ -2179,20 +2240,22 @@ class backend {
   }
 
  private:
-  /// c (+)= a op(W) on the engine the file's table names.
-  void product(const weight<S>& w, const rows<S>& a, S* c, bool transposed, bool accumulate) const {
+  /// c (+)= a op(W) on the engine the file's table names; true when the epilogue e was applied with it.
+  bool product(const weight<S>& w, const rows<S>& a, S* c, bool transposed, bool accumulate,
+               const epilogue<S>& e = {}) const {
     if constexpr (onednn_here) {
       if (operand_of(w) == element::bf16) {
-        if (a.type == element::bf16) return onednn::weight_product(w, a, c, transposed, accumulate);
+        if (a.type == element::bf16) return onednn::weight_product(w, a, c, transposed, accumulate, e);
         const index n = a.count * a.cols;
         buffer<std::uint16_t, S> a16(pool_, n);
         detail::to_bf16(a.values(), a16.data(), static_cast<std::size_t>(n));
-        return onednn::weight_product(w, rows<S>::of(a16.data(), a.count, a.cols), c, transposed, accumulate);
+        return onednn::weight_product(w, rows<S>::of(a16.data(), a.count, a.cols), c, transposed, accumulate, e);
       }
       if (w.constant && config_.products == precision::fp32 && config_.fp32_engine() == fp32_gemm::onednn)
-        return onednn::weight_product(w, a, c, transposed, accumulate);
+        return onednn::weight_product(w, a, c, transposed, accumulate, e);
     }
     eigen::weight_product(w, a.values(), a.count, c, transposed, accumulate);
+    return false;
   }
 
   execution_config config_;

@@ -48,10 +48,9 @@ class backend {
   /// reads qkv by head (attention_operand).
   bool bf16_attention() const noexcept { return onednn_here && config_.products == precision::bf16; }
 
-  /// out (x.count x w.out) = x W^T, then the epilogue.
+  /// out (x.count x w.out) = x W^T, then the epilogue (in oneDNN's kernel where it runs the product).
   void linear(const weight<S>& w, const rows<S>& x, S* out, const epilogue<S>& e = {}) const {
-    product(w, x, out, true, false);
-    eigen::apply(e, out, x.count, w.out);
+    if (!product(w, x, out, true, false, e)) eigen::apply(e, out, x.count, w.out);
   }
 
   /// out (g.count x w.in) = g W (+= with `accumulate`): a linear layer's input gradient.
@@ -135,20 +134,22 @@ class backend {
   }
 
  private:
-  /// c (+)= a op(W) on the engine the file's table names.
-  void product(const weight<S>& w, const rows<S>& a, S* c, bool transposed, bool accumulate) const {
+  /// c (+)= a op(W) on the engine the file's table names; true when the epilogue e was applied with it.
+  bool product(const weight<S>& w, const rows<S>& a, S* c, bool transposed, bool accumulate,
+               const epilogue<S>& e = {}) const {
     if constexpr (onednn_here) {
       if (operand_of(w) == element::bf16) {
-        if (a.type == element::bf16) return onednn::weight_product(w, a, c, transposed, accumulate);
+        if (a.type == element::bf16) return onednn::weight_product(w, a, c, transposed, accumulate, e);
         const index n = a.count * a.cols;
         buffer<std::uint16_t, S> a16(pool_, n);
         detail::to_bf16(a.values(), a16.data(), static_cast<std::size_t>(n));
-        return onednn::weight_product(w, rows<S>::of(a16.data(), a.count, a.cols), c, transposed, accumulate);
+        return onednn::weight_product(w, rows<S>::of(a16.data(), a.count, a.cols), c, transposed, accumulate, e);
       }
       if (w.constant && config_.products == precision::fp32 && config_.fp32_engine() == fp32_gemm::onednn)
-        return onednn::weight_product(w, a, c, transposed, accumulate);
+        return onednn::weight_product(w, a, c, transposed, accumulate, e);
     }
     eigen::weight_product(w, a.values(), a.count, c, transposed, accumulate);
+    return false;
   }
 
   execution_config config_;

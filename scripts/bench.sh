@@ -164,9 +164,9 @@ lines = ["# Performance: vpdarts against the PyTorch peer", "",
          f"is shown), {steps} timed steps ({infer_steps} for inference) after 2 warm-up steps, median, {threads} threads. "
          f"Machine: {cpu}, {platform.machine()}. The peer is `torch_search_bench.py` (PyTorch from Debian, OpenBLAS). "
          "FLOPs are the peer's analytic count (matmuls only; frozen weights get no gradient).", "",
-         f"vpdarts ran its {isa} build: the benchmark, like the `vpdarts` tool, is built twice (portable x86-64 "
-         "and x86-64-v3 with AVX2 + FMA) and re-executes the faster one when the CPU has it "
-         "(`VPDARTS_DISPATCH=off` keeps the portable one).", "",
+         f"vpdarts ran its {isa} build: the benchmark, like the `vpdarts` tool, is built three times (portable "
+         "x86-64, x86-64-v3 with AVX2 + FMA, x86-64-v4 with AVX-512) and re-executes the fastest one the CPU runs "
+         "(`VPDARTS_DISPATCH=v3` stops at x86-64-v3, `=off` keeps the portable one).", "",
          f"Eigen SGEMM roof on this machine ({threads} threads): "
          + (f"{roof:.1f} GFLOP/s in the {isa} build" if roof else "not measured")
          + (f", {roof_portable:.1f} GFLOP/s in the portable x86-64 build." if roof_portable else ".")

@@ -2137,7 +2137,9 @@ class backend {
   /// oneDNN serves float models only.
   static constexpr bool onednn_here = onednn::built && std::is_same_v<S, float>;
 
-  backend(const execution_config& config, block_pool<S>& pool) noexcept : config_(config), pool_(pool) {}
+  /// With `multiply_adds` set, linear() and attention_forward() add their products' multiply-adds to it.
+  backend(const execution_config& config, block_pool<S>& pool, std::uint64_t* multiply_adds = nullptr) noexcept
+      : config_(config), pool_(pool), macs_(multiply_adds) {}
 
   /// The configuration.
   const execution_config& config() const noexcept { return config_; }
@@ -2156,6 +2158,7 @@ class backend {
 
   /// out (x.count x w.out) = x W^T, then the epilogue (in oneDNN's kernel where it runs the product).
   void linear(const weight<S>& w, const rows<S>& x, S* out, const epilogue<S>& e = {}) const {
+    count(x.count * w.out * w.in);
     if (!product(w, x, out, true, false, e)) eigen::apply(e, out, x.count, w.out);
   }
 
@@ -2218,6 +2221,7 @@ class backend {
   /// o ((batch*seq) x d rows, of the type attention_output says) = softmax(Q K^T / sqrt(d_h)) V for
   /// every image and head.
   void attention_forward(const qkv<S>& q, void* o, element type = element::value) const {
+    count(2 * q.batch * q.seq * q.seq * q.d);  // Q K^T and P V: per head seq^2 d/heads each
     if constexpr (onednn_here)
       if (q.by_head) return onednn::attention_forward(q, o, type, pool_);
     buffer<S, S> per_thread(pool_, detail::max_threads() * q.seq * q.seq);
@@ -2258,8 +2262,13 @@ class backend {
     return false;
   }
 
+  void count(index n) const noexcept {
+    if (macs_ != nullptr) *macs_ += static_cast<std::uint64_t>(n);
+  }
+
   execution_config config_;
   block_pool<S>& pool_;
+  std::uint64_t* macs_;
 };
 
 }  // namespace vpdarts::kernels
@@ -2612,8 +2621,16 @@ class tape {
     config_ = config;
     if (block_tape_) block_tape_->config_ = config;
   }
-  /// The kernels of this tape's configuration, borrowing working memory from its pool.
-  kernels::backend<S> backend() const noexcept { return kernels::backend<S>(config_, *temps_); }
+  /// The kernels of this tape's configuration, borrowing working memory from its pool and counting
+  /// their products' multiply-adds into this tape's count.
+  kernels::backend<S> backend() const noexcept { return kernels::backend<S>(config_, *temps_, macs_); }
+
+  /// Multiply-adds of the matrix products run since the last reset(): linear layers, matmul,
+  /// attention's two products per (image, head); backward's products are not counted, the forward
+  /// products a backward step recomputes are. A block tape counts into its parent's.
+  std::uint64_t multiply_adds() const noexcept { return *macs_; }
+  /// Adds n to multiply_adds() (an op's products).
+  void count_multiply_adds(std::uint64_t n) const noexcept { *macs_ += n; }
 
   /// Keep every node's adjoint after backward() (for reading var::adjoint() of
   /// intermediate nodes; costs the memory of all adjoints at once). Default off:
@@ -2628,6 +2645,7 @@ class tape {
     arena_.reset();
     adjoints_.release_all();
     if (temps_ == &own_temps_) own_temps_.release_all();  // a block tape's borrowed memory is its parent's
+    if (macs_ == &own_macs_) own_macs_ = 0;              // as is its count
     ++generation_;
     backward_done_ = false;
   }
@@ -2657,6 +2675,7 @@ class tape {
     if (!block_tape_) {
       block_tape_ = std::make_unique<tape>(config_);
       block_tape_->temps_ = temps_;
+      block_tape_->macs_ = macs_;
     }
     block_tape_->config_ = config_;
     block_tape_->set_grad_enabled(false);
@@ -2768,6 +2787,8 @@ class tape {
   block_pool<S>* temps_ = &own_temps_;  // a block tape's points to its parent's
   std::unique_ptr<tape> block_tape_;
   execution_config config_;
+  mutable std::uint64_t own_macs_ = 0;
+  std::uint64_t* macs_ = &own_macs_;  // a block tape's points to its parent's
   bool retain_adjoints_ = false;
   std::vector<node> nodes_;
   std::uint32_t generation_ = 0;
@@ -3322,6 +3343,7 @@ var<S> attention(const var<S>& qkv, index batch, index heads) {
   const index d = c3 / 3, seq = rows / batch, tt = seq * seq;
   const bool rg = qkv.requires_grad() && t.grad_enabled();
   var<S> out = t.make(rows, d, rg);
+  t.count_multiply_adds(static_cast<std::uint64_t>(2 * batch * seq * seq * d));  // Q K^T and P V
   if (rg) {
     detail::check_allocation(static_cast<double>(batch) * heads * static_cast<double>(tt) * sizeof(S), [&] {
       return detail::cat("attention: the kept probabilities of ", batch, " images x ", heads, " heads x ", seq, "^2 tokens");
@@ -3394,6 +3416,7 @@ var<S> matmul(const var<S>& a, const var<S>& b, transpose t = transpose::none) {
                                   " (b is ", detail::shape_str(b.rows(), b.cols()), "): inner dimensions differ (",
                                   ka, " vs ", kb, ")"));
   var<S> out = tp.make(m, n, a.requires_grad() || b.requires_grad());
+  tp.count_multiply_adds(static_cast<std::uint64_t>(m * n * ka));
   auto A = a.value();
   auto B = b.value();
   auto C = out.value();
@@ -11295,36 +11318,61 @@ inline double peak_rss_mb() {
   return static_cast<double>(u.ru_maxrss) / 1024.0;  // Linux reports KiB
 }
 
-/// Inference timing of one model.
+/// Inference timing of one model. The latency is a median with its spread, so that a machine
+/// busy with other work shows as a wider spread rather than as another model.
 struct inference_timing {
-  double latency_ms_batch1 = 0;    ///< median time of one forward pass of one image
-  double throughput_batch64 = 0;   ///< images per second in forward passes of 64 images
+  double latency_ms_batch1 = 0;      ///< median time of one forward pass of one image
+  double latency_ms_batch1_p10 = 0;  ///< its 10th percentile
+  double latency_ms_batch1_p90 = 0;  ///< its 90th percentile
+  int latency_runs = 0;              ///< timed passes behind the three (after warm-up passes)
+  double throughput_batch64 = 0;     ///< images per second in forward passes of 64 images (their median)
+  std::uint64_t multiply_adds_batch1 = 0;  ///< multiply-adds of one image's pass (tape::multiply_adds)
 };
 
-/// Median wall time in seconds of `forward(tape, images)` over `repeats` runs
-/// after one warm-up run, with no gradient recorded, on a tape running as `execution` says.
+/// The wall times in seconds of `forward(tape, images)`, sorted, over `repeats` runs after `warmup`
+/// runs, with no gradient recorded, on a tape running as `execution` says; `multiply_adds` (when set)
+/// gets one pass's count.
 template <Scalar S, class Forward>
-double median_forward_seconds(Forward&& forward, const image_batch<S>& images, int repeats,
-                              const execution_config& execution = {}) {
+std::vector<double> forward_seconds(Forward&& forward, const image_batch<S>& images, int repeats, int warmup = 1,
+                                    const execution_config& execution = {}, std::uint64_t* multiply_adds = nullptr) {
   tape<S> t(execution);
   no_grad<S> guard(t);
   std::vector<double> times;
-  for (int r = 0; r <= repeats; ++r) {
+  for (int r = 0; r < warmup + repeats; ++r) {
     t.reset();
     const auto start = std::chrono::steady_clock::now();
     forward(t, images);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (r > 0) times.push_back(s);
+    if (r >= warmup) times.push_back(s);
+    if (multiply_adds != nullptr) *multiply_adds = t.multiply_adds();
   }
   std::sort(times.begin(), times.end());
+  return times;
+}
+
+/// The median wall time in seconds of `forward(tape, images)` over `repeats` runs after one warm-up
+/// run (forward_seconds).
+template <Scalar S, class Forward>
+double median_forward_seconds(Forward&& forward, const image_batch<S>& images, int repeats,
+                              const execution_config& execution = {}) {
+  const std::vector<double> times = forward_seconds<S>(forward, images, std::max(1, repeats), 1, execution);
   return times[times.size() / 2];
 }
 
-/// Times `forward(tape, images) -> logits` on seeded random images of the given
-/// shape: latency at batch 1 (median of `repeats1` runs) and throughput at batch 64
-/// (median of `repeats64` runs), on tapes running as `execution` says.
+/// The value at fraction q (0..1) of sorted values, interpolated between neighbours.
+inline double quantile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return 0;
+  const double at = q * static_cast<double>(sorted.size() - 1);
+  const std::size_t lo = static_cast<std::size_t>(at), hi = std::min(lo + 1, sorted.size() - 1);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (at - static_cast<double>(lo));
+}
+
+/// Times `forward(tape, images) -> logits` on seeded random images of the given shape: latency at
+/// batch 1 (median and 10th / 90th percentiles of `repeats1` runs after 3 warm-up runs; at least 50
+/// are made by default) with one pass's multiply-adds, and throughput at batch 64 (median of
+/// `repeats64` runs), on tapes running as `execution` says.
 template <Scalar S, class Forward>
-inference_timing time_inference(Forward&& forward, index channels, index image, int repeats1 = 20, int repeats64 = 3,
+inference_timing time_inference(Forward&& forward, index channels, index image, int repeats1 = 50, int repeats64 = 3,
                                 const execution_config& execution = {}) {
   std::mt19937_64 rng(0);
   std::normal_distribution<double> n01;
@@ -11334,7 +11382,12 @@ inference_timing time_inference(Forward&& forward, index channels, index image, 
     return x;
   };
   inference_timing r;
-  r.latency_ms_batch1 = 1e3 * median_forward_seconds<S>(forward, random_batch(1), std::max(1, repeats1), execution);
+  const std::vector<double> one =
+      forward_seconds<S>(forward, random_batch(1), std::max(1, repeats1), 3, execution, &r.multiply_adds_batch1);
+  r.latency_ms_batch1 = 1e3 * quantile(one, 0.5);
+  r.latency_ms_batch1_p10 = 1e3 * quantile(one, 0.1);
+  r.latency_ms_batch1_p90 = 1e3 * quantile(one, 0.9);
+  r.latency_runs = static_cast<int>(one.size());
   r.throughput_batch64 = 64.0 / median_forward_seconds<S>(forward, random_batch(64), std::max(1, repeats64), execution);
   return r;
 }

@@ -190,7 +190,8 @@ fi
 
 # ---- retrain the genotype, a single operator, a linear probe
 expect 0 "test accuracy" -- "$tool" retrain --run run "${common[@]}" --epochs 2 --test-images 40 --quiet
-for key in test_accuracy trainable_params trainable_percent latency_ms_batch1 throughput_batch64 peak_rss_mb seconds; do
+for key in test_accuracy trainable_params trainable_percent latency_ms_batch1 latency_ms_batch1_p10 latency_ms_batch1_p90 \
+           latency_runs multiply_adds_batch1 throughput_batch64 peak_rss_mb seconds; do
   json run/retrain/metrics.json "['$key']" > /dev/null 2>&1 || fail "retrain metrics.json lacks $key"
 done
 [[ $(json run/metrics.json '["command"]') == search ]] || fail "retrain overwrote the search's metrics.json"

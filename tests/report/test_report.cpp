@@ -144,8 +144,26 @@ TEST_CASE("inference timing, peak memory and metrics.json", "[report]") {
     return m.logits(tp, x);
   }, 3, 8, 3, 1);
   CHECK(t.latency_ms_batch1 > 0);
+  CHECK(t.latency_ms_batch1_p10 <= t.latency_ms_batch1);
+  CHECK(t.latency_ms_batch1 <= t.latency_ms_batch1_p90);
+  CHECK(t.latency_runs == 3);
   CHECK(t.throughput_batch64 > 0);
+  // one image's pass: patch embedding 4 patches x 8 x 48, then T = 5 tokens through qkv (24 x 8),
+  // attention (2 products of 5 x 5 x 8 over the heads), proj (8 x 8), fc1 (16 x 8), fc2 (8 x 16), and the head (3 x 8)
+  CHECK(t.multiply_adds_batch1 == 4u * 8 * 48 + 5u * 24 * 8 + 2u * 5 * 5 * 8 + 5u * 8 * 8 + 5u * 16 * 8 + 5u * 8 * 16 + 3u * 8);
   CHECK(vp::report::peak_rss_mb() > 1);
+  {  // the count is per pass: reset() clears it, a second pass without one adds to it
+    vp::tape<float> tp;
+    vp::no_grad<float> quiet(tp);
+    const vp::image_batch<float> x(2, 3, 8, 8);
+    m.logits(tp, x);
+    const std::uint64_t two = tp.multiply_adds();
+    CHECK(two == 2 * t.multiply_adds_batch1);
+    m.logits(tp, x);
+    CHECK(tp.multiply_adds() == 2 * two);
+    tp.reset();
+    CHECK(tp.multiply_adds() == 0);
+  }
   temp_dir dir("vpdarts_test_metrics");
   vp::report::write_json(dir / "metrics.json", {{"test_accuracy", 0.5}, {"trainable_params", 12}});
   const auto j = nlohmann::json::parse(read_bytes(dir / "metrics.json"));

@@ -365,8 +365,12 @@ nlohmann::json cost_metrics(vp::index trainable, double percent, const vp::vit_c
   on_root([&] {
     const int threads = omp_get_max_threads();
     if (processes_here() > 1) omp_set_num_threads(omp_get_num_procs());  // the others wait without spinning
-    const auto timing = vp::report::time_inference<float>(fwd, c.channels, c.image, 20, 3, execution());
+    const auto timing = vp::report::time_inference<float>(fwd, c.channels, c.image, 50, 3, execution());
     out.update({{"latency_ms_batch1", timing.latency_ms_batch1},
+                {"latency_ms_batch1_p10", timing.latency_ms_batch1_p10},
+                {"latency_ms_batch1_p90", timing.latency_ms_batch1_p90},
+                {"latency_runs", timing.latency_runs},
+                {"multiply_adds_batch1", timing.multiply_adds_batch1},
                 {"throughput_batch64", timing.throughput_batch64},
                 {"threads", omp_get_max_threads()},
                 {"precision", vp::to_string(execution().products)},

@@ -54,6 +54,7 @@ var<S> attention(const var<S>& qkv, index batch, index heads) {
   const index d = c3 / 3, seq = rows / batch, tt = seq * seq;
   const bool rg = qkv.requires_grad() && t.grad_enabled();
   var<S> out = t.make(rows, d, rg);
+  t.count_multiply_adds(static_cast<std::uint64_t>(2 * batch * seq * seq * d));  // Q K^T and P V
   if (rg) {
     detail::check_allocation(static_cast<double>(batch) * heads * static_cast<double>(tt) * sizeof(S), [&] {
       return detail::cat("attention: the kept probabilities of ", batch, " images x ", heads, " heads x ", seq, "^2 tokens");

@@ -29,6 +29,7 @@ var<S> matmul(const var<S>& a, const var<S>& b, transpose t = transpose::none) {
                                   " (b is ", detail::shape_str(b.rows(), b.cols()), "): inner dimensions differ (",
                                   ka, " vs ", kb, ")"));
   var<S> out = tp.make(m, n, a.requires_grad() || b.requires_grad());
+  tp.count_multiply_adds(static_cast<std::uint64_t>(m * n * ka));
   auto A = a.value();
   auto B = b.value();
   auto C = out.value();

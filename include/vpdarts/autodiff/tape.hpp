@@ -145,8 +145,16 @@ class tape {
     config_ = config;
     if (block_tape_) block_tape_->config_ = config;
   }
-  /// The kernels of this tape's configuration, borrowing working memory from its pool.
-  kernels::backend<S> backend() const noexcept { return kernels::backend<S>(config_, *temps_); }
+  /// The kernels of this tape's configuration, borrowing working memory from its pool and counting
+  /// their products' multiply-adds into this tape's count.
+  kernels::backend<S> backend() const noexcept { return kernels::backend<S>(config_, *temps_, macs_); }
+
+  /// Multiply-adds of the matrix products run since the last reset(): linear layers, matmul,
+  /// attention's two products per (image, head); backward's products are not counted, the forward
+  /// products a backward step recomputes are. A block tape counts into its parent's.
+  std::uint64_t multiply_adds() const noexcept { return *macs_; }
+  /// Adds n to multiply_adds() (an op's products).
+  void count_multiply_adds(std::uint64_t n) const noexcept { *macs_ += n; }
 
   /// Keep every node's adjoint after backward() (for reading var::adjoint() of
   /// intermediate nodes; costs the memory of all adjoints at once). Default off:
@@ -161,6 +169,7 @@ class tape {
     arena_.reset();
     adjoints_.release_all();
     if (temps_ == &own_temps_) own_temps_.release_all();  // a block tape's borrowed memory is its parent's
+    if (macs_ == &own_macs_) own_macs_ = 0;              // as is its count
     ++generation_;
     backward_done_ = false;
   }
@@ -190,6 +199,7 @@ class tape {
     if (!block_tape_) {
       block_tape_ = std::make_unique<tape>(config_);
       block_tape_->temps_ = temps_;
+      block_tape_->macs_ = macs_;
     }
     block_tape_->config_ = config_;
     block_tape_->set_grad_enabled(false);
@@ -301,6 +311,8 @@ class tape {
   block_pool<S>* temps_ = &own_temps_;  // a block tape's points to its parent's
   std::unique_ptr<tape> block_tape_;
   execution_config config_;
+  mutable std::uint64_t own_macs_ = 0;
+  std::uint64_t* macs_ = &own_macs_;  // a block tape's points to its parent's
   bool retain_adjoints_ = false;
   std::vector<node> nodes_;
   std::uint32_t generation_ = 0;

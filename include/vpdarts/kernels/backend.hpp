@@ -31,7 +31,9 @@ class backend {
   /// oneDNN serves float models only.
   static constexpr bool onednn_here = onednn::built && std::is_same_v<S, float>;
 
-  backend(const execution_config& config, block_pool<S>& pool) noexcept : config_(config), pool_(pool) {}
+  /// With `multiply_adds` set, linear() and attention_forward() add their products' multiply-adds to it.
+  backend(const execution_config& config, block_pool<S>& pool, std::uint64_t* multiply_adds = nullptr) noexcept
+      : config_(config), pool_(pool), macs_(multiply_adds) {}
 
   /// The configuration.
   const execution_config& config() const noexcept { return config_; }
@@ -50,6 +52,7 @@ class backend {
 
   /// out (x.count x w.out) = x W^T, then the epilogue (in oneDNN's kernel where it runs the product).
   void linear(const weight<S>& w, const rows<S>& x, S* out, const epilogue<S>& e = {}) const {
+    count(x.count * w.out * w.in);
     if (!product(w, x, out, true, false, e)) eigen::apply(e, out, x.count, w.out);
   }
 
@@ -112,6 +115,7 @@ class backend {
   /// o ((batch*seq) x d rows, of the type attention_output says) = softmax(Q K^T / sqrt(d_h)) V for
   /// every image and head.
   void attention_forward(const qkv<S>& q, void* o, element type = element::value) const {
+    count(2 * q.batch * q.seq * q.seq * q.d);  // Q K^T and P V: per head seq^2 d/heads each
     if constexpr (onednn_here)
       if (q.by_head) return onednn::attention_forward(q, o, type, pool_);
     buffer<S, S> per_thread(pool_, detail::max_threads() * q.seq * q.seq);
@@ -152,8 +156,13 @@ class backend {
     return false;
   }
 
+  void count(index n) const noexcept {
+    if (macs_ != nullptr) *macs_ += static_cast<std::uint64_t>(n);
+  }
+
   execution_config config_;
   block_pool<S>& pool_;
+  std::uint64_t* macs_;
 };
 
 }  // namespace vpdarts::kernels

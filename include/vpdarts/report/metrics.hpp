@@ -28,36 +28,61 @@ inline double peak_rss_mb() {
   return static_cast<double>(u.ru_maxrss) / 1024.0;  // Linux reports KiB
 }
 
-/// Inference timing of one model.
+/// Inference timing of one model. The latency is a median with its spread, so that a machine
+/// busy with other work shows as a wider spread rather than as another model.
 struct inference_timing {
-  double latency_ms_batch1 = 0;    ///< median time of one forward pass of one image
-  double throughput_batch64 = 0;   ///< images per second in forward passes of 64 images
+  double latency_ms_batch1 = 0;      ///< median time of one forward pass of one image
+  double latency_ms_batch1_p10 = 0;  ///< its 10th percentile
+  double latency_ms_batch1_p90 = 0;  ///< its 90th percentile
+  int latency_runs = 0;              ///< timed passes behind the three (after warm-up passes)
+  double throughput_batch64 = 0;     ///< images per second in forward passes of 64 images (their median)
+  std::uint64_t multiply_adds_batch1 = 0;  ///< multiply-adds of one image's pass (tape::multiply_adds)
 };
 
-/// Median wall time in seconds of `forward(tape, images)` over `repeats` runs
-/// after one warm-up run, with no gradient recorded, on a tape running as `execution` says.
+/// The wall times in seconds of `forward(tape, images)`, sorted, over `repeats` runs after `warmup`
+/// runs, with no gradient recorded, on a tape running as `execution` says; `multiply_adds` (when set)
+/// gets one pass's count.
 template <Scalar S, class Forward>
-double median_forward_seconds(Forward&& forward, const image_batch<S>& images, int repeats,
-                              const execution_config& execution = {}) {
+std::vector<double> forward_seconds(Forward&& forward, const image_batch<S>& images, int repeats, int warmup = 1,
+                                    const execution_config& execution = {}, std::uint64_t* multiply_adds = nullptr) {
   tape<S> t(execution);
   no_grad<S> guard(t);
   std::vector<double> times;
-  for (int r = 0; r <= repeats; ++r) {
+  for (int r = 0; r < warmup + repeats; ++r) {
     t.reset();
     const auto start = std::chrono::steady_clock::now();
     forward(t, images);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (r > 0) times.push_back(s);
+    if (r >= warmup) times.push_back(s);
+    if (multiply_adds != nullptr) *multiply_adds = t.multiply_adds();
   }
   std::sort(times.begin(), times.end());
+  return times;
+}
+
+/// The median wall time in seconds of `forward(tape, images)` over `repeats` runs after one warm-up
+/// run (forward_seconds).
+template <Scalar S, class Forward>
+double median_forward_seconds(Forward&& forward, const image_batch<S>& images, int repeats,
+                              const execution_config& execution = {}) {
+  const std::vector<double> times = forward_seconds<S>(forward, images, std::max(1, repeats), 1, execution);
   return times[times.size() / 2];
 }
 
-/// Times `forward(tape, images) -> logits` on seeded random images of the given
-/// shape: latency at batch 1 (median of `repeats1` runs) and throughput at batch 64
-/// (median of `repeats64` runs), on tapes running as `execution` says.
+/// The value at fraction q (0..1) of sorted values, interpolated between neighbours.
+inline double quantile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return 0;
+  const double at = q * static_cast<double>(sorted.size() - 1);
+  const std::size_t lo = static_cast<std::size_t>(at), hi = std::min(lo + 1, sorted.size() - 1);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (at - static_cast<double>(lo));
+}
+
+/// Times `forward(tape, images) -> logits` on seeded random images of the given shape: latency at
+/// batch 1 (median and 10th / 90th percentiles of `repeats1` runs after 3 warm-up runs; at least 50
+/// are made by default) with one pass's multiply-adds, and throughput at batch 64 (median of
+/// `repeats64` runs), on tapes running as `execution` says.
 template <Scalar S, class Forward>
-inference_timing time_inference(Forward&& forward, index channels, index image, int repeats1 = 20, int repeats64 = 3,
+inference_timing time_inference(Forward&& forward, index channels, index image, int repeats1 = 50, int repeats64 = 3,
                                 const execution_config& execution = {}) {
   std::mt19937_64 rng(0);
   std::normal_distribution<double> n01;
@@ -67,7 +92,12 @@ inference_timing time_inference(Forward&& forward, index channels, index image, 
     return x;
   };
   inference_timing r;
-  r.latency_ms_batch1 = 1e3 * median_forward_seconds<S>(forward, random_batch(1), std::max(1, repeats1), execution);
+  const std::vector<double> one =
+      forward_seconds<S>(forward, random_batch(1), std::max(1, repeats1), 3, execution, &r.multiply_adds_batch1);
+  r.latency_ms_batch1 = 1e3 * quantile(one, 0.5);
+  r.latency_ms_batch1_p10 = 1e3 * quantile(one, 0.1);
+  r.latency_ms_batch1_p90 = 1e3 * quantile(one, 0.9);
+  r.latency_runs = static_cast<int>(one.size());
   r.throughput_batch64 = 64.0 / median_forward_seconds<S>(forward, random_batch(64), std::max(1, repeats64), execution);
   return r;
 }

@@ -301,14 +301,14 @@ inline std::string shape_str(index rows, index cols) {
 }  // namespace vpdarts::detail
 // ---- end vpdarts/detail/format.hpp ----
 
-// ---- begin vpdarts/kernels/onednn.hpp ----
-/// @file onednn.hpp
-/// The kernels that run on oneDNN, the only file of vpdarts that knows oneDNN exists: its matmul for
-/// the frozen products (bf16 x bf16 -> float32 on AMX or AVX512-BF16 under precision::bf16; float32
-/// where the float32 engine is oneDNN, its AVX-512 kernels on CPUs that have them), attention's
-/// batched bf16 products, and what this program and CPU offer. Compiled in only with
-/// VPDARTS_WITH_DNNL (the CMake target vpdarts::bf16); without it `built` is false and the kernels
-/// throw (the backend never calls them then).
+// ---- begin vpdarts/kernels/onednn_matmul.hpp ----
+/// @file onednn_matmul.hpp
+/// oneDNN's matmul as vpdarts runs it: a per-thread cache of primitives (`matmuls`) for the 2-d
+/// weight products (bf16 x bf16 or float32 x float32 -> float32, with the product's epilogue in the
+/// kernel where oneDNN can) and the 4-d batched products of attention, plus what this program and CPU
+/// offer (`built`, `bf16_kernel`, `cpu_isa`). With onednn.hpp, the kernels built on it, the only
+/// files of vpdarts that know oneDNN exists; compiled in only with VPDARTS_WITH_DNNL (the CMake
+/// target vpdarts::bf16), without which `built` is false.
 ///
 /// A primitive is made once per shape and kept (per thread, with its memory objects), the
 /// scratchpad is ours and grows only, and execution goes through oneDNN's C call with the arguments
@@ -317,9 +317,7 @@ inline std::string shape_str(index rows, index cols) {
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <cmath>
 #include <cstddef>
-#include <cstdlib>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -438,312 +436,6 @@ class profile_scope {
 
 }  // namespace vpdarts::detail
 // ---- end vpdarts/detail/profile.hpp ----
-
-// ---- begin vpdarts/kernels/eigen.hpp ----
-/// @file eigen.hpp
-/// The kernels vpdarts computes itself, with Eigen: weight products on Eigen's GEMM (split over the
-/// threads by detail::gemm), multi-head attention per (image, head), LayerNorm, GELU and QuickGELU,
-/// the softmax rows, a product's epilogue and the rounding of operands to bf16. They serve float and
-/// double; the oneDNN backend (onednn.hpp) uses the element-wise ones around its own products.
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <numbers>
-#include <type_traits>
-#include <unsupported/Eigen/SpecialFunctions>
-
-
-// ---- begin vpdarts/detail/bf16.hpp ----
-// bf16 values: float32 -> bf16 rounding (to nearest, ties to even; NaN stays
-// NaN), and the cached bf16 copy a frozen parameter keeps of its value. No
-// oneDNN here: the products are in kernels/onednn.hpp.
-
-#include <algorithm>
-#include <atomic>
-#include <cstddef>
-#include <bit>
-#include <cstdint>
-#include <memory>
-#include <mutex>
-#include <utility>
-#include <vector>
-
-
-// ---- begin vpdarts/detail/parallel.hpp ----
-// A parallel loop over [0, n) with OpenMP. A region is entered only when
-// there is more than one job and more than one thread: libgomp allocates a
-// new team for a one-thread region, which a warm training step must not do.
-
-#include <algorithm>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-
-namespace vpdarts::detail {
-
-inline int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-inline int thread_id() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-
-/// Calls f(i) for i in [0, n), split statically over the OpenMP threads.
-template <class F>
-void parallel_for(index n, F&& f) {
-#ifdef _OPENMP
-  if (n > 1 && omp_get_max_threads() > 1 && !omp_in_parallel()) {
-#pragma omp parallel for schedule(static)
-    for (index i = 0; i < n; ++i) f(i);
-    return;
-  }
-#endif
-  for (index i = 0; i < n; ++i) f(i);
-}
-
-/// Calls f(begin, count) over [0, n) in pieces of `chunk` (the last may be
-/// shorter), the pieces split over the OpenMP threads.
-template <class F>
-void parallel_chunks(index n, index chunk, F&& f) {
-  parallel_for((n + chunk - 1) / chunk, [&](index b) { f(b * chunk, std::min(chunk, n - b * chunk)); });
-}
-
-}  // namespace vpdarts::detail
-// ---- end vpdarts/detail/parallel.hpp ----
-
-namespace vpdarts::detail {
-
-/// f rounded to the nearest bf16 (ties to even); a NaN stays a (quiet) NaN, infinities stay.
-inline std::uint16_t to_bf16(float f) noexcept {
-  std::uint32_t u = std::bit_cast<std::uint32_t>(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<std::uint16_t>(u >> 16);
-}
-
-/// The float a bf16 value stands for (exact).
-inline float from_bf16(std::uint16_t h) noexcept { return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16); }
-
-/// out[i] = to_bf16(in[i]) for i in [0, n), on the calling thread, written without branches so that
-/// the compiler makes vector code of it.
-inline void to_bf16_serial(const float* in, std::uint16_t* out, std::size_t n) noexcept {
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::uint32_t u = std::bit_cast<std::uint32_t>(in[i]);
-    const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const std::uint32_t quiet = (u >> 16) | 0x40u;
-    out[i] = static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
-  }
-}
-
-/// out[i] = to_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
-inline void to_bf16(const float* in, std::uint16_t* out, std::size_t n) {
-  detail::profile_scope profiled(detail::profile_kind::conversion);
-  constexpr index chunk = index{1} << 16;
-  parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
-    to_bf16_serial(in + first, out + first, static_cast<std::size_t>(count));
-  });
-}
-
-/// out[i] = from_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
-inline void from_bf16(const std::uint16_t* in, float* out, std::size_t n) {
-  constexpr index chunk = index{1} << 16;
-  parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
-    for (index i = first; i < first + count; ++i) out[i] = from_bf16(in[i]);
-  });
-}
-
-/// How many times a weight was converted to bf16 in this process (tests check
-/// that a warm step converts nothing).
-inline std::atomic<std::uint64_t>& bf16_weight_conversions() {
-  static std::atomic<std::uint64_t> n{0};
-  return n;
-}
-
-/// The bf16 copies of a parameter's value, rebuilt when the parameter's version
-/// moved: the plain row-major one, and copies laid out for a matrix unit
-/// (oneDNN's blocked weight layouts, made by the caller and told apart by an
-/// opaque key). Copying a parameter gives the copy an empty cache.
-struct bf16_cache {
-  bf16_cache() = default;
-  bf16_cache(const bf16_cache&) : bf16_cache() {}
-  bf16_cache& operator=(const bf16_cache&) {
-    std::lock_guard<std::mutex> hold(*lock);
-    forget();
-    return *this;
-  }
-
-  /// The plain bf16 copy of `n` values at `src` of version `v`, converting when stale.
-  const std::uint16_t* get(const float* src, std::size_t n, std::uint64_t v) {
-    std::lock_guard<std::mutex> hold(*lock);
-    refresh(src, n, v);
-    if (values.size() != n) {
-      values.resize(n);
-      to_bf16(src, values.data(), n);
-      ++bf16_weight_conversions();
-    }
-    return values.data();
-  }
-
-  /// The copy of `bytes` bytes known by `key` (a layout's description), made by `make(dst)`
-  /// the first time it is asked for at this version. At most four layouts are kept.
-  template <class Make>
-  const std::byte* laid_out(const float* src, std::size_t n, std::uint64_t v, const std::byte* key,
-                            std::size_t key_size, std::size_t bytes, Make&& make) {
-    std::lock_guard<std::mutex> hold(*lock);
-    refresh(src, n, v);
-    for (const layout& l : layouts)
-      if (l.key.size() == key_size && std::equal(l.key.begin(), l.key.end(), key)) return l.data.data();
-    if (layouts.size() >= 4) layouts.erase(layouts.begin());
-    layouts.push_back({std::vector<std::byte>(key, key + key_size), std::vector<std::byte>(bytes)});
-    make(layouts.back().data.data());
-    ++bf16_weight_conversions();
-    return layouts.back().data.data();
-  }
-
-  /// A copy in some layout.
-  struct layout {
-    std::vector<std::byte> key;   ///< the layout's description
-    std::vector<std::byte> data;  ///< the values in it
-  };
-  std::vector<std::uint16_t> values;                              ///< the plain copy, row-major (empty until asked for)
-  std::vector<layout> layouts;                                    ///< the laid-out copies
-  std::uint64_t version = ~std::uint64_t{0};                      ///< the parameter version they were made of
-  const float* source = nullptr;                                  ///< the value they were made of
-  std::size_t size = 0;                                           ///< its number of values
-  std::unique_ptr<std::mutex> lock = std::make_unique<std::mutex>();  ///< one converter at a time
-
- private:
-  void refresh(const float* src, std::size_t n, std::uint64_t v) {
-    if (version == v && source == src && size == n) return;
-    forget();
-    version = v;
-    source = src;
-    size = n;
-  }
-  void forget() {
-    values.clear();
-    layouts.clear();
-    version = ~std::uint64_t{0};
-    source = nullptr;
-    size = 0;
-  }
-};
-
-/// A handle on the bf16 copies of a float32 matrix (a frozen parameter's value): what a bf16 product
-/// reads of its weight. Empty (cache null) for a weight that has none.
-struct bf16_copies {
-  bf16_cache* cache = nullptr;  ///< where the copies live (the parameter's)
-  const float* source = nullptr;  ///< the float32 values
-  std::size_t size = 0;           ///< their number
-  std::uint64_t version = 0;      ///< the parameter's version
-
-  /// The plain row-major copy (made at the first call of a version).
-  const std::uint16_t* plain() const { return cache->get(source, size, version); }
-  /// The copy laid out as `key` says, made by make(dst) at the first call of a version.
-  template <class Make>
-  const std::byte* laid_out(const std::byte* key, std::size_t key_size, std::size_t bytes, Make&& make) const {
-    return cache->laid_out(source, size, version, key, key_size, bytes, std::forward<Make>(make));
-  }
-};
-
-}  // namespace vpdarts::detail
-// ---- end vpdarts/detail/bf16.hpp ----
-
-// ---- begin vpdarts/detail/gemm.hpp ----
-// Eigen's GEMM, split over the OpenMP threads by vpdarts rather than by Eigen.
-//
-// Eigen parallelises a large product itself, and its threads wait for each other's packed
-// blocks by spinning on a flag without yielding. When another process shares the cores, a
-// spinning thread waits for one that is not running for a whole time slice, at every wait of
-// every product: two 2-thread searches of a small model side by side on 2 cores ran 300x
-// slower than one alone (docs/performance.md, "Two processes on the same cores"). Here each
-// thread runs Eigen's single-threaded GEMM on its own block of the result, and the threads meet
-// once, at the end of an OpenMP region, whose barrier spins briefly and then sleeps.
-
-#include <algorithm>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-
-namespace vpdarts::detail {
-
-/// The threads gemm() splits an m x n x k product over: as many as Eigen itself would use (at
-/// least 50000 multiply-adds and 4 rows or columns per thread), at most the OpenMP threads, and
-/// 1 inside a parallel region.
-inline int gemm_threads(index m, index n, index k) {
-#ifdef _OPENMP
-  if (omp_in_parallel()) return 1;
-  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
-  const double by_work = work / 50000.0, by_size = static_cast<double>(std::max(m, n) / 4);
-  return static_cast<int>(std::max(1.0, std::min({static_cast<double>(omp_get_max_threads()), by_work, by_size})));
-#else
-  (void)m, (void)n, (void)k;
-  return 1;
-#endif
-}
-
-/// dst = lhs * rhs, or dst += lhs * rhs with `accumulate`: one Eigen GEMM (noalias) per thread,
-/// on contiguous blocks of dst's rows (of its columns when it has fewer rows than columns).
-/// lhs and rhs are Eigen matrices, maps or their transposes; dst may not alias either.
-template <class Dst, class Lhs, class Rhs>
-void gemm(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate = false) {
-  detail::profile_scope profiled(detail::profile_kind::weight_product);
-  auto run = [accumulate](auto&& d, const auto& a, const auto& b) {
-    if (accumulate)
-      d.noalias() += a * b;
-    else
-      d.noalias() = a * b;
-  };
-  const index m = dst.rows(), n = dst.cols();
-  const int threads = gemm_threads(m, n, lhs.cols());
-  if (threads <= 1) {
-    run(dst, lhs, rhs);  // Eigen keeps to one thread: too small, or already inside a region
-    return;
-  }
-  // `threads` blocks of whole multiples of 4 rows (or columns); gemm_threads leaves at least 4 a
-  // thread, so there are always at least two blocks and the work runs inside a parallel region,
-  // where Eigen sees a team of more than one thread and keeps to its single-threaded GEMM
-  const bool by_rows = m >= n;
-  const index size = by_rows ? m : n, unit = 4, units = (size + unit - 1) / unit;
-  parallel_chunks(size, unit * ((units + threads - 1) / threads), [&](index first, index count) {
-    if (by_rows)
-      run(dst.middleRows(first, count), lhs.middleRows(first, count), rhs);
-    else
-      run(dst.middleCols(first, count), lhs, rhs.middleCols(first, count));
-  });
-}
-
-}  // namespace vpdarts::detail
-// ---- end vpdarts/detail/gemm.hpp ----
-
-// ---- begin vpdarts/kernels/activation.hpp ----
-/// @file activation.hpp
-/// The MLP activations the ops know (a ViT's configuration names one).
-
-namespace vpdarts {
-
-/// The MLP's activation.
-enum class activation {
-  gelu,        ///< exact (erf) GELU, timm's default
-  quick_gelu,  ///< x * sigmoid(1.702 x), OpenAI CLIP's
-};
-
-}  // namespace vpdarts
-// ---- end vpdarts/kernels/activation.hpp ----
 
 // ---- begin vpdarts/kernels/operand.hpp ----
 /// @file operand.hpp
@@ -1053,6 +745,213 @@ class block_pool {
 }  // namespace vpdarts
 // ---- end vpdarts/detail/arena.hpp ----
 
+// ---- begin vpdarts/detail/bf16.hpp ----
+// bf16 values: float32 -> bf16 rounding (to nearest, ties to even; NaN stays
+// NaN), and the cached bf16 copy a frozen parameter keeps of its value. No
+// oneDNN here: the products are in kernels/onednn.hpp.
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <bit>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+
+// ---- begin vpdarts/detail/parallel.hpp ----
+// A parallel loop over [0, n) with OpenMP. A region is entered only when
+// there is more than one job and more than one thread: libgomp allocates a
+// new team for a one-thread region, which a warm training step must not do.
+
+#include <algorithm>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+
+namespace vpdarts::detail {
+
+inline int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+inline int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+/// Calls f(i) for i in [0, n), split statically over the OpenMP threads.
+template <class F>
+void parallel_for(index n, F&& f) {
+#ifdef _OPENMP
+  if (n > 1 && omp_get_max_threads() > 1 && !omp_in_parallel()) {
+#pragma omp parallel for schedule(static)
+    for (index i = 0; i < n; ++i) f(i);
+    return;
+  }
+#endif
+  for (index i = 0; i < n; ++i) f(i);
+}
+
+/// Calls f(begin, count) over [0, n) in pieces of `chunk` (the last may be
+/// shorter), the pieces split over the OpenMP threads.
+template <class F>
+void parallel_chunks(index n, index chunk, F&& f) {
+  parallel_for((n + chunk - 1) / chunk, [&](index b) { f(b * chunk, std::min(chunk, n - b * chunk)); });
+}
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/parallel.hpp ----
+
+namespace vpdarts::detail {
+
+/// f rounded to the nearest bf16 (ties to even); a NaN stays a (quiet) NaN, infinities stay.
+inline std::uint16_t to_bf16(float f) noexcept {
+  std::uint32_t u = std::bit_cast<std::uint32_t>(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<std::uint16_t>(u >> 16);
+}
+
+/// The float a bf16 value stands for (exact).
+inline float from_bf16(std::uint16_t h) noexcept { return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16); }
+
+/// out[i] = to_bf16(in[i]) for i in [0, n), on the calling thread, written without branches so that
+/// the compiler makes vector code of it.
+inline void to_bf16_serial(const float* in, std::uint16_t* out, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint32_t u = std::bit_cast<std::uint32_t>(in[i]);
+    const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const std::uint32_t quiet = (u >> 16) | 0x40u;
+    out[i] = static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+  }
+}
+
+/// out[i] = to_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
+inline void to_bf16(const float* in, std::uint16_t* out, std::size_t n) {
+  detail::profile_scope profiled(detail::profile_kind::conversion);
+  constexpr index chunk = index{1} << 16;
+  parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
+    to_bf16_serial(in + first, out + first, static_cast<std::size_t>(count));
+  });
+}
+
+/// out[i] = from_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
+inline void from_bf16(const std::uint16_t* in, float* out, std::size_t n) {
+  constexpr index chunk = index{1} << 16;
+  parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
+    for (index i = first; i < first + count; ++i) out[i] = from_bf16(in[i]);
+  });
+}
+
+/// How many times a weight was converted to bf16 in this process (tests check
+/// that a warm step converts nothing).
+inline std::atomic<std::uint64_t>& bf16_weight_conversions() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+
+/// The bf16 copies of a parameter's value, rebuilt when the parameter's version
+/// moved: the plain row-major one, and copies laid out for a matrix unit
+/// (oneDNN's blocked weight layouts, made by the caller and told apart by an
+/// opaque key). Copying a parameter gives the copy an empty cache.
+struct bf16_cache {
+  bf16_cache() = default;
+  bf16_cache(const bf16_cache&) : bf16_cache() {}
+  bf16_cache& operator=(const bf16_cache&) {
+    std::lock_guard<std::mutex> hold(*lock);
+    forget();
+    return *this;
+  }
+
+  /// The plain bf16 copy of `n` values at `src` of version `v`, converting when stale.
+  const std::uint16_t* get(const float* src, std::size_t n, std::uint64_t v) {
+    std::lock_guard<std::mutex> hold(*lock);
+    refresh(src, n, v);
+    if (values.size() != n) {
+      values.resize(n);
+      to_bf16(src, values.data(), n);
+      ++bf16_weight_conversions();
+    }
+    return values.data();
+  }
+
+  /// The copy of `bytes` bytes known by `key` (a layout's description), made by `make(dst)`
+  /// the first time it is asked for at this version. At most four layouts are kept.
+  template <class Make>
+  const std::byte* laid_out(const float* src, std::size_t n, std::uint64_t v, const std::byte* key,
+                            std::size_t key_size, std::size_t bytes, Make&& make) {
+    std::lock_guard<std::mutex> hold(*lock);
+    refresh(src, n, v);
+    for (const layout& l : layouts)
+      if (l.key.size() == key_size && std::equal(l.key.begin(), l.key.end(), key)) return l.data.data();
+    if (layouts.size() >= 4) layouts.erase(layouts.begin());
+    layouts.push_back({std::vector<std::byte>(key, key + key_size), std::vector<std::byte>(bytes)});
+    make(layouts.back().data.data());
+    ++bf16_weight_conversions();
+    return layouts.back().data.data();
+  }
+
+  /// A copy in some layout.
+  struct layout {
+    std::vector<std::byte> key;   ///< the layout's description
+    std::vector<std::byte> data;  ///< the values in it
+  };
+  std::vector<std::uint16_t> values;                              ///< the plain copy, row-major (empty until asked for)
+  std::vector<layout> layouts;                                    ///< the laid-out copies
+  std::uint64_t version = ~std::uint64_t{0};                      ///< the parameter version they were made of
+  const float* source = nullptr;                                  ///< the value they were made of
+  std::size_t size = 0;                                           ///< its number of values
+  std::unique_ptr<std::mutex> lock = std::make_unique<std::mutex>();  ///< one converter at a time
+
+ private:
+  void refresh(const float* src, std::size_t n, std::uint64_t v) {
+    if (version == v && source == src && size == n) return;
+    forget();
+    version = v;
+    source = src;
+    size = n;
+  }
+  void forget() {
+    values.clear();
+    layouts.clear();
+    version = ~std::uint64_t{0};
+    source = nullptr;
+    size = 0;
+  }
+};
+
+/// A handle on the bf16 copies of a float32 matrix (a frozen parameter's value): what a bf16 product
+/// reads of its weight. Empty (cache null) for a weight that has none.
+struct bf16_copies {
+  bf16_cache* cache = nullptr;  ///< where the copies live (the parameter's)
+  const float* source = nullptr;  ///< the float32 values
+  std::size_t size = 0;           ///< their number
+  std::uint64_t version = 0;      ///< the parameter's version
+
+  /// The plain row-major copy (made at the first call of a version).
+  const std::uint16_t* plain() const { return cache->get(source, size, version); }
+  /// The copy laid out as `key` says, made by make(dst) at the first call of a version.
+  template <class Make>
+  const std::byte* laid_out(const std::byte* key, std::size_t key_size, std::size_t bytes, Make&& make) const {
+    return cache->laid_out(source, size, version, key, key_size, bytes, std::forward<Make>(make));
+  }
+};
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/bf16.hpp ----
+
 namespace vpdarts::kernels {
 
 /// The element type of an operand.
@@ -1060,6 +959,13 @@ enum class element : std::uint8_t {
   value,  ///< the model's scalar S
   bf16,   ///< bf16 (uint16 storage)
 };
+
+/// p advanced by n values of the given element type (S or bf16).
+template <Scalar S>
+void* offset(void* p, element type, index n) noexcept {
+  return type == element::bf16 ? static_cast<void*>(static_cast<std::uint16_t*>(p) + n)
+                               : static_cast<void*>(static_cast<S*>(p) + n);
+}
 
 /// A row-major rows x cols matrix of S or bf16 values.
 template <Scalar S>
@@ -1166,6 +1072,537 @@ class operand_buffer : public buffer<unsigned char, S> {
 
 }  // namespace vpdarts::kernels
 // ---- end vpdarts/kernels/operand.hpp ----
+
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+namespace vpdarts::detail {
+/// How many bf16 products ran in this process (tests relate a step's allocations to it).
+inline std::atomic<std::uint64_t>& bf16_products() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+/// How many of them were batched (4-d) products.
+inline std::atomic<std::uint64_t>& bf16_batched_products() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+/// How many float32 products ran on oneDNN in this process.
+inline std::atomic<std::uint64_t>& onednn_f32_products() {
+  static std::atomic<std::uint64_t> n{0};
+  return n;
+}
+}  // namespace vpdarts::detail
+
+namespace vpdarts::kernels::onednn {
+
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+/// True in a build with oneDNN.
+inline constexpr bool built = true;
+
+namespace impl {
+inline bool has_isa(dnnl_cpu_isa_t want) {
+  const unsigned isa = static_cast<unsigned>(dnnl_get_effective_cpu_isa());  // bit masks, each containing those it extends
+  return (isa & static_cast<unsigned>(want)) == static_cast<unsigned>(want);
+}
+}  // namespace impl
+
+/// The instructions oneDNN's bf16 products use on this CPU: "AMX", "AVX512-BF16", or empty (none).
+inline std::string bf16_kernel() {
+  if (impl::has_isa(dnnl_cpu_isa_avx512_core_amx)) return "AMX";
+  if (impl::has_isa(dnnl_cpu_isa_avx512_core_bf16)) return "AVX512-BF16";
+  return {};
+}
+
+/// The widest vector instructions of oneDNN's kernels here: "AVX-512", "AVX2", "SSE4.1".
+inline std::string cpu_isa() {
+  if (impl::has_isa(dnnl_cpu_isa_avx512_core)) return "AVX-512";
+  if (impl::has_isa(dnnl_cpu_isa_avx2)) return "AVX2";
+  return "SSE4.1";
+}
+
+/// The products of one thread: c (m x n, float32, row-major) = a (m x k, bf16,
+/// row-major) * op(w), where w is bf16 and either n x k row-major (`w_nk`:
+/// the product is a * w^T, a linear layer's forward) or k x n row-major (a * w,
+/// its input gradient); with `accumulate` c += instead of c =. run_f32 is the
+/// same product with a and w in float32.
+class matmuls {
+ public:
+  /// The calling thread's instance.
+  static matmuls& here() {
+    thread_local matmuls m;
+    return m;
+  }
+
+  /// Runs the product (see the class) in float32: a and w are float32, read where they are. Without
+  /// `accumulate`, the epilogue e (bias, LayerScale, residual) is applied by the product's kernel where
+  /// oneDNN can (returns true), else not at all (false: the caller applies it).
+  /// @throws state_error when oneDNN refuses it.
+  bool run_f32(index m, index n, index k, const float* a, const float* w, bool w_nk, float* c, bool accumulate,
+               const epilogue<float>& e = {}) {
+    detail::profile_scope profiled(detail::profile_kind::weight_product);
+    shape s = plain(m, n, k, w_nk, accumulate);
+    s.f32 = true;
+    if (!accumulate) s.post = post_of(e);
+    ++detail::onednn_f32_products();
+    entry& en = find(s);
+    execute(en, a, w, c, en.fused ? &e : nullptr);
+    return en.fused;
+  }
+
+  /// Runs the product (see the class). @throws state_error when oneDNN refuses it.
+  void run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
+           bool accumulate) {
+    detail::profile_scope profiled(detail::profile_kind::weight_product);
+    ++detail::bf16_products();
+    execute(find(plain(m, n, k, w_nk, accumulate)), a, w, c);
+  }
+
+  /// c (m x n) = a (m x k, bf16) * W^T for a weight W (n x k) that oneDNN reads in the layout
+  /// it prefers for its matrix unit (packed for the kernel, so that no call repacks it):
+  /// `weights(desc)` returns W laid out as `desc`, made once by the caller with pack().
+  /// The epilogue e goes as for run_f32 (the return value says whether it was applied).
+  template <class Weights>
+  bool run_laid_out(index m, index n, index k, const std::uint16_t* a, Weights&& weights, float* c,
+                    const epilogue<float>& ep = {}) {
+    detail::profile_scope profiled(detail::profile_kind::weight_product);
+    shape s = plain(m, n, k, true, false);
+    s.ws = {-1, -1, 0, 0};  // any: oneDNN's choice
+    s.post = post_of(ep);
+    entry& e = find(s);
+    const std::byte* w = weights(e.weights);
+    ++detail::bf16_products();
+    execute(e, a, w, c, e.fused ? &ep : nullptr);
+    return e.fused;
+  }
+
+  /// Writes the float32 weight w (n x k, row-major) into dst, laid out as `target` in bf16.
+  void pack(const float* w, index n, index k, const dnnl::memory::desc& target, std::byte* dst) {
+    try {
+      const dnnl::memory::desc plain({k, n}, dnnl::memory::data_type::f32, dnnl::memory::dims{1, k});
+      dnnl::memory from(plain, engine_, const_cast<float*>(w)), to(target, engine_, dst);
+      dnnl::reorder(from, to).execute(stream_, from, to);
+      stream_.wait();
+    } catch (const dnnl::error& err) {
+      throw state_error(detail::cat("bf16 matmul: oneDNN cannot lay out a weight of ", detail::shape_str(n, k), ": ", err.what()));
+    }
+  }
+
+  /// Dimensions or strides of a 4-d operand (the first `rank` used).
+  using dims4 = std::array<dnnl::memory::dim, 4>;
+
+  /// A batched product over two leading dimensions: c[i, j] (+)= a[i, j] * w[i, j] for the
+  /// (i, j) of a's first two dimensions, each operand given by its dims and strides (in
+  /// elements), so strided views (the heads of a qkv matrix, a transposed probability
+  /// matrix) are read in place. a and w are bf16, c float32 or (c_bf16, not accumulating) bf16,
+  /// rounded to nearest even from the float32 sums.
+  void run_batched(const dims4& a_dims, const dims4& a_strides, const dims4& w_dims, const dims4& w_strides,
+                   const dims4& c_dims, const dims4& c_strides, const std::uint16_t* a, const std::uint16_t* w,
+                   void* c, bool accumulate, bool c_bf16 = false) {
+    detail::profile_scope profiled(detail::profile_kind::attention_product);
+    shape s{4, a_dims, a_strides, w_dims, w_strides, c_dims, c_strides, accumulate};
+    s.c16 = c_bf16;
+    ++detail::bf16_products();
+    ++detail::bf16_batched_products();
+    execute(find(s), a, w, c);
+  }
+
+ private:
+  struct shape {
+    int rank = 2;
+    dims4 a{}, as{}, w{}, ws{}, c{}, cs{};
+    bool accumulate = false;
+    bool f32 = false;  ///< a and w in float32 (else bf16)
+    bool c16 = false;  ///< c in bf16 (else float32)
+    std::uint8_t post = 0;  ///< the epilogue's parts: 1 bias, 2 LayerScale, 4 residual
+    bool operator==(const shape&) const = default;
+  };
+
+  /// The 2-d product c (m x n) (+)= a (m x k) * op(w), all dense row-major (see the class).
+  static shape plain(index m, index n, index k, bool w_nk, bool accumulate) {
+    shape s;
+    s.rank = 2;
+    s.a = {m, k, 0, 0};
+    s.as = {k, 1, 0, 0};
+    s.w = {k, n, 0, 0};
+    s.ws = w_nk ? dims4{1, k, 0, 0} : dims4{n, 1, 0, 0};
+    s.c = {m, n, 0, 0};
+    s.cs = {n, 1, 0, 0};
+    s.accumulate = accumulate;
+    return s;
+  }
+  static std::uint8_t post_of(const epilogue<float>& e) {
+    return static_cast<std::uint8_t>((e.bias ? 1 : 0) | (e.scale ? 2 : 0) | (e.residual ? 4 : 0));
+  }
+
+  struct entry {
+    shape key;
+    dnnl::matmul prim;
+    dnnl::memory src, wei, dst, pad;
+    dnnl::memory::desc weights;  ///< the weights' layout (oneDNN's choice for an `any` shape)
+    bool fused = false;          ///< the epilogue (key.post) is part of the primitive
+    dnnl::memory bias, scale, residual;  ///< its operands, where fused
+  };
+
+  void execute(entry& e, const void* a, const void* w, void* c, const epilogue<float>* ep = nullptr) {
+    e.src.set_data_handle(const_cast<void*>(a));
+    e.wei.set_data_handle(const_cast<void*>(w));
+    e.dst.set_data_handle(c);
+    e.pad.set_data_handle(scratch_.data());
+    dnnl_exec_arg_t args[7] = {{DNNL_ARG_SRC, e.src.get()},
+                               {DNNL_ARG_WEIGHTS, e.wei.get()},
+                               {DNNL_ARG_DST, e.dst.get()},
+                               {DNNL_ARG_SCRATCHPAD, e.pad.get()}};
+    int count = 4, post = 0;
+    if (ep != nullptr) {  // the operands of the fused epilogue: the bias, then the post-ops in order
+      const auto arg = [&](int kind, dnnl::memory& m, const float* p) {
+        m.set_data_handle(const_cast<float*>(p));
+        args[count++] = {kind, m.get()};
+      };
+      if (ep->bias) arg(DNNL_ARG_BIAS, e.bias, ep->bias);
+      if (ep->scale) arg(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, e.scale, ep->scale);
+      if (ep->residual) arg(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, e.residual, ep->residual);
+    }
+    dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), stream_.get(), count, args);
+    if (st == dnnl_success) st = dnnl_stream_wait(stream_.get());
+    if (st != dnnl_success)
+      throw state_error(detail::cat(e.key.f32 ? "float32" : "bf16", " matmul: oneDNN failed (status ", static_cast<int>(st),
+                            ") on ", describe(e.key)));
+  }
+
+  static std::string describe(const shape& s) {
+    std::string out;
+    for (int i = 0; i < s.rank; ++i) out += detail::cat(i ? "x" : "", s.a[static_cast<std::size_t>(i)]);
+    out += " by ";
+    for (int i = 0; i < s.rank; ++i) out += detail::cat(i ? "x" : "", s.w[static_cast<std::size_t>(i)]);
+    return out;
+  }
+
+  entry& find(const shape& s) {
+    for (entry& e : cache_)
+      if (e.key == s) return e;
+    // Shapes repeat from step to step; a run of new ones (inference at many batch sizes) starts afresh.
+    if (cache_.size() >= 256) cache_.clear();
+    using dt = dnnl::memory::data_type;
+    const auto desc = [&](const dims4& d, const dims4& st, dt type) {
+      return dnnl::memory::desc(dnnl::memory::dims(d.begin(), d.begin() + s.rank),
+                                type, dnnl::memory::dims(st.begin(), st.begin() + s.rank));
+    };
+    try {
+      const bool any = s.ws[0] < 0;
+      const dt in = s.f32 ? dt::f32 : dt::bf16;
+      const dnnl::memory::desc a_md = desc(s.a, s.as, in), c_md = desc(s.c, s.cs, s.c16 ? dt::bf16 : dt::f32),
+                               w_md = any ? dnnl::memory::desc({s.w[0], s.w[1]}, in, dnnl::memory::format_tag::any)
+                                          : desc(s.w, s.ws, in);
+      // the epilogue as oneDNN's bias and post-ops: (a w + bias) * scale + residual, in float32
+      const index m = s.c[0], n = s.c[1];
+      const dnnl::memory::desc row_md({1, n}, dt::f32, dnnl::memory::dims{n, 1}),
+          full_md({m, n}, dt::f32, dnnl::memory::dims{n, 1});
+      const auto make = [&](bool fused) {
+        dnnl::primitive_attr attr;
+        attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+        dnnl::post_ops ops;
+        if (s.accumulate) ops.append_sum(1.0f);
+        if (fused && (s.post & 2)) ops.append_binary(dnnl::algorithm::binary_mul, row_md);
+        if (fused && (s.post & 4)) ops.append_binary(dnnl::algorithm::binary_add, full_md);
+        attr.set_post_ops(ops);
+        const dnnl::matmul::desc md = fused && (s.post & 1) ? dnnl::matmul::desc(a_md, w_md, row_md, c_md)
+                                                             : dnnl::matmul::desc(a_md, w_md, c_md);
+        return dnnl::matmul::primitive_desc(md, attr, engine_);
+      };
+      bool fused = s.post != 0;
+      dnnl::matmul::primitive_desc pd;
+      try {
+        pd = make(fused);
+      } catch (const dnnl::error&) {
+        if (!fused) throw;
+        fused = false;  // oneDNN has no kernel with this epilogue here: the caller applies it
+        pd = make(false);
+      }
+      const std::size_t pad = pd.scratchpad_desc().get_size();
+      if (pad > scratch_.size()) scratch_.resize(pad);
+      const auto none = [&](const dnnl::memory::desc& d) { return dnnl::memory(d, engine_, DNNL_MEMORY_NONE); };
+      cache_.push_back(entry{s, dnnl::matmul(pd), none(a_md), none(pd.weights_desc()), none(c_md),
+                             none(pd.scratchpad_desc()), pd.weights_desc(), fused && s.post != 0, none(row_md),
+                             none(row_md), none(full_md)});
+    } catch (const dnnl::error& err) {
+      throw state_error(detail::cat(s.f32 ? "float32" : "bf16", " matmul: oneDNN cannot make the product ", describe(s), ": ",
+                            err.what()));
+    }
+    return cache_.back();
+  }
+
+  dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream_{engine_};
+  std::vector<entry> cache_;
+  std::vector<std::byte> scratch_ = std::vector<std::byte>(64);
+};
+
+#else
+/// False: this build has no oneDNN.
+inline constexpr bool built = false;
+/// Empty: no bf16 products without oneDNN.
+inline std::string bf16_kernel() { return {}; }
+/// Empty: no oneDNN kernels.
+inline std::string cpu_isa() { return {}; }
+#endif
+
+}  // namespace vpdarts::kernels::onednn
+// ---- end vpdarts/kernels/onednn_matmul.hpp ----
+
+namespace vpdarts {
+
+/// The precision of the frozen products (see the file's comment).
+enum class precision {
+  fp32,  ///< float32 products (the default), on Eigen or oneDNN as fp32_gemm says
+  bf16,  ///< frozen products in bf16 with float32 accumulation (oneDNN)
+};
+
+/// "fp32" or "bf16".
+inline const char* to_string(precision p) noexcept { return p == precision::bf16 ? "bf16" : "fp32"; }
+
+/// Which library runs the float32 products of frozen weights (see the file's comment).
+enum class fp32_gemm {
+  automatic,  ///< oneDNN where the build has it, else Eigen (the default)
+  eigen,      ///< Eigen's GEMM (the only one a build without oneDNN has)
+  onednn,     ///< oneDNN's float32 matmul (a build with oneDNN)
+};
+
+/// "auto", "eigen" or "onednn".
+inline const char* to_string(fp32_gemm g) noexcept {
+  return g == fp32_gemm::eigen ? "eigen" : g == fp32_gemm::onednn ? "onednn" : "auto";
+}
+
+/// What layer_norm_mlp keeps of the MLP's hidden layer for backward, when every weight is constant.
+enum class mlp_memory {
+  keep,       ///< the hidden layer before the activation (R x M values; in bf16 when the products run in bf16): the fastest step, the default
+  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and fc1 again (docs/performance.md)
+};
+
+/// What layer_norm_attention keeps of qkv for backward, when every weight is constant.
+enum class attention_memory {
+  keep,       ///< qkv ((B*T) x 3E values; in bf16 when attention's products run in bf16): the fastest step, the default
+  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and the qkv product again (docs/performance.md)
+};
+
+/// What this build and this CPU offer for bf16.
+struct bf16_support {
+  bool available = false;  ///< bf16 products can run here
+  std::string kernel;      ///< the instructions oneDNN uses: "AMX", "AVX512-BF16" (empty when unavailable)
+  std::string reason;      ///< why not, when unavailable
+};
+
+/// Whether bf16 products can run in this program on this CPU, and which instructions they use.
+/// oneDNN's own view of the CPU decides (it honours ONEDNN_MAX_CPU_ISA, so
+/// `ONEDNN_MAX_CPU_ISA=AVX2` shows the refusal on any machine).
+inline bf16_support bf16_supported() {
+  bf16_support s;
+  s.kernel = kernels::onednn::bf16_kernel();
+  s.available = !s.kernel.empty();
+  if (s.available) return s;
+  s.reason = kernels::onednn::built
+                 ? "this CPU (as oneDNN sees it) has neither AVX512-BF16 nor AMX, so bf16 products would be emulated "
+                   "and slower than float32"
+                 : "vpdarts was built without oneDNN (link the CMake target vpdarts::bf16, which needs Debian's "
+                   "libdnnl-dev, or define VPDARTS_WITH_DNNL and link -ldnnl)";
+  return s;
+}
+
+/// The widest vector instructions oneDNN's kernels use on this CPU: "AVX-512", "AVX2", "SSE4.1"
+/// (empty in a build without oneDNN). oneDNN honours ONEDNN_MAX_CPU_ISA.
+inline std::string onednn_cpu_isa() { return kernels::onednn::cpu_isa(); }
+
+/// What fp32_gemm::automatic picks in this program on this CPU, and why.
+struct fp32_gemm_choice {
+  fp32_gemm gemm = fp32_gemm::eigen;  ///< eigen or onednn
+  std::string reason;                 ///< one line: why
+};
+
+/// What fp32_gemm::automatic resolves to in this program: oneDNN in a build with it (its kernels,
+/// chosen for the CPU at run time, were as fast as Eigen's or faster on every workload measured,
+/// docs/performance.md), else Eigen.
+inline constexpr fp32_gemm fp32_gemm_automatic_engine = kernels::onednn::built ? fp32_gemm::onednn : fp32_gemm::eigen;
+
+/// fp32_gemm_automatic_engine, and why.
+inline fp32_gemm_choice fp32_gemm_automatic() {
+  if (!kernels::onednn::built) return {fp32_gemm_automatic_engine, "vpdarts was built without oneDNN"};
+  return {fp32_gemm_automatic_engine, "vpdarts was built with oneDNN, whose " + onednn_cpu_isa() +
+                                          " float32 kernels run the frozen products at least as fast as Eigen's"};
+}
+
+/// How a tape runs its kernels (see the file's comment). The default is float32 products on the
+/// automatic engine, keeping qkv and the MLP's hidden layer.
+struct execution_config {
+  precision products = precision::fp32;         ///< the precision of the frozen products
+  fp32_gemm fp32_products = fp32_gemm::automatic;  ///< the library of the frozen float32 products
+  mlp_memory mlp = mlp_memory::keep;            ///< what a frozen block keeps of its MLP
+  attention_memory attention = attention_memory::keep;  ///< what a frozen block keeps of qkv
+
+  /// The library that runs the frozen float32 products: eigen or onednn (automatic resolved).
+  fp32_gemm fp32_engine() const noexcept {
+    return fp32_products != fp32_gemm::automatic ? fp32_products : fp32_gemm_automatic_engine;
+  }
+
+  /// @throws config_error naming `who` for bf16 where bf16_supported() says it is unavailable (with
+  /// its reason), or oneDNN float32 products in a build without oneDNN.
+  void check(const char* who) const {
+    if (products == precision::bf16) {
+      const bf16_support s = bf16_supported();
+      if (!s.available) throw config_error(detail::cat(who, ": bf16 is not available: ", s.reason));
+    }
+    if (fp32_products == fp32_gemm::onednn && !kernels::onednn::built)
+      throw config_error(detail::cat(who, ": oneDNN float32 products are not available: vpdarts was built without "
+                                          "oneDNN (link the CMake target vpdarts::bf16, which needs Debian's libdnnl-dev)"));
+  }
+
+  /// One line for logs and metrics: "bf16", "fp32 (onednn)", with " mlp=recompute" / " qkv=recompute".
+  std::string describe() const {
+    std::string s = products == precision::bf16 ? "bf16" : detail::cat("fp32 (", to_string(fp32_engine()), ")");
+    if (mlp == mlp_memory::recompute) s += " mlp=recompute";
+    if (attention == attention_memory::recompute) s += " qkv=recompute";
+    return s;
+  }
+
+  bool operator==(const execution_config&) const = default;
+};
+
+}  // namespace vpdarts
+// ---- end vpdarts/kernels/execution.hpp ----
+
+// ---- begin vpdarts/autodiff.hpp ----
+/// @file autodiff.hpp
+/// The reverse-mode tape and all its ops.
+
+
+// ---- begin vpdarts/autodiff/gradcheck.hpp ----
+/// @file gradcheck.hpp
+/// A finite-difference gradient checker for any function recorded on a tape
+/// (the analogue of torch.autograd.gradcheck). vpdarts tests every op with it;
+/// users check their own ops and fusion operators the same way.
+
+#include <algorithm>
+#include <cmath>
+#include <concepts>
+#include <functional>
+#include <initializer_list>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+
+// ---- begin vpdarts/autodiff/ops_elementwise.hpp ----
+/// @file ops_elementwise.hpp
+/// Element-wise operations with broadcasting, and unary functions.
+///
+/// Broadcasting rule (binary ops): the output has max(rows) x max(cols) of the
+/// operands; an operand's rows must divide the output rows (its rows repeat,
+/// so a T x D tensor adds to every image of a (B*T) x D batch and a 1 x D row
+/// to every row) and its cols must equal the output cols or be 1.
+
+#include <algorithm>
+#include <cmath>
+
+
+// ---- begin vpdarts/kernels/eigen.hpp ----
+/// @file eigen.hpp
+/// The kernels vpdarts computes itself, with Eigen: weight products on Eigen's GEMM (split over the
+/// threads by detail::gemm), multi-head attention per (image, head), LayerNorm, GELU and QuickGELU,
+/// the softmax rows, a product's epilogue and the rounding of operands to bf16. They serve float and
+/// double; the oneDNN backend (onednn.hpp) uses the element-wise ones around its own products.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numbers>
+#include <type_traits>
+#include <unsupported/Eigen/SpecialFunctions>
+
+
+// ---- begin vpdarts/detail/gemm.hpp ----
+// Eigen's GEMM, split over the OpenMP threads by vpdarts rather than by Eigen.
+//
+// Eigen parallelises a large product itself, and its threads wait for each other's packed
+// blocks by spinning on a flag without yielding. When another process shares the cores, a
+// spinning thread waits for one that is not running for a whole time slice, at every wait of
+// every product: two 2-thread searches of a small model side by side on 2 cores ran 300x
+// slower than one alone (docs/performance.md, "Two processes on the same cores"). Here each
+// thread runs Eigen's single-threaded GEMM on its own block of the result, and the threads meet
+// once, at the end of an OpenMP region, whose barrier spins briefly and then sleeps.
+
+#include <algorithm>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+
+namespace vpdarts::detail {
+
+/// The threads gemm() splits an m x n x k product over: as many as Eigen itself would use (at
+/// least 50000 multiply-adds and 4 rows or columns per thread), at most the OpenMP threads, and
+/// 1 inside a parallel region.
+inline int gemm_threads(index m, index n, index k) {
+#ifdef _OPENMP
+  if (omp_in_parallel()) return 1;
+  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  const double by_work = work / 50000.0, by_size = static_cast<double>(std::max(m, n) / 4);
+  return static_cast<int>(std::max(1.0, std::min({static_cast<double>(omp_get_max_threads()), by_work, by_size})));
+#else
+  (void)m, (void)n, (void)k;
+  return 1;
+#endif
+}
+
+/// dst = lhs * rhs, or dst += lhs * rhs with `accumulate`: one Eigen GEMM (noalias) per thread,
+/// on contiguous blocks of dst's rows (of its columns when it has fewer rows than columns).
+/// lhs and rhs are Eigen matrices, maps or their transposes; dst may not alias either.
+template <class Dst, class Lhs, class Rhs>
+void gemm(Dst&& dst, const Lhs& lhs, const Rhs& rhs, bool accumulate = false) {
+  detail::profile_scope profiled(detail::profile_kind::weight_product);
+  auto run = [accumulate](auto&& d, const auto& a, const auto& b) {
+    if (accumulate)
+      d.noalias() += a * b;
+    else
+      d.noalias() = a * b;
+  };
+  const index m = dst.rows(), n = dst.cols();
+  const int threads = gemm_threads(m, n, lhs.cols());
+  if (threads <= 1) {
+    run(dst, lhs, rhs);  // Eigen keeps to one thread: too small, or already inside a region
+    return;
+  }
+  // `threads` blocks of whole multiples of 4 rows (or columns); gemm_threads leaves at least 4 a
+  // thread, so there are always at least two blocks and the work runs inside a parallel region,
+  // where Eigen sees a team of more than one thread and keeps to its single-threaded GEMM
+  const bool by_rows = m >= n;
+  const index size = by_rows ? m : n, unit = 4, units = (size + unit - 1) / unit;
+  parallel_chunks(size, unit * ((units + threads - 1) / threads), [&](index first, index count) {
+    if (by_rows)
+      run(dst.middleRows(first, count), lhs.middleRows(first, count), rhs);
+    else
+      run(dst.middleCols(first, count), lhs, rhs.middleCols(first, count));
+  });
+}
+
+}  // namespace vpdarts::detail
+// ---- end vpdarts/detail/gemm.hpp ----
+
+// ---- begin vpdarts/kernels/activation.hpp ----
+/// @file activation.hpp
+/// The MLP activations the ops know (a ViT's configuration names one).
+
+namespace vpdarts {
+
+/// The MLP's activation.
+enum class activation {
+  gelu,        ///< exact (erf) GELU, timm's default
+  quick_gelu,  ///< x * sigmoid(1.702 x), OpenAI CLIP's
+};
+
+}  // namespace vpdarts
+// ---- end vpdarts/kernels/activation.hpp ----
 
 namespace vpdarts::kernels::eigen {
 
@@ -1485,560 +1922,6 @@ void activation_backward_in_place(activation act, const S* x, const std::uint16_
 }  // namespace vpdarts::kernels::eigen
 // ---- end vpdarts/kernels/eigen.hpp ----
 
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-#include <oneapi/dnnl/dnnl.hpp>
-#endif
-
-namespace vpdarts::detail {
-/// How many bf16 products ran in this process (tests relate a step's allocations to it).
-inline std::atomic<std::uint64_t>& bf16_products() {
-  static std::atomic<std::uint64_t> n{0};
-  return n;
-}
-/// How many of them were batched (4-d) products.
-inline std::atomic<std::uint64_t>& bf16_batched_products() {
-  static std::atomic<std::uint64_t> n{0};
-  return n;
-}
-/// How many float32 products ran on oneDNN in this process.
-inline std::atomic<std::uint64_t>& onednn_f32_products() {
-  static std::atomic<std::uint64_t> n{0};
-  return n;
-}
-}  // namespace vpdarts::detail
-
-namespace vpdarts::kernels::onednn {
-
-#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
-/// True in a build with oneDNN.
-inline constexpr bool built = true;
-
-namespace impl {
-inline bool has_isa(dnnl_cpu_isa_t want) {
-  const unsigned isa = static_cast<unsigned>(dnnl_get_effective_cpu_isa());  // bit masks, each containing those it extends
-  return (isa & static_cast<unsigned>(want)) == static_cast<unsigned>(want);
-}
-}  // namespace impl
-
-/// The instructions oneDNN's bf16 products use on this CPU: "AMX", "AVX512-BF16", or empty (none).
-inline std::string bf16_kernel() {
-  if (impl::has_isa(dnnl_cpu_isa_avx512_core_amx)) return "AMX";
-  if (impl::has_isa(dnnl_cpu_isa_avx512_core_bf16)) return "AVX512-BF16";
-  return {};
-}
-
-/// The widest vector instructions of oneDNN's kernels here: "AVX-512", "AVX2", "SSE4.1".
-inline std::string cpu_isa() {
-  if (impl::has_isa(dnnl_cpu_isa_avx512_core)) return "AVX-512";
-  if (impl::has_isa(dnnl_cpu_isa_avx2)) return "AVX2";
-  return "SSE4.1";
-}
-
-/// The products of one thread: c (m x n, float32, row-major) = a (m x k, bf16,
-/// row-major) * op(w), where w is bf16 and either n x k row-major (`w_nk`:
-/// the product is a * w^T, a linear layer's forward) or k x n row-major (a * w,
-/// its input gradient); with `accumulate` c += instead of c =. run_f32 is the
-/// same product with a and w in float32.
-class matmuls {
- public:
-  /// The calling thread's instance.
-  static matmuls& here() {
-    thread_local matmuls m;
-    return m;
-  }
-
-  /// Runs the product (see the class) in float32: a and w are float32, read where they are. Without
-  /// `accumulate`, the epilogue e (bias, LayerScale, residual) is applied by the product's kernel where
-  /// oneDNN can (returns true), else not at all (false: the caller applies it).
-  /// @throws state_error when oneDNN refuses it.
-  bool run_f32(index m, index n, index k, const float* a, const float* w, bool w_nk, float* c, bool accumulate,
-               const epilogue<float>& e = {}) {
-    detail::profile_scope profiled(detail::profile_kind::weight_product);
-    shape s = plain(m, n, k, w_nk, accumulate);
-    s.f32 = true;
-    if (!accumulate) s.post = post_of(e);
-    ++detail::onednn_f32_products();
-    entry& en = find(s);
-    execute(en, a, w, c, en.fused ? &e : nullptr);
-    return en.fused;
-  }
-
-  /// Runs the product (see the class). @throws state_error when oneDNN refuses it.
-  void run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
-           bool accumulate) {
-    detail::profile_scope profiled(detail::profile_kind::weight_product);
-    ++detail::bf16_products();
-    execute(find(plain(m, n, k, w_nk, accumulate)), a, w, c);
-  }
-
-  /// c (m x n) = a (m x k, bf16) * W^T for a weight W (n x k) that oneDNN reads in the layout
-  /// it prefers for its matrix unit (packed for the kernel, so that no call repacks it):
-  /// `weights(desc)` returns W laid out as `desc`, made once by the caller with pack().
-  /// The epilogue e goes as for run_f32 (the return value says whether it was applied).
-  template <class Weights>
-  bool run_laid_out(index m, index n, index k, const std::uint16_t* a, Weights&& weights, float* c,
-                    const epilogue<float>& ep = {}) {
-    detail::profile_scope profiled(detail::profile_kind::weight_product);
-    shape s;
-    s.rank = 2;
-    s.a = {m, k, 0, 0};
-    s.as = {k, 1, 0, 0};
-    s.w = {k, n, 0, 0};
-    s.ws = {-1, -1, 0, 0};  // any: oneDNN's choice
-    s.c = {m, n, 0, 0};
-    s.cs = {n, 1, 0, 0};
-    s.post = post_of(ep);
-    entry& e = find(s);
-    const std::byte* w = weights(e.weights);
-    ++detail::bf16_products();
-    execute(e, a, w, c, e.fused ? &ep : nullptr);
-    return e.fused;
-  }
-
-  /// Writes the float32 weight w (n x k, row-major) into dst, laid out as `target` in bf16.
-  void pack(const float* w, index n, index k, const dnnl::memory::desc& target, std::byte* dst) {
-    try {
-      const dnnl::memory::desc plain({k, n}, dnnl::memory::data_type::f32, dnnl::memory::dims{1, k});
-      dnnl::memory from(plain, engine_, const_cast<float*>(w)), to(target, engine_, dst);
-      dnnl::reorder(from, to).execute(stream_, from, to);
-      stream_.wait();
-    } catch (const dnnl::error& err) {
-      throw state_error(detail::cat("bf16 matmul: oneDNN cannot lay out a weight of ", detail::shape_str(n, k), ": ", err.what()));
-    }
-  }
-
-  /// Dimensions or strides of a 4-d operand (the first `rank` used).
-  using dims4 = std::array<dnnl::memory::dim, 4>;
-
-  /// A batched product over two leading dimensions: c[i, j] (+)= a[i, j] * w[i, j] for the
-  /// (i, j) of a's first two dimensions, each operand given by its dims and strides (in
-  /// elements), so strided views (the heads of a qkv matrix, a transposed probability
-  /// matrix) are read in place. a and w are bf16, c float32 or (c_bf16, not accumulating) bf16,
-  /// rounded to nearest even from the float32 sums.
-  void run_batched(const dims4& a_dims, const dims4& a_strides, const dims4& w_dims, const dims4& w_strides,
-                   const dims4& c_dims, const dims4& c_strides, const std::uint16_t* a, const std::uint16_t* w,
-                   void* c, bool accumulate, bool c_bf16 = false) {
-    detail::profile_scope profiled(detail::profile_kind::attention_product);
-    shape s{4, a_dims, a_strides, w_dims, w_strides, c_dims, c_strides, accumulate};
-    s.c16 = c_bf16;
-    ++detail::bf16_products();
-    ++detail::bf16_batched_products();
-    execute(find(s), a, w, c);
-  }
-
- private:
-  struct shape {
-    int rank = 2;
-    dims4 a{}, as{}, w{}, ws{}, c{}, cs{};
-    bool accumulate = false;
-    bool f32 = false;  ///< a and w in float32 (else bf16)
-    bool c16 = false;  ///< c in bf16 (else float32)
-    std::uint8_t post = 0;  ///< the epilogue's parts: 1 bias, 2 LayerScale, 4 residual
-    bool operator==(const shape&) const = default;
-  };
-
-  /// The 2-d product c (m x n) (+)= a (m x k) * op(w), all dense row-major (see the class).
-  static shape plain(index m, index n, index k, bool w_nk, bool accumulate) {
-    shape s;
-    s.rank = 2;
-    s.a = {m, k, 0, 0};
-    s.as = {k, 1, 0, 0};
-    s.w = {k, n, 0, 0};
-    s.ws = w_nk ? dims4{1, k, 0, 0} : dims4{n, 1, 0, 0};
-    s.c = {m, n, 0, 0};
-    s.cs = {n, 1, 0, 0};
-    s.accumulate = accumulate;
-    return s;
-  }
-  static std::uint8_t post_of(const epilogue<float>& e) {
-    return static_cast<std::uint8_t>((e.bias ? 1 : 0) | (e.scale ? 2 : 0) | (e.residual ? 4 : 0));
-  }
-
-  struct entry {
-    shape key;
-    dnnl::matmul prim;
-    dnnl::memory src, wei, dst, pad;
-    dnnl::memory::desc weights;  ///< the weights' layout (oneDNN's choice for an `any` shape)
-    bool fused = false;          ///< the epilogue (key.post) is part of the primitive
-    dnnl::memory bias, scale, residual;  ///< its operands, where fused
-  };
-
-  void execute(entry& e, const void* a, const void* w, void* c, const epilogue<float>* ep = nullptr) {
-    e.src.set_data_handle(const_cast<void*>(a));
-    e.wei.set_data_handle(const_cast<void*>(w));
-    e.dst.set_data_handle(c);
-    e.pad.set_data_handle(scratch_.data());
-    dnnl_exec_arg_t args[7] = {{DNNL_ARG_SRC, e.src.get()},
-                               {DNNL_ARG_WEIGHTS, e.wei.get()},
-                               {DNNL_ARG_DST, e.dst.get()},
-                               {DNNL_ARG_SCRATCHPAD, e.pad.get()}};
-    int count = 4, post = 0;
-    if (ep != nullptr) {  // the operands of the fused epilogue: the bias, then the post-ops in order
-      const auto arg = [&](int kind, dnnl::memory& m, const float* p) {
-        m.set_data_handle(const_cast<float*>(p));
-        args[count++] = {kind, m.get()};
-      };
-      if (ep->bias) arg(DNNL_ARG_BIAS, e.bias, ep->bias);
-      if (ep->scale) arg(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, e.scale, ep->scale);
-      if (ep->residual) arg(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, e.residual, ep->residual);
-    }
-    dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), stream_.get(), count, args);
-    if (st == dnnl_success) st = dnnl_stream_wait(stream_.get());
-    if (st != dnnl_success)
-      throw state_error(detail::cat(e.key.f32 ? "float32" : "bf16", " matmul: oneDNN failed (status ", static_cast<int>(st),
-                            ") on ", describe(e.key)));
-  }
-
-  static std::string describe(const shape& s) {
-    std::string out;
-    for (int i = 0; i < s.rank; ++i) out += detail::cat(i ? "x" : "", s.a[static_cast<std::size_t>(i)]);
-    out += " by ";
-    for (int i = 0; i < s.rank; ++i) out += detail::cat(i ? "x" : "", s.w[static_cast<std::size_t>(i)]);
-    return out;
-  }
-
-  entry& find(const shape& s) {
-    for (entry& e : cache_)
-      if (e.key == s) return e;
-    // Shapes repeat from step to step; a run of new ones (inference at many batch sizes) starts afresh.
-    if (cache_.size() >= 256) cache_.clear();
-    using dt = dnnl::memory::data_type;
-    const auto desc = [&](const dims4& d, const dims4& st, dt type) {
-      return dnnl::memory::desc(dnnl::memory::dims(d.begin(), d.begin() + s.rank),
-                                type, dnnl::memory::dims(st.begin(), st.begin() + s.rank));
-    };
-    try {
-      const bool any = s.ws[0] < 0;
-      const dt in = s.f32 ? dt::f32 : dt::bf16;
-      const dnnl::memory::desc a_md = desc(s.a, s.as, in), c_md = desc(s.c, s.cs, s.c16 ? dt::bf16 : dt::f32),
-                               w_md = any ? dnnl::memory::desc({s.w[0], s.w[1]}, in, dnnl::memory::format_tag::any)
-                                          : desc(s.w, s.ws, in);
-      // the epilogue as oneDNN's bias and post-ops: (a w + bias) * scale + residual, in float32
-      const index m = s.c[0], n = s.c[1];
-      const dnnl::memory::desc row_md({1, n}, dt::f32, dnnl::memory::dims{n, 1}),
-          full_md({m, n}, dt::f32, dnnl::memory::dims{n, 1});
-      const auto make = [&](bool fused) {
-        dnnl::primitive_attr attr;
-        attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-        dnnl::post_ops ops;
-        if (s.accumulate) ops.append_sum(1.0f);
-        if (fused && (s.post & 2)) ops.append_binary(dnnl::algorithm::binary_mul, row_md);
-        if (fused && (s.post & 4)) ops.append_binary(dnnl::algorithm::binary_add, full_md);
-        attr.set_post_ops(ops);
-        const dnnl::matmul::desc md = fused && (s.post & 1) ? dnnl::matmul::desc(a_md, w_md, row_md, c_md)
-                                                             : dnnl::matmul::desc(a_md, w_md, c_md);
-        return dnnl::matmul::primitive_desc(md, attr, engine_);
-      };
-      bool fused = s.post != 0;
-      dnnl::matmul::primitive_desc pd;
-      try {
-        pd = make(fused);
-      } catch (const dnnl::error&) {
-        if (!fused) throw;
-        fused = false;  // oneDNN has no kernel with this epilogue here: the caller applies it
-        pd = make(false);
-      }
-      const std::size_t pad = pd.scratchpad_desc().get_size();
-      if (pad > scratch_.size()) scratch_.resize(pad);
-      const auto none = [&](const dnnl::memory::desc& d) { return dnnl::memory(d, engine_, DNNL_MEMORY_NONE); };
-      cache_.push_back(entry{s, dnnl::matmul(pd), none(a_md), none(pd.weights_desc()), none(c_md),
-                             none(pd.scratchpad_desc()), pd.weights_desc(), fused && s.post != 0, none(row_md),
-                             none(row_md), none(full_md)});
-    } catch (const dnnl::error& err) {
-      throw state_error(detail::cat(s.f32 ? "float32" : "bf16", " matmul: oneDNN cannot make the product ", describe(s), ": ",
-                            err.what()));
-    }
-    return cache_.back();
-  }
-
-  dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
-  dnnl::stream stream_{engine_};
-  std::vector<entry> cache_;
-  std::vector<std::byte> scratch_ = std::vector<std::byte>(64);
-};
-
-/// c (rows x n) (+)= a * op(W) on oneDNN: op(W) = W^T (n = out) when `transposed` (a linear layer's
-/// forward), else W (n = in: its input gradient). a is float32 (a float32 product) or bf16 (a bf16
-/// product with W's cached bf16 copy: W must be frozen). The forward bf16 product reads W in the
-/// layout oneDNN prefers for its matrix unit, packed once per parameter version.
-/// Without `accumulate`, the epilogue e is applied by the product's kernel where oneDNN can: returns
-/// whether it was (the caller applies it otherwise).
-inline bool weight_product(const weight<float>& w, const rows<float>& a, float* c, bool transposed, bool accumulate,
-                           const epilogue<float>& e = {}) {
-  const index n = transposed ? w.out : w.in, k = transposed ? w.in : w.out;
-  matmuls& mm = matmuls::here();
-  if (a.type == element::value) return mm.run_f32(a.count, n, k, a.values(), w.value, transposed, c, accumulate, e);
-  if (transposed && !accumulate) {
-    return mm.run_laid_out(a.count, n, k, a.halves(), [&](const dnnl::memory::desc& d) {
-      return w.bf16.laid_out(reinterpret_cast<const std::byte*>(&d.data), sizeof(d.data), d.get_size(),
-                             [&](std::byte* dst) { mm.pack(w.value, n, k, d, dst); });
-    }, c, e);
-  }
-  mm.run(a.count, n, k, a.halves(), w.bf16.plain(), transposed, c, accumulate);
-  return false;
-}
-
-/// Images per group of attention's products: about 2^19 T x T scores at most (2 MiB in float, so that
-/// they stay in a core's cache between a product, the softmax and the next product: ViT-B/16 at 197
-/// tokens, one image), at least one image, and the batch split into groups of equal size.
-inline index attention_group(index batch, index heads, index seq) {
-  const index most = std::clamp<index>((index{1} << 19) / (heads * seq * seq), 1, batch);
-  const index groups = (batch + most - 1) / most;
-  return (batch + groups - 1) / groups;
-}
-
-/// Attention forward in bf16: o ((batch*seq) x d rows, float or bf16 as o_type says) = softmax(Q K^T /
-/// sqrt(d_h)) V, Q K^T and P V as batched products over (image, head), from q in bf16 by head. The
-/// images go in groups of about 4M scores through memory borrowed from `pool`.
-inline void attention_forward(const qkv<float>& q, void* o, element o_type, block_pool<float>& pool) {
-  detail::profile_scope profiled(detail::profile_kind::attention_rest);
-  using dims4 = matmuls::dims4;
-  const index batch = q.batch, heads = q.heads, seq = q.seq, d = q.d, dh = q.head_dim(), tt = seq * seq,
-              part = batch * seq * d;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-  const index group = attention_group(batch, heads, seq);
-  buffer<float, float> scores(pool, group * heads * tt);
-  buffer<std::uint16_t, float> p16(pool, group * heads * tt);
-  const std::uint16_t* q16 = q.halves();
-  auto& mm = matmuls::here();
-  const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
-      ps{heads * tt, tt, seq, 1}, os{seq * d, dh, d, 1};
-  for (index b0 = 0; b0 < batch; b0 += group) {
-    const index g = std::min(group, batch - b0), off = b0 * heads * seq * dh;
-    float* p = scores.data();
-    mm.run_batched({g, heads, seq, dh}, dense, {g, heads, dh, seq}, dense_t, {g, heads, seq, seq}, ps, q16 + off,
-                   q16 + part + off, p, false);  // S = Q K^T
-    eigen::softmax_rows(p, g * heads * seq, seq, scale);
-    detail::to_bf16(p, p16.data(), static_cast<std::size_t>(g * heads * tt));
-    const bool o16 = o_type == element::bf16;
-    void* ob = o16 ? static_cast<void*>(static_cast<std::uint16_t*>(o) + b0 * seq * d)
-                   : static_cast<void*>(static_cast<float*>(o) + b0 * seq * d);
-    mm.run_batched({g, heads, seq, seq}, ps, {g, heads, seq, dh}, dense, {g, heads, seq, dh}, os, p16.data(),
-                   q16 + 2 * part + off, ob, false, o16);  // O = P V
-  }
-}
-
-/// The backward of attention_forward: adds into gin ((batch*seq) x 3d rows; overwrites it with
-/// `accumulate` false) the gradient for gout ((batch*seq) x d, float rows). gin is float, or (gin_type
-/// bf16, not accumulating) bf16. The probabilities are computed again (the same bf16 products as the
-/// forward's, so the same values).
-inline void attention_backward(const qkv<float>& q, void* gin, element gin_type, bool accumulate, const float* gout,
-                               block_pool<float>& pool) {
-  detail::profile_scope profiled(detail::profile_kind::attention_rest);
-  using dims4 = matmuls::dims4;
-  const index batch = q.batch, heads = q.heads, seq = q.seq, d = q.d, dh = q.head_dim(), tt = seq * seq,
-              part = batch * seq * d;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
-  // the images go in groups whose T x T matrices stay in cache between the products and the softmax
-  const index group = attention_group(batch, heads, seq), n = group * heads * tt;
-  buffer<std::uint16_t, float> go16(pool, part), a16(pool, n);
-  const bool g16 = gin_type == element::bf16;
-  buffer<float, float> probs(pool, n), ds(pool, n), dqkv(pool, g16 ? 3 * part / 2 + 1 : 3 * part);
-  const std::uint16_t* qh = q.halves();
-  std::uint16_t* dout = go16.data();
-  std::uint16_t* a = a16.data();
-  eigen::to_heads(gout, dout, batch, seq, 1, heads, dh, d);
-  const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
-      ps{heads * tt, tt, seq, 1}, pts{heads * tt, tt, 1, seq};
-  auto& mm = matmuls::here();
-  // dV, dQ, dK go to a head-major buffer (float, or bf16 for a bf16 gin), then into gin (a strided
-  // destination with accumulation would get oneDNN's slow kernel)
-  const auto at = [&](index offset) -> void* {
-    return g16 ? static_cast<void*>(reinterpret_cast<std::uint16_t*>(dqkv.data()) + offset)
-               : static_cast<void*>(dqkv.data() + offset);
-  };
-  for (index b0 = 0; b0 < batch; b0 += group) {
-    const index g = std::min(group, batch - b0), off = b0 * heads * seq * dh, m = g * heads * tt;
-    const dims4 bhtd{g, heads, seq, dh}, bhtt{g, heads, seq, seq}, bhdt{g, heads, dh, seq};
-    const std::uint16_t *qg = qh + off, *dog = dout + off;
-    mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, qg, qg + part, probs.data(), false);           // S = Q K^T
-    eigen::softmax_rows(probs.data(), g * heads * seq, seq, scale);
-    detail::to_bf16(probs.data(), a, static_cast<std::size_t>(m));
-    mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, dog, at(2 * part + off), false, g16);      // dV = A^T dO
-    mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, dog, qg + 2 * part, ds.data(), false);       // dA = dO V^T
-    eigen::softmax_backward_rows(ds.data(), probs.data(), g * heads * seq, seq, scale);
-    detail::to_bf16(ds.data(), a, static_cast<std::size_t>(m));                                       // dS in bf16
-    mm.run_batched(bhtt, ps, bhtd, dense, bhtd, dense, a, qg + part, at(off), false, g16);            // dQ = dS K
-    mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, qg, at(part + off), false, g16);           // dK = dS^T Q
-  }
-  if (g16)
-    eigen::from_heads(reinterpret_cast<const std::uint16_t*>(dqkv.data()), static_cast<std::uint16_t*>(gin), false,
-                      batch, seq, 3, heads, dh, 3 * d);
-  else
-    eigen::from_heads(dqkv.data(), static_cast<float*>(gin), accumulate, batch, seq, 3, heads, dh, 3 * d);
-}
-
-#else
-/// False: this build has no oneDNN.
-inline constexpr bool built = false;
-/// Empty: no bf16 products without oneDNN.
-inline std::string bf16_kernel() { return {}; }
-/// Empty: no oneDNN kernels.
-inline std::string cpu_isa() { return {}; }
-[[noreturn]] inline void not_built() { throw state_error("vpdarts was built without oneDNN"); }
-inline bool weight_product(const weight<float>&, const rows<float>&, float*, bool, bool, const epilogue<float>& = {}) {
-  not_built();
-}
-inline void attention_forward(const qkv<float>&, void*, element, block_pool<float>&) { not_built(); }
-inline void attention_backward(const qkv<float>&, void*, element, bool, const float*, block_pool<float>&) { not_built(); }
-#endif
-
-}  // namespace vpdarts::kernels::onednn
-// ---- end vpdarts/kernels/onednn.hpp ----
-
-namespace vpdarts {
-
-/// The precision of the frozen products (see the file's comment).
-enum class precision {
-  fp32,  ///< float32 products (the default), on Eigen or oneDNN as fp32_gemm says
-  bf16,  ///< frozen products in bf16 with float32 accumulation (oneDNN)
-};
-
-/// "fp32" or "bf16".
-inline const char* to_string(precision p) noexcept { return p == precision::bf16 ? "bf16" : "fp32"; }
-
-/// Which library runs the float32 products of frozen weights (see the file's comment).
-enum class fp32_gemm {
-  automatic,  ///< oneDNN where the build has it, else Eigen (the default)
-  eigen,      ///< Eigen's GEMM (the only one a build without oneDNN has)
-  onednn,     ///< oneDNN's float32 matmul (a build with oneDNN)
-};
-
-/// "auto", "eigen" or "onednn".
-inline const char* to_string(fp32_gemm g) noexcept {
-  return g == fp32_gemm::eigen ? "eigen" : g == fp32_gemm::onednn ? "onednn" : "auto";
-}
-
-/// What layer_norm_mlp keeps of the MLP's hidden layer for backward, when every weight is constant.
-enum class mlp_memory {
-  keep,       ///< the hidden layer before the activation (R x M values; in bf16 when the products run in bf16): the fastest step, the default
-  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and fc1 again (docs/performance.md)
-};
-
-/// What layer_norm_attention keeps of qkv for backward, when every weight is constant.
-enum class attention_memory {
-  keep,       ///< qkv ((B*T) x 3E values; in bf16 when attention's products run in bf16): the fastest step, the default
-  recompute,  ///< only the LayerNorm statistics; backward computes LayerNorm and the qkv product again (docs/performance.md)
-};
-
-/// What this build and this CPU offer for bf16.
-struct bf16_support {
-  bool available = false;  ///< bf16 products can run here
-  std::string kernel;      ///< the instructions oneDNN uses: "AMX", "AVX512-BF16" (empty when unavailable)
-  std::string reason;      ///< why not, when unavailable
-};
-
-/// Whether bf16 products can run in this program on this CPU, and which instructions they use.
-/// oneDNN's own view of the CPU decides (it honours ONEDNN_MAX_CPU_ISA, so
-/// `ONEDNN_MAX_CPU_ISA=AVX2` shows the refusal on any machine).
-inline bf16_support bf16_supported() {
-  bf16_support s;
-  s.kernel = kernels::onednn::bf16_kernel();
-  s.available = !s.kernel.empty();
-  if (s.available) return s;
-  s.reason = kernels::onednn::built
-                 ? "this CPU (as oneDNN sees it) has neither AVX512-BF16 nor AMX, so bf16 products would be emulated "
-                   "and slower than float32"
-                 : "vpdarts was built without oneDNN (link the CMake target vpdarts::bf16, which needs Debian's "
-                   "libdnnl-dev, or define VPDARTS_WITH_DNNL and link -ldnnl)";
-  return s;
-}
-
-/// The widest vector instructions oneDNN's kernels use on this CPU: "AVX-512", "AVX2", "SSE4.1"
-/// (empty in a build without oneDNN). oneDNN honours ONEDNN_MAX_CPU_ISA.
-inline std::string onednn_cpu_isa() { return kernels::onednn::cpu_isa(); }
-
-/// What fp32_gemm::automatic picks in this program on this CPU, and why.
-struct fp32_gemm_choice {
-  fp32_gemm gemm = fp32_gemm::eigen;  ///< eigen or onednn
-  std::string reason;                 ///< one line: why
-};
-
-/// What fp32_gemm::automatic resolves to in this program: oneDNN in a build with it (its kernels,
-/// chosen for the CPU at run time, were as fast as Eigen's or faster on every workload measured,
-/// docs/performance.md), else Eigen.
-inline fp32_gemm_choice fp32_gemm_automatic() {
-  if (!kernels::onednn::built) return {fp32_gemm::eigen, "vpdarts was built without oneDNN"};
-  return {fp32_gemm::onednn, "vpdarts was built with oneDNN, whose " + onednn_cpu_isa() +
-                                 " float32 kernels run the frozen products at least as fast as Eigen's"};
-}
-
-/// How a tape runs its kernels (see the file's comment). The default is float32 products on the
-/// automatic engine, keeping qkv and the MLP's hidden layer.
-struct execution_config {
-  precision products = precision::fp32;         ///< the precision of the frozen products
-  fp32_gemm fp32_products = fp32_gemm::automatic;  ///< the library of the frozen float32 products
-  mlp_memory mlp = mlp_memory::keep;            ///< what a frozen block keeps of its MLP
-  attention_memory attention = attention_memory::keep;  ///< what a frozen block keeps of qkv
-
-  /// The library that runs the frozen float32 products: eigen or onednn (automatic resolved).
-  fp32_gemm fp32_engine() const noexcept {
-    return fp32_products != fp32_gemm::automatic ? fp32_products
-           : kernels::onednn::built             ? fp32_gemm::onednn
-                                                : fp32_gemm::eigen;
-  }
-
-  /// @throws config_error naming `who` for bf16 where bf16_supported() says it is unavailable (with
-  /// its reason), or oneDNN float32 products in a build without oneDNN.
-  void check(const char* who) const {
-    if (products == precision::bf16) {
-      const bf16_support s = bf16_supported();
-      if (!s.available) throw config_error(detail::cat(who, ": bf16 is not available: ", s.reason));
-    }
-    if (fp32_products == fp32_gemm::onednn && !kernels::onednn::built)
-      throw config_error(detail::cat(who, ": oneDNN float32 products are not available: vpdarts was built without "
-                                          "oneDNN (link the CMake target vpdarts::bf16, which needs Debian's libdnnl-dev)"));
-  }
-
-  /// One line for logs and metrics: "bf16", "fp32 (onednn)", with " mlp=recompute" / " qkv=recompute".
-  std::string describe() const {
-    std::string s = products == precision::bf16 ? "bf16" : detail::cat("fp32 (", to_string(fp32_engine()), ")");
-    if (mlp == mlp_memory::recompute) s += " mlp=recompute";
-    if (attention == attention_memory::recompute) s += " qkv=recompute";
-    return s;
-  }
-
-  bool operator==(const execution_config&) const = default;
-};
-
-}  // namespace vpdarts
-// ---- end vpdarts/kernels/execution.hpp ----
-
-// ---- begin vpdarts/autodiff.hpp ----
-/// @file autodiff.hpp
-/// The reverse-mode tape and all its ops.
-
-
-// ---- begin vpdarts/autodiff/gradcheck.hpp ----
-/// @file gradcheck.hpp
-/// A finite-difference gradient checker for any function recorded on a tape
-/// (the analogue of torch.autograd.gradcheck). vpdarts tests every op with it;
-/// users check their own ops and fusion operators the same way.
-
-#include <algorithm>
-#include <cmath>
-#include <concepts>
-#include <functional>
-#include <initializer_list>
-#include <random>
-#include <span>
-#include <string>
-#include <vector>
-
-
-// ---- begin vpdarts/autodiff/ops_elementwise.hpp ----
-/// @file ops_elementwise.hpp
-/// Element-wise operations with broadcasting, and unary functions.
-///
-/// Broadcasting rule (binary ops): the output has max(rows) x max(cols) of the
-/// operands; an operand's rows must divide the output rows (its rows repeat,
-/// so a T x D tensor adds to every image of a (B*T) x D batch and a 1 x D row
-/// to every row) and its cols must equal the output cols or be 1.
-
-#include <algorithm>
-#include <cmath>
-
-
 // ---- begin vpdarts/autodiff/tape.hpp ----
 /// @file tape.hpp
 /// The reverse-mode tape: nodes with a value, an adjoint and a backward step.
@@ -2128,6 +2011,141 @@ class inline_function {
 #include <type_traits>
 
 
+// ---- begin vpdarts/kernels/onednn.hpp ----
+/// @file onednn.hpp
+/// The kernels that run on oneDNN's matmul (onednn_matmul.hpp): a frozen weight's product (bf16 under
+/// precision::bf16, with the weight laid out for the matrix unit; float32 where the float32 engine is
+/// oneDNN) and attention's forward and backward as batched bf16 products over (image, head), around
+/// vpdarts' own softmax and roundings (eigen.hpp). Without VPDARTS_WITH_DNNL they throw (the backend
+/// never calls them then).
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+
+namespace vpdarts::kernels::onednn {
+
+#if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+/// c (rows x n) (+)= a * op(W) on oneDNN: op(W) = W^T (n = out) when `transposed` (a linear layer's
+/// forward), else W (n = in: its input gradient). a is float32 (a float32 product) or bf16 (a bf16
+/// product with W's cached bf16 copy: W must be frozen). The forward bf16 product reads W in the
+/// layout oneDNN prefers for its matrix unit, packed once per parameter version.
+/// Without `accumulate`, the epilogue e is applied by the product's kernel where oneDNN can: returns
+/// whether it was (the caller applies it otherwise).
+inline bool weight_product(const weight<float>& w, const rows<float>& a, float* c, bool transposed, bool accumulate,
+                           const epilogue<float>& e = {}) {
+  const index n = transposed ? w.out : w.in, k = transposed ? w.in : w.out;
+  matmuls& mm = matmuls::here();
+  if (a.type == element::value) return mm.run_f32(a.count, n, k, a.values(), w.value, transposed, c, accumulate, e);
+  if (transposed && !accumulate) {
+    return mm.run_laid_out(a.count, n, k, a.halves(), [&](const dnnl::memory::desc& d) {
+      return w.bf16.laid_out(reinterpret_cast<const std::byte*>(&d.data), sizeof(d.data), d.get_size(),
+                             [&](std::byte* dst) { mm.pack(w.value, n, k, d, dst); });
+    }, c, e);
+  }
+  mm.run(a.count, n, k, a.halves(), w.bf16.plain(), transposed, c, accumulate);
+  return false;
+}
+
+/// Images per group of attention's products: about 2^19 T x T scores at most (2 MiB in float, so that
+/// they stay in a core's cache between a product, the softmax and the next product: ViT-B/16 at 197
+/// tokens, one image), at least one image, and the batch split into groups of equal size.
+inline index attention_group(index batch, index heads, index seq) {
+  const index most = std::clamp<index>((index{1} << 19) / (heads * seq * seq), 1, batch);
+  const index groups = (batch + most - 1) / most;
+  return (batch + groups - 1) / groups;
+}
+
+/// Attention forward in bf16: o ((batch*seq) x d rows, float or bf16 as o_type says) = softmax(Q K^T /
+/// sqrt(d_h)) V, Q K^T and P V as batched products over (image, head), from q in bf16 by head. The
+/// images go in groups (attention_group) through memory borrowed from `pool`.
+inline void attention_forward(const qkv<float>& q, void* o, element o_type, block_pool<float>& pool) {
+  detail::profile_scope profiled(detail::profile_kind::attention_rest);
+  using dims4 = matmuls::dims4;
+  const index batch = q.batch, heads = q.heads, seq = q.seq, d = q.d, dh = q.head_dim(), tt = seq * seq,
+              part = batch * seq * d;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
+  const index group = attention_group(batch, heads, seq);
+  buffer<float, float> scores(pool, group * heads * tt);
+  buffer<std::uint16_t, float> p16(pool, group * heads * tt);
+  const std::uint16_t* q16 = q.halves();
+  auto& mm = matmuls::here();
+  const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
+      ps{heads * tt, tt, seq, 1}, os{seq * d, dh, d, 1};
+  const bool o16 = o_type == element::bf16;
+  for (index b0 = 0; b0 < batch; b0 += group) {
+    const index g = std::min(group, batch - b0), off = b0 * heads * seq * dh;
+    float* p = scores.data();
+    mm.run_batched({g, heads, seq, dh}, dense, {g, heads, dh, seq}, dense_t, {g, heads, seq, seq}, ps, q16 + off,
+                   q16 + part + off, p, false);  // S = Q K^T
+    eigen::softmax_rows(p, g * heads * seq, seq, scale);
+    detail::to_bf16(p, p16.data(), static_cast<std::size_t>(g * heads * tt));
+    mm.run_batched({g, heads, seq, seq}, ps, {g, heads, seq, dh}, dense, {g, heads, seq, dh}, os, p16.data(),
+                   q16 + 2 * part + off, offset<float>(o, o_type, b0 * seq * d), false, o16);  // O = P V
+  }
+}
+
+/// The backward of attention_forward: adds into gin ((batch*seq) x 3d rows; overwrites it with
+/// `accumulate` false) the gradient for gout ((batch*seq) x d, float rows). gin is float, or (gin_type
+/// bf16, not accumulating) bf16. The probabilities are computed again (the same bf16 products as the
+/// forward's, so the same values).
+inline void attention_backward(const qkv<float>& q, void* gin, element gin_type, bool accumulate, const float* gout,
+                               block_pool<float>& pool) {
+  detail::profile_scope profiled(detail::profile_kind::attention_rest);
+  using dims4 = matmuls::dims4;
+  const index batch = q.batch, heads = q.heads, seq = q.seq, d = q.d, dh = q.head_dim(), tt = seq * seq,
+              part = batch * seq * d;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dh));
+  // the images go in groups whose T x T matrices stay in cache between the products and the softmax
+  const index group = attention_group(batch, heads, seq), n = group * heads * tt;
+  buffer<std::uint16_t, float> go16(pool, part), a16(pool, n);
+  const bool g16 = gin_type == element::bf16;
+  buffer<float, float> probs(pool, n), ds(pool, n), dqkv(pool, g16 ? 3 * part / 2 + 1 : 3 * part);
+  const std::uint16_t* qh = q.halves();
+  std::uint16_t* dout = go16.data();
+  std::uint16_t* a = a16.data();
+  eigen::to_heads(gout, dout, batch, seq, 1, heads, dh, d);
+  const dims4 dense{heads * seq * dh, seq * dh, dh, 1}, dense_t{heads * seq * dh, seq * dh, 1, dh},
+      ps{heads * tt, tt, seq, 1}, pts{heads * tt, tt, 1, seq};
+  auto& mm = matmuls::here();
+  // dV, dQ, dK go to a head-major buffer (float, or bf16 for a bf16 gin), then into gin (a strided
+  // destination with accumulation would get oneDNN's slow kernel)
+  const auto at = [&](index n) { return offset<float>(dqkv.data(), gin_type, n); };
+  for (index b0 = 0; b0 < batch; b0 += group) {
+    const index g = std::min(group, batch - b0), off = b0 * heads * seq * dh, m = g * heads * tt;
+    const dims4 bhtd{g, heads, seq, dh}, bhtt{g, heads, seq, seq}, bhdt{g, heads, dh, seq};
+    const std::uint16_t *qg = qh + off, *dog = dout + off;
+    mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, qg, qg + part, probs.data(), false);           // S = Q K^T
+    eigen::softmax_rows(probs.data(), g * heads * seq, seq, scale);
+    detail::to_bf16(probs.data(), a, static_cast<std::size_t>(m));
+    mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, dog, at(2 * part + off), false, g16);      // dV = A^T dO
+    mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, dog, qg + 2 * part, ds.data(), false);       // dA = dO V^T
+    eigen::softmax_backward_rows(ds.data(), probs.data(), g * heads * seq, seq, scale);
+    detail::to_bf16(ds.data(), a, static_cast<std::size_t>(m));                                       // dS in bf16
+    mm.run_batched(bhtt, ps, bhtd, dense, bhtd, dense, a, qg + part, at(off), false, g16);            // dQ = dS K
+    mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, qg, at(part + off), false, g16);           // dK = dS^T Q
+  }
+  if (g16)
+    eigen::from_heads(reinterpret_cast<const std::uint16_t*>(dqkv.data()), static_cast<std::uint16_t*>(gin), false,
+                      batch, seq, 3, heads, dh, 3 * d);
+  else
+    eigen::from_heads(dqkv.data(), static_cast<float*>(gin), accumulate, batch, seq, 3, heads, dh, 3 * d);
+}
+
+#else
+[[noreturn]] inline void not_built() { throw state_error("vpdarts was built without oneDNN"); }
+inline bool weight_product(const weight<float>&, const rows<float>&, float*, bool, bool, const epilogue<float>& = {}) {
+  not_built();
+}
+inline void attention_forward(const qkv<float>&, void*, element, block_pool<float>&) { not_built(); }
+inline void attention_backward(const qkv<float>&, void*, element, bool, const float*, block_pool<float>&) { not_built(); }
+#endif
+
+}  // namespace vpdarts::kernels::onednn
+// ---- end vpdarts/kernels/onednn.hpp ----
+
 namespace vpdarts::kernels {
 
 /// The kernels of one tape (see the file's comment): its configuration and its pool of working memory.
@@ -2141,19 +2159,17 @@ class backend {
   backend(const execution_config& config, block_pool<S>& pool, std::uint64_t* multiply_adds = nullptr) noexcept
       : config_(config), pool_(pool), macs_(multiply_adds) {}
 
-  /// The configuration.
-  const execution_config& config() const noexcept { return config_; }
   /// The working memory kernels borrow from.
   block_pool<S>& pool() const noexcept { return pool_; }
 
   /// What a product with w reads: bf16 for a frozen parameter's weight under precision::bf16 (a float
   /// model), else values.
   element operand_of(const weight<S>& w) const noexcept {
-    return onednn_here && config_.products == precision::bf16 && w.frozen() ? element::bf16 : element::value;
+    return bf16_attention() && w.frozen() ? element::bf16 : element::value;
   }
 
-  /// True when attention's products run in bf16 (a float model under precision::bf16): attention then
-  /// reads qkv by head (attention_operand).
+  /// True when the frozen products run in bf16 (a float model under precision::bf16), attention's too:
+  /// attention then reads qkv by head (attention_operand).
   bool bf16_attention() const noexcept { return onednn_here && config_.products == precision::bf16; }
 
   /// out (x.count x w.out) = x W^T, then the epilogue (in oneDNN's kernel where it runs the product).
@@ -2618,8 +2634,7 @@ class tape {
   /// Sets it, for the nodes recorded from now on. @throws config_error as the constructor does.
   void configure(const execution_config& config) {
     config.check("tape::configure");
-    config_ = config;
-    if (block_tape_) block_tape_->config_ = config;
+    config_ = config;  // block_tape() hands its own tape this one's configuration
   }
   /// The kernels of this tape's configuration, borrowing working memory from its pool and counting
   /// their products' multiply-adds into this tape's count.
@@ -2787,7 +2802,7 @@ class tape {
   block_pool<S>* temps_ = &own_temps_;  // a block tape's points to its parent's
   std::unique_ptr<tape> block_tape_;
   execution_config config_;
-  mutable std::uint64_t own_macs_ = 0;
+  std::uint64_t own_macs_ = 0;
   std::uint64_t* macs_ = &own_macs_;  // a block tape's points to its parent's
   bool retain_adjoints_ = false;
   std::vector<node> nodes_;
@@ -2856,16 +2871,6 @@ tape<S>& tape_of(const char* fn, const var<S>& a) {
   tape<S>& t = a.owner();
   t.check(a, fn);
   return t;
-}
-
-/// Node iw of t as a weight the kernels read (with its bf16 copies when it is a frozen parameter's leaf).
-template <Scalar S>
-kernels::weight<S> weight_of(const tape<S>& t, std::uint32_t iw) {
-  const auto& n = t.at(iw);
-  kernels::weight<S> w{n.value, n.rows, n.cols, !n.requires_grad, {}};
-  if constexpr (std::is_same_v<S, float>)
-    if (n.source != nullptr && !n.source->requires_grad()) w.bf16 = n.source->bf16_copies();
-  return w;
 }
 
 /// The common tape of two operands. @throws state_error when they differ or are stale.
@@ -3459,6 +3464,16 @@ void check_linear(const char* fn, index xr, index xc, const var<S>& w, const var
   if (b.valid() && (b.rows() != 1 || b.cols() != w.rows()))
     throw shape_error(cat(fn, ": bias is ", shape_str(b.rows(), b.cols()), ", expected 1x", w.rows(),
                           " for a weight of ", shape_str(w.rows(), w.cols())));
+}
+
+/// Node iw of t as a weight the kernels read (with its bf16 copies when it is a frozen parameter's leaf).
+template <Scalar S>
+kernels::weight<S> weight_of(const tape<S>& t, std::uint32_t iw) {
+  const auto& n = t.at(iw);
+  kernels::weight<S> w{n.value, n.rows, n.cols, !n.requires_grad, {}};
+  if constexpr (std::is_same_v<S, float>)
+    if (n.source != nullptr && !n.source->requires_grad()) w.bf16 = n.source->bf16_copies();
+  return w;
 }
 
 /// Row-major rows of S as a kernel operand.

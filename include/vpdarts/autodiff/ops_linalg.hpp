@@ -74,6 +74,16 @@ void check_linear(const char* fn, index xr, index xc, const var<S>& w, const var
                           " for a weight of ", shape_str(w.rows(), w.cols())));
 }
 
+/// Node iw of t as a weight the kernels read (with its bf16 copies when it is a frozen parameter's leaf).
+template <Scalar S>
+kernels::weight<S> weight_of(const tape<S>& t, std::uint32_t iw) {
+  const auto& n = t.at(iw);
+  kernels::weight<S> w{n.value, n.rows, n.cols, !n.requires_grad, {}};
+  if constexpr (std::is_same_v<S, float>)
+    if (n.source != nullptr && !n.source->requires_grad()) w.bf16 = n.source->bf16_copies();
+  return w;
+}
+
 /// Row-major rows of S as a kernel operand.
 template <Scalar S, class M>
 kernels::rows<S> rows_of(const M& m) {

@@ -142,8 +142,7 @@ class tape {
   /// Sets it, for the nodes recorded from now on. @throws config_error as the constructor does.
   void configure(const execution_config& config) {
     config.check("tape::configure");
-    config_ = config;
-    if (block_tape_) block_tape_->config_ = config;
+    config_ = config;  // block_tape() hands its own tape this one's configuration
   }
   /// The kernels of this tape's configuration, borrowing working memory from its pool and counting
   /// their products' multiply-adds into this tape's count.
@@ -311,7 +310,7 @@ class tape {
   block_pool<S>* temps_ = &own_temps_;  // a block tape's points to its parent's
   std::unique_ptr<tape> block_tape_;
   execution_config config_;
-  mutable std::uint64_t own_macs_ = 0;
+  std::uint64_t own_macs_ = 0;
   std::uint64_t* macs_ = &own_macs_;  // a block tape's points to its parent's
   bool retain_adjoints_ = false;
   std::vector<node> nodes_;
@@ -380,16 +379,6 @@ tape<S>& tape_of(const char* fn, const var<S>& a) {
   tape<S>& t = a.owner();
   t.check(a, fn);
   return t;
-}
-
-/// Node iw of t as a weight the kernels read (with its bf16 copies when it is a frozen parameter's leaf).
-template <Scalar S>
-kernels::weight<S> weight_of(const tape<S>& t, std::uint32_t iw) {
-  const auto& n = t.at(iw);
-  kernels::weight<S> w{n.value, n.rows, n.cols, !n.requires_grad, {}};
-  if constexpr (std::is_same_v<S, float>)
-    if (n.source != nullptr && !n.source->requires_grad()) w.bf16 = n.source->bf16_copies();
-  return w;
 }
 
 /// The common tape of two operands. @throws state_error when they differ or are stale.

@@ -35,19 +35,17 @@ class backend {
   backend(const execution_config& config, block_pool<S>& pool, std::uint64_t* multiply_adds = nullptr) noexcept
       : config_(config), pool_(pool), macs_(multiply_adds) {}
 
-  /// The configuration.
-  const execution_config& config() const noexcept { return config_; }
   /// The working memory kernels borrow from.
   block_pool<S>& pool() const noexcept { return pool_; }
 
   /// What a product with w reads: bf16 for a frozen parameter's weight under precision::bf16 (a float
   /// model), else values.
   element operand_of(const weight<S>& w) const noexcept {
-    return onednn_here && config_.products == precision::bf16 && w.frozen() ? element::bf16 : element::value;
+    return bf16_attention() && w.frozen() ? element::bf16 : element::value;
   }
 
-  /// True when attention's products run in bf16 (a float model under precision::bf16): attention then
-  /// reads qkv by head (attention_operand).
+  /// True when the frozen products run in bf16 (a float model under precision::bf16), attention's too:
+  /// attention then reads qkv by head (attention_operand).
   bool bf16_attention() const noexcept { return onednn_here && config_.products == precision::bf16; }
 
   /// out (x.count x w.out) = x W^T, then the epilogue (in oneDNN's kernel where it runs the product).

@@ -32,7 +32,7 @@
 
 #include "../detail/format.hpp"
 #include "../error.hpp"
-#include "onednn.hpp"
+#include "onednn_matmul.hpp"
 
 namespace vpdarts {
 
@@ -105,10 +105,13 @@ struct fp32_gemm_choice {
 /// What fp32_gemm::automatic resolves to in this program: oneDNN in a build with it (its kernels,
 /// chosen for the CPU at run time, were as fast as Eigen's or faster on every workload measured,
 /// docs/performance.md), else Eigen.
+inline constexpr fp32_gemm fp32_gemm_automatic_engine = kernels::onednn::built ? fp32_gemm::onednn : fp32_gemm::eigen;
+
+/// fp32_gemm_automatic_engine, and why.
 inline fp32_gemm_choice fp32_gemm_automatic() {
-  if (!kernels::onednn::built) return {fp32_gemm::eigen, "vpdarts was built without oneDNN"};
-  return {fp32_gemm::onednn, "vpdarts was built with oneDNN, whose " + onednn_cpu_isa() +
-                                 " float32 kernels run the frozen products at least as fast as Eigen's"};
+  if (!kernels::onednn::built) return {fp32_gemm_automatic_engine, "vpdarts was built without oneDNN"};
+  return {fp32_gemm_automatic_engine, "vpdarts was built with oneDNN, whose " + onednn_cpu_isa() +
+                                          " float32 kernels run the frozen products at least as fast as Eigen's"};
 }
 
 /// How a tape runs its kernels (see the file's comment). The default is float32 products on the
@@ -121,9 +124,7 @@ struct execution_config {
 
   /// The library that runs the frozen float32 products: eigen or onednn (automatic resolved).
   fp32_gemm fp32_engine() const noexcept {
-    return fp32_products != fp32_gemm::automatic ? fp32_products
-           : kernels::onednn::built             ? fp32_gemm::onednn
-                                                : fp32_gemm::eigen;
+    return fp32_products != fp32_gemm::automatic ? fp32_products : fp32_gemm_automatic_engine;
   }
 
   /// @throws config_error naming `who` for bf16 where bf16_supported() says it is unavailable (with

@@ -27,6 +27,13 @@ enum class element : std::uint8_t {
   bf16,   ///< bf16 (uint16 storage)
 };
 
+/// p advanced by n values of the given element type (S or bf16).
+template <Scalar S>
+void* offset(void* p, element type, index n) noexcept {
+  return type == element::bf16 ? static_cast<void*>(static_cast<std::uint16_t*>(p) + n)
+                               : static_cast<void*>(static_cast<S*>(p) + n);
+}
+
 /// A row-major rows x cols matrix of S or bf16 values.
 template <Scalar S>
 struct rows {

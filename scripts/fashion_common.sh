@@ -24,3 +24,38 @@ pretrain_backbone() {
     --crop-padding "${PRETRAIN_CROP:-0}" --out "$backbone" | tee "$(dirname "$backbone")/pretrain.log" | tail -n 1 |
     tee -a "$out/study.log"
 }
+
+# keep REL: copies the small result files of a finished piece from $out/REL into $res/REL (metrics.json last: it
+# marks the piece done); with COMMIT=1, commits them at once (a long study keeps what it finished)
+keep() {
+  local from=$out/$1 to=$res/$1
+  mkdir -p "$to"
+  for f in genotype.json alpha.csv front.csv metrics.json; do
+    [[ -f $from/$f ]] && cp "$from/$f" "$to/$f.tmp" && mv "$to/$f.tmp" "$to/$f"
+  done
+  if [[ ${COMMIT:-0} == 1 ]]; then
+    (
+      flock 9
+      git add -- "$to" && git commit -q -m "${STUDY_NAME:-study}: $1" -- "$to" || true
+    ) 9> "$out/.git-lock"
+  fi
+  return 0
+}
+
+# run_pieces "ARGS" ...: `piece ARGS` for each, at most $jobs side by side; fails when any failed
+run_pieces() {
+  local failed=0 running=0
+  for p in "$@"; do
+    if ((running >= jobs)); then
+      wait -n || failed=1
+      running=$((running - 1))
+    fi
+    piece $p &
+    running=$((running + 1))
+  done
+  while ((running > 0)); do
+    wait -n || failed=1
+    running=$((running - 1))
+  done
+  return $failed
+}

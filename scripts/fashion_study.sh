@@ -50,15 +50,6 @@ threads=1
 source_of() { [[ $1 == a ]] && echo 0-4 || echo 5-9; }
 target_of() { [[ $1 == a ]] && echo 5-9 || echo 0-4; }
 
-# keep TASK SEED METHOD: copies the small result files of a finished piece into docs/results
-keep() {
-  local from=$out/$1/seed$2/$3 to=$res/$1/seed$2/$3
-  mkdir -p "$to"
-  for f in genotype.json alpha.csv metrics.json; do  # metrics.json last: it marks the piece done
-    [[ -f $from/$f ]] && cp "$from/$f" "$to/$f.tmp" && mv "$to/$f.tmp" "$to/$f"
-  done
-  return 0
-}
 done_before() { [[ -f $res/$1/seed$2/$3/metrics.json ]]; }
 
 # piece TASK SEED METHOD: one search, selection or retraining (skipped when done before)
@@ -87,30 +78,12 @@ piece() {
   local start=$SECONDS
   log "$task seed $seed: $method"
   if "$tool" "${cmd[@]}" > "$out/$task/seed$seed-$method.log" 2>&1; then
-    keep "$task" "$seed" "$method"
+    keep "$task/seed$seed/$method"
     log "$task seed $seed: $method done in $((SECONDS - start)) s: $(tail -n 1 "$out/$task/seed$seed-$method.log")"
   else
     log "$task seed $seed: $method FAILED: $(tail -n 3 "$out/$task/seed$seed-$method.log")"
     return 1
   fi
-}
-
-# run_pieces "TASK SEED METHOD" ...: at most $jobs side by side; fails when any failed
-run_pieces() {
-  local failed=0 running=0
-  for p in "$@"; do
-    if ((running >= jobs)); then
-      wait -n || failed=1
-      running=$((running - 1))
-    fi
-    piece $p &
-    running=$((running + 1))
-  done
-  while ((running > 0)); do
-    wait -n || failed=1
-    running=$((running - 1))
-  done
-  return $failed
 }
 
 # fingerprint_backbone TASK: records the backbone's sha256 and source accuracy beside the task's results, or

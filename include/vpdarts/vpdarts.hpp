@@ -42,6 +42,7 @@
 #include "search/genotype.hpp"
 #include "search/mixed_op.hpp"
 #include "search/prompted_vit.hpp"
+#include "search/cost.hpp"
 #include "search/bilevel.hpp"
 #include "search/checkpoint.hpp"
 #include "search/search.hpp"
@@ -53,4 +54,5 @@
 #include "report/png.hpp"
 #include "report/alpha_report.hpp"
 #include "report/metrics.hpp"
+#include "report/front.hpp"
 #include "dispatch.hpp"

@@ -8955,6 +8955,19 @@ class mixed_op {
     return weighted_sum(weights, std::span<const var<S>>(outs.data(), candidates_.size()));
   }
 
+  /// Candidate k alone around `block`, its parameters with no gradient work: what that
+  /// operator costs at this layer (search/cost.hpp times it).
+  /// @throws config_error when k is not a candidate of the layer.
+  var<S> forward_one(tape<S>& t, std::size_t k, vit_block<S>& block, const var<S>& x, index batch) {
+    if (std::find(candidates_.begin(), candidates_.end(), k) == candidates_.end())
+      throw config_error(detail::cat("mixed_op::forward_one: operator position ", k, " is not a candidate of the layer"));
+    var<S> out;
+    Ops::for_each([&](auto type, auto i) {
+      if (decltype(i)::value == k) out = run<typename decltype(type)::type>(t, k, block, x, batch, false);
+    });
+    return out;
+  }
+
  private:
   template <class Op>
   var<S> run(tape<S>& t, std::size_t k, vit_block<S>& block, const var<S>& x, index batch, bool track) {
@@ -9271,6 +9284,405 @@ static_assert(Trainable<prompted_vit<float, default_ops>, float> && Trainable<pr
 }  // namespace vpdarts
 // ---- end vpdarts/search/prompted_vit.hpp ----
 
+// ---- begin vpdarts/search/cost.hpp ----
+/// @file cost.hpp
+/// What each candidate operator costs, and the search's cost objective
+/// (docs/method.md, section 5.4):
+///
+/// * **the cost table** C (L x K): per layer l and operator k, its trainable values
+///   (exact) or its batch-1 latency around its block (the median of many timed runs
+///   on this machine, op_latency()), plus what every genotype costs besides (the
+///   head's values; the patch embedding, final norm and head in ms);
+/// * **the expected cost** E(alpha) = sum_l sum_k softmax(alpha_l)_k C_lk, whose
+///   gradient is dE / d alpha_lj = p_lj (C_lj - sum_k p_lk C_lk);
+/// * **the objective** of alpha: L_val + lambda E(alpha) / R, R = sum_l (max_k C_lk -
+///   min_k C_lk), so that lambda = 1 prices the step from the cheapest genotype to the
+///   costliest at one nat of loss (FBNet and ProxylessNAS add such a term);
+/// * **a budget** B on a genotype's total cost: the search sets lambda itself by dual
+///   ascent, lambda <- max(0, lambda + rate (fixed + E - B) / R) after every alpha
+///   step, and the genotype it derives, its perturbation-based selection and the
+///   best-of-runs keep within B (choose_within_budget()).
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+
+// ---- begin vpdarts/report/metrics.hpp ----
+/// @file metrics.hpp
+/// What a run reports besides accuracy (docs/method.md, section 6): inference
+/// latency at batch 1, throughput at batch 64, peak memory, and the
+/// metrics.json file that carries them.
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+
+namespace vpdarts::report {
+
+/// Peak resident memory of this process so far, in MiB (getrusage).
+inline double peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;  // Linux reports KiB
+}
+
+/// Inference timing of one model. The latency is a median with its spread, so that a machine
+/// busy with other work shows as a wider spread rather than as another model.
+struct inference_timing {
+  double latency_ms_batch1 = 0;      ///< median time of one forward pass of one image
+  double latency_ms_batch1_p10 = 0;  ///< its 10th percentile
+  double latency_ms_batch1_p90 = 0;  ///< its 90th percentile
+  int latency_runs = 0;              ///< timed passes behind the three (after warm-up passes)
+  double throughput_batch64 = 0;     ///< images per second in forward passes of 64 images (their median)
+  std::uint64_t multiply_adds_batch1 = 0;  ///< multiply-adds of one image's pass (tape::multiply_adds)
+};
+
+/// The wall times in seconds of `forward(tape, images)`, sorted, over `repeats` runs after `warmup`
+/// runs, with no gradient recorded, on a tape running as `execution` says; `multiply_adds` (when set)
+/// gets one pass's count.
+template <Scalar S, class Forward>
+std::vector<double> forward_seconds(Forward&& forward, const image_batch<S>& images, int repeats, int warmup = 1,
+                                    const execution_config& execution = {}, std::uint64_t* multiply_adds = nullptr) {
+  tape<S> t(execution);
+  no_grad<S> guard(t);
+  std::vector<double> times;
+  for (int r = 0; r < warmup + repeats; ++r) {
+    t.reset();
+    const auto start = std::chrono::steady_clock::now();
+    forward(t, images);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (r >= warmup) times.push_back(s);
+    if (multiply_adds != nullptr) *multiply_adds = t.multiply_adds();
+  }
+  std::sort(times.begin(), times.end());
+  return times;
+}
+
+/// The median wall time in seconds of `forward(tape, images)` over `repeats` runs after one warm-up
+/// run (forward_seconds).
+template <Scalar S, class Forward>
+double median_forward_seconds(Forward&& forward, const image_batch<S>& images, int repeats,
+                              const execution_config& execution = {}) {
+  const std::vector<double> times = forward_seconds<S>(forward, images, std::max(1, repeats), 1, execution);
+  return times[times.size() / 2];
+}
+
+/// The value at fraction q (0..1) of sorted values, interpolated between neighbours.
+inline double quantile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return 0;
+  const double at = q * static_cast<double>(sorted.size() - 1);
+  const std::size_t lo = static_cast<std::size_t>(at), hi = std::min(lo + 1, sorted.size() - 1);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * (at - static_cast<double>(lo));
+}
+
+/// Times `forward(tape, images) -> logits` on seeded random images of the given shape: latency at
+/// batch 1 (median and 10th / 90th percentiles of `repeats1` runs after 3 warm-up runs; at least 50
+/// are made by default) with one pass's multiply-adds, and throughput at batch 64 (median of
+/// `repeats64` runs), on tapes running as `execution` says.
+template <Scalar S, class Forward>
+inference_timing time_inference(Forward&& forward, index channels, index image, int repeats1 = 50, int repeats64 = 3,
+                                const execution_config& execution = {}) {
+  std::mt19937_64 rng(0);
+  std::normal_distribution<double> n01;
+  auto random_batch = [&](index b) {
+    image_batch<S> x(b, channels, image, image);
+    for (index i = 0; i < x.pixels.size(); ++i) x.pixels.data()[i] = static_cast<S>(n01(rng));
+    return x;
+  };
+  inference_timing r;
+  const std::vector<double> one =
+      forward_seconds<S>(forward, random_batch(1), std::max(1, repeats1), 3, execution, &r.multiply_adds_batch1);
+  r.latency_ms_batch1 = 1e3 * quantile(one, 0.5);
+  r.latency_ms_batch1_p10 = 1e3 * quantile(one, 0.1);
+  r.latency_ms_batch1_p90 = 1e3 * quantile(one, 0.9);
+  r.latency_runs = static_cast<int>(one.size());
+  r.throughput_batch64 = 64.0 / median_forward_seconds<S>(forward, random_batch(64), std::max(1, repeats64), execution);
+  return r;
+}
+
+/// Writes `j` as indented JSON, atomically. @throws io_error when the file cannot be written.
+inline void write_json(const std::filesystem::path& path, const nlohmann::json& j) {
+  io::atomic_write(path, [&](std::ostream& out) { out << j.dump(2) << '\n'; }, std::ios::out);
+}
+
+}  // namespace vpdarts::report
+// ---- end vpdarts/report/metrics.hpp ----
+
+namespace vpdarts {
+
+/// Which cost a search's objective or budget counts.
+enum class cost_kind {
+  params,  ///< trainable values (operator parameters; the head is the fixed part)
+  latency  ///< batch-1 milliseconds (each operator around its block; the embedding and head are the fixed part)
+};
+
+/// "params" or "latency".
+inline const char* to_string(cost_kind k) { return k == cost_kind::params ? "params" : "latency"; }
+
+/// The cost of every candidate of a search model, layer by layer.
+struct op_costs {
+  matrix<double> params;       ///< L x K trainable values of operator k at layer l (+inf where k is no candidate)
+  matrix<double> latency_ms;   ///< L x K median batch-1 ms of operator k around block l (empty until measured)
+  double fixed_params = 0;     ///< values every genotype trains besides: the head
+  double fixed_latency_ms = 0; ///< ms of the rest of a batch-1 pass: patch embedding, final norm, pooling, head
+  int latency_runs = 0;        ///< timed runs behind each latency (after warm-up runs)
+
+  /// The table of `kind`. @throws config_error when the latency was not measured.
+  const matrix<double>& of(cost_kind kind) const {
+    if (kind == cost_kind::latency && latency_ms.size() == 0)
+      throw config_error("op_costs: the latency table is empty (measure it with op_latency())");
+    return kind == cost_kind::params ? params : latency_ms;
+  }
+  /// The fixed part of `kind`.
+  double fixed(cost_kind kind) const { return kind == cost_kind::params ? fixed_params : fixed_latency_ms; }
+};
+
+/// A cost term of alpha's objective, with an optional budget (see the file comment).
+struct cost_objective {
+  matrix<double> cost = {};      ///< L x K cost of each candidate; empty: no cost term
+  double fixed = 0;              ///< what every genotype costs besides (for the budget)
+  double lambda = 0;             ///< weight of E(alpha) / R; with a budget, its start (then the search sets it)
+  std::optional<double> budget;  ///< the total (fixed included) a genotype may cost
+  double lambda_rate = 0.1;      ///< step of lambda's dual ascent per alpha step (with a budget)
+  std::string unit = "";         ///< the cost's unit, for messages ("trainable values", "ms")
+
+  /// True when the term changes alpha's gradient or a budget holds.
+  bool active() const { return cost.size() > 0 && (lambda > 0 || budget.has_value()); }
+  /// R: the spread between the costliest and the cheapest genotype (1 when every genotype costs the same).
+  double range() const {
+    double r = 0;
+    for (index l = 0; l < cost.rows(); ++l) r += cost.row(l).maxCoeff() - cost.row(l).minCoeff();
+    return r > 0 ? r : 1.0;
+  }
+  /// The cheapest genotype's total cost.
+  double cheapest() const { return fixed + (cost.size() ? cost.rowwise().minCoeff().sum() : 0.0); }
+  /// The costliest genotype's total cost.
+  double costliest() const { return fixed + (cost.size() ? cost.rowwise().maxCoeff().sum() : 0.0); }
+  /// The total cost of a choice of operator positions, one per layer.
+  double of(std::span<const std::size_t> ops) const {
+    double c = fixed;
+    for (std::size_t l = 0; l < ops.size(); ++l) c += cost(static_cast<index>(l), static_cast<index>(ops[l]));
+    return c;
+  }
+
+  /// Checks the term against a model of `layers` x `ops` (`who` names the caller).
+  /// @throws config_error for a table of another shape, a cost that is negative or not finite,
+  /// a negative lambda or rate, or a budget below the cheapest genotype.
+  void check(index layers, index ops, const std::string& who) const {
+    if (cost.size() == 0) {
+      if (budget) throw config_error(detail::cat(who, ": a budget needs a cost table"));
+      return;
+    }
+    if (cost.rows() != layers || cost.cols() != ops)
+      throw config_error(detail::cat(who, ": the cost table is ", detail::shape_str(cost.rows(), cost.cols()),
+                                     ", the search space is ", detail::shape_str(layers, ops), " (layers x operators)"));
+    if (!cost.allFinite() || cost.minCoeff() < 0 || !std::isfinite(fixed) || fixed < 0)
+      throw config_error(detail::cat(who, ": the cost table holds a negative or non-finite cost"));
+    if (!(lambda >= 0) || !std::isfinite(lambda) || !(lambda_rate >= 0) || !std::isfinite(lambda_rate))
+      throw config_error(detail::cat(who, ": the cost weight is ", lambda, " and its rate ", lambda_rate, "; both must be >= 0"));
+    if (budget && !(*budget >= cheapest()))
+      throw config_error(detail::cat(who, ": the budget of ", *budget, " ", unit, " is below the cheapest genotype (",
+                                     cheapest(), " ", unit, ")"));
+  }
+};
+
+/// E = sum_l sum_k softmax(alpha_l)_k cost_lk; with `grad`, also dE/dalpha (L x K).
+/// @throws shape_error when the two differ in shape.
+template <Scalar S>
+double expected_cost(const matrix<S>& alpha, const matrix<double>& cost, matrix<double>* grad = nullptr) {
+  if (alpha.rows() != cost.rows() || alpha.cols() != cost.cols())
+    throw shape_error(detail::cat("expected_cost: alpha is ", detail::shape_str(alpha.rows(), alpha.cols()),
+                                  ", the cost table ", detail::shape_str(cost.rows(), cost.cols())));
+  if (grad) grad->resize(alpha.rows(), alpha.cols());
+  double total = 0;
+  Eigen::RowVectorXd p;
+  for (index l = 0; l < alpha.rows(); ++l) {
+    p = alpha.row(l).template cast<double>();
+    p = (p.array() - p.maxCoeff()).exp();
+    p /= p.sum();
+    const double e = p.dot(cost.row(l));
+    total += e;
+    if (grad) grad->row(l) = p.array() * (cost.row(l).array() - e);
+  }
+  return total;
+}
+
+/// Per layer the operator position of a genotype within `budget` that keeps as much of the
+/// weights `w` (L x K, softmax(alpha) rows) as it can: the operators maximising
+/// sum_l log w_l,k_l - mu sum_l C_l,k_l for the smallest mu >= 0 that fits, then, while
+/// it still fits, any layer raised to a more likely operator (the largest gain first).
+/// With no budget, or one the argmax fits, it is the argmax.
+/// @throws config_error when even the cheapest genotype exceeds the budget.
+inline std::vector<std::size_t> choose_within_budget(const matrix<double>& w, const cost_objective& c) {
+  const index layers = w.rows(), k_count = w.cols();
+  auto pick = [&](double mu) {
+    std::vector<std::size_t> ops(static_cast<std::size_t>(layers));
+    for (index l = 0; l < layers; ++l) {
+      double best = -std::numeric_limits<double>::infinity();
+      for (index k = 0; k < k_count; ++k) {
+        const double v = std::log(std::max(w(l, k), 1e-300)) - mu * (c.cost.size() ? c.cost(l, k) : 0.0);
+        if (v > best) {
+          best = v;
+          ops[static_cast<std::size_t>(l)] = static_cast<std::size_t>(k);
+        }
+      }
+    }
+    return ops;
+  };
+  std::vector<std::size_t> ops = pick(0);
+  if (!c.budget || c.cost.size() == 0 || c.of(ops) <= *c.budget) return ops;
+  if (c.cheapest() > *c.budget)
+    throw config_error(detail::cat("choose_within_budget: the budget of ", *c.budget, " ", c.unit,
+                                   " is below the cheapest genotype (", c.cheapest(), " ", c.unit, ")"));
+  const double scale = 1.0 / c.range();  // mu in units of the log-weights per whole range
+  double lo = 0, hi = 1;
+  while (c.of(pick(hi * scale)) > *c.budget && hi < 1e300) hi *= 2;
+  for (int it = 0; it < 100; ++it) {
+    const double mid = 0.5 * (lo + hi);
+    (c.of(pick(mid * scale)) > *c.budget ? lo : hi) = mid;
+  }
+  ops = pick(hi * scale);
+  for (;;) {  // raise layers to more likely operators while the budget allows
+    double gain = 0, spent = c.of(ops);
+    index at = -1, to = -1;
+    for (index l = 0; l < layers; ++l) {
+      const auto now = static_cast<index>(ops[static_cast<std::size_t>(l)]);
+      for (index k = 0; k < k_count; ++k) {
+        const double g = std::log(std::max(w(l, k), 1e-300)) - std::log(std::max(w(l, now), 1e-300));
+        if (g > gain && spent - c.cost(l, now) + c.cost(l, k) <= *c.budget) {
+          gain = g;
+          at = l;
+          to = k;
+        }
+      }
+    }
+    if (at < 0) break;
+    ops[static_cast<std::size_t>(at)] = static_cast<std::size_t>(to);
+  }
+  return ops;
+}
+
+/// The search model's genotype within the budget of `c` (prompted_vit::derive() when there is none).
+/// @throws config_error as choose_within_budget().
+template <Scalar S, OpList Ops>
+genotype derive_within(const prompted_vit<S, Ops>& model, const cost_objective& c) {
+  genotype g = model.derive();
+  if (!c.budget || c.cost.size() == 0) return g;
+  const std::vector<std::size_t> ops = choose_within_budget(model.softmax_alpha(), c);
+  for (std::size_t l = 0; l < ops.size(); ++l) g.layers[l].op = std::string(Ops::names[ops[l]]);
+  return g;
+}
+
+/// The operator positions of a genotype over `Ops`. @throws config_error for an unknown name.
+template <OpList Ops>
+std::vector<std::size_t> op_positions(const genotype& g) {
+  std::vector<std::size_t> out;
+  for (const auto& l : g.layers) out.push_back(Ops::index_of(l.op));
+  return out;
+}
+
+/// Trainable values of every candidate at every layer (exact), and the head's.
+template <Scalar S, OpList Ops>
+op_costs param_costs(prompted_vit<S, Ops>& model) {
+  op_costs c;
+  const index layers = model.config().depth, k_count = static_cast<index>(Ops::size);
+  c.params = matrix<double>::Constant(layers, k_count, std::numeric_limits<double>::infinity());
+  for (index l = 0; l < layers; ++l)
+    for (std::size_t k : model.layer(l).candidates()) {
+      double n = 0;
+      for (const auto& p : model.op_parameters(l, k)) n += static_cast<double>(p.size());
+      c.params(l, static_cast<index>(k)) = n;
+    }
+  c.fixed_params = static_cast<double>(model.head().weight.size() + model.head().bias.size());
+  return c;
+}
+
+/// How op_latency() times.
+struct latency_options {
+  int runs = 20;    ///< timed runs of each candidate (their median is its latency)
+  int warmup = 3;   ///< untimed runs before
+  /// How the tape runs its kernels (the search's own, so that the costs are those it will run at).
+  execution_config execution = {};
+};
+
+/// Adds the latency table to `c`: every candidate of every layer run around its block on one
+/// image's tokens (seeded random values), no gradient recorded, o.warmup + o.runs times; the
+/// candidates take turns run by run, so that a machine busy with other work weighs on them alike.
+/// The fixed part is the rest of a batch-1 pass (the blocks skipped), timed the same way.
+/// @throws config_error for runs < 1 or warmup < 0.
+template <Scalar S, OpList Ops>
+void op_latency(prompted_vit<S, Ops>& model, op_costs& c, const latency_options& o = {}) {
+  if (o.runs < 1 || o.warmup < 0)
+    throw config_error(detail::cat("op_latency: runs ", o.runs, " and warmup ", o.warmup, " (runs >= 1, warmup >= 0)"));
+  o.execution.check("op_latency");
+  const vit_config& cfg = model.config();
+  const index layers = cfg.depth, k_count = static_cast<index>(Ops::size);
+  std::mt19937_64 rng(1);
+  std::normal_distribution<double> n01;
+  matrix<S> tokens(cfg.tokens(), cfg.dim);
+  for (index i = 0; i < tokens.size(); ++i) tokens.data()[i] = static_cast<S>(n01(rng));
+  image_batch<S> image(1, cfg.channels, cfg.image, cfg.image);
+  for (index i = 0; i < image.pixels.size(); ++i) image.pixels.data()[i] = static_cast<S>(n01(rng));
+  tape<S> t(o.execution);
+  no_grad<S> guard(t);
+  std::vector<std::vector<double>> times(static_cast<std::size_t>(layers * k_count + 1));
+  auto timed = [&](std::size_t slot, bool keep, auto&& run) {
+    t.reset();
+    const auto start = std::chrono::steady_clock::now();
+    run();
+    if (keep) times[slot].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  };
+  auto skip_blocks = [](index, vit_block<S>&, const var<S>& x, index) { return x; };
+  for (int r = 0; r < o.warmup + o.runs; ++r) {
+    const bool keep = r >= o.warmup;
+    for (index l = 0; l < layers; ++l)
+      for (std::size_t k : model.layer(l).candidates())
+        timed(static_cast<std::size_t>(l * k_count + static_cast<index>(k)), keep, [&] {
+          model.layer(l).forward_one(t, k, model.backbone().blocks[static_cast<std::size_t>(l)], t.constant(tokens), 1);
+        });
+    timed(times.size() - 1, keep, [&] { model.backbone().logits(t, image, skip_blocks); });
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? std::numeric_limits<double>::infinity() : report::quantile(v, 0.5);
+  };
+  c.latency_ms.resize(layers, k_count);
+  for (index l = 0; l < layers; ++l)
+    for (index k = 0; k < k_count; ++k) c.latency_ms(l, k) = median(times[static_cast<std::size_t>(l * k_count + k)]);
+  c.fixed_latency_ms = median(times.back());
+  c.latency_runs = o.runs;
+}
+
+/// The cost term of `kind` from a table: its costs and fixed part, with weight `lambda` and an optional budget.
+inline cost_objective make_cost_objective(const op_costs& c, cost_kind kind, double lambda = 0,
+                                          std::optional<double> budget = std::nullopt) {
+  cost_objective o;
+  o.cost = c.of(kind);
+  o.fixed = c.fixed(kind);
+  o.lambda = lambda;
+  o.budget = budget;
+  o.unit = kind == cost_kind::params ? "trainable values" : "ms";
+  return o;
+}
+
+}  // namespace vpdarts
+// ---- end vpdarts/search/cost.hpp ----
+
 // ---- begin vpdarts/search/bilevel.hpp ----
 /// @file bilevel.hpp
 /// One step of bi-level DARTS (docs/method.md, section 5): first the architecture
@@ -9288,8 +9700,13 @@ static_assert(Trainable<prompted_vit<float, default_ops>, float> && Trainable<pr
 /// * alpha: Adam (betas 0.5, 0.999; L2 weight decay added to the gradient).
 /// * w: SGD momentum 0.9, weight decay on every part of w but the head's bias,
 ///   gradient-norm clipping, a learning-rate multiplier per operator and for the head.
+/// * With a cost term (search/cost.hpp), alpha's gradient gains lambda dE/dalpha / R
+///   after the loss's gradient (and the hook); with a budget, lambda then takes a step of
+///   dual ascent towards the budget.
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <span>
 #include <vector>
 
@@ -9310,6 +9727,8 @@ struct bilevel_options {
   double alpha_beta1 = 0.5;       ///< Adam beta1 of alpha (DARTS's 0.5)
   double alpha_beta2 = 0.999;     ///< Adam beta2 of alpha
   double alpha_weight_decay = 1e-3;  ///< L2, added to the gradient (PyTorch's Adam)
+  /// A cost in alpha's objective, with an optional budget (search/cost.hpp); none by default.
+  cost_objective cost = {};
   /// How the step's tape runs its kernels (precision, product engine, memory; kernels/execution.hpp).
   execution_config execution = {};
 };
@@ -9339,6 +9758,7 @@ class bilevel_optimizer {
         alpha_opt_({&model.alpha()}, {.lr = o.alpha_lr, .beta1 = o.alpha_beta1, .beta2 = o.alpha_beta2,
                                       .weight_decay = o.alpha_weight_decay, .decoupled = false}) {
     if (!model.is_search()) throw config_error("bilevel_optimizer: the model is a derived model; search needs alpha");
+    o.cost.check(model.config().depth, static_cast<index>(Ops::size), "bilevel_optimizer");
     tape_.configure(o.execution);
     for (const auto& g : w_opt_.groups())
       for (parameter<S>* p : g.params) {
@@ -9361,11 +9781,12 @@ class bilevel_optimizer {
     if (update_alpha) {
       if (opts_.order == darts_order::first) {
         r.val_loss = alpha_grad_first(val_x, val_y);
-        apply_gradients<S>(alpha_opt_, alpha_params(), 0, hook_);
+        if (hook_) hook_(alpha_params());
       } else {
         r.val_loss = alpha_grad_second(train_x, train_y, val_x, val_y);  // its parts passed the hook
-        alpha_opt_.step();
       }
+      add_cost_gradient();
+      alpha_opt_.step();
     }
     r.train_loss = w_step(train_x, train_y);
     return r;
@@ -9438,6 +9859,30 @@ class bilevel_optimizer {
     return val;
   }
 
+  /// Adds the cost term's gradient, lambda dE/dalpha / R, to alpha's gradient; with a budget,
+  /// then moves lambda by dual ascent. Does nothing without a cost term.
+  void add_cost_gradient() {
+    cost_objective& c = opts_.cost;
+    if (c.cost.size() == 0) return;
+    matrix<double> g;
+    const double e = expected_cost(model_.alpha().value(), c.cost, &g);
+    expected_ = c.fixed + e;
+    if (c.lambda > 0) model_.alpha().grad() += static_cast<S>(c.lambda / range_) * g.cast<S>();
+    if (c.budget) c.lambda = std::max(0.0, c.lambda + c.lambda_rate * (expected_ - *c.budget) / range_);
+  }
+
+  /// The cost term as it stands (its lambda moves with a budget).
+  const cost_objective& cost() const noexcept { return opts_.cost; }
+  /// Replaces the cost term (a resumed search puts back the table and lambda it ran with).
+  /// @throws config_error as cost_objective::check().
+  void set_cost(cost_objective c) {
+    c.check(model_.config().depth, static_cast<index>(Ops::size), "bilevel_optimizer");
+    opts_.cost = std::move(c);
+    range_ = opts_.cost.range();
+  }
+  /// The expected total cost, fixed + E(alpha), at the last alpha step (NaN before one, or without a cost term).
+  double expected_cost_now() const noexcept { return expected_; }
+
   /// The w update on a search-train batch (gradient for w only, clipped); returns L_train.
   double w_step(const image_batch<S>& x, std::span<const int> y) {
     w_opt_.zero_grad();
@@ -9491,6 +9936,8 @@ class bilevel_optimizer {
   std::vector<bool> decay_;
   std::vector<matrix<S>> backup_, dir_;
   matrix<S> dalpha_;
+  double range_ = opts_.cost.range();
+  double expected_ = std::numeric_limits<double>::quiet_NaN();
 };
 
 }  // namespace vpdarts
@@ -9530,6 +9977,8 @@ struct search_state {
   std::vector<double> train_loss;              ///< per-epoch mean search-train loss
   std::vector<double> val_loss;                ///< per-epoch mean search-val loss (NaN in warm-up epochs)
   double seconds = 0;                          ///< wall-clock time of the epochs done
+  std::vector<double> expected_cost;           ///< with a cost term: per epoch, the expected total cost (NaN in warm-up)
+  std::vector<double> cost_lambda;             ///< with a cost term: per epoch, lambda after it
 
   /// Writes the state, the model's w and alpha, and both optimisers' state,
   /// atomically, with `fingerprint` (the settings a resume must share).
@@ -9574,7 +10023,21 @@ struct search_state {
                                   {"train_loss", io::numbers_to_json(train_loss)},
                                   {"val_loss", io::numbers_to_json(val_loss)},
                                   {"seconds", seconds}};
-    const std::string state_text = state.dump(), settings_text = fingerprint.dump();
+    nlohmann::json full = state;
+    if (const cost_objective& c = opt.cost(); c.cost.size() > 0) {
+      nlohmann::json table = nlohmann::json::array();
+      for (index l = 0; l < c.cost.rows(); ++l) {
+        nlohmann::json row = nlohmann::json::array();
+        for (index k = 0; k < c.cost.cols(); ++k) row.push_back(c.cost(l, k));
+        table.push_back(std::move(row));
+      }
+      full["cost"] = {{"table", table},
+                      {"fixed", c.fixed},
+                      {"lambda", c.lambda},
+                      {"expected_cost", io::numbers_to_json(expected_cost)},
+                      {"cost_lambda", io::numbers_to_json(cost_lambda)}};
+    }
+    const std::string state_text = full.dump(), settings_text = fingerprint.dump();
     io::write_safetensors<S>(path, views,
                              {{io::keys::search_settings, settings_text},
                               {io::keys::search_state, state_text},
@@ -9653,6 +10116,7 @@ struct search_state {
     if (!st.is_object()) throw io_error(detail::cat(where, ": the search state is not a JSON object"));
     search_state s;
     long alpha_steps = 0;
+    std::optional<cost_objective> cost_table;  // set on the optimiser once everything is read
     try {
       s.epoch = st.at("epoch").get<long>();
       alpha_steps = st.at("alpha_steps").get<long>();
@@ -9675,6 +10139,34 @@ struct search_state {
         s.alpha_history.push_back(std::move(m));
       }
       s.seconds = st.at("seconds").get<double>();
+      if (st.contains("cost") != (opt.cost().cost.size() > 0))
+        throw io_error(detail::cat(where, st.contains("cost") ? ": the checkpoint's search had a cost term, this one has none"
+                                                              : ": this search has a cost term, the checkpoint's had none"));
+      if (st.contains("cost")) {
+        const nlohmann::json& c = st.at("cost");
+        cost_objective restored = opt.cost();
+        const auto& table = c.at("table");
+        if (table.size() != static_cast<std::size_t>(restored.cost.rows()))
+          throw io_error(detail::cat(where, ": the cost table has ", table.size(), " rows, not ", restored.cost.rows()));
+        for (index l = 0; l < restored.cost.rows(); ++l) {
+          const auto& row = table.at(static_cast<std::size_t>(l));
+          if (row.size() != static_cast<std::size_t>(restored.cost.cols()))
+            throw io_error(detail::cat(where, ": a cost table row has ", row.size(), " values, not ", restored.cost.cols()));
+          for (index k = 0; k < restored.cost.cols(); ++k) restored.cost(l, k) = row.at(static_cast<std::size_t>(k)).get<double>();
+        }
+        restored.fixed = c.at("fixed").get<double>();
+        restored.lambda = c.at("lambda").get<double>();
+        s.expected_cost = io::numbers_from_json(c.at("expected_cost"), where + " expected_cost");
+        s.cost_lambda = io::numbers_from_json(c.at("cost_lambda"), where + " cost_lambda");
+        if (s.expected_cost.size() != static_cast<std::size_t>(s.epoch) || s.cost_lambda.size() != static_cast<std::size_t>(s.epoch))
+          throw io_error(detail::cat(where, ": the cost history does not have one entry per epoch"));
+        try {
+          cost_table = std::move(restored);
+          cost_table->check(model.config().depth, static_cast<index>(Ops::size), "search");
+        } catch (const config_error& e) {
+          throw io_error(detail::cat(where, ": ", e.message()));
+        }
+      }
       if (alpha_steps < 0) throw io_error(detail::cat(where, ": alpha_steps is ", alpha_steps));
     } catch (const nlohmann::json::exception& e) {
       throw io_error(detail::cat(where, ": unreadable search state: ", e.what()));
@@ -9699,6 +10191,7 @@ struct search_state {
     io::load_parameters<S>(f, state, lo);
     for (auto& [t, m] : extra) f.copy_to<S>(*t, std::span<S>(m->data(), static_cast<std::size_t>(m->size())));
     opt.alpha_optimizer().set_steps(alpha_steps);
+    if (cost_table) opt.set_cost(std::move(*cost_table));
     return s;
   }
 
@@ -9794,10 +10287,13 @@ struct search_options {
 
 /// What search() found.
 struct search_result {
-  genotype found;                             ///< argmax of alpha per layer, with the weights
+  genotype found;                             ///< argmax of alpha per layer (within the budget, when there is one), with the weights
   std::vector<matrix<double>> alpha_history;  ///< softmax(alpha) (L x K) after every epoch
   std::vector<double> train_loss;             ///< per-epoch mean search-train loss
   std::vector<double> val_loss;               ///< per-epoch mean search-val loss
+  /// With a cost term (bilevel.cost): per epoch, the expected total cost fixed + E(alpha) at its last
+  /// alpha step (NaN in warm-up epochs) and lambda after it.
+  std::vector<double> expected_cost, cost_lambda;
   std::vector<std::string> warnings;          ///< layers whose two strongest operators are within 0.02
   double alpha_lr = 0;                        ///< alpha's learning rate as used
   double seconds = 0;                         ///< wall-clock time (the resumed part included)
@@ -9843,6 +10339,19 @@ nlohmann::json search_fingerprint(const search_options& o, prompted_vit<S, Ops>&
           {"fp32_products", to_string(b.execution.fp32_engine())}};
 }
 
+namespace detail {
+/// The cost term's settings a resumed search must share (its table and lambda travel in the state):
+/// none without a cost table, so that checkpoints of searches without one keep their fingerprint.
+inline void add_cost_fingerprint(nlohmann::json& f, const cost_objective& c) {
+  if (c.cost.size() == 0) return;
+  f["cost"] = {{"unit", c.unit},
+               {"lambda", c.lambda},
+               {"budget", c.budget ? nlohmann::json(*c.budget) : nlohmann::json()},
+               {"lambda_rate", c.lambda_rate},
+               {"shape", {c.cost.rows(), c.cost.cols()}}};
+}
+}  // namespace detail
+
 /// Runs a DARTS search on `data` (split seeded into search-train and search-val).
 /// Every gradient passes `hook` before its optimiser uses it (see apply_gradients()).
 /// @throws config_error for a derived model, fewer than two classes, a batch larger than a split
@@ -9870,8 +10379,9 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   bilevel_optimizer<S, Ops> optimizer(model, o.bilevel, hook, dp);
   // hashing the data and the backbone costs a pass over both: only a checkpointed search, or one over
   // several processes, needs it
-  const nlohmann::json fingerprint =
+  nlohmann::json fingerprint =
       o.checkpoint.empty() && !dp.active() ? nlohmann::json() : search_fingerprint(o, model, data);
+  if (!fingerprint.is_null()) detail::add_cost_fingerprint(fingerprint, o.bilevel.cost);
   // processes that were given other data, settings, backbone or precision would average gradients of
   // different problems (or wait for each other forever): all stop now, naming what differs
   dp.require_same(fingerprint, "search");
@@ -9918,12 +10428,16 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
     st.train_loss.push_back(e.loss);
     st.val_loss.push_back(e.val_loss);
     st.alpha_history.push_back(model.softmax_alpha());
+    if (optimizer.cost().cost.size() > 0) {
+      st.expected_cost.push_back(e.epoch > o.warmup_epochs ? optimizer.expected_cost_now() : std::numeric_limits<double>::quiet_NaN());
+      st.cost_lambda.push_back(optimizer.cost().lambda);
+    }
     st.seconds = seconds_before + e.seconds;
     dp.check_identical<S>(optimizer.parameters(), "search");
     if (!o.checkpoint.empty()) dp.on_root([&] { st.save(o.checkpoint, model, optimizer, fingerprint); });
     if (o.on_epoch) o.on_epoch(e.epoch, st.alpha_history.back(), e.loss, e.val_loss);
   });
-  r.found = model.derive();
+  r.found = derive_within(model, optimizer.cost());
   for (std::size_t l = 0; l < r.found.layers.size(); ++l)
     if (r.found.layers[l].margin() < 0.02)
       r.warnings.push_back(detail::cat("layer ", l, ": the two strongest operators are within ",
@@ -9931,6 +10445,8 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   r.alpha_history = std::move(st.alpha_history);
   r.train_loss = std::move(st.train_loss);
   r.val_loss = std::move(st.val_loss);
+  r.expected_cost = std::move(st.expected_cost);
+  r.cost_lambda = std::move(st.cost_lambda);
   r.seconds = seconds_before + lr.seconds;
   return r;
 }
@@ -10037,14 +10553,17 @@ double evaluate(M& model, const data::labelled_images<S>& data, index batch = 64
 
 // ---- begin vpdarts/train/lr_grid.hpp ----
 /// @file lr_grid.hpp
-/// Choosing w's learning rate on search-val (docs/method.md, section 5; VPT's
-/// protocol): train on search-train at every lr of a grid, score on search-val.
-/// Test images are never read.
+/// Choosing w's learning rate and weight decay on search-val (docs/method.md,
+/// section 5; VPT's protocol): train on search-train at every (lr, weight decay)
+/// of a grid, score on search-val. When the best value sits at an edge of the
+/// grid, the grid can widen past it (lr_grid_options::widen). Test images are
+/// never read.
 
 #include <cmath>
 #include <algorithm>
 #include <cstdio>
 #include <limits>
+#include <string>
 #include <random>
 #include <tuple>
 #include <utility>
@@ -10056,6 +10575,12 @@ namespace vpdarts {
 /// How choose_w_lr() trains and splits.
 struct lr_grid_options {
   std::vector<double> grid = {};  ///< the learning rates to try
+  /// The weight decays to try with every lr (empty: w.weight_decay alone).
+  std::vector<double> weight_decays = {};
+  /// Times the grid may widen when the best lr is its smallest or largest (one more value past
+  /// it, at the ratio of the grid's two outermost values there), or the best weight decay its
+  /// largest non-zero one (ten times more); 0 keeps the grid as given.
+  int widen = 0;
   long epochs = 2;                ///< epochs of training per lr
   index batch = 32;               ///< batch size of training
   double val_fraction = 0.2;      ///< share of the data held out as search-val (as search() splits it)
@@ -10071,53 +10596,103 @@ struct lr_grid_options {
 
 /// What choose_w_lr measured.
 struct lr_grid_result {
-  std::vector<double> lrs;            ///< the grid, in the order tried
-  std::vector<double> val_accuracy;   ///< search-val top-1 accuracy after training w at each lr
-  std::vector<double> train_loss;     ///< last-epoch training loss at each lr (NaN when it diverged)
-  double best = 0;                    ///< the lr with the best accuracy (the smaller lr on a tie)
+  std::vector<double> lrs;            ///< the lr of every trial, in the order tried
+  std::vector<double> weight_decays;  ///< the weight decay of every trial
+  std::vector<double> val_accuracy;   ///< search-val top-1 accuracy after training w at each trial
+  std::vector<double> train_loss;     ///< last-epoch training loss at each trial (NaN when it diverged)
+  double best = 0;                    ///< the lr of the best accuracy (on a tie the smaller lr, then the smaller decay)
+  double best_weight_decay = 0;       ///< the weight decay of the best accuracy
+  double best_accuracy = 0;           ///< the best search-val accuracy
+  std::vector<std::string> widened;   ///< what the grid added, and why ("lr 0.001: 0.005 was the smallest")
+  std::vector<std::string> at_edge;   ///< what the best still sits at the edge of after widening (empty: inside)
 };
 
 namespace detail {
 
-/// Runs `fit(train_set, val_set, lr) -> {train loss, val accuracy}` for every lr of o.grid
-/// on the split search() makes with o.seed and o.val_fraction, and keeps the best
-/// (a value_error, a diverged run, scores 0).
+/// Runs `fit(train_set, val_set, lr, weight_decay) -> {train loss, val accuracy}` for every
+/// (lr, weight decay) of the grid on the split search() makes with o.seed and o.val_fraction,
+/// widening it past an edge the best sits at (o.widen times at most), and keeps the best (a
+/// value_error, a diverged run, scores 0).
 template <Scalar S, class Fit>
 lr_grid_result run_lr_grid(const data::labelled_images<S>& data, const lr_grid_options& o, const char* who, Fit&& fit) {
   if (o.grid.empty()) throw config_error(cat(who, ": the lr grid is empty"));
   for (double lr : o.grid)
     if (!(lr > 0) || !std::isfinite(lr)) throw config_error(cat(who, ": lr ", lr, " in the grid is not positive"));
+  for (double wd : o.weight_decays)
+    if (!(wd >= 0) || !std::isfinite(wd)) throw config_error(cat(who, ": weight decay ", wd, " in the grid is negative"));
+  if (o.widen < 0) throw config_error(cat(who, ": widen is ", o.widen, ", must be >= 0"));
   if (o.epochs < 1) throw config_error(cat(who, ": ", o.epochs, " epochs per lr; at least one is needed"));
   std::mt19937_64 rng(o.seed);
   const data::row_split split = data::split_rows(data.size(), data::val_count(data.size(), o.val_fraction, o.batch, who), rng);
   const auto train_set = data.select(split.train), val_set = data.select(split.val);
+  auto sorted = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    v.erase(std::unique(v.begin(), v.end()), v.end());
+    return v;
+  };
+  std::vector<double> lrs = sorted(o.grid), wds = sorted(o.weight_decays.empty() ? std::vector<double>{o.w.weight_decay}
+                                                                                : o.weight_decays);
   lr_grid_result r;
-  r.best = o.grid.front();
   double best_acc = -1;
-  for (double lr : o.grid) {
+  auto trial = [&](double lr, double wd) {
     double loss = std::numeric_limits<double>::quiet_NaN(), acc = 0;
     try {
-      std::tie(loss, acc) = fit(train_set, val_set, lr);
+      std::tie(loss, acc) = fit(train_set, val_set, lr, wd);
     } catch (const value_error&) {
       loss = std::numeric_limits<double>::quiet_NaN();
       acc = 0;  // diverged: scores 0
     }
     r.lrs.push_back(lr);
+    r.weight_decays.push_back(wd);
     r.val_accuracy.push_back(acc);
     r.train_loss.push_back(loss);
-    if (acc > best_acc + 1e-12 || (std::abs(acc - best_acc) <= 1e-12 && lr < r.best)) {
+    const bool tie = std::abs(acc - best_acc) <= 1e-12;
+    if (acc > best_acc + 1e-12 || (tie && (lr < r.best || (lr == r.best && wd < r.best_weight_decay)))) {
       best_acc = acc;
+      r.best_accuracy = acc;
       r.best = lr;
+      r.best_weight_decay = wd;
     }
     if (o.progress && o.parallel.root())
-      std::printf("lr grid: %s lr %-8g search-val accuracy %.4f  train loss %.4f\n", who, lr, acc, loss);
+      std::printf("lr grid: %s lr %-8g weight decay %-8g search-val accuracy %.4f  train loss %.4f\n", who, lr, wd, acc, loss);
+  };
+  for (double lr : lrs)
+    for (double wd : wds) trial(lr, wd);
+  for (int round = 0;; ++round) {
+    std::vector<std::string> edges;
+    double new_lr = 0, new_wd = -1;
+    if (lrs.size() > 1 && r.best == lrs.front()) {
+      new_lr = lrs.front() * lrs.front() / lrs[1];
+      edges.push_back(cat("lr ", r.best, " is the grid's smallest"));
+    } else if (lrs.size() > 1 && r.best == lrs.back()) {
+      new_lr = lrs.back() * lrs.back() / lrs[lrs.size() - 2];
+      edges.push_back(cat("lr ", r.best, " is the grid's largest"));
+    }
+    if (wds.size() > 1 && r.best_weight_decay == wds.back() && wds.back() > 0) {
+      new_wd = wds.back() * 10;
+      edges.push_back(cat("weight decay ", r.best_weight_decay, " is the grid's largest"));
+    }
+    if (edges.empty() || round >= o.widen) {
+      r.at_edge = std::move(edges);
+      break;
+    }
+    if (new_lr > 0) {
+      r.widened.push_back(cat("lr ", new_lr, ": ", edges.front()));
+      for (double wd : wds) trial(new_lr, wd);
+      lrs = sorted([&] { auto v = lrs; v.push_back(new_lr); return v; }());
+    }
+    if (new_wd > 0) {
+      r.widened.push_back(cat("weight decay ", new_wd, ": ", edges.back()));
+      for (double lr : lrs) trial(lr, new_wd);
+      wds = sorted([&] { auto v = wds; v.push_back(new_wd); return v; }());
+    }
   }
   return r;
 }
 
 }  // namespace detail
 
-/// For every lr of the grid, trains w alone (alpha fixed) for `o.epochs` on
+/// For every (lr, weight decay) of the grid, trains w alone (alpha fixed) for `o.epochs` on
 /// search-train (the split search() makes with the same seed and
 /// val_fraction), measures search-val accuracy, and restores w. A diverging
 /// lr scores 0. Returns the grid's results and the best lr; the model is unchanged.
@@ -10126,10 +10701,11 @@ lr_grid_result run_lr_grid(const data::labelled_images<S>& data, const lr_grid_o
 template <Scalar S, Trainable<S> M>
 lr_grid_result choose_w_lr(M& model, const data::labelled_images<S>& data, const lr_grid_options& o) {
   values_kept<S> start(model.weights());  // every lr starts from here, and the model ends here
-  return detail::run_lr_grid(data, o, "choose_w_lr", [&](const auto& train_set, const auto& val_set, double lr) {
+  return detail::run_lr_grid(data, o, "choose_w_lr", [&](const auto& train_set, const auto& val_set, double lr, double wd) {
     train_options t{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false,
                     .augment = o.augment, .parallel = o.parallel, .execution = o.execution};
     t.w.lr = lr;
+    t.w.weight_decay = wd;
     t.w.warmup_epochs = std::min(o.w.warmup_epochs, o.epochs);
     struct restore_after {  // w back to the start after this lr, whatever happens
       values_kept<S>& start;
@@ -10146,10 +10722,11 @@ lr_grid_result choose_w_lr(M& model, const data::labelled_images<S>& data, const
 /// @throws config_error as choose_w_lr(), and as linear_probe() for the data.
 template <Scalar S>
 lr_grid_result choose_probe_lr(vit<S>& backbone, const data::labelled_images<S>& data, const lr_grid_options& o) {
-  return detail::run_lr_grid(data, o, "choose_probe_lr", [&](const auto& train_set, const auto& val_set, double lr) {
+  return detail::run_lr_grid(data, o, "choose_probe_lr", [&](const auto& train_set, const auto& val_set, double lr, double wd) {
     probe_options p{.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false,
                     .parallel = o.parallel, .execution = o.execution};
     p.w.lr = lr;
+    p.w.weight_decay = wd;
     p.w.warmup_epochs = std::min(o.w.warmup_epochs, o.epochs);
     const probe_result r = linear_probe(backbone, train_set, val_set, p);
     return std::pair<double, double>(r.train_loss, r.test_accuracy);
@@ -10240,6 +10817,9 @@ struct perturbation_options {
   data_parallel parallel = {};
   /// How the tapes run their kernels (kernels/execution.hpp).
   execution_config execution = {};
+  /// With a budget (search/cost.hpp), each layer chooses among the operators that leave the
+  /// genotype able to keep within it (the later layers at their cheapest); its lambda is not used.
+  cost_objective cost = {};
 };
 
 /// What select_by_perturbation() measured.
@@ -10265,6 +10845,9 @@ perturbation_result select_by_perturbation(prompted_vit<S, Ops>& model, const da
   if (o.finetune_epochs < 0)
     throw config_error(detail::cat("select_by_perturbation: finetune_epochs is ", o.finetune_epochs, ", must be >= 0"));
   if (o.finetune_epochs > 0) o.w.validate("select_by_perturbation");
+  o.cost.check(model.config().depth, static_cast<index>(Ops::size), "select_by_perturbation");
+  const bool budgeted = o.cost.budget.has_value() && o.cost.cost.size() > 0;
+  double spent = o.cost.fixed;  // the layers decided so far, with the fixed part
   std::mt19937_64 rng(o.seed);
   const data::row_split split = data::split_rows(
       data.size(), data::val_count(data.size(), o.val_fraction, o.batch, "select_by_perturbation"), rng);
@@ -10282,11 +10865,17 @@ perturbation_result select_by_perturbation(prompted_vit<S, Ops>& model, const da
   for (index l = 0; l < depth; ++l) {
     std::fill(allowed.begin(), allowed.end(), false);
     for (std::size_t k : model.layer(l).candidates()) allowed[k] = true;
+    if (budgeted) {  // what the later layers cost at the least
+      double later = 0;
+      for (index m = l + 1; m < depth; ++m) later += o.cost.cost.row(m).minCoeff();
+      for (index k = 0; k < k_count; ++k)
+        if (spent + o.cost.cost(l, k) + later > *o.cost.budget) allowed[static_cast<std::size_t>(k)] = false;
+    }
     std::vector<val_score> removed(static_cast<std::size_t>(k_count),
                                    val_score{std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::quiet_NaN()});
     r.before.push_back(score(model, val_set, 64, o.parallel, o.execution));
     index chosen = -1;
-    const bool live = model.layer(l).is_mixed();
+    const bool live = model.layer(l).is_mixed() && std::count(allowed.begin(), allowed.end(), true) > 1;
     const matrix<S> row = alpha.value().row(l);
     for (index k = 0; k < k_count; ++k) {
       if (!allowed[static_cast<std::size_t>(k)]) continue;
@@ -10300,6 +10889,10 @@ perturbation_result select_by_perturbation(prompted_vit<S, Ops>& model, const da
         chosen = k;
       }
     }
+    if (chosen < 0)
+      throw config_error(detail::cat("select_by_perturbation: layer ", l, " has no operator within the budget of ",
+                                     *o.cost.budget, " ", o.cost.unit));
+    if (budgeted) spent += o.cost.cost(l, chosen);
     r.removed.push_back(removed);
     r.found.layers[static_cast<std::size_t>(l)].op = std::string(Ops::names[static_cast<std::size_t>(chosen)]);
     for (index k = 0; k < k_count; ++k) alpha.value()(l, k) = k == chosen ? S(0) : masked;
@@ -11306,114 +11899,143 @@ inline void write_alpha_heatmap(const std::filesystem::path& path, const matrix<
 }  // namespace vpdarts::report
 // ---- end vpdarts/report/alpha_report.hpp ----
 
-// ---- begin vpdarts/report/metrics.hpp ----
-/// @file metrics.hpp
-/// What a run reports besides accuracy (docs/method.md, section 6): inference
-/// latency at batch 1, throughput at batch 64, peak memory, and the
-/// metrics.json file that carries them.
-
-#include <sys/resource.h>
+// ---- begin vpdarts/report/front.hpp ----
+/// @file front.hpp
+/// The accuracy-cost front of several genotypes (`vpdarts search --pareto K`): which
+/// points no other beats on accuracy and cost at once, as a CSV table and as a
+/// picture of two panels, accuracy against trainable values and against latency,
+/// the front joined by a line.
 
 #include <algorithm>
-#include <chrono>
+#include <cmath>
 #include <filesystem>
-#include <random>
+#include <iomanip>
+#include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 
 namespace vpdarts::report {
 
-/// Peak resident memory of this process so far, in MiB (getrusage).
-inline double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;  // Linux reports KiB
-}
-
-/// Inference timing of one model. The latency is a median with its spread, so that a machine
-/// busy with other work shows as a wider spread rather than as another model.
-struct inference_timing {
-  double latency_ms_batch1 = 0;      ///< median time of one forward pass of one image
-  double latency_ms_batch1_p10 = 0;  ///< its 10th percentile
-  double latency_ms_batch1_p90 = 0;  ///< its 90th percentile
-  int latency_runs = 0;              ///< timed passes behind the three (after warm-up passes)
-  double throughput_batch64 = 0;     ///< images per second in forward passes of 64 images (their median)
-  std::uint64_t multiply_adds_batch1 = 0;  ///< multiply-adds of one image's pass (tape::multiply_adds)
+/// One genotype on the front's picture.
+struct front_point {
+  std::string label = {};   ///< what the picture writes beside the point (the budget's number)
+  double budget = 0;        ///< the budget it was searched within
+  double accuracy = 0;      ///< its accuracy (search-val)
+  double params = 0;        ///< its trainable values
+  double latency_ms = 0;    ///< its batch-1 latency in ms
+  std::string note = {};    ///< a last CSV column (the genotype's operators)
+  bool on_front = false;    ///< set by mark_front()
 };
 
-/// The wall times in seconds of `forward(tape, images)`, sorted, over `repeats` runs after `warmup`
-/// runs, with no gradient recorded, on a tape running as `execution` says; `multiply_adds` (when set)
-/// gets one pass's count.
-template <Scalar S, class Forward>
-std::vector<double> forward_seconds(Forward&& forward, const image_batch<S>& images, int repeats, int warmup = 1,
-                                    const execution_config& execution = {}, std::uint64_t* multiply_adds = nullptr) {
-  tape<S> t(execution);
-  no_grad<S> guard(t);
-  std::vector<double> times;
-  for (int r = 0; r < warmup + repeats; ++r) {
-    t.reset();
-    const auto start = std::chrono::steady_clock::now();
-    forward(t, images);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (r >= warmup) times.push_back(s);
-    if (multiply_adds != nullptr) *multiply_adds = t.multiply_adds();
+/// Marks the points no other point dominates: none is at least as accurate, no costlier in
+/// trainable values and in latency, and better in one of the three.
+inline void mark_front(std::vector<front_point>& points) {
+  for (auto& p : points) {
+    p.on_front = true;
+    for (const auto& q : points) {
+      const bool no_worse = q.accuracy >= p.accuracy && q.params <= p.params && q.latency_ms <= p.latency_ms;
+      const bool better = q.accuracy > p.accuracy || q.params < p.params || q.latency_ms < p.latency_ms;
+      if (no_worse && better) {
+        p.on_front = false;
+        break;
+      }
+    }
   }
-  std::sort(times.begin(), times.end());
-  return times;
 }
 
-/// The median wall time in seconds of `forward(tape, images)` over `repeats` runs after one warm-up
-/// run (forward_seconds).
-template <Scalar S, class Forward>
-double median_forward_seconds(Forward&& forward, const image_batch<S>& images, int repeats,
-                              const execution_config& execution = {}) {
-  const std::vector<double> times = forward_seconds<S>(forward, images, std::max(1, repeats), 1, execution);
-  return times[times.size() / 2];
+/// Writes `budget,accuracy,trainable_params,latency_ms,on_front,genotype` per point, atomically.
+/// @throws io_error when the file cannot be written.
+inline void write_front_csv(const std::filesystem::path& path, const std::vector<front_point>& points) {
+  std::ostringstream out;
+  out << std::setprecision(10) << "budget,accuracy,trainable_params,latency_ms,on_front,genotype\n";
+  for (const auto& p : points)
+    out << p.budget << ',' << p.accuracy << ',' << p.params << ',' << p.latency_ms << ',' << (p.on_front ? 1 : 0) << ",\""
+        << p.note << "\"\n";
+  const std::string text = out.str();
+  io::atomic_write(path, [&](std::ostream& o) { o << text; }, std::ios::out);
 }
 
-/// The value at fraction q (0..1) of sorted values, interpolated between neighbours.
-inline double quantile(const std::vector<double>& sorted, double q) {
-  if (sorted.empty()) return 0;
-  const double at = q * static_cast<double>(sorted.size() - 1);
-  const std::size_t lo = static_cast<std::size_t>(at), hi = std::min(lo + 1, sorted.size() - 1);
-  return sorted[lo] + (sorted[hi] - sorted[lo]) * (at - static_cast<double>(lo));
-}
-
-/// Times `forward(tape, images) -> logits` on seeded random images of the given shape: latency at
-/// batch 1 (median and 10th / 90th percentiles of `repeats1` runs after 3 warm-up runs; at least 50
-/// are made by default) with one pass's multiply-adds, and throughput at batch 64 (median of
-/// `repeats64` runs), on tapes running as `execution` says.
-template <Scalar S, class Forward>
-inference_timing time_inference(Forward&& forward, index channels, index image, int repeats1 = 50, int repeats64 = 3,
-                                const execution_config& execution = {}) {
-  std::mt19937_64 rng(0);
-  std::normal_distribution<double> n01;
-  auto random_batch = [&](index b) {
-    image_batch<S> x(b, channels, image, image);
-    for (index i = 0; i < x.pixels.size(); ++i) x.pixels.data()[i] = static_cast<S>(n01(rng));
-    return x;
+/// The front as a picture: accuracy (y) against trainable values and against latency (x, two
+/// panels), every point labelled; in each panel the points no other beats on accuracy and that
+/// panel's cost are filled and joined in order of cost.
+/// @throws value_error for no point or a value that is not finite.
+inline canvas front_picture(std::vector<front_point> points, const std::string& title) {
+  if (points.empty()) throw value_error("front_picture: no point to draw");
+  for (const auto& p : points)
+    if (!std::isfinite(p.accuracy) || !std::isfinite(p.params) || !std::isfinite(p.latency_ms))
+      throw value_error(vpdarts::detail::cat("front_picture: point ", p.label, " holds a value that is not finite"));
+  const int s = 2, line = canvas::text_height(s), pad = 14, plot_w = 380, plot_h = 300;
+  const int axis_w = canvas::text_width("0.000", s);
+  const int panel_w = axis_w + 8 + plot_w + 2 * pad;
+  const int top = pad + line + pad + line + pad;
+  const int width = std::max(pad + 2 * panel_w, 2 * pad + canvas::text_width(title, s));
+  canvas img(width, top + plot_h + 3 * line + 2 * pad);
+  const rgb ink{20, 20, 20}, grid{215, 215, 215}, off{150, 150, 150}, on = detail::series_colour(0);
+  img.text(pad, pad, title, ink, s);
+  img.text(pad, pad + line + pad / 2, "filled: on the front (no other point is as accurate and cheaper there)", ink, s);
+  double a_lo = points[0].accuracy, a_hi = a_lo;
+  for (const auto& p : points) a_lo = std::min(a_lo, p.accuracy), a_hi = std::max(a_hi, p.accuracy);
+  if (a_hi - a_lo < 1e-6) a_lo -= 0.01, a_hi += 0.01;
+  const double a_pad = 0.08 * (a_hi - a_lo);
+  a_lo -= a_pad, a_hi += a_pad;
+  auto fmt = [](double v, int digits) {
+    std::ostringstream o;
+    o << std::fixed << std::setprecision(digits) << v;
+    return o.str();
   };
-  inference_timing r;
-  const std::vector<double> one =
-      forward_seconds<S>(forward, random_batch(1), std::max(1, repeats1), 3, execution, &r.multiply_adds_batch1);
-  r.latency_ms_batch1 = 1e3 * quantile(one, 0.5);
-  r.latency_ms_batch1_p10 = 1e3 * quantile(one, 0.1);
-  r.latency_ms_batch1_p90 = 1e3 * quantile(one, 0.9);
-  r.latency_runs = static_cast<int>(one.size());
-  r.throughput_batch64 = 64.0 / median_forward_seconds<S>(forward, random_batch(64), std::max(1, repeats64), execution);
-  return r;
+  auto panel = [&](int x0, const char* name, auto cost) {
+    double lo = cost(points[0]), hi = lo;
+    for (const auto& p : points) lo = std::min(lo, cost(p)), hi = std::max(hi, cost(p));
+    if (hi - lo <= 1e-12 * std::max(1.0, std::abs(hi))) lo -= 0.5 * std::max(1e-9, std::abs(lo)), hi += 0.5 * std::max(1e-9, std::abs(hi));
+    const double c_pad = 0.06 * (hi - lo);
+    lo -= c_pad, hi += c_pad;
+    const int left = x0 + axis_w + 8;
+    auto px = [&](double c) { return left + static_cast<int>(std::lround((c - lo) / (hi - lo) * (plot_w - 1))); };
+    auto py = [&](double a) { return top + static_cast<int>(std::lround((a_hi - a) / (a_hi - a_lo) * (plot_h - 1))); };
+    for (int g = 0; g <= 4; ++g) {
+      const double a = a_lo + (a_hi - a_lo) * g / 4.0;
+      img.fill(left, py(a), plot_w, 1, grid);
+      img.text(x0, py(a) - line / 2, fmt(a, 3), ink, s);
+    }
+    img.fill(left, top, 1, plot_h, ink);
+    img.fill(left, top + plot_h - 1, plot_w, 1, ink);
+    img.text(left, top + plot_h + 4, fmt(lo + c_pad, hi - lo < 10 ? 3 : 0), ink, s);
+    const std::string hi_text = fmt(hi - c_pad, hi - lo < 10 ? 3 : 0);
+    img.text(left + plot_w - canvas::text_width(hi_text, s), top + plot_h + 4, hi_text, ink, s);
+    img.text(left + plot_w / 2 - canvas::text_width(name, s) / 2, top + plot_h + 4 + line, name, ink, s);
+    // this panel's front: no other point is as accurate and cheaper in this panel's cost
+    std::vector<bool> on2(points.size(), true);
+    for (std::size_t i = 0; i < points.size(); ++i)
+      for (const auto& q : points)
+        if (q.accuracy >= points[i].accuracy && cost(q) <= cost(points[i]) &&
+            (q.accuracy > points[i].accuracy || cost(q) < cost(points[i])))
+          on2[i] = false;
+    std::vector<front_point> front;
+    for (std::size_t i = 0; i < points.size(); ++i)
+      if (on2[i]) front.push_back(points[i]);
+    std::sort(front.begin(), front.end(), [&](const auto& a, const auto& b) { return cost(a) < cost(b); });
+    for (std::size_t i = 1; i < front.size(); ++i)
+      img.line(px(cost(front[i - 1])), py(front[i - 1].accuracy), px(cost(front[i])), py(front[i].accuracy), 2, on);
+    for (std::size_t i = 0; i < points.size(); ++i) {
+      const int x = px(cost(points[i])), y = py(points[i].accuracy);
+      if (on2[i]) img.fill(x - 5, y - 5, 11, 11, on);
+      else img.frame(x - 5, y - 5, 11, 11, 2, off);
+      img.text(x + 8, y - line / 2, points[i].label, on2[i] ? ink : off, s);
+    }
+  };
+  panel(pad, "trainable values", [](const front_point& p) { return p.params; });
+  panel(pad + panel_w, "latency, ms at batch 1", [](const front_point& p) { return p.latency_ms; });
+  return img;
 }
 
-/// Writes `j` as indented JSON, atomically. @throws io_error when the file cannot be written.
-inline void write_json(const std::filesystem::path& path, const nlohmann::json& j) {
-  io::atomic_write(path, [&](std::ostream& out) { out << j.dump(2) << '\n'; }, std::ios::out);
+/// front_picture(...) saved as a PNG file (atomically).
+inline void write_front_png(const std::filesystem::path& path, const std::vector<front_point>& points, const std::string& title) {
+  front_picture(points, title).save_png(path);
 }
 
 }  // namespace vpdarts::report
-// ---- end vpdarts/report/metrics.hpp ----
+// ---- end vpdarts/report/front.hpp ----
 
 // ---- begin vpdarts/dispatch.hpp ----
 /// \file

@@ -6,6 +6,27 @@
 
 namespace vpdarts_cli {
 
+namespace {
+
+/// True when some operator of `g` has parameters whose size follows the prompt count.
+bool uses_prompts(const vp::genotype& g, const vp::vit_config& c) {
+  bool uses = false;
+  vp::default_ops::for_each([&](auto type, auto i) {
+    using Op = typename decltype(type)::type;
+    const std::string_view name = vp::default_ops::names[decltype(i)::value];
+    auto values = [&](vp::index p) {
+      double n = 0;
+      for (const auto& spec : vp::fusion_traits<Op>::params(vp::fusion_context{c, p})) n += static_cast<double>(spec.rows * spec.cols);
+      return n;
+    };
+    for (const auto& l : g.layers)
+      if (l.op == name && values(1) != values(2)) uses = true;
+  });
+  return uses;
+}
+
+}  // namespace
+
 std::vector<double> prepare_retrain(retrain_settings& s, common_settings& common) {
   common.validate("retrain");
   s.validate();
@@ -20,20 +41,35 @@ nlohmann::json run_retrain(retrain_settings& s, const std::vector<double>& grid,
   vp::w_optimizer_options w = s.w.options("retrain");
   const fs::path dir = s.out;
   const vp::genotype g = s.probe ? vp::genotype{} : s.genotype(vit.config().depth);
-  // the lr grid (VTAB-1k practice): search-train / search-val as the search splits them, never the test images
+  // the lr and weight-decay grid (VTAB-1k practice): search-train / search-val as the search splits them,
+  // never the test images
   nlohmann::json grid_json;
+  const vp::lr_grid_options grid_opts{.grid = grid, .weight_decays = s.weight_decays, .widen = static_cast<int>(s.widen_grid),
+                                      .epochs = s.grid_epochs, .batch = s.batch, .val_fraction = s.val_fraction, .w = w,
+                                      .seed = s.seed, .progress = !quiet,
+                                      .augment = {.crop_padding = s.crop_padding, .flip = s.flip}, .parallel = parallel(),
+                                      .execution = execution()};
+  auto grid_to_json = [&](const vp::lr_grid_result& g) {
+    return nlohmann::json{{"lrs", g.lrs}, {"weight_decays", g.weight_decays}, {"val_accuracy", g.val_accuracy},
+                          {"train_loss", vp::io::numbers_to_json(g.train_loss)}, {"best", g.best},
+                          {"best_weight_decay", g.best_weight_decay}, {"best_accuracy", g.best_accuracy},
+                          {"widened", g.widened}, {"at_edge", g.at_edge}, {"epochs", s.grid_epochs},
+                          {"val_fraction", s.val_fraction}};
+  };
+  auto take = [&](const vp::lr_grid_result& g) {
+    w.lr = g.best;
+    w.weight_decay = g.best_weight_decay;
+    for (const auto& e : g.widened) std::printf("retrain: the grid widened: %s\n", e.c_str());
+    for (const auto& e : g.at_edge) std::fprintf(stderr, "warning: retrain: the best sits at the grid's edge: %s (--widen-grid)\n", e.c_str());
+    std::printf("retrain: lr %g, weight decay %g (search-val accuracy %.4f)\n", g.best, g.best_weight_decay, g.best_accuracy);
+  };
   auto choose_lr = [&](auto&& choose) {
     if (grid.empty()) return;
-    std::printf("retrain: choosing the lr on search-val (%ld epochs per value)\n", s.grid_epochs);
-    const vp::lr_grid_options o{.grid = grid, .epochs = s.grid_epochs, .batch = s.batch, .val_fraction = s.val_fraction,
-                                .w = w, .seed = s.seed, .progress = !quiet,
-                                .augment = {.crop_padding = s.crop_padding, .flip = s.flip}, .parallel = parallel(),
-                                .execution = execution()};
-    const vp::lr_grid_result g = choose(o);
-    w.lr = g.best;
-    std::printf("retrain: lr %g\n", g.best);
-    grid_json = {{"lrs", g.lrs}, {"val_accuracy", g.val_accuracy}, {"train_loss", vp::io::numbers_to_json(g.train_loss)},
-                 {"best", g.best}, {"epochs", s.grid_epochs}, {"val_fraction", s.val_fraction}};
+    std::printf("retrain: choosing the lr%s on search-val (%ld epochs per value)\n", s.weight_decays.empty() ? "" : " and weight decay",
+                s.grid_epochs);
+    const vp::lr_grid_result g = choose(grid_opts);
+    take(g);
+    grid_json = grid_to_json(g);
   };
 
   on_root([&] { ensure_dir(dir); });
@@ -58,10 +94,34 @@ nlohmann::json run_retrain(retrain_settings& s, const std::vector<double>& grid,
                      vit.config(), [&](vp::tape<float>& t, const vp::image_batch<float>& x) { return vit.logits(t, x); });
     m.update({{"method", "linear_probe"}, {"train_loss", r.train_loss}, {"train_accuracy", r.train_accuracy}});
   } else {
+    long prompts = s.prompts;
+    nlohmann::json prompts_json;
+    if (!s.prompt_counts.empty() && !grid.empty()) {
+      // VPT's protocol: the prompt count is part of the grid; each count gets the whole lr and decay grid
+      if (!uses_prompts(g, vit.config()))
+        throw usage_error("vpdarts retrain: --prompts-grid: the genotype (" + g.str() +
+                          ") uses no prompt tokens; only concat and cross_attention do");
+      vp::lr_grid_result best_g;
+      prompts_json = nlohmann::json::array();
+      for (std::size_t i = 0; i < s.prompt_counts.size(); ++i) {
+        const long p = s.prompt_counts[i];
+        std::printf("retrain: %ld prompts: choosing the lr and weight decay on search-val\n", p);
+        model_t trial(vit, g, vp::prompt_options{.prompts = p, .classes = train.classes(), .seed = s.seed});
+        const vp::lr_grid_result r = vp::choose_w_lr(trial, train, grid_opts);
+        prompts_json.push_back({{"prompts", p}, {"trainable_params", trial.trainable_params()}, {"grid", grid_to_json(r)}});
+        if (i == 0 || r.best_accuracy > best_g.best_accuracy + 1e-12) {  // on a tie, the fewer prompts (the list comes sorted)
+          best_g = r;
+          prompts = p;
+        }
+      }
+      take(best_g);
+      grid_json = grid_to_json(best_g);
+      std::printf("retrain: %ld prompts\n", prompts);
+    }
     model_t& model = prompted.emplace(std::move(vit), g,
-                                      vp::prompt_options{.prompts = s.prompts, .classes = train.classes(), .seed = s.seed});
+                                      vp::prompt_options{.prompts = prompts, .classes = train.classes(), .seed = s.seed});
     std::printf("retrain: %s with %s\n", model.config().describe().c_str(), g.str().c_str());
-    choose_lr([&](const vp::lr_grid_options& o) { return vp::choose_w_lr(model, train, o); });
+    if (prompts_json.is_null()) choose_lr([&](const vp::lr_grid_options& o) { return vp::choose_w_lr(model, train, o); });
     const double loss = vp::train(model, train,
                                   {.epochs = s.epochs, .batch = s.batch, .w = w, .seed = s.seed, .progress = !quiet,
                                    .augment = {.crop_padding = s.crop_padding, .flip = s.flip}, .parallel = parallel(),
@@ -75,12 +135,14 @@ nlohmann::json run_retrain(retrain_settings& s, const std::vector<double>& grid,
                      [&](vp::tape<float>& t, const vp::image_batch<float>& x) {
                        return model.logits(t, x, vp::grad_target::none);
                      });
-    m.update({{"method", s.op.empty() ? "genotype" : s.op}, {"genotype", g.names()}, {"train_loss", loss}});
+    m.update({{"method", s.op.empty() ? "genotype" : s.op}, {"genotype", g.names()}, {"train_loss", loss}, {"prompts", prompts}});
+    if (!prompts_json.is_null()) m["prompts_grid"] = prompts_json;
   }
   m.update({{"command", "retrain"},
             {"test_accuracy", test.size() > 0 ? nlohmann::json(accuracy) : nlohmann::json()},
             {"test_images", test.size()},
             {"lr", w.lr},
+            {"weight_decay", w.weight_decay},
             {"lr_grid", grid_json},
             {"train_images", train.size()},
             {"backbone", bb.string()},

@@ -5,12 +5,32 @@
 #include "commands.hpp"
 
 #include <chrono>
+#include <cmath>
 #include <fstream>
 
 namespace vpdarts_cli {
 
 namespace {
 
+
+/// The cost table and what `g` costs by it: exact trainable values, and the latency estimate.
+nlohmann::json cost_json(const vp::op_costs& c, const vp::genotype& g) {
+  auto rows = [](const vp::matrix<double>& m) {
+    nlohmann::json out = nlohmann::json::array();
+    for (vp::index l = 0; l < m.rows(); ++l) {
+      nlohmann::json row = nlohmann::json::array();
+      for (vp::index k = 0; k < m.cols(); ++k) row.push_back(m(l, k));
+      out.push_back(row);
+    }
+    return out;
+  };
+  const auto ops = vp::op_positions<vp::default_ops>(g);
+  return {{"ops", std::vector<std::string>(vp::default_ops::names.begin(), vp::default_ops::names.end())},
+          {"params", rows(c.params)}, {"fixed_params", c.fixed_params},
+          {"latency_ms", rows(c.latency_ms)}, {"fixed_latency_ms", c.fixed_latency_ms}, {"latency_runs", c.latency_runs},
+          {"genotype_params", vp::make_cost_objective(c, vp::cost_kind::params).of(ops)},
+          {"genotype_latency_ms_estimate", vp::make_cost_objective(c, vp::cost_kind::latency).of(ops)}};
+}
 
 /// One search (settings `s`, seed s.seed) into `dir`, its genotype chosen by s.select; writes the run's
 /// files and returns what it found.
@@ -38,6 +58,15 @@ search_outcome search_once(search_settings s, const std::vector<double>& grid, c
                  {"best", g.best}, {"epochs", s.grid_epochs}};
   }
   const std::vector<std::string> ops(vp::default_ops::names.begin(), vp::default_ops::names.end());
+  vp::cost_objective objective;  // the cost term of alpha's objective (none unless asked for)
+  if (s.costs && (s.cost_weight > 0 || s.budget())) {
+    objective = vp::make_cost_objective(*s.costs, s.kind(), s.cost_weight, s.budget());
+    s.o.bilevel.cost = objective;
+    std::printf("search: alpha's objective prices %s%s\n", objective.unit.c_str(),
+                s.budget() ? cat(" within a budget of ", *s.budget(), " (cheapest genotype ", objective.cheapest(),
+                                 ", costliest ", objective.costliest(), ")").c_str()
+                           : cat(" with weight ", s.cost_weight).c_str());
+  }
   s.o.on_epoch = [&](long epoch, const vp::matrix<double>& a, double train_loss, double val_loss) {
     on_root([&] { vp::report::write_alpha_heatmap(dir / "alpha.png", a, ops); });  // the picture so far
     if (s.on_epoch) s.on_epoch(s.seed, epoch, a, train_loss, val_loss);
@@ -52,7 +81,7 @@ search_outcome search_once(search_settings s, const std::vector<double>& grid, c
                                               {.finetune_epochs = s.finetune_epochs, .batch = s.o.batch,
                                                .val_fraction = s.o.val_fraction, .w = s.o.bilevel.w, .seed = s.seed,
                                                .progress = s.o.progress, .parallel = s.o.parallel,
-                                               .execution = s.o.bilevel.execution});
+                                               .execution = s.o.bilevel.execution, .cost = objective});
     found = p.found;
     nlohmann::json layers = nlohmann::json::array();
     for (std::size_t l = 0; l < p.removed.size(); ++l) {
@@ -94,6 +123,17 @@ search_outcome search_once(search_settings s, const std::vector<double>& grid, c
             {"backbone", bb.string()},
             {"peak_rss_mb", vp::report::peak_rss_mb()},
             {"seconds", r.seconds}});
+  if (s.costs) {
+    nlohmann::json c = cost_json(*s.costs, found);
+    if (objective.cost.size() > 0)
+      c.update({{"objective", vp::to_string(s.kind())},
+                {"unit", objective.unit},
+                {"budget", s.budget() ? nlohmann::json(*s.budget()) : nlohmann::json()},
+                {"lambda_start", objective.lambda},
+                {"lambda", vp::io::numbers_to_json(r.cost_lambda)},
+                {"expected_cost", vp::io::numbers_to_json(r.expected_cost)}});
+    m["cost"] = c;
+  }
   on_root([&] { vp::report::write_json(dir / "metrics.json", m); });
   std::printf("search: %.1f s; wrote %s/{genotype.json, alpha.csv, alpha.png, alpha_trajectory.png, search.safetensors, metrics.json}\n",
               r.seconds, dir.string().c_str());
@@ -142,8 +182,11 @@ std::vector<double> prepare_search(search_settings& s, common_settings& common) 
   return grid;
 }
 
-search_outcome run_search(search_settings& s, const std::vector<double>& grid, const vp::vit<float>& vit,
-                          const vp::data::labelled_images<float>& train, const fs::path& bb, const std::string& classes) {
+namespace {
+
+/// s.runs searches into s.out (one, or the best of several).
+search_outcome run_searches(search_settings& s, const std::vector<double>& grid, const vp::vit<float>& vit,
+                            const vp::data::labelled_images<float>& train, const fs::path& bb, const std::string& classes) {
   const fs::path dir = s.out;
   on_root([&] { ensure_dir(dir); });
   if (s.runs == 1) return search_once(s, grid, vit, train, dir, bb, classes);
@@ -198,6 +241,109 @@ search_outcome run_search(search_settings& s, const std::vector<double>& grid, c
   std::printf("search: %.1f s; wrote %s/{genotype.json, alpha.csv, alpha.png, alpha_trajectory.png, metrics.json} (the best run's)\n",
               seconds, s.out.c_str());
   return {gs[sc.best], alphas[sc.best], m};
+}
+
+/// --pareto K: a search within each of K budgets of s.kind() from the cheapest genotype to the
+/// costliest (geometric steps), each genotype trained --select-epochs on search-train and scored on
+/// search-val, and the front written as DIR/front.csv and DIR/front.png; the best-scoring genotype
+/// is OUT's genotype.json.
+search_outcome run_pareto(search_settings& s, const std::vector<double>& grid, const vp::vit<float>& vit,
+                          const vp::data::labelled_images<float>& train, const fs::path& bb, const std::string& classes) {
+  const auto start = std::chrono::steady_clock::now();
+  const fs::path dir = s.out;
+  on_root([&] { ensure_dir(dir); });
+  const vp::cost_objective whole = vp::make_cost_objective(*s.costs, s.kind());
+  const double lo = whole.cheapest(), hi = whole.costliest();
+  std::vector<double> budgets;
+  for (long i = 0; i < s.pareto; ++i)
+    budgets.push_back(i + 1 == s.pareto ? hi : lo * std::pow(hi / lo, static_cast<double>(i) / static_cast<double>(s.pareto - 1)));
+  std::printf("search: the front over %ld budgets of %s from %g to %g\n", s.pareto, whole.unit.c_str(), lo, hi);
+  std::vector<vp::genotype> gs;
+  std::vector<nlohmann::json> runs;
+  std::vector<std::string> names;
+  double search_seconds = 0;
+  for (std::size_t i = 0; i < budgets.size(); ++i) {
+    search_settings one = s;
+    one.pareto = 0;
+    (s.kind() == vp::cost_kind::params ? one.param_budget : one.latency_budget) = budgets[i];
+    names.push_back(cat("budget-", i));
+    one.out = (dir / names.back()).string();
+    std::printf("search: budget %zu of %zu: %g %s\n", i + 1, budgets.size(), budgets[i], whole.unit.c_str());
+    search_outcome r = run_searches(one, grid, vit, train, bb, classes);
+    gs.push_back(std::move(r.found));
+    search_seconds += r.metrics["search_seconds"].get<double>();
+    runs.push_back(std::move(r.metrics));
+  }
+  vp::w_optimizer_options wo = s.o.bilevel.w;
+  wo.lr = runs.front()["w_lr"].get<double>();
+  std::printf("search: %zu genotypes, each trained %ld epochs on search-train and scored on search-val\n", gs.size(), s.select_epochs);
+  const vp::genotype_scores sc = vp::score_genotypes<float, vp::default_ops>(
+      vit, gs, train,
+      {.epochs = s.select_epochs, .batch = s.o.batch, .val_fraction = s.o.val_fraction, .w = wo, .prompts = s.prompts,
+       .seed = s.seed, .progress = s.o.progress, .parallel = s.o.parallel, .execution = s.o.bilevel.execution});
+  std::vector<vp::report::front_point> points;
+  const vp::cost_objective by_params = vp::make_cost_objective(*s.costs, vp::cost_kind::params),
+                           by_latency = vp::make_cost_objective(*s.costs, vp::cost_kind::latency);
+  for (std::size_t i = 0; i < gs.size(); ++i) {
+    const auto ops = vp::op_positions<vp::default_ops>(gs[i]);
+    points.push_back({.label = cat(i), .budget = budgets[i], .accuracy = sc.val[i].accuracy, .params = by_params.of(ops),
+                      .latency_ms = by_latency.of(ops), .note = gs[i].str()});
+  }
+  vp::report::mark_front(points);
+  nlohmann::json front = nlohmann::json::array();
+  std::printf("\n%-8s %-12s %-10s %-12s %-9s %s\n", "budget", "search-val", "trainable", "latency ms", "on front", "genotype");
+  for (std::size_t i = 0; i < gs.size(); ++i) {
+    front.push_back({{"run", names[i]}, {"budget", budgets[i]}, {"genotype", gs[i].names()},
+                     {"val_accuracy", points[i].accuracy}, {"val_loss", sc.val[i].loss},
+                     {"trainable_params", points[i].params}, {"latency_ms_estimate", points[i].latency_ms},
+                     {"on_front", points[i].on_front}});
+    std::printf("%-8zu %-12.4f %-10.0f %-12.3f %-9s %s\n", i, points[i].accuracy, points[i].params, points[i].latency_ms,
+                points[i].on_front ? "yes" : "no", gs[i].str().c_str());
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  nlohmann::json m = runs[sc.best];
+  m.update({{"selection", {{"rule", "pareto"}, {"budgets", budgets}, {"cost", vp::to_string(s.kind())},
+                           {"best_run", names[sc.best]}, {"select_epochs", s.select_epochs}, {"select_lr", wo.lr}}},
+            {"front", front}, {"search_seconds", search_seconds}, {"seconds", seconds},
+            {"peak_rss_mb", vp::report::peak_rss_mb()}});
+  on_root([&] {
+    vp::report::write_front_csv(dir / "front.csv", points);
+    vp::report::write_front_png(dir / "front.png", points,
+                                cat("search-val accuracy against cost: ", s.pareto, " budgets of ", whole.unit));
+    for (const char* file : {"alpha.csv", "alpha.png", "alpha_trajectory.png"})
+      copy_atomically(dir / names[sc.best] / file, dir / file);
+    gs[sc.best].save(dir / "genotype.json");
+    vp::report::write_json(dir / "metrics.json", m);
+  });
+  std::printf("search: %.1f s; wrote %s/{front.csv, front.png, genotype.json (the best on search-val), metrics.json} and budget-I/\n",
+              seconds, dir.string().c_str());
+  return {gs[sc.best], {}, m};
+}
+
+}  // namespace
+
+search_outcome run_search(search_settings& s, const std::vector<double>& grid, const vp::vit<float>& vit,
+                          const vp::data::labelled_images<float>& train, const fs::path& bb, const std::string& classes) {
+  if (!s.costs) {
+    // every candidate's cost, once for every run: trainable values exactly, latency as timed here and now
+    model_t probe(vit, {.prompts = s.prompts, .classes = train.classes(), .seed = s.seed});
+    vp::op_costs c = vp::param_costs(probe);
+    on_root([&] {
+      vp::op_latency(probe, c, {.runs = static_cast<int>(s.latency_runs), .warmup = 3, .execution = s.o.bilevel.execution});
+    });
+    if (parallel().active()) {  // process 0's timing on every process: the others add zeros
+      if (!parallel().root()) {
+        c.latency_ms = vp::matrix<double>::Zero(c.params.rows(), c.params.cols());
+        c.fixed_latency_ms = 0;
+      }
+      parallel().sum(c.latency_ms);
+      c.fixed_latency_ms = parallel().sum(c.fixed_latency_ms);
+      c.latency_runs = static_cast<int>(s.latency_runs);
+    }
+    s.costs = std::move(c);
+  }
+  if (s.pareto > 0) return run_pareto(s, grid, vit, train, bb, classes);
+  return run_searches(s, grid, vit, train, bb, classes);
 }
 
 int cmd_search(int argc, char** argv) {

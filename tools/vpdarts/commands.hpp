@@ -11,8 +11,11 @@ namespace vpdarts_cli {
 
 /// The search command's own flags and what they become.
 struct search_settings {
-  std::string out = "vpdarts-run", order = "first", alpha_lr = "auto", lr_grid, select = "perturbation";
-  long prompts = 8, grid_epochs = 2, finetune_epochs = 1, runs = 3, select_epochs = 5;
+  std::string out = "vpdarts-run", order = "first", alpha_lr = "auto", lr_grid, select = "perturbation", cost = "params";
+  long prompts = 8, grid_epochs = 2, finetune_epochs = 1, runs = 3, select_epochs = 5, latency_runs = 20, pareto = 0;
+  double cost_weight = 0, param_budget = 0, latency_budget = 0;
+  /// Every candidate's cost (filled by run_search before the first search; the same for every run).
+  std::optional<vp::op_costs> costs;
   std::uint64_t seed = 0;
   bool resume = false;
   vp::search_options o;
@@ -48,6 +51,34 @@ struct search_settings {
     f.add("finetune-epochs", finetune_epochs, "--select perturbation: epochs of w-only training after each layer is fixed");
     f.add("seed", seed, "seed of alpha, the operator parameters, the split and the shuffling");
     f.add_switch("resume", resume, "continue from DIR/search.safetensors when it exists");
+    f.add("param-budget", param_budget,
+          "the most trainable values (operator parameters and head) the genotype may have: the search prices them in "
+          "alpha's objective with a weight it sets itself, and every choice keeps within it (0: no budget)", "N");
+    f.add("latency-budget", latency_budget,
+          "the most batch-1 milliseconds the genotype may take, as measured on this machine at the start (each operator "
+          "around its block, plus the embedding and head); as --param-budget (0: no budget)", "MS");
+    f.add("cost", cost, "what --cost-weight and --pareto price: params (trainable values) or latency (batch-1 ms)", "KIND");
+    f.add("cost-weight", cost_weight,
+          "lambda: alpha's objective adds lambda x the expected --cost under softmax(alpha), as a share of the spread "
+          "between the cheapest and the costliest genotype (0: none; a budget sets it itself)");
+    f.add("pareto", pareto,
+          "sweep K budgets of --cost from the cheapest genotype to the costliest, one search (--runs) each in "
+          "DIR/budget-I, and write the front: DIR/front.csv and DIR/front.png (search-val accuracy against trainable "
+          "values and latency)", "K");
+    f.add("latency-runs", latency_runs, "timed runs of every operator around its block when measuring latency (their median)");
+  }
+
+  /// The cost kind a budget or --cost names.
+  vp::cost_kind kind() const {
+    if (param_budget > 0) return vp::cost_kind::params;
+    if (latency_budget > 0) return vp::cost_kind::latency;
+    return cost == "latency" ? vp::cost_kind::latency : vp::cost_kind::params;
+  }
+  /// The budget asked for (none when 0).
+  std::optional<double> budget() const {
+    if (param_budget > 0) return param_budget;
+    if (latency_budget > 0) return latency_budget;
+    return std::nullopt;
   }
 
   /// Checks every value; returns the lr grid (empty: none).
@@ -81,6 +112,14 @@ struct search_settings {
     require(runs >= 1 && runs <= 1000, cmd, cat("--runs must be in 1..1000, got ", runs));
     require(select_epochs >= 1, cmd, cat("--select-epochs must be >= 1, got ", select_epochs));
     require(finetune_epochs >= 0, cmd, cat("--finetune-epochs must be >= 0, got ", finetune_epochs));
+    require(cost == "params" || cost == "latency", cmd, "--cost is 'params' or 'latency', got '" + cost + "'");
+    require(std::isfinite(cost_weight) && cost_weight >= 0, cmd, cat("--cost-weight must be >= 0, got ", cost_weight));
+    require(std::isfinite(param_budget) && param_budget >= 0, cmd, cat("--param-budget must be >= 0, got ", param_budget));
+    require(std::isfinite(latency_budget) && latency_budget >= 0, cmd, cat("--latency-budget must be >= 0, got ", latency_budget));
+    require(!(param_budget > 0 && latency_budget > 0), cmd, "--param-budget and --latency-budget exclude each other (give one)");
+    require(pareto == 0 || (pareto >= 2 && pareto <= 64), cmd, cat("--pareto must be 0 or in 2..64, got ", pareto));
+    require(!(pareto > 0 && (param_budget > 0 || latency_budget > 0)), cmd, "--pareto sets the budgets itself; drop --param-budget and --latency-budget");
+    require(latency_runs >= 1 && latency_runs <= 100000, cmd, cat("--latency-runs must be in 1..100000, got ", latency_runs));
     o.seed = seed;
     o.resume = resume;
     return parse_positive_list(lr_grid, cmd, "w-lr-grid");
@@ -106,8 +145,10 @@ search_outcome run_search(search_settings& s, const std::vector<double>& grid, c
 
 /// The retrain command's own flags.
 struct retrain_settings {
-  std::string run = "vpdarts-run", out, genotype_file, op, lr_grid;
-  long prompts = 8, epochs = 20, batch = 32, crop_padding = 0, grid_epochs = 0;
+  std::string run = "vpdarts-run", out, genotype_file, op, lr_grid, wd_grid, prompts_grid;
+  long prompts = 8, epochs = 20, batch = 32, crop_padding = 0, grid_epochs = 0, widen_grid = 2;
+  std::vector<double> weight_decays;  ///< --wd-grid, parsed (empty: --weight-decay alone)
+  std::vector<long> prompt_counts;    ///< --prompts-grid, parsed (empty: --prompts alone)
   double val_fraction = 0.2;
   std::uint64_t seed = 0;
   bool probe = false, flip = false;
@@ -126,6 +167,14 @@ struct retrain_settings {
     w.add_to(f, "lr");
     f.add("lr-grid", lr_grid,
           "choose --lr on search-val first: train on search-train at each value, keep the best, then train on all", "LIST");
+    f.add("wd-grid", wd_grid, "with --lr-grid: the weight decays tried with every lr, e.g. 0,1e-4,1e-3 (default: --weight-decay alone)",
+          "LIST");
+    f.add("prompts-grid", prompts_grid,
+          "with --lr-grid: the prompt counts tried (each with the whole lr and weight-decay grid), e.g. 1,8,50 as VPT's "
+          "protocol; the genotype must use prompts (concat, cross_attention)", "LIST");
+    f.add("widen-grid", widen_grid,
+          "with --lr-grid: times the grid widens when the best lr is its smallest or largest value (or the best weight "
+          "decay its largest); metrics.json says what was added and what still sits at an edge");
     f.add("grid-epochs", grid_epochs, "epochs per grid value (default: --epochs)");
     f.add("val-fraction", val_fraction, "share of the training images held out as search-val for --lr-grid");
     f.add("seed", seed, "seed of the fresh operator parameters and the shuffling");
@@ -156,6 +205,17 @@ struct retrain_settings {
     if (grid_epochs == 0) grid_epochs = epochs;
     require(val_fraction > 0 && val_fraction < 1, cmd, cat("--val-fraction must be in (0, 1), got ", val_fraction));
     require(!(given && (probe || !op.empty())), cmd, "a genotype excludes --linear-probe and --op");
+    require(widen_grid >= 0 && widen_grid <= 20, cmd, cat("--widen-grid must be in 0..20, got ", widen_grid));
+    weight_decays = parse_positive_list(wd_grid, cmd, "wd-grid", true);
+    prompt_counts.clear();
+    for (double v : parse_positive_list(prompts_grid, cmd, "prompts-grid")) {
+      require(v == std::floor(v) && v >= 1 && v <= 100000, cmd, cat("--prompts-grid: ", v, " is not a prompt count in 1..100000"));
+      prompt_counts.push_back(static_cast<long>(v));
+    }
+    std::sort(prompt_counts.begin(), prompt_counts.end());
+    require((weight_decays.empty() && prompt_counts.empty()) || !lr_grid.empty(), cmd,
+            "--wd-grid and --prompts-grid are parts of the --lr-grid search; give --lr-grid too");
+    require(!(probe && !prompt_counts.empty()), cmd, "--prompts-grid does not apply to the linear probe (it has no prompts)");
     if (out.empty()) out = (fs::path(run) / (probe ? "probe" : op.empty() ? "retrain" : "op-" + op)).string();
   }
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <set>
 #include <sstream>
@@ -345,13 +346,15 @@ void ensure_dir(const fs::path& dir) {
   if (ec) throw vp::io_error("cannot create the folder '" + dir.string() + "': " + ec.message());
 }
 
-std::vector<double> parse_positive_list(const std::string& text, const std::string& command, const std::string& flag) {
+std::vector<double> parse_positive_list(const std::string& text, const std::string& command, const std::string& flag,
+                                        bool allow_zero) {
   std::vector<double> out;
   std::stringstream in(text);
   std::string item;
   while (std::getline(in, item, ',')) {
-    const double v = vp::text::parse_number<double>(item).value_or(0);
-    require(v > 0, command, "--" + flag + ": '" + item + "' is not a learning rate > 0");
+    const double v = vp::text::parse_number<double>(item).value_or(-1);
+    require(allow_zero ? v >= 0 && std::isfinite(v) : v > 0 && std::isfinite(v), command,
+            "--" + flag + ": '" + item + "' is not a " + (allow_zero ? "number >= 0" : "learning rate > 0"));
     require(std::find(out.begin(), out.end(), v) == out.end(), command,
             "--" + flag + ": '" + item + "' appears twice in '" + text + "'");
     out.push_back(v);

@@ -235,8 +235,9 @@ struct builtin_recipe {
 /// Creates a folder and its parents. @throws vpdarts::io_error.
 void ensure_dir(const fs::path& dir);
 
-/// A comma list of numbers > 0 ("0.01,0.1"), naming `flag` when one is not.
-std::vector<double> parse_positive_list(const std::string& text, const std::string& command, const std::string& flag);
+/// A comma list of numbers > 0 ("0.01,0.1"; >= 0 with `allow_zero`), naming `flag` when one is not.
+std::vector<double> parse_positive_list(const std::string& text, const std::string& command, const std::string& flag,
+                                        bool allow_zero = false);
 
 /// Latency, throughput and memory of a model, the part of metrics.json every command shares.
 /// Under mpirun, process 0 measures with all of the machine's cores while the others wait (they get null).

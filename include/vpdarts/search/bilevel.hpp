@@ -15,14 +15,20 @@
 /// * alpha: Adam (betas 0.5, 0.999; L2 weight decay added to the gradient).
 /// * w: SGD momentum 0.9, weight decay on every part of w but the head's bias,
 ///   gradient-norm clipping, a learning-rate multiplier per operator and for the head.
+/// * With a cost term (search/cost.hpp), alpha's gradient gains lambda dE/dalpha / R
+///   after the loss's gradient (and the hook); with a budget, lambda then takes a step of
+///   dual ascent towards the budget.
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <span>
 #include <vector>
 
 #include "../optim/adam.hpp"
 #include "../optim/sgd.hpp"
 #include "../train/loop.hpp"
+#include "cost.hpp"
 #include "prompted_vit.hpp"
 
 namespace vpdarts {
@@ -41,6 +47,8 @@ struct bilevel_options {
   double alpha_beta1 = 0.5;       ///< Adam beta1 of alpha (DARTS's 0.5)
   double alpha_beta2 = 0.999;     ///< Adam beta2 of alpha
   double alpha_weight_decay = 1e-3;  ///< L2, added to the gradient (PyTorch's Adam)
+  /// A cost in alpha's objective, with an optional budget (search/cost.hpp); none by default.
+  cost_objective cost = {};
   /// How the step's tape runs its kernels (precision, product engine, memory; kernels/execution.hpp).
   execution_config execution = {};
 };
@@ -70,6 +78,7 @@ class bilevel_optimizer {
         alpha_opt_({&model.alpha()}, {.lr = o.alpha_lr, .beta1 = o.alpha_beta1, .beta2 = o.alpha_beta2,
                                       .weight_decay = o.alpha_weight_decay, .decoupled = false}) {
     if (!model.is_search()) throw config_error("bilevel_optimizer: the model is a derived model; search needs alpha");
+    o.cost.check(model.config().depth, static_cast<index>(Ops::size), "bilevel_optimizer");
     tape_.configure(o.execution);
     for (const auto& g : w_opt_.groups())
       for (parameter<S>* p : g.params) {
@@ -92,11 +101,12 @@ class bilevel_optimizer {
     if (update_alpha) {
       if (opts_.order == darts_order::first) {
         r.val_loss = alpha_grad_first(val_x, val_y);
-        apply_gradients<S>(alpha_opt_, alpha_params(), 0, hook_);
+        if (hook_) hook_(alpha_params());
       } else {
         r.val_loss = alpha_grad_second(train_x, train_y, val_x, val_y);  // its parts passed the hook
-        alpha_opt_.step();
       }
+      add_cost_gradient();
+      alpha_opt_.step();
     }
     r.train_loss = w_step(train_x, train_y);
     return r;
@@ -169,6 +179,30 @@ class bilevel_optimizer {
     return val;
   }
 
+  /// Adds the cost term's gradient, lambda dE/dalpha / R, to alpha's gradient; with a budget,
+  /// then moves lambda by dual ascent. Does nothing without a cost term.
+  void add_cost_gradient() {
+    cost_objective& c = opts_.cost;
+    if (c.cost.size() == 0) return;
+    matrix<double> g;
+    const double e = expected_cost(model_.alpha().value(), c.cost, &g);
+    expected_ = c.fixed + e;
+    if (c.lambda > 0) model_.alpha().grad() += static_cast<S>(c.lambda / range_) * g.cast<S>();
+    if (c.budget) c.lambda = std::max(0.0, c.lambda + c.lambda_rate * (expected_ - *c.budget) / range_);
+  }
+
+  /// The cost term as it stands (its lambda moves with a budget).
+  const cost_objective& cost() const noexcept { return opts_.cost; }
+  /// Replaces the cost term (a resumed search puts back the table and lambda it ran with).
+  /// @throws config_error as cost_objective::check().
+  void set_cost(cost_objective c) {
+    c.check(model_.config().depth, static_cast<index>(Ops::size), "bilevel_optimizer");
+    opts_.cost = std::move(c);
+    range_ = opts_.cost.range();
+  }
+  /// The expected total cost, fixed + E(alpha), at the last alpha step (NaN before one, or without a cost term).
+  double expected_cost_now() const noexcept { return expected_; }
+
   /// The w update on a search-train batch (gradient for w only, clipped); returns L_train.
   double w_step(const image_batch<S>& x, std::span<const int> y) {
     w_opt_.zero_grad();
@@ -222,6 +256,8 @@ class bilevel_optimizer {
   std::vector<bool> decay_;
   std::vector<matrix<S>> backup_, dir_;
   matrix<S> dalpha_;
+  double range_ = opts_.cost.range();
+  double expected_ = std::numeric_limits<double>::quiet_NaN();
 };
 
 }  // namespace vpdarts

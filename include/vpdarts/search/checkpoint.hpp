@@ -40,6 +40,8 @@ struct search_state {
   std::vector<double> train_loss;              ///< per-epoch mean search-train loss
   std::vector<double> val_loss;                ///< per-epoch mean search-val loss (NaN in warm-up epochs)
   double seconds = 0;                          ///< wall-clock time of the epochs done
+  std::vector<double> expected_cost;           ///< with a cost term: per epoch, the expected total cost (NaN in warm-up)
+  std::vector<double> cost_lambda;             ///< with a cost term: per epoch, lambda after it
 
   /// Writes the state, the model's w and alpha, and both optimisers' state,
   /// atomically, with `fingerprint` (the settings a resume must share).
@@ -84,7 +86,21 @@ struct search_state {
                                   {"train_loss", io::numbers_to_json(train_loss)},
                                   {"val_loss", io::numbers_to_json(val_loss)},
                                   {"seconds", seconds}};
-    const std::string state_text = state.dump(), settings_text = fingerprint.dump();
+    nlohmann::json full = state;
+    if (const cost_objective& c = opt.cost(); c.cost.size() > 0) {
+      nlohmann::json table = nlohmann::json::array();
+      for (index l = 0; l < c.cost.rows(); ++l) {
+        nlohmann::json row = nlohmann::json::array();
+        for (index k = 0; k < c.cost.cols(); ++k) row.push_back(c.cost(l, k));
+        table.push_back(std::move(row));
+      }
+      full["cost"] = {{"table", table},
+                      {"fixed", c.fixed},
+                      {"lambda", c.lambda},
+                      {"expected_cost", io::numbers_to_json(expected_cost)},
+                      {"cost_lambda", io::numbers_to_json(cost_lambda)}};
+    }
+    const std::string state_text = full.dump(), settings_text = fingerprint.dump();
     io::write_safetensors<S>(path, views,
                              {{io::keys::search_settings, settings_text},
                               {io::keys::search_state, state_text},
@@ -163,6 +179,7 @@ struct search_state {
     if (!st.is_object()) throw io_error(detail::cat(where, ": the search state is not a JSON object"));
     search_state s;
     long alpha_steps = 0;
+    std::optional<cost_objective> cost_table;  // set on the optimiser once everything is read
     try {
       s.epoch = st.at("epoch").get<long>();
       alpha_steps = st.at("alpha_steps").get<long>();
@@ -185,6 +202,34 @@ struct search_state {
         s.alpha_history.push_back(std::move(m));
       }
       s.seconds = st.at("seconds").get<double>();
+      if (st.contains("cost") != (opt.cost().cost.size() > 0))
+        throw io_error(detail::cat(where, st.contains("cost") ? ": the checkpoint's search had a cost term, this one has none"
+                                                              : ": this search has a cost term, the checkpoint's had none"));
+      if (st.contains("cost")) {
+        const nlohmann::json& c = st.at("cost");
+        cost_objective restored = opt.cost();
+        const auto& table = c.at("table");
+        if (table.size() != static_cast<std::size_t>(restored.cost.rows()))
+          throw io_error(detail::cat(where, ": the cost table has ", table.size(), " rows, not ", restored.cost.rows()));
+        for (index l = 0; l < restored.cost.rows(); ++l) {
+          const auto& row = table.at(static_cast<std::size_t>(l));
+          if (row.size() != static_cast<std::size_t>(restored.cost.cols()))
+            throw io_error(detail::cat(where, ": a cost table row has ", row.size(), " values, not ", restored.cost.cols()));
+          for (index k = 0; k < restored.cost.cols(); ++k) restored.cost(l, k) = row.at(static_cast<std::size_t>(k)).get<double>();
+        }
+        restored.fixed = c.at("fixed").get<double>();
+        restored.lambda = c.at("lambda").get<double>();
+        s.expected_cost = io::numbers_from_json(c.at("expected_cost"), where + " expected_cost");
+        s.cost_lambda = io::numbers_from_json(c.at("cost_lambda"), where + " cost_lambda");
+        if (s.expected_cost.size() != static_cast<std::size_t>(s.epoch) || s.cost_lambda.size() != static_cast<std::size_t>(s.epoch))
+          throw io_error(detail::cat(where, ": the cost history does not have one entry per epoch"));
+        try {
+          cost_table = std::move(restored);
+          cost_table->check(model.config().depth, static_cast<index>(Ops::size), "search");
+        } catch (const config_error& e) {
+          throw io_error(detail::cat(where, ": ", e.message()));
+        }
+      }
       if (alpha_steps < 0) throw io_error(detail::cat(where, ": alpha_steps is ", alpha_steps));
     } catch (const nlohmann::json::exception& e) {
       throw io_error(detail::cat(where, ": unreadable search state: ", e.what()));
@@ -209,6 +254,7 @@ struct search_state {
     io::load_parameters<S>(f, state, lo);
     for (auto& [t, m] : extra) f.copy_to<S>(*t, std::span<S>(m->data(), static_cast<std::size_t>(m->size())));
     opt.alpha_optimizer().set_steps(alpha_steps);
+    if (cost_table) opt.set_cost(std::move(*cost_table));
     return s;
   }
 

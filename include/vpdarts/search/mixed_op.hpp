@@ -80,6 +80,19 @@ class mixed_op {
     return weighted_sum(weights, std::span<const var<S>>(outs.data(), candidates_.size()));
   }
 
+  /// Candidate k alone around `block`, its parameters with no gradient work: what that
+  /// operator costs at this layer (search/cost.hpp times it).
+  /// @throws config_error when k is not a candidate of the layer.
+  var<S> forward_one(tape<S>& t, std::size_t k, vit_block<S>& block, const var<S>& x, index batch) {
+    if (std::find(candidates_.begin(), candidates_.end(), k) == candidates_.end())
+      throw config_error(detail::cat("mixed_op::forward_one: operator position ", k, " is not a candidate of the layer"));
+    var<S> out;
+    Ops::for_each([&](auto type, auto i) {
+      if (decltype(i)::value == k) out = run<typename decltype(type)::type>(t, k, block, x, batch, false);
+    });
+    return out;
+  }
+
  private:
   template <class Op>
   var<S> run(tape<S>& t, std::size_t k, vit_block<S>& block, const var<S>& x, index batch, bool track) {

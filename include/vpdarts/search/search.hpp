@@ -57,10 +57,13 @@ struct search_options {
 
 /// What search() found.
 struct search_result {
-  genotype found;                             ///< argmax of alpha per layer, with the weights
+  genotype found;                             ///< argmax of alpha per layer (within the budget, when there is one), with the weights
   std::vector<matrix<double>> alpha_history;  ///< softmax(alpha) (L x K) after every epoch
   std::vector<double> train_loss;             ///< per-epoch mean search-train loss
   std::vector<double> val_loss;               ///< per-epoch mean search-val loss
+  /// With a cost term (bilevel.cost): per epoch, the expected total cost fixed + E(alpha) at its last
+  /// alpha step (NaN in warm-up epochs) and lambda after it.
+  std::vector<double> expected_cost, cost_lambda;
   std::vector<std::string> warnings;          ///< layers whose two strongest operators are within 0.02
   double alpha_lr = 0;                        ///< alpha's learning rate as used
   double seconds = 0;                         ///< wall-clock time (the resumed part included)
@@ -106,6 +109,19 @@ nlohmann::json search_fingerprint(const search_options& o, prompted_vit<S, Ops>&
           {"fp32_products", to_string(b.execution.fp32_engine())}};
 }
 
+namespace detail {
+/// The cost term's settings a resumed search must share (its table and lambda travel in the state):
+/// none without a cost table, so that checkpoints of searches without one keep their fingerprint.
+inline void add_cost_fingerprint(nlohmann::json& f, const cost_objective& c) {
+  if (c.cost.size() == 0) return;
+  f["cost"] = {{"unit", c.unit},
+               {"lambda", c.lambda},
+               {"budget", c.budget ? nlohmann::json(*c.budget) : nlohmann::json()},
+               {"lambda_rate", c.lambda_rate},
+               {"shape", {c.cost.rows(), c.cost.cols()}}};
+}
+}  // namespace detail
+
 /// Runs a DARTS search on `data` (split seeded into search-train and search-val).
 /// Every gradient passes `hook` before its optimiser uses it (see apply_gradients()).
 /// @throws config_error for a derived model, fewer than two classes, a batch larger than a split
@@ -133,8 +149,9 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   bilevel_optimizer<S, Ops> optimizer(model, o.bilevel, hook, dp);
   // hashing the data and the backbone costs a pass over both: only a checkpointed search, or one over
   // several processes, needs it
-  const nlohmann::json fingerprint =
+  nlohmann::json fingerprint =
       o.checkpoint.empty() && !dp.active() ? nlohmann::json() : search_fingerprint(o, model, data);
+  if (!fingerprint.is_null()) detail::add_cost_fingerprint(fingerprint, o.bilevel.cost);
   // processes that were given other data, settings, backbone or precision would average gradients of
   // different problems (or wait for each other forever): all stop now, naming what differs
   dp.require_same(fingerprint, "search");
@@ -181,12 +198,16 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
     st.train_loss.push_back(e.loss);
     st.val_loss.push_back(e.val_loss);
     st.alpha_history.push_back(model.softmax_alpha());
+    if (optimizer.cost().cost.size() > 0) {
+      st.expected_cost.push_back(e.epoch > o.warmup_epochs ? optimizer.expected_cost_now() : std::numeric_limits<double>::quiet_NaN());
+      st.cost_lambda.push_back(optimizer.cost().lambda);
+    }
     st.seconds = seconds_before + e.seconds;
     dp.check_identical<S>(optimizer.parameters(), "search");
     if (!o.checkpoint.empty()) dp.on_root([&] { st.save(o.checkpoint, model, optimizer, fingerprint); });
     if (o.on_epoch) o.on_epoch(e.epoch, st.alpha_history.back(), e.loss, e.val_loss);
   });
-  r.found = model.derive();
+  r.found = derive_within(model, optimizer.cost());
   for (std::size_t l = 0; l < r.found.layers.size(); ++l)
     if (r.found.layers[l].margin() < 0.02)
       r.warnings.push_back(detail::cat("layer ", l, ": the two strongest operators are within ",
@@ -194,6 +215,8 @@ search_result search(prompted_vit<S, Ops>& model, const data::labelled_images<S>
   r.alpha_history = std::move(st.alpha_history);
   r.train_loss = std::move(st.train_loss);
   r.val_loss = std::move(st.val_loss);
+  r.expected_cost = std::move(st.expected_cost);
+  r.cost_lambda = std::move(st.cost_lambda);
   r.seconds = seconds_before + lr.seconds;
   return r;
 }

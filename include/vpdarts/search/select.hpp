@@ -22,6 +22,7 @@
 #include "../data/labelled_images.hpp"
 #include "../data/split.hpp"
 #include "../train/retrain.hpp"
+#include "cost.hpp"
 #include "prompted_vit.hpp"
 
 namespace vpdarts {
@@ -83,6 +84,9 @@ struct perturbation_options {
   data_parallel parallel = {};
   /// How the tapes run their kernels (kernels/execution.hpp).
   execution_config execution = {};
+  /// With a budget (search/cost.hpp), each layer chooses among the operators that leave the
+  /// genotype able to keep within it (the later layers at their cheapest); its lambda is not used.
+  cost_objective cost = {};
 };
 
 /// What select_by_perturbation() measured.
@@ -108,6 +112,9 @@ perturbation_result select_by_perturbation(prompted_vit<S, Ops>& model, const da
   if (o.finetune_epochs < 0)
     throw config_error(detail::cat("select_by_perturbation: finetune_epochs is ", o.finetune_epochs, ", must be >= 0"));
   if (o.finetune_epochs > 0) o.w.validate("select_by_perturbation");
+  o.cost.check(model.config().depth, static_cast<index>(Ops::size), "select_by_perturbation");
+  const bool budgeted = o.cost.budget.has_value() && o.cost.cost.size() > 0;
+  double spent = o.cost.fixed;  // the layers decided so far, with the fixed part
   std::mt19937_64 rng(o.seed);
   const data::row_split split = data::split_rows(
       data.size(), data::val_count(data.size(), o.val_fraction, o.batch, "select_by_perturbation"), rng);
@@ -125,11 +132,17 @@ perturbation_result select_by_perturbation(prompted_vit<S, Ops>& model, const da
   for (index l = 0; l < depth; ++l) {
     std::fill(allowed.begin(), allowed.end(), false);
     for (std::size_t k : model.layer(l).candidates()) allowed[k] = true;
+    if (budgeted) {  // what the later layers cost at the least
+      double later = 0;
+      for (index m = l + 1; m < depth; ++m) later += o.cost.cost.row(m).minCoeff();
+      for (index k = 0; k < k_count; ++k)
+        if (spent + o.cost.cost(l, k) + later > *o.cost.budget) allowed[static_cast<std::size_t>(k)] = false;
+    }
     std::vector<val_score> removed(static_cast<std::size_t>(k_count),
                                    val_score{std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::quiet_NaN()});
     r.before.push_back(score(model, val_set, 64, o.parallel, o.execution));
     index chosen = -1;
-    const bool live = model.layer(l).is_mixed();
+    const bool live = model.layer(l).is_mixed() && std::count(allowed.begin(), allowed.end(), true) > 1;
     const matrix<S> row = alpha.value().row(l);
     for (index k = 0; k < k_count; ++k) {
       if (!allowed[static_cast<std::size_t>(k)]) continue;
@@ -143,6 +156,10 @@ perturbation_result select_by_perturbation(prompted_vit<S, Ops>& model, const da
         chosen = k;
       }
     }
+    if (chosen < 0)
+      throw config_error(detail::cat("select_by_perturbation: layer ", l, " has no operator within the budget of ",
+                                     *o.cost.budget, " ", o.cost.unit));
+    if (budgeted) spent += o.cost.cost(l, chosen);
     r.removed.push_back(removed);
     r.found.layers[static_cast<std::size_t>(l)].op = std::string(Ops::names[static_cast<std::size_t>(chosen)]);
     for (index k = 0; k < k_count; ++k) alpha.value()(l, k) = k == chosen ? S(0) : masked;

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The confirmation study (docs/results/confirm.md): the default rule, frozen on 2026-12-07 (docs/method.md),
+# run on Fashion-MNIST tasks it was not chosen on, at three training sizes, against baselines tuned the
+# same way, with a budgeted search beside it:
+#   c: pretrain on classes 0,2,4,6,8, transfer to 1,3,5,7,9;   d: pretrain on 1,3,5,7,9, transfer to 0,2,4,6,8.
+# Each task has its own backbone. On each task, size N (training images) and seed (the seed draws the N
+# images, initialises and shuffles), every method gets one protocol (retrain --lr-grid --wd-grid, widened past
+# an edge): trained on search-train (80 %) at each (lr, weight decay), scored on search-val, then trained on
+# all N at the best and tested once on every test image of the target classes.
+#   - probe: the linear probe;   op-concat (VPT-deep, its prompt count from PROMPTS_GRID too), op-add,
+#     op-affine, op-cross_attention: one operator at every layer;
+#   - default: the tool's default search (`vpdarts search` with no selection flag), its genotype retrained;
+#   - budget: a search with --param-budget at BUDGET_SHARE (0.25) of add's trainable values, retrained.
+#
+#   scripts/confirm_study.sh [OUT_DIR]
+# env: TASKS="c d", SIZES="200 1000 5000", SEEDS="0 1 2", JOBS=2 (pieces side by side, one thread each),
+#      EPOCHS=10, GRID=0.005,0.01,0.05,0.25,1.0, WD_GRID=0,1e-4,1e-3, PROMPTS_GRID=1,8,50, GRID_EPOCHS=3,
+#      PROBE_EPOCHS=50, BUDGET_SHARE=0.25, PRECISION=auto, COMMIT=1 (commit every finished piece's files),
+#      REPORT_ONLY=1, VPDARTS_TOOL=an already built vpdarts; PRETRAIN_* as scripts/fashion_common.sh.
+# The small result files of every finished piece are kept under docs/results/confirm/TASK/nN/seedS/METHOD/ (and
+# committed with COMMIT=1); a piece whose metrics.json is there is skipped, so running the script again
+# continues the study where it stopped. Each piece's seconds are in its metrics.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-confirm-study}
+tasks=${TASKS:-c d}
+sizes=${SIZES:-200 1000 5000}
+seeds=${SEEDS:-0 1 2}
+jobs=${JOBS:-2}
+res=${RESULTS:-docs/results/confirm}
+export STUDY_NAME="confirm study"
+export PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-3} PRETRAIN_IMAGES=${PRETRAIN_IMAGES:--1} PRETRAIN_BATCH=${PRETRAIN_BATCH:-128}
+export PRETRAIN_CROP=${PRETRAIN_CROP:-2}
+epochs=${EPOCHS:-10} grid=${GRID:-0.005,0.01,0.05,0.25,1.0} wd_grid=${WD_GRID:-0,1e-4,1e-3}
+prompts_grid=${PROMPTS_GRID:-1,8,50} grid_epochs=${GRID_EPOCHS:-3} probe_epochs=${PROBE_EPOCHS:-50}
+share=${BUDGET_SHARE:-0.25}
+py=python3
+[[ -x /usr/bin/python3 ]] && py=/usr/bin/python3
+
+report() { "$py" scripts/confirm_report.py "$res" "$tasks" "$sizes" "$seeds"; }
+if [[ ${REPORT_ONLY:-0} == 1 ]]; then report; exit 0; fi
+
+source scripts/fashion_common.sh
+threads=1
+((jobs > 1)) || threads=0
+
+source_of() { [[ $1 == c ]] && echo 0,2,4,6,8 || echo 1,3,5,7,9; }
+target_of() { [[ $1 == c ]] && echo 1,3,5,7,9 || echo 0,2,4,6,8; }
+
+# the budget: a share of add's trainable values (its metrics.json), or of D x T x depth + head when add is not done yet
+budget_of() {
+  local m=$res/$1/n$2/seed$3/op-add/metrics.json
+  "$py" -c "import json,sys; print(int(float(sys.argv[2]) * json.load(open(sys.argv[1]))['trainable_params']))" "$m" "$share"
+}
+
+# piece TASK SIZE SEED METHOD: one search or retraining (skipped when done before)
+piece() {
+  local task=$1 n=$2 seed=$3 method=$4 rel=$1/n$2/seed$3/$4
+  [[ -f $res/$rel/metrics.json ]] && return 0
+  local dir=$out/$rel
+  mkdir -p "$dir"
+  local data=(--data fashion --classes "$(target_of "$task")" --train-images "$n" --backbone "$out/$task/backbone.safetensors"
+              --quiet --data-seed "$seed" --seed "$seed" --precision "${PRECISION:-auto}" --threads "$threads")
+  local retrain=(retrain "${data[@]}" --epochs "$epochs" --lr-grid "$grid" --wd-grid "$wd_grid" --grid-epochs "$grid_epochs"
+                 --out "$dir")
+  local cmd
+  case $method in
+    probe) cmd=(retrain "${data[@]}" --linear-probe --epochs "$probe_epochs" --lr-grid "$grid" --wd-grid "$wd_grid"
+                --grid-epochs "$probe_epochs" --out "$dir") ;;
+    op-concat) cmd=("${retrain[@]}" --op concat --prompts-grid "$prompts_grid") ;;
+    op-*) cmd=("${retrain[@]}" --op "${method#op-}") ;;
+    default-search) cmd=(search "${data[@]}" --out "$dir" --resume) ;;  # the frozen default rule
+    budget-search) cmd=(search "${data[@]}" --out "$dir" --resume --param-budget "$(budget_of "$task" "$n" "$seed")") ;;
+    default) cmd=("${retrain[@]}" --genotype "$res/$task/n$n/seed$seed/default-search/genotype.json") ;;
+    budget) cmd=("${retrain[@]}" --genotype "$res/$task/n$n/seed$seed/budget-search/genotype.json") ;;
+  esac
+  local start=$SECONDS
+  log "$rel"
+  if "$tool" "${cmd[@]}" > "$dir.log" 2>&1; then
+    keep "$rel"
+    log "$rel done in $((SECONDS - start)) s: $(tail -n 1 "$dir.log")"
+  else
+    log "$rel FAILED: $(tail -n 3 "$dir.log")"
+    return 1
+  fi
+}
+
+study_start=$SECONDS
+for task in $tasks; do
+  mkdir -p "$out/$task"
+  pretrain_backbone "$out/$task/backbone.safetensors" "$(source_of "$task")"
+  sum=$(sha256sum "$out/$task/backbone.safetensors" | cut -d' ' -f1)
+  mkdir -p "$res/$task"
+  if [[ -f $res/$task/backbone.json ]]; then
+    grep -q "\"$sum\"" "$res/$task/backbone.json" ||
+      { log "task $task: the backbone differs from the one the kept results were made with ($res/$task/backbone.json)"; exit 1; }
+  else
+    acc=$(grep -o 'test accuracy [0-9.]*' "$out/$task/pretrain.log" 2>/dev/null | tail -n 1 | grep -o '[0-9.]*$' || true)
+    printf '{"task": "%s", "source_classes": "%s", "target_classes": "%s", "sha256": "%s", "source_test_accuracy": "%s"}\n' \
+      "$task" "$(source_of "$task")" "$(target_of "$task")" "$sum" "${acc:-unknown}" > "$res/$task/backbone.json"
+    [[ ${COMMIT:-0} == 1 ]] && git add "$res/$task/backbone.json" && git commit -q -m "confirm study: task $task backbone" -- "$res/$task/backbone.json"
+  fi
+  for n in $sizes; do
+    first=() second=()
+    for seed in $seeds; do
+      first+=("$task $n $seed default-search" "$task $n $seed op-add")
+      for m in probe op-concat op-affine op-cross_attention; do first+=("$task $n $seed $m"); done
+      second+=("$task $n $seed default" "$task $n $seed budget-search")
+    done
+    run_pieces "${first[@]}"
+    run_pieces "${second[@]}"
+    third=()
+    for seed in $seeds; do third+=("$task $n $seed budget"); done
+    run_pieces "${third[@]}"
+    log "task $task, $n images: done"
+    report
+  done
+done
+log "study: $(((SECONDS - study_start) / 60)) minutes"
+report

@@ -13,7 +13,7 @@
 #   - budget: a search with --param-budget at BUDGET_SHARE (0.25) of add's trainable values, retrained.
 #
 #   scripts/confirm_study.sh [OUT_DIR]
-# env: TASKS="c d", SIZES="200 1000 5000", SEEDS="0 1 2", JOBS=2 (pieces side by side, one thread each),
+# env: TASKS="c d", SIZES="200 1000 5000", SEEDS="0 1 2", JOBS=2 (pieces side by side, one thread each), THREADS,
 #      EPOCHS=10, GRID=0.005,0.01,0.05,0.25,1.0, WD_GRID=0,1e-4,1e-3, PROMPTS_GRID=1,8,50, GRID_EPOCHS=3,
 #      PROBE_EPOCHS=50, BUDGET_SHARE=0.25, PRECISION=auto, COMMIT=1 (commit every finished piece's files),
 #      REPORT_ONLY=1, VPDARTS_TOOL=an already built vpdarts; PRETRAIN_* as scripts/fashion_common.sh.
@@ -43,6 +43,7 @@ if [[ ${REPORT_ONLY:-0} == 1 ]]; then report; exit 0; fi
 source scripts/fashion_common.sh
 threads=1
 ((jobs > 1)) || threads=0
+threads=${THREADS:-$threads}  # THREADS=1 with JOBS=1 leaves the other cores to other work
 
 source_of() { [[ $1 == c ]] && echo 0,2,4,6,8 || echo 1,3,5,7,9; }
 target_of() { [[ $1 == c ]] && echo 1,3,5,7,9 || echo 0,2,4,6,8; }

@@ -96,6 +96,29 @@ done
 [[ $(json run/metrics.json '["genotype"].__len__()') == 2 ]] || fail "metrics.json genotype length"
 ls run | grep -q tmp && fail "a temporary file was left in run/"
 
+# ---- the cost objective: a budget of trainable values, the cost table, and the front
+expect 0 "within a budget of 300" -- "$tool" search "${common[@]}" --out budget --epochs 3 --warmup-epochs 1 --runs 2 \
+  --param-budget 300 --latency-runs 3 --quiet
+python3 -c "import json; m = json.load(open('budget/metrics.json')); c = m['cost']
+assert c['genotype_params'] <= 300 and c['budget'] == 300 and c['objective'] == 'params', c
+assert len(c['lambda']) == 3 and len(c['expected_cost']) == 3 and c['expected_cost'][0] is None, c
+assert len(c['params']) == 2 and len(c['latency_ms'][0]) == 4 and c['latency_runs'] == 3, c
+for r in m['selection']['candidates']:
+    assert r['trainable_params'] <= 300, r" || fail "a budgeted search's metrics.json breaks the budget or lacks the cost"
+expect 0 "on front" -- "$tool" search "${common[@]}" --out front --epochs 2 --warmup-epochs 1 --runs 1 --select argmax \
+  --pareto 2 --select-epochs 1 --latency-runs 2 --quiet
+[[ -s front/front.csv && -s front/front.png && -s front/budget-1/genotype.json ]] || fail "--pareto left no front.csv, front.png or budget-1/"
+[[ $(wc -l < front/front.csv) == 3 ]] || fail "front.csv has $(wc -l < front/front.csv) lines, expected 3"
+[[ $(json front/metrics.json '["front"].__len__()') == 2 ]] || fail "metrics.json lacks the front"
+expect 1 "below the cheapest genotype" -- "$tool" search "${common[@]}" --out tiny-budget --epochs 2 --warmup-epochs 1 --runs 1 \
+  --param-budget 10 --quiet
+expect 2 "exclude each other" -- "$tool" search --param-budget 10 --latency-budget 1
+expect 2 "--pareto sets the budgets itself" -- "$tool" search --pareto 3 --param-budget 100
+expect 2 "--pareto must be 0 or in 2..64" -- "$tool" search --pareto 1
+expect 2 "--cost is 'params' or 'latency'" -- "$tool" search --cost flops
+expect 2 "--cost-weight must be >= 0" -- "$tool" search --cost-weight -1
+expect 2 "--latency-budget must be >= 0" -- "$tool" search --latency-budget -3
+
 # ---- the w learning rate chosen from a grid on search-val
 expect 0 "search: w lr" -- "$tool" search "${common[@]}" --out grid --epochs 2 --warmup-epochs 1 --w-lr-grid 0.01,0.1 --grid-epochs 1 --quiet
 [[ $(json grid/metrics.json '["w_lr_grid"]["lrs"]') == "[0.01, 0.1]" ]] || fail "metrics.json lacks the lr grid"
@@ -200,11 +223,26 @@ expect 0 "test accuracy" -- "$tool" retrain --run run --linear-probe "${common[@
 [[ $(json run/probe/metrics.json '["method"]') == linear_probe ]] || fail "no run/probe/metrics.json"
 # the lr grid protocol: chosen on search-val (a split of the training images), then trained on all of them
 expect 0 "retrain: lr " -- "$tool" retrain --run run --op add "${common[@]}" --epochs 1 --lr-grid 0.01,0.2 --test-images 40 \
-  --out grid-add --quiet
+  --widen-grid 0 --out grid-add --quiet
 [[ $(json grid-add/metrics.json '["lr_grid"]["lrs"]') == "[0.01, 0.2]" ]] || fail "retrain's metrics.json lacks the lr grid"
 [[ $(json grid-add/metrics.json '["lr"]') == "$(json grid-add/metrics.json '["lr_grid"]["best"]')" ]] || fail "retrain did not train at the grid's best lr"
 expect 0 "retrain: lr " -- "$tool" retrain --run run --linear-probe "${common[@]}" --epochs 3 --lr-grid 0.01,0.2 \
   --test-images 40 --out grid-probe --quiet
+# weight decays and prompt counts in the grid (VPT's protocol), and a grid that widens past an edge
+expect 0 "retrain: the grid widened" -- "$tool" retrain --run run --op concat "${common[@]}" --epochs 1 --lr-grid 0.01,0.2 \
+  --wd-grid 0,1e-4 --prompts-grid 1,2 --grid-epochs 1 --test-images 40 --out grid-concat --quiet
+python3 -c "import json; m = json.load(open('grid-concat/metrics.json')); g = m['lr_grid']
+assert [p['prompts'] for p in m['prompts_grid']] == [1, 2], m['prompts_grid']
+assert m['prompts'] in (1, 2) and m['lr'] == g['best'] and m['weight_decay'] == g['best_weight_decay']
+assert set(g['weight_decays']) >= {0, 1e-4} and g['widened'] and len(g['lrs']) > 4, g
+chosen = [p for p in m['prompts_grid'] if p['prompts'] == m['prompts']][0]['grid']
+assert chosen['best_accuracy'] == max(p['grid']['best_accuracy'] for p in m['prompts_grid'])" ||
+  fail "retrain's metrics.json does not record the lr, weight-decay and prompt grid as chosen"
+expect 2 "uses no prompt tokens" -- "$tool" retrain --run run --op add "${common[@]}" --lr-grid 0.01 --prompts-grid 1,8 --out x
+expect 2 "give --lr-grid too" -- "$tool" retrain --wd-grid 0,1e-4
+expect 2 "is not a number >= 0" -- "$tool" retrain --lr-grid 0.1 --wd-grid 0,-1
+expect 2 "is not a prompt count" -- "$tool" retrain --lr-grid 0.1 --prompts-grid 1.5
+expect 2 "does not apply to the linear probe" -- "$tool" retrain --linear-probe --lr-grid 0.1 --prompts-grid 1,8
 expect 2 "is not a learning rate" -- "$tool" retrain --lr-grid 0.1,-2
 expect 2 "appears twice" -- "$tool" retrain --lr-grid 0.1,0.5,0.10
 expect 2 "--val-fraction must be in (0, 1)" -- "$tool" retrain --val-fraction 1

@@ -24,6 +24,15 @@ grep -q "search space: 5 operators per layer" <<< "$out" || fail "custom_fusion_
 grep -q "^genotype: " <<< "$out" || fail "custom_fusion_op: no genotype: $out"
 [[ $(grep -c "train loss" <<< "$out") == 10 ]] || fail "custom_fusion_op: expected 10 steps: $out"
 
+out=$("$bin/budget_search" 2>&1) || fail "budget_search exited $?: $out"
+grep -q "^its cost: .* within the budget: yes" <<< "$out" || fail "budget_search: the genotype is not within the budget: $out"
+spent=$(sed -n 's/^its cost: \([0-9]*\) trainable values.*/\1/p' <<< "$out")
+[[ -n $spent ]] && grep -q "^derived model: $spent trainable values" <<< "$out" ||
+  fail "budget_search: the table's cost is not the derived model's trainable count: $out"
+out=$("$bin/budget_search" --share -1 2>&1)
+code=$?
+[[ $code == 1 ]] && grep -q "below the cheapest genotype" <<< "$out" || fail "budget_search --share -1: exit $code, output: $out"
+
 out=$("$bin/pretrain_toy" --out bb.safetensors --dim 32 --depth 2 --heads 2 --mlp 64 --epochs 1 --train 64 --test 32 \
   2>&1) || fail "pretrain_toy exited $?: $out"
 grep -q "saved bb.safetensors" <<< "$out" || fail "pretrain_toy: nothing saved: $(tail -n 2 <<< "$out")"

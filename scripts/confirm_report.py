@@ -121,6 +121,18 @@ for task in tasks:
                 if xs:
                     drawn = True
                     ax.scatter(xs, ys, label=NAMES[m], marker="os^vDP*"[i % 7])
+            fx, fy = [], []
+            for i in range(64):
+                x = load(f"{res}/{task}/n{n}/seed0/front-{i}/metrics.json")
+                if not x or x.get("test_accuracy") is None:
+                    break
+                fx.append(x["trainable_params"])
+                fy.append(100 * x["test_accuracy"])
+            if fx:
+                drawn = True
+                order = sorted(range(len(fx)), key=lambda j: fx[j])
+                ax.plot([fx[j] for j in order], [fy[j] for j in order], "k--", marker=".",
+                        label="searches within budgets (seed 0)")
             ax.set_xscale("log")
             ax.set_title(f"task {task}, {n} images")
             ax.set_xlabel("trainable values")

@@ -10,7 +10,9 @@
 #   - probe: the linear probe;   op-concat (VPT-deep, its prompt count from PROMPTS_GRID too), op-add,
 #     op-affine, op-cross_attention: one operator at every layer;
 #   - default: the tool's default search (`vpdarts search` with no selection flag), its genotype retrained;
-#   - budget: a search with --param-budget at BUDGET_SHARE (0.25) of add's trainable values, retrained.
+#   - budget: a search with --param-budget at BUDGET_SHARE (0.25) of add's trainable values, retrained;
+#   - the front (FRONT_SIZE images, seed FRONT_SEED): `vpdarts search --pareto FRONT_K --runs 1`, and each budget's
+#     genotype retrained (front-I), so that the report draws the budgeted searches as a curve of test accuracy.
 #
 #   scripts/confirm_study.sh [OUT_DIR]
 # env: TASKS="c d", SIZES="200 1000 5000", SEEDS="0 1 2", JOBS=2 (pieces side by side, one thread each), THREADS,
@@ -34,6 +36,7 @@ export PRETRAIN_CROP=${PRETRAIN_CROP:-2}
 epochs=${EPOCHS:-10} grid=${GRID:-0.005,0.01,0.05,0.25,1.0} wd_grid=${WD_GRID:-0,1e-4,1e-3}
 prompts_grid=${PROMPTS_GRID:-1,8,50} grid_epochs=${GRID_EPOCHS:-3} probe_epochs=${PROBE_EPOCHS:-50}
 share=${BUDGET_SHARE:-0.25}
+front_size=${FRONT_SIZE:-1000} front_seed=${FRONT_SEED:-0} front_k=${FRONT_K:-4}
 py=python3
 [[ -x /usr/bin/python3 ]] && py=/usr/bin/python3
 
@@ -72,6 +75,12 @@ piece() {
     op-*) cmd=("${retrain[@]}" --op "${method#op-}") ;;
     default-search) cmd=(search "${data[@]}" --out "$dir" --resume) ;;  # the frozen default rule
     budget-search) cmd=(search "${data[@]}" --out "$dir" --resume --param-budget "$(budget_of "$task" "$n" "$seed")") ;;
+    front-search) cmd=(search "${data[@]}" --out "$dir" --runs 1 --pareto "$front_k") ;;
+    front-*)  # budget I of the front: its genotype, from the front's metrics.json
+      "$py" -c "import json, sys; m = json.load(open(sys.argv[1])); g = m['front'][int(sys.argv[2])]['genotype']
+json.dump({'layers': [{'op': o} for o in g]}, open(sys.argv[3], 'w'))" \
+        "$res/$task/n$n/seed$seed/front-search/metrics.json" "${method#front-}" "$dir/given-genotype.json"
+      cmd=("${retrain[@]}" --genotype "$dir/given-genotype.json") ;;
     default) cmd=("${retrain[@]}" --genotype "$res/$task/n$n/seed$seed/default-search/genotype.json") ;;
     budget) cmd=("${retrain[@]}" --genotype "$res/$task/n$n/seed$seed/budget-search/genotype.json") ;;
   esac
@@ -116,6 +125,13 @@ for task in $tasks; do
     log "task $task, $n images: done"
     report
   done
+  if [[ " $sizes " == *" $front_size "* ]]; then
+    run_pieces "$task $front_size $front_seed front-search"
+    fronts=()
+    for ((i = 0; i < front_k; i++)); do fronts+=("$task $front_size $front_seed front-$i"); done
+    run_pieces "${fronts[@]}"
+    report
+  fi
 done
 log "study: $(((SECONDS - study_start) / 60)) minutes"
 report

@@ -65,7 +65,13 @@ def same_metrics(a, b):
     """The parts of two metrics.json that do not depend on time or on the machine's load."""
     timed = {"seconds", "search_seconds", "latency_ms_batch1", "latency_ms_batch1_p10", "latency_ms_batch1_p90",
              "throughput_batch64", "peak_rss_mb", "threads"}
-    return {k: v for k, v in a.items() if k not in timed} == {k: v for k, v in b.items() if k not in timed}
+
+    def untimed(m):
+        out = {k: v for k, v in m.items() if k not in timed}
+        if "cost" in out:  # the latency table is timed too
+            out["cost"] = {k: v for k, v in out["cost"].items() if "latency_ms" not in k}
+        return out
+    return untimed(a) == untimed(b)
 
 
 def test_search_and_retrain_as_the_tool(backbone, train, tmp_path):
@@ -103,6 +109,20 @@ def test_search_and_retrain_as_the_tool(backbone, train, tmp_path):
     mine.save(tmp_path / "copy.safetensors")
     np.testing.assert_array_equal(vpdarts.load_model(tmp_path / "copy.safetensors").predict(test.images),
                                   mine.predict(test.images))
+
+
+def test_a_search_within_a_budget(backbone, train, tmp_path):
+    costly = vpdarts.search(backbone, train, out=tmp_path / "free", **SEARCH)["metrics"]["cost"]
+    cheapest = costly["fixed_params"] + sum(min(row) for row in costly["params"])
+    budget = int(cheapest + 0.2 * (costly["genotype_params"] - cheapest)) if costly["genotype_params"] > cheapest else int(cheapest)
+    found = vpdarts.search(backbone, train, out=tmp_path / "budget", param_budget=budget, **SEARCH)
+    cost = found["metrics"]["cost"]
+    assert cost["budget"] == budget and cost["genotype_params"] <= budget
+    ops = cost["ops"]
+    assert cost["genotype_params"] == cost["fixed_params"] + sum(
+        cost["params"][l][ops.index(layer["op"])] for l, layer in enumerate(found["genotype"]["layers"]))
+    with pytest.raises(ValueError, match="below the cheapest genotype"):
+        vpdarts.search(backbone, train, out=tmp_path / "tiny", param_budget=1, **SEARCH)
 
 
 def test_uint8_images_are_normalised(backbone, train, tmp_path):

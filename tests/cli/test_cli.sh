@@ -116,7 +116,8 @@ expect 2 "exclude each other" -- "$tool" search --param-budget 10 --latency-budg
 expect 2 "--pareto sets the budgets itself" -- "$tool" search --pareto 3 --param-budget 100
 expect 2 "--pareto must be 0 or in 2..64" -- "$tool" search --pareto 1
 expect 2 "--cost is 'params' or 'latency'" -- "$tool" search --cost flops
-expect 2 "--cost-weight must be >= 0" -- "$tool" search --cost-weight -1
+expect 2 "--cost-weight must be in 0..1e+06" -- "$tool" search --cost-weight -1
+expect 2 "--cost-weight must be in 0..1e+06" -- "$tool" search --cost-weight 1e300
 expect 2 "--latency-budget must be >= 0" -- "$tool" search --latency-budget -3
 
 # ---- the w learning rate chosen from a grid on search-val

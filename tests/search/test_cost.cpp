@@ -142,6 +142,9 @@ TEST_CASE("the genotype within a budget fits it and no single layer can move to 
   CHECK_THROWS_WITH(c.check(2, 3, "test"), Catch::Contains("below the cheapest"));
   CHECK_THROWS_WITH(c.check(3, 3, "test"), Catch::Contains("2x3"));
   c.budget.reset();
+  c.lambda = 1e7;
+  CHECK_THROWS_WITH(c.check(2, 3, "test"), Catch::Contains("swamp"));
+  c.lambda = 0;
   c.cost(0, 0) = -1;
   CHECK_THROWS_WITH(c.check(2, 3, "test"), Catch::Contains("negative"));
 }

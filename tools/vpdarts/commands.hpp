@@ -113,7 +113,8 @@ struct search_settings {
     require(select_epochs >= 1, cmd, cat("--select-epochs must be >= 1, got ", select_epochs));
     require(finetune_epochs >= 0, cmd, cat("--finetune-epochs must be >= 0, got ", finetune_epochs));
     require(cost == "params" || cost == "latency", cmd, "--cost is 'params' or 'latency', got '" + cost + "'");
-    require(std::isfinite(cost_weight) && cost_weight >= 0, cmd, cat("--cost-weight must be >= 0, got ", cost_weight));
+    require(std::isfinite(cost_weight) && cost_weight >= 0 && cost_weight <= vp::cost_objective::max_lambda, cmd,
+            cat("--cost-weight must be in 0..", vp::cost_objective::max_lambda, ", got ", cost_weight));
     require(std::isfinite(param_budget) && param_budget >= 0, cmd, cat("--param-budget must be >= 0, got ", param_budget));
     require(std::isfinite(latency_budget) && latency_budget >= 0, cmd, cat("--latency-budget must be >= 0, got ", latency_budget));
     require(!(param_budget > 0 && latency_budget > 0), cmd, "--param-budget and --latency-budget exclude each other (give one)");

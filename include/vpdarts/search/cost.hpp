@@ -68,6 +68,8 @@ struct cost_objective {
   std::optional<double> budget;  ///< the total (fixed included) a genotype may cost
   double lambda_rate = 0.1;      ///< step of lambda's dual ascent per alpha step (with a budget)
   std::string unit = "";         ///< the cost's unit, for messages ("trainable values", "ms")
+  /// The largest lambda and rate accepted: lambda = 1 already prices the whole spread at one nat.
+  static constexpr double max_lambda = 1e6;
 
   /// True when the term changes alpha's gradient or a budget holds.
   bool active() const { return cost.size() > 0 && (lambda > 0 || budget.has_value()); }
@@ -101,8 +103,9 @@ struct cost_objective {
                                      ", the search space is ", detail::shape_str(layers, ops), " (layers x operators)"));
     if (!cost.allFinite() || cost.minCoeff() < 0 || !std::isfinite(fixed) || fixed < 0)
       throw config_error(detail::cat(who, ": the cost table holds a negative or non-finite cost"));
-    if (!(lambda >= 0) || !std::isfinite(lambda) || !(lambda_rate >= 0) || !std::isfinite(lambda_rate))
-      throw config_error(detail::cat(who, ": the cost weight is ", lambda, " and its rate ", lambda_rate, "; both must be >= 0"));
+    if (!(lambda >= 0 && lambda <= max_lambda) || !(lambda_rate >= 0 && lambda_rate <= max_lambda))
+      throw config_error(detail::cat(who, ": the cost weight is ", lambda, " and its rate ", lambda_rate, "; both must be in 0..",
+                                     max_lambda, " (more would swamp the loss's gradient in float)"));
     if (budget && !(*budget >= cheapest()))
       throw config_error(detail::cat(who, ": the budget of ", *budget, " ", unit, " is below the cheapest genotype (",
                                      cheapest(), " ", unit, ")"));

@@ -14,8 +14,8 @@ TASKS = {"c": ("0,2,4,6,8", "1,3,5,7,9"), "d": ("1,3,5,7,9", "0,2,4,6,8")}
 SINGLES = ["op-concat", "op-add", "op-affine", "op-cross_attention"]
 NAMES = {"probe": "linear probe", "op-concat": "concat (VPT-deep)", "op-add": "add", "op-affine": "affine",
          "op-cross_attention": "cross_attention", "default": "search, the default rule",
-         "budget": "search, 25 % of add's values"}
-METHODS = ["probe"] + SINGLES + ["default", "budget"]
+         "cv": "search, chosen by 5-fold cross-validation", "budget": "search, 25 % of add's values"}
+METHODS = ["probe"] + SINGLES + ["default", "cv", "budget"]
 
 
 def load(path):

@@ -10,6 +10,8 @@
 #   - probe: the linear probe;   op-concat (VPT-deep, its prompt count from PROMPTS_GRID too), op-add,
 #     op-affine, op-cross_attention: one operator at every layer;
 #   - default: the tool's default search (`vpdarts search` with no selection flag), its genotype retrained;
+#   - cv: the default search's three genotypes chosen again by 5-fold cross-validation over all N images
+#     (`vpdarts select --folds 5`) instead of the 20 % search-val, retrained (a candidate rule, measured here);
 #   - budget: a search with --param-budget at BUDGET_SHARE (0.25) of add's trainable values, retrained;
 #   - the front (FRONT_SIZE images, seed FRONT_SEED): `vpdarts search --pareto FRONT_K --runs 1`, and each budget's
 #     genotype retrained (front-I), so that the report draws the budgeted searches as a curve of test accuracy.
@@ -82,6 +84,10 @@ json.dump({'layers': [{'op': o} for o in g]}, open(sys.argv[3], 'w'))" \
         "$res/$task/n$n/seed$seed/front-search/metrics.json" "${method#front-}" "$dir/given-genotype.json"
       cmd=("${retrain[@]}" --genotype "$dir/given-genotype.json") ;;
     default) cmd=("${retrain[@]}" --genotype "$res/$task/n$n/seed$seed/default-search/genotype.json") ;;
+    cv-select)
+      local runs=$out/$task/n$n/seed$seed/default-search
+      cmd=(select "${data[@]}" --runs "$runs/run-0,$runs/run-1,$runs/run-2" --folds 5 --epochs 5 --lr 0.05 --out "$dir") ;;
+    cv) cmd=("${retrain[@]}" --genotype "$res/$task/n$n/seed$seed/cv-select/genotype.json") ;;
     budget) cmd=("${retrain[@]}" --genotype "$res/$task/n$n/seed$seed/budget-search/genotype.json") ;;
   esac
   local start=$SECONDS
@@ -115,12 +121,12 @@ for task in $tasks; do
     for seed in $seeds; do
       first+=("$task $n $seed default-search" "$task $n $seed op-add")
       for m in probe op-concat op-affine op-cross_attention; do first+=("$task $n $seed $m"); done
-      second+=("$task $n $seed default" "$task $n $seed budget-search")
+      second+=("$task $n $seed default" "$task $n $seed cv-select" "$task $n $seed budget-search")
     done
     run_pieces "${first[@]}"
     run_pieces "${second[@]}"
     third=()
-    for seed in $seeds; do third+=("$task $n $seed budget"); done
+    for seed in $seeds; do third+=("$task $n $seed budget" "$task $n $seed cv"); done
     run_pieces "${third[@]}"
     log "task $task, $n images: done"
     report

@@ -160,6 +160,10 @@ expect 0 "select: best" -- "$tool" select --runs grid,pert "${common[@]}" --epoc
 [[ $(json best/metrics.json '["candidates"].__len__()') == 2 ]] || fail "select's metrics.json lacks the candidates"
 [[ -s best/genotype.json ]] || fail "select wrote no genotype.json"
 expect 2 "--runs DIRS is required" -- "$tool" select
+expect 0 "4-fold cross-validated accuracy" -- "$tool" select --runs grid,pert "${common[@]}" --epochs 1 --folds 4 --out best-cv
+[[ $(json best-cv/metrics.json '["folds"]') == 4 ]] || fail "select --folds: metrics.json does not say 4 folds"
+expect 2 "--folds must be in 1..100" -- "$tool" select --runs grid --folds 0
+expect 2 "--select-folds must be in 1..100" -- "$tool" search --select-folds 101
 expect 1 "no genotype at 'nowhere/genotype.json'" -- "$tool" select --runs grid,nowhere "${common[@]}" --quiet
 
 # ---- resume: kill a second run once it has a checkpoint, resume it, compare with the first

@@ -2,6 +2,8 @@
 // determinism, bad input, and the checkpoint (search_state) it resumes from.
 #include "pch.hpp"
 
+#include <numeric>
+
 namespace vp = vpdarts;
 using vpdarts_test::tiny_vit;
 using vpdarts_test::tiny_data;
@@ -287,4 +289,34 @@ TEST_CASE("best of several genotypes: each trained on search-train, the best sea
   CHECK_THROWS_WITH(vp::score_genotypes(backbone, {}, data, o), Catch::Contains("no genotype"));
   CHECK_THROWS_WITH(vp::score_genotypes(backbone, {vp::genotype::uniform("add", 3)}, data, o), Catch::Contains("layers"));
   CHECK_THROWS_WITH(vp::score_genotypes(backbone, {vp::genotype::uniform("nope", 2)}, data, o), Catch::Contains("nope"));
+}
+
+TEST_CASE("best of several genotypes by K-fold cross-validation scores every training image once", "[search][select]") {
+  auto data = vp::data::make_synthetic<float>({.image = 8, .count = 45, .seed = 4, .classes = {0, 1, 7}, .noise = 0.02});
+  const vp::vit<float> backbone(tiny_vit(), 3);
+  const std::vector<vp::genotype> gs{vp::genotype::uniform("affine", 2), vp::genotype::uniform("add", 2)};
+  const vp::genotype_score_options o{.epochs = 2, .batch = 10, .w = {.lr = 0.1}, .prompts = 2, .seed = 5, .folds = 3,
+                                     .progress = false};
+  const auto r = vp::score_genotypes(backbone, gs, data, o);
+  for (std::size_t i = 0; i < gs.size(); ++i) {
+    std::vector<vp::index> rows(45);
+    std::iota(rows.begin(), rows.end(), 0);
+    std::mt19937_64 rng(o.seed);
+    std::shuffle(rows.begin(), rows.end(), rng);
+    double correct = 0;
+    for (int f = 0; f < 3; ++f) {
+      std::vector<vp::index> tr, va;
+      for (std::size_t j = 0; j < rows.size(); ++j) (static_cast<int>(j % 3) == f ? va : tr).push_back(rows[j]);
+      vp::prompted_vit<float> model(backbone, gs[i], {.prompts = 2, .classes = 3, .seed = o.seed});
+      vp::train(model, data.select(tr), {.epochs = 2, .batch = 10, .w = o.w, .seed = o.seed, .progress = false});
+      correct += vp::score(model, data.select(va)).accuracy * static_cast<double>(va.size());
+    }
+    CHECK(r.val[i].accuracy == Approx(correct / 45).epsilon(1e-12));
+  }
+  auto too_many = o;
+  too_many.folds = 46;
+  CHECK_THROWS_WITH(vp::score_genotypes(backbone, gs, data, too_many), Catch::Contains("folds is 46"));
+  too_many.folds = 2;
+  too_many.batch = 40;
+  CHECK_THROWS_WITH(vp::score_genotypes(backbone, gs, data, too_many), Catch::Contains("fewer than the batch of 40"));
 }

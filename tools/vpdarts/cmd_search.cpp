@@ -219,13 +219,13 @@ search_outcome run_searches(search_settings& s, const std::vector<double>& grid,
   const vp::genotype_scores sc = vp::score_genotypes<float, vp::default_ops>(
       vit, gs, train,
       {.epochs = s.select_epochs, .batch = s.o.batch, .val_fraction = s.o.val_fraction, .w = wo, .prompts = s.prompts,
-       .seed = s.seed, .progress = s.o.progress, .parallel = s.o.parallel, .execution = s.o.bilevel.execution});
+       .seed = s.seed, .folds = static_cast<int>(s.select_folds), .progress = s.o.progress, .parallel = s.o.parallel, .execution = s.o.bilevel.execution});
   nlohmann::json candidates = scored_candidates(names, gs, sc);
   for (std::size_t i = 0; i < gs.size(); ++i) candidates[i]["seed"] = s.seed + i;
   const fs::path best = dir / names[sc.best];
   nlohmann::json m = runs[sc.best];
   nlohmann::json selection = {{"rule", "best_of_runs"},     {"runs", s.runs},         {"run_rule", s.select},
-                              {"best_run", names[sc.best]}, {"select_epochs", s.select_epochs}, {"select_lr", wo.lr},
+                              {"best_run", names[sc.best]}, {"select_epochs", s.select_epochs}, {"select_folds", s.select_folds}, {"select_lr", wo.lr},
                               {"candidates", candidates},   {"best_run_selection", m["selection"]}};
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   m.update({{"selection", selection}, {"search_seconds", search_seconds}, {"seconds", seconds},
@@ -280,7 +280,7 @@ search_outcome run_pareto(search_settings& s, const std::vector<double>& grid, c
   const vp::genotype_scores sc = vp::score_genotypes<float, vp::default_ops>(
       vit, gs, train,
       {.epochs = s.select_epochs, .batch = s.o.batch, .val_fraction = s.o.val_fraction, .w = wo, .prompts = s.prompts,
-       .seed = s.seed, .progress = s.o.progress, .parallel = s.o.parallel, .execution = s.o.bilevel.execution});
+       .seed = s.seed, .folds = static_cast<int>(s.select_folds), .progress = s.o.progress, .parallel = s.o.parallel, .execution = s.o.bilevel.execution});
   std::vector<vp::report::front_point> points;
   const vp::cost_objective by_params = vp::make_cost_objective(*s.costs, vp::cost_kind::params),
                            by_latency = vp::make_cost_objective(*s.costs, vp::cost_kind::latency);

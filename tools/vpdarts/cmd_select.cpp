@@ -18,7 +18,7 @@ int cmd_select(int argc, char** argv) {
   backbone_settings backbone;
   w_settings w;
   std::string runs, out = "vpdarts-select";
-  long prompts = 8, epochs = 3, batch = 32;
+  long prompts = 8, epochs = 3, batch = 32, folds = 1;
   double val_fraction = 0.2;
   std::uint64_t seed = 0;
   f.add("runs", runs, "comma-separated search folders, each with a genotype.json", "DIRS");
@@ -27,6 +27,7 @@ int cmd_select(int argc, char** argv) {
   f.add("epochs", epochs, "epochs of training per genotype on search-train");
   f.add("batch", batch, "batch size");
   f.add("val-fraction", val_fraction, "share of the training images held out as search-val");
+  f.add("folds", folds, "1: score on search-val; K > 1: K-fold cross-validation over all the training images (K trainings per genotype)");
   w.add_to(f, "lr");
   f.add("seed", seed, "seed of the split, the fresh parameters and the shuffling");
   backbone.add_to(f);
@@ -45,6 +46,7 @@ int cmd_select(int argc, char** argv) {
   require(batch >= parallel().size(), cmd,
           cat("--batch ", batch, " is smaller than the ", parallel().size(), " processes (each needs a row of every batch)"));
   require(val_fraction > 0 && val_fraction < 1, cmd, cat("--val-fraction must be in (0, 1), got ", val_fraction));
+  require(folds >= 1 && folds <= 100, cmd, cat("--folds must be in 1..100, got ", folds));
   const vp::w_optimizer_options wo = w.options(cmd);
   check_outputs(cmd, "--out", {fs::path(out) / "genotype.json", fs::path(out) / "metrics.json"});
   std::vector<std::string> dirs;
@@ -78,7 +80,7 @@ int cmd_select(int argc, char** argv) {
   const vp::genotype_scores r = vp::score_genotypes<float, vp::default_ops>(
       vit, gs, train,
       {.epochs = epochs, .batch = batch, .val_fraction = val_fraction, .w = wo, .prompts = prompts, .seed = seed,
-       .progress = !common.quiet, .parallel = parallel(), .execution = execution()});
+       .folds = static_cast<int>(folds), .progress = !common.quiet, .parallel = parallel(), .execution = execution()});
   const nlohmann::json candidates = scored_candidates(dirs, gs, r);
   const fs::path dir = out;
   on_root([&] {
@@ -89,6 +91,7 @@ int cmd_select(int argc, char** argv) {
                                                   {"best", dirs[r.best]},
                                                   {"genotype", gs[r.best].names()},
                                                   {"epochs", epochs},
+                                                  {"folds", folds},
                                                   {"lr", wo.lr},
                                                   {"candidates", candidates},
                                                   {"backbone", bb.string()}});

@@ -12,7 +12,8 @@ namespace vpdarts_cli {
 /// The search command's own flags and what they become.
 struct search_settings {
   std::string out = "vpdarts-run", order = "first", alpha_lr = "auto", lr_grid, select = "perturbation", cost = "params";
-  long prompts = 8, grid_epochs = 2, finetune_epochs = 1, runs = 3, select_epochs = 5, latency_runs = 20, pareto = 0;
+  long prompts = 8, grid_epochs = 2, finetune_epochs = 1, runs = 3, select_epochs = 5, latency_runs = 20, pareto = 0,
+       select_folds = 1;
   double cost_weight = 0, param_budget = 0, latency_budget = 0;
   /// Every candidate's cost (filled by run_search before the first search; the same for every run).
   std::optional<vp::op_costs> costs;
@@ -48,6 +49,9 @@ struct search_settings {
           "searches, with seeds SEED..SEED+N-1 (each in DIR/run-K); with more than one, each run's genotype is trained "
           "--select-epochs on search-train and the best on search-val is the result (DARTS's protocol, the default)");
     f.add("select-epochs", select_epochs, "--runs above 1: epochs of training per run's genotype on search-train");
+    f.add("select-folds", select_folds,
+          "--runs above 1 (and --pareto): 1 scores each genotype on search-val; K > 1 by K-fold cross-validation over "
+          "all the training images (K trainings per genotype, every image scored once)");
     f.add("finetune-epochs", finetune_epochs, "--select perturbation: epochs of w-only training after each layer is fixed");
     f.add("seed", seed, "seed of alpha, the operator parameters, the split and the shuffling");
     f.add_switch("resume", resume, "continue from DIR/search.safetensors when it exists");
@@ -111,6 +115,7 @@ struct search_settings {
             "--select is 'argmax' or 'perturbation', got '" + select + "'");
     require(runs >= 1 && runs <= 1000, cmd, cat("--runs must be in 1..1000, got ", runs));
     require(select_epochs >= 1, cmd, cat("--select-epochs must be >= 1, got ", select_epochs));
+    require(select_folds >= 1 && select_folds <= 100, cmd, cat("--select-folds must be in 1..100, got ", select_folds));
     require(finetune_epochs >= 0, cmd, cat("--finetune-epochs must be >= 0, got ", finetune_epochs));
     require(cost == "params" || cost == "latency", cmd, "--cost is 'params' or 'latency', got '" + cost + "'");
     require(std::isfinite(cost_weight) && cost_weight >= 0 && cost_weight <= vp::cost_objective::max_lambda, cmd,

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <algorithm>
 #include <random>
 #include <string>
 #include <vector>
@@ -193,6 +194,11 @@ struct genotype_score_options {
   w_optimizer_options w = {};   ///< w's optimiser
   index prompts = 8;            ///< prompt tokens of every derived model
   std::uint64_t seed = 0;       ///< the split (as search() with this seed), fresh parameters and shuffling
+  /// 1: trained on search-train, scored on search-val (the split search() makes). K > 1:
+  /// K-fold cross-validation over all the training images (shuffled by seed): each genotype
+  /// trained K times, each time on all folds but one and scored on that one, and its score
+  /// is over every image (more images to choose on, K times the training).
+  int folds = 1;
   bool progress = true;         ///< print one line per genotype
   /// The processes training and scoring are shared over; one by default.
   data_parallel parallel = {};
@@ -218,20 +224,49 @@ genotype_scores score_genotypes(const vit<S>& backbone, const std::vector<genoty
                                 const data::labelled_images<S>& data, const genotype_score_options& o) {
   if (genotypes.empty()) throw config_error("score_genotypes: no genotype to score");
   if (o.epochs < 1) throw config_error(detail::cat("score_genotypes: epochs is ", o.epochs, ", must be >= 1"));
+  if (o.folds < 1 || o.folds > data.size())
+    throw config_error(detail::cat("score_genotypes: folds is ", o.folds, ", must be in 1..", data.size(), " (the images)"));
   o.w.validate("score_genotypes");
   std::mt19937_64 rng(o.seed);
-  const data::row_split split =
-      data::split_rows(data.size(), data::val_count(data.size(), o.val_fraction, o.batch, "score_genotypes"), rng);
-  const auto train_set = data.select(split.train), val_set = data.select(split.val);
+  // (train, val) pairs: the search's split, or K folds
+  std::vector<std::pair<data::labelled_images<S>, data::labelled_images<S>>> parts;
+  if (o.folds == 1) {
+    const data::row_split split =
+        data::split_rows(data.size(), data::val_count(data.size(), o.val_fraction, o.batch, "score_genotypes"), rng);
+    parts.emplace_back(data.select(split.train), data.select(split.val));
+  } else {
+    std::vector<index> rows(static_cast<std::size_t>(data.size()));
+    for (index i = 0; i < data.size(); ++i) rows[static_cast<std::size_t>(i)] = i;
+    std::shuffle(rows.begin(), rows.end(), rng);
+    for (int f = 0; f < o.folds; ++f) {
+      std::vector<index> tr, va;
+      for (std::size_t i = 0; i < rows.size(); ++i) (static_cast<int>(i % static_cast<std::size_t>(o.folds)) == f ? va : tr).push_back(rows[i]);
+      if (static_cast<index>(tr.size()) < o.batch)
+        throw config_error(detail::cat("score_genotypes: a fold leaves ", tr.size(), " training images, fewer than the batch of ", o.batch));
+      parts.emplace_back(data.select(tr), data.select(va));
+    }
+  }
   genotype_scores r;
   for (std::size_t i = 0; i < genotypes.size(); ++i) {
     prompted_vit<S, Ops> model(backbone, genotypes[i], {.prompts = o.prompts, .classes = data.classes(), .seed = o.seed});
+    values_kept<S> fresh(model.weights());  // every fold starts from the same fresh parameters
     double loss = std::numeric_limits<double>::quiet_NaN();
     val_score s{0, std::numeric_limits<double>::infinity()};
     try {
-      loss = train(model, train_set, {.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed, .progress = false,
-                                      .parallel = o.parallel, .execution = o.execution});
-      s = score(model, val_set, 64, o.parallel, o.execution);
+      double correct = 0, loss_sum = 0, images = 0, train_loss = 0;
+      val_score f;
+      for (const auto& [train_set, val_set] : parts) {
+        fresh.restore();
+        train_loss += train(model, train_set, {.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed,
+                                               .progress = false, .parallel = o.parallel, .execution = o.execution});
+        f = score(model, val_set, 64, o.parallel, o.execution);
+        const double n = static_cast<double>(val_set.size());
+        correct += f.accuracy * n;
+        loss_sum += f.loss * n;
+        images += n;
+      }
+      loss = train_loss / static_cast<double>(parts.size());
+      s = parts.size() == 1 ? f : val_score{correct / images, loss_sum / images};  // one part: its score as it is
     } catch (const value_error&) {
       // diverged: scores 0
     }
@@ -242,8 +277,9 @@ genotype_scores score_genotypes(const vit<S>& backbone, const std::vector<genoty
                         (!r.val[r.best].better_than(s) && r.trainable[i] < r.trainable[r.best]);
     if (better) r.best = i;
     if (o.progress && o.parallel.root())
-      std::printf("genotype %zu: %s: search-val accuracy %.4f, loss %.4f, %ld trainable\n", i, genotypes[i].str().c_str(),
-                  s.accuracy, s.loss, static_cast<long>(r.trainable[i]));
+      std::printf("genotype %zu: %s: %s accuracy %.4f, loss %.4f, %ld trainable\n", i, genotypes[i].str().c_str(),
+                  o.folds > 1 ? detail::cat(o.folds, "-fold cross-validated").c_str() : "search-val", s.accuracy, s.loss,
+                  static_cast<long>(r.trainable[i]));
   }
   return r;
 }

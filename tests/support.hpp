@@ -31,6 +31,18 @@ inline vpdarts::data::labelled_images<float> tiny_data(vpdarts::index count, std
   return vpdarts::data::make_synthetic<float>({.image = 8, .count = count, .seed = 4, .classes = std::move(classes)});
 }
 
+/// A search of `epochs` epochs (one of them w-only warm-up) in batches of 6 with half the images as
+/// search-val and no progress bar: what the tests of the tiny backbone run.
+inline vpdarts::search_options quick_search(long epochs = 3) {
+  vpdarts::search_options o;
+  o.epochs = epochs;
+  o.warmup_epochs = 1;
+  o.batch = 6;
+  o.val_fraction = 0.5;
+  o.progress = false;
+  return o;
+}
+
 /// A parameter of seeded random normal values.
 template <class S>
 vpdarts::parameter<S> random_parameter(std::string name, vpdarts::index rows, vpdarts::index cols, unsigned seed,

@@ -9,15 +9,7 @@ using vpdarts_test::tiny_data;
 
 namespace {
 
-vp::search_options cost_quick() {
-  vp::search_options o;
-  o.epochs = 4;
-  o.warmup_epochs = 1;
-  o.batch = 6;
-  o.val_fraction = 0.5;
-  o.progress = false;
-  return o;
-}
+vp::search_options cost_quick() { return vpdarts_test::quick_search(4); }
 
 // the log-likelihood of a choice under weights w
 double log_weight(const vp::matrix<double>& w, const std::vector<std::size_t>& ops) {

@@ -10,15 +10,7 @@ using vpdarts_test::tiny_data;
 
 namespace {
 
-vp::search_options quick() {
-  vp::search_options o;
-  o.epochs = 3;
-  o.warmup_epochs = 1;
-  o.batch = 6;
-  o.val_fraction = 0.5;
-  o.progress = false;
-  return o;
-}
+vp::search_options quick() { return vpdarts_test::quick_search(3); }
 
 }  // namespace
 

@@ -90,15 +90,7 @@ json.dump({'layers': [{'op': o} for o in g]}, open(sys.argv[3], 'w'))" \
     cv) cmd=("${retrain[@]}" --genotype "$res/$task/n$n/seed$seed/cv-select/genotype.json") ;;
     budget) cmd=("${retrain[@]}" --genotype "$res/$task/n$n/seed$seed/budget-search/genotype.json") ;;
   esac
-  local start=$SECONDS
-  log "$rel"
-  if "$tool" "${cmd[@]}" > "$dir.log" 2>&1; then
-    keep "$rel"
-    log "$rel done in $((SECONDS - start)) s: $(tail -n 1 "$dir.log")"
-  else
-    log "$rel FAILED: $(tail -n 3 "$dir.log")"
-    return 1
-  fi
+  run_tool "$rel" "$rel" "$dir.log" "${cmd[@]}"
 }
 
 study_start=$SECONDS

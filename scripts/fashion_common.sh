@@ -42,6 +42,21 @@ keep() {
   return 0
 }
 
+# run_tool LABEL REL LOG ARGS...: runs "$tool" ARGS with its output in LOG; when it succeeds keeps REL's files
+# (keep), and says under LABEL how long it took and its last line; when it fails, its last lines
+run_tool() {
+  local label=$1 rel=$2 logfile=$3 start=$SECONDS
+  shift 3
+  log "$label"
+  if "$tool" "$@" > "$logfile" 2>&1; then
+    keep "$rel"
+    log "$label done in $((SECONDS - start)) s: $(tail -n 1 "$logfile")"
+  else
+    log "$label FAILED: $(tail -n 3 "$logfile")"
+    return 1
+  fi
+}
+
 # run_pieces "ARGS" ...: `piece ARGS` for each, at most $jobs side by side; fails when any failed
 run_pieces() {
   local failed=0 running=0

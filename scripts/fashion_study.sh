@@ -75,15 +75,7 @@ piece() {
     default) cmd=("${retrain[@]}" --genotype "$res/$task/seed$seed/default-search/genotype.json") ;;
     best) cmd=("${retrain[@]}" --genotype "$res/$task/best/genotype.json") ;;
   esac
-  local start=$SECONDS
-  log "$task seed $seed: $method"
-  if "$tool" "${cmd[@]}" > "$out/$task/seed$seed-$method.log" 2>&1; then
-    keep "$task/seed$seed/$method"
-    log "$task seed $seed: $method done in $((SECONDS - start)) s: $(tail -n 1 "$out/$task/seed$seed-$method.log")"
-  else
-    log "$task seed $seed: $method FAILED: $(tail -n 3 "$out/$task/seed$seed-$method.log")"
-    return 1
-  fi
+  run_tool "$task seed $seed: $method" "$task/seed$seed/$method" "$out/$task/seed$seed-$method.log" "${cmd[@]}"
 }
 
 # fingerprint_backbone TASK: records the backbone's sha256 and source accuracy beside the task's results, or

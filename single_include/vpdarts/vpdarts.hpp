@@ -6254,7 +6254,8 @@ matrix<S> resample_pos_embed(const matrix<S>& pos, index prefix, index old_grid,
 /// JSON from outside (files, metadata) parsed safely: nesting deeper than a
 /// limit is refused before the recursive parser sees it (100,000 levels would
 /// overflow the stack). Lists of numbers, where NaN and Inf (a loss that was
-/// not measured, or diverged) are written as null and read back as NaN.
+/// not measured, or diverged) are written as null and read back as NaN; matrices
+/// as arrays of rows.
 
 #include <cmath>
 #include <limits>
@@ -6315,6 +6316,36 @@ inline std::vector<double> numbers_from_json(const nlohmann::json& j, const std:
     else throw io_error(vpdarts::detail::cat(origin, ": expected a number or null, got ", x.type_name()));
   }
   return out;
+}
+
+/// A matrix as a JSON array of rows.
+inline nlohmann::json matrix_to_json(const matrix<double>& m) {
+  nlohmann::json out = nlohmann::json::array();
+  for (index r = 0; r < m.rows(); ++r) {
+    nlohmann::json row = nlohmann::json::array();
+    for (index c = 0; c < m.cols(); ++c) row.push_back(m(r, c));
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+/// A `rows` x `cols` matrix from a JSON array of rows of numbers. @throws io_error naming `origin`
+/// for another shape or a value that is not a number.
+inline matrix<double> matrix_from_json(const nlohmann::json& j, index rows, index cols, const std::string& origin) {
+  if (!j.is_array() || j.size() != static_cast<std::size_t>(rows))
+    throw io_error(vpdarts::detail::cat(origin, " has ", j.is_array() ? j.size() : 0, " rows, not ", rows));
+  matrix<double> m(rows, cols);
+  for (index r = 0; r < rows; ++r) {
+    const nlohmann::json& row = j[static_cast<std::size_t>(r)];
+    if (!row.is_array() || row.size() != static_cast<std::size_t>(cols))
+      throw io_error(vpdarts::detail::cat(origin, ": row ", r, " has ", row.is_array() ? row.size() : 0, " values, not ", cols));
+    for (index c = 0; c < cols; ++c) {
+      const nlohmann::json& x = row[static_cast<std::size_t>(c)];
+      if (!x.is_number()) throw io_error(vpdarts::detail::cat(origin, ": row ", r, " holds ", x.type_name(), ", not a number"));
+      m(r, c) = x.get<double>();
+    }
+  }
+  return m;
 }
 
 }  // namespace vpdarts::io
@@ -9870,8 +9901,9 @@ class bilevel_optimizer {
     matrix<double> g;
     const double e = expected_cost(model_.alpha().value(), c.cost, &g);
     expected_ = c.fixed + e;
-    if (c.lambda > 0) model_.alpha().grad() += static_cast<S>(c.lambda / range_) * g.cast<S>();
-    if (c.budget) c.lambda = std::max(0.0, c.lambda + c.lambda_rate * (expected_ - *c.budget) / range_);
+    const double range = c.range();
+    if (c.lambda > 0) model_.alpha().grad() += static_cast<S>(c.lambda / range) * g.cast<S>();
+    if (c.budget) c.lambda = std::max(0.0, c.lambda + c.lambda_rate * (expected_ - *c.budget) / range);
   }
 
   /// The cost term as it stands (its lambda moves with a budget).
@@ -9881,7 +9913,6 @@ class bilevel_optimizer {
   void set_cost(cost_objective c) {
     c.check(model_.config().depth, static_cast<index>(Ops::size), "bilevel_optimizer");
     opts_.cost = std::move(c);
-    range_ = opts_.cost.range();
   }
   /// The expected total cost, fixed + E(alpha), at the last alpha step (NaN before one, or without a cost term).
   double expected_cost_now() const noexcept { return expected_; }
@@ -9939,7 +9970,6 @@ class bilevel_optimizer {
   std::vector<bool> decay_;
   std::vector<matrix<S>> backup_, dir_;
   matrix<S> dalpha_;
-  double range_ = opts_.cost.range();
   double expected_ = std::numeric_limits<double>::quiet_NaN();
 };
 
@@ -10005,15 +10035,7 @@ struct search_state {
     add("optim.alpha.m", opt.alpha_optimizer().first_moments()[0]);
     add("optim.alpha.v", opt.alpha_optimizer().second_moments()[0]);
     nlohmann::json history = nlohmann::json::array();
-    for (const auto& a : alpha_history) {
-      nlohmann::json m = nlohmann::json::array();
-      for (index l = 0; l < a.rows(); ++l) {
-        nlohmann::json row = nlohmann::json::array();
-        for (index k = 0; k < a.cols(); ++k) row.push_back(a(l, k));
-        m.push_back(std::move(row));
-      }
-      history.push_back(std::move(m));
-    }
+    for (const auto& a : alpha_history) history.push_back(io::matrix_to_json(a));
     std::ostringstream rng_text;
     rng_text << rng;
     const nlohmann::json state = {{"epoch", epoch},
@@ -10028,13 +10050,7 @@ struct search_state {
                                   {"seconds", seconds}};
     nlohmann::json full = state;
     if (const cost_objective& c = opt.cost(); c.cost.size() > 0) {
-      nlohmann::json table = nlohmann::json::array();
-      for (index l = 0; l < c.cost.rows(); ++l) {
-        nlohmann::json row = nlohmann::json::array();
-        for (index k = 0; k < c.cost.cols(); ++k) row.push_back(c.cost(l, k));
-        table.push_back(std::move(row));
-      }
-      full["cost"] = {{"table", table},
+      full["cost"] = {{"table", io::matrix_to_json(c.cost)},
                       {"fixed", c.fixed},
                       {"lambda", c.lambda},
                       {"expected_cost", io::numbers_to_json(expected_cost)},
@@ -10131,16 +10147,9 @@ struct search_state {
       s.val_pos = st.at("val_pos").get<index>();
       s.train_loss = io::numbers_from_json(st.at("train_loss"), where + " train_loss");
       s.val_loss = io::numbers_from_json(st.at("val_loss"), where + " val_loss");
-      for (const auto& a : st.at("alpha_history")) {
-        matrix<double> m(model.config().depth, static_cast<index>(Ops::size));
-        if (a.size() != static_cast<std::size_t>(m.rows())) throw io_error(detail::cat(where, ": an alpha_history entry has ", a.size(), " rows, not ", m.rows()));
-        for (index l = 0; l < m.rows(); ++l) {
-          const auto& row = a.at(static_cast<std::size_t>(l));
-          if (row.size() != static_cast<std::size_t>(m.cols())) throw io_error(detail::cat(where, ": an alpha_history row has ", row.size(), " values, not ", m.cols()));
-          for (index k = 0; k < m.cols(); ++k) m(l, k) = row.at(static_cast<std::size_t>(k)).get<double>();
-        }
-        s.alpha_history.push_back(std::move(m));
-      }
+      for (const auto& a : st.at("alpha_history"))
+        s.alpha_history.push_back(io::matrix_from_json(a, model.config().depth, static_cast<index>(Ops::size),
+                                                       where + ": an alpha_history entry"));
       s.seconds = st.at("seconds").get<double>();
       if (st.contains("cost") != (opt.cost().cost.size() > 0))
         throw io_error(detail::cat(where, st.contains("cost") ? ": the checkpoint's search had a cost term, this one has none"
@@ -10148,15 +10157,7 @@ struct search_state {
       if (st.contains("cost")) {
         const nlohmann::json& c = st.at("cost");
         cost_objective restored = opt.cost();
-        const auto& table = c.at("table");
-        if (table.size() != static_cast<std::size_t>(restored.cost.rows()))
-          throw io_error(detail::cat(where, ": the cost table has ", table.size(), " rows, not ", restored.cost.rows()));
-        for (index l = 0; l < restored.cost.rows(); ++l) {
-          const auto& row = table.at(static_cast<std::size_t>(l));
-          if (row.size() != static_cast<std::size_t>(restored.cost.cols()))
-            throw io_error(detail::cat(where, ": a cost table row has ", row.size(), " values, not ", restored.cost.cols()));
-          for (index k = 0; k < restored.cost.cols(); ++k) restored.cost(l, k) = row.at(static_cast<std::size_t>(k)).get<double>();
-        }
+        restored.cost = io::matrix_from_json(c.at("table"), restored.cost.rows(), restored.cost.cols(), where + ": the cost table");
         restored.fixed = c.at("fixed").get<double>();
         restored.lambda = c.at("lambda").get<double>();
         s.expected_cost = io::numbers_from_json(c.at("expected_cost"), where + " expected_cost");
@@ -10682,12 +10683,14 @@ lr_grid_result run_lr_grid(const data::labelled_images<S>& data, const lr_grid_o
     if (new_lr > 0) {
       r.widened.push_back(cat("lr ", new_lr, ": ", edges.front()));
       for (double wd : wds) trial(new_lr, wd);
-      lrs = sorted([&] { auto v = lrs; v.push_back(new_lr); return v; }());
+      lrs.push_back(new_lr);
+      lrs = sorted(std::move(lrs));
     }
     if (new_wd > 0) {
       r.widened.push_back(cat("weight decay ", new_wd, ": ", edges.back()));
       for (double lr : lrs) trial(lr, new_wd);
-      wds = sorted([&] { auto v = wds; v.push_back(new_wd); return v; }());
+      wds.push_back(new_wd);
+      wds = sorted(std::move(wds));
     }
   }
   return r;
@@ -10964,12 +10967,11 @@ genotype_scores score_genotypes(const vit<S>& backbone, const std::vector<genoty
     throw config_error(detail::cat("score_genotypes: folds is ", o.folds, ", must be in 1..", data.size(), " (the images)"));
   o.w.validate("score_genotypes");
   std::mt19937_64 rng(o.seed);
-  // (train, val) pairs: the search's split, or K folds
-  std::vector<std::pair<data::labelled_images<S>, data::labelled_images<S>>> parts;
+  // (train, val) rows: the search's split, or K folds (the images are copied one part at a time)
+  std::vector<data::row_split> parts;
   if (o.folds == 1) {
-    const data::row_split split =
-        data::split_rows(data.size(), data::val_count(data.size(), o.val_fraction, o.batch, "score_genotypes"), rng);
-    parts.emplace_back(data.select(split.train), data.select(split.val));
+    parts.push_back(
+        data::split_rows(data.size(), data::val_count(data.size(), o.val_fraction, o.batch, "score_genotypes"), rng));
   } else {
     std::vector<index> rows(static_cast<std::size_t>(data.size()));
     for (index i = 0; i < data.size(); ++i) rows[static_cast<std::size_t>(i)] = i;
@@ -10979,7 +10981,7 @@ genotype_scores score_genotypes(const vit<S>& backbone, const std::vector<genoty
       for (std::size_t i = 0; i < rows.size(); ++i) (static_cast<int>(i % static_cast<std::size_t>(o.folds)) == f ? va : tr).push_back(rows[i]);
       if (static_cast<index>(tr.size()) < o.batch)
         throw config_error(detail::cat("score_genotypes: a fold leaves ", tr.size(), " training images, fewer than the batch of ", o.batch));
-      parts.emplace_back(data.select(tr), data.select(va));
+      parts.push_back({std::move(tr), std::move(va)});
     }
   }
   genotype_scores r;
@@ -10991,8 +10993,9 @@ genotype_scores score_genotypes(const vit<S>& backbone, const std::vector<genoty
     try {
       double correct = 0, loss_sum = 0, images = 0, train_loss = 0;
       val_score f;
-      for (const auto& [train_set, val_set] : parts) {
+      for (const data::row_split& part : parts) {
         fresh.restore();
+        const auto train_set = data.select(part.train), val_set = data.select(part.val);
         train_loss += train(model, train_set, {.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed,
                                                .progress = false, .parallel = o.parallel, .execution = o.execution});
         f = score(model, val_set, 64, o.parallel, o.execution);

@@ -15,19 +15,10 @@ namespace {
 
 /// The cost table and what `g` costs by it: exact trainable values, and the latency estimate.
 nlohmann::json cost_json(const vp::op_costs& c, const vp::genotype& g) {
-  auto rows = [](const vp::matrix<double>& m) {
-    nlohmann::json out = nlohmann::json::array();
-    for (vp::index l = 0; l < m.rows(); ++l) {
-      nlohmann::json row = nlohmann::json::array();
-      for (vp::index k = 0; k < m.cols(); ++k) row.push_back(m(l, k));
-      out.push_back(row);
-    }
-    return out;
-  };
   const auto ops = vp::op_positions<vp::default_ops>(g);
   return {{"ops", std::vector<std::string>(vp::default_ops::names.begin(), vp::default_ops::names.end())},
-          {"params", rows(c.params)}, {"fixed_params", c.fixed_params},
-          {"latency_ms", rows(c.latency_ms)}, {"fixed_latency_ms", c.fixed_latency_ms}, {"latency_runs", c.latency_runs},
+          {"params", vp::io::matrix_to_json(c.params)}, {"fixed_params", c.fixed_params},
+          {"latency_ms", vp::io::matrix_to_json(c.latency_ms)}, {"fixed_latency_ms", c.fixed_latency_ms}, {"latency_runs", c.latency_runs},
           {"genotype_params", vp::make_cost_objective(c, vp::cost_kind::params).of(ops)},
           {"genotype_latency_ms_estimate", vp::make_cost_objective(c, vp::cost_kind::latency).of(ops)}};
 }
@@ -140,6 +131,22 @@ search_outcome search_once(search_settings s, const std::vector<double>& grid, c
   return {std::move(found), r.alpha_history.back(), std::move(m)};
 }
 
+/// DARTS's best-of-runs scoring, for several runs' genotypes and for the front's: each trained --select-epochs
+/// from fresh parameters at w lr `lr` on search-train and scored on search-val (or by --select-folds
+/// cross-validation over all the training images).
+vp::genotype_scores score_runs(const search_settings& s, const std::vector<vp::genotype>& gs, double lr,
+                               const vp::vit<float>& vit, const vp::data::labelled_images<float>& train) {
+  vp::w_optimizer_options wo = s.o.bilevel.w;
+  wo.lr = lr;
+  std::printf("search: %zu genotypes, each trained %ld epochs on search-train and scored %s\n", gs.size(), s.select_epochs,
+              s.select_folds > 1 ? cat("by ", s.select_folds, "-fold cross-validation").c_str() : "on search-val");
+  return vp::score_genotypes<float, vp::default_ops>(
+      vit, gs, train,
+      {.epochs = s.select_epochs, .batch = s.o.batch, .val_fraction = s.o.val_fraction, .w = wo, .prompts = s.prompts,
+       .seed = s.seed, .folds = static_cast<int>(s.select_folds), .progress = s.o.progress, .parallel = s.o.parallel,
+       .execution = s.o.bilevel.execution});
+}
+
 /// Copies `from` to `to` through io::atomic_write, so `to` is never half-written.
 void copy_atomically(const fs::path& from, const fs::path& to) {
   std::ifstream in(from, std::ios::binary);
@@ -212,20 +219,14 @@ search_outcome run_searches(search_settings& s, const std::vector<double>& grid,
     runs.push_back(std::move(run.metrics));
     search_seconds += runs.back()["search_seconds"].get<double>();
   }
-  vp::w_optimizer_options wo = s.o.bilevel.w;
-  wo.lr = runs.front()["w_lr"].get<double>();  // the first run's (a --w-lr-grid chooses it per run)
-  std::printf("search: %ld genotypes, each trained %ld epochs on search-train and scored on search-val\n", s.runs,
-              s.select_epochs);
-  const vp::genotype_scores sc = vp::score_genotypes<float, vp::default_ops>(
-      vit, gs, train,
-      {.epochs = s.select_epochs, .batch = s.o.batch, .val_fraction = s.o.val_fraction, .w = wo, .prompts = s.prompts,
-       .seed = s.seed, .folds = static_cast<int>(s.select_folds), .progress = s.o.progress, .parallel = s.o.parallel, .execution = s.o.bilevel.execution});
+  const double select_lr = runs.front()["w_lr"].get<double>();  // the first run's (a --w-lr-grid chooses it per run)
+  const vp::genotype_scores sc = score_runs(s, gs, select_lr, vit, train);
   nlohmann::json candidates = scored_candidates(names, gs, sc);
   for (std::size_t i = 0; i < gs.size(); ++i) candidates[i]["seed"] = s.seed + i;
   const fs::path best = dir / names[sc.best];
   nlohmann::json m = runs[sc.best];
   nlohmann::json selection = {{"rule", "best_of_runs"},     {"runs", s.runs},         {"run_rule", s.select},
-                              {"best_run", names[sc.best]}, {"select_epochs", s.select_epochs}, {"select_folds", s.select_folds}, {"select_lr", wo.lr},
+                              {"best_run", names[sc.best]}, {"select_epochs", s.select_epochs}, {"select_folds", s.select_folds}, {"select_lr", select_lr},
                               {"candidates", candidates},   {"best_run_selection", m["selection"]}};
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   m.update({{"selection", selection}, {"search_seconds", search_seconds}, {"seconds", seconds},
@@ -274,13 +275,8 @@ search_outcome run_pareto(search_settings& s, const std::vector<double>& grid, c
     search_seconds += r.metrics["search_seconds"].get<double>();
     runs.push_back(std::move(r.metrics));
   }
-  vp::w_optimizer_options wo = s.o.bilevel.w;
-  wo.lr = runs.front()["w_lr"].get<double>();
-  std::printf("search: %zu genotypes, each trained %ld epochs on search-train and scored on search-val\n", gs.size(), s.select_epochs);
-  const vp::genotype_scores sc = vp::score_genotypes<float, vp::default_ops>(
-      vit, gs, train,
-      {.epochs = s.select_epochs, .batch = s.o.batch, .val_fraction = s.o.val_fraction, .w = wo, .prompts = s.prompts,
-       .seed = s.seed, .folds = static_cast<int>(s.select_folds), .progress = s.o.progress, .parallel = s.o.parallel, .execution = s.o.bilevel.execution});
+  const double select_lr = runs.front()["w_lr"].get<double>();
+  const vp::genotype_scores sc = score_runs(s, gs, select_lr, vit, train);
   std::vector<vp::report::front_point> points;
   const vp::cost_objective by_params = vp::make_cost_objective(*s.costs, vp::cost_kind::params),
                            by_latency = vp::make_cost_objective(*s.costs, vp::cost_kind::latency);
@@ -303,7 +299,7 @@ search_outcome run_pareto(search_settings& s, const std::vector<double>& grid, c
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   nlohmann::json m = runs[sc.best];
   m.update({{"selection", {{"rule", "pareto"}, {"budgets", budgets}, {"cost", vp::to_string(s.kind())},
-                           {"best_run", names[sc.best]}, {"select_epochs", s.select_epochs}, {"select_lr", wo.lr}}},
+                           {"best_run", names[sc.best]}, {"select_epochs", s.select_epochs}, {"select_lr", select_lr}}},
             {"front", front}, {"search_seconds", search_seconds}, {"seconds", seconds},
             {"peak_rss_mb", vp::report::peak_rss_mb()}});
   on_root([&] {

@@ -3,7 +3,8 @@
 /// JSON from outside (files, metadata) parsed safely: nesting deeper than a
 /// limit is refused before the recursive parser sees it (100,000 levels would
 /// overflow the stack). Lists of numbers, where NaN and Inf (a loss that was
-/// not measured, or diverged) are written as null and read back as NaN.
+/// not measured, or diverged) are written as null and read back as NaN; matrices
+/// as arrays of rows.
 
 #include <cmath>
 #include <limits>
@@ -15,6 +16,7 @@
 
 #include "../detail/format.hpp"
 #include "../error.hpp"
+#include "../fwd.hpp"
 
 namespace vpdarts::io {
 
@@ -66,6 +68,36 @@ inline std::vector<double> numbers_from_json(const nlohmann::json& j, const std:
     else throw io_error(vpdarts::detail::cat(origin, ": expected a number or null, got ", x.type_name()));
   }
   return out;
+}
+
+/// A matrix as a JSON array of rows.
+inline nlohmann::json matrix_to_json(const matrix<double>& m) {
+  nlohmann::json out = nlohmann::json::array();
+  for (index r = 0; r < m.rows(); ++r) {
+    nlohmann::json row = nlohmann::json::array();
+    for (index c = 0; c < m.cols(); ++c) row.push_back(m(r, c));
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+/// A `rows` x `cols` matrix from a JSON array of rows of numbers. @throws io_error naming `origin`
+/// for another shape or a value that is not a number.
+inline matrix<double> matrix_from_json(const nlohmann::json& j, index rows, index cols, const std::string& origin) {
+  if (!j.is_array() || j.size() != static_cast<std::size_t>(rows))
+    throw io_error(vpdarts::detail::cat(origin, " has ", j.is_array() ? j.size() : 0, " rows, not ", rows));
+  matrix<double> m(rows, cols);
+  for (index r = 0; r < rows; ++r) {
+    const nlohmann::json& row = j[static_cast<std::size_t>(r)];
+    if (!row.is_array() || row.size() != static_cast<std::size_t>(cols))
+      throw io_error(vpdarts::detail::cat(origin, ": row ", r, " has ", row.is_array() ? row.size() : 0, " values, not ", cols));
+    for (index c = 0; c < cols; ++c) {
+      const nlohmann::json& x = row[static_cast<std::size_t>(c)];
+      if (!x.is_number()) throw io_error(vpdarts::detail::cat(origin, ": row ", r, " holds ", x.type_name(), ", not a number"));
+      m(r, c) = x.get<double>();
+    }
+  }
+  return m;
 }
 
 }  // namespace vpdarts::io

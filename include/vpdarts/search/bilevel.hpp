@@ -187,8 +187,9 @@ class bilevel_optimizer {
     matrix<double> g;
     const double e = expected_cost(model_.alpha().value(), c.cost, &g);
     expected_ = c.fixed + e;
-    if (c.lambda > 0) model_.alpha().grad() += static_cast<S>(c.lambda / range_) * g.cast<S>();
-    if (c.budget) c.lambda = std::max(0.0, c.lambda + c.lambda_rate * (expected_ - *c.budget) / range_);
+    const double range = c.range();
+    if (c.lambda > 0) model_.alpha().grad() += static_cast<S>(c.lambda / range) * g.cast<S>();
+    if (c.budget) c.lambda = std::max(0.0, c.lambda + c.lambda_rate * (expected_ - *c.budget) / range);
   }
 
   /// The cost term as it stands (its lambda moves with a budget).
@@ -198,7 +199,6 @@ class bilevel_optimizer {
   void set_cost(cost_objective c) {
     c.check(model_.config().depth, static_cast<index>(Ops::size), "bilevel_optimizer");
     opts_.cost = std::move(c);
-    range_ = opts_.cost.range();
   }
   /// The expected total cost, fixed + E(alpha), at the last alpha step (NaN before one, or without a cost term).
   double expected_cost_now() const noexcept { return expected_; }
@@ -256,7 +256,6 @@ class bilevel_optimizer {
   std::vector<bool> decay_;
   std::vector<matrix<S>> backup_, dir_;
   matrix<S> dalpha_;
-  double range_ = opts_.cost.range();
   double expected_ = std::numeric_limits<double>::quiet_NaN();
 };
 

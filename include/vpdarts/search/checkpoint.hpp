@@ -65,15 +65,7 @@ struct search_state {
     add("optim.alpha.m", opt.alpha_optimizer().first_moments()[0]);
     add("optim.alpha.v", opt.alpha_optimizer().second_moments()[0]);
     nlohmann::json history = nlohmann::json::array();
-    for (const auto& a : alpha_history) {
-      nlohmann::json m = nlohmann::json::array();
-      for (index l = 0; l < a.rows(); ++l) {
-        nlohmann::json row = nlohmann::json::array();
-        for (index k = 0; k < a.cols(); ++k) row.push_back(a(l, k));
-        m.push_back(std::move(row));
-      }
-      history.push_back(std::move(m));
-    }
+    for (const auto& a : alpha_history) history.push_back(io::matrix_to_json(a));
     std::ostringstream rng_text;
     rng_text << rng;
     const nlohmann::json state = {{"epoch", epoch},
@@ -88,13 +80,7 @@ struct search_state {
                                   {"seconds", seconds}};
     nlohmann::json full = state;
     if (const cost_objective& c = opt.cost(); c.cost.size() > 0) {
-      nlohmann::json table = nlohmann::json::array();
-      for (index l = 0; l < c.cost.rows(); ++l) {
-        nlohmann::json row = nlohmann::json::array();
-        for (index k = 0; k < c.cost.cols(); ++k) row.push_back(c.cost(l, k));
-        table.push_back(std::move(row));
-      }
-      full["cost"] = {{"table", table},
+      full["cost"] = {{"table", io::matrix_to_json(c.cost)},
                       {"fixed", c.fixed},
                       {"lambda", c.lambda},
                       {"expected_cost", io::numbers_to_json(expected_cost)},
@@ -191,16 +177,9 @@ struct search_state {
       s.val_pos = st.at("val_pos").get<index>();
       s.train_loss = io::numbers_from_json(st.at("train_loss"), where + " train_loss");
       s.val_loss = io::numbers_from_json(st.at("val_loss"), where + " val_loss");
-      for (const auto& a : st.at("alpha_history")) {
-        matrix<double> m(model.config().depth, static_cast<index>(Ops::size));
-        if (a.size() != static_cast<std::size_t>(m.rows())) throw io_error(detail::cat(where, ": an alpha_history entry has ", a.size(), " rows, not ", m.rows()));
-        for (index l = 0; l < m.rows(); ++l) {
-          const auto& row = a.at(static_cast<std::size_t>(l));
-          if (row.size() != static_cast<std::size_t>(m.cols())) throw io_error(detail::cat(where, ": an alpha_history row has ", row.size(), " values, not ", m.cols()));
-          for (index k = 0; k < m.cols(); ++k) m(l, k) = row.at(static_cast<std::size_t>(k)).get<double>();
-        }
-        s.alpha_history.push_back(std::move(m));
-      }
+      for (const auto& a : st.at("alpha_history"))
+        s.alpha_history.push_back(io::matrix_from_json(a, model.config().depth, static_cast<index>(Ops::size),
+                                                       where + ": an alpha_history entry"));
       s.seconds = st.at("seconds").get<double>();
       if (st.contains("cost") != (opt.cost().cost.size() > 0))
         throw io_error(detail::cat(where, st.contains("cost") ? ": the checkpoint's search had a cost term, this one has none"
@@ -208,15 +187,7 @@ struct search_state {
       if (st.contains("cost")) {
         const nlohmann::json& c = st.at("cost");
         cost_objective restored = opt.cost();
-        const auto& table = c.at("table");
-        if (table.size() != static_cast<std::size_t>(restored.cost.rows()))
-          throw io_error(detail::cat(where, ": the cost table has ", table.size(), " rows, not ", restored.cost.rows()));
-        for (index l = 0; l < restored.cost.rows(); ++l) {
-          const auto& row = table.at(static_cast<std::size_t>(l));
-          if (row.size() != static_cast<std::size_t>(restored.cost.cols()))
-            throw io_error(detail::cat(where, ": a cost table row has ", row.size(), " values, not ", restored.cost.cols()));
-          for (index k = 0; k < restored.cost.cols(); ++k) restored.cost(l, k) = row.at(static_cast<std::size_t>(k)).get<double>();
-        }
+        restored.cost = io::matrix_from_json(c.at("table"), restored.cost.rows(), restored.cost.cols(), where + ": the cost table");
         restored.fixed = c.at("fixed").get<double>();
         restored.lambda = c.at("lambda").get<double>();
         s.expected_cost = io::numbers_from_json(c.at("expected_cost"), where + " expected_cost");

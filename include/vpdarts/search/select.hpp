@@ -228,12 +228,11 @@ genotype_scores score_genotypes(const vit<S>& backbone, const std::vector<genoty
     throw config_error(detail::cat("score_genotypes: folds is ", o.folds, ", must be in 1..", data.size(), " (the images)"));
   o.w.validate("score_genotypes");
   std::mt19937_64 rng(o.seed);
-  // (train, val) pairs: the search's split, or K folds
-  std::vector<std::pair<data::labelled_images<S>, data::labelled_images<S>>> parts;
+  // (train, val) rows: the search's split, or K folds (the images are copied one part at a time)
+  std::vector<data::row_split> parts;
   if (o.folds == 1) {
-    const data::row_split split =
-        data::split_rows(data.size(), data::val_count(data.size(), o.val_fraction, o.batch, "score_genotypes"), rng);
-    parts.emplace_back(data.select(split.train), data.select(split.val));
+    parts.push_back(
+        data::split_rows(data.size(), data::val_count(data.size(), o.val_fraction, o.batch, "score_genotypes"), rng));
   } else {
     std::vector<index> rows(static_cast<std::size_t>(data.size()));
     for (index i = 0; i < data.size(); ++i) rows[static_cast<std::size_t>(i)] = i;
@@ -243,7 +242,7 @@ genotype_scores score_genotypes(const vit<S>& backbone, const std::vector<genoty
       for (std::size_t i = 0; i < rows.size(); ++i) (static_cast<int>(i % static_cast<std::size_t>(o.folds)) == f ? va : tr).push_back(rows[i]);
       if (static_cast<index>(tr.size()) < o.batch)
         throw config_error(detail::cat("score_genotypes: a fold leaves ", tr.size(), " training images, fewer than the batch of ", o.batch));
-      parts.emplace_back(data.select(tr), data.select(va));
+      parts.push_back({std::move(tr), std::move(va)});
     }
   }
   genotype_scores r;
@@ -255,8 +254,9 @@ genotype_scores score_genotypes(const vit<S>& backbone, const std::vector<genoty
     try {
       double correct = 0, loss_sum = 0, images = 0, train_loss = 0;
       val_score f;
-      for (const auto& [train_set, val_set] : parts) {
+      for (const data::row_split& part : parts) {
         fresh.restore();
+        const auto train_set = data.select(part.train), val_set = data.select(part.val);
         train_loss += train(model, train_set, {.epochs = o.epochs, .batch = o.batch, .w = o.w, .seed = o.seed,
                                                .progress = false, .parallel = o.parallel, .execution = o.execution});
         f = score(model, val_set, 64, o.parallel, o.execution);

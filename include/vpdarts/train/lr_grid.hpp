@@ -130,12 +130,14 @@ lr_grid_result run_lr_grid(const data::labelled_images<S>& data, const lr_grid_o
     if (new_lr > 0) {
       r.widened.push_back(cat("lr ", new_lr, ": ", edges.front()));
       for (double wd : wds) trial(new_lr, wd);
-      lrs = sorted([&] { auto v = lrs; v.push_back(new_lr); return v; }());
+      lrs.push_back(new_lr);
+      lrs = sorted(std::move(lrs));
     }
     if (new_wd > 0) {
       r.widened.push_back(cat("weight decay ", new_wd, ": ", edges.back()));
       for (double lr : lrs) trial(lr, new_wd);
-      wds = sorted([&] { auto v = wds; v.push_back(new_wd); return v; }());
+      wds.push_back(new_wd);
+      wds = sorted(std::move(wds));
     }
   }
   return r;

@@ -304,8 +304,9 @@ inline std::string shape_str(index rows, index cols) {
 // ---- begin vpdarts/kernels/onednn_matmul.hpp ----
 /// @file onednn_matmul.hpp
 /// oneDNN's matmul as vpdarts runs it: a per-thread cache of primitives (`matmuls`) for the 2-d
-/// weight products (bf16 x bf16 or float32 x float32 -> float32, with the product's epilogue in the
-/// kernel where oneDNN can) and the 4-d batched products of attention, plus what this program and CPU
+/// weight products (bf16 x bf16 or float32 x float32 -> float32, or bf16 x bf16 -> bf16 times an
+/// elementwise factor, with the product's epilogue in the kernel where oneDNN can) and the 4-d batched
+/// products of attention, plus what this program and CPU
 /// offer (`built`, `bf16_kernel`, `cpu_isa`). With onednn.hpp, the kernels built on it, the only
 /// files of vpdarts that know oneDNN exists; compiled in only with VPDARTS_WITH_DNNL (the CMake
 /// target vpdarts::bf16), without which `built` is false.
@@ -1013,12 +1014,14 @@ struct weight {
 };
 
 /// What a weight product adds to its result, in this order: + bias (1 x out), * scale (1 x out, a
-/// LayerScale), + residual (rows x out); each one only when set.
+/// LayerScale), + residual (rows x out), * factor (rows x out, bf16: an activation's derivative); each
+/// one only when set. The factor is for oneDNN's bf16 products only (backend::times_weight_through).
 template <Scalar S>
 struct epilogue {
   const S* bias = nullptr;      ///< the bias
   const S* scale = nullptr;     ///< the LayerScale vector
   const S* residual = nullptr;  ///< the skip connection
+  const std::uint16_t* factor = nullptr;  ///< an elementwise factor, in bf16
 };
 
 /// Working memory borrowed from a pool of S (bf16 values go two to an S slot) and given back when it
@@ -1159,6 +1162,24 @@ class matmuls {
     execute(find(plain(m, n, k, w_nk, accumulate)), a, w, c);
   }
 
+  /// c (m x n, bf16) = (a (m x k, bf16) * w (k x n, bf16, row-major)) * factor (m x n, bf16) elementwise,
+  /// rounded once, the multiplication in the kernel's epilogue. False, with nothing computed, where
+  /// oneDNN has no kernel with that epilogue here. @throws state_error when oneDNN refuses the product.
+  bool run_times(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w,
+                 const std::uint16_t* factor, std::uint16_t* c) {
+    detail::profile_scope profiled(detail::profile_kind::weight_product);
+    shape s = plain(m, n, k, false, false);
+    s.c16 = true;
+    epilogue<float> ep;
+    ep.factor = factor;
+    s.post = post_of(ep);
+    entry& e = find(s);
+    if (!e.fused) return false;
+    ++detail::bf16_products();
+    execute(e, a, w, c, &ep);
+    return true;
+  }
+
   /// c (m x n) = a (m x k, bf16) * W^T for a weight W (n x k) that oneDNN reads in the layout
   /// it prefers for its matrix unit (packed for the kernel, so that no call repacks it):
   /// `weights(desc)` returns W laid out as `desc`, made once by the caller with pack().
@@ -1215,7 +1236,7 @@ class matmuls {
     bool accumulate = false;
     bool f32 = false;  ///< a and w in float32 (else bf16)
     bool c16 = false;  ///< c in bf16 (else float32)
-    std::uint8_t post = 0;  ///< the epilogue's parts: 1 bias, 2 LayerScale, 4 residual
+    std::uint8_t post = 0;  ///< the epilogue's parts: 1 bias, 2 LayerScale, 4 residual, 8 factor
     bool operator==(const shape&) const = default;
   };
 
@@ -1233,7 +1254,7 @@ class matmuls {
     return s;
   }
   static std::uint8_t post_of(const epilogue<float>& e) {
-    return static_cast<std::uint8_t>((e.bias ? 1 : 0) | (e.scale ? 2 : 0) | (e.residual ? 4 : 0));
+    return static_cast<std::uint8_t>((e.bias ? 1 : 0) | (e.scale ? 2 : 0) | (e.residual ? 4 : 0) | (e.factor ? 8 : 0));
   }
 
   struct entry {
@@ -1242,7 +1263,7 @@ class matmuls {
     dnnl::memory src, wei, dst, pad;
     dnnl::memory::desc weights;  ///< the weights' layout (oneDNN's choice for an `any` shape)
     bool fused = false;          ///< the epilogue (key.post) is part of the primitive
-    dnnl::memory bias, scale, residual;  ///< its operands, where fused
+    dnnl::memory bias, scale, residual, factor;  ///< its operands, where fused
   };
 
   void execute(entry& e, const void* a, const void* w, void* c, const epilogue<float>* ep = nullptr) {
@@ -1256,13 +1277,14 @@ class matmuls {
                                {DNNL_ARG_SCRATCHPAD, e.pad.get()}};
     int count = 4, post = 0;
     if (ep != nullptr) {  // the operands of the fused epilogue: the bias, then the post-ops in order
-      const auto arg = [&](int kind, dnnl::memory& m, const float* p) {
-        m.set_data_handle(const_cast<float*>(p));
+      const auto arg = [&](int kind, dnnl::memory& m, const void* p) {
+        m.set_data_handle(const_cast<void*>(p));
         args[count++] = {kind, m.get()};
       };
       if (ep->bias) arg(DNNL_ARG_BIAS, e.bias, ep->bias);
       if (ep->scale) arg(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, e.scale, ep->scale);
       if (ep->residual) arg(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, e.residual, ep->residual);
+      if (ep->factor) arg(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, e.factor, ep->factor);
     }
     dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), stream_.get(), count, args);
     if (st == dnnl_success) st = dnnl_stream_wait(stream_.get());
@@ -1298,7 +1320,7 @@ class matmuls {
       // the epilogue as oneDNN's bias and post-ops: (a w + bias) * scale + residual, in float32
       const index m = s.c[0], n = s.c[1];
       const dnnl::memory::desc row_md({1, n}, dt::f32, dnnl::memory::dims{n, 1}),
-          full_md({m, n}, dt::f32, dnnl::memory::dims{n, 1});
+          full_md({m, n}, dt::f32, dnnl::memory::dims{n, 1}), factor_md({m, n}, dt::bf16, dnnl::memory::dims{n, 1});
       const auto make = [&](bool fused) {
         dnnl::primitive_attr attr;
         attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -1306,6 +1328,7 @@ class matmuls {
         if (s.accumulate) ops.append_sum(1.0f);
         if (fused && (s.post & 2)) ops.append_binary(dnnl::algorithm::binary_mul, row_md);
         if (fused && (s.post & 4)) ops.append_binary(dnnl::algorithm::binary_add, full_md);
+        if (fused && (s.post & 8)) ops.append_binary(dnnl::algorithm::binary_mul, factor_md);
         attr.set_post_ops(ops);
         const dnnl::matmul::desc md = fused && (s.post & 1) ? dnnl::matmul::desc(a_md, w_md, row_md, c_md)
                                                              : dnnl::matmul::desc(a_md, w_md, c_md);
@@ -1325,7 +1348,7 @@ class matmuls {
       const auto none = [&](const dnnl::memory::desc& d) { return dnnl::memory(d, engine_, DNNL_MEMORY_NONE); };
       cache_.push_back(entry{s, dnnl::matmul(pd), none(a_md), none(pd.weights_desc()), none(c_md),
                              none(pd.scratchpad_desc()), pd.weights_desc(), fused && s.post != 0, none(row_md),
-                             none(row_md), none(full_md)});
+                             none(row_md), none(full_md), none(factor_md)});
     } catch (const dnnl::error& err) {
       throw state_error(detail::cat(s.f32 ? "float32" : "bf16", " matmul: oneDNN cannot make the product ", describe(s), ": ",
                             err.what()));
@@ -1853,22 +1876,34 @@ void activation_serial(activation act, const S* x0, S* y0, index m) {
     array_map<S>(y0, m) = x / (S(1) + (S(-1.702) * x).exp());
 }
 
-/// d += g * act'(x) for m values, on the calling thread (d = with `accumulate` false; d may be g).
+/// y = act(x) and dy = act'(x) for m <= values_per_job values, on the calling thread; y and dy are
+/// different memory.
 template <Scalar S>
-void activation_backward_serial(activation act, const S* x0, const S* g0, S* d0, index m, bool accumulate) {
-  const_array_map<S> x(x0, m), g(g0, m);
-  array_map<S> d(d0, m);
-  if (act == activation::gelu) {
+void activation_with_derivative_serial(activation act, const S* x0, S* y0, S* dy0, index m) {
+  const_array_map<S> x(x0, m);
+  array_map<S> y(y0, m), dy(dy0, m);
+  if (act == activation::gelu) {  // y = x Phi(x), y' = Phi(x) + x phi(x)
     constexpr S r2 = S(1) / std::numbers::sqrt2_v<S>;
     constexpr S inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<S> * r2;
-    const auto v = g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
-    if (accumulate) d += v;
-    else d = v;
-    return;
+    y = S(0.5) * (S(1) + (x * r2).erf());
+    dy = y + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp();
+  } else {  // s = sigmoid(1.702 x): y = x s, y' = s + 1.702 x s (1 - s)
+    y = S(1) / (S(1) + (S(-1.702) * x).exp());
+    dy = y + S(1.702) * x * y * (S(1) - y);
   }
-  const Eigen::Array<S, Eigen::Dynamic, 1> sg = S(1) / (S(1) + (S(-1.702) * x).exp());
-  if (accumulate) d += g * (sg + S(1.702) * x * sg * (S(1) - sg));
-  else d = g * (sg + S(1.702) * x * sg * (S(1) - sg));
+  y *= x;
+}
+
+/// d += g * act'(x) for m <= values_per_job values, on the calling thread (d = with `accumulate` false;
+/// d may be g).
+template <Scalar S>
+void activation_backward_serial(activation act, const S* x0, const S* g0, S* d0, index m, bool accumulate) {
+  S y[values_per_job], dy[values_per_job];
+  activation_with_derivative_serial(act, x0, y, dy, m);
+  const_array_map<S> g(g0, m), dx(dy, m);
+  array_map<S> d(d0, m);
+  if (accumulate) d += g * dx;
+  else d = g * dx;
 }
 
 /// y = act(x) for n values.
@@ -1878,17 +1913,19 @@ void activation_forward(activation act, const S* x, S* y, index n) {
   parallel_chunks(n, values_per_job, [&](index at, index m) { activation_serial(act, x + at, y + at, m); });
 }
 
-/// y16 = bf16(act(x)) and, unless x16 is null, x16 = bf16(x), for n values in one pass.
+/// y16 = bf16(act(x)) and, unless dx16 is null, dx16 = bf16(act'(x)), for n values in one pass.
 template <Scalar S>
-void activation_forward_bf16(activation act, const S* x, std::uint16_t* x16, std::uint16_t* y16, index n) {
+void activation_forward_bf16(activation act, const S* x, std::uint16_t* dx16, std::uint16_t* y16, index n) {
   profile_scope profiled(profile_kind::activation);
   parallel_chunks(n, values_per_job, [&](index at, index m) {
-    S y[values_per_job];
-    activation_serial(act, x + at, y, m);
-    for (index i = 0; i < m; ++i) {
-      if (x16 != nullptr) x16[at + i] = detail::to_bf16(static_cast<float>(x[at + i]));
-      y16[at + i] = detail::to_bf16(static_cast<float>(y[i]));
+    S y[values_per_job], dy[values_per_job];
+    if (dx16 == nullptr) {
+      activation_serial(act, x + at, y, m);
+    } else {
+      activation_with_derivative_serial(act, x + at, y, dy, m);
+      for (index i = 0; i < m; ++i) dx16[at + i] = detail::to_bf16(static_cast<float>(dy[i]));
     }
+    for (index i = 0; i < m; ++i) y16[at + i] = detail::to_bf16(static_cast<float>(y[i]));
   });
 }
 
@@ -1900,22 +1937,25 @@ void activation_backward(activation act, const S* x, const S* g, S* d, index n, 
                   [&](index at, index m) { activation_backward_serial(act, x + at, g + at, d + at, m, accumulate); });
 }
 
-/// g *= act'(x) for n values, in place; x given as S (x16 null) or as bf16 in x16. With g16 set, the
-/// result is also written rounded to bf16 there (the operand of the next bf16 product).
+/// g *= act'(x) for n values, in place. With g16 set, the result is also written rounded to bf16 there
+/// (the operand of the next bf16 product).
 template <Scalar S>
-void activation_backward_in_place(activation act, const S* x, const std::uint16_t* x16, S* g, index n,
-                                  std::uint16_t* g16) {
+void activation_backward_in_place(activation act, const S* x, S* g, index n, std::uint16_t* g16) {
   profile_scope profiled(profile_kind::activation);
   parallel_chunks(n, values_per_job, [&](index at, index m) {
-    if (x16 == nullptr) {
-      activation_backward_serial(act, x + at, g + at, g + at, m, false);
-    } else {
-      S widened[values_per_job];  // the bf16 values of this chunk, as S
-      for (index i = 0; i < m; ++i) widened[i] = static_cast<S>(detail::from_bf16(x16[at + i]));
-      activation_backward_serial(act, widened, g + at, g + at, m, false);
-    }
+    activation_backward_serial(act, x + at, g + at, g + at, m, false);
     if (g16 != nullptr)
       for (index i = 0; i < m; ++i) g16[at + i] = detail::to_bf16(static_cast<float>(g[at + i]));
+  });
+}
+
+/// out16 = bf16(x * f16) for n values: x as S, f16 in bf16.
+template <Scalar S>
+void multiply_to_bf16(const S* x, const std::uint16_t* f16, std::uint16_t* out16, index n) {
+  profile_scope profiled(profile_kind::activation);
+  parallel_chunks(n, values_per_job, [&](index at, index m) {
+    for (index i = at; i < at + m; ++i)
+      out16[i] = detail::to_bf16(static_cast<float>(x[i]) * detail::from_bf16(f16[i]));
   });
 }
 
@@ -2006,7 +2046,7 @@ class inline_function {
 ///
 /// A producer asks what its consumer reads (operand_of, bf16_attention) and writes that: a
 /// LayerNorm before a bf16 product writes bf16 rows; a value operand given to a bf16 product is
-/// rounded on the way (into borrowed memory).
+/// rounded on the way (into borrowed memory), a bf16 operand given to another product widened.
 
 #include <type_traits>
 
@@ -2047,6 +2087,14 @@ inline bool weight_product(const weight<float>& w, const rows<float>& a, float* 
   }
   mm.run(a.count, n, k, a.halves(), w.bf16.plain(), transposed, c, accumulate);
   return false;
+}
+
+/// c16 (a.count x W.in, bf16) = (a W) * factor16 elementwise, rounded to bf16 once: the input gradient of
+/// a linear layer through the activation before it, with a in bf16 and W frozen, the multiplication in
+/// the product's epilogue. False, with nothing computed, where oneDNN has no such kernel.
+inline bool input_gradient_through(const weight<float>& w, const rows<float>& a, const std::uint16_t* factor16,
+                                   std::uint16_t* c16) {
+  return matmuls::here().run_times(a.count, w.in, w.out, a.halves(), w.bf16.plain(), factor16, c16);
 }
 
 /// Images per group of attention's products: about 2^19 T x T scores at most (2 MiB in float, so that
@@ -2139,6 +2187,9 @@ inline void attention_backward(const qkv<float>& q, void* gin, element gin_type,
 inline bool weight_product(const weight<float>&, const rows<float>&, float*, bool, bool, const epilogue<float>& = {}) {
   not_built();
 }
+inline bool input_gradient_through(const weight<float>&, const rows<float>&, const std::uint16_t*, std::uint16_t*) {
+  not_built();
+}
 inline void attention_forward(const qkv<float>&, void*, element, block_pool<float>&) { not_built(); }
 inline void attention_backward(const qkv<float>&, void*, element, bool, const float*, block_pool<float>&) { not_built(); }
 #endif
@@ -2195,11 +2246,13 @@ class backend {
     eigen::layer_norm_backward(x, gamma, stats, dy, dx, r, d);
   }
 
-  /// y = act(x) for n values, into y as S or bf16 as `type` says; with x16 set (and type bf16) x is also
-  /// written there rounded to bf16 (what a block keeps for backward), in the same pass.
-  void activation_forward(activation act, const S* x, void* y, element type, index n, std::uint16_t* x16 = nullptr) const {
+  /// y = act(x) for n values, into y as S or bf16 as `type` says; with dx16 set (and type bf16) act'(x) is
+  /// also written there rounded to bf16 (what a block keeps for its backward: times_weight_through), in
+  /// the same pass.
+  void activation_forward(activation act, const S* x, void* y, element type, index n,
+                          std::uint16_t* dx16 = nullptr) const {
     if (type == element::bf16)
-      eigen::activation_forward_bf16(act, x, x16, static_cast<std::uint16_t*>(y), n);
+      eigen::activation_forward_bf16(act, x, dx16, static_cast<std::uint16_t*>(y), n);
     else
       eigen::activation_forward(act, x, static_cast<S*>(y), n);
   }
@@ -2209,11 +2262,27 @@ class backend {
     eigen::activation_backward(act, x, g, d, n, accumulate);
   }
 
-  /// g *= act'(x) in place for n values, x as S or, with x16 set, as bf16; with g16 set the result is also
-  /// written there rounded to bf16 (the operand of a bf16 product).
-  void activation_backward_in_place(activation act, const S* x, const std::uint16_t* x16, S* g, index n,
-                                    std::uint16_t* g16) const {
-    eigen::activation_backward_in_place(act, x, x16, g, n, g16);
+  /// g *= act'(x) in place for n values; with g16 set the result is also written there rounded to bf16
+  /// (the operand of a bf16 product).
+  void activation_backward_in_place(activation act, const S* x, S* g, index n, std::uint16_t* g16) const {
+    eigen::activation_backward_in_place(act, x, g, n, g16);
+  }
+
+  /// out16 (g.count x w.in, bf16) = (g W) * derivative16, elementwise, rounded to bf16 once: the input
+  /// gradient of a linear layer through the activation before it, whose derivative its forward kept
+  /// in bf16 (activation_forward's dx16; g.count x w.in). For a bf16 product (operand_of(w) bf16) it
+  /// is oneDNN's product with the multiplication in its epilogue; otherwise, or where oneDNN has no
+  /// such kernel, the product in S and then the multiplication.
+  void times_weight_through(const weight<S>& w, const rows<S>& g, const std::uint16_t* derivative16,
+                            std::uint16_t* out16) const {
+    if constexpr (onednn_here)
+      if (operand_of(w) == element::bf16 &&
+          as_bf16(g, [&](const rows<S>& g16) { return onednn::input_gradient_through(w, g16, derivative16, out16); }))
+        return;
+    const index n = g.count * w.in;
+    buffer<S, S> product_rows(pool_, n);
+    product(w, g, product_rows.data(), false, false);
+    eigen::multiply_to_bf16(product_rows.data(), derivative16, out16, n);
   }
 
   /// q, k, v of `rows` ((batch*seq) x 3d, S) as attention reads them: the rows themselves, or (bf16
@@ -2264,18 +2333,33 @@ class backend {
   bool product(const weight<S>& w, const rows<S>& a, S* c, bool transposed, bool accumulate,
                const epilogue<S>& e = {}) const {
     if constexpr (onednn_here) {
-      if (operand_of(w) == element::bf16) {
-        if (a.type == element::bf16) return onednn::weight_product(w, a, c, transposed, accumulate, e);
-        const index n = a.count * a.cols;
-        buffer<std::uint16_t, S> a16(pool_, n);
-        detail::to_bf16(a.values(), a16.data(), static_cast<std::size_t>(n));
-        return onednn::weight_product(w, rows<S>::of(a16.data(), a.count, a.cols), c, transposed, accumulate, e);
-      }
-      if (w.constant && config_.products == precision::fp32 && config_.fp32_engine() == fp32_gemm::onednn)
+      if (operand_of(w) == element::bf16)
+        return as_bf16(a, [&](const rows<S>& a16) { return onednn::weight_product(w, a16, c, transposed, accumulate, e); });
+      if (w.constant && config_.products == precision::fp32 && config_.fp32_engine() == fp32_gemm::onednn &&
+          a.type == element::value)
         return onednn::weight_product(w, a, c, transposed, accumulate, e);
+    }
+    if (a.type == element::bf16) {  // a bf16 operand (made under another configuration), widened on the way
+      const index n = a.count * a.cols;
+      buffer<S, S> wide(pool_, n);
+      detail::parallel_chunks(n, eigen::values_per_job, [&](index at, index m) {
+        for (index i = at; i < at + m; ++i) wide.data()[i] = static_cast<S>(detail::from_bf16(a.halves()[i]));
+      });
+      eigen::weight_product(w, wide.data(), a.count, c, transposed, accumulate);
+      return false;
     }
     eigen::weight_product(w, a.values(), a.count, c, transposed, accumulate);
     return false;
+  }
+
+  /// f(a as bf16 rows): a itself, or a rounded into borrowed memory.
+  template <class F>
+  bool as_bf16(const rows<S>& a, F&& f) const {
+    if (a.type == element::bf16) return f(a);
+    const index n = a.count * a.cols;
+    buffer<std::uint16_t, S> a16(pool_, n);
+    detail::to_bf16(a.values(), a16.data(), static_cast<std::size_t>(n));
+    return f(rows<S>::of(a16.data(), a.count, a.cols));
   }
 
   void count(index n) const noexcept {
@@ -4011,13 +4095,15 @@ namespace vpdarts {
 /// empty), residual R x out (or empty). With every weight constant neither the LayerNorm output,
 /// nor the activation's, nor the product before the residual is added are kept; of the R x M hidden
 /// layer (the largest activation of a block), `memory` says (the tape's execution_config when not given):
-/// - keep: it is kept before the activation, for backward's derivative (in bf16, half the memory,
-///   when both products run in bf16: a float tape configured for bf16);
+/// - keep: it is kept before the activation, for backward's derivative; when both products run in
+///   bf16 (a float tape configured for bf16) the activation's derivative is kept instead, in bf16
+///   (half the memory), and backward multiplies by it in the second product's epilogue
+///   (backend::times_weight_through);
 /// - recompute: it is not kept; backward computes the LayerNorm and the first product again (one
 ///   more R x D x M product) from each row's LayerNorm statistics.
-/// In float32 both give the same bits. In bf16 they do not: keep takes the activation's derivative
-/// at the bf16-rounded hidden layer, recompute at the float32 one, so the gradients differ by that
-/// rounding (about 1e-3 relative) and a search may end in another genotype where two operators are close.
+/// In float32 both give the same bits. In bf16 they do not: keep rounds the activation's derivative
+/// to bf16, recompute takes it in float32, so the gradients differ by that rounding (about 1e-3
+/// relative) and a search may end in another genotype where two operators are close.
 /// Otherwise it is activation_linear(layer_norm_linear(...)). @throws shape_error as those do.
 template <Scalar S>
 var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, S eps, const var<S>& w1,
@@ -4037,8 +4123,8 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
   var<S> out = t.make(r, w2.rows(), x.requires_grad() || (residual.valid() && residual.requires_grad()));
   const kernels::backend<S> be = t.backend();
   S* stats = x.requires_grad() ? t.template scratch<S>(static_cast<std::size_t>(2 * r)) : nullptr;
-  // the second product's operand type; keep: the hidden layer before the activation, as S, or as bf16
-  // when both products are bf16 (they round their operands to bf16 anyway)
+  // the second product's operand type; keep: the hidden layer before the activation as S, or, when
+  // both products are bf16, the activation's derivative as bf16
   const kernels::element fc2_reads = be.operand_of(detail::weight_of(t, w2.id()));
   const bool keep = memory.value_or(t.config().mlp) == mlp_memory::keep && x.requires_grad();
   const bool half = keep && fc2_reads == kernels::element::bf16 &&
@@ -4049,7 +4135,7 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
   const std::uint32_t ib1 = detail::id_or_none(b1), is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
   {
     // LayerNorm and the first product into pre, the activation into the second product's operand, then
-    // that product with its epilogue; with kept16 the activation also writes the kept hidden layer
+    // that product with its epilogue; with kept16 the activation also writes its derivative there
     // (in place, over the hidden layer, when it is not kept and the second product reads S)
     typename tape<S>::borrowed h(t, kept ? 1 : r, kept ? 1 : m);
     const bool in_place = kept == nullptr && fc2_reads == kernels::element::value;
@@ -4067,21 +4153,27 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
     if (!tp.at(ix).requires_grad) return;
     const index r = tp.at(ix).rows, d = tp.at(ix).cols, m = tp.at(iw1).rows;
     const kernels::backend<S> be = tp.backend();
-    typename tape<S>::borrowed dh(tp, r, m);
-    // the first product's operand, written in its type by the activation's derivative
-    const kernels::element fc1_reads = be.operand_of(detail::weight_of(tp, iw1));
-    kernels::buffer<std::uint16_t, S> dh16(be.pool(), fc1_reads == kernels::element::bf16 ? r * m : 1);
-    std::uint16_t* const g16 = fc1_reads == kernels::element::bf16 ? dh16.data() : nullptr;
+    const bool derivative_kept = kept_type == kernels::element::bf16;
+    typename tape<S>::borrowed dh(tp, derivative_kept ? 1 : r, derivative_kept ? 1 : m);
+    // the first product's operand, the gradient at the hidden layer: bf16 when that product reads bf16
+    // (or when the derivative kept is bf16)
+    const bool to16 = derivative_kept || be.operand_of(detail::weight_of(tp, iw1)) == kernels::element::bf16;
+    kernels::buffer<std::uint16_t, S> dh16(be.pool(), to16 ? r * m : 1);
+    std::uint16_t* const g16 = to16 ? dh16.data() : nullptr;
     {
-      const bool again = kept == nullptr;
-      typename tape<S>::borrowed h(tp, again ? r : 1, again ? m : 1), ds = detail::scale_buffer(tp, io, is);
-      if (again)  // the statistics are kept; recomputed, they are equal
-        detail::layer_norm_linear_rows(tp, tp.value(ix).data(), tp.value(ig).data(), tp.value(ib).data(), r, d, eps,
-                                       static_cast<S*>(nullptr), iw1, ib1, h.data());
-      detail::times_weight(tp, iw2, detail::unscaled_adjoint(tp, io, is, ds), dh.data(), false);
-      const bool bf16_kept = kept_type == kernels::element::bf16;
-      be.activation_backward_in_place(act, again ? h.data() : bf16_kept ? nullptr : static_cast<const S*>(kept),
-                                      bf16_kept ? static_cast<const std::uint16_t*>(kept) : nullptr, dh.data(), r * m, g16);
+      typename tape<S>::borrowed ds = detail::scale_buffer(tp, io, is);
+      const kernels::rows<S> g = detail::unscaled_adjoint(tp, io, is, ds);
+      if (derivative_kept) {  // both products in bf16: the derivative multiplies in the second's epilogue
+        be.times_weight_through(detail::weight_of(tp, iw2), g, static_cast<const std::uint16_t*>(kept), g16);
+      } else {
+        const bool again = kept == nullptr;
+        typename tape<S>::borrowed h(tp, again ? r : 1, again ? m : 1);
+        if (again)  // the statistics are kept; recomputed, they are equal
+          detail::layer_norm_linear_rows(tp, tp.value(ix).data(), tp.value(ig).data(), tp.value(ib).data(), r, d, eps,
+                                         static_cast<S*>(nullptr), iw1, ib1, h.data());
+        detail::times_weight(tp, iw2, g, dh.data(), false);
+        be.activation_backward_in_place(act, again ? h.data() : static_cast<const S*>(kept), dh.data(), r * m, g16);
+      }
     }
     typename tape<S>::borrowed dn(tp, r, d);
     detail::times_weight(tp, iw1, g16 ? kernels::rows<S>::of(g16, r, m) : detail::rows_of<S>(dh.map()), dn.data(), false);

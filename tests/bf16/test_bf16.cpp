@@ -110,6 +110,41 @@ TEST_CASE("bf16 linear: the product of the rounded operands, forward and input g
   CHECK(relf(dx16, dx32) < 1e-2);
 }
 
+TEST_CASE("bf16 input gradient through an activation: (g W) * derivative, rounded to bf16 once", "[bf16]") {
+  if (!bf16_here()) return;
+  // odd sizes: no kernel's block size divides them
+  const vp::index rows = 37, in = 53, out = 29;
+  auto w = random_parameter<float>("w", out, in, 1, 0.2);
+  w.freeze();
+  const vp::matrix<float> g = vpdarts_test::random_matrix<float>(rows, out, 2);
+  const vp::matrix<float> d = vpdarts_test::random_matrix<float>(rows, in, 3);
+  std::vector<std::uint16_t> d16(static_cast<std::size_t>(rows * in));
+  for (vp::index i = 0; i < d.size(); ++i) d16[static_cast<std::size_t>(i)] = vp::detail::to_bf16(d.data()[i]);
+  const vp::matrix<double> factor = rounded(d);
+  // bf16: the product of the rounded operands times the factor; fp32 (the Eigen product, then the
+  // multiplication): the product of the values themselves times the factor; each rounded once
+  for (const vp::precision p : {vp::precision::bf16, vp::precision::fp32}) {
+    vp::tape<float> t({.products = p, .fp32_products = vp::fp32_gemm::eigen});
+    auto wv = t.leaf(w);
+    std::vector<std::uint16_t> got16(static_cast<std::size_t>(rows * in));
+    const auto products = vp::detail::bf16_products().load();
+    t.backend().times_weight_through(vp::detail::weight_of(t, wv.id()), vp::kernels::rows<float>::of(g.data(), rows, out),
+                                     d16.data(), got16.data());
+    CHECK(vp::detail::bf16_products().load() - products == (p == vp::precision::bf16 ? 1u : 0u));
+    const vp::matrix<double> want =
+        (p == vp::precision::bf16 ? vp::matrix<double>(rounded(g) * rounded(w.value()))
+                                  : vp::matrix<double>(g.cast<double>() * w.value().cast<double>()))
+            .cwiseProduct(factor);
+    double worst = 0;
+    for (vp::index i = 0; i < want.size(); ++i) {
+      const double got = vp::detail::from_bf16(got16[static_cast<std::size_t>(i)]), x = want.data()[i];
+      worst = std::max(worst, std::abs(got - x) / std::max(std::abs(x), 1e-3));
+    }
+    CAPTURE(static_cast<int>(p));
+    CHECK(worst <= 1.0 / 256);  // half a bf16 step (2^-9), plus the float32 sums' rounding
+  }
+}
+
 TEST_CASE("bf16 leaves trainable weights, double models and fp32 mode exact", "[bf16]") {
   if (!bf16_here()) return;
   const vp::index rows = 9, in = 17, out = 5;

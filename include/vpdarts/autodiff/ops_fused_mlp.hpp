@@ -14,13 +14,15 @@ namespace vpdarts {
 /// empty), residual R x out (or empty). With every weight constant neither the LayerNorm output,
 /// nor the activation's, nor the product before the residual is added are kept; of the R x M hidden
 /// layer (the largest activation of a block), `memory` says (the tape's execution_config when not given):
-/// - keep: it is kept before the activation, for backward's derivative (in bf16, half the memory,
-///   when both products run in bf16: a float tape configured for bf16);
+/// - keep: it is kept before the activation, for backward's derivative; when both products run in
+///   bf16 (a float tape configured for bf16) the activation's derivative is kept instead, in bf16
+///   (half the memory), and backward multiplies by it in the second product's epilogue
+///   (backend::times_weight_through);
 /// - recompute: it is not kept; backward computes the LayerNorm and the first product again (one
 ///   more R x D x M product) from each row's LayerNorm statistics.
-/// In float32 both give the same bits. In bf16 they do not: keep takes the activation's derivative
-/// at the bf16-rounded hidden layer, recompute at the float32 one, so the gradients differ by that
-/// rounding (about 1e-3 relative) and a search may end in another genotype where two operators are close.
+/// In float32 both give the same bits. In bf16 they do not: keep rounds the activation's derivative
+/// to bf16, recompute takes it in float32, so the gradients differ by that rounding (about 1e-3
+/// relative) and a search may end in another genotype where two operators are close.
 /// Otherwise it is activation_linear(layer_norm_linear(...)). @throws shape_error as those do.
 template <Scalar S>
 var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, S eps, const var<S>& w1,
@@ -40,8 +42,8 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
   var<S> out = t.make(r, w2.rows(), x.requires_grad() || (residual.valid() && residual.requires_grad()));
   const kernels::backend<S> be = t.backend();
   S* stats = x.requires_grad() ? t.template scratch<S>(static_cast<std::size_t>(2 * r)) : nullptr;
-  // the second product's operand type; keep: the hidden layer before the activation, as S, or as bf16
-  // when both products are bf16 (they round their operands to bf16 anyway)
+  // the second product's operand type; keep: the hidden layer before the activation as S, or, when
+  // both products are bf16, the activation's derivative as bf16
   const kernels::element fc2_reads = be.operand_of(detail::weight_of(t, w2.id()));
   const bool keep = memory.value_or(t.config().mlp) == mlp_memory::keep && x.requires_grad();
   const bool half = keep && fc2_reads == kernels::element::bf16 &&
@@ -52,7 +54,7 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
   const std::uint32_t ib1 = detail::id_or_none(b1), is = detail::id_or_none(scale), ir = detail::id_or_none(residual);
   {
     // LayerNorm and the first product into pre, the activation into the second product's operand, then
-    // that product with its epilogue; with kept16 the activation also writes the kept hidden layer
+    // that product with its epilogue; with kept16 the activation also writes its derivative there
     // (in place, over the hidden layer, when it is not kept and the second product reads S)
     typename tape<S>::borrowed h(t, kept ? 1 : r, kept ? 1 : m);
     const bool in_place = kept == nullptr && fc2_reads == kernels::element::value;
@@ -70,21 +72,27 @@ var<S> layer_norm_mlp(const var<S>& x, const var<S>& gamma, const var<S>& beta, 
     if (!tp.at(ix).requires_grad) return;
     const index r = tp.at(ix).rows, d = tp.at(ix).cols, m = tp.at(iw1).rows;
     const kernels::backend<S> be = tp.backend();
-    typename tape<S>::borrowed dh(tp, r, m);
-    // the first product's operand, written in its type by the activation's derivative
-    const kernels::element fc1_reads = be.operand_of(detail::weight_of(tp, iw1));
-    kernels::buffer<std::uint16_t, S> dh16(be.pool(), fc1_reads == kernels::element::bf16 ? r * m : 1);
-    std::uint16_t* const g16 = fc1_reads == kernels::element::bf16 ? dh16.data() : nullptr;
+    const bool derivative_kept = kept_type == kernels::element::bf16;
+    typename tape<S>::borrowed dh(tp, derivative_kept ? 1 : r, derivative_kept ? 1 : m);
+    // the first product's operand, the gradient at the hidden layer: bf16 when that product reads bf16
+    // (or when the derivative kept is bf16)
+    const bool to16 = derivative_kept || be.operand_of(detail::weight_of(tp, iw1)) == kernels::element::bf16;
+    kernels::buffer<std::uint16_t, S> dh16(be.pool(), to16 ? r * m : 1);
+    std::uint16_t* const g16 = to16 ? dh16.data() : nullptr;
     {
-      const bool again = kept == nullptr;
-      typename tape<S>::borrowed h(tp, again ? r : 1, again ? m : 1), ds = detail::scale_buffer(tp, io, is);
-      if (again)  // the statistics are kept; recomputed, they are equal
-        detail::layer_norm_linear_rows(tp, tp.value(ix).data(), tp.value(ig).data(), tp.value(ib).data(), r, d, eps,
-                                       static_cast<S*>(nullptr), iw1, ib1, h.data());
-      detail::times_weight(tp, iw2, detail::unscaled_adjoint(tp, io, is, ds), dh.data(), false);
-      const bool bf16_kept = kept_type == kernels::element::bf16;
-      be.activation_backward_in_place(act, again ? h.data() : bf16_kept ? nullptr : static_cast<const S*>(kept),
-                                      bf16_kept ? static_cast<const std::uint16_t*>(kept) : nullptr, dh.data(), r * m, g16);
+      typename tape<S>::borrowed ds = detail::scale_buffer(tp, io, is);
+      const kernels::rows<S> g = detail::unscaled_adjoint(tp, io, is, ds);
+      if (derivative_kept) {  // both products in bf16: the derivative multiplies in the second's epilogue
+        be.times_weight_through(detail::weight_of(tp, iw2), g, static_cast<const std::uint16_t*>(kept), g16);
+      } else {
+        const bool again = kept == nullptr;
+        typename tape<S>::borrowed h(tp, again ? r : 1, again ? m : 1);
+        if (again)  // the statistics are kept; recomputed, they are equal
+          detail::layer_norm_linear_rows(tp, tp.value(ix).data(), tp.value(ig).data(), tp.value(ib).data(), r, d, eps,
+                                         static_cast<S*>(nullptr), iw1, ib1, h.data());
+        detail::times_weight(tp, iw2, g, dh.data(), false);
+        be.activation_backward_in_place(act, again ? h.data() : static_cast<const S*>(kept), dh.data(), r * m, g16);
+      }
     }
     typename tape<S>::borrowed dn(tp, r, d);
     detail::times_weight(tp, iw1, g16 ? kernels::rows<S>::of(g16, r, m) : detail::rows_of<S>(dh.map()), dn.data(), false);

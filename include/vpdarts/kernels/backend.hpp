@@ -13,7 +13,7 @@
 ///
 /// A producer asks what its consumer reads (operand_of, bf16_attention) and writes that: a
 /// LayerNorm before a bf16 product writes bf16 rows; a value operand given to a bf16 product is
-/// rounded on the way (into borrowed memory).
+/// rounded on the way (into borrowed memory), a bf16 operand given to another product widened.
 
 #include <type_traits>
 
@@ -71,11 +71,13 @@ class backend {
     eigen::layer_norm_backward(x, gamma, stats, dy, dx, r, d);
   }
 
-  /// y = act(x) for n values, into y as S or bf16 as `type` says; with x16 set (and type bf16) x is also
-  /// written there rounded to bf16 (what a block keeps for backward), in the same pass.
-  void activation_forward(activation act, const S* x, void* y, element type, index n, std::uint16_t* x16 = nullptr) const {
+  /// y = act(x) for n values, into y as S or bf16 as `type` says; with dx16 set (and type bf16) act'(x) is
+  /// also written there rounded to bf16 (what a block keeps for its backward: times_weight_through), in
+  /// the same pass.
+  void activation_forward(activation act, const S* x, void* y, element type, index n,
+                          std::uint16_t* dx16 = nullptr) const {
     if (type == element::bf16)
-      eigen::activation_forward_bf16(act, x, x16, static_cast<std::uint16_t*>(y), n);
+      eigen::activation_forward_bf16(act, x, dx16, static_cast<std::uint16_t*>(y), n);
     else
       eigen::activation_forward(act, x, static_cast<S*>(y), n);
   }
@@ -85,11 +87,27 @@ class backend {
     eigen::activation_backward(act, x, g, d, n, accumulate);
   }
 
-  /// g *= act'(x) in place for n values, x as S or, with x16 set, as bf16; with g16 set the result is also
-  /// written there rounded to bf16 (the operand of a bf16 product).
-  void activation_backward_in_place(activation act, const S* x, const std::uint16_t* x16, S* g, index n,
-                                    std::uint16_t* g16) const {
-    eigen::activation_backward_in_place(act, x, x16, g, n, g16);
+  /// g *= act'(x) in place for n values; with g16 set the result is also written there rounded to bf16
+  /// (the operand of a bf16 product).
+  void activation_backward_in_place(activation act, const S* x, S* g, index n, std::uint16_t* g16) const {
+    eigen::activation_backward_in_place(act, x, g, n, g16);
+  }
+
+  /// out16 (g.count x w.in, bf16) = (g W) * derivative16, elementwise, rounded to bf16 once: the input
+  /// gradient of a linear layer through the activation before it, whose derivative its forward kept
+  /// in bf16 (activation_forward's dx16; g.count x w.in). For a bf16 product (operand_of(w) bf16) it
+  /// is oneDNN's product with the multiplication in its epilogue; otherwise, or where oneDNN has no
+  /// such kernel, the product in S and then the multiplication.
+  void times_weight_through(const weight<S>& w, const rows<S>& g, const std::uint16_t* derivative16,
+                            std::uint16_t* out16) const {
+    if constexpr (onednn_here)
+      if (operand_of(w) == element::bf16 &&
+          as_bf16(g, [&](const rows<S>& g16) { return onednn::input_gradient_through(w, g16, derivative16, out16); }))
+        return;
+    const index n = g.count * w.in;
+    buffer<S, S> product_rows(pool_, n);
+    product(w, g, product_rows.data(), false, false);
+    eigen::multiply_to_bf16(product_rows.data(), derivative16, out16, n);
   }
 
   /// q, k, v of `rows` ((batch*seq) x 3d, S) as attention reads them: the rows themselves, or (bf16
@@ -140,18 +158,33 @@ class backend {
   bool product(const weight<S>& w, const rows<S>& a, S* c, bool transposed, bool accumulate,
                const epilogue<S>& e = {}) const {
     if constexpr (onednn_here) {
-      if (operand_of(w) == element::bf16) {
-        if (a.type == element::bf16) return onednn::weight_product(w, a, c, transposed, accumulate, e);
-        const index n = a.count * a.cols;
-        buffer<std::uint16_t, S> a16(pool_, n);
-        detail::to_bf16(a.values(), a16.data(), static_cast<std::size_t>(n));
-        return onednn::weight_product(w, rows<S>::of(a16.data(), a.count, a.cols), c, transposed, accumulate, e);
-      }
-      if (w.constant && config_.products == precision::fp32 && config_.fp32_engine() == fp32_gemm::onednn)
+      if (operand_of(w) == element::bf16)
+        return as_bf16(a, [&](const rows<S>& a16) { return onednn::weight_product(w, a16, c, transposed, accumulate, e); });
+      if (w.constant && config_.products == precision::fp32 && config_.fp32_engine() == fp32_gemm::onednn &&
+          a.type == element::value)
         return onednn::weight_product(w, a, c, transposed, accumulate, e);
+    }
+    if (a.type == element::bf16) {  // a bf16 operand (made under another configuration), widened on the way
+      const index n = a.count * a.cols;
+      buffer<S, S> wide(pool_, n);
+      detail::parallel_chunks(n, eigen::values_per_job, [&](index at, index m) {
+        for (index i = at; i < at + m; ++i) wide.data()[i] = static_cast<S>(detail::from_bf16(a.halves()[i]));
+      });
+      eigen::weight_product(w, wide.data(), a.count, c, transposed, accumulate);
+      return false;
     }
     eigen::weight_product(w, a.values(), a.count, c, transposed, accumulate);
     return false;
+  }
+
+  /// f(a as bf16 rows): a itself, or a rounded into borrowed memory.
+  template <class F>
+  bool as_bf16(const rows<S>& a, F&& f) const {
+    if (a.type == element::bf16) return f(a);
+    const index n = a.count * a.cols;
+    buffer<std::uint16_t, S> a16(pool_, n);
+    detail::to_bf16(a.values(), a16.data(), static_cast<std::size_t>(n));
+    return f(rows<S>::of(a16.data(), a.count, a.cols));
   }
 
   void count(index n) const noexcept {

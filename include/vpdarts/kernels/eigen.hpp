@@ -268,22 +268,34 @@ void activation_serial(activation act, const S* x0, S* y0, index m) {
     array_map<S>(y0, m) = x / (S(1) + (S(-1.702) * x).exp());
 }
 
-/// d += g * act'(x) for m values, on the calling thread (d = with `accumulate` false; d may be g).
+/// y = act(x) and dy = act'(x) for m <= values_per_job values, on the calling thread; y and dy are
+/// different memory.
 template <Scalar S>
-void activation_backward_serial(activation act, const S* x0, const S* g0, S* d0, index m, bool accumulate) {
-  const_array_map<S> x(x0, m), g(g0, m);
-  array_map<S> d(d0, m);
-  if (act == activation::gelu) {
+void activation_with_derivative_serial(activation act, const S* x0, S* y0, S* dy0, index m) {
+  const_array_map<S> x(x0, m);
+  array_map<S> y(y0, m), dy(dy0, m);
+  if (act == activation::gelu) {  // y = x Phi(x), y' = Phi(x) + x phi(x)
     constexpr S r2 = S(1) / std::numbers::sqrt2_v<S>;
     constexpr S inv_sqrt_2pi = std::numbers::inv_sqrtpi_v<S> * r2;
-    const auto v = g * (S(0.5) * (S(1) + (x * r2).erf()) + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp());
-    if (accumulate) d += v;
-    else d = v;
-    return;
+    y = S(0.5) * (S(1) + (x * r2).erf());
+    dy = y + x * inv_sqrt_2pi * (S(-0.5) * x.square()).exp();
+  } else {  // s = sigmoid(1.702 x): y = x s, y' = s + 1.702 x s (1 - s)
+    y = S(1) / (S(1) + (S(-1.702) * x).exp());
+    dy = y + S(1.702) * x * y * (S(1) - y);
   }
-  const Eigen::Array<S, Eigen::Dynamic, 1> sg = S(1) / (S(1) + (S(-1.702) * x).exp());
-  if (accumulate) d += g * (sg + S(1.702) * x * sg * (S(1) - sg));
-  else d = g * (sg + S(1.702) * x * sg * (S(1) - sg));
+  y *= x;
+}
+
+/// d += g * act'(x) for m <= values_per_job values, on the calling thread (d = with `accumulate` false;
+/// d may be g).
+template <Scalar S>
+void activation_backward_serial(activation act, const S* x0, const S* g0, S* d0, index m, bool accumulate) {
+  S y[values_per_job], dy[values_per_job];
+  activation_with_derivative_serial(act, x0, y, dy, m);
+  const_array_map<S> g(g0, m), dx(dy, m);
+  array_map<S> d(d0, m);
+  if (accumulate) d += g * dx;
+  else d = g * dx;
 }
 
 /// y = act(x) for n values.
@@ -293,17 +305,19 @@ void activation_forward(activation act, const S* x, S* y, index n) {
   parallel_chunks(n, values_per_job, [&](index at, index m) { activation_serial(act, x + at, y + at, m); });
 }
 
-/// y16 = bf16(act(x)) and, unless x16 is null, x16 = bf16(x), for n values in one pass.
+/// y16 = bf16(act(x)) and, unless dx16 is null, dx16 = bf16(act'(x)), for n values in one pass.
 template <Scalar S>
-void activation_forward_bf16(activation act, const S* x, std::uint16_t* x16, std::uint16_t* y16, index n) {
+void activation_forward_bf16(activation act, const S* x, std::uint16_t* dx16, std::uint16_t* y16, index n) {
   profile_scope profiled(profile_kind::activation);
   parallel_chunks(n, values_per_job, [&](index at, index m) {
-    S y[values_per_job];
-    activation_serial(act, x + at, y, m);
-    for (index i = 0; i < m; ++i) {
-      if (x16 != nullptr) x16[at + i] = detail::to_bf16(static_cast<float>(x[at + i]));
-      y16[at + i] = detail::to_bf16(static_cast<float>(y[i]));
+    S y[values_per_job], dy[values_per_job];
+    if (dx16 == nullptr) {
+      activation_serial(act, x + at, y, m);
+    } else {
+      activation_with_derivative_serial(act, x + at, y, dy, m);
+      for (index i = 0; i < m; ++i) dx16[at + i] = detail::to_bf16(static_cast<float>(dy[i]));
     }
+    for (index i = 0; i < m; ++i) y16[at + i] = detail::to_bf16(static_cast<float>(y[i]));
   });
 }
 
@@ -315,22 +329,25 @@ void activation_backward(activation act, const S* x, const S* g, S* d, index n, 
                   [&](index at, index m) { activation_backward_serial(act, x + at, g + at, d + at, m, accumulate); });
 }
 
-/// g *= act'(x) for n values, in place; x given as S (x16 null) or as bf16 in x16. With g16 set, the
-/// result is also written rounded to bf16 there (the operand of the next bf16 product).
+/// g *= act'(x) for n values, in place. With g16 set, the result is also written rounded to bf16 there
+/// (the operand of the next bf16 product).
 template <Scalar S>
-void activation_backward_in_place(activation act, const S* x, const std::uint16_t* x16, S* g, index n,
-                                  std::uint16_t* g16) {
+void activation_backward_in_place(activation act, const S* x, S* g, index n, std::uint16_t* g16) {
   profile_scope profiled(profile_kind::activation);
   parallel_chunks(n, values_per_job, [&](index at, index m) {
-    if (x16 == nullptr) {
-      activation_backward_serial(act, x + at, g + at, g + at, m, false);
-    } else {
-      S widened[values_per_job];  // the bf16 values of this chunk, as S
-      for (index i = 0; i < m; ++i) widened[i] = static_cast<S>(detail::from_bf16(x16[at + i]));
-      activation_backward_serial(act, widened, g + at, g + at, m, false);
-    }
+    activation_backward_serial(act, x + at, g + at, g + at, m, false);
     if (g16 != nullptr)
       for (index i = 0; i < m; ++i) g16[at + i] = detail::to_bf16(static_cast<float>(g[at + i]));
+  });
+}
+
+/// out16 = bf16(x * f16) for n values: x as S, f16 in bf16.
+template <Scalar S>
+void multiply_to_bf16(const S* x, const std::uint16_t* f16, std::uint16_t* out16, index n) {
+  profile_scope profiled(profile_kind::activation);
+  parallel_chunks(n, values_per_job, [&](index at, index m) {
+    for (index i = at; i < at + m; ++i)
+      out16[i] = detail::to_bf16(static_cast<float>(x[i]) * detail::from_bf16(f16[i]));
   });
 }
 

@@ -41,6 +41,14 @@ inline bool weight_product(const weight<float>& w, const rows<float>& a, float* 
   return false;
 }
 
+/// c16 (a.count x W.in, bf16) = (a W) * factor16 elementwise, rounded to bf16 once: the input gradient of
+/// a linear layer through the activation before it, with a in bf16 and W frozen, the multiplication in
+/// the product's epilogue. False, with nothing computed, where oneDNN has no such kernel.
+inline bool input_gradient_through(const weight<float>& w, const rows<float>& a, const std::uint16_t* factor16,
+                                   std::uint16_t* c16) {
+  return matmuls::here().run_times(a.count, w.in, w.out, a.halves(), w.bf16.plain(), factor16, c16);
+}
+
 /// Images per group of attention's products: about 2^19 T x T scores at most (2 MiB in float, so that
 /// they stay in a core's cache between a product, the softmax and the next product: ViT-B/16 at 197
 /// tokens, one image), at least one image, and the batch split into groups of equal size.
@@ -129,6 +137,9 @@ inline void attention_backward(const qkv<float>& q, void* gin, element gin_type,
 #else
 [[noreturn]] inline void not_built() { throw state_error("vpdarts was built without oneDNN"); }
 inline bool weight_product(const weight<float>&, const rows<float>&, float*, bool, bool, const epilogue<float>& = {}) {
+  not_built();
+}
+inline bool input_gradient_through(const weight<float>&, const rows<float>&, const std::uint16_t*, std::uint16_t*) {
   not_built();
 }
 inline void attention_forward(const qkv<float>&, void*, element, block_pool<float>&) { not_built(); }

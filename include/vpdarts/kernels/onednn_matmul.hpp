@@ -1,8 +1,9 @@
 #pragma once
 /// @file onednn_matmul.hpp
 /// oneDNN's matmul as vpdarts runs it: a per-thread cache of primitives (`matmuls`) for the 2-d
-/// weight products (bf16 x bf16 or float32 x float32 -> float32, with the product's epilogue in the
-/// kernel where oneDNN can) and the 4-d batched products of attention, plus what this program and CPU
+/// weight products (bf16 x bf16 or float32 x float32 -> float32, or bf16 x bf16 -> bf16 times an
+/// elementwise factor, with the product's epilogue in the kernel where oneDNN can) and the 4-d batched
+/// products of attention, plus what this program and CPU
 /// offer (`built`, `bf16_kernel`, `cpu_isa`). With onednn.hpp, the kernels built on it, the only
 /// files of vpdarts that know oneDNN exists; compiled in only with VPDARTS_WITH_DNNL (the CMake
 /// target vpdarts::bf16), without which `built` is false.
@@ -111,6 +112,24 @@ class matmuls {
     execute(find(plain(m, n, k, w_nk, accumulate)), a, w, c);
   }
 
+  /// c (m x n, bf16) = (a (m x k, bf16) * w (k x n, bf16, row-major)) * factor (m x n, bf16) elementwise,
+  /// rounded once, the multiplication in the kernel's epilogue. False, with nothing computed, where
+  /// oneDNN has no kernel with that epilogue here. @throws state_error when oneDNN refuses the product.
+  bool run_times(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w,
+                 const std::uint16_t* factor, std::uint16_t* c) {
+    detail::profile_scope profiled(detail::profile_kind::weight_product);
+    shape s = plain(m, n, k, false, false);
+    s.c16 = true;
+    epilogue<float> ep;
+    ep.factor = factor;
+    s.post = post_of(ep);
+    entry& e = find(s);
+    if (!e.fused) return false;
+    ++detail::bf16_products();
+    execute(e, a, w, c, &ep);
+    return true;
+  }
+
   /// c (m x n) = a (m x k, bf16) * W^T for a weight W (n x k) that oneDNN reads in the layout
   /// it prefers for its matrix unit (packed for the kernel, so that no call repacks it):
   /// `weights(desc)` returns W laid out as `desc`, made once by the caller with pack().
@@ -167,7 +186,7 @@ class matmuls {
     bool accumulate = false;
     bool f32 = false;  ///< a and w in float32 (else bf16)
     bool c16 = false;  ///< c in bf16 (else float32)
-    std::uint8_t post = 0;  ///< the epilogue's parts: 1 bias, 2 LayerScale, 4 residual
+    std::uint8_t post = 0;  ///< the epilogue's parts: 1 bias, 2 LayerScale, 4 residual, 8 factor
     bool operator==(const shape&) const = default;
   };
 
@@ -185,7 +204,7 @@ class matmuls {
     return s;
   }
   static std::uint8_t post_of(const epilogue<float>& e) {
-    return static_cast<std::uint8_t>((e.bias ? 1 : 0) | (e.scale ? 2 : 0) | (e.residual ? 4 : 0));
+    return static_cast<std::uint8_t>((e.bias ? 1 : 0) | (e.scale ? 2 : 0) | (e.residual ? 4 : 0) | (e.factor ? 8 : 0));
   }
 
   struct entry {
@@ -194,7 +213,7 @@ class matmuls {
     dnnl::memory src, wei, dst, pad;
     dnnl::memory::desc weights;  ///< the weights' layout (oneDNN's choice for an `any` shape)
     bool fused = false;          ///< the epilogue (key.post) is part of the primitive
-    dnnl::memory bias, scale, residual;  ///< its operands, where fused
+    dnnl::memory bias, scale, residual, factor;  ///< its operands, where fused
   };
 
   void execute(entry& e, const void* a, const void* w, void* c, const epilogue<float>* ep = nullptr) {
@@ -208,13 +227,14 @@ class matmuls {
                                {DNNL_ARG_SCRATCHPAD, e.pad.get()}};
     int count = 4, post = 0;
     if (ep != nullptr) {  // the operands of the fused epilogue: the bias, then the post-ops in order
-      const auto arg = [&](int kind, dnnl::memory& m, const float* p) {
-        m.set_data_handle(const_cast<float*>(p));
+      const auto arg = [&](int kind, dnnl::memory& m, const void* p) {
+        m.set_data_handle(const_cast<void*>(p));
         args[count++] = {kind, m.get()};
       };
       if (ep->bias) arg(DNNL_ARG_BIAS, e.bias, ep->bias);
       if (ep->scale) arg(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, e.scale, ep->scale);
       if (ep->residual) arg(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, e.residual, ep->residual);
+      if (ep->factor) arg(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, e.factor, ep->factor);
     }
     dnnl_status_t st = dnnl_primitive_execute(e.prim.get(), stream_.get(), count, args);
     if (st == dnnl_success) st = dnnl_stream_wait(stream_.get());
@@ -250,7 +270,7 @@ class matmuls {
       // the epilogue as oneDNN's bias and post-ops: (a w + bias) * scale + residual, in float32
       const index m = s.c[0], n = s.c[1];
       const dnnl::memory::desc row_md({1, n}, dt::f32, dnnl::memory::dims{n, 1}),
-          full_md({m, n}, dt::f32, dnnl::memory::dims{n, 1});
+          full_md({m, n}, dt::f32, dnnl::memory::dims{n, 1}), factor_md({m, n}, dt::bf16, dnnl::memory::dims{n, 1});
       const auto make = [&](bool fused) {
         dnnl::primitive_attr attr;
         attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -258,6 +278,7 @@ class matmuls {
         if (s.accumulate) ops.append_sum(1.0f);
         if (fused && (s.post & 2)) ops.append_binary(dnnl::algorithm::binary_mul, row_md);
         if (fused && (s.post & 4)) ops.append_binary(dnnl::algorithm::binary_add, full_md);
+        if (fused && (s.post & 8)) ops.append_binary(dnnl::algorithm::binary_mul, factor_md);
         attr.set_post_ops(ops);
         const dnnl::matmul::desc md = fused && (s.post & 1) ? dnnl::matmul::desc(a_md, w_md, row_md, c_md)
                                                              : dnnl::matmul::desc(a_md, w_md, c_md);
@@ -277,7 +298,7 @@ class matmuls {
       const auto none = [&](const dnnl::memory::desc& d) { return dnnl::memory(d, engine_, DNNL_MEMORY_NONE); };
       cache_.push_back(entry{s, dnnl::matmul(pd), none(a_md), none(pd.weights_desc()), none(c_md),
                              none(pd.scratchpad_desc()), pd.weights_desc(), fused && s.post != 0, none(row_md),
-                             none(row_md), none(full_md)});
+                             none(row_md), none(full_md), none(factor_md)});
     } catch (const dnnl::error& err) {
       throw state_error(detail::cat(s.f32 ? "float32" : "bf16", " matmul: oneDNN cannot make the product ", describe(s), ": ",
                             err.what()));

@@ -80,12 +80,14 @@ struct weight {
 };
 
 /// What a weight product adds to its result, in this order: + bias (1 x out), * scale (1 x out, a
-/// LayerScale), + residual (rows x out); each one only when set.
+/// LayerScale), + residual (rows x out), * factor (rows x out, bf16: an activation's derivative); each
+/// one only when set. The factor is for oneDNN's bf16 products only (backend::times_weight_through).
 template <Scalar S>
 struct epilogue {
   const S* bias = nullptr;      ///< the bias
   const S* scale = nullptr;     ///< the LayerScale vector
   const S* residual = nullptr;  ///< the skip connection
+  const std::uint16_t* factor = nullptr;  ///< an elementwise factor, in bf16
 };
 
 /// Working memory borrowed from a pool of S (bf16 values go two to an S slot) and given back when it

@@ -19,26 +19,22 @@
 
 namespace vpdarts::detail {
 
-/// f rounded to the nearest bf16 (ties to even); a NaN stays a (quiet) NaN, infinities stay.
+/// f rounded to the nearest bf16 (ties to even); a NaN stays a (quiet) NaN, infinities stay. Written
+/// without branches, so that a loop of it becomes vector code.
 inline std::uint16_t to_bf16(float f) noexcept {
-  std::uint32_t u = std::bit_cast<std::uint32_t>(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<std::uint16_t>(u >> 16);
+  const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
+  const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const std::uint32_t quiet = (u >> 16) | 0x40u;
+  return static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
 }
 
 /// The float a bf16 value stands for (exact).
 inline float from_bf16(std::uint16_t h) noexcept { return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16); }
 
-/// out[i] = to_bf16(in[i]) for i in [0, n), on the calling thread, written without branches so that
-/// the compiler makes vector code of it.
+/// out[i] = to_bf16(in[i]) for i in [0, n), on the calling thread, as vector code.
 inline void to_bf16_serial(const float* in, std::uint16_t* out, std::size_t n) noexcept {
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::uint32_t u = std::bit_cast<std::uint32_t>(in[i]);
-    const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const std::uint32_t quiet = (u >> 16) | 0x40u;
-    out[i] = static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
-  }
+  VPDARTS_SIMD
+  for (std::size_t i = 0; i < n; ++i) out[i] = to_bf16(in[i]);
 }
 
 /// out[i] = to_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
@@ -54,6 +50,7 @@ inline void to_bf16(const float* in, std::uint16_t* out, std::size_t n) {
 inline void from_bf16(const std::uint16_t* in, float* out, std::size_t n) {
   constexpr index chunk = index{1} << 16;
   parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
+    VPDARTS_SIMD
     for (index i = first; i < first + count; ++i) out[i] = from_bf16(in[i]);
   });
 }

@@ -187,8 +187,10 @@ void from_heads(const T* src, T* gin, bool accumulate, index batch, index seq, i
         T* dst = gin + r * stride + (p * heads + h) * dh;
         const T* from = src + p * part + ((b * heads + h) * seq + t) * dh;
         if constexpr (std::is_same_v<T, float>)
-          if (accumulate)
+          if (accumulate) {
+            VPDARTS_SIMD
             for (index c = 0; c < dh; ++c) dst[c] += from[c];
+          }
         if (!accumulate) std::copy(from, from + dh, dst);
       }
   });
@@ -227,6 +229,7 @@ void layer_norm(const S* x, void* y, element type, const S* g, const S* b, index
     layer_norm_each_row(x, r, d, eps, stats, [&](index i, S mu, S rstd) {
       const S* xi = x + i * d;
       std::uint16_t* yi = y16 + i * d;
+      VPDARTS_SIMD
       for (index j = 0; j < d; ++j) yi[j] = detail::to_bf16(static_cast<float>((xi[j] - mu) * rstd * g[j] + b[j]));
     });
     return;
@@ -315,8 +318,10 @@ void activation_forward_bf16(activation act, const S* x, std::uint16_t* dx16, st
       activation_serial(act, x + at, y, m);
     } else {
       activation_with_derivative_serial(act, x + at, y, dy, m);
+      VPDARTS_SIMD
       for (index i = 0; i < m; ++i) dx16[at + i] = detail::to_bf16(static_cast<float>(dy[i]));
     }
+    VPDARTS_SIMD
     for (index i = 0; i < m; ++i) y16[at + i] = detail::to_bf16(static_cast<float>(y[i]));
   });
 }
@@ -336,8 +341,10 @@ void activation_backward_in_place(activation act, const S* x, S* g, index n, std
   profile_scope profiled(profile_kind::activation);
   parallel_chunks(n, values_per_job, [&](index at, index m) {
     activation_backward_serial(act, x + at, g + at, g + at, m, false);
-    if (g16 != nullptr)
+    if (g16 != nullptr) {
+      VPDARTS_SIMD
       for (index i = 0; i < m; ++i) g16[at + i] = detail::to_bf16(static_cast<float>(g[at + i]));
+    }
   });
 }
 
@@ -346,6 +353,7 @@ template <Scalar S>
 void multiply_to_bf16(const S* x, const std::uint16_t* f16, std::uint16_t* out16, index n) {
   profile_scope profiled(profile_kind::activation);
   parallel_chunks(n, values_per_job, [&](index at, index m) {
+    VPDARTS_SIMD
     for (index i = at; i < at + m; ++i)
       out16[i] = detail::to_bf16(static_cast<float>(x[i]) * detail::from_bf16(f16[i]));
   });

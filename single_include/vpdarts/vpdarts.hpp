@@ -839,10 +839,12 @@ inline std::uint16_t to_bf16(float f) noexcept {
 /// The float a bf16 value stands for (exact).
 inline float from_bf16(std::uint16_t h) noexcept { return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16); }
 
-/// out[i] = to_bf16(in[i]) for i in [0, n), on the calling thread, as vector code.
-inline void to_bf16_serial(const float* in, std::uint16_t* out, std::size_t n) noexcept {
+/// out[i] = to_bf16(in[i]) for i in [0, n) (in float, or another type converted to float first), on the
+/// calling thread, as vector code.
+template <class T>
+void to_bf16_serial(const T* in, std::uint16_t* out, std::size_t n) noexcept {
   VPDARTS_SIMD
-  for (std::size_t i = 0; i < n; ++i) out[i] = to_bf16(in[i]);
+  for (std::size_t i = 0; i < n; ++i) out[i] = to_bf16(static_cast<float>(in[i]));
 }
 
 /// out[i] = to_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
@@ -854,12 +856,13 @@ inline void to_bf16(const float* in, std::uint16_t* out, std::size_t n) {
   });
 }
 
-/// out[i] = from_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
-inline void from_bf16(const std::uint16_t* in, float* out, std::size_t n) {
+/// out[i] = from_bf16(in[i]) for i in [0, n) (as float, or as T), over the OpenMP threads for large n.
+template <class T>
+void from_bf16(const std::uint16_t* in, T* out, std::size_t n) {
   constexpr index chunk = index{1} << 16;
   parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
     VPDARTS_SIMD
-    for (index i = first; i < first + count; ++i) out[i] = from_bf16(in[i]);
+    for (index i = first; i < first + count; ++i) out[i] = static_cast<T>(from_bf16(in[i]));
   });
 }
 
@@ -1933,11 +1936,9 @@ void activation_forward_bf16(activation act, const S* x, std::uint16_t* dx16, st
       activation_serial(act, x + at, y, m);
     } else {
       activation_with_derivative_serial(act, x + at, y, dy, m);
-      VPDARTS_SIMD
-      for (index i = 0; i < m; ++i) dx16[at + i] = detail::to_bf16(static_cast<float>(dy[i]));
+      detail::to_bf16_serial(dy, dx16 + at, static_cast<std::size_t>(m));
     }
-    VPDARTS_SIMD
-    for (index i = 0; i < m; ++i) y16[at + i] = detail::to_bf16(static_cast<float>(y[i]));
+    detail::to_bf16_serial(y, y16 + at, static_cast<std::size_t>(m));
   });
 }
 
@@ -1956,10 +1957,7 @@ void activation_backward_in_place(activation act, const S* x, S* g, index n, std
   profile_scope profiled(profile_kind::activation);
   parallel_chunks(n, values_per_job, [&](index at, index m) {
     activation_backward_serial(act, x + at, g + at, g + at, m, false);
-    if (g16 != nullptr) {
-      VPDARTS_SIMD
-      for (index i = 0; i < m; ++i) g16[at + i] = detail::to_bf16(static_cast<float>(g[at + i]));
-    }
+    if (g16 != nullptr) detail::to_bf16_serial(g + at, g16 + at, static_cast<std::size_t>(m));
   });
 }
 
@@ -2357,9 +2355,7 @@ class backend {
     if (a.type == element::bf16) {  // a bf16 operand (made under another configuration), widened on the way
       const index n = a.count * a.cols;
       buffer<S, S> wide(pool_, n);
-      detail::parallel_chunks(n, eigen::values_per_job, [&](index at, index m) {
-        for (index i = at; i < at + m; ++i) wide.data()[i] = static_cast<S>(detail::from_bf16(a.halves()[i]));
-      });
+      detail::from_bf16(a.halves(), wide.data(), static_cast<std::size_t>(n));
       eigen::weight_product(w, wide.data(), a.count, c, transposed, accumulate);
       return false;
     }

@@ -31,10 +31,12 @@ inline std::uint16_t to_bf16(float f) noexcept {
 /// The float a bf16 value stands for (exact).
 inline float from_bf16(std::uint16_t h) noexcept { return std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16); }
 
-/// out[i] = to_bf16(in[i]) for i in [0, n), on the calling thread, as vector code.
-inline void to_bf16_serial(const float* in, std::uint16_t* out, std::size_t n) noexcept {
+/// out[i] = to_bf16(in[i]) for i in [0, n) (in float, or another type converted to float first), on the
+/// calling thread, as vector code.
+template <class T>
+void to_bf16_serial(const T* in, std::uint16_t* out, std::size_t n) noexcept {
   VPDARTS_SIMD
-  for (std::size_t i = 0; i < n; ++i) out[i] = to_bf16(in[i]);
+  for (std::size_t i = 0; i < n; ++i) out[i] = to_bf16(static_cast<float>(in[i]));
 }
 
 /// out[i] = to_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
@@ -46,12 +48,13 @@ inline void to_bf16(const float* in, std::uint16_t* out, std::size_t n) {
   });
 }
 
-/// out[i] = from_bf16(in[i]) for i in [0, n), over the OpenMP threads for large n.
-inline void from_bf16(const std::uint16_t* in, float* out, std::size_t n) {
+/// out[i] = from_bf16(in[i]) for i in [0, n) (as float, or as T), over the OpenMP threads for large n.
+template <class T>
+void from_bf16(const std::uint16_t* in, T* out, std::size_t n) {
   constexpr index chunk = index{1} << 16;
   parallel_chunks(static_cast<index>(n), chunk, [&](index first, index count) {
     VPDARTS_SIMD
-    for (index i = first; i < first + count; ++i) out[i] = from_bf16(in[i]);
+    for (index i = first; i < first + count; ++i) out[i] = static_cast<T>(from_bf16(in[i]));
   });
 }
 

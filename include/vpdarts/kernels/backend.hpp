@@ -167,9 +167,7 @@ class backend {
     if (a.type == element::bf16) {  // a bf16 operand (made under another configuration), widened on the way
       const index n = a.count * a.cols;
       buffer<S, S> wide(pool_, n);
-      detail::parallel_chunks(n, eigen::values_per_job, [&](index at, index m) {
-        for (index i = at; i < at + m; ++i) wide.data()[i] = static_cast<S>(detail::from_bf16(a.halves()[i]));
-      });
+      detail::from_bf16(a.halves(), wide.data(), static_cast<std::size_t>(n));
       eigen::weight_product(w, wide.data(), a.count, c, transposed, accumulate);
       return false;
     }

@@ -318,11 +318,9 @@ void activation_forward_bf16(activation act, const S* x, std::uint16_t* dx16, st
       activation_serial(act, x + at, y, m);
     } else {
       activation_with_derivative_serial(act, x + at, y, dy, m);
-      VPDARTS_SIMD
-      for (index i = 0; i < m; ++i) dx16[at + i] = detail::to_bf16(static_cast<float>(dy[i]));
+      detail::to_bf16_serial(dy, dx16 + at, static_cast<std::size_t>(m));
     }
-    VPDARTS_SIMD
-    for (index i = 0; i < m; ++i) y16[at + i] = detail::to_bf16(static_cast<float>(y[i]));
+    detail::to_bf16_serial(y, y16 + at, static_cast<std::size_t>(m));
   });
 }
 
@@ -341,10 +339,7 @@ void activation_backward_in_place(activation act, const S* x, S* g, index n, std
   profile_scope profiled(profile_kind::activation);
   parallel_chunks(n, values_per_job, [&](index at, index m) {
     activation_backward_serial(act, x + at, g + at, g + at, m, false);
-    if (g16 != nullptr) {
-      VPDARTS_SIMD
-      for (index i = 0; i < m; ++i) g16[at + i] = detail::to_bf16(static_cast<float>(g[at + i]));
-    }
+    if (g16 != nullptr) detail::to_bf16_serial(g + at, g16 + at, static_cast<std::size_t>(m));
   });
 }
 

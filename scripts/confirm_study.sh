@@ -20,7 +20,8 @@
 # env: TASKS="c d", SIZES="200 1000 5000", SEEDS="0 1 2", JOBS=2 (pieces side by side, one thread each), THREADS,
 #      EPOCHS=10, GRID=0.005,0.01,0.05,0.25,1.0, WD_GRID=0,1e-4,1e-3, PROMPTS_GRID=1,8,50, GRID_EPOCHS=3,
 #      PROBE_EPOCHS=50, BUDGET_SHARE=0.25, PRECISION=auto, COMMIT=1 (commit every finished piece's files),
-#      REPORT_ONLY=1, VPDARTS_TOOL=an already built vpdarts; PRETRAIN_* as scripts/fashion_common.sh.
+#      REPORT_ONLY=1, REPORT_SIZES (the sizes the page shows: every size of the study, whichever SIZES this run
+#      runs), VPDARTS_TOOL=an already built vpdarts; PRETRAIN_* as scripts/fashion_common.sh.
 # The small result files of every finished piece are kept under docs/results/confirm/TASK/nN/seedS/METHOD/ (and
 # committed with COMMIT=1); a piece whose metrics.json is there is skipped, so running the script again
 # continues the study where it stopped. Each piece's seconds are in its metrics.json.
@@ -42,7 +43,7 @@ front_size=${FRONT_SIZE:-1000} front_seed=${FRONT_SEED:-0} front_k=${FRONT_K:-4}
 py=python3
 [[ -x /usr/bin/python3 ]] && py=/usr/bin/python3
 
-report() { "$py" scripts/confirm_report.py "$res" "$tasks" "$sizes" "$seeds"; }
+report() { "$py" scripts/confirm_report.py "$res" "$tasks" "${REPORT_SIZES:-200 1000 5000}" "$seeds"; }
 if [[ ${REPORT_ONLY:-0} == 1 ]]; then report; exit 0; fi
 
 source scripts/fashion_common.sh

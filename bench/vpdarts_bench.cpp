@@ -6,12 +6,16 @@
 //
 //   RESULT workload=toy mode=first batch=32 sec_per_step=... images_per_s=... gflops=... gflops_per_s=... peak_rss_mb=...
 //
-//   vpdarts_bench [--workload toy|tiny16|base16|dinov2s14] [--mode first|second|infer] [--batch N] [--steps 5] [--threads 2 (0: the free cores)] [--seed 0]
+//   vpdarts_bench [--workload toy|tiny16|base16|dinov2s14] [--mode first|second|infer|block] [--batch N] [--steps 5] [--threads 2 (0: the free cores)] [--seed 0]
 //                 [--precision fp32|bf16]   (bf16: the frozen products on oneDNN; exit 2 where unavailable)
 //                 [--fp32-gemm auto|eigen|onednn]   (who runs the frozen float32 products; auto: oneDNN on AVX-512)
 //                 [--recompute-mlp]         (frozen blocks compute their MLP hidden layer again in backward)
 //                 [--recompute-qkv]         (frozen blocks compute qkv again in backward)
 //                 [--profile]               (also prints where a timed step's time goes: PROFILE lines, detail/profile.hpp)
+//                 [--repeat R]              (--mode block: one frozen block of the workload's backbone, forward and
+//                                            backward, on --batch images R times per step; --batch 24 against
+//                                            --batch 8 --repeat 3 is the same work in one pass or three, the
+//                                            question of stacking a MixedOp's candidates into one block pass)
 //   vpdarts_bench --roof [fp32|bf16]   the matmul roof: the float32 GEMM of --fp32-gemm (Eigen or oneDNN) /
 //                                      oneDNN's bf16 matmul, on a 2048 cube
 //   mpirun -np N vpdarts_bench ...   (a build with MPI: every step's batch shared over N processes, as
@@ -57,6 +61,15 @@ workload find_workload(const std::string& name) {
   }
   std::fprintf(stderr, "vpdarts_bench: unknown workload '%s' (toy, tiny16, base16 or dinov2s14)\n", name.c_str());
   std::exit(2);
+}
+
+// The FLOPs of --mode block: one frozen block's products on `images` images of the backbone's tokens,
+// forward and the input gradients of backward, counted as the peer counts a block (matmuls only).
+double block_flops(const vp::vit_config& c, long images) {
+  const double rows = static_cast<double>(images * c.tokens()), d = static_cast<double>(c.dim),
+               t = static_cast<double>(c.tokens()), m = static_cast<double>(c.mlp);
+  const double weights = 2 * rows * d * (4 * d + 2 * m), attention = 4 * rows * t * d;
+  return 2 * weights + 3 * attention;  // backward: each weight product once, attention's two products twice
 }
 
 // ---- the peer's FLOP count (torch_search_bench.py: block_flops ... step_flops)
@@ -201,7 +214,7 @@ void print_profile(const std::string& workload, const std::string& mode, long ba
 int main(int argc, char** argv) {
   vp::exec_best_variant(argv);
   std::string workload_name = "toy", mode = "first", precision = "fp32", roof, fp32_gemm = "auto";
-  long batch = 0, steps = 5, threads = 2;
+  long batch = 0, steps = 5, threads = 2, repeat = 1;
   std::uint64_t seed = 0;
   double scaling_rate = 0;
   bool profiling = false;
@@ -238,6 +251,7 @@ int main(int argc, char** argv) {
     else if (is("--steps")) steps = std::atol(argv[++i]);
     else if (is("--threads")) threads = std::atol(argv[++i]);
     else if (is("--seed")) seed = std::strtoull(argv[++i], nullptr, 10);
+    else if (is("--repeat")) repeat = std::atol(argv[++i]);
     else if (is("--precision")) precision = argv[++i];
     else if (is("--roof")) roof = argv[++i];
     else if (is("--fp32-gemm")) fp32_gemm = argv[++i];
@@ -246,12 +260,13 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (mode != "first" && mode != "second" && mode != "infer") {
-    std::fprintf(stderr, "vpdarts_bench: --mode is first, second or infer, not '%s'\n", mode.c_str());
+  if (mode != "first" && mode != "second" && mode != "infer" && mode != "block") {
+    std::fprintf(stderr, "vpdarts_bench: --mode is first, second, infer or block, not '%s'\n", mode.c_str());
     return 2;
   }
-  if (steps < 1 || threads < 0 || batch < 0) {
-    std::fprintf(stderr, "vpdarts_bench: --steps must be >= 1, --threads >= 0 (0: the free cores), --batch >= 0\n");
+  if (steps < 1 || threads < 0 || batch < 0 || repeat < 1) {
+    std::fprintf(stderr,
+                 "vpdarts_bench: --steps must be >= 1, --threads >= 0 (0: the free cores), --batch >= 0, --repeat >= 1\n");
     return 2;
   }
   if (scaling_rate > 0) {
@@ -302,7 +317,33 @@ int main(int argc, char** argv) {
       vp::vit<float> backbone(w.config, seed);
       std::vector<double> times;
       const int warmup = 2;
-      if (mode == "infer") {
+      if (mode == "block") {
+        // one frozen block, forward and backward: `repeat` inputs of b images, one pass each
+        vp::vit_block<float>& block = backbone.blocks.front();
+        std::vector<vp::parameter<float>*> frozen;
+        block.collect(frozen);
+        for (vp::parameter<float>* p : frozen) p->freeze();
+        std::vector<vp::parameter<float>> inputs;
+        vp::init::engine irng(seed + 2);
+        for (long r = 0; r < repeat; ++r) {
+          inputs.emplace_back("x", b * w.config.tokens(), w.config.dim);
+          vp::init::normal(inputs.back(), 1.0, irng);
+        }
+        vp::tape<float> t(exec);
+        for (long i = 0; i < warmup + steps; ++i) {
+          if (i == warmup) vp::detail::set_profiling(profiling);
+          const auto start = std::chrono::steady_clock::now();
+          t.reset();
+          vp::var<float> loss;
+          for (long r = 0; r < repeat; ++r) {
+            const vp::var<float> l = vp::sum(block.forward(t, t.leaf(inputs[static_cast<std::size_t>(r)]), b));
+            loss = r == 0 ? l : loss + l;
+          }
+          t.backward(loss);
+          const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          if (i >= warmup) times.push_back(s);
+        }
+      } else if (mode == "infer") {
         vp::genotype g;
         for (long l = 0; l < w.config.depth; ++l) g.layers.push_back({op_names[static_cast<std::size_t>(l) % 4], {}});
         vp::prompted_vit<float> model(std::move(backbone), g, {.prompts = w.prompts, .seed = seed});
@@ -358,16 +399,18 @@ int main(int argc, char** argv) {
       std::sort(times.begin(), times.end());
       const double median = times.size() % 2 ? times[times.size() / 2]
                                               : 0.5 * (times[times.size() / 2 - 1] + times[times.size() / 2]);
-      const double images = static_cast<double>(mode == "infer" ? b : 2 * b);
-      const double gflops = step_flops(w.config, w.prompts, mode, b) / 1e9;
+      const double images = static_cast<double>(mode == "infer" ? b : mode == "block" ? b * repeat : 2 * b);
+      const double gflops =
+          (mode == "block" ? static_cast<double>(repeat) * block_flops(w.config, b) : step_flops(w.config, w.prompts, mode, b)) / 1e9;
       if (dp.root())
         std::printf("RESULT workload=%s mode=%s batch=%ld sec_per_step=%.4f images_per_s=%.1f gflops=%.2f gflops_per_s=%.1f "
-                    "peak_rss_mb=%.0f precision=%s%s%s%s%s\n",
+                    "peak_rss_mb=%.0f precision=%s%s%s%s%s%s\n",
                     w.name.c_str(), mode.c_str(), b, median, images / median, gflops, gflops / median,
                     vp::report::peak_rss_mb(), precision.c_str(),
                     precision == "fp32" && exec.fp32_engine() == vp::fp32_gemm::onednn ? " fp32_gemm=onednn" : "",
                     exec.mlp == vp::mlp_memory::recompute ? " mlp=recompute" : "",
                     exec.attention == vp::attention_memory::recompute ? " qkv=recompute" : "",
+                    mode == "block" ? vp::text::cat(" repeat=", repeat).c_str() : "",
                     dp.active() ? vp::text::cat(" processes=", dp.size(), " threads=", threads).c_str()
                                 : (auto_threads ? vp::text::cat(" threads=auto:", threads).c_str() : ""));
       std::fflush(stdout);

@@ -1164,12 +1164,17 @@ class matmuls {
     return en.fused;
   }
 
-  /// Runs the product (see the class). @throws state_error when oneDNN refuses it.
-  void run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
-           bool accumulate) {
+  /// Runs the product (see the class). Without `accumulate`, the epilogue e goes as for run_f32 (the
+  /// return value says whether it was applied). @throws state_error when oneDNN refuses it.
+  bool run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
+           bool accumulate, const epilogue<float>& e = {}) {
     detail::profile_scope profiled(detail::profile_kind::weight_product);
+    shape s = plain(m, n, k, w_nk, accumulate);
+    if (!accumulate) s.post = post_of(e);
     ++detail::bf16_products();
-    execute(find(plain(m, n, k, w_nk, accumulate)), a, w, c);
+    entry& en = find(s);
+    execute(en, a, w, c, en.fused ? &e : nullptr);
+    return en.fused;
   }
 
   /// c (m x n, bf16) = (a (m x k, bf16) * w (k x n, bf16, row-major)) * factor (m x n, bf16) elementwise,
@@ -2080,11 +2085,19 @@ class inline_function {
 
 namespace vpdarts::kernels::onednn {
 
+/// Rows below which a forward bf16 product reads its weight packed for the matrix unit (the batch-1
+/// inference of a small ViT: there oneDNN's repacking of a plain weight on every call costs as much as
+/// the product). From this many rows on it reads the plain copy that its input gradient reads too, so
+/// a search step holds one bf16 copy of each frozen weight, not two (ViT-B/16: 164 MiB less), and
+/// on AMX runs 2-3 % faster (docs/performance.md).
+inline constexpr index packed_weight_rows = 256;
+
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
 /// c (rows x n) (+)= a * op(W) on oneDNN: op(W) = W^T (n = out) when `transposed` (a linear layer's
 /// forward), else W (n = in: its input gradient). a is float32 (a float32 product) or bf16 (a bf16
-/// product with W's cached bf16 copy: W must be frozen). The forward bf16 product reads W in the
-/// layout oneDNN prefers for its matrix unit, packed once per parameter version.
+/// product with W's cached bf16 copy: W must be frozen). A short forward bf16 product (fewer than
+/// packed_weight_rows rows) reads W in the layout oneDNN prefers for its matrix unit, packed once per
+/// parameter version; a longer one, and every input gradient, reads the plain row-major copy.
 /// Without `accumulate`, the epilogue e is applied by the product's kernel where oneDNN can: returns
 /// whether it was (the caller applies it otherwise).
 inline bool weight_product(const weight<float>& w, const rows<float>& a, float* c, bool transposed, bool accumulate,
@@ -2092,14 +2105,13 @@ inline bool weight_product(const weight<float>& w, const rows<float>& a, float* 
   const index n = transposed ? w.out : w.in, k = transposed ? w.in : w.out;
   matmuls& mm = matmuls::here();
   if (a.type == element::value) return mm.run_f32(a.count, n, k, a.values(), w.value, transposed, c, accumulate, e);
-  if (transposed && !accumulate) {
+  if (transposed && !accumulate && a.count < packed_weight_rows) {
     return mm.run_laid_out(a.count, n, k, a.halves(), [&](const dnnl::memory::desc& d) {
       return w.bf16.laid_out(reinterpret_cast<const std::byte*>(&d.data), sizeof(d.data), d.get_size(),
                              [&](std::byte* dst) { mm.pack(w.value, n, k, d, dst); });
     }, c, e);
   }
-  mm.run(a.count, n, k, a.halves(), w.bf16.plain(), transposed, c, accumulate);
-  return false;
+  return mm.run(a.count, n, k, a.halves(), w.bf16.plain(), transposed, c, accumulate, accumulate ? epilogue<float>{} : e);
 }
 
 /// c16 (a.count x W.in, bf16) = (a W) * factor16 elementwise, rounded to bf16 once: the input gradient of

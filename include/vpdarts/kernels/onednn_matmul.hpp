@@ -104,12 +104,17 @@ class matmuls {
     return en.fused;
   }
 
-  /// Runs the product (see the class). @throws state_error when oneDNN refuses it.
-  void run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
-           bool accumulate) {
+  /// Runs the product (see the class). Without `accumulate`, the epilogue e goes as for run_f32 (the
+  /// return value says whether it was applied). @throws state_error when oneDNN refuses it.
+  bool run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
+           bool accumulate, const epilogue<float>& e = {}) {
     detail::profile_scope profiled(detail::profile_kind::weight_product);
+    shape s = plain(m, n, k, w_nk, accumulate);
+    if (!accumulate) s.post = post_of(e);
     ++detail::bf16_products();
-    execute(find(plain(m, n, k, w_nk, accumulate)), a, w, c);
+    entry& en = find(s);
+    execute(en, a, w, c, en.fused ? &e : nullptr);
+    return en.fused;
   }
 
   /// c (m x n, bf16) = (a (m x k, bf16) * w (k x n, bf16, row-major)) * factor (m x n, bf16) elementwise,

@@ -38,6 +38,11 @@ lines = ["# Confirmation study: the default rule on tasks it was not chosen on",
          "widened past an edge; VPT-deep also over 1, 8 and 50 prompts): trained on search-train at each value,",
          "scored on search-val, retrained on all N at the best and tested once. `scripts/confirm_study.sh` runs it;",
          "`REPORT_ONLY=1 scripts/confirm_study.sh` rewrites this page. Accuracies in %.", ""]
+# what was changed in the protocol, and why: the folder's hand-written notes, shown as they are
+notes = f"{res}/NOTES.md"
+if os.path.exists(notes):
+    with open(notes) as f:
+        lines += [f.read().rstrip(), ""]
 pending = []
 for task in tasks:
     src, dst = TASKS.get(task, ("?", "?"))

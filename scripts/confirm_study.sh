@@ -15,6 +15,10 @@
 #   - budget: a search with --param-budget at BUDGET_SHARE (0.25) of add's trainable values, retrained;
 #   - the front (FRONT_SIZE images, seed FRONT_SEED): `vpdarts search --pareto FRONT_K --runs 1`, and each budget's
 #     genotype retrained (front-I), so that the report draws the budgeted searches as a curve of test accuracy.
+# Below REF_IMAGES (1000) training images every retraining (EPOCHS, GRID_EPOCHS, PROBE_EPOCHS) runs REF_IMAGES / N
+# times the epochs (rounded up), so that it makes at least the updates it makes at REF_IMAGES: at 200 images, 10
+# epochs are 70 updates of batch 32, too few for most operators to train (docs/results/confirm/NOTES.md). The
+# searches run as the frozen rule says, whatever the size.
 #
 #   scripts/confirm_study.sh [OUT_DIR]
 # env: TASKS="c d", SIZES="200 1000 5000", SEEDS="0 1 2", JOBS=2 (pieces side by side, one thread each), THREADS,
@@ -38,7 +42,7 @@ export PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-3} PRETRAIN_IMAGES=${PRETRAIN_IMAGES:-
 export PRETRAIN_CROP=${PRETRAIN_CROP:-2}
 epochs=${EPOCHS:-10} grid=${GRID:-0.005,0.01,0.05,0.25,1.0} wd_grid=${WD_GRID:-0,1e-4,1e-3}
 prompts_grid=${PROMPTS_GRID:-1,8,50} grid_epochs=${GRID_EPOCHS:-3} probe_epochs=${PROBE_EPOCHS:-50}
-share=${BUDGET_SHARE:-0.25}
+share=${BUDGET_SHARE:-0.25} ref_images=${REF_IMAGES:-1000}
 front_size=${FRONT_SIZE:-1000} front_seed=${FRONT_SEED:-0} front_k=${FRONT_K:-4}
 py=python3
 [[ -x /usr/bin/python3 ]] && py=/usr/bin/python3
@@ -68,6 +72,9 @@ piece() {
   mkdir -p "$dir"
   local data=(--data fashion --classes "$(target_of "$task")" --train-images "$n" --backbone "$out/$task/backbone.safetensors"
               --quiet --data-seed "$seed" --seed "$seed" --precision "${PRECISION:-auto}" --threads "$threads")
+  # below ref_images, the retrainings' epochs times ref_images / n (rounded up): at least the updates of ref_images
+  local scale=$(( n < ref_images ? (ref_images + n - 1) / n : 1 ))
+  local epochs=$((epochs * scale)) grid_epochs=$((grid_epochs * scale)) probe_epochs=$((probe_epochs * scale))
   local retrain=(retrain "${data[@]}" --epochs "$epochs" --lr-grid "$grid" --wd-grid "$wd_grid" --grid-epochs "$grid_epochs"
                  --out "$dir")
   local cmd

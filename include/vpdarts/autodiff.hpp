@@ -11,6 +11,7 @@
 #include "autodiff/ops_fused_mlp.hpp"
 #include "autodiff/ops_linalg.hpp"
 #include "autodiff/ops_nn.hpp"
+#include "autodiff/ops_prompt.hpp"
 #include "autodiff/ops_reduce.hpp"
 #include "autodiff/ops_sequence.hpp"
 #include "autodiff/ops_shape.hpp"

@@ -462,6 +462,71 @@ TEST_CASE("fused frozen-layer ops equal their compositions and keep less", "[aut
                     Catch::Contains("attention_linear") && Catch::Contains("in-features differ"));
 }
 
+TEST_CASE("the fusion operators' one-node pre: scale_shift and prompt_attention equal their compositions",
+          "[autodiff][ops][fused]") {
+  // rows * dim past one parallel chunk, so that the threads split the rows
+  const vp::index rows = GENERATE(vp::index{10}, vp::index{3001}), dim = 6, prompts = 3;
+  CAPTURE(rows);
+  auto x = random_parameter<double>("x", rows, dim, 211);
+  auto a = random_parameter<double>("a", 1, dim, 212, 0.5, 1.0), b = random_parameter<double>("b", 1, dim, 213, 0.5);
+  auto k = random_parameter<double>("k", prompts, dim, 214), v = random_parameter<double>("v", prompts, dim, 215);
+  const double sc = 0.7;
+  auto ss = [&](T& t) { return vp::scale_shift(t.leaf(x), t.leaf(a), t.leaf(b)); };
+  auto ss_ref = [&](T& t) { return vp::add(vp::mul(t.leaf(x), t.leaf(a)), t.leaf(b)); };
+  auto pa = [&](T& t) { return vp::prompt_attention(t.leaf(x), t.leaf(k), t.leaf(v), sc); };
+  auto pa_ref = [&](T& t) {
+    return vp::add(t.leaf(x), vp::matmul(vp::softmax_rows(vp::scale(vp::matmul(t.leaf(x), t.leaf(k), vp::transpose::b), sc)),
+                                         t.leaf(v)));
+  };
+  struct fused_case {
+    std::function<V(T&)> fused, composed;
+    std::vector<P*> inputs;
+  };
+  const M g = random_matrix<double>(rows, dim, 216);
+  for (const fused_case& c : {fused_case{ss, ss_ref, {&x, &a, &b}}, fused_case{pa, pa_ref, {&x, &k, &v}}}) {
+    // values, gradients and what the tape keeps, against the composition
+    std::vector<M> grads;
+    for (int form = 0; form < 2; ++form) {
+      for (P* p : c.inputs) p->zero_grad();
+      T t;
+      V y = form == 0 ? c.fused(t) : c.composed(t);
+      grads.push_back(y.value());
+      t.backward(vp::sum(vp::mul(y, t.constant(g))));
+      for (P* p : c.inputs) grads.push_back(p->grad());
+      grads.push_back(M::Constant(1, 1, static_cast<double>(t.memory().bytes_in_use())));
+    }
+    const std::size_t n = c.inputs.size() + 2;
+    for (std::size_t i = 0; i + 1 < n; ++i) CHECK((grads[i] - grads[n + i]).norm() <= 1e-12 * (1 + grads[n + i].norm()));
+    CHECK(grads[n - 1](0, 0) < grads[2 * n - 1](0, 0));  // one D-wide value fewer
+    // without a gradient (inference) the same values, through working memory
+    T t;
+    vp::no_grad<double> guard(t);
+    CHECK((c.fused(t).value() - grads[0]).norm() <= 1e-12 * grads[0].norm());
+  }
+  if (rows < 100) {
+    require_gradcheck(vp::gradcheck(ss, {&x, &a, &b}));
+    require_gradcheck(vp::gradcheck(pa, {&x, &k, &v}));
+    // a negative scale and large scores: the softmax stays finite and exact
+    auto big = random_parameter<double>("big", prompts, dim, 217, 30.0);
+    T t;
+    const V y = vp::prompt_attention(t.leaf(x), t.leaf(big), t.leaf(v), -2.0);
+    const V want = vp::add(t.leaf(x), vp::matmul(vp::softmax_rows(vp::scale(vp::matmul(t.leaf(x), t.leaf(big), vp::transpose::b), -2.0)),
+                                                 t.leaf(v)));
+    CHECK(y.value().allFinite());
+    CHECK((y.value() - want.value()).norm() <= 1e-12 * want.value().norm());
+    require_gradcheck(vp::gradcheck([&](T& t) { return vp::prompt_attention(t.leaf(x), t.leaf(k), t.leaf(v), -1.3); },
+                                    {&x, &k, &v}));
+    // shapes, named
+    auto wide = random_parameter<double>("w", 2, dim, 218);
+    CHECK_THROWS_WITH(vp::scale_shift(t.leaf(x), t.leaf(wide), t.leaf(b)),
+                      Catch::Contains("scale_shift") && Catch::Contains("scale is 2x6") && Catch::Contains("10x6"));
+    CHECK_THROWS_WITH(vp::scale_shift(t.leaf(x), t.leaf(a), t.leaf(v)), Catch::Contains("shift is 3x6"));
+    CHECK_THROWS_WITH(vp::prompt_attention(t.leaf(x), t.leaf(k), t.leaf(wide), sc),
+                      Catch::Contains("prompt_attention") && Catch::Contains("K is 3x6") && Catch::Contains("V is 2x6"));
+    CHECK_THROWS(vp::prompt_attention(t.leaf(x), t.constant(M(0, dim)), t.constant(M(0, dim)), sc));  // no prompt
+  }
+}
+
 TEST_CASE("float and double agree", "[autodiff][ops]") {
   auto xd = random_parameter<double>("x", 6, 6, 111);
   vp::parameter<float> xf("x", xd.value().cast<float>());

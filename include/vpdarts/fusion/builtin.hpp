@@ -108,7 +108,7 @@ struct fusion_traits<affine> {
   template <Scalar S>
   static var<S> pre(const var<S>& x, const op_params<S>& p, index) {
     const var<S>& s = p["S"];
-    return add(mul(x, add_scalar(slice_rows(s, 0, 1), S(1))), slice_rows(s, 1, 1));
+    return scale_shift(x, add_scalar(slice_rows(s, 0, 1), S(1)), slice_rows(s, 1, 1));  // one node
   }
   /// After the frozen block: back to (B*T) x D.
   template <Scalar S>
@@ -140,9 +140,8 @@ struct fusion_traits<cross_attention> {
   /// Before the frozen block: x is (B*T) x D for `batch` images.
   template <Scalar S>
   static var<S> pre(const var<S>& x, const op_params<S>& p, index) {
-    const S scale_ = S(1) / std::sqrt(static_cast<S>(x.cols()));
-    var<S> scores = softmax_rows(scale(matmul(x, p["K"], transpose::b), scale_));
-    return add(x, matmul(scores, p["V"]));
+    // x + softmax_rows(scale(matmul(x, K, transpose::b), 1 / sqrt(D))) V, as one node
+    return prompt_attention(x, p["K"], p["V"], S(1) / std::sqrt(static_cast<S>(x.cols())));
   }
   /// After the frozen block: back to (B*T) x D.
   template <Scalar S>

@@ -80,14 +80,8 @@ var<S> prompt_attention(const var<S>& x, const var<S>& keys, const var<S>& value
   S* probs = rg ? t.template scratch<S>(static_cast<std::size_t>(r * p)) : held->data();
   matrix_map<S> P(probs, r, p);
   detail::gemm(P, x.value(), keys.value().transpose());
-  detail::parallel_chunks(r, std::max<index>(1, (index{1} << 14) / std::max<index>(p, 1)), [&](index i0, index m) {
-    for (index i = i0; i < i0 + m; ++i) {
-      auto row = P.row(i).array();
-      row *= scale;
-      row = (row - row.maxCoeff()).exp();
-      row /= row.sum();
-    }
-  });
+  P *= scale;  // of either sign: the softmax below takes the scores as they are
+  kernels::eigen::softmax_rows(probs, r, p, S(1));
   auto Y = out.value();
   Y = x.value();
   detail::gemm(Y, P, values.value(), true);

@@ -33,7 +33,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-confirm-study}
 tasks=${TASKS:-c d}
-sizes=${SIZES:-200 1000 5000}
+all_sizes="200 1000 5000"  # the study's sizes: the page shows them all
+sizes=${SIZES:-$all_sizes}
 seeds=${SEEDS:-0 1 2}
 jobs=${JOBS:-2}
 res=${RESULTS:-docs/results/confirm}
@@ -47,7 +48,7 @@ front_size=${FRONT_SIZE:-1000} front_seed=${FRONT_SEED:-0} front_k=${FRONT_K:-4}
 py=python3
 [[ -x /usr/bin/python3 ]] && py=/usr/bin/python3
 
-report() { "$py" scripts/confirm_report.py "$res" "$tasks" "${REPORT_SIZES:-200 1000 5000}" "$seeds"; }
+report() { "$py" scripts/confirm_report.py "$res" "$tasks" "${REPORT_SIZES:-$all_sizes}" "$seeds"; }
 if [[ ${REPORT_ONLY:-0} == 1 ]]; then report; exit 0; fi
 
 source scripts/fashion_common.sh

@@ -35,7 +35,7 @@ var<S> scale_shift(const var<S>& x, const var<S>& scale, const var<S>& shift) {
   const S* a = scale.value().data();
   const S* b = shift.value().data();
   S* py = out.value().data();
-  detail::parallel_chunks(r, std::max<index>(1, (index{1} << 14) / std::max<index>(d, 1)), [&](index i0, index m) {
+  kernels::eigen::parallel_rows(r, d, [&](index i0, index m) {
     for (index i = i0; i < i0 + m; ++i)
       VPDARTS_SIMD for (index j = 0; j < d; ++j) py[i * d + j] = px[i * d + j] * a[j] + b[j];
   });
@@ -47,7 +47,7 @@ var<S> scale_shift(const var<S>& x, const var<S>& scale, const var<S>& shift) {
       const S* a = tp.value(ia).data();
       const S* g = G.data();
       S* gx = tp.adjoint(ix).data();
-      detail::parallel_chunks(r, std::max<index>(1, (index{1} << 14) / std::max<index>(d, 1)), [&](index i0, index m) {
+      kernels::eigen::parallel_rows(r, d, [&](index i0, index m) {
         for (index i = i0; i < i0 + m; ++i)
           VPDARTS_SIMD for (index j = 0; j < d; ++j) gx[i * d + j] += g[i * d + j] * a[j];
       });
@@ -97,12 +97,7 @@ var<S> prompt_attention(const var<S>& x, const var<S>& keys, const var<S>& value
     typename tape<S>::borrowed dz(tp, r, p);
     auto dZ = dz.map();
     detail::gemm(dZ, G, tp.value(iv).transpose());
-    detail::parallel_chunks(r, std::max<index>(1, (index{1} << 14) / std::max<index>(p, 1)), [&](index i0, index m) {
-      for (index i = i0; i < i0 + m; ++i) {
-        const S dot = (dZ.row(i).array() * P.row(i).array()).sum();
-        dZ.row(i).array() = scale * P.row(i).array() * (dZ.row(i).array() - dot);
-      }
-    });
+    kernels::eigen::softmax_backward_rows(dZ.data(), probs, r, p, scale);
     if (tp.requires_grad(ix)) {
       auto dX = tp.adjoint(ix);
       dX += G;

@@ -45,7 +45,7 @@ inline bool weight_product(const weight<float>& w, const rows<float>& a, float* 
                              [&](std::byte* dst) { mm.pack(w.value, n, k, d, dst); });
     }, c, e);
   }
-  return mm.run(a.count, n, k, a.halves(), w.bf16.plain(), transposed, c, accumulate, accumulate ? epilogue<float>{} : e);
+  return mm.run(a.count, n, k, a.halves(), w.bf16.plain(), transposed, c, accumulate, e);
 }
 
 /// c16 (a.count x W.in, bf16) = (a W) * factor16 elementwise, rounded to bf16 once: the input gradient of

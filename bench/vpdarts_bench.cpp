@@ -16,8 +16,8 @@
 //                                            backward, on --batch images R times per step; --batch 24 against
 //                                            --batch 8 --repeat 3 is the same work in one pass or three, the
 //                                            question of stacking a MixedOp's candidates into one block pass)
-//   vpdarts_bench --roof [fp32|bf16]   the matmul roof: the float32 GEMM of --fp32-gemm (Eigen or oneDNN) /
-//                                      oneDNN's bf16 matmul, on a 2048 cube
+//   vpdarts_bench --roof [fp32|bf16]   the matmul roof: the float32 GEMM of --fp32-gemm (Eigen, or oneDNN's
+//                                      better of its matmul and its GEMM) / oneDNN's bf16 matmul, on a 2048 cube
 //   mpirun -np N vpdarts_bench ...   (a build with MPI: every step's batch shared over N processes, as
 //                                     vpdarts search does; RESULT adds processes=N)
 //   vpdarts_bench --scaling          the data-parallel scaling model of docs/distributed.md
@@ -149,7 +149,8 @@ void print_scaling(double rate_gflops) {
 }
 
 // The matmul roof: the best rate of a 2048 x 2048 x 2048 product, float32 on the GEMM in use (Eigen or
-// oneDNN, execution_config::fp32_engine) or bf16 on oneDNN.
+// oneDNN, execution_config::fp32_engine; on oneDNN the better of the two kernels the float32 products
+// use, kernels/onednn.hpp) or bf16 on oneDNN.
 int print_roof(const std::string& precision, const vp::execution_config& e) {
   const vp::index n = 2048;
   vp::matrix<float> a = vp::matrix<float>::Random(n, n), b = vp::matrix<float>::Random(n, n), c(n, n);
@@ -157,14 +158,17 @@ int print_roof(const std::string& precision, const vp::execution_config& e) {
   vp::detail::to_bf16(a.data(), a16.data(), a16.size());
   vp::detail::to_bf16(b.data(), b16.data(), b16.size());
   double best = 1e30;
-  for (int i = 0; i < 6; ++i) {
+  for (int i = 0; i < 12; ++i) {
     const auto start = std::chrono::steady_clock::now();
     if (precision == "fp32" && e.fp32_engine() == vp::fp32_gemm::eigen) {
       c.noalias() = a * b.transpose();
     } else {
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
+      // float32 on oneDNN: the better of its two kernels in use, the matmul (forward products) and the
+      // GEMM (large weights' input gradients), taken in turn
       auto& mm = vp::kernels::onednn::matmuls::here();
-      if (precision == "fp32") mm.run_f32(n, n, n, a.data(), b.data(), true, c.data(), false);
+      if (precision == "fp32" && i % 2 == 0) mm.run_f32(n, n, n, a.data(), b.data(), true, c.data(), false);
+      else if (precision == "fp32") mm.run_f32_gemm(n, n, n, a.data(), b.data(), c.data(), false);
       else mm.run(n, n, n, a16.data(), b16.data(), true, c.data(), false);
 #endif
     }

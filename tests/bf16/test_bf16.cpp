@@ -449,7 +449,12 @@ TEST_CASE("fp32 GEMM choice: auto is oneDNN in this build; each tape keeps its o
 }
 
 TEST_CASE("fp32 on oneDNN: a frozen linear layer's product and input gradient, to float32 rounding", "[onednn]") {
-  const vp::index rows = 37, in = 53, out = 29;  // odd sizes: no kernel's block size divides them
+  // odd sizes: no kernel's block size divides them; the second weight is large enough for its input
+  // gradient to run on oneDNN's GEMM rather than its matmul (kernels::onednn::gemm_weight_values)
+  const auto shape = GENERATE(std::array<vp::index, 3>{37, 53, 29}, std::array<vp::index, 3>{41, 1031, 1033});
+  const vp::index rows = shape[0], in = shape[1], out = shape[2];
+  CAPTURE(rows, in, out);
+  CHECK((in * out >= vp::kernels::onednn::gemm_weight_values) == (in > 100));
   auto w = random_parameter<float>("w", out, in, 1, 0.2);
   auto b = random_parameter<float>("b", 1, out, 2, 0.1);
   auto xp = random_parameter<float>("x", rows, in, 3);
@@ -481,11 +486,12 @@ TEST_CASE("fp32 on oneDNN: a frozen linear layer's product and input gradient, t
   const vp::matrix<double> want = 2.0 * xp.value().cast<double>() * w.value().cast<double>().transpose() +
                                   b.value().cast<double>().replicate(rows, 1);
   const vp::matrix<double> want_dx = 2.0 * g.cast<double>() * w.value().cast<double>();
-  // float32 sums of 53 (29) terms: a few units of 2^-24 relative
-  CHECK(relf(y_dnnl, want) < 1e-6);
-  CHECK(relf(y_eigen, want) < 1e-6);
-  CHECK(relf(dx_dnnl, want_dx) < 1e-6);
-  CHECK(relf(dx_eigen, want_dx) < 1e-6);
+  // float32 sums of 53 (29) terms: a few units of 2^-24 relative; of 1031 (1033) terms, ten times that
+  const double tol = in > 100 ? 1e-5 : 1e-6;
+  CHECK(relf(y_dnnl, want) < tol);
+  CHECK(relf(y_eigen, want) < tol);
+  CHECK(relf(dx_dnnl, want_dx) < tol);
+  CHECK(relf(dx_eigen, want_dx) < tol);
   SECTION("finite differences of the loss agree with the input gradient") {
     // the loss is linear in x, so a central difference with a large step is exact up to rounding
     const float h = 0.25f;
@@ -507,7 +513,9 @@ TEST_CASE("fp32 on oneDNN: a frozen linear layer's product and input gradient, t
     const auto before = vp::detail::onednn_f32_products().load();
     const vp::matrix<float> y = vp::linear(t.constant(xp.value()), t.leaf(wt)).value();
     CHECK(vp::detail::onednn_f32_products().load() == before);
-    CHECK((y - vp::matrix<float>(xp.value() * wt.value().transpose())).norm() == 0);
+    const vp::matrix<float> eigen_y = xp.value() * wt.value().transpose();
+    if (in < 100) CHECK((y - eigen_y).norm() == 0);
+    else CHECK(relf(y, eigen_y) < tol);  // Eigen splits a large product over the threads, in another order
     auto wd = random_parameter<double>("wd", out, in, 6);
     wd.freeze();
     vp::tape<double> td({.fp32_products = vp::fp32_gemm::onednn});

@@ -104,6 +104,18 @@ class matmuls {
     return en.fused;
   }
 
+  /// c (m x n) (+)= a (m x k) * w (k x n), all float32 and dense row-major, on oneDNN's own GEMM
+  /// (dnnl_sgemm, its JIT GEMM) rather than its matmul primitive: see onednn::gemm_weight_values.
+  /// @throws state_error when oneDNN fails.
+  void run_f32_gemm(index m, index n, index k, const float* a, const float* w, float* c, bool accumulate) {
+    detail::profile_scope profiled(detail::profile_kind::weight_product);
+    ++detail::onednn_f32_products();
+    const dnnl_status_t st = dnnl_sgemm('N', 'N', m, n, k, 1.0f, a, k, w, n, accumulate ? 1.0f : 0.0f, c, n);
+    if (st != dnnl_success)
+      throw state_error(detail::cat("float32 GEMM: oneDNN failed (status ", static_cast<int>(st), ") on ", m, "x", k,
+                                    " by ", k, "x", n));
+  }
+
   /// Runs the product (see the class). Without `accumulate`, the epilogue e goes as for run_f32 (the
   /// return value says whether it was applied). @throws state_error when oneDNN refuses it.
   bool run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,

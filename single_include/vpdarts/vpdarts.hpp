@@ -1164,6 +1164,18 @@ class matmuls {
     return en.fused;
   }
 
+  /// c (m x n) (+)= a (m x k) * w (k x n), all float32 and dense row-major, on oneDNN's own GEMM
+  /// (dnnl_sgemm, its JIT GEMM) rather than its matmul primitive: see onednn::gemm_weight_values.
+  /// @throws state_error when oneDNN fails.
+  void run_f32_gemm(index m, index n, index k, const float* a, const float* w, float* c, bool accumulate) {
+    detail::profile_scope profiled(detail::profile_kind::weight_product);
+    ++detail::onednn_f32_products();
+    const dnnl_status_t st = dnnl_sgemm('N', 'N', m, n, k, 1.0f, a, k, w, n, accumulate ? 1.0f : 0.0f, c, n);
+    if (st != dnnl_success)
+      throw state_error(detail::cat("float32 GEMM: oneDNN failed (status ", static_cast<int>(st), ") on ", m, "x", k,
+                                    " by ", k, "x", n));
+  }
+
   /// Runs the product (see the class). Without `accumulate`, the epilogue e goes as for run_f32 (the
   /// return value says whether it was applied). @throws state_error when oneDNN refuses it.
   bool run(index m, index n, index k, const std::uint16_t* a, const std::uint16_t* w, bool w_nk, float* c,
@@ -2100,9 +2112,19 @@ namespace vpdarts::kernels::onednn {
 /// on AMX runs 2-3 % faster (docs/performance.md).
 inline constexpr index packed_weight_rows = 256;
 
+/// Weights of at least this many values have their float32 input-gradient products (c = a W) run on
+/// oneDNN's JIT GEMM (dnnl_sgemm) instead of its matmul primitive. At ViT-B/16's shapes (1576 rows,
+/// 2 threads, an AMX Xeon) the matmul's kernel reads W in that orientation slowly: 152-156 GFLOP/s
+/// for fc2 (768 x 3072) and 233-274 for qkv and fc1, where the GEMM runs 338-352 (docs/performance.md).
+/// Smaller weights (a toy ViT's) stay on the matmul: no gain was measured there, and the GEMM's own
+/// workspace costs about 7 MiB once. The forward products stay on the matmul, whose kernel applies
+/// their epilogue.
+inline constexpr index gemm_weight_values = index{1} << 20;
+
 #if defined(VPDARTS_WITH_DNNL) && VPDARTS_WITH_DNNL
 /// c (rows x n) (+)= a * op(W) on oneDNN: op(W) = W^T (n = out) when `transposed` (a linear layer's
-/// forward), else W (n = in: its input gradient). a is float32 (a float32 product) or bf16 (a bf16
+/// forward), else W (n = in: its input gradient). a is float32 (a float32 product; an input gradient
+/// with a weight of at least gemm_weight_values values runs on oneDNN's GEMM) or bf16 (a bf16
 /// product with W's cached bf16 copy: W must be frozen). A short forward bf16 product (fewer than
 /// packed_weight_rows rows) reads W in the layout oneDNN prefers for its matrix unit, packed once per
 /// parameter version; a longer one, and every input gradient, reads the plain row-major copy.
@@ -2112,7 +2134,13 @@ inline bool weight_product(const weight<float>& w, const rows<float>& a, float* 
                            const epilogue<float>& e = {}) {
   const index n = transposed ? w.out : w.in, k = transposed ? w.in : w.out;
   matmuls& mm = matmuls::here();
-  if (a.type == element::value) return mm.run_f32(a.count, n, k, a.values(), w.value, transposed, c, accumulate, e);
+  if (a.type == element::value) {
+    if (!transposed && w.in * w.out >= gemm_weight_values) {
+      mm.run_f32_gemm(a.count, n, k, a.values(), w.value, c, accumulate);
+      return false;  // an input gradient: no epilogue
+    }
+    return mm.run_f32(a.count, n, k, a.values(), w.value, transposed, c, accumulate, e);
+  }
   if (transposed && !accumulate && a.count < packed_weight_rows) {
     return mm.run_laid_out(a.count, n, k, a.halves(), [&](const dnnl::memory::desc& d) {
       return w.bf16.laid_out(reinterpret_cast<const std::byte*>(&d.data), sizeof(d.data), d.get_size(),

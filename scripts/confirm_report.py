@@ -125,7 +125,8 @@ for task in tasks:
                         ys.append(100 * x["test_accuracy"])
                 if xs:
                     drawn = True
-                    ax.scatter(xs, ys, label=NAMES[m], marker="os^vDP*"[i % 7])
+                    # each method its own colour and marker, the same in every panel
+                    ax.scatter(xs, ys, label=NAMES[m], marker="os^vDP*"[i % 7], color=f"C{i % 10}")
             fx, fy = [], []
             for i in range(64):
                 x = load(f"{res}/{task}/n{n}/seed0/front-{i}/metrics.json")
@@ -143,7 +144,8 @@ for task in tasks:
             ax.set_xlabel("trainable values")
             ax.set_ylabel("test accuracy, %")
         if drawn:
-            axes[0][0].legend(fontsize=7)
+            # the legend on the first panel with something drawn (a size still pending draws nothing)
+            next(ax for ax in axes[0] if ax.get_legend_handles_labels()[0]).legend(fontsize=7)
             fig.tight_layout()
             pic = f"{os.path.dirname(res.rstrip('/')) or '.'}/{folder}_front_{task}.png"
             fig.savefig(pic + ".tmp.png", dpi=90)

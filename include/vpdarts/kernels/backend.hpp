@@ -7,7 +7,7 @@
 ///
 /// | call | oneDNN, bf16 | oneDNN, float32 | Eigen |
 /// |---|---|---|---|
-/// | product with a weight | precision::bf16, a frozen parameter's weight, float | precision::fp32, engine oneDNN, a constant weight, float | every other |
+/// | product with a weight | precision::bf16, a frozen parameter's weight, float | precision::fp32, engine oneDNN, a constant weight, float (a large weight's input gradient on its GEMM) | every other |
 /// | attention's products | precision::bf16, float (qkv by head) | | every other |
 /// | LayerNorm, activations, softmax, epilogue | | | always (vpdarts' own kernels) |
 ///

@@ -1727,6 +1727,35 @@ void softmax_rows(S* p, index rows, index seq, S scale) {
   });
 }
 
+/// softmax_rows, with the probabilities also written rounded to bf16 into p16 (the operand of a bf16
+/// product) in the same pass: the same values as softmax_rows then to_bf16, without a pass of its own.
+/// With `keep_float` false, p holds only the exponentials afterwards (when nothing reads it again).
+inline void softmax_rows(float* p, index rows, index seq, float scale, std::uint16_t* p16, bool keep_float) {
+  parallel_chunks(rows, 64, [&](index first, index count) {
+    for (index r = first; r < first + count; ++r) {
+      Eigen::Map<Eigen::Array<float, 1, Eigen::Dynamic>> a(p + r * seq, seq);
+      a = scale * (a - a.maxCoeff());
+    }
+    Eigen::Map<Eigen::Array<float, 1, Eigen::Dynamic>> all(p + first * seq, count * seq);
+    all = all.exp();
+    for (index r = first; r < first + count; ++r) {
+      float* a = p + r * seq;
+      std::uint16_t* a16 = p16 + r * seq;
+      const float sum = Eigen::Map<const Eigen::Array<float, 1, Eigen::Dynamic>>(a, seq).sum();
+      if (keep_float) {
+        VPDARTS_SIMD
+        for (index j = 0; j < seq; ++j) {
+          a[j] /= sum;
+          a16[j] = detail::to_bf16(a[j]);
+        }
+      } else {
+        VPDARTS_SIMD
+        for (index j = 0; j < seq; ++j) a16[j] = detail::to_bf16(a[j] / sum);
+      }
+    }
+  });
+}
+
 /// The gradient through softmax rows of probabilities `probs`: g = p * (g - <g, p>) * scale, row by row
 /// (g holds the gradient of the probabilities on entry, of the scaled scores on exit).
 template <Scalar S>
@@ -1737,6 +1766,23 @@ void softmax_backward_rows(S* g, const S* probs, index rows, index seq, S scale)
       Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>> pr(probs + r * seq, seq);
       const S dot = dr.dot(pr);
       dr.array() = pr.array() * (dr.array() - dot) * scale;
+    }
+  });
+}
+
+/// softmax_backward_rows with the result written rounded to bf16 into g16 instead of into g (the operand
+/// of a bf16 product): the same values as softmax_backward_rows then to_bf16, in one pass.
+inline void softmax_backward_rows(const float* g, const float* probs, index rows, index seq, float scale,
+                                  std::uint16_t* g16) {
+  parallel_chunks(rows, 64, [&](index first, index count) {
+    for (index r = first; r < first + count; ++r) {
+      const float* gr = g + r * seq;
+      const float* pr = probs + r * seq;
+      std::uint16_t* o = g16 + r * seq;
+      const float dot = Eigen::Map<const Eigen::Matrix<float, 1, Eigen::Dynamic>>(gr, seq).dot(
+          Eigen::Map<const Eigen::Matrix<float, 1, Eigen::Dynamic>>(pr, seq));
+      VPDARTS_SIMD
+      for (index j = 0; j < seq; ++j) o[j] = detail::to_bf16(pr[j] * (gr[j] - dot) * scale);
     }
   });
 }
@@ -2189,8 +2235,7 @@ inline void attention_forward(const qkv<float>& q, void* o, element o_type, bloc
     float* p = scores.data();
     mm.run_batched({g, heads, seq, dh}, dense, {g, heads, dh, seq}, dense_t, {g, heads, seq, seq}, ps, q16 + off,
                    q16 + part + off, p, false);  // S = Q K^T
-    eigen::softmax_rows(p, g * heads * seq, seq, scale);
-    detail::to_bf16(p, p16.data(), static_cast<std::size_t>(g * heads * tt));
+    eigen::softmax_rows(p, g * heads * seq, seq, scale, p16.data(), false);  // P, in bf16 only
     mm.run_batched({g, heads, seq, seq}, ps, {g, heads, seq, dh}, dense, {g, heads, seq, dh}, os, p16.data(),
                    q16 + 2 * part + off, offset<float>(o, o_type, b0 * seq * d), false, o16);  // O = P V
   }
@@ -2223,16 +2268,14 @@ inline void attention_backward(const qkv<float>& q, void* gin, element gin_type,
   // destination with accumulation would get oneDNN's slow kernel)
   const auto at = [&](index n) { return offset<float>(dqkv.data(), gin_type, n); };
   for (index b0 = 0; b0 < batch; b0 += group) {
-    const index g = std::min(group, batch - b0), off = b0 * heads * seq * dh, m = g * heads * tt;
+    const index g = std::min(group, batch - b0), off = b0 * heads * seq * dh;
     const dims4 bhtd{g, heads, seq, dh}, bhtt{g, heads, seq, seq}, bhdt{g, heads, dh, seq};
     const std::uint16_t *qg = qh + off, *dog = dout + off;
     mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, qg, qg + part, probs.data(), false);           // S = Q K^T
-    eigen::softmax_rows(probs.data(), g * heads * seq, seq, scale);
-    detail::to_bf16(probs.data(), a, static_cast<std::size_t>(m));
+    eigen::softmax_rows(probs.data(), g * heads * seq, seq, scale, a, true);                         // P, and A = bf16(P)
     mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, dog, at(2 * part + off), false, g16);      // dV = A^T dO
     mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, dog, qg + 2 * part, ds.data(), false);       // dA = dO V^T
-    eigen::softmax_backward_rows(ds.data(), probs.data(), g * heads * seq, seq, scale);
-    detail::to_bf16(ds.data(), a, static_cast<std::size_t>(m));                                       // dS in bf16
+    eigen::softmax_backward_rows(ds.data(), probs.data(), g * heads * seq, seq, scale, a);            // dS in bf16
     mm.run_batched(bhtt, ps, bhtd, dense, bhtd, dense, a, qg + part, at(off), false, g16);            // dQ = dS K
     mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, qg, at(part + off), false, g16);           // dK = dS^T Q
   }

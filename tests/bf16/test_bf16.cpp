@@ -57,6 +57,39 @@ TEST_CASE("bf16 rounding: nearest, ties to even, NaN and infinities kept", "[bf1
   CHECK(std::isinf(from_bf16(to_bf16(std::numeric_limits<float>::max()))));  // rounds up past the largest bf16
 }
 
+TEST_CASE("softmax rows with their bf16 copy in the same pass: the values of softmax, then rounding", "[bf16]") {
+  // bf16 attention's softmax writes the operand of the next product as it normalises; no CPU feature needed
+  const auto seq = GENERATE(vp::index{1}, vp::index{7}, vp::index{197});
+  const auto rows = GENERATE(vp::index{3}, vp::index{130});  // 130 rows: jobs of 64 rows and a short one
+  CAPTURE(seq, rows);
+  const vp::index n = rows * seq;
+  const vp::matrix<float> scores = vp::matrix<float>::Random(rows, seq) * 6.0f;
+  const float scale = 0.125f;
+
+  vp::matrix<float> want = scores;  // softmax, then rounding
+  vp::kernels::eigen::softmax_rows(want.data(), rows, seq, scale);
+  std::vector<std::uint16_t> want16(static_cast<std::size_t>(n)), got16(want16.size(), 0xffff);
+  vp::detail::to_bf16(want.data(), want16.data(), want16.size());
+
+  vp::matrix<float> kept = scores;
+  vp::kernels::eigen::softmax_rows(kept.data(), rows, seq, scale, got16.data(), true);
+  CHECK(kept == want);
+  CHECK(got16 == want16);
+  vp::matrix<float> only = scores;
+  std::fill(got16.begin(), got16.end(), std::uint16_t{0xffff});
+  vp::kernels::eigen::softmax_rows(only.data(), rows, seq, scale, got16.data(), false);
+  CHECK(got16 == want16);
+
+  // backward: g = p * (g - <g, p>) * scale, then rounding
+  const vp::matrix<float> g = vp::matrix<float>::Random(rows, seq);
+  vp::matrix<float> dwant = g;
+  vp::kernels::eigen::softmax_backward_rows(dwant.data(), want.data(), rows, seq, scale);
+  vp::detail::to_bf16(dwant.data(), want16.data(), want16.size());
+  std::fill(got16.begin(), got16.end(), std::uint16_t{0xffff});
+  vp::kernels::eigen::softmax_backward_rows(g.data(), want.data(), rows, seq, scale, got16.data());
+  CHECK(got16 == want16);
+}
+
 TEST_CASE("bf16 is refused clearly where it is not available; a tape keeps its own precision", "[bf16]") {
   const vp::bf16_support s = vp::bf16_supported();
   vp::tape<float> plain;

@@ -92,6 +92,35 @@ void softmax_rows(S* p, index rows, index seq, S scale) {
   });
 }
 
+/// softmax_rows, with the probabilities also written rounded to bf16 into p16 (the operand of a bf16
+/// product) in the same pass: the same values as softmax_rows then to_bf16, without a pass of its own.
+/// With `keep_float` false, p holds only the exponentials afterwards (when nothing reads it again).
+inline void softmax_rows(float* p, index rows, index seq, float scale, std::uint16_t* p16, bool keep_float) {
+  parallel_chunks(rows, 64, [&](index first, index count) {
+    for (index r = first; r < first + count; ++r) {
+      Eigen::Map<Eigen::Array<float, 1, Eigen::Dynamic>> a(p + r * seq, seq);
+      a = scale * (a - a.maxCoeff());
+    }
+    Eigen::Map<Eigen::Array<float, 1, Eigen::Dynamic>> all(p + first * seq, count * seq);
+    all = all.exp();
+    for (index r = first; r < first + count; ++r) {
+      float* a = p + r * seq;
+      std::uint16_t* a16 = p16 + r * seq;
+      const float sum = Eigen::Map<const Eigen::Array<float, 1, Eigen::Dynamic>>(a, seq).sum();
+      if (keep_float) {
+        VPDARTS_SIMD
+        for (index j = 0; j < seq; ++j) {
+          a[j] /= sum;
+          a16[j] = detail::to_bf16(a[j]);
+        }
+      } else {
+        VPDARTS_SIMD
+        for (index j = 0; j < seq; ++j) a16[j] = detail::to_bf16(a[j] / sum);
+      }
+    }
+  });
+}
+
 /// The gradient through softmax rows of probabilities `probs`: g = p * (g - <g, p>) * scale, row by row
 /// (g holds the gradient of the probabilities on entry, of the scaled scores on exit).
 template <Scalar S>
@@ -102,6 +131,23 @@ void softmax_backward_rows(S* g, const S* probs, index rows, index seq, S scale)
       Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>> pr(probs + r * seq, seq);
       const S dot = dr.dot(pr);
       dr.array() = pr.array() * (dr.array() - dot) * scale;
+    }
+  });
+}
+
+/// softmax_backward_rows with the result written rounded to bf16 into g16 instead of into g (the operand
+/// of a bf16 product): the same values as softmax_backward_rows then to_bf16, in one pass.
+inline void softmax_backward_rows(const float* g, const float* probs, index rows, index seq, float scale,
+                                  std::uint16_t* g16) {
+  parallel_chunks(rows, 64, [&](index first, index count) {
+    for (index r = first; r < first + count; ++r) {
+      const float* gr = g + r * seq;
+      const float* pr = probs + r * seq;
+      std::uint16_t* o = g16 + r * seq;
+      const float dot = Eigen::Map<const Eigen::Matrix<float, 1, Eigen::Dynamic>>(gr, seq).dot(
+          Eigen::Map<const Eigen::Matrix<float, 1, Eigen::Dynamic>>(pr, seq));
+      VPDARTS_SIMD
+      for (index j = 0; j < seq; ++j) o[j] = detail::to_bf16(pr[j] * (gr[j] - dot) * scale);
     }
   });
 }

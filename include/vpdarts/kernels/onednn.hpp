@@ -103,8 +103,7 @@ inline void attention_forward(const qkv<float>& q, void* o, element o_type, bloc
     float* p = scores.data();
     mm.run_batched({g, heads, seq, dh}, dense, {g, heads, dh, seq}, dense_t, {g, heads, seq, seq}, ps, q16 + off,
                    q16 + part + off, p, false);  // S = Q K^T
-    eigen::softmax_rows(p, g * heads * seq, seq, scale);
-    detail::to_bf16(p, p16.data(), static_cast<std::size_t>(g * heads * tt));
+    eigen::softmax_rows(p, g * heads * seq, seq, scale, p16.data(), false);  // P, in bf16 only
     mm.run_batched({g, heads, seq, seq}, ps, {g, heads, seq, dh}, dense, {g, heads, seq, dh}, os, p16.data(),
                    q16 + 2 * part + off, offset<float>(o, o_type, b0 * seq * d), false, o16);  // O = P V
   }
@@ -137,16 +136,14 @@ inline void attention_backward(const qkv<float>& q, void* gin, element gin_type,
   // destination with accumulation would get oneDNN's slow kernel)
   const auto at = [&](index n) { return offset<float>(dqkv.data(), gin_type, n); };
   for (index b0 = 0; b0 < batch; b0 += group) {
-    const index g = std::min(group, batch - b0), off = b0 * heads * seq * dh, m = g * heads * tt;
+    const index g = std::min(group, batch - b0), off = b0 * heads * seq * dh;
     const dims4 bhtd{g, heads, seq, dh}, bhtt{g, heads, seq, seq}, bhdt{g, heads, dh, seq};
     const std::uint16_t *qg = qh + off, *dog = dout + off;
     mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, qg, qg + part, probs.data(), false);           // S = Q K^T
-    eigen::softmax_rows(probs.data(), g * heads * seq, seq, scale);
-    detail::to_bf16(probs.data(), a, static_cast<std::size_t>(m));
+    eigen::softmax_rows(probs.data(), g * heads * seq, seq, scale, a, true);                         // P, and A = bf16(P)
     mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, dog, at(2 * part + off), false, g16);      // dV = A^T dO
     mm.run_batched(bhtd, dense, bhdt, dense_t, bhtt, ps, dog, qg + 2 * part, ds.data(), false);       // dA = dO V^T
-    eigen::softmax_backward_rows(ds.data(), probs.data(), g * heads * seq, seq, scale);
-    detail::to_bf16(ds.data(), a, static_cast<std::size_t>(m));                                       // dS in bf16
+    eigen::softmax_backward_rows(ds.data(), probs.data(), g * heads * seq, seq, scale, a);            // dS in bf16
     mm.run_batched(bhtt, ps, bhtd, dense, bhtd, dense, a, qg + part, at(off), false, g16);            // dQ = dS K
     mm.run_batched(bhtt, pts, bhtd, dense, bhtd, dense, a, qg, at(part + off), false, g16);           // dK = dS^T Q
   }

@@ -50,6 +50,19 @@ for s in ("fp32", "bf16"):
         rm = m(f"{out}/search-{s}/retrain-{r}/metrics.json")
         rows.append(f"| {s} | {geno} | {sm.get('seconds', 0):.0f} | {r} | {rm['test_accuracy']:.4f} | "
                     f"{rm.get('seconds', 0):.0f} | {rm.get('latency_ms_batch1', 0):.2f} |")
+import datetime, os, platform, re
+cpu = platform.processor() or "unknown CPU"
+try:
+    cpu = re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read()).group(1).strip()
+except (OSError, AttributeError):
+    pass
+flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+kind = "AMX-BF16" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "no bf16 instructions"
+when = datetime.datetime.fromtimestamp(os.path.getmtime(f"{out}/search-bf16/retrain-bf16/metrics.json"), datetime.timezone.utc)
+threads = sorted({str(m(f"{out}/search-{s}/metrics.json").get("threads", "?")) for s in ("fp32", "bf16")})
+rows += ["", f"Run on {os.cpu_count()} cores ({cpu}, {kind}), finished {when:%Y-%m-%d %H:%M} UTC, with "
+         f"{'/'.join(threads)} thread(s) per search as the tool chose. The seconds are wall time and include whatever "
+         "else the machine ran at the time."]
 open("docs/results/bf16.md", "w").write("\n".join(rows) + "\n")
 print("\n".join(rows))
 PY

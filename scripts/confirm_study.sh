@@ -25,7 +25,8 @@
 #      EPOCHS=10, GRID=0.005,0.01,0.05,0.25,1.0, WD_GRID=0,1e-4,1e-3, PROMPTS_GRID=1,8,50, GRID_EPOCHS=3,
 #      PROBE_EPOCHS=50, BUDGET_SHARE=0.25, PRECISION=auto, COMMIT=1 (commit every finished piece's files),
 #      REPORT_ONLY=1, REPORT_SIZES (the sizes the page shows: every size of the study, whichever SIZES this run
-#      runs), VPDARTS_TOOL=an already built vpdarts; PRETRAIN_* as scripts/fashion_common.sh.
+#      runs), METHODS (run only these methods, e.g. "op-add default"; the rest are left for a later run),
+#      VPDARTS_TOOL=an already built vpdarts; PRETRAIN_* as scripts/fashion_common.sh.
 # The small result files of every finished piece are kept under docs/results/confirm/TASK/nN/seedS/METHOD/ (and
 # committed with COMMIT=1); a piece whose metrics.json is there is skipped, so running the script again
 # continues the study where it stopped. Each piece's seconds are in its metrics.json.
@@ -69,6 +70,7 @@ budget_of() {
 piece() {
   local task=$1 n=$2 seed=$3 method=$4 rel=$1/n$2/seed$3/$4
   [[ -f $res/$rel/metrics.json ]] && return 0
+  [[ -n ${METHODS:-} && " $METHODS " != *" $method "* ]] && return 0
   local dir=$out/$rel
   mkdir -p "$dir"
   local data=(--data fashion --classes "$(target_of "$task")" --train-images "$n" --backbone "$out/$task/backbone.safetensors"

@@ -1707,19 +1707,26 @@ void apply(const epilogue<S>& e, S* out, index rows, index cols) {
 
 // ---- softmax and attention --------------------------------------------------------------------
 
+/// The first passes of a softmax over rows [first, first + count) of `p` (rows of `seq` scores): each
+/// row minus its largest score, times `scale`, then the exponentials. These run over the rows as one
+/// array, so that only the last values, not every row's, fall outside a whole vector (a row of 197 or
+/// 73 scores leaves 5 or 9 values to scalar code, which took half the time of a softmax by rows).
+template <Scalar S>
+void softmax_exponentials(S* p, index first, index count, index seq, S scale) {
+  for (index r = first; r < first + count; ++r) {
+    Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>> a(p + r * seq, seq);
+    a = scale * (a - a.maxCoeff());
+  }
+  Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>> all(p + first * seq, count * seq);
+  all = all.exp();
+}
+
 /// Softmax of every row of `p` (`rows` rows of `seq` scores), the scores scaled by `scale` (> 0) first,
-/// in place. The exponentials run over a job's rows as one array, so that only its last values, not
-/// every row's, fall outside a whole vector (a row of 197 or 73 scores leaves 5 or 9 values to scalar
-/// code, which took half the time of a softmax by rows).
+/// in place.
 template <Scalar S>
 void softmax_rows(S* p, index rows, index seq, S scale) {
   parallel_chunks(rows, 64, [&](index first, index count) {
-    for (index r = first; r < first + count; ++r) {
-      Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>> a(p + r * seq, seq);
-      a = scale * (a - a.maxCoeff());
-    }
-    Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>> all(p + first * seq, count * seq);
-    all = all.exp();
+    softmax_exponentials(p, first, count, seq, scale);
     for (index r = first; r < first + count; ++r) {
       Eigen::Map<Eigen::Array<S, 1, Eigen::Dynamic>> a(p + r * seq, seq);
       a /= a.sum();
@@ -1732,12 +1739,7 @@ void softmax_rows(S* p, index rows, index seq, S scale) {
 /// With `keep_float` false, p holds only the exponentials afterwards (when nothing reads it again).
 inline void softmax_rows(float* p, index rows, index seq, float scale, std::uint16_t* p16, bool keep_float) {
   parallel_chunks(rows, 64, [&](index first, index count) {
-    for (index r = first; r < first + count; ++r) {
-      Eigen::Map<Eigen::Array<float, 1, Eigen::Dynamic>> a(p + r * seq, seq);
-      a = scale * (a - a.maxCoeff());
-    }
-    Eigen::Map<Eigen::Array<float, 1, Eigen::Dynamic>> all(p + first * seq, count * seq);
-    all = all.exp();
+    softmax_exponentials(p, first, count, seq, scale);
     for (index r = first; r < first + count; ++r) {
       float* a = p + r * seq;
       std::uint16_t* a16 = p16 + r * seq;

@@ -9,7 +9,7 @@
 #include <type_traits>
 
 #include "../detail/memory.hpp"
-#include "../kernels/eigen.hpp"
+#include "../kernels/eigen_attention.hpp"
 #include "tape.hpp"
 
 namespace vpdarts {

@@ -8,7 +8,7 @@
 #include <span>
 
 #include "../detail/parallel.hpp"
-#include "../kernels/eigen.hpp"
+#include "../kernels/eigen_attention.hpp"
 #include "tape.hpp"
 
 namespace vpdarts {

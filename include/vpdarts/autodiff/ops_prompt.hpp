@@ -12,6 +12,7 @@
 
 #include "../detail/gemm.hpp"
 #include "../detail/parallel.hpp"
+#include "../kernels/eigen_attention.hpp"
 #include "ops_elementwise.hpp"
 #include "tape.hpp"
 

@@ -17,7 +17,7 @@
 
 #include <type_traits>
 
-#include "eigen.hpp"
+#include "eigen_attention.hpp"
 #include "execution.hpp"
 #include "onednn.hpp"
 #include "operand.hpp"

@@ -13,7 +13,7 @@
 
 #include "../error.hpp"
 #include "../fwd.hpp"
-#include "eigen.hpp"
+#include "eigen_attention.hpp"
 #include "onednn_matmul.hpp"
 #include "operand.hpp"
 

@@ -210,6 +210,7 @@ py::dict search(backbone& b, py::array images, py::array labels, const std::vect
   s.add_to(f);
   common.add_to(f);
   parse_args(f, "search", args);
+  s.note_given(f);
   const std::vector<double> grid = vpdarts_cli::prepare_search(s, common);
   std::optional<vp::data::labelled_images<float>> copy;
   const auto& train = dataset_of(images, labels, class_names, b.vit.config(), norm_from(normalization), "search", copy);

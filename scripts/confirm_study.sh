@@ -3,6 +3,10 @@
 # run on Fashion-MNIST tasks it was not chosen on, at three training sizes, against baselines tuned the
 # same way, with a budgeted search beside it:
 #   c: pretrain on classes 0,2,4,6,8, transfer to 1,3,5,7,9;   d: pretrain on 1,3,5,7,9, transfer to 0,2,4,6,8.
+# RULE=revised runs the revised default rule (frozen on 2026-12-07 at 22:30 UTC, docs/method.md: more epochs and
+# cross-validated selection below 1000 images) on tasks of its own, into docs/results/confirm2/ (confirm2.md):
+#   e: pretrain on classes 0,1,4,5,8, transfer to 2,3,6,7,9;   f: pretrain on 2,3,6,7,9, transfer to 0,1,4,5,8.
+# With RULE=first (the default) every search gets --reference-images 0 --select-folds 1: the first rule at every size.
 # Each task has its own backbone. On each task, size N (training images) and seed (the seed draws the N
 # images, initialises and shuffles), every method gets one protocol (retrain --lr-grid --wd-grid, widened past
 # an edge): trained on search-train (80 %) at each (lr, weight decay), scored on search-val, then trained on
@@ -33,12 +37,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-confirm-study}
-tasks=${TASKS:-c d}
+rule=${RULE:-first}
+case $rule in
+  first) rule_flags=(--reference-images 0 --select-folds 1) default_res=docs/results/confirm default_tasks="c d" ;;
+  revised) rule_flags=() default_res=docs/results/confirm2 default_tasks="e f" ;;
+  *) echo "RULE is 'first' or 'revised', got '$rule'" >&2; exit 2 ;;
+esac
+tasks=${TASKS:-$default_tasks}
 all_sizes="200 1000 5000"  # the study's sizes: the page shows them all
 sizes=${SIZES:-$all_sizes}
 seeds=${SEEDS:-0 1 2}
 jobs=${JOBS:-2}
-res=${RESULTS:-docs/results/confirm}
+res=${RESULTS:-$default_res}
 export STUDY_NAME="confirm study"
 export PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-3} PRETRAIN_IMAGES=${PRETRAIN_IMAGES:--1} PRETRAIN_BATCH=${PRETRAIN_BATCH:-128}
 export PRETRAIN_CROP=${PRETRAIN_CROP:-2}
@@ -57,8 +67,9 @@ threads=1
 ((jobs > 1)) || threads=0
 threads=${THREADS:-$threads}  # THREADS=1 with JOBS=1 leaves the other cores to other work
 
-source_of() { [[ $1 == c ]] && echo 0,2,4,6,8 || echo 1,3,5,7,9; }
-target_of() { [[ $1 == c ]] && echo 1,3,5,7,9 || echo 0,2,4,6,8; }
+source_of() { case $1 in c) echo 0,2,4,6,8 ;; d) echo 1,3,5,7,9 ;; e) echo 0,1,4,5,8 ;; f) echo 2,3,6,7,9 ;;
+                       *) echo "unknown task '$1' (c, d, e or f)" >&2; exit 2 ;; esac; }
+target_of() { case $1 in c) echo 1,3,5,7,9 ;; d) echo 0,2,4,6,8 ;; e) echo 2,3,6,7,9 ;; f) echo 0,1,4,5,8 ;; esac; }
 
 # the budget: a share of add's trainable values (its metrics.json), or of D x T x depth + head when add is not done yet
 budget_of() {
@@ -86,9 +97,9 @@ piece() {
                 --grid-epochs "$probe_epochs" --out "$dir") ;;
     op-concat) cmd=("${retrain[@]}" --op concat --prompts-grid "$prompts_grid") ;;
     op-*) cmd=("${retrain[@]}" --op "${method#op-}") ;;
-    default-search) cmd=(search "${data[@]}" --out "$dir" --resume) ;;  # the frozen default rule
-    budget-search) cmd=(search "${data[@]}" --out "$dir" --resume --param-budget "$(budget_of "$task" "$n" "$seed")") ;;
-    front-search) cmd=(search "${data[@]}" --out "$dir" --runs 1 --pareto "$front_k") ;;
+    default-search) cmd=(search "${data[@]}" "${rule_flags[@]}" --out "$dir" --resume) ;;  # the frozen default rule
+    budget-search) cmd=(search "${data[@]}" "${rule_flags[@]}" --out "$dir" --resume --param-budget "$(budget_of "$task" "$n" "$seed")") ;;
+    front-search) cmd=(search "${data[@]}" "${rule_flags[@]}" --out "$dir" --runs 1 --pareto "$front_k") ;;
     front-*)  # budget I of the front: its genotype, from the front's metrics.json
       "$py" -c "import json, sys; m = json.load(open(sys.argv[1])); g = m['front'][int(sys.argv[2])]['genotype']
 json.dump({'layers': [{'op': o} for o in g]}, open(sys.argv[3], 'w'))" \
@@ -115,8 +126,11 @@ for task in $tasks; do
       { log "task $task: the backbone differs from the one the kept results were made with ($res/$task/backbone.json)"; exit 1; }
   else
     acc=$(grep -o 'test accuracy [0-9.]*' "$out/$task/pretrain.log" 2>/dev/null | tail -n 1 | grep -o '[0-9.]*$' || true)
-    printf '{"task": "%s", "source_classes": "%s", "target_classes": "%s", "sha256": "%s", "source_test_accuracy": "%s"}\n' \
-      "$task" "$(source_of "$task")" "$(target_of "$task")" "$sum" "${acc:-unknown}" > "$res/$task/backbone.json"
+    # the bits of a pretrained backbone depend on the CPU kind, the thread count and the code: say which made it
+    cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)
+    printf '{"task": "%s", "source_classes": "%s", "target_classes": "%s", "sha256": "%s", "source_test_accuracy": "%s", "cpu": "%s", "threads": %s, "commit": "%s", "date": "%s"}\n' \
+      "$task" "$(source_of "$task")" "$(target_of "$task")" "$sum" "${acc:-unknown}" "${cpu:-unknown}" "${PRETRAIN_THREADS:-2}" \
+      "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$(date -u +%FT%TZ)" > "$res/$task/backbone.json"
     [[ ${COMMIT:-0} == 1 ]] && git add "$res/$task/backbone.json" && git commit -q -m "confirm study: task $task backbone" -- "$res/$task/backbone.json"
   fi
   for n in $sizes; do
@@ -124,12 +138,17 @@ for task in $tasks; do
     for seed in $seeds; do
       first+=("$task $n $seed default-search" "$task $n $seed op-add")
       for m in probe op-concat op-affine op-cross_attention; do first+=("$task $n $seed $m"); done
-      second+=("$task $n $seed default" "$task $n $seed cv-select" "$task $n $seed budget-search")
+      second+=("$task $n $seed default" "$task $n $seed budget-search")
+      # the first rule's candidate, cross-validated selection (the revised rule does it itself below 1000 images)
+      [[ $rule == first ]] && second+=("$task $n $seed cv-select")
     done
     run_pieces "${first[@]}"
     run_pieces "${second[@]}"
     third=()
-    for seed in $seeds; do third+=("$task $n $seed budget" "$task $n $seed cv"); done
+    for seed in $seeds; do
+      third+=("$task $n $seed budget")
+      [[ $rule == first ]] && third+=("$task $n $seed cv")
+    done
     run_pieces "${third[@]}"
     log "task $task, $n images: done"
     report

@@ -21,7 +21,7 @@ pretrain_backbone() {
   log "pretrain the fashion backbone on classes $classes"
   "$tool" pretrain --data fashion --classes "$classes" --image 28 --channels 1 --patch 4 --dim 192 --depth 6 --heads 3 \
     --mlp 768 --epochs "${PRETRAIN_EPOCHS:-5}" --train-images "${PRETRAIN_IMAGES:-10000}" --batch "${PRETRAIN_BATCH:-64}" \
-    --crop-padding "${PRETRAIN_CROP:-0}" --out "$backbone" | tee "$(dirname "$backbone")/pretrain.log" | tail -n 1 |
+    --crop-padding "${PRETRAIN_CROP:-0}" --threads "${PRETRAIN_THREADS:-2}" --out "$backbone" | tee "$(dirname "$backbone")/pretrain.log" | tail -n 1 |
     tee -a "$out/study.log"
 }
 

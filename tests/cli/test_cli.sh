@@ -84,7 +84,7 @@ common=(--backbone bb.safetensors --prompts 2 --batch 8 --train-images 80)
 
 # ---- search, flags from a config file (the command line wins)
 cat > search.json <<'JSON'
-{"epochs": 3, "warmup-epochs": 1, "w-lr": 0.05, "op_lr_mult": [1, 1, 0.5, 0.5], "order": "second"}
+{"epochs": 3, "warmup-epochs": 1, "w-lr": 0.05, "op_lr_mult": [1, 1, 0.5, 0.5], "order": "second", "reference-images": 0}
 JSON
 expect 0 "genotype (softmax weights" -- "$tool" search --config search.json --order first --out run "${common[@]}" --threads 2 --quiet
 for f in genotype.json alpha.csv alpha.png alpha_trajectory.png metrics.json \
@@ -163,7 +163,22 @@ expect 2 "--runs DIRS is required" -- "$tool" select
 expect 0 "4-fold cross-validated accuracy" -- "$tool" select --runs grid,pert "${common[@]}" --epochs 1 --folds 4 --out best-cv
 [[ $(json best-cv/metrics.json '["folds"]') == 4 ]] || fail "select --folds: metrics.json does not say 4 folds"
 expect 2 "--folds must be in 1..100" -- "$tool" select --runs grid --folds 0
-expect 2 "--select-folds must be in 1..100" -- "$tool" search --select-folds 101
+expect 2 "--select-folds must be in 0..100" -- "$tool" search --select-folds 101
+expect 2 "--reference-images must be in 0..10000000" -- "$tool" search --reference-images -1
+# below --reference-images (1000) training images the counts not given scale by ceil(1000 / 80) = 13, the two
+# warm-ups with --epochs (given here, so kept), and the runs are scored by 5-fold cross-validation
+expect 0 "fewer than --reference-images 1000: the epoch counts not given x13 (grid-epochs 26, finetune-epochs 13)" -- \
+  "$tool" search "${common[@]}" --out fitted --epochs 2 --warmup-epochs 1 --runs 2 --select-epochs 1 --quiet
+python3 -c "import json; m = json.load(open('fitted/metrics.json')); s = m['selection']
+f = {k: m['schedule'][k] for k in ('reference_images', 'epoch_scale', 'epochs', 'warmup_epochs', 'lr_warmup_epochs', 'select_epochs', 'select_folds', 'finetune_epochs')}
+assert f == dict(reference_images=1000, epoch_scale=13, epochs=2, warmup_epochs=1, lr_warmup_epochs=1, select_epochs=1, select_folds=5, finetune_epochs=13), f
+assert s['select_folds'] == 5 and s['best_run_selection']['finetune_epochs'] == 13, s" ||
+  fail "the fitted schedule is not what metrics.json says"
+# from 1000 images on (or with --reference-images 0, or counts given) nothing changes; --select-folds given stays
+expect 0 "search: selection best of 2 runs" -- "$tool" search "${common[@]}" --out unfitted --epochs 2 --warmup-epochs 1 --runs 2 \
+  --select-epochs 1 --finetune-epochs 1 --select-folds 1 --reference-images 0 --quiet
+python3 -c "import json; m = json.load(open('unfitted/metrics.json'))['schedule']
+assert m['epoch_scale'] == 1 and m['select_folds'] == 1 and m['finetune_epochs'] == 1, m" || fail "--reference-images 0 still scaled"
 expect 1 "no genotype at 'nowhere/genotype.json'" -- "$tool" select --runs grid,nowhere "${common[@]}" --quiet
 
 # ---- resume: kill a second run once it has a checkpoint, resume it, compare with the first

@@ -23,7 +23,7 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
   fail "seeding the backbone cache: $(tail -n 3 pretrain.log)"
 
 declare -A quick=(
-  [search]="--epochs 2 --warmup-epochs 1 --train-images 100 --batch 16"
+  [search]="--epochs 2 --warmup-epochs 1 --train-images 100 --batch 16 --reference-images 0"
   [retrain]="--epochs 1 --train-images 100 --test-images 50 --batch 16"
   [eval]="--test-images 50"
   [sample]=""

@@ -102,6 +102,11 @@ search_outcome search_once(search_settings s, const std::vector<double>& grid, c
                                   });
   m.update({{"command", "search"},
             {"genotype", found.names()},
+            {"schedule", {{"reference_images", s.reference_images}, {"epoch_scale", s.epoch_scale},
+                          {"epochs", s.o.epochs}, {"warmup_epochs", s.o.warmup_epochs},
+                          {"lr_warmup_epochs", s.o.bilevel.w.warmup_epochs}, {"grid_epochs", s.grid_epochs},
+                          {"select_epochs", s.select_epochs}, {"select_folds", s.select_folds},
+                          {"finetune_epochs", s.finetune_epochs}}},
             {"selection", selection},
             {"margins", margins},
             {"warnings", r.warnings},
@@ -299,7 +304,7 @@ search_outcome run_pareto(search_settings& s, const std::vector<double>& grid, c
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   nlohmann::json m = runs[sc.best];
   m.update({{"selection", {{"rule", "pareto"}, {"budgets", budgets}, {"cost", vp::to_string(s.kind())},
-                           {"best_run", names[sc.best]}, {"select_epochs", s.select_epochs}, {"select_lr", select_lr}}},
+                           {"best_run", names[sc.best]}, {"select_epochs", s.select_epochs}, {"select_folds", s.select_folds}, {"select_lr", select_lr}}},
             {"front", front}, {"search_seconds", search_seconds}, {"seconds", seconds},
             {"peak_rss_mb", vp::report::peak_rss_mb()}});
   on_root([&] {
@@ -320,6 +325,7 @@ search_outcome run_pareto(search_settings& s, const std::vector<double>& grid, c
 
 search_outcome run_search(search_settings& s, const std::vector<double>& grid, const vp::vit<float>& vit,
                           const vp::data::labelled_images<float>& train, const fs::path& bb, const std::string& classes) {
+  s.fit_to(static_cast<long>(train.size()));  // below --reference-images: more epochs, cross-validated selection
   if (!s.costs) {
     // every candidate's cost, once for every run: trainable values exactly, latency as timed here and now
     model_t probe(vit, {.prompts = s.prompts, .classes = train.classes(), .seed = s.seed});
@@ -360,6 +366,7 @@ int cmd_search(int argc, char** argv) {
   f.note("Examples: vpdarts search --out run --epochs 10   (built-in backbone and data; three searches)\n"
          "          vpdarts search --out run --runs 1   (one search, a third of the time)");
   if (!parse_flags(f, argc, argv)) return 0;
+  s.note_given(f);
   backbone.validate("search");
   data.validate("search", true, false);
   data.validate_image("search", backbone.image);

@@ -13,7 +13,12 @@ namespace vpdarts_cli {
 struct search_settings {
   std::string out = "vpdarts-run", order = "first", alpha_lr = "auto", lr_grid, select = "perturbation", cost = "params";
   long prompts = 8, grid_epochs = 2, finetune_epochs = 1, runs = 3, select_epochs = 5, latency_runs = 20, pareto = 0,
-       select_folds = 1;
+       select_folds = 0, reference_images = 1000;
+  /// What fit_to() made of the epoch counts left at their defaults: ceil(reference_images / N) below
+  /// reference_images training images, else 1 (0: fit_to() has not run yet).
+  long epoch_scale = 0;
+  /// The flags given by the caller (note_given); fit_to() leaves their values as given.
+  std::map<std::string, std::string> given;
   double cost_weight = 0, param_budget = 0, latency_budget = 0;
   /// Every candidate's cost (filled by run_search before the first search; the same for every run).
   std::optional<vp::op_costs> costs;
@@ -51,7 +56,12 @@ struct search_settings {
     f.add("select-epochs", select_epochs, "--runs above 1: epochs of training per run's genotype on search-train");
     f.add("select-folds", select_folds,
           "--runs above 1 (and --pareto): 1 scores each genotype on search-val; K > 1 by K-fold cross-validation over "
-          "all the training images (K trainings per genotype, every image scored once)");
+          "all the training images (K trainings per genotype, every image scored once); 0 (the default): 5 below "
+          "--reference-images training images, 1 from there on");
+    f.add("reference-images", reference_images,
+          "below this many training images N, every epoch count not given (--epochs with its two warm-ups, "
+          "--grid-epochs, --select-epochs, --finetune-epochs) is multiplied by ceil(R / N), so that a small set gets "
+          "the updates R images get (0: never)", "R");
     f.add("finetune-epochs", finetune_epochs, "--select perturbation: epochs of w-only training after each layer is fixed");
     f.add("seed", seed, "seed of alpha, the operator parameters, the split and the shuffling");
     f.add_switch("resume", resume, "continue from DIR/search.safetensors when it exists");
@@ -115,7 +125,9 @@ struct search_settings {
             "--select is 'argmax' or 'perturbation', got '" + select + "'");
     require(runs >= 1 && runs <= 1000, cmd, cat("--runs must be in 1..1000, got ", runs));
     require(select_epochs >= 1, cmd, cat("--select-epochs must be >= 1, got ", select_epochs));
-    require(select_folds >= 1 && select_folds <= 100, cmd, cat("--select-folds must be in 1..100, got ", select_folds));
+    require(select_folds >= 0 && select_folds <= 100, cmd, cat("--select-folds must be in 0..100 (0: auto), got ", select_folds));
+    require(reference_images >= 0 && reference_images <= 10'000'000, cmd,
+            cat("--reference-images must be in 0..10000000 (0: never scale), got ", reference_images));
     require(finetune_epochs >= 0, cmd, cat("--finetune-epochs must be >= 0, got ", finetune_epochs));
     require(cost == "params" || cost == "latency", cmd, "--cost is 'params' or 'latency', got '" + cost + "'");
     require(std::isfinite(cost_weight) && cost_weight >= 0 && cost_weight <= vp::cost_objective::max_lambda, cmd,
@@ -129,6 +141,41 @@ struct search_settings {
     o.seed = seed;
     o.resume = resume;
     return parse_positive_list(lr_grid, cmd, "w-lr-grid");
+  }
+
+  /// Records which flags the caller gave (flags::given()), so that fit_to() leaves them as given.
+  void note_given(const flags& f) { given = f.given(); }
+
+  /// The default rule's fit to the data (docs/method.md, "The default rule"): below reference_images training
+  /// images (n), every epoch count left at its default is multiplied by ceil(reference_images / n), so that the
+  /// search, the selection and their fine-tuning make the updates they make at reference_images (a count the
+  /// caller gave stays as given); and select_folds 0 becomes 5-fold cross-validation over all n images there (a
+  /// 20 % search-val of 200 images is 40 images, 2.5 points each), 1 (search-val) from reference_images on.
+  /// Runs once, after validate(); says what it changed.
+  void fit_to(long n) {
+    if (epoch_scale > 0) return;
+    const bool small = reference_images > 0 && n > 0 && n < reference_images;
+    epoch_scale = small ? (reference_images + n - 1) / n : 1;
+    // the two warm-ups are parts of --epochs: they scale with it, and stay as they are when --epochs is given
+    struct count { long* value; const char* flag; bool part_of_epochs; };
+    const count counts[] = {{&o.epochs, "epochs", false}, {&o.warmup_epochs, "warmup-epochs", true},
+                            {&o.bilevel.w.warmup_epochs, "lr-warmup-epochs", true}, {&grid_epochs, "grid-epochs", false},
+                            {&select_epochs, "select-epochs", false}, {&finetune_epochs, "finetune-epochs", false}};
+    std::string scaled, kept;
+    for (const count& c : counts) {
+      if (given.count(c.flag) || (c.part_of_epochs && given.count("epochs"))) {
+        if (small) kept += cat(kept.empty() ? "" : ", ", c.flag, " ", *c.value);
+        continue;
+      }
+      *c.value *= epoch_scale;  // defaults are small numbers: no overflow
+      if (small) scaled += cat(scaled.empty() ? "" : ", ", c.flag, " ", *c.value);
+    }
+    if (select_folds == 0) select_folds = small ? std::min(5L, n) : 1;
+    if (small)
+      std::printf("search: %ld training images, fewer than --reference-images %ld: the epoch counts not given x%ld (%s)%s%s\n",
+                  n, reference_images, epoch_scale, scaled.empty() ? "none" : scaled.c_str(),
+                  kept.empty() ? "" : cat("; kept: ", kept).c_str(),
+                  runs > 1 || pareto > 0 ? cat("; the runs scored by ", select_folds, "-fold cross-validation").c_str() : "");
   }
 };
 

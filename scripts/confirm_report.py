@@ -36,7 +36,7 @@ def pct(x):
 
 intro = (["# Confirmation study of the revised default rule, on tasks it was not chosen on", "",
           "The revised default rule (more epochs and cross-validated selection below 1000 training images) was frozen",
-          "on 2026-12-07 at 22:30 UTC (docs/method.md, \"The revised default rule\") after looking at tasks c and d",
+          "on 2026-12-07 at 22:27 UTC (docs/method.md, \"The revised default rule\") after looking at tasks c and d",
           "([confirm.md](confirm.md)) and before any of these runs. From 1000 images on it is the first rule exactly."]
          if REVISED else
          ["# Confirmation study: the default rule on tasks it was not chosen on", "",

@@ -3,7 +3,7 @@
 # run on Fashion-MNIST tasks it was not chosen on, at three training sizes, against baselines tuned the
 # same way, with a budgeted search beside it:
 #   c: pretrain on classes 0,2,4,6,8, transfer to 1,3,5,7,9;   d: pretrain on 1,3,5,7,9, transfer to 0,2,4,6,8.
-# RULE=revised runs the revised default rule (frozen on 2026-12-07 at 22:30 UTC, docs/method.md: more epochs and
+# RULE=revised runs the revised default rule (frozen on 2026-12-07 at 22:27 UTC, docs/method.md: more epochs and
 # cross-validated selection below 1000 images) on tasks of its own, into docs/results/confirm2/ (confirm2.md):
 #   e: pretrain on classes 0,1,4,5,8, transfer to 2,3,6,7,9;   f: pretrain on 2,3,6,7,9, transfer to 0,1,4,5,8.
 # With RULE=first (the default) every search gets --reference-images 0 --select-folds 1: the first rule at every size.

@@ -34,7 +34,7 @@ PY
 
 "$tool" pretrain --out bb.safetensors --image 16 --patch 4 --dim 16 --depth 2 --heads 2 --mlp 32 --epochs 1 \
   --train-images 64 --test-images 16 --quiet > pretrain.log 2>&1 || fail "pretrain: $(tail -n 3 pretrain.log)"
-common=(--backbone bb.safetensors --prompts 2 --batch 7 --train-images 70 --epochs 3 --warmup-epochs 1 --alpha-lr 0.1 --runs 1 --quiet)
+common=(--backbone bb.safetensors --prompts 2 --batch 7 --train-images 70 --epochs 3 --warmup-epochs 1 --alpha-lr 0.1 --runs 1 --reference-images 0 --quiet)
 
 # ---- search: 1 process, then 2 (batch 7: an uneven split)
 "$tool" search "${common[@]}" --out one > one.log 2>&1 || fail "search on 1 process: $(tail -n 3 one.log)"

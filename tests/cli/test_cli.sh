@@ -239,6 +239,11 @@ for key in test_accuracy trainable_params trainable_percent latency_ms_batch1 la
 done
 [[ $(json run/metrics.json '["command"]') == search ]] || fail "retrain overwrote the search's metrics.json"
 expect 0 "test accuracy" -- "$tool" retrain --run run --op concat "${common[@]}" --epochs 1 --test-images 40 --quiet
+# below 1000 images, retraining without --epochs says how few updates its default makes (80 images: 1/13)
+expect 0 "1/13 of what they are at 1000 images; --epochs 260" -- "$tool" retrain --run run --op add "${common[@]}" \
+  --test-images 10 --out few-updates --quiet
+"$tool" retrain --run run --op add "${common[@]}" --epochs 1 --test-images 10 --out given-epochs --quiet 2>&1 |
+  grep -q "warning: retrain: 80 training images" && fail "retrain warned about the epochs although --epochs was given"
 expect 0 "test accuracy" -- "$tool" retrain --run run --linear-probe "${common[@]}" --epochs 3 --test-images 40 --quiet
 [[ $(json run/probe/metrics.json '["method"]') == linear_probe ]] || fail "no run/probe/metrics.json"
 # the lr grid protocol: chosen on search-val (a split of the training images), then trained on all of them

@@ -207,6 +207,7 @@ struct retrain_settings {
   bool probe = false, flip = false;
   w_settings w;
   std::optional<vp::genotype> given;  ///< the genotype to retrain, when given as a value (the Python module)
+  bool epochs_given = false;          ///< --epochs was given (else a small training set is warned about)
 
   void add_to(flags& f) {
     f.add("run", run, "the search's output folder (its genotype.json is the default genotype)", "DIR");

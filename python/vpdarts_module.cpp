@@ -249,7 +249,7 @@ py::dict retrain(backbone& b, py::array images, py::array labels, const std::vec
   s.add_to(f);
   common.add_to(f);
   parse_args(f, "retrain", args);
-  s.epochs_given = f.given().count("epochs") > 0;
+  s.note_given(f);
   if (!genotype_json.empty()) {
     try {
       s.given = vp::genotype::from_json(genotype_json, "the genotype given");

@@ -74,13 +74,13 @@ nlohmann::json run_retrain(retrain_settings& s, const std::vector<double>& grid,
 
   // below 1000 images the default epochs make few updates (docs/method.md, the revised rule; the search scales
   // its own counts, retraining leaves the choice to the caller and says so)
-  if (const long n = static_cast<long>(train.size()); !s.epochs_given && n > 0 && n < 1000) {
-    const long k = (1000 + n - 1) / n;
+  const long n = static_cast<long>(train.size());
+  if (const long k = epoch_scale_for(n, reference_images_default); k > 1 && !s.given_flags.count("epochs")) {
     on_root([&] {
       std::fprintf(stderr,
                    "warning: retrain: %ld training images: %ld epochs are about %ld updates of batch %ld, 1/%ld of what they "
-                   "are at 1000 images; --epochs %ld (and --grid-epochs) gives as many (docs/method.md)\n",
-                   n, s.epochs, (n * s.epochs + s.batch - 1) / s.batch, s.batch, k, s.epochs * k);
+                   "are at %ld images; --epochs %ld (and --grid-epochs) gives as many (docs/method.md)\n",
+                   n, s.epochs, (n * s.epochs + s.batch - 1) / s.batch, s.batch, k, reference_images_default, s.epochs * k);
     });
   }
   on_root([&] { ensure_dir(dir); });
@@ -189,7 +189,7 @@ int cmd_retrain(int argc, char** argv) {
   data.add_to(f);
   common.add_to(f);
   if (!parse_flags(f, argc, argv)) return 0;
-  s.epochs_given = f.given().count("epochs") > 0;
+  s.note_given(f);
   backbone.validate("retrain");
   data.validate("retrain", true, true);
   data.validate_image("retrain", backbone.image);

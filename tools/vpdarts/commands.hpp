@@ -9,16 +9,26 @@
 
 namespace vpdarts_cli {
 
+/// The training-set size whose updates the default rule keeps at smaller sizes (docs/method.md, "The revised
+/// default rule"): the search's --reference-images default, and what retrain's small-set warning measures against.
+inline constexpr long reference_images_default = 1000;
+
+/// ceil(reference / n) below `reference` training images (n > 0, reference > 0), else 1: how many times the epochs
+/// at n images make the updates of `reference` images.
+inline long epoch_scale_for(long n, long reference) {
+  return reference > 0 && n > 0 && n < reference ? (reference + n - 1) / n : 1;
+}
+
 /// The search command's own flags and what they become.
 struct search_settings {
   std::string out = "vpdarts-run", order = "first", alpha_lr = "auto", lr_grid, select = "perturbation", cost = "params";
   long prompts = 8, grid_epochs = 2, finetune_epochs = 1, runs = 3, select_epochs = 5, latency_runs = 20, pareto = 0,
-       select_folds = 0, reference_images = 1000;
+       select_folds = 0, reference_images = reference_images_default;
   /// What fit_to() made of the epoch counts left at their defaults: ceil(reference_images / N) below
   /// reference_images training images, else 1 (0: fit_to() has not run yet).
   long epoch_scale = 0;
   /// The flags given by the caller (note_given); fit_to() leaves their values as given.
-  std::map<std::string, std::string> given;
+  std::map<std::string, std::string> given_flags;
   double cost_weight = 0, param_budget = 0, latency_budget = 0;
   /// Every candidate's cost (filled by run_search before the first search; the same for every run).
   std::optional<vp::op_costs> costs;
@@ -144,7 +154,7 @@ struct search_settings {
   }
 
   /// Records which flags the caller gave (flags::given()), so that fit_to() leaves them as given.
-  void note_given(const flags& f) { given = f.given(); }
+  void note_given(const flags& f) { given_flags = f.given(); }
 
   /// The default rule's fit to the data (docs/method.md, "The default rule"): below reference_images training
   /// images (n), every epoch count left at its default is multiplied by ceil(reference_images / n), so that the
@@ -154,8 +164,8 @@ struct search_settings {
   /// Runs once, after validate(); says what it changed.
   void fit_to(long n) {
     if (epoch_scale > 0) return;
-    const bool small = reference_images > 0 && n > 0 && n < reference_images;
-    epoch_scale = small ? (reference_images + n - 1) / n : 1;
+    epoch_scale = epoch_scale_for(n, reference_images);
+    const bool small = epoch_scale > 1;  // n < reference_images: ceil(reference_images / n) >= 2
     // the two warm-ups are parts of --epochs: they scale with it, and stay as they are when --epochs is given
     struct count { long* value; const char* flag; bool part_of_epochs; };
     const count counts[] = {{&o.epochs, "epochs", false}, {&o.warmup_epochs, "warmup-epochs", true},
@@ -163,7 +173,7 @@ struct search_settings {
                             {&select_epochs, "select-epochs", false}, {&finetune_epochs, "finetune-epochs", false}};
     std::string scaled, kept;
     for (const count& c : counts) {
-      if (given.count(c.flag) || (c.part_of_epochs && given.count("epochs"))) {
+      if (given_flags.count(c.flag) || (c.part_of_epochs && given_flags.count("epochs"))) {
         if (small) kept += cat(kept.empty() ? "" : ", ", c.flag, " ", *c.value);
         continue;
       }
@@ -207,7 +217,8 @@ struct retrain_settings {
   bool probe = false, flip = false;
   w_settings w;
   std::optional<vp::genotype> given;  ///< the genotype to retrain, when given as a value (the Python module)
-  bool epochs_given = false;          ///< --epochs was given (else a small training set is warned about)
+  /// The flags given by the caller (note_given): without --epochs a small training set is warned about.
+  std::map<std::string, std::string> given_flags;
 
   void add_to(flags& f) {
     f.add("run", run, "the search's output folder (its genotype.json is the default genotype)", "DIR");
@@ -235,6 +246,9 @@ struct retrain_settings {
     f.add("crop-padding", crop_padding, "augmentation: pad by N pixels, then crop back at a random offset");
     f.add_switch("flip", flip, "augmentation: random left-right flips");
   }
+
+  /// Records which flags the caller gave (flags::given()).
+  void note_given(const flags& f) { given_flags = f.given(); }
 
   void validate() {
     const std::string cmd = "retrain";
